@@ -1,0 +1,1 @@
+"""`diagnose`: run, probe and explain vision-to-text alignment training."""

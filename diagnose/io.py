@@ -1,0 +1,94 @@
+"""All file writing of the tool: atomic text/JSON writes and checkpoints (safetensors + config)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reference_models import AlignmentConfig, ConfigError, dump_config
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, cfg: AlignmentConfig, metadata: dict[str, str] | None = None) -> None:
+    """safetensors weights plus the resolved config beside them (`<stem>.yaml`)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"config_name": cfg.name, "scale": cfg.scale, **(metadata or {})}
+    atomic_write_bytes(path, save(state, metadata=meta))
+    atomic_write_text(path.with_suffix(".yaml"), dump_config(cfg))
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read weights without ever unpickling arbitrary objects.
+
+    safetensors, or torch files with `weights_only=True`; a training checkpoint that wraps the
+    weights under `state_dict` / `model` is unwrapped.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a .safetensors or .pt file")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: checkpoint file is empty")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise ConfigError(f"{path}: cannot load checkpoint safely ({first[:200]})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path}: expected a mapping of parameter names to tensors")
+    return state
+
+
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load; mismatched keys or shapes are a ConfigError listing them."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    if shapes:
+        problems.append(f"shape mismatch {'; '.join(shapes[:4])}{' ...' if len(shapes) > 4 else ''}")
+    if problems:
+        raise ConfigError(f"{source}: checkpoint does not match the model: {' | '.join(problems)}")
+    model.load_state_dict(state)

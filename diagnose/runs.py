@@ -1,0 +1,104 @@
+"""Orchestration shared by the commands: resolve a config, train with callbacks, save a run."""
+
+from __future__ import annotations
+
+import math
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from reference_models import AlignmentConfig, Callback, TrainResult, apply_scale, load_config, train
+
+from .io import atomic_write_text, save_checkpoint, write_json
+
+
+def resolve_config(config: str, sets: Sequence[str] | None, scale: str, seed: int | None) -> AlignmentConfig:
+    cfg = apply_scale(load_config(config, list(sets or [])), scale)
+    if seed is not None:
+        cfg.seed = seed
+    return cfg
+
+
+def command_line() -> str:
+    return " ".join(["diagnose", *map(shlex.quote, sys.argv[1:])])
+
+
+class ProgressCallback(Callback):
+    def __init__(self, ticker):
+        self.ticker = ticker
+
+    def on_step_end(self, model, info):
+        logged = info.loss.logged
+        self.ticker.advance(1, status=f"loss_clip {logged['loss_clip']:.3f}  ln(B) {info.loss.chance:.3f}")
+
+
+class EpochCheckpoints(Callback):
+    """Per-epoch checkpoints (safetensors + resolved config)."""
+
+    def __init__(self, out: Path, cfg: AlignmentConfig):
+        self.out, self.cfg = out, cfg
+
+    def on_epoch_end(self, model, epoch, step):
+        save_checkpoint(self.out / f"checkpoint-epoch{epoch + 1}.safetensors", model, self.cfg, {"step": str(step + 1)})
+
+
+@dataclass
+class RunSummary:
+    name: str
+    cfg: AlignmentConfig
+    result: TrainResult
+    seconds: float
+
+    def to_dict(self) -> dict:
+        r, h = self.result, self.result.history
+        window = h[-max(1, min(10, len(h) // 5)) :]
+        final = {k: float(sum(row[k] for row in window) / len(window)) for k in window[0]
+                 if k.startswith("loss") or k == "total"}
+        return {
+            "name": self.name,
+            "config": self.cfg.name,
+            "scale": self.cfg.scale,
+            "seed": self.cfg.seed,
+            "steps": r.steps,
+            "steps_per_epoch": r.steps_per_epoch,
+            "batch_size": self.cfg.dataset.batch_size,
+            "chance_loss": r.chance_loss,
+            "final_loss": final,
+            "final_window_steps": [int(window[0]["step"]), int(window[-1]["step"])],
+            "retrieval": {k: v for k, v in r.retrieval.items()},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def run_training(cfg: AlignmentConfig, steps: int | None, epochs: int | None, device: str,
+                 callbacks: Sequence[Callback], name: str | None = None) -> RunSummary:
+    start = time.perf_counter()
+    result = train(cfg, steps=steps, epochs=epochs, device=device, callbacks=callbacks)
+    return RunSummary(name or cfg.name, cfg, result, time.perf_counter() - start)
+
+
+def environment() -> dict[str, str]:
+    return {"torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "threads": str(torch.get_num_threads())}
+
+
+def save_train_run(out: Path, run: RunSummary) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = pd.DataFrame(run.result.history)
+    atomic_write_text(out / "metrics.csv", metrics.to_csv(index=False))
+    save_checkpoint(out / "model.safetensors", run.result.model, run.cfg, {"step": str(run.result.steps)})
+    write_json(out / "summary.json", {"runs": [run.to_dict()], "command": command_line(), "environment": environment()})
+
+
+def learned(run: dict, loss_margin: float = 0.5, recall_factor: float = 10.0) -> bool:
+    """Learned = final CLIP loss below `loss_margin`·ln(B) and R@1 at least `recall_factor`x chance."""
+    clip = run["final_loss"].get("loss_clip", math.inf)
+    r = run["retrieval"]
+    return clip < loss_margin * run["chance_loss"] and r.get("r@1", 0) >= recall_factor * r.get("chance@1", 1)

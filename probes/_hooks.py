@@ -1,0 +1,89 @@
+"""Scoped hook registration: every handle a session creates goes through one `HookSet`.
+
+PyTorch hook quirks, kept in this one place (the probes rely on each of them):
+
+1. Module forward hooks fire only through ``module(...)`` (``nn.Module.__call__``); calling
+   ``module.forward(...)`` directly, or a ``torch.compile``d module, skips them silently.
+2. A module with *any* hook leaves ``nn.Module._call_impl``'s hook-free fast path: each call then
+   pays a few microseconds of Python.  So probes hook only the module types they read
+   (``nn.Softmax``, norms, attention) and return early when the step is not scheduled.
+3. A forward hook that returns a value *replaces* the module output; ours return ``None`` except
+   where they deliberately restore the output shape the caller asked for (MultiheadAttention).
+4. ``register_forward_pre_hook(..., with_kwargs=True)`` sees keyword arguments only if the caller
+   passed them as keywords; to change an argument that may arrive positionally, bind the call to
+   the signature first (see ``bind_call``) or ``forward`` receives it twice.
+5. ``nn.MultiheadAttention`` returns head-averaged weights by default and none when
+   ``need_weights=False`` (its fused fast path, taken in eval mode); asking for per-head weights
+   forces the slow path, which is why it is done only on the expensive schedule.
+6. Patching ``torch.nn.functional.scaled_dot_product_attention`` affects call sites that look the
+   name up at call time (``F.scaled_dot_product_attention(...)``, MultiheadAttention, Hugging Face
+   ``sdpa_attention_forward``); a ``from torch.nn.functional import scaled_dot_product_attention``
+   done at import time keeps the original and is not seen.  The patch is process-global while
+   the session is open.
+7. Optimizer step hooks (``register_step_pre_hook`` / ``register_step_post_hook``) are
+   per-instance and return removable handles; the ``torch.optim.optimizer.register_optimizer_*``
+   variants are global and are never used here.
+8. Full backward module hooks break on in-place ops on the module output and on views, so
+   gradients are read from ``param.grad`` after ``backward()`` instead of from backward hooks.
+9. A hook closure that captured a tensor keeps it alive for as long as the handle exists; hooks
+   here capture only modules, names and the session, and reduce activations to scalars at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+
+class HookSet:
+    """Owns every hook handle and monkey-patch made by one probe session; `remove` undoes all."""
+
+    def __init__(self) -> None:
+        self._handles: list[RemovableHandle] = []
+        self._patches: list[tuple[Any, str, Any]] = []
+
+    def forward_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False) -> None:
+        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs))
+
+    def forward_pre_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False) -> None:
+        self._handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
+
+    def optimizer_post_hook(self, optimizer: torch.optim.Optimizer, fn: Callable) -> None:
+        self._handles.append(optimizer.register_step_post_hook(fn))
+
+    def patch(self, owner: Any, attr: str, new: Any) -> Any:
+        """Replace ``owner.attr`` by ``new`` until `remove`; returns the original."""
+        original = getattr(owner, attr)
+        self._patches.append((owner, attr, original))
+        setattr(owner, attr, new)
+        return original
+
+    def remove(self) -> None:
+        # Patches are undone in reverse order so nested sessions unwind to the true original.
+        while self._patches:
+            owner, attr, original = self._patches.pop()
+            setattr(owner, attr, original)
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __len__(self) -> int:
+        return len(self._handles) + len(self._patches)
+
+
+_SIGNATURES: dict[type, inspect.Signature] = {}
+
+
+def bind_call(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Arguments of ``module.forward(*args, **kwargs)`` by name (quirk 4)."""
+    cls = type(module)
+    sig = _SIGNATURES.get(cls)
+    if sig is None:
+        sig = _SIGNATURES[cls] = inspect.signature(cls.forward)
+    bound = sig.bind(module, *args, **kwargs)
+    arguments = dict(bound.arguments)
+    arguments.pop(next(iter(sig.parameters)))  # `self`
+    return arguments

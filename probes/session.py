@@ -1,0 +1,283 @@
+"""`attach` / `ProbeSession`: scoped instrumentation of any `torch.nn.Module`.
+
+Schedule. Cheap work runs on steps where ``step % every == 0``; expensive work (recomputed SDPA
+weights, MultiheadAttention per-head weights, embedding spectra, pairwise latent cosines, norm
+scales, watched outputs) where ``step % expensive_every == 0`` — step 0 always — and expensive steps
+also get the cheap work. Forward hooks run before `observe` reports the step, so they schedule on
+the session's prediction of the step in flight: the last observed step + 1 (or `set_step`); their
+values wait as a few reduced scalars and are stamped with the step given to the next `observe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from typing import Any, Iterator, Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ._hooks import HookSet
+from ._records import RecordBuffer
+from .base import Observation, Probe
+from .collapse import Collapse
+from .entropy import SoftmaxEntropy
+from .gradients import GradientFlow
+from .latents import LatentStats
+from .loss_split import LossSplit
+
+PROBES: dict[str, type[Probe]] = {
+    "latent_stats": LatentStats,
+    "gradient_flow": GradientFlow,
+    "softmax_entropy": SoftmaxEntropy,
+    "loss_split": LossSplit,
+    "collapse": Collapse,
+}
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "cheap": ("gradient_flow", "loss_split"),
+    "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse"),
+}
+
+
+class ProbeSession:
+    """Hooks, schedule and records of one instrumented training run. Use through `attach`.
+
+    Args:
+        model: any module; parameters are read by ``named_parameters()`` names.
+        optimizer: if given, a step post-hook computes update/param right after
+            ``optimizer.step()``, which makes `after_step` optional.
+        probes: ``"cheap"``, ``"all"``, or a list of probe names / `Probe` instances.
+        every, expensive_every: the schedule (see module docstring).
+        latents: parameter names for the latent probe (default: names matching a latent/query
+            pattern, see `probes.latents.LATENT_PATTERN`).
+        outputs: ``{"label": "module.path"}`` module outputs to measure for collapse.
+        strict: re-raise errors raised inside probes; by default they are counted (probe
+            ``session``, metric ``errors_count``) and kept in `errors`, so training continues.
+        train_only: ignore forwards run with autograd disabled (evaluation loops).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        probes: str | Sequence[str | Probe] = "all",
+        every: int = 1,
+        expensive_every: int = 10,
+        latents: Sequence[str] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        strict: bool = False,
+        train_only: bool = True,
+        start_step: int = 0,
+    ) -> None:
+        if every < 1 or expensive_every < 1:
+            raise ValueError("every and expensive_every must be >= 1")
+        self.model = model
+        self.optimizer = optimizer
+        self.every = int(every)
+        self.expensive_every = int(expensive_every)
+        self.strict = strict
+        self.train_only = train_only
+        self.probes: dict[str, Probe] = _build_probes(probes, latents, outputs)
+        self.hooks = HookSet()
+        self.buffer = RecordBuffer()
+        self.errors: list[str] = []
+        self.scratch: dict[int, Any] = {}  # per-call state shared between a pre-hook and its hook
+        self.module_names: dict[int, str] = {}
+        self._hint = int(start_step)  # step the next forward belongs to
+        self._last_step: int | None = None
+        self._stepped = True  # probes' after_step already ran for the last observation
+        self._open = False
+        self._observing: int | None = None  # step being observed, while `observe` runs
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> "ProbeSession":
+        if self._open:
+            return self
+        self.module_names = {id(m): n for n, m in self.model.named_modules()}
+        self._open = True
+        try:
+            for probe in self.probes.values():
+                probe.setup(self)
+            if self.optimizer is not None:
+                self.hooks.optimizer_post_hook(self.optimizer, self._optimizer_post_hook)
+        except BaseException:
+            self._open = False
+            self.hooks.remove()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Remove every hook and patch; finish a pending update measurement. Idempotent."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            for probe in self.probes.values():
+                with self.guard(probe.name):
+                    probe.close(self)
+            if self.buffer.has_pending:
+                self.buffer.commit_pending(self._hint)
+        finally:
+            self.hooks.remove()
+            self.scratch.clear()
+            self.module_names = {}
+
+    def __enter__(self) -> "ProbeSession":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    # -- user calls --------------------------------------------------------------------------
+    def observe(
+        self,
+        step: int,
+        losses: Mapping[str, Any] | None = None,
+        weights: Mapping[str, float] | None = None,
+        chance: Mapping[str, float] | None = None,
+        embeddings: Mapping[str, torch.Tensor] | None = None,
+        logits: Mapping[str, torch.Tensor] | None = None,
+        batch_size: int | None = None,
+        extras: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Report step `step`: call after ``loss.backward()`` and before ``optimizer.step()``."""
+        step = int(step)
+        if not self._stepped:  # previous step's update not measured yet (no hook, no after_step)
+            self._run_after_step()
+        obs = Observation(
+            step=step,
+            losses=losses or {},
+            weights=weights or {},
+            chance=chance or {},
+            embeddings=embeddings or {},
+            logits=logits or {},
+            batch_size=batch_size,
+            extras=extras or {},
+        )
+        self._last_step = step
+        self._hint = step
+        self._observing = step
+        try:
+            with self.guard("session"):
+                self.buffer.commit_pending(step)
+            for probe in self.probes.values():
+                with self.guard(probe.name):
+                    probe.observe(self, obs)
+        finally:
+            self._observing = None
+        self._stepped = False
+        self._hint = step + 1
+
+    def after_step(self, step: int | None = None) -> None:
+        """Call after ``optimizer.step()`` (optional when `attach` got the optimizer)."""
+        if not self._stepped:
+            self._run_after_step()
+        if step is not None:
+            self._hint = int(step) + 1
+
+    def set_step(self, step: int) -> None:
+        """Declare the step the next forward belongs to (hooks schedule on it)."""
+        self._hint = int(step)
+
+    def watch_outputs(self, outputs: Mapping[str, str]) -> None:
+        """Measure collapse of module outputs: ``{"perceiver_latents": "vision.perceiver"}``."""
+        if not self._open:
+            raise RuntimeError("watch_outputs needs an open session")
+        probe = self.probes.get("collapse")
+        if not isinstance(probe, Collapse):
+            probe = self.probes["collapse"] = Collapse()
+        probe.outputs.update(outputs)
+        probe.watch(self, outputs)
+
+    @property
+    def records(self) -> pd.DataFrame:
+        """Long DataFrame: step (int), probe, target, metric (str), value (float)."""
+        return self.buffer.frame()
+
+    # -- used by probes ----------------------------------------------------------------------
+    def due(self, step: int, expensive: bool = False) -> bool:
+        if step % self.expensive_every == 0:
+            return True
+        return (not expensive) and step % self.every == 0
+
+    def hook_due(self, expensive: bool = False) -> bool:
+        """Whether a forward hook should measure now (called on every forward: keep it cheap)."""
+        if not self._open or (self.train_only and not torch.is_grad_enabled()):
+            return False
+        return self.due(self._hint, expensive)
+
+    @contextlib.contextmanager
+    def guard(self, probe: str) -> Iterator[None]:
+        """Keep a probe failure from breaking training (unless strict); count it instead."""
+        try:
+            yield
+        except Exception as exc:
+            if self.strict:
+                raise
+            self.errors.append(f"step {self._hint} {probe}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+            if self._observing is not None:
+                self.buffer.add(self._observing, "session", probe, "errors_count", 1.0)
+            else:  # inside a forward hook: stamped with the step of the next observe
+                self.buffer.defer("session", probe, "errors_count", 1.0)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _optimizer_post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._stepped:
+            self._run_after_step()
+
+    def _run_after_step(self) -> None:
+        self._stepped = True
+        for probe in self.probes.values():
+            with self.guard(probe.name):
+                probe.after_step(self)
+
+
+def attach(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    probes: str | Sequence[str | Probe] = "all",
+    every: int = 1,
+    expensive_every: int = 10,
+    **kwargs: Any,
+) -> ProbeSession:
+    """Open a `ProbeSession` on `model`; use as ``with attach(model, ...) as session:``.
+
+    Hooks are registered immediately and removed when the ``with`` block exits (also through an
+    exception) or on `ProbeSession.close`. See `ProbeSession` for the keyword arguments.
+    """
+    return ProbeSession(model, optimizer, probes, every, expensive_every, **kwargs).open()
+
+
+def _build_probes(
+    spec: str | Sequence[str | Probe],
+    latents: Sequence[str] | None,
+    outputs: Mapping[str, str] | None,
+) -> dict[str, Probe]:
+    if isinstance(spec, str):
+        if spec not in PRESETS:
+            raise ValueError(f"unknown preset {spec!r}; presets: {sorted(PRESETS)}")
+        spec = PRESETS[spec]
+    out: dict[str, Probe] = {}
+    for item in spec:
+        if isinstance(item, Probe):
+            out[item.name] = item
+            continue
+        if item not in PROBES:
+            raise ValueError(f"unknown probe {item!r}; probes: {sorted(PROBES)}")
+        if item == "latent_stats":
+            out[item] = LatentStats(latents=latents)
+        elif item == "collapse":
+            out[item] = Collapse(outputs=outputs)
+        else:
+            out[item] = PROBES[item]()
+    if outputs and "collapse" not in out:
+        out["collapse"] = Collapse(outputs=outputs)
+    if latents and "latent_stats" not in out:
+        out["latent_stats"] = LatentStats(latents=latents)
+    return out

@@ -1,0 +1,150 @@
+"""Pure tensor statistics behind the probes. No hooks, no state; every function returns tensors
+(0-d or 1-d) so callers can defer the host transfer.
+
+References:
+  effective rank (RankMe): Garrido et al., "RankMe", ICML 2023 — exp of the Shannon entropy of the
+      L1-normalised singular values.
+  alignment / uniformity: Wang & Isola, ICML 2020 — on L2-normalised embeddings,
+      alignment = E‖x−y‖² over positive pairs (alpha=2), uniformity = log E exp(−2‖x−y‖²) over pairs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def softmax_dim(ndim: int, dim: int | None) -> int:
+    """The axis `nn.Softmax(dim=None)` uses (PyTorch's legacy implicit choice)."""
+    if dim is None:
+        dim = 0 if ndim in (0, 1, 3) else 1
+    return dim % max(ndim, 1)
+
+
+def normalised_entropy(p: Tensor, dim: int = -1) -> Tensor:
+    """H(p)/ln(K) along `dim` (removed), in [0, 1] for probability vectors; K = p.shape[dim] >= 2."""
+    k = p.shape[dim]
+    p = p.float()
+    return -torch.xlogy(p, p).sum(dim) / math.log(k)
+
+
+def entropy_summary(h: Tensor, head_axis: int | None = None) -> dict[str, Tensor]:
+    """Mean and min of row entropies `h` over finite rows, non-finite count, and per-head
+    `head_mean` / `head_min` (1-d, one value per head) when `head_axis` is given."""
+    finite = torch.isfinite(h)
+    n_finite = finite.sum()
+    zero = torch.zeros((), dtype=h.dtype, device=h.device)
+    out = {
+        "entropy_mean": torch.where(finite, h, zero).sum() / n_finite,  # nan if no finite row
+        "entropy_min": torch.where(finite, h, torch.full_like(zero, math.inf)).amin(),
+        "nonfinite": (~finite).sum(),
+    }
+    if head_axis is not None:
+        hh = h.movedim(head_axis, 0).reshape(h.shape[head_axis], -1)
+        ff = finite.movedim(head_axis, 0).reshape(hh.shape)
+        out["head_mean"] = torch.where(ff, hh, zero).sum(1) / ff.sum(1)
+        out["head_min"] = torch.where(ff, hh, torch.full_like(zero, math.inf)).amin(1)
+    return out
+
+
+def attention_probs(
+    query: Tensor,
+    key: Tensor,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> Tensor:
+    """softmax(QKᵀ·scale + mask) as `F.scaled_dot_product_attention` computes it (before dropout)."""
+    q, k = query.float(), key.float()
+    if enable_gqa and q.dim() >= 3 and k.shape[-3] != q.shape[-3]:
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (..., L, S)
+    L, S = scores.shape[-2], scores.shape[-1]
+    if is_causal:
+        causal = torch.ones(L, S, dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~causal, -math.inf)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, -math.inf)
+        else:
+            scores = scores + attn_mask.float()
+    return torch.softmax(scores, dim=-1)
+
+
+def _l2_normalise(x: Tensor) -> Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def mean_offdiag_cosine(x: Tensor) -> Tensor:
+    """Mean cosine similarity over ordered pairs i != j, in O(N·D): (‖Σx̂‖² − Σ‖x̂‖²)/(N(N−1))."""
+    n = x.shape[0]
+    xn = _l2_normalise(x.float())
+    s = xn.sum(0)
+    return ((s @ s) - (xn * xn).sum()) / (n * (n - 1))
+
+
+def singular_values(x: Tensor) -> Tensor:
+    """Singular values of (N, D) `x` from the eigenvalues of the smaller Gram matrix (float64)."""
+    xd = x.double()
+    gram = xd @ xd.T if x.shape[0] <= x.shape[1] else xd.T @ xd
+    ev = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
+    return ev.sqrt()
+
+
+def effective_rank(sv: Tensor) -> Tensor:
+    """RankMe: exp(H(σ/‖σ‖₁)); 1 for a rank-1 matrix, D for a perfectly isotropic one."""
+    p = sv / sv.sum().clamp_min(1e-30)
+    return torch.exp(-torch.xlogy(p, p).sum())
+
+
+def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
+    """log E_{i≠j} exp(−t‖x̂ᵢ−x̂ⱼ‖²) on L2-normalised rows (Wang & Isola 2020)."""
+    xn = _l2_normalise(x.double())
+    n = xn.shape[0]
+    sq = (2.0 - 2.0 * (xn @ xn.T)).clamp_min(0)
+    off = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    return torch.logsumexp(-t * sq[off], dim=0) - math.log(n * (n - 1))
+
+
+def alignment(x: Tensor, y: Tensor) -> Tensor:
+    """E‖x̂ᵢ−ŷᵢ‖² over positive pairs (rows with the same index)."""
+    return (_l2_normalise(x.float()) - _l2_normalise(y.float())).pow(2).sum(1).mean()
+
+
+def collapse_metrics(x: Tensor, expensive: bool = True, max_pairs_rows: int = 1024) -> dict[str, Tensor]:
+    """Representation-collapse statistics of an (N, D) batch of embeddings.
+
+    Rows holding NaN/Inf are dropped and counted (`nonfinite_rows`). Cheap metrics are O(N·D);
+    `expensive` adds the spectrum (effective rank, top singular direction's share of energy) and
+    uniformity (on at most `max_pairs_rows` rows).
+    """
+    x = x.detach()
+    if x.dim() != 2:
+        x = x.reshape(x.shape[0], -1)
+    x = x.float()
+    finite_rows = torch.isfinite(x).all(1)
+    out: dict[str, Tensor] = {"nonfinite_rows": (~finite_rows).sum()}
+    if not bool(finite_rows.all()):
+        x = x[finite_rows]
+    n, d = x.shape
+    out["n"] = torch.tensor(float(n))
+    out["dim"] = torch.tensor(float(d))
+    if n == 0:
+        return out
+    norms = x.norm(dim=1)
+    out["norm_mean"] = norms.mean()
+    if n < 2:
+        return out
+    out["cosine_mean"] = mean_offdiag_cosine(x)
+    out["dim_std_mean"] = _l2_normalise(x).std(0).mean()  # ≈ 1/√D when spread, → 0 when collapsed
+    if expensive:
+        sv = singular_values(x)
+        out["effective_rank"] = effective_rank(sv)
+        out["effective_rank_frac"] = out["effective_rank"] / min(n, d)
+        out["top_sv_share"] = sv[0].pow(2) / sv.pow(2).sum().clamp_min(1e-30)
+        out["uniformity"] = uniformity(x[:max_pairs_rows])
+    return out

@@ -1,0 +1,212 @@
+"""Reference training loop and retrieval evaluation.
+
+The loop does no I/O: progress, checkpoints and probes are callbacks (`TrainCallback`), so the CLI
+owns the console and every file it writes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from .config import AlignmentConfig
+from .data import PairSource, build_data
+from .losses import AlignmentLoss, LossOutput
+from .model import AlignmentModel, build_model
+
+
+@dataclass
+class StepInfo:
+    step: int  # 0-based optimizer step
+    epoch: int
+    lr: float
+    batch_size: int
+    loss: LossOutput
+    image: torch.Tensor  # (B, proj) unit-norm embeddings of this batch (with grad history)
+    text: torch.Tensor
+    tokens: torch.Tensor  # (B, T, D) input features
+    text_features: torch.Tensor  # (B, Dt)
+
+
+class TrainCallback(Protocol):
+    def on_backward(self, model: AlignmentModel, info: StepInfo) -> None: ...
+    def on_step_end(self, model: AlignmentModel, info: StepInfo) -> None: ...
+    def on_epoch_end(self, model: AlignmentModel, epoch: int, step: int) -> None: ...
+
+
+class Callback:
+    """No-op base; override what you need."""
+
+    def on_backward(self, model, info):
+        pass
+
+    def on_step_end(self, model, info):
+        pass
+
+    def on_epoch_end(self, model, epoch, step):
+        pass
+
+
+@dataclass
+class TrainResult:
+    model: AlignmentModel
+    history: list[dict[str, float]]  # one row per step: step, epoch, lr, logged loss components
+    retrieval: dict[str, float]
+    steps: int
+    steps_per_epoch: int
+    chance_loss: float
+    optimizer: torch.optim.Optimizer | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    # open_clip: no decay on gains, biases and the temperature (anything with fewer than 2 dims)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, total: int, cfg: AlignmentConfig) -> float:
+    opt = cfg.optimization
+    if opt.warmup_steps and step < opt.warmup_steps:
+        return opt.lr * (step + 1) / opt.warmup_steps
+    if opt.schedule == "constant":
+        return opt.lr
+    progress = (step - opt.warmup_steps) / max(1, total - opt.warmup_steps)
+    if opt.schedule == "linear":
+        return opt.lr * (1 - progress)
+    return 0.5 * opt.lr * (1 + math.cos(math.pi * progress))
+
+
+def steps_per_epoch(cfg: AlignmentConfig, train: PairSource) -> int:
+    return max(1, train.num_samples // cfg.dataset.batch_size)
+
+
+def batches(train: PairSource, batch_size: int, seed: int, start_epoch: int = 0):
+    """(epoch, indices) forever: a fresh seeded permutation each epoch, last partial batch dropped."""
+    epoch = start_epoch
+    while True:
+        perm = torch.randperm(train.num_samples, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        for i in range(train.num_samples // batch_size):
+            yield epoch, perm[i * batch_size : (i + 1) * batch_size]
+        epoch += 1
+
+
+@torch.no_grad()
+def embed(model: AlignmentModel, source: PairSource, batch_size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    was_training = model.training
+    model.eval()
+    imgs, txts = [], []
+    for start in range(0, source.num_samples, batch_size):
+        idx = torch.arange(start, min(start + batch_size, source.num_samples))
+        tokens, text = source.batch(idx)
+        imgs.append(model.encode_image(tokens.to(device)).float().cpu())
+        txts.append(model.encode_text(text.to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(imgs), torch.cat(txts)
+
+
+def recall_at_k(sim: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """sim (N, N), true match on the diagonal; rank = number of candidates scored strictly higher."""
+    true = sim.diagonal().unsqueeze(1)
+    rank = (sim > true).sum(dim=1)
+    return {k: float((rank < k).float().mean()) for k in ks}
+
+
+def mean_offdiag_cosine(x: torch.Tensor) -> float:
+    x = torch.nn.functional.normalize(x, dim=-1)
+    n = x.shape[0]
+    if n < 2:
+        return float("nan")
+    s = x.sum(dim=0)
+    return float((s @ s - (x * x).sum()) / (n * (n - 1)))
+
+
+def evaluate_retrieval(model: AlignmentModel, val: PairSource, batch_size: int, device: str = "cpu") -> dict[str, float]:
+    """R@1/5/10 both directions on the held-out split, chance K/N beside them."""
+    img, txt = embed(model, val, batch_size, device)
+    sim = img @ txt.t()
+    n = sim.shape[0]
+    i2t, t2i = recall_at_k(sim), recall_at_k(sim.t())
+    out: dict[str, float] = {"num_candidates": float(n)}
+    for k in (1, 5, 10):
+        out[f"i2t_r@{k}"] = i2t[k]
+        out[f"t2i_r@{k}"] = t2i[k]
+        out[f"r@{k}"] = 0.5 * (i2t[k] + t2i[k])
+        out[f"chance@{k}"] = min(1.0, k / n)
+    out["image_mean_cosine"] = mean_offdiag_cosine(img)
+    out["text_mean_cosine"] = mean_offdiag_cosine(txt)
+    out["pair_cosine"] = float((img * txt).sum(dim=1).mean())
+    return out
+
+
+def make_optimizer(model: AlignmentModel, cfg: AlignmentConfig) -> torch.optim.AdamW:
+    opt = cfg.optimization
+    return torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
+
+
+def train(
+    cfg: AlignmentConfig,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    callbacks: Sequence[Callback] = (),
+    model: AlignmentModel | None = None,
+    data: tuple[PairSource, PairSource] | None = None,
+    evaluate: bool = True,
+) -> TrainResult:
+    """Train the reference model for `steps` optimizer steps (or `epochs`, default: the config's)."""
+    seed = cfg.seed if seed is None else seed
+    torch.manual_seed(seed)
+    train_src, val_src = data if data is not None else build_data(cfg, seed)
+    if model is None:
+        model = build_model(cfg)
+    model.to(device).train()
+    B = cfg.dataset.batch_size
+    per_epoch = steps_per_epoch(cfg, train_src)
+    planned = per_epoch * (epochs if epochs is not None else cfg.optimization.epochs)
+    total = steps if steps is not None else planned
+    # the lr schedule spans the configured training, so a short diagnostic run sees the lr that the
+    # first `steps` steps of the real run see (not a schedule squeezed into the diagnostic window)
+    horizon = max(planned, total)
+    optimizer = make_optimizer(model, cfg)
+    criterion = AlignmentLoss(cfg.losses)
+    mrl_gen = torch.Generator().manual_seed(seed + 1)
+    history: list[dict[str, float]] = []
+    stream = batches(train_src, B, seed)
+    for step in range(total):
+        epoch, idx = next(stream)
+        lr = lr_at(step, horizon, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tokens, text = train_src.batch(idx)
+        tokens, text = tokens.to(device), text.to(device)
+        out = model(tokens, text)
+        loss = criterion(out["image"], out["text"], out["logit_scale"], mrl_gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        info = StepInfo(step, epoch, lr, B, loss, out["image"], out["text"], tokens, text)
+        for cb in callbacks:
+            cb.on_backward(model, info)
+        if cfg.optimization.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimization.grad_clip)
+        optimizer.step()
+        model.clamp_logit_scale()
+        row = {"step": float(step), "epoch": float(epoch), "lr": lr, **loss.logged,
+               "logit_scale": float(model.logit_scale.detach().exp()), "chance": loss.chance}
+        history.append(row)
+        for cb in callbacks:
+            cb.on_step_end(model, info)
+        if (step + 1) % per_epoch == 0:
+            for cb in callbacks:
+                cb.on_epoch_end(model, epoch, step)
+    retrieval = evaluate_retrieval(model, val_src, B, device) if evaluate else {}
+    return TrainResult(model, history, retrieval, total, per_epoch, math.log(B), optimizer)

@@ -1,0 +1,95 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from diagnose.cli import app
+from diagnose.io import load_into, load_state_dict
+from reference_models import build_model, load_config
+
+runner = CliRunner()
+SMALL = ["--scale", "tiny", "--set", "dataset.num_train=16", "--set", "dataset.num_val=16",
+         "--set", "dataset.batch_size=8", "--quiet"]
+
+
+def _train(out, *extra):
+    return runner.invoke(app, ["train", "--config", "perceiver", "--steps", "4", "--out", str(out), *SMALL, *extra])
+
+
+def test_train_writes_checkpoint_that_loads_back_bit_identically(tmp_path):
+    result = _train(tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    for name in ("model.safetensors", "model.yaml", "metrics.csv", "summary.json", "checkpoint-epoch1.safetensors"):
+        assert (run / name).is_file(), name
+    cfg = load_config(str(run / "model.yaml"))
+    assert cfg.scale == "tiny" and cfg.vision_encoder.use_perceiver
+    model = build_model(cfg)
+    load_into(model, load_state_dict(run / "model.safetensors"), "model.safetensors")
+    saved = load_file(str(run / "model.safetensors"))
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[key]), key
+    summary = json.loads((run / "summary.json").read_text())
+    r = summary["runs"][0]
+    assert r["steps"] == 4 and r["batch_size"] == 8 and r["scale"] == "tiny"
+    assert r["chance_loss"] == pytest.approx(2.0794, abs=1e-4)  # ln 8
+    assert r["retrieval"]["chance@1"] == pytest.approx(1 / 16)
+    assert {"r@1", "r@5", "r@10", "i2t_r@1", "t2i_r@1"} <= set(r["retrieval"])
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["step"]) == [0, 1, 2, 3]
+    assert {"loss_clip", "loss_mrl", "total", "lr", "logit_scale"} <= set(metrics.columns)
+
+
+def test_same_seed_same_losses_different_seed_different(tmp_path):
+    assert _train(tmp_path / "a").exit_code == 0
+    assert _train(tmp_path / "b").exit_code == 0
+    assert _train(tmp_path / "c", "--seed", "5").exit_code == 0
+    a, b, c = (pd.read_csv(tmp_path / x / "metrics.csv") for x in "abc")
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["loss_clip"].equals(c["loss_clip"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "nope"], "unknown config 'nope': expected one of perceiver, direct"),
+        (["--config", "/no/such.yaml"], "/no/such.yaml: config file not found"),
+        (["--config", "direct", "--set", "optimization.learning_rate=1"], "did you mean 'optimization.lr'"),
+        (["--config", "direct", "--set", "dataset.batch_size=big"], "key 'dataset.batch_size' = 'big': expected int"),
+        (["--config", "direct", "--scale", "huge"], "--scale 'huge': expected one of full, small, tiny"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_key_in_file_names_file_and_closest_key(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("optimization:\n  lrr: 0.1\n")
+    result = runner.invoke(app, ["train", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}: unknown key 'optimization.lrr'; did you mean 'optimization.lr'?" in result.stderr
+
+
+def test_checkpoint_mismatch_lists_keys(tmp_path):
+    from reference_models import ConfigError
+
+    from diagnose.io import save_checkpoint
+
+    direct = build_model(load_config("direct", ["model.projection_dim=64", "losses.mrl_dims=[64]"]))
+    save_checkpoint(tmp_path / "d.safetensors", direct, load_config("direct"))
+    perceiver = build_model(load_config("perceiver", ["model.projection_dim=64", "losses.mrl_dims=[64]", "vision_encoder.perceiver_num_layers=1"]))
+    with pytest.raises(ConfigError) as err:
+        load_into(perceiver, load_state_dict(tmp_path / "d.safetensors"), "d.safetensors")
+    message = str(err.value)
+    assert "missing vision.final_projector.bias" in message
+    assert "unexpected vision.pool.scorer.bias" in message
+    assert "shape mismatch vision.projector.weight (64, 1024) vs (1024, 1024)" in message

@@ -1,0 +1,158 @@
+"""Gradient flow probe against autograd and a hand-computed optimizer step."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from probes import attach
+from probes.gradients import layer_of
+
+
+class Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x):
+        return self.norm(torch.relu(self.fc(x)))
+
+
+class Toy(nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.embed = nn.Linear(4, d)
+        self.layers = nn.ModuleList([Block(d) for _ in range(2)])
+        self.head = nn.Linear(d, 1)
+        self.unused = nn.Linear(d, d)  # trainable, never called: grad stays None
+        self.scale = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x):
+        x = self.embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x).squeeze(-1) * self.scale
+
+
+def _values(df, probe, step=0):
+    sub = df[(df.probe == probe) & (df.step == step)]
+    return {(t, m): v for t, m, v in zip(sub.target, sub.metric, sub.value)}
+
+
+def _run(optimizer_in_attach=True, call_after_step=False, lr=0.1, steps=1):
+    torch.manual_seed(0)
+    model = Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    x, y = torch.randn(16, 4), torch.randn(16)
+    snaps = []
+    with attach(model, optimizer=opt if optimizer_in_attach else None, probes="cheap", strict=True) as session:
+        for step in range(steps):
+            opt.zero_grad()
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            session.observe(step, losses={"total": loss})
+            opt.step()
+            after = {n: p.detach().clone() for n, p in model.named_parameters()}
+            snaps.append((grads, before, after))
+            if call_after_step:
+                session.after_step(step)
+    return session, model, snaps
+
+
+def test_per_parameter_metrics_match_autograd():
+    session, model, snaps = _run()
+    grads, before, _ = snaps[0]
+    got = _values(session.records, "gradient_flow")
+    for name, p in model.named_parameters():
+        if name.startswith("unused"):
+            assert got[(name, "grad_is_none")] == 1.0
+            assert (name, "grad_norm") not in got
+            continue
+        g, w = grads[name], before[name]
+        assert got[(name, "grad_norm")] == pytest.approx(g.norm().item(), rel=1e-5)
+        assert got[(name, "param_norm")] == pytest.approx(w.norm().item(), rel=1e-5)
+        assert got[(name, "grad_to_param")] == pytest.approx((g.norm() / w.norm()).item(), rel=1e-5)
+        assert got[(name, "zero_grad_frac")] == pytest.approx((g == 0).float().mean().item(), abs=1e-7)
+        assert got[(name, "nonfinite_grad")] == 0.0
+    # a ReLU feeding fc of layer 1 leaves exactly-zero gradient rows somewhere in the net
+    assert any(v > 0 for (t, m), v in got.items() if m == "zero_grad_frac")
+
+
+@pytest.mark.parametrize(
+    "optimizer_in_attach, call_after_step",
+    [(True, False), (False, True), (False, False)],
+    ids=["optimizer_hook", "after_step", "neither (measured at next observe / exit)"],
+)
+def test_update_to_param_equals_hand_computation(optimizer_in_attach, call_after_step):
+    session, model, snaps = _run(optimizer_in_attach, call_after_step, steps=2)
+    for step, (_, before, after) in enumerate(snaps):
+        got = _values(session.records, "gradient_flow", step)
+        for name in before:
+            want = ((after[name] - before[name]).norm() / before[name].norm()).item()
+            assert got[(name, "update_to_param")] == pytest.approx(want, rel=1e-5, abs=1e-9), (step, name)
+        # per-layer aggregate: norm of the concatenated update over the concatenated parameters
+        idx = [n for n in before if n.startswith("layers.1.")]
+        d = math.sqrt(sum((after[n] - before[n]).norm().item() ** 2 for n in idx))
+        w = math.sqrt(sum(before[n].norm().item() ** 2 for n in idx))
+        layer = _values(session.records, "gradient_flow.layer", step)
+        assert layer[("layers.1", "update_to_param")] == pytest.approx(d / w, rel=1e-5)
+
+
+def test_module_layer_and_model_aggregates():
+    session, model, snaps = _run()
+    grads, before, _ = snaps[0]
+    mod = _values(session.records, "gradient_flow.module")
+    layer = _values(session.records, "gradient_flow.layer")
+    total = _values(session.records, "gradient_flow.model")
+    fc = ["layers.0.fc.weight", "layers.0.fc.bias"]
+    assert mod[("layers.0.fc", "grad_norm")] == pytest.approx(math.sqrt(sum(grads[n].norm() ** 2 for n in fc)), rel=1e-5)
+    block = [n for n in grads if n.startswith("layers.0.")]
+    assert layer[("layers.0", "grad_norm")] == pytest.approx(math.sqrt(sum(grads[n].norm() ** 2 for n in block)), rel=1e-5)
+    assert mod[("<root>", "param_norm")] == pytest.approx(2.0)  # `scale`
+    assert mod[("unused", "grad_is_none")] == 1.0
+    assert total[("model", "grad_is_none_frac")] == pytest.approx(2 / len(before))
+    all_g = math.sqrt(sum(g.norm() ** 2 for g in grads.values()))
+    assert total[("model", "grad_norm")] == pytest.approx(all_g, rel=1e-5)
+
+
+def test_layer_grouping_names():
+    prefixes = ["enc.stack.0", "enc.stack.1"]
+    assert layer_of("vision.perceiver.layers.0.cross_attn.q.weight", prefixes) == "vision.perceiver.layers.0"
+    assert layer_of("vision_model.encoder.layers.11.mlp.fc1.bias", prefixes) == "vision_model.encoder.layers.11"
+    assert layer_of("enc.stack.1.ff.weight", prefixes) == "enc.stack.1"
+    assert layer_of("proj.weight", prefixes) == "proj"
+    assert layer_of("logit_scale", prefixes) == "<root>"
+
+
+def test_nan_in_backward_is_counted_not_raised():
+    torch.manual_seed(0)
+    model = Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    x[3, 1] = float("nan")
+    with attach(model, optimizer=opt, probes="all", strict=True) as session:
+        out = model(x)
+        loss = out.mean()
+        loss.backward()
+        session.observe(
+            0,
+            losses={"loss_clip": loss, "total": loss},
+            weights={"loss_clip": 1.0},
+            embeddings={"image": out.unsqueeze(1).repeat(1, 3)},
+            logits={"image_to_text": out.unsqueeze(1) * out.unsqueeze(0)},
+            batch_size=8,
+        )
+        opt.step()
+    df = session.records
+    assert session.errors == []
+    g = _values(df, "gradient_flow")
+    assert g[("embed.weight", "nonfinite_grad")] > 0
+    assert math.isnan(g[("embed.weight", "grad_norm")])
+    assert _values(df, "gradient_flow.model")[("model", "nonfinite_grad")] > 0
+    assert _values(df, "loss_split")[("loss_clip", "nonfinite")] == 1.0
+    assert _values(df, "collapse")[("image", "nonfinite_rows")] == 1.0
+    assert _values(df, "softmax_entropy")[("logits.image_to_text", "nonfinite")] > 0

@@ -1,0 +1,195 @@
+"""Session scoping, memory, presets and an unseen model (MultiheadAttention + SDPA)."""
+
+import gc
+import math
+import pathlib
+import re
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import probes
+from probes import PRESETS, ProbeSession, attach
+
+
+class SelfAttention(nn.Module):
+    """A block the project has never seen: fused qkv + F.scaled_dot_product_attention."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.heads = heads
+
+    def forward(self, x):  # (B, T, D)
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D))
+
+
+class TinyTower(nn.Module):
+    def __init__(self, d=16, heads=4, n_queries=4):
+        super().__init__()
+        self.stem = nn.Linear(8, d)
+        self.blocks = nn.ModuleList([SelfAttention(d, heads) for _ in range(2)])
+        self.query_tokens = nn.Parameter(torch.randn(n_queries, d) * 0.02)
+        self.ln_q = nn.LayerNorm(d)
+        self.pool = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.text = nn.Linear(12, d)
+
+    def forward(self, tokens, text):  # (B, T, 8), (B, 12)
+        x = self.stem(tokens)
+        for block in self.blocks:
+            x = x + block(x)
+        q = self.ln_q(self.query_tokens).unsqueeze(0).expand(x.shape[0], -1, -1)
+        pooled, _ = self.pool(q, x, x, need_weights=False)
+        return pooled.mean(1), self.text(text)
+
+
+def _train(model, session, steps=2, opt=None, fail_at=None):
+    torch.manual_seed(1)
+    opt = opt or torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for step in range(steps):
+        tokens, text = torch.randn(6, 10, 8), torch.randn(6, 12)
+        img, txt = model(tokens, text)
+        logits = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T * 10
+        loss = F.cross_entropy(logits, torch.arange(6))
+        loss.backward()
+        if step == fail_at:
+            raise RuntimeError("boom")
+        session.observe(
+            step,
+            losses={"loss_clip": loss, "total": loss},
+            weights={"loss_clip": 1.0},
+            embeddings={"image": img, "text": txt, "input": tokens.mean(1)},
+            logits={"image_to_text": logits},
+            batch_size=6,
+        )
+        opt.step()
+        opt.zero_grad()
+    return opt
+
+
+def test_unseen_model_gets_entropy_gradient_and_collapse_records():
+    model = TinyTower()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with attach(model, optimizer=opt, probes="all", outputs={"stem": "stem"}, strict=True) as session:
+        _train(model, session, opt=opt)
+    df = session.records
+    assert list(df.columns) == ["step", "probe", "target", "metric", "value"]
+    assert df.step.dtype == "int64" and df.value.dtype == "float64"
+    ent = df[(df.probe == "softmax_entropy") & (df.metric == "entropy_mean")]
+    targets = set(ent.target)
+    assert {"blocks.0", "blocks.1", "pool", "pool.head3", "logits.image_to_text", "logits.text_to_image"} <= targets
+    assert ent.value.between(0, 1 + 1e-6).all()
+    assert set(df[df.probe == "gradient_flow"].metric) >= {"grad_norm", "update_to_param", "zero_grad_frac"}
+    assert "blocks.1" in set(df[df.probe == "gradient_flow.layer"].target)
+    assert {"image", "text", "input", "image~text", "stem"} <= set(df[df.probe == "collapse"].target)
+    assert set(df[df.probe == "latent_stats"].target) >= {"query_tokens", "query_tokens->ln_q"}
+    assert session.errors == []
+
+
+def _hook_free(model, opt):
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks, m
+        assert not m._backward_pre_hooks and not m._forward_hooks_with_kwargs
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_hooks_removed_after_exception():
+    model = TinyTower()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    original = F.scaled_dot_product_attention
+    with pytest.raises(RuntimeError, match="boom"):
+        with attach(model, optimizer=opt, probes="all", outputs={"stem": "stem"}, strict=True) as session:
+            assert any(m._forward_hooks for m in model.modules())
+            assert opt._optimizer_step_post_hooks
+            assert F.scaled_dot_product_attention is not original
+            _train(model, session, steps=3, opt=opt, fail_at=1)
+    _hook_free(model, opt)
+    assert F.scaled_dot_product_attention is original
+    assert torch.nn.functional.scaled_dot_product_attention is original
+    assert not session.is_open
+    assert set(session.records.step) == {0}  # what was recorded before the error is kept
+
+
+def test_session_keeps_no_activation_alive():
+    model = TinyTower()
+    refs = []
+    grab = lambda m, a, out: refs.append(weakref.ref(out[0] if isinstance(out, tuple) else out))  # noqa: E731
+    handles = [model.blocks[0].qkv.register_forward_hook(grab), model.pool.register_forward_hook(grab)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with attach(model, optimizer=opt, probes="all", expensive_every=1, outputs={"stem": "stem"}, strict=True) as session:
+        tokens, text = torch.randn(6, 10, 8), torch.randn(6, 12)
+        img, txt = model(tokens, text)
+        refs += [weakref.ref(img), weakref.ref(txt)]
+        loss = (img @ txt.T).logsumexp(1).mean()
+        loss.backward()
+        session.observe(0, losses={"loss_clip": loss}, embeddings={"image": img, "text": txt}, logits={"image_to_text": img @ txt.T})
+        opt.step()
+        del img, txt, loss
+        gc.collect()
+        assert len(refs) == 4 and all(r() is None for r in refs)
+    for h in handles:
+        h.remove()
+    stored = [v for v in vars(session).values() if isinstance(v, torch.Tensor)]
+    assert not stored
+    assert all(isinstance(v, float) for v in session.buffer._cols["value"])
+
+
+def test_presets_and_schedule():
+    assert PRESETS["cheap"] == ("gradient_flow", "loss_split")
+    assert set(PRESETS["all"]) == {"latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse"}
+    model = TinyTower()
+    with attach(model, probes="cheap", strict=True) as session:
+        assert not any(m._forward_hooks for m in model.modules())  # cheap: no forward hooks at all
+        _train(model, session)
+    assert set(session.records.probe) <= {"gradient_flow", "gradient_flow.module", "gradient_flow.layer", "gradient_flow.model", "loss_split"}
+    model = TinyTower()
+    with attach(model, probes="all", every=2, expensive_every=3, strict=True) as session:
+        _train(model, session, steps=5)
+    df = session.records
+    assert sorted(set(df[df.metric == "grad_norm"].step)) == [0, 2, 3, 4]
+    assert sorted(set(df[df.metric == "effective_rank"].step)) == [0, 3]
+    sdpa = df[(df.target == "blocks.0") & (df.metric == "entropy_mean")]
+    assert sorted(sdpa.step) == [0, 3]
+    with pytest.raises(ValueError):
+        ProbeSession(model, probes="fast")
+
+
+def test_eval_forward_under_no_grad_is_ignored():
+    model = TinyTower()
+    with attach(model, probes=["softmax_entropy"], expensive_every=1, strict=True) as session:
+        with torch.no_grad():
+            model(torch.randn(2, 10, 8), torch.randn(2, 12))
+        session.observe(0)
+    assert session.records.empty
+
+
+def test_probe_errors_are_counted_not_raised():
+    class Broken(probes.Probe):
+        name = "broken"
+
+        def observe(self, session, obs):
+            raise ValueError("bad probe")
+
+    with attach(nn.Linear(2, 2), probes=[Broken(), "loss_split"]) as session:
+        session.observe(0, losses={"a": 1.0})
+        session.observe(1, losses={"a": 1.0})
+    df = session.records
+    assert len(session.errors) == 2
+    errs = df[(df.probe == "session") & (df.metric == "errors_count")]
+    assert list(errs.step) == [0, 1] and set(errs.target) == {"broken"}
+    assert (df[(df.probe == "loss_split") & (df.metric == "value")].value == 1.0).all()
+
+
+def test_probes_never_import_model_or_report_code():
+    src = pathlib.Path(probes.__file__).parent
+    pattern = re.compile(r"^\s*(from|import)\s+(reference_models|diagnose|reports)\b", re.M)
+    for path in src.glob("*.py"):
+        text = path.read_text()
+        assert not pattern.search(text), path
+        assert not re.search(r"^\s*print\(", text, re.M), path
