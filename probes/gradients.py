@@ -103,13 +103,14 @@ class GradientFlow(Probe):
             grads = [params[i].grad for i in have]
             pn_t = _norms(params)
             gn_t = _norms(grads)
-            nz_t = _norms(grads, 0.0)  # ord-0 "norm" = count of non-zero elements
+            # count_nonzero per tensor beats the fused ord-0 _foreach_norm (no vectorised CPU path)
+            nz_t = [torch.count_nonzero(g) for g in grads]
             if self.track_updates:
                 if self._snapshot is None:
                     self._snapshot = [p.detach().clone() for p in params]
                 else:
                     torch._foreach_copy_(self._snapshot, [p.detach() for p in params])
-            vals = _floats(pn_t + gn_t + nz_t)
+            vals = _floats(pn_t + gn_t) + (torch.stack(nz_t).tolist() if nz_t else [])
         n, m = len(params), len(have)
         pn, gn, nz = vals[:n], vals[n : n + m], vals[n + m :]
         gnorm = [math.nan] * n

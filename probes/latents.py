@@ -17,6 +17,7 @@ schedule, so a report can say "latent rms 0.02 → normalised to 1.0" even witho
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Sequence
 
@@ -41,7 +42,8 @@ def _as_rows(p: torch.Tensor) -> torch.Tensor:
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().float().pow(2).mean().sqrt()
+    # one fused pass, no temporary the size of the activation
+    return torch.linalg.vector_norm(x.detach(), dtype=torch.float32) / math.sqrt(max(x.numel(), 1))
 
 
 class LatentStats(Probe):

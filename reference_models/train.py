@@ -62,14 +62,31 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    # open_clip: no decay on gains, biases and the temperature (anything with fewer than 2 dims)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: torch.nn.Module, cfg: AlignmentConfig) -> list[dict]:
+    """open_clip: no decay on gains, biases and the temperature (anything with fewer than 2 dims).
+
+    Weight matrices (Linear weights) get `matrix_lr_multiplier` (see config.py); their decay is
+    divided by it so that AdamW's per-step shrinkage lr * wd stays what the config asks for.
+    """
+    opt = cfg.optimization
+    mult = opt.matrix_lr_multiplier
+    matrices, other_decay, no_decay = [], [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if isinstance(module, torch.nn.Linear) and name == "weight":
+                matrices.append(p)
+            elif p.ndim < 2:
+                no_decay.append(p)
+            else:  # e.g. Perceiver latents: input-like, configured lr
+                other_decay.append(p)
+    groups = [
+        {"params": matrices, "weight_decay": opt.weight_decay / mult, "lr_mult": mult},
+        {"params": other_decay, "weight_decay": opt.weight_decay, "lr_mult": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def lr_at(step: int, total: int, cfg: AlignmentConfig) -> float:
@@ -148,7 +165,7 @@ def evaluate_retrieval(model: AlignmentModel, val: PairSource, batch_size: int, 
 
 def make_optimizer(model: AlignmentModel, cfg: AlignmentConfig) -> torch.optim.AdamW:
     opt = cfg.optimization
-    return torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
+    return torch.optim.AdamW(param_groups(model, cfg), lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
 
 
 def train(
@@ -186,7 +203,7 @@ def train(
         epoch, idx = next(stream)
         lr = lr_at(step, horizon, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         tokens, text = train_src.batch(idx)
         tokens, text = tokens.to(device), text.to(device)
         out = model(tokens, text)

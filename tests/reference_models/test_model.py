@@ -77,3 +77,22 @@ def test_logit_scale_is_open_clip_convention():
         model.logit_scale.fill_(10.0)
     model.clamp_logit_scale()
     assert float(model.logit_scale.detach().exp()) == pytest.approx(100.0)
+
+
+def test_reduced_scale_transfers_lr_to_weight_matrices_only():
+    from reference_models.train import make_optimizer
+
+    cfg = apply_scale(load_config("perceiver"), "tiny")
+    assert cfg.optimization.matrix_lr_multiplier == 32
+    model = build_model(cfg)
+    opt = make_optimizer(model, cfg)
+    by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["vision.projector.weight"])]["lr_mult"] == 32
+    assert by_param[id(named["vision.projector.weight"])]["weight_decay"] == pytest.approx(0.05 / 32)
+    for name in ("vision.perceiver.latents", "vision.projector.bias", "logit_scale",
+                 "vision.perceiver.layers.0.cross_attn.norm.weight"):
+        assert by_param[id(named[name])]["lr_mult"] == 1.0, name
+    assert by_param[id(named["vision.perceiver.latents"])]["weight_decay"] == 0.05
+    assert by_param[id(named["logit_scale"])]["weight_decay"] == 0.0
+    assert apply_scale(load_config("perceiver"), "full").optimization.matrix_lr_multiplier == 1
