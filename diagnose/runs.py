@@ -102,3 +102,64 @@ def learned(run: dict, loss_margin: float = 0.5, recall_factor: float = 10.0) ->
     clip = run["final_loss"].get("loss_clip", math.inf)
     r = run["retrieval"]
     return clip < loss_margin * run["chance_loss"] and r.get("r@1", 0) >= recall_factor * r.get("chance@1", 1)
+
+
+class ProbeCallback(Callback):
+    """Feeds every training step to an open probe session (after backward, before the update)."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def on_backward(self, model, info):
+        loss = info.loss
+        # the loss split sees what a training log would print (mrl_log_mode decides loss_mrl)
+        logged = {k: v for k, v in loss.logged.items() if k in ("total", "loss_clip", "loss_mrl")}
+        extras = {"logit_scale": float(model.logit_scale.detach().exp()), "lr": info.lr}
+        if len(loss.mrl_dims) == 1:
+            extras["mrl_dim"] = float(loss.mrl_dims[0])
+        self.session.observe(
+            info.step,
+            losses=logged,
+            weights=loss.weights,
+            chance={k: loss.chance for k in logged if k != "total"},
+            embeddings={"image": info.image.detach(), "text": info.text.detach(),
+                        "input": info.tokens.detach().mean(dim=1)},
+            logits={"image_to_text": loss.logits.detach()},
+            batch_size=info.batch_size,
+            extras=extras,
+        )
+
+
+def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
+    """Intermediate outputs worth a collapse measurement, found by name (no reference import)."""
+    names = dict(model.named_modules())
+    wanted = {"perceiver_latents": "vision.perceiver", "pooled_image": "vision.pool",
+              "projected_tokens": "vision.projector"}
+    return {label: path for label, path in wanted.items() if path in names}
+
+
+def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callbacks: Sequence[Callback] = (),
+                     name: str | None = None, expensive_every: int = 10, model=None):
+    """Train with every probe attached; returns (RunSummary, records DataFrame)."""
+    from probes import attach
+
+    from reference_models import build_model
+
+    torch.manual_seed(cfg.seed)
+    model = model if model is not None else build_model(cfg)
+    holder: dict = {}
+    start = time.perf_counter()
+    # the optimizer is created inside train(); the session reads update/param through after_step
+    with attach(model, probes="all", every=1, expensive_every=expensive_every,
+                outputs=watched_outputs(model)) as session:
+        probe_cb = ProbeCallback(session)
+
+        class _After(Callback):
+            def on_step_end(self, m, info):
+                session.after_step(info.step)
+
+        result = train(cfg, steps=steps, device=device, model=model,
+                       callbacks=[probe_cb, _After(), *extra_callbacks])
+        holder["records"] = session.records
+    run = RunSummary(name or cfg.name, cfg, result, time.perf_counter() - start)
+    return run, holder["records"]

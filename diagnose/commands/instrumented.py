@@ -1,0 +1,113 @@
+"""`diagnose gradflow`, `diagnose compare`, `diagnose report`: instrumented runs and their reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from reference_models import build_model
+from reference_models.config import ConfigError
+
+from ..console import console, progress
+from ..io import load_into, load_state_dict
+from ..options import DeviceOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt
+from ..pipeline import build_summary, exit_code, rebuild, write_run_dir
+from ..runs import ProgressCallback, resolve_config, run_instrumented
+
+DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
+FailOnOpt = Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists: info, warning, error.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights (safetensors, or torch with weights_only=True).")]
+
+
+def _check_fail_on(fail_on: str) -> None:
+    if fail_on not in ("info", "warning", "error"):
+        raise ConfigError(f"--fail-on '{fail_on}': expected one of info, warning, error")
+
+
+def _print_verdicts(summary: dict, out: Path) -> None:
+    from reports.markdown import verdict_line
+
+    for run in summary["runs"]:
+        console.print(verdict_line(run).replace("**", ""), markup=False)
+    counts = {s: sum(f["severity"] == s for f in summary["findings"]) for s in ("error", "warning", "info")}
+    console.print(f"findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info")
+    for f in summary["findings"]:
+        if f["severity"] != "info":
+            console.print(f"  [{f['severity']}] {f['run']}: {f['id']}{' (' + f['target'] + ')' if f.get('target') else ''}", markup=False)
+    console.print(f"report: {out / 'report.md'}", markup=False)
+
+
+def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
+    model = None
+    if checkpoint is not None:
+        model = build_model(cfg)
+        load_into(model, load_state_dict(checkpoint), str(checkpoint))
+    with progress(label, steps, quiet) as ticker:
+        return run_instrumented(cfg, steps, device, [ProgressCallback(ticker)], name=label, model=model)
+
+
+def gradflow_command(
+    config: Annotated[str, typer.Option("--config", "-c", help="Config alias, bundled name, or YAML path.")],
+    checkpoint: CheckpointOpt = None,
+    steps: StepsOpt = None,
+    scale: ScaleOpt = "small",
+    seed: SeedOpt = None,
+    device: DeviceOpt = "cpu",
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    fail_on: FailOnOpt = "error",
+    quiet: QuietOpt = False,
+) -> None:
+    """Train with every probe attached; write findings, plots and a root-cause report."""
+    _check_fail_on(fail_on)
+    cfg = resolve_config(config, set_, scale, seed)
+    out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
+    steps = steps or DEFAULT_STEPS
+    run, records = _instrumented(cfg, steps, device, quiet, cfg.name, checkpoint)
+    summary, records = build_summary([(run, records)])
+    write_run_dir(out, summary, records)
+    _print_verdicts(summary, out)
+    raise typer.Exit(exit_code(summary, fail_on))
+
+
+def compare_command(
+    a: Annotated[str, typer.Argument(help="First config (alias, bundled name, or YAML path).")],
+    b: Annotated[str, typer.Argument(help="Second config.")],
+    steps: StepsOpt = None,
+    scale: ScaleOpt = "small",
+    seed: SeedOpt = None,
+    device: DeviceOpt = "cpu",
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    fail_on: FailOnOpt = "error",
+    quiet: QuietOpt = False,
+) -> None:
+    """Run two configs on identical data and seed, side by side, and report both."""
+    _check_fail_on(fail_on)
+    cfg_a = resolve_config(a, set_, scale, seed)
+    cfg_b = resolve_config(b, set_, scale, seed if seed is not None else cfg_a.seed)
+    cfg_b.seed = cfg_a.seed  # identical data and init seed
+    name_a, name_b = cfg_a.name, cfg_b.name if cfg_b.name != cfg_a.name else f"{cfg_b.name}-b"
+    steps = steps or DEFAULT_STEPS
+    out = out or Path("runs") / f"compare-{name_a}-{name_b}-{cfg_a.scale}"
+    runs = [_instrumented(cfg_a, steps, device, quiet, name_a), _instrumented(cfg_b, steps, device, quiet, name_b)]
+    summary, records = build_summary(runs)
+    ablation = out / "ablation" / "report.md"
+    if ablation.is_file():
+        summary["ablation_report"] = "ablation/report.md"
+    write_run_dir(out, summary, records)
+    _print_verdicts(summary, out)
+    raise typer.Exit(exit_code(summary, fail_on))
+
+
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by gradflow/compare/ablate.")],
+    fail_on: FailOnOpt = "error",
+) -> None:
+    """Re-render a saved run directory (findings, plots, report.md) from its records, without re-running."""
+    _check_fail_on(fail_on)
+    summary, _ = rebuild(run_dir)
+    _print_verdicts(summary, run_dir)
+    raise typer.Exit(exit_code(summary, fail_on))

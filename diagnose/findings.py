@@ -1,0 +1,53 @@
+"""Findings: what a rule saw, how bad it is, the numbers and steps behind it, and what to do next."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SEVERITIES = ("info", "warning", "error")
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+@dataclass
+class Finding:
+    id: str  # stable rule id, e.g. "loss_at_chance"
+    severity: str  # info | warning | error
+    run: str  # run name the evidence comes from
+    message: str  # one paragraph: what was measured and what it means
+    evidence: dict[str, Any]  # the numbers, with the steps they came from
+    next_step: str = ""  # what to look at or change next
+    target: str = ""  # layer / module / component concerned, when there is one
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity {self.severity!r} not in {SEVERITIES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunContext:
+    """What rules may know about a run besides its records."""
+
+    name: str
+    batch_size: int
+    steps: int
+    chance_loss: float
+    retrieval: dict[str, float] = field(default_factory=dict)
+    final_loss: dict[str, float] = field(default_factory=dict)
+    max_logit_scale: float = 100.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.run, f.id, f.target))
+
+
+def worst(findings: list[dict] | list[Finding]) -> str | None:
+    sev = [f["severity"] if isinstance(f, dict) else f.severity for f in findings]
+    return max(sev, key=severity_rank) if sev else None

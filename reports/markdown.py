@@ -1,0 +1,113 @@
+"""Markdown report: a pure function of the run summary (summary.json content) -> str.
+
+No I/O: the CLI writes the string atomically. Plots are referenced by relative file name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+SEVERITY_ICON = {"error": "ERROR", "warning": "WARNING", "info": "info"}
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "nan"
+        return f"{x:.{digits}f}" if abs(x) >= 10 ** (-digits) or x == 0 else f"{x:.2e}"
+    return str(x)
+
+
+def verdict_line(run: dict) -> str:
+    v = run.get("verdict", {})
+    clip = run.get("final_loss", {}).get("loss_clip")
+    r = run.get("retrieval", {})
+    parts = [f"**{run['name']}**: {v.get('label', 'n/a')}"]
+    if clip is not None:
+        parts.append(f"CLIP loss {_f(clip)} vs ln(B) = {_f(run['chance_loss'])} ({_f(clip / run['chance_loss'], 2)} x chance)")
+    if "r@1" in r:
+        ratio = r["r@1"] / r["chance@1"] if r.get("chance@1") else float("nan")
+        parts.append(f"held-out R@1 {_f(r['r@1'])} vs chance {_f(r['chance@1'])} ({_f(ratio, 1)}x)")
+    if "image_mean_cosine" in r:
+        parts.append(f"image-embedding mean cosine {_f(r['image_mean_cosine'], 3)}")
+    return " — ".join(parts[:1]) + ": " + "; ".join(parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _evidence(ev: dict) -> str:
+    return "`" + json.dumps(ev, separators=(", ", ": "), default=str) + "`"
+
+
+def findings_section(findings: list[dict]) -> list[str]:
+    lines = ["## Findings", ""]
+    if not findings:
+        return lines + ["No rule fired.", ""]
+    lines += ["| severity | run | finding | target |", "|---|---|---|---|"]
+    for f in findings:
+        lines.append(f"| {SEVERITY_ICON[f['severity']]} | {f['run']} | `{f['id']}` | {f.get('target') or ''} |")
+    lines.append("")
+    for f in findings:
+        lines.append(f"### {SEVERITY_ICON[f['severity']]} `{f['id']}` — {f['run']}{' · ' + f['target'] if f.get('target') else ''}")
+        lines.append("")
+        lines.append(f["message"])
+        lines.append("")
+        lines.append(f"- evidence: {_evidence(f['evidence'])}")
+        if f.get("next_step"):
+            lines.append(f"- next step: {f['next_step']}")
+        lines.append("")
+    return lines
+
+
+def hypotheses_section(hypotheses: list[dict]) -> list[str]:
+    if not hypotheses:
+        return []
+    lines = ["## Hypotheses", "", "| hypothesis | claim | verdict | deciding numbers |", "|---|---|---|---|"]
+    for h in hypotheses:
+        lines.append(f"| `{h['id']}` | {h['claim']} | **{h['verdict']}** | {h.get('summary', '')} |")
+    lines.append("")
+    return lines
+
+
+def runs_table(runs: list[dict]) -> list[str]:
+    lines = ["## Runs", "", "| run | config | scale | steps | batch | ln(B) | final losses | R@1 / R@5 / R@10 | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        losses = ", ".join(f"{k} {_f(v)}" for k, v in r.get("final_loss", {}).items())
+        rr = r.get("retrieval", {})
+        rec = " / ".join(_f(rr.get(f"r@{k}")) for k in (1, 5, 10))
+        lines.append(f"| {r['name']} | {r['config']} | {r['scale']} | {r['steps']} | {r['batch_size']} | "
+                     f"{_f(r['chance_loss'])} | {losses} | {rec} | {_f(r.get('seconds'), 1)} |")
+    lines += ["", "Final losses are means over the last steps "
+              f"(window {runs[0].get('final_window_steps', ['?', '?'])[0]}-{runs[0].get('final_window_steps', ['?', '?'])[1]} for the first run); "
+              "R@K is the mean of image→text and text→image on the held-out split; chance R@K = K/N.", ""]
+    return lines
+
+
+def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None) -> str:
+    """`plots` is [(file name relative to the report, caption)]."""
+    runs, findings = summary.get("runs", []), summary.get("findings", [])
+    title = title or "Diagnosis: " + " vs ".join(r["name"] for r in runs)
+    lines = [f"# {title}", ""]
+    lines += ["## Verdict", ""]
+    for r in runs:
+        lines.append(f"- {verdict_line(r)}")
+    counts = {s: sum(1 for f in findings if f["severity"] == s) for s in ("error", "warning", "info")}
+    lines += ["", f"Findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info.", ""]
+    if summary.get("ablation_report"):
+        lines += [f"Ablation verdicts for these configs: [{summary['ablation_report']}]({summary['ablation_report']})", ""]
+    lines += hypotheses_section(summary.get("hypotheses", []))
+    lines += findings_section(findings)
+    if plots:
+        lines += ["## Plots", ""]
+        for file, caption in plots:
+            lines += [f"### {caption}", "", f"![{caption}]({file})", ""]
+    lines += runs_table(runs)
+    env = summary.get("environment")
+    if env:
+        lines += [f"Environment: {', '.join(f'{k} {v}' for k, v in env.items())}.", ""]
+    if summary.get("command"):
+        lines += ["## Reproduce", "", "```bash", summary["command"], "```", ""]
+    return "\n".join(lines)
