@@ -5,6 +5,7 @@ backward, optimizer step; a fixed batch so data generation is not timed) runs in
 `--block` steps, cycling through the modes in every repetition:
 
   plain          no probes
+  plain_control  no probes either (a second model): its ratio shows the measurement noise
   cheap          preset "cheap" (gradient flow + loss split), every step
   all            preset "all", every step, expensive probes every 10 steps (the default)
   all_exp1       preset "all" with every probe, expensive ones included, on every step
@@ -34,6 +35,7 @@ from reference_models.train import make_optimizer  # noqa: E402
 
 MODES = {
     "plain": None,
+    "plain_control": None,  # a second uninstrumented copy: its ratio is the noise floor
     "cheap": dict(probes="cheap", every=1, expensive_every=10),
     "all": dict(probes="all", every=1, expensive_every=10),
     "all_exp1": dict(probes="all", every=1, expensive_every=1),
@@ -94,16 +96,17 @@ def bench_model(alias: str, scale: str, device: str, reps: int, block: int, warm
                 ctx.close()
         return statistics.fmean(times)
 
-    for mode in MODES:  # warm up allocators, kernels and probe code paths
-        run_block(mode, 0) if warmup else None
+    if warmup:  # allocators, kernels and probe code paths
+        for mode in MODES:
+            run_block(mode, 0)
     per_rep: dict[str, list[float]] = {m: [] for m in MODES}
     for rep in range(reps):
         order = list(MODES) if rep % 2 == 0 else list(reversed(MODES))
         for mode in order:
             per_rep[mode].append(run_block(mode, rep * block))
-    ratios = {
-        m: statistics.median(t / p for t, p in zip(per_rep[m], per_rep["plain"])) for m in MODES if m != "plain"
-    }
+    per_rep_ratio = {m: [t / p for t, p in zip(per_rep[m], per_rep["plain"])] for m in MODES if m != "plain"}
+    ratios = {m: statistics.median(r) for m, r in per_rep_ratio.items()}
+    spread = {m: [round(q, 4) for q in statistics.quantiles(r, n=4)[::2]] for m, r in per_rep_ratio.items()}
     model = setups["plain"][0]
     return {
         "config": alias,
@@ -114,6 +117,7 @@ def bench_model(alias: str, scale: str, device: str, reps: int, block: int, warm
         "param_tensors": sum(1 for _ in model.parameters()),
         "plain_step_ms_median": round(1e3 * statistics.median(per_rep["plain"]), 3),
         "ratio": {m: round(r, 4) for m, r in ratios.items()},
+        "ratio_iqr": spread,  # 25th and 75th percentile over repetitions
     }
 
 

@@ -9,6 +9,7 @@ import typer
 
 from reference_models.config import ConfigError
 
+from .commands.ablate import ablate_command
 from .commands.instrumented import compare_command, gradflow_command, report_command
 from .commands.train import train_command
 from .console import fail
@@ -42,6 +43,7 @@ def _root() -> None:
 app.command("train")(_guarded(train_command))
 app.command("gradflow")(_guarded(gradflow_command))
 app.command("compare")(_guarded(compare_command))
+app.command("ablate")(_guarded(ablate_command))
 app.command("report")(_guarded(report_command))
 
 

@@ -263,6 +263,7 @@ def nonfinite_values(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
 
 def update_ratio(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
     up = df[(df["probe"] == "gradient_flow.layer") & (df["metric"] == "update_to_param")]
+    up = up[up["value"].notna()]  # NaN after divergence (nonfinite_values reports it); all-NaN groups break idxmax
     if up.empty:
         return []
     by_layer = up.groupby("target")

@@ -94,14 +94,11 @@ def save_train_run(out: Path, run: RunSummary) -> None:
     metrics = pd.DataFrame(run.result.history)
     atomic_write_text(out / "metrics.csv", metrics.to_csv(index=False))
     save_checkpoint(out / "model.safetensors", run.result.model, run.cfg, {"step": str(run.result.steps)})
-    write_json(out / "summary.json", {"runs": [run.to_dict()], "command": command_line(), "environment": environment()})
+    from .verdict import verdict
 
-
-def learned(run: dict, loss_margin: float = 0.5, recall_factor: float = 10.0) -> bool:
-    """Learned = final CLIP loss below `loss_margin`·ln(B) and R@1 at least `recall_factor`x chance."""
-    clip = run["final_loss"].get("loss_clip", math.inf)
-    r = run["retrieval"]
-    return clip < loss_margin * run["chance_loss"] and r.get("r@1", 0) >= recall_factor * r.get("chance@1", 1)
+    d = run.to_dict()
+    d["verdict"] = verdict(d)
+    write_json(out / "summary.json", {"runs": [d], "command": command_line(), "environment": environment()})
 
 
 class ProbeCallback(Callback):
@@ -117,6 +114,8 @@ class ProbeCallback(Callback):
         extras = {"logit_scale": float(model.logit_scale.detach().exp()), "lr": info.lr}
         if len(loss.mrl_dims) == 1:
             extras["mrl_dim"] = float(loss.mrl_dims[0])
+        if "loss_mrl_all_dims" in loss.logged:
+            extras["loss_mrl_all_dims"] = loss.logged["loss_mrl_all_dims"]
         self.session.observe(
             info.step,
             losses=logged,

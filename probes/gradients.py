@@ -168,6 +168,8 @@ class GradientFlow(Probe):
         self._finish_update(session)
 
     def close(self, session: "ProbeSession") -> None:
+        if session.closing_on_error:
+            self._pending = None  # the optimizer step after the last observe may not have run
         self._finish_update(session)
         self._snapshot = None
 

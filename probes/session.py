@@ -90,6 +90,7 @@ class ProbeSession:
         self._stepped = True  # probes' after_step already ran for the last observation
         self._open = False
         self._observing: int | None = None  # step being observed, while `observe` runs
+        self.closing_on_error = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> "ProbeSession":
@@ -108,11 +109,13 @@ class ProbeSession:
             raise
         return self
 
-    def close(self) -> None:
-        """Remove every hook and patch; finish a pending update measurement. Idempotent."""
+    def close(self, error: bool = False) -> None:
+        """Remove every hook and patch; finish a pending update measurement (dropped when
+        `error`: the step it belongs to may never have run). Idempotent."""
         if not self._open:
             return
         self._open = False
+        self.closing_on_error = error
         try:
             for probe in self.probes.values():
                 with self.guard(probe.name):
@@ -127,8 +130,8 @@ class ProbeSession:
     def __enter__(self) -> "ProbeSession":
         return self.open()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(error=exc_type is not None)
 
     @property
     def is_open(self) -> bool:

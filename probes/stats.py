@@ -39,9 +39,10 @@ def entropy_summary(h: Tensor, head_axis: int | None = None) -> dict[str, Tensor
     finite = torch.isfinite(h)
     n_finite = finite.sum()
     zero = torch.zeros((), dtype=h.dtype, device=h.device)
+    row_min = torch.where(finite, h, torch.full_like(zero, math.inf)).amin()
     out = {
         "entropy_mean": torch.where(finite, h, zero).sum() / n_finite,  # nan if no finite row
-        "entropy_min": torch.where(finite, h, torch.full_like(zero, math.inf)).amin(),
+        "entropy_min": torch.where(n_finite > 0, row_min, torch.full_like(zero, math.nan)),
         "nonfinite": (~finite).sum(),
     }
     if head_axis is not None:

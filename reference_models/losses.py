@@ -100,6 +100,11 @@ class AlignmentLoss(nn.Module):
                 logged["mrl_dim"] = float(next(iter(per_dim))) if len(per_dim) == 1 else float("nan")
                 for d, v in per_dim.items():
                     logged[f"loss_mrl@{d}"] = float(v.detach())
+            if len(per_dim) < len(self.mrl.dims):
+                # what the MRL objective is over every nested dim, for comparison with the log
+                with torch.no_grad():
+                    full = MRLLoss(self.mrl.dims, sample_single=False)(image.detach(), text.detach(), logit_scale.detach())
+                logged["loss_mrl_all_dims"] = float(torch.stack(list(full.values())).mean())
         return LossOutput(
             total=total, components=components, weights=weights, logged=logged, logits=logits,
             mrl_dims=list(per_dim), chance=chance_loss(image.shape[0]),

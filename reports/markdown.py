@@ -71,6 +71,48 @@ def hypotheses_section(hypotheses: list[dict]) -> list[str]:
     return lines
 
 
+def answer_section(summary: dict) -> list[str]:
+    """The ablation's answer: what is wrong, which change fixes it, how sure."""
+    ab, hyps, runs = summary["ablation"], summary.get("hypotheses", []), summary["runs"]
+    base = runs[0]
+    lines = ["## Answer", "", f"- Baseline {verdict_line(base)}."]
+    confirmed = [h for h in hyps if h["verdict"] == "confirmed"]
+    if ab.get("baseline_learned"):
+        lines.append("- The baseline learns at this scale and step count: there is no failure to explain here; verdicts are inconclusive.")
+    for h in confirmed:
+        fx = h["evidence"].get("fix", {})
+        lines.append(f"- **Fixes it: `{h['id']}`** — {h['fix_text']}: CLIP loss {_f(fx.get('loss_clip'))} vs ln(B) "
+                     f"{_f(fx.get('ln_B'))}, R@1 {_f(fx.get('r@1'))} vs chance {_f(fx.get('chance@1'))}; mechanism {h['mechanism']}.")
+    search = ab.get("minimal_set_search", {})
+    if search.get("needed"):
+        outcome = "restores learning" if search.get("learned") else "does not restore learning"
+        lines.append(f"- No single fix restores learning; the greedy search's set {search.get('set')} {outcome} "
+                     f"({search.get('runs')} extra runs).")
+    if not confirmed and not search.get("needed") and not ab.get("baseline_learned"):
+        lines.append("- No tested fix restores learning.")
+    for label in ("refuted", "inconclusive"):
+        ids = [f"`{h['id']}`" for h in hyps if h["verdict"] == label]
+        if ids:
+            lines.append(f"- {label.capitalize()}: {', '.join(ids)}.")
+    lines.append(f"- How sure: each verdict compares a run with only that change against the baseline, same data and seed, "
+                 f"{ab['steps']} steps at scale `{ab['scale']}`; learned means final CLIP loss < "
+                 f"{base['verdict']['margins']['loss_fraction_of_lnB']} x ln(B) and held-out R@1 >= "
+                 f"{base['verdict']['margins']['r1_factor_over_chance']:g} x chance. One seed: rerun with `--seed` to check that a verdict is stable. "
+                 f"{ab['runs_executed']} runs in all.")
+    lines.append("")
+    return lines
+
+
+def hypothesis_details(hyps: list[dict]) -> list[str]:
+    lines = []
+    for h in hyps:
+        lines += [f"### `{h['id']}` — **{h['verdict']}**", "", f"Claim ({h['source']}): {h['claim']}", "",
+                  f"- test: {h['fix_text']}{' (`' + ' '.join('--set ' + s for s in h['fix']) + '`)' if h['fix'] else ''}",
+                  f"- mechanism claimed: {h['mechanism_claimed']} — measured: {h['mechanism']}",
+                  f"- {h['summary']}", f"- evidence: {_evidence(h['evidence'])}", ""]
+    return lines
+
+
 def runs_table(runs: list[dict]) -> list[str]:
     lines = ["## Runs", "", "| run | config | scale | steps | batch | ln(B) | final losses | R@1 / R@5 / R@10 | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -91,6 +133,10 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
     runs, findings = summary.get("runs", []), summary.get("findings", [])
     title = title or "Diagnosis: " + " vs ".join(r["name"] for r in runs)
     lines = [f"# {title}", ""]
+    if summary.get("ablation"):
+        lines += answer_section(summary)
+        if plots and plots[0][0].startswith("runs_vs_chance"):
+            lines += [f"![{plots[0][1]}]({plots[0][0]})", ""]
     lines += ["## Verdict", ""]
     for r in runs:
         lines.append(f"- {verdict_line(r)}")
@@ -99,6 +145,8 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
     if summary.get("ablation_report"):
         lines += [f"Ablation verdicts for these configs: [{summary['ablation_report']}]({summary['ablation_report']})", ""]
     lines += hypotheses_section(summary.get("hypotheses", []))
+    if summary.get("ablation"):
+        lines += hypothesis_details(summary.get("hypotheses", []))
     lines += findings_section(findings)
     if plots:
         lines += ["## Plots", ""]

@@ -153,5 +153,18 @@ PLOTS = {
 
 
 def render_all(records: pd.DataFrame, runs: list[dict]) -> dict[str, tuple[str, Figure]]:
-    """{file stem: (caption, figure)} for every standard plot."""
-    return {stem: (caption, make(records, runs)) for stem, (caption, make) in PLOTS.items()}
+    """{file stem: (caption, figure)} for every standard plot; an overlay of all runs' CLIP loss
+    against their ln(B) first when there are more than two runs (ablations)."""
+    out: dict[str, tuple[str, Figure]] = {}
+    suffix = ""
+    if len(runs) > 2:
+        clip = records[(records["probe"] == "loss_split") & (records["target"] == "loss_clip") & (records["metric"] == "value")]
+        curves = {name: g.sort_values("step") for name, g in clip.groupby("run")}
+        out["runs_vs_chance"] = ("CLIP loss of every run against its ln(B)", run_losses_against_chance(runs, curves))
+        # per-run panels would be unreadable for many runs: keep the baseline's
+        first = runs[0]["name"]
+        records = records[records["run"] == first]
+        runs, suffix = runs[:1], f" ({first})"
+    for stem, (caption, make) in PLOTS.items():
+        out[stem] = (caption + suffix, make(records, runs))
+    return out

@@ -8,9 +8,10 @@ from rich.table import Table
 
 from ..console import console, progress
 from ..options import ConfigOpt, DeviceOpt, EpochsOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt
-from ..runs import EpochCheckpoints, ProgressCallback, learned, resolve_config, run_training, save_train_run
+from ..runs import EpochCheckpoints, ProgressCallback, resolve_config, run_training, save_train_run
+from ..verdict import verdict
 from reference_models.config import ConfigError
-from reference_models.data import build_data  # noqa: F401  (validates the source before training)
+from reference_models.data import build_data
 from reference_models.train import steps_per_epoch
 
 
@@ -50,8 +51,7 @@ def train_command(
         table.add_row(f"R@{k} (mean of i2t, t2i)", f"{r[f'r@{k}']:.4f}", f"{r[f'chance@{k}']:.4f}")
     table.add_row("image embedding mean cosine", f"{r['image_mean_cosine']:.3f}", "")
     console.print(table)
-    verdict = "learned" if learned(summary) else "did not learn"
     console.print(
-        f"{cfg.name}: {verdict} (CLIP loss {summary['final_loss']['loss_clip']:.3f} vs ln(B) {summary['chance_loss']:.3f}; "
+        f"{cfg.name}: {verdict(summary)['label']} (CLIP loss {summary['final_loss']['loss_clip']:.3f} vs ln(B) {summary['chance_loss']:.3f}; "
         f"R@1 {r['r@1']:.4f} vs chance {r['chance@1']:.4f}) in {summary['seconds']:.0f}s -> {out}"
     )

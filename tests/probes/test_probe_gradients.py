@@ -156,3 +156,15 @@ def test_nan_in_backward_is_counted_not_raised():
     assert _values(df, "loss_split")[("loss_clip", "nonfinite")] == 1.0
     assert _values(df, "collapse")[("image", "nonfinite_rows")] == 1.0
     assert _values(df, "softmax_entropy")[("logits.image_to_text", "nonfinite")] > 0
+
+
+def test_no_update_recorded_for_a_step_interrupted_before_the_optimizer():
+    model = Toy()
+    with pytest.raises(KeyboardInterrupt):
+        with attach(model, probes="cheap", strict=True) as session:  # no optimizer, no after_step
+            model(torch.randn(4, 4)).sum().backward()
+            session.observe(0)
+            raise KeyboardInterrupt
+    df = session.records
+    assert (df.metric == "grad_norm").any()
+    assert not (df.metric == "update_to_param").any()

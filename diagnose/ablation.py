@@ -1,0 +1,170 @@
+"""Ablation: the baseline, each hypothesis' fix alone, all fixes together, and (when no single fix
+restores learning) a greedy search for a minimal set of fixes. Every run uses the same data and seed.
+
+Verdicts (numbers written beside each):
+  confirmed     the fix alone makes the run learn (final CLIP loss < 0.5 ln B and held-out R@1 >= 10x
+                chance, the margins of `verdict.py`); `mechanism` says whether the probes moved the
+                way the claim says, so a fix that helps for another reason is reported as such.
+  refuted       the fix alone leaves the run not learning, and the fix is not needed by the minimal
+                set that restores learning (or, for claims decided without a run, the measurement
+                contradicts the claim).
+  inconclusive  the fix alone helps partly, or is needed only together with other fixes, or the
+                baseline already learns (nothing to explain).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from reference_models import AlignmentConfig, config_from_dict
+
+from .hypotheses import Hypothesis, catalogue
+from .pipeline import analyse
+from .runs import RunSummary, run_instrumented
+from .verdict import verdict
+
+
+@dataclass
+class Ablation:
+    summary: dict
+    records: pd.DataFrame
+
+
+def _with(cfg: AlignmentConfig, sets: list[str]) -> AlignmentConfig:
+    data = cfg.to_dict()
+    scale = data.pop("scale")
+    # the fixes are written at the config's own scale: apply them to the already-scaled config
+    out = config_from_dict(data, f"{cfg.name} + fix", sets)
+    out.scale = scale
+    out.name = cfg.name
+    return out
+
+
+def _run_dict(run: RunSummary) -> dict:
+    d = run.to_dict()
+    d["resolved_config"] = run.cfg.to_dict()
+    d["verdict"] = verdict(d)
+    return d
+
+
+def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] | None = None,
+                 progress: Callable[[str], object] | None = None, expensive_every: int = 10) -> Ablation:
+    runs: dict[str, dict] = {}
+    frames: list[pd.DataFrame] = []
+
+    def execute(name: str, sets: list[str]) -> dict:
+        if name in runs:
+            return runs[name]
+        if progress:
+            progress(name)
+        run, recs = run_instrumented(_with(cfg, sets), steps, device, name=name, expensive_every=expensive_every)
+        d = _run_dict(run)
+        d["overrides"] = sets
+        runs[name] = d
+        frames.append(recs.assign(run=name))
+        return d
+
+    base = execute("baseline", [])
+    records = pd.concat(frames, ignore_index=True)
+    _, base_findings = analyse([dict(base)], records[records["run"] == "baseline"])
+    hyps = catalogue(cfg, base_findings, steps)
+    if only:
+        unknown = sorted(set(only) - {h.id for h in hyps})
+        if unknown:
+            from reference_models import ConfigError
+
+            raise ConfigError(f"--fix: unknown or not applicable {', '.join(unknown)}; available: {', '.join(h.id for h in hyps)}")
+        hyps = [h for h in hyps if h.id in only or not h.fix]
+    with_run = [h for h in hyps if h.fix]
+    for h in with_run:
+        execute(f"fix:{h.id}", h.fix)
+    all_sets = [s for h in with_run for s in h.fix]
+    if len(with_run) > 1:
+        execute("all fixes", all_sets)
+    search = {"needed": False, "runs": 0, "set": [], "learned": None}
+    single_ok = [h.id for h in with_run if runs[f"fix:{h.id}"]["verdict"]["learned"]]
+    if not base["verdict"]["learned"] and not single_ok and with_run:
+        search = _greedy(with_run, runs, execute)
+    records = pd.concat(frames, ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
+    hypotheses = [_decide(h, base, runs, records, search) for h in hyps]
+    run_list = list(runs.values())
+    _, findings = analyse([dict(r) for r in run_list if r["name"] == "baseline"], records[records["run"] == "baseline"])
+    summary = {"runs": run_list, "findings": findings, "hypotheses": hypotheses,
+               "ablation": {"baseline_learned": base["verdict"]["learned"], "steps": steps, "scale": cfg.scale,
+                            "runs_executed": len(runs), "single_fixes_that_restore_learning": single_ok,
+                            "minimal_set_search": search}}
+    return Ablation(summary, records)
+
+
+def _greedy(hyps: list[Hypothesis], runs: dict, execute) -> dict:
+    """Add, one at a time, the fix whose combined run has the lowest final CLIP loss / ln(B)."""
+    chosen: list[Hypothesis] = []
+    remaining = list(hyps)
+    executed_before = len(runs)
+    trail = []
+    while remaining:
+        best, best_score, best_run = None, math.inf, None
+        for h in remaining:
+            combo = chosen + [h]
+            name = "fix:" + "+".join(x.id for x in combo) if len(combo) > 1 else f"fix:{h.id}"
+            d = execute(name, [s for x in combo for s in x.fix])
+            score = d["verdict"]["loss_over_chance"] if d["verdict"]["loss_over_chance"] is not None else math.inf
+            if score < best_score:
+                best, best_score, best_run = h, score, d
+        chosen.append(best)
+        remaining.remove(best)
+        trail.append({"added": best.id, "run": best_run["name"], "loss_over_lnB": round(best_score, 4),
+                      "learned": best_run["verdict"]["learned"]})
+        if best_run["verdict"]["learned"]:
+            return {"needed": True, "set": [h.id for h in chosen], "learned": True, "trail": trail,
+                    "runs": len(runs) - executed_before}
+    return {"needed": True, "set": [h.id for h in chosen], "learned": False, "trail": trail,
+            "runs": len(runs) - executed_before}
+
+
+def _numbers(run: dict) -> dict:
+    r = run["retrieval"]
+    return {"run": run["name"], "loss_clip": round(run["final_loss"]["loss_clip"], 4), "ln_B": round(run["chance_loss"], 4),
+            "loss_over_lnB": round(run["verdict"]["loss_over_chance"], 4) if run["verdict"]["loss_over_chance"] is not None else None,
+            "r@1": round(r["r@1"], 4), "chance@1": round(r["chance@1"], 5), "label": run["verdict"]["label"]}
+
+
+def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search: dict) -> dict:
+    base_recs = records[records["run"] == "baseline"]
+    out = {"id": h.id, "claim": h.claim, "source": h.source, "fix": h.fix, "fix_text": h.fix_text,
+           "mechanism_claimed": h.mechanism}
+    if not h.fix:  # decided from the baseline's own measurements
+        mech = h.check(base_recs, base_recs, base, base) if h.check else {"supports": None, "numbers": {}, "text": ""}
+        out["verdict"] = {True: "confirmed", False: "refuted", None: "inconclusive"}[mech["supports"]]
+        out["evidence"] = {"mechanism": mech["numbers"], "baseline": _numbers(base)}
+        out["summary"] = mech["text"]
+        out["mechanism"] = "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
+        return out
+    fixed = runs[f"fix:{h.id}"]
+    fixed_recs = records[records["run"] == fixed["name"]]
+    mech = h.check(base_recs, fixed_recs, base, fixed) if h.check else {"supports": None, "numbers": {}, "text": ""}
+    learned, base_learned = fixed["verdict"]["learned"], base["verdict"]["learned"]
+    needed_jointly = search.get("learned") and h.id in search.get("set", [])
+    if base_learned:
+        v, why = "inconclusive", "the baseline already learns: there is no failure for this fix to explain"
+    elif learned:
+        v, why = "confirmed", "the fix alone makes the run learn"
+    elif needed_jointly:
+        v, why = "inconclusive", f"the fix alone does not restore learning, but the minimal set {search['set']} needs it"
+    elif fixed["verdict"]["label"].startswith("partly"):
+        v, why = "inconclusive", "the fix alone moves the loss below chance but short of the learning margin"
+    else:
+        v, why = "refuted", "the fix alone leaves the run not learning"
+    mechanism = "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
+    if v == "confirmed" and mech["supports"] is False:
+        why += ", but not through the claimed mechanism (the probes did not move the way the claim says)"
+    out.update({"verdict": v, "mechanism": mechanism, "reason": why,
+                "evidence": {"baseline": _numbers(base), "fix": _numbers(fixed), "mechanism": mech["numbers"]},
+                "summary": f"{why}: loss {fixed['final_loss']['loss_clip']:.3f} vs ln(B) {fixed['chance_loss']:.3f} "
+                           f"(baseline {base['final_loss']['loss_clip']:.3f}); R@1 {fixed['retrieval']['r@1']:.4f} vs chance "
+                           f"{fixed['retrieval']['chance@1']:.4f}. Mechanism {mechanism}: {mech['text']}"})
+    return out
