@@ -27,7 +27,28 @@ def resolve_config(config: str, sets: Sequence[str] | None, scale: str, seed: in
 
 
 def command_line() -> str:
-    return " ".join(["diagnose", *map(shlex.quote, sys.argv[1:])])
+    """The command that reproduces this run, rebuilt from the parsed parameters (so it is exact even
+    when invoked programmatically), falling back to sys.argv outside a click context."""
+    try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return " ".join(["diagnose", *map(shlex.quote, sys.argv[1:])])
+    parts = ["diagnose", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or value == [] or value is False:
+            continue
+        if param.param_type_name == "argument":
+            parts.append(shlex.quote(str(value)))
+            continue
+        opt = max(param.opts, key=len)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            parts += [opt] if v is True else [opt, shlex.quote(str(v))]
+    return " ".join(parts)
 
 
 class ProgressCallback(Callback):

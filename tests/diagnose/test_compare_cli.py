@@ -1,0 +1,64 @@
+import json
+import re
+
+from typer.testing import CliRunner
+
+from diagnose.cli import app
+
+runner = CliRunner()
+TINY = ["--scale", "tiny", "--steps", "12", "--quiet", "--set", "dataset.num_train=192", "--set", "dataset.num_val=32",
+        "--set", "dataset.batch_size=16"]
+
+
+def test_compare_writes_a_complete_report_and_report_rebuilds_it(tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    gh = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(gh))
+    result = runner.invoke(app, ["compare", "perceiver", "direct", "--out", str(out), *TINY, "--fail-on", "error"])
+    summary = json.loads((out / "summary.json").read_text())
+    errors = [f for f in summary["findings"] if f["severity"] == "error"]
+    assert result.exit_code == (1 if errors else 0), result.output
+    assert {"runs", "findings", "hypotheses"} <= set(summary)
+    assert [r["name"] for r in summary["runs"]] == ["perceiver_mrl_alignment", "pixmo_alignment"]
+    for run in summary["runs"]:
+        assert {"name", "config", "scale", "steps", "batch_size", "chance_loss", "final_loss", "retrieval", "verdict"} <= set(run)
+        assert {"r@1", "r@5", "r@10", "chance@1"} <= set(run["retrieval"])
+        assert run["scale"] == "tiny" and run["steps"] == 12 and run["batch_size"] == 16
+    for f in summary["findings"]:
+        assert {"id", "severity", "run", "evidence", "message"} <= set(f)
+        assert f["evidence"], f["id"]
+    report = (out / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(links) >= 6
+    for link in links:
+        assert (out / link).is_file(), link
+    assert report.startswith("# Diagnosis: perceiver_mrl_alignment vs pixmo_alignment")
+    assert "ln(B) = 2.7726" in report  # batch 16
+    assert "diagnose compare perceiver direct" in report  # ends with the command that reproduces it
+    assert gh.read_text().strip() == report.strip()
+    # a looser gate turns the same findings into exit 1 when any warning exists
+    rebuilt = runner.invoke(app, ["report", str(out), "--fail-on", "warning"])
+    warnings = [f for f in summary["findings"] if f["severity"] in ("warning", "error")]
+    assert rebuilt.exit_code == (1 if warnings else 0)
+    assert (out / "report.md").read_text() == report
+
+
+def test_report_on_a_non_run_directory_is_exit_2(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a run directory" in result.stderr
+
+
+def test_gradflow_from_a_checkpoint_and_mismatched_checkpoint(tmp_path):
+    train = runner.invoke(app, ["train", "--config", "direct", "--out", str(tmp_path / "t"), "--scale", "tiny", "--steps", "2",
+                                "--quiet", "--set", "dataset.num_train=32", "--set", "dataset.num_val=16", "--set", "dataset.batch_size=16"])
+    assert train.exit_code == 0, train.output
+    ok = runner.invoke(app, ["gradflow", "--config", "direct", "--checkpoint", str(tmp_path / "t" / "model.safetensors"),
+                             "--out", str(tmp_path / "g"), *TINY, "--fail-on", "error"])
+    assert ok.exit_code in (0, 1), ok.output
+    assert (tmp_path / "g" / "report.md").is_file()
+    bad = runner.invoke(app, ["gradflow", "--config", "perceiver", "--checkpoint", str(tmp_path / "t" / "model.safetensors"),
+                              "--out", str(tmp_path / "b"), *TINY])
+    assert bad.exit_code == 2
+    assert "checkpoint does not match the model" in bad.stderr and "missing vision.final_projector" in bad.stderr
+    assert not (tmp_path / "b").exists()
