@@ -22,7 +22,7 @@ import pandas as pd
 
 from reference_models import AlignmentConfig, config_from_dict
 
-from .hypotheses import Hypothesis, catalogue
+from .hypotheses import KNOWN_IDS, Hypothesis, catalogue
 from .pipeline import analyse
 from .runs import RunSummary, run_instrumented
 from .verdict import verdict
@@ -55,6 +55,10 @@ def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] 
                  progress: Callable[[str], object] | None = None, expensive_every: int = 10) -> Ablation:
     runs: dict[str, dict] = {}
     frames: list[pd.DataFrame] = []
+    if only and set(only) - set(KNOWN_IDS):
+        from reference_models import ConfigError
+
+        raise ConfigError(f"--fix: unknown hypothesis {', '.join(sorted(set(only) - set(KNOWN_IDS)))}; known: {', '.join(KNOWN_IDS)}")
 
     def execute(name: str, sets: list[str]) -> dict:
         if name in runs:

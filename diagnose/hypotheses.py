@@ -188,6 +188,9 @@ def check_warmup(base, fixed, base_run, fixed_run) -> dict:
 
 # --- the catalogue -------------------------------------------------------------------------------
 
+KNOWN_IDS = ("latent_init", "lr_too_high", "batch_too_small", "mean_pooling", "mrl_logging", "loss_scale",
+             "shared_input_component", "high_norm_tokens", "no_warmup")
+
 
 def catalogue(cfg: AlignmentConfig, findings: list[dict], steps: int) -> list[Hypothesis]:
     """The hypotheses that apply to this config, given the baseline's findings."""
