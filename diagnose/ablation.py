@@ -15,6 +15,7 @@ Verdicts (numbers written beside each):
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -51,26 +52,60 @@ def _run_dict(run: RunSummary) -> dict:
     return d
 
 
+def _one_run(cfg: AlignmentConfig, name: str, sets: list[str], steps: int, device: str, expensive_every: int,
+             threads: int | None) -> tuple[dict, pd.DataFrame]:
+    """One instrumented run; module-level so a worker process can execute it."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    run, recs = run_instrumented(_with(cfg, sets), steps, device, name=name, expensive_every=expensive_every)
+    d = _run_dict(run)
+    d["overrides"] = sets
+    return d, recs.assign(run=name)
+
+
 def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] | None = None,
-                 progress: Callable[[str], object] | None = None, expensive_every: int = 10) -> Ablation:
+                 progress: Callable[[str], object] | None = None, expensive_every: int = 10,
+                 workers: int = 1) -> Ablation:
+    """`workers` > 1 runs independent runs in that many processes (one thread each share the cores)."""
     runs: dict[str, dict] = {}
     frames: list[pd.DataFrame] = []
+    pool = None
+    if workers > 1 and device == "cpu":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: forking a process that already ran torch's thread pools can deadlock
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    threads = max(1, (os.cpu_count() or 1) // workers) if pool else None
+    try:
+        return _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, pool, threads)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, pool, threads) -> Ablation:
     if only and set(only) - set(KNOWN_IDS):
         from reference_models import ConfigError
 
         raise ConfigError(f"--fix: unknown hypothesis {', '.join(sorted(set(only) - set(KNOWN_IDS)))}; known: {', '.join(KNOWN_IDS)}")
 
+    def execute_many(jobs: list[tuple[str, list[str]]]) -> list[dict]:
+        todo = [(n, s) for n, s in dict(jobs).items() if n not in runs]
+        for name, _ in todo:
+            if progress:
+                progress(name)
+        args = [(cfg, n, s, steps, device, expensive_every, threads) for n, s in todo]
+        results = list(pool.map(_one_run, *zip(*args))) if pool is not None and len(args) > 1 else [_one_run(*a) for a in args]
+        for (name, _), (d, recs) in zip(todo, results):
+            runs[name] = d
+            frames.append(recs)
+        return [runs[n] for n, _ in jobs]
+
     def execute(name: str, sets: list[str]) -> dict:
-        if name in runs:
-            return runs[name]
-        if progress:
-            progress(name)
-        run, recs = run_instrumented(_with(cfg, sets), steps, device, name=name, expensive_every=expensive_every)
-        d = _run_dict(run)
-        d["overrides"] = sets
-        runs[name] = d
-        frames.append(recs.assign(run=name))
-        return d
+        return execute_many([(name, sets)])[0]
 
     base = execute("baseline", [])
     records = pd.concat(frames, ignore_index=True)
@@ -84,15 +119,14 @@ def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] 
             raise ConfigError(f"--fix: unknown or not applicable {', '.join(unknown)}; available: {', '.join(h.id for h in hyps)}")
         hyps = [h for h in hyps if h.id in only or not h.fix]
     with_run = [h for h in hyps if h.fix]
-    for h in with_run:
-        execute(f"fix:{h.id}", h.fix)
-    all_sets = [s for h in with_run for s in h.fix]
+    jobs = [(f"fix:{h.id}", h.fix) for h in with_run]
     if len(with_run) > 1:
-        execute("all fixes", all_sets)
+        jobs.append(("all fixes", [s for h in with_run for s in h.fix]))
+    execute_many(jobs)
     search = {"needed": False, "runs": 0, "set": [], "learned": None}
     single_ok = [h.id for h in with_run if runs[f"fix:{h.id}"]["verdict"]["learned"]]
     if not base["verdict"]["learned"] and not single_ok and with_run:
-        search = _greedy(with_run, runs, execute)
+        search = _greedy(with_run, runs, execute_many)
     records = pd.concat(frames, ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
     hypotheses = [_decide(h, base, runs, records, search) for h in hyps]
     run_list = list(runs.values())
@@ -104,7 +138,7 @@ def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] 
     return Ablation(summary, records)
 
 
-def _greedy(hyps: list[Hypothesis], runs: dict, execute) -> dict:
+def _greedy(hyps: list[Hypothesis], runs: dict, execute_many) -> dict:
     """Add, one at a time, the fix whose combined run has the lowest final CLIP loss / ln(B)."""
     chosen: list[Hypothesis] = []
     remaining = list(hyps)
@@ -112,13 +146,16 @@ def _greedy(hyps: list[Hypothesis], runs: dict, execute) -> dict:
     trail = []
     while remaining:
         best, best_score, best_run = None, math.inf, None
+        jobs = []
         for h in remaining:
             combo = chosen + [h]
-            name = "fix:" + "+".join(x.id for x in combo) if len(combo) > 1 else f"fix:{h.id}"
-            d = execute(name, [s for x in combo for s in x.fix])
+            jobs.append(("fix:" + "+".join(x.id for x in combo), [s for x in combo for s in x.fix]))
+        for h, d in zip(remaining, execute_many(jobs)):
             score = d["verdict"]["loss_over_chance"] if d["verdict"]["loss_over_chance"] is not None else math.inf
             if score < best_score:
                 best, best_score, best_run = h, score, d
+        if best is None:  # every candidate diverged: take them in catalogue order
+            best, best_run = remaining[0], runs[jobs[0][0]]
         chosen.append(best)
         remaining.remove(best)
         trail.append({"added": best.id, "run": best_run["name"], "loss_over_lnB": round(best_score, 4),

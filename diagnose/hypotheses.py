@@ -136,15 +136,21 @@ def check_logging(base, fixed, base_run, fixed_run) -> dict:
     same_full = float(((w.iloc[:, 0] - w.iloc[:, 2]).abs() <= IDENTICAL_ATOL).mean())
     gap = float((both.iloc[:, 1] - both.iloc[:, 2]).abs().mean())
     at_chance = abs(float(w.iloc[:, 0].mean()) - chance) / chance < 0.03
-    # the claim: logging one sampled dim as "the MRL loss" is what makes CLIP and MRL look the same;
-    # it holds only if the honest all-dims value would *not* equal the CLIP loss
-    supports = same_logged >= 0.9 and same_full < 0.9
+    # the claim: logging one sampled dim as "the MRL loss" is what makes CLIP and MRL look the same.
+    # Not testable if they do not look the same here; refuted if the honest all-dims value equals
+    # the CLIP loss as well (chance explains it); confirmed if only the logged value does
+    if same_logged < 0.9:
+        supports = None
+    else:
+        supports = same_full < 0.9
     return {"numbers": {"share_steps_clip_eq_logged_mrl": _r(same_logged, 3), "share_steps_clip_eq_all_dims_mrl": _r(same_full, 3),
                         "mean_abs_gap_logged_vs_all_dims": _r(gap), "clip_at_chance": at_chance, "window_steps": [int(w.index[0]), int(w.index[-1])]},
             "supports": supports,
-            "text": f"logged loss_mrl (one sampled dim) differs from the all-dims MRL loss by {gap:.4f} on average; at the end "
-                    f"CLIP equals the logged MRL on {same_logged:.0%} of steps and the all-dims MRL on {same_full:.0%}"
-                    f"{' (both at ln(B): equal because the model is at chance)' if at_chance else ''}."}
+            "text": f"the logged loss_mrl (one sampled dim) differs from the all-dims MRL loss by {gap:.4f} on average, so the "
+                    f"log does misstate the MRL objective; but at the end CLIP equals the logged MRL on {same_logged:.0%} of steps "
+                    f"and the all-dims MRL on {same_full:.0%}"
+                    f"{' (the CLIP loss is at ln(B): at chance every contrastive loss equals ln(B))' if at_chance else ''}"
+                    f"{'; the identical-looking values the claim explains are not reproduced here' if same_logged < 0.9 else ''}."}
 
 
 def check_loss_scale(base, fixed, base_run, fixed_run) -> dict:

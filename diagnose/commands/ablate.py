@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,8 +15,9 @@ from ..pipeline import write_run_dir
 from ..runs import command_line, environment, resolve_config
 from .instrumented import FailOnOpt, _check_fail_on
 
-DEFAULT_STEPS = 100  # the seed's failure shows within ~20 steps; 100 lets a healthy run clear the margin
+DEFAULT_STEPS = 80  # the seed's failure shows within ~20 steps; 80 lets a healthy run clear the margin
 
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes running ablation runs in parallel (capped at the CPU count).")]
 FixOpt = Annotated[Optional[list[str]], typer.Option("--fix", help="Test only these hypotheses (repeatable); default: all that apply.")]
 
 
@@ -29,6 +31,7 @@ def ablate_command(
     out: OutOpt = None,
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
+    workers: WorkersOpt = 2,
     quiet: QuietOpt = False,
 ) -> None:
     """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them."""
@@ -41,7 +44,7 @@ def ablate_command(
         if not quiet:
             console.print(f"run {name} ({steps} steps, scale {cfg.scale})", markup=False)
 
-    ab = run_ablation(cfg, steps, device, only=fix, progress=note)
+    ab = run_ablation(cfg, steps, device, only=fix, progress=note, workers=min(workers, os.cpu_count() or 1))
     summary = ab.summary
     summary["command"], summary["environment"] = command_line(), environment()
     write_run_dir(out, summary, ab.records, title=f"Ablation: {cfg.name}")
