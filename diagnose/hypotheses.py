@@ -19,6 +19,10 @@ from .rules import COLLAPSE_COSINE, IDENTICAL_ATOL, UPDATE_RATIO_HIGH, series, w
 
 Check = Callable[[pd.DataFrame, pd.DataFrame, dict, dict], dict]
 
+# A mechanism "moves" the embeddings only if their mean cosine falls by more than this: with 1024
+# held-out vectors, run-to-run noise in the end-of-run mean cosine is below 0.01.
+MEANINGFUL_COSINE_DROP = 0.02
+
 
 @dataclass
 class Hypothesis:
@@ -171,7 +175,7 @@ def check_loss_scale(base, fixed, base_run, fixed_run) -> dict:
 def check_input_shared(base, fixed, base_run, fixed_run) -> dict:
     ib, if_ = _end(base, "collapse", "input", "cosine_mean"), _end(fixed, "collapse", "input", "cosine_mean")
     cb, cf = _end(base, "collapse", "image", "cosine_mean"), _end(fixed, "collapse", "image", "cosine_mean")
-    supports = ib > if_ and cf < cb
+    supports = ib > if_ and cf < cb - MEANINGFUL_COSINE_DROP
     return {"numbers": {"input_cosine_baseline": _r(ib), "input_cosine_fix": _r(if_),
                         "image_cosine_end_baseline": _r(cb), "image_cosine_end_fix": _r(cf)},
             "supports": supports, "text": f"input cosine {ib:.3f} -> {if_:.3f}; image-embedding cosine {cb:.3f} -> {cf:.3f}."}
@@ -181,7 +185,7 @@ def check_high_norm(base, fixed, base_run, fixed_run) -> dict:
     eb = _mean_over(base, "softmax_entropy", "entropy_mean", "cross_attn")
     ef = _mean_over(fixed, "softmax_entropy", "entropy_mean", "cross_attn")
     cb, cf = _end(base, "collapse", "image", "cosine_mean"), _end(fixed, "collapse", "image", "cosine_mean")
-    supports = None if not math.isfinite(eb) else (cf < cb and ef > eb)
+    supports = None if not math.isfinite(eb) else (cf < cb - MEANINGFUL_COSINE_DROP and ef > eb)
     return {"numbers": {"cross_attn_entropy_mean_baseline": _r(eb), "cross_attn_entropy_mean_fix": _r(ef),
                         "image_cosine_end_baseline": _r(cb), "image_cosine_end_fix": _r(cf)},
             "supports": supports,

@@ -85,6 +85,7 @@ class RunSummary:
         return {
             "name": self.name,
             "config": self.cfg.name,
+            "config_source": self.cfg.source or self.cfg.name,
             "scale": self.cfg.scale,
             "seed": self.cfg.seed,
             "steps": r.steps,

@@ -151,6 +151,7 @@ class AlignmentConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     scale: str = "full"  # set by apply_scale; recorded in every run
+    source: str = ""  # set by load_config: the alias or path this config was loaded from
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -381,6 +382,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: expected a YAML mapping at the top level")
     cfg = config_from_dict(data, label, overrides)
+    cfg.source = str(name_or_path)
     if cfg.name == "alignment":
         cfg.name = Path(label).stem
     return cfg

@@ -75,7 +75,7 @@ def answer_section(summary: dict) -> list[str]:
     """The ablation's answer: what is wrong, which change fixes it, how sure."""
     ab, hyps, runs = summary["ablation"], summary.get("hypotheses", []), summary["runs"]
     base = runs[0]
-    lines = ["## Answer", "", f"- Baseline {verdict_line(base)}."]
+    lines = ["## Answer", "", f"- {verdict_line(base).replace('**baseline**', '**Baseline**', 1)}."]
     confirmed = [h for h in hyps if h["verdict"] == "confirmed"]
     if ab.get("baseline_learned"):
         lines.append("- The baseline learns at this scale and step count: there is no failure to explain here; verdicts are inconclusive.")
@@ -142,6 +142,11 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
         lines.append(f"- {verdict_line(r)}")
     counts = {s: sum(1 for f in findings if f["severity"] == s) for s in ("error", "warning", "info")}
     lines += ["", f"Findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info.", ""]
+    failed = [r for r in runs if not r.get("verdict", {}).get("learned", True)]
+    if failed and not summary.get("ablation"):
+        lines += ["Next: test the candidate causes one at a time with "
+                  + ", ".join(f"`diagnose ablate --config {r.get('config_source', r['config'])}{' --scale ' + r['scale'] if r['scale'] != 'small' else ''}`" for r in failed)
+                  + " (baseline, each fix alone, all fixes; verdicts with the numbers that decide them).", ""]
     if summary.get("ablation_report"):
         lines += [f"Ablation verdicts for these configs: [{summary['ablation_report']}]({summary['ablation_report']})", ""]
     lines += hypotheses_section(summary.get("hypotheses", []))
