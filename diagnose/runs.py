@@ -19,10 +19,15 @@ from reference_models import AlignmentConfig, Callback, TrainResult, apply_scale
 from .io import atomic_write_text, save_checkpoint, write_json
 
 
-def resolve_config(config: str, sets: Sequence[str] | None, scale: str, seed: int | None) -> AlignmentConfig:
+def resolve_config(config: str, sets: Sequence[str] | None, scale: str, seed: int | None,
+                   quiet: bool = False) -> AlignmentConfig:
     cfg = apply_scale(load_config(config, list(sets or [])), scale)
     if seed is not None:
         cfg.seed = seed
+    if cfg.dataset.source == "images":
+        from .data_cache import prepare_images
+
+        prepare_images(cfg, quiet)
     return cfg
 
 

@@ -1,7 +1,8 @@
 """Softmax entropy H/ln(K) in [0, 1]: ≈1 uniform (attends to nothing in particular), ≈0 one-hot.
 
 Probe ``softmax_entropy``; metrics entropy_mean / entropy_min over rows (queries × batch) and
-nonfinite (rows whose entropy is NaN/Inf, e.g. fully masked). Softmaxes over K=1 are skipped.
+nonfinite (rows whose entropy is NaN/Inf, e.g. fully masked); for nn.Softmax modules also axis (the
+normalised dimension) and axis_size (K). Softmaxes over K=1 are skipped.
 Sources and targets:
   nn.Softmax submodules (every step on the cheap schedule)       target = module name
   nn.MultiheadAttention (per-head weights forced, expensive)      target = module name
@@ -76,7 +77,12 @@ class SoftmaxEntropy(Probe):
         def hook(module, args, output):
             if isinstance(output, torch.Tensor) and session.hook_due():
                 with session.guard(self.name):
-                    self._emit_probs(session, name, output, stats.softmax_dim(output.dim(), module.dim))
+                    dim = stats.softmax_dim(output.dim(), module.dim)
+                    self._emit_probs(session, name, output, dim)
+                    # which axis is normalised and its size: a softmax over the batch axis (axis 0,
+                    # size = batch size) makes each sample's weights depend on the rest of the batch
+                    session.buffer.defer(self.name, name, "axis", float(dim % output.dim()))
+                    session.buffer.defer(self.name, name, "axis_size", float(output.shape[dim]))
 
         return hook
 

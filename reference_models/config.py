@@ -53,6 +53,9 @@ class VisionEncoderConfig:
     pooling_type: PoolingType = "simple"  # seed: linear scorer, softmax over tokens, weighted sum
     attention_pool_dropout: float = 0.0  # seed fix 4 uses dropout=0.1 in SimpleAttentionPooling
     pooling_softmax_dim: int = 1  # softmax axis of the pooling scores (B, T): 1 = tokens (correct)
+    # fault-injection switch (default = healthy): true runs the first projector under torch.no_grad,
+    # so its weights never receive a gradient (the "accidentally frozen projector" bug)
+    projector_no_grad: bool = False
 
 
 @dataclass
@@ -61,11 +64,17 @@ class TextEncoderConfig:
     hidden_dim: int = 768  # pooled output width of the frozen text encoder (CLIP-L text, mpnet: 768)
     freeze: bool = True  # frozen; only the projection trains
     pooling: Literal["pooler", "mean"] = "pooler"  # how a real encoder is pooled (images source)
+    # fault-injection switch (default = healthy): true detaches the projected text features, cutting
+    # the gradient path from the loss to the text projection
+    detach_projection: bool = False
 
 
 @dataclass
 class ModelConfig:
     projection_dim: int = 4096  # seed diagrams: (B, 4096) joint embedding
+    # fault-injection switch (default = healthy): false skips the L2 normalisation of both
+    # embeddings, so the contrastive logits see raw, unbounded dot products
+    l2_normalize: bool = True
 
 
 @dataclass
@@ -105,11 +114,14 @@ class FeaturesConfig:
 
 @dataclass
 class ImagesConfig:
-    root: str = ""  # image folder
-    captions: str = ""  # CSV or JSON lines with columns image, caption
-    vision_model: str = ""  # local directory of a CLIPVisionModel
-    text_model: str = ""  # local directory of a text encoder
-    cache_dir: str = ""  # where encoded features are cached
+    root: str = ""  # image folder; caption rows name images relative to it
+    captions: str = ""  # CSV (header: image, caption) or JSON lines {"image", "caption"}
+    vision_model: str = "random"  # local CLIPVisionModel directory, or "random" (tiny, random weights)
+    text_model: str = "random"  # local CLIPTextModel / transformers encoder directory, or "random"
+    vision_layer: int = -2  # hidden layer whose patch tokens are used (LLaVA: penultimate)
+    keep_cls: bool = True  # keep the CLS token in front of the patch tokens (seed: 577 = 1 + 576)
+    encode_batch_size: int = 16  # images encoded per batch (only one batch is in memory)
+    cache_dir: str = ""  # where encoded features are cached (default: <root>/.diagnose-cache)
 
 
 @dataclass
@@ -121,6 +133,9 @@ class DatasetConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    # fault-injection switch (default = healthy): true pairs each training image with the caption of
+    # another sample (a fixed seeded permutation): misaligned pairs; the held-out split stays paired
+    shuffle_captions: bool = False
 
 
 @dataclass

@@ -181,4 +181,9 @@ def build_data(cfg: AlignmentConfig, seed: int) -> tuple[PairSource, PairSource]
         return SyntheticPairs(cfg, "train", seed), SyntheticPairs(cfg, "val", seed)
     if source == "features":
         return load_features(cfg, seed)
-    raise ConfigError(f"dataset.source '{source}': not available yet (supported: synthetic, features)")
+    if source == "images":
+        if not cfg.dataset.features.path:
+            raise ConfigError("dataset.source 'images': the images are not encoded yet; run through the diagnose CLI, "
+                              "which encodes them once and caches the features")
+        return load_features(cfg, seed)
+    raise ConfigError(f"dataset.source '{source}': expected synthetic, features or images")

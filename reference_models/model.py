@@ -50,6 +50,7 @@ class VisionHead(nn.Module):
         super().__init__()
         v, proj = cfg.vision_encoder, cfg.model.projection_dim
         self.use_perceiver = v.use_perceiver
+        self.projector_no_grad = v.projector_no_grad  # fault-injection switch (config.py)
         if v.use_perceiver:
             self.projector = nn.Linear(v.hidden_dim, v.perceiver_latent_dim)
             self.perceiver = Perceiver(
@@ -68,7 +69,11 @@ class VisionHead(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.projector(tokens)  # (B, T, D_latent | proj)
+        if self.projector_no_grad:  # fault injection: the projector gets no gradient
+            with torch.no_grad():
+                x = self.projector(tokens)
+        else:
+            x = self.projector(tokens)  # (B, T, D_latent | proj)
         if self.use_perceiver:
             x = self.perceiver(x)  # (B, L, D_latent)
             x = self.final_projector(x)  # (B, L, proj)
@@ -88,12 +93,19 @@ class AlignmentModel(nn.Module):
             requires_grad=cfg.losses.learnable_temperature,
         )
         self.max_log_scale = math.log(cfg.losses.max_logit_scale)
+        # fault-injection switches (config.py); the defaults are the healthy model
+        self.l2_normalize = cfg.model.l2_normalize
+        self.detach_text = cfg.text_encoder.detach_projection
 
     def encode_image(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.vision(tokens), dim=-1)
+        x = self.vision(tokens)
+        return F.normalize(x, dim=-1) if self.l2_normalize else x
 
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_projection(text), dim=-1)
+        x = self.text_projection(text)
+        if self.detach_text:  # fault injection: cut the gradient path to the text projection
+            x = x.detach()
+        return F.normalize(x, dim=-1) if self.l2_normalize else x
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
         return {

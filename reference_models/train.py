@@ -89,6 +89,18 @@ def param_groups(model: torch.nn.Module, cfg: AlignmentConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+class ShuffledCaptions:
+    """Fault injection (`dataset.shuffle_captions`): sample i's tokens with sample perm[i]'s caption."""
+
+    def __init__(self, source: PairSource, seed: int):
+        self.source, self.num_samples = source, source.num_samples
+        self.perm = torch.randperm(source.num_samples, generator=torch.Generator().manual_seed(seed + 7))
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, _ = self.source.batch(index)
+        return tokens, self.source.batch(self.perm[index])[1]
+
+
 def lr_at(step: int, total: int, cfg: AlignmentConfig) -> float:
     opt = cfg.optimization
     if opt.warmup_steps and step < opt.warmup_steps:
@@ -184,6 +196,8 @@ def train(
     seed = cfg.seed if seed is None else seed
     torch.manual_seed(seed)
     train_src, val_src = data if data is not None else build_data(cfg, seed)
+    if cfg.dataset.shuffle_captions:  # fault injection: misaligned training pairs
+        train_src = ShuffledCaptions(train_src, seed)
     if model is None:
         model = build_model(cfg)
     model.to(device).train()

@@ -36,7 +36,7 @@ def ablate_command(
 ) -> None:
     """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them."""
     _check_fail_on(fail_on)
-    cfg = resolve_config(config, set_, scale, seed)
+    cfg = resolve_config(config, set_, scale, seed, quiet)
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"ablate-{cfg.name}-{cfg.scale}"
 

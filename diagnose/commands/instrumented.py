@@ -62,7 +62,7 @@ def gradflow_command(
 ) -> None:
     """Train with every probe attached; write findings, plots and a root-cause report."""
     _check_fail_on(fail_on)
-    cfg = resolve_config(config, set_, scale, seed)
+    cfg = resolve_config(config, set_, scale, seed, quiet)
     out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
     steps = steps or DEFAULT_STEPS
     run, records = _instrumented(cfg, steps, device, quiet, cfg.name, checkpoint)
@@ -86,8 +86,8 @@ def compare_command(
 ) -> None:
     """Run two configs on identical data and seed, side by side, and report both."""
     _check_fail_on(fail_on)
-    cfg_a = resolve_config(a, set_, scale, seed)
-    cfg_b = resolve_config(b, set_, scale, seed if seed is not None else cfg_a.seed)
+    cfg_a = resolve_config(a, set_, scale, seed, quiet)
+    cfg_b = resolve_config(b, set_, scale, seed if seed is not None else cfg_a.seed, quiet)
     cfg_b.seed = cfg_a.seed  # identical data and init seed
     name_a, name_b = cfg_a.name, cfg_b.name if cfg_b.name != cfg_a.name else f"{cfg_b.name}-b"
     steps = steps or DEFAULT_STEPS

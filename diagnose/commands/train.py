@@ -29,7 +29,7 @@ def train_command(
     """Train the reference model from a config; write losses, checkpoints and retrieval metrics."""
     if steps is not None and epochs is not None:
         raise ConfigError("--steps and --epochs: give one, not both")
-    cfg = resolve_config(config, set_, scale, seed)
+    cfg = resolve_config(config, set_, scale, seed, quiet)
     out = out or Path("runs") / f"train-{cfg.name}-{cfg.scale}"
     train_src, _ = build_data(cfg, cfg.seed)
     per_epoch = steps_per_epoch(cfg, train_src)

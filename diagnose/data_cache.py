@@ -1,0 +1,44 @@
+"""Encode an `images` source once with the frozen local models and cache the features on disk.
+
+The cache file name carries `reference_models.images.cache_key` (models, image files, captions,
+preprocessing), so a changed input is encoded afresh; the file is written atomically, so an
+interrupted or failed encoding leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reference_models import AlignmentConfig
+from reference_models.images import cache_key, encode, read_captions
+
+from .console import console, progress
+from .io import atomic_write_bytes
+
+
+def prepare_images(cfg: AlignmentConfig, quiet: bool = False) -> Path:
+    """Make sure the features exist; point `cfg.dataset.features.path` at them and set the input dims."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    ic = cfg.dataset.images
+    pairs = read_captions(cfg)
+    cache_dir = Path(ic.cache_dir).expanduser() if ic.cache_dir else Path(ic.root).expanduser() / ".diagnose-cache"
+    path = cache_dir / f"features-{cache_key(cfg, pairs)}.safetensors"
+    if path.is_file():
+        if not quiet:
+            console.print(f"using cached features {path}", markup=False)
+    else:
+        with progress(f"encode {len(pairs)} images", len(pairs), quiet) as ticker:
+            feats = encode(cfg, pairs, ticker.advance)
+        atomic_write_bytes(path, save(feats, metadata={"images": str(len(pairs)), "vision_model": ic.vision_model,
+                                                        "text_model": ic.text_model}))
+        if not quiet:
+            console.print(f"encoded {len(pairs)} image/caption pairs -> {path}", markup=False)
+    with safe_open(str(path), framework="pt") as fh:
+        tok_shape, txt_shape = fh.get_slice("image_tokens").get_shape(), fh.get_slice("text").get_shape()
+    # the frozen encoders decide the input widths, whatever --scale did to the config
+    cfg.dataset.features.path = str(path)
+    cfg.vision_encoder.num_tokens, cfg.vision_encoder.hidden_dim = int(tok_shape[1]), int(tok_shape[2])
+    cfg.text_encoder.hidden_dim = int(txt_shape[1])
+    return path
