@@ -129,10 +129,15 @@ def save_train_run(out: Path, run: RunSummary) -> None:
 
 
 class ProbeCallback(Callback):
-    """Feeds every training step to an open probe session (after backward, before the update)."""
+    """Feeds every training step to an open probe session: `observe` after backward, before the
+    update; `after_step` after it (the optimizer is created inside train(), so the session measures
+    update/param here rather than through an optimizer hook)."""
 
     def __init__(self, session):
         self.session = session
+
+    def on_step_end(self, model, info):
+        self.session.after_step(info.step)
 
     def on_backward(self, model, info):
         loss = info.loss
@@ -173,19 +178,10 @@ def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callba
 
     torch.manual_seed(cfg.seed)
     model = model if model is not None else build_model(cfg)
-    holder: dict = {}
     start = time.perf_counter()
-    # the optimizer is created inside train(); the session reads update/param through after_step
     with attach(model, probes="all", every=1, expensive_every=expensive_every,
                 outputs=watched_outputs(model)) as session:
-        probe_cb = ProbeCallback(session)
-
-        class _After(Callback):
-            def on_step_end(self, m, info):
-                session.after_step(info.step)
-
         result = train(cfg, steps=steps, device=device, model=model,
-                       callbacks=[probe_cb, _After(), *extra_callbacks])
-        holder["records"] = session.records
-    run = RunSummary(name or cfg.name, cfg, result, time.perf_counter() - start)
-    return run, holder["records"]
+                       callbacks=[ProbeCallback(session), *extra_callbacks])
+        records = session.records
+    return RunSummary(name or cfg.name, cfg, result, time.perf_counter() - start), records
