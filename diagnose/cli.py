@@ -10,7 +10,10 @@ import typer
 from reference_models.config import ConfigError
 
 from .commands.ablate import ablate_command
+from .commands.checkpoint import checkpoint_command
 from .commands.instrumented import compare_command, gradflow_command, report_command
+from .commands.lint import lint_command
+from .commands.logs import logs_command
 from .commands.train import train_command
 from .console import fail
 
@@ -45,6 +48,9 @@ app.command("gradflow")(_guarded(gradflow_command))
 app.command("compare")(_guarded(compare_command))
 app.command("ablate")(_guarded(ablate_command))
 app.command("report")(_guarded(report_command))
+app.command("checkpoint")(_guarded(checkpoint_command))
+app.command("logs")(_guarded(logs_command))
+app.command("lint")(_guarded(lint_command))
 
 
 def main() -> None:

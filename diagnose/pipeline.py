@@ -18,6 +18,7 @@ from reports import markdown, plots
 
 from .findings import RunContext, severity_rank, sort_findings
 from .io import atomic_write_bytes, atomic_write_text, write_json
+from .rootcause import rank_root_causes
 from .rules import run_rules
 from .runs import RunSummary, command_line, environment
 from .verdict import verdict
@@ -35,7 +36,9 @@ def analyse(run_dicts: list[dict], records: pd.DataFrame) -> tuple[list[dict], l
     for run in run_dicts:
         run["verdict"] = verdict(run)
         recs = records[records["run"] == run["name"]]
-        findings.extend(run_rules(recs, context(run)))
+        found = run_rules(recs, context(run))
+        run["root_causes"] = rank_root_causes([f.to_dict() for f in found], run["verdict"])
+        findings.extend(found)
     return run_dicts, [f.to_dict() for f in sort_findings(findings)]
 
 

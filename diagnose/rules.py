@@ -61,6 +61,20 @@ FEW_NEGATIVES_WARN, FEW_NEGATIVES_ERROR = 16, 4
 LATENT_COSINE, LATENT_STILL, LATENT_MIN_STEPS = 0.99, 1e-3, 20
 # A normalisation that multiplies the latents' RMS by more than this removes their init scale.
 NORM_GAIN_REMOVES_SCALE = 10.0
+# Karpathy / CS231n rule of thumb ~1e-3 (see UPDATE_RATIO_HIGH): 100x below it, even the largest step of
+# the run changes the weights by < 1e-5 of their norm, i.e. < 1% after 1000 steps. The peak over the run
+# is used, so the tail of a cosine or linear schedule (lr -> 0) does not count as "too low".
+UPDATE_RATIO_LOW = 1e-5
+# Embeddings that enter cosine-similarity logits must be unit norm; F.normalize in float32 leaves
+# |norm - 1| ~ 1e-7, bf16 ~ 4e-3 (8 mantissa bits); 1e-2 is above both roundings.
+UNIT_NORM_TOL = 1e-2
+# The whole model's weight norm falling below half its initial value within a run: with AdamW the
+# decay shrinks weights by lr * wd per step (1e-5 at open_clip's lr 2e-4, wd 0.05: ~0.1% in 100 steps),
+# and gradient steps usually grow the norm, so halving means decay dominates the updates.
+PARAM_SHRINK = 0.5
+# RankMe effective rank (Garrido et al. 2023) of a batch of embeddings: ~1 when they all point one way
+# (complete collapse); at least 4 independent directions in use means the embeddings are spread out.
+SPREAD_EFFECTIVE_RANK = 4.0
 
 
 # --- record access ---------------------------------------------------------------------------------
@@ -445,9 +459,144 @@ def latent_health(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
     return out
 
 
+def _peak_model_update(df: pd.DataFrame) -> float:
+    up = series(df, "gradient_flow.model", "model", "update_to_param")
+    up = up[np.isfinite(up.values)] if len(up) else up
+    return float(up.max()) if len(up) else float("nan")
+
+
+def _learned(ctx: RunContext) -> bool:
+    return ctx.final_loss.get("loss_clip", ctx.chance_loss) < (1 - CHANCE_REL_TOL) * ctx.chance_loss
+
+
+def update_ratio_low(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+    up = series(df, "gradient_flow.model", "model", "update_to_param")
+    up = up[np.isfinite(up.values)] if len(up) else up
+    if len(up) < WINDOW_MIN:
+        return []
+    peak = float(up.max())
+    if peak >= UPDATE_RATIO_LOW:
+        return []
+    opt = ctx.config.get("optimization", {})
+    ev = {"peak_update_to_param": _r(peak, 10), "at_step": int(up.idxmax()), "median_update_to_param": _r(up.median(), 10),
+          "threshold": UPDATE_RATIO_LOW, "steps": _steps(up), "lr": opt.get("lr"),
+          "matrix_lr_multiplier": opt.get("matrix_lr_multiplier", 1.0)}
+    return [Finding(
+        "update_ratio_low", "warning" if _learned(ctx) else "error", ctx.name,
+        f"no optimizer step changed the model by more than {peak:.2g} of its weight norm (largest at step "
+        f"{ev['at_step']}; rule of thumb ~1e-3, threshold {UPDATE_RATIO_LOW:g}): at lr {ev['lr']} the weights "
+        "barely move, so the loss cannot leave its initial value in any reasonable number of steps.", ev,
+        "Raise the learning rate (check its units, the schedule and any lr multiplier) and compare the loss against ln(B).")]
+
+
+def embeddings_not_normalised(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+    bad = {}
+    for name in ("image", "text"):
+        norm = series(df, "collapse", name, "norm_mean")
+        norm = norm[np.isfinite(norm.values)] if len(norm) else norm
+        if len(norm) and float((norm - 1.0).abs().median()) > UNIT_NORM_TOL:
+            bad[name] = {"norm_mean_first": _r(norm.iloc[0]), "norm_mean_end": _r(norm.iloc[-1]),
+                         "norm_mean_median": _r(norm.median())}
+    if not bad:
+        return []
+    ent = series(df, "softmax_entropy", "logits.image_to_text", "entropy_mean")
+    ev = {"embeddings": bad, "tolerance": UNIT_NORM_TOL}
+    if len(ent):
+        ev["logits_entropy_first"] = _r(ent.iloc[0])
+    names = " and ".join(bad)
+    medians = ", ".join(f"{k} {v['norm_mean_median']:.3g}" for k, v in bad.items())
+    return [Finding(
+        "embeddings_not_normalised", "warning", ctx.name,
+        f"the {names} embeddings that enter the contrastive logits are not unit norm (median norm "
+        f"{medians}): the logits are raw dot products, "
+        "not cosines, so the temperature has no fixed meaning and the logits can saturate the softmax.", ev,
+        "L2-normalise both embeddings right before the similarity (F.normalize(x, dim=-1)).", next(iter(bad)))]
+
+
+def weights_shrinking(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+    pn = series(df, "gradient_flow.model", "model", "param_norm")
+    pn = pn[np.isfinite(pn.values)] if len(pn) else pn
+    if len(pn) < 2 * WINDOW_MIN or float(pn.iloc[0]) <= 0:
+        return []
+    end, first = float(window(pn).mean()), float(pn.iloc[0])
+    if end >= PARAM_SHRINK * first:
+        return []
+    layer = df[(df["probe"] == "gradient_flow.layer") & (df["metric"] == "param_norm")]
+    ratios = {}
+    for t, g in layer.groupby("target"):
+        g = g.sort_values("step")["value"]
+        if len(g) and float(g.iloc[0]) > 0:
+            ratios[t] = float(g.iloc[-1]) / float(g.iloc[0])
+    shrunk = dict(sorted(((t, r) for t, r in ratios.items() if r < PARAM_SHRINK), key=lambda kv: kv[1])[:8])
+    opt = ctx.config.get("optimization", {})
+    ev = {"param_norm_first": _r(first), "param_norm_end": _r(end), "ratio": _r(end / first), "threshold": PARAM_SHRINK,
+          "layers_shrunk": {k: _r(v) for k, v in shrunk.items()}, "lr": opt.get("lr"),
+          "weight_decay": opt.get("weight_decay"), "window_steps": _steps(window(pn))}
+    return [Finding(
+        "weights_shrinking", "warning" if _learned(ctx) else "error", ctx.name,
+        f"the model's weight norm fell from {first:.3g} to {end:.3g} ({end / first:.0%}) during the run: something "
+        "shrinks the weights faster than the gradients grow them (weight decay x lr too large, or a decay applied "
+        "to parameters that should not decay); shrunk weight matrices leave biases to dominate the outputs.", ev,
+        "Check weight_decay and lr * weight_decay per step (AdamW shrinks weights by that factor every step).")]
+
+
+def chance_not_collapsed(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+    values, chance = series(df, "loss_split", "loss_clip", "value"), series(df, "loss_split", "loss_clip", "chance")
+    if values.empty or chance.empty:
+        return []
+    mean, ln_b = float(window(values).mean()), float(chance.iloc[-1])
+    if not math.isfinite(mean) or abs(mean - ln_b) / ln_b >= CHANCE_REL_TOL:
+        return []
+    ranks = {}
+    for name in ("image", "text"):
+        r = series(df, "collapse", name, "effective_rank")
+        r = r[np.isfinite(r.values)] if len(r) else r
+        if r.empty:
+            return []
+        ranks[name] = float(r.iloc[-1])
+    peak = _peak_model_update(df)
+    layer_up = df[(df["probe"] == "gradient_flow.layer") & (df["metric"] == "update_to_param")]["value"]
+    layer_peak = float(layer_up[np.isfinite(layer_up)].max()) if len(layer_up) else float("nan")
+    if min(ranks.values()) < SPREAD_EFFECTIVE_RANK or not (UPDATE_RATIO_LOW <= peak) or layer_peak > UPDATE_RATIO_HIGH:
+        return []
+    ev = {"loss_clip_mean": _r(mean), "chance_ln_B": _r(ln_b), "window_steps": _steps(window(values)),
+          "effective_rank_end": {k: _r(v, 2) for k, v in ranks.items()}, "rank_threshold": SPREAD_EFFECTIVE_RANK,
+          "peak_update_to_param": _r(peak, 6), "peak_layer_update_to_param": _r(layer_peak, 6)}
+    return [Finding(
+        "chance_not_collapsed", "error", ctx.name,
+        f"loss_clip is at chance ({mean:.4f} vs ln(B) = {ln_b:.4f}) although both embeddings stay spread out "
+        f"(effective rank image {ranks['image']:.1f}, text {ranks['text']:.1f}) and the optimizer moves the weights at "
+        f"a normal rate (peak update/param {peak:.2g}): the model tells images apart and captions apart but cannot "
+        "match them. The pairs carry no shared signal: misaligned image/caption pairs (shuffled or off-by-one "
+        "indices) or features that do not describe the same item.", ev,
+        "Check the pairing in the data pipeline: print a few (image id, caption) pairs from a training batch; "
+        "check the held-out split's pairs too.")]
+
+
+def softmax_over_batch(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+    sm = df[(df["probe"] == "softmax_entropy") & df["metric"].isin(["axis", "axis_size", "ndim"])]
+    out = []
+    for target, g in sm.groupby("target"):
+        last = g.sort_values("step").groupby("metric")["value"].last()
+        axis, size, ndim = last.get("axis"), last.get("axis_size"), last.get("ndim", 2.0)
+        if axis == 0 and ndim >= 2 and size == ctx.batch_size:
+            out.append(Finding(
+                "softmax_over_batch", "error", ctx.name,
+                f"the softmax '{target}' normalises over axis 0 of a {int(ndim)}-d tensor, whose size equals the batch "
+                f"size ({ctx.batch_size}): its weights are shared out across the samples of the batch instead of "
+                "within each sample, so every output depends on the other samples in the batch and changes with "
+                "batch size (a sample alone in a batch gets weight 1 everywhere).",
+                {"module": target, "axis": int(axis), "axis_size": int(size), "ndim": int(ndim),
+                 "batch_size": ctx.batch_size},
+                "Pass the token/key axis to the softmax (dim=-1 or dim=1 for (B, T) scores); if axis 0 is really a "
+                "sequence axis that happens to equal the batch size, ignore this finding.", target))
+    return out
+
+
 RULES: list[Callable[[pd.DataFrame, RunContext], list[Finding]]] = [
     loss_at_chance, embedding_collapse, input_shared_component, gradient_health, nonfinite_values,
     update_ratio, attention_entropy, temperature, loss_logging, few_negatives, latent_health,
+    update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed, softmax_over_batch,
 ]
 
 

@@ -2,7 +2,7 @@
 
 Probe ``softmax_entropy``; metrics entropy_mean / entropy_min over rows (queries × batch) and
 nonfinite (rows whose entropy is NaN/Inf, e.g. fully masked); for nn.Softmax modules also axis (the
-normalised dimension) and axis_size (K). Softmaxes over K=1 are skipped.
+normalised dimension), axis_size (K) and ndim. Softmaxes over K=1 are skipped.
 Sources and targets:
   nn.Softmax submodules (every step on the cheap schedule)       target = module name
   nn.MultiheadAttention (per-head weights forced, expensive)      target = module name
@@ -83,6 +83,7 @@ class SoftmaxEntropy(Probe):
                     # size = batch size) makes each sample's weights depend on the rest of the batch
                     session.buffer.defer(self.name, name, "axis", float(dim % output.dim()))
                     session.buffer.defer(self.name, name, "axis_size", float(output.shape[dim]))
+                    session.buffer.defer(self.name, name, "ndim", float(output.dim()))
 
         return hook
 

@@ -48,15 +48,20 @@ def layer_of(name: str) -> str:
 
 
 def _clear_error(path: Path, exc: ConfigError) -> ConfigError:
-    """Turn torch's weights_only refusal into one clear line naming the global it refused."""
+    """One clear line: a refused pickle names the global it asked for; anything else is corrupt."""
     ctx = exc.__context__
-    text = str(ctx) if ctx is not None else str(exc)
-    if "Weights only load failed" in text or "weights_only" in text:
-        m = re.search(r"(?:Unsupported global: GLOBAL|global)\s+([\w.]+)", text)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(ctx) if ctx is not None else str(exc))
+    if "Unsupported global" in text or "GLOBAL" in text:
+        m = re.search(r"GLOBAL\s+([\w.]+)", text)
         what = f" references {m.group(1)}" if m else " contains objects other than tensors"
         return ConfigError(f"{path}: refused: the pickle{what}; loading it would run code. Read with weights_only=True, "
                            "nothing was executed")
-    return exc
+    if ctx is None:
+        return exc
+    m = re.search(r"(Unsupported operand \d+|invalid load key[^.\n]*|failed finding central directory|"
+                  r"invalid header length|incomplete metadata[^\n]*|unexpected EOF|Invalid argument)", text)
+    detail = m.group(1) if m else type(ctx).__name__
+    return ConfigError(f"{path}: not a loadable checkpoint: corrupt, truncated, or not a safetensors/PyTorch file ({detail})")
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,59 @@
+"""`diagnose logs`: findings from a training log (text, CSV, JSON lines, TensorBoard)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..console import console
+from ..offline.logs import FORMATS, analyse, parse_weights, read_log
+from ..options import OutOpt
+from ..pipeline import exit_code
+from ..runs import command_line, environment
+from .offline_report import FailOnOpt, check_fail_on, print_findings, write_report
+
+
+def _print_runs(runs: list[dict], fmt: str) -> None:
+    table = Table(title=f"runs in the log ({fmt})")
+    for col in ("run", "last step", "train losses", "val losses", "recall"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(r["name"], str(r["steps"]),
+                      ", ".join(f"{k} {v:.4f}" for k, v in r["final_loss"].items()),
+                      ", ".join(f"{k} {v:.4f}" for k, v in r.get("final_val_loss", {}).items()),
+                      ", ".join(f"{k.upper()} {v:.2%}" for k, v in r["retrieval"].items()))
+    console.print(table)
+
+
+def logs_command(
+    file: Annotated[Path, typer.Argument(help="Training log: plain text (the seed's format), CSV, JSON lines, "
+                                              "or a TensorBoard event file / log directory.")],
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Configured batch size: chance is ln(B) per rank.")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Loss weights to check, e.g. clip=0.25,mrl=1.0 "
+                                                                     "(solved for by least squares when not given).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=f"Log format: {', '.join(FORMATS)}.")] = "auto",
+    out: OutOpt = None,
+    fail_on: FailOnOpt = "error",
+) -> None:
+    """Diagnose from a training log: flat or at-chance losses, identical components, loss weights, random recall."""
+    check_fail_on(fail_on)
+    given = parse_weights(weights)
+    parsed = read_log(file, fmt)
+    runs, findings = analyse(parsed, batch_size, given)
+    summary = {"runs": runs, "findings": [f.to_dict() for f in findings], "hypotheses": [],
+               "log": {"path": str(file), "format": parsed.format, "notes": parsed.notes},
+               "command": command_line(), "environment": environment()}
+    _print_runs(runs, parsed.format)
+    for note in parsed.notes:
+        console.print(f"note: {note}", markup=False)
+    print_findings(summary["findings"])
+    if out is not None:
+        from reports.offline import logs_figure, logs_markdown
+
+        fig = logs_figure(parsed.frame, runs)
+        write_report(out, summary, logs_markdown, [(fig[0], "Logged losses per run", fig[1])] if fig else [])
+        console.print(f"report: {out / 'report.md'}", markup=False)
+    raise typer.Exit(exit_code(summary, fail_on))
