@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -57,13 +58,18 @@ def run_case(case: dict, steps: int, scale: str, threads: int | None) -> dict:
     return {"run": d, "findings": findings, "seconds": round(time.perf_counter() - start, 1)}
 
 
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: a diverged run's loss is reported as null."""
+    return round(float(x), 4) if math.isfinite(float(x)) else None
+
+
 def score(case: dict, out: dict) -> dict:
     findings, run = out["findings"], out["run"]
     ids = sorted({f["id"] for f in findings})
     errors = sorted({f["id"] for f in findings if f["severity"] == "error"})
     causes = [c["cause"] for c in run["root_causes"]]
     row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"], "set": case["set"],
-           "verdict": run["verdict"]["label"], "loss_clip": round(run["final_loss"].get("loss_clip", float("nan")), 4),
+           "verdict": run["verdict"]["label"], "loss_clip": _finite(run["final_loss"].get("loss_clip", float("nan"))),
            "chance": round(run["chance_loss"], 4), "findings": [f"{f['id']}:{f['severity']}" for f in findings],
            "root_causes": causes, "seconds": out["seconds"]}
     if case["kind"] == "healthy":

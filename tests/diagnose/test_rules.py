@@ -246,10 +246,15 @@ def _cases(table):
     return [pytest.param(fid, *case, id=f"{fid}-{i}") for fid, cases in table.items() for i, case in enumerate(cases)]
 
 
+# rules with their own triggering / quiet record sets in test_rules_extra.py
+EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrinking, R.chance_not_collapsed,
+               R.softmax_over_batch}
+
+
 def test_every_rule_and_finding_id_is_covered():
     assert set(TRIGGERS) == ALL_IDS == set(NEAR_MISSES)
-    assert {case[1] for cases in TRIGGERS.values() for case in cases} == set(R.RULES)
-    assert {case[0] for cases in NEAR_MISSES.values() for case in cases} == set(R.RULES)
+    assert {case[1] for cases in TRIGGERS.values() for case in cases} | EXTRA_RULES == set(R.RULES)
+    assert {case[0] for cases in NEAR_MISSES.values() for case in cases} | EXTRA_RULES == set(R.RULES)
     # both severities of the findings that have two
     two = {"input_shared_component": {"info", "warning"}, "components_identical": {"warning", "error"},
            "few_negatives": {"warning", "error"}}
