@@ -148,11 +148,12 @@ class OptimizationConfig:
     warmup_steps: int = 0  # not in seed: 0 keeps a 150-step diagnostic run at the configured lr
     epochs: int = 10  # seed: 10 epochs
     grad_clip: float = 0.0  # 0 = off (the seed does not mention clipping)
-    # lr multiplier for weight matrices, set by --scale: with Adam the change a step makes to a
-    # layer's output grows with its fan-in, so a model shrunk k-fold in width needs k x the lr on
-    # its matrices to see the same dynamics (muP, Yang et al. 2022, Tensor Programs V). Vectors
-    # (biases, norm gains, latents, temperature) keep the configured lr.
-    matrix_lr_multiplier: float = 1.0
+    # With Adam the change a step makes to a layer's output grows with its fan-in, so a model shrunk
+    # k-fold in width needs k x the lr on its weight matrices to see the same dynamics (muP, Yang et
+    # al. 2022, Tensor Programs V). When true, --scale small|tiny multiply matrix_lr_multiplier by k.
+    # Vectors (biases, norm gains, latents, temperature) keep the configured lr.
+    scale_transfers_lr: bool = True
+    matrix_lr_multiplier: float = 1.0  # lr multiplier for weight matrices (Linear weights)
 
 
 @dataclass
@@ -452,5 +453,6 @@ def apply_scale(cfg: AlignmentConfig, scale: str) -> AlignmentConfig:
     dims = sorted({max(1, d // s.width_div) for d in out.losses.mrl_dims})
     out.losses.mrl_dims = [d for d in dims if d <= out.model.projection_dim]
     out.dataset.synthetic.concept_dim = max(8, out.dataset.synthetic.concept_dim // max(1, s.width_div // 4))
-    out.optimization.matrix_lr_multiplier *= s.width_div
+    if out.optimization.scale_transfers_lr:
+        out.optimization.matrix_lr_multiplier *= s.width_div
     return out

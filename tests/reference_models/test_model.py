@@ -96,3 +96,10 @@ def test_reduced_scale_transfers_lr_to_weight_matrices_only():
     assert by_param[id(named["vision.perceiver.latents"])]["weight_decay"] == 0.05
     assert by_param[id(named["logit_scale"])]["weight_decay"] == 0.0
     assert apply_scale(load_config("perceiver"), "full").optimization.matrix_lr_multiplier == 1
+
+
+def test_lr_transfer_can_be_switched_off():
+    cfg = apply_scale(load_config("perceiver", ["optimization.scale_transfers_lr=false"]), "small")
+    assert cfg.optimization.matrix_lr_multiplier == 1.0
+    cfg = apply_scale(load_config("perceiver", ["optimization.matrix_lr_multiplier=0.5"]), "small")
+    assert cfg.optimization.matrix_lr_multiplier == 4.0
