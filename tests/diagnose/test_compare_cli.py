@@ -14,6 +14,9 @@ def test_compare_writes_a_complete_report_and_report_rebuilds_it(tmp_path, monke
     out = tmp_path / "cmp"
     gh = tmp_path / "step_summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(gh))
+    # an ablation written into the same run directory (diagnose ablate --out DIR/ablation) is linked
+    (out / "ablation").mkdir(parents=True)
+    (out / "ablation" / "report.md").write_text("# Ablation: perceiver_mrl_alignment\n")
     result = runner.invoke(app, ["compare", "perceiver", "direct", "--out", str(out), *TINY, "--fail-on", "error"])
     summary = json.loads((out / "summary.json").read_text())
     errors = [f for f in summary["findings"] if f["severity"] == "error"]
@@ -36,6 +39,8 @@ def test_compare_writes_a_complete_report_and_report_rebuilds_it(tmp_path, monke
     assert "ln(B) = 2.7726" in report  # batch 16
     assert "diagnose compare perceiver direct" in report  # ends with the command that reproduces it
     assert gh.read_text().strip() == report.strip()
+    assert summary["ablation_report"] == "ablation/report.md"
+    assert "](ablation/report.md)" in report
     # a looser gate turns the same findings into exit 1 when any warning exists
     rebuilt = runner.invoke(app, ["report", str(out), "--fail-on", "warning"])
     warnings = [f for f in summary["findings"] if f["severity"] in ("warning", "error")]
