@@ -115,5 +115,7 @@ def rebuild(path: Path, title: str | None = None) -> tuple[dict, str]:
     """Re-derive verdicts and findings from the saved records and re-render every file."""
     summary, records = load_run_dir(path)
     summary["runs"], summary["findings"] = analyse(summary["runs"], records)
+    if not summary.get("ablation") and (path / "ablation" / "report.md").is_file():
+        summary["ablation_report"] = "ablation/report.md"
     text = write_run_dir(path, summary, records, title, write_records=False)
     return summary, text
