@@ -34,6 +34,28 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def publish(out: Path, summary: dict, markdown: str) -> None:
+    """summary.json and report.md, atomically; the markdown is appended to GITHUB_STEP_SUMMARY when set."""
+    write_json(out / "summary.json", summary)
+    atomic_write_text(out / "report.md", markdown)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(markdown + "\n")
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg: AlignmentConfig, metadata: dict[str, str] | None = None) -> None:
     """safetensors weights plus the resolved config beside them (`<stem>.yaml`)."""
     from safetensors.torch import save

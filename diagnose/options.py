@@ -16,3 +16,11 @@ StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimiz
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs to run (instead of --steps).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; plain output.")]
+FailOnOpt = Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists: info, warning, error.")]
+
+
+def check_fail_on(fail_on: str) -> None:
+    from reference_models.config import ConfigError
+
+    if fail_on not in ("info", "warning", "error"):
+        raise ConfigError(f"--fail-on '{fail_on}': expected one of info, warning, error")

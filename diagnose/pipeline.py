@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +15,7 @@ import pandas as pd
 from reports import markdown, plots
 
 from .findings import RunContext, severity_rank, sort_findings
-from .io import atomic_write_bytes, atomic_write_text, write_json
+from .io import atomic_write_bytes, figure_png, publish
 from .rootcause import rank_root_causes
 from .rules import run_rules
 from .runs import RunSummary, command_line, environment
@@ -62,15 +60,7 @@ def exit_code(summary: dict, fail_on: str) -> int:
 
 
 def _render_plots(records: pd.DataFrame, runs: list[dict]) -> list[tuple[str, str, bytes]]:
-    import matplotlib.pyplot as plt
-
-    out = []
-    for stem, (caption, fig) in plots.render_all(records, runs).items():
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        out.append((f"{stem}.png", caption, buf.getvalue()))
-    return out
+    return [(f"{stem}.png", caption, figure_png(fig)) for stem, (caption, fig) in plots.render_all(records, runs).items()]
 
 
 def write_run_dir(out: Path, summary: dict, records: pd.DataFrame, title: str | None = None,
@@ -85,12 +75,7 @@ def write_run_dir(out: Path, summary: dict, records: pd.DataFrame, title: str | 
     for name, _, data in figures:
         atomic_write_bytes(out / name, data)
     text = markdown.render(summary, [(name, caption) for name, caption, _ in figures], title)
-    write_json(out / "summary.json", summary)
-    atomic_write_text(out / "report.md", text)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    publish(out, summary, text)
     return text
 
 

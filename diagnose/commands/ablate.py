@@ -10,10 +10,9 @@ import typer
 
 from ..ablation import run_ablation
 from ..console import console
-from ..options import ConfigOpt, DeviceOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt
+from ..options import ConfigOpt, DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on
 from ..pipeline import write_run_dir
 from ..runs import command_line, environment, resolve_config
-from .instrumented import FailOnOpt, _check_fail_on
 
 DEFAULT_STEPS = 80  # the seed's failure shows within ~20 steps; 80 lets a healthy run clear the margin
 
@@ -35,7 +34,7 @@ def ablate_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them."""
-    _check_fail_on(fail_on)
+    check_fail_on(fail_on)
     cfg = resolve_config(config, set_, scale, seed, quiet)
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"ablate-{cfg.name}-{cfg.scale}"

@@ -13,7 +13,8 @@ from ..offline.checkpoint import analyse_checkpoint
 from ..options import OutOpt, ScaleOpt, SetOpt
 from ..pipeline import exit_code
 from ..runs import command_line, environment
-from .offline_report import FailOnOpt, check_fail_on, print_findings, write_report
+from ..options import FailOnOpt, check_fail_on
+from .offline_report import print_findings, write_report
 
 MAX_TABLE_ROWS = 40  # the console table is cut here; report.md and summary.json list every layer
 

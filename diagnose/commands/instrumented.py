@@ -8,22 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from reference_models import build_model
-from reference_models.config import ConfigError
 
 from ..console import console, progress
 from ..io import load_into, load_state_dict
-from ..options import DeviceOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt
+from ..options import DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on
 from ..pipeline import build_summary, exit_code, rebuild, write_run_dir
 from ..runs import ProgressCallback, resolve_config, run_instrumented
 
 DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
-FailOnOpt = Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists: info, warning, error.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights (safetensors, or torch with weights_only=True).")]
 
-
-def _check_fail_on(fail_on: str) -> None:
-    if fail_on not in ("info", "warning", "error"):
-        raise ConfigError(f"--fail-on '{fail_on}': expected one of info, warning, error")
 
 
 def _print_verdicts(summary: dict, out: Path) -> None:
@@ -61,7 +55,7 @@ def gradflow_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Train with every probe attached; write findings, plots and a root-cause report."""
-    _check_fail_on(fail_on)
+    check_fail_on(fail_on)
     cfg = resolve_config(config, set_, scale, seed, quiet)
     out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
     steps = steps or DEFAULT_STEPS
@@ -85,7 +79,7 @@ def compare_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Run two configs on identical data and seed, side by side, and report both."""
-    _check_fail_on(fail_on)
+    check_fail_on(fail_on)
     cfg_a = resolve_config(a, set_, scale, seed, quiet)
     cfg_b = resolve_config(b, set_, scale, seed if seed is not None else cfg_a.seed, quiet)
     cfg_b.seed = cfg_a.seed  # identical data and init seed
@@ -107,7 +101,7 @@ def report_command(
     fail_on: FailOnOpt = "error",
 ) -> None:
     """Re-render a saved run directory (findings, plots, report.md) from its records, without re-running."""
-    _check_fail_on(fail_on)
+    check_fail_on(fail_on)
     summary, _ = rebuild(run_dir)
     _print_verdicts(summary, run_dir)
     raise typer.Exit(exit_code(summary, fail_on))

@@ -13,7 +13,8 @@ from ..offline.logs import FORMATS, analyse, parse_weights, read_log
 from ..options import OutOpt
 from ..pipeline import exit_code
 from ..runs import command_line, environment
-from .offline_report import FailOnOpt, check_fail_on, print_findings, write_report
+from ..options import FailOnOpt, check_fail_on
+from .offline_report import print_findings, write_report
 
 
 def _print_runs(runs: list[dict], fmt: str) -> None:

@@ -11,7 +11,7 @@ import math
 from diagnose import rules as R
 from diagnose.rootcause import rank_root_causes
 
-from .test_rules import LN_B, N, B, ctx, frame, ids, one, rec, tail
+from .test_rules import LN_B, N, B, ctx, frame, one, rec, tail
 
 
 def _updates(peak: float) -> list:

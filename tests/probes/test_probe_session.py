@@ -1,7 +1,6 @@
 """Session scoping, memory, presets and an unseen model (MultiheadAttention + SDPA)."""
 
 import gc
-import math
 import pathlib
 import re
 import weakref
