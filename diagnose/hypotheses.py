@@ -22,6 +22,9 @@ Check = Callable[[pd.DataFrame, pd.DataFrame, dict, dict], dict]
 # A mechanism "moves" the embeddings only if their mean cosine falls by more than this: with 1024
 # held-out vectors, run-to-run noise in the end-of-run mean cosine is below 0.01.
 MEANINGFUL_COSINE_DROP = 0.02
+# Likewise for final loss / ln(B): below 0.97 the rules already call a run "not at chance"; a fix
+# must move the ratio by more than 0.05 to count as moving it away from chance.
+MEANINGFUL_LOSS_RATIO_DROP = 0.05
 
 
 @dataclass
@@ -103,7 +106,7 @@ def check_lr(base, fixed, base_run, fixed_run) -> dict:
 
 def check_batch(base, fixed, base_run, fixed_run) -> dict:
     rb, rf = base_run["final_loss"]["loss_clip"] / base_run["chance_loss"], fixed_run["final_loss"]["loss_clip"] / fixed_run["chance_loss"]
-    supports = rf < rb - 0.05  # more negatives should move the loss away from chance
+    supports = rf < rb - MEANINGFUL_LOSS_RATIO_DROP  # more negatives should move the loss away from chance
     return {"numbers": {"negatives_baseline": base_run["batch_size"] - 1, "negatives_fix": fixed_run["batch_size"] - 1,
                         "loss_over_lnB_baseline": _r(rb), "loss_over_lnB_fix": _r(rf)},
             "supports": supports,

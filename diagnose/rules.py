@@ -59,6 +59,9 @@ FEW_NEGATIVES_WARN, FEW_NEGATIVES_ERROR = 16, 4
 # Latents: pairwise cosine above this means they are near copies (symmetric); relative drift below
 # LATENT_STILL after LATENT_MIN_STEPS steps means they are not being trained.
 LATENT_COSINE, LATENT_STILL, LATENT_MIN_STEPS = 0.99, 1e-3, 20
+# Between-latent std below this is float32 rounding of identical rows (relative precision ~1e-7 on
+# O(0.02-1) values): the latents are copies.
+LATENT_SYMMETRIC_STD = 1e-8
 # A normalisation that multiplies the latents' RMS by more than this removes their init scale.
 NORM_GAIN_REMOVES_SCALE = 10.0
 # Karpathy / CS231n rule of thumb ~1e-3 (see UPDATE_RATIO_HIGH): 100x below it, even the largest step of
@@ -421,7 +424,7 @@ def latent_health(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         cos = series(df, "latent_stats", name, "cosine_mean")
         drift = series(df, "latent_stats", name, "drift")
         rms = series(df, "latent_stats", name, "rms")
-        if (len(ident) and float(ident.iloc[-1]) > 0) or (len(between) and float(between.iloc[-1]) < 1e-8):
+        if (len(ident) and float(ident.iloc[-1]) > 0) or (len(between) and float(between.iloc[-1]) < LATENT_SYMMETRIC_STD):
             out.append(Finding(
                 "latents_symmetric", "error", ctx.name,
                 f"the latents of {name} are copies of each other (identical rows {float(ident.iloc[-1]) if len(ident) else 'n/a'}, "
