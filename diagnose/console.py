@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -43,6 +42,3 @@ def fail(message: str) -> None:
     """One clear line on stderr (no traceback); the caller exits 2."""
     err_console.print(f"error: {message}", markup=False)
 
-
-def is_plain() -> bool:
-    return not sys.stdout.isatty()

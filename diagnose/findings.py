@@ -47,7 +47,3 @@ class RunContext:
 def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.run, f.id, f.target))
 
-
-def worst(findings: list[dict] | list[Finding]) -> str | None:
-    sev = [f["severity"] if isinstance(f, dict) else f.severity for f in findings]
-    return max(sev, key=severity_rank) if sev else None

@@ -170,9 +170,9 @@ def check_loss_scale(base, fixed, base_run, fixed_run) -> dict:
     to_range = 0.0 if 2.0 <= l0 <= 3.0 else min(abs(l0 - 2.0), abs(l0 - 3.0))
     supports = True if to_range == 0.0 else (False if abs(l0 - chance) < to_range else None)
     return {"numbers": {"step0_loss_clip": _r(l0), "chance_ln_B": _r(chance), "batch_size": b,
-                        "implied_candidates_at_step0": _r(math.exp(l0), 1), "candidates_for_loss_2_to_3": [7.4, 20.1]},
+                        "implied_candidates_at_step0": _r(math.exp(l0), 1), "candidates_for_loss_2_to_3": [_r(math.exp(2.0), 1), _r(math.exp(3.0), 1)]},
             "supports": supports,
-            "text": f"the untrained loss at step 0 is {l0:.4f} against ln({b}) = {chance:.4f}; 2-3 would mean 7-20 candidates per row."}
+            "text": f"the untrained loss at step 0 is {l0:.4f} against ln({b}) = {chance:.4f}; 2-3 would mean {math.exp(2):.0f}-{math.exp(3):.0f} candidates per row."}
 
 
 def check_input_shared(base, fixed, base_run, fixed_run) -> dict:
