@@ -2,7 +2,7 @@
 
 Every case of `benchmarks/faults/suite.yaml` is one instrumented run of a reference config with
 `--set`-style overrides (the same path as `diagnose gradflow`: `resolve_config` -> `run_instrumented`
--> `pipeline.analyse`), so the benchmark reads only the findings and root causes a normal run writes.
+-> `runs.instrumented_summary`), so the benchmark reads only the findings and root causes a normal run writes.
 Runs execute in `--workers` spawned processes (one torch thread each when workers >= cores).
 
 Prints one JSON object: per case the findings raised, the ranked root causes, the top one and whether
@@ -46,16 +46,13 @@ def run_case(case: dict, steps: int, scale: str, threads: int | None) -> dict:
 
     if threads:
         torch.set_num_threads(threads)
-    from diagnose.pipeline import analyse
-    from diagnose.runs import resolve_config, run_instrumented
+    from diagnose.runs import instrumented_summary, resolve_config, run_instrumented
 
     start = time.perf_counter()
     cfg = resolve_config(case["config"], case["set"], scale, case["seed"])
-    run, records = run_instrumented(cfg, steps, "cpu", name=case["name"])
-    d = run.to_dict()
-    d["resolved_config"] = cfg.to_dict()
-    (d,), findings = analyse([d], records.assign(run=case["name"]))
-    return {"run": d, "findings": findings, "seconds": round(time.perf_counter() - start, 1)}
+    summary, _ = instrumented_summary([run_instrumented(cfg, steps, "cpu", name=case["name"])])
+    d = summary.to_dict()
+    return {"run": d["runs"][0], "findings": d["findings"], "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _finite(x: float) -> float | None:

@@ -23,15 +23,15 @@ import pandas as pd
 
 from reference_models import AlignmentConfig, config_from_dict
 
+from .analysis import analyse_run
 from .hypotheses import KNOWN_IDS, Hypothesis, catalogue
-from .pipeline import analyse
-from .runs import RunSummary, run_instrumented
-from .verdict import verdict
+from .runs import run_instrumented
+from .summary import RunSummary, Summary
 
 
 @dataclass
 class Ablation:
-    summary: dict
+    summary: Summary
     records: pd.DataFrame
 
 
@@ -45,13 +45,6 @@ def _with(cfg: AlignmentConfig, sets: list[str]) -> AlignmentConfig:
     return out
 
 
-def _run_dict(run: RunSummary) -> dict:
-    d = run.to_dict()
-    d["resolved_config"] = run.cfg.to_dict()
-    d["verdict"] = verdict(d)
-    return d
-
-
 def _one_run(cfg: AlignmentConfig, name: str, sets: list[str], steps: int, device: str, expensive_every: int,
              threads: int | None) -> tuple[dict, pd.DataFrame]:
     """One instrumented run; module-level so a worker process can execute it."""
@@ -60,9 +53,9 @@ def _one_run(cfg: AlignmentConfig, name: str, sets: list[str], steps: int, devic
     if threads:
         torch.set_num_threads(threads)
     run, recs = run_instrumented(_with(cfg, sets), steps, device, name=name, expensive_every=expensive_every)
-    d = _run_dict(run)
-    d["overrides"] = sets
-    return d, recs.assign(run=name)
+    summary = run.summary(kind="ablation")
+    summary.overrides = sets
+    return summary.to_dict(), recs.assign(run=name)
 
 
 def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] | None = None,
@@ -108,8 +101,7 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, p
         return execute_many([(name, sets)])[0]
 
     base = execute("baseline", [])
-    records = pd.concat(frames, ignore_index=True)
-    _, base_findings = analyse([dict(base)], records[records["run"] == "baseline"])
+    base_findings = analyse_run(RunSummary.from_dict(base), pd.concat(frames, ignore_index=True))
     hyps = catalogue(cfg, base_findings, steps)
     if only:
         unknown = sorted(set(only) - {h.id for h in hyps})
@@ -129,12 +121,14 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, p
         search = _greedy(with_run, runs, execute_many)
     records = pd.concat(frames, ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
     hypotheses = [_decide(h, base, runs, records, search) for h in hyps]
-    run_list = list(runs.values())
-    _, findings = analyse([dict(r) for r in run_list if r["name"] == "baseline"], records[records["run"] == "baseline"])
-    summary = {"runs": run_list, "findings": findings, "hypotheses": hypotheses,
-               "ablation": {"baseline_learned": base["verdict"]["learned"], "steps": steps, "scale": cfg.scale,
-                            "runs_executed": len(runs), "single_fixes_that_restore_learning": single_ok,
-                            "minimal_set_search": search}}
+    run_list = [RunSummary.from_dict(r) for r in runs.values()]
+    findings = []
+    for run in run_list:  # every run gets its verdict and root causes; the findings shown are the baseline's
+        found = analyse_run(run, records[records["run"] == run.name])
+        findings += found if run.name == "baseline" else []
+    summary = Summary(run_list, findings, hypotheses, sections={"ablation": {
+        "baseline_learned": base["verdict"]["learned"], "steps": steps, "scale": cfg.scale, "runs_executed": len(runs),
+        "single_fixes_that_restore_learning": single_ok, "minimal_set_search": search}})
     return Ablation(summary, records)
 
 

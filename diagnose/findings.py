@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 SEVERITIES = ("info", "warning", "error")
@@ -30,20 +30,9 @@ class Finding:
         return asdict(self)
 
 
-@dataclass
-class RunContext:
-    """What rules may know about a run besides its records."""
-
-    name: str
-    batch_size: int
-    steps: int
-    chance_loss: float
-    retrieval: dict[str, float] = field(default_factory=dict)
-    final_loss: dict[str, float] = field(default_factory=dict)
-    max_logit_scale: float = 100.0
-    config: dict[str, Any] = field(default_factory=dict)
-
-
 def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.run, f.id, f.target))
 
+
+def sort_finding_dicts(findings: list[dict]) -> list[dict]:
+    return sorted(findings, key=lambda f: (-severity_rank(f["severity"]), f["run"], f["id"], f.get("target", "")))

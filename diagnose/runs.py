@@ -16,6 +16,7 @@ import torch
 from reference_models import AlignmentConfig, Callback, TrainResult, apply_scale, load_config, train
 
 from .io import atomic_write_text, save_checkpoint, write_json
+from .summary import RunSummary, Summary, end_of_run
 
 
 def resolve_config(config: str, sets: Sequence[str] | None, scale: str, seed: int | None,
@@ -75,39 +76,32 @@ class EpochCheckpoints(Callback):
 
 
 @dataclass
-class RunSummary:
+class TrainedRun:
+    """A finished reference training run, before it is summarised."""
+
     name: str
     cfg: AlignmentConfig
     result: TrainResult
     seconds: float
 
-    def to_dict(self) -> dict:
-        r, h = self.result, self.result.history
-        window = h[-max(1, min(10, len(h) // 5)) :]
-        final = {k: float(sum(row[k] for row in window) / len(window)) for k in window[0]
-                 if k.startswith("loss") or k == "total"}
-        return {
-            "name": self.name,
-            "config": self.cfg.name,
-            "config_source": self.cfg.source or self.cfg.name,
-            "scale": self.cfg.scale,
-            "seed": self.cfg.seed,
-            "steps": r.steps,
-            "steps_per_epoch": r.steps_per_epoch,
-            "batch_size": self.cfg.dataset.batch_size,
-            "chance_loss": r.chance_loss,
-            "final_loss": final,
-            "final_window_steps": [int(window[0]["step"]), int(window[-1]["step"])],
-            "retrieval": {k: v for k, v in r.retrieval.items()},
-            "seconds": round(self.seconds, 2),
-        }
+    def summary(self, kind: str = "instrumented") -> RunSummary:
+        r = self.result
+        final, window = end_of_run(r.history)
+        run = RunSummary(
+            name=self.name, kind=kind, config=self.cfg.name, config_source=self.cfg.source or self.cfg.name,
+            scale=self.cfg.scale, seed=self.cfg.seed, steps=r.steps, steps_per_epoch=r.steps_per_epoch,
+            batch_size=self.cfg.dataset.batch_size, candidates=self.cfg.dataset.batch_size, chance_loss=r.chance_loss,
+            final_loss=final, final_window_steps=window, retrieval=dict(r.retrieval), seconds=round(self.seconds, 2),
+            resolved_config=self.cfg.to_dict())
+        run.judge()
+        return run
 
 
 def run_training(cfg: AlignmentConfig, steps: int | None, epochs: int | None, device: str,
-                 callbacks: Sequence[Callback], name: str | None = None) -> RunSummary:
+                 callbacks: Sequence[Callback], name: str | None = None) -> TrainedRun:
     start = time.perf_counter()
     result = train(cfg, steps=steps, epochs=epochs, device=device, callbacks=callbacks)
-    return RunSummary(name or cfg.name, cfg, result, time.perf_counter() - start)
+    return TrainedRun(name or cfg.name, cfg, result, time.perf_counter() - start)
 
 
 def environment() -> dict[str, str]:
@@ -115,16 +109,24 @@ def environment() -> dict[str, str]:
             "machine": platform.machine(), "threads": str(torch.get_num_threads())}
 
 
-def save_train_run(out: Path, run: RunSummary) -> None:
+def save_train_run(out: Path, run: TrainedRun) -> Summary:
     out.mkdir(parents=True, exist_ok=True)
     metrics = pd.DataFrame(run.result.history)
     atomic_write_text(out / "metrics.csv", metrics.to_csv(index=False))
     save_checkpoint(out / "model.safetensors", run.result.model, run.cfg, {"step": str(run.result.steps)})
-    from .verdict import verdict
+    summary = Summary([run.summary(kind="train")], command=command_line(), environment=environment())
+    write_json(out / "summary.json", summary.to_dict())
+    return summary
 
-    d = run.to_dict()
-    d["verdict"] = verdict(d)
-    write_json(out / "summary.json", {"runs": [d], "command": command_line(), "environment": environment()})
+
+def instrumented_summary(runs: Sequence[tuple[TrainedRun, pd.DataFrame]], kind: str = "instrumented"
+                         ) -> tuple[Summary, pd.DataFrame]:
+    """Summaries, verdicts, findings and root causes of instrumented runs, and their records in one frame."""
+    from .analysis import analyse
+
+    records = pd.concat([recs.assign(run=run.name) for run, recs in runs], ignore_index=True)
+    summary = Summary([run.summary(kind) for run, _ in runs], command=command_line(), environment=environment())
+    return analyse(summary, records), records
 
 
 class ProbeCallback(Callback):
@@ -170,7 +172,7 @@ def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
 
 def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callbacks: Sequence[Callback] = (),
                      name: str | None = None, expensive_every: int = 10, model=None):
-    """Train with every probe attached; returns (RunSummary, records DataFrame)."""
+    """Train with every probe attached; returns (TrainedRun, records DataFrame)."""
     from probes import attach
 
     from reference_models import build_model
@@ -183,4 +185,4 @@ def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callba
         result = train(cfg, steps=steps, device=device, model=model,
                        callbacks=[ProbeCallback(session), *extra_callbacks])
         records = session.records
-    return RunSummary(name or cfg.name, cfg, result, time.perf_counter() - start), records
+    return TrainedRun(name or cfg.name, cfg, result, time.perf_counter() - start), records

@@ -37,6 +37,57 @@ def verdict_line(run: dict) -> str:
     return " — ".join(parts[:1]) + ": " + "; ".join(parts[1:]) if len(parts) > 1 else parts[0]
 
 
+def finding_counts(findings: list[dict]) -> dict[str, int]:
+    """{"error": n, "warning": n, "info": n}: the one place findings are counted."""
+    return {s: sum(1 for f in findings if f["severity"] == s) for s in ("error", "warning", "info")}
+
+
+def counts_line(findings: list[dict]) -> str:
+    c = finding_counts(findings)
+    return f"Findings: {c['error']} error, {c['warning']} warning, {c['info']} info."
+
+
+TIER_WORDS = {1: "a mechanism", 2: "a likely cause", 3: "a contributing condition", 4: "a symptom", 5: "nothing named"}
+
+
+def _first_sentence(text: str, limit: int = 320) -> str:
+    cut = text.find(": ") if len(text) > limit else -1
+    return text if cut < 0 or len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def root_cause_lines(run: dict, findings: list[dict] | None = None, markdown: bool = True) -> list[str]:
+    """A run's ranked root causes, each with the findings that support it and their numbers."""
+    causes = run.get("root_causes") or []
+    label = run.get("verdict", {}).get("label") if run.get("verdict") else None
+    head = f"{run['name']}{': ' + label if label else ''}"
+    b = "**" if markdown else ""
+    lines = [f"### {head}" if markdown else head, ""] if markdown else [head]
+    if not causes:
+        lines.append("- no root cause implicated by any finding" + (" (the run learned)" if run.get("verdict", {}).get("learned") else ""))
+        return lines + ([""] if markdown else [])
+    own = {f["id"]: f for f in (findings or []) if f.get("run") == run["name"]}
+    for i, c in enumerate(causes, 1):
+        title = c.get("title", c["cause"])
+        lines.append(f"{i}. {b}{c['cause']}{b}: {title} ({TIER_WORDS.get(c['tier'], c['tier'])}, {c['severity']})"
+                     + (f"; test: {c['fix']}" if c.get("fix") else ""))
+        for fid in c.get("findings", []):
+            f = own.get(fid)
+            text = f" — {_first_sentence(f['message'])}" if f else ""
+            lines.append(f"   - `{fid}`{text}" if markdown else f"   - {fid}{text}")
+    return lines + ([""] if markdown else [])
+
+
+def root_causes_section(summary: dict) -> list[str]:
+    runs = summary.get("runs", [])
+    if not any("root_causes" in r for r in runs):
+        return []
+    lines = ["## Root causes", "", "Ranked per run from its findings (mechanism > likely cause > contributing "
+             "condition > symptom, then severity); each with the findings that support it.", ""]
+    for r in runs:
+        lines += root_cause_lines(r, summary.get("findings", []))
+    return lines
+
+
 def _evidence(ev: dict) -> str:
     return "`" + json.dumps(ev, separators=(", ", ": "), default=str) + "`"
 
@@ -140,12 +191,14 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
     lines += ["## Verdict", ""]
     for r in runs:
         lines.append(f"- {verdict_line(r)}")
-    counts = {s: sum(1 for f in findings if f["severity"] == s) for s in ("error", "warning", "info")}
-    lines += ["", f"Findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info.", ""]
-    failed = [r for r in runs if not r.get("verdict", {}).get("learned", True)]
+    lines.append("")
+    if not summary.get("ablation"):
+        lines += root_causes_section(summary)
+    lines += [counts_line(findings), ""]
+    failed = [r for r in runs if not r.get("verdict", {}).get("learned", True) and r.get("config")]
     if failed and not summary.get("ablation"):
         lines += ["Next: test the candidate causes one at a time with "
-                  + ", ".join(f"`diagnose ablate --config {r.get('config_source', r['config'])}{' --scale ' + r['scale'] if r['scale'] != 'small' else ''}`" for r in failed)
+                  + ", ".join(f"`diagnose ablate --config {r.get('config_source') or r['config']}{' --scale ' + r['scale'] if r.get('scale') not in (None, 'small') else ''}`" for r in failed)
                   + " (baseline, each fix alone, all fixes; verdicts with the numbers that decide them).", ""]
     if summary.get("ablation_report"):
         lines += [f"Ablation verdicts for these configs: [{summary['ablation_report']}]({summary['ablation_report']})", ""]

@@ -9,12 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .markdown import _f, findings_section  # noqa: E402
-
-
-def _counts(findings: list[dict]) -> str:
-    c = {s: sum(f["severity"] == s for f in findings) for s in ("error", "warning", "info")}
-    return f"Findings: {c['error']} error, {c['warning']} warning, {c['info']} info."
+from .markdown import _f, counts_line, findings_section, root_causes_section  # noqa: E402
 
 
 def _plots(plots: list[tuple[str, str]]) -> list[str]:
@@ -33,7 +28,8 @@ def _tail(summary: dict) -> list[str]:
 def checkpoint_markdown(summary: dict, plots: list[tuple[str, str]]) -> str:
     ck = summary["checkpoint"]
     lines = [f"# Checkpoint: {ck['name']}", "", f"Files: {', '.join(f'`{f}`' for f in ck['files'])}. "
-             f"{ck['tensors']} tensors, {ck['parameters']:,} values.", "", _counts(summary["findings"]), ""]
+             f"{ck['tensors']} tensors, {ck['parameters']:,} values.", "", counts_line(summary["findings"]), ""]
+    lines += root_causes_section(summary)
     lines += findings_section(summary["findings"])
     lines += _plots(plots)
     lines += ["## Layers", "", "| layer | tensors | values | rms | norm | non-finite |" + (" change ‖θ−θ₀‖/‖θ₀‖ |" if ck.get("against") else ""),
@@ -80,7 +76,8 @@ def checkpoint_figure(summary: dict) -> tuple[str, Figure] | None:
 
 def logs_markdown(summary: dict, plots: list[tuple[str, str]]) -> str:
     lines = [f"# Training log: {summary['log']['path']}", "", f"Format: {summary['log']['format']}; runs: "
-             + ", ".join(r["name"] for r in summary["runs"]) + ".", "", _counts(summary["findings"]), ""]
+             + ", ".join(r["name"] for r in summary["runs"]) + ".", "", counts_line(summary["findings"]), ""]
+    lines += root_causes_section(summary)
     lines += findings_section(summary["findings"])
     lines += _plots(plots)
     lines += ["## Runs", "", "| run | last step | final losses | val losses | recall |", "|---|---|---|---|---|"]

@@ -11,7 +11,7 @@ import typer
 from ..ablation import run_ablation
 from ..console import console
 from ..options import ConfigOpt, DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on
-from ..pipeline import write_run_dir
+from ..rundir import write_run_dir
 from ..runs import command_line, environment, resolve_config
 
 DEFAULT_STEPS = 80  # the seed's failure shows within ~20 steps; 80 lets a healthy run clear the margin
@@ -45,15 +45,13 @@ def ablate_command(
 
     ab = run_ablation(cfg, steps, device, only=fix, progress=note, workers=min(workers, os.cpu_count() or 1))
     summary = ab.summary
-    summary["command"], summary["environment"] = command_line(), environment()
+    summary.command, summary.environment = command_line(), environment()
     write_run_dir(out, summary, ab.records, title=f"Ablation: {cfg.name}")
-    for h in summary["hypotheses"]:
+    for h in summary.hypotheses:
         console.print(f"{h['verdict']:>12}  {h['id']}: {h['summary'][:160]}", markup=False)
-    search = summary["ablation"]["minimal_set_search"]
+    search = summary.sections["ablation"]["minimal_set_search"]
     if search.get("needed"):
         console.print(f"minimal fix set (greedy): {search['set']} learned={search['learned']} ({search['runs']} extra runs)")
     console.print(f"report: {out / 'report.md'}", markup=False)
     # exit code: the baseline's findings decide, as for gradflow
-    from ..pipeline import exit_code
-
-    raise typer.Exit(exit_code(summary, fail_on))
+    raise typer.Exit(summary.exit_code(fail_on))

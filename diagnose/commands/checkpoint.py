@@ -10,31 +10,26 @@ from rich.table import Table
 
 from ..console import console
 from ..offline.checkpoint import analyse_checkpoint
-from ..options import OutOpt, ScaleOpt, SetOpt
-from ..pipeline import exit_code
+from ..options import FailOnOpt, OutOpt, ScaleOpt, SetOpt, check_fail_on
+from ..rootcause import rank_root_causes
 from ..runs import command_line, environment
-from ..options import FailOnOpt, check_fail_on
-from .offline_report import print_findings, write_report
+from ..summary import RunSummary, Summary
+from .offline_report import print_findings, print_root_causes, write_report
 
 MAX_TABLE_ROWS = 40  # the console table is cut here; report.md and summary.json list every layer
 
 
-def _summary(a) -> dict:
+def _summary(a) -> Summary:
     meta = a.metadata
-    run = {"name": a.name, "config": (a.config or {}).get("config") or meta.get("config_name"),
-           "scale": (a.config or {}).get("scale") or meta.get("scale"),
-           "steps": int(meta["step"]) if str(meta.get("step", "")).isdigit() else None,
-           "batch_size": None, "chance_loss": None, "final_loss": {}, "retrieval": {}}
-    return {
-        "runs": [run],
-        "findings": [f.to_dict() for f in a.findings],
-        "hypotheses": [],
-        "checkpoint": {"name": a.name, "files": a.files, "metadata": meta, "tensors": len(a.tensors),
-                       "parameters": a.parameters, "layers": a.layers, "tensor_stats": a.tensors,
-                       "latents": a.latents, "logit_scale": a.logit_scale, "against": a.against, "config": a.config},
-        "command": command_line(),
-        "environment": environment(),
-    }
+    findings = [f.to_dict() for f in a.findings]
+    run = RunSummary(name=a.name, kind="checkpoint", config=(a.config or {}).get("config") or meta.get("config_name"),
+                     scale=(a.config or {}).get("scale") or meta.get("scale"),
+                     steps=int(meta["step"]) if str(meta.get("step", "")).isdigit() else None,
+                     root_causes=rank_root_causes(findings))
+    return Summary([run], findings, command=command_line(), environment=environment(), sections={"checkpoint": {
+        "name": a.name, "files": a.files, "metadata": meta, "tensors": len(a.tensors), "parameters": a.parameters,
+        "layers": a.layers, "tensor_stats": a.tensors, "latents": a.latents, "logit_scale": a.logit_scale,
+        "against": a.against, "config": a.config}})
 
 
 def _num(x, digits: int = 4) -> str:
@@ -97,13 +92,15 @@ def checkpoint_command(
         raise ConfigError("--set needs --config (it overrides the reference config)")
     analysis = analyse_checkpoint(path, against, config, list(set_ or []), scale)
     summary = _summary(analysis)
-    _print_table(summary)
-    print_findings(summary["findings"])
+    data = summary.to_dict()
+    _print_table(data)
+    print_root_causes(data["runs"])
+    print_findings(data["findings"])
     if out is not None:
         from reports.offline import checkpoint_figure, checkpoint_markdown
 
-        fig = checkpoint_figure(summary)
+        fig = checkpoint_figure(data)
         figures = [(fig[0], "Relative change per layer" if fig[0] == "layer_change" else "RMS per layer", fig[1])] if fig else []
-        write_report(out, summary, checkpoint_markdown, figures)
+        write_report(out, data, checkpoint_markdown, figures)
         console.print(f"report: {out / 'report.md'}", markup=False)
-    raise typer.Exit(exit_code(summary, fail_on))
+    raise typer.Exit(summary.exit_code(fail_on))

@@ -12,22 +12,27 @@ from reference_models import build_model
 from ..console import console, progress
 from ..io import load_into, load_state_dict
 from ..options import DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on
-from ..pipeline import build_summary, exit_code, rebuild, write_run_dir
-from ..runs import ProgressCallback, resolve_config, run_instrumented
+from ..rundir import rebuild, write_run_dir
+from ..runs import ProgressCallback, instrumented_summary, resolve_config, run_instrumented
+from ..summary import Summary
+from .offline_report import print_root_causes
 
 DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights (safetensors, or torch with weights_only=True).")]
 
 
 
-def _print_verdicts(summary: dict, out: Path) -> None:
+def _print_verdicts(summary: Summary, out: Path) -> None:
+    """Verdict per run, then each run's ranked root causes, then the findings."""
     from reports.markdown import verdict_line
 
-    for run in summary["runs"]:
+    data = summary.to_dict()
+    for run in data["runs"]:
         console.print(verdict_line(run).replace("**", ""), markup=False)
-    counts = {s: sum(f["severity"] == s for f in summary["findings"]) for s in ("error", "warning", "info")}
+    print_root_causes(data["runs"])
+    counts = summary.counts()
     console.print(f"findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info")
-    for f in summary["findings"]:
+    for f in data["findings"]:
         if f["severity"] != "info":
             console.print(f"  [{f['severity']}] {f['run']}: {f['id']}{' (' + f['target'] + ')' if f.get('target') else ''}", markup=False)
     console.print(f"report: {out / 'report.md'}", markup=False)
@@ -60,10 +65,10 @@ def gradflow_command(
     out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
     steps = steps or DEFAULT_STEPS
     run, records = _instrumented(cfg, steps, device, quiet, cfg.name, checkpoint)
-    summary, records = build_summary([(run, records)])
+    summary, records = instrumented_summary([(run, records)])
     write_run_dir(out, summary, records)
     _print_verdicts(summary, out)
-    raise typer.Exit(exit_code(summary, fail_on))
+    raise typer.Exit(summary.exit_code(fail_on))
 
 
 def compare_command(
@@ -87,13 +92,12 @@ def compare_command(
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"compare-{name_a}-{name_b}-{cfg_a.scale}"
     runs = [_instrumented(cfg_a, steps, device, quiet, name_a), _instrumented(cfg_b, steps, device, quiet, name_b)]
-    summary, records = build_summary(runs)
-    ablation = out / "ablation" / "report.md"
-    if ablation.is_file():
-        summary["ablation_report"] = "ablation/report.md"
+    summary, records = instrumented_summary(runs)
+    if (out / "ablation" / "report.md").is_file():
+        summary.sections["ablation_report"] = "ablation/report.md"
     write_run_dir(out, summary, records)
     _print_verdicts(summary, out)
-    raise typer.Exit(exit_code(summary, fail_on))
+    raise typer.Exit(summary.exit_code(fail_on))
 
 
 def report_command(
@@ -104,4 +108,4 @@ def report_command(
     check_fail_on(fail_on)
     summary, _ = rebuild(run_dir)
     _print_verdicts(summary, run_dir)
-    raise typer.Exit(exit_code(summary, fail_on))
+    raise typer.Exit(summary.exit_code(fail_on))

@@ -9,12 +9,12 @@ import typer
 from rich.table import Table
 
 from ..console import console
-from ..offline.logs import FORMATS, analyse, parse_weights, read_log
-from ..options import OutOpt
-from ..pipeline import exit_code
+from ..offline.logs import FORMATS, parse_weights, read_log
+from ..offline.logs.analysis import analyse
+from ..options import FailOnOpt, OutOpt, check_fail_on
 from ..runs import command_line, environment
-from ..options import FailOnOpt, check_fail_on
-from .offline_report import print_findings, write_report
+from ..summary import Summary
+from .offline_report import print_findings, print_root_causes, write_report
 
 
 def _print_runs(runs: list[dict], fmt: str) -> None:
@@ -44,17 +44,18 @@ def logs_command(
     given = parse_weights(weights)
     parsed = read_log(file, fmt)
     runs, findings = analyse(parsed, batch_size, given)
-    summary = {"runs": runs, "findings": [f.to_dict() for f in findings], "hypotheses": [],
-               "log": {"path": str(file), "format": parsed.format, "notes": parsed.notes},
-               "command": command_line(), "environment": environment()}
-    _print_runs(runs, parsed.format)
+    summary = Summary(runs, findings, command=command_line(), environment=environment(),
+                      sections={"log": {"path": str(file), "format": parsed.format, "notes": parsed.notes}})
+    data = summary.to_dict()
+    _print_runs(data["runs"], parsed.format)
     for note in parsed.notes:
         console.print(f"note: {note}", markup=False)
-    print_findings(summary["findings"])
+    print_root_causes(data["runs"])
+    print_findings(data["findings"])
     if out is not None:
         from reports.offline import logs_figure, logs_markdown
 
-        fig = logs_figure(parsed.frame, runs)
-        write_report(out, summary, logs_markdown, [(fig[0], "Logged losses per run", fig[1])] if fig else [])
+        fig = logs_figure(parsed.frame, data["runs"])
+        write_report(out, data, logs_markdown, [(fig[0], "Logged losses per run", fig[1])] if fig else [])
         console.print(f"report: {out / 'report.md'}", markup=False)
-    raise typer.Exit(exit_code(summary, fail_on))
+    raise typer.Exit(summary.exit_code(fail_on))

@@ -8,6 +8,8 @@ from typing import Callable
 from matplotlib.figure import Figure
 from rich.markup import escape
 
+from reports.markdown import finding_counts, root_cause_lines
+
 from ..console import console
 from ..io import atomic_write_bytes, figure_png, publish
 
@@ -27,8 +29,15 @@ def write_report(out: Path, summary: dict, render: Callable[[dict, list[tuple[st
     return text
 
 
+def print_root_causes(runs: list[dict]) -> None:
+    """Each run's ranked root causes, before any finding: the first thing a reader sees is why."""
+    for run in runs:
+        for line in root_cause_lines(run, markdown=False):
+            console.print(line, markup=False, highlight=False)
+
+
 def print_findings(findings: list[dict]) -> None:
-    counts = {s: sum(f["severity"] == s for f in findings) for s in ("error", "warning", "info")}
+    counts = finding_counts(findings)
     console.print(f"findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info")
     for f in findings:
         target = f" ({f['target']})" if f.get("target") else ""

@@ -9,7 +9,6 @@ from rich.table import Table
 from ..console import console, progress
 from ..options import ConfigOpt, DeviceOpt, EpochsOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt
 from ..runs import EpochCheckpoints, ProgressCallback, resolve_config, run_training, save_train_run
-from ..verdict import verdict
 from reference_models.config import ConfigError
 from reference_models.data import build_data
 from reference_models.train import steps_per_epoch
@@ -37,8 +36,7 @@ def train_command(
     with progress(f"train {cfg.name} ({cfg.scale})", total, quiet) as ticker:
         callbacks = [ProgressCallback(ticker), EpochCheckpoints(out, cfg)]
         run = run_training(cfg, steps, epochs, device, callbacks)
-    save_train_run(out, run)
-    summary = run.to_dict()
+    summary = save_train_run(out, run).to_dict()["runs"][0]
     table = Table(title=f"{cfg.name} · scale {cfg.scale} · {summary['steps']} steps · batch {summary['batch_size']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -52,6 +50,6 @@ def train_command(
     table.add_row("image embedding mean cosine", f"{r['image_mean_cosine']:.3f}", "")
     console.print(table)
     console.print(
-        f"{cfg.name}: {verdict(summary)['label']} (CLIP loss {summary['final_loss']['loss_clip']:.3f} vs ln(B) {summary['chance_loss']:.3f}; "
+        f"{cfg.name}: {summary['verdict']['label']} (CLIP loss {summary['final_loss']['loss_clip']:.3f} vs ln(B) {summary['chance_loss']:.3f}; "
         f"R@1 {r['r@1']:.4f} vs chance {r['chance@1']:.4f}) in {summary['seconds']:.0f}s -> {out}"
     )

@@ -18,17 +18,12 @@ import torch
 from reference_models import SCALES, apply_scale, build_model, load_config
 from reference_models.config import ConfigError
 
-from ..findings import Finding, sort_findings
+from ..findings import Finding
 from ..io import load_state_dict
-from ..rules import CLAMP_REL, LATENT_COSINE, LOW_LOGIT_SCALE
+from ..rules import RunContext, run_rules
+from ..summary import DEFAULT_MAX_LOGIT_SCALE
 
-# --- thresholds ----------------------------------------------------------------------------------
-# How many of the least-changed layers a report names (enough to see a pattern, short enough to read).
-LEAST_CHANGED_SHOWN = 3
-# A layer that moved less than 1% of the median layer's relative change between two checkpoints is
-# named as barely trained: healthy Adam runs differ between layer types by ~sqrt(fan_in) (LayerNorm
-# vs a 1024-wide Linear: ~30x), so 100x below the median is beyond what the optimiser alone explains.
-BARELY_CHANGED_OF_MEDIAN = 1e-2
+# --- limits (the rules and their thresholds are in diagnose.rules.checkpoint) --------------------
 # Rows of a latent matrix are compared for exact equality; more than this many rows are sampled
 # for the pairwise cosine (O(L^2 D)); Perceiver-style models have 32-512 latents.
 MAX_LATENT_ROWS = 1024
@@ -40,6 +35,8 @@ MODULE_PARAM_NAMES = {"weight", "bias", "running_mean", "running_var", "num_batc
                       "in_proj_bias", "weight_g", "weight_v", "weight_orig", "bias_k", "bias_v", "gamma", "beta"}
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
 HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# exp(x) overflows float64 above ~709.78; a stored log-scale beyond this has no finite temperature.
+EXP_OVERFLOW = 709.0
 
 
 def layer_of(name: str) -> str:
@@ -236,127 +233,6 @@ class CheckpointAnalysis:
         return sum(t["numel"] for t in self.tensors)
 
 
-def _findings(a: CheckpointAnalysis) -> list[Finding]:
-    out, run = [], a.name
-    bad = [t for t in a.tensors if t.get("nan", 0) or t.get("inf", 0)]
-    if bad:
-        out.append(Finding(
-            "nonfinite_weights", "error", run,
-            f"{len(bad)} tensor(s) hold NaN or Inf values: {', '.join(t['name'] for t in bad[:5])}"
-            f"{' ...' if len(bad) > 5 else ''}. Any forward pass through them produces NaN.",
-            {"tensors": [{k: t[k] for k in ("name", "shape", "nan", "inf", "numel")} for t in bad[:20]]},
-            "Find the step where they appeared (lower the lr, enable grad clipping, check for log(0) or division by 0).",
-            bad[0]["name"]))
-    for lat in a.latents:
-        if lat["rows"] > 1 and lat["unique_rows"] == 1:
-            out.append(Finding(
-                "latents_symmetric", "error", run,
-                f"all {lat['rows']} rows of {lat['name']} are identical{' (all zero)' if lat['zero_rows'] == lat['rows'] else ''}: every "
-                "latent computes the same thing and gets the same gradient, so the symmetry never breaks.",
-                {k: lat[k] for k in ("shape", "rms", "unique_rows", "identical_rows", "zero_rows")},
-                "Initialise the latents with random values (e.g. normal std 0.02), not a constant.", lat["name"]))
-        elif lat["identical_rows"]:
-            out.append(Finding(
-                "latents_duplicate_rows", "warning", run,
-                f"{lat['identical_rows']} of the {lat['rows']} rows of {lat['name']} duplicate another row: duplicated "
-                "latents stay identical under training.",
-                {k: lat[k] for k in ("shape", "unique_rows", "identical_rows")},
-                "Check the latent initialisation (a repeat/expand of one vector?).", lat["name"]))
-        elif lat.get("cosine_mean") is not None and lat["cosine_mean"] > LATENT_COSINE:
-            out.append(Finding(
-                "latents_similar", "warning", run,
-                f"the rows of {lat['name']} are near copies: mean pairwise cosine {lat['cosine_mean']:.3f}.",
-                {k: lat.get(k) for k in ("shape", "cosine_mean", "cosine_max", "rms")},
-                "Check the latent init and whether the latents receive distinct gradients.", lat["name"]))
-        desc = (f"{lat['name']}: {lat['rows']} latents of width {lat['dim']}, rms {lat['rms']:.4g}, std {lat['std']:.4g}, "
-                f"mean row norm {lat['row_norm_mean']:.4g}")
-        if lat.get("cosine_mean") is not None:
-            desc += f", pairwise cosine mean {lat['cosine_mean']:.3f} (max {lat['cosine_max']:.3f})"
-        desc += f", {lat['identical_rows']} identical rows"
-        if lat.get("drift") is not None:
-            desc += f"; moved {lat['drift']:.3g} of their norm since the --against checkpoint"
-        if lat["std"] and abs(lat["std"] / 0.02 - 1) < 0.1 and lat.get("drift") in (None, 0.0):
-            desc += (". The scale matches normal(std=0.02), the effective init of the seed's randn-then-normal_ code; "
-                     "whether it matters depends on a normalisation before the attention (a pre-norm rescales it away)")
-        out.append(Finding("latents", "info", run, desc + ".", lat, "", lat["name"]))
-    if a.logit_scale is not None:
-        ls = a.logit_scale
-        scale = ls["exp"]
-        if scale is not None and abs(scale / 100.0 - 1) <= CLAMP_REL:
-            out.append(Finding(
-                "logit_scale_at_clamp", "warning", run,
-                f"{ls['name']} = {ls['value']:.4f} -> exp = {scale:.2f}, at open_clip's clamp of 100: the temperature "
-                "is pinned, often a sign the optimiser pushes logits apart to fit noise.",
-                ls, "Check the lr of the temperature and the loss curve.", ls["name"]))
-        elif scale is not None and scale < LOW_LOGIT_SCALE:
-            out.append(Finding(
-                "logit_scale_low", "warning", run,
-                f"{ls['name']} = {ls['value']:.4f} -> exp = {scale:.3f}: cosine logits span at most ±{scale:.2f}, too "
-                "narrow for a confident softmax; the contrastive loss cannot go far below ln(B).",
-                ls, "Check the temperature init (open_clip: ln(1/0.07)) and its lr.", ls["name"]))
-    if a.against is not None:
-        layers = [r for r in a.against["layers"] if r["rel_change"] is not None]
-        if layers and all(r["abs_change"] == 0 for r in a.against["layers"]):
-            out.append(Finding("checkpoints_identical", "warning", run,
-                               "the two checkpoints hold identical values in every shared tensor: nothing was trained between them.",
-                               {"layers": len(a.against["layers"])}, "Check that the optimizer steps and that the right files were saved."))
-        elif layers:
-            med = sorted(r["rel_change"] for r in layers)[len(layers) // 2]
-            least = layers[:LEAST_CHANGED_SHOWN]
-            out.append(Finding(
-                "layers_changed_least", "info", run,
-                "layers that changed least (‖θ−θ₀‖/‖θ₀‖): "
-                + ", ".join(f"{r['layer']} {r['rel_change']:.3g}" for r in least)
-                + f"; median layer {med:.3g}, largest {layers[-1]['layer']} {layers[-1]['rel_change']:.3g}.",
-                {"least": least, "median_rel_change": med, "most": layers[-1]}, "", least[0]["layer"]))
-            frozen = [r for r in layers if r["abs_change"] == 0]
-            if frozen:
-                out.append(Finding(
-                    "layers_unchanged", "warning", run,
-                    f"{len(frozen)} layer(s) are bit-identical to the --against checkpoint while others changed: "
-                    + ", ".join(r["layer"] for r in frozen[:8]) + (" ..." if len(frozen) > 8 else "")
-                    + ". They never learned: frozen, missing from the optimizer, or no gradient reaches them.",
-                    {"layers": [r["layer"] for r in frozen], "median_rel_change": med},
-                    "Check requires_grad and the optimizer's param groups for these layers.", frozen[0]["layer"]))
-            # scalars (a temperature, a gate) are left out: their relative change depends on their value
-            barely = [r for r in layers if r["numel"] > 1 and 0 < r["rel_change"] < BARELY_CHANGED_OF_MEDIAN * med]
-            if barely:
-                out.append(Finding(
-                    "layers_barely_changed", "warning", run,
-                    f"{len(barely)} layer(s) moved less than {BARELY_CHANGED_OF_MEDIAN:g} x the median layer's relative change "
-                    f"({med:.3g}): " + ", ".join(f"{r['layer']} {r['rel_change']:.3g}" for r in barely[:8]) + ".",
-                    {"layers": barely[:20], "median_rel_change": med, "threshold_of_median": BARELY_CHANGED_OF_MEDIAN},
-                    "Check their gradient norms with `diagnose gradflow`.", barely[0]["layer"]))
-        differ = a.against["missing_in_base"] + a.against["missing_in_checkpoint"] + a.against["shape_differs"]
-        if differ:
-            out.append(Finding("against_keys_differ", "warning", run,
-                               f"{len(differ)} tensor(s) are not comparable with the --against checkpoint (missing on one side "
-                               f"or another shape): {', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}.",
-                               {k: a.against[k][:20] for k in ("missing_in_base", "missing_in_checkpoint", "shape_differs")}))
-    if a.config is not None:
-        c = a.config
-        if c["matches"]:
-            out.append(Finding("config_match", "info", run,
-                               f"all {c['expected']} tensors match the reference model of {c['config']} at scale {c['scale']} "
-                               "(names and shapes).", {k: c[k] for k in ("config", "scale", "expected", "found")}))
-        else:
-            parts = []
-            if c["missing"]:
-                parts.append(f"{len(c['missing'])} missing ({', '.join(c['missing'][:4])}{' ...' if len(c['missing']) > 4 else ''})")
-            if c["unexpected"]:
-                parts.append(f"{len(c['unexpected'])} unexpected ({', '.join(c['unexpected'][:4])}{' ...' if len(c['unexpected']) > 4 else ''})")
-            if c["shape_mismatch"]:
-                s0 = c["shape_mismatch"][0]
-                parts.append(f"{len(c['shape_mismatch'])} with another shape (e.g. {s0['name']} {tuple(s0['checkpoint'])} vs {tuple(s0['config'])})")
-            hint = f" It matches scale {', '.join(c['matching_scales'])}: pass --scale {c['matching_scales'][0]}." if c.get("matching_scales") else ""
-            out.append(Finding("config_mismatch", "error", run,
-                               f"the checkpoint does not match the reference model of {c['config']} at scale {c['scale']}: "
-                               + "; ".join(parts) + "." + hint,
-                               {k: (c[k][:20] if isinstance(c[k], list) else c[k]) for k in c},
-                               "Check the config (alias, --set overrides, --scale) the checkpoint was trained with."))
-    return sort_findings(out)
-
-
 def analyse_checkpoint(path: Path, against: Path | None = None, config: str | None = None,
                        sets: list[str] | None = None, scale: str = "full") -> CheckpointAnalysis:
     state, files, meta = load_checkpoint(path)
@@ -371,11 +247,13 @@ def analyse_checkpoint(path: Path, against: Path | None = None, config: str | No
             a.latents.append(latent_stats(k, v, base.get(k) if base else None))
         if last == "logit_scale" and v.is_floating_point() and v.numel() == 1:
             value = float(v.reshape(()))
-            a.logit_scale = {"name": k, "value": value, "exp": _f(math.exp(value)) if value < 700 else None}
+            a.logit_scale = {"name": k, "value": value, "exp": _f(math.exp(value)) if value < EXP_OVERFLOW else None}
     if base is not None:
         a.against = relative_change(state, base)
         a.against["path"] = str(against)
+    cap = DEFAULT_MAX_LOGIT_SCALE
     if config is not None:
         a.config = config_match(state, config, list(sets or []), scale)
-    a.findings = _findings(a)
+        cap = load_config(config, list(sets or [])).losses.max_logit_scale
+    a.findings = run_rules(a, RunContext(a.name, max_logit_scale=cap), kind="checkpoint")
     return a

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from diagnose import rules as R
-from diagnose.findings import RunContext, severity_rank
+from diagnose.findings import severity_rank
+from diagnose.rules import RunContext
 
 COLUMNS = ["step", "probe", "target", "metric", "value"]
 B = 64  # 63 negatives: well above FEW_NEGATIVES_WARN, so few_negatives stays quiet by default
@@ -39,7 +40,7 @@ def frame(*parts: pd.DataFrame) -> pd.DataFrame:
 
 
 def ctx(batch_size: int = B, **kw) -> RunContext:
-    return RunContext(kw.pop("name", "run"), batch_size, kw.pop("steps", N), math.log(batch_size), **kw)
+    return RunContext(kw.pop("name", "run"), batch_size, batch_size, **kw)
 
 
 def tail(early: float, late: float, n: int = N) -> list[float]:
@@ -102,19 +103,19 @@ TRIGGERS = {
                                rec("collapse", "vision.encoder.layers.3", "cosine_mean", tail(0.1, CT + 1e-3)), ctx())],
     "input_shared_component": [
         ("warning", R.input_shared_component, rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE + 0.01), ctx()),
-        ("warning", R.input_shared_component, rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE + 0.01),
-         ctx(final_loss={"loss_clip": LN_B * (1 - 0.99 * TOL)})),
-        ("info", R.input_shared_component, rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE + 0.01),
-         ctx(final_loss={"loss_clip": LN_B * (1 - 1.01 * TOL)})),
+        ("warning", R.input_shared_component, frame(rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE + 0.01),
+                                                    loss("loss_clip", LN_B * (1 - 0.99 * TOL))), ctx()),
+        ("info", R.input_shared_component, frame(rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE + 0.01),
+                                                 loss("loss_clip", LN_B * (1 - 1.01 * TOL))), ctx()),
     ],
-    "no_gradient": [("error", R.gradient_health, rec("gradient_flow", "text.proj.weight", "grad_is_none", 1.0), ctx())],
-    "dead_gradients": [("error", R.gradient_health,
+    "no_gradient": [("error", R.gradient_presence, rec("gradient_flow", "text.proj.weight", "grad_is_none", 1.0), ctx())],
+    "dead_gradients": [("error", R.gradient_presence,
                         layers({**HEALTHY_LAYERS, "enc.layers.4": 0.0}, zero={"enc.layers.4": 1.0}), ctx())],
-    "vanishing_gradients": [("warning", R.gradient_health,
+    "vanishing_gradients": [("warning", R.gradient_scale,
                              layers({**HEALTHY_LAYERS, "enc.layers.4": 0.5 * R.VANISHING_REL}), ctx())],
-    "exploding_gradients": [("warning", R.gradient_health,
+    "exploding_gradients": [("warning", R.gradient_scale,
                              layers({**HEALTHY_LAYERS, "enc.layers.4": 1.01 * R.EXPLODING_REL}), ctx())],
-    "gradient_fall": [("warning", R.gradient_health, model_grad(10.0, 10.0 * R.GRAD_FALL_RATIO * 0.5), ctx())],
+    "gradient_fall": [("warning", R.gradient_fall, model_grad(10.0, 10.0 * R.GRAD_FALL_RATIO * 0.5), ctx())],
     "nonfinite_values": [
         ("error", R.nonfinite_values, rec("gradient_flow.model", "model", "nonfinite_grad", {0: 0, 1: 0, 2: 7}), ctx()),
         ("error", R.nonfinite_values, rec("loss_split", "loss_clip", "nonfinite", {0: 0, 1: 1}), ctx()),
@@ -133,24 +134,24 @@ TRIGGERS = {
     ],
     "temperature_toward_1": [("warning", R.temperature,
                               rec("loss_split", "extras", "logit_scale", [14.29, 0.99 * R.LOW_LOGIT_SCALE]), ctx())],
-    "loss_logging_inconsistent": [("error", R.loss_logging,
+    "loss_logging_inconsistent": [("error", R.logged_total,
                                    frame(rec("loss_split", "total", "value", 5.0),
                                          rec("loss_split", "total", "total_minus_weighted_sum",
                                              {s: (5.0 * 1.01 * R.LOGGING_REL_TOL if s == 7 else 0.0) for s in range(N)})),
                                    ctx())],
     "components_identical": [
-        ("warning", R.loss_logging, components(LN_B, LN_B + 0.9 * R.IDENTICAL_ATOL), ctx()),
-        ("error", R.loss_logging, components(2.0, 2.0 + 0.9 * R.IDENTICAL_ATOL), ctx()),
+        ("warning", R.identical_components, components(LN_B, LN_B + 0.9 * R.IDENTICAL_ATOL), ctx()),
+        ("error", R.identical_components, components(2.0, 2.0 + 0.9 * R.IDENTICAL_ATOL), ctx()),
     ],
     "few_negatives": [("warning", R.few_negatives, frame(), ctx(batch_size=R.FEW_NEGATIVES_WARN)),
                       ("warning", R.few_negatives, frame(), ctx(batch_size=R.FEW_NEGATIVES_ERROR + 1)),
                       ("error", R.few_negatives, frame(), ctx(batch_size=R.FEW_NEGATIVES_ERROR))],
-    "latents_symmetric": [("error", R.latent_health, latents(identical_rows=[0.0] * (N - 1) + [3.0]), ctx()),
-                          ("error", R.latent_health, latents(between_latent_std=1e-9), ctx())],
-    "latents_similar": [("warning", R.latent_health, latents(cosine_mean=[0.1] * (N - 1) + [R.LATENT_COSINE + 1e-3]), ctx())],
-    "latents_not_moving": [("warning", R.latent_health,
+    "latents_symmetric": [("error", R.latent_symmetry, latents(identical_rows=[0.0] * (N - 1) + [3.0]), ctx()),
+                          ("error", R.latent_symmetry, latents(between_latent_std=1e-9), ctx())],
+    "latents_similar": [("warning", R.latent_symmetry, latents(cosine_mean=[0.1] * (N - 1) + [R.LATENT_COSINE + 1e-3]), ctx())],
+    "latents_not_moving": [("warning", R.latents_not_moving,
                             latents(drift=[0.0] * R.LATENT_MIN_STEPS + [0.99 * R.LATENT_STILL]), ctx())],
-    "latent_scale_normalised": [("info", R.latent_health,
+    "latent_scale_normalised": [("info", R.latent_scale_normalised,
                                  frame(latents(), rec("latent_stats", LATENT, "norm_gain", {0: 1.01 * R.NORM_GAIN_REMOVES_SCALE}),
                                        rec("latent_stats", LATENT, "post_norm_rms", {0: 1.0})), ctx())],
 }
@@ -172,27 +173,27 @@ NEAR_MISSES = {
                               (R.embedding_collapse, rec("collapse", "input", "cosine_mean", 0.99), ctx())],
     "input_shared_component": [(R.input_shared_component,
                                 rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE - 0.01), ctx())],
-    "no_gradient": [(R.gradient_health, rec("gradient_flow", "text.proj.weight", "grad_is_none", 0.0), ctx())],
+    "no_gradient": [(R.gradient_presence, rec("gradient_flow", "text.proj.weight", "grad_is_none", 0.0), ctx())],
     "dead_gradients": [
         # exactly zero on all but one window step
-        (R.gradient_health, frame(layers(HEALTHY_LAYERS), rec("gradient_flow.layer", "enc.layers.4", "grad_norm", 0.5),
+        (R.gradient_presence, frame(layers(HEALTHY_LAYERS), rec("gradient_flow.layer", "enc.layers.4", "grad_norm", 0.5),
                                   rec("gradient_flow.layer", "enc.layers.4", "zero_grad_frac", [1.0] * (N - 1) + [0.999])),
          ctx()),
         # dead early, alive in the window
-        (R.gradient_health, frame(layers(HEALTHY_LAYERS), rec("gradient_flow.layer", "enc.layers.4", "grad_norm", 0.5),
+        (R.gradient_presence, frame(layers(HEALTHY_LAYERS), rec("gradient_flow.layer", "enc.layers.4", "grad_norm", 0.5),
                                   rec("gradient_flow.layer", "enc.layers.4", "zero_grad_frac", tail(1.0, 0.2))), ctx()),
     ],
-    "vanishing_gradients": [(R.gradient_health, layers({**HEALTHY_LAYERS, "enc.layers.4": 1.01 * R.VANISHING_REL}), ctx()),
+    "vanishing_gradients": [(R.gradient_scale, layers({**HEALTHY_LAYERS, "enc.layers.4": 1.01 * R.VANISHING_REL}), ctx()),
                             # a dead layer is reported as dead, not also as vanishing
-                            (R.gradient_health, layers({**HEALTHY_LAYERS, "enc.layers.4": 0.0}, zero={"enc.layers.4": 1.0}),
+                            (R.gradient_scale, layers({**HEALTHY_LAYERS, "enc.layers.4": 0.0}, zero={"enc.layers.4": 1.0}),
                              ctx())],
-    "exploding_gradients": [(R.gradient_health, layers({**HEALTHY_LAYERS, "enc.layers.4": 0.99 * R.EXPLODING_REL}), ctx())],
-    "gradient_fall": [(R.gradient_health, model_grad(10.0, 10.0 * R.GRAD_FALL_RATIO * 1.01), ctx()),
+    "exploding_gradients": [(R.gradient_scale, layers({**HEALTHY_LAYERS, "enc.layers.4": 0.99 * R.EXPLODING_REL}), ctx())],
+    "gradient_fall": [(R.gradient_fall, model_grad(10.0, 10.0 * R.GRAD_FALL_RATIO * 1.01), ctx()),
                       # the gradient fell because the loss went down: converging, not saturated
-                      (R.gradient_health, model_grad(10.0, 10.0 * R.GRAD_FALL_RATIO * 0.5, loss_end=LN_B * (1 - 1.01 * TOL)),
+                      (R.gradient_fall, model_grad(10.0, 10.0 * R.GRAD_FALL_RATIO * 0.5, loss_end=LN_B * (1 - 1.01 * TOL)),
                        ctx()),
                       # too few steps to tell an early peak from an end
-                      (R.gradient_health, rec("gradient_flow.model", "model", "grad_norm", [10.0] * R.WINDOW_MIN
+                      (R.gradient_fall, rec("gradient_flow.model", "model", "grad_norm", [10.0] * R.WINDOW_MIN
                                               + [1e-6] * (R.WINDOW_MIN - 1)), ctx())],
     "nonfinite_values": [(R.nonfinite_values, frame(rec("gradient_flow.model", "model", "nonfinite_grad", 0.0),
                                                     rec("loss_split", "loss_clip", "nonfinite", 0.0)), ctx())],
@@ -212,24 +213,24 @@ NEAR_MISSES = {
                                                  [100.0, 100.0 * (1 - 1.01 * R.CLAMP_REL)]), ctx())],
     "temperature_toward_1": [(R.temperature, rec("loss_split", "extras", "logit_scale", [0.5, 1.01 * R.LOW_LOGIT_SCALE]),
                               ctx())],
-    "loss_logging_inconsistent": [(R.loss_logging, frame(rec("loss_split", "total", "value", 5.0),
+    "loss_logging_inconsistent": [(R.logged_total, frame(rec("loss_split", "total", "value", 5.0),
                                                          rec("loss_split", "total", "total_minus_weighted_sum",
                                                              5.0 * 0.99 * R.LOGGING_REL_TOL)), ctx())],
     "components_identical": [
-        (R.loss_logging, components(2.0, 2.0 + 1.1 * R.IDENTICAL_ATOL), ctx()),
+        (R.identical_components, components(2.0, 2.0 + 1.1 * R.IDENTICAL_ATOL), ctx()),
         # identical on 4 of the 5 window steps: under IDENTICAL_SHARE
-        (R.loss_logging, components(2.0, [2.1] * (N - WIN) + [2.0] * (WIN - 1) + [2.1]), ctx()),
+        (R.identical_components, components(2.0, [2.1] * (N - WIN) + [2.0] * (WIN - 1) + [2.1]), ctx()),
         # the logged total of a single-component objective equals that component
-        (R.loss_logging, frame(loss("loss_clip", 2.0), rec("loss_split", "total", "value", 2.0),
+        (R.identical_components, frame(loss("loss_clip", 2.0), rec("loss_split", "total", "value", 2.0),
                                rec("loss_split", "total", "total_minus_weighted_sum", 0.0)), ctx()),
     ],
     "few_negatives": [(R.few_negatives, frame(), ctx(batch_size=R.FEW_NEGATIVES_WARN + 1))],
-    "latents_symmetric": [(R.latent_health, latents(identical_rows=[3.0] * (N - 1) + [0.0], between_latent_std=1e-7), ctx())],
-    "latents_similar": [(R.latent_health, latents(cosine_mean=[0.999] * (N - 1) + [R.LATENT_COSINE - 1e-3]), ctx())],
-    "latents_not_moving": [(R.latent_health, latents(drift=[0.0] * R.LATENT_MIN_STEPS + [1.01 * R.LATENT_STILL]), ctx()),
+    "latents_symmetric": [(R.latent_symmetry, latents(identical_rows=[3.0] * (N - 1) + [0.0], between_latent_std=1e-7), ctx())],
+    "latents_similar": [(R.latent_symmetry, latents(cosine_mean=[0.999] * (N - 1) + [R.LATENT_COSINE - 1e-3]), ctx())],
+    "latents_not_moving": [(R.latents_not_moving, latents(drift=[0.0] * R.LATENT_MIN_STEPS + [1.01 * R.LATENT_STILL]), ctx()),
                            # still, but too early to say it is not trained
-                           (R.latent_health, latents(drift=[0.0] * R.LATENT_MIN_STEPS), ctx())],
-    "latent_scale_normalised": [(R.latent_health, frame(latents(), rec("latent_stats", LATENT, "norm_gain",
+                           (R.latents_not_moving, latents(drift=[0.0] * R.LATENT_MIN_STEPS), ctx())],
+    "latent_scale_normalised": [(R.latent_scale_normalised, frame(latents(), rec("latent_stats", LATENT, "norm_gain",
                                                                         {0: 0.99 * R.NORM_GAIN_REMOVES_SCALE, 5: 1e3})), ctx())],
 }
 
@@ -276,7 +277,7 @@ def test_rule_quiet_on_healthy_side(fid, rule, df, context):
     assert fid not in ids(rule(df, context))
 
 
-@pytest.mark.parametrize("rule", R.RULES, ids=lambda r: r.__name__)
+@pytest.mark.parametrize("rule", R.RULES, ids=lambda r: r.name)
 def test_rules_quiet_on_empty_records(rule):
     assert rule(frame(), ctx()) == []
 
@@ -332,7 +333,7 @@ def test_intermediate_collapse_evidence():
 
 def test_input_shared_component_evidence():
     df = frame(rec("collapse", "input", "cosine_mean", 0.8), rec("collapse", "input", "top_sv_share", {0: 0.7, 10: 0.9}))
-    f = one(R.input_shared_component(df, ctx(final_loss={"loss_clip": 1.0})), "input_shared_component")
+    f = one(R.input_shared_component(frame(df, loss("loss_clip", 1.0)), ctx()), "input_shared_component")
     assert f.severity == "info" and f.target == "input"
     assert f.evidence["input_cosine_mean"] == pytest.approx(0.8)
     assert f.evidence["top_singular_direction_share"] == pytest.approx(0.8)
@@ -342,7 +343,7 @@ def test_input_shared_component_evidence():
 def test_no_gradient_evidence():
     df = frame(rec("gradient_flow", "b.weight", "grad_is_none", {0: 1, 1: 1}), rec("gradient_flow", "a.bias", "grad_is_none", {1: 1}),
                rec("gradient_flow", "c.weight", "grad_norm", {0: 1.0, 1: 1.0}))
-    f = one(R.gradient_health(df, ctx()), "no_gradient")
+    f = one(R.gradient_presence(df, ctx()), "no_gradient")
     assert f.severity == "error"
     assert f.evidence["parameters"] == ["a.bias", "b.weight"] and f.target == "a.bias"
     assert f.evidence["steps"] == [0, 1]
@@ -351,7 +352,7 @@ def test_no_gradient_evidence():
 def test_gradient_layer_evidence():
     dead, tiny, huge = "enc.layers.5", "enc.layers.6", "enc.layers.7"
     grad = {**HEALTHY_LAYERS, "enc.layers.4": 1.0, dead: 0.0, tiny: 1e-6, huge: 1e5}
-    found = R.gradient_health(layers(grad, zero={dead: 1.0}), ctx())
+    found = R.gradient_presence(layers(grad, zero={dead: 1.0}), ctx()) + R.gradient_scale(layers(grad, zero={dead: 1.0}), ctx())
     assert sorted(ids(found)) == ["dead_gradients", "exploding_gradients", "vanishing_gradients"]
     d = one(found, "dead_gradients")
     assert d.severity == "error" and d.evidence["layers"] == [dead] and d.evidence["window_steps"] == [N - WIN, N - 1]
@@ -366,7 +367,7 @@ def test_gradient_layer_evidence():
 def test_gradient_fall_evidence():
     gn = [1.0, 3.0, 10.0] + [2.0] * (N - 3 - WIN) + [0.01] * WIN
     df = frame(rec("gradient_flow.model", "model", "grad_norm", gn), loss("loss_clip", LN_B))
-    f = one(R.gradient_health(df, ctx()), "gradient_fall")
+    f = one(R.gradient_fall(df, ctx()), "gradient_fall")
     ev = f.evidence
     assert f.severity == "warning"
     assert ev["peak_grad_norm"] == pytest.approx(10.0) and ev["peak_step"] == 2
@@ -387,7 +388,7 @@ def test_update_ratio_evidence():
     df = frame(rec("gradient_flow.layer", "enc.layers.0", "update_to_param", {0: 0.3, 1: 1e-3, 2: 2e-3}),
                rec("gradient_flow.layer", "enc.layers.1", "update_to_param", {0: 0.01, 1: 0.5, 2: 0.02}),
                rec("gradient_flow.layer", "enc.layers.2", "update_to_param", {0: 0.01, 1: 0.001, 2: 0.002}))
-    context = ctx(config={"optimization": {"lr": 1e-3, "matrix_lr_multiplier": 4.0}})
+    context = ctx(optimizer={"lr": 1e-3, "matrix_lr_multiplier": 4.0})
     f = one(R.update_ratio(df, context), "update_ratio_high")
     ev = f.evidence
     assert f.severity == "warning" and f.target == "enc.layers.1"  # highest peak first
@@ -430,7 +431,7 @@ def test_loss_logging_inconsistent_evidence():
     gap = {s: (0.25 if s == 7 else -0.1 if s == 9 else 0.0) for s in range(N)}
     df = frame(rec("loss_split", "total", "value", 5.0), rec("loss_split", "total", "total_minus_weighted_sum", gap),
                rec("loss_split", "loss_clip", "weight", 1.0), rec("loss_split", "loss_mrl", "weight", 0.5))
-    f = one(R.loss_logging(df, ctx()), "loss_logging_inconsistent")
+    f = one(R.logged_total(df, ctx()), "loss_logging_inconsistent")
     assert f.severity == "error"
     assert f.evidence == {"steps_inconsistent": 2, "steps_total": N, "max_abs_gap": 0.25, "at_step": 7,
                           "weights": {"loss_clip": 1.0, "loss_mrl": 0.5}}
@@ -438,7 +439,7 @@ def test_loss_logging_inconsistent_evidence():
 
 @pytest.mark.parametrize("value, severity", [(LN_B, "warning"), (2.0, "error")])
 def test_components_identical_evidence(value, severity):
-    f = one(R.loss_logging(components(value, value), ctx()), "components_identical")
+    f = one(R.identical_components(components(value, value), ctx()), "components_identical")
     assert f.severity == severity and f.target == "loss_clip~loss_mrl"
     ev = f.evidence
     assert ev["components"] == ["loss_clip", "loss_mrl"] and ev["share_identical"] == 1.0
@@ -456,7 +457,7 @@ def test_few_negatives_evidence(batch, severity):
 
 def test_latent_findings_evidence():
     df = latents(identical_rows=7.0, between_latent_std=0.0, cosine_mean=1.0, drift=[0.0] * 25)
-    found = R.latent_health(df, ctx())
+    found = R.latent_symmetry(df, ctx()) + R.latents_not_moving(df, ctx())
     assert sorted(ids(found)) == ["latents_not_moving", "latents_symmetric"]  # symmetric supersedes similar
     s = one(found, "latents_symmetric")
     assert s.severity == "error" and s.target == LATENT
@@ -464,7 +465,7 @@ def test_latent_findings_evidence():
     m = one(found, "latents_not_moving")
     assert m.severity == "warning" and m.evidence == {"drift_end": 0.0, "steps": [0, 24]}
 
-    sim = one(R.latent_health(latents(cosine_mean=[0.2] + [0.995] * (N - 1)), ctx()), "latents_similar")
+    sim = one(R.latent_symmetry(latents(cosine_mean=[0.2] + [0.995] * (N - 1)), ctx()), "latents_similar")
     assert sim.severity == "warning"
     assert sim.evidence == {"cosine_mean_end": 0.995, "cosine_mean_first": 0.2, "steps": [0, N - 1]}
 
@@ -472,7 +473,7 @@ def test_latent_findings_evidence():
 def test_latent_scale_normalised_evidence():
     df = frame(latents(rms=[0.02] * N), rec("latent_stats", LATENT, "norm_gain", {3: 50.0, 8: 2.0}),
                rec("latent_stats", LATENT, "post_norm_rms", {3: 1.0, 8: 1.0}))
-    f = one(R.latent_health(df, ctx()), "latent_scale_normalised")
+    f = one(R.latent_scale_normalised(df, ctx()), "latent_scale_normalised")
     assert f.severity == "info" and f.target == LATENT
     assert f.evidence == {"latent_rms_first": 0.02, "norm_gain_first": 50.0, "post_norm_rms_first": 1.0, "step": 3}
 
@@ -509,4 +510,4 @@ def test_run_rules_healthy_run_has_no_findings():
         rec("gradient_flow.layer", "enc.layers.0", "update_to_param", 1e-3),
         rec("softmax_entropy", "enc.attn", "entropy_mean", 0.6), latents(),
     )
-    assert R.run_rules(df, ctx(final_loss={"loss_clip": learned})) == []
+    assert R.run_rules(df, ctx()) == []

@@ -52,7 +52,7 @@ def test_embeddings_not_normalised_quiet_on_unit_norms_within_rounding():
 
 def test_weights_shrinking_fires_when_the_norm_halves():
     pn = rec("gradient_flow.model", "model", "param_norm", tail(10.0, 10.0 * R.PARAM_SHRINK * 0.8))
-    f = one(R.weights_shrinking(frame(pn), ctx(config={"optimization": {"lr": 2e-4, "weight_decay": 1000}})),
+    f = one(R.weights_shrinking(frame(pn), ctx(optimizer={"lr": 2e-4, "weight_decay": 1000})),
             "weights_shrinking")
     assert f.evidence["ratio"] < R.PARAM_SHRINK and f.evidence["weight_decay"] == 1000
 

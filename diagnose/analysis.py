@@ -1,0 +1,29 @@
+"""From run summaries and records to verdicts, findings and ranked root causes (pure; no files)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .findings import sort_finding_dicts
+from .rootcause import rank_root_causes
+from .rules import run_rules
+from .summary import RunSummary, Summary
+
+
+def analyse_run(run: RunSummary, records: pd.DataFrame) -> list[dict]:
+    """Verdict, findings and root causes of one run from its own records; returns its finding dicts."""
+    verdict = run.judge()
+    found = [f.to_dict() for f in run_rules(records, run.context())]
+    run.root_causes = rank_root_causes(found, verdict and {"learned": verdict.learned})
+    return found
+
+
+def analyse(summary: Summary, records: pd.DataFrame) -> Summary:
+    """Re-derive every run's verdict, findings and root causes from the records (a `run` column)."""
+    findings = []
+    by_run = dict(tuple(records.groupby("run", sort=False))) if len(records) else {}
+    empty = records.iloc[0:0]
+    for run in summary.runs:
+        findings += analyse_run(run, by_run.get(run.name, empty))
+    summary.findings = sort_finding_dicts(findings)
+    return summary

@@ -1,0 +1,84 @@
+"""The seed's plain-text log blocks (markdown headers name runs, `Epoch e/E:` lines, `Train Loss: 6.06 (CLIP: ...)`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from reference_models.config import ConfigError
+
+from .frame import _NUM, SPLITS, ParsedLog, canonical_metric
+
+NAME = "text"
+
+_HEADER = re.compile(r"^\s*#{1,6}\s+(.+?)\s*#*\s*$")
+_EPOCH = re.compile(r"\bepoch\s*[:=]?\s*(\d+)(?:\s*/\s*(\d+))?", re.I)
+_STEP = re.compile(r"\b(?:step|iter(?:ation)?)\s*[:=]?\s*(\d+)", re.I)
+_LOSS = re.compile(rf"\b(?:(?P<split>train(?:ing)?|val(?:idation)?|valid|eval|test)\s+)?loss\s*[:=]\s*(?P<approx>~)?(?P<v>{_NUM})"
+                   r"(?:\s*\((?P<parts>[^)]*)\))?", re.I)
+_PART = re.compile(rf"([A-Za-z][\w\-/@]*)\s*[:=]\s*(~)?({_NUM})")
+_RECALL = re.compile(rf"\bR(?:ecall)?\s*@\s*(\d+)\s*[:=]\s*(~)?({_NUM})\s*(%)?", re.I)
+
+
+def parse_text(text: str, default_run: str) -> ParsedLog:
+    """The seed's plain-text blocks: markdown headers name runs, `Epoch e/E:` sets the step,
+    `Train Loss: 6.0602 (CLIP: 4.8481, MRL: 4.8481)`, `Val Loss: ...`, `R@1: 0.03%, R@5: ...`.
+    Values printed as approximate (`~0.0`) are not numbers to compute with: they are skipped and
+    noted."""
+    rows, notes = [], []
+    run, epoch, counters = default_run, None, {}
+
+    def add(split: str, metric: str, value: float, lineno: int) -> None:
+        key = (run, split, metric)
+        step = epoch if epoch is not None else counters.get(key, -1) + 1
+        counters[key] = step
+        rows.append({"run": run, "split": split, "step": step, "metric": metric, "value": value, "line": lineno})
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        h = _HEADER.match(line)
+        if h:
+            run, epoch = h.group(1).strip().strip("*").strip(), None
+            continue
+        e = _EPOCH.search(line)
+        if e:
+            epoch = int(e.group(1))
+        else:
+            s = _STEP.search(line)
+            if s and _LOSS.search(line):
+                epoch = int(s.group(1))
+        for m in _LOSS.finditer(line):
+            split = SPLITS.get((m.group("split") or "train").lower(), "train")
+            if m.group("approx"):
+                notes.append(f"line {lineno}: {run}: approximate value '{m.group(0).strip()}' skipped")
+                continue
+            add(split, "loss", float(m.group("v")), lineno)
+            for name, approx, value in _PART.findall(m.group("parts") or ""):
+                if approx:
+                    continue
+                _, metric = canonical_metric(name if name.lower().startswith("loss") else f"loss_{name}")
+                if metric:
+                    add(split, metric, float(value), lineno)
+        for k, approx, value, pct in _RECALL.findall(line):
+            if approx:
+                notes.append(f"line {lineno}: {run}: approximate R@{k} skipped")
+                continue
+            add("val", f"r@{int(k)}", float(value) / (100.0 if pct else 1.0), lineno)
+    frame = pd.DataFrame(rows, columns=["run", "split", "step", "metric", "value", "line"])
+    return ParsedLog("text", frame, notes)
+
+
+
+
+def sniff(path: Path, head: str | None) -> int:
+    """The fallback: any text file (1 = by content, the lowest claim)."""
+    return 1 if head is not None else 0
+
+
+def read(path: Path) -> ParsedLog:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; expected a text, CSV, JSON-lines or TensorBoard log") from None
+    return parse_text(text, path.stem)

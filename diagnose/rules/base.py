@@ -1,0 +1,139 @@
+"""What a rule is: a declared unit (ids it can emit with severity, implicated root cause and tier;
+the records it reads; its thresholds) with one `check` method.
+
+A record rule reads only the probe records so far (a long frame: step, probe, target, metric, value)
+and a small `RunContext` of facts known before the run (candidate count, loss weights, logit-scale
+cap, optimizer settings for the evidence). It never sees the future of the run or the reference
+model's config, so evaluating it on the records up to step t gives what an offline evaluation gives
+on the run truncated at t.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from ..definitions import END_FRAC, END_MIN_POINTS, end_start
+from ..findings import SEVERITIES, Finding
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One finding id a rule can emit.
+
+    `cause` is the root cause the finding implicates (None: it implicates none, e.g. a bare
+    measurement), `tier` its directness (see `diagnose.rootcause`). Only findings whose severity is
+    in `implicates_at` count for the root cause: info never does, and some ids implicate a cause only
+    in their most severe form (identical loss components are a logging bug only when not at chance).
+    """
+
+    id: str
+    severities: tuple[str, ...]
+    cause: str | None = None
+    tier: int | None = None
+    implicates_at: tuple[str, ...] = ("warning", "error")
+
+    def __post_init__(self) -> None:
+        assert all(s in SEVERITIES for s in self.severities), self
+        assert (self.cause is None) == (self.tier is None), self
+
+
+@dataclass
+class RunContext:
+    """What a record rule may know about a run besides its records: facts fixed before it starts."""
+
+    name: str
+    batch_size: int | None = None  # rows per step on this rank
+    candidates: int | None = None  # candidates each row is scored against (batch x world when gathered)
+    max_logit_scale: float | None = 100.0  # the clamp on exp(logit_scale), when there is one
+    weights: dict[str, float] = field(default_factory=dict)  # loss weights, when known
+    optimizer: dict[str, Any] = field(default_factory=dict)  # lr, weight_decay, ... (quoted as evidence)
+
+    @property
+    def pool(self) -> int | None:
+        return self.candidates or self.batch_size
+
+
+class Rule:
+    """Subclasses declare `emits`, `needs`, `thresholds`, `topic` and implement `check`.
+
+    `needs`: (probe, metric) pairs the rule reads ("*" for any metric); a rule whose needed records
+    are absent returns no finding. `thresholds`: {constant name: value}, each defined with a comment
+    on its origin in the rule's module.
+    """
+
+    topic: ClassVar[str] = ""
+    kind: ClassVar[str] = "records"  # records | checkpoint | logs: what `check` receives
+    emits: ClassVar[tuple[Emit, ...]] = ()
+    needs: ClassVar[tuple[tuple[str, str], ...]] = ()
+    thresholds: ClassVar[dict[str, float]] = {}
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def check(self, records: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        raise NotImplementedError
+
+    def __call__(self, records, ctx) -> list[Finding]:
+        out = self.check(records, ctx)
+        declared = {e.id: e for e in self.emits}
+        for f in out:  # a rule emits only what it declares, at a declared severity
+            e = declared.get(f.id)
+            if e is None or f.severity not in e.severities:
+                raise AssertionError(f"{self.name} emitted undeclared {f.id}/{f.severity}")
+        return out
+
+
+# --- record access ---------------------------------------------------------------------------------
+
+
+def select(df: pd.DataFrame, probe: str, metric: str | None = None, target: str | None = None) -> pd.DataFrame:
+    sel = df["probe"] == probe
+    if metric is not None:
+        sel &= df["metric"] == metric
+    if target is not None:
+        sel &= df["target"] == target
+    return df[sel]
+
+
+def series(df: pd.DataFrame, probe: str, target: str, metric: str) -> pd.Series:
+    """Values of one (probe, target, metric) by step (mean of repeats), sorted by step."""
+    return select(df, probe, metric, target).groupby("step")["value"].mean().sort_index()
+
+
+def targets(df: pd.DataFrame, probe: str, metric: str) -> list[str]:
+    return sorted(select(df, probe, metric)["target"].unique())
+
+
+def window(s: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+    """The end-of-run window (`diagnose.definitions`) of a step-indexed series or frame."""
+    return s.iloc[end_start(list(s.index)):]
+
+
+def finite(s: pd.Series) -> pd.Series:
+    return s[pd.notna(s.values) & (s.abs() != math.inf).values] if len(s) else s
+
+
+def span(s: pd.Series) -> list[int]:
+    return [int(s.index[0]), int(s.index[-1])] if len(s) else []
+
+
+def rnd(x: float, digits: int = 4) -> float:
+    x = float(x)
+    return float(round(x, digits)) if math.isfinite(x) else x
+
+
+def end_loss(df: pd.DataFrame, component: str = "loss_clip") -> tuple[float, float]:
+    """(mean of `component` over the end window, its chance ln B) from the records so far."""
+    values, chance = series(df, "loss_split", component, "value"), series(df, "loss_split", component, "chance")
+    if values.empty or chance.empty:
+        return float("nan"), float("nan")
+    return float(window(values).mean()), float(chance.iloc[-1])
+
+
+__all__ = ["END_FRAC", "END_MIN_POINTS", "Emit", "Rule", "RunContext", "end_loss", "finite", "rnd", "select",
+           "series", "span", "targets", "window"]

@@ -1,0 +1,36 @@
+"""Root causes a finding can implicate, in the order that breaks ties between equally ranked causes
+(more specific mechanisms first). Rules name these ids in their `Emit` declarations; the ranking in
+`diagnose.rootcause` reads those declarations and this table, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cause:
+    id: str
+    title: str  # what is wrong, in one line
+    fix: str  # the change that tests it
+
+
+CAUSES: tuple[Cause, ...] = (
+    Cause("nonfinite_divergence", "training diverged to NaN/Inf", "lower the lr, clip gradients, look for log(0) or x/0"),
+    Cause("no_gradient_path", "part of the model gets no gradient", "find the detach()/no_grad/frozen path between these parameters and the loss"),
+    Cause("symmetric_latents", "the latents/queries are copies of each other", "initialise latents randomly (e.g. normal std 0.02), not a constant"),
+    Cause("pooling_axis", "a softmax normalises over the batch axis", "pass the token axis to the softmax (dim=-1)"),
+    Cause("logging_misstates_loss", "the logged losses misstate the objective", "log each component from the tensor that enters the total"),
+    Cause("too_few_negatives", "too few contrastive negatives per row", "raise the batch or gather features across ranks"),
+    Cause("not_normalised", "embeddings enter the logits without L2 normalisation", "F.normalize both embeddings before the similarity"),
+    Cause("weight_decay_collapse", "weight decay shrinks the weights faster than the gradients grow them", "lower weight_decay (AdamW shrinks by lr x wd per step)"),
+    Cause("learning_rate_too_low", "the learning rate is too low for the weights to move", "raise the lr (check units, schedule, multipliers)"),
+    Cause("learning_rate_too_high", "the learning rate is too high: single steps rewrite the layers", "lower the lr 10x or add warm-up"),
+    Cause("misaligned_pairs", "images and captions do not match (no shared signal)", "check the pairing in the data pipeline"),
+    Cause("temperature", "the temperature keeps the softmax from being confident", "check the logit-scale init (ln 1/0.07) and its lr"),
+    Cause("shared_input_component", "one direction shared by all inputs dominates them", "centre the features (subtract the dataset mean)"),
+    Cause("embedding_collapse", "the embeddings collapsed to one direction (cause not named by the probes)", "ablate the candidate causes one at a time"),
+)
+BY_ID: dict[str, Cause] = {c.id: c for c in CAUSES}
+ORDER: dict[str, int] = {c.id: i for i, c in enumerate(CAUSES)}
+UNEXPLAINED = Cause("unexplained", "the run did not learn and no finding names a cause", "run `diagnose ablate` to test candidate causes")

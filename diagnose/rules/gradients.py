@@ -1,0 +1,267 @@
+"""Rules on gradients and updates: missing, dead, vanishing, exploding or falling gradients; NaN/Inf;
+update/param ratios too high or too low; weights shrinking under decay."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..definitions import CHANCE_REL_TOL, END_MIN_POINTS, left_chance
+from ..findings import Finding
+from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, window
+
+# A layer whose gradient norm is 1e-4 of the median layer's gets no usable signal (vanishing);
+# 1e4 times the median dominates every update (exploding).
+VANISHING_REL, EXPLODING_REL = 1e-4, 1e4
+# Gradient norm of the whole model falling 100x from its early peak while the loss has not improved
+# is the signature of a saturated or collapsed model (the loss surface went flat, not the optimum).
+GRAD_FALL_RATIO = 1e-2
+# Karpathy / CS231n rule of thumb: a healthy update/weight ratio is ~1e-3. Adam's first steps are
+# sign-like (every element moves by ~lr, so the ratio is lr / rms(W)) and healthy runs peak around
+# 1e-2; a peak above 0.1 (100x the rule of thumb) means one step rewrites a tenth of the layer.
+UPDATE_RATIO_HIGH = 0.1
+# 100x below the rule of thumb, even the largest step of the run changes the weights by < 1e-5 of their
+# norm, i.e. < 1% after 1000 steps. The peak over the run is used, so the tail of a cosine or linear
+# schedule (lr -> 0) does not count as "too low".
+UPDATE_RATIO_LOW = 1e-5
+# The whole model's weight norm falling below half its initial value within a run: with AdamW the
+# decay shrinks weights by lr * wd per step (1e-5 at open_clip's lr 2e-4, wd 0.05: ~0.1% in 100 steps),
+# and gradient steps usually grow the norm, so halving means decay dominates the updates.
+PARAM_SHRINK = 0.5
+
+
+def _loss_left_chance(df: pd.DataFrame) -> bool:
+    return left_chance(*end_loss(df))
+
+
+class GradientPresence(Rule):
+    """Parameters that never get a gradient (None) and layers whose gradients are exactly zero."""
+
+    topic = "gradients"
+    emits = (Emit("no_gradient", ("error",), "no_gradient_path", 1),
+             Emit("dead_gradients", ("error",), "no_gradient_path", 1))
+    needs = (("gradient_flow", "grad_is_none"), ("gradient_flow.layer", "zero_grad_frac"))
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        out = []
+        none = select(df, "gradient_flow", "grad_is_none")
+        none = none[none["value"] > 0]
+        if len(none):
+            params = sorted(none["target"].unique())
+            out.append(Finding(
+                "no_gradient", "error", ctx.name,
+                f"{len(params)} trainable parameter(s) never received a gradient (grad is None): "
+                f"{', '.join(params[:5])}{' ...' if len(params) > 5 else ''}. They are cut from the loss "
+                "(detached branch, unused module) and keep their initial values.",
+                {"parameters": params[:20], "steps": span(none.groupby('step')['value'].sum())},
+                "Find the detach()/no_grad/unused path between these parameters and the loss.", params[0]))
+        zero = select(df, "gradient_flow.layer", "zero_grad_frac").pivot_table(index="step", columns="target", values="value")
+        dead = dead_layers(zero)
+        if dead:
+            out.append(Finding(
+                "dead_gradients", "error", ctx.name,
+                f"layer(s) {', '.join(dead[:5])} received exactly-zero gradients on every step of the window: "
+                "nothing upstream of them can learn.",
+                {"layers": dead, "window_steps": span(window(zero[dead[0]]))},
+                "Look for a ReLU/mask/softmax that saturates, or a zero multiplier in the path.", dead[0]))
+        return out
+
+
+def dead_layers(zero: pd.DataFrame) -> list[str]:
+    return [t for t in zero.columns if len(zero[t]) and bool((window(zero[t]) >= 1.0).all())]
+
+
+class GradientScale(Rule):
+    """Per-layer gradient norms at the end of the run against the median layer's."""
+
+    topic = "gradients"
+    emits = (Emit("vanishing_gradients", ("warning",), "no_gradient_path", 3),
+             Emit("exploding_gradients", ("warning",), "learning_rate_too_high", 3))
+    needs = (("gradient_flow.layer", "grad_norm"),)
+    thresholds = {"VANISHING_REL": VANISHING_REL, "EXPLODING_REL": EXPLODING_REL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        gn = select(df, "gradient_flow.layer", "grad_norm").pivot_table(index="step", columns="target", values="value")
+        if gn.empty:
+            return []
+        w = window(gn)
+        med_layer = w.median(axis=0)
+        ref = float(np.nanmedian(med_layer.values)) if len(med_layer) else float("nan")
+        if not (ref > 0 and math.isfinite(ref)):
+            return []
+        dead = dead_layers(select(df, "gradient_flow.layer", "zero_grad_frac")
+                           .pivot_table(index="step", columns="target", values="value"))
+        vanish = {t: float(v) for t, v in med_layer.items() if t not in dead and 0 <= v < VANISHING_REL * ref}
+        explode = {t: float(v) for t, v in med_layer.items() if v > EXPLODING_REL * ref}
+        out = []
+        if vanish:
+            out.append(Finding(
+                "vanishing_gradients", "warning", ctx.name,
+                f"{len(vanish)} layer(s) get gradients under {VANISHING_REL:g} of the median layer's "
+                f"({ref:.3g}): {', '.join(list(vanish)[:4])}.",
+                {"median_layer_grad_norm": rnd(ref, 8), "layers": {k: rnd(v, 10) for k, v in list(vanish.items())[:10]},
+                 "window_steps": span(w.index.to_series())},
+                "Check for saturating nonlinearities or normalisation that removes the signal.", next(iter(vanish))))
+        if explode:
+            out.append(Finding(
+                "exploding_gradients", "warning", ctx.name,
+                f"{len(explode)} layer(s) get gradients over {EXPLODING_REL:g}x the median layer's: "
+                f"{', '.join(list(explode)[:4])}.",
+                {"median_layer_grad_norm": rnd(ref, 8), "layers": {k: rnd(v, 4) for k, v in list(explode.items())[:10]}},
+                "Lower the learning rate or clip gradients for these layers.", next(iter(explode))))
+        return out
+
+
+class GradientFall(Rule):
+    """The whole model's gradient norm falling far below its early peak while the loss did not improve."""
+
+    topic = "gradients"
+    emits = (Emit("gradient_fall", ("warning",), "embedding_collapse", 4),)
+    needs = (("gradient_flow.model", "grad_norm"), ("loss_split", "value"))
+    thresholds = {"GRAD_FALL_RATIO": GRAD_FALL_RATIO, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        model_gn = series(df, "gradient_flow.model", "model", "grad_norm")
+        loss = series(df, "loss_split", "loss_clip", "value")
+        if len(model_gn) < 2 * END_MIN_POINTS:
+            return []
+        early = model_gn.iloc[: max(END_MIN_POINTS, len(model_gn) // 10)]
+        late = window(model_gn)
+        peak, end = float(early.max()), float(late.median())
+        improved = len(loss) >= 2 and float(window(loss).mean()) < (1 - CHANCE_REL_TOL) * float(loss.iloc[0])
+        if not (peak > 0 and math.isfinite(peak) and end < GRAD_FALL_RATIO * peak and not improved):
+            return []
+        return [Finding(
+            "gradient_fall", "warning", ctx.name,
+            f"the model's gradient norm fell from {peak:.3g} (peak, step {int(early.idxmax())}) to "
+            f"{end:.3g} (median of steps {span(late)[0]}-{span(late)[1]}) while the loss did not improve: "
+            "the loss surface went flat, not the optimum.",
+            {"peak_grad_norm": rnd(peak, 8), "peak_step": int(early.idxmax()), "end_grad_norm": rnd(end, 10),
+             "ratio": rnd(end / peak, 8), "window_steps": span(late)},
+            "Find what saturated in the first steps (collapse, attention entropy, update/param).")]
+
+
+class NonfiniteValues(Rule):
+    """NaN/Inf in gradients, losses or embeddings at any step."""
+
+    topic = "gradients"
+    emits = (Emit("nonfinite_values", ("error",), "nonfinite_divergence", 1),)
+    needs = (("gradient_flow.model", "nonfinite_grad"), ("loss_split", "nonfinite"), ("collapse", "nonfinite_rows"))
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        bad = {key: sel[sel["value"] > 0] for key, sel in (
+            ("grad", select(df, "gradient_flow.model", "nonfinite_grad")), ("loss", select(df, "loss_split", "nonfinite")),
+            ("embedding", select(df, "collapse", "nonfinite_rows")))}
+        if all(b.empty for b in bad.values()):
+            return []
+        steps = sorted(set().union(*(set(b["step"]) for b in bad.values())))
+        ev = {"first_step": int(steps[0]), "steps_affected": len(steps),
+              "nonfinite_grad_elements_first": float(bad["grad"]["value"].iloc[0]) if len(bad["grad"]) else 0.0,
+              "nonfinite_loss_components": sorted(bad["loss"]["target"].unique())}
+        emb = sorted(bad["embedding"]["target"].unique())
+        if emb:
+            ev["nonfinite_embeddings"] = emb
+        return [Finding(
+            "nonfinite_values", "error", ctx.name,
+            f"NaN/Inf appeared at step {steps[0]} and on {len(steps)} step(s) in all "
+            f"(loss components: {', '.join(ev['nonfinite_loss_components']) or 'none'}; gradients: "
+            f"{'yes' if len(bad['grad']) else 'no'}{'; embeddings: ' + ', '.join(emb) if emb else ''}). "
+            "Everything after that step is meaningless.", ev,
+            "Look at the update/param ratio and gradient norms just before that step; lower the lr or clip.")]
+
+
+class UpdateRatioHigh(Rule):
+    """Per-layer update/param ratio: a step that rewrites a visible part of a layer."""
+
+    topic = "gradients"
+    emits = (Emit("update_ratio_high", ("warning",), "learning_rate_too_high", 2),)
+    needs = (("gradient_flow.layer", "update_to_param"),)
+    thresholds = {"UPDATE_RATIO_HIGH": UPDATE_RATIO_HIGH}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        up = select(df, "gradient_flow.layer", "update_to_param")
+        up = up[up["value"].notna()]  # NaN after divergence (nonfinite_values reports it); all-NaN groups break idxmax
+        if up.empty:
+            return []
+        by_layer = up.groupby("target")
+        peak, median = by_layer["value"].max().sort_values(ascending=False), by_layer["value"].median()
+        peak_step = up.loc[by_layer["value"].idxmax()].set_index("target")["step"]
+        high = peak[peak > UPDATE_RATIO_HIGH]
+        if high.empty:
+            return []
+        lr, mult = ctx.optimizer.get("lr"), ctx.optimizer.get("matrix_lr_multiplier", 1.0)
+        ev = {"threshold": UPDATE_RATIO_HIGH,
+              "layers": {k: {"peak": rnd(v, 4), "at_step": int(peak_step[k]), "median": rnd(median[k], 5)}
+                         for k, v in high.head(8).items()},
+              "layers_above": int(len(high)), "layers_total": int(len(peak)), "lr": lr, "matrix_lr_multiplier": mult}
+        return [Finding(
+            "update_ratio_high", "warning", ctx.name,
+            f"{len(high)} of {len(peak)} layers had an optimizer step that changed them by more than "
+            f"{UPDATE_RATIO_HIGH:g} of their norm (rule of thumb ~1e-3): highest {high.index[0]}, "
+            f"{high.iloc[0]:.3g} at step {int(peak_step[high.index[0]])}. At lr {lr}"
+            f"{f' (x{mult:g} on weight matrices at this scale)' if mult != 1 else ''} single steps rewrite a "
+            "visible part of these weights before the loss can steer them.", ev,
+            "Ablate with a 10x lower learning rate (or warm-up) and compare the loss against ln(B).", str(high.index[0]))]
+
+
+def peak_model_update(df: pd.DataFrame) -> float:
+    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+    return float(up.max()) if len(up) else float("nan")
+
+
+class UpdateRatioLow(Rule):
+    """Even the largest optimizer step barely moves the weights."""
+
+    topic = "gradients"
+    emits = (Emit("update_ratio_low", ("warning", "error"), "learning_rate_too_low", 1),)
+    needs = (("gradient_flow.model", "update_to_param"),)
+    thresholds = {"UPDATE_RATIO_LOW": UPDATE_RATIO_LOW}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+        if len(up) < END_MIN_POINTS or float(up.max()) >= UPDATE_RATIO_LOW:
+            return []
+        peak = float(up.max())
+        ev = {"peak_update_to_param": rnd(peak, 10), "at_step": int(up.idxmax()), "median_update_to_param": rnd(up.median(), 10),
+              "threshold": UPDATE_RATIO_LOW, "steps": span(up), "lr": ctx.optimizer.get("lr"),
+              "matrix_lr_multiplier": ctx.optimizer.get("matrix_lr_multiplier", 1.0)}
+        return [Finding(
+            "update_ratio_low", "warning" if _loss_left_chance(df) else "error", ctx.name,
+            f"no optimizer step changed the model by more than {peak:.2g} of its weight norm (largest at step "
+            f"{ev['at_step']}; rule of thumb ~1e-3, threshold {UPDATE_RATIO_LOW:g}): at lr {ev['lr']} the weights "
+            "barely move, so the loss cannot leave its initial value in any reasonable number of steps.", ev,
+            "Raise the learning rate (check its units, the schedule and any lr multiplier) and compare the loss against ln(B).")]
+
+
+class WeightsShrinking(Rule):
+    """The model's weight norm falling to under half its initial value."""
+
+    topic = "gradients"
+    emits = (Emit("weights_shrinking", ("warning", "error"), "weight_decay_collapse", 1),)
+    needs = (("gradient_flow.model", "param_norm"), ("gradient_flow.layer", "param_norm"))
+    thresholds = {"PARAM_SHRINK": PARAM_SHRINK}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        pn = finite(series(df, "gradient_flow.model", "model", "param_norm"))
+        if len(pn) < 2 * END_MIN_POINTS or float(pn.iloc[0]) <= 0:
+            return []
+        end, first = float(window(pn).mean()), float(pn.iloc[0])
+        if end >= PARAM_SHRINK * first:
+            return []
+        ratios = {}
+        for t, g in select(df, "gradient_flow.layer", "param_norm").groupby("target"):
+            g = g.sort_values("step")["value"]
+            if len(g) and float(g.iloc[0]) > 0:
+                ratios[t] = float(g.iloc[-1]) / float(g.iloc[0])
+        shrunk = dict(sorted(((t, r) for t, r in ratios.items() if r < PARAM_SHRINK), key=lambda kv: kv[1])[:8])
+        ev = {"param_norm_first": rnd(first), "param_norm_end": rnd(end), "ratio": rnd(end / first), "threshold": PARAM_SHRINK,
+              "layers_shrunk": {k: rnd(v) for k, v in shrunk.items()}, "lr": ctx.optimizer.get("lr"),
+              "weight_decay": ctx.optimizer.get("weight_decay"), "window_steps": span(window(pn))}
+        return [Finding(
+            "weights_shrinking", "warning" if _loss_left_chance(df) else "error", ctx.name,
+            f"the model's weight norm fell from {first:.3g} to {end:.3g} ({end / first:.0%}) during the run: something "
+            "shrinks the weights faster than the gradients grow them (weight decay x lr too large, or a decay applied "
+            "to parameters that should not decay); shrunk weight matrices leave biases to dominate the outputs.", ev,
+            "Check weight_decay and lr * weight_decay per step (AdamW shrinks weights by that factor every step).")]

@@ -1,0 +1,299 @@
+"""Rules on a training log (`diagnose logs`): losses at ln(candidates), flat or rising losses, identical
+components, the loss weights behind the logged total, recall at random. They read the long log frame
+of `diagnose.offline.logs.frame`, one run at a time (the weights rule reads all runs together)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..definitions import end_start
+from ..findings import Finding
+from ..offline.logs.frame import _components, _final, _final_step, _label, _r, _wide
+from ..offline.logs.weights import _fmt_w, check_weights, solve_weights
+from .base import Emit, Rule, RunContext
+from .loss_logging import IDENTICAL_ATOL
+
+# exp(x) is shown as a candidate count only below this (e^50 ~ 5e21 candidates is no batch).
+EXP_SAFE = 50.0
+
+# A contrastive (InfoNCE) loss at uniform logits is ln(N) for N candidates per row. Candidate pools
+# differ by factors of 2 (batch sizes are powers of two; gathering across ranks multiplies by the
+# world size), i.e. by ln 2 = 0.69 nats, so a tolerance of 0.1 nats (~10% in N) never confuses
+# 64 with 128. The seed's perceiver run sits 0.004 (train) and 0.048 (val) below ln 128; a run
+# that learns leaves it far behind (the seed's direct run: 0.907 = 0.19 x ln 128).
+CHANCE_TOL_NATS = 0.1
+# exp(loss) is only read as a candidate count when it is at least this large: below 8 candidates a
+# "chance" match is a coincidence of any small loss value.
+MIN_CANDIDATES = 8
+# World sizes tried when the configured batch B does not explain exp(loss): k x B candidates when
+# features are gathered across k ranks before the loss (open_clip's gather_with_grad).
+WORLD_SIZES = (1, 2, 4, 8, 16, 32, 64)
+# Flat loss: the mean over the end of the run (`diagnose.definitions`, at most half the logged points)
+# within 2% of the mean over as many first points. The seed's perceiver run is flat to the 4th digit
+# (6.06 over 10 epochs) while its working direct run fell ~10% (1.24 -> 1.12) over the same span; 2%
+# separates the two with margin.
+FLAT_REL_DROP = 0.02
+MIN_POINTS_FOR_TREND = 3
+# Random ranking over N candidates gives R@K = K/N, linear in K. The implied N = K/R@K agreeing
+# within 1.5x across K (the seed: 3333, 2941, 2941 from recalls printed with 2 decimals of a
+# percent) is that signature; a model that ranks at all has R@K growing sublinearly in K (a 30% R@1
+# model with 75% R@10 implies N = 3.3 vs 13.3, a 4x spread).
+RANDOM_RECALL_SPREAD = 1.5
+# ...and only while K/N is small (R@K below 50%); near saturation every model's R@K flattens out.
+RANDOM_RECALL_MAX = 0.5
+
+
+def _pool_match(loss: float, batch_size: int | None) -> tuple[int, int | None] | None:
+    """(candidate count c, world size k or None) with |loss - ln c| <= tol, or None."""
+    if not math.isfinite(loss) or loss < math.log(MIN_CANDIDATES) - CHANCE_TOL_NATS:
+        return None
+    if batch_size:
+        pools = [(batch_size * k, k) for k in WORLD_SIZES]
+    else:
+        pools = [(2**p, None) for p in range(3, 21)]
+    c, k = min(pools, key=lambda ck: abs(loss - math.log(ck[0])))
+    return (c, k) if abs(loss - math.log(c)) <= CHANCE_TOL_NATS else None
+
+
+def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Finding]:
+    final = _final(df)
+    comps = _components(df)
+    metrics = comps or ["loss"]
+    hits, misses = [], []
+    for split, values in final.items():
+        for m in metrics:
+            if m not in values:
+                continue
+            v = values[m]
+            match = _pool_match(v, batch_size)
+            entry = {"split": split, "component": m, "value": v, "exp": _r(math.exp(v), 1) if v < EXP_SAFE else None,
+                     "step": _final_step(df, split)}
+            if match:
+                entry.update(candidates=match[0], ln_candidates=_r(math.log(match[0])))
+                if match[1] is not None:
+                    entry["world_size"] = match[1]
+                hits.append(entry)
+            else:
+                misses.append(entry)
+    if not hits:
+        return []
+    pools = sorted({h["candidates"] for h in hits})
+    c = pools[-1]
+    shown = "; ".join(f"{h['split']} {_label(h['component'])} {h['value']:.4f} -> exp = {h['exp']}" for h in hits)
+    names = sorted({_label(h['component']) for h in hits})
+    msg = (f"{run}: the {' and '.join(names)} loss{'es sit' if len(names) > 1 else ' sits'} at ln N for N ≈ {c} candidates "
+           f"({shown}); ln {c} = {math.log(c):.4f}. A contrastive loss at ln N is what uniform logits give: the model "
+           f"ranks the positive no better than guessing among {c} candidates.")
+    evidence = {"at_chance": hits, "not_at_chance": misses, "tolerance_nats": CHANCE_TOL_NATS}
+    total = final.get("train", next(iter(final.values()))).get("loss")
+    sum_w_hint = None
+    if total is not None and comps:
+        sum_w_hint = total / math.log(c)
+        evidence["total_over_ln_candidates"] = _r(sum_w_hint)
+        msg += (f" The total {total:.4f} = {sum_w_hint:.4f} x ln {c}: every weighted component at chance "
+                f"(sum of the loss weights ≈ {sum_w_hint:.2f}).")
+    if batch_size:
+        k = max(h.get("world_size", 1) for h in hits)
+        evidence.update(batch_size=batch_size, ln_batch=_r(math.log(batch_size)))
+        if k == 1:
+            msg += f" That is the configured batch of {batch_size}: chance is ln {batch_size} = {math.log(batch_size):.4f}."
+        else:
+            msg += (f" The configured batch is {batch_size}, so each row is scored against {k} x {batch_size} = {c} "
+                    f"candidates: features gathered across {k} ranks before the loss (all_gather), or an effective "
+                    f"batch of {c} (e.g. a different batch size than configured, or accumulation that concatenates "
+                    f"features). Either way chance is ln {c} = {math.log(c):.4f}, not ln {batch_size} = {math.log(batch_size):.4f}.")
+    else:
+        msg += f" {c} is a power of two, like a batch size: pass --batch-size to check it against the configured batch."
+    return [Finding("loss_at_chance", "error", run, msg, evidence,
+                    "Check that gradients reach the vision tower and that the logits are not uniform "
+                    "(temperature, collapsed embeddings); `diagnose gradflow` measures both.", "")]
+
+
+def _flat(run: str, df: pd.DataFrame) -> list[Finding]:
+    out = []
+    for split in ("train", "val"):
+        s = df[(df["split"] == split) & (df["metric"] == "loss")].sort_values("step").drop_duplicates("step", keep="last")
+        if len(s) < MIN_POINTS_FOR_TREND:
+            continue
+        n_end = min(len(s) - end_start(list(s["step"])), len(s) // 2)
+        first, last = float(s["value"].iloc[:n_end].mean()), float(s["value"].iloc[-n_end:].mean())
+        drop = (first - last) / abs(first) if first else float("nan")
+        if math.isfinite(drop) and drop < FLAT_REL_DROP:
+            steps = [int(s["step"].iloc[0]), int(s["step"].iloc[-1])]
+            rising = drop < -FLAT_REL_DROP
+            out.append(Finding(
+                "loss_rising" if rising else "loss_flat", "warning", run,
+                f"{run}: the {split} loss {'rose' if rising else 'did not fall'} over {len(s)} logged points "
+                f"(steps {steps[0]}-{steps[1]}): mean of the first {n_end} points {first:.4f}, of the last {n_end} {last:.4f} "
+                f"({-drop:+.1%}).",
+                {"split": split, "points": len(s), "steps": steps, "first_points_mean": _r(first),
+                 "end_points_mean": _r(last), "points_compared": n_end, "relative_drop": _r(drop), "threshold": FLAT_REL_DROP},
+                "Compare the loss with ln(candidates): a flat loss at chance means no learning signal reaches the model.",
+                split))
+            break  # one flatness finding per run, train first
+    return out
+
+
+def _identical(run: str, df: pd.DataFrame) -> list[Finding]:
+    comps = _components(df)
+    if len(comps) < 2:
+        return []
+    wide = _wide(df)
+    out = []
+    for i, a in enumerate(comps):
+        for b in comps[i + 1:]:
+            both = wide[[a, b, "split", "step"]].dropna()
+            if both.empty:
+                continue
+            diff = (both[a] - both[b]).abs()
+            if bool((diff <= IDENTICAL_ATOL + 1e-9 * both[a].abs()).all()):
+                rows = [{"split": sp, "step": int(st), a: float(x), b: float(y)}
+                        for sp, st, x, y in both[["split", "step", a, b]].itertuples(index=False)]
+                at = [math.exp(v) for v in both[a] if v < EXP_SAFE]
+                note = ""
+                if at and all(MIN_CANDIDATES <= x for x in at) and _pool_match(float(both[a].iloc[-1]), None):
+                    note = (" Both sit at ln N: at uniform logits every InfoNCE component equals ln N whatever the "
+                            "embedding dimension, so identical values are expected at chance and do not by themselves "
+                            "prove a logging bug; in a learning run they would (e.g. the same tensor logged under two "
+                            "names, or the sampled MRL dimension being the full one).")
+                out.append(Finding(
+                    "components_identical", "warning", run,
+                    f"{run}: {_label(a)} and {_label(b)} are identical in all {len(both)} logged rows "
+                    f"(max |difference| {float(diff.max()):.1e}).{note}",
+                    {"components": [a, b], "rows": rows, "max_abs_diff": float(diff.max()), "tolerance": IDENTICAL_ATOL},
+                    "Log every component from its own tensor, and the sampled MRL dimension with it.", f"{a}={b}"))
+    return out
+
+
+
+def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) -> list[Finding]:
+    if given:
+        check = check_weights(frames, given)
+        out = []
+        for run, r in check["per_run"].items():
+            if r["fits"]:
+                out.append(Finding("loss_weights", "info", run,
+                                   f"{run}: the logged total equals {' + '.join(f'{w:g}·{_label(c)}' for c, w in given.items())} "
+                                   f"in all {r['rows']} rows (max residual {r['max_residual']:.1e}).",
+                                   {"weights": given, **r}))
+            else:
+                wst = r["worst"]
+                out.append(Finding(
+                    "loss_weights_mismatch", "warning", run,
+                    f"{run}: the logged total is not {' + '.join(f'{w:g}·{_label(c)}' for c, w in given.items())}: at "
+                    f"{wst['split']} step {wst['step']} the total is {wst['total']:.4f} but the weighted sum is "
+                    f"{wst['weighted_sum']:.4f}. Either the weights differ from these, or a logged component is not the "
+                    "value the total was computed from.",
+                    {"weights": given, **r}, "Log each component from the tensor that enters the total."))
+        return out
+    solved = solve_weights(frames)
+    if solved is None:
+        return []
+    run = ", ".join(solved["runs"])
+    if not solved["identified"]:
+        return [Finding(
+            "loss_weights", "info", run,
+            f"The logged components are linearly dependent over the {solved['rows']} logged rows (identical components), "
+            f"so only the sum of their weights is determined: {' + '.join('w_' + _label(c) for c in solved['components'])} "
+            f"≈ {solved['weight_sum']:.4f}. Pass --weights to check specific values, or give a log of a run whose "
+            "components differ.", solved)]
+    w = solved["weights"]
+    if solved["fits"]:
+        eq = " + ".join(f"{v:g}·{_label(c)}" for c, v in w.items() if v != 0)
+        unused = [c for c, v in w.items() if v == 0]
+        msg = (f"total = {eq} reproduces every logged total ({solved['rows']} rows over {len(solved['runs'])} run(s), "
+               f"assuming they share their weights; max residual {solved['max_residual']:.1e}, within the rounding of the "
+               f"printed numbers). Least-squares solution before rounding: {_fmt_w(solved['least_squares'])}.")
+        if unused:
+            msg += f" {', '.join(_label(c) for c in unused)} is logged but not part of the total."
+        return [Finding("loss_weights", "info", run, msg, solved)]
+    return [Finding(
+        "loss_weights_inconsistent", "warning", run,
+        f"No single set of weights reproduces the logged totals (least squares {_fmt_w(solved['least_squares'])}, "
+        f"max residual {solved['max_residual']:.2e}): the runs use different weights, or a logged component is not "
+        "what the total was computed from. Check each run with --weights.", solved)]
+
+
+def _recall(run: str, df: pd.DataFrame) -> list[Finding]:
+    final = _final(df)
+    out = []
+    for split, values in final.items():
+        recalls = sorted(((int(m[2:]), v) for m, v in values.items() if m.startswith("r@")), key=lambda kv: kv[0])
+        if len(recalls) < 2 or any(v <= 0 or v >= RANDOM_RECALL_MAX for _, v in recalls):
+            continue
+        implied = {k: k / v for k, v in recalls}
+        spread = max(implied.values()) / min(implied.values())
+        if spread > RANDOM_RECALL_SPREAD:
+            continue
+        n = float(np.exp(np.mean(np.log(list(implied.values())))))
+        shown = ", ".join(f"R@{k} {v:.2%} -> N ≈ {k / v:.0f}" for k, v in recalls)
+        out.append(Finding(
+            "recall_at_random", "error", run,
+            f"{run}: retrieval recall grows linearly in K, as random ranking does (R@K = K/N): {shown}. That is random "
+            f"ranking over a pool of about {n:.0f} candidates (presumably the evaluation set size); the embeddings carry no "
+            "retrieval signal.",
+            {"split": split, "step": _final_step(df, split), "recall": {f"r@{k}": v for k, v in recalls},
+             "implied_pool": {f"r@{k}": _r(N, 1) for k, N in implied.items()}, "pool_estimate": round(n),
+             "spread": _r(spread, 3), "max_spread": RANDOM_RECALL_SPREAD},
+            "Compare with chance K/N for your evaluation set size; diagnose the loss first.", split))
+    return out
+
+
+class LogRule(Rule):
+    kind = "logs"
+    topic = "logs"
+
+
+class LogAtChance(LogRule):
+    """The final logged losses against ln(N) for candidate pools N = B x world size (or powers of two)."""
+
+    emits = (Emit("loss_at_chance", ("error",)),)
+    thresholds = {"CHANCE_TOL_NATS": CHANCE_TOL_NATS, "MIN_CANDIDATES": MIN_CANDIDATES}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        return _at_chance(ctx.name, df, ctx.batch_size)
+
+
+class LogTrend(LogRule):
+    """The logged total loss: flat or rising between the first points and the end of the run."""
+
+    emits = (Emit("loss_flat", ("warning",)), Emit("loss_rising", ("warning",)))
+    thresholds = {"FLAT_REL_DROP": FLAT_REL_DROP, "MIN_POINTS_FOR_TREND": MIN_POINTS_FOR_TREND}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        return _flat(ctx.name, df)
+
+
+class LogIdentical(LogRule):
+    """Logged components identical in every row."""
+
+    emits = (Emit("components_identical", ("warning",), "logging_misstates_loss", 1, implicates_at=("error",)),)
+    thresholds = {"IDENTICAL_ATOL": IDENTICAL_ATOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        return _identical(ctx.name, df)
+
+
+class LogRecall(LogRule):
+    """Recall@K linear in K: random ranking over the evaluation pool."""
+
+    emits = (Emit("recall_at_random", ("error",)),)
+    thresholds = {"RANDOM_RECALL_SPREAD": RANDOM_RECALL_SPREAD, "RANDOM_RECALL_MAX": RANDOM_RECALL_MAX}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        return _recall(ctx.name, df)
+
+
+class LogWeights(LogRule):
+    """total = sum_i w_i L_i over every run of the log: the weights solved for, or the given ones checked."""
+
+    kind = "log_set"  # reads {run: frame} for all runs at once; ctx.weights holds --weights when given
+    emits = (Emit("loss_weights", ("info",)),
+             Emit("loss_weights_mismatch", ("warning",), "logging_misstates_loss", 2),
+             Emit("loss_weights_inconsistent", ("warning",), "logging_misstates_loss", 2))
+
+    def check(self, frames: dict[str, pd.DataFrame], ctx: RunContext) -> list[Finding]:
+        return _weights(frames, ctx.weights or None)

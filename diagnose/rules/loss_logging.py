@@ -1,0 +1,84 @@
+"""Rules on what the training log says about the loss: a total that is not the weighted sum of its
+logged components, and components logged as identical."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..definitions import at_chance
+from ..findings import Finding
+from .base import Emit, Rule, RunContext, rnd, series, span, targets, window
+
+# total - sum(w_i L_i) beyond float rounding of a logged value means the log misstates a component.
+LOGGING_REL_TOL = 1e-3
+# Two logged components are "identical" when they agree to half a unit in the 4th decimal: the
+# precision of the seed's printed logs (e.g. "CLIP: 4.8481, MRL: 4.8481").
+IDENTICAL_ATOL = 5e-5
+# Share of window steps on which the components must be identical to call it a pattern.
+IDENTICAL_SHARE = 0.9
+
+
+class LoggedTotal(Rule):
+    """total - sum(w_i x logged component_i), as the loss-split probe measures it every step."""
+
+    topic = "logging"
+    emits = (Emit("loss_logging_inconsistent", ("error",), "logging_misstates_loss", 1),)
+    needs = (("loss_split", "total_minus_weighted_sum"), ("loss_split", "value"))
+    thresholds = {"LOGGING_REL_TOL": LOGGING_REL_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        gap = series(df, "loss_split", "total", "total_minus_weighted_sum")
+        tot = series(df, "loss_split", "total", "value")
+        if gap.empty or tot.empty:
+            return []
+        rel = (gap.abs() / tot.abs().clip(lower=1e-12)).dropna()
+        bad = rel[rel > LOGGING_REL_TOL]
+        if not len(bad):
+            return []
+        weights = {t: rnd(series(df, "loss_split", t, "weight").iloc[-1], 4) for t in targets(df, "loss_split", "weight")}
+        return [Finding(
+            "loss_logging_inconsistent", "error", ctx.name,
+            f"the logged total differs from the sum of weight x logged component on {len(bad)} of {len(rel)} "
+            f"steps (largest gap {float(gap.abs().max()):.4g} at step {int(gap.abs().idxmax())}): at least one "
+            "logged component is not the value the objective used.",
+            {"steps_inconsistent": int(len(bad)), "steps_total": int(len(rel)), "max_abs_gap": rnd(gap.abs().max(), 6),
+             "at_step": int(gap.abs().idxmax()), "weights": weights},
+            "Log each component exactly as it enters the total (and the MRL dims it covered).")]
+
+
+class IdenticalComponents(Rule):
+    """Pairs of logged loss components equal to the printed precision on most end-of-run steps."""
+
+    topic = "logging"
+    # at chance every contrastive loss equals ln(B): the warning form is a symptom, only the error
+    # form (identical while learning) points at logging
+    emits = (Emit("components_identical", ("warning", "error"), "logging_misstates_loss", 1, implicates_at=("error",)),)
+    needs = (("loss_split", "value"),)
+    thresholds = {"IDENTICAL_ATOL": IDENTICAL_ATOL, "IDENTICAL_SHARE": IDENTICAL_SHARE}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        comps = [c for c in targets(df, "loss_split", "value") if c != "total"]
+        return [f for i, a in enumerate(comps) for b in comps[i + 1:] for f in self._pair(df, ctx, a, b)]
+
+    def _pair(self, df: pd.DataFrame, ctx: RunContext, a: str, b: str) -> list[Finding]:
+        sa, sb = window(series(df, "loss_split", a, "value")), window(series(df, "loss_split", b, "value"))
+        both = pd.concat([sa, sb], axis=1, join="inner").dropna()
+        if both.empty:
+            return []
+        same = (both.iloc[:, 0] - both.iloc[:, 1]).abs() <= IDENTICAL_ATOL
+        if float(same.mean()) < IDENTICAL_SHARE:
+            return []
+        chance = series(df, "loss_split", a, "chance")
+        ln_b = float(chance.iloc[-1]) if len(chance) else float("nan")
+        chance_level = at_chance(float(both.iloc[:, 0].mean()), ln_b)
+        why = (f"both sit at ln(B) = {ln_b:.4f}: with uniform logits every contrastive loss equals ln(B) "
+               "whatever its dimension, so they agree because the model is at chance, not because one is a copy"
+               if chance_level else
+               "they are not at chance, so identical values point at one value logged under two names")
+        return [Finding(
+            "components_identical", "warning" if chance_level else "error", ctx.name,
+            f"{a} and {b} agree to {IDENTICAL_ATOL:g} on {float(same.mean()):.0%} of the last {len(both)} steps; {why}.",
+            {"components": [a, b], "share_identical": rnd(same.mean(), 3), "window_steps": span(both.iloc[:, 0]),
+             "mean_value": rnd(both.iloc[:, 0].mean()), "chance_ln_B": rnd(ln_b)},
+            "Log each component from its own computation; check the loss-at-chance finding first." if chance_level
+            else "Check the logging code: one component is reported under another's name.", f"{a}~{b}")]

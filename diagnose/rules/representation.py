@@ -1,0 +1,169 @@
+"""Rules on representations: collapsed embeddings or intermediate outputs, inputs dominated by one
+shared direction, embeddings that are not unit norm, a loss at chance with spread-out embeddings."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..definitions import CHANCE_REL_TOL, at_chance, left_chance
+from ..findings import Finding
+from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, targets, window
+from .gradients import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update
+
+# Mean off-diagonal cosine of L2-normalised embeddings: isotropic random vectors give ~0 (±1/sqrt(D));
+# 0.95 means every embedding lies within ~18 degrees of one direction: retrieval can't separate them.
+COLLAPSE_COSINE = 0.95
+# Input features whose mean-pooled vectors have mean pairwise cosine above this share one dominant
+# direction (the anisotropy of transformer hidden states, Ethayarajh 2019).
+SHARED_INPUT_COSINE = 0.5
+# Embeddings that enter cosine-similarity logits must be unit norm; F.normalize in float32 leaves
+# |norm - 1| ~ 1e-7, bf16 ~ 4e-3 (8 mantissa bits); 1e-2 is above both roundings.
+UNIT_NORM_TOL = 1e-2
+# RankMe effective rank (Garrido et al. 2023) of a batch of embeddings: ~1 when they all point one way
+# (complete collapse); at least 4 independent directions in use means the embeddings are spread out.
+SPREAD_EFFECTIVE_RANK = 4.0
+EMBEDDINGS = ("image", "text")
+
+
+class EmbeddingCollapse(Rule):
+    """Mean pairwise cosine of the image/text embeddings and of watched intermediate outputs."""
+
+    topic = "representation"
+    emits = (Emit("embedding_collapse", ("error",), "embedding_collapse", 4),
+             Emit("intermediate_collapse", ("warning",), "embedding_collapse", 4))
+    needs = (("collapse", "cosine_mean"),)
+    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        out = [f for name in EMBEDDINGS for f in self._embedding(df, ctx, name)]
+        for name in targets(df, "collapse", "cosine_mean"):
+            if name in (*EMBEDDINGS, "input"):
+                continue
+            cos = series(df, "collapse", name, "cosine_mean")
+            w = window(cos)
+            if len(w) and float(w.mean()) >= COLLAPSE_COSINE:
+                out.append(Finding(
+                    "intermediate_collapse", "warning", ctx.name,
+                    f"intermediate output '{name}' is input-independent: mean pairwise cosine {w.mean():.3f} "
+                    f"(was {cos.iloc[0]:.3f} at step {int(cos.index[0])}).",
+                    {"output": name, "cosine_mean_end": rnd(w.mean()), "cosine_mean_first": rnd(cos.iloc[0]),
+                     "window_steps": span(w)},
+                    "The collapse starts at or before this module.", name))
+        return out
+
+    def _embedding(self, df: pd.DataFrame, ctx: RunContext, name: str) -> list[Finding]:
+        cos = series(df, "collapse", name, "cosine_mean")
+        if cos.empty:
+            return []
+        w = window(cos)
+        if float(w.mean()) < COLLAPSE_COSINE:
+            return []
+        rank = series(df, "collapse", name, "effective_rank")
+        ev = {"embedding": name, "window_steps": span(w), "cosine_mean_end": rnd(w.mean()),
+              "cosine_mean_first": rnd(cos.iloc[0]), "first_step": int(cos.index[0])}
+        if not rank.empty:
+            ev["effective_rank_end"] = rnd(rank.iloc[-1], 2)
+            ev["effective_rank_first"] = rnd(rank.iloc[0], 2)
+        crossed = cos[cos >= COLLAPSE_COSINE]
+        ev["first_step_above_threshold"] = int(crossed.index[0]) if len(crossed) else None
+        return [Finding(
+            "embedding_collapse", "error", ctx.name,
+            f"{name} embeddings collapsed: mean pairwise cosine {w.mean():.3f} over steps "
+            f"{ev['window_steps'][0]}-{ev['window_steps'][1]} (was {cos.iloc[0]:.3f} at step {int(cos.index[0])}); "
+            f"every {name} maps to nearly the same vector, so the logits are uniform.", ev,
+            f"Find the layer where the {name} path stops depending on its input (collapse of watched "
+            "outputs, attention entropy), and check the update/param ratios of that path.", name)]
+
+
+class InputSharedComponent(Rule):
+    """Mean pairwise cosine of the (mean-pooled) inputs: one direction shared by every sample."""
+
+    topic = "representation"
+    emits = (Emit("input_shared_component", ("info", "warning"), "shared_input_component", 3),)
+    needs = (("collapse", "cosine_mean"),)
+    thresholds = {"SHARED_INPUT_COSINE": SHARED_INPUT_COSINE, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        cos = series(df, "collapse", "input", "cosine_mean")
+        if cos.empty or float(cos.mean()) < SHARED_INPUT_COSINE:
+            return []
+        share = series(df, "collapse", "input", "top_sv_share")
+        ev = {"input_cosine_mean": rnd(cos.mean()), "steps": span(cos)}
+        if not share.empty:
+            ev["top_singular_direction_share"] = rnd(share.mean())
+        return [Finding(
+            "input_shared_component", "info" if left_chance(*end_loss(df)) else "warning", ctx.name,
+            f"the input features share one dominant direction: mean pairwise cosine of mean-pooled inputs "
+            f"{cos.mean():.3f}. A model must learn to cancel it before images become distinguishable; a "
+            "mean over tokens or an over-large update keeps it.", ev,
+            "Compare with the input's content variance; try centring the features (subtract the dataset mean) "
+            "as an ablation.", "input")]
+
+
+class EmbeddingsNotNormalised(Rule):
+    """Norms of the embeddings that enter the contrastive logits."""
+
+    topic = "representation"
+    emits = (Emit("embeddings_not_normalised", ("warning",), "not_normalised", 1),)
+    needs = (("collapse", "norm_mean"),)
+    thresholds = {"UNIT_NORM_TOL": UNIT_NORM_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        bad = {}
+        for name in EMBEDDINGS:
+            norm = finite(series(df, "collapse", name, "norm_mean"))
+            if len(norm) and float((norm - 1.0).abs().median()) > UNIT_NORM_TOL:
+                bad[name] = {"norm_mean_first": rnd(norm.iloc[0]), "norm_mean_end": rnd(norm.iloc[-1]),
+                             "norm_mean_median": rnd(norm.median())}
+        if not bad:
+            return []
+        ent = series(df, "softmax_entropy", "logits.image_to_text", "entropy_mean")
+        ev = {"embeddings": bad, "tolerance": UNIT_NORM_TOL}
+        if len(ent):
+            ev["logits_entropy_first"] = rnd(ent.iloc[0])
+        medians = ", ".join(f"{k} {v['norm_mean_median']:.3g}" for k, v in bad.items())
+        return [Finding(
+            "embeddings_not_normalised", "warning", ctx.name,
+            f"the {' and '.join(bad)} embeddings that enter the contrastive logits are not unit norm (median norm "
+            f"{medians}): the logits are raw dot products, "
+            "not cosines, so the temperature has no fixed meaning and the logits can saturate the softmax.", ev,
+            "L2-normalise both embeddings right before the similarity (F.normalize(x, dim=-1)).", next(iter(bad)))]
+
+
+class ChanceNotCollapsed(Rule):
+    """Loss at chance although the embeddings stay spread out and the weights move normally."""
+
+    topic = "representation"
+    emits = (Emit("chance_not_collapsed", ("error",), "misaligned_pairs", 2),)
+    needs = (("loss_split", "value"), ("collapse", "effective_rank"), ("gradient_flow.model", "update_to_param"))
+    thresholds = {"SPREAD_EFFECTIVE_RANK": SPREAD_EFFECTIVE_RANK, "UPDATE_RATIO_LOW": UPDATE_RATIO_LOW,
+                  "UPDATE_RATIO_HIGH": UPDATE_RATIO_HIGH, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        mean, ln_b = end_loss(df)
+        if not at_chance(mean, ln_b):
+            return []
+        ranks = {}
+        for name in EMBEDDINGS:
+            r = finite(series(df, "collapse", name, "effective_rank"))
+            if r.empty:
+                return []
+            ranks[name] = float(r.iloc[-1])
+        peak = peak_model_update(df)
+        layer_up = finite(select(df, "gradient_flow.layer", "update_to_param")["value"])
+        layer_peak = float(layer_up.max()) if len(layer_up) else float("nan")
+        if min(ranks.values()) < SPREAD_EFFECTIVE_RANK or not (UPDATE_RATIO_LOW <= peak) or layer_peak > UPDATE_RATIO_HIGH:
+            return []
+        values = series(df, "loss_split", "loss_clip", "value")
+        ev = {"loss_clip_mean": rnd(mean), "chance_ln_B": rnd(ln_b), "window_steps": span(window(values)),
+              "effective_rank_end": {k: rnd(v, 2) for k, v in ranks.items()}, "rank_threshold": SPREAD_EFFECTIVE_RANK,
+              "peak_update_to_param": rnd(peak, 6), "peak_layer_update_to_param": rnd(layer_peak, 6)}
+        return [Finding(
+            "chance_not_collapsed", "error", ctx.name,
+            f"loss_clip is at chance ({mean:.4f} vs ln(B) = {ln_b:.4f}) although both embeddings stay spread out "
+            f"(effective rank image {ranks['image']:.1f}, text {ranks['text']:.1f}) and the optimizer moves the weights at "
+            f"a normal rate (peak update/param {peak:.2g}): the model tells images apart and captions apart but cannot "
+            "match them. The pairs carry no shared signal: misaligned image/caption pairs (shuffled or off-by-one "
+            "indices) or features that do not describe the same item.", ev,
+            "Check the pairing in the data pipeline: print a few (image id, caption) pairs from a training batch; "
+            "check the held-out split's pairs too.")]
