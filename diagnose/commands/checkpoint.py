@@ -11,7 +11,7 @@ from rich.table import Table
 from ..console import console
 from ..offline.checkpoint import analyse_checkpoint
 from ..options import FailOnOpt, OutOpt, ScaleOpt, SetOpt, check_fail_on
-from ..rootcause import rank_root_causes
+from ..rules import rank_root_causes
 from ..runs import command_line, environment
 from ..summary import RunSummary, Summary
 from .offline_report import print_findings, print_root_causes, write_report

@@ -3,7 +3,7 @@
 A rule is a small class (`base.Rule`) that declares the finding ids it can emit (severity, the root
 cause each implicates and its directness tier), the records it reads and its thresholds, and checks
 one thing. Rules are grouped by topic in this package; `CATALOGUE` below is the one registry: add a
-rule to its topic module and to this list. Root-cause ranking (`diagnose.rootcause`) reads the
+rule to its topic module and to this list. Root-cause ranking (`ranking.py`) reads the
 declarations, so there is no second table to keep in step.
 
     from diagnose.rules import run_rules, RunContext
@@ -32,6 +32,7 @@ from .gradients import (
     EXPLODING_REL, GRAD_FALL_RATIO, PARAM_SHRINK, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_REL, GradientFall,
     GradientPresence, GradientScale, NonfiniteValues, UpdateRatioHigh, UpdateRatioLow, WeightsShrinking,
 )
+from .ranking import rank_root_causes
 from .logs import LogAtChance, LogIdentical, LogRecall, LogTrend, LogWeights
 from .loss import CLAMP_REL, FEW_NEGATIVES_ERROR, FEW_NEGATIVES_WARN, LOW_LOGIT_SCALE, FewNegatives, LossAtChance, Temperature
 from .loss_logging import IDENTICAL_ATOL, IDENTICAL_SHARE, LOGGING_REL_TOL, IdenticalComponents, LoggedTotal
@@ -89,7 +90,7 @@ def run_rules(records: pd.DataFrame, ctx: RunContext, kind: str = "records") -> 
 
 
 __all__ = [
-    "CATALOGUE", "CAUSES", "CAUSES_BY_ID", "Cause", "Emit", "Finding", "RULES", "Rule", "RunContext", "declarations",
+    "CATALOGUE", "CAUSES", "rank_root_causes", "CAUSES_BY_ID", "Cause", "Emit", "Finding", "RULES", "Rule", "RunContext", "declarations",
     "run_rules", "series", "targets", "window", "CHANCE_REL_TOL", "WINDOW_FRAC", "WINDOW_MIN", "COLLAPSED_ENTROPY",
     "LATENT_COSINE", "LATENT_MIN_STEPS", "LATENT_STILL", "LATENT_SYMMETRIC_STD", "NORM_GAIN_REMOVES_SCALE",
     "UNIFORM_ENTROPY", "EXPLODING_REL", "GRAD_FALL_RATIO", "PARAM_SHRINK", "UPDATE_RATIO_HIGH", "UPDATE_RATIO_LOW",

@@ -25,7 +25,7 @@ class Emit:
     """One finding id a rule can emit.
 
     `cause` is the root cause the finding implicates (None: it implicates none, e.g. a bare
-    measurement), `tier` its directness (see `diagnose.rootcause`). Only findings whose severity is
+    measurement), `tier` its directness (see `diagnose.rules.ranking`). Only findings whose severity is
     in `implicates_at` count for the root cause: info never does, and some ids implicate a cause only
     in their most severe form (identical loss components are a logging bug only when not at chance).
     """
@@ -77,6 +77,12 @@ class Rule:
 
     def check(self, records: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         raise NotImplementedError
+
+    def alarm(self, finding: Finding, records: pd.DataFrame) -> bool:
+        """Whether an error finding that holds on the records so far is worth a live alarm. By default
+        yes: the condition is abnormal whenever it holds. Rules whose condition is normal at
+        initialisation override this to ask for evidence that the run did not leave it."""
+        return True
 
     def __call__(self, records, ctx) -> list[Finding]:
         out = self.check(records, ctx)

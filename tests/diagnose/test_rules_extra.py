@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from diagnose import rules as R
-from diagnose.rootcause import rank_root_causes
+from diagnose.rules import rank_root_causes
 
 from .test_rules import LN_B, N, B, ctx, frame, one, rec, tail
 

@@ -7,7 +7,7 @@ import math
 from reference_models.config import ConfigError
 
 from ...findings import sort_finding_dicts
-from ...rootcause import rank_root_causes
+from ...rules import rank_root_causes
 from ...rules import RunContext, run_rules
 from ...summary import RunSummary
 from .frame import ParsedLog, _final, _r

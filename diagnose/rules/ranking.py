@@ -20,9 +20,8 @@ A run that did not learn with no cause-bearing finding gets `unexplained`.
 
 from __future__ import annotations
 
-from .findings import severity_rank
-from .rules import declarations
-from .rules.causes import BY_ID, ORDER, UNEXPLAINED
+from ..findings import severity_rank
+from .causes import BY_ID, ORDER, UNEXPLAINED
 
 
 def _implicates(finding: dict, declared: dict) -> tuple[str, int] | None:
@@ -34,6 +33,8 @@ def _implicates(finding: dict, declared: dict) -> tuple[str, int] | None:
 
 def rank_root_causes(findings: list[dict], verdict: dict | None = None) -> list[dict]:
     """Ranked causes for one run: [{"cause", "title", "fix", "tier", "severity", "findings"}], most likely first."""
+    from . import declarations  # the catalogue (rules/__init__) imports this module
+
     declared = declarations()
     causes: dict[str, dict] = {}
     for f in findings:

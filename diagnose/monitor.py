@@ -1,0 +1,76 @@
+"""The rule catalogue evaluated online: records arrive step by step, rules run on a schedule on the
+records so far, and each finding is stamped with the first step at which it held.
+
+Evaluating at step t is `run_rules(records up to t, ctx)`: exactly what the offline evaluation of the
+run truncated at t gives (tests/diagnose/test_rule_catalogue.py checks it). Whether a finding that
+holds at t is worth an *alarm* is asked of the rule that emitted it (`Rule.alarm`): some states are
+normal at initialisation (a loss at ln B, inputs that already look alike) and alarm only once the run
+has shown it does not leave them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .findings import Finding, sort_findings
+from .rules import CATALOGUE, RunContext
+
+COLUMNS = ["step", "probe", "target", "metric", "value"]
+
+
+@dataclass
+class Alarm:
+    step: int  # the step at which the finding first qualified as an alarm
+    finding: Finding
+
+
+@dataclass
+class RuleMonitor:
+    ctx: RunContext
+    _chunks: list[pd.DataFrame] = field(default_factory=list)
+    _frame: pd.DataFrame | None = None
+    findings: list[Finding] = field(default_factory=list)
+    first_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    alarms: list[Alarm] = field(default_factory=list)
+    last_step: int | None = None
+
+    def add(self, records: pd.DataFrame) -> None:
+        """Append new records (step, probe, target, metric, value)."""
+        if len(records):
+            self._chunks.append(records[COLUMNS])
+            self._frame = None
+
+    def replace(self, records: pd.DataFrame) -> None:
+        """Use these records as the whole history (e.g. a bounded, thinned view kept by the probes)."""
+        self._chunks, self._frame = [records[COLUMNS]], None
+
+    @property
+    def records(self) -> pd.DataFrame:
+        if self._frame is None:
+            self._frame = (pd.concat(self._chunks, ignore_index=True) if self._chunks
+                           else pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "int64" if c == "step" else object)
+                                              for c in COLUMNS}))
+            self._chunks = [self._frame]
+        return self._frame
+
+    def evaluate(self, step: int | None = None) -> list[Alarm]:
+        """Run every record rule on the records so far; returns the alarms that are new at this step."""
+        df = self.records
+        if step is None:
+            step = int(df["step"].max()) if len(df) else 0
+        self.last_step = step
+        by_rule: list[tuple[object, list[Finding]]] = [(rule, rule(df, self.ctx)) for rule in CATALOGUE["records"]]
+        self.findings = sort_findings([f for _, found in by_rule for f in found])
+        new = []
+        alarmed = {(a.finding.id, a.finding.target) for a in self.alarms}
+        for rule, found in by_rule:
+            for f in found:
+                key = (f.id, f.target)
+                self.first_seen.setdefault(key, step)
+                if f.severity == "error" and key not in alarmed and rule.alarm(f, df):
+                    alarm = Alarm(step, f)
+                    self.alarms.append(alarm)
+                    new.append(alarm)
+        return new
