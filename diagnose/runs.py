@@ -130,15 +130,15 @@ def instrumented_summary(runs: Sequence[tuple[TrainedRun, pd.DataFrame]], kind: 
 
 
 class ProbeCallback(Callback):
-    """Feeds every training step to an open probe session: `observe` after backward, before the
-    update; `after_step` after it (the optimizer is created inside train(), so the session measures
-    update/param here rather than through an optimizer hook)."""
+    """Feeds every training step to an open `diagnose.watch`: `observe` after backward, before the
+    update; `after_step` after it (the optimizer is created inside train(), so update/param is
+    measured here rather than through an optimizer hook)."""
 
-    def __init__(self, session):
-        self.session = session
+    def __init__(self, watcher):
+        self.watcher = watcher
 
     def on_step_end(self, model, info):
-        self.session.after_step(info.step)
+        self.watcher.after_step(info.step)
 
     def on_backward(self, model, info):
         loss = info.loss
@@ -149,17 +149,10 @@ class ProbeCallback(Callback):
             extras["mrl_dim"] = float(loss.mrl_dims[0])
         if "loss_mrl_all_dims" in loss.logged:
             extras["loss_mrl_all_dims"] = loss.logged["loss_mrl_all_dims"]
-        self.session.observe(
-            info.step,
-            losses=logged,
-            weights=loss.weights,
-            chance={k: loss.chance for k in logged if k != "total"},
-            embeddings={"image": info.image.detach(), "text": info.text.detach(),
-                        "input": info.tokens.detach().mean(dim=1)},
-            logits={"image_to_text": loss.logits.detach()},
-            batch_size=info.batch_size,
-            extras=extras,
-        )
+        self.watcher.observe(
+            info.step, losses=logged, weights=loss.weights, chance={k: loss.chance for k in logged if k != "total"},
+            embeddings={"image": info.image.detach(), "text": info.text.detach()}, inputs=info.tokens.detach().mean(dim=1),
+            logits={"image_to_text": loss.logits.detach()}, batch_size=info.batch_size, extras=extras)
 
 
 def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
@@ -173,16 +166,18 @@ def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
 def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callbacks: Sequence[Callback] = (),
                      name: str | None = None, expensive_every: int = 10, model=None):
     """Train with every probe attached; returns (TrainedRun, records DataFrame)."""
-    from probes import attach
-
     from reference_models import build_model
+
+    from .watcher import watch
 
     torch.manual_seed(cfg.seed)
     model = model if model is not None else build_model(cfg)
     start = time.perf_counter()
-    with attach(model, probes="all", every=1, expensive_every=expensive_every,
-                outputs=watched_outputs(model)) as session:
+    # the same path as a user's loop; the report is written by the caller, findings evaluated at the end
+    with watch(model, name=name or cfg.name, alarm="off", evaluate_every=None, probes="all", every=1,
+               expensive_every=expensive_every, batch_size=cfg.dataset.batch_size,
+               max_logit_scale=cfg.losses.max_logit_scale, outputs=watched_outputs(model)) as w:
         result = train(cfg, steps=steps, device=device, model=model,
-                       callbacks=[ProbeCallback(session), *extra_callbacks])
-        records = session.records
+                       callbacks=[ProbeCallback(w), *extra_callbacks])
+    records = w.records
     return TrainedRun(name or cfg.name, cfg, result, time.perf_counter() - start), records

@@ -93,7 +93,9 @@ class RunSummary:
         if self.chance_loss is None:
             return None
         r = self.retrieval
-        self.verdict = judge(self.final_loss.get("loss_clip"), self.chance_loss, r.get("r@1"), r.get("chance@1"))
+        comps = [k for k in self.final_loss if k.startswith("loss_")]
+        main = self.final_loss.get("loss_clip", self.final_loss.get(comps[0]) if comps else None)
+        self.verdict = judge(main, self.chance_loss, r.get("r@1"), r.get("chance@1"))
         return self.verdict
 
     def context(self) -> RunContext:

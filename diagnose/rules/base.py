@@ -133,13 +133,23 @@ def rnd(x: float, digits: int = 4) -> float:
     return float(round(x, digits)) if math.isfinite(x) else x
 
 
-def end_loss(df: pd.DataFrame, component: str = "loss_clip") -> tuple[float, float]:
-    """(mean of `component` over the end window, its chance ln B) from the records so far."""
+PRIMARY_LOSS = "loss_clip"  # the contrastive loss a verdict is about, when a run logs several
+
+
+def primary_component(df: pd.DataFrame) -> str:
+    """`loss_clip` when recorded, else the first component recorded with a chance value."""
+    comps = list(dict.fromkeys(select(df, "loss_split", "chance")["target"]))
+    return PRIMARY_LOSS if PRIMARY_LOSS in comps or not comps else comps[0]
+
+
+def end_loss(df: pd.DataFrame, component: str | None = None) -> tuple[float, float]:
+    """(mean of `component` (default: the primary one) over the end window, its chance ln B) so far."""
+    component = component or primary_component(df)
     values, chance = series(df, "loss_split", component, "value"), series(df, "loss_split", component, "chance")
     if values.empty or chance.empty:
         return float("nan"), float("nan")
     return float(window(values).mean()), float(chance.iloc[-1])
 
 
-__all__ = ["END_FRAC", "END_MIN_POINTS", "Emit", "Rule", "RunContext", "end_loss", "finite", "rnd", "select",
+__all__ = ["END_FRAC", "END_MIN_POINTS", "PRIMARY_LOSS", "primary_component", "Emit", "Rule", "RunContext", "end_loss", "finite", "rnd", "select",
            "series", "span", "targets", "window"]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, END_MIN_POINTS, left_chance
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, window
+from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
 
 # A layer whose gradient norm is 1e-4 of the median layer's gets no usable signal (vanishing);
 # 1e4 times the median dominates every update (exploding).
@@ -30,6 +30,27 @@ UPDATE_RATIO_LOW = 1e-5
 # decay shrinks weights by lr * wd per step (1e-5 at open_clip's lr 2e-4, wd 0.05: ~0.1% in 100 steps),
 # and gradient steps usually grow the norm, so halving means decay dominates the updates.
 PARAM_SHRINK = 0.5
+
+
+# Online alarms on states that are normal at initialisation (a loss at ln B, spread-out embeddings at
+# chance) wait until the optimizer has moved the weights, summed over the steps so far, by as much as
+# their own norm: a model changed that much has had every opportunity to change its outputs, so a
+# loss still at chance is no longer the initial state. Healthy runs leave chance long before (the
+# reference direct model: per-step update/param ~1e-2, loss below chance within tens of steps).
+SETTLED_CUMULATIVE_UPDATE = 1.0
+
+
+def cumulative_update(df: pd.DataFrame) -> float:
+    """Sum over the steps so far of the model's update/param (steps not measured count at the measured mean)."""
+    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+    if up.empty:
+        return 0.0
+    elapsed = int(up.index[-1]) - int(up.index[0]) + 1
+    return float(up.mean()) * elapsed
+
+
+def settled(df: pd.DataFrame) -> bool:
+    return cumulative_update(df) >= SETTLED_CUMULATIVE_UPDATE
 
 
 def _loss_left_chance(df: pd.DataFrame) -> bool:
@@ -124,7 +145,7 @@ class GradientFall(Rule):
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         model_gn = series(df, "gradient_flow.model", "model", "grad_norm")
-        loss = series(df, "loss_split", "loss_clip", "value")
+        loss = series(df, "loss_split", primary_component(df), "value")
         if len(model_gn) < 2 * END_MIN_POINTS:
             return []
         early = model_gn.iloc[: max(END_MIN_POINTS, len(model_gn) // 10)]

@@ -9,6 +9,7 @@ import pandas as pd
 from ..definitions import CHANCE_REL_TOL, relative_gap
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, rnd, series, span, targets, window
+from .gradients import SETTLED_CUMULATIVE_UPDATE, settled
 
 # Contrastive negatives per row (B - 1): SimCLR (Chen et al. 2020, fig. 9) still learns at batch 256
 # and degrades steadily below it; fewer than 16 negatives gives a weak, noisy signal, and fewer than
@@ -25,10 +26,19 @@ class LossAtChance(Rule):
     topic = "loss"
     emits = (Emit("loss_at_chance", ("error",)), Emit("loss_above_chance", ("error",)))
     needs = (("loss_split", "value"), ("loss_split", "chance"))
-    thresholds = {"CHANCE_REL_TOL": CHANCE_REL_TOL}
+    thresholds = {"CHANCE_REL_TOL": CHANCE_REL_TOL, "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         return [f for comp in targets(df, "loss_split", "chance") for f in self._component(df, ctx, comp)]
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        # every run starts near ln(B), and a random init with a sharp temperature can start above it:
+        # either is news only once the weights have moved (gradients.settled), or, above chance, once
+        # the loss has risen past where it started
+        if settled(df):
+            return True
+        ev = finding.evidence
+        return finding.id == "loss_above_chance" and ev["loss_mean"] > ev["first_step_loss"]
 
     def _component(self, df: pd.DataFrame, ctx: RunContext, comp: str) -> list[Finding]:
         values, chance = series(df, "loss_split", comp, "value"), series(df, "loss_split", comp, "chance")

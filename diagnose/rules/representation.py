@@ -7,8 +7,8 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, at_chance, left_chance
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, targets, window
-from .gradients import UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update
+from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, targets, window
+from .gradients import SETTLED_CUMULATIVE_UPDATE, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update, settled
 
 # Mean off-diagonal cosine of L2-normalised embeddings: isotropic random vectors give ~0 (±1/sqrt(D));
 # 0.95 means every embedding lies within ~18 degrees of one direction: retrieval can't separate them.
@@ -22,6 +22,11 @@ UNIT_NORM_TOL = 1e-2
 # RankMe effective rank (Garrido et al. 2023) of a batch of embeddings: ~1 when they all point one way
 # (complete collapse); at least 4 independent directions in use means the embeddings are spread out.
 SPREAD_EFFECTIVE_RANK = 4.0
+# Online, embeddings that already looked alike at initialisation (anisotropic inputs: cosine 0.96 at
+# step 0 is common) are called collapsing only once training has removed directions: the effective
+# rank fell to under half its first value. Half is the point where most of the directions the
+# initial embeddings used are gone; it is far outside the step-to-step noise of RankMe on a batch.
+COLLAPSE_RANK_FALL = 0.5
 EMBEDDINGS = ("image", "text")
 
 
@@ -32,7 +37,7 @@ class EmbeddingCollapse(Rule):
     emits = (Emit("embedding_collapse", ("error",), "embedding_collapse", 4),
              Emit("intermediate_collapse", ("warning",), "embedding_collapse", 4))
     needs = (("collapse", "cosine_mean"),)
-    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE}
+    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE, "COLLAPSE_RANK_FALL": COLLAPSE_RANK_FALL}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         out = [f for name in EMBEDDINGS for f in self._embedding(df, ctx, name)]
@@ -50,6 +55,15 @@ class EmbeddingCollapse(Rule):
                      "window_steps": span(w)},
                     "The collapse starts at or before this module.", name))
         return out
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        if finding.id != "embedding_collapse":
+            return True
+        ev = finding.evidence
+        if ev["cosine_mean_first"] < COLLAPSE_COSINE:  # crossed the threshold since the first observation
+            return True
+        first, end = ev.get("effective_rank_first"), ev.get("effective_rank_end")
+        return first is not None and end is not None and end < COLLAPSE_RANK_FALL * first
 
     def _embedding(self, df: pd.DataFrame, ctx: RunContext, name: str) -> list[Finding]:
         cos = series(df, "collapse", name, "cosine_mean")
@@ -137,7 +151,11 @@ class ChanceNotCollapsed(Rule):
     emits = (Emit("chance_not_collapsed", ("error",), "misaligned_pairs", 2),)
     needs = (("loss_split", "value"), ("collapse", "effective_rank"), ("gradient_flow.model", "update_to_param"))
     thresholds = {"SPREAD_EFFECTIVE_RANK": SPREAD_EFFECTIVE_RANK, "UPDATE_RATIO_LOW": UPDATE_RATIO_LOW,
-                  "UPDATE_RATIO_HIGH": UPDATE_RATIO_HIGH, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+                  "UPDATE_RATIO_HIGH": UPDATE_RATIO_HIGH, "CHANCE_REL_TOL": CHANCE_REL_TOL,
+                  "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE}
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        return settled(df)  # spread-out embeddings at chance is also the initial state
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         mean, ln_b = end_loss(df)
@@ -154,13 +172,14 @@ class ChanceNotCollapsed(Rule):
         layer_peak = float(layer_up.max()) if len(layer_up) else float("nan")
         if min(ranks.values()) < SPREAD_EFFECTIVE_RANK or not (UPDATE_RATIO_LOW <= peak) or layer_peak > UPDATE_RATIO_HIGH:
             return []
-        values = series(df, "loss_split", "loss_clip", "value")
-        ev = {"loss_clip_mean": rnd(mean), "chance_ln_B": rnd(ln_b), "window_steps": span(window(values)),
+        comp = primary_component(df)
+        values = series(df, "loss_split", comp, "value")
+        ev = {"component": comp, "loss_clip_mean": rnd(mean), "chance_ln_B": rnd(ln_b), "window_steps": span(window(values)),
               "effective_rank_end": {k: rnd(v, 2) for k, v in ranks.items()}, "rank_threshold": SPREAD_EFFECTIVE_RANK,
               "peak_update_to_param": rnd(peak, 6), "peak_layer_update_to_param": rnd(layer_peak, 6)}
         return [Finding(
             "chance_not_collapsed", "error", ctx.name,
-            f"loss_clip is at chance ({mean:.4f} vs ln(B) = {ln_b:.4f}) although both embeddings stay spread out "
+            f"{comp} is at chance ({mean:.4f} vs ln(B) = {ln_b:.4f}) although both embeddings stay spread out "
             f"(effective rank image {ranks['image']:.1f}, text {ranks['text']:.1f}) and the optimizer moves the weights at "
             f"a normal rate (peak update/param {peak:.2g}): the model tells images apart and captions apart but cannot "
             "match them. The pairs carry no shared signal: misaligned image/caption pairs (shuffled or off-by-one "

@@ -1,0 +1,289 @@
+"""`diagnose.watch`: the probes, the rule catalogue and the report around *your* training loop.
+
+    import diagnose
+    with diagnose.watch(model, optimizer, out="runs/mine", alarm="warn") as w:
+        for step, batch in enumerate(loader):
+            ...; loss.backward()
+            w.observe(step, losses={"clip": l_clip, "mrl": l_mrl, "total": loss},
+                      weights={"clip": 0.25, "mrl": 1.0}, embeddings={"image": img, "text": txt},
+                      logits=logits, batch_size=B)          # or candidates=N when features are gathered
+            optimizer.step()
+
+Leaving the block (also through an exception or Ctrl-C) writes the same run directory as the CLI
+(report.md with root causes first, plots, summary.json, records); `diagnose report DIR` rebuilds it.
+While the run goes on, the record rules are evaluated on the records so far on a schedule, and an
+error finding raises an alarm the first time it holds (and is news: `Rule.alarm`): a log line on the
+`diagnose` logger (`alarm="warn"`), a `DiagnoseAlarm` raised from `observe` (`"raise"`), or your
+function called with the `Alarm` (to stop or checkpoint). The library never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .analysis import analyse
+from .monitor import Alarm, RuleMonitor
+from .rules import RunContext
+from .summary import DEFAULT_MAX_LOGIT_SCALE, RunSummary, Summary, end_of_run
+
+log = logging.getLogger("diagnose")
+
+AlarmPolicy = Union[str, Callable[[Alarm], Any], None]
+# Online evaluation runs at most every EVALUATE_EVERY observed steps and is spaced out further so
+# that it costs at most EVALUATE_BUDGET of the training time (measured: its own duration against
+# the mean step time), which keeps watch's overhead bounded on long runs.
+EVALUATE_EVERY, EVALUATE_BUDGET = 5, 0.02
+
+
+class DiagnoseAlarm(RuntimeError):
+    """Raised from `Watch.observe` under ``alarm="raise"`` when an error finding first holds."""
+
+    def __init__(self, alarm: Alarm):
+        self.alarm = alarm
+        super().__init__(alarm_line(alarm))
+
+
+def alarm_line(alarm: Alarm) -> str:
+    f = alarm.finding
+    return f"diagnose alarm at step {alarm.step}: {f.id}{' (' + f.target + ')' if f.target else ''} in {f.run}: {f.message}"
+
+
+def _scalar(x: Any) -> float | torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    return float(x)
+
+
+def canonical_name(name: str, n_components: int) -> str:
+    """Record names of loss components: ``total`` for the objective, ``loss_<name>`` for components; a
+    lone loss is the contrastive loss (``loss_contrastive``)."""
+    key = str(name).strip()
+    if key in ("total", "loss"):
+        return "total" if n_components > 1 else "loss_contrastive"
+    return key if key.startswith("loss_") else f"loss_{key}"
+
+
+def canonical_losses(losses: Mapping[str, Any]) -> dict[str, Any]:
+    return {canonical_name(k, len(losses)): _scalar(v) for k, v in losses.items()}
+
+
+class Watch:
+    """One watched training run. Use through `diagnose.watch`."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out: str | Path | None = None,
+                 *, name: str = "run", alarm: AlarmPolicy = "warn", probes: str | Sequence = "all", every: int = 1,
+                 expensive_every: int = 10, evaluate_every: int | None = EVALUATE_EVERY, batch_size: int | None = None,
+                 candidates: int | None = None, loss_weights: Mapping[str, float] | None = None,
+                 max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
+                 outputs: Mapping[str, str] | None = None, session_kwargs: Mapping[str, Any] | None = None):
+        from probes import ProbeSession
+
+        if not (alarm in ("warn", "raise", "off", None) or callable(alarm)):
+            raise ValueError(f"alarm={alarm!r}: expected 'warn', 'raise', 'off' or a function taking an Alarm")
+        self.model, self.optimizer, self.name = model, optimizer, name
+        self.out = Path(out) if out is not None else None
+        self.alarm_policy, self.evaluate_every = alarm, evaluate_every
+        self.batch_size, self.candidates = batch_size, candidates
+        self.loss_weights = dict(loss_weights or {})
+        self.max_logit_scale = max_logit_scale
+        self.session = ProbeSession(model, optimizer, probes, every, expensive_every, latents=latents, outputs=outputs,
+                                    **dict(session_kwargs or {}))
+        self.monitor = RuleMonitor(self._context())
+        self.retrieval: dict[str, float] = {}
+        self.summary: Summary | None = None
+        self._observed, self._since_eval, self._next_eval = 0, 0, evaluate_every or 0
+        self._step_time, self._eval_time, self._t_last = 0.0, 0.0, None
+        self._start = time.perf_counter()
+        self.last_step: int | None = None
+        self.interrupted: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> "Watch":
+        self.session.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.interrupted = "interrupted (Ctrl-C)" if exc_type is KeyboardInterrupt else f"ended by {exc_type.__name__}: {exc}"
+        self.close()
+
+    def close(self) -> Summary | None:
+        """Remove every probe; with `out`, evaluate the whole run and write the run directory."""
+        self.session.close(error=self.interrupted is not None)
+        if self.out is not None and self.summary is None:
+            from .rundir import write_run_dir
+
+            write_run_dir(self.out, self.result(), self.records.assign(run=self.name))
+        return self.summary
+
+    def result(self) -> Summary:
+        """The run's summary: verdict, findings and root causes from every record (computed once)."""
+        if self.summary is None:
+            self.summary = self._summarise()
+        return self.summary
+
+    # -- user calls --------------------------------------------------------------------------------
+    def observe(self, step: int, losses: Mapping[str, Any] | None = None, weights: Mapping[str, float] | None = None,
+                embeddings: Mapping[str, torch.Tensor] | None = None,
+                logits: torch.Tensor | Mapping[str, torch.Tensor] | None = None, batch_size: int | None = None,
+                candidates: int | None = None, inputs: torch.Tensor | None = None, chance: Mapping[str, float] | None = None,
+                extras: Mapping[str, Any] | None = None) -> list[Alarm]:
+        """Report a step after ``loss.backward()`` and before ``optimizer.step()``; returns new alarms.
+
+        `losses`: components by name (``total`` is the objective); `weights`: their weights in the
+        total; `embeddings`: ``image``/``text`` (the vectors that enter the logits) and any other;
+        `logits`: the image->text similarity matrix (or a dict of them); `batch_size`: rows this step;
+        `candidates`: candidates each row is scored against when features are gathered across ranks
+        (chance is ln(candidates)); `inputs`: the input features (B, T, D) or (B, D), for the
+        shared-component check; `chance`: override the chance value per component.
+        """
+        now = time.perf_counter()
+        if self._t_last is not None:
+            self._step_time = 0.9 * self._step_time + 0.1 * (now - self._t_last) if self._step_time else now - self._t_last
+        self._t_last = now
+        self.batch_size = batch_size or self.batch_size
+        self.candidates = candidates or self.candidates
+        pool = self.candidates or self.batch_size
+        losses = canonical_losses(losses or {})
+        self.loss_weights.update({canonical_name(k, len(losses)): w for k, w in (weights or {}).items()})
+        chance = {canonical_name(k, len(losses)): v for k, v in chance.items()} if chance is not None else (
+            {k: math.log(pool) for k in losses if k != "total"} if pool and pool > 1 else {})
+        emb = dict(embeddings or {})
+        if inputs is not None:
+            emb["input"] = inputs.detach()
+        if isinstance(logits, torch.Tensor):
+            logits = {"image_to_text": logits}
+        extras = dict(extras or {})
+        if self.optimizer is not None and "lr" not in extras:
+            extras["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        self.session.observe(step, losses=losses, weights=dict(self.loss_weights), chance=chance, embeddings=emb,
+                             logits=dict(logits or {}), batch_size=self.batch_size, extras=extras)
+        self.last_step, self._observed = int(step), self._observed + 1
+        return self._maybe_evaluate(int(step))
+
+    def after_step(self, step: int | None = None) -> None:
+        """Call after ``optimizer.step()`` when no optimizer was given to `watch` (update/param)."""
+        self.session.after_step(step)
+
+    def evaluate_retrieval(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
+        """Held-out R@1/5/10 (both directions) of paired embeddings; non-finite embeddings give NaN, never a score."""
+        from .retrieval import retrieval_metrics
+
+        self.retrieval = retrieval_metrics(image, text)
+        return self.retrieval
+
+    # -- what is known so far ----------------------------------------------------------------------
+    @property
+    def records(self) -> pd.DataFrame:
+        return self.session.records
+
+    @property
+    def findings(self) -> list:
+        return list(self.monitor.findings) if self.summary is None else self.summary.findings
+
+    @property
+    def alarms(self) -> list[Alarm]:
+        return list(self.monitor.alarms)
+
+    @property
+    def root_causes(self) -> list[dict]:
+        from .rules import rank_root_causes
+
+        if self.summary is not None:
+            return self.summary.runs[0].root_causes
+        return rank_root_causes([f.to_dict() for f in self.monitor.findings], None)
+
+    def coverage(self) -> dict:
+        cov = getattr(self.session, "coverage", None)
+        out = dict(cov()) if callable(cov) else {}
+        out.setdefault("observed_steps", self._observed)
+        return out
+
+    def evaluate(self) -> list[Alarm]:
+        """Evaluate the rules on the records so far now (also done on a schedule by `observe`)."""
+        t0 = time.perf_counter()
+        self.monitor.ctx = self._context()
+        self.monitor.replace(self.session.records)
+        new = self.monitor.evaluate(self.last_step)
+        self._eval_time = time.perf_counter() - t0
+        return new
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _maybe_evaluate(self, step: int) -> list[Alarm]:
+        if not self.evaluate_every or self._observed < self._next_eval:
+            return []
+        new = self.evaluate()
+        spacing = self.evaluate_every
+        if self._step_time > 0:  # keep evaluation under EVALUATE_BUDGET of the training time
+            spacing = max(spacing, math.ceil(self._eval_time / (EVALUATE_BUDGET * self._step_time)))
+        self._next_eval = self._observed + spacing
+        for a in new:
+            self._raise_alarm(a)
+        return new
+
+    def _raise_alarm(self, a: Alarm) -> None:
+        policy = self.alarm_policy
+        if policy == "warn":
+            log.warning(alarm_line(a))
+        elif policy == "raise":
+            raise DiagnoseAlarm(a)
+        elif callable(policy):
+            policy(a)
+
+    def _context(self) -> RunContext:
+        opt = {}
+        if self.optimizer is not None:
+            g = self.optimizer.param_groups[0]
+            opt = {k: g[k] for k in ("lr", "weight_decay") if k in g}
+        return RunContext(self.name, self.batch_size, self.candidates or self.batch_size, self.max_logit_scale,
+                          dict(self.loss_weights), opt)
+
+    def _summarise(self) -> Summary:
+        records = self.records
+        values = records[(records["probe"] == "loss_split") & (records["metric"] == "value")]
+        history = [{"step": s, **g.groupby("target")["value"].mean().to_dict()} for s, g in values.groupby("step")]
+        final, window = end_of_run(history)
+        pool = self.candidates or self.batch_size
+        run = RunSummary(
+            name=self.name, kind="watch", steps=(self.last_step + 1) if self.last_step is not None else 0,
+            batch_size=self.batch_size, candidates=pool, chance_loss=math.log(pool) if pool and pool > 1 else None,
+            final_loss=final, final_window_steps=window, retrieval=dict(self.retrieval),
+            seconds=round(time.perf_counter() - self._start, 2),
+            extra={"loss_weights": dict(self.loss_weights), "max_logit_scale": self.max_logit_scale,
+                   "optimizer": self._context().optimizer, "alarms": [{"step": a.step, "id": a.finding.id,
+                                                                       "target": a.finding.target} for a in self.alarms],
+                   **({"interrupted": self.interrupted} if self.interrupted else {})})
+        summary = Summary([run], sections={"coverage": self.coverage()}, command=_command(),
+                          environment=_environment())
+        return analyse(summary, records.assign(run=self.name))
+
+
+def _command() -> str:
+    import shlex
+    import sys
+
+    return " ".join(["python", *map(shlex.quote, sys.argv)]) if sys.argv and sys.argv[0] else ""
+
+
+def _environment() -> dict[str, str]:
+    import platform
+
+    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
+
+
+def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out: str | Path | None = None,
+          **kwargs: Any) -> Watch:
+    """Watch a training run: ``with diagnose.watch(model, optimizer, out="runs/mine") as w: ...``.
+
+    See `Watch` for the keyword arguments (name, alarm, probes, every, expensive_every, evaluate_every,
+    batch_size, candidates, loss_weights, max_logit_scale, latents, outputs).
+    """
+    return Watch(model, optimizer, out, **kwargs)

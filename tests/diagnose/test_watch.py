@@ -1,0 +1,161 @@
+"""`diagnose.watch` around a user's own loop: a flamingo-pytorch PerceiverResampler alignment model on
+CPU (peer library from PyPI, random weights). Healthy control, injected faults, alarms, exceptions,
+and the run directory that `diagnose report` rebuilds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from typer.testing import CliRunner
+
+import diagnose
+from diagnose.cli import app
+
+flamingo = pytest.importorskip("flamingo_pytorch", reason="flamingo-pytorch is in the dev extra")
+
+N, B, T, D, DT, E = 1024, 32, 16, 32, 24, 32
+
+
+def data(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    concepts = torch.randn(N, 8, generator=g)
+    tokens = (concepts @ torch.randn(8, D, generator=g)).unsqueeze(1) + 0.5 * torch.randn(N, T, D, generator=g)
+    texts = concepts @ torch.randn(8, DT, generator=g) + 0.1 * torch.randn(N, DT, generator=g)
+    return tokens, texts
+
+
+class Aligner(nn.Module):
+    """Patch tokens -> PerceiverResampler -> mean over latents -> projection; text -> projection."""
+
+    def __init__(self, detach_text: bool = False):
+        super().__init__()
+        self.resampler = flamingo.PerceiverResampler(dim=D, depth=2, dim_head=8, heads=2, num_latents=8)
+        self.proj = nn.Linear(D, E)
+        self.text = nn.Linear(DT, E)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.detach_text = detach_text
+
+    def forward(self, tokens, texts):
+        lat = self.resampler(tokens.unsqueeze(1))[:, 0]  # (B, T, D) -> (B, latents, D)
+        img = F.normalize(self.proj(lat.mean(1)), dim=-1)
+        txt = self.text(texts)
+        return img, F.normalize(txt.detach() if self.detach_text else txt, dim=-1)
+
+
+def train(out, lr=1e-3, detach_text=False, steps=40, alarm="off", fail_at=None, seed=0):
+    torch.manual_seed(seed)
+    tokens, texts = data(seed)
+    model = Aligner(detach_text)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    with diagnose.watch(model, opt, out=out, name="user", alarm=alarm, expensive_every=5) as w:
+        for step in range(steps):
+            idx = torch.randint(0, N, (B,))
+            img, txt = model(tokens[idx], texts[idx])
+            logits = model.logit_scale.exp() * img @ txt.t()
+            labels = torch.arange(B)
+            loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(step, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits,
+                      batch_size=B, inputs=tokens[idx], extras={"logit_scale": model.logit_scale.exp()})
+            if fail_at is not None and step == fail_at:
+                raise RuntimeError("user code failed")
+            opt.step()
+        with torch.no_grad():
+            w.evaluate_retrieval(*model(tokens[:256], texts[:256]))
+    return w
+
+
+def summary(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("healthy") / "run"
+    return out, train(out)
+
+
+def test_healthy_control_learns_without_error_findings_and_records_everything(healthy):
+    out, w = healthy
+    s = summary(out)
+    run = s["runs"][0]
+    assert run["kind"] == "watch" and run["chance_loss"] == pytest.approx(math.log(B))
+    assert not [f for f in s["findings"] if f["severity"] == "error"], s["findings"]
+    assert w.alarms == []
+    assert run["final_loss"]["loss_clip"] < math.log(B)
+    recs = w.records
+    assert {"gradient_flow", "gradient_flow.layer", "loss_split", "collapse"} <= set(recs["probe"])
+    for name in ("image", "text", "input"):
+        assert len(recs[(recs["probe"] == "collapse") & (recs["target"] == name)])
+    assert (out / "report.md").is_file() and (out / "records.csv.gz").is_file()
+    report = (out / "report.md").read_text()
+    assert report.index("## Root causes") < report.index("## Findings")
+
+
+def test_peer_attention_is_observed(healthy):
+    """flamingo-pytorch computes attention with `sim.softmax(dim=-1)`: a Tensor method, no nn.Softmax."""
+    _, w = healthy
+    ent = w.records[(w.records["probe"] == "softmax_entropy") & (w.records["metric"] == "entropy_mean")]
+    attn = [t for t in ent["target"].unique() if t.startswith("resampler.layers")]
+    assert attn, sorted(ent["target"].unique())
+
+
+def test_detached_text_tower_is_named_as_the_root_cause(tmp_path):
+    out = tmp_path / "run"
+    train(out, detach_text=True, alarm="off")
+    run = summary(out)["runs"][0]
+    assert run["root_causes"][0]["cause"] == "no_gradient_path"
+    assert "no_gradient" in run["root_causes"][0]["findings"]
+
+
+def test_learning_rate_that_collapses_the_embeddings_is_named(tmp_path):
+    out = tmp_path / "run"
+    w = train(out, lr=0.3, steps=40)
+    s = summary(out)
+    run = s["runs"][0]
+    assert not run["verdict"]["learned"], run["verdict"]
+    assert run["root_causes"][0]["cause"] == "learning_rate_too_high", run["root_causes"]
+    assert run["alarms"] and run["alarms"][0]["step"] <= 20 and w.alarms[0].step == run["alarms"][0]["step"]
+
+
+def test_alarm_raise_stops_the_loop_and_the_directory_is_still_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(diagnose.DiagnoseAlarm) as info:
+        train(out, detach_text=True, alarm="raise")
+    assert info.value.alarm.finding.id == "no_gradient"
+    assert info.value.alarm.step <= 10
+    s = summary(out)
+    assert "DiagnoseAlarm" in s["runs"][0]["interrupted"]
+
+
+def test_alarm_callback_gets_the_finding(tmp_path):
+    got = []
+    train(None, detach_text=True, alarm=got.append, steps=12)
+    assert got and got[0].finding.id == "no_gradient" and got[0].finding.evidence["parameters"]
+
+
+def test_exception_removes_every_hook_and_writes_the_run(tmp_path):
+    out = tmp_path / "run"
+    sdpa = F.scaled_dot_product_attention
+    with pytest.raises(RuntimeError, match="user code failed"):
+        train(out, fail_at=6)
+    assert F.scaled_dot_product_attention is sdpa
+    model = Aligner()
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    s = summary(out)
+    assert s["runs"][0]["interrupted"].startswith("ended by RuntimeError")
+    assert s["runs"][0]["steps"] == 7
+
+
+def test_report_rebuilds_a_watch_run_directory(healthy):
+    out, _ = healthy
+    before = (out / "report.md").read_text()
+    r = CliRunner().invoke(app, ["report", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "report.md").read_text() == before
