@@ -164,7 +164,8 @@ def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
 
 
 def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callbacks: Sequence[Callback] = (),
-                     name: str | None = None, expensive_every: int = 10, model=None):
+                     name: str | None = None, expensive_every: int = 10, model=None, alarm=None,
+                     evaluate_every: int | None = None):
     """Train with every probe attached; returns (TrainedRun, records DataFrame)."""
     from reference_models import build_model
 
@@ -173,8 +174,9 @@ def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callba
     torch.manual_seed(cfg.seed)
     model = model if model is not None else build_model(cfg)
     start = time.perf_counter()
-    # the same path as a user's loop; the report is written by the caller, findings evaluated at the end
-    with watch(model, name=name or cfg.name, alarm="off", evaluate_every=None, probes="all", every=1,
+    # the same path as a user's loop; the report is written by the caller. Online evaluation (alarms)
+    # only when asked: the findings of the report are evaluated on the whole run at the end
+    with watch(model, name=name or cfg.name, alarm=alarm or "off", evaluate_every=evaluate_every, probes="all", every=1,
                expensive_every=expensive_every, batch_size=cfg.dataset.batch_size,
                max_logit_scale=cfg.losses.max_logit_scale, outputs=watched_outputs(model)) as w:
         result = train(cfg, steps=steps, device=device, model=model,

@@ -164,6 +164,22 @@ def hypothesis_details(hyps: list[dict]) -> list[str]:
     return lines
 
 
+def coverage_section(coverage: dict | None) -> list[str]:
+    """What the probes observed and what they could not (modules under no_grad, frozen parameters, ...)."""
+    if not coverage:
+        return []
+    lines = ["## Coverage", "", "What the probes saw of the model, and what they did not:", ""]
+    for key, value in coverage.items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k}: {v}" for k, v in list(value.items())[:12]) + (" ..." if len(value) > 12 else "")
+        elif isinstance(value, (list, tuple)):
+            shown = ", ".join(map(str, value[:12])) + (f" ... ({len(value)} in all)" if len(value) > 12 else "")
+        else:
+            shown = str(value)
+        lines.append(f"- {key.replace('_', ' ')}: {shown or 'none'}")
+    return lines + [""]
+
+
 def runs_table(runs: list[dict]) -> list[str]:
     lines = ["## Runs", "", "| run | config | scale | steps | batch | ln(B) | final losses | R@1 / R@5 / R@10 | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -171,7 +187,7 @@ def runs_table(runs: list[dict]) -> list[str]:
         losses = ", ".join(f"{k} {_f(v)}" for k, v in r.get("final_loss", {}).items())
         rr = r.get("retrieval", {})
         rec = " / ".join(_f(rr.get(f"r@{k}")) for k in (1, 5, 10))
-        lines.append(f"| {r['name']} | {r['config']} | {r['scale']} | {r['steps']} | {r['batch_size']} | "
+        lines.append(f"| {r['name']} | {r.get('config') or '-'} | {r.get('scale') or '-'} | {r['steps']} | {r['batch_size']} | "
                      f"{_f(r['chance_loss'])} | {losses} | {rec} | {_f(r.get('seconds'), 1)} |")
     lines += ["", "Final losses are means over the last steps "
               f"(window {runs[0].get('final_window_steps', ['?', '?'])[0]}-{runs[0].get('final_window_steps', ['?', '?'])[1]} for the first run); "
@@ -210,6 +226,7 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
         lines += ["## Plots", ""]
         for file, caption in plots:
             lines += [f"### {caption}", "", f"![{caption}]({file})", ""]
+    lines += coverage_section(summary.get("coverage"))
     lines += runs_table(runs)
     env = summary.get("environment")
     if env:

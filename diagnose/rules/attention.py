@@ -65,7 +65,7 @@ class SoftmaxOverBatch(Rule):
     needs = (("softmax_entropy", "axis"), ("softmax_entropy", "axis_size"))
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
-        sm = df[(df["probe"] == "softmax_entropy") & df["metric"].isin(["axis", "axis_size", "ndim"])]
+        sm = pd.concat([select(df, "softmax_entropy", m) for m in ("axis", "axis_size", "ndim")])
         out = []
         for target, g in sm.groupby("target"):
             last = g.sort_values("step").groupby("metric")["value"].last()

@@ -11,6 +11,7 @@ on the run truncated at t.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -97,13 +98,27 @@ class Rule:
 # --- record access ---------------------------------------------------------------------------------
 
 
+_INDEX: dict[str, object] = {}  # one entry: the (probe, metric) groups of the frame the rules last read
+
+
+def _groups(df: pd.DataFrame) -> dict:
+    """(probe, metric) -> rows, built once per frame: every rule selects from the same records, and a
+    string comparison over the whole frame per selection would dominate the cost of a rule pass."""
+    ref = _INDEX.get("frame")
+    if ref is not None and ref() is df and _INDEX.get("rows") == len(df):
+        return _INDEX["groups"]  # type: ignore[return-value]
+    groups = {k: g for k, g in df.groupby(["probe", "metric"], sort=False)} if len(df) else {}
+    _INDEX.update(frame=weakref.ref(df), rows=len(df), groups=groups)
+    return groups
+
+
 def select(df: pd.DataFrame, probe: str, metric: str | None = None, target: str | None = None) -> pd.DataFrame:
-    sel = df["probe"] == probe
-    if metric is not None:
-        sel &= df["metric"] == metric
-    if target is not None:
-        sel &= df["target"] == target
-    return df[sel]
+    if metric is None:
+        parts = [g for (p, _), g in _groups(df).items() if p == probe]
+        sel = pd.concat(parts) if parts else df.iloc[0:0]
+    else:
+        sel = _groups(df).get((probe, metric), df.iloc[0:0])
+    return sel[sel["target"] == target] if target is not None else sel
 
 
 def series(df: pd.DataFrame, probe: str, target: str, metric: str) -> pd.Series:
