@@ -27,6 +27,11 @@ PyTorch hook quirks, kept in this one place (the probes rely on each of them):
    gradients are read from ``param.grad`` after ``backward()`` instead of from backward hooks.
 9. A hook closure that captured a tensor keeps it alive for as long as the handle exists; hooks
    here capture only modules, names and the session, and reduce activations to scalars at once.
+10. A forward hook does not run when ``forward`` raises unless registered with ``always_call=True``;
+   the forward scope (``_scope.py``) relies on it to close a TorchFunctionMode it opened.
+11. A ``TorchFunctionMode`` sees tensor methods (``x.softmax``), ``torch.*`` and ``F.*`` calls,
+   including functions imported by name, but not the calls made inside a function it already
+   intercepted (``F.multi_head_attention_forward`` is seen whole); compiled graphs bypass it.
 """
 
 from __future__ import annotations
@@ -45,9 +50,11 @@ class HookSet:
     def __init__(self) -> None:
         self._handles: list[RemovableHandle] = []
         self._patches: list[tuple[Any, str, Any]] = []
+        self._on_remove: list[Callable[[], None]] = []
 
-    def forward_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False) -> None:
-        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs))
+    def forward_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False,
+                     always_call: bool = False) -> None:
+        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs, always_call=always_call))
 
     def forward_pre_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False) -> None:
         self._handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
@@ -62,7 +69,13 @@ class HookSet:
         setattr(owner, attr, new)
         return original
 
+    def on_remove(self, fn: Callable[[], None]) -> None:
+        """Run `fn` first thing in `remove` (closes modes and global hooks that are still open)."""
+        self._on_remove.append(fn)
+
     def remove(self) -> None:
+        while self._on_remove:
+            self._on_remove.pop()()
         # Patches are undone in reverse order so nested sessions unwind to the true original.
         while self._patches:
             owner, attr, original = self._patches.pop()

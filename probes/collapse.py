@@ -57,6 +57,13 @@ class Collapse(Probe):
         for label, path in outputs.items():
             session.hooks.forward_hook(modules[path], self._output_hook(session, label))
 
+    def coverage(self, session: "ProbeSession", records) -> dict:
+        """Watched outputs that never produced a record (module never called with grad on a
+        measured step, or its output not a floating (B, D) / (B, T, D) tensor)."""
+        seen = set(records.loc[records["probe"] == self.name, "target"].unique()) if len(records) else set()
+        return {"watched_outputs": sorted(self.outputs),
+                "watched_outputs_never_fired": sorted(k for k in self.outputs if k not in seen)}
+
     def _output_hook(self, session: "ProbeSession", label: str):
         def hook(module, args, output):
             if not session.hook_due(expensive=True):

@@ -1,14 +1,17 @@
 """Softmax entropy H/ln(K) in [0, 1]: ≈1 uniform (attends to nothing in particular), ≈0 one-hot.
 
 Probe ``softmax_entropy``; metrics entropy_mean / entropy_min over rows (queries × batch) and
-nonfinite (rows whose entropy is NaN/Inf, e.g. fully masked); for nn.Softmax modules also axis (the
+nonfinite (rows whose entropy is NaN/Inf, e.g. fully masked); for every softmax also axis (the
 normalised dimension), axis_size (K) and ndim. Softmaxes over K=1 are skipped.
 Sources and targets:
   nn.Softmax submodules (every step on the cheap schedule)       target = module name
   nn.MultiheadAttention (per-head weights forced, expensive)      target = module name
   attention modules returning weights, e.g. HF eager CLIPAttention target = module name
-  F.scaled_dot_product_attention calls (recomputed, expensive)     target = innermost calling
-      module found on the Python stack, else ``sdpa.call{i}``
+  softmax however it is called (``torch.softmax``, ``F.softmax``, ``x.softmax(-1)``) and
+      ``F.scaled_dot_product_attention`` (also imported by name; weights recomputed), inside the
+      model's forward on the expensive schedule, through a TorchFunctionMode (``_scope.py``):
+      target = innermost calling module found on the Python stack, else ``softmax.call{i}`` /
+      ``sdpa.call{i}``. Compiled graphs bypass the mode: `coverage` says what was not seen.
   contrastive logits passed to `observe` (row softmax)            target = ``logits.<name>``
 4-D probabilities (B, H, Q, K) also give ``<target>.head{h}`` rows.
 Logits additionally give positive_prob_mean and top1_acc when square (positives on the diagonal).
@@ -17,11 +20,11 @@ Logits additionally give positive_prob_mean and top1_acc when square (positives 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import stats
 from ._hooks import bind_call
@@ -34,25 +37,41 @@ if TYPE_CHECKING:
 class SoftmaxEntropy(Probe):
     name = "softmax_entropy"
 
-    def __init__(self, sdpa: bool = True) -> None:
-        self.sdpa = sdpa
-        self._sdpa_calls = 0
+    def __init__(self, functional: bool = True) -> None:
+        self.functional = functional  # softmax / SDPA calls seen through a TorchFunctionMode
+        self._calls: dict[str, int] = {}
 
     def setup(self, session: "ProbeSession") -> None:
         model = session.model
         with_softmax = {id(m) for m in model.modules() if any(isinstance(c, nn.Softmax) for c in m.modules())}
+        self._hooked: set[int] = set()  # modules whose own hooks read their weights: the mode skips them
+        self._from_mode: set[str] = set()  # targets the mode already measured this step
+        self.present: dict[str, str] = {}  # attention-like modules of the model: label -> class name
         for path, mod in model.named_modules():
             name = module_label(path)
             if isinstance(mod, nn.Softmax):
+                self._hooked.add(id(mod))
                 session.hooks.forward_hook(mod, self._softmax_hook(session, name))
             elif isinstance(mod, nn.MultiheadAttention):
+                self._hooked.add(id(mod))
                 session.hooks.forward_pre_hook(mod, self._mha_pre_hook(session), with_kwargs=True)
                 session.hooks.forward_hook(mod, self._mha_hook(session, name), with_kwargs=True)
             elif type(mod).__name__.endswith("Attention") and id(mod) not in with_softmax:
                 session.hooks.forward_hook(mod, self._weights_output_hook(session, name))
-        if self.sdpa:
-            original = F.scaled_dot_product_attention
-            session.hooks.patch(F, "scaled_dot_product_attention", self._sdpa_wrapper(session, original))
+            if isinstance(mod, nn.MultiheadAttention) or "attention" in type(mod).__name__.lower() \
+                    or "attend" in type(mod).__name__.lower():
+                self.present[name] = type(mod).__name__
+        if self.functional:
+            session.forward_scope().add(lambda: _FunctionalSoftmax(self, session))
+
+    def coverage(self, session: "ProbeSession", records) -> dict:
+        """Attention-like modules present vs those with entropy records (a record of a child counts)."""
+        seen = set(records.loc[records["probe"] == self.name, "target"].unique()) if len(records) else set()
+        unseen = [m for m in self.present if not any(t == m or t.startswith(m + ".") for t in seen)]
+        return {"attention_modules_present": len(self.present),
+                "attention_modules_seen": len(self.present) - len(unseen),
+                "attention_modules_not_seen": unseen,
+                "softmax_targets": sorted(t for t in seen if ".head" not in t)}
 
     # -- shared ------------------------------------------------------------------------------
     def _emit_probs(self, session: "ProbeSession", target: str, p: torch.Tensor, dim: int = -1) -> None:
@@ -129,50 +148,50 @@ class SoftmaxEntropy(Probe):
             if not (isinstance(output, tuple) and len(output) > 1):
                 return
             w = output[1]
+            if name in self._from_mode:
+                return  # its softmax / SDPA call was measured inside the forward
             if isinstance(w, torch.Tensor) and w.dim() == 4 and w.is_floating_point() and session.hook_due():
                 with session.guard(self.name):
                     self._emit_probs(session, name, w, -1)
 
         return hook
 
-    # -- F.scaled_dot_product_attention -------------------------------------------------------
-    def _sdpa_wrapper(self, session: "ProbeSession", original):
-        names = session.module_names
-
-        def scaled_dot_product_attention(*args: Any, **kwargs: Any):
-            out = original(*args, **kwargs)
-            if session.hook_due(expensive=True):
-                with session.guard(self.name):
-                    self._sdpa_record(session, names, args, kwargs)
-            return out
-
-        scaled_dot_product_attention.__wrapped__ = original  # type: ignore[attr-defined]
-        scaled_dot_product_attention.__doc__ = original.__doc__
-        return scaled_dot_product_attention
-
-    def _sdpa_record(self, session: "ProbeSession", names: dict[int, str], args: tuple, kwargs: dict) -> None:
+    # -- torch.softmax / F.softmax / Tensor.softmax / SDPA, through the forward scope ------------
+    def functional_call(self, session: "ProbeSession", func, args: tuple, kwargs: dict, out) -> None:
+        if not session.hook_due(expensive=True) or not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return
+        module_id, label = _calling_module(session.module_names)
+        if module_id in self._hooked:
+            return  # nn.Softmax / MultiheadAttention: their own hooks measure them
+        kind = func.__name__
+        if label is None:  # a call outside any module of the model: number it within the step
+            i = self._calls.get(kind, 0)
+            self._calls[kind] = i + 1
+            label = f"{'sdpa' if kind != 'softmax' else kind}.call{i}"
+        self._from_mode.add(label)
+        if kind == "softmax":
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            dim = stats.softmax_dim(out.dim(), dim)
+            self._emit_probs(session, label, out, dim)
+            buf = session.buffer
+            buf.defer(self.name, label, "axis", float(dim % out.dim()))
+            buf.defer(self.name, label, "axis_size", float(out.shape[dim]))
+            buf.defer(self.name, label, "ndim", float(out.dim()))
+            return
         order = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
         call = dict(zip(order, args))
         call.update(kwargs)
         with torch.no_grad():
-            p = stats.attention_probs(
-                call["query"],
-                call["key"],
-                call.get("attn_mask"),
-                bool(call.get("is_causal", False)),
-                call.get("scale"),
-                bool(call.get("enable_gqa", False)),
-            )
-        target = _calling_module(names)
-        if target is None:
-            target = f"sdpa.call{self._sdpa_calls}"
-        self._sdpa_calls += 1
-        self._emit_probs(session, target, p, -1)
+            p = stats.attention_probs(call["query"], call["key"], call.get("attn_mask"),
+                                      bool(call.get("is_causal", False)), call.get("scale"),
+                                      bool(call.get("enable_gqa", False)))
+        self._emit_probs(session, label, p, -1)
         del p
 
     # -- contrastive logits -------------------------------------------------------------------
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
-        self._sdpa_calls = 0  # call indices restart with every step
+        self._calls.clear()  # call indices restart with every step
+        self._from_mode.clear()
         if not obs.logits or not session.due(obs.step):
             return
         logits = dict(obs.logits)
@@ -198,17 +217,37 @@ class SoftmaxEntropy(Probe):
         session.buffer.extend_values(obs.step, self.name, keys, vals)
 
 
-def _calling_module(names: dict[int, str]) -> str | None:
-    """Name of the innermost module of the probed model whose method is on the call stack."""
-    frame = sys._getframe(2)
+def _calling_module(names: dict[int, str]) -> tuple[int | None, str | None]:
+    """(id, label) of the innermost module of the probed model whose method is on the call stack."""
+    frame = sys._getframe(1)
     try:
         while frame is not None:
             code = frame.f_code
             if code.co_argcount and code.co_varnames[0] == "self":
-                name = names.get(id(frame.f_locals.get("self")))
+                obj = frame.f_locals.get("self")
+                name = names.get(id(obj))
                 if name is not None:
-                    return module_label(name)
+                    return id(obj), module_label(name)
             frame = frame.f_back
-        return None
+        return None, None
     finally:
         del frame  # frames reference activations; never let one outlive this call
+
+
+class _FunctionalSoftmax(TorchFunctionMode):
+    """Active inside the model's forward on scheduled steps (see `probes._scope`): hands every
+    softmax and scaled-dot-product-attention call, however it was spelled, to the probe."""
+
+    WATCHED = frozenset({"softmax", "scaled_dot_product_attention"})
+
+    def __init__(self, probe: SoftmaxEntropy, session: "ProbeSession") -> None:
+        super().__init__()
+        self.probe, self.session = probe, session
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if getattr(func, "__name__", None) in self.WATCHED:
+            with self.session.guard(self.probe.name):
+                self.probe.functional_call(self.session, func, args, kwargs, out)
+        return out

@@ -18,8 +18,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import coverage as _coverage
 from ._hooks import HookSet
 from ._records import RecordBuffer
+from ._scope import ForwardScope
 from .base import Observation, Probe
 from .collapse import Collapse
 from .entropy import SoftmaxEntropy
@@ -85,6 +87,9 @@ class ProbeSession:
         self.errors: list[str] = []
         self.scratch: dict[int, Any] = {}  # per-call state shared between a pre-hook and its hook
         self.module_names: dict[int, str] = {}
+        self.scope: ForwardScope | None = None
+        self.module_calls = _coverage.ModuleCalls({})
+        self.steps = {"observed": 0, "cheap": 0, "expensive": 0}
         self._hint = int(start_step)  # step the next forward belongs to
         self._last_step: int | None = None
         self._stepped = True  # probes' after_step already ran for the last observation
@@ -97,10 +102,14 @@ class ProbeSession:
         if self._open:
             return self
         self.module_names = {id(m): n for n, m in self.model.named_modules()}
+        self.scope = None
         self._open = True
         try:
             for probe in self.probes.values():
                 probe.setup(self)
+            if self.scope is not None:  # some probe looks inside the forward: count module calls there too
+                self.module_calls.names = self.module_names
+                self.scope.add(self.module_calls.counting)
             if self.optimizer is not None:
                 self.hooks.optimizer_post_hook(self.optimizer, self._optimizer_post_hook)
         except BaseException:
@@ -166,6 +175,9 @@ class ProbeSession:
         self._last_step = step
         self._hint = step
         self._observing = step
+        self.steps["observed"] += 1
+        self.steps["cheap"] += self.due(step)
+        self.steps["expensive"] += self.due(step, expensive=True)
         try:
             with self.guard("session"):
                 self.buffer.commit_pending(step)
@@ -198,10 +210,44 @@ class ProbeSession:
         probe.outputs.update(outputs)
         probe.watch(self, outputs)
 
+    def forward_scope(self) -> ForwardScope:
+        """The scope around the model's forward on expensive steps (created by the first probe that
+        asks for it; the cheap preset registers no forward hook at all)."""
+        if self.scope is None:
+            self.scope = ForwardScope(self.hooks, self.model, lambda: self.due(self._hint, expensive=True))
+        return self.scope
+
     @property
     def records(self) -> pd.DataFrame:
         """Long DataFrame: step (int), probe, target, metric (str), value (float)."""
         return self.buffer.frame()
+
+    def coverage(self) -> dict:
+        """What the probes observed and what they could not: attention modules seen vs present,
+        modules that ran only under ``no_grad``, watched outputs that never fired, frozen parameters
+        (by module), compiled modules, steps measured and skipped by the schedule, probe errors."""
+        records = self.records
+        calls = self.module_calls.calls
+        out: dict[str, Any] = {
+            "steps_observed": self.steps["observed"],
+            "steps_measured": self.steps["cheap"],
+            "steps_measured_expensive": self.steps["expensive"],
+            "steps_skipped_by_schedule": self.steps["observed"] - self.steps["cheap"],
+            "forwards_inspected": self.scope.forwards if self.scope is not None else 0,
+        }
+        for probe in self.probes.values():
+            fn = getattr(probe, "coverage", None)
+            if callable(fn):
+                out.update(fn(self, records))
+        out["frozen_modules"] = _coverage.frozen_modules(self.model)
+        if self.scope is not None:
+            out["modules_only_under_no_grad"] = _coverage.no_grad_only(self.model, calls)
+            out["modules_never_called"] = _coverage.never_called(self.model, calls)
+        else:
+            out["module_calls"] = "not measured: no forward probe (cheap preset); see gradient_flow grad_is_none"
+        out["compiled_modules"] = _coverage.compiled_modules(self.model)
+        out["probe_errors"] = len(self.errors)
+        return out
 
     # -- used by probes ----------------------------------------------------------------------
     def due(self, step: int, expensive: bool = False) -> bool:

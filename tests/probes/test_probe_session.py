@@ -94,8 +94,9 @@ def test_unseen_model_gets_entropy_gradient_and_collapse_records():
 def _hook_free(model, opt):
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks, m
-        assert not m._backward_pre_hooks and not m._forward_hooks_with_kwargs
-    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+        assert not m._backward_pre_hooks and not m._forward_hooks_with_kwargs and not m._forward_hooks_always_called
+    if opt is not None:
+        assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
 
 
 def test_hooks_removed_after_exception():
@@ -106,13 +107,44 @@ def test_hooks_removed_after_exception():
         with attach(model, optimizer=opt, probes="all", outputs={"stem": "stem"}, strict=True) as session:
             assert any(m._forward_hooks for m in model.modules())
             assert opt._optimizer_step_post_hooks
-            assert F.scaled_dot_product_attention is not original
             _train(model, session, steps=3, opt=opt, fail_at=1)
     _hook_free(model, opt)
     assert F.scaled_dot_product_attention is original
     assert torch.nn.functional.scaled_dot_product_attention is original
     assert not session.is_open
     assert set(session.records.step) == {0}  # what was recorded before the error is kept
+
+
+class FailingInside(nn.Module):
+    """Raises from inside its forward, after a softmax, while the forward scope is open."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.seen_modes = []
+
+    def forward(self, x):
+        a = self.proj(x).softmax(-1)
+        self.seen_modes.append(len(torch.overrides._get_current_function_mode_stack()))
+        raise RuntimeError("boom inside forward")
+
+
+def test_mode_and_global_hooks_are_gone_after_an_exception_inside_forward():
+    from torch.nn.modules import module as module_mod
+
+    model = FailingInside()
+    global_hooks = len(module_mod._global_forward_pre_hooks)
+    with pytest.raises(RuntimeError, match="boom inside forward"):
+        with attach(model, probes="all", strict=True):
+            model(torch.randn(2, 8))
+    assert model.seen_modes == [1]  # the softmax mode was active inside the forward (step 0 is due)
+    assert not torch.overrides._get_current_function_mode_stack()
+    assert len(module_mod._global_forward_pre_hooks) == global_hooks
+    _hook_free(model, None)
+    # the exception left the scope open at depth 1: a later plain forward must not open anything
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 8))
+    assert model.seen_modes[-1] == 0
 
 
 def test_session_keeps_no_activation_alive():
