@@ -1,15 +1,18 @@
 """Record storage: detached Python floats in column lists, a DataFrame built on demand.
 
-Values computed inside forward hooks stay as small reduced tensors (a handful of scalars per
-module, never activations) until the next `observe`, where all of them are turned into floats
-with one device synchronisation and stamped with that step.
+One host transfer per step. Values computed inside forward hooks stay as small reduced tensors (a
+handful of scalars per module, never activations) until the next `observe`, which stamps them with
+its step; the probes' own values of that step (`later`) wait beside them, each with the function
+that turns its floats into rows. `flush`, at the end of `observe`, turns all of them into floats
+with one device synchronisation per device (``torch.cat(...).tolist()``), never one `.item()` per
+metric. The update measured after the optimizer step waits for the next flush.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable, Sequence, Union
+from typing import Callable, Iterable, Sequence, Union
 
 import pandas as pd
 import torch
@@ -17,6 +20,11 @@ import torch
 COLUMNS = ("step", "probe", "target", "metric", "value")
 
 Value = Union[torch.Tensor, float, int]
+Rows = Iterable[tuple[str, str, float]]  # (target, metric, value)
+
+
+def _numel(v: Value) -> int:
+    return v.numel() if isinstance(v, torch.Tensor) else 1
 
 
 def to_floats(values: Sequence[Value]) -> list[float]:
@@ -60,14 +68,51 @@ def _reduce(metric: str, values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else values[0]
 
 
-class RecordBuffer:
-    """Committed rows (column lists) plus pending hook values waiting for their step."""
+def _reduced_rows(keys: list[tuple[tuple[str, ...], str]]) -> Callable[[list[float]], Rows]:
+    def finish(floats: list[float]) -> Rows:
+        grouped: dict[tuple[str, str], list[float]] = {}
+        i = 0
+        for targets, metric in keys:
+            for target in targets:
+                grouped.setdefault((target, metric), []).append(floats[i])
+                i += 1
+        return [(t, m, _reduce(m, vals)) for (t, m), vals in grouped.items()]
 
-    def __init__(self) -> None:
+    return finish
+
+
+# Bounded memory: a buffer that reaches `max_rows` rows thins its history to half that: the newest
+# steps holding up to a quarter of the budget stay at full resolution (online rules read recent
+# trends), older rows keep only the steps that are multiples of a stride, doubled until the history
+# fits. Step 0 is always kept (the initial state trend rules compare against), and the kept history
+# is uniform in steps, so means and spans over it stay unbiased. A 100-byte row gives ~50 MB at the
+# default budget whatever the number of steps.
+MAX_ROWS = 500_000
+
+
+class RecordBuffer:
+    """Committed rows (column lists) plus pending hook values waiting for their step.
+
+    Args:
+        max_rows: bound on the rows kept in memory (``None``: unbounded).
+        spill: directory where rows dropped by thinning are written first, in chunks
+            (parquet when pyarrow is installed, else csv.gz), so nothing measured is lost.
+    """
+
+    def __init__(self, max_rows: int | None = MAX_ROWS, spill: str | None = None) -> None:
+        if max_rows is not None and max_rows < 1000:
+            raise ValueError(f"max_rows={max_rows}: expected at least 1000 (or None for unbounded)")
+        self.max_rows, self.spill = max_rows, spill
+        self.stride = 1  # history before `dense_from` keeps steps % stride == 0
+        self.dense_from: int | None = None
+        self.dropped = 0
+        self.spilled: list[str] = []
         self._cols: dict[str, list] = {c: [] for c in COLUMNS}
         self._frame: pd.DataFrame | None = None
         # pending: (probe, targets, metric, value) with len(targets) == value.numel()
         self._pending: list[tuple[str, tuple[str, ...], str, Value]] = []
+        # later: (step, probe, values, finish) — finish(floats of values) -> rows; converted by flush
+        self._later: list[tuple[int, str, list[Value], Callable[[list[float]], Rows]]] = []
 
     # -- committed rows ----------------------------------------------------------------------
     def add(self, step: int, probe: str, target: str, metric: str, value: float) -> None:
@@ -94,8 +139,77 @@ class RecordBuffer:
         self._frame = None
 
     def extend_values(self, step: int, probe: str, keys: list[tuple[str, str]], values: Sequence[Value]) -> None:
-        """Like `extend` with the values converted by `to_floats` in one go."""
-        self.extend(step, probe, [(t, m, v) for (t, m), v in zip(keys, to_floats(values))])
+        """Rows (target, metric) -> scalar value, converted at the next `flush`."""
+        keys = list(keys)
+        self.later(step, probe, values, lambda floats: [(t, m, v) for (t, m), v in zip(keys, floats)])
+
+    def later(self, step: int, probe: str, values: Sequence[Value], finish: Callable[[list[float]], Rows]) -> None:
+        """Rows that need the floats of `values` (0-d tensors or numbers): `finish(floats)` gives
+        them at the next `flush`, where all values of the step reach the host in one transfer."""
+        self._later.append((int(step), probe, list(values), finish))
+        self._frame = None
+
+    def flush(self) -> None:
+        """Convert every waiting value in one transfer and add the rows."""
+        if not self._later:
+            return
+        later, self._later = self._later, []
+        floats = to_floats([v for _, _, values, _ in later for v in values])
+        i = 0
+        for step, probe, values, finish in later:
+            n = sum(_numel(v) for v in values)
+            self.extend(step, probe, finish(floats[i : i + n]))
+            i += n
+        if self.max_rows is not None and len(self) > self.max_rows:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Reduce the rows to at most max_rows / 2 (see MAX_ROWS)."""
+        import numpy as np
+
+        steps = np.asarray(self._cols["step"], dtype=np.int64)
+        uniq, counts = np.unique(steps, return_counts=True)
+        # newest steps whose rows fit in a quarter of the budget stay dense
+        tail = np.cumsum(counts[::-1])
+        n_dense = max(1, int(np.searchsorted(tail, self.max_rows // 4, side="right")))
+        self.dense_from = int(uniq[len(uniq) - min(n_dense, len(uniq) - 1)]) if len(uniq) > 1 else int(uniq[0])
+        dense = steps >= self.dense_from
+        while True:
+            keep = dense | (steps % self.stride == 0)
+            if keep.sum() <= self.max_rows // 2 or self.stride > int(uniq[-1]):
+                break
+            self.stride *= 2
+        if keep.all():
+            return
+        drop = ~keep
+        if self.spill is not None:
+            self._spill(drop)
+        self.dropped += int(drop.sum())
+        idx = np.flatnonzero(keep)
+        for c in COLUMNS:
+            col = self._cols[c]
+            self._cols[c] = [col[i] for i in idx]
+        self._frame = None
+
+    def _spill(self, drop) -> None:
+        import os
+
+        part = pd.DataFrame({c: [v for v, d in zip(self._cols[c], drop) if d] for c in COLUMNS})
+        os.makedirs(self.spill, exist_ok=True)
+        base = os.path.join(self.spill, f"records-part-{len(self.spilled):05d}")
+        try:
+            part.to_parquet(base + ".parquet", index=False)
+            self.spilled.append(base + ".parquet")
+        except ImportError:  # no pyarrow / fastparquet
+            part.to_csv(base + ".csv.gz", index=False)
+            self.spilled.append(base + ".csv.gz")
+
+    def thinning(self) -> dict:
+        """What the bound did to the records (for coverage)."""
+        if not self.dropped:
+            return {}
+        return {"records_thinned": f"steps before {self.dense_from} kept every {self.stride} steps",
+                "records_rows_dropped": self.dropped, "records_spilled": list(self.spilled)}
 
     # -- pending values from hooks -----------------------------------------------------------
     def defer(self, probe: str, target: str | Sequence[str], metric: str, value: Value) -> None:
@@ -107,25 +221,23 @@ class RecordBuffer:
         return bool(self._pending)
 
     def commit_pending(self, step: int) -> None:
-        """Stamp every pending value with `step`; repeated keys (several forwards) are reduced."""
+        """Stamp every pending value with `step` (converted at the next `flush`); repeated keys
+        (several forwards in one step) are reduced."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        floats = to_floats([v for _, _, _, v in pending])
-        grouped: dict[tuple[str, str, str], list[float]] = {}
-        i = 0
-        for probe, targets, metric, _ in pending:
-            for target in targets:
-                grouped.setdefault((probe, target, metric), []).append(floats[i])
-                i += 1
-        for (probe, target, metric), vals in grouped.items():
-            self.add(step, probe, target, metric, _reduce(metric, vals))
+        by_probe: dict[str, list[tuple[tuple[str, ...], str, Value]]] = {}
+        for probe, targets, metric, value in pending:
+            by_probe.setdefault(probe, []).append((targets, metric, value))
+        for probe, items in by_probe.items():
+            self.later(step, probe, [v for _, _, v in items], _reduced_rows([(t, m) for t, m, _ in items]))
 
     # -- output ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._cols["step"])
 
     def frame(self) -> pd.DataFrame:
+        self.flush()
         if self._frame is None:
             c = self._cols
             self._frame = pd.DataFrame(

@@ -54,18 +54,6 @@ def _norms(tensors: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
     return list(torch._foreach_norm(tensors, ord)) if tensors else []
 
 
-def _floats(tensors: list[torch.Tensor]) -> list[float]:
-    """One host transfer for a list of 0-d tensors (grouped by device/dtype only if needed)."""
-    if not tensors:
-        return []
-    dev, dt = tensors[0].device, tensors[0].dtype
-    if all(t.device == dev and t.dtype == dt for t in tensors):
-        return torch.stack(tensors).tolist()
-    from ._records import to_floats
-
-    return to_floats(tensors)
-
-
 def _ratio(a: float, b: float) -> float:
     if b == 0.0:
         return math.inf if a != 0.0 else 0.0
@@ -110,7 +98,12 @@ class GradientFlow(Probe):
                     self._snapshot = [p.detach().clone() for p in params]
                 else:
                     torch._foreach_copy_(self._snapshot, [p.detach() for p in params])
-            vals = _floats(pn_t + gn_t) + (torch.stack(nz_t).tolist() if nz_t else [])
+        # the norms reach the host with every other value of the step (one transfer, `flush`)
+        session.buffer.later(obs.step, self.name, pn_t + gn_t + nz_t,
+                             lambda floats: self._rows(session, obs.step, have, floats))
+
+    def _rows(self, session: "ProbeSession", step: int, have: list[int], vals: list[float]) -> list:
+        params = self.params
         n, m = len(params), len(have)
         pn, gn, nz = vals[:n], vals[n : n + m], vals[n + m :]
         gnorm = [math.nan] * n
@@ -120,7 +113,7 @@ class GradientFlow(Probe):
             gnorm[i] = gn[j]
             nonzero[i] = nz[j]
             if not math.isfinite(gn[j]):
-                # only pay for an element count where the norm already says something is wrong
+                # only pay for an element count (a second sync) where the norm already says something is wrong
                 nonfinite[i] = float((~torch.isfinite(params[i].grad)).sum())
         rows = []
         names = self.names
@@ -140,7 +133,6 @@ class GradientFlow(Probe):
                 (name, "zero_grad_frac", 1.0 - nonzero[i] / self.numel[i] if self.numel[i] else 0.0),
                 (name, "nonfinite_grad", nonfinite[i]),
             ]
-        session.buffer.extend(obs.step, self.name, rows)
         for level, groups in self.groups.items():
             agg = []
             for target, idx in groups.items():
@@ -159,9 +151,10 @@ class GradientFlow(Probe):
                     (target, "nonfinite_grad", sum(nonfinite[i] for i in got)),
                     (target, "grad_is_none_frac", 1.0 - len(got) / len(idx)),
                 ]
-            session.buffer.extend(obs.step, f"{self.name}.{level}", agg)
+            session.buffer.extend(step, f"{self.name}.{level}", agg)
         if self.track_updates:
-            self._pending = (obs.step, pn)
+            self._pending = (step, pn)
+        return rows
 
     # -- after the optimizer step ------------------------------------------------------------
     def after_step(self, session: "ProbeSession") -> None:
@@ -181,11 +174,11 @@ class GradientFlow(Probe):
         with torch.no_grad():
             # snapshot := θ_before − θ_after, in place: no allocation per step
             torch._foreach_sub_(self._snapshot, [p.detach() for p in self.params])
-            dn = _floats(_norms(self._snapshot))
+            dn_t = _norms(self._snapshot)
+        session.buffer.later(step, self.name, dn_t, lambda dn: self._update_rows(session, step, before, dn))
+
+    def _update_rows(self, session: "ProbeSession", step: int, before: list[float], dn: list[float]) -> list:
         names = self.names
-        session.buffer.extend(
-            step, self.name, [(names[i], "update_to_param", _ratio(dn[i], before[i])) for i in range(len(names))]
-        )
         for level, groups in self.groups.items():
             rows = []
             for target, idx in groups.items():
@@ -193,3 +186,4 @@ class GradientFlow(Probe):
                 p2 = math.sqrt(sum(before[i] * before[i] for i in idx))
                 rows.append((target, "update_to_param", _ratio(d2, p2)))
             session.buffer.extend(step, f"{self.name}.{level}", rows)
+        return [(names[i], "update_to_param", _ratio(dn[i], before[i])) for i in range(len(names))]

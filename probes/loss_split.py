@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ._records import to_floats
 from .base import Observation, Probe
 
 if TYPE_CHECKING:
@@ -42,9 +41,21 @@ class LossSplit(Probe):
         if not session.due(obs.step):
             return
         names = list(obs.losses)
-        values = dict(zip(names, to_floats([_scalar(obs.losses[n]) for n in names])))
+        extras = dict(obs.extras)
+        if obs.batch_size is not None:
+            extras.setdefault("batch_size", obs.batch_size)
+        ex_keys = [k for k, v in extras.items() if _is_scalar(v)]
+        values = [_scalar(obs.losses[n]) for n in names] + [_scalar(extras[k]) for k in ex_keys]
+
+        def finish(floats: list[float]) -> list[tuple[str, str, float]]:
+            rows = self._rows(dict(zip(names, floats)), obs)
+            return rows + [("extras", k, v) for k, v in zip(ex_keys, floats[len(names):])]
+
+        session.buffer.later(obs.step, self.name, values, finish)
+
+    def _rows(self, values: dict[str, float], obs: Observation) -> list[tuple[str, str, float]]:
         total_key = next((k for k in TOTAL_KEYS if k in values), None)
-        components = [n for n in names if n != total_key]
+        components = [n for n in values if n != total_key]
         rows: list[tuple[str, str, float]] = []
         weighted_sum, have_weights = 0.0, False
         for n in components:
@@ -71,13 +82,7 @@ class LossSplit(Probe):
         for a, b in combinations(components, 2):
             same = math.isfinite(values[a]) and abs(values[a] - values[b]) <= self.identical_atol
             rows.append((f"{a}~{b}", "components_identical", 1.0 if same else 0.0))
-        extras = dict(obs.extras)
-        if obs.batch_size is not None:
-            extras.setdefault("batch_size", obs.batch_size)
-        ex_keys = [k for k, v in extras.items() if _is_scalar(v)]
-        for k, v in zip(ex_keys, to_floats([_scalar(extras[k]) for k in ex_keys])):
-            rows.append(("extras", k, v))
-        session.buffer.extend(obs.step, self.name, rows)
+        return rows
 
 
 def _scalar(v):

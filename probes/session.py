@@ -20,7 +20,7 @@ from torch import nn
 
 from . import coverage as _coverage
 from ._hooks import HookSet
-from ._records import RecordBuffer
+from ._records import MAX_ROWS, RecordBuffer
 from ._scope import ForwardScope
 from .base import Observation, Probe
 from .collapse import Collapse
@@ -58,6 +58,9 @@ class ProbeSession:
         strict: re-raise errors raised inside probes; by default they are counted (probe
             ``session``, metric ``errors_count``) and kept in `errors`, so training continues.
         train_only: ignore forwards run with autograd disabled (evaluation loops).
+        max_records: bound on the record rows kept in memory; older steps are thinned beyond it
+            (see `probes._records.MAX_ROWS`); ``None`` keeps everything.
+        spill: directory where thinned rows are written first (parquet with pyarrow, else csv.gz).
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class ProbeSession:
         strict: bool = False,
         train_only: bool = True,
         start_step: int = 0,
+        max_records: int | None = MAX_ROWS,
+        spill: str | None = None,
     ) -> None:
         if every < 1 or expensive_every < 1:
             raise ValueError("every and expensive_every must be >= 1")
@@ -83,7 +88,7 @@ class ProbeSession:
         self.train_only = train_only
         self.probes: dict[str, Probe] = _build_probes(probes, latents, outputs)
         self.hooks = HookSet()
-        self.buffer = RecordBuffer()
+        self.buffer = RecordBuffer(max_records, spill)
         self.errors: list[str] = []
         self.scratch: dict[int, Any] = {}  # per-call state shared between a pre-hook and its hook
         self.module_names: dict[int, str] = {}
@@ -131,6 +136,7 @@ class ProbeSession:
                     probe.close(self)
             if self.buffer.has_pending:
                 self.buffer.commit_pending(self._hint)
+            self.buffer.flush()
         finally:
             self.hooks.remove()
             self.scratch.clear()
@@ -184,6 +190,8 @@ class ProbeSession:
             for probe in self.probes.values():
                 with self.guard(probe.name):
                     probe.observe(self, obs)
+            with self.guard("session"):
+                self.buffer.flush()  # every value of this step reaches the host in one transfer
         finally:
             self._observing = None
         self._stepped = False
@@ -247,6 +255,7 @@ class ProbeSession:
             out["module_calls"] = "not measured: no forward probe (cheap preset); see gradient_flow grad_is_none"
         out["compiled_modules"] = _coverage.compiled_modules(self.model)
         out["probe_errors"] = len(self.errors)
+        out.update(self.buffer.thinning())
         return out
 
     # -- used by probes ----------------------------------------------------------------------

@@ -119,6 +119,28 @@ def alignment(x: Tensor, y: Tensor) -> Tensor:
     return (_l2_normalise(x.float()) - _l2_normalise(y.float())).pow(2).sum(1).mean()
 
 
+def _cheap_masked(x: Tensor, finite: Tensor) -> dict[str, Tensor]:
+    """norm_mean, cosine_mean, dim_std_mean over the finite rows of x, without dropping rows (a
+    dynamic shape needs a host read); same values as the dropped-row computation."""
+    n_rows, d = x.shape
+    out = {"n": finite.sum().float(), "dim": torch.tensor(float(d), device=x.device)}
+    if n_rows == 0:
+        return out
+    x = torch.where(finite.unsqueeze(1), x, torch.zeros((), device=x.device))
+    n = out["n"]
+    norms = torch.linalg.vector_norm(x, dim=1)
+    out["norm_mean"] = norms.sum() / n
+    if n_rows < 2:
+        return out
+    xn = x / norms.clamp_min(1e-12).unsqueeze(1)
+    s = xn.sum(0)
+    out["cosine_mean"] = ((s @ s) - (norms > 0).sum()) / (n * (n - 1))
+    mean = s / n
+    var = (xn.pow(2).sum(0) - n * mean.pow(2)) / (n - 1)  # the unbiased std of torch.std
+    out["dim_std_mean"] = var.clamp_min(0).sqrt().mean()
+    return out
+
+
 def collapse_metrics(x: Tensor, expensive: bool = True, max_pairs_rows: int = 1024) -> dict[str, Tensor]:
     """Representation-collapse statistics of an (N, D) batch of embeddings.
 
@@ -132,6 +154,10 @@ def collapse_metrics(x: Tensor, expensive: bool = True, max_pairs_rows: int = 10
     x = x.float()
     finite_rows = torch.isfinite(x).all(1)
     out: dict[str, Tensor] = {"nonfinite_rows": x.shape[0] - finite_rows.sum()}
+    if not expensive:
+        # no host read on the cheap path (it would sync the device every step): non-finite rows are
+        # masked instead of dropped; if fewer than two rows are finite the metrics are NaN
+        return {**out, **_cheap_masked(x, finite_rows)}
     if not bool(finite_rows.all()):
         x = x[finite_rows]
     n, d = x.shape

@@ -124,7 +124,7 @@ class FailingInside(nn.Module):
         self.seen_modes = []
 
     def forward(self, x):
-        a = self.proj(x).softmax(-1)
+        self.proj(x).softmax(-1)
         self.seen_modes.append(len(torch.overrides._get_current_function_mode_stack()))
         raise RuntimeError("boom inside forward")
 
@@ -224,3 +224,45 @@ def test_probes_never_import_model_or_report_code():
         text = path.read_text()
         assert not pattern.search(text), path
         assert not re.search(r"^\s*print\(", text, re.M), path
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the calls that copy a tensor's values to the host (each is a device sync on a GPU)."""
+
+    READS = {"item", "tolist", "__float__", "__int__", "__bool__", "numpy", "cpu"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_host_transfer_per_cheap_step():
+    """Every probe scalar of a step (losses, extras, gradient and update norms, collapse, logits
+    entropy, the hooks' values) reaches the host in one `tolist`: no `.item()` per metric."""
+    model = TinyTower()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with attach(model, optimizer=opt, probes="all", expensive_every=100, strict=True) as session:
+        for step in range(3):
+            tokens, text = torch.randn(6, 10, 8), torch.randn(6, 12)
+            img, txt = model(tokens, text)
+            logits = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T * 10
+            loss = F.cross_entropy(logits, torch.arange(6))
+            loss.backward()
+            reads = _HostReads()
+            with reads:
+                session.observe(step, losses={"loss_clip": loss, "total": loss}, weights={"loss_clip": 1.0},
+                                embeddings={"image": img, "text": txt}, logits={"image_to_text": logits},
+                                batch_size=6, extras={"logit_scale": torch.tensor(10.0)})
+            if step > 0:  # step 0 is expensive (spectra, unique rows); later steps are cheap
+                assert reads.calls == ["tolist"], reads.calls
+            opt.step()
+            opt.zero_grad()
+    recs = session.records
+    assert {"gradient_flow", "loss_split", "collapse", "softmax_entropy"} <= set(recs["probe"])
+    assert len(recs[(recs["metric"] == "update_to_param") & (recs["step"] == 1)])  # flushed with step 2
