@@ -9,6 +9,9 @@ backward, optimizer step; a fixed batch so data generation is not timed) runs in
   cheap          preset "cheap" (gradient flow + loss split), every step
   all            preset "all", every step, expensive probes every 10 steps (the default)
   all_exp1       preset "all" with every probe, expensive ones included, on every step
+  watch_cheap    `diagnose.watch` with preset "cheap": probes plus the online rules (evaluated on
+                 the records so far on watch's schedule), one watch kept open over all blocks
+  watch_all      `diagnose.watch` with preset "all" (expensive probes every 10 steps) and online rules
 
 A block's cost is its mean step time (so scheduled expensive steps are paid for); the ratio of a
 mode is the median over repetitions of block mean / the plain block of the same repetition.
@@ -29,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import diagnose  # noqa: E402
 from probes import attach  # noqa: E402
 from reference_models import AlignmentLoss, apply_scale, build_data, build_model, load_config  # noqa: E402
 from reference_models.train import make_optimizer  # noqa: E402
@@ -39,6 +43,8 @@ MODES = {
     "cheap": dict(probes="cheap", every=1, expensive_every=10),
     "all": dict(probes="all", every=1, expensive_every=10),
     "all_exp1": dict(probes="all", every=1, expensive_every=1),
+    "watch_cheap": dict(probes="cheap", every=1, expensive_every=10, watch=True),
+    "watch_all": dict(probes="all", every=1, expensive_every=10, watch=True),
 }
 
 
@@ -63,14 +69,28 @@ def bench_model(alias: str, scale: str, device: str, reps: int, block: int, warm
         model = build_model(cfg).to(device).train()
         setups[mode] = (model, make_optimizer(model, cfg))
 
+    watches: dict[str, object] = {}
+    steps_done = {m: 0 for m in MODES}
+
+    def open_ctx(mode: str):
+        model, opt = setups[mode]
+        kwargs = dict(MODES[mode] or {})
+        if not kwargs:
+            return None
+        if kwargs.pop("watch", False):
+            if mode not in watches:  # one watch over every block: its evaluation schedule sees the whole run
+                watches[mode] = diagnose.watch(model, opt, alarm="off", batch_size=B, **kwargs).__enter__()
+            return watches[mode]
+        return attach(model, optimizer=opt, **kwargs)
+
     def run_block(mode: str, first_step: int) -> float:
         model, opt = setups[mode]
-        kwargs = MODES[mode]
         times = []
-        ctx = attach(model, optimizer=opt, **kwargs) if kwargs else None
+        ctx = open_ctx(mode)
         try:
             for i in range(block):
-                step = first_step + i
+                step = steps_done[mode]
+                steps_done[mode] += 1
                 _sync(device)
                 t0 = time.perf_counter()
                 out = model(tokens, text)
@@ -92,7 +112,7 @@ def bench_model(alias: str, scale: str, device: str, reps: int, block: int, warm
                 _sync(device)
                 times.append(time.perf_counter() - t0)
         finally:
-            if ctx is not None:
+            if ctx is not None and mode not in watches:
                 ctx.close()
         return statistics.fmean(times)
 
@@ -104,6 +124,8 @@ def bench_model(alias: str, scale: str, device: str, reps: int, block: int, warm
         order = list(MODES) if rep % 2 == 0 else list(reversed(MODES))
         for mode in order:
             per_rep[mode].append(run_block(mode, rep * block))
+    for w in watches.values():
+        w.close()
     per_rep_ratio = {m: [t / p for t, p in zip(per_rep[m], per_rep["plain"])] for m in MODES if m != "plain"}
     ratios = {m: statistics.median(r) for m, r in per_rep_ratio.items()}
     spread = {m: [round(q, 4) for q in statistics.quantiles(r, n=4)[::2]] for m, r in per_rep_ratio.items()}
@@ -138,7 +160,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "reps": args.reps,
         "block_steps": args.block,
-        "targets": {"all": 1.10, "cheap": 1.03},
+        "targets": {"all": 1.10, "cheap": 1.03, "watch_all": 1.10, "watch_cheap": 1.03},
         "models": [bench_model(m, args.scale, args.device, args.reps, args.block, warmup=1) for m in args.models.split(",")],
     }
     json.dump(result, sys.stdout, indent=2)

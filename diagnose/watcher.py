@@ -204,7 +204,7 @@ class Watch:
     def coverage(self) -> dict:
         cov = getattr(self.session, "coverage", None)
         out = dict(cov()) if callable(cov) else {}
-        out.setdefault("observed_steps", self._observed)
+        out.setdefault("steps_observed", self._observed)
         return out
 
     def evaluate(self) -> list[Alarm]:

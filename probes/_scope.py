@@ -21,8 +21,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-# an entry opens on the outermost forward of a due step; returns a context to close at its end
-Entry = Callable[[], contextlib.AbstractContextManager | None]
+# an entry opens on the outermost forward of a due step, given the module whose call opened it;
+# returns a context to close at its end
+Entry = Callable[[nn.Module], contextlib.AbstractContextManager | None]
 
 
 class ForwardScope:
@@ -32,7 +33,9 @@ class ForwardScope:
         self._depth = 0
         self._due = due
         self.forwards = 0  # outermost forwards seen inside the scope
-        tops = [model, *model.children()]
+        # compiled modules are left alone: dynamo would trace the mode and the stack walk, and the
+        # graphs it builds bypass both anyway; coverage lists them as not observed
+        tops = [m for m in (model, *model.children()) if not is_compiled(m)]
         for mod in tops:
             hooks.forward_pre_hook(mod, self._enter)
             hooks.forward_hook(mod, self._exit, always_call=True)
@@ -47,7 +50,7 @@ class ForwardScope:
             return
         self.forwards += 1
         for entry in self._entries:
-            ctx = entry()
+            ctx = entry(module)
             if ctx is not None:
                 ctx.__enter__()
                 self._open.append(ctx)
@@ -62,6 +65,10 @@ class ForwardScope:
         while self._open:
             self._open.pop().__exit__(None, None, None)
         self._depth = 0
+
+
+def is_compiled(module: nn.Module) -> bool:
+    return type(module).__name__ == "OptimizedModule" or getattr(module, "_compiled_call_impl", None) is not None
 
 
 def _compiling() -> bool:

@@ -27,7 +27,7 @@ class ModuleCalls:
         self.calls: dict[str, list[int]] = {}  # label -> [calls without grad, calls with grad]
 
     @contextlib.contextmanager
-    def counting(self) -> Iterator[None]:
+    def counting(self, top: nn.Module) -> Iterator[None]:
         names, calls = self.names, self.calls
 
         def hook(module, args):
@@ -35,6 +35,7 @@ class ModuleCalls:
             if name is not None:
                 calls.setdefault(module_label(name), [0, 0])[torch.is_grad_enabled()] += 1
 
+        hook(top, ())  # the call that opened the scope started before the global hook existed
         handle = nn.modules.module.register_module_forward_pre_hook(hook)
         try:
             yield
@@ -85,6 +86,6 @@ def never_called(model: nn.Module, calls: dict[str, list[int]]) -> list[str]:
 
 def compiled_modules(model: nn.Module) -> list[str]:
     """Modules run through torch.compile: hooks and the softmax mode do not see inside them."""
-    out = [module_label(p) for p, m in model.named_modules()
-           if type(m).__name__ == "OptimizedModule" or getattr(m, "_compiled_call_impl", None) is not None]
-    return _outermost(out)
+    from ._scope import is_compiled
+
+    return _outermost([module_label(p) for p, m in model.named_modules() if is_compiled(m)])

@@ -62,7 +62,7 @@ class SoftmaxEntropy(Probe):
                     or "attend" in type(mod).__name__.lower():
                 self.present[name] = type(mod).__name__
         if self.functional:
-            session.forward_scope().add(lambda: _FunctionalSoftmax(self, session))
+            session.forward_scope().add(lambda module: _FunctionalSoftmax(self, session))
 
     def coverage(self, session: "ProbeSession", records) -> dict:
         """Attention-like modules present vs those with entropy records (a record of a child counts)."""

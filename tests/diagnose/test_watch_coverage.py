@@ -130,3 +130,28 @@ def test_chance_and_loss_are_recorded(watched):
     r = watched.records
     chance = r[(r["probe"] == "loss_split") & (r["metric"] == "chance")]["value"]
     assert chance.iloc[0] == pytest.approx(math.log(B))
+
+
+def test_compiled_model_is_watched_and_what_was_not_seen_is_said():
+    class Small(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.b(self.a(x).softmax(-1))
+
+    model = Small()
+    compiled = torch.compile(model, backend="eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with diagnose.watch(compiled, opt, alarm="off") as w:
+        for step in range(3):
+            loss = compiled(torch.randn(4, 8)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            w.observe(step, losses={"mse": loss}, batch_size=4)
+            opt.step()
+    cov = w.coverage()
+    assert cov["compiled_modules"] == ["<root>"] and cov["forwards_inspected"] == 0
+    assert "gradient_flow" in set(w.records["probe"])  # what does not need the forward is still measured
+    assert not torch.overrides._get_current_function_mode_stack()
