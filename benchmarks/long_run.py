@@ -44,7 +44,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp()) / "run"
     t0 = time.perf_counter()
     with diagnose.watch(model, opt, out=out, alarm="off", probes=a.probes, batch_size=B,
-                        session_kwargs={"max_records": a.max_records}) as w:
+                        max_records=a.max_records) as w:
         for step in range(a.steps):
             idx = torch.randint(0, 4096, (B,))
             img = F.normalize(model["image"](img_in[idx]), dim=-1)

@@ -83,7 +83,8 @@ class Watch:
                  expensive_every: int = 10, evaluate_every: int | None = EVALUATE_EVERY, batch_size: int | None = None,
                  candidates: int | None = None, loss_weights: Mapping[str, float] | None = None,
                  max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
-                 outputs: Mapping[str, str] | None = None, session_kwargs: Mapping[str, Any] | None = None):
+                 outputs: Mapping[str, str] | None = None, max_records: int | None = None, spill: str | Path | None = None,
+                 session_kwargs: Mapping[str, Any] | None = None):
         from probes import ProbeSession
 
         if not (alarm in ("warn", "raise", "off", None) or callable(alarm)):
@@ -94,8 +95,9 @@ class Watch:
         self.batch_size, self.candidates = batch_size, candidates
         self.loss_weights = dict(loss_weights or {})
         self.max_logit_scale = max_logit_scale
+        bound = {k: v for k, v in (("max_records", max_records), ("spill", str(spill) if spill else None)) if v}
         self.session = ProbeSession(model, optimizer, probes, every, expensive_every, latents=latents, outputs=outputs,
-                                    **dict(session_kwargs or {}))
+                                    **{**bound, **dict(session_kwargs or {})})
         self.monitor = RuleMonitor(self._context())
         self.retrieval: dict[str, float] = {}
         self.summary: Summary | None = None
@@ -284,6 +286,6 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
     """Watch a training run: ``with diagnose.watch(model, optimizer, out="runs/mine") as w: ...``.
 
     See `Watch` for the keyword arguments (name, alarm, probes, every, expensive_every, evaluate_every,
-    batch_size, candidates, loss_weights, max_logit_scale, latents, outputs).
+    batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
     """
     return Watch(model, optimizer, out, **kwargs)

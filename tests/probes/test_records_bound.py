@@ -38,7 +38,7 @@ def test_20k_steps_under_watch_keep_bounded_records():
     x = torch.randn(64, 4)
     y = torch.randn(64, 4)
     sizes = []
-    with diagnose.watch(model, opt, alarm="off", probes="cheap", session_kwargs={"max_records": 20_000}) as w:
+    with diagnose.watch(model, opt, alarm="off", probes="cheap", max_records=20_000) as w:
         for step in range(20_000):
             idx = torch.randint(0, 64, (8,))
             a, b = F.normalize(model(x[idx]), dim=-1), F.normalize(y[idx], dim=-1)
