@@ -33,7 +33,7 @@ from .gradients import (
     GradientPresence, GradientScale, NonfiniteValues, UpdateRatioHigh, UpdateRatioLow, WeightsShrinking,
 )
 from .ranking import rank_root_causes
-from .logs import LogAtChance, LogIdentical, LogRecall, LogTrend, LogWeights
+from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import CLAMP_REL, FEW_NEGATIVES_ERROR, FEW_NEGATIVES_WARN, LOW_LOGIT_SCALE, FewNegatives, LossAtChance, Temperature
 from .loss_logging import IDENTICAL_ATOL, IDENTICAL_SHARE, LOGGING_REL_TOL, IdenticalComponents, LoggedTotal
 from .representation import (
@@ -62,7 +62,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once
-    "logs": (LogAtChance(), LogTrend(), LogIdentical(), LogRecall()),
+    "logs": (LogAtChance(), LogTrend(), LogIdentical(), LogRecall(), LogNonfinite()),
     "log_set": (LogWeights(),),
 }
 RULES = CATALOGUE["records"]

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..definitions import end_start
+from ..definitions import CHANCE_REL_TOL, end_start
 from ..findings import Finding
 from ..offline.logs.frame import _components, _final, _final_step, _label, _r, _wide
 from ..offline.logs.weights import _fmt_w, check_weights, solve_weights
@@ -19,12 +19,19 @@ from .loss_logging import IDENTICAL_ATOL
 # exp(x) is shown as a candidate count only below this (e^50 ~ 5e21 candidates is no batch).
 EXP_SAFE = 50.0
 
-# A contrastive (InfoNCE) loss at uniform logits is ln(N) for N candidates per row. Candidate pools
-# differ by factors of 2 (batch sizes are powers of two; gathering across ranks multiplies by the
-# world size), i.e. by ln 2 = 0.69 nats, so a tolerance of 0.1 nats (~10% in N) never confuses
-# 64 with 128. The seed's perceiver run sits 0.004 (train) and 0.048 (val) below ln 128; a run
-# that learns leaves it far behind (the seed's direct run: 0.907 = 0.19 x ln 128).
-CHANCE_TOL_NATS = 0.1
+# A contrastive (InfoNCE) loss at uniform logits is ln(N) for N candidates per row. The logged loss is
+# judged by its end-of-run mean (`diagnose.definitions.end_start`), and "at ln N" means within
+#     tol = CHANCE_REL_TOL x ln N  +  CHANCE_Z x SE,   SE = sigma / sqrt(n),   capped at CHANCE_TOL_MAX,
+# where n is the number of logged points in the end window and sigma their point-to-point noise,
+# estimated from successive differences (sigma^2 = mean(diff^2) / 2, insensitive to a slow drift).
+# The first term is the project's definition of "at chance" (definitions.CHANCE_REL_TOL: a model at
+# initialisation sits within it); the second is how far a mean of n noisy batch losses can sit from its
+# expectation by chance (3 standard errors). A short or noisy log widens the band, a long smooth one
+# narrows it to the definition. The cap keeps adjacent candidate pools (a factor 2 = ln 2 nats apart,
+# batch sizes and world sizes are powers of two) distinguishable: a value is never matched to a pool
+# farther than halfway to the next.
+CHANCE_Z = 3.0
+CHANCE_TOL_MAX = math.log(2) / 2
 # exp(loss) is only read as a candidate count when it is at least this large: below 8 candidates a
 # "chance" match is a coincidence of any small loss value.
 MIN_CANDIDATES = 8
@@ -46,16 +53,74 @@ RANDOM_RECALL_SPREAD = 1.5
 RANDOM_RECALL_MAX = 0.5
 
 
-def _pool_match(loss: float, batch_size: int | None) -> tuple[int, int | None] | None:
-    """(candidate count c, world size k or None) with |loss - ln c| <= tol, or None."""
-    if not math.isfinite(loss) or loss < math.log(MIN_CANDIDATES) - CHANCE_TOL_NATS:
+def chance_tolerance(ln_n: float, sigma: float, n: int) -> float:
+    """The at-chance band around ln N in nats for an end-window mean of `n` points with noise `sigma`."""
+    se = sigma / math.sqrt(n) if n > 1 and math.isfinite(sigma) else 0.0
+    return min(CHANCE_REL_TOL * ln_n + CHANCE_Z * se, CHANCE_TOL_MAX)
+
+
+def end_stats(df: pd.DataFrame, split: str, metric: str) -> tuple[float, float, int]:
+    """(end-window mean, point-to-point noise sigma, points in the window) of one logged series."""
+    s = df[(df["split"] == split) & (df["metric"] == metric)].sort_values("step").drop_duplicates("step", keep="last")
+    v = s["value"].to_numpy(float)
+    if not len(v):
+        return float("nan"), float("nan"), 0
+    end = v[end_start(list(s["step"])):]
+    with np.errstate(over="ignore", invalid="ignore"):
+        sigma = float(np.sqrt(np.mean(np.diff(end) ** 2) / 2)) if len(end) > 1 else float("nan")
+        return float(np.mean(end)), sigma, len(end)
+
+
+def _pool_match(loss: float, batch_size: int | None, sigma: float = float("nan"), n: int = 1
+                ) -> tuple[int, int | None, float] | None:
+    """(candidate count c, world size k or None, tolerance) with |loss - ln c| <= tolerance, or None."""
+    if not math.isfinite(loss) or loss < math.log(MIN_CANDIDATES) - CHANCE_TOL_MAX:
         return None
     if batch_size:
         pools = [(batch_size * k, k) for k in WORLD_SIZES]
     else:
         pools = [(2**p, None) for p in range(3, 21)]
     c, k = min(pools, key=lambda ck: abs(loss - math.log(ck[0])))
-    return (c, k) if abs(loss - math.log(c)) <= CHANCE_TOL_NATS else None
+    tol = chance_tolerance(math.log(c), sigma, n)
+    return (c, k, tol) if abs(loss - math.log(c)) <= tol else None
+
+
+def _series(df: pd.DataFrame, metric: str) -> pd.Series:
+    s = df[df["metric"] == metric].sort_values(["step", "line"])
+    return s.drop_duplicates("step", keep="last").set_index("step")["value"]
+
+
+def _context(df: pd.DataFrame, c: int, evidence: dict) -> str:
+    """The logged learning rate, logit scale and held-out recall as evidence for a loss at ln c."""
+    msg = ""
+    lr = _series(df, "lr")
+    if len(lr):
+        fin = lr[np.isfinite(lr)]
+        evidence["lr"] = {"first": float(lr.iloc[0]), "max": float(fin.max()) if len(fin) else None,
+                          "last": float(lr.iloc[-1]), "points": len(lr)}
+        if len(fin) and float(fin.abs().max()) == 0.0:
+            msg += " The logged learning rate is 0 throughout: no update could move the loss."
+        elif len(fin):
+            msg += (f" The logged learning rate went up to {float(fin.max()):.3g} (last {float(lr.iloc[-1]):.3g}), so the "
+                    "optimizer was stepping: the updates did not reach, or could not change, the ranking.")
+    scale = _series(df, "logit_scale")
+    if len(scale) and math.isfinite(float(scale.iloc[-1])):
+        s = float(scale.iloc[-1])
+        # Cosine similarities lie in [-1, 1]: with the positive at +1 and every negative at -1 the loss is
+        # ln(1 + (c-1) e^{-2s}), the lowest the logit scale s allows even for perfect embeddings.
+        floor = math.log1p((c - 1) * math.exp(-2 * s)) if s < 350 else 0.0
+        evidence["logit_scale"] = {"last": _r(s), "loss_floor": _r(floor), "points": len(scale)}
+        msg += f" The logged logit scale ends at {s:.3g}: the lowest loss it allows is ln(1 + {c - 1}·e^(-2·{s:.3g})) = {floor:.3f}"
+        if floor >= math.log(c) * (1 - CHANCE_REL_TOL):
+            msg += f", itself at chance: the temperature alone keeps the softmax from being confident (raise the logit scale)."
+        else:
+            msg += f", far below ln {c}: the temperature does not explain the loss at chance."
+    rec = [f for f in _recall_vs_size(df) if f["random"]]
+    if rec:
+        evidence["recall_at_chance"] = rec
+        msg += " Held-out recall agrees: " + ", ".join(
+            f"{r['metric'].upper()} {r['value']:.2%} vs chance {r['chance']:.2%} on {r['eval_size']} pairs" for r in rec) + "."
+    return msg
 
 
 def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Finding]:
@@ -67,12 +132,14 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
         for m in metrics:
             if m not in values:
                 continue
-            v = values[m]
-            match = _pool_match(v, batch_size)
-            entry = {"split": split, "component": m, "value": v, "exp": _r(math.exp(v), 1) if v < EXP_SAFE else None,
+            v, sigma, n = end_stats(df, split, m)
+            match = _pool_match(v, batch_size, sigma, n)
+            entry = {"split": split, "component": m, "value": _r(v), "final": values[m], "end_points": n,
+                     "noise_sigma": _r(sigma), "exp": _r(math.exp(v), 1) if v < EXP_SAFE else None,
                      "step": _final_step(df, split)}
             if match:
-                entry.update(candidates=match[0], ln_candidates=_r(math.log(match[0])))
+                entry.update(candidates=match[0], ln_candidates=_r(math.log(match[0])), tolerance_nats=_r(match[2]),
+                             gap_nats=_r(v - math.log(match[0])))
                 if match[1] is not None:
                     entry["world_size"] = match[1]
                 hits.append(entry)
@@ -82,12 +149,15 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
         return []
     pools = sorted({h["candidates"] for h in hits})
     c = pools[-1]
-    shown = "; ".join(f"{h['split']} {_label(h['component'])} {h['value']:.4f} -> exp = {h['exp']}" for h in hits)
+    shown = "; ".join(f"{h['split']} {_label(h['component'])} {h['value']:.4f} (mean of the last {h['end_points']} points, "
+                      f"{h['gap_nats']:+.3f} nats from ln {h['candidates']}, band ±{h['tolerance_nats']:.3f}) -> exp = {h['exp']}"
+                      for h in hits)
     names = sorted({_label(h['component']) for h in hits})
     msg = (f"{run}: the {' and '.join(names)} loss{'es sit' if len(names) > 1 else ' sits'} at ln N for N ≈ {c} candidates "
            f"({shown}); ln {c} = {math.log(c):.4f}. A contrastive loss at ln N is what uniform logits give: the model "
            f"ranks the positive no better than guessing among {c} candidates.")
-    evidence = {"at_chance": hits, "not_at_chance": misses, "tolerance_nats": CHANCE_TOL_NATS}
+    evidence = {"at_chance": hits, "not_at_chance": misses,
+                "tolerance": f"{CHANCE_REL_TOL} x ln N + {CHANCE_Z:g} x sigma/sqrt(n), at most {CHANCE_TOL_MAX:.3f} nats"}
     total = final.get("train", next(iter(final.values()))).get("loss")
     sum_w_hint = None
     if total is not None and comps:
@@ -107,6 +177,7 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
                     f"features). Either way chance is ln {c} = {math.log(c):.4f}, not ln {batch_size} = {math.log(batch_size):.4f}.")
     else:
         msg += f" {c} is a power of two, like a batch size: pass --batch-size to check it against the configured batch."
+    msg += _context(df, c, evidence)
     return [Finding("loss_at_chance", "error", run, msg, evidence,
                     "Check that gradients reach the vision tower and that the logits are not uniform "
                     "(temperature, collapsed embeddings); `diagnose gradflow` measures both.", "")]
@@ -217,7 +288,45 @@ def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) ->
         "what the total was computed from. Check each run with --weights.", solved)]
 
 
+# A single recall judged against the evaluation set size N (`--eval-size`, or a logged eval_size
+# column): under random ranking each of the N queries finds its positive in the top K with probability
+# K/N, so the hit count is Binomial(N, K/N) with mean K and sd sqrt(K (1 - K/N)). A logged R@K whose
+# hit count R@K x N stays within K + RECALL_Z sd is indistinguishable from guessing (one-sided: a recall
+# below chance is no evidence of learning either). The seed's complaint: R@1 = 0.00% on 512 pairs is
+# 0 hits against an expected 1.
+RECALL_Z = 3.0
+
+
+def _eval_size(df: pd.DataFrame) -> int | None:
+    sizes = df.loc[df["metric"] == "eval_size", "value"]
+    sizes = sizes[np.isfinite(sizes) & (sizes >= 2)]
+    return int(round(float(sizes.iloc[-1]))) if len(sizes) else None
+
+
+def _recall_vs_size(df: pd.DataFrame) -> list[dict]:
+    n = _eval_size(df)
+    if n is None:
+        return []
+    out = []
+    for split, values in _final(df).items():
+        for m, v in sorted(values.items()):
+            if not m.startswith("r@") or not math.isfinite(v):
+                continue
+            k = int(m[2:])
+            if k >= n:
+                continue
+            p = k / n
+            bound = k + RECALL_Z * math.sqrt(k * (1 - p))
+            out.append({"split": split, "metric": m, "value": v, "eval_size": n, "chance": _r(p, 6), "hits": _r(v * n, 2),
+                        "expected_hits": k, "max_random_hits": _r(bound, 2), "random": v * n <= bound,
+                        "step": _final_step(df, split)})
+    return out
+
+
 def _recall(run: str, df: pd.DataFrame) -> list[Finding]:
+    sized = _recall_vs_size(df)
+    if sized:
+        return _recall_sized(run, sized)
     final = _final(df)
     out = []
     for split, values in final.items():
@@ -242,6 +351,46 @@ def _recall(run: str, df: pd.DataFrame) -> list[Finding]:
     return out
 
 
+def _recall_sized(run: str, sized: list[dict]) -> list[Finding]:
+    out = []
+    for split in dict.fromkeys(r["split"] for r in sized):
+        rows = [r for r in sized if r["split"] == split]
+        if not all(r["random"] for r in rows):
+            continue
+        n = rows[0]["eval_size"]
+        shown = ", ".join(f"{r['metric'].upper()} {r['value']:.2%} ({r['hits']:g} hits, chance {r['expected_hits']}, "
+                          f"random ranking gives at most {r['max_random_hits']:g})" for r in rows)
+        out.append(Finding(
+            "recall_at_random", "error", run,
+            f"{run}: {split} retrieval on {n} pairs is what random ranking gives (R@K = K/N = {rows[0]['chance']:.2%} for "
+            f"K=1): {shown}. The embeddings carry no retrieval signal.",
+            {"split": split, "eval_size": n, "recall": rows, "z": RECALL_Z,
+             "test": "hits = R@K x N against Binomial(N, K/N): random while hits <= K + z sqrt(K (1 - K/N))"},
+            "Diagnose the loss first: a loss at ln(candidates) and recall at K/N are the same failure.", split))
+    return out
+
+
+# NaN or inf in a logged loss or recall: the run diverged (or the logged value is broken); any statistic
+# over it is not a score. Reported once per run with the first step where it appeared.
+def _nonfinite(run: str, df: pd.DataFrame) -> list[Finding]:
+    bad = df[(df["nonfinite"] > 0) & (df["metric"].str.startswith("loss") | df["metric"].str.startswith("r@"))]
+    if bad.empty:
+        return []
+    first = bad.sort_values(["step", "line"]).iloc[0]
+    total = int(bad["nonfinite"].sum())
+    metrics = sorted(bad["metric"].unique())
+    where = (f"step {int(first['step'])}" if int(first["n"]) <= 1
+             else f"the bucket of {int(first['n'])} logged points ending at step {int(first['step'])}")
+    return [Finding(
+        "loss_nonfinite", "error", run,
+        f"{run}: non-finite values in the log ({total} in {', '.join(_label(m) for m in metrics)}); the first in "
+        f"{first['split']} {_label(first['metric'])} at {where}. NaN or inf losses mean the run diverged; statistics over "
+        "them are not scores.",
+        {"metrics": metrics, "count": total, "first_step": int(first["step"]), "first_split": first["split"],
+         "first_metric": first["metric"], "first_line": int(first["line"])},
+        "Lower the learning rate, clip gradients, and look for log(0) or x/0 in the loss.", "")]
+
+
 class LogRule(Rule):
     kind = "logs"
     topic = "logs"
@@ -251,7 +400,8 @@ class LogAtChance(LogRule):
     """The final logged losses against ln(N) for candidate pools N = B x world size (or powers of two)."""
 
     emits = (Emit("loss_at_chance", ("error",)),)
-    thresholds = {"CHANCE_TOL_NATS": CHANCE_TOL_NATS, "MIN_CANDIDATES": MIN_CANDIDATES}
+    thresholds = {"CHANCE_REL_TOL": CHANCE_REL_TOL, "CHANCE_Z": CHANCE_Z, "CHANCE_TOL_MAX": CHANCE_TOL_MAX,
+                  "MIN_CANDIDATES": MIN_CANDIDATES}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         return _at_chance(ctx.name, df, ctx.batch_size)
@@ -278,13 +428,22 @@ class LogIdentical(LogRule):
 
 
 class LogRecall(LogRule):
-    """Recall@K linear in K: random ranking over the evaluation pool."""
+    """Recall at random: R@K = K/N against the evaluation set size when known, else R@K linear in K."""
 
     emits = (Emit("recall_at_random", ("error",)),)
-    thresholds = {"RANDOM_RECALL_SPREAD": RANDOM_RECALL_SPREAD, "RANDOM_RECALL_MAX": RANDOM_RECALL_MAX}
+    thresholds = {"RANDOM_RECALL_SPREAD": RANDOM_RECALL_SPREAD, "RANDOM_RECALL_MAX": RANDOM_RECALL_MAX, "RECALL_Z": RECALL_Z}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         return _recall(ctx.name, df)
+
+
+class LogNonfinite(LogRule):
+    """NaN or inf in a logged loss or recall."""
+
+    emits = (Emit("loss_nonfinite", ("error",), "nonfinite_divergence", 1),)
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        return _nonfinite(ctx.name, df)
 
 
 class LogWeights(LogRule):

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from reference_models.config import ConfigError
 
-from . import csvlog, jsonl, tensorboard, text
+from . import csvlog, jsonl, tensorboard, text, trainer_state
 from .frame import ParsedLog
 
-READERS = (tensorboard, jsonl, csvlog, text)  # ties in `sniff` go to the earlier reader
+READERS = (tensorboard, trainer_state, jsonl, csvlog, text)  # ties in `sniff` go to the earlier reader
 BY_NAME = {r.NAME: r for r in READERS}
 FORMATS = ("auto", *BY_NAME)
 
@@ -37,7 +37,7 @@ def detect_format(path: Path) -> str:
     head = _head(path)
     score, reader = max(((r.sniff(path, head), -i, r) for i, r in enumerate(READERS)), key=lambda t: t[:2])[0::2]
     if score == 0:
-        raise ConfigError(f"{path}: binary file of unknown format; expected a text, CSV, JSON-lines or TensorBoard log")
+        raise ConfigError(f"{path}: binary file of unknown format; expected a text, CSV, JSON-lines, trainer_state.json or TensorBoard log")
     return reader.NAME
 
 

@@ -1,7 +1,11 @@
-"""CSV logs: one row per logged step, a column per metric (Lightning CSVLogger, pandas exports, ...)."""
+"""CSV logs: one row per logged step, a column per metric (Lightning CSVLogger `metrics.csv`, W&B history
+exports with `_step`, pandas exports, ...). Streamed in chunks; only recognised columns are parsed."""
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import re
 from pathlib import Path
 
@@ -9,19 +13,45 @@ import pandas as pd
 
 from reference_models.config import ConfigError
 
-from .frame import ParsedLog, _from_table
+from .frame import LogBuilder, ParsedLog, TableMapper, canonical_column
 
 NAME = "csv"
+# Rows per chunk: bounded memory (a chunk of the recognised columns is a few MB) with little overhead.
+CHUNK_ROWS = 200_000
+
+
+def _header(path: Path) -> list[str]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+        line = fh.readline(50_000_000)
+    delimiter = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    return next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
+
 
 def parse_csv(path: Path) -> ParsedLog:
+    header = _header(path)
+    mapper, builder = TableMapper(path.stem), LogBuilder("CSV")
+    if not header or len(set(header)) != len(header):
+        dup = sorted({c for c in header if header.count(c) > 1})[:3]
+        raise ConfigError(f"{path}: CSV header {'is empty' if not header else 'repeats column(s) ' + ', '.join(dup)}; "
+                          "expected one row of distinct column names")
+    keep = [c for c in header if c in mapper.special(header) or canonical_column(c)[1] is not None]
+    if not keep:
+        raise ConfigError(f"{path}: no loss or recall columns found in the CSV log (columns: {', '.join(header[:12])})")
+    if len(header) > len(keep) + 3:
+        builder.note(f"{len(header)} columns, {len(keep)} read (the recognised ones)")
+    sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
+    line0 = 2
     try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        for chunk in pd.read_csv(path, sep=sep, usecols=keep, chunksize=CHUNK_ROWS, keep_default_na=False,
+                                 na_values=[""], low_memory=True, encoding_errors="replace"):
+            mapper.add(chunk, builder, line0)
+            line0 += len(chunk)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OverflowError) as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise ConfigError(f"{path}: cannot read CSV log ({first[:160]})") from None
-    return _from_table(df, "CSV", path.stem)
-
-
+        raise ConfigError(f"{path}: cannot read CSV log near line {line0} ({first[:160]})") from None
+    mapper.check(path, "CSV")
+    return builder.result()
 
 
 def sniff(path: Path, head: str | None) -> int:

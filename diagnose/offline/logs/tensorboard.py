@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
 from reference_models.config import ConfigError
 
-from .frame import ParsedLog, canonical_metric
+from .frame import LogBuilder, ParsedLog, canonical_column
 
 NAME = "tensorboard"
 
@@ -26,7 +26,8 @@ def parse_tensorboard(path: Path) -> ParsedLog:
     except ImportError:
         raise ConfigError(f"{path}: reading TensorBoard event files needs the optional extra: "
                           "pip install 'alignment-diagnose[tb]'") from None
-    rows = []
+    builder = LogBuilder("tensorboard")
+    chosen: dict[tuple, tuple[int, str]] = {}
     for f in _event_files(path):
         rel = f.parent.relative_to(path) if path.is_dir() else Path(".")
         run = str(rel) if str(rel) != "." else (path.name if path.is_dir() else f.parent.name or "run")
@@ -36,20 +37,31 @@ def parse_tensorboard(path: Path) -> ParsedLog:
             tags = acc.Tags().get("scalars", [])
         except Exception as exc:  # the reader raises assorted errors on corrupt files
             raise ConfigError(f"{f}: cannot read TensorBoard event file ({exc.__class__.__name__})") from None
-        for tag in tags:
-            split, metric = canonical_metric(tag)
+        for tag in sorted(tags, key=lambda t: canonical_column(t)[2]):
+            split, metric, rank = canonical_column(tag)
             if metric is None:
                 continue
+            prev = chosen.setdefault((run, split, metric), (rank, tag))
+            if prev[1] != tag:
+                builder.note(f"tag '{tag}' not used: '{prev[1]}' gives the same {metric}", key=f"dup:{tag}")
+                continue
             events = acc.Scalars(tag)
-            pct = metric.startswith("r@") and any(e.value > 1 for e in events)
-            for e in events:
-                rows.append({"run": run, "split": split or "train", "step": int(e.step), "metric": metric,
-                             "value": float(e.value) / (100.0 if pct else 1.0), "line": 0})
-    if not rows:
+            steps = np.array([e.step for e in events], dtype=np.int64)
+            values = np.array([e.value for e in events], dtype=float)
+            if metric == "temperature":
+                with np.errstate(divide="ignore"):
+                    values, metric = 1.0 / values, "logit_scale"
+            elif metric == "log_logit_scale":
+                values, metric = np.exp(values), "logit_scale"
+            if metric.startswith("r@") and np.any(values[np.isfinite(values)] > 1):
+                values = values / 100.0
+                builder.note(f"tag '{tag}': values above 1 read as percentages", key=f"pct:{tag}")
+            default = "all" if metric in ("lr", "logit_scale", "eval_size") else "train"
+            builder.add_long(run, split or default, metric, steps, values, 0)
+    parsed = builder.result()
+    if parsed.frame.empty:
         raise ConfigError(f"{path}: no loss or recall scalars found in TensorBoard event files")
-    return ParsedLog("tensorboard", pd.DataFrame(rows, columns=["run", "split", "step", "metric", "value", "line"]))
-
-
+    return parsed
 
 
 def sniff(path: Path, head: str | None) -> int:

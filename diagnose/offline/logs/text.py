@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
 from reference_models.config import ConfigError
 
-from .frame import _NUM, SPLITS, ParsedLog, canonical_metric
+from .frame import _NUM, SPLITS, LogBuilder, ParsedLog, canonical_metric
 
 NAME = "text"
 
@@ -22,21 +22,39 @@ _PART = re.compile(rf"([A-Za-z][\w\-/@]*)\s*[:=]\s*(~)?({_NUM})")
 _RECALL = re.compile(rf"\bR(?:ecall)?\s*@\s*(\d+)\s*[:=]\s*(~)?({_NUM})\s*(%)?", re.I)
 
 
-def parse_text(text: str, default_run: str) -> ParsedLog:
+# Lines are parsed one at a time and flushed to the reducer in chunks: memory does not grow with the file.
+CHUNK_ROWS = 200_000
+_HINTS = ("#", "oss", "OSS", "@", "poch", "POCH")  # a line without any of these carries nothing we read
+
+
+def parse_lines(lines, default_run: str) -> ParsedLog:
     """The seed's plain-text blocks: markdown headers name runs, `Epoch e/E:` sets the step,
     `Train Loss: 6.0602 (CLIP: 4.8481, MRL: 4.8481)`, `Val Loss: ...`, `R@1: 0.03%, R@5: ...`.
     Values printed as approximate (`~0.0`) are not numbers to compute with: they are skipped and
     noted."""
-    rows, notes = [], []
+    builder = LogBuilder("text")
+    cols: dict[str, list] = {k: [] for k in ("run", "split", "step", "metric", "value", "line")}
     run, epoch, counters = default_run, None, {}
 
     def add(split: str, metric: str, value: float, lineno: int) -> None:
         key = (run, split, metric)
         step = epoch if epoch is not None else counters.get(key, -1) + 1
         counters[key] = step
-        rows.append({"run": run, "split": split, "step": step, "metric": metric, "value": value, "line": lineno})
+        for k, v in zip(cols, (run, split, step, metric, value, lineno)):
+            cols[k].append(v)
+        if len(cols["value"]) >= CHUNK_ROWS:
+            flush()
 
-    for lineno, line in enumerate(text.splitlines(), 1):
+    def flush() -> None:
+        if cols["value"]:
+            builder.add_long(*(np.array(cols[k], dtype=object if k in ("run", "split", "metric") else None)
+                               for k in ("run", "split", "metric", "step", "value", "line")))
+            for v in cols.values():
+                v.clear()
+
+    for lineno, line in enumerate(lines, 1):
+        if not any(h in line for h in _HINTS):
+            continue
         h = _HEADER.match(line)
         if h:
             run, epoch = h.group(1).strip().strip("*").strip(), None
@@ -51,7 +69,7 @@ def parse_text(text: str, default_run: str) -> ParsedLog:
         for m in _LOSS.finditer(line):
             split = SPLITS.get((m.group("split") or "train").lower(), "train")
             if m.group("approx"):
-                notes.append(f"line {lineno}: {run}: approximate value '{m.group(0).strip()}' skipped")
+                builder.note(f"line {lineno}: {run}: approximate value '{m.group(0).strip()}' skipped")
                 continue
             add(split, "loss", float(m.group("v")), lineno)
             for name, approx, value in _PART.findall(m.group("parts") or ""):
@@ -62,13 +80,15 @@ def parse_text(text: str, default_run: str) -> ParsedLog:
                     add(split, metric, float(value), lineno)
         for k, approx, value, pct in _RECALL.findall(line):
             if approx:
-                notes.append(f"line {lineno}: {run}: approximate R@{k} skipped")
+                builder.note(f"line {lineno}: {run}: approximate R@{k} skipped")
                 continue
             add("val", f"r@{int(k)}", float(value) / (100.0 if pct else 1.0), lineno)
-    frame = pd.DataFrame(rows, columns=["run", "split", "step", "metric", "value", "line"])
-    return ParsedLog("text", frame, notes)
+    flush()
+    return builder.result()
 
 
+def parse_text(text: str, default_run: str) -> ParsedLog:
+    return parse_lines(text.splitlines(), default_run)
 
 
 def sniff(path: Path, head: str | None) -> int:
@@ -78,7 +98,7 @@ def sniff(path: Path, head: str | None) -> int:
 
 def read(path: Path) -> ParsedLog:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            return parse_lines(fh, path.stem)
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; expected a text, CSV, JSON-lines or TensorBoard log") from None
-    return parse_text(text, path.stem)
