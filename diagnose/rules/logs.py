@@ -27,9 +27,10 @@ EXP_SAFE = 50.0
 # The first term is the project's definition of "at chance" (definitions.CHANCE_REL_TOL: a model at
 # initialisation sits within it); the second is how far a mean of n noisy batch losses can sit from its
 # expectation by chance (3 standard errors). A short or noisy log widens the band, a long smooth one
-# narrows it to the definition. The cap keeps adjacent candidate pools (a factor 2 = ln 2 nats apart,
-# batch sizes and world sizes are powers of two) distinguishable: a value is never matched to a pool
-# farther than halfway to the next.
+# narrows it to the definition. The band may not exceed CHANCE_TOL_MAX, half the distance between
+# adjacent candidate pools (a factor 2 = ln 2 nats apart: batch sizes and world sizes are powers of
+# two): a log too short or too noisy for that cannot tell which pool, or whether any, the loss sits at,
+# and gives no finding rather than a guess.
 CHANCE_Z = 3.0
 CHANCE_TOL_MAX = math.log(2) / 2
 # exp(loss) is only read as a candidate count when it is at least this large: below 8 candidates a
@@ -56,7 +57,7 @@ RANDOM_RECALL_MAX = 0.5
 def chance_tolerance(ln_n: float, sigma: float, n: int) -> float:
     """The at-chance band around ln N in nats for an end-window mean of `n` points with noise `sigma`."""
     se = sigma / math.sqrt(n) if n > 1 and math.isfinite(sigma) else 0.0
-    return min(CHANCE_REL_TOL * ln_n + CHANCE_Z * se, CHANCE_TOL_MAX)
+    return CHANCE_REL_TOL * ln_n + CHANCE_Z * se
 
 
 def end_stats(df: pd.DataFrame, split: str, metric: str) -> tuple[float, float, int]:
@@ -82,7 +83,7 @@ def _pool_match(loss: float, batch_size: int | None, sigma: float = float("nan")
         pools = [(2**p, None) for p in range(3, 21)]
     c, k = min(pools, key=lambda ck: abs(loss - math.log(ck[0])))
     tol = chance_tolerance(math.log(c), sigma, n)
-    return (c, k, tol) if abs(loss - math.log(c)) <= tol else None
+    return (c, k, tol) if abs(loss - math.log(c)) <= tol <= CHANCE_TOL_MAX else None
 
 
 def _series(df: pd.DataFrame, metric: str) -> pd.Series:
@@ -157,7 +158,7 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
            f"({shown}); ln {c} = {math.log(c):.4f}. A contrastive loss at ln N is what uniform logits give: the model "
            f"ranks the positive no better than guessing among {c} candidates.")
     evidence = {"at_chance": hits, "not_at_chance": misses,
-                "tolerance": f"{CHANCE_REL_TOL} x ln N + {CHANCE_Z:g} x sigma/sqrt(n), at most {CHANCE_TOL_MAX:.3f} nats"}
+                "tolerance": f"{CHANCE_REL_TOL} x ln N + {CHANCE_Z:g} x sigma/sqrt(n); none when above {CHANCE_TOL_MAX:.3f} nats"}
     total = final.get("train", next(iter(final.values()))).get("loss")
     sum_w_hint = None
     if total is not None and comps:

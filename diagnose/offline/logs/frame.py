@@ -4,6 +4,7 @@ canonical metric names: `loss` (the logged total), `loss_<component>`, `r@K` (a 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ def _evidence(n: str) -> str | None:
     return "eval_size" if n in EVAL_SIZE_NAMES else None
 
 
+@functools.lru_cache(maxsize=65536)
 def canonical_column(name: str) -> tuple[str | None, str | None, int]:
     """(split or None, canonical metric or None, preference rank: lower wins when columns collide)."""
     n = re.sub(r"\s+", "_", str(name).strip().lower())
@@ -98,6 +100,7 @@ def _diagnose_tag(n: str) -> tuple[str | None, str | None, int]:
     return None, None, 0
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_metric(name: str) -> tuple[str | None, str | None]:
     """(split or None, canonical metric or None when the column is not a loss or a recall)."""
     n = re.sub(r"\s+", "_", str(name).strip().lower())
@@ -181,23 +184,36 @@ class LogBuilder:
             self.notes.append(text)
 
     def add_long(self, run, split, metric, step, value, line) -> None:
-        """Append raw points (arrays or scalars broadcast to the length of `value`)."""
+        """Append raw points (arrays, or scalars broadcast to the length of `value`)."""
         value = np.asarray(value, dtype=float)
         if value.size == 0:
             return
         n = value.size
-        col = lambda x, dt=None: np.asarray(x, dtype=dt) if np.ndim(x) else np.full(n, x, dtype=dt)
-        step = col(step, np.int64)
-        finite = np.isfinite(value)
-        for r in (pd.unique(np.asarray(run, dtype=object)) if np.ndim(run) else [run]):
-            self.run_order.setdefault(str(r), len(self.run_order))
-        chunk = pd.DataFrame({"run": col(run, object), "split": col(split, object), "metric": col(metric, object),
-                              "key": step // self.width, "step": step, "line": col(line, np.int64),
-                              "fsum": np.where(finite, value, 0.0), "fcount": finite.astype(np.int64),
-                              "nf": (~finite).astype(np.int64), "nfval": np.where(finite, np.nan, value),
-                              "nfinf": np.where(np.isinf(value), value, np.nan)})
+        step = np.asarray(step, dtype=np.int64) if np.ndim(step) else np.full(n, step, dtype=np.int64)
+        line = np.asarray(line, dtype=np.int64) if np.ndim(line) else np.full(n, line, dtype=np.int64)
         self.raw_points += n
-        self._merge(chunk)
+        labels = [np.asarray(x, dtype=object) if np.ndim(x) else x for x in (run, split, metric)]
+        if not any(np.ndim(x) for x in labels):
+            self._merge(self._series_chunk(*labels, step, value, line))
+            return
+        ids = pd.DataFrame({k: (x if np.ndim(x) else np.full(n, x, dtype=object)) for k, x in zip(("r", "s", "m"), labels)})
+        parts = [self._series_chunk(r, sp, m, step[idx], value[idx], line[idx])
+                 for (r, sp, m), idx in ids.groupby(["r", "s", "m"], sort=False).indices.items()]
+        self._merge(pd.concat(parts, ignore_index=True))
+
+    def _series_chunk(self, run, split, metric, step, value, line) -> pd.DataFrame:
+        """One series' raw points pre-aggregated into its step buckets (numeric keys only: fast)."""
+        run = str(run)
+        self.run_order.setdefault(run, len(self.run_order))
+        finite = np.isfinite(value)
+        chunk = pd.DataFrame({"key": step // self.width, "step": step, "line": line,
+                              "fsum": np.where(finite, value, 0.0), "fcount": finite.astype(np.int64),
+                              "nf": (~finite).astype(np.int64), "nfinf": np.where(np.isinf(value), value, np.nan)})
+        with np.errstate(over="ignore", invalid="ignore"):
+            chunk = chunk.groupby("key", sort=False, as_index=False).agg(
+                step=("step", "max"), line=("line", "max"), fsum=("fsum", "sum"), fcount=("fcount", "sum"),
+                nf=("nf", "sum"), nfinf=("nfinf", "last"))
+        return chunk.assign(run=run, split=str(split), metric=str(metric))
 
     def _merge(self, chunk: pd.DataFrame) -> None:
         frame = chunk if self.acc is None else pd.concat([self.acc, chunk], ignore_index=True)
@@ -212,7 +228,7 @@ class LogBuilder:
         with np.errstate(over="ignore", invalid="ignore"):
             return frame.groupby(_KEYS, sort=False, as_index=False).agg(
                 step=("step", "max"), line=("line", "max"), fsum=("fsum", "sum"), fcount=("fcount", "sum"),
-                nf=("nf", "sum"), nfval=("nfval", "last"), nfinf=("nfinf", "last"))
+                nf=("nf", "sum"), nfinf=("nfinf", "last"))
 
     def result(self) -> ParsedLog:
         if self.acc is None or self.acc.empty:
@@ -316,7 +332,9 @@ class TableMapper:
                 continue
             raw = df[c]
             values = _numeric(raw, c, builder, line0)
-            ok = values.notna() | (raw.notna() & raw.astype(str).str.strip().str.lower().isin(_NAN_TEXT))
+            ok = values.notna()
+            if not pd.api.types.is_numeric_dtype(raw.dtype):
+                ok |= raw.notna() & raw.astype(str).str.strip().str.lower().isin(_NAN_TEXT)
             if not ok.any():
                 if raw.notna().any() and c not in self.numeric:
                     self.text_only.setdefault(c, str(raw[raw.notna()].iloc[0])[:40])
