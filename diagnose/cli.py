@@ -1,11 +1,28 @@
-"""Typer entry point. Bad input (ConfigError) is one line on stderr and exit code 2."""
+"""Typer entry point and the exit-code contract of every command.
+
+0 no finding at or above --fail-on, 1 findings at or above it, 2 bad input (ConfigError, a usage
+error, an output that cannot be written: one line on stderr), 3 an unexpected exception (one line;
+--debug prints the traceback), 130 Ctrl-C (one line saying what was kept). The common options
+(--quiet, --debug) are added to every command that does not declare them, and --seed, --device,
+--out and GITHUB_STEP_SUMMARY are checked here before a command starts any work.
+"""
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import inspect
+import sys
+import traceback
+from typing import Any, Callable
 
 import typer
+from typer import Abort, Exit
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from reference_models.config import ConfigError
 
@@ -16,6 +33,33 @@ from .commands.lint import lint_command
 from .commands.logs import logs_command
 from .commands.train import train_command
 from .console import fail
+from .options import DebugOpt, QuietOpt, check_device, check_out, check_seed, check_step_summary
+from .rundir import committed_dirs
+
+EXIT_BAD_INPUT, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 3, 130
+COMMON_OPTIONS = {"quiet": QuietOpt, "debug": DebugOpt}  # accepted by every command
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a value out of range, a missing option, an unknown command) as one line on
+    stderr and exit 2, instead of click's multi-line usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as exc:  # bare `diagnose`: the help, as before
+            exc.show()
+            sys.exit(0)
+        except ClickException as exc:
+            fail(" ".join(exc.format_message().split()))
+            sys.exit(EXIT_BAD_INPUT)
+        except Abort:
+            fail("aborted")
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="diagnose",
@@ -23,18 +67,57 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrors,
 )
 
 
-def _guarded(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            fail(str(exc))
-            raise typer.Exit(2) from None
+def _check_common(kwargs: dict) -> None:
+    """What every command needs before it starts: seed in range, device present, --out writable."""
+    check_seed(kwargs.get("seed"))
+    check_device(kwargs.get("device"))
+    check_out(kwargs.get("out"))
+    check_step_summary()
 
+
+def _interrupted_line(exc: KeyboardInterrupt, written: list[str]) -> str:
+    if str(exc):  # a staged write says what it kept
+        return str(exc)
+    if written:
+        return f"interrupted: complete output kept in {', '.join(written)}; nothing half-written"
+    return "interrupted: no output written"
+
+
+def _guarded(fn: Callable) -> Callable:
+    """The exit-code contract around one command, plus the common options it does not declare."""
+    sig = inspect.signature(fn, eval_str=True)
+    injected = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=ann)
+                for name, ann in COMMON_OPTIONS.items() if name not in sig.parameters]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        debug = bool(kwargs.get("debug"))
+        own = {k: v for k, v in kwargs.items() if k in sig.parameters}
+        with committed_dirs() as written:
+            try:
+                _check_common(own)
+                return fn(**own)
+            except (Exit, ClickException, Abort):
+                raise
+            except ConfigError as exc:
+                fail(" ".join(str(exc).split()))
+                raise typer.Exit(EXIT_BAD_INPUT) from None
+            except KeyboardInterrupt as exc:
+                fail(_interrupted_line(exc, written))
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except Exception as exc:  # a bug or an unforeseen environment: one line, not a traceback
+                if debug:
+                    traceback.print_exc(file=sys.stderr)
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                fail(f"{type(exc).__name__}: {first} (run with --debug for the traceback)")
+                raise typer.Exit(EXIT_UNEXPECTED) from None
+
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *injected])
+    wrapper.__annotations__ = {**fn.__annotations__, **{p.name: p.annotation for p in injected}}
     return wrapper
 
 

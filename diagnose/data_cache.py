@@ -9,11 +9,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reference_models import AlignmentConfig
+from reference_models import AlignmentConfig, ConfigError
 from reference_models.images import cache_key, encode, read_captions
 
 from .console import console, progress
 from .io import atomic_write_bytes
+
+
+def _check_writable(cache_dir: Path) -> None:
+    import os
+    import tempfile
+
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise ConfigError(f"dataset.images.cache_dir {cache_dir}: exists and is not a directory")
+    probe = cache_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"dataset.images.cache_dir {cache_dir}: {probe} is a file, expected a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".diagnose-write-check-"))
+    except OSError as exc:
+        raise ConfigError(f"dataset.images.cache_dir {cache_dir}: cannot write in {probe} "
+                          f"({exc.strerror or exc.__class__.__name__})") from None
 
 
 def prepare_images(cfg: AlignmentConfig, quiet: bool = False) -> Path:
@@ -29,6 +47,7 @@ def prepare_images(cfg: AlignmentConfig, quiet: bool = False) -> Path:
         if not quiet:
             console.print(f"using cached features {path}", markup=False)
     else:
+        _check_writable(cache_dir)  # before minutes of encoding, not after
         with progress(f"encode {len(pairs)} images", len(pairs), quiet) as ticker:
             feats = encode(cfg, pairs, ticker.advance)
         atomic_write_bytes(path, save(feats, metadata={"images": str(len(pairs)), "vision_model": ic.vision_model,

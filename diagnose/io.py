@@ -13,16 +13,43 @@ import torch
 from reference_models import AlignmentConfig, ConfigError, dump_config
 
 
+class OutputError(ConfigError):
+    """An output could not be written (full disk, read-only, not a directory): one line, exit 2."""
+
+
+def umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create 0600/0700 whatever the umask; give `path` the mode open() would."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+
+    Any OSError (full disk, read-only file system, a file where a directory should be) becomes an
+    `OutputError` naming the file; the temporary file is removed.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        honour_umask(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -52,8 +79,11 @@ def publish(out: Path, summary: dict, markdown: str) -> None:
     atomic_write_text(out / "report.md", markdown)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as fh:
-            fh.write(markdown + "\n")
+        try:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(markdown + "\n")
+        except OSError as exc:
+            raise OutputError(f"GITHUB_STEP_SUMMARY={step_summary}: cannot append ({exc.strerror or exc.__class__.__name__})") from None
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg: AlignmentConfig, metadata: dict[str, str] | None = None) -> None:
@@ -62,8 +92,21 @@ def save_checkpoint(path: Path, model: torch.nn.Module, cfg: AlignmentConfig, me
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"config_name": cfg.name, "scale": cfg.scale, **(metadata or {})}
-    atomic_write_bytes(path, save(state, metadata=meta))
+    atomic_write_bytes(path, canonical_safetensors(save(state, metadata=meta)))
     atomic_write_text(path.with_suffix(".yaml"), dump_config(cfg))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same file with its JSON header in sorted key order, so equal weights hash equal.
+
+    safetensors serialises `__metadata__` from a hash map whose order changes from process to
+    process; the tensor data and offsets are untouched (offsets count from the end of the header).
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8-byte alignment with spaces
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

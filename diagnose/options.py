@@ -24,3 +24,91 @@ def check_fail_on(fail_on: str) -> None:
 
     if fail_on not in ("info", "warning", "error"):
         raise ConfigError(f"--fail-on '{fail_on}': expected one of info, warning, error")
+
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error.")]
+
+SEED_RANGE = 2**32  # numpy's and most data loaders' seed range; torch accepts more, but a seed must replay everywhere
+PSEUDO_FS = ("/proc", "/sys", "/dev")  # kernel interfaces, never a place for a run directory
+
+
+def check_seed(seed: int | None) -> None:
+    from reference_models.config import ConfigError
+
+    if seed is not None and not 0 <= seed < SEED_RANGE:
+        raise ConfigError(f"--seed {seed}: expected an integer in [0, 2^32)")
+
+
+def check_device(device: str | None) -> None:
+    """The device exists on this machine (torch.device parses it; the backend must be available)."""
+    if device is None:
+        return
+    import torch
+
+    from reference_models.config import ConfigError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device '{device}': expected a torch device such as cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device '{device}': CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device '{device}': only {count} CUDA device(s) here (cuda:0..cuda:{count - 1})")
+        return
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device '{device}': MPS is not available on this machine (use --device cpu)")
+        return
+    raise ConfigError(f"--device '{device}': device type '{dev.type}' is not supported here; expected cpu, cuda or mps")
+
+
+def check_out(out: Path | None, option: str = "--out") -> None:
+    """Fail before any work when `out` cannot become a run directory: it is a file, lies under a
+    file or a kernel pseudo file system, or its parent does not accept a new entry (tested by
+    creating and removing one, which also covers read-only mounts and permissions)."""
+    import os
+    import tempfile
+
+    from reference_models.config import ConfigError
+
+    if out is None:
+        return
+    out = Path(out).expanduser()
+    resolved = out.resolve()
+    pseudo = [p for p in PSEUDO_FS if resolved == Path(p) or Path(p) in resolved.parents]
+    if pseudo:
+        raise ConfigError(f"{option} {out}: under {pseudo[0]} (a kernel file system), not a place for a run directory")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out}: exists and is not a directory")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{option} {out}: {ancestor} is a file, expected a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".diagnose-write-check-"))
+    except OSError as exc:
+        raise ConfigError(f"{option} {out}: cannot write in {ancestor} ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def check_step_summary() -> None:
+    """GITHUB_STEP_SUMMARY, when set, must name a file that can be appended to."""
+    import os
+
+    from reference_models.config import ConfigError
+
+    value = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not value:
+        return
+    path = Path(value)
+    if path.is_dir():
+        raise ConfigError(f"GITHUB_STEP_SUMMARY={value}: is a directory, expected a file to append the report to")
+    if not path.parent.is_dir():
+        raise ConfigError(f"GITHUB_STEP_SUMMARY={value}: directory {path.parent} does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"GITHUB_STEP_SUMMARY={value}: not writable")

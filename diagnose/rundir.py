@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -17,11 +25,124 @@ from reference_models import ConfigError
 from reports import markdown, plots
 
 from .analysis import analyse
-from .io import atomic_write_bytes, figure_png, publish
+from .io import OutputError, atomic_write_bytes, figure_png, honour_umask, publish
 from .summary import Summary
 
 RECORDS_FILE = "records.csv.gz"
 RECORD_COLUMNS = ["run", "step", "probe", "target", "metric", "value"]
+
+
+STAGING_TAG = ".tmp-"  # staging siblings are named .<name>.tmp-XXXX (hidden, never a run directory)
+
+
+_COMMITTED: ContextVar[list[str] | None] = ContextVar("diagnose_committed_dirs", default=None)
+
+
+@contextmanager
+def committed_dirs() -> Iterator[list[str]]:
+    """Collect the run directories completed inside the block (what an interrupt can say was kept)."""
+    written: list[str] = []
+    token = _COMMITTED.set(written)
+    try:
+        yield written
+    finally:
+        _COMMITTED.reset(token)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C inside a staged write; the message says what was kept."""
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """dst mirrors src by hard links (copies where links fail). Writes in a staging directory always
+    replace a file (atomic_write_bytes), never modify it in place, so the linked originals stay intact."""
+    for entry in os.scandir(src):
+        if entry.name.startswith(".") and STAGING_TAG in entry.name:
+            continue  # another run's staging directory
+        target = dst / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir():
+            target.mkdir()
+            honour_umask(target, directory=True)
+            _link_tree(Path(entry.path), target)
+        else:
+            try:
+                os.link(entry.path, target)
+            except OSError:
+                shutil.copy2(entry.path, target)
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    """Swap the finished staging directory in; Ctrl-C is held off for the two renames."""
+    blocked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+    if blocked:
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        previous = None
+        if out.exists() or out.is_symlink():
+            previous = tmp.with_name(tmp.name.replace(STAGING_TAG, ".old-"))
+            os.rename(out, previous)
+        os.rename(tmp, out)
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextmanager
+def staged(out: Path, keep_existing: bool = True) -> Iterator[Path]:
+    """Write a run directory as a whole: yield a temporary sibling, rename it to `out` at the end.
+
+    An exception, Ctrl-C or a full disk inside the block removes the staging directory (and any
+    parent this call created), so `out` is either the previous complete directory or absent. With
+    `keep_existing`, files of an existing `out` that this run does not rewrite are carried over
+    (an ablation inside a compare directory, earlier epoch checkpoints).
+    """
+    out = Path(out)
+    had_previous = out.is_dir()
+    created = [p for p in reversed(out.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}{STAGING_TAG}"))
+        honour_umask(tmp, directory=True)
+    except OSError as exc:
+        _remove_created(created)
+        raise OutputError(f"{out}: cannot create the run directory ({exc.strerror or exc.__class__.__name__})") from None
+    kept = f"{out} left as it was (previous complete run)" if had_previous else f"{out} not created"
+    try:
+        if keep_existing and had_previous:
+            _link_tree(out, tmp)
+        yield tmp
+        _commit(tmp, out)
+        if (written := _COMMITTED.get()) is not None:
+            written.append(str(out))
+    except KeyboardInterrupt:
+        _discard(tmp, created)
+        raise Interrupted(f"interrupted: nothing half-written; {kept}") from None
+    except OutputError as exc:
+        _discard(tmp, created)
+        raise OutputError(f"{exc}; {kept}") from None
+    except OSError as exc:  # staging copy or rename
+        _discard(tmp, created)
+        raise OutputError(f"{out}: cannot write ({exc.strerror or exc.__class__.__name__}); {kept}") from None
+    except BaseException:
+        _discard(tmp, created)
+        raise
+
+
+def _discard(tmp: Path, created: list[Path]) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_created(created)
+
+
+def _remove_created(created: list[Path]) -> None:
+    for path in reversed(created):  # deepest first; only if still empty
+        try:
+            path.rmdir()
+        except OSError:
+            break
 
 
 def _render_plots(records: pd.DataFrame, runs: list[dict]) -> list[tuple[str, str, bytes]]:
@@ -30,18 +151,18 @@ def _render_plots(records: pd.DataFrame, runs: list[dict]) -> list[tuple[str, st
 
 def write_run_dir(out: Path, summary: Summary, records: pd.DataFrame, title: str | None = None,
                   write_records: bool = True) -> str:
-    """Write records, plots, summary.json and report.md (each atomically); returns the markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    if write_records:
-        buf = io.BytesIO()
-        records[RECORD_COLUMNS].to_csv(buf, index=False, compression={"method": "gzip", "mtime": 0})
-        atomic_write_bytes(out / RECORDS_FILE, buf.getvalue())
+    """Write records, plots, summary.json and report.md as a whole (see `staged`); returns the markdown."""
     data = summary.to_dict()
-    figures = _render_plots(records, data["runs"])
-    for name, _, png in figures:
-        atomic_write_bytes(out / name, png)
+    figures = _render_plots(records, data["runs"])  # rendered before anything is written
     text = markdown.render(data, [(name, caption) for name, caption, _ in figures], title)
-    publish(out, data, text)
+    with staged(out) as tmp:
+        if write_records:
+            buf = io.BytesIO()
+            records[RECORD_COLUMNS].to_csv(buf, index=False, compression={"method": "gzip", "mtime": 0})
+            atomic_write_bytes(tmp / RECORDS_FILE, buf.getvalue())
+        for name, _, png in figures:
+            atomic_write_bytes(tmp / name, png)
+        publish(tmp, data, text)
     return text
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -275,9 +277,52 @@ def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
+SEED_RANGE = 2**32  # numpy's seed range; a seed outside it would not replay in every data loader
+
+
+def _nonfinite(node: Any, prefix: str = "") -> tuple[str, Any] | None:
+    """The first float field (or list element) that is NaN or infinite, as (dotted key, value)."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            found = _nonfinite(value, key + ".")
+            if found:
+                return found
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, float) and not math.isfinite(item):
+                return key, value
+    return None
+
+
+def _check_ranges(cfg: AlignmentConfig, where: str) -> None:
+    """Counts that must be >= 1, amounts that must be >= 0, seeds in range."""
+    opt, ic = cfg.optimization, cfg.dataset.images
+    at_least_one = {"optimization.epochs": opt.epochs, "dataset.images.encode_batch_size": ic.encode_batch_size,
+                    "vision_encoder.perceiver_mlp_ratio": cfg.vision_encoder.perceiver_mlp_ratio}
+    for key, val in at_least_one.items():
+        if val < 1:
+            raise ConfigError(f"{where}: key '{key}' = {val}: expected an integer >= 1")
+    not_negative = {"optimization.lr": opt.lr, "optimization.weight_decay": opt.weight_decay,
+                    "optimization.warmup_steps": opt.warmup_steps, "optimization.grad_clip": opt.grad_clip,
+                    "optimization.matrix_lr_multiplier": opt.matrix_lr_multiplier,
+                    "vision_encoder.perceiver_latent_init_std": cfg.vision_encoder.perceiver_latent_init_std}
+    for key, val in not_negative.items():
+        if val < 0:
+            raise ConfigError(f"{where}: key '{key}' = {val}: expected a value >= 0")
+    if not 0 <= cfg.seed < SEED_RANGE:
+        raise ConfigError(f"{where}: key 'seed' = {cfg.seed}: expected an integer in [0, 2^32)")
+    if not 0 < cfg.dataset.features.val_fraction < 1:
+        raise ConfigError(f"{where}: key 'dataset.features.val_fraction' = {cfg.dataset.features.val_fraction}: expected a value in (0, 1)")
+
+
 def validate(cfg: AlignmentConfig, where: str) -> None:
     """Cross-field checks that types cannot express."""
     v, loss, ds, opt = cfg.vision_encoder, cfg.losses, cfg.dataset, cfg.optimization
+    bad = _nonfinite(cfg)
+    if bad:
+        raise ConfigError(f"{where}: key '{bad[0]}' = {bad[1]}: expected a finite number")
+    _check_ranges(cfg, where)
     positive = {
         "model.projection_dim": cfg.model.projection_dim,
         "vision_encoder.hidden_dim": v.hidden_dim,
@@ -327,6 +372,23 @@ def validate(cfg: AlignmentConfig, where: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key; PyYAML reports it below
+                continue
+            if repeated:
+                raise ConfigError(f"key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 def resolve_config_path(name_or_path: str | Path) -> tuple[str, Path | None]:
@@ -386,7 +448,11 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     """Load an alias (`perceiver`, `direct`), a bundled file name, or a YAML path."""
     label, path = resolve_config_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{label}: YAML nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
@@ -427,8 +493,49 @@ SCALES = {
 }
 
 
+# Lower bound of a training step's memory: fp32 weights, their gradients and AdamW's two moments
+# (4 x 4 bytes per trainable parameter) plus one fp32 batch of input tokens (B, T, D). Activations
+# come on top, so a config over this bound cannot run here; it would swap or be OOM-killed instead.
+BYTES_PER_TRAINED_PARAM = 16
+
+
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not every platform has these
+        return None
+
+
+def check_fits_memory(cfg: AlignmentConfig, where: str = "config") -> None:
+    """Refuse a model that cannot fit in this machine's memory before allocating any of it (the
+    parameters are counted on the meta device: no storage)."""
+    import torch
+
+    from .model import build_model
+
+    total = physical_memory()
+    if total is None:
+        return
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(cfg).parameters() if p.requires_grad)
+    ds, v = cfg.dataset, cfg.vision_encoder
+    need = BYTES_PER_TRAINED_PARAM * params + 4 * ds.batch_size * v.num_tokens * v.hidden_dim
+    if need > total:
+        raise ConfigError(
+            f"{where}: the model needs at least {need / 2**30:.1f} GiB ({params:,} trained parameters at scale "
+            f"'{cfg.scale}', batch {ds.batch_size} x {v.num_tokens} x {v.hidden_dim} tokens) but this machine has "
+            f"{total / 2**30:.1f} GiB: check model.projection_dim, *.hidden_dim, dataset.batch_size")
+
+
 def apply_scale(cfg: AlignmentConfig, scale: str) -> AlignmentConfig:
-    """Return a copy of `cfg` shrunk to `scale`; widths already below the target are kept."""
+    """Return a copy of `cfg` shrunk to `scale` (widths already below the target are kept), after
+    checking that it fits in memory."""
+    out = _shrink(cfg, scale)
+    check_fits_memory(out, out.source or out.name)
+    return out
+
+
+def _shrink(cfg: AlignmentConfig, scale: str) -> AlignmentConfig:
     if scale not in SCALES:
         raise ConfigError(f"--scale '{scale}': expected one of {', '.join(SCALES)}")
     s = SCALES[scale]

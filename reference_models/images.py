@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -73,11 +74,24 @@ def read_captions(cfg: AlignmentConfig) -> list[Pair]:
         for col in ("image", "caption"):
             if not row.get(col):
                 raise ConfigError(f"{path}: row {i}: missing column '{col}' (expected columns: image, caption)")
-        img = root / str(row["image"])
+        img = _inside_root(root, str(row["image"]), f"{path}: row {i}")
         if not img.is_file():
             raise ConfigError(f"{path}: row {i}: image not found: {img}")
         pairs.append(Pair(img, str(row["caption"])))
     return pairs
+
+
+def _inside_root(root: Path, name: str, where: str) -> Path:
+    """A caption's image path, refused when absolute or when it resolves outside the image root
+    (`..`, or a symlink pointing out): a captions file must not make the tool read arbitrary files."""
+    rel = Path(name)
+    if rel.is_absolute() or rel.drive:
+        raise ConfigError(f"{where}: image path '{name}' is absolute; expected a path relative to dataset.images.root")
+    img = root / rel
+    real_root = root.resolve()
+    if img.resolve() != real_root and real_root not in img.resolve().parents:
+        raise ConfigError(f"{where}: image path '{name}' resolves outside dataset.images.root ({root})")
+    return img
 
 
 def _local_dir(spec: str, key: str) -> Path:
@@ -153,7 +167,12 @@ def preprocess(path: Path, size: int) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        # Pillow refuses images over 2 x MAX_IMAGE_PIXELS (DecompressionBombError) and only warns
+        # between 1x and 2x; both are refused here: a caption's image must not exhaust memory
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im = im.convert("RGB")
             w, h = im.size
             scale = size / min(w, h)
@@ -162,8 +181,14 @@ def preprocess(path: Path, size: int) -> torch.Tensor:
             left, top = (w - size) // 2, (h - size) // 2
             im = im.crop((left, top, left + size, top + size))
             x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).reshape(size, size, 3)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ConfigError(f"{path}: unreadable image ({exc.__class__.__name__})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ConfigError(f"{path}: image larger than Pillow's decompression-bomb limit "
+                          f"({Image.MAX_IMAGE_PIXELS:,} pixels); refused") from None
+    except UnidentifiedImageError:
+        raise ConfigError(f"{path}: unreadable image (not a format Pillow can read)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt (PIL raises all of these)
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:120]
+        raise ConfigError(f"{path}: unreadable image ({first})") from None
     x = x.permute(2, 0, 1).float() / 255.0
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
     return (x - mean) / std  # (3, size, size)
@@ -200,6 +225,10 @@ def encode(cfg: AlignmentConfig, pairs: list[Pair], progress: Callable[[int], ob
     """Encode in batches; only one batch of images is in memory at a time."""
     ic = cfg.dataset.images
     vision = load_vision(cfg)
+    layers = vision.config.num_hidden_layers + 1  # hidden_states: the embeddings, then each layer
+    if not -layers <= ic.vision_layer < layers:
+        raise ConfigError(f"key 'dataset.images.vision_layer' = {ic.vision_layer}: the vision model has {layers} "
+                          f"hidden states; expected {-layers}..{layers - 1}")
     text_model, tokenizer, pooling = load_text(cfg)
     size = vision.config.image_size
     max_len = getattr(text_model.config, "max_position_embeddings", 77)

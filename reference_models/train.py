@@ -114,7 +114,12 @@ def lr_at(step: int, total: int, cfg: AlignmentConfig) -> float:
 
 
 def steps_per_epoch(cfg: AlignmentConfig, train: PairSource) -> int:
-    return max(1, train.num_samples // cfg.dataset.batch_size)
+    if train.num_samples < cfg.dataset.batch_size:  # batches() would never yield a full batch
+        from .config import ConfigError
+
+        raise ConfigError(f"key 'dataset.batch_size' = {cfg.dataset.batch_size}: larger than the "
+                          f"{train.num_samples} training pairs of the data set (no full batch to train on)")
+    return train.num_samples // cfg.dataset.batch_size
 
 
 def batches(train: PairSource, batch_size: int, seed: int, start_epoch: int = 0):
@@ -142,7 +147,13 @@ def embed(model: AlignmentModel, source: PairSource, batch_size: int, device: st
 
 
 def recall_at_k(sim: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
-    """sim (N, N), true match on the diagonal; rank = number of candidates scored strictly higher."""
+    """sim (N, N), true match on the diagonal; rank = number of candidates scored strictly higher.
+
+    Any non-finite similarity gives NaN: `nan > x` is False, so ranking NaN scores would put every
+    positive first and report R@K = 1.0 for a diverged model.
+    """
+    if not bool(torch.isfinite(sim).all()):
+        return {k: float("nan") for k in ks}
     true = sim.diagonal().unsqueeze(1)
     rank = (sim > true).sum(dim=1)
     return {k: float((rank < k).float().mean()) for k in ks}
@@ -158,12 +169,14 @@ def mean_offdiag_cosine(x: torch.Tensor) -> float:
 
 
 def evaluate_retrieval(model: AlignmentModel, val: PairSource, batch_size: int, device: str = "cpu") -> dict[str, float]:
-    """R@1/5/10 both directions on the held-out split, chance K/N beside them."""
+    """R@1/5/10 both directions on the held-out split, chance K/N beside them (NaN, with the count
+    of non-finite embedding rows, when the model produces NaN/Inf)."""
     img, txt = embed(model, val, batch_size, device)
     sim = img @ txt.t()
     n = sim.shape[0]
     i2t, t2i = recall_at_k(sim), recall_at_k(sim.t())
-    out: dict[str, float] = {"num_candidates": float(n)}
+    bad = int((~torch.isfinite(img)).any(dim=1).sum() + (~torch.isfinite(txt)).any(dim=1).sum())
+    out: dict[str, float] = {"num_candidates": float(n), "nonfinite_embeddings": float(bad)}
     for k in (1, 5, 10):
         out[f"i2t_r@{k}"] = i2t[k]
         out[f"t2i_r@{k}"] = t2i[k]

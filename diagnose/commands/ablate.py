@@ -10,7 +10,7 @@ import typer
 
 from ..ablation import run_ablation
 from ..console import console
-from ..options import ConfigOpt, DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on
+from ..options import ConfigOpt, DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out
 from ..rundir import write_run_dir
 from ..runs import command_line, environment, resolve_config
 
@@ -38,6 +38,7 @@ def ablate_command(
     cfg = resolve_config(config, set_, scale, seed, quiet)
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"ablate-{cfg.name}-{cfg.scale}"
+    check_out(out)
 
     def note(name: str) -> None:
         if not quiet:

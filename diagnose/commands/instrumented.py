@@ -11,7 +11,7 @@ from reference_models import build_model
 
 from ..console import console, progress
 from ..io import load_into, load_state_dict
-from ..options import DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on
+from ..options import DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out
 from ..rundir import rebuild, write_run_dir
 from ..runs import ProgressCallback, instrumented_summary, resolve_config, run_instrumented
 from ..summary import Summary
@@ -63,6 +63,7 @@ def gradflow_command(
     check_fail_on(fail_on)
     cfg = resolve_config(config, set_, scale, seed, quiet)
     out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
+    check_out(out)
     steps = steps or DEFAULT_STEPS
     run, records = _instrumented(cfg, steps, device, quiet, cfg.name, checkpoint)
     summary, records = instrumented_summary([(run, records)])
@@ -91,6 +92,7 @@ def compare_command(
     name_a, name_b = cfg_a.name, cfg_b.name if cfg_b.name != cfg_a.name else f"{cfg_b.name}-b"
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"compare-{name_a}-{name_b}-{cfg_a.scale}"
+    check_out(out)
     runs = [_instrumented(cfg_a, steps, device, quiet, name_a), _instrumented(cfg_b, steps, device, quiet, name_b)]
     summary, records = instrumented_summary(runs)
     if (out / "ablation" / "report.md").is_file():
@@ -106,6 +108,7 @@ def report_command(
 ) -> None:
     """Re-render a saved run directory (findings, plots, report.md) from its records, without re-running."""
     check_fail_on(fail_on)
+    check_out(run_dir, "run directory")
     summary, _ = rebuild(run_dir)
     _print_verdicts(summary, run_dir)
     raise typer.Exit(summary.exit_code(fail_on))

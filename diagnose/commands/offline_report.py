@@ -12,20 +12,20 @@ from reports.markdown import finding_counts, root_cause_lines
 
 from ..console import console
 from ..io import atomic_write_bytes, figure_png, publish
+from ..rundir import staged
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
 def write_report(out: Path, summary: dict, render: Callable[[dict, list[tuple[str, str]]], str],
                  figures: list[tuple[str, str, Figure]]) -> str:
-    """report.md + summary.json + one PNG per figure, each written atomically; returns the markdown."""
-    out.mkdir(parents=True, exist_ok=True)
-    plots = []
-    for stem, caption, fig in figures:
-        atomic_write_bytes(out / f"{stem}.png", figure_png(fig))
-        plots.append((f"{stem}.png", caption))
-    text = render(summary, plots)
-    publish(out, summary, text)
+    """report.md + summary.json + one PNG per figure, written as a whole (`staged`); returns the markdown."""
+    pngs = [(f"{stem}.png", caption, figure_png(fig)) for stem, caption, fig in figures]
+    text = render(summary, [(name, caption) for name, caption, _ in pngs])
+    with staged(out) as tmp:
+        for name, _, png in pngs:
+            atomic_write_bytes(tmp / name, png)
+        publish(tmp, summary, text)
     return text
 
 

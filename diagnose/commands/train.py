@@ -7,7 +7,8 @@ from pathlib import Path
 from rich.table import Table
 
 from ..console import console, progress
-from ..options import ConfigOpt, DeviceOpt, EpochsOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt
+from ..options import ConfigOpt, DeviceOpt, EpochsOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_out
+from ..rundir import staged
 from ..runs import EpochCheckpoints, ProgressCallback, resolve_config, run_training, save_train_run
 from reference_models.config import ConfigError
 from reference_models.data import build_data
@@ -33,10 +34,12 @@ def train_command(
     train_src, _ = build_data(cfg, cfg.seed)
     per_epoch = steps_per_epoch(cfg, train_src)
     total = steps or per_epoch * (epochs or cfg.optimization.epochs)
-    with progress(f"train {cfg.name} ({cfg.scale})", total, quiet) as ticker:
-        callbacks = [ProgressCallback(ticker), EpochCheckpoints(out, cfg)]
+    check_out(out)
+    # the whole directory (epoch checkpoints included) appears at the end, or not at all
+    with staged(out) as tmp, progress(f"train {cfg.name} ({cfg.scale})", total, quiet) as ticker:
+        callbacks = [ProgressCallback(ticker), EpochCheckpoints(tmp, cfg)]
         run = run_training(cfg, steps, epochs, device, callbacks)
-    summary = save_train_run(out, run).to_dict()["runs"][0]
+        summary = save_train_run(tmp, run).to_dict()["runs"][0]
     table = Table(title=f"{cfg.name} · scale {cfg.scale} · {summary['steps']} steps · batch {summary['batch_size']}")
     table.add_column("metric")
     table.add_column("value", justify="right")

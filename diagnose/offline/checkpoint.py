@@ -91,9 +91,14 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], list[Path], di
             if (path / index).is_file():
                 try:
                     weight_map = json.loads((path / index).read_text())["weight_map"]
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
                     raise ConfigError(f"{path / index}: not a valid shard index (expected a 'weight_map')") from None
+                if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
+                    raise ConfigError(f"{path / index}: 'weight_map' must be a non-empty mapping of tensor names to shard files")
                 files = [path / f for f in dict.fromkeys(weight_map.values())]
+                outside = [f for f in files if path.resolve() not in f.resolve().parents]
+                if outside:
+                    raise ConfigError(f"{path / index}: shard '{outside[0].name}' lies outside {path}")
                 state: dict[str, torch.Tensor] = {}
                 for f in files:
                     state.update(_load_file(f))

@@ -324,7 +324,10 @@ def python_files(paths: list[Path]) -> list[Path]:
         if not p.exists():
             raise ConfigError(f"{p}: no such file or directory")
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*.py") if not (set(f.relative_to(p).parts[:-1]) & SKIP_DIRS)))
+            found = sorted(f for f in p.rglob("*.py") if not (set(f.relative_to(p).parts[:-1]) & SKIP_DIRS))
+            if not found:
+                raise ConfigError(f"{p}: directory holds no Python files (*.py)")
+            out.extend(found)
         elif p.suffix == ".py" or p.suffix == "":
             out.append(p)
         else:
@@ -348,4 +351,6 @@ def lint_paths(paths: list[Path], all_branches: bool = False) -> tuple[list[Lint
             errors.append(f"{f}:{exc.lineno or 0}: cannot parse ({exc.msg})")
         except (UnicodeDecodeError, OSError) as exc:
             errors.append(f"{f}: cannot read ({exc.__class__.__name__})")
+        except (RecursionError, MemoryError):  # the parser or the checks' tree walk ran out of depth
+            errors.append(f"{f}: nested too deeply to check (Python's recursion limit)")
     return findings, errors
