@@ -16,8 +16,10 @@ from reference_models.config import ConfigError
 from .frame import LogBuilder, ParsedLog, TableMapper, canonical_column
 
 NAME = "csv"
-# Rows per chunk: bounded memory (a chunk of the recognised columns is a few MB) with little overhead.
-CHUNK_ROWS = 200_000
+# Rows per chunk: bounded memory (a chunk of the recognised columns is a few MB) with little overhead;
+# fewer for wide tables, whose rows the parser tokenises whole (about CHUNK_BYTES of text per chunk at
+# ~8 bytes per cell).
+CHUNK_ROWS, CHUNK_BYTES = 200_000, 40_000_000
 
 
 def _header(path: Path) -> list[str]:
@@ -43,7 +45,7 @@ def parse_csv(path: Path) -> ParsedLog:
     sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
     line0 = 2
     try:
-        for chunk in pd.read_csv(path, sep=sep, usecols=keep, chunksize=CHUNK_ROWS, keep_default_na=False,
+        for chunk in pd.read_csv(path, sep=sep, usecols=keep, chunksize=max(1000, min(CHUNK_ROWS, CHUNK_BYTES // (8 * len(header)))), keep_default_na=False,
                                  na_values=[""], low_memory=True, encoding_errors="replace"):
             mapper.add(chunk, builder, line0)
             line0 += len(chunk)

@@ -40,13 +40,14 @@ def records(path: Path, keep_all: bool = False):
                 raise ConfigError(f"{path}:{lineno}: JSON nested too deeply; expected a flat or shallow object of metrics") from None
             if not isinstance(obj, dict):
                 raise ConfigError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-            flat = _flatten(obj, skipped=skipped)
+            flat = _flatten(obj, skipped=skipped) if any(type(v) is dict for v in obj.values()) else obj
             out = {}
             for k, v in flat.items():
-                if k not in known:
-                    known[k] = keep_all or canonical_column(k)[1] is not None or k.strip().lower() in _SPECIAL
-                if known[k]:
-                    out[k] = _cell(v)
+                keep = known.get(k)
+                if keep is None:
+                    keep = known[k] = keep_all or canonical_column(k)[1] is not None or k.strip().lower() in _SPECIAL
+                if keep:
+                    out[k] = v if type(v) is int or (type(v) is float and v == v) else _cell(v)
             yield lineno, out, skipped
 
 

@@ -34,7 +34,7 @@ def parse_lines(lines, default_run: str) -> ParsedLog:
     of lines)."""
     builder = LogBuilder("text")
     runs, splits, steps, metrics, values, linenos = [], [], [], [], [], []
-    run, epoch, counters = default_run, None, {}
+    run, epoch, counters, part_names = default_run, None, {}, {}
 
     def flush() -> None:
         if values:
@@ -74,12 +74,14 @@ def parse_lines(lines, default_run: str) -> ParsedLog:
                 builder.note(f"line {lineno}: {run}: approximate value '{m.group(0).strip()}' skipped")
                 continue
             add(split, "loss", float(m.group("v")), lineno)
-            for name, approx, value in _PART.findall(m.group("parts") or ""):
-                if approx:
-                    continue
-                _, metric = canonical_metric(name if name.lower().startswith("loss") else f"loss_{name}")
-                if metric:
-                    add(split, metric, float(value), lineno)
+            parts = m.group("parts")
+            if parts:
+                for name, approx, value in _PART.findall(parts):
+                    metric = part_names.get(name)
+                    if metric is None:
+                        metric = part_names[name] = canonical_metric(name if name.lower().startswith("loss") else f"loss_{name}")[1] or ""
+                    if metric and not approx:
+                        add(split, metric, float(value), lineno)
         if "@" in line:
             for k, approx, value, pct in _RECALL.findall(line):
                 if approx:
