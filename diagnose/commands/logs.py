@@ -11,7 +11,7 @@ from rich.table import Table
 from ..console import console
 from ..offline.logs import FORMATS, parse_weights, read_log
 from ..offline.logs.analysis import analyse
-from ..options import FailOnOpt, OutOpt, check_fail_on
+from ..options import FailOnOpt, OutOpt, QuietOpt, check_fail_on, check_out
 from ..runs import command_line, environment
 from ..summary import Summary
 from .offline_report import print_findings, print_root_causes, write_report
@@ -41,9 +41,11 @@ def logs_command(
     fmt: Annotated[str, typer.Option("--format", help=f"Log format: {', '.join(FORMATS)}.")] = "auto",
     out: OutOpt = None,
     fail_on: FailOnOpt = "error",
+    quiet: QuietOpt = False,  # accepted like every command's common options; `logs` draws no progress bars
 ) -> None:
     """Diagnose from a training log: flat or at-chance losses, identical components, loss weights, random recall."""
     check_fail_on(fail_on)
+    check_out(out)
     given = parse_weights(weights)
     parsed = read_log(file, fmt)
     runs, findings = analyse(parsed, batch_size, given, eval_size)

@@ -135,3 +135,14 @@ def test_deep_nesting_within_limits_is_a_stated_skip(tmp_path):
     log.write_text("".join(json.dumps({"step": i, "train/loss": 4.16, "extra": deep}) + "\n" for i in range(8)))
     _, s = _logs(tmp_path, log)
     assert any("nested deeper than" in n for n in s["log"]["notes"])
+
+
+def test_out_that_is_a_file_fails_before_reading_and_quiet_is_accepted(tmp_path):
+    log = tmp_path / "m.csv"
+    log.write_text("step,loss\n" + "".join(f"{i},{math.log(32):.4f}\n" for i in range(10)))
+    blocker = tmp_path / "out"
+    blocker.write_text("x")
+    line = _one_line_exit_2(log, "exists and is not a directory", "--out", str(blocker), "--quiet")
+    assert str(blocker) in line and blocker.read_text() == "x"
+    r = runner.invoke(app, ["logs", str(log), "--quiet"])
+    assert r.exit_code == 1 and "loss_at_chance" in r.output
