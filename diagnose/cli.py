@@ -71,12 +71,14 @@ app = typer.Typer(
 )
 
 
-def _check_common(kwargs: dict) -> None:
-    """What every command needs before it starts: seed in range, device present, --out writable."""
+def _check_common(kwargs: dict, publishes: bool) -> None:
+    """What every command needs before it starts: seed in range, device present, --out writable,
+    and, for a command that publishes a report, a usable GITHUB_STEP_SUMMARY."""
     check_seed(kwargs.get("seed"))
     check_device(kwargs.get("device"))
     check_out(kwargs.get("out"))
-    check_step_summary()
+    if publishes:
+        check_step_summary()
 
 
 def _interrupted_line(exc: KeyboardInterrupt, written: list[str]) -> str:
@@ -87,7 +89,7 @@ def _interrupted_line(exc: KeyboardInterrupt, written: list[str]) -> str:
     return "interrupted: no output written"
 
 
-def _guarded(fn: Callable) -> Callable:
+def _guarded(fn: Callable, publishes: bool = True) -> Callable:
     """The exit-code contract around one command, plus the common options it does not declare."""
     sig = inspect.signature(fn, eval_str=True)
     injected = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=ann)
@@ -99,7 +101,7 @@ def _guarded(fn: Callable) -> Callable:
         own = {k: v for k, v in kwargs.items() if k in sig.parameters}
         with committed_dirs() as written:
             try:
-                _check_common(own)
+                _check_common(own, publishes)
                 return fn(**own)
             except (Exit, ClickException, Abort):
                 raise
@@ -126,14 +128,14 @@ def _root() -> None:
     """Diagnose vision-to-text alignment training failures: run, probe, ablate, report."""
 
 
-app.command("train")(_guarded(train_command))
+app.command("train")(_guarded(train_command, publishes=False))
 app.command("gradflow")(_guarded(gradflow_command))
 app.command("compare")(_guarded(compare_command))
 app.command("ablate")(_guarded(ablate_command))
 app.command("report")(_guarded(report_command))
 app.command("checkpoint")(_guarded(checkpoint_command))
 app.command("logs")(_guarded(logs_command))
-app.command("lint")(_guarded(lint_command))
+app.command("lint")(_guarded(lint_command, publishes=False))
 
 
 def main() -> None:

@@ -185,16 +185,25 @@ def load_run_dir(path: Path) -> tuple[Summary, pd.DataFrame]:
     records = records.assign(value=values.astype(float), step=steps.astype(int))
     for col in ("run", "probe", "target", "metric"):
         records[col] = records[col].astype(str)
-    return Summary.from_dict(raw, str(summary_file)), records
+    summary = Summary.from_dict(raw, str(summary_file))
+    orphans = [r.name for r in summary.runs if r.name not in set(records["run"])]
+    if orphans:
+        raise ConfigError(f"{summary_file}: run '{orphans[0]}' has no rows in {RECORDS_FILE} "
+                          f"(runs there: {', '.join(sorted(set(records['run']))[:5]) or 'none'})")
+    return summary, records
 
 
 def rebuild(path: Path, title: str | None = None) -> tuple[Summary, str]:
     """Re-derive verdicts, findings and root causes from the saved records and re-render every file."""
     summary, records = load_run_dir(path)
-    analyse(summary, records)
-    if summary.sections.get("ablation"):  # an ablation's findings are its baseline's
-        summary.findings = [f for f in summary.findings if f["run"] == "baseline"]
-    elif (path / "ablation" / "report.md").is_file():
-        summary.sections["ablation_report"] = "ablation/report.md"
-    text = write_run_dir(path, summary, records, title, write_records=False)
+    try:  # the types are checked on load; a key the report needs may still be missing or malformed
+        analyse(summary, records)
+        if summary.sections.get("ablation"):  # an ablation's findings are its baseline's
+            summary.findings = [f for f in summary.findings if f["run"] == "baseline"]
+        elif (path / "ablation" / "report.md").is_file():
+            summary.sections["ablation_report"] = "ablation/report.md"
+        text = write_run_dir(path, summary, records, title, write_records=False)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:  # nothing was written: rendering comes first
+        raise ConfigError(f"{path / 'summary.json'}: missing or malformed entry ({type(exc).__name__}: {exc}); "
+                          "expected a summary.json written by diagnose") from None
     return summary, text

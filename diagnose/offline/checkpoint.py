@@ -248,7 +248,8 @@ def analyse_checkpoint(path: Path, against: Path | None = None, config: str | No
     a = CheckpointAnalysis(Path(path).name, [str(f) for f in files], meta, tensors, layer_stats(tensors))
     for k, v in state.items():
         last = k.rpartition(".")[2]
-        if v.is_floating_point() and v.dim() >= 2 and last not in MODULE_PARAM_NAMES and LATENT_NAME.search(last):
+        if (v.is_floating_point() and v.dim() >= 2 and v.numel() and last not in MODULE_PARAM_NAMES
+                and LATENT_NAME.search(last)):
             a.latents.append(latent_stats(k, v, base.get(k) if base else None))
         if last == "logit_scale" and v.is_floating_point() and v.numel() == 1:
             value = float(v.reshape(()))

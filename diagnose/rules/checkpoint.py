@@ -49,9 +49,13 @@ class NonfiniteWeights(CheckpointRule):
             bad[0]["name"])]
 
 
+def _g(x) -> str:
+    return "nan" if x is None else f"{x:.4g}"  # statistics of non-finite latents are stored as None
+
+
 def _describe(lat: dict) -> str:
-    desc = (f"{lat['name']}: {lat['rows']} latents of width {lat['dim']}, rms {lat['rms']:.4g}, std {lat['std']:.4g}, "
-            f"mean row norm {lat['row_norm_mean']:.4g}")
+    desc = (f"{lat['name']}: {lat['rows']} latents of width {lat['dim']}, rms {_g(lat['rms'])}, std {_g(lat['std'])}, "
+            f"mean row norm {_g(lat['row_norm_mean'])}")
     if lat.get("cosine_mean") is not None:
         desc += f", pairwise cosine mean {lat['cosine_mean']:.3f} (max {lat['cosine_max']:.3f})"
     desc += f", {lat['identical_rows']} identical rows"
