@@ -47,10 +47,10 @@ class Aligner(nn.Module):
         return img, F.normalize(txt.detach() if self.detach_text else txt, dim=-1)
 
 
-def train(out, lr=1e-3, detach_text=False, steps=40, alarm="off", fail_at=None, seed=0):
+def train(out, lr=1e-3, detach_text=False, steps=40, alarm="off", fail_at=None, seed=0, model=None):
     torch.manual_seed(seed)
     tokens, texts = data(seed)
-    model = Aligner(detach_text)
+    model = model if model is not None else Aligner(detach_text)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     with diagnose.watch(model, opt, out=out, name="user", alarm=alarm, expensive_every=5) as w:
         for step in range(steps):
@@ -142,15 +142,19 @@ def test_alarm_callback_gets_the_finding(tmp_path):
 
 def test_exception_removes_every_hook_and_writes_the_run(tmp_path):
     out = tmp_path / "run"
+    from torch.nn.modules import module as module_mod
+
     sdpa = F.scaled_dot_product_attention
-    with pytest.raises(RuntimeError, match="user code failed"):
-        train(out, fail_at=6)
-    assert F.scaled_dot_product_attention is sdpa
     model = Aligner()
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(RuntimeError, match="user code failed"):
+        train(out, fail_at=5, model=model)  # step 5 is an expensive step: the softmax mode was active
+    assert F.scaled_dot_product_attention is sdpa
+    assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._forward_hooks_always_called
+               for m in model.modules())
+    assert not torch.overrides._get_current_function_mode_stack() and not module_mod._global_forward_pre_hooks
     s = summary(out)
     assert s["runs"][0]["interrupted"].startswith("ended by RuntimeError")
-    assert s["runs"][0]["steps"] == 7
+    assert s["runs"][0]["steps"] == 6
 
 
 def test_report_rebuilds_a_watch_run_directory(healthy):
