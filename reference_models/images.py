@@ -143,8 +143,10 @@ def load_text(cfg: AlignmentConfig):
     spec = cfg.dataset.images.text_model
     if spec == "random":
         torch.manual_seed(cfg.seed + 1)
-        # eos_token_id=257 makes CLIP pool at the byte tokenizer's EOS
-        return CLIPTextModel(CLIPTextConfig(**RANDOM_TEXT, eos_token_id=257)).eval(), ByteTokenizer(), "pooler"
+        # eos_token_id=257 makes CLIP pool at the byte tokenizer's EOS; bos 256 is its BOS (the
+        # CLIP default 49406 lies outside the 260-token vocabulary and makes transformers warn on stderr)
+        return (CLIPTextModel(CLIPTextConfig(**RANDOM_TEXT, bos_token_id=256, eos_token_id=257)).eval(),
+                ByteTokenizer(), "pooler")
     path = _local_dir(spec, "dataset.images.text_model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
