@@ -115,6 +115,7 @@ def test_huge_finite_values_do_not_crash(tmp_path):
 @pytest.mark.parametrize("name, content, needle", [
     ("m.csv", "step,loss\n1,abc\n2,def\n", "column 'loss' holds text ('abc')"),
     ("h.jsonl", '{"step": 1, "loss": "abc"}\n{"step": 2, "loss": "x"}\n', "column 'loss' holds text"),
+    ("b.jsonl", '{"step": 1, "loss": true}\n', "column 'loss' holds text ('true')"),
     ("d.jsonl", '{"a":' * 200_000 + "1" + "}" * 200_000 + "\n", ":1: JSON nested too deeply"),
     ("trainer_state.json", '{"log_history": {"loss": 1}}', "'log_history' list"),
     ("trainer_state.json", '{"log_history": [1, 2]}', "log_history[0] is int"),

@@ -21,6 +21,8 @@ def _cell(v):
     """A logged NaN stays a value ('nan'), not a missing cell; lists/objects are not metrics."""
     if isinstance(v, float) and math.isnan(v):
         return "nan"
+    if isinstance(v, bool):  # true/false is not a metric value
+        return str(v).lower()
     return v if isinstance(v, (int, float, str)) or v is None else str(v)[:40]
 
 
