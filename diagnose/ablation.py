@@ -69,8 +69,13 @@ def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] 
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawn, not fork: forking a process that already ran torch's thread pools can deadlock
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        import signal
+
+        # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
+        # Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the driver alone
+        # reports it (one line), instead of every worker printing a traceback
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
     threads = max(1, (os.cpu_count() or 1) // workers) if pool else None
     try:
         return _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, pool, threads)
