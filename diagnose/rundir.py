@@ -101,6 +101,8 @@ def staged(out: Path, keep_existing: bool = True) -> Iterator[Path]:
     (an ablation inside a compare directory, earlier epoch checkpoints).
     """
     out = Path(out)
+    if out.is_symlink():  # write where the link points; the user's link stays a link
+        out = Path(os.path.realpath(out))
     had_previous = out.is_dir()
     created = [p for p in reversed(out.parents) if not p.exists()]
     try:

@@ -175,3 +175,12 @@ def test_rerun_replaces_files_and_keeps_others(cli, tmp_path):
     assert (out / "ablation" / "report.md").read_text() == "kept"
     assert (out / "summary.json").read_text().startswith("{")
     assert _no_staging_left(tmp_path)
+
+
+def test_out_through_a_symlink_stays_a_symlink(cli, tmp_path):
+    ckpt = _checkpoint(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert cli(["checkpoint", ckpt, "--out", tmp_path / "link"]).exit_code in (0, 1)
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "summary.json").is_file()
+    assert _no_staging_left(tmp_path)
