@@ -115,7 +115,8 @@ def _guarded(fn: Callable, publishes: bool = True) -> Callable:
                 if debug:
                     traceback.print_exc(file=sys.stderr)
                 first = (str(exc).strip().splitlines() or [""])[0][:300]
-                fail(f"{type(exc).__name__}: {first} (run with --debug for the traceback)")
+                what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+                fail(f"{what} (run with --debug for the traceback)")
                 raise typer.Exit(EXIT_UNEXPECTED) from None
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *injected])

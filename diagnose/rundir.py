@@ -74,7 +74,8 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _commit(tmp: Path, out: Path) -> None:
-    """Swap the finished staging directory in; Ctrl-C is held off for the two renames."""
+    """Swap the finished staging directory in. SIGINT/SIGTERM are held off until the previous
+    directory is gone, so a Ctrl-C here is delivered after a complete swap, never in between."""
     blocked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
     if blocked:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -84,11 +85,18 @@ def _commit(tmp: Path, out: Path) -> None:
             previous = tmp.with_name(tmp.name.replace(STAGING_TAG, ".old-"))
             os.rename(out, previous)
         os.rename(tmp, out)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
     finally:
         if blocked:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _os_step(fn, out: Path, *args) -> None:
+    try:
+        fn(*args)
+    except OSError as exc:  # linking the previous files in, or the final renames
+        raise OutputError(f"{out}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
 
 
 @contextmanager
@@ -113,25 +121,27 @@ def staged(out: Path, keep_existing: bool = True) -> Iterator[Path]:
         _remove_created(created)
         raise OutputError(f"{out}: cannot create the run directory ({exc.strerror or exc.__class__.__name__})") from None
     kept = f"{out} left as it was (previous complete run)" if had_previous else f"{out} not created"
+    written = _COMMITTED.get()
     try:
         if keep_existing and had_previous:
-            _link_tree(out, tmp)
+            _os_step(_link_tree, out, out, tmp)
         yield tmp
-        _commit(tmp, out)
-        if (written := _COMMITTED.get()) is not None:
-            written.append(str(out))
+        _os_step(_commit, out, tmp, out)
     except KeyboardInterrupt:
+        if not tmp.exists() and out.is_dir():  # Ctrl-C held off during the swap: the run is complete
+            if written is not None:
+                written.append(str(out))
+            raise Interrupted(f"interrupted: {out} was completely written before it") from None
         _discard(tmp, created)
         raise Interrupted(f"interrupted: nothing half-written; {kept}") from None
     except OutputError as exc:
         _discard(tmp, created)
         raise OutputError(f"{exc}; {kept}") from None
-    except OSError as exc:  # staging copy or rename
-        _discard(tmp, created)
-        raise OutputError(f"{out}: cannot write ({exc.strerror or exc.__class__.__name__}); {kept}") from None
     except BaseException:
         _discard(tmp, created)
         raise
+    if written is not None:
+        written.append(str(out))
 
 
 def _discard(tmp: Path, created: list[Path]) -> None:

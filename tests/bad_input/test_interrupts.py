@@ -184,3 +184,24 @@ def test_out_through_a_symlink_stays_a_symlink(cli, tmp_path):
     assert cli(["checkpoint", ckpt, "--out", tmp_path / "link"]).exit_code in (0, 1)
     assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "summary.json").is_file()
     assert _no_staging_left(tmp_path)
+
+
+def test_ctrl_c_during_the_swap_is_held_until_it_is_complete(tmp_path, monkeypatch):
+    """SIGINT arriving between the two renames is delivered after them: the new directory is in
+    place, the previous one is gone, and the interrupt says the run was complete."""
+    from diagnose import rundir
+
+    prev, _ = _previous(tmp_path)
+    real_rename = os.rename
+
+    def rename_with_sigint(src, dst):
+        os.kill(os.getpid(), signal.SIGINT)  # blocked here: pending until the swap is over
+        real_rename(src, dst)
+
+    with pytest.raises(rundir.Interrupted, match="was completely written"):
+        with rundir.staged(prev) as tmp:
+            (tmp / "summary.json").write_text('{"new": true}\n')
+            monkeypatch.setattr(rundir.os, "rename", rename_with_sigint)
+    monkeypatch.undo()
+    assert (prev / "summary.json").read_text() == '{"new": true}\n'
+    assert _no_staging_left(tmp_path)
