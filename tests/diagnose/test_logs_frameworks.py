@@ -40,7 +40,11 @@ def _write_lightning_csv(path, rows):
         w.writerows(rows)
 
 
-def _lightning_run(path, healthy: bool, seed=0, batch=64, epochs=20, steps_per_epoch=8, every=2):
+def _lightning_run(path, healthy: bool, **kw):
+    _write_lightning_csv(path, _lightning_rows(healthy, **kw))
+
+
+def _lightning_rows(healthy: bool, seed=0, batch=64, epochs=20, steps_per_epoch=8, every=2):
     """A run with B=64 logged like LightningModule.log('train/loss', on_step=True, on_epoch=True),
     LearningRateMonitor ('lr-AdamW'), the logit scale, and one val/r@1 per epoch on 512 pairs.
     Misaligned captions: the train loss drifts ~0.15 nats below ln 64 (pairs memorised) with the batch
@@ -63,7 +67,7 @@ def _lightning_run(path, healthy: bool, seed=0, batch=64, epochs=20, steps_per_e
             rows.append({"epoch": epoch, "step": step, "val/r@1": f"{r1:.4f}",
                          "logit_scale": f"{14.3 + 10 * frac:.4f}"})
             rows.append({"epoch": epoch, "step": step, "train/loss_epoch": f"{chance - 0.1:.6f}"})
-    _write_lightning_csv(path, rows)
+    return rows
 
 
 def test_lightning_misaligned_captions_at_chance(tmp_path):
@@ -81,6 +85,21 @@ def test_lightning_misaligned_captions_at_chance(tmp_path):
     (rec,) = _by_id(s, "recall_at_random")
     assert rec["evidence"]["recall"][0]["value"] == 0.0 and rec["evidence"]["eval_size"] == 512
     assert any("train/loss_epoch" in n for n in s["log"]["notes"])  # per-step rows preferred, the other noted
+
+
+def test_real_lightning_csv_logger_file(tmp_path):
+    pytest.importorskip("lightning", reason="lightning not installed: the exact CSVLogger format is tested above")
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(str(tmp_path), name="clip", version=0)
+    for row in _lightning_rows(healthy=False):
+        step = row.pop("step")
+        logger.log_metrics({k: float(v) for k, v in row.items()}, step=step)
+    logger.save()
+    log = tmp_path / "clip" / "version_0" / "metrics.csv"
+    r, s = _logs(tmp_path, log, "--batch-size", "64", "--eval-size", "512")
+    assert _by_id(s, "loss_at_chance")[0]["evidence"]["at_chance"][0]["candidates"] == 64
+    assert _by_id(s, "recall_at_random")
 
 
 def test_lightning_healthy_run_no_error(tmp_path):
