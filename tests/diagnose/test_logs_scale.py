@@ -120,6 +120,7 @@ def test_huge_finite_values_do_not_crash(tmp_path):
     ("trainer_state.json", '{"log_history": {"loss": 1}}', "'log_history' list"),
     ("trainer_state.json", '{"log_history": [1, 2]}', "log_history[0] is int"),
     ("m.csv", "step,loss,loss\n1,2,3\n", "repeats column(s) loss"),
+    ("lr.csv", "step,lr-AdamW\n1,0.1\n2,0.2\n", "no losses or recalls found"),
     ("m.csv", '"step,loss\n1,2\n', "no loss or recall columns found"),
 ])
 def test_bad_values_one_line_exit_2(tmp_path, name, content, needle):

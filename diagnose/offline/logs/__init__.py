@@ -5,7 +5,9 @@ value, line) with canonical metric names, so the log rules (`diagnose.rules.logs
 the format the numbers came from. A reader module has `NAME`, `sniff(path, head) -> int` (how sure it
 is that the file is its format: 0 no, 1 by content, 2 by file name, 3 certain; `head` is the first
 non-empty line of a text file, None for a directory) and `read(path) -> ParsedLog`. A new format is
-one module added to `READERS`.
+one module added to `READERS`. Readers stream: they feed `frame.LogBuilder` in chunks (wide tables
+through `frame.TableMapper`, which picks the recognised columns), so memory is bounded by the number
+of series, not the size of the file.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def read_log(path: Path, fmt: str = "auto") -> ParsedLog:
     if path.is_dir() and fmt != "tensorboard":
         raise ConfigError(f"{path}: is a directory; expected a log file (or a TensorBoard log directory)")
     parsed = BY_NAME[fmt].read(path)
-    if parsed.frame.empty:
+    metrics = parsed.frame["metric"]
+    if parsed.frame.empty or not (metrics.str.startswith("loss") | metrics.str.startswith("r@")).any():
         raise ConfigError(f"{path}: no losses or recalls found in the {parsed.format} log "
                           "(expected e.g. 'Train Loss: 6.0602 (CLIP: 4.8481, MRL: 4.8481)' or loss columns)")
     return parsed
