@@ -139,5 +139,12 @@ app.command("logs")(_guarded(logs_command))
 app.command("lint")(_guarded(lint_command, publishes=False))
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C: staged directories removed
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app()
