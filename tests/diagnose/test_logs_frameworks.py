@@ -173,6 +173,21 @@ def test_wandb_history_exports(tmp_path):
     assert _by_id(s, "loss_at_chance") and s["runs"][0]["steps"] == 49
 
 
+def test_wandb_chart_export_one_column_per_run(tmp_path):
+    cols = ["Step"]
+    for run in ("misaligned", "aligned"):
+        cols += [f"{run} - train/loss", f"{run} - train/loss__MIN", f"{run} - train/loss__MAX"]
+    lines = [",".join(f'"{c}"' for c in cols)]
+    for step in range(0, 400, 10):
+        bad, good = math.log(64) + 0.01 * ((step // 10) % 3), math.log(64) * (1 - 0.8 * step / 400)
+        lines.append(",".join(map(str, [step, bad, bad - 0.1, bad + 0.1, good, good - 0.1, good + 0.1])))
+    log = tmp_path / "wandb_export.csv"
+    log.write_text("\n".join(lines) + "\n")
+    _, s = _logs(tmp_path, log, "--batch-size", "64")
+    assert [r["name"] for r in s["runs"]] == ["misaligned", "aligned"]
+    assert [f["run"] for f in _by_id(s, "loss_at_chance")] == ["misaligned"]
+
+
 def test_tensorboard_tags_of_our_writer(tmp_path):
     pytest.importorskip("tensorboard", reason="optional extra 'tb' (pip install 'alignment-diagnose[tb]') not installed")
     from torch.utils.tensorboard import SummaryWriter

@@ -272,12 +272,28 @@ def _numeric(raw: pd.Series, column: str, builder: LogBuilder, line0: int) -> pd
     return values.astype(float)
 
 
+# W&B's chart export ("Export CSV" of a panel): a column "<run> - <metric>" per run, with
+# "<run> - <metric>__MIN"/"__MAX" envelopes of the smoothed line (not read).
+_WANDB_CHART = re.compile(r"(.+?) - (.+)")
+
+
+def _column_of_run(c: str) -> tuple[str | None, tuple[str | None, str | None, int]]:
+    m = _WANDB_CHART.fullmatch(c)
+    if m:
+        name = m.group(2).strip()
+        if name.endswith(("__MIN", "__MAX")):
+            return None, (None, None, 0)
+        if canonical_column(name)[1] is not None:
+            return m.group(1).strip(), canonical_column(name)
+    return None, canonical_column(c)
+
+
 class TableMapper:
     """Which columns of a wide table are read and what they mean; column collisions resolved once."""
 
     def __init__(self, default_run: str):
         self.default_run = default_run
-        self.chosen: dict[tuple, tuple[int, str]] = {}  # (split, metric) -> (rank, column)
+        self.chosen: dict[tuple, tuple[int, str]] = {}  # (run or None, split, metric) -> (rank, column)
         self.seen: dict[str, tuple] = {}
         self.text_only: dict[str, str] = {}  # recognised column -> first text value, while no number seen
         self.numeric: set[str] = set()
@@ -287,18 +303,18 @@ class TableMapper:
         pick = lambda names: next((by_lower[c] for c in names if c in by_lower), None)
         return pick(RUN_COLUMNS), pick(SPLIT_COLUMNS), pick(STEP_COLUMNS)
 
-    def recognised(self, cols: list[str], builder: LogBuilder) -> dict[str, tuple[str | None, str, int]]:
+    def recognised(self, cols: list[str], builder: LogBuilder) -> dict[str, tuple[str | None, str, str | None]]:
         specials = set(self.special(cols))
         out = {}
         for c in cols:
             if c in specials:
                 continue
             if c not in self.seen:
-                self.seen[c] = canonical_column(c)
-            split, metric, rank = self.seen[c]
+                self.seen[c] = _column_of_run(str(c))
+            run_of, (split, metric, rank) = self.seen[c]
             if metric is None:
                 continue
-            key = (split, metric)
+            key = (run_of, split, metric)
             prev = self.chosen.get(key)
             if prev is None or rank < prev[0]:
                 if prev is not None:
@@ -307,7 +323,7 @@ class TableMapper:
             elif prev[1] != c:
                 builder.note(f"column '{c}' not used: '{prev[1]}' gives the same {metric}", key=f"dup:{c}")
                 continue
-            out[c] = (split, metric, rank)
+            out[c] = (split, metric, run_of)
         return out
 
     def add(self, df: pd.DataFrame, builder: LogBuilder, line0: int) -> None:
@@ -327,8 +343,8 @@ class TableMapper:
         row_split = None
         if split_col is not None:
             row_split = df[split_col].astype(str).str.strip().str.lower().map(lambda s: SPLITS.get(s, s))
-        for c, (split, metric, _) in wanted.items():
-            if self.chosen.get((split, metric), (0, c))[1] != c:
+        for c, (split, metric, run_of) in wanted.items():
+            if self.chosen.get((run_of, split, metric), (0, c))[1] != c:
                 continue
             raw = df[c]
             values = _numeric(raw, c, builder, line0)
@@ -356,7 +372,8 @@ class TableMapper:
                 sp = split or "all"
             if row_split is not None:
                 sp = row_split[ok].where(row_split[ok].notna() & (row_split[ok] != "nan"), sp).to_numpy(object)
-            builder.add_long(runs[ok].to_numpy(object) if run_col is not None else runs, sp, metric,
+            run = run_of if run_of is not None else runs[ok].to_numpy(object) if run_col is not None else runs
+            builder.add_long(run, sp, metric,
                              steps[ok].to_numpy(np.int64), v, lines[ok.to_numpy()])
 
     def check(self, path, fmt: str) -> None:
