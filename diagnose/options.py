@@ -84,6 +84,10 @@ def check_out(out: Path | None, option: str = "--out") -> None:
         raise ConfigError(f"{option} {out}: under {pseudo[0]} (a kernel file system), not a place for a run directory")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option} {out}: exists and is not a directory")
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        # a run directory is replaced as a whole (see diagnose.rundir.staged): never the one we stand in
+        raise ConfigError(f"{option} {out}: is the current directory or contains it; a run directory is replaced "
+                          "as a whole, so give a directory of its own (e.g. runs/NAME) or run from its parent")
     ancestor = out.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent

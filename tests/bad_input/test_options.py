@@ -54,6 +54,7 @@ def _out_cases(tmp_path):
         "file": (tmp_path / "a_file", "exists and is not a directory"),
         "under_file": (tmp_path / "a_file" / "sub", "is a file, expected a directory"),
         "proc": ("/proc/diagnose-out", "under /proc"),
+        "cwd": (".", "is the current directory or contains it"),
     }
 
 
@@ -65,7 +66,7 @@ OUT_COMMANDS = {
 
 
 @pytest.mark.parametrize("command", list(OUT_COMMANDS))
-@pytest.mark.parametrize("case", ["file", "under_file", "proc"])
+@pytest.mark.parametrize("case", ["file", "under_file", "proc", "cwd"])
 def test_out_not_writable(cli, tmp_path, command, case):
     out, message = _out_cases(tmp_path)[case]
     ckpt, log = tmp_path / "w.pt", tmp_path / "log.csv"
