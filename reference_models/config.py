@@ -448,7 +448,7 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     """Load an alias (`perceiver`, `direct`), a bundled file name, or a YAML path."""
     label, path = resolve_config_path(name_or_path)
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}") from None
     except RecursionError:

@@ -6,13 +6,31 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..console import console, progress
-from ..options import ConfigOpt, DeviceOpt, EpochsOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_out
-from ..rundir import staged
-from ..runs import EpochCheckpoints, ProgressCallback, resolve_config, run_training, save_train_run
 from reference_models.config import ConfigError
 from reference_models.data import build_data
 from reference_models.train import steps_per_epoch
+
+from ..console import console, progress
+from ..options import (
+    ConfigOpt,
+    DeviceOpt,
+    EpochsOpt,
+    OutOpt,
+    QuietOpt,
+    ScaleOpt,
+    SeedOpt,
+    SetOpt,
+    StepsOpt,
+    check_out,
+)
+from ..rundir import staged
+from ..runs import (
+    EpochCheckpoints,
+    ProgressCallback,
+    resolve_config,
+    run_training,
+    save_train_run,
+)
 
 
 def train_command(

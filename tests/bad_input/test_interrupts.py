@@ -31,11 +31,10 @@ def test_sigint_mid_write_keeps_previous(tmp_path):
     (an epoch checkpoint every 4 steps); the run directory must be the previous one, untouched."""
     prev, before = _previous(tmp_path)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-c", "from diagnose.cli import main; main()", "train", "--config", "direct", *TINY,
-           "--steps", "100000", "--out", str(out)]
-    # SIGINT must reach Python's default handler even when the test runner was started with it ignored
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Python's SIGINT handler set explicitly: a test runner started in the background passes SIGINT on ignored
+    main = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from diagnose.cli import main; main()"
+    cmd = [sys.executable, "-c", main, "train", "--config", "direct", *TINY, "--steps", "100000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and proc.poll() is None:
@@ -117,7 +116,7 @@ def test_full_disk_keeps_previous(cli, tmp_path, monkeypatch):
 
 def test_failure_inside_the_run_leaves_nothing(cli, tmp_path, monkeypatch):
     """An exception after some files were staged: no run directory, no staging sibling, exit 3."""
-    import diagnose.rundir as rundir
+    from diagnose import rundir
 
     def broken(*a, **k):
         raise RuntimeError("renderer broke")

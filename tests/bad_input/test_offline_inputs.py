@@ -1,13 +1,12 @@
 """report, checkpoint, lint, logs on hostile files: one line, exit 2, the inputs untouched."""
 
 import json
-import pickle
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from .conftest import TINY, snapshot
+from .conftest import TINY
 
 
 @pytest.fixture(scope="module")
