@@ -73,13 +73,30 @@ def _link_tree(src: Path, dst: Path) -> None:
                 shutil.copy2(entry.path, target)
 
 
-def _commit(tmp: Path, out: Path) -> None:
-    """Swap the finished staging directory in. SIGINT/SIGTERM are held off until the previous
-    directory is gone, so a Ctrl-C here is delivered after a complete swap, never in between."""
-    blocked = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
-    if blocked:
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM received inside the block are re-raised after it. The Python-level handlers
+    are swapped (not the thread's signal mask: the kernel may hand a process signal to any other
+    thread, e.g. torch's, and Python would still run the handler in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives Python signal handlers
+        return
+    pending: list[int] = []
+    wanted = [sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) not in (signal.SIG_IGN, None)]
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in wanted}
     try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            signal.raise_signal(pending[0])  # now handled as it would have been (Ctrl-C -> KeyboardInterrupt)
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    """Swap the finished staging directory in. Ctrl-C is deferred until the previous directory is
+    gone, so it lands after a complete swap, never between the two renames."""
+    with _signals_deferred():
         previous = None
         if out.exists() or out.is_symlink():
             previous = tmp.with_name(tmp.name.replace(STAGING_TAG, ".old-"))
@@ -87,9 +104,6 @@ def _commit(tmp: Path, out: Path) -> None:
         os.rename(tmp, out)
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
-    finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def _os_step(fn, out: Path, *args) -> None:
