@@ -99,6 +99,9 @@ class Watch:
         self.session = ProbeSession(model, optimizer, probes, every, expensive_every, latents=latents, outputs=outputs,
                                     **{**bound, **dict(session_kwargs or {})})
         self.monitor = RuleMonitor(self._context())
+        from .distributed import RankSync
+
+        self.dist = RankSync.from_env(model)  # under torchrun: rank 0 decides alarms and writes (diagnose.distributed)
         self.retrieval: dict[str, float] = {}
         self.summary: Summary | None = None
         self._observed, self._since_eval, self._next_eval = 0, 0, evaluate_every or 0
@@ -106,6 +109,7 @@ class Watch:
         self._start = time.perf_counter()
         self.last_step: int | None = None
         self.interrupted: str | None = None
+        self.listeners: list[Callable[["Watch", int, list[Alarm]], Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> "Watch":
@@ -120,7 +124,7 @@ class Watch:
     def close(self) -> Summary | None:
         """Remove every probe; with `out`, evaluate the whole run and write the run directory."""
         self.session.close(error=self.interrupted is not None)
-        if self.out is not None and self.summary is None:
+        if self.out is not None and self.summary is None and (self.dist is None or self.dist.rank == 0):
             from .rundir import write_run_dir
 
             write_run_dir(self.out, self.result(), self.records.assign(run=self.name))
@@ -166,10 +170,21 @@ class Watch:
         extras = dict(extras or {})
         if self.optimizer is not None and "lr" not in extras:
             extras["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if self.dist is not None:
+            extras.update(self.dist.step_extras(int(step), losses))
         self.session.observe(step, losses=losses, weights=dict(self.loss_weights), chance=chance, embeddings=emb,
                              logits=dict(logits or {}), batch_size=self.batch_size, extras=extras)
         self.last_step, self._observed = int(step), self._observed + 1
-        return self._maybe_evaluate(int(step))
+        new = self._maybe_evaluate(int(step)) if self.dist is None or self.dist.rank == 0 else []
+        if self.dist is not None:  # every rank raises rank 0's alarms at the same step
+            new = self.dist.agree(new)
+            if self.dist.rank:
+                self.monitor.alarms.extend(new)
+        for listener in self.listeners:  # scalar sinks (TensorBoard, W&B): diagnose.integrations
+            listener(self, int(step), new)
+        for a in new:
+            self._raise_alarm(a)
+        return new
 
     def after_step(self, step: int | None = None) -> None:
         """Call after ``optimizer.step()`` when no optimizer was given to `watch` (update/param)."""
@@ -227,9 +242,11 @@ class Watch:
         if self._step_time > 0:  # keep evaluation under EVALUATE_BUDGET of the training time
             spacing = max(spacing, math.ceil(self._eval_time / (EVALUATE_BUDGET * self._step_time)))
         self._next_eval = self._observed + spacing
-        for a in new:
-            self._raise_alarm(a)
         return new
+
+    def add_listener(self, fn: Callable[["Watch", int, list[Alarm]], Any]) -> None:
+        """Call ``fn(watch, step, new_alarms)`` after every `observe` (see diagnose.integrations.scalars)."""
+        self.listeners.append(fn)
 
     def _raise_alarm(self, a: Alarm) -> None:
         policy = self.alarm_policy
@@ -262,6 +279,7 @@ class Watch:
             extra={"loss_weights": dict(self.loss_weights), "max_logit_scale": self.max_logit_scale,
                    "optimizer": self._context().optimizer, "alarms": [{"step": a.step, "id": a.finding.id,
                                                                        "target": a.finding.target} for a in self.alarms],
+                   **({"world_size": self.dist.size, "rank": self.dist.rank} if self.dist is not None else {}),
                    **({"interrupted": self.interrupted} if self.interrupted else {})})
         summary = Summary([run], sections={"coverage": self.coverage()}, command=_command(),
                           environment=_environment())

@@ -106,6 +106,7 @@ class RecordBuffer:
         self.stride = 1  # history before `dense_from` keeps steps % stride == 0
         self.dense_from: int | None = None
         self.dropped = 0
+        self.appended = 0  # rows ever added (never decreases; `tail` reads what came since a count)
         self.spilled: list[str] = []
         self._cols: dict[str, list] = {c: [] for c in COLUMNS}
         self._frame: pd.DataFrame | None = None
@@ -116,6 +117,7 @@ class RecordBuffer:
 
     # -- committed rows ----------------------------------------------------------------------
     def add(self, step: int, probe: str, target: str, metric: str, value: float) -> None:
+        self.appended += 1
         c = self._cols
         c["step"].append(int(step))
         c["probe"].append(probe)
@@ -130,6 +132,7 @@ class RecordBuffer:
         if not rows:
             return
         c = self._cols
+        self.appended += len(rows)
         c["step"].extend([int(step)] * len(rows))
         c["probe"].extend([probe] * len(rows))
         for target, metric, value in rows:
@@ -203,6 +206,16 @@ class RecordBuffer:
         except ImportError:  # no pyarrow / fastparquet
             part.to_csv(base + ".csv.gz", index=False)
             self.spilled.append(base + ".csv.gz")
+
+    def since(self, count: int) -> list[tuple[int, str, str, str, float]]:
+        """Rows added after `appended` was `count` (the newest rows are never thinned away as long
+        as they are fewer than a quarter of max_rows)."""
+        self.flush()
+        n = min(self.appended - count, len(self))
+        if n <= 0:
+            return []
+        c = self._cols
+        return list(zip(*(c[k][-n:] for k in COLUMNS)))
 
     def thinning(self) -> dict:
         """What the bound did to the records (for coverage)."""

@@ -98,7 +98,9 @@ class Rule:
 # --- record access ---------------------------------------------------------------------------------
 
 
-_INDEX: dict[str, object] = {}  # one entry: the (probe, metric) groups of the frame the rules last read
+# one entry: the (probe, metric) groups of the frame the rules last read. Record frames are treated as
+# immutable: a frame changed in place keeps its stale index (copy it first)
+_INDEX: dict[str, object] = {}
 
 
 def _groups(df: pd.DataFrame) -> dict:

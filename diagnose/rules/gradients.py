@@ -204,6 +204,11 @@ class UpdateRatioHigh(Rule):
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         up = select(df, "gradient_flow.layer", "update_to_param")
         up = up[up["value"].notna()]  # NaN after divergence (nonfinite_values reports it); all-NaN groups break idxmax
+        # a layer that starts at exactly zero (a logit scale of 0, zero-init gates) has no scale of
+        # its own yet: Adam moves it by ~lr per step, so update/param is ~1/t while it grows, which
+        # says nothing about the learning rate being too high for the weights
+        norms = select(df, "gradient_flow.layer", "param_norm").sort_values("step").groupby("target")["value"].first()
+        up = up[~up["target"].isin(norms[norms <= 0.0].index)]
         if up.empty:
             return []
         by_layer = up.groupby("target")

@@ -157,3 +157,24 @@ def test_rules_do_not_fire_on_an_empty_record_set():
                  R.softmax_over_batch):
         assert rule(frame(), ctx()) == [], rule.__name__
     assert math.isfinite(LN_B)
+
+
+def test_update_ratio_of_a_layer_grown_from_zero_is_not_an_lr_finding():
+    """A logit scale initialised at 0 has update/param ~1/t under Adam while it grows: no scale of its
+    own, no verdict on the learning rate; the same ratios on a layer with a norm are a finding."""
+    import pandas as pd
+
+    from diagnose.rules import RunContext, run_rules
+
+    rows = []
+    for step in range(10):
+        for target, norm, ratio in (("<root>", 0.0 if step == 0 else 1e-3 * step, 1.0 / (step + 1)),
+                                    ("encoder.0", 5.0, 1e-3)):
+            rows += [(step, "gradient_flow.layer", target, "param_norm", norm),
+                     (step, "gradient_flow.layer", target, "update_to_param", ratio)]
+    df = pd.DataFrame(rows, columns=["step", "probe", "target", "metric", "value"])
+    ctx = RunContext("r", 32, 32, None, {}, {"lr": 1e-3})
+    assert not [f for f in run_rules(df, ctx, "records") if f.id == "update_ratio_high"]
+    df = df.copy()  # record frames are treated as immutable (rules.base caches a per-frame index)
+    df.loc[(df["target"] == "<root>") & (df["metric"] == "param_norm"), "value"] = 1e-3
+    assert [f.target for f in run_rules(df, ctx, "records") if f.id == "update_ratio_high"] == ["<root>"]
