@@ -33,6 +33,7 @@ from .commands.lint import lint_command
 from .commands.logs import logs_command
 from .commands.train import train_command
 from .console import fail
+from .distributed import process_group
 from .options import DebugOpt, QuietOpt, check_device, check_out, check_seed, check_step_summary
 from .rundir import committed_dirs
 
@@ -102,7 +103,8 @@ def _guarded(fn: Callable, publishes: bool = True) -> Callable:
         with committed_dirs() as written:
             try:
                 _check_common(own, publishes)
-                return fn(**own)
+                with process_group(str(own.get("device") or "cpu")):  # under torchrun: diagnose.distributed
+                    return fn(**own)
             except (Exit, ClickException, Abort):
                 raise
             except ConfigError as exc:

@@ -90,9 +90,12 @@ class TrainedRun:
         run = RunSummary(
             name=self.name, kind=kind, config=self.cfg.name, config_source=self.cfg.source or self.cfg.name,
             scale=self.cfg.scale, seed=self.cfg.seed, steps=r.steps, steps_per_epoch=r.steps_per_epoch,
-            batch_size=self.cfg.dataset.batch_size, candidates=self.cfg.dataset.batch_size, chance_loss=r.chance_loss,
+            batch_size=self.cfg.dataset.batch_size, candidates=r.extra.get("candidates", self.cfg.dataset.batch_size),
+            chance_loss=r.chance_loss,
             final_loss=final, final_window_steps=window, retrieval=dict(r.retrieval), seconds=round(self.seconds, 2),
             resolved_config=self.cfg.to_dict())
+        if r.extra.get("world_size", 1) > 1:  # under torchrun: which rank's view this summary is
+            run.extra.update({k: r.extra[k] for k in ("world_size", "rank")})
         run.judge()
         return run
 
@@ -149,10 +152,12 @@ class ProbeCallback(Callback):
             extras["mrl_dim"] = float(loss.mrl_dims[0])
         if "loss_mrl_all_dims" in loss.logged:
             extras["loss_mrl_all_dims"] = loss.logged["loss_mrl_all_dims"]
+        extras.update(loss.distributed)  # gradient-scale check of a gathered loss (reference_models.distributed)
         self.watcher.observe(
             info.step, losses=logged, weights=loss.weights, chance={k: loss.chance for k in logged if k != "total"},
             embeddings={"image": info.image.detach(), "text": info.text.detach()}, inputs=info.tokens.detach().mean(dim=1),
-            logits={"image_to_text": loss.logits.detach()}, batch_size=info.batch_size, extras=extras)
+            logits={"image_to_text": loss.logits.detach()}, batch_size=info.batch_size, extras=extras,
+            candidates=loss.candidates or None)
 
 
 def watched_outputs(model: torch.nn.Module) -> dict[str, str]:

@@ -91,6 +91,11 @@ class LossConfig:
     # "seed": loss_mrl logged as the sum over the dims evaluated this step (one dim when sampling);
     # "mean": mean over evaluated dims, with the sampled dim logged beside it
     mrl_log_mode: MrlLogMode = "seed"
+    # under torchrun (open_clip's names, see reference_models/distributed.py): all-gather features across
+    # ranks (B*W candidates per row), make the gather differentiable, score only this rank's rows
+    gather_features: bool = False
+    gather_with_grad: bool = False
+    local_loss: bool = False
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LossConfig
+from .distributed import gathered_logits, symmetric_ce
 
 
 def contrastive_logits(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -30,9 +31,16 @@ def chance_loss(num_candidates: int) -> float:
 
 
 class ClipLoss(nn.Module):
+    """Under torchrun, `gather`/`with_grad`/`local` follow open_clip (reference_models/distributed.py);
+    the returned logits are the image->text rows this rank scores: (B, B), (B*W, B*W) or (B, B*W)."""
+
+    def __init__(self, gather: bool = False, with_grad: bool = False, local: bool = False):
+        super().__init__()
+        self.layout = {"gather": gather, "with_grad": with_grad, "local": local}
+
     def forward(self, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor):
-        logits = contrastive_logits(image, text, logit_scale)
-        return symmetric_infonce(logits), logits
+        i2t, t2i, labels = gathered_logits(image, text, logit_scale, **self.layout)
+        return symmetric_ce(i2t, t2i, labels), i2t
 
 
 class MRLLoss(nn.Module):
@@ -42,10 +50,11 @@ class MRLLoss(nn.Module):
     generator passed in so runs stay reproducible.
     """
 
-    def __init__(self, dims: list[int], sample_single: bool):
+    def __init__(self, dims: list[int], sample_single: bool, clip: ClipLoss | None = None):
         super().__init__()
         self.dims = list(dims)
         self.sample_single = sample_single
+        self.clip = clip or ClipLoss()  # the same gathering as the full-dim loss
 
     def forward(self, image, text, logit_scale, generator: torch.Generator | None = None):
         if self.sample_single:
@@ -57,7 +66,7 @@ class MRLLoss(nn.Module):
         for d in dims:
             img = F.normalize(image[:, :d], dim=-1)
             txt = F.normalize(text[:, :d], dim=-1)
-            per_dim[d] = symmetric_infonce(contrastive_logits(img, txt, logit_scale))
+            per_dim[d] = self.clip(img, txt, logit_scale)[0]
         return per_dim
 
 
@@ -69,15 +78,17 @@ class LossOutput:
     logged: dict[str, float]  # what a training log would print (mrl_log_mode decides loss_mrl)
     logits: torch.Tensor  # (B, B) image->text logits of the full-dim CLIP loss
     mrl_dims: list[int] = field(default_factory=list)  # dims evaluated this step
-    chance: float = 0.0  # ln(B)
+    chance: float = 0.0  # ln(candidates per row): ln(B), ln(B*W) when features are gathered
+    candidates: int = 0  # columns each row is scored against (logits.shape[1])
+    distributed: dict[str, float] = field(default_factory=dict)  # gradient-scale check under torchrun
 
 
 class AlignmentLoss(nn.Module):
     def __init__(self, cfg: LossConfig):
         super().__init__()
         self.cfg = cfg
-        self.clip = ClipLoss()
-        self.mrl = MRLLoss(cfg.mrl_dims, cfg.sample_single_mrl_dim)
+        self.clip = ClipLoss(cfg.gather_features, cfg.gather_with_grad, cfg.local_loss)
+        self.mrl = MRLLoss(cfg.mrl_dims, cfg.sample_single_mrl_dim, self.clip)
 
     def forward(self, image, text, logit_scale, generator: torch.Generator | None = None) -> LossOutput:
         clip, logits = self.clip(image, text, logit_scale)
@@ -103,9 +114,9 @@ class AlignmentLoss(nn.Module):
             if len(per_dim) < len(self.mrl.dims):
                 # what the MRL objective is over every nested dim, for comparison with the log
                 with torch.no_grad():
-                    full = MRLLoss(self.mrl.dims, sample_single=False)(image.detach(), text.detach(), logit_scale.detach())
+                    full = MRLLoss(self.mrl.dims, sample_single=False, clip=self.clip)(image.detach(), text.detach(), logit_scale.detach())
                 logged["loss_mrl_all_dims"] = float(torch.stack(list(full.values())).mean())
         return LossOutput(
             total=total, components=components, weights=weights, logged=logged, logits=logits,
-            mrl_dims=list(per_dim), chance=chance_loss(image.shape[0]),
+            mrl_dims=list(per_dim), chance=chance_loss(logits.shape[1]), candidates=int(logits.shape[1]),
         )

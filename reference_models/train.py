@@ -14,6 +14,7 @@ import torch
 
 from .config import AlignmentConfig
 from .data import PairSource, build_data
+from .distributed import gradient_scale, world
 from .losses import AlignmentLoss, LossOutput
 from .model import AlignmentModel, build_model
 
@@ -114,12 +115,15 @@ def lr_at(step: int, total: int, cfg: AlignmentConfig) -> float:
 
 
 def steps_per_epoch(cfg: AlignmentConfig, train: PairSource) -> int:
-    if train.num_samples < cfg.dataset.batch_size:  # batches() would never yield a full batch
+    """Under torchrun `dataset.batch_size` is per rank (open_clip): a step consumes batch x world pairs."""
+    size = world()[1]
+    if train.num_samples < cfg.dataset.batch_size * size:  # batches() would never yield a full batch
         from .config import ConfigError
 
-        raise ConfigError(f"key 'dataset.batch_size' = {cfg.dataset.batch_size}: larger than the "
+        ranks = f" x {size} ranks" if size > 1 else ""
+        raise ConfigError(f"key 'dataset.batch_size' = {cfg.dataset.batch_size}{ranks}: larger than the "
                           f"{train.num_samples} training pairs of the data set (no full batch to train on)")
-    return train.num_samples // cfg.dataset.batch_size
+    return train.num_samples // (cfg.dataset.batch_size * size)
 
 
 def batches(train: PairSource, batch_size: int, seed: int, start_epoch: int = 0):
@@ -207,7 +211,8 @@ def train(
 ) -> TrainResult:
     """Train the reference model for `steps` optimizer steps (or `epochs`, default: the config's)."""
     seed = cfg.seed if seed is None else seed
-    torch.manual_seed(seed)
+    rank, size = world()
+    torch.manual_seed(seed + rank)  # per rank; DDP broadcasts rank 0's initial weights to every rank
     train_src, val_src = data if data is not None else build_data(cfg, seed)
     if cfg.dataset.shuffle_captions:  # fault injection: misaligned training pairs
         train_src = ShuffledCaptions(train_src, seed)
@@ -223,18 +228,26 @@ def train(
     horizon = max(planned, total)
     optimizer = make_optimizer(model, cfg)
     criterion = AlignmentLoss(cfg.losses)
+    # the same on every rank: a sampled MRL dim that differed would gather tensors of different widths
     mrl_gen = torch.Generator().manual_seed(seed + 1)
     history: list[dict[str, float]] = []
-    stream = batches(train_src, B, seed)
+    net = _ddp(model, device) if size > 1 else model
+    # one permutation on every rank, each rank taking its own B rows (DistributedSampler semantics)
+    stream = batches(train_src, B * size, seed)
     for step in range(total):
         epoch, idx = next(stream)
+        idx = idx[rank * B:(rank + 1) * B]
         lr = lr_at(step, horizon, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
         tokens, text = train_src.batch(idx)
         tokens, text = tokens.to(device), text.to(device)
-        out = model(tokens, text)
+        out = net(tokens, text)
         loss = criterion(out["image"], out["text"], out["logit_scale"], mrl_gen)
+        if size > 1 and cfg.losses.gather_features and step % GRAD_SCALE_EVERY == 0:
+            ls = cfg.losses
+            loss.distributed = gradient_scale(out["image"], out["text"], out["logit_scale"], gather=True,
+                                              with_grad=ls.gather_with_grad, local=ls.local_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         info = StepInfo(step, epoch, lr, B, loss, out["image"], out["text"], tokens, text)
@@ -245,7 +258,8 @@ def train(
         optimizer.step()
         model.clamp_logit_scale()
         row = {"step": float(step), "epoch": float(epoch), "lr": lr, **loss.logged,
-               "logit_scale": float(model.logit_scale.detach().exp()), "chance": loss.chance}
+               "logit_scale": float(model.logit_scale.detach().exp()), "chance": loss.chance,
+               "candidates": float(loss.candidates)}
         history.append(row)
         for cb in callbacks:
             cb.on_step_end(model, info)
@@ -253,4 +267,16 @@ def train(
             for cb in callbacks:
                 cb.on_epoch_end(model, epoch, step)
     retrieval = evaluate_retrieval(model, val_src, B, device) if evaluate else {}
-    return TrainResult(model, history, retrieval, total, per_epoch, math.log(B), optimizer)
+    candidates = int(history[-1]["candidates"]) if history else B
+    return TrainResult(model, history, retrieval, total, per_epoch, math.log(candidates), optimizer,
+                       extra={"candidates": candidates, "world_size": size, "rank": rank})
+
+
+GRAD_SCALE_EVERY = 10  # steps between gradient-scale checks of a gathered loss (two small autograd passes)
+
+
+def _ddp(model: AlignmentModel, device: str) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [torch.device(device).index or 0] if device.startswith("cuda") else None
+    return DistributedDataParallel(model, device_ids=ids)

@@ -10,6 +10,7 @@ import typer
 from reference_models import build_model
 
 from ..console import console, progress
+from ..distributed import agree_exit, is_writer
 from ..io import load_into, load_state_dict
 from ..options import DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out
 from ..rundir import rebuild, write_run_dir
@@ -65,11 +66,12 @@ def gradflow_command(
     out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
     check_out(out)
     steps = steps or DEFAULT_STEPS
-    run, records = _instrumented(cfg, steps, device, quiet, cfg.name, checkpoint)
+    run, records = _instrumented(cfg, steps, device, quiet or not is_writer(), cfg.name, checkpoint)
     summary, records = instrumented_summary([(run, records)])
-    write_run_dir(out, summary, records)
-    _print_verdicts(summary, out)
-    raise typer.Exit(summary.exit_code(fail_on))
+    if is_writer():  # under torchrun rank 0 alone writes and prints; every rank exits with its code
+        write_run_dir(out, summary, records)
+        _print_verdicts(summary, out)
+    raise typer.Exit(agree_exit(summary.exit_code(fail_on)))
 
 
 def compare_command(

@@ -23,7 +23,7 @@ from ..options import (
     StepsOpt,
     check_out,
 )
-from ..rundir import staged
+from ..distributed import is_writer, output_dir
 from ..runs import (
     EpochCheckpoints,
     ProgressCallback,
@@ -53,11 +53,15 @@ def train_command(
     per_epoch = steps_per_epoch(cfg, train_src)
     total = steps or per_epoch * (epochs or cfg.optimization.epochs)
     check_out(out)
-    # the whole directory (epoch checkpoints included) appears at the end, or not at all
-    with staged(out) as tmp, progress(f"train {cfg.name} ({cfg.scale})", total, quiet) as ticker:
+    # the whole directory (epoch checkpoints included) appears at the end, or not at all; under
+    # torchrun rank 0 alone writes it (the other ranks train into a scratch directory)
+    writer = is_writer()
+    with output_dir(out) as tmp, progress(f"train {cfg.name} ({cfg.scale})", total, quiet or not writer) as ticker:
         callbacks = [ProgressCallback(ticker), EpochCheckpoints(tmp, cfg)]
         run = run_training(cfg, steps, epochs, device, callbacks)
         summary = save_train_run(tmp, run).to_dict()["runs"][0]
+    if not writer:
+        return
     table = Table(title=f"{cfg.name} · scale {cfg.scale} · {summary['steps']} steps · batch {summary['batch_size']}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -27,6 +27,9 @@ from .attention import (
 from .base import Emit, Rule, RunContext, series, targets, window
 from .causes import BY_ID as CAUSES_BY_ID
 from .causes import CAUSES, Cause
+from .distributed import (
+    GRAD_COSINE_MIN, GRAD_SCALE_TOL, REPLICA_SPREAD_TOL, ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync,
+)
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
 from .gradients import (
     EXPLODING_REL, GRAD_FALL_RATIO, PARAM_SHRINK, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_REL, GradientFall,
@@ -52,13 +55,15 @@ embeddings_not_normalised, chance_not_collapsed = EmbeddingsNotNormalised(), Cha
 attention_entropy, softmax_over_batch = AttentionEntropy(), SoftmaxOverBatch()
 latent_symmetry, latents_not_moving, latent_scale_normalised = LatentSymmetry(), LatentsNotMoving(), LatentScaleNormalised()
 logged_total, identical_components = LoggedTotal(), IdenticalComponents()
+gathered_gradient_scale, replicas_out_of_sync, chance_mismatch = GatheredGradientScale(), ReplicasOutOfSync(), ChanceMismatch()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
     "records": (loss_at_chance, embedding_collapse, input_shared_component, gradient_presence, gradient_scale,
                 gradient_fall, nonfinite_values, update_ratio, attention_entropy, temperature, logged_total,
                 identical_components, few_negatives, latent_symmetry, latents_not_moving, latent_scale_normalised,
-                update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed, softmax_over_batch),
+                update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed, softmax_over_batch,
+                gathered_gradient_scale, replicas_out_of_sync, chance_mismatch),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once
@@ -96,5 +101,5 @@ __all__ = [
     "UNIFORM_ENTROPY", "EXPLODING_REL", "GRAD_FALL_RATIO", "PARAM_SHRINK", "UPDATE_RATIO_HIGH", "UPDATE_RATIO_LOW",
     "VANISHING_REL", "CLAMP_REL", "FEW_NEGATIVES_ERROR", "FEW_NEGATIVES_WARN", "LOW_LOGIT_SCALE", "IDENTICAL_ATOL",
     "IDENTICAL_SHARE", "LOGGING_REL_TOL", "COLLAPSE_COSINE", "SHARED_INPUT_COSINE", "SPREAD_EFFECTIVE_RANK",
-    "UNIT_NORM_TOL",
+    "UNIT_NORM_TOL", "GRAD_COSINE_MIN", "GRAD_SCALE_TOL", "REPLICA_SPREAD_TOL",
 ]

@@ -1,0 +1,128 @@
+"""Rules for multi-rank (torchrun / DDP) misconfiguration, on the records `diagnose.distributed` and
+`reference_models.distributed` add to the loss split's extras.
+
+- `GatheredGradientScale`: the gradient DDP applies against the gradient of the global contrastive
+  loss (`dist_grad_scale`, `dist_grad_cosine`). Gathering without gradient while every rank computes
+  the whole (non-local) loss leaves only the local slice differentiable, and DDP's averaging then
+  divides by W: the applied gradient is 1/W of the global one (open_clip issues 616/894). A gradient
+  W times too large is the mirror case (summed rather than averaged across ranks).
+- `ReplicasOutOfSync`: the spread of a float64 parameter checksum across ranks.
+- `ChanceMismatch`: a loss that sits at ln(k x candidates) for an integer k >= 2, i.e. at the chance
+  of k times the configured candidate count: features gathered across k ranks (or an effective
+  batch k times the configured one) while the run was described with the per-rank batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..definitions import CHANCE_REL_TOL, relative_gap
+from ..findings import Finding
+from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span, window
+
+# A correct layout gives a scale of 1 and a cosine of 1 up to float32 rounding (measured ~1e-6); the
+# misconfigurations give 1/W (<= 0.5 at W >= 2) or W, or drop the cross-rank terms (cosine < 1). 10%
+# and 0.99 sit far from both.
+GRAD_SCALE_TOL, GRAD_COSINE_MIN = 0.10, 0.99
+# DDP replicas apply identical all-reduced gradients with identical optimizers, so their parameters
+# are bit-identical; 1e-7 only leaves room for float64 summation of float32 values on another device.
+REPLICA_SPREAD_TOL = 1e-7
+EXTRAS = "extras"
+
+
+class GatheredGradientScale(Rule):
+    """Gradient DDP applies vs the gradient of the global loss, with gathered features."""
+
+    topic = "distributed"
+    emits = (Emit("gathered_gradient_scale", ("error",), "distributed_gradient_scale", 1),)
+    needs = (("loss_split", "dist_grad_scale"), ("loss_split", "dist_grad_cosine"))
+    thresholds = {"GRAD_SCALE_TOL": GRAD_SCALE_TOL, "GRAD_COSINE_MIN": GRAD_COSINE_MIN}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        scale = finite(series(df, "loss_split", EXTRAS, "dist_grad_scale"))
+        cosine = finite(series(df, "loss_split", EXTRAS, "dist_grad_cosine"))
+        if scale.empty or cosine.empty:
+            return []
+        s, c = float(scale.median()), float(cosine.median())
+        if abs(s - 1) <= GRAD_SCALE_TOL and c >= GRAD_COSINE_MIN:
+            return []
+        size = series(df, "loss_split", EXTRAS, "world_size")
+        w = int(size.iloc[-1]) if len(size) else None
+        ev = {"grad_scale_median": rnd(s), "grad_cosine_median": rnd(c), "steps": span(scale), "world_size": w}
+        if c < GRAD_COSINE_MIN:
+            what = ("points elsewhere than the gradient of the global loss (cosine {:.3f}): the cross-rank terms "
+                    "are missing, as with a local loss over features gathered without gradient").format(c)
+            fix = "With losses.local_loss, set losses.gather_with_grad (open_clip requires both together)."
+        else:
+            what = f"is {s:.3g} times the gradient of the global loss"
+            fix = ("Gathered without gradient and a non-local loss: set losses.gather_with_grad (or local_loss with "
+                   "gather_with_grad), or scale the lr by the world size knowingly." if s < 1 else
+                   "The gradient is summed rather than averaged across ranks: divide the loss (or the all-reduced "
+                   "gradient) by the world size.")
+        ws = f" (world size {w}: 1/W = {1 / w:.3g})" if w else ""
+        return [Finding(
+            "gathered_gradient_scale", "error", ctx.name,
+            f"with features gathered across ranks, the gradient DDP applies {what}{ws}, median over the steps "
+            f"{ev['steps'][0]}-{ev['steps'][1]}.", ev, fix)]
+
+
+class ReplicasOutOfSync(Rule):
+    """Parameters that differ across ranks: the replicas no longer train the same model."""
+
+    topic = "distributed"
+    emits = (Emit("replicas_out_of_sync", ("error",), "replicas_out_of_sync", 1),)
+    needs = (("loss_split", "replica_param_spread"),)
+    thresholds = {"REPLICA_SPREAD_TOL": REPLICA_SPREAD_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        spread = series(df, "loss_split", EXTRAS, "replica_param_spread")
+        bad = spread[(spread > REPLICA_SPREAD_TOL).values | pd.isna(spread).values]
+        if bad.empty:
+            return []
+        first = int(bad.index[0])
+        ev = {"first_step": first, "spread_at_first": rnd(bad.iloc[0], 12), "spread_max": rnd(finite(bad).max(), 12)
+              if not finite(bad).empty else float("nan"), "checked_steps": span(spread), "tolerance": REPLICA_SPREAD_TOL}
+        return [Finding(
+            "replicas_out_of_sync", "error", ctx.name,
+            f"at step {first} the parameter checksums of the ranks differ by {bad.iloc[0]:.3g} (relative): the "
+            "replicas no longer hold the same model, so each rank trains its own copy and rank 0's checkpoint is "
+            "not what the other ranks evaluate.", ev,
+            "Look for rank-dependent code between backward and the update (a parameter changed on one rank, a "
+            "buffer not broadcast, a gradient not all-reduced: modules outside DDP, no_sync left on).")]
+
+
+class ChanceMismatch(Rule):
+    """The loss sits at the chance of k x the configured candidates: the configured batch is not what
+    each row is scored against."""
+
+    topic = "distributed"
+    emits = (Emit("batch_candidates_mismatch", ("warning",), "chance_miscounted", 2),)
+    needs = (("loss_split", "value"), ("loss_split", "chance"))
+    thresholds = {"CHANCE_REL_TOL": CHANCE_REL_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        comp = primary_component(df)
+        mean, ln_pool = end_loss(df, comp)
+        if not (math.isfinite(mean) and math.isfinite(ln_pool)) or abs(relative_gap(mean, ln_pool)) < CHANCE_REL_TOL:
+            return []
+        pool = round(math.exp(ln_pool))
+        k = round(math.exp(mean) / pool)
+        if k < 2 or abs(relative_gap(mean, math.log(k * pool))) >= CHANCE_REL_TOL:
+            return []
+        size = series(df, "loss_split", EXTRAS, "world_size")
+        w = int(size.iloc[-1]) if len(size) else None
+        steps = span(window(series(df, "loss_split", comp, "value")))
+        why = (f"features gathered across the {w} ranks (B x world candidates)" if w == k else
+               f"features gathered across {k} ranks, or an effective batch of {k * pool}")
+        return [Finding(
+            "batch_candidates_mismatch", "warning", ctx.name,
+            f"{comp} averaged {mean:.4f} over steps {steps[0]}-{steps[1]}: that is ln({k * pool}) = "
+            f"{math.log(k * pool):.4f}, chance for {k} x the {pool} candidates this run was described with, "
+            f"not ln({pool}) = {ln_pool:.4f}. Each row is scored against {k * pool} candidates: {why}.",
+            {"component": comp, "loss_mean": rnd(mean), "configured_candidates": pool, "implied_candidates": k * pool,
+             "chance_configured": rnd(ln_pool), "chance_implied": rnd(math.log(k * pool)), "world_size": w,
+             "window_steps": steps},
+            f"Describe the run with candidates={k * pool} (diagnose.watch(..., candidates=B * world)) so chance "
+            "and the at-chance verdict use the real count; then read the loss against that chance.", comp)]
