@@ -20,10 +20,12 @@ A collective that fails (a rank died, the group timed out) raises `RankLost`, on
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -75,7 +77,7 @@ def process_group(device: str = "cpu") -> Iterator[tuple[int, int]]:
     finally:
         try:
             dist.destroy_process_group()
-        except Exception:  # noqa: BLE001 - a group broken by a lost rank cannot always be torn down
+        except Exception:  # noqa: BLE001, S110 - a group broken by a lost rank cannot always be torn down
             pass
 
 
@@ -137,7 +139,7 @@ class RankSync:
         self.replica_every = replica_every
 
     @classmethod
-    def from_env(cls, model: torch.nn.Module) -> "RankSync | None":
+    def from_env(cls, model: torch.nn.Module) -> RankSync | None:
         return cls(model) if world()[1] > 1 else None
 
     def step_extras(self, step: int, losses: Mapping[str, Any]) -> dict[str, float]:
@@ -179,7 +181,7 @@ def replica_spread(sums: list[list[float]]) -> float:
     for s in sums[1:]:
         for a, b in zip(s, ref):
             gap = abs(a - b) / max(abs(b), 1e-30)
-            if gap != gap:  # NaN parameters: no sync can be read from them
+            if math.isnan(gap):  # NaN parameters: no sync can be read from them
                 return float("nan")
             worst = max(worst, gap)
     return worst

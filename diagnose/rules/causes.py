@@ -22,6 +22,7 @@ CAUSES: tuple[Cause, ...] = (
     Cause("pooling_axis", "a softmax normalises over the batch axis", "pass the token axis to the softmax (dim=-1)"),
     Cause("logging_misstates_loss", "the logged losses misstate the objective", "log each component from the tensor that enters the total"),
     Cause("replicas_out_of_sync", "the ranks' model replicas hold different parameters", "find the rank-dependent update (modules outside DDP, no_sync, a per-rank parameter change)"),
+    Cause("distributed_gradient_missing", "a local loss over features gathered without gradient drops the cross-rank gradient terms", "set gather_with_grad together with local_loss (open_clip)"),
     Cause("distributed_gradient_scale", "gathered features give a gradient scaled by the world size", "gather with gradient for a non-local loss (open_clip gather_with_grad), or average rather than sum across ranks"),
     Cause("chance_miscounted", "the configured batch is not the number of candidates each row is scored against", "state candidates = batch x world when features are gathered across ranks"),
     Cause("too_few_negatives", "too few contrastive negatives per row", "raise the batch or gather features across ranks"),

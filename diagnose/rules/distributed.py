@@ -20,7 +20,18 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, relative_gap
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span, window
+from .base import (
+    Emit,
+    Rule,
+    RunContext,
+    end_loss,
+    finite,
+    primary_component,
+    rnd,
+    series,
+    span,
+    window,
+)
 
 # A correct layout gives a scale of 1 and a cosine of 1 up to float32 rounding (measured ~1e-6); the
 # misconfigurations give 1/W (<= 0.5 at W >= 2) or W, or drop the cross-rank terms (cosine < 1). 10%
@@ -36,7 +47,11 @@ class GatheredGradientScale(Rule):
     """Gradient DDP applies vs the gradient of the global loss, with gathered features."""
 
     topic = "distributed"
-    emits = (Emit("gathered_gradient_scale", ("error",), "distributed_gradient_scale", 1),)
+    # a wrong direction (cross-rank terms lost) misstates training by itself: tier 1. A uniform scale is
+    # a contributing condition: Adam-type optimizers divide it out (second-moment normalisation), SGD
+    # sees it as an lr divided (or multiplied) by W
+    emits = (Emit("gathered_gradient_direction", ("error",), "distributed_gradient_missing", 1),
+             Emit("gathered_gradient_scale", ("warning",), "distributed_gradient_scale", 3))
     needs = (("loss_split", "dist_grad_scale"), ("loss_split", "dist_grad_cosine"))
     thresholds = {"GRAD_SCALE_TOL": GRAD_SCALE_TOL, "GRAD_COSINE_MIN": GRAD_COSINE_MIN}
 
@@ -51,9 +66,11 @@ class GatheredGradientScale(Rule):
         size = series(df, "loss_split", EXTRAS, "world_size")
         w = int(size.iloc[-1]) if len(size) else None
         ev = {"grad_scale_median": rnd(s), "grad_cosine_median": rnd(c), "steps": span(scale), "world_size": w}
+        fid, sev = "gathered_gradient_scale", "warning"
         if c < GRAD_COSINE_MIN:
-            what = ("points elsewhere than the gradient of the global loss (cosine {:.3f}): the cross-rank terms "
-                    "are missing, as with a local loss over features gathered without gradient").format(c)
+            fid, sev = "gathered_gradient_direction", "error"
+            what = (f"points elsewhere than the gradient of the global loss (cosine {c:.3f}): the cross-rank terms "
+                    "are missing, as with a local loss over features gathered without gradient")
             fix = "With losses.local_loss, set losses.gather_with_grad (open_clip requires both together)."
         else:
             what = f"is {s:.3g} times the gradient of the global loss"
@@ -63,9 +80,11 @@ class GatheredGradientScale(Rule):
                    "gradient) by the world size.")
         ws = f" (world size {w}: 1/W = {1 / w:.3g})" if w else ""
         return [Finding(
-            "gathered_gradient_scale", "error", ctx.name,
+            fid, sev, ctx.name,
             f"with features gathered across ranks, the gradient DDP applies {what}{ws}, median over the steps "
-            f"{ev['steps'][0]}-{ev['steps'][1]}.", ev, fix)]
+            f"{ev['steps'][0]}-{ev['steps'][1]}."
+            + (" Adam-type optimizers mostly divide a uniform scale out; SGD sees it as the lr times that factor."
+               if fid == "gathered_gradient_scale" else ""), ev, fix)]
 
 
 class ReplicasOutOfSync(Rule):

@@ -249,7 +249,9 @@ def _cases(table):
 
 # rules with their own triggering / quiet record sets in test_rules_extra.py
 EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrinking, R.chance_not_collapsed,
-               R.softmax_over_batch}
+               R.softmax_over_batch,
+               # triggering and quiet cases in tests/distributed/test_rules_distributed.py
+               R.gathered_gradient_scale, R.replicas_out_of_sync, R.chance_mismatch}
 
 
 def test_every_rule_and_finding_id_is_covered():

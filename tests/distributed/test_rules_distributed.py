@@ -1,0 +1,56 @@
+"""The distributed rules on hand-made records (no processes): each fires on its condition only."""
+
+import math
+
+import pandas as pd
+
+from diagnose.rules import RunContext, run_rules
+from diagnose.rules.distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
+
+
+def _frame(rows):
+    return pd.DataFrame([{"step": s, "probe": "loss_split", "target": t, "metric": m, "value": float(v)}
+                         for s, t, m, v in rows])
+
+
+def _grad(scale, cosine):
+    return _frame([(s, "extras", m, v) for s in (0, 10, 20) for m, v in
+                   (("dist_grad_scale", scale), ("dist_grad_cosine", cosine), ("world_size", 2))])
+
+
+def test_gradient_scale_and_direction():
+    ctx = RunContext("r", batch_size=8, candidates=16)
+    assert GatheredGradientScale()(_grad(1.0, 1.0), ctx) == []
+    [half] = GatheredGradientScale()(_grad(0.5, 1.0), ctx)
+    assert (half.id, half.severity) == ("gathered_gradient_scale", "warning") and "0.5 times" in half.message
+    [wrong] = GatheredGradientScale()(_grad(0.7, 0.8), ctx)
+    assert (wrong.id, wrong.severity) == ("gathered_gradient_direction", "error")
+
+
+def test_replicas_out_of_sync_from_the_first_differing_checksum():
+    ok = _frame([(s, "extras", "replica_param_spread", 0.0) for s in (0, 10, 20)])
+    assert ReplicasOutOfSync()(ok, RunContext("r")) == []
+    bad = _frame([(0, "extras", "replica_param_spread", 0.0), (10, "extras", "replica_param_spread", 3e-4),
+                  (20, "extras", "replica_param_spread", float("nan"))])
+    [f] = ReplicasOutOfSync()(bad, RunContext("r"))
+    assert f.id == "replicas_out_of_sync" and f.evidence["first_step"] == 10
+
+
+def _flat_loss(value, chance, world=None):
+    rows = [(s, "loss_clip", "value", value) for s in range(40)] + [(s, "loss_clip", "chance", chance) for s in range(40)]
+    rows += [(s, "extras", "world_size", world) for s in range(40)] if world else []
+    return _frame(rows)
+
+
+def test_loss_at_ln_2b_described_with_batch_b_is_a_mismatch():
+    records = _flat_loss(4.8532, math.log(64), world=2)  # the seed's 4.85 with a configured batch of 64
+    [f] = ChanceMismatch()(records, RunContext("r", batch_size=64))
+    assert f.id == "batch_candidates_mismatch" and f.evidence["implied_candidates"] == 128
+    assert "gathered across the 2 ranks" in f.message
+    # described with the real candidate count: at chance, no mismatch (loss_at_chance says ln(128))
+    fine = _flat_loss(4.8532, math.log(128), world=2)
+    assert ChanceMismatch()(fine, RunContext("r", batch_size=64, candidates=128)) == []
+    ids = {x.id for x in run_rules(fine, RunContext("r", batch_size=64, candidates=128))}
+    assert "loss_at_chance" in ids and "batch_candidates_mismatch" not in ids
+    # a loss that learned below chance is no mismatch
+    assert ChanceMismatch()(_flat_loss(1.2, math.log(64)), RunContext("r", batch_size=64)) == []
