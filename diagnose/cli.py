@@ -90,7 +90,7 @@ def _interrupted_line(exc: KeyboardInterrupt, written: list[str]) -> str:
     return "interrupted: no output written"
 
 
-def _guarded(fn: Callable, publishes: bool = True) -> Callable:
+def _guarded(fn: Callable, publishes: bool = True, distributed: bool = False) -> Callable:
     """The exit-code contract around one command, plus the common options it does not declare."""
     sig = inspect.signature(fn, eval_str=True)
     injected = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=ann)
@@ -103,6 +103,8 @@ def _guarded(fn: Callable, publishes: bool = True) -> Callable:
         with committed_dirs() as written:
             try:
                 _check_common(own, publishes)
+                if not distributed:
+                    return fn(**own)
                 with process_group(str(own.get("device") or "cpu")):  # under torchrun: diagnose.distributed
                     return fn(**own)
             except (Exit, ClickException, Abort):
@@ -131,8 +133,8 @@ def _root() -> None:
     """Diagnose vision-to-text alignment training failures: run, probe, ablate, report."""
 
 
-app.command("train")(_guarded(train_command, publishes=False))
-app.command("gradflow")(_guarded(gradflow_command))
+app.command("train")(_guarded(train_command, publishes=False, distributed=True))
+app.command("gradflow")(_guarded(gradflow_command, distributed=True))
 app.command("compare")(_guarded(compare_command))
 app.command("ablate")(_guarded(ablate_command))
 app.command("report")(_guarded(report_command))

@@ -15,7 +15,9 @@ What each rank records and who decides:
   the same step, so an alarm that stops training stops every rank.
 - Rank 0 alone writes the run directory.
 
-A collective that fails (a rank died, the group timed out) raises `RankLost`, one clear line.
+`Watch.observe` therefore runs collectives: call it on every rank at the same steps (as DDP's own
+backward requires). A collective that fails (a rank died, the group timed out) raises `RankLost`,
+one clear line.
 """
 
 from __future__ import annotations

@@ -20,3 +20,7 @@ def test_replicas_in_sync_raise_no_replica_alarm():
     for r in ranks:
         assert all(a[1] != "replicas_out_of_sync" for a in r["alarms"]), r
     assert ranks[0]["alarms"] == ranks[1]["alarms"]
+    # gradients are read at observe (after the all-reduce), not in backward hooks: the same on both ranks,
+    # although each rank's batch, and so its loss, differs
+    assert ranks[0]["local_loss"] != ranks[1]["local_loss"]
+    assert ranks[0]["grad_norms"] and ranks[0]["grad_norms"] == ranks[1]["grad_norms"]

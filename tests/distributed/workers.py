@@ -70,4 +70,8 @@ def watched_ddp_loop(rank: int, desync_at: int | None, steps: int) -> dict:
                         model.image.bias.add_(1e-3)
         except DiagnoseAlarm as exc:
             raised = {"step": exc.alarm.step, "id": exc.alarm.finding.id, "at": step}
-    return {"raised": raised, "alarms": [(a.step, a.finding.id) for a in w.alarms]}
+    r = w.records
+    grads = r[(r["probe"] == "gradient_flow") & (r["metric"] == "grad_norm")]
+    return {"raised": raised, "alarms": [(a.step, a.finding.id) for a in w.alarms],
+            "grad_norms": sorted(zip(grads["step"], grads["target"], grads["value"])),
+            "local_loss": float(loss.detach())}
