@@ -5,7 +5,11 @@ import math
 import pandas as pd
 
 from diagnose.rules import RunContext, run_rules
-from diagnose.rules.distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
+from diagnose.rules.distributed import (
+    ChanceMismatch,
+    GatheredGradientScale,
+    ReplicasOutOfSync,
+)
 
 
 def _frame(rows):
