@@ -28,6 +28,7 @@ from reference_models.config import ConfigError
 
 from .commands.ablate import ablate_command
 from .commands.checkpoint import checkpoint_command
+from .commands.datasignal import datasignal_command
 from .commands.instrumented import compare_command, gradflow_command, report_command
 from .commands.lint import lint_command
 from .commands.logs import logs_command
@@ -140,6 +141,7 @@ app.command("ablate")(_guarded(ablate_command))
 app.command("report")(_guarded(report_command))
 app.command("checkpoint")(_guarded(checkpoint_command))
 app.command("logs")(_guarded(logs_command))
+app.command("datasignal")(_guarded(datasignal_command, publishes=False))
 app.command("lint")(_guarded(lint_command, publishes=False))
 
 

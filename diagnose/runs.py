@@ -96,6 +96,8 @@ class TrainedRun:
             resolved_config=self.cfg.to_dict())
         if r.extra.get("world_size", 1) > 1:  # under torchrun: which rank's view this summary is
             run.extra.update({k: r.extra[k] for k in ("world_size", "rank")})
+        if r.extra.get("data_signal"):  # diagnose.datasignal: is there anything to learn in the training pairs
+            run.extra["data_signal"] = r.extra["data_signal"]
         run.judge()
         return run
 
@@ -170,8 +172,9 @@ def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
 
 def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callbacks: Sequence[Callback] = (),
                      name: str | None = None, expensive_every: int = 10, model=None, alarm=None,
-                     evaluate_every: int | None = None):
-    """Train with every probe attached; returns (TrainedRun, records DataFrame)."""
+                     evaluate_every: int | None = None, data_signal: bool = True):
+    """Train with every probe attached; returns (TrainedRun, records DataFrame). With `data_signal`, a
+    sample of the training pairs is checked for signal first (diagnose.datasignal; well under a second)."""
     from reference_models import build_model
 
     from .watcher import watch
@@ -184,7 +187,13 @@ def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callba
     with watch(model, name=name or cfg.name, alarm=alarm or "off", evaluate_every=evaluate_every, probes="all", every=1,
                expensive_every=expensive_every, batch_size=cfg.dataset.batch_size,
                max_logit_scale=cfg.losses.max_logit_scale, outputs=watched_outputs(model)) as w:
+        if data_signal:
+            from .datasignal import sample_training_pairs
+
+            w.data_signal(*sample_training_pairs(cfg), step=0, seed=cfg.seed)
         result = train(cfg, steps=steps, device=device, model=model,
                        callbacks=[ProbeCallback(w), *extra_callbacks])
     records = w.records
+    if w.data_signal_result:
+        result.extra["data_signal"] = w.data_signal_result
     return TrainedRun(name or cfg.name, cfg, result, time.perf_counter() - start), records

@@ -103,6 +103,7 @@ class Watch:
 
         self.dist = RankSync.from_env(model)  # under torchrun: rank 0 decides alarms and writes (diagnose.distributed)
         self.retrieval: dict[str, float] = {}
+        self.data_signal_result: dict | None = None  # set by data_signal()
         self.summary: Summary | None = None
         self._observed, self._since_eval, self._next_eval = 0, 0, evaluate_every or 0
         self._step_time, self._eval_time, self._t_last = 0.0, 0.0, None
@@ -197,6 +198,18 @@ class Watch:
         self.retrieval = retrieval_metrics(image, text)
         return self.retrieval
 
+    def data_signal(self, image: torch.Tensor, text: torch.Tensor, step: int | None = None, **kwargs: Any):
+        """Is there anything to learn? Paired input features (image (N, T, D) or pooled (N, D), text (N, Dt)),
+        e.g. a few hundred training pairs: a closed-form linear map, held-out retrieval vs chance and a
+        permutation test (`diagnose.datasignal`); recorded, so the `no_data_signal` rule reads it. No training."""
+        from .datasignal import PROBE, data_signal
+
+        result = data_signal(image.detach().cpu(), text.detach().cpu(), **kwargs)
+        at = step if step is not None else (self.last_step if self.last_step is not None else 0)
+        self.session.buffer.extend(int(at), PROBE, result.rows())
+        self.data_signal_result = result.to_dict()
+        return result
+
     # -- what is known so far ----------------------------------------------------------------------
     @property
     def records(self) -> pd.DataFrame:
@@ -280,7 +293,8 @@ class Watch:
                    "optimizer": self._context().optimizer, "alarms": [{"step": a.step, "id": a.finding.id,
                                                                        "target": a.finding.target} for a in self.alarms],
                    **({"world_size": self.dist.size, "rank": self.dist.rank} if self.dist is not None else {}),
-                   **({"interrupted": self.interrupted} if self.interrupted else {})})
+                   **({"interrupted": self.interrupted} if self.interrupted else {}),
+                   **({"data_signal": self.data_signal_result} if self.data_signal_result else {})})
         summary = Summary([run], sections={"coverage": self.coverage()}, command=_command(),
                           environment=_environment())
         return analyse(summary, records.assign(run=self.name))

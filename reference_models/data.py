@@ -133,6 +133,14 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     raise ConfigError(f"{path}: unsupported features file; expected .safetensors, .pt, or .npz")
 
 
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a features file (.safetensors, .pt with weights_only, .npz); ConfigError otherwise."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    return _read_tensors(path)
+
+
 def load_features(cfg: AlignmentConfig, seed: int) -> tuple[TensorPairs, TensorPairs]:
     path = Path(cfg.dataset.features.path).expanduser()
     if not path.is_file():

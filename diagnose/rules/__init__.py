@@ -30,6 +30,7 @@ from .causes import CAUSES, Cause
 from .distributed import (
     GRAD_COSINE_MIN, GRAD_SCALE_TOL, REPLICA_SPREAD_TOL, ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync,
 )
+from .data import NoDataSignal
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
 from .gradients import (
     EXPLODING_REL, GRAD_FALL_RATIO, PARAM_SHRINK, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_REL, GradientFall,
@@ -56,6 +57,7 @@ attention_entropy, softmax_over_batch = AttentionEntropy(), SoftmaxOverBatch()
 latent_symmetry, latents_not_moving, latent_scale_normalised = LatentSymmetry(), LatentsNotMoving(), LatentScaleNormalised()
 logged_total, identical_components = LoggedTotal(), IdenticalComponents()
 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch = GatheredGradientScale(), ReplicasOutOfSync(), ChanceMismatch()
+no_data_signal = NoDataSignal()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -63,7 +65,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 gradient_fall, nonfinite_values, update_ratio, attention_entropy, temperature, logged_total,
                 identical_components, few_negatives, latent_symmetry, latents_not_moving, latent_scale_normalised,
                 update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed, softmax_over_batch,
-                gathered_gradient_scale, replicas_out_of_sync, chance_mismatch),
+                gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

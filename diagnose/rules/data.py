@@ -1,0 +1,77 @@
+"""Rules on the data itself: do the training pairs carry a signal to learn?
+
+Reads the `data_signal` records (diagnose/datasignal.py: a closed-form linear map fitted on part of
+a sample of training pairs, scored by held-out retrieval with a permutation test). They are measured
+before or beside training, so the finding separates "the captions do not match the images" from
+"the pairs carry signal that the model fails to learn", which a collapsed or at-chance loss alone
+cannot tell apart.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..datasignal import ALPHA, PROBE, TARGET
+from ..definitions import at_chance, left_chance, relative_gap
+from ..findings import Finding
+from .base import Emit, Rule, RunContext, end_loss, rnd, series
+
+METRICS = ("r@1", "chance@1", "p_value", "significant", "detectable_r@1", "n_test", "hits")
+
+
+def _latest(df: pd.DataFrame) -> dict[str, float]:
+    out = {}
+    for metric in METRICS:
+        s = series(df, PROBE, TARGET, metric)
+        if s.empty:
+            return {}
+        out[metric] = float(s.iloc[-1])
+    return out
+
+
+class NoDataSignal(Rule):
+    """Held-out linear retrieval of captions from images no better than re-paired captions."""
+
+    topic = "data"
+    emits = (Emit("no_data_signal", ("warning", "error"), "misaligned_pairs", 1),
+             Emit("data_signal_present", ("info",)))
+    needs = ((PROBE, "p_value"),)
+    thresholds = {"ALPHA": ALPHA}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        m = _latest(df)
+        if not m or not math.isfinite(m["p_value"]):  # non-finite inputs: nonfinite_values says so
+            return []
+        loss, ln_b = end_loss(df)
+        ev = {"heldout_r@1": rnd(m["r@1"]), "chance@1": rnd(m["chance@1"], 6), "hits": int(m["hits"]),
+              "p_value": rnd(m["p_value"]), "alpha": ALPHA, "detectable_r@1": rnd(m["detectable_r@1"]),
+              "n_test": int(m["n_test"]), "loss_clip_mean": rnd(loss), "chance_ln_B": rnd(ln_b)}
+        probe = (f"a linear map fitted in closed form on part of a sample of the pairs retrieves the held-out "
+                 f"captions with R@1 {m['r@1']:.4f} vs chance {m['chance@1']:.4f} ({int(m['n_test'])} held-out "
+                 f"pairs, permutation p = {m['p_value']:.3g})")
+        if m["significant"] >= 0.5:
+            if not math.isfinite(loss):  # no training observed (the datasignal command, a watch before training)
+                return [Finding("data_signal_present", "info", ctx.name, f"The pairs carry signal: {probe}.", ev,
+                                "If a model trained on these pairs stays at chance, the cause is the model or its "
+                                "optimisation, not the pairing.", TARGET)]
+            if not (at_chance(loss, ln_b) or relative_gap(loss, ln_b) > 0):
+                return []  # signal, and the model is learning it: nothing to add
+            return [Finding(
+                "data_signal_present", "info", ctx.name,
+                f"The pairs carry signal: {probe}. The data is not the reason the loss sits at chance; the model or "
+                "its optimisation fails to learn a signal that a linear map finds.", ev,
+                "Look at the model/optimisation findings (collapse, update sizes, gradients).", TARGET)]
+        learning = math.isfinite(loss) and left_chance(loss, ln_b)
+        severity = "warning" if learning else "error"
+        tail = ("The model's loss nevertheless left chance, so whatever it learns is not linear in the pooled features "
+                "(or the sample is too small to show it)." if learning else
+                "There is nothing for the model to learn: captions do not describe their images.")
+        return [Finding(
+            "no_data_signal", severity, ctx.name,
+            f"No signal in the pairs: {probe}; an R@1 of {m['detectable_r@1']:.4f} would have been detected. "
+            + tail, ev,
+            "Check the pairing in the data pipeline: print a few (image id, caption) pairs of a training batch, check "
+            "that shuffling/sharding applies the same permutation to images and captions, and that the features "
+            "describe the same items.", TARGET)]
