@@ -22,8 +22,11 @@ one clear line.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
+import sys
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
@@ -77,10 +80,22 @@ def process_group(device: str = "cpu") -> Iterator[tuple[int, int]]:
             raise collective_error(exc) from None
         raise
     finally:
+        _release_group_users()
         try:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001, S110 - a group broken by a lost rank cannot always be torn down
             pass
+
+
+def _release_group_users() -> None:
+    """Free what still holds the process group (a DDP model in the frames of an exception in flight, e.g.
+    the command's typer.Exit) so the group's threads are joined now, not during interpreter shutdown,
+    where gloo's worker thread can find the GIL gone and abort the process ("terminate called without
+    an active exception", exit -6) after a successful run."""
+    exc = sys.exc_info()[1]
+    if exc is not None and exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)
+    gc.collect()
 
 
 def collective_error(exc: BaseException) -> RankLost:

@@ -251,7 +251,9 @@ def _cases(table):
 EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrinking, R.chance_not_collapsed,
                R.softmax_over_batch,
                # triggering and quiet cases in tests/distributed/test_rules_distributed.py
-               R.gathered_gradient_scale, R.replicas_out_of_sync, R.chance_mismatch}
+               R.gathered_gradient_scale, R.replicas_out_of_sync, R.chance_mismatch,
+               # triggering (error, warning) and quiet cases in tests/diagnose/test_datasignal.py
+               R.no_data_signal}
 
 
 def test_every_rule_and_finding_id_is_covered():
