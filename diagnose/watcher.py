@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Union
 
 import pandas as pd
 import torch
@@ -39,8 +42,9 @@ log = logging.getLogger("diagnose")
 AlarmPolicy = Union[str, Callable[[Alarm], Any], None]
 # Online evaluation runs at most every EVALUATE_EVERY observed steps and is spaced out further so
 # that it costs at most EVALUATE_BUDGET of the training time (measured: its own duration against
-# the mean step time), which keeps watch's overhead bounded on long runs.
+# the median step time), which keeps watch's overhead bounded on long runs.
 EVALUATE_EVERY, EVALUATE_BUDGET = 5, 0.02
+STEP_TIME_WINDOW = 31
 
 
 class DiagnoseAlarm(RuntimeError):
@@ -106,14 +110,17 @@ class Watch:
         self.data_signal_result: dict | None = None  # set by data_signal()
         self.summary: Summary | None = None
         self._observed, self._since_eval, self._next_eval = 0, 0, evaluate_every or 0
-        self._step_time, self._eval_time, self._t_last = 0.0, 0.0, None
+        self._step_time, self._eval_time, self._eval_in_last, self._t_last = 0.0, 0.0, 0.0, None
+        # recent step intervals: their median is the step time the evaluation budget is measured against
+        # (a median, so a pause for validation or checkpointing does not make evaluation more frequent)
+        self._intervals: deque[float] = deque(maxlen=STEP_TIME_WINDOW)
         self._start = time.perf_counter()
         self.last_step: int | None = None
         self.interrupted: str | None = None
-        self.listeners: list[Callable[["Watch", int, list[Alarm]], Any]] = []
+        self.listeners: list[Callable[[Watch, int, list[Alarm]], Any]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         self.session.open()
         return self
 
@@ -152,10 +159,7 @@ class Watch:
         (chance is ln(candidates)); `inputs`: the input features (B, T, D) or (B, D), for the
         shared-component check; `chance`: override the chance value per component.
         """
-        now = time.perf_counter()
-        if self._t_last is not None:
-            self._step_time = 0.9 * self._step_time + 0.1 * (now - self._t_last) if self._step_time else now - self._t_last
-        self._t_last = now
+        self._time_step()
         self.batch_size = batch_size or self.batch_size
         self.candidates = candidates or self.candidates
         pool = self.candidates or self.batch_size
@@ -247,17 +251,26 @@ class Watch:
         return new
 
     # -- internals ---------------------------------------------------------------------------------
+    def _time_step(self) -> None:
+        """Training time per step: the median interval between observe calls, less our own evaluation."""
+        now = time.perf_counter()
+        if self._t_last is not None:
+            self._intervals.append(max(0.0, now - self._t_last - self._eval_in_last))
+            self._step_time = statistics.median(self._intervals)
+        self._t_last, self._eval_in_last = now, 0.0
+
     def _maybe_evaluate(self, step: int) -> list[Alarm]:
         if not self.evaluate_every or self._observed < self._next_eval:
             return []
         new = self.evaluate()
+        self._eval_in_last = self._eval_time
         spacing = self.evaluate_every
         if self._step_time > 0:  # keep evaluation under EVALUATE_BUDGET of the training time
             spacing = max(spacing, math.ceil(self._eval_time / (EVALUATE_BUDGET * self._step_time)))
         self._next_eval = self._observed + spacing
         return new
 
-    def add_listener(self, fn: Callable[["Watch", int, list[Alarm]], Any]) -> None:
+    def add_listener(self, fn: Callable[[Watch, int, list[Alarm]], Any]) -> None:
         """Call ``fn(watch, step, new_alarms)`` after every `observe` (see diagnose.integrations.scalars)."""
         self.listeners.append(fn)
 

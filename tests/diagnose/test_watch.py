@@ -163,3 +163,22 @@ def test_report_rebuilds_a_watch_run_directory(healthy):
     r = CliRunner().invoke(app, ["report", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "report.md").read_text() == before
+
+
+def test_evaluation_budget_uses_the_median_step_time_and_leaves_out_its_own_cost(monkeypatch):
+    # a pause (validation, a checkpoint) between two steps must not make rule evaluation more frequent,
+    # and the time of our own evaluation is not training time
+    import types
+
+    from diagnose import watcher
+
+    w = diagnose.watch(nn.Linear(2, 2), evaluate_every=0)
+    clock = iter([0.1 * i for i in range(20)] + [12.0] + [12.0 + 0.1 * i for i in range(1, 10)])
+    monkeypatch.setattr(watcher, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    for _ in range(30):
+        w._time_step()
+    assert w._step_time == pytest.approx(0.1)
+    w._eval_in_last, w._t_last = 0.05, 12.9  # an evaluation ran inside the previous observe
+    monkeypatch.setattr(watcher, "time", types.SimpleNamespace(perf_counter=lambda: 13.0))
+    w._time_step()
+    assert w._intervals[-1] == pytest.approx(0.05)
