@@ -84,7 +84,8 @@ class Watch:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out: str | Path | None = None,
                  *, name: str = "run", alarm: AlarmPolicy = "warn", probes: str | Sequence = "all", every: int = 1,
-                 expensive_every: int = 10, evaluate_every: int | None = EVALUATE_EVERY, batch_size: int | None = None,
+                 expensive_every: int = 10, evaluate_every: int | None = EVALUATE_EVERY,
+                 budget: float | None = EVALUATE_BUDGET, batch_size: int | None = None,
                  candidates: int | None = None, loss_weights: Mapping[str, float] | None = None,
                  max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
                  outputs: Mapping[str, str] | None = None, max_records: int | None = None, spill: str | Path | None = None,
@@ -95,7 +96,9 @@ class Watch:
             raise ValueError(f"alarm={alarm!r}: expected 'warn', 'raise', 'off' or a function taking an Alarm")
         self.model, self.optimizer, self.name = model, optimizer, name
         self.out = Path(out) if out is not None else None
-        self.alarm_policy, self.evaluate_every = alarm, evaluate_every
+        if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget and math.isfinite(budget)):
+            raise ValueError(f"budget={budget!r}: expected a positive share of the step time (e.g. 0.02) or None")
+        self.alarm_policy, self.evaluate_every, self.budget = alarm, evaluate_every, budget
         self.batch_size, self.candidates = batch_size, candidates
         self.loss_weights = dict(loss_weights or {})
         self.max_logit_scale = max_logit_scale
@@ -265,8 +268,8 @@ class Watch:
         new = self.evaluate()
         self._eval_in_last = self._eval_time
         spacing = self.evaluate_every
-        if self._step_time > 0:  # keep evaluation under EVALUATE_BUDGET of the training time
-            spacing = max(spacing, math.ceil(self._eval_time / (EVALUATE_BUDGET * self._step_time)))
+        if self.budget and self._step_time > 0:  # keep evaluation under `budget` of the training time
+            spacing = max(spacing, math.ceil(self._eval_time / (self.budget * self._step_time)))
         self._next_eval = self._observed + spacing
         return new
 
@@ -331,6 +334,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
     """Watch a training run: ``with diagnose.watch(model, optimizer, out="runs/mine") as w: ...``.
 
     See `Watch` for the keyword arguments (name, alarm, probes, every, expensive_every, evaluate_every,
-    batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
+    budget (share of the step time the online rules may take, default 0.02; None: every `evaluate_every`
+    steps whatever it costs), batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
     """
     return Watch(model, optimizer, out, **kwargs)

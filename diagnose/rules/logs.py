@@ -113,7 +113,7 @@ def _context(df: pd.DataFrame, c: int, evidence: dict) -> str:
         evidence["logit_scale"] = {"last": _r(s), "loss_floor": _r(floor), "points": len(scale)}
         msg += f" The logged logit scale ends at {s:.3g}: the lowest loss it allows is ln(1 + {c - 1}·e^(-2·{s:.3g})) = {floor:.3f}"
         if floor >= math.log(c) * (1 - CHANCE_REL_TOL):
-            msg += f", itself at chance: the temperature alone keeps the softmax from being confident (raise the logit scale)."
+            msg += ", itself at chance: the temperature alone keeps the softmax from being confident (raise the logit scale)."
         else:
             msg += f", far below ln {c}: the temperature does not explain the loss at chance."
     rec = [f for f in _recall_vs_size(df) if f["random"]]

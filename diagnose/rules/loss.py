@@ -6,9 +6,9 @@ import math
 
 import pandas as pd
 
-from ..definitions import CHANCE_REL_TOL, relative_gap
+from ..definitions import CHANCE_REL_TOL, LEARNED_RECALL_FACTOR, at_chance, relative_gap
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, rnd, series, span, targets, window
+from .base import Emit, Rule, RunContext, end_loss, primary_component, rnd, series, span, targets, window
 from .gradients import SETTLED_CUMULATIVE_UPDATE, settled
 
 # Contrastive negatives per row (B - 1): SimCLR (Chen et al. 2020, fig. 9) still learns at batch 256
@@ -128,3 +128,63 @@ def temperature_findings(run: str, scale: float, cap: float | None, evidence: di
                         "Check the temperature init (open_clip: ln(1/0.07)) and its lr; a model that lowers the loss by "
                         "flattening the softmax points at collapse or misaligned pairs.", target)]
     return []
+
+
+LOGITS = "logits.image_to_text"  # the contrastive logits passed to observe (probes.entropy)
+
+
+def in_batch_top1(df: pd.DataFrame) -> float:
+    """End-of-run mean share of rows whose positive has the largest logit (NaN when not recorded)."""
+    acc = series(df, "softmax_entropy", LOGITS, "top1_acc")
+    return float(window(acc).mean()) if len(acc) else float("nan")
+
+
+def ranking_learned(df: pd.DataFrame, ln_b: float) -> bool:
+    """In-batch top-1 at least LEARNED_RECALL_FACTOR x chance (1/B with B = exp(chance loss))."""
+    top1 = in_batch_top1(df)
+    return math.isfinite(top1) and math.isfinite(ln_b) and top1 >= LEARNED_RECALL_FACTOR / math.exp(ln_b)
+
+
+class FlatLogits(Rule):
+    """The logits rank the positive first far more often than chance, yet the loss sits at ln(B).
+
+    Mechanism: cross-entropy sees the softmax of the logits, retrieval only their order. When the order
+    is right in many rows (in-batch top-1 at least LEARNED_RECALL_FACTOR x chance 1/B, the bar the
+    project uses for "retrieval learned") while the loss stays in the at-chance band, the softmax is
+    nearly uniform over logits that differ by almost nothing: their spread, set by the logit scale
+    (temperature), is too small. The pairs carry signal (the ranking found it) and the gradient reaches
+    the encoders (the ranking moved), so neither misaligned pairs nor a cut gradient explain it.
+    """
+
+    topic = "loss"
+    emits = (Emit("logits_flat", ("error",), "temperature", 1),)
+    needs = (("softmax_entropy", "top1_acc"), ("loss_split", "value"), ("loss_split", "chance"))
+    thresholds = {"LEARNED_RECALL_FACTOR": LEARNED_RECALL_FACTOR, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+
+    # no alarm gate (Rule.alarm: always): unlike a loss at ln(B), this state is not the initial one; a
+    # ranking 10x better than chance is itself evidence that the weights moved (or came pretrained)
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        mean, ln_b = end_loss(df)
+        if not (at_chance(mean, ln_b) and ranking_learned(df, ln_b)):
+            return []
+        candidates, top1 = math.exp(ln_b), in_batch_top1(df)
+        prob = series(df, "softmax_entropy", LOGITS, "positive_prob_mean")
+        p_pos = float(window(prob).mean()) if len(prob) else float("nan")
+        comp = primary_component(df)
+        ev = {"component": comp, "loss_mean": rnd(mean), "chance_ln_B": rnd(ln_b), "top1_acc_end": rnd(top1),
+              "top1_chance": rnd(1 / candidates), "positive_prob_end": rnd(p_pos),
+              "positive_prob_times_candidates": rnd(p_pos * candidates, 3),
+              "window_steps": span(window(series(df, "softmax_entropy", LOGITS, "top1_acc")))}
+        scale = series(df, "loss_split", "extras", "logit_scale")
+        if len(scale):
+            ev["logit_scale_logged"] = rnd(scale.iloc[-1], 3)
+        return [Finding(
+            "logits_flat", "error", ctx.name,
+            f"the logits rank the matching caption first in {top1:.0%} of rows (chance {1 / candidates:.1%}), yet {comp} "
+            f"sits at ln(B) ({mean:.4f} vs {ln_b:.4f}): the softmax gives the positive {p_pos:.4f} = "
+            f"{p_pos * candidates:.2f}/B, almost uniform. The ranking is learned but the logits barely differ: their "
+            "scale (the temperature) is far too small for the softmax to become confident.", ev,
+            "Multiply the cosine similarities by the logit scale, logits = exp(t) * img @ txt.T with t initialised to "
+            "ln(1/0.07) (open_clip, OpenAI CLIP); a scale used as a divisor, or one near 0, keeps the loss at ln(B).",
+            LOGITS)]

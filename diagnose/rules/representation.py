@@ -9,6 +9,7 @@ from ..definitions import CHANCE_REL_TOL, at_chance, left_chance
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, targets, window
 from .gradients import SETTLED_CUMULATIVE_UPDATE, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update, settled
+from .loss import ranking_learned
 
 # Mean off-diagonal cosine of L2-normalised embeddings: isotropic random vectors give ~0 (±1/sqrt(D));
 # 0.95 means every embedding lies within ~18 degrees of one direction: retrieval can't separate them.
@@ -171,6 +172,8 @@ class ChanceNotCollapsed(Rule):
         layer_up = finite(select(df, "gradient_flow.layer", "update_to_param")["value"])
         layer_peak = float(layer_up.max()) if len(layer_up) else float("nan")
         if min(ranks.values()) < SPREAD_EFFECTIVE_RANK or not (UPDATE_RATIO_LOW <= peak) or layer_peak > UPDATE_RATIO_HIGH:
+            return []
+        if ranking_learned(df, ln_b):  # the logits order the pairs well: they do share signal (see logits_flat)
             return []
         comp = primary_component(df)
         values = series(df, "loss_split", comp, "value")

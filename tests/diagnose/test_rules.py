@@ -91,7 +91,15 @@ def components(a: float | list, b: float | list, chance: float = LN_B) -> pd.Dat
     return frame(loss("loss_clip", a, chance), loss("loss_mrl", b, chance))
 
 
+def ranked(top1_end: float, loss_end: float = LN_B, p_pos: float = 1.05 / B) -> pd.DataFrame:
+    """Contrastive logits whose in-batch top-1 reaches `top1_end` in the end window, and the loss."""
+    return frame(loss("loss_clip", tail(LN_B, loss_end)),
+                 rec("softmax_entropy", "logits.image_to_text", "top1_acc", tail(1 / B, top1_end)),
+                 rec("softmax_entropy", "logits.image_to_text", "positive_prob_mean", p_pos))
+
+
 TOL, CT = R.CHANCE_REL_TOL, R.COLLAPSE_COSINE
+TOP1_BAR = R.LEARNED_RECALL_FACTOR / B  # in-batch top-1 at which the ranking counts as learned
 
 # id -> list of (severity, rule, records, ctx) that must produce exactly that finding
 TRIGGERS = {
@@ -154,6 +162,8 @@ TRIGGERS = {
     "latent_scale_normalised": [("info", R.latent_scale_normalised,
                                  frame(latents(), rec("latent_stats", LATENT, "norm_gain", {0: 1.01 * R.NORM_GAIN_REMOVES_SCALE}),
                                        rec("latent_stats", LATENT, "post_norm_rms", {0: 1.0})), ctx())],
+    "logits_flat": [("error", R.flat_logits, ranked(1.01 * TOP1_BAR), ctx()),
+                    ("error", R.flat_logits, ranked(0.95, LN_B * (1 - 0.9 * TOL)), ctx())],
 }
 
 # id -> list of (rule, records, ctx): just on the healthy side of the threshold, so that id must not appear
@@ -230,6 +240,9 @@ NEAR_MISSES = {
     "latents_not_moving": [(R.latents_not_moving, latents(drift=[0.0] * R.LATENT_MIN_STEPS + [1.01 * R.LATENT_STILL]), ctx()),
                            # still, but too early to say it is not trained
                            (R.latents_not_moving, latents(drift=[0.0] * R.LATENT_MIN_STEPS), ctx())],
+    "logits_flat": [(R.flat_logits, ranked(0.99 * TOP1_BAR), ctx()),  # ranking not (yet) learned
+                    (R.flat_logits, ranked(0.95, LN_B * (1 - 1.01 * TOL)), ctx()),  # the loss left chance: not flat
+                    (R.flat_logits, loss("loss_clip", LN_B), ctx())],  # no logits recorded
     "latent_scale_normalised": [(R.latent_scale_normalised, frame(latents(), rec("latent_stats", LATENT, "norm_gain",
                                                                         {0: 0.99 * R.NORM_GAIN_REMOVES_SCALE, 5: 1e3})), ctx())],
 }
@@ -239,7 +252,7 @@ ALL_IDS = {
     "no_gradient", "dead_gradients", "vanishing_gradients", "exploding_gradients", "gradient_fall", "nonfinite_values",
     "update_ratio_high", "attention_uniform", "attention_entropy_collapse", "temperature_at_clamp",
     "temperature_toward_1", "loss_logging_inconsistent", "components_identical", "few_negatives", "latents_symmetric",
-    "latents_similar", "latents_not_moving", "latent_scale_normalised",
+    "latents_similar", "latents_not_moving", "latent_scale_normalised", "logits_flat",
 }
 
 

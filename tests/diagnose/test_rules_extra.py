@@ -11,7 +11,7 @@ import math
 from diagnose import rules as R
 from diagnose.rules import rank_root_causes
 
-from .test_rules import LN_B, N, B, ctx, frame, one, rec, tail
+from .test_rules import LN_B, N, B, ctx, frame, ids, one, rec, tail
 
 
 def _updates(peak: float) -> list:
@@ -84,6 +84,18 @@ def test_chance_not_collapsed_quiet_for_collapse_frozen_weights_huge_steps_or_le
     learning = frame(rec("loss_split", "loss_clip", "value", tail(LN_B, 0.5 * LN_B)), rec("loss_split", "loss_clip", "chance", LN_B),
                      rec("collapse", "image", "effective_rank", 8.0), rec("collapse", "text", "effective_rank", 8.0), *_updates(1e-2))
     assert R.chance_not_collapsed(learning, ctx()) == []
+
+
+def test_chance_not_collapsed_yields_to_a_learned_ranking():
+    # the logits order the pairs (in-batch top-1 at the learned bar): the pairs do share signal, so the
+    # loss at chance is a flat softmax (logits_flat, temperature), not misaligned pairs
+    bar = R.LEARNED_RECALL_FACTOR / B
+    run = _chance_run(R.SPREAD_EFFECTIVE_RANK * 2)
+    below = frame(run, rec("softmax_entropy", "logits.image_to_text", "top1_acc", 0.99 * bar))
+    above = frame(run, rec("softmax_entropy", "logits.image_to_text", "top1_acc", 1.01 * bar))
+    assert ids(R.chance_not_collapsed(below, ctx())) == ["chance_not_collapsed"]
+    assert R.chance_not_collapsed(above, ctx()) == []
+    assert ids(R.flat_logits(above, ctx())) == ["logits_flat"]
 
 
 # --- softmax_over_batch ----------------------------------------------------------------------------

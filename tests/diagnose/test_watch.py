@@ -182,3 +182,24 @@ def test_evaluation_budget_uses_the_median_step_time_and_leaves_out_its_own_cost
     monkeypatch.setattr(watcher, "time", types.SimpleNamespace(perf_counter=lambda: 13.0))
     w._time_step()
     assert w._intervals[-1] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("budget", [0, -0.1, float("nan"), float("inf"), "2%"])
+def test_an_invalid_evaluation_budget_is_a_clear_error(budget):
+    with pytest.raises(ValueError, match="budget="):
+        diagnose.watch(nn.Linear(2, 2), budget=budget)
+
+
+def test_budget_none_evaluates_the_rules_every_evaluate_every_steps(monkeypatch):
+    from diagnose import watcher
+
+    w = diagnose.watch(nn.Linear(2, 2), evaluate_every=5, budget=None)
+    w._step_time, w._eval_time = 1e-6, 1.0  # evaluation costs a million steps: no budget, no spacing
+    monkeypatch.setattr(watcher.Watch, "evaluate", lambda self: [])
+    w._observed = 5
+    w._maybe_evaluate(5)
+    assert w._next_eval == 10
+    budgeted = diagnose.watch(nn.Linear(2, 2), evaluate_every=5)
+    budgeted._step_time, budgeted._eval_time, budgeted._observed = 1e-3, 1.0, 5
+    budgeted._maybe_evaluate(5)
+    assert budgeted._next_eval == 5 + math.ceil(1.0 / (0.02 * 1e-3))
