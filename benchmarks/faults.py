@@ -3,13 +3,14 @@
 Every case of `benchmarks/faults/suite.yaml` is one instrumented run of a reference config with
 `--set`-style overrides (the same path as `diagnose gradflow`: `resolve_config` -> `run_instrumented`
 -> `runs.instrumented_summary`), so the benchmark reads only the findings and root causes a normal run writes.
-Runs execute in `--workers` spawned processes (one torch thread each when workers >= cores).
+Runs execute in `--workers` spawned processes (one torch thread each when workers >= cores), or as Ray
+tasks with `--executor ray [--ray-address ADDR] [--cpus-per-run C]` (pip install -e '.[ray]').
 
 Prints one JSON object: per case the findings raised, the ranked root causes, the top one and whether
 it matches; overall recall (expected finding ids raised / expected), top-1 root-cause accuracy, error
 findings on healthy runs (false alarms), wall time and the machine.
 
-Usage: python benchmarks/faults.py [--steps 60] [--scale small] [--workers 2] [--only NAME ...] [--out FILE]
+Usage: python benchmarks/faults.py [--steps 60] [--scale small] [--workers 2] [--executor local|ray] [--only NAME ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -40,12 +41,8 @@ def load_suite(path: Path = SUITE) -> list[dict]:
     return cases
 
 
-def run_case(case: dict, steps: int, scale: str, threads: int | None) -> dict:
-    """One instrumented run and its analysis; module-level so a worker process can run it."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
+def run_case(case: dict, steps: int, scale: str) -> dict:
+    """One instrumented run and its analysis; module-level so a worker process or a Ray task can run it."""
     from diagnose.runs import instrumented_summary, resolve_config, run_instrumented
 
     start = time.perf_counter()
@@ -60,7 +57,16 @@ def _finite(x: float) -> float | None:
     return round(float(x), 4) if math.isfinite(float(x)) else None
 
 
-def score(case: dict, out: dict) -> dict:
+def score(case: dict, out) -> dict:
+    from diagnose.executors import Failed
+
+    if isinstance(out, Failed):  # the run raised or its worker died: a miss, with its error line
+        row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"], "set": case["set"],
+               "verdict": "run failed", "error": out.error, "findings": [], "root_causes": [], "seconds": None}
+        if case["kind"] == "healthy":
+            return dict(row, error_findings=[], ok=False)
+        return dict(row, expected_findings=case["expect_findings"], expected_found=[], expected_cause=case["expect_cause"],
+                    top_cause=None, cause_match=False)
     findings, run = out["findings"], out["run"]
     ids = sorted({f["id"] for f in findings})
     errors = sorted({f["id"] for f in findings if f["severity"] == "error"})
@@ -85,6 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--scale", default="small")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--executor", choices=("local", "ray"), default="local")
+    ap.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a local instance)")
+    ap.add_argument("--cpus-per-run", type=int, default=1, help="CPUs each Ray task asks for")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--suite", type=Path, default=SUITE)
     ap.add_argument("--out", type=Path, default=None)
@@ -95,19 +104,15 @@ def main(argv: list[str] | None = None) -> dict:
         cases = [c for c in cases if c["name"] in args.only]
     # longest first (perceiver runs) so the workers finish together
     order = sorted(cases, key=lambda c: (c["config"] != "perceiver", c["name"]))
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
-    start = time.perf_counter()
-    if args.workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    from diagnose.executors import Job, make_executor
 
-        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
-            outs = list(pool.map(run_case, order, [args.steps] * len(order), [args.scale] * len(order),
-                                 [threads] * len(order)))
-    else:
-        outs = [run_case(c, args.steps, args.scale, None) for c in order]
+    start = time.perf_counter()
+    with make_executor(args.executor, args.workers, args.ray_address, args.cpus_per_run) as ex:
+        threads = ex.threads
+        outs = ex.run([Job(c["name"], run_case, (c, args.steps, args.scale)) for c in order],
+                      on_done=lambda name, _: print(f"done {name}", file=sys.stderr))
     wall = time.perf_counter() - start
-    rows = {c["name"]: score(c, o) for c, o in zip(order, outs)}
+    rows = {c["name"]: score(c, outs[c["name"]]) for c in order}
     rows = [rows[c["name"]] for c in cases]
     faults = [r for r in rows if r["kind"] == "fault"]
     healthy = [r for r in rows if r["kind"] == "healthy"]
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     found = sum(len(r["expected_found"]) for r in faults)
     result = {
         "benchmark": "faults",
-        "steps": args.steps, "scale": args.scale, "workers": args.workers, "threads_per_worker": threads,
+        "steps": args.steps, "scale": args.scale, "executor": args.executor, "workers": args.workers,
+        "threads_per_worker": threads,
         "cases": rows,
         "summary": {
             "faults": len(faults), "healthy_runs": len(healthy),
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
                             for r in faults if not r["cause_match"]},
             "false_alarms_healthy": sum(len(r["error_findings"]) for r in healthy),
             "false_alarm_runs": [r["name"] for r in healthy if not r["ok"]],
+            "failed_runs": {r["name"]: r["error"] for r in rows if r.get("error")},
             "wall_seconds": round(wall, 1),
         },
         "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),

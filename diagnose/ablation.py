@@ -15,7 +15,6 @@ Verdicts (numbers written beside each):
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +23,7 @@ import pandas as pd
 from reference_models import AlignmentConfig, config_from_dict
 
 from .analysis import analyse_run
+from .executors import Failed, Job, SerialExecutor, make_executor
 from .hypotheses import KNOWN_IDS, Hypothesis, catalogue
 from .runs import run_instrumented
 from .summary import RunSummary, Summary
@@ -45,75 +45,75 @@ def _with(cfg: AlignmentConfig, sets: list[str]) -> AlignmentConfig:
     return out
 
 
-def _one_run(cfg: AlignmentConfig, name: str, sets: list[str], steps: int, device: str, expensive_every: int,
-             threads: int | None) -> tuple[dict, pd.DataFrame]:
-    """One instrumented run; module-level so a worker process can execute it."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
+def _one_run(cfg: AlignmentConfig, name: str, sets: list[str], steps: int, device: str,
+             expensive_every: int) -> tuple[dict, pd.DataFrame]:
+    """One instrumented run; module-level so a worker process or a Ray task can execute it."""
     run, recs = run_instrumented(_with(cfg, sets), steps, device, name=name, expensive_every=expensive_every)
     summary = run.summary(kind="ablation")
     summary.overrides = sets
     return summary.to_dict(), recs.assign(run=name)
 
 
+class BaselineFailed(RuntimeError):
+    """The baseline run failed: there is nothing to compare the fixes with."""
+
+
 def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] | None = None,
-                 progress: Callable[[str], object] | None = None, expensive_every: int = 10,
-                 workers: int = 1) -> Ablation:
-    """`workers` > 1 runs independent runs in that many processes (one thread each share the cores)."""
-    runs: dict[str, dict] = {}
-    frames: list[pd.DataFrame] = []
-    pool = None
-    if workers > 1 and device == "cpu":
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+                 progress: Callable[[str, object], object] | None = None, expensive_every: int = 10,
+                 workers: int = 1, executor: SerialExecutor | None = None) -> Ablation:
+    """Runs go to `executor` (default: `workers` local processes on CPU, this process otherwise).
 
-        import signal
-
-        # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
-        # Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the driver alone
-        # reports it (one line), instead of every worker printing a traceback
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                   initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
-    threads = max(1, (os.cpu_count() or 1) // workers) if pool else None
+    `progress(name, result)` is called as each run finishes, with its summary dict or a `Failed`. A run
+    that fails is reported in `summary.sections["ablation"]["failed_runs"]` and the others go on; a
+    failed baseline raises `BaselineFailed`."""
+    own = executor is None
+    if own:
+        executor = make_executor("local", workers if device == "cpu" else 1)
     try:
-        return _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, pool, threads)
+        return _ablate(cfg, steps, device, only, progress, expensive_every, executor)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        if own:
+            executor.close()
 
 
-def _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, pool, threads) -> Ablation:
-    if only and set(only) - set(KNOWN_IDS):
-        from reference_models import ConfigError
+def _check_only(only: list[str] | None, hyps: list[Hypothesis] | None = None) -> None:
+    from reference_models import ConfigError
 
+    if hyps is None and only and set(only) - set(KNOWN_IDS):
         raise ConfigError(f"--fix: unknown hypothesis {', '.join(sorted(set(only) - set(KNOWN_IDS)))}; known: {', '.join(KNOWN_IDS)}")
+    if hyps is not None and only and set(only) - {h.id for h in hyps}:
+        unknown = sorted(set(only) - {h.id for h in hyps})
+        raise ConfigError(f"--fix: unknown or not applicable {', '.join(unknown)}; available: {', '.join(h.id for h in hyps)}")
 
-    def execute_many(jobs: list[tuple[str, list[str]]]) -> list[dict]:
-        todo = [(n, s) for n, s in dict(jobs).items() if n not in runs]
-        for name, _ in todo:
-            if progress:
-                progress(name)
-        args = [(cfg, n, s, steps, device, expensive_every, threads) for n, s in todo]
-        results = list(pool.map(_one_run, *zip(*args))) if pool is not None and len(args) > 1 else [_one_run(*a) for a in args]
-        for (name, _), (d, recs) in zip(todo, results):
-            runs[name] = d
-            frames.append(recs)
-        return [runs[n] for n, _ in jobs]
 
-    def execute(name: str, sets: list[str]) -> dict:
-        return execute_many([(name, sets)])[0]
+def _ablate(cfg, steps, device, only, progress, expensive_every, executor: SerialExecutor) -> Ablation:
+    _check_only(only)
+    runs: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    submitted: list[str] = []  # the report lists runs in this order, whichever finished first
 
-    base = execute("baseline", [])
-    base_findings = analyse_run(RunSummary.from_dict(base), pd.concat(frames, ignore_index=True))
+    def done(name: str, result) -> None:
+        if isinstance(result, Failed):
+            failed[name] = result.error
+        else:
+            runs[name], frames[name] = result
+        if progress:
+            progress(name, runs.get(name) or result)
+
+    def execute_many(jobs: list[tuple[str, list[str]]]) -> list[dict | None]:
+        todo = [(n, s) for n, s in dict(jobs).items() if n not in runs and n not in failed]
+        submitted.extend(n for n, _ in todo)
+        executor.run([Job(n, _one_run, (cfg, n, s, steps, device, expensive_every)) for n, s in todo], on_done=done)
+        return [runs.get(n) for n, _ in jobs]
+
+    base = execute_many([("baseline", [])])[0]
+    if base is None:
+        raise BaselineFailed(f"the baseline run failed: {failed['baseline']}")
+    base_findings = analyse_run(RunSummary.from_dict(base), frames["baseline"])
     hyps = catalogue(cfg, base_findings, steps)
     if only:
-        unknown = sorted(set(only) - {h.id for h in hyps})
-        if unknown:
-            from reference_models import ConfigError
-
-            raise ConfigError(f"--fix: unknown or not applicable {', '.join(unknown)}; available: {', '.join(h.id for h in hyps)}")
+        _check_only(only, hyps)
         hyps = [h for h in hyps if h.id in only or not h.fix]
     with_run = [h for h in hyps if h.fix]
     jobs = [(f"fix:{h.id}", h.fix) for h in with_run]
@@ -121,18 +121,20 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, runs, frames, p
         jobs.append(("all fixes", [s for h in with_run for s in h.fix]))
     execute_many(jobs)
     search = {"needed": False, "runs": 0, "set": [], "learned": None}
-    single_ok = [h.id for h in with_run if runs[f"fix:{h.id}"]["verdict"]["learned"]]
+    single_ok = [h.id for h in with_run if f"fix:{h.id}" in runs and runs[f"fix:{h.id}"]["verdict"]["learned"]]
     if not base["verdict"]["learned"] and not single_ok and with_run:
         search = _greedy(with_run, runs, execute_many)
-    records = pd.concat(frames, ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
-    hypotheses = [_decide(h, base, runs, records, search) for h in hyps]
-    run_list = [RunSummary.from_dict(r) for r in runs.values()]
+    order = [n for n in submitted if n in runs]
+    records = pd.concat([frames[n] for n in order], ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
+    hypotheses = [_decide(h, base, runs, records, search, failed) for h in hyps]
+    run_list = [RunSummary.from_dict(runs[n]) for n in order]
     findings = []
     for run in run_list:  # every run gets its verdict and root causes; the findings shown are the baseline's
         found = analyse_run(run, records[records["run"] == run.name])
         findings += found if run.name == "baseline" else []
     summary = Summary(run_list, findings, hypotheses, sections={"ablation": {
         "baseline_learned": base["verdict"]["learned"], "steps": steps, "scale": cfg.scale, "runs_executed": len(runs),
+        "executor": executor.name, "complete": not failed, "failed_runs": dict(failed),
         "single_fixes_that_restore_learning": single_ok, "minimal_set_search": search}})
     return Ablation(summary, records)
 
@@ -150,11 +152,15 @@ def _greedy(hyps: list[Hypothesis], runs: dict, execute_many) -> dict:
             combo = chosen + [h]
             jobs.append(("fix:" + "+".join(x.id for x in combo), [s for x in combo for s in x.fix]))
         for h, d in zip(remaining, execute_many(jobs)):
+            if d is None:  # the run failed: this combination cannot be judged
+                continue
             score = d["verdict"]["loss_over_chance"] if d["verdict"]["loss_over_chance"] is not None else math.inf
             if score < best_score:
                 best, best_score, best_run = h, score, d
         if best is None:  # every candidate diverged: take them in catalogue order
-            best, best_run = remaining[0], runs[jobs[0][0]]
+            best, best_run = remaining[0], runs.get(jobs[0][0])
+        if best_run is None:  # every candidate run failed: the search stops, incomplete
+            break
         chosen.append(best)
         remaining.remove(best)
         trail.append({"added": best.id, "run": best_run["name"], "loss_over_lnB": round(best_score, 4),
@@ -173,7 +179,7 @@ def _numbers(run: dict) -> dict:
             "r@1": round(r["r@1"], 4), "chance@1": round(r["chance@1"], 5), "label": run["verdict"]["label"]}
 
 
-def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search: dict) -> dict:
+def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search: dict, failed: dict[str, str]) -> dict:
     base_recs = records[records["run"] == "baseline"]
     out = {"id": h.id, "claim": h.claim, "source": h.source, "fix": h.fix, "fix_text": h.fix_text,
            "mechanism_claimed": h.mechanism}
@@ -183,6 +189,12 @@ def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search
         out["evidence"] = {"mechanism": mech["numbers"], "baseline": _numbers(base)}
         out["summary"] = mech["text"]
         out["mechanism"] = "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
+        return out
+    if f"fix:{h.id}" in failed:
+        error = failed[f"fix:{h.id}"]
+        out.update({"verdict": "failed", "mechanism": "not measured", "reason": f"the run with the fix failed: {error}",
+                    "evidence": {"baseline": _numbers(base), "error": error},
+                    "summary": f"not decided: the run with the fix failed ({error})"})
         return out
     fixed = runs[f"fix:{h.id}"]
     fixed_recs = records[records["run"] == fixed["name"]]

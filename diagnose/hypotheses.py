@@ -62,12 +62,22 @@ def _r(x: float, n: int = 4) -> float | None:
 # --- mechanism checks ----------------------------------------------------------------------------
 
 
-def check_latent_init(base, fixed, base_run, fixed_run) -> dict:
+def _latent_std(n: int, d: int, mode: str, std: float, seed: int) -> float:
+    """Std of one latent init drawn from the run's seed (not the process's RNG state: the same number
+    whichever process or machine ran the ablation's runs)."""
+    import torch
+
     from reference_models.perceiver import init_latents
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return float(init_latents(n, d, mode, std).detach().std())
+
+
+def check_latent_init(base, fixed, base_run, fixed_run) -> dict:
     cfg = base_run["resolved_config"]["vision_encoder"]
     n, d = cfg["perceiver_num_latents"], cfg["perceiver_latent_dim"]
-    stds = {mode: float(init_latents(n, d, mode, cfg["perceiver_latent_init_std"]).detach().std())
+    stds = {mode: _latent_std(n, d, mode, cfg["perceiver_latent_init_std"], base_run["resolved_config"].get("seed", 0))
             for mode in ("seed", "normal", "randn")}
     e0b = _mean_over(base, "softmax_entropy", "entropy_mean", "cross_attn", step=0)
     e0f = _mean_over(fixed, "softmax_entropy", "entropy_mean", "cross_attn", step=0)

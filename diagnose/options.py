@@ -26,6 +26,34 @@ def check_fail_on(fail_on: str) -> None:
         raise ConfigError(f"--fail-on '{fail_on}': expected one of info, warning, error")
 
 
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where runs execute: local (worker processes on this machine) or ray (Ray tasks; pip install -e '.[ray]').")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray instance.")]
+CpusPerRunOpt = Annotated[int, typer.Option("--cpus-per-run", min=1, help="CPUs each Ray task asks for (torch threads per run).")]
+GpusPerRunOpt = Annotated[float, typer.Option("--gpus-per-run", min=0, help="GPUs each Ray task asks for (with --device cuda).")]
+EXIT_INCOMPLETE = 4  # the report is written, but some of its runs failed (each named with its error line)
+
+
+def make_run_executor(executor: str, workers: int, device: str, ray_address: str | None, cpus_per_run: int,
+                      gpus_per_run: float):
+    """The executor an ablation-style command asked for; a bad choice or a missing Ray is one line, exit 2."""
+    from reference_models.config import ConfigError
+
+    from .executors import EXECUTORS, make_executor
+
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if executor != "ray" and (ray_address or gpus_per_run):
+        raise ConfigError("--ray-address/--gpus-per-run: only with --executor ray")
+    if gpus_per_run and device == "cpu":
+        raise ConfigError(f"--gpus-per-run {gpus_per_run:g} with --device cpu: pass --device cuda for runs on GPUs")
+    try:
+        return make_executor(executor, workers if device == "cpu" else 1, ray_address, cpus_per_run, gpus_per_run)
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from None
+    except ConnectionError as exc:
+        raise ConfigError(f"--ray-address {ray_address}: cannot connect ({exc})") from None
+
+
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error.")]
 
 SEED_RANGE = 2**32  # numpy's and most data loaders' seed range; torch accepts more, but a seed must replay everywhere

@@ -141,10 +141,12 @@ def answer_section(summary: dict) -> list[str]:
                      f"({search.get('runs')} extra runs).")
     if not confirmed and not search.get("needed") and not ab.get("baseline_learned"):
         lines.append("- No tested fix restores learning.")
-    for label in ("refuted", "inconclusive"):
+    for label in ("refuted", "inconclusive", "failed"):
         ids = [f"`{h['id']}`" for h in hyps if h["verdict"] == label]
         if ids:
             lines.append(f"- {label.capitalize()}: {', '.join(ids)}.")
+    for name, error in (ab.get("failed_runs") or {}).items():
+        lines.append(f"- **Incomplete: run `{name}` failed** — {error}. Its verdicts are not decided; rerun the ablation.")
     lines.append(f"- How sure: each verdict compares a run with only that change against the baseline, same data and seed, "
                  f"{ab['steps']} steps at scale `{ab['scale']}`; learned means final CLIP loss < "
                  f"{base['verdict']['margins']['loss_fraction_of_lnB']} x ln(B) and held-out R@1 >= "

@@ -8,9 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..ablation import run_ablation
-from ..console import console
-from ..options import ConfigOpt, DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out
+from ..ablation import BaselineFailed, run_ablation
+from ..console import console, fail
+from ..executors import Failed
+from ..options import (EXIT_INCOMPLETE, ConfigOpt, CpusPerRunOpt, DeviceOpt, ExecutorOpt, FailOnOpt, GpusPerRunOpt, OutOpt,
+                       QuietOpt, RayAddressOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out, make_run_executor)
 from ..rundir import write_run_dir
 from ..runs import command_line, environment, resolve_config
 
@@ -31,6 +33,10 @@ def ablate_command(
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
     workers: WorkersOpt = 2,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    cpus_per_run: CpusPerRunOpt = 1,
+    gpus_per_run: GpusPerRunOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them."""
@@ -40,11 +46,22 @@ def ablate_command(
     out = out or Path("runs") / f"ablate-{cfg.name}-{cfg.scale}"
     check_out(out)
 
-    def note(name: str) -> None:
-        if not quiet:
-            console.print(f"run {name} ({steps} steps, scale {cfg.scale})", markup=False)
+    def note(name: str, result) -> None:
+        if isinstance(result, Failed):
+            console.print(f"run {name}: FAILED: {result.error}", markup=False)
+        elif not quiet:
+            v = result["verdict"]
+            console.print(f"run {name}: {v['label']} (CLIP loss {result['final_loss'].get('loss_clip', float('nan')):.3f} vs "
+                          f"ln(B) {result['chance_loss']:.3f}; {steps} steps, scale {cfg.scale})", markup=False)
 
-    ab = run_ablation(cfg, steps, device, only=fix, progress=note, workers=min(workers, os.cpu_count() or 1))
+    if not quiet:
+        console.print(f"ablation of {cfg.name}: runs on executor {executor}", markup=False)
+    with make_run_executor(executor, min(workers, os.cpu_count() or 1), device, ray_address, cpus_per_run, gpus_per_run) as ex:
+        try:
+            ab = run_ablation(cfg, steps, device, only=fix, progress=note, executor=ex)
+        except BaselineFailed as exc:
+            fail(f"{exc}; nothing written")
+            raise typer.Exit(EXIT_INCOMPLETE) from None
     summary = ab.summary
     summary.command, summary.environment = command_line(), environment()
     write_run_dir(out, summary, ab.records, title=f"Ablation: {cfg.name}")
@@ -54,5 +71,9 @@ def ablate_command(
     if search.get("needed"):
         console.print(f"minimal fix set (greedy): {search['set']} learned={search['learned']} ({search['runs']} extra runs)")
     console.print(f"report: {out / 'report.md'}", markup=False)
+    failed = summary.sections["ablation"]["failed_runs"]
+    if failed:  # the report is written and says which runs failed; the exit code says it is incomplete
+        fail(f"ablation incomplete: {len(failed)} run(s) failed ({', '.join(failed)}); see {out / 'report.md'}")
+        raise typer.Exit(EXIT_INCOMPLETE)
     # exit code: the baseline's findings decide, as for gradflow
     raise typer.Exit(summary.exit_code(fail_on))

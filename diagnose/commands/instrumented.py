@@ -12,10 +12,12 @@ from reference_models import build_model
 from ..console import console, progress
 from ..distributed import agree_exit, is_writer
 from ..io import load_into, load_state_dict
-from ..options import DeviceOpt, FailOnOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out
+from ..executors import Failed, Job
+from ..options import (EXIT_INCOMPLETE, CpusPerRunOpt, DeviceOpt, ExecutorOpt, FailOnOpt, GpusPerRunOpt, OutOpt, QuietOpt,
+                       RayAddressOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out, make_run_executor)
 from ..rundir import rebuild, write_run_dir
-from ..runs import ProgressCallback, instrumented_summary, resolve_config, run_instrumented
-from ..summary import Summary
+from ..runs import ProgressCallback, command_line, environment, instrumented_summary, resolve_config, run_instrumented
+from ..summary import RunSummary, Summary
 from .offline_report import print_root_causes
 
 DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
@@ -46,6 +48,35 @@ def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
         load_into(model, load_state_dict(checkpoint), str(checkpoint))
     with progress(label, steps, quiet) as ticker:
         return run_instrumented(cfg, steps, device, [ProgressCallback(ticker)], name=label, model=model)
+
+
+def compare_run(cfg, steps: int, device: str, name: str) -> tuple[dict, object]:
+    """One side of `compare` in a worker process or a Ray task: its summary and records come back."""
+    run, records = run_instrumented(cfg, steps, device, name=name)
+    return run.summary().to_dict(), records.assign(run=name)
+
+
+def _compare_on_executor(cfgs, names, steps, device, quiet, ex) -> tuple[Summary, object]:
+    import pandas as pd
+
+    from ..analysis import analyse
+
+    def done(name, result) -> None:
+        if isinstance(result, Failed):
+            console.print(f"run {name}: FAILED: {result.error}", markup=False)
+        elif not quiet:
+            console.print(f"run {name}: {result[0]['verdict']['label']}", markup=False)
+
+    results = ex.run([Job(n, compare_run, (c, steps, device, n)) for c, n in zip(cfgs, names)], on_done=done)
+    failed = {n: r.error for n, r in results.items() if isinstance(r, Failed)}
+    if failed:  # a comparison with one side missing answers nothing
+        from ..console import fail
+
+        fail("compare: " + "; ".join(f"run {n} failed: {e}" for n, e in failed.items()) + "; nothing written")
+        raise typer.Exit(EXIT_INCOMPLETE)
+    records = pd.concat([results[n][1] for n in names], ignore_index=True)
+    summary = Summary([RunSummary.from_dict(results[n][0]) for n in names], command=command_line(), environment=environment())
+    return analyse(summary, records), records
 
 
 def gradflow_command(
@@ -84,6 +115,11 @@ def compare_command(
     out: OutOpt = None,
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Run the two configs in parallel processes (2) or one after the other (1).")] = 1,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    cpus_per_run: CpusPerRunOpt = 1,
+    gpus_per_run: GpusPerRunOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Run two configs on identical data and seed, side by side, and report both."""
@@ -95,8 +131,12 @@ def compare_command(
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"compare-{name_a}-{name_b}-{cfg_a.scale}"
     check_out(out)
-    runs = [_instrumented(cfg_a, steps, device, quiet, name_a), _instrumented(cfg_b, steps, device, quiet, name_b)]
-    summary, records = instrumented_summary(runs)
+    if executor == "local" and workers == 1 and not (ray_address or gpus_per_run):  # in this process, with progress bars
+        runs = [_instrumented(cfg_a, steps, device, quiet, name_a), _instrumented(cfg_b, steps, device, quiet, name_b)]
+        summary, records = instrumented_summary(runs)
+    else:
+        with make_run_executor(executor, workers, device, ray_address, cpus_per_run, gpus_per_run) as ex:
+            summary, records = _compare_on_executor([cfg_a, cfg_b], [name_a, name_b], steps, device, quiet, ex)
     if (out / "ablation" / "report.md").is_file():
         summary.sections["ablation_report"] = "ablation/report.md"
     write_run_dir(out, summary, records)

@@ -12,8 +12,8 @@ from diagnose.integrations import require
 
 
 def test_import_diagnose_imports_no_framework():
-    code = ("import sys, diagnose; print(sorted(({m.split('.')[0] for m in sys.modules} & "
-            "{'lightning', 'pytorch_lightning', 'wandb', 'accelerate', 'tensorboard'}) | "
+    code = ("import sys, diagnose, diagnose.cli; print(sorted(({m.split('.')[0] for m in sys.modules} & "
+            "{'lightning', 'pytorch_lightning', 'wandb', 'accelerate', 'tensorboard', 'ray'}) | "
             "({'diagnose.integrations'} & set(sys.modules))))")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

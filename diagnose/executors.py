@@ -1,0 +1,189 @@
+"""Where independent runs execute: in this process, in local worker processes, or as Ray tasks.
+
+Every executor takes the same jobs (a name, a module-level function, its arguments) and hands back,
+for each job, either its result or a `Failed` with one error line; a job that raises, a worker that
+dies (out of memory, killed) or a lost Ray node fails that job only, and the others go on. Results
+reach the driver, which alone writes the run directory, so the report does not depend on where the
+runs executed. Each job runs with a fixed number of torch threads (the CPUs it asked for), so the same
+job gives the same numbers under every executor.
+
+    with make_executor("ray", address="auto", gpus_per_run=1) as ex:
+        results = ex.run([Job("baseline", fn, (cfg,)), ...], on_done=print)
+
+Ray is an optional extra (`pip install -e '.[ray]'`); `local` and `serial` need nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    fn: Callable[..., Any]
+    args: tuple = ()
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A job that did not return: `error` is one line (`<type>: <message>`)."""
+
+    name: str
+    error: str
+
+
+def error_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def call_with_threads(fn: Callable[..., Any], args: tuple, threads: int | None) -> Any:
+    """Run one job with `threads` torch threads; module-level so worker processes and Ray can run it."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return fn(*args)
+
+
+OnDone = Callable[[str, Any], object]
+
+
+class SerialExecutor:
+    """Jobs one after another in this process (the default for one worker)."""
+
+    name = "serial"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for job in jobs:
+            try:
+                results[job.name] = call_with_threads(job.fn, job.args, self.threads)
+            except Exception as exc:  # noqa: BLE001 - one run's failure is that run's result
+                results[job.name] = Failed(job.name, error_line(exc))
+            if on_done:
+                on_done(job.name, results[job.name])
+        return results
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalExecutor(SerialExecutor):
+    """Jobs in `workers` spawned processes on this machine, `cpu_count // workers` torch threads each."""
+
+    name = "local"
+
+    def __init__(self, workers: int):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        super().__init__(max(1, (os.cpu_count() or 1) // workers))
+        # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
+        # Workers ignore SIGINT: Ctrl-C reaches the whole process group and the driver alone reports it
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                        initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+
+    def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
+        from concurrent.futures import as_completed
+
+        if len(jobs) == 1:  # not worth a process hop
+            return super().run(jobs, on_done)
+        futures = {self.pool.submit(call_with_threads, j.fn, j.args, self.threads): j.name for j in jobs}
+        results: dict[str, Any] = {}
+        try:
+            for fut in as_completed(futures):
+                name = futures[fut]
+                try:
+                    results[name] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - includes BrokenProcessPool: a worker died
+                    results[name] = Failed(name, error_line(exc))
+                if on_done:
+                    on_done(name, results[name])
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        return {j.name: results[j.name] for j in jobs}
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+class RayExecutor(SerialExecutor):
+    """Each job a Ray task asking for `cpus_per_run` CPUs and `gpus_per_run` GPUs.
+
+    `address` None starts a local Ray instance (stopped again on close); "auto" or "ray://host:10001"
+    joins an existing cluster. A Ray instance already initialised in this process is used as it is.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus_per_run: int = 1, gpus_per_run: float = 0):
+        from .integrations import require
+
+        self.ray = require("ray", "ray", "--executor ray")
+        super().__init__(cpus_per_run)
+        self.started = False
+        if not self.ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
+            if address is None:
+                kwargs["num_cpus"] = os.cpu_count() or 1
+            self.ray.init(address=address, **kwargs)
+            self.started = True
+        self.remote = self.ray.remote(call_with_threads).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                                                 max_retries=0)
+
+    def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
+        ray = self.ray
+        refs = {self.remote.remote(j.fn, j.args, self.threads): j.name for j in jobs}
+        pending, results = list(refs), {}
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                name = refs[done[0]]
+                try:
+                    results[name] = ray.get(done[0])
+                except ray.exceptions.RayTaskError as exc:  # the job raised: report its own exception
+                    cause = getattr(exc, "cause", None)
+                    results[name] = Failed(name, error_line(cause) if cause is not None else error_line(exc))
+                except Exception as exc:  # noqa: BLE001 - worker crashed, out of memory, node lost
+                    results[name] = Failed(name, error_line(exc))
+                if on_done:
+                    on_done(name, results[name])
+        except BaseException:  # Ctrl-C (or anything else): cancel what is still queued or running
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        return {j.name: results[j.name] for j in jobs}
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+
+def make_executor(kind: str = "local", workers: int = 1, address: str | None = None, cpus_per_run: int = 1,
+                  gpus_per_run: float = 0) -> SerialExecutor:
+    """`local` with one worker runs in this process; `ray` needs the `ray` extra (ImportError otherwise)."""
+    if kind == "ray":
+        return RayExecutor(address, cpus_per_run, gpus_per_run)
+    if kind != "local":
+        raise ValueError(f"--executor {kind!r}: expected one of {', '.join(EXECUTORS)}")
+    workers = max(1, min(workers, os.cpu_count() or 1))
+    return LocalExecutor(workers) if workers > 1 else SerialExecutor()
