@@ -24,6 +24,7 @@ from reference_models import AlignmentConfig, config_from_dict
 
 from .analysis import analyse_run
 from .executors import Failed, Job, SerialExecutor, make_executor
+from .seeds import refresh_seed_section, seeded_name, with_seed
 from .hypotheses import KNOWN_IDS, Hypothesis, catalogue
 from .runs import run_instrumented
 from .summary import RunSummary, Summary
@@ -60,8 +61,12 @@ class BaselineFailed(RuntimeError):
 
 def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] | None = None,
                  progress: Callable[[str, object], object] | None = None, expensive_every: int = 10,
-                 workers: int = 1, executor: SerialExecutor | None = None) -> Ablation:
+                 workers: int = 1, executor: SerialExecutor | None = None, seeds: list[int] | None = None) -> Ablation:
     """Runs go to `executor` (default: `workers` local processes on CPU, this process otherwise).
+
+    `seeds` (default: the config's seed alone) repeats the baseline and every fix run on each seed; a
+    hypothesis is confirmed (refuted) only when the runs of a majority of the seeds say so, and the
+    report gives the count. The catalogue and the minimal-set search come from the first seed.
 
     `progress(name, result)` is called as each run finishes, with its summary dict or a `Failed`. A run
     that fails is reported in `summary.sections["ablation"]["failed_runs"]` and the others go on; a
@@ -70,7 +75,7 @@ def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] 
     if own:
         executor = make_executor("local", workers if device == "cpu" else 1)
     try:
-        return _ablate(cfg, steps, device, only, progress, expensive_every, executor)
+        return _ablate(cfg, steps, device, only, progress, expensive_every, executor, seeds or [cfg.seed])
     finally:
         if own:
             executor.close()
@@ -86,12 +91,14 @@ def _check_only(only: list[str] | None, hyps: list[Hypothesis] | None = None) ->
         raise ConfigError(f"--fix: unknown or not applicable {', '.join(unknown)}; available: {', '.join(h.id for h in hyps)}")
 
 
-def _ablate(cfg, steps, device, only, progress, expensive_every, executor: SerialExecutor) -> Ablation:
+def _ablate(cfg, steps, device, only, progress, expensive_every, executor: SerialExecutor, seeds: list[int]) -> Ablation:
     _check_only(only)
-    runs: dict[str, dict] = {}
+    first = seeds[0]
+    runs: dict[str, dict] = {}  # by run name: "fix:x" for the first seed, "fix:x (seed 1)" for the others
     failed: dict[str, str] = {}
     frames: dict[str, pd.DataFrame] = {}
     submitted: list[str] = []  # the report lists runs in this order, whichever finished first
+    replicated: list[str] = []  # job names run on every seed
 
     def done(name: str, result) -> None:
         if isinstance(result, Failed):
@@ -101,13 +108,18 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, executor: Seria
         if progress:
             progress(name, runs.get(name) or result)
 
-    def execute_many(jobs: list[tuple[str, list[str]]]) -> list[dict | None]:
-        todo = [(n, s) for n, s in dict(jobs).items() if n not in runs and n not in failed]
-        submitted.extend(n for n, _ in todo)
-        executor.run([Job(n, _one_run, (cfg, n, s, steps, device, expensive_every)) for n, s in todo], on_done=done)
+    def execute_many(jobs: list[tuple[str, list[str]]], every_seed: bool = False) -> list[dict | None]:
+        """Run what has not run yet; returns the first seed's run of each job (None: it failed)."""
+        todo = [(seeded_name(n, sd, first), sets, sd) for n, sets in dict(jobs).items()
+                for sd in (seeds if every_seed else [first])]
+        todo = [t for t in todo if t[0] not in runs and t[0] not in failed]
+        submitted.extend(t[0] for t in todo)
+        replicated.extend(n for n, _ in jobs if every_seed)
+        executor.run([Job(full, _one_run, (with_seed(cfg, sd), full, sets, steps, device, expensive_every))
+                      for full, sets, sd in todo], on_done=done)
         return [runs.get(n) for n, _ in jobs]
 
-    base = execute_many([("baseline", [])])[0]
+    base = execute_many([("baseline", [])], every_seed=True)[0]
     if base is None:
         raise BaselineFailed(f"the baseline run failed: {failed['baseline']}")
     base_findings = analyse_run(RunSummary.from_dict(base), frames["baseline"])
@@ -119,14 +131,14 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, executor: Seria
     jobs = [(f"fix:{h.id}", h.fix) for h in with_run]
     if len(with_run) > 1:
         jobs.append(("all fixes", [s for h in with_run for s in h.fix]))
-    execute_many(jobs)
+    execute_many(jobs, every_seed=True)
     search = {"needed": False, "runs": 0, "set": [], "learned": None}
     single_ok = [h.id for h in with_run if f"fix:{h.id}" in runs and runs[f"fix:{h.id}"]["verdict"]["learned"]]
     if not base["verdict"]["learned"] and not single_ok and with_run:
         search = _greedy(with_run, runs, execute_many)
     order = [n for n in submitted if n in runs]
     records = pd.concat([frames[n] for n in order], ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
-    hypotheses = [_decide(h, base, runs, records, search, failed) for h in hyps]
+    hypotheses = _decide_over_seeds(hyps, runs, failed, records, search, seeds)
     run_list = [RunSummary.from_dict(runs[n]) for n in order]
     findings = []
     for run in run_list:  # every run gets its verdict and root causes; the findings shown are the baseline's
@@ -134,9 +146,56 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, executor: Seria
         findings += found if run.name == "baseline" else []
     summary = Summary(run_list, findings, hypotheses, sections={"ablation": {
         "baseline_learned": base["verdict"]["learned"], "steps": steps, "scale": cfg.scale, "runs_executed": len(runs),
-        "executor": executor.name, "complete": not failed, "failed_runs": dict(failed),
+        "seeds": list(seeds), "executor": executor.name, "complete": not failed, "failed_runs": dict(failed),
         "single_fixes_that_restore_learning": single_ok, "minimal_set_search": search}})
+    if len(seeds) > 1:
+        summary.sections["seeds"] = {n: {"runs": [seeded_name(n, sd, first) for sd in seeds]} for n in dict.fromkeys(replicated)}
+        refresh_seed_section(summary)
     return Ablation(summary, records)
+
+
+def _decide_over_seeds(hyps, runs, failed, records, search, seeds) -> list[dict]:
+    """Each hypothesis decided on every seed's runs, then by majority over the seeds."""
+    first = seeds[0]
+    per_seed: dict[str, list[tuple[int, dict]]] = {h.id: [] for h in hyps}
+    for sd in seeds:
+        view = {n: runs[full] for n in {"baseline", *(f"fix:{h.id}" for h in hyps)}
+                if (full := seeded_name(n, sd, first)) in runs}
+        lost = {n: failed[full] for n in {"baseline", *(f"fix:{h.id}" for h in hyps)}
+                if (full := seeded_name(n, sd, first)) in failed}
+        for h in hyps:
+            if "baseline" in view:
+                d = _decide(h, view["baseline"], view, records, search if sd == first else {}, lost)
+            else:
+                d = _failed(h, f"the seed's baseline run failed: {lost['baseline']}", None)
+            per_seed[h.id].append((sd, d))
+    return [combine_seeds(per_seed[h.id]) for h in hyps]
+
+
+VERDICTS = ("confirmed", "refuted", "inconclusive", "failed")
+
+
+def combine_seeds(per_seed: list[tuple[int, dict]]) -> dict:
+    """A majority of all seeds confirms or refutes; otherwise inconclusive (the seeds disagree)."""
+    first = per_seed[0][1]
+    if len(per_seed) == 1:
+        return first
+    k = len(per_seed)
+    counts = {v: sum(d["verdict"] == v for _, d in per_seed) for v in VERDICTS}
+    if counts["confirmed"] * 2 > k:
+        verdict = "confirmed"
+    elif counts["refuted"] * 2 > k:
+        verdict = "refuted"
+    else:
+        verdict = "failed" if counts["failed"] == k else "inconclusive"
+    agree = max(counts.values()) == k
+    tally = "; ".join(f"{v} on {n}/{k} seeds" for v, n in counts.items() if n)
+    out = dict(first, verdict=verdict)
+    out["seeds"] = {"counts": counts, "agree": agree,
+                    "per_seed": [{"seed": sd, "verdict": d["verdict"], "fix": d.get("evidence", {}).get("fix")} for sd, d in per_seed]}
+    out["summary"] = (f"{tally}{'' if agree else ' (the seeds disagree: no majority' + (')' if verdict == 'inconclusive' else ' overruled the rest)')}"
+                      f". First seed ({per_seed[0][0]}): {first.get('summary', '')}")
+    return out
 
 
 def _greedy(hyps: list[Hypothesis], runs: dict, execute_many) -> dict:
@@ -179,10 +238,19 @@ def _numbers(run: dict) -> dict:
             "r@1": round(r["r@1"], 4), "chance@1": round(r["chance@1"], 5), "label": run["verdict"]["label"]}
 
 
+def _head(h: Hypothesis) -> dict:
+    return {"id": h.id, "claim": h.claim, "source": h.source, "fix": h.fix, "fix_text": h.fix_text,
+            "mechanism_claimed": h.mechanism}
+
+
+def _failed(h: Hypothesis, reason: str, base: dict | None) -> dict:
+    return dict(_head(h), verdict="failed", mechanism="not measured", reason=reason,
+                evidence={"baseline": _numbers(base) if base else None, "error": reason}, summary=f"not decided: {reason}")
+
+
 def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search: dict, failed: dict[str, str]) -> dict:
-    base_recs = records[records["run"] == "baseline"]
-    out = {"id": h.id, "claim": h.claim, "source": h.source, "fix": h.fix, "fix_text": h.fix_text,
-           "mechanism_claimed": h.mechanism}
+    base_recs = records[records["run"] == base["name"]]
+    out = _head(h)
     if not h.fix:  # decided from the baseline's own measurements
         mech = h.check(base_recs, base_recs, base, base) if h.check else {"supports": None, "numbers": {}, "text": ""}
         out["verdict"] = {True: "confirmed", False: "refuted", None: "inconclusive"}[mech["supports"]]
@@ -191,11 +259,7 @@ def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search
         out["mechanism"] = "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
         return out
     if f"fix:{h.id}" in failed:
-        error = failed[f"fix:{h.id}"]
-        out.update({"verdict": "failed", "mechanism": "not measured", "reason": f"the run with the fix failed: {error}",
-                    "evidence": {"baseline": _numbers(base), "error": error},
-                    "summary": f"not decided: the run with the fix failed ({error})"})
-        return out
+        return _failed(h, f"the run with the fix failed: {failed[f'fix:{h.id}']}", base)
     fixed = runs[f"fix:{h.id}"]
     fixed_recs = records[records["run"] == fixed["name"]]
     mech = h.check(base_recs, fixed_recs, base, fixed) if h.check else {"supports": None, "numbers": {}, "text": ""}

@@ -30,7 +30,28 @@ ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where runs execute
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray instance.")]
 CpusPerRunOpt = Annotated[int, typer.Option("--cpus-per-run", min=1, help="CPUs each Ray task asks for (torch threads per run).")]
 GpusPerRunOpt = Annotated[float, typer.Option("--gpus-per-run", min=0, help="GPUs each Ray task asks for (with --device cuda).")]
+SeedsOpt = Annotated[int, typer.Option("--seeds", min=1, help="Repeat every run over K seeds (--seed, +1, ...: data order and init); verdicts count the seeds.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Local processes running runs in parallel (default: 1 for one run, else up to the CPU count).")]
 EXIT_INCOMPLETE = 4  # the report is written, but some of its runs failed (each named with its error line)
+
+
+def default_workers(workers: int | None, runs: int) -> int:
+    """Explicit --workers wins; else one process per run up to the CPU count when there are several runs."""
+    import os
+
+    if workers is not None:
+        return workers
+    return 1 if runs <= 1 else min(runs, os.cpu_count() or 1)
+
+
+def check_not_distributed(what: str) -> None:
+    """Seed replicas and executors spread whole runs; under torchrun one run is already spread over ranks."""
+    import os
+
+    from reference_models.config import ConfigError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"{what}: not under torchrun (each rank would run every replica); run them without torchrun")
 
 
 def make_run_executor(executor: str, workers: int, device: str, ray_address: str | None, cpus_per_run: int,

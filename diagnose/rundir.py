@@ -26,6 +26,7 @@ from reports import markdown, plots
 
 from .analysis import analyse
 from .io import OutputError, atomic_write_bytes, figure_png, honour_umask, publish
+from .seeds import refresh_seed_section
 from .summary import Summary
 
 RECORDS_FILE = "records.csv.gz"
@@ -224,6 +225,7 @@ def rebuild(path: Path, title: str | None = None) -> tuple[Summary, str]:
     summary, records = load_run_dir(path)
     try:  # the types are checked on load; a key the report needs may still be missing or malformed
         analyse(summary, records)
+        refresh_seed_section(summary)
         if summary.sections.get("ablation"):  # an ablation's findings are its baseline's
             summary.findings = [f for f in summary.findings if f["run"] == "baseline"]
         elif (path / "ablation" / "report.md").is_file():

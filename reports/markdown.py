@@ -112,6 +112,22 @@ def findings_section(findings: list[dict]) -> list[str]:
     return lines
 
 
+def seeds_section(seeds: dict | None) -> list[str]:
+    """Per config: every seed's loss against ln(B), R@1 and verdict, and how many seeds learned."""
+    if not seeds:
+        return []
+    lines = ["## Across seeds", ""]
+    for label, g in seeds.items():
+        agree = "" if g["agree"] else " — **the seeds disagree**: a single-seed verdict is not to be trusted here"
+        lines += [f"**{label}**: learned on {g['learned']}/{g['seeds']} seeds{agree}.", "",
+                  "| seed | CLIP loss | ln(B) | loss / ln(B) | R@1 | chance R@1 | verdict |", "|---|---|---|---|---|---|---|"]
+        for r in g["rows"]:
+            lines.append(f"| {r['seed']} | {_f(r['loss_clip'])} | {_f(r['ln_B'])} | {_f(r['loss_over_lnB'], 3)} | {_f(r['r@1'])} | "
+                         f"{_f(r['chance@1'])} | {r['label']} |")
+        lines.append("")
+    return lines
+
+
 def hypotheses_section(hypotheses: list[dict]) -> list[str]:
     if not hypotheses:
         return []
@@ -131,9 +147,13 @@ def answer_section(summary: dict) -> list[str]:
     if ab.get("baseline_learned"):
         lines.append("- The baseline learns at this scale and step count: there is no failure to explain here; verdicts are inconclusive.")
     for h in confirmed:
-        fx = h["evidence"].get("fix", {})
-        lines.append(f"- **Fixes it: `{h['id']}`** — {h['fix_text']}: CLIP loss {_f(fx.get('loss_clip'))} vs ln(B) "
+        fx = h["evidence"].get("fix") or {}
+        on = f" (confirmed on {h['seeds']['counts']['confirmed']}/{len(h['seeds']['per_seed'])} seeds; numbers of the first)" if h.get("seeds") else ""
+        lines.append(f"- **Fixes it: `{h['id']}`**{on} — {h['fix_text']}: CLIP loss {_f(fx.get('loss_clip'))} vs ln(B) "
                      f"{_f(fx.get('ln_B'))}, R@1 {_f(fx.get('r@1'))} vs chance {_f(fx.get('chance@1'))}; mechanism {h['mechanism']}.")
+    split = [f"`{h['id']}` ({h['summary'].split('. First seed')[0]})" for h in hyps if h.get("seeds") and not h["seeds"]["agree"]]
+    if split:
+        lines.append(f"- **Seeds disagree** on {', '.join(split)}: a verdict needs a majority of the seeds.")
     search = ab.get("minimal_set_search", {})
     if search.get("needed"):
         outcome = "restores learning" if search.get("learned") else "does not restore learning"
@@ -150,10 +170,18 @@ def answer_section(summary: dict) -> list[str]:
     lines.append(f"- How sure: each verdict compares a run with only that change against the baseline, same data and seed, "
                  f"{ab['steps']} steps at scale `{ab['scale']}`; learned means final CLIP loss < "
                  f"{base['verdict']['margins']['loss_fraction_of_lnB']} x ln(B) and held-out R@1 >= "
-                 f"{base['verdict']['margins']['r1_factor_over_chance']:g} x chance. One seed: rerun with `--seed` to check that a verdict is stable. "
+                 f"{base['verdict']['margins']['r1_factor_over_chance']:g} x chance. "
+                 f"{_seeds_sentence(ab.get('seeds') or [])} "
                  f"{ab['runs_executed']} runs in all.")
     lines.append("")
     return lines
+
+
+def _seeds_sentence(seeds: list) -> str:
+    if len(seeds) <= 1:
+        return "One seed: `--seeds 3` repeats every run over 3 seeds and confirms a fix only on a majority."
+    return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}), every run repeated on each: confirmed or refuted only "
+            "when a majority of the seeds say so.")
 
 
 def hypothesis_details(hyps: list[dict]) -> list[str]:
@@ -210,6 +238,7 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
     for r in runs:
         lines.append(f"- {verdict_line(r)}")
     lines.append("")
+    lines += seeds_section(summary.get("seeds"))
     if not summary.get("ablation"):
         lines += root_causes_section(summary)
     lines += [counts_line(findings), ""]

@@ -12,8 +12,9 @@ from ..ablation import BaselineFailed, run_ablation
 from ..console import console, fail
 from ..executors import Failed
 from ..options import (EXIT_INCOMPLETE, ConfigOpt, CpusPerRunOpt, DeviceOpt, ExecutorOpt, FailOnOpt, GpusPerRunOpt, OutOpt,
-                       QuietOpt, RayAddressOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out, make_run_executor)
+                       QuietOpt, RayAddressOpt, ScaleOpt, SeedOpt, SeedsOpt, SetOpt, StepsOpt, check_fail_on, check_out, make_run_executor)
 from ..rundir import write_run_dir
+from ..seeds import seed_list
 from ..runs import command_line, environment, resolve_config
 
 DEFAULT_STEPS = 80  # the seed's failure shows within ~20 steps; 80 lets a healthy run clear the margin
@@ -32,6 +33,7 @@ def ablate_command(
     out: OutOpt = None,
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
+    seeds: SeedsOpt = 1,
     workers: WorkersOpt = 2,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -58,7 +60,7 @@ def ablate_command(
         console.print(f"ablation of {cfg.name}: runs on executor {executor}", markup=False)
     with make_run_executor(executor, min(workers, os.cpu_count() or 1), device, ray_address, cpus_per_run, gpus_per_run) as ex:
         try:
-            ab = run_ablation(cfg, steps, device, only=fix, progress=note, executor=ex)
+            ab = run_ablation(cfg, steps, device, only=fix, progress=note, executor=ex, seeds=seed_list(cfg.seed, seeds))
         except BaselineFailed as exc:
             fail(f"{exc}; nothing written")
             raise typer.Exit(EXIT_INCOMPLETE) from None

@@ -9,15 +9,17 @@ import typer
 
 from reference_models import build_model
 
-from ..console import console, progress
+from ..console import console, fail, progress
 from ..distributed import agree_exit, is_writer
 from ..io import load_into, load_state_dict
-from ..executors import Failed, Job
+from ..executors import Failed
 from ..options import (EXIT_INCOMPLETE, CpusPerRunOpt, DeviceOpt, ExecutorOpt, FailOnOpt, GpusPerRunOpt, OutOpt, QuietOpt,
-                       RayAddressOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_fail_on, check_out, make_run_executor)
+                       RayAddressOpt, ScaleOpt, SeedOpt, SeedsOpt, SetOpt, StepsOpt, WorkersOpt, check_fail_on, check_out,
+                       check_not_distributed, default_workers, make_run_executor)
 from ..rundir import rebuild, write_run_dir
-from ..runs import ProgressCallback, command_line, environment, instrumented_summary, resolve_config, run_instrumented
-from ..summary import RunSummary, Summary
+from ..runs import ProgressCallback, instrumented_summary, resolve_config, run_instrumented
+from ..seeds import count_line, run_seeded, seed_list
+from ..summary import Summary
 from .offline_report import print_root_causes
 
 DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
@@ -50,33 +52,28 @@ def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
         return run_instrumented(cfg, steps, device, [ProgressCallback(ticker)], name=label, model=model)
 
 
-def compare_run(cfg, steps: int, device: str, name: str) -> tuple[dict, object]:
-    """One side of `compare` in a worker process or a Ray task: its summary and records come back."""
-    run, records = run_instrumented(cfg, steps, device, name=name)
-    return run.summary().to_dict(), records.assign(run=name)
-
-
-def _compare_on_executor(cfgs, names, steps, device, quiet, ex) -> tuple[Summary, object]:
-    import pandas as pd
-
-    from ..analysis import analyse
-
+def _seeded(configs, seeds: int, steps: int, device: str, quiet: bool, ex, checkpoint=None) -> tuple[Summary, object]:
+    """Every config over `seeds` seeds on the executor; a failed run leaves the comparison without an answer."""
     def done(name, result) -> None:
         if isinstance(result, Failed):
             console.print(f"run {name}: FAILED: {result.error}", markup=False)
         elif not quiet:
             console.print(f"run {name}: {result[0]['verdict']['label']}", markup=False)
 
-    results = ex.run([Job(n, compare_run, (c, steps, device, n)) for c, n in zip(cfgs, names)], on_done=done)
-    failed = {n: r.error for n, r in results.items() if isinstance(r, Failed)}
-    if failed:  # a comparison with one side missing answers nothing
-        from ..console import fail
-
-        fail("compare: " + "; ".join(f"run {n} failed: {e}" for n, e in failed.items()) + "; nothing written")
+    first = configs[0][0].seed
+    summary, records, failed = run_seeded(configs, seed_list(first, seeds), steps, device, ex, done,
+                                          str(checkpoint) if checkpoint else None)
+    if failed:
+        fail("; ".join(f"run {n} failed: {e}" for n, e in failed.items()) + "; nothing written")
         raise typer.Exit(EXIT_INCOMPLETE)
-    records = pd.concat([results[n][1] for n in names], ignore_index=True)
-    summary = Summary([RunSummary.from_dict(results[n][0]) for n in names], command=command_line(), environment=environment())
-    return analyse(summary, records), records
+    for label, group in summary.sections.get("seeds", {}).items():
+        console.print(count_line(label, group), markup=False)
+    return summary, records
+
+
+def _in_process(executor: str, workers: int, seeds: int, ray_address, gpus_per_run) -> bool:
+    """One seed, local, one worker: run here with progress bars (and under torchrun)."""
+    return executor == "local" and workers == 1 and seeds == 1 and not (ray_address or gpus_per_run)
 
 
 def gradflow_command(
@@ -89,6 +86,12 @@ def gradflow_command(
     out: OutOpt = None,
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
+    seeds: SeedsOpt = 1,
+    workers: WorkersOpt = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    cpus_per_run: CpusPerRunOpt = 1,
+    gpus_per_run: GpusPerRunOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Train with every probe attached; write findings, plots and a root-cause report."""
@@ -97,8 +100,14 @@ def gradflow_command(
     out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
     check_out(out)
     steps = steps or DEFAULT_STEPS
-    run, records = _instrumented(cfg, steps, device, quiet or not is_writer(), cfg.name, checkpoint)
-    summary, records = instrumented_summary([(run, records)])
+    workers = default_workers(workers, seeds)
+    if _in_process(executor, workers, seeds, ray_address, gpus_per_run):
+        run, records = _instrumented(cfg, steps, device, quiet or not is_writer(), cfg.name, checkpoint)
+        summary, records = instrumented_summary([(run, records)])
+    else:
+        check_not_distributed("--seeds/--workers/--executor")
+        with make_run_executor(executor, workers, device, ray_address, cpus_per_run, gpus_per_run) as ex:
+            summary, records = _seeded([(cfg, cfg.name)], seeds, steps, device, quiet, ex, checkpoint)
     if is_writer():  # under torchrun rank 0 alone writes and prints; every rank exits with its code
         write_run_dir(out, summary, records)
         _print_verdicts(summary, out)
@@ -115,7 +124,8 @@ def compare_command(
     out: OutOpt = None,
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Run the two configs in parallel processes (2) or one after the other (1).")] = 1,
+    seeds: SeedsOpt = 1,
+    workers: WorkersOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     cpus_per_run: CpusPerRunOpt = 1,
@@ -131,12 +141,13 @@ def compare_command(
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"compare-{name_a}-{name_b}-{cfg_a.scale}"
     check_out(out)
-    if executor == "local" and workers == 1 and not (ray_address or gpus_per_run):  # in this process, with progress bars
+    workers = default_workers(workers, seeds)
+    if _in_process(executor, workers, seeds, ray_address, gpus_per_run):  # with progress bars
         runs = [_instrumented(cfg_a, steps, device, quiet, name_a), _instrumented(cfg_b, steps, device, quiet, name_b)]
         summary, records = instrumented_summary(runs)
     else:
         with make_run_executor(executor, workers, device, ray_address, cpus_per_run, gpus_per_run) as ex:
-            summary, records = _compare_on_executor([cfg_a, cfg_b], [name_a, name_b], steps, device, quiet, ex)
+            summary, records = _seeded([(cfg_a, name_a), (cfg_b, name_b)], seeds, steps, device, quiet, ex)
     if (out / "ablation" / "report.md").is_file():
         summary.sections["ablation_report"] = "ablation/report.md"
     write_run_dir(out, summary, records)

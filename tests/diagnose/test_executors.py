@@ -186,3 +186,31 @@ def test_compare_with_a_failed_side_writes_nothing(tmp_path, monkeypatch):
     assert r.stderr.strip() == ("error: compare: run pixmo_alignment failed: ValueError: three is not allowed second line; "
                                 "nothing written")
     assert not (tmp_path / "c").exists()
+
+
+def nap(seconds: float, marker: str | None = None) -> float:
+    import pathlib
+    import time
+
+    time.sleep(seconds)
+    if marker:
+        pathlib.Path(marker).touch()
+    return seconds
+
+
+def test_ctrl_c_cancels_the_outstanding_ray_tasks(ray_instance, tmp_path):
+    import time
+
+    from diagnose.executors import RayExecutor
+
+    def interrupt(name, result):
+        raise KeyboardInterrupt
+
+    marker = tmp_path / "long task finished"
+    with RayExecutor() as ex:
+        # both run at once (2 CPUs); the quick one's completion is the "Ctrl-C"
+        with pytest.raises(KeyboardInterrupt):
+            ex.run([Job("quick", nap, (0.0,)), Job("long", nap, (4.0, str(marker)))], on_done=interrupt)
+        time.sleep(6.0)
+        assert not marker.exists()  # cancelled: it never got to the end of its sleep
+        assert ex.run([Job("after", nap, (0.0,))]) == {"after": 0.0}  # the executor is still usable
