@@ -115,11 +115,17 @@ class LocalExecutor(SerialExecutor):
                     results[name] = Failed(name, error_line(exc))
                 if on_done:
                     on_done(name, results[name])
-        except BaseException:
+        except BaseException:  # Ctrl-C: queued runs are dropped and running ones stopped, not waited for
             for fut in futures:
                 fut.cancel()
+            self._stop_workers()
             raise
         return {j.name: results[j.name] for j in jobs}
+
+    def _stop_workers(self) -> None:
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)

@@ -214,3 +214,19 @@ def test_ctrl_c_cancels_the_outstanding_ray_tasks(ray_instance, tmp_path):
         time.sleep(6.0)
         assert not marker.exists()  # cancelled: it never got to the end of its sleep
         assert ex.run([Job("after", nap, (0.0,))]) == {"after": 0.0}  # the executor is still usable
+
+
+def test_ctrl_c_stops_the_local_workers(tmp_path):
+    import time
+
+    def interrupt(name, result):
+        raise KeyboardInterrupt
+
+    marker = tmp_path / "long job finished"
+    start = time.perf_counter()
+    with LocalExecutor(2) as ex:
+        with pytest.raises(KeyboardInterrupt):
+            ex.run([Job("quick", nap, (0.0,)), Job("long", nap, (20.0, str(marker)))], on_done=interrupt)
+    assert time.perf_counter() - start < 15  # not waiting for the long job
+    time.sleep(1.0)
+    assert not marker.exists()
