@@ -183,7 +183,7 @@ def test_compare_with_a_failed_side_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(instrumented, "make_run_executor", lambda *a, **k: FailOne(SerialExecutor(), "pixmo_alignment"))
     r = runner.invoke(app, [*COMPARE, "--out", str(tmp_path / "c"), "--workers", "2"])
     assert r.exit_code == 4
-    assert r.stderr.strip() == ("error: compare: run pixmo_alignment failed: ValueError: three is not allowed second line; "
+    assert r.stderr.strip() == ("error: run pixmo_alignment failed: ValueError: three is not allowed second line; "
                                 "nothing written")
     assert not (tmp_path / "c").exists()
 

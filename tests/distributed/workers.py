@@ -37,10 +37,7 @@ def watched_ddp_loop(rank: int, desync_at: int | None, steps: int) -> dict:
     import torch.nn.functional as F
 
     import diagnose
-    from diagnose import watcher
     from diagnose.watcher import DiagnoseAlarm
-
-    watcher.EVALUATE_BUDGET = float("inf")  # evaluate on every step (no time budget): the alarm step is known
 
     torch.manual_seed(rank)
     model = _Toy()
@@ -49,7 +46,8 @@ def watched_ddp_loop(rank: int, desync_at: int | None, steps: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(100 + rank)
     raised = None
-    with diagnose.watch(model, opt, alarm="raise", evaluate_every=1, batch_size=8, probes="cheap") as w:
+    # budget=None: evaluate on every step whatever it costs, so the alarm step is known
+    with diagnose.watch(model, opt, alarm="raise", evaluate_every=1, budget=None, batch_size=8, probes="cheap") as w:
         try:
             for step in range(steps):
                 x, t = torch.randn(8, 12, generator=g), torch.randn(8, 6, generator=g)
