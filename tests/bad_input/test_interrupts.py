@@ -190,6 +190,8 @@ def test_ctrl_c_during_the_swap_is_held_until_it_is_complete(tmp_path, monkeypat
     place, the previous one is gone, and the interrupt says the run was complete."""
     from diagnose import rundir
 
+    # Ctrl-C must be live in this process (a job started in the background by a shell ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     prev, _ = _previous(tmp_path)
     real_rename = os.rename
 
@@ -202,5 +204,6 @@ def test_ctrl_c_during_the_swap_is_held_until_it_is_complete(tmp_path, monkeypat
             (tmp / "summary.json").write_text('{"new": true}\n')
             monkeypatch.setattr(rundir.os, "rename", rename_with_sigint)
     monkeypatch.undo()
+    signal.signal(signal.SIGINT, previous)
     assert (prev / "summary.json").read_text() == '{"new": true}\n'
     assert _no_staging_left(tmp_path)
