@@ -217,3 +217,35 @@ def test_logs_accepts_quiet(cli, tmp_path):
     path.write_text("step,loss\n" + "".join(f"{i},{4.1 + 0.001 * (i % 3)}\n" for i in range(50)))
     result = cli(["logs", path, "--batch-size", "64", "--quiet"])
     assert result.exit_code in (0, 1), result.stderr
+
+
+def _text(path, text):
+    path.write_text(text)
+    return path
+
+
+def _features(path, **tensors):
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path
+
+
+DATASIGNAL = {
+    "missing_file": (lambda p: p / "nope.safetensors", "nope.safetensors"),
+    "not_a_tensor_file": (lambda p: _text(p / "x.safetensors", "not safetensors"), "x.safetensors"),
+    "no_text": (lambda p: _features(p / "f.safetensors", image_tokens=torch.randn(64, 8)), "missing tensor 'text'"),
+    "rows_differ": (lambda p: _features(p / "f.safetensors", image_tokens=torch.randn(64, 8), text=torch.randn(60, 4)),
+                    "one caption feature row per image"),
+    "integer": (lambda p: _features(p / "f.safetensors", image_tokens=torch.ones(64, 8, dtype=torch.int64),
+                                    text=torch.randn(64, 4)), "must be floating point"),
+    "nan": (lambda p: _features(p / "f.safetensors", image_tokens=torch.full((64, 8), float("nan")), text=torch.randn(64, 4)),
+            "contain NaN or Inf"),
+    "four_dims": (lambda p: _features(p / "f.safetensors", image_tokens=torch.randn(64, 2, 2, 8), text=torch.randn(64, 4)),
+                  "expected (N, T, D) or pooled (N, D)"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATASIGNAL))
+def test_datasignal_bad_input(cli, tmp_path, case):
+    make, message = DATASIGNAL[case]
+    path = make(tmp_path)
+    cli.bad(["datasignal", path], contains=message)
