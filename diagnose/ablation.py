@@ -47,9 +47,11 @@ def _with(cfg: AlignmentConfig, sets: list[str]) -> AlignmentConfig:
 
 
 def _one_run(cfg: AlignmentConfig, name: str, sets: list[str], steps: int, device: str,
-             expensive_every: int) -> tuple[dict, pd.DataFrame]:
-    """One instrumented run; module-level so a worker process or a Ray task can execute it."""
-    run, recs = run_instrumented(_with(cfg, sets), steps, device, name=name, expensive_every=expensive_every)
+             expensive_every: int, settle: bool = False) -> tuple[dict, pd.DataFrame]:
+    """One instrumented run; module-level so a worker process or a Ray task can execute it. Seed
+    replicas (`settle`) stop once their verdict is settled (`runs.SettleCallback`)."""
+    run, recs = run_instrumented(_with(cfg, sets), steps, device, name=name, expensive_every=expensive_every,
+                                 settle=settle)
     summary = run.summary(kind="ablation")
     summary.overrides = sets
     return summary.to_dict(), recs.assign(run=name)
@@ -115,7 +117,7 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, executor: Seria
         todo = [t for t in todo if t[0] not in runs and t[0] not in failed]
         submitted.extend(t[0] for t in todo)
         replicated.extend(n for n, _ in jobs if every_seed)
-        executor.run([Job(full, _one_run, (with_seed(cfg, sd), full, sets, steps, device, expensive_every))
+        executor.run([Job(full, _one_run, (with_seed(cfg, sd), full, sets, steps, device, expensive_every, sd != first))
                       for full, sets, sd in todo], on_done=done)
         return [runs.get(n) for n, _ in jobs]
 

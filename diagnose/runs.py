@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import shlex
 import sys
@@ -15,6 +16,7 @@ import torch
 
 from reference_models import AlignmentConfig, Callback, TrainResult, apply_scale, load_config, train
 
+from .definitions import END_FRAC, END_MIN_POINTS, LEARNED_LOSS_FRACTION
 from .io import atomic_write_text, save_checkpoint, write_json
 from .summary import RunSummary, Summary, end_of_run
 
@@ -96,6 +98,8 @@ class TrainedRun:
             resolved_config=self.cfg.to_dict())
         if r.extra.get("world_size", 1) > 1:  # under torchrun: which rank's view this summary is
             run.extra.update({k: r.extra[k] for k in ("world_size", "rank")})
+        if r.extra.get("settled"):  # a seed replica stopped once its verdict was settled
+            run.extra["settled"] = r.extra["settled"]
         if r.extra.get("data_signal"):  # diagnose.datasignal: is there anything to learn in the training pairs
             run.extra["data_signal"] = r.extra["data_signal"]
         run.judge()
@@ -162,6 +166,42 @@ class ProbeCallback(Callback):
             candidates=loss.candidates or None)
 
 
+SETTLE_MIN_STEPS = 20  # never settle before this: the loss and the alarms need some steps to mean anything
+SETTLED_LOSS_FRACTION = LEARNED_LOSS_FRACTION / 2  # "learned, settled": the whole end window at half the bar
+SETTLED_FAILURE = ({"loss_at_chance", "loss_above_chance"}, "embedding_collapse")
+
+
+class SettleCallback(Callback):
+    """Stops a replica run once its verdict is settled, by one of two stated criteria:
+
+    - learned: after SETTLE_MIN_STEPS, every CLIP loss of the end window (the last 20% of the steps so
+      far, >= 5) is below SETTLED_LOSS_FRACTION x ln(B), half the learning bar: the verdict "learned"
+      would hold with a 2x margin;
+    - failed: the online rules raised an error alarm for the CLIP loss at (or above) ln(B) and one for
+      collapsed embeddings. Both alarms are gated on evidence that the run will not leave that state by
+      itself (the loss one only once the optimizer has moved the weights by their own norm, collapse
+      only once the effective rank halved), the same gates as a user's live alarm.
+    Used for seed replicas (`--seeds K`), never for a run's first seed."""
+
+    def __init__(self, watcher):
+        self.watcher, self.stop_training, self.why = watcher, False, None
+        self.losses: list[float] = []
+
+    def on_step_end(self, model, info):
+        self.losses.append(float(info.loss.logged["loss_clip"]))
+        n = len(self.losses)
+        if n < SETTLE_MIN_STEPS:
+            return
+        window = self.losses[-max(END_MIN_POINTS, math.ceil(END_FRAC * n)):]
+        if max(window) < SETTLED_LOSS_FRACTION * info.loss.chance:
+            self.stop_training, self.why = True, f"learned: every CLIP loss of the last {len(window)} steps below {SETTLED_LOSS_FRACTION:g} x ln(B)"
+            return
+        fired = {a.finding.id for a in self.watcher.alarms if a.finding.severity == "error"
+                 and (a.finding.id == SETTLED_FAILURE[1] or a.finding.target == "loss_clip")}
+        if fired & SETTLED_FAILURE[0] and SETTLED_FAILURE[1] in fired:
+            self.stop_training, self.why = True, f"failed: error alarms {', '.join(sorted(fired))} raised"
+
+
 def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
     """Intermediate outputs worth a collapse measurement, found by name (no reference import)."""
     names = dict(model.named_modules())
@@ -172,9 +212,10 @@ def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
 
 def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callbacks: Sequence[Callback] = (),
                      name: str | None = None, expensive_every: int = 10, model=None, alarm=None,
-                     evaluate_every: int | None = None, data_signal: bool = True):
+                     evaluate_every: int | None = None, data_signal: bool = True, settle: bool = False):
     """Train with every probe attached; returns (TrainedRun, records DataFrame). With `data_signal`, a
-    sample of the training pairs is checked for signal first (diagnose.datasignal; well under a second)."""
+    sample of the training pairs is checked for signal first (diagnose.datasignal; well under a second).
+    With `settle` the run stops once its verdict is settled (`SettleCallback`; seed replicas)."""
     from reference_models import build_model
 
     from .watcher import watch
@@ -184,15 +225,20 @@ def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callba
     start = time.perf_counter()
     # the same path as a user's loop; the report is written by the caller. Online evaluation (alarms)
     # only when asked: the findings of the report are evaluated on the whole run at the end
-    with watch(model, name=name or cfg.name, alarm=alarm or "off", evaluate_every=evaluate_every, probes="all", every=1,
+    online = {"evaluate_every": 5, "budget": None, "alarm": lambda a: None} if settle else \
+        {"evaluate_every": evaluate_every, "alarm": alarm or "off"}
+    with watch(model, name=name or cfg.name, probes="all", every=1,
                expensive_every=expensive_every, batch_size=cfg.dataset.batch_size,
-               max_logit_scale=cfg.losses.max_logit_scale, outputs=watched_outputs(model)) as w:
+               max_logit_scale=cfg.losses.max_logit_scale, outputs=watched_outputs(model), **online) as w:
+        settler = [SettleCallback(w)] if settle else []
         if data_signal:
             from .datasignal import sample_training_pairs
 
             w.data_signal(*sample_training_pairs(cfg), step=0, seed=cfg.seed)
         result = train(cfg, steps=steps, device=device, model=model,
-                       callbacks=[ProbeCallback(w), *extra_callbacks])
+                       callbacks=[ProbeCallback(w), *extra_callbacks, *settler])
+    if settler and settler[0].stop_training:
+        result.extra["settled"] = {"step": result.steps, "planned": steps, "why": settler[0].why}
     records = w.records
     if w.data_signal_result:
         result.extra["data_signal"] = w.data_signal_result

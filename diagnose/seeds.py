@@ -4,7 +4,9 @@ the per-seed outcomes counted ("learned on 2/3 seeds").
 A verdict from one seed can be a coin flip (a small proxy that collapses on some seeds); `--seeds K`
 runs seeds s, s+1, ..., s+K-1 and the report gives, per config, every seed's loss against ln(B), its
 held-out R@1 and its verdict, and the count. The first seed's run keeps the config's name; the others
-are named `<name> (seed S)`.
+are named `<name> (seed S)`. Replicas (every seed but the first) stop once their verdict is settled
+(`runs.SettleCallback`: learned with a 2x margin, or the live error alarms for a loss at chance and
+collapsed embeddings); the first seed always runs its full length.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def with_seed(cfg, seed: int):
     return out
 
 
-def instrumented_job(cfg, steps: int, device: str, name: str, checkpoint: str | None = None) -> tuple[dict, pd.DataFrame]:
-    """One instrumented run in a worker process or a Ray task: its summary and records come back."""
+def instrumented_job(cfg, steps: int, device: str, name: str, checkpoint: str | None = None,
+                     settle: bool = False) -> tuple[dict, pd.DataFrame]:
+    """One instrumented run in a worker process or a Ray task: its summary and records come back. A
+    replica (`settle`) stops once its verdict is settled (`runs.SettleCallback`)."""
     from .runs import run_instrumented
 
     model = None
@@ -46,7 +50,7 @@ def instrumented_job(cfg, steps: int, device: str, name: str, checkpoint: str | 
         torch_seed(cfg.seed)
         model = build_model(cfg)
         load_into(model, load_state_dict(Path(checkpoint)), str(checkpoint))
-    run, records = run_instrumented(cfg, steps, device, name=name, model=model)
+    run, records = run_instrumented(cfg, steps, device, name=name, model=model, settle=settle)
     return run.summary().to_dict(), records.assign(run=name)
 
 
@@ -66,7 +70,7 @@ def run_seeded(configs: Sequence[tuple[Any, str]], seeds: Sequence[int], steps: 
 
     groups = {name: [seeded_name(name, s, seeds[0]) for s in seeds] for _, name in configs}
     jobs = [Job(seeded_name(name, s, seeds[0]), instrumented_job,
-                (with_seed(cfg, s), steps, device, seeded_name(name, s, seeds[0]), checkpoint))
+                (with_seed(cfg, s), steps, device, seeded_name(name, s, seeds[0]), checkpoint, s != seeds[0]))
             for cfg, name in configs for s in seeds]
     results = executor.run(jobs, on_done=on_done)
     failed = {n: r.error for n, r in results.items() if isinstance(r, Failed)}
@@ -91,7 +95,8 @@ def _row(run: dict) -> dict:
     v, r = run.get("verdict") or {}, run.get("retrieval") or {}
     return {"run": run["name"], "seed": run.get("seed"), "loss_clip": (run.get("final_loss") or {}).get("loss_clip"),
             "ln_B": run.get("chance_loss"), "loss_over_lnB": v.get("loss_over_chance"), "r@1": r.get("r@1"),
-            "chance@1": r.get("chance@1"), "label": v.get("label"), "learned": bool(v.get("learned"))}
+            "chance@1": r.get("chance@1"), "label": v.get("label"), "learned": bool(v.get("learned")),
+            "steps": run.get("steps"), "settled": (run.get("settled") or {}).get("why")}
 
 
 def seed_section(runs: list[dict], groups: dict[str, list[str]]) -> dict:

@@ -266,9 +266,11 @@ def train(
         if (step + 1) % per_epoch == 0:
             for cb in callbacks:
                 cb.on_epoch_end(model, epoch, step)
+        if any(getattr(cb, "stop_training", False) for cb in callbacks):  # a callback decided the run is settled
+            break
     retrieval = evaluate_retrieval(model, val_src, B, device) if evaluate else {}
     candidates = int(history[-1]["candidates"]) if history else B
-    return TrainResult(model, history, retrieval, total, per_epoch, math.log(candidates), optimizer,
+    return TrainResult(model, history, retrieval, len(history), per_epoch, math.log(candidates), optimizer,
                        extra={"candidates": candidates, "world_size": size, "rank": rank})
 
 

@@ -120,10 +120,15 @@ def seeds_section(seeds: dict | None) -> list[str]:
     for label, g in seeds.items():
         agree = "" if g["agree"] else " — **the seeds disagree**: a single-seed verdict is not to be trusted here"
         lines += [f"**{label}**: learned on {g['learned']}/{g['seeds']} seeds{agree}.", "",
-                  "| seed | CLIP loss | ln(B) | loss / ln(B) | R@1 | chance R@1 | verdict |", "|---|---|---|---|---|---|---|"]
+                  "| seed | steps | CLIP loss | ln(B) | loss / ln(B) | R@1 | chance R@1 | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in g["rows"]:
-            lines.append(f"| {r['seed']} | {_f(r['loss_clip'])} | {_f(r['ln_B'])} | {_f(r['loss_over_lnB'], 3)} | {_f(r['r@1'])} | "
-                         f"{_f(r['chance@1'])} | {r['label']} |")
+            steps = f"{r.get('steps')} (settled)" if r.get("settled") else str(r.get("steps"))
+            lines.append(f"| {r['seed']} | {steps} | {_f(r['loss_clip'])} | {_f(r['ln_B'])} | {_f(r['loss_over_lnB'], 3)} | "
+                         f"{_f(r['r@1'])} | {_f(r['chance@1'])} | {r['label']} |")
+        why = sorted({r["settled"] for r in g["rows"] if r.get("settled")})
+        if why:
+            lines.append("")
+            lines.append("Settled replicas stopped early (the first seed always runs its full length): " + "; ".join(why) + ".")
         lines.append("")
     return lines
 

@@ -73,7 +73,7 @@ def test_compare_over_seeds_counts_and_rebuilds(tmp_path):
         assert g["seeds"] == 2 and g["learned"] == sum(run["verdict"]["learned"] for run in summary["runs"] if run["name"].startswith(label))
         assert f"{label}: learned on {g['learned']}/2 seeds" in r.output
     report = (out / "report.md").read_text()
-    assert "## Across seeds" in report and "| seed | CLIP loss | ln(B) |" in report
+    assert "## Across seeds" in report and "| seed | steps | CLIP loss | ln(B) |" in report
     rebuilt = runner.invoke(app, ["report", str(out)])
     assert rebuilt.exit_code in (0, 1), rebuilt.output
     assert (out / "report.md").read_text() == report
@@ -107,3 +107,59 @@ def test_ablation_over_seeds_reports_counts(tmp_path):
     report = (out / "report.md").read_text()
     assert "2 seeds (0, 1), every run repeated on each" in report and "**baseline**: learned on" in report
     assert summary["findings"] and all(f["run"] == "baseline" for f in summary["findings"])
+
+
+def _step(loss: float, chance: float = 4.0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(loss=SimpleNamespace(logged={"loss_clip": loss}, chance=chance))
+
+
+def _alarm(fid: str, target: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(finding=SimpleNamespace(id=fid, target=target, severity="error"))
+
+
+def test_a_replica_settles_as_learned_only_with_the_whole_end_window_at_half_the_bar():
+    from types import SimpleNamespace
+
+    from diagnose.runs import SETTLE_MIN_STEPS, SettleCallback
+
+    cb = SettleCallback(SimpleNamespace(alarms=[]))
+    for _ in range(SETTLE_MIN_STEPS - 1):
+        cb.on_step_end(None, _step(0.1))
+    assert not cb.stop_training  # never before SETTLE_MIN_STEPS
+    cb.on_step_end(None, _step(2.0))  # 2.0 = 0.5 ln B: learned by the definition, not settled with a margin
+    assert not cb.stop_training
+    for _ in range(5):
+        cb.on_step_end(None, _step(0.9))  # < 0.25 x 4.0 for the whole window (the last 5 of 25)
+    assert cb.stop_training and cb.why.startswith("learned")
+
+
+def test_a_replica_settles_as_failed_only_with_both_live_alarms():
+    from types import SimpleNamespace
+
+    from diagnose.runs import SETTLE_MIN_STEPS, SettleCallback
+
+    w = SimpleNamespace(alarms=[_alarm("loss_at_chance", "loss_clip")])
+    cb = SettleCallback(w)
+    for _ in range(SETTLE_MIN_STEPS + 5):
+        cb.on_step_end(None, _step(4.0))
+    assert not cb.stop_training  # at chance, but the embeddings did not collapse: it may still leave
+    w.alarms.append(_alarm("loss_at_chance", "loss_mrl"))
+    w.alarms.append(_alarm("embedding_collapse", "image"))
+    cb.on_step_end(None, _step(4.0))
+    assert cb.stop_training and cb.why.startswith("failed")
+
+
+def test_replicas_settle_and_the_first_seed_runs_its_length(tmp_path):
+    out = tmp_path / "gf"
+    r = runner.invoke(app, ["gradflow", "--config", "perceiver", "--steps", "60", "--seeds", "2", "--out", str(out), *TINY])
+    assert r.exit_code in (0, 1), r.output
+    first, replica = json.loads((out / "summary.json").read_text())["runs"]
+    assert first["steps"] == 60 and "settled" not in first
+    if "settled" in replica:  # a settled replica says when and why
+        assert replica["steps"] == replica["settled"]["step"] < 60 and replica["settled"]["planned"] == 60
+    else:
+        assert replica["steps"] == 60
