@@ -106,6 +106,9 @@ class SyntheticConfig:
     shared_scale: float = 2.0  # norm of the component common to all images/tokens, / content norm
     high_norm_frac: float = 0.02  # share of patch tokens that are high-norm "register" tokens
     high_norm_scale: float = 10.0  # their norm relative to a typical token
+    # global (CLS-like) content of the high-norm tokens: 1.0 = the image's global content scaled with the
+    # token, the same content share as a typical token's; 0.0 = content-free (a constant direction)
+    high_norm_content: float = 1.0
     content_frac: float = 0.25  # share of an image's concepts each patch token carries
     position_scale: float = 0.5  # positional component (same for all images), / content norm
     token_noise: float = 0.5  # per-token isotropic noise, / content norm
@@ -371,6 +374,8 @@ def validate(cfg: AlignmentConfig, where: str) -> None:
     s = ds.synthetic
     if not 0 <= s.high_norm_frac < 1 or not 0 < s.content_frac <= 1:
         raise ConfigError(f"{where}: key 'dataset.synthetic.high_norm_frac'/'content_frac': expected fractions")
+    if not s.high_norm_content >= 0:
+        raise ConfigError(f"{where}: key 'dataset.synthetic.high_norm_content' = {s.high_norm_content}: expected a value >= 0")
     if ds.source == "features" and not ds.features.path:
         raise ConfigError(f"{where}: key 'dataset.features.path' is empty: source 'features' needs a file")
 

@@ -11,6 +11,11 @@ norm of one token's content part):
 - `high_norm_frac`, `high_norm_scale`: a few patch tokens with ~10x the norm of the others that carry
   little local content ("Vision Transformers Need Registers", Darcet et al. 2024 report ~2% of
   tokens of ViT-L models with such norms).
+- `high_norm_content`: those tokens hold the image's *global* information (Darcet et al. 2024, sec. 2:
+  linear probes on the outlier tokens classify the image better than probes on normal patches; the
+  model repurposes them as CLS-like storage). At 1.0 a high-norm token carries the image's global
+  content scaled with the token (`high_norm_scale` x a typical token's content part, about the
+  content share of a typical token); at 0.0 it is a constant direction plus 0.1 of its local content.
 - `content_frac`, `concept_dim`: per-image content is spread across patch tokens: each token carries
   a random share of the image's concepts, so pooling must aggregate many tokens to recover them.
 - `position_scale`: a positional component, the same at a given position for every image.
@@ -84,7 +89,10 @@ class SyntheticPairs:
         if n_high:
             where = 1 + torch.randperm(T - 1, generator=g)[:n_high]
             typical = tokens[1:].norm(dim=-1).median()
-            tokens[where] = self.outlier * (s.high_norm_scale * typical) + 0.1 * content[where]
+            # a constant direction (they resemble each other), a little local content and, with
+            # high_norm_content, the image's global content (the CLS's, content[0]) scaled with the token
+            tokens[where] = (self.outlier * (s.high_norm_scale * typical) + 0.1 * content[where]
+                             + (s.high_norm_content * s.high_norm_scale) * content[0])
         # per-element RMS ~1 after scaling the typical token norm to sqrt(D)
         tokens = tokens * (math.sqrt(D) / math.sqrt(1 + s.shared_scale**2 + s.position_scale**2 + s.token_noise**2))
         caption = z + s.text_noise * torch.randn(c, generator=g)

@@ -46,6 +46,38 @@ def test_synthetic_knobs_set_the_statistics():
     assert float(typical) / D**0.5 == pytest.approx(1.0, rel=0.1)
 
 
+def _high_norm_tokens(extra=()):
+    cfg = _cfg(["dataset.synthetic.token_noise=0", *extra])
+    tokens, _ = SyntheticPairs(cfg, "train", 0).batch(torch.arange(64))
+    norms = tokens[:, 1:].norm(dim=-1)
+    high = norms > 5 * norms.median()
+    first = high.float().argmax(dim=1)  # one high-norm patch token per image
+    return tokens[torch.arange(64), 1 + first], tokens[:, 0]
+
+
+def test_high_norm_tokens_carry_global_content():
+    # default (1.0): the image-dependent part of a high-norm token is the image's global (CLS) content
+    high, cls = _high_norm_tokens()
+    hc, cc = high - high.mean(0), cls - cls.mean(0)
+    assert float(F.cosine_similarity(hc, cc, dim=-1).mean()) > 0.9
+    # ... and it is a sizeable share of the token: across images they are far from identical
+    hn = F.normalize(high, dim=-1)
+    assert float((hn @ hn.t()).fill_diagonal_(0).sum() / (64 * 63)) < 0.95
+    # 0.0 (the earlier behaviour): a constant direction plus 0.1 of the local content
+    high0, cls0 = _high_norm_tokens(["dataset.synthetic.high_norm_content=0"])
+    h0 = F.normalize(high0, dim=-1)
+    assert float((h0 @ h0.t()).fill_diagonal_(0).sum() / (64 * 63)) > 0.999
+    h0c, c0c = high0 - high0.mean(0), cls0 - cls0.mean(0)
+    assert float(F.cosine_similarity(h0c, c0c, dim=-1).mean()) < 0.7
+    # the knob does not touch the other tokens, nor the share of high-norm tokens
+    a, _ = SyntheticPairs(_cfg(), "train", 0).batch(torch.arange(4))
+    b, _ = SyntheticPairs(_cfg(["dataset.synthetic.high_norm_content=0"]), "train", 0).batch(torch.arange(4))
+    same = (a - b).norm(dim=-1) < 1e-4
+    assert float(same[:, 1:].float().mean()) == pytest.approx(1 - 0.02, abs=0.01)
+    with pytest.raises(ConfigError, match="high_norm_content"):
+        _cfg(["dataset.synthetic.high_norm_content=-1"])
+
+
 def test_images_and_captions_share_concepts():
     cfg = _cfg(["dataset.synthetic.text_noise=0"])
     src = SyntheticPairs(cfg, "train", 0)
