@@ -39,23 +39,29 @@ def _finite(x: float | None, nd: int = 4) -> float | None:
     return round(float(x), nd) if x is not None and math.isfinite(float(x)) else None
 
 
-def run_seed(config: str, seed: int, steps: int, scale: str, sets: list[str], threads: int | None) -> dict:
-    """One plain training run and its verdict; module-level so a worker process can run it."""
+def run_seed(config: str, seed: int, steps: int, scale: str, sets: list[str], threads: int | None,
+             settle: bool = False) -> dict:
+    """One plain training run and its verdict; module-level so a worker process can run it. With
+    `settle`: an instrumented run that stops once its verdict is settled, as a `--seeds` replica does."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    from diagnose.runs import resolve_config, run_training
+    from diagnose.runs import resolve_config, run_instrumented, run_training
 
     start = time.perf_counter()
     cfg = resolve_config(config, sets, scale, seed)
-    run = run_training(cfg, steps, None, "cpu", [], name=f"{config}-seed{seed}")
+    if settle:
+        run, _ = run_instrumented(cfg, steps, "cpu", name=f"{config}-seed{seed}", settle=True, data_signal=False)
+    else:
+        run = run_training(cfg, steps, None, "cpu", [], name=f"{config}-seed{seed}")
     summary = run.summary(kind="train")
     r = summary.retrieval
     return {"config": config, "seed": seed,
             "loss_clip": _finite(summary.final_loss.get("loss_clip")), "chance": _finite(summary.chance_loss),
             "r@1": _finite(r.get("r@1")), "chance@1": _finite(r.get("chance@1"), 6),
             "verdict": summary.verdict.label, "learned": bool(summary.verdict.learned),
+            "steps": summary.steps, "settled": (summary.extra.get("settled") or {}).get("why"),
             "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="config override passed to every run (repeatable)")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--settle", action="store_true",
+                    help="stop each run once its verdict is settled, as --seeds replicas do (to compare with full runs)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     steps = args.steps or _steps_default()
@@ -80,12 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_seed, c, s, steps, args.scale, args.sets, threads) for c, s in jobs]
+            futures = [pool.submit(run_seed, c, s, steps, args.scale, args.sets, threads, args.settle) for c, s in jobs]
             rows = [f.result() for f in futures]
     else:
         rows = []
         for c, s in jobs:
-            rows.append(run_seed(c, s, steps, args.scale, args.sets, None))
+            rows.append(run_seed(c, s, steps, args.scale, args.sets, None, args.settle))
             print(f"{c} seed {s}: {rows[-1]['verdict']} (loss_clip {rows[-1]['loss_clip']}, "
                   f"R@1 {rows[-1]['r@1']})", file=sys.stderr, flush=True)
     wall = time.perf_counter() - start

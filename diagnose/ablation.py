@@ -174,11 +174,13 @@ def _decide_over_seeds(hyps, runs, failed, records, search, seeds) -> list[dict]
     return [combine_seeds(per_seed[h.id]) for h in hyps]
 
 
-VERDICTS = ("confirmed", "refuted", "inconclusive", "failed")
+VERDICTS = ("confirmed", "refuted", "not restored", "inconclusive", "failed")
 
 
 def combine_seeds(per_seed: list[tuple[int, dict]]) -> dict:
-    """A majority of all seeds confirms or refutes; otherwise inconclusive (the seeds disagree)."""
+    """Confirmed only by a majority of all seeds. Refuted when a majority did not learn with the fix and
+    at least one of them ran its full length and refutes it (a replica stopped early, `not restored`,
+    cannot tell refuted from a late partial improvement); otherwise inconclusive."""
     first = per_seed[0][1]
     if len(per_seed) == 1:
         return first
@@ -186,17 +188,17 @@ def combine_seeds(per_seed: list[tuple[int, dict]]) -> dict:
     counts = {v: sum(d["verdict"] == v for _, d in per_seed) for v in VERDICTS}
     if counts["confirmed"] * 2 > k:
         verdict = "confirmed"
-    elif counts["refuted"] * 2 > k:
+    elif (counts["refuted"] + counts["not restored"]) * 2 > k and counts["refuted"]:
         verdict = "refuted"
     else:
         verdict = "failed" if counts["failed"] == k else "inconclusive"
-    agree = max(counts.values()) == k
+    agree = len({"not learned" if d["verdict"] in ("refuted", "not restored") else d["verdict"] for _, d in per_seed}) == 1
     tally = "; ".join(f"{v} on {n}/{k} seeds" for v, n in counts.items() if n)
+    note = "" if agree else (" (the seeds disagree: no majority)" if verdict == "inconclusive" else " (the seeds disagree)")
     out = dict(first, verdict=verdict)
-    out["seeds"] = {"counts": counts, "agree": agree,
+    out["seeds"] = {"counts": counts, "agree": agree, "tally": tally + note,
                     "per_seed": [{"seed": sd, "verdict": d["verdict"], "fix": d.get("evidence", {}).get("fix")} for sd, d in per_seed]}
-    out["summary"] = (f"{tally}{'' if agree else ' (the seeds disagree: no majority' + (')' if verdict == 'inconclusive' else ' overruled the rest)')}"
-                      f". First seed ({per_seed[0][0]}): {first.get('summary', '')}")
+    out["summary"] = f"{tally}{note}. First seed ({per_seed[0][0]}): {first.get('summary', '')}"
     return out
 
 
@@ -237,7 +239,8 @@ def _numbers(run: dict) -> dict:
     r = run["retrieval"]
     return {"run": run["name"], "loss_clip": round(run["final_loss"]["loss_clip"], 4), "ln_B": round(run["chance_loss"], 4),
             "loss_over_lnB": round(run["verdict"]["loss_over_chance"], 4) if run["verdict"]["loss_over_chance"] is not None else None,
-            "r@1": round(r["r@1"], 4), "chance@1": round(r["chance@1"], 5), "label": run["verdict"]["label"]}
+            "r@1": round(r["r@1"], 4), "chance@1": round(r["chance@1"], 5), "label": run["verdict"]["label"],
+            **({"steps": run["steps"], "settled": run["settled"]["why"]} if run.get("settled") else {})}
 
 
 def _head(h: Hypothesis) -> dict:
@@ -277,6 +280,10 @@ def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search
         v, why = "inconclusive", "the fix alone moves the loss below chance but short of the learning margin"
     else:
         v, why = "refuted", "the fix alone leaves the run not learning"
+        if (fixed.get("settled") or {}).get("why", "").startswith("failed"):
+            # a replica stopped once at chance and collapsed: it did not learn by then, but a slow partial
+            # improvement later (which would make the verdict inconclusive) is not excluded
+            v, why = "not restored", f"the fix alone did not restore learning by step {fixed['steps']}, where the replica stopped (settled)"
     mechanism = "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
     if v == "confirmed" and mech["supports"] is False:
         why += ", but not through the claimed mechanism (the probes did not move the way the claim says)"

@@ -156,7 +156,7 @@ def answer_section(summary: dict) -> list[str]:
         on = f" (confirmed on {h['seeds']['counts']['confirmed']}/{len(h['seeds']['per_seed'])} seeds; numbers of the first)" if h.get("seeds") else ""
         lines.append(f"- **Fixes it: `{h['id']}`**{on} — {h['fix_text']}: CLIP loss {_f(fx.get('loss_clip'))} vs ln(B) "
                      f"{_f(fx.get('ln_B'))}, R@1 {_f(fx.get('r@1'))} vs chance {_f(fx.get('chance@1'))}; mechanism {h['mechanism']}.")
-    split = [f"`{h['id']}` ({h['summary'].split('. First seed')[0]})" for h in hyps if h.get("seeds") and not h["seeds"]["agree"]]
+    split = [f"`{h['id']}` ({h['seeds'].get('tally', '')})" for h in hyps if h.get("seeds") and not h["seeds"]["agree"]]
     if split:
         lines.append(f"- **Seeds disagree** on {', '.join(split)}: a verdict needs a majority of the seeds.")
     search = ab.get("minimal_set_search", {})

@@ -23,6 +23,7 @@ from ..summary import Summary
 from .offline_report import print_root_causes
 
 DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
+DEFAULT_SEEDS = 3  # compare: every config on 3 seeds, replicas settled early (~1 min at the small scale on 2 cores)
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights (safetensors, or torch with weights_only=True).")]
 
 
@@ -124,7 +125,7 @@ def compare_command(
     out: OutOpt = None,
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
-    seeds: SeedsOpt = 1,
+    seeds: SeedsOpt = DEFAULT_SEEDS,
     workers: WorkersOpt = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,

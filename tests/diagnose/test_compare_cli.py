@@ -17,7 +17,7 @@ def test_compare_writes_a_complete_report_and_report_rebuilds_it(tmp_path, monke
     # an ablation written into the same run directory (diagnose ablate --out DIR/ablation) is linked
     (out / "ablation").mkdir(parents=True)
     (out / "ablation" / "report.md").write_text("# Ablation: perceiver_mrl_alignment\n")
-    result = runner.invoke(app, ["compare", "perceiver", "direct", "--out", str(out), *TINY, "--fail-on", "error"])
+    result = runner.invoke(app, ["compare", "perceiver", "direct", "--out", str(out), *TINY, "--seeds", "1", "--fail-on", "error"])
     summary = json.loads((out / "summary.json").read_text())
     errors = [f for f in summary["findings"] if f["severity"] == "error"]
     assert result.exit_code == (1 if errors else 0), result.output

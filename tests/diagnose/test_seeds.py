@@ -30,6 +30,11 @@ def decided(*verdicts: str) -> list[tuple[int, dict]]:
     (("confirmed", "failed", "failed"), "inconclusive", False),      # one seed is not a majority of three
     (("failed", "failed"), "failed", True),
     (("confirmed", "refuted"), "inconclusive", False),               # 1 of 2 is no majority
+    # replicas stopped early at chance ("not restored") count as not learned, but only a full-length run
+    # can tell refuted from a late partial improvement (inconclusive)
+    (("refuted", "not restored", "not restored"), "refuted", True),
+    (("inconclusive", "not restored", "not restored"), "inconclusive", False),
+    (("confirmed", "not restored", "not restored"), "inconclusive", False),
 ])
 def test_majority_over_seeds(verdicts, expected, agree):
     out = combine_seeds(decided(*verdicts))
@@ -38,7 +43,8 @@ def test_majority_over_seeds(verdicts, expected, agree):
     assert out["seeds"]["counts"]["confirmed"] == verdicts.count("confirmed")
     k = len(verdicts)
     assert out["summary"].startswith("; ".join(f"{v} on {verdicts.count(v)}/{k} seeds"
-                                               for v in ("confirmed", "refuted", "inconclusive", "failed") if v in verdicts))
+                                               for v in ("confirmed", "refuted", "not restored", "inconclusive", "failed")
+                                               if v in verdicts))
     assert ("disagree" in out["summary"]) is not agree
 
 
