@@ -16,15 +16,13 @@ Usage: python benchmarks/faults.py [--steps 60] [--scale small] [--workers 2] [-
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from _emit import emit, finite, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,11 +50,6 @@ def run_case(case: dict, steps: int, scale: str) -> dict:
     return {"run": d["runs"][0], "findings": d["findings"], "seconds": round(time.perf_counter() - start, 1)}
 
 
-def _finite(x: float) -> float | None:
-    """JSON has no NaN: a diverged run's loss is reported as null."""
-    return round(float(x), 4) if math.isfinite(float(x)) else None
-
-
 def score(case: dict, out) -> dict:
     from diagnose.executors import Failed
 
@@ -72,7 +65,7 @@ def score(case: dict, out) -> dict:
     errors = sorted({f["id"] for f in findings if f["severity"] == "error"})
     causes = [c["cause"] for c in run["root_causes"]]
     row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"], "set": case["set"],
-           "verdict": run["verdict"]["label"], "loss_clip": _finite(run["final_loss"].get("loss_clip", float("nan"))),
+           "verdict": run["verdict"]["label"], "loss_clip": finite(run["final_loss"].get("loss_clip", float("nan"))),
            "chance": round(run["chance_loss"], 4), "findings": [f"{f['id']}:{f['severity']}" for f in findings],
            "root_causes": causes, "seconds": out["seconds"]}
     if case["kind"] == "healthy":
@@ -135,14 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
             "failed_runs": {r["name"]: r["error"] for r in rows if r.get("error")},
             "wall_seconds": round(wall, 1),
         },
-        "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-                    "torch": __import__("torch").__version__},
+        "machine": machine(),
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

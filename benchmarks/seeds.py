@@ -3,7 +3,8 @@ fail, on every seed at a given scale?
 
 Every (config, seed) is one plain training run through the project's own path (`diagnose.runs.resolve_config`
 -> `run_training` -> `TrainedRun.summary()`, the same verdict `diagnose train` writes; no probes), at
-`diagnose compare`'s default step count. Runs execute in `--workers` spawned processes (one torch thread each).
+`diagnose compare`'s default step count. Runs execute on `diagnose.executors` (`--workers` spawned
+processes, one torch thread each on 2 cores); a run that raises is reported with its error line.
 
 Prints one JSON object: per run the config, seed, final CLIP loss (end-of-run window mean), chance ln(B),
 held-out R@1 and its chance, the verdict label and whether it counts as learned; per config the count of
@@ -16,13 +17,11 @@ Usage: python benchmarks/seeds.py [--seeds 20] [--configs direct perceiver] [--s
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from _emit import emit, finite, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,19 +33,9 @@ def _steps_default() -> int:
     return DEFAULT_STEPS
 
 
-def _finite(x: float | None, nd: int = 4) -> float | None:
-    """JSON has no NaN: a diverged run's value is reported as null."""
-    return round(float(x), nd) if x is not None and math.isfinite(float(x)) else None
-
-
-def run_seed(config: str, seed: int, steps: int, scale: str, sets: list[str], threads: int | None,
-             settle: bool = False) -> dict:
+def run_seed(config: str, seed: int, steps: int, scale: str, sets: list[str], settle: bool = False) -> dict:
     """One plain training run and its verdict; module-level so a worker process can run it. With
     `settle`: an instrumented run that stops once its verdict is settled, as a `--seeds` replica does."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
     from diagnose.runs import resolve_config, run_instrumented, run_training
 
     start = time.perf_counter()
@@ -58,8 +47,8 @@ def run_seed(config: str, seed: int, steps: int, scale: str, sets: list[str], th
     summary = run.summary(kind="train")
     r = summary.retrieval
     return {"config": config, "seed": seed,
-            "loss_clip": _finite(summary.final_loss.get("loss_clip")), "chance": _finite(summary.chance_loss),
-            "r@1": _finite(r.get("r@1")), "chance@1": _finite(r.get("chance@1"), 6),
+            "loss_clip": finite(summary.final_loss.get("loss_clip")), "chance": finite(summary.chance_loss),
+            "r@1": finite(r.get("r@1")), "chance@1": finite(r.get("chance@1"), 6),
             "verdict": summary.verdict.label, "learned": bool(summary.verdict.learned),
             "steps": summary.steps, "settled": (summary.extra.get("settled") or {}).get("why"),
             "seconds": round(time.perf_counter() - start, 1)}
@@ -80,22 +69,21 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     steps = args.steps or _steps_default()
 
-    jobs = [(c, s) for c in args.configs for s in range(args.seeds)]
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
-    start = time.perf_counter()
-    if args.workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    from diagnose.executors import Failed, Job, make_executor
 
-        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_seed, c, s, steps, args.scale, args.sets, threads, args.settle) for c, s in jobs]
-            rows = [f.result() for f in futures]
-    else:
-        rows = []
-        for c, s in jobs:
-            rows.append(run_seed(c, s, steps, args.scale, args.sets, None, args.settle))
-            print(f"{c} seed {s}: {rows[-1]['verdict']} (loss_clip {rows[-1]['loss_clip']}, "
-                  f"R@1 {rows[-1]['r@1']})", file=sys.stderr, flush=True)
+    def note(name: str, row) -> None:
+        text = (f"FAILED: {row.error}" if isinstance(row, Failed)
+                else f"{row['verdict']} (loss_clip {row['loss_clip']}, R@1 {row['r@1']})")
+        print(f"{name}: {text}", file=sys.stderr, flush=True)
+
+    jobs = [Job(f"{c} seed {s}", run_seed, (c, s, steps, args.scale, args.sets, args.settle))
+            for c in args.configs for s in range(args.seeds)]
+    start = time.perf_counter()
+    with make_executor("local", args.workers) as ex:
+        threads = ex.threads
+        results = ex.run(jobs, on_done=note)
+    rows = [{"config": j.args[0], "seed": j.args[1], "error": results[j.name].error, "learned": False}
+            if isinstance(results[j.name], Failed) else results[j.name] for j in jobs]
     wall = time.perf_counter() - start
     totals = {}
     for c in args.configs:
@@ -106,14 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "seeds", "steps": steps, "scale": args.scale, "set": args.sets,
         "workers": args.workers, "threads_per_worker": threads, "runs": rows, "totals": totals,
         "wall_seconds": round(wall, 1),
-        "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-                    "torch": __import__("torch").__version__},
+        "machine": machine(),
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

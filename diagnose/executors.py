@@ -44,12 +44,18 @@ def error_line(exc: BaseException) -> str:
 
 
 def call_with_threads(fn: Callable[..., Any], args: tuple, threads: int | None) -> Any:
-    """Run one job with `threads` torch threads; module-level so worker processes and Ray can run it."""
-    if threads:
-        import torch
+    """Run one job with `threads` torch threads, then give the process its own count back (a job may run
+    in the driver); module-level so worker processes and Ray can run it."""
+    if not threads:
+        return fn(*args)
+    import torch
 
-        torch.set_num_threads(threads)
-    return fn(*args)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)
 
 
 OnDone = Callable[[str, Any], object]

@@ -168,7 +168,8 @@ class ProbeCallback(Callback):
 
 SETTLE_MIN_STEPS = 20  # never settle before this: the loss and the alarms need some steps to mean anything
 SETTLED_LOSS_FRACTION = LEARNED_LOSS_FRACTION / 2  # "learned, settled": the whole end window at half the bar
-SETTLED_FAILURE = ({"loss_at_chance", "loss_above_chance"}, "embedding_collapse")
+SETTLED_LOSS_ALARMS = {"loss_at_chance", "loss_above_chance"}  # on the CLIP loss, with...
+SETTLED_COLLAPSE_ALARM = "embedding_collapse"  # ...collapsed embeddings: "failed, settled"
 
 
 class SettleCallback(Callback):
@@ -196,10 +197,23 @@ class SettleCallback(Callback):
         if max(window) < SETTLED_LOSS_FRACTION * info.loss.chance:
             self.stop_training, self.why = True, f"learned: every CLIP loss of the last {len(window)} steps below {SETTLED_LOSS_FRACTION:g} x ln(B)"
             return
-        fired = {a.finding.id for a in self.watcher.alarms if a.finding.severity == "error"
-                 and (a.finding.id == SETTLED_FAILURE[1] or a.finding.target == "loss_clip")}
-        if fired & SETTLED_FAILURE[0] and SETTLED_FAILURE[1] in fired:
-            self.stop_training, self.why = True, f"failed: error alarms {', '.join(sorted(fired))} raised"
+        errors = [a.finding for a in self.watcher.alarms if a.finding.severity == "error"]
+        loss = {f.id for f in errors if f.id in SETTLED_LOSS_ALARMS and f.target == "loss_clip"}
+        if loss and any(f.id == SETTLED_COLLAPSE_ALARM for f in errors):
+            fired = sorted(loss | {SETTLED_COLLAPSE_ALARM})
+            self.stop_training, self.why = True, f"failed: error alarms {', '.join(fired)} raised"
+
+
+def model_from_checkpoint(cfg: AlignmentConfig, checkpoint: str | Path):
+    """The reference model of `cfg` with the weights of `checkpoint` (safetensors, or torch with
+    weights_only=True); mismatched keys or shapes are a ConfigError naming them."""
+    from reference_models import build_model
+
+    from .io import load_into, load_state_dict
+
+    model = build_model(cfg)
+    load_into(model, load_state_dict(Path(checkpoint)), str(checkpoint))
+    return model
 
 
 def watched_outputs(model: torch.nn.Module) -> dict[str, str]:

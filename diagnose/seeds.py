@@ -12,7 +12,6 @@ collapsed embeddings); the first seed always runs its full length.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
@@ -39,25 +38,11 @@ def instrumented_job(cfg, steps: int, device: str, name: str, checkpoint: str | 
                      settle: bool = False) -> tuple[dict, pd.DataFrame]:
     """One instrumented run in a worker process or a Ray task: its summary and records come back. A
     replica (`settle`) stops once its verdict is settled (`runs.SettleCallback`)."""
-    from .runs import run_instrumented
+    from .runs import model_from_checkpoint, run_instrumented
 
-    model = None
-    if checkpoint is not None:
-        from reference_models import build_model
-
-        from .io import load_into, load_state_dict
-
-        torch_seed(cfg.seed)
-        model = build_model(cfg)
-        load_into(model, load_state_dict(Path(checkpoint)), str(checkpoint))
+    model = model_from_checkpoint(cfg, checkpoint) if checkpoint is not None else None
     run, records = run_instrumented(cfg, steps, device, name=name, model=model, settle=settle)
     return run.summary().to_dict(), records.assign(run=name)
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def run_seeded(configs: Sequence[tuple[Any, str]], seeds: Sequence[int], steps: int, device: str,

@@ -7,17 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from reference_models import build_model
-
 from ..console import console, fail, progress
 from ..distributed import agree_exit, is_writer
-from ..io import load_into, load_state_dict
 from ..executors import Failed
 from ..options import (EXIT_INCOMPLETE, CpusPerRunOpt, DeviceOpt, ExecutorOpt, FailOnOpt, GpusPerRunOpt, OutOpt, QuietOpt,
                        RayAddressOpt, ScaleOpt, SeedOpt, SeedsOpt, SetOpt, StepsOpt, WorkersOpt, check_fail_on, check_out,
                        check_not_distributed, default_workers, make_run_executor)
 from ..rundir import rebuild, write_run_dir
-from ..runs import ProgressCallback, instrumented_summary, resolve_config, run_instrumented
+from ..runs import ProgressCallback, instrumented_summary, model_from_checkpoint, resolve_config, run_instrumented
 from ..seeds import count_line, run_seeded, seed_list
 from ..summary import Summary
 from .offline_report import print_root_causes
@@ -45,10 +42,7 @@ def _print_verdicts(summary: Summary, out: Path) -> None:
 
 
 def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
-    model = None
-    if checkpoint is not None:
-        model = build_model(cfg)
-        load_into(model, load_state_dict(checkpoint), str(checkpoint))
+    model = model_from_checkpoint(cfg, checkpoint) if checkpoint is not None else None
     with progress(label, steps, quiet) as ticker:
         return run_instrumented(cfg, steps, device, [ProgressCallback(ticker)], name=label, model=model)
 
