@@ -7,7 +7,8 @@ Probe ``collapse``, target = embedding name (``image``, ``text``, ``input``, …
   expensive: effective_rank (RankMe), effective_rank_frac (/ min(N, D)), top_sv_share (energy of
       the top singular direction: ≈1 when one direction dominates, e.g. a shared component in the
       inputs), uniformity (Wang & Isola, t=2)
-  target ``image~text``: alignment (E‖x̂−ŷ‖² over positive pairs), when both are given.
+  target ``image~text``: alignment (E‖x̂−ŷ‖² over positive pairs = 2 - 2 cos) and negative_cosine
+      (mean cosine over the non-matching pairs i != j), when both are given.
 Watched outputs (``outputs={"name": "module.path"}`` or `ProbeSession.watch_outputs`) are
 reduced inside a forward hook on the expensive schedule: a tensor output (or the first tensor of
 a tuple, or ``.last_hidden_state``) of shape (B, T, D) is mean-pooled over T first.
@@ -97,6 +98,7 @@ class Collapse(Probe):
                 xa, xb = obs.embeddings.get(a), obs.embeddings.get(b)
                 if xa is None or xb is None or xa.shape[0] != xb.shape[0] or xa.shape[-1] != xb.shape[-1]:
                     continue
-                keys.append((f"{a}~{b}", "alignment"))
-                vals.append(stats.alignment(xa.detach().reshape(xa.shape[0], -1), xb.detach().reshape(xb.shape[0], -1)))
+                xa, xb = xa.detach().reshape(xa.shape[0], -1), xb.detach().reshape(xb.shape[0], -1)
+                keys += [(f"{a}~{b}", "alignment"), (f"{a}~{b}", "negative_cosine")]
+                vals += [stats.alignment(xa, xb), stats.negative_cosine(xa, xb)]
         session.buffer.extend_values(obs.step, self.name, keys, vals)

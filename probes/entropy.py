@@ -14,7 +14,10 @@ Sources and targets:
       ``sdpa.call{i}``. Compiled graphs bypass the mode: `coverage` says what was not seen.
   contrastive logits passed to `observe` (row softmax)            target = ``logits.<name>``
 4-D probabilities (B, H, Q, K) also give ``<target>.head{h}`` rows.
-Logits additionally give positive_prob_mean and top1_acc when square (positives on the diagonal).
+Logits additionally give, when square (positives on the diagonal): positive_prob_mean, top1_acc,
+cross_entropy (row-wise, as given), cross_entropy_best_scale and best_scale_factor (the lowest
+cross-entropy of a*logits over a in 1..64, and that a: what the ranking would cost at a sharper
+temperature).
 """
 
 from __future__ import annotations
@@ -212,8 +215,10 @@ class SoftmaxEntropy(Probe):
                     vals.append(s[metric])
                 if z.shape[0] == z.shape[1]:
                     eye = torch.arange(z.shape[0], device=z.device)
-                    keys += [(target, "positive_prob_mean"), (target, "top1_acc")]
-                    vals += [p.diagonal().mean(), (z.argmax(1) == eye).float().mean()]
+                    ce, ce_best, factor = stats.best_scale_cross_entropy(z)
+                    keys += [(target, "positive_prob_mean"), (target, "top1_acc"), (target, "cross_entropy"),
+                             (target, "cross_entropy_best_scale"), (target, "best_scale_factor")]
+                    vals += [p.diagonal().mean(), (z.argmax(1) == eye).float().mean(), ce, ce_best, factor]
         session.buffer.extend_values(obs.step, self.name, keys, vals)
 
 

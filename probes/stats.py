@@ -119,6 +119,33 @@ def alignment(x: Tensor, y: Tensor) -> Tensor:
     return (_l2_normalise(x.float()) - _l2_normalise(y.float())).pow(2).sum(1).mean()
 
 
+def negative_cosine(x: Tensor, y: Tensor) -> Tensor:
+    """Mean cosine of x̂ᵢ·ŷⱼ over the non-matching pairs i != j, in O(B·D): (Σx̂)·(Σŷ) minus the diagonal."""
+    xn, yn = _l2_normalise(x.float()), _l2_normalise(y.float())
+    n = xn.shape[0]
+    if n < 2:
+        return torch.tensor(float("nan"), device=x.device)
+    total = xn.sum(0) @ yn.sum(0) - (xn * yn).sum()
+    return total / (n * n - n)
+
+
+# Logit scale factors tried by `best_scale_cross_entropy`: 1x to 64x in steps of sqrt(2). Cross-entropy
+# of a*z is convex in a, so the grid minimum is within one step of the true one.
+SCALE_FACTORS = tuple(2.0 ** (k / 2) for k in range(13))
+
+
+def best_scale_cross_entropy(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Row-wise cross-entropy of square logits z (positives on the diagonal) as they are, and the lowest
+    cross-entropy any sharper rescaling a*z (a in SCALE_FACTORS) reaches, with that a. On the device,
+    no host read: the loss the current ranking would give under a better temperature."""
+    z = z.float()
+    pos = z.diagonal()
+    factors = torch.tensor(SCALE_FACTORS, device=z.device, dtype=z.dtype)
+    ce = torch.stack([(torch.logsumexp(a * z, dim=1) - a * pos).mean() for a in SCALE_FACTORS])
+    i = torch.argmin(torch.nan_to_num(ce, nan=float("inf")))
+    return ce[0], ce[i], factors[i]
+
+
 def _cheap_masked(x: Tensor, finite: Tensor) -> dict[str, Tensor]:
     """norm_mean, cosine_mean, dim_std_mean over the finite rows of x, without dropping rows (a
     dynamic shape needs a host read); same values as the dropped-row computation."""

@@ -39,7 +39,8 @@ from .gradients import (
 from .ranking import rank_root_causes
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import (
-    CLAMP_REL, FEW_NEGATIVES_ERROR, FEW_NEGATIVES_WARN, LOW_LOGIT_SCALE, FewNegatives, FlatLogits, LossAtChance, Temperature,
+    CLAMP_REL, FEW_NEGATIVES_ERROR, FEW_NEGATIVES_WARN, LOW_LOGIT_SCALE, MARGIN_USED, TEMPERATURE_OFF_FACTOR, FewNegatives,
+    FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss,
 )
 from .loss_logging import IDENTICAL_ATOL, IDENTICAL_SHARE, LOGGING_REL_TOL, IdenticalComponents, LoggedTotal
 from .representation import (
@@ -59,7 +60,7 @@ attention_entropy, softmax_over_batch = AttentionEntropy(), SoftmaxOverBatch()
 latent_symmetry, latents_not_moving, latent_scale_normalised = LatentSymmetry(), LatentsNotMoving(), LatentScaleNormalised()
 logged_total, identical_components = LoggedTotal(), IdenticalComponents()
 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch = GatheredGradientScale(), ReplicasOutOfSync(), ChanceMismatch()
-no_data_signal, flat_logits = NoDataSignal(), FlatLogits()
+no_data_signal, flat_logits, temperature_limits_loss = NoDataSignal(), FlatLogits(), TemperatureLimitsLoss()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -67,7 +68,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 gradient_fall, nonfinite_values, update_ratio, attention_entropy, temperature, logged_total,
                 identical_components, few_negatives, latent_symmetry, latents_not_moving, latent_scale_normalised,
                 update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed, softmax_over_batch,
-                gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits),
+                gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
+                temperature_limits_loss),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once
@@ -103,7 +105,7 @@ __all__ = [
     "run_rules", "series", "targets", "window", "CHANCE_REL_TOL", "WINDOW_FRAC", "WINDOW_MIN", "COLLAPSED_ENTROPY",
     "LATENT_COSINE", "LATENT_MIN_STEPS", "LATENT_STILL", "LATENT_SYMMETRIC_STD", "NORM_GAIN_REMOVES_SCALE",
     "UNIFORM_ENTROPY", "EXPLODING_REL", "GRAD_FALL_RATIO", "PARAM_SHRINK", "UPDATE_RATIO_HIGH", "UPDATE_RATIO_LOW",
-    "VANISHING_REL", "CLAMP_REL", "FEW_NEGATIVES_ERROR", "FEW_NEGATIVES_WARN", "LOW_LOGIT_SCALE", "IDENTICAL_ATOL",
+    "VANISHING_REL", "CLAMP_REL", "MARGIN_USED", "TEMPERATURE_OFF_FACTOR", "FEW_NEGATIVES_ERROR", "FEW_NEGATIVES_WARN", "LOW_LOGIT_SCALE", "IDENTICAL_ATOL",
     "IDENTICAL_SHARE", "LOGGING_REL_TOL", "COLLAPSE_COSINE", "SHARED_INPUT_COSINE", "SPREAD_EFFECTIVE_RANK",
     "UNIT_NORM_TOL", "GRAD_COSINE_MIN", "GRAD_SCALE_TOL", "REPLICA_SPREAD_TOL", "LEARNED_RECALL_FACTOR",
 ]

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from ..definitions import CHANCE_REL_TOL, LEARNED_RECALL_FACTOR, at_chance, relative_gap
+from ..definitions import CHANCE_REL_TOL, LEARNED_LOSS_FRACTION, LEARNED_RECALL_FACTOR, at_chance, relative_gap
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, primary_component, rnd, series, span, targets, window
 from .gradients import SETTLED_CUMULATIVE_UPDATE, settled
@@ -18,6 +18,17 @@ FEW_NEGATIVES_WARN, FEW_NEGATIVES_ERROR = 16, 4
 # open_clip clamps exp(logit_scale) at 100; within 1% of it the temperature is pinned. A logit scale
 # below 2 makes cosine logits span at most [-2, 2]: the softmax cannot be confident (drift to 1).
 CLAMP_REL, LOW_LOGIT_SCALE = 0.01, 2.0
+# Cosine logits are s*cos: the margin of a positive over the mean negative is s*(cos_pos - cos_neg),
+# and the unit sphere caps it at s*(1 - cos_neg). Once the positive cosine covers more than half of
+# that room, the encoders have less margin left to win than they already won: a loss that is still
+# high can then mostly fall only through sharper logits (a larger logit scale), not better embeddings.
+MARGIN_USED = 0.5
+# A learned logit scale lags the ranking it serves: as a run learns, the best temperature for its logits
+# keeps sharpening (open_clip's scale climbs from 14.3 toward its clamp of 100 over a run), so a
+# temperature somewhat too soft is the normal state of a learning run. The rescale grid (probes.stats,
+# steps of sqrt 2) puts the best factor at 1.41 when the optimum lies between 1x and 2x; only a grid
+# optimum of at least 2x says the logits are off by more than that lag.
+TEMPERATURE_OFF_FACTOR = 2.0
 
 
 class LossAtChance(Rule):
@@ -188,3 +199,81 @@ class FlatLogits(Rule):
             "Multiply the cosine similarities by the logit scale, logits = exp(t) * img @ txt.T with t initialised to "
             "ln(1/0.07) (open_clip, OpenAI CLIP); a scale used as a divisor, or one near 0, keeps the loss at ln(B).",
             LOGITS)]
+
+
+def _logits_mean(df: pd.DataFrame, metric: str) -> float:
+    """End-window mean of a contrastive-logits metric over both directions recorded (NaN if none)."""
+    parts = [window(series(df, "softmax_entropy", t, metric)) for t in targets(df, "softmax_entropy", metric)
+             if t.startswith("logits.")]
+    values = pd.concat(parts) if parts else pd.Series(dtype=float)
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def margin_used(df: pd.DataFrame) -> dict:
+    """End-window cosine of the positive pairs, of the non-matching pairs, and the share of the room
+    1 - cos_neg that the positive margin cos_pos - cos_neg covers (collapse probe, pair targets)."""
+    for pair in targets(df, "collapse", "negative_cosine"):
+        align, neg = series(df, "collapse", pair, "alignment"), series(df, "collapse", pair, "negative_cosine")
+        if len(align) and len(neg):
+            cos_pos, cos_neg = 1 - float(window(align).mean()) / 2, float(window(neg).mean())
+            room = 1 - cos_neg
+            used = (cos_pos - cos_neg) / room if room > 0 else float("nan")
+            return {"pair": pair, "positive_cosine": cos_pos, "negative_cosine": cos_neg, "margin_used": used}
+    return {}
+
+
+class TemperatureLimitsLoss(Rule):
+    """Between chance and learned, the same logits would count as learned at a sharper temperature, and
+    the embeddings have already used most of the cosine margin they can: the logit scale holds the loss.
+
+    Mechanism: `probes.entropy` measures, on every observed batch, the cross-entropy of the logits as
+    given and the lowest cross-entropy of a*logits for a sharper factor a (the same ranking at
+    temperature 1/(a*s)). If the loss as given is above the learned bar (LEARNED_LOSS_FRACTION x ln B)
+    and the rescaled one below it, the ranking is good enough and the scale is what separates the run
+    from "learned". That alone also holds while a healthy run crosses the bar: a learned scale lags the
+    ranking (TEMPERATURE_OFF_FACTOR), and in the first fast steps the ranking runs ahead of the loss,
+    but then the cosines are far from their ceiling (positive cosine 0.2-0.4 on the healthy runs of
+    benchmarks/real_faults), so better embeddings will still lower the loss. Only when the best factor
+    is at least TEMPERATURE_OFF_FACTOR and the positive pairs cover more than MARGIN_USED of the room
+    1 - cos_neg can the loss mostly fall through the scale alone: a logit scale initialised too small,
+    decaying, or used as a divisor.
+    """
+
+    topic = "loss"
+    emits = (Emit("temperature_limits_loss", ("error",), "temperature", 1),)
+    needs = (("softmax_entropy", "cross_entropy_best_scale"), ("collapse", "negative_cosine"), ("loss_split", "chance"))
+    thresholds = {"LEARNED_LOSS_FRACTION": LEARNED_LOSS_FRACTION, "MARGIN_USED": MARGIN_USED,
+                  "TEMPERATURE_OFF_FACTOR": TEMPERATURE_OFF_FACTOR, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+
+    # no alarm gate (Rule.alarm: always): at random init positive and negative pairs have the same
+    # cosine (margin used ~0) and the loss sits at ln B, so this state is never the initial one; with
+    # pretrained encoders it is a fault from the first step (the scale is wrong for those embeddings)
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        _, ln_b = end_loss(df)
+        ce, best, factor = (_logits_mean(df, m) for m in ("cross_entropy", "cross_entropy_best_scale", "best_scale_factor"))
+        if not all(math.isfinite(x) for x in (ln_b, ce, best, factor)):
+            return []
+        bar = LEARNED_LOSS_FRACTION * ln_b
+        # at ln(B) itself a flat softmax is logits_flat's condition; here the loss has left chance
+        if not (bar <= ce and not at_chance(ce, ln_b) and best < bar and factor >= TEMPERATURE_OFF_FACTOR):
+            return []
+        margin = margin_used(df)
+        if not margin or not margin["margin_used"] >= MARGIN_USED:
+            return []
+        ev = {"cross_entropy_end": rnd(ce), "cross_entropy_best_scale_end": rnd(best), "best_scale_factor": rnd(factor, 2),
+              "learned_bar": rnd(bar), "chance_ln_B": rnd(ln_b),
+              **{k: (rnd(v) if isinstance(v, float) else v) for k, v in margin.items()},
+              "window_steps": span(window(series(df, "softmax_entropy", LOGITS, "cross_entropy")))}
+        scale = series(df, "loss_split", "extras", "logit_scale")
+        if len(scale):
+            ev["logit_scale_first"], ev["logit_scale_end"] = rnd(scale.iloc[0], 3), rnd(scale.iloc[-1], 3)
+        return [Finding(
+            "temperature_limits_loss", "error", ctx.name,
+            f"the logits' cross-entropy averages {ce:.3f}, above the learned bar {bar:.3f} (half of ln B = {ln_b:.3f}), "
+            f"yet the same logits sharpened {factor:.1f}x would reach {best:.3f}, below it; the positive pairs already sit "
+            f"at cosine {margin['positive_cosine']:.2f} against {margin['negative_cosine']:.2f} for the others "
+            f"({margin['margin_used']:.0%} of the margin the unit sphere allows): better embeddings can win little, "
+            "the logit scale (temperature) keeps the softmax from becoming confident.", ev,
+            "Check the logit scale: initialised at ln(1/0.07) = 2.66 in log space (scale 14.3), multiplied, learned "
+            "with a small enough lr to not decay (open_clip clamps it at 100).", LOGITS)]

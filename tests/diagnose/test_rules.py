@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from diagnose import rules as R
+from diagnose.definitions import LEARNED_LOSS_FRACTION
 from diagnose.findings import severity_rank
 from diagnose.rules import RunContext
 
@@ -98,7 +99,18 @@ def ranked(top1_end: float, loss_end: float = LN_B, p_pos: float = 1.05 / B) -> 
                  rec("softmax_entropy", "logits.image_to_text", "positive_prob_mean", p_pos))
 
 
+def sharpenable(ce: float, best: float, factor: float, cos_pos: float, cos_neg: float = 0.0) -> pd.DataFrame:
+    """Logits whose cross-entropy is `ce` as given and `best` at `factor` x sharper (end window), and the
+    image~text pair cosines (alignment = 2 - 2 cos_pos)."""
+    lg = [rec("softmax_entropy", t, m, tail(LN_B, v) if m != "best_scale_factor" else v)
+          for t in ("logits.image_to_text", "logits.text_to_image")
+          for m, v in (("cross_entropy", ce), ("cross_entropy_best_scale", best), ("best_scale_factor", factor))]
+    return frame(loss("loss_clip", tail(LN_B, ce)), *lg, rec("collapse", "image~text", "alignment", 2 - 2 * cos_pos),
+                 rec("collapse", "image~text", "negative_cosine", cos_neg))
+
+
 TOL, CT = R.CHANCE_REL_TOL, R.COLLAPSE_COSINE
+BAR = LEARNED_LOSS_FRACTION * LN_B  # the learned bar
 TOP1_BAR = R.LEARNED_RECALL_FACTOR / B  # in-batch top-1 at which the ranking counts as learned
 
 # id -> list of (severity, rule, records, ctx) that must produce exactly that finding
@@ -164,6 +176,11 @@ TRIGGERS = {
                                        rec("latent_stats", LATENT, "post_norm_rms", {0: 1.0})), ctx())],
     "logits_flat": [("error", R.flat_logits, ranked(1.01 * TOP1_BAR), ctx()),
                     ("error", R.flat_logits, ranked(0.95, LN_B * (1 - 0.9 * TOL)), ctx())],
+    "temperature_limits_loss": [
+        ("error", R.temperature_limits_loss, sharpenable(1.01 * BAR, 0.99 * BAR, R.TEMPERATURE_OFF_FACTOR, R.MARGIN_USED + 0.01), ctx()),
+        # the room above a negative cosine of 0.5 is 0.5: a positive at 0.76 uses just over half of it
+        ("error", R.temperature_limits_loss, sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, 0.76, 0.5), ctx()),
+    ],
 }
 
 # id -> list of (rule, records, ctx): just on the healthy side of the threshold, so that id must not appear
@@ -243,6 +260,20 @@ NEAR_MISSES = {
     "logits_flat": [(R.flat_logits, ranked(0.99 * TOP1_BAR), ctx()),  # ranking not (yet) learned
                     (R.flat_logits, ranked(0.95, LN_B * (1 - 1.01 * TOL)), ctx()),  # the loss left chance: not flat
                     (R.flat_logits, loss("loss_clip", LN_B), ctx())],  # no logits recorded
+    "temperature_limits_loss": [
+        # learned as given
+        (R.temperature_limits_loss, sharpenable(0.99 * BAR, 0.5 * BAR, 4.0, 0.9), ctx()),
+        # sharper logits would not reach the learned bar either: the ranking itself is short
+        (R.temperature_limits_loss, sharpenable(1.5 * BAR, 1.01 * BAR, 4.0, 0.9), ctx()),
+        # the best temperature is within the lag of a learned scale (grid optimum below 2x)
+        (R.temperature_limits_loss, sharpenable(1.01 * BAR, 0.9 * BAR, 0.99 * R.TEMPERATURE_OFF_FACTOR, 0.9), ctx()),
+        # the embeddings still have most of their cosine margin to win
+        (R.temperature_limits_loss, sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, R.MARGIN_USED - 0.01), ctx()),
+        # at ln(B) itself: logits_flat's condition
+        (R.temperature_limits_loss, sharpenable(LN_B, 0.6 * BAR, 4.0, 0.9), ctx()),
+        # no pair cosines recorded: the margin cannot be judged
+        (R.temperature_limits_loss, sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, 0.9).query("probe != 'collapse'"), ctx()),
+    ],
     "latent_scale_normalised": [(R.latent_scale_normalised, frame(latents(), rec("latent_stats", LATENT, "norm_gain",
                                                                         {0: 0.99 * R.NORM_GAIN_REMOVES_SCALE, 5: 1e3})), ctx())],
 }
@@ -252,7 +283,7 @@ ALL_IDS = {
     "no_gradient", "dead_gradients", "vanishing_gradients", "exploding_gradients", "gradient_fall", "nonfinite_values",
     "update_ratio_high", "attention_uniform", "attention_entropy_collapse", "temperature_at_clamp",
     "temperature_toward_1", "loss_logging_inconsistent", "components_identical", "few_negatives", "latents_symmetric",
-    "latents_similar", "latents_not_moving", "latent_scale_normalised", "logits_flat",
+    "latents_similar", "latents_not_moving", "latent_scale_normalised", "logits_flat", "temperature_limits_loss",
 }
 
 

@@ -72,6 +72,9 @@ def test_observe_matches_numpy_reference():
     yn = txt.double() / txt.double().norm(dim=1, keepdim=True)
     want = ((xn - yn) ** 2).sum(1).mean().item()
     assert _metrics(df, "image~text")["alignment"] == pytest.approx(want, rel=1e-5)
+    cos = (xn @ yn.T).numpy()
+    off = cos[~np.eye(len(cos), dtype=bool)].mean()  # mean cosine over the non-matching pairs
+    assert _metrics(df, "image~text")["negative_cosine"] == pytest.approx(off, rel=1e-4, abs=1e-6)
 
 
 def test_expensive_metrics_follow_schedule():

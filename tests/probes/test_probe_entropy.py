@@ -185,6 +185,27 @@ def test_contrastive_logits_rows_and_transpose():
         assert _get(df, target, "entropy_mean") == pytest.approx(_np_entropy(p).mean(), rel=1e-5)
         assert _get(df, target, "positive_prob_mean") == pytest.approx(np.diag(p).mean(), rel=1e-5)
         assert _get(df, target, "top1_acc") == pytest.approx((p.argmax(1) == np.arange(8)).mean())
+        # cross-entropy as given and at the best sharper rescaling, against a dense scan of the factor
+        zd = z.double().numpy()
+
+        def ce(a):
+            return float(np.mean(np.log(np.exp(a * zd).sum(1)) - a * np.diag(zd)))
+
+        assert _get(df, target, "cross_entropy") == pytest.approx(ce(1.0), rel=1e-5)
+        factors = np.exp(np.linspace(0, np.log(64), 2001))
+        dense = min(ce(a) for a in factors)
+        got, factor = _get(df, target, "cross_entropy_best_scale"), _get(df, target, "best_scale_factor")
+        assert got == pytest.approx(ce(factor), rel=1e-5)  # the value at the reported factor
+        assert dense <= got + 1e-6 and got <= ce(1.0) + 1e-6
+        # the sqrt(2) grid lands within one step of the true optimum of the convex curve
+        assert got - dense < 0.1 * (ce(1.0) - dense) + 1e-3
+    # a ranking that is right but soft (positives 1.0 above the rest): the best factor is well above 1
+    soft = 0.2 * torch.randn(16, 16) + torch.eye(16)
+    with attach(nn.Linear(1, 1), probes=["softmax_entropy"], strict=True) as session:
+        session.observe(0, logits={"image_to_text": soft})
+    assert _get(session.records, "logits.image_to_text", "best_scale_factor") >= 4.0
+    assert (_get(session.records, "logits.image_to_text", "cross_entropy_best_scale")
+            < 0.5 * _get(session.records, "logits.image_to_text", "cross_entropy"))
     # chance-level logits (all equal) sit at entropy 1
     with attach(nn.Linear(1, 1), probes=["softmax_entropy"]) as session:
         session.observe(0, logits={"image_to_text": torch.zeros(16, 16)})
