@@ -22,8 +22,10 @@ COLUMNS = ["step", "probe", "target", "metric", "value"]
 
 @dataclass
 class Alarm:
-    step: int  # the step at which the finding first qualified as an alarm
+    step: int  # the step at which the finding first qualified as an alarm (the records went up to it)
     finding: Finding
+    # the step whose `observe` delivered it: later than `step` when the rules ran in the background
+    delivered_at: int | None = None
 
 
 @dataclass
@@ -60,17 +62,34 @@ class RuleMonitor:
         df = self.records
         if step is None:
             step = int(df["step"].max()) if len(df) else 0
+        return self.apply(step, evaluate_rules(df, self.ctx))
+
+    def apply(self, step: int, evaluation: Evaluation) -> list[Alarm]:
+        """Book an evaluation of the records up to `step`: findings so far, first-seen steps, new alarms."""
         self.last_step = step
-        by_rule: list[tuple[object, list[Finding]]] = [(rule, rule(df, self.ctx)) for rule in CATALOGUE["records"]]
-        self.findings = sort_findings([f for _, found in by_rule for f in found])
+        self.findings = sort_findings([f for f, _ in evaluation])
         new = []
         alarmed = {(a.finding.id, a.finding.target) for a in self.alarms}
-        for rule, found in by_rule:
-            for f in found:
-                key = (f.id, f.target)
-                self.first_seen.setdefault(key, step)
-                if f.severity == "error" and key not in alarmed and rule.alarm(f, df):
-                    alarm = Alarm(step, f)
-                    self.alarms.append(alarm)
-                    new.append(alarm)
+        for f, worth_alarm in evaluation:
+            key = (f.id, f.target)
+            self.first_seen.setdefault(key, step)
+            if f.severity == "error" and key not in alarmed and worth_alarm:
+                alarmed.add(key)
+                alarm = Alarm(step, f)
+                self.alarms.append(alarm)
+                new.append(alarm)
         return new
+
+
+# one evaluation: every finding with whether its rule deems it worth an alarm (`Rule.alarm`)
+Evaluation = list[tuple[Finding, bool]]
+
+
+def evaluate_rules(df: pd.DataFrame, ctx: RunContext) -> Evaluation:
+    """Every record rule on `df`: reads `df` only, so it may run in another thread on a frame that the
+    training thread no longer changes (record frames are replaced, never changed in place)."""
+    out: Evaluation = []
+    for rule in CATALOGUE["records"]:
+        for f in rule(df, ctx):
+            out.append((f, f.severity == "error" and rule.alarm(f, df)))
+    return out

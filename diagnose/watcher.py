@@ -15,6 +15,12 @@ While the run goes on, the record rules are evaluated on the records so far on a
 error finding raises an alarm the first time it holds (and is news: `Rule.alarm`): a log line on the
 `diagnose` logger (`alarm="warn"`), a `DiagnoseAlarm` raised from `observe` (`"raise"`), or your
 function called with the `Alarm` (to stop or checkpoint). The library never prints.
+
+The rules read a snapshot of the records in a background thread (`background=True`, the default with
+a budget), so the training thread pays only for taking the snapshot; an alarm is delivered by the
+first `observe` after its evaluation ends, stamped with the step its records went up to
+(`Alarm.step`) and the step that delivered it (`Alarm.delivered_at`). With ``budget=None`` (every
+`evaluate_every` steps whatever it costs) or ``background=False`` the rules run inside `observe`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import math
 import statistics
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -33,7 +40,7 @@ import torch
 from torch import nn
 
 from .analysis import analyse
-from .monitor import Alarm, RuleMonitor
+from .monitor import Alarm, Evaluation, RuleMonitor, evaluate_rules
 from .rules import RunContext
 from .summary import DEFAULT_MAX_LOGIT_SCALE, RunSummary, Summary, end_of_run
 
@@ -89,7 +96,7 @@ class Watch:
                  candidates: int | None = None, loss_weights: Mapping[str, float] | None = None,
                  max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
                  outputs: Mapping[str, str] | None = None, max_records: int | None = None, spill: str | Path | None = None,
-                 session_kwargs: Mapping[str, Any] | None = None):
+                 background: bool = True, session_kwargs: Mapping[str, Any] | None = None):
         from probes import ProbeSession
 
         if not (alarm in ("warn", "raise", "off", None) or callable(alarm)):
@@ -99,6 +106,10 @@ class Watch:
         if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget and math.isfinite(budget)):
             raise ValueError(f"budget={budget!r}: expected a positive share of the step time (e.g. 0.02) or None")
         self.alarm_policy, self.evaluate_every, self.budget = alarm, evaluate_every, budget
+        # rules in a worker thread: only with a budget (budget=None promises evaluation at fixed steps)
+        self.background = bool(background) and budget is not None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[Future, int, int] | None = None  # (evaluation, records' step, observed count)
         self.batch_size, self.candidates = batch_size, candidates
         self.loss_weights = dict(loss_weights or {})
         self.max_logit_scale = max_logit_scale
@@ -134,6 +145,7 @@ class Watch:
 
     def close(self) -> Summary | None:
         """Remove every probe; with `out`, evaluate the whole run and write the run directory."""
+        self._finish_background()
         self.session.close(error=self.interrupted is not None)
         if self.out is not None and self.summary is None and (self.dist is None or self.dist.rank == 0):
             from .rundir import write_run_dir
@@ -188,6 +200,8 @@ class Watch:
             new = self.dist.agree(new)
             if self.dist.rank:
                 self.monitor.alarms.extend(new)
+        for a in new:
+            a.delivered_at = int(step)
         for listener in self.listeners:  # scalar sinks (TensorBoard, W&B): diagnose.integrations
             listener(self, int(step), new)
         for a in new:
@@ -245,11 +259,13 @@ class Watch:
         return out
 
     def evaluate(self) -> list[Alarm]:
-        """Evaluate the rules on the records so far now (also done on a schedule by `observe`)."""
+        """Evaluate the rules on the records so far now, in this thread (also done on a schedule by
+        `observe`); an evaluation still running in the background is waited for first."""
+        new = self._collect(wait=True)
         t0 = time.perf_counter()
         self.monitor.ctx = self._context()
         self.monitor.replace(self.session.records)
-        new = self.monitor.evaluate(self.last_step)
+        new += self.monitor.evaluate(self.last_step)
         self._eval_time = time.perf_counter() - t0
         return new
 
@@ -263,15 +279,54 @@ class Watch:
         self._t_last, self._eval_in_last = now, 0.0
 
     def _maybe_evaluate(self, step: int) -> list[Alarm]:
-        if not self.evaluate_every or self._observed < self._next_eval:
-            return []
-        new = self.evaluate()
-        self._eval_in_last = self._eval_time
+        new = self._collect(wait=False)
+        if not self.evaluate_every or self._observed < self._next_eval or self._pending is not None:
+            return new
+        if not self.background:
+            new = self.evaluate()
+            self._eval_in_last = self._eval_time
+            self._schedule_next(self._observed)
+            return new
+        t0 = time.perf_counter()  # the snapshot is the training thread's share of the cost
+        self.monitor.ctx = ctx = self._context()
+        snapshot = self.session.buffer.snapshot()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnose-rules")
+        self._pending = (self._pool.submit(_timed_rules, snapshot, ctx), step, self._observed)
+        self._eval_in_last = time.perf_counter() - t0
+        return new
+
+    def _schedule_next(self, observed: int) -> None:
         spacing = self.evaluate_every
         if self.budget and self._step_time > 0:  # keep evaluation under `budget` of the training time
             spacing = max(spacing, math.ceil(self._eval_time / (self.budget * self._step_time)))
-        self._next_eval = self._observed + spacing
-        return new
+        self._next_eval = observed + spacing
+
+    def _collect(self, wait: bool) -> list[Alarm]:
+        """Book the background evaluation once it has ended (or wait for it); its new alarms."""
+        if self._pending is None or not (wait or self._pending[0].done()):
+            return []
+        future, step, observed = self._pending
+        self._pending = None
+        evaluation, self._eval_time = future.result()
+        self._schedule_next(observed)
+        return self.monitor.apply(step, evaluation)
+
+    def _finish_background(self) -> None:
+        """At close: the evaluation still running is booked (its alarms logged or passed to the alarm
+        function; never raised, the loop is over) and the worker thread ends."""
+        try:
+            late = self._collect(wait=True)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        for a in late:
+            a.delivered_at = self.last_step
+            if self.alarm_policy == "raise":
+                log.warning(alarm_line(a))
+            else:
+                self._raise_alarm(a)
 
     def add_listener(self, fn: Callable[[Watch, int, list[Alarm]], Any]) -> None:
         """Call ``fn(watch, step, new_alarms)`` after every `observe` (see diagnose.integrations.scalars)."""
@@ -316,6 +371,12 @@ class Watch:
         return analyse(summary, records.assign(run=self.name))
 
 
+def _timed_rules(snapshot: Callable[[], pd.DataFrame], ctx: RunContext) -> tuple[Evaluation, float]:
+    """In the worker thread: build the snapshot's frame and run the rules on it; with the time taken."""
+    t0 = time.perf_counter()
+    return evaluate_rules(snapshot(), ctx), time.perf_counter() - t0
+
+
 def _command() -> str:
     import shlex
     import sys
@@ -335,6 +396,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
 
     See `Watch` for the keyword arguments (name, alarm, probes, every, expensive_every, evaluate_every,
     budget (share of the step time the online rules may take, default 0.02; None: every `evaluate_every`
-    steps whatever it costs), batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
+    steps whatever it costs), background (rules in a worker thread when there is a budget, default True),
+    batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
     """
     return Watch(model, optimizer, out, **kwargs)

@@ -252,15 +252,30 @@ class RecordBuffer:
     def frame(self) -> pd.DataFrame:
         self.flush()
         if self._frame is None:
-            c = self._cols
-            self._frame = pd.DataFrame(
-                {
-                    "step": pd.Series(c["step"], dtype="int64"),
-                    "probe": pd.Series(c["probe"]),
-                    "target": pd.Series(c["target"]),
-                    "metric": pd.Series(c["metric"]),
-                    "value": pd.Series(c["value"], dtype="float64"),
-                },
-                columns=list(COLUMNS),
-            )
+            self._frame = frame_of(self._cols)
         return self._frame
+
+    def snapshot(self) -> Callable[[], pd.DataFrame]:
+        """The rows so far, for another thread: the values reach the host here (one transfer) and the
+        columns are copied (pointer copies), so building the frame, the costly part, can happen there
+        while this buffer keeps growing or thins."""
+        self.flush()
+        if self._frame is not None:
+            frame = self._frame
+            return lambda: frame
+        cols = {c: list(v) for c, v in self._cols.items()}
+        return lambda: frame_of(cols)
+
+
+def frame_of(cols: dict[str, list]) -> pd.DataFrame:
+    """Long DataFrame of record columns (step int64, probe/target/metric str, value float64)."""
+    return pd.DataFrame(
+        {
+            "step": pd.Series(cols["step"], dtype="int64"),
+            "probe": pd.Series(cols["probe"]),
+            "target": pd.Series(cols["target"]),
+            "metric": pd.Series(cols["metric"]),
+            "value": pd.Series(cols["value"], dtype="float64"),
+        },
+        columns=list(COLUMNS),
+    )

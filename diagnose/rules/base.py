@@ -11,6 +11,7 @@ on the run truncated at t.
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -98,19 +99,20 @@ class Rule:
 # --- record access ---------------------------------------------------------------------------------
 
 
-# one entry: the (probe, metric) groups of the frame the rules last read. Record frames are treated as
-# immutable: a frame changed in place keeps its stale index (copy it first)
-_INDEX: dict[str, object] = {}
+# per thread, one entry: the (probe, metric) groups of the frame the rules last read (`diagnose.watch`
+# evaluates in a background thread while the training thread may evaluate too, e.g. at close). Record
+# frames are treated as immutable: a frame changed in place keeps its stale index (copy it first)
+_INDEX = threading.local()
 
 
 def _groups(df: pd.DataFrame) -> dict:
     """(probe, metric) -> rows, built once per frame: every rule selects from the same records, and a
     string comparison over the whole frame per selection would dominate the cost of a rule pass."""
-    ref = _INDEX.get("frame")
-    if ref is not None and ref() is df and _INDEX.get("rows") == len(df):
-        return _INDEX["groups"]  # type: ignore[return-value]
+    ref = getattr(_INDEX, "frame", None)
+    if ref is not None and ref() is df and getattr(_INDEX, "rows", None) == len(df):
+        return _INDEX.groups
     groups = {k: g for k, g in df.groupby(["probe", "metric"], sort=False)} if len(df) else {}
-    _INDEX.update(frame=weakref.ref(df), rows=len(df), groups=groups)
+    _INDEX.frame, _INDEX.rows, _INDEX.groups = weakref.ref(df), len(df), groups
     return groups
 
 

@@ -236,7 +236,9 @@ class TemperatureLimitsLoss(Rule):
     benchmarks/real_faults), so better embeddings will still lower the loss. Only when the best factor
     is at least TEMPERATURE_OFF_FACTOR and the positive pairs cover more than MARGIN_USED of the room
     1 - cos_neg can the loss mostly fall through the scale alone: a logit scale initialised too small,
-    decaying, or used as a divisor.
+    fixed too small, or used as a divisor. A logged scale that fell by TEMPERATURE_OFF_FACTOR or more
+    during the run started sharp enough: training drove it down (too high an lr rewrites the scale as it
+    rewrites the weights), so the soft temperature is that cause's symptom and this rule stays quiet.
     """
 
     topic = "loss"
@@ -261,11 +263,15 @@ class TemperatureLimitsLoss(Rule):
         margin = margin_used(df)
         if not margin or not margin["margin_used"] >= MARGIN_USED:
             return []
+        scale = series(df, "loss_split", "extras", "logit_scale")
+        if len(scale) and float(scale.iloc[0]) >= TEMPERATURE_OFF_FACTOR * float(scale.iloc[-1]):
+            # the scale started sharp enough and training drove it down (an lr that also rewrites the
+            # temperature, open_clip#815): the soft temperature is a symptom; the update rules name why
+            return []
         ev = {"cross_entropy_end": rnd(ce), "cross_entropy_best_scale_end": rnd(best), "best_scale_factor": rnd(factor, 2),
               "learned_bar": rnd(bar), "chance_ln_B": rnd(ln_b),
               **{k: (rnd(v) if isinstance(v, float) else v) for k, v in margin.items()},
               "window_steps": span(window(series(df, "softmax_entropy", LOGITS, "cross_entropy")))}
-        scale = series(df, "loss_split", "extras", "logit_scale")
         if len(scale):
             ev["logit_scale_first"], ev["logit_scale_end"] = rnd(scale.iloc[0], 3), rnd(scale.iloc[-1], 3)
         return [Finding(

@@ -180,6 +180,9 @@ TRIGGERS = {
         ("error", R.temperature_limits_loss, sharpenable(1.01 * BAR, 0.99 * BAR, R.TEMPERATURE_OFF_FACTOR, R.MARGIN_USED + 0.01), ctx()),
         # the room above a negative cosine of 0.5 is 0.5: a positive at 0.76 uses just over half of it
         ("error", R.temperature_limits_loss, sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, 0.76, 0.5), ctx()),
+        # a scale that started too small and grew a little (transformers#13430's init of 1 in log space)
+        ("error", R.temperature_limits_loss, frame(sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, 0.9),
+                                                   rec("loss_split", "extras", "logit_scale", tail(2.72, 2.87))), ctx()),
     ],
 }
 
@@ -271,6 +274,10 @@ NEAR_MISSES = {
         (R.temperature_limits_loss, sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, R.MARGIN_USED - 0.01), ctx()),
         # at ln(B) itself: logits_flat's condition
         (R.temperature_limits_loss, sharpenable(LN_B, 0.6 * BAR, 4.0, 0.9), ctx()),
+        # the logged scale started sharp and fell 2x during the run: the optimizer drove it down
+        (R.temperature_limits_loss, frame(sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, 0.9),
+                                          rec("loss_split", "extras", "logit_scale", tail(14.3, 14.3 / R.TEMPERATURE_OFF_FACTOR))),
+         ctx()),
         # no pair cosines recorded: the margin cannot be judged
         (R.temperature_limits_loss, sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, 0.9).query("probe != 'collapse'"), ctx()),
     ],

@@ -199,7 +199,65 @@ def test_budget_none_evaluates_the_rules_every_evaluate_every_steps(monkeypatch)
     w._observed = 5
     w._maybe_evaluate(5)
     assert w._next_eval == 10
-    budgeted = diagnose.watch(nn.Linear(2, 2), evaluate_every=5)
+    budgeted = diagnose.watch(nn.Linear(2, 2), evaluate_every=5, background=False)
     budgeted._step_time, budgeted._eval_time, budgeted._observed = 1e-3, 1.0, 5
     budgeted._maybe_evaluate(5)
     assert budgeted._next_eval == 5 + math.ceil(1.0 / (0.02 * 1e-3))
+    # in the background the spacing comes from the evaluation's own measured time, once it has ended
+    monkeypatch.setattr(watcher, "_timed_rules", lambda snapshot, ctx: ([], 1.0))
+    bg = diagnose.watch(nn.Linear(2, 2), evaluate_every=5)
+    bg._step_time, bg._observed = 1e-3, 5
+    bg._maybe_evaluate(5)
+    assert bg._pending is not None and bg._collect(wait=True) == []
+    assert bg._next_eval == 5 + math.ceil(1.0 / (0.02 * 1e-3))
+    bg.close()
+
+
+def _fake_finding():
+    from diagnose.findings import Finding
+
+    return Finding("no_gradient", "error", "run", "a test finding", {"k": 1}, "fix it", "enc.weight")
+
+
+def test_rules_run_in_a_background_thread_and_the_alarm_comes_with_a_later_observe(monkeypatch):
+    import threading
+
+    from diagnose import watcher
+
+    release, threads = threading.Event(), []
+
+    def slow_rules(df, ctx):
+        threads.append(threading.get_ident())
+        release.wait(10)
+        return [(_fake_finding(), True)]
+
+    monkeypatch.setattr(watcher, "evaluate_rules", slow_rules)
+    model = nn.Linear(4, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(diagnose.DiagnoseAlarm) as raised:
+        with diagnose.watch(model, opt, alarm="raise", evaluate_every=5, probes="cheap") as w:
+            for step in range(12):
+                model(torch.randn(8, 4)).pow(2).mean().backward()
+                w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)  # never blocks on the rules
+                if step == 6:
+                    assert w._pending is not None and w.alarms == []  # still evaluating: nothing yet
+                    release.set()
+                    w._pending[0].result(timeout=10)
+                opt.step()
+    assert threads and threads[0] != threading.get_ident()
+    alarm = raised.value.alarm
+    assert (alarm.step, alarm.delivered_at) == (4, 7)  # records up to the 5th step; delivered by the next observe
+    assert [a.finding.id for a in w.alarms] == ["no_gradient"]
+
+
+def test_close_books_an_evaluation_still_running(monkeypatch):
+    from diagnose import watcher
+
+    monkeypatch.setattr(watcher, "evaluate_rules", lambda df, ctx: [(_fake_finding(), True)])
+    got = []
+    model = nn.Linear(4, 4)
+    with diagnose.watch(model, alarm=got.append, evaluate_every=5, probes="cheap") as w:
+        for step in range(5):
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)
+    assert [(a.step, a.delivered_at) for a in got] == [(4, 4)] and w._pool is None
