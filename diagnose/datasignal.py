@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-PROBE = "data_signal"  # records: probe name; target "pairs"
-TARGET = "pairs"
-ALPHA = 0.01  # significance level of the permutation test
+from .rules.data import ALPHA, PROBE, TARGET  # the names the records and the rule share
+
 PERMUTATIONS = 999  # p-values resolve down to 1/1000
 FIT_FRACTION = 0.5
 SAMPLE = 1024  # pairs drawn from a run's training data (cost: one pass over them, a few hundred ms)

@@ -16,10 +16,10 @@ error finding raises an alarm the first time it holds (and is news: `Rule.alarm`
 `diagnose` logger (`alarm="warn"`), a `DiagnoseAlarm` raised from `observe` (`"raise"`), or your
 function called with the `Alarm` (to stop or checkpoint). The library never prints.
 
-The rules read a snapshot of the records in a background thread (`background=True`, the default with
-a budget), so the training thread pays only for taking the snapshot; an alarm is delivered by the
-first `observe` after its evaluation ends, stamped with the step its records went up to
-(`Alarm.step`) and the step that delivered it (`Alarm.delivered_at`). With ``budget=None`` (every
+With a budget (the default) the rules run in a child process (`diagnose.rule_server`; a worker thread
+where no process can start), so the training thread pays only for shipping the new records; an alarm
+is delivered by the first `observe` after its evaluation ends, stamped with the step its records went
+up to (`Alarm.step`) and the step that delivered it (`Alarm.delivered_at`). With ``budget=None`` (every
 `evaluate_every` steps whatever it costs) or ``background=False`` the rules run inside `observe`.
 """
 
@@ -106,9 +106,12 @@ class Watch:
         if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget and math.isfinite(budget)):
             raise ValueError(f"budget={budget!r}: expected a positive share of the step time (e.g. 0.02) or None")
         self.alarm_policy, self.evaluate_every, self.budget = alarm, evaluate_every, budget
-        # rules in a worker thread: only with a budget (budget=None promises evaluation at fixed steps)
+        # rules outside the training thread: only with a budget (budget=None promises evaluation at fixed steps)
         self.background = bool(background) and budget is not None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None  # fallback when no rule process can run
+        self._server = None  # diagnose.rule_server.RuleProcess, started at the first evaluation
+        self._server_error: str | None = None
+        self._server_note_logged = False
         self._pending: tuple[Future, int, int] | None = None  # (evaluation, records' step, observed count)
         self.batch_size, self.candidates = batch_size, candidates
         self.loss_weights = dict(loss_weights or {})
@@ -136,6 +139,8 @@ class Watch:
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> Watch:
         self.session.open()
+        if self.background and self.evaluate_every and (self.dist is None or self.dist.rank == 0):
+            self._start_server()  # its start-up (imports) overlaps the first training steps
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -144,13 +149,17 @@ class Watch:
         self.close()
 
     def close(self) -> Summary | None:
-        """Remove every probe; with `out`, evaluate the whole run and write the run directory."""
-        self._finish_background()
+        """Remove every probe; with `out`, evaluate the whole run and write the run directory. Under
+        ``alarm="raise"``, an alarm whose evaluation ended only now is raised after the directory is
+        written (unless the block is already ending by an exception)."""
+        late = self._finish_background()
         self.session.close(error=self.interrupted is not None)
         if self.out is not None and self.summary is None and (self.dist is None or self.dist.rank == 0):
             from .rundir import write_run_dir
 
             write_run_dir(self.out, self.result(), self.records.assign(run=self.name))
+        if late and self.alarm_policy == "raise" and self.interrupted is None:
+            raise DiagnoseAlarm(late[0])
         return self.summary
 
     def result(self) -> Summary:
@@ -287,14 +296,29 @@ class Watch:
             self._eval_in_last = self._eval_time
             self._schedule_next(self._observed)
             return new
-        t0 = time.perf_counter()  # the snapshot is the training thread's share of the cost
+        t0 = time.perf_counter()  # shipping the records is the training thread's share of the cost
         self.monitor.ctx = ctx = self._context()
-        snapshot = self.session.buffer.snapshot()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnose-rules")
-        self._pending = (self._pool.submit(_timed_rules, snapshot, ctx), step, self._observed)
+        self._pending = (self._submit(ctx), step, self._observed)
         self._eval_in_last = time.perf_counter() - t0
         return new
+
+    def _submit(self, ctx: RunContext) -> Future:
+        """An evaluation of the records so far in the rule process (diagnose/rule_server.py), or in a
+        worker thread if that process cannot run here."""
+        from .rule_server import RuleProcessDied
+
+        self._start_server()
+        if self._server is not None:
+            try:
+                return self._server.submit(self.session.buffer, ctx)
+            except RuleProcessDied as exc:
+                self._drop_server(str(exc))
+        if not self._server_note_logged:
+            self._server_note_logged = True
+            log.info("diagnose: online rules in a thread of this process (rule process: %s)", self._server_error)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnose-rules")
+        return self._pool.submit(_timed_rules, self.session.buffer.snapshot(), ctx)
 
     def _schedule_next(self, observed: int) -> None:
         spacing = self.evaluate_every
@@ -308,25 +332,49 @@ class Watch:
             return []
         future, step, observed = self._pending
         self._pending = None
-        evaluation, self._eval_time = future.result()
+        from .rule_server import RuleProcessDied
+
+        try:
+            evaluation, self._eval_time = future.result()
+        except RuleProcessDied as exc:  # evaluated again at the next due step, in a thread
+            self._drop_server(str(exc))
+            return []
         self._schedule_next(observed)
         return self.monitor.apply(step, evaluation)
 
-    def _finish_background(self) -> None:
-        """At close: the evaluation still running is booked (its alarms logged or passed to the alarm
-        function; never raised, the loop is over) and the worker thread ends."""
+    def _start_server(self) -> None:
+        from .rule_server import RuleProcess
+
+        if self._server is None and self._server_error is None:
+            try:
+                self._server = RuleProcess()
+            except OSError as exc:
+                self._server_error = f"could not start: {exc}"
+
+    def _drop_server(self, why: str) -> None:
+        server, self._server, self._server_error = self._server, None, why
+        if server is not None:
+            server.close()
+
+    def _finish_background(self) -> list[Alarm]:
+        """At close: the evaluation still running is booked, its alarms logged or passed to the alarm
+        function (returned: `close` raises them under ``alarm="raise"``), and the rule process ends."""
         try:
             late = self._collect(wait=True)
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+            if self._server is not None:
+                self._server.close()
+                self._server = None
         for a in late:
             a.delivered_at = self.last_step
-            if self.alarm_policy == "raise":
-                log.warning(alarm_line(a))
-            else:
+            if self.alarm_policy != "raise":
                 self._raise_alarm(a)
+            elif self.interrupted is not None:  # the block is ending by an exception: say it, don't mask it
+                log.warning(alarm_line(a))
+        return late
 
     def add_listener(self, fn: Callable[[Watch, int, list[Alarm]], Any]) -> None:
         """Call ``fn(watch, step, new_alarms)`` after every `observe` (see diagnose.integrations.scalars)."""
@@ -372,9 +420,11 @@ class Watch:
 
 
 def _timed_rules(snapshot: Callable[[], pd.DataFrame], ctx: RunContext) -> tuple[Evaluation, float]:
-    """In the worker thread: build the snapshot's frame and run the rules on it; with the time taken."""
-    t0 = time.perf_counter()
-    return evaluate_rules(snapshot(), ctx), time.perf_counter() - t0
+    """In the worker thread: build the snapshot's frame and run the rules on it; with the CPU time this
+    thread spent (what the evaluation costs the machine; its wall time also counts waits for the GIL
+    while the training thread runs Python)."""
+    t0 = time.thread_time()
+    return evaluate_rules(snapshot(), ctx), time.thread_time() - t0
 
 
 def _command() -> str:
@@ -396,7 +446,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
 
     See `Watch` for the keyword arguments (name, alarm, probes, every, expensive_every, evaluate_every,
     budget (share of the step time the online rules may take, default 0.02; None: every `evaluate_every`
-    steps whatever it costs), background (rules in a worker thread when there is a budget, default True),
+    steps whatever it costs), background (rules in a child process when there is a budget, default True),
     batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
     """
     return Watch(model, optimizer, out, **kwargs)

@@ -255,6 +255,13 @@ class RecordBuffer:
             self._frame = frame_of(self._cols)
         return self._frame
 
+    def columns_since(self, count: int | None) -> dict[str, list]:
+        """Copies of the columns of the rows added after `appended` was `count` (all rows for None).
+        Valid as a continuation only while no thinning happened in between (`dropped` unchanged)."""
+        self.flush()
+        n = len(self) if count is None else min(self.appended - count, len(self))
+        return {c: (v[len(v) - n:] if n > 0 else []) for c, v in self._cols.items()}
+
     def snapshot(self) -> Callable[[], pd.DataFrame]:
         """The rows so far, for another thread: the values reach the host here (one transfer) and the
         columns are copied (pointer copies), so building the frame, the costly part, can happen there

@@ -13,11 +13,15 @@ import math
 
 import pandas as pd
 
-from ..datasignal import ALPHA, PROBE, TARGET
 from ..definitions import at_chance, left_chance, relative_gap
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, rnd, series
 
+# the records `diagnose.datasignal` writes (defined here so the rule catalogue imports no torch: the
+# online rules may run in a separate light process, diagnose/rule_server.py)
+PROBE = "data_signal"  # records: probe name; target "pairs"
+TARGET = "pairs"
+ALPHA = 0.01  # significance level of the permutation test
 METRICS = ("r@1", "chance@1", "p_value", "significant", "detectable_r@1", "n_test", "hits")
 
 

@@ -47,12 +47,12 @@ class Aligner(nn.Module):
         return img, F.normalize(txt.detach() if self.detach_text else txt, dim=-1)
 
 
-def train(out, lr=1e-3, detach_text=False, steps=40, alarm="off", fail_at=None, seed=0, model=None):
+def train(out, lr=1e-3, detach_text=False, steps=40, alarm="off", fail_at=None, seed=0, model=None, **watch_kwargs):
     torch.manual_seed(seed)
     tokens, texts = data(seed)
     model = model if model is not None else Aligner(detach_text)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    with diagnose.watch(model, opt, out=out, name="user", alarm=alarm, expensive_every=5) as w:
+    with diagnose.watch(model, opt, out=out, name="user", alarm=alarm, expensive_every=5, **watch_kwargs) as w:
         for step in range(steps):
             idx = torch.randint(0, N, (B,))
             img, txt = model(tokens[idx], texts[idx])
@@ -126,12 +126,21 @@ def test_learning_rate_that_collapses_the_embeddings_is_named(tmp_path):
 
 def test_alarm_raise_stops_the_loop_and_the_directory_is_still_written(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(diagnose.DiagnoseAlarm) as info:
-        train(out, detach_text=True, alarm="raise")
+    with pytest.raises(diagnose.DiagnoseAlarm) as info:  # rules inside observe: the alarm step is exact
+        train(out, detach_text=True, alarm="raise", background=False)
     assert info.value.alarm.finding.id == "no_gradient"
-    assert info.value.alarm.step <= 10
+    assert info.value.alarm.step == info.value.alarm.delivered_at == 4  # the first evaluation, 5th step
     s = summary(out)
-    assert "DiagnoseAlarm" in s["runs"][0]["interrupted"]
+    assert "DiagnoseAlarm" in s["runs"][0]["interrupted"] and s["runs"][0]["steps"] == 5
+
+
+def test_alarm_raise_in_the_background_stops_the_loop_or_is_raised_at_the_end(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(diagnose.DiagnoseAlarm) as info:  # default: the rules run in the child process
+        train(out, detach_text=True, alarm="raise")
+    alarm = info.value.alarm
+    assert alarm.finding.id == "no_gradient" and alarm.step <= 10 and alarm.delivered_at >= alarm.step
+    assert (out / "summary.json").exists()  # written before the alarm leaves the block
 
 
 def test_alarm_callback_gets_the_finding(tmp_path):
@@ -204,7 +213,11 @@ def test_budget_none_evaluates_the_rules_every_evaluate_every_steps(monkeypatch)
     budgeted._maybe_evaluate(5)
     assert budgeted._next_eval == 5 + math.ceil(1.0 / (0.02 * 1e-3))
     # in the background the spacing comes from the evaluation's own measured time, once it has ended
-    monkeypatch.setattr(watcher, "_timed_rules", lambda snapshot, ctx: ([], 1.0))
+    from concurrent.futures import Future
+
+    done: Future = Future()
+    done.set_result(([], 1.0))
+    monkeypatch.setattr(watcher.Watch, "_submit", lambda self, ctx: done)
     bg = diagnose.watch(nn.Linear(2, 2), evaluate_every=5)
     bg._step_time, bg._observed = 1e-3, 5
     bg._maybe_evaluate(5)
@@ -213,51 +226,81 @@ def test_budget_none_evaluates_the_rules_every_evaluate_every_steps(monkeypatch)
     bg.close()
 
 
-def _fake_finding():
-    from diagnose.findings import Finding
+def test_rules_run_in_a_child_process_and_the_alarm_comes_with_a_later_observe():
+    import os
 
-    return Finding("no_gradient", "error", "run", "a test finding", {"k": 1}, "fix it", "enc.weight")
-
-
-def test_rules_run_in_a_background_thread_and_the_alarm_comes_with_a_later_observe(monkeypatch):
-    import threading
-
-    from diagnose import watcher
-
-    release, threads = threading.Event(), []
-
-    def slow_rules(df, ctx):
-        threads.append(threading.get_ident())
-        release.wait(10)
-        return [(_fake_finding(), True)]
-
-    monkeypatch.setattr(watcher, "evaluate_rules", slow_rules)
-    model = nn.Linear(4, 4)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = {}
     with pytest.raises(diagnose.DiagnoseAlarm) as raised:
         with diagnose.watch(model, opt, alarm="raise", evaluate_every=5, probes="cheap") as w:
             for step in range(12):
-                model(torch.randn(8, 4)).pow(2).mean().backward()
-                w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)  # never blocks on the rules
-                if step == 6:
-                    assert w._pending is not None and w.alarms == []  # still evaluating: nothing yet
-                    release.set()
-                    w._pending[0].result(timeout=10)
+                model[0](torch.randn(8, 4)).pow(2).mean().backward()
+                w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)  # never waits for the rules
+                if step == 4:  # the first evaluation was shipped by this observe
+                    seen["server"] = w._server
+                    assert w._server is not None and w._server.proc.pid != os.getpid() and w.alarms == []
+                    w._pending[0].result(timeout=60)  # let the child answer before the next observe
                 opt.step()
-    assert threads and threads[0] != threading.get_ident()
     alarm = raised.value.alarm
-    assert (alarm.step, alarm.delivered_at) == (4, 7)  # records up to the 5th step; delivered by the next observe
-    assert [a.finding.id for a in w.alarms] == ["no_gradient"]
+    assert alarm.finding.id == "no_gradient" and (alarm.step, alarm.delivered_at) == (4, 5)
+    assert seen["server"].proc.poll() is not None and w._server is None  # the child ended with the block
 
 
-def test_close_books_an_evaluation_still_running(monkeypatch):
-    from diagnose import watcher
+def test_rules_fall_back_to_a_thread_when_no_process_can_start(monkeypatch):
+    import threading
 
-    monkeypatch.setattr(watcher, "evaluate_rules", lambda df, ctx: [(_fake_finding(), True)])
+    from diagnose import rule_server, watcher
+
+    def refuse(self):
+        raise OSError("no processes here")
+
+    threads = []
+
+    def rules_in_thread(df, ctx):
+        threads.append(threading.get_ident())
+        return [(_fake_finding(), True)]
+
+    monkeypatch.setattr(rule_server.RuleProcess, "__init__", refuse)
+    monkeypatch.setattr(watcher, "evaluate_rules", rules_in_thread)
     got = []
     model = nn.Linear(4, 4)
     with diagnose.watch(model, alarm=got.append, evaluate_every=5, probes="cheap") as w:
         for step in range(5):
             model(torch.randn(8, 4)).pow(2).mean().backward()
             w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)
-    assert [(a.step, a.delivered_at) for a in got] == [(4, 4)] and w._pool is None
+    assert threads and threads[0] != threading.get_ident() and "no processes here" in w._server_error
+    assert [(a.step, a.delivered_at) for a in got] == [(4, 4)]  # booked at close, never lost
+
+
+def test_a_rule_process_that_dies_hands_over_to_a_thread():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with diagnose.watch(model, opt, alarm="off", evaluate_every=5, probes="cheap") as w:
+        for step in range(12):
+            model[0](torch.randn(8, 4)).pow(2).mean().backward()
+            w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)
+            if step == 4:
+                w._server.proc.kill()  # killed before (or while) answering the first request
+                w._server.proc.wait()
+                while not w._pending[0].done():
+                    pass
+            opt.step()
+    assert "rule_server" in (w._server_error or "")
+    assert [a.finding.id for a in w.alarms] == ["no_gradient"]  # evaluated in the thread instead
+
+
+def _fake_finding():
+    from diagnose.findings import Finding
+
+    return Finding("no_gradient", "error", "run", "a test finding", {"k": 1}, "fix it", "enc.weight")
+
+
+def test_close_books_an_evaluation_still_running():
+    got = []
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    with diagnose.watch(model, alarm=got.append, evaluate_every=5, probes="cheap") as w:
+        for step in range(5):
+            model[0](torch.randn(8, 4)).pow(2).mean().backward()
+            w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)
+    assert [(a.step, a.delivered_at, a.finding.id) for a in got] == [(4, 4, "no_gradient")] and w._server is None

@@ -1,0 +1,199 @@
+"""The online rules of `diagnose.watch` in a child process: the training process only ships new records.
+
+Why a process and not a thread: a thread shares the training process's GIL, and pandas holds it for
+most of a rule pass, so a training step returning from a kernel waits for it. Measured with
+`benchmarks/overhead.py` on the perceiver reference (CPU, 1 torch thread, 2 cores): rules in a thread
+took back almost none of their 2% of the step time (`watch_cheap` 1.042 vs 1.048 inline). A child
+process has its own interpreter on another core; the training thread pays for pickling the rows that
+arrived since the last evaluation and writing them to a pipe.
+
+The child (``python -m diagnose.rule_server``) imports the rule catalogue and pandas, not torch, keeps
+its own copy of the records (the new rows appended, or the whole buffer again after the parent thinned
+it) and answers each request with the evaluation: every finding and whether its rule deems it worth
+an alarm (`diagnose.monitor.evaluate_rules`), plus the CPU time it took. Protocol: length-prefixed
+pickles on the child's stdin/stdout, both ends this package (the child is started by the parent,
+with pipes no one else holds); the child's own prints go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, BinaryIO
+
+HEADER = struct.Struct("<Q")
+CLOSE_TIMEOUT_S = 10.0
+
+
+class RuleProcessDied(RuntimeError):
+    """The child ended before answering (killed, out of memory, failed to start)."""
+
+
+def _send(stream: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
+    chunks, left = [], n
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _recv(stream: BinaryIO) -> Any:
+    """The next message; raises EOFError when the other end closed."""
+    head = _read_exact(stream, HEADER.size)
+    if head is None:
+        raise EOFError
+    body = _read_exact(stream, HEADER.unpack(head)[0])
+    if body is None:
+        raise EOFError
+    return pickle.loads(body)
+
+
+class RuleProcess:
+    """Parent side: one child per watch, started on the first evaluation; `submit` returns a Future of
+    (evaluation, CPU seconds). Requests are answered in order by a reader thread (it blocks on the
+    pipe, not on the GIL)."""
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parents[1])  # the checkout or site-packages holding `diagnose`
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "diagnose.rule_server"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
+        self._futures: deque[Future] = deque()
+        self._lock = threading.Lock()
+        self._sent, self._dropped = 0, None
+        self._reader = threading.Thread(target=self._read, name="diagnose-rules-reader", daemon=True)
+        self._reader.start()
+
+    def submit(self, buffer, ctx) -> Future:
+        """Ship the rows `buffer` (probes._records.RecordBuffer) gained since the last request (all of
+        them after the buffer thinned its history) and ask for an evaluation with `ctx`."""
+        buffer.flush()
+        reset = buffer.dropped != self._dropped
+        columns = buffer.columns_since(None if reset else self._sent)
+        self._sent, self._dropped = buffer.appended, buffer.dropped
+        fut: Future = Future()
+        with self._lock:
+            if self.proc.poll() is not None:
+                raise RuleProcessDied(f"diagnose.rule_server exited with code {self.proc.returncode}")
+            self._futures.append(fut)
+            try:
+                _send(self.proc.stdin, ("rows", reset, columns, ctx))
+            except (BrokenPipeError, OSError) as exc:
+                self._futures.pop()
+                raise RuleProcessDied(f"diagnose.rule_server is gone: {exc}") from None
+        return fut
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = _recv(self.proc.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                break
+            with self._lock:
+                fut = self._futures.popleft() if self._futures else None
+            if fut is None:
+                continue
+            if msg[0] == "ok":
+                fut.set_result((msg[1], msg[2]))
+            else:
+                fut.set_exception(RuntimeError(f"rule evaluation failed in diagnose.rule_server:\n{msg[1]}"))
+        with self._lock:
+            pending, self._futures = list(self._futures), deque()
+        for fut in pending:
+            fut.set_exception(RuleProcessDied("diagnose.rule_server ended before answering"))
+
+    def close(self) -> None:
+        """Ask the child to stop and wait for it (killed after CLOSE_TIMEOUT_S)."""
+        with self._lock:
+            try:
+                _send(self.proc.stdin, None)
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+        try:
+            self.proc.wait(timeout=CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=CLOSE_TIMEOUT_S)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+# --- the child -------------------------------------------------------------------------------------
+
+
+def _light_reference_models() -> None:
+    """Make `reference_models` an empty package in this process, so its torch-free `config` module
+    (whose ConfigError the log rules import) loads without the package's training code and torch."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("reference_models")
+    if spec is None or not spec.submodule_search_locations or "reference_models" in sys.modules:
+        return
+    pkg = types.ModuleType("reference_models")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["reference_models"] = pkg
+
+
+def serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    import traceback
+
+    import pandas as pd
+
+    from .monitor import COLUMNS, evaluate_rules
+
+    columns: dict[str, list] = {c: [] for c in COLUMNS}
+    while True:
+        try:
+            msg = _recv(requests)
+        except EOFError:
+            return
+        if msg is None:
+            return
+        _, reset, new, ctx = msg
+        if reset:
+            columns = {c: list(new[c]) for c in COLUMNS}
+        else:
+            for c in COLUMNS:
+                columns[c].extend(new[c])
+        t0 = time.process_time()
+        try:
+            frame = pd.DataFrame({"step": pd.Series(columns["step"], dtype="int64"),
+                                  "probe": pd.Series(columns["probe"]),
+                                  "target": pd.Series(columns["target"]),
+                                  "metric": pd.Series(columns["metric"]),
+                                  "value": pd.Series(columns["value"], dtype="float64")}, columns=list(COLUMNS))
+            reply = ("ok", evaluate_rules(frame, ctx), time.process_time() - t0)
+        except Exception:  # noqa: BLE001 - a rule's bug goes back to the parent, which raises it
+            reply = ("error", traceback.format_exc(limit=8))
+        _send(replies, reply)
+
+
+def main() -> None:
+    _light_reference_models()
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the replies
+    serve(sys.stdin.buffer, replies)
+
+
+if __name__ == "__main__":
+    main()
