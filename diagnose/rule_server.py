@@ -17,6 +17,7 @@ with pipes no one else holds); the child's own prints go to stderr.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import struct
@@ -66,45 +67,57 @@ def _recv(stream: BinaryIO) -> Any:
 
 
 class RuleProcess:
-    """Parent side: one child per watch, started on the first evaluation; `submit` returns a Future of
-    (evaluation, CPU seconds). Requests are answered in order by a reader thread (it blocks on the
-    pipe, not on the GIL)."""
+    """Parent side: the child process, shared by every watch of this process (`shared`); requests are
+    answered in order, and a reader thread (blocked on the pipe, not on the GIL) resolves their
+    Futures. Each watch talks to it through its own `RuleClient`."""
 
     def __init__(self) -> None:
         root = str(Path(__file__).resolve().parents[1])  # the checkout or site-packages holding `diagnose`
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self.pid = os.getpid()
         self.proc = subprocess.Popen([sys.executable, "-m", "diagnose.rule_server"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self._futures: deque[Future] = deque()
         self._lock = threading.Lock()
-        self._sent, self._dropped = 0, None
+        self._sessions = 0
         self._reader = threading.Thread(target=self._read, name="diagnose-rules-reader", daemon=True)
         self._reader.start()
 
-    def submit(self, buffer, ctx) -> Future:
-        """Ship the rows `buffer` (probes._records.RecordBuffer) gained since the last request (all of
-        them after the buffer thinned its history) and ask for an evaluation with `ctx`."""
-        buffer.flush()
-        reset = buffer.dropped != self._dropped
-        columns = buffer.columns_since(None if reset else self._sent)
-        self._sent, self._dropped = buffer.appended, buffer.dropped
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None and self._reader.is_alive()
+
+    def new_session(self) -> int:
+        with self._lock:
+            self._sessions += 1
+            return self._sessions
+
+    def request(self, session: int, reset: bool, columns: dict[str, list], ctx) -> Future:
         fut: Future = Future()
         with self._lock:
             if self.proc.poll() is not None:
                 raise RuleProcessDied(f"diagnose.rule_server exited with code {self.proc.returncode}")
             self._futures.append(fut)
             try:
-                _send(self.proc.stdin, ("rows", reset, columns, ctx))
-            except (BrokenPipeError, OSError) as exc:
+                _send(self.proc.stdin, ("rows", session, reset, columns, ctx))
+            except (BrokenPipeError, OSError, ValueError) as exc:
                 self._futures.pop()
                 raise RuleProcessDied(f"diagnose.rule_server is gone: {exc}") from None
         return fut
+
+    def end_session(self, session: int) -> None:
+        """The child forgets the session's records (no reply)."""
+        with self._lock:
+            try:
+                _send(self.proc.stdin, ("drop", session))
+            except (BrokenPipeError, OSError, ValueError):
+                pass
 
     def _read(self) -> None:
         while True:
             try:
                 msg = _recv(self.proc.stdout)
-            except (EOFError, OSError, pickle.UnpicklingError):
+            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
                 break
             with self._lock:
                 fut = self._futures.popleft() if self._futures else None
@@ -137,6 +150,52 @@ class RuleProcess:
             self.proc.stdout.close()
 
 
+_SHARED: RuleProcess | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared() -> RuleProcess:
+    """This process's rule process, started on first use (again if it died, or after a fork: a forked
+    child does not share its parent's pipes); stopped at interpreter exit."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None or _SHARED.pid != os.getpid() or not _SHARED.alive:
+            if _SHARED is not None and _SHARED.pid == os.getpid():
+                _SHARED.close()
+            _SHARED = RuleProcess()
+        return _SHARED
+
+
+def _stop_shared() -> None:
+    if _SHARED is not None and _SHARED.pid == os.getpid():
+        _SHARED.close()
+
+
+atexit.register(_stop_shared)
+
+
+class RuleClient:
+    """One watch's view of the rule process: ships the rows its buffer gained since its last request."""
+
+    def __init__(self, server: RuleProcess | None = None) -> None:
+        self.server = server or shared()
+        self.session = self.server.new_session()
+        self._sent, self._dropped = 0, None
+
+    def submit(self, buffer, ctx) -> Future:
+        """Future of (evaluation, CPU seconds) of the records of `buffer` (probes._records.RecordBuffer)
+        so far: the rows added since the last request, or all of them after the buffer thinned."""
+        buffer.flush()
+        reset = buffer.dropped != self._dropped
+        columns = buffer.columns_since(None if reset else self._sent)
+        fut = self.server.request(self.session, reset, columns, ctx)
+        self._sent, self._dropped = buffer.appended, buffer.dropped
+        return fut
+
+    def close(self) -> None:
+        self.server.end_session(self.session)
+
+
 # --- the child -------------------------------------------------------------------------------------
 
 
@@ -161,7 +220,7 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
 
     from .monitor import COLUMNS, evaluate_rules
 
-    columns: dict[str, list] = {c: [] for c in COLUMNS}
+    sessions: dict[int, dict[str, list]] = {}
     while True:
         try:
             msg = _recv(requests)
@@ -169,10 +228,14 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
             return
         if msg is None:
             return
-        _, reset, new, ctx = msg
-        if reset:
-            columns = {c: list(new[c]) for c in COLUMNS}
+        if msg[0] == "drop":
+            sessions.pop(msg[1], None)
+            continue
+        _, session, reset, new, ctx = msg
+        if reset or session not in sessions:
+            columns = sessions[session] = {c: list(new[c]) for c in COLUMNS}
         else:
+            columns = sessions[session]
             for c in COLUMNS:
                 columns[c].extend(new[c])
         t0 = time.process_time()

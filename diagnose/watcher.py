@@ -109,7 +109,7 @@ class Watch:
         # rules outside the training thread: only with a budget (budget=None promises evaluation at fixed steps)
         self.background = bool(background) and budget is not None
         self._pool: ThreadPoolExecutor | None = None  # fallback when no rule process can run
-        self._server = None  # diagnose.rule_server.RuleProcess, started at the first evaluation
+        self._server = None  # diagnose.rule_server.RuleClient (the process is shared by this process's watches)
         self._server_error: str | None = None
         self._server_note_logged = False
         self._pending: tuple[Future, int, int] | None = None  # (evaluation, records' step, observed count)
@@ -343,11 +343,11 @@ class Watch:
         return self.monitor.apply(step, evaluation)
 
     def _start_server(self) -> None:
-        from .rule_server import RuleProcess
+        from .rule_server import RuleClient
 
         if self._server is None and self._server_error is None:
             try:
-                self._server = RuleProcess()
+                self._server = RuleClient()
             except OSError as exc:
                 self._server_error = f"could not start: {exc}"
 

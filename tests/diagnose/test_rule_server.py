@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from diagnose.monitor import evaluate_rules
-from diagnose.rule_server import RuleProcess
+from diagnose.rule_server import RuleClient, RuleProcess, shared
 from diagnose.rules import RunContext
 from probes._records import RecordBuffer
 
@@ -32,7 +32,7 @@ def summary(evaluation):
 @pytest.fixture()
 def server():
     proc = RuleProcess()
-    yield proc
+    yield RuleClient(proc)
     proc.close()
 
 
@@ -70,3 +70,18 @@ def test_the_child_imports_the_rules_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_watches_of_one_process_share_one_child_with_separate_records():
+    ctx = RunContext("run", B, B, 100.0, {}, {})
+    a, b = RuleClient(), RuleClient()
+    assert a.server is b.server is shared() and a.session != b.session
+    buf_a, buf_b = RecordBuffer(max_rows=None), RecordBuffer(max_rows=None)
+    add_steps(buf_a, range(10))
+    buf_b.extend(0, "loss_split", [("loss_clip", "value", 0.1), ("loss_clip", "chance", math.log(B))])
+    got_a, _ = a.submit(buf_a, ctx).result(timeout=60)
+    got_b, _ = b.submit(buf_b, ctx).result(timeout=60)
+    assert summary(got_a) == summary(evaluate_rules(buf_a.frame(), ctx))
+    assert summary(got_b) == summary(evaluate_rules(buf_b.frame(), ctx))
+    a.close()
+    b.close()

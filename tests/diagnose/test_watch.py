@@ -238,13 +238,14 @@ def test_rules_run_in_a_child_process_and_the_alarm_comes_with_a_later_observe()
                 model[0](torch.randn(8, 4)).pow(2).mean().backward()
                 w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)  # never waits for the rules
                 if step == 4:  # the first evaluation was shipped by this observe
-                    seen["server"] = w._server
-                    assert w._server is not None and w._server.proc.pid != os.getpid() and w.alarms == []
+                    seen["client"] = w._server
+                    assert w._server is not None and w._server.server.proc.pid != os.getpid() and w.alarms == []
                     w._pending[0].result(timeout=60)  # let the child answer before the next observe
                 opt.step()
     alarm = raised.value.alarm
     assert alarm.finding.id == "no_gradient" and (alarm.step, alarm.delivered_at) == (4, 5)
-    assert seen["server"].proc.poll() is not None and w._server is None  # the child ended with the block
+    # the block ended its session; the process stays for the next watch of this process
+    assert w._server is None and seen["client"].server.alive
 
 
 def test_rules_fall_back_to_a_thread_when_no_process_can_start(monkeypatch):
@@ -252,7 +253,7 @@ def test_rules_fall_back_to_a_thread_when_no_process_can_start(monkeypatch):
 
     from diagnose import rule_server, watcher
 
-    def refuse(self):
+    def refuse():
         raise OSError("no processes here")
 
     threads = []
@@ -261,7 +262,7 @@ def test_rules_fall_back_to_a_thread_when_no_process_can_start(monkeypatch):
         threads.append(threading.get_ident())
         return [(_fake_finding(), True)]
 
-    monkeypatch.setattr(rule_server.RuleProcess, "__init__", refuse)
+    monkeypatch.setattr(rule_server, "shared", refuse)
     monkeypatch.setattr(watcher, "evaluate_rules", rules_in_thread)
     got = []
     model = nn.Linear(4, 4)
@@ -281,8 +282,8 @@ def test_a_rule_process_that_dies_hands_over_to_a_thread():
             model[0](torch.randn(8, 4)).pow(2).mean().backward()
             w.observe(step, losses={"clip": torch.tensor(1.0)}, batch_size=8)
             if step == 4:
-                w._server.proc.kill()  # killed before (or while) answering the first request
-                w._server.proc.wait()
+                w._server.server.proc.kill()  # killed before (or while) answering the first request
+                w._server.server.proc.wait()
                 while not w._pending[0].done():
                     pass
             opt.step()
