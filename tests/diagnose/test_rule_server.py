@@ -39,7 +39,7 @@ def server():
 def test_child_gives_the_in_process_evaluation_step_by_step_and_after_thinning(server):
     ctx = RunContext("run", B, B, 100.0, {}, {"lr": 1e-3})
     buf = RecordBuffer(max_rows=None)
-    add_steps(buf, range(0, 10))
+    add_steps(buf, range(10))
     first, cpu = server.submit(buf, ctx).result(timeout=60)
     assert cpu >= 0 and summary(first) == summary(evaluate_rules(buf.frame(), ctx))
     assert {f.id for f, _ in first} >= {"loss_at_chance", "no_gradient"}
@@ -67,7 +67,7 @@ def test_a_rule_error_in_the_child_comes_back_as_an_error(server):
 def test_the_child_imports_the_rules_without_torch():
     code = ("import sys; import diagnose.rule_server as r; r._light_reference_models(); "
             "import diagnose.monitor, diagnose.rules; print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 

@@ -4,17 +4,20 @@ and the run directory that `diagnose report` rebuilds."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from typer.testing import CliRunner
 
 import diagnose
-from diagnose.cli import app
+from tests.watch_checks import (
+    assert_healthy_run,
+    assert_report_rebuilds,
+    assert_top_cause,
+    summary,
+)
 
 flamingo = pytest.importorskip("flamingo_pytorch", reason="flamingo-pytorch is in the dev extra")
 
@@ -71,9 +74,6 @@ def train(out, lr=1e-3, detach_text=False, steps=40, alarm="off", fail_at=None, 
     return w
 
 
-def summary(out):
-    return json.loads((out / "summary.json").read_text())
-
 
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory):
@@ -83,19 +83,7 @@ def healthy(tmp_path_factory):
 
 def test_healthy_control_learns_without_error_findings_and_records_everything(healthy):
     out, w = healthy
-    s = summary(out)
-    run = s["runs"][0]
-    assert run["kind"] == "watch" and run["chance_loss"] == pytest.approx(math.log(B))
-    assert not [f for f in s["findings"] if f["severity"] == "error"], s["findings"]
-    assert w.alarms == []
-    assert run["final_loss"]["loss_clip"] < math.log(B)
-    recs = w.records
-    assert {"gradient_flow", "gradient_flow.layer", "loss_split", "collapse"} <= set(recs["probe"])
-    for name in ("image", "text", "input"):
-        assert len(recs[(recs["probe"] == "collapse") & (recs["target"] == name)])
-    assert (out / "report.md").is_file() and (out / "records.csv.gz").is_file()
-    report = (out / "report.md").read_text()
-    assert report.index("## Root causes") < report.index("## Findings")
+    assert_healthy_run(out, w, B)
 
 
 def test_peer_attention_is_observed(healthy):
@@ -109,9 +97,7 @@ def test_peer_attention_is_observed(healthy):
 def test_detached_text_tower_is_named_as_the_root_cause(tmp_path):
     out = tmp_path / "run"
     train(out, detach_text=True, alarm="off")
-    run = summary(out)["runs"][0]
-    assert run["root_causes"][0]["cause"] == "no_gradient_path"
-    assert "no_gradient" in run["root_causes"][0]["findings"]
+    assert_top_cause(out, "no_gradient_path", "no_gradient")
 
 
 def test_learning_rate_that_collapses_the_embeddings_is_named(tmp_path):
@@ -167,11 +153,7 @@ def test_exception_removes_every_hook_and_writes_the_run(tmp_path):
 
 
 def test_report_rebuilds_a_watch_run_directory(healthy):
-    out, _ = healthy
-    before = (out / "report.md").read_text()
-    r = CliRunner().invoke(app, ["report", str(out)])
-    assert r.exit_code == 0, r.output
-    assert (out / "report.md").read_text() == before
+    assert_report_rebuilds(healthy[0])
 
 
 def test_evaluation_budget_uses_the_median_step_time_and_leaves_out_its_own_cost(monkeypatch):

@@ -18,10 +18,14 @@ import sys
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import diagnose
-from diagnose.cli import app
+from tests.watch_checks import (
+    assert_healthy_run,
+    assert_report_rebuilds,
+    assert_top_cause,
+    summary,
+)
 
 from ._torchvision_standin import import_open_clip
 
@@ -87,9 +91,6 @@ def train(out, model_name, lr=1e-3, detach_text=False, steps=40, alarm="off", se
     return w
 
 
-def summary(out):
-    return json.loads((out / "summary.json").read_text())
-
 
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory, tiny_config):
@@ -99,19 +100,8 @@ def healthy(tmp_path_factory, tiny_config):
 
 def test_healthy_control_learns_without_error_findings_and_records_everything(healthy):
     out, w = healthy
-    s = summary(out)
-    run = s["runs"][0]
-    assert run["kind"] == "watch" and run["chance_loss"] == pytest.approx(math.log(B))
-    assert not [f for f in s["findings"] if f["severity"] == "error"], s["findings"]
-    assert w.alarms == []
-    assert run["verdict"]["learned"] and run["final_loss"]["loss_clip"] < math.log(B), run["verdict"]
-    recs = w.records
-    assert {"gradient_flow", "gradient_flow.layer", "loss_split", "collapse"} <= set(recs["probe"])
-    for name in ("image", "text", "input"):
-        assert len(recs[(recs["probe"] == "collapse") & (recs["target"] == name)])
-    assert (out / "report.md").is_file() and (out / "records.csv.gz").is_file()
-    report = (out / "report.md").read_text()
-    assert report.index("## Root causes") < report.index("## Findings")
+    run = assert_healthy_run(out, w, B)
+    assert run["verdict"]["learned"], run["verdict"]
 
 
 def test_peer_attention_is_observed(healthy):
@@ -135,9 +125,7 @@ def test_peer_attention_is_observed(healthy):
 def test_detached_text_tower_is_named_as_the_root_cause(tmp_path, tiny_config):
     out = tmp_path / "run"
     train(out, tiny_config, detach_text=True)
-    run = summary(out)["runs"][0]
-    assert run["root_causes"][0]["cause"] == "no_gradient_path", run["root_causes"]
-    assert "no_gradient" in run["root_causes"][0]["findings"]
+    assert_top_cause(out, "no_gradient_path", "no_gradient")
 
 
 def test_learning_rate_that_collapses_the_embeddings_is_named(tmp_path, tiny_config):
@@ -159,8 +147,4 @@ def test_the_torchvision_stand_in_does_not_outlive_the_import():
 
 
 def test_report_rebuilds_a_watch_run_directory(healthy):
-    out, _ = healthy
-    before = (out / "report.md").read_text()
-    r = CliRunner().invoke(app, ["report", str(out)])
-    assert r.exit_code == 0, r.output
-    assert (out / "report.md").read_text() == before
+    assert_report_rebuilds(healthy[0])
