@@ -42,8 +42,11 @@ def one(config: str, seed: int, steps: int, scale: str, threads: int) -> dict:
     r = summary.runs[0]
     return {"config": config, "seed": seed, "verdict": r.verdict.label, "learned": r.verdict.learned,
             "loss_clip": round(r.final_loss.get("loss_clip", float("nan")), 4), "ln_B": round(r.chance_loss, 4),
-            "alarms": [{"step": a.step, "id": a.finding.id, "target": a.finding.target} for a in alarms],
-            "first_alarm_step": alarms[0].step if alarms else None, "seconds": round(time.perf_counter() - t0, 1)}
+            "alarms": [{"step": a.step, "delivered_at": a.delivered_at, "id": a.finding.id, "target": a.finding.target}
+                       for a in alarms],
+            "first_alarm_step": alarms[0].step if alarms else None,
+            "first_alarm_delivered_at": alarms[0].delivered_at if alarms else None,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:
@@ -64,7 +67,9 @@ def main() -> None:
     healthy = [r for r in direct if r["learned"]]
     out = {
         "benchmark": "alarm", "scale": a.scale, "steps": a.steps,
+        # step: the records went up to it; delivered_at: the observe that raised it (rules in the rule process)
         "perceiver": {"first_error_alarm_step": [r["first_alarm_step"] for r in perceiver],
+                      "first_error_alarm_delivered_at": [r["first_alarm_delivered_at"] for r in perceiver],
                       "first_alarm": [r["alarms"][0] if r["alarms"] else None for r in perceiver],
                       "target_steps": 20, "runs": perceiver},
         "direct": {"seeds": a.seeds, "learned_seeds": [r["seed"] for r in healthy],

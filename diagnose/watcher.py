@@ -409,8 +409,9 @@ class Watch:
             final_loss=final, final_window_steps=window, retrieval=dict(self.retrieval),
             seconds=round(time.perf_counter() - self._start, 2),
             extra={"loss_weights": dict(self.loss_weights), "max_logit_scale": self.max_logit_scale,
-                   "optimizer": self._context().optimizer, "alarms": [{"step": a.step, "id": a.finding.id,
-                                                                       "target": a.finding.target} for a in self.alarms],
+                   "optimizer": self._context().optimizer, "alarms": [{"step": a.step, "delivered_at": a.delivered_at,
+                                                                       "id": a.finding.id, "target": a.finding.target}
+                                                                      for a in self.alarms],
                    **({"world_size": self.dist.size, "rank": self.dist.rank} if self.dist is not None else {}),
                    **({"interrupted": self.interrupted} if self.interrupted else {}),
                    **({"data_signal": self.data_signal_result} if self.data_signal_result else {})})
