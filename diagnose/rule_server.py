@@ -239,7 +239,7 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
             for c in COLUMNS:
                 columns[c].extend(new[c])
         t0 = time.process_time()
-        try:
+        try:  # the frame probes._records.frame_of builds (probes imports torch, so it is not imported here)
             frame = pd.DataFrame({"step": pd.Series(columns["step"], dtype="int64"),
                                   "probe": pd.Series(columns["probe"]),
                                   "target": pd.Series(columns["target"]),

@@ -22,6 +22,8 @@ CLAMP_REL, LOW_LOGIT_SCALE = 0.01, 2.0
 # and the unit sphere caps it at s*(1 - cos_neg). Once the positive cosine covers more than half of
 # that room, the encoders have less margin left to win than they already won: a loss that is still
 # high can then mostly fall only through sharper logits (a larger logit scale), not better embeddings.
+# "More than half" is a judgment, set while looking at benchmarks/real_faults: healthy runs use 0.2-0.4
+# while their loss crosses the learned bar, the logit-scale-init-1 case 0.8.
 MARGIN_USED = 0.5
 # A learned logit scale lags the ranking it serves: as a run learns, the best temperature for its logits
 # keeps sharpening (open_clip's scale climbs from 14.3 toward its clamp of 100 over a run), so a
@@ -277,7 +279,8 @@ class TemperatureLimitsLoss(Rule):
         return [Finding(
             "temperature_limits_loss", "error", ctx.name,
             f"the logits' cross-entropy averages {ce:.3f}, above the learned bar {bar:.3f} (half of ln B = {ln_b:.3f}), "
-            f"yet the same logits sharpened {factor:.1f}x would reach {best:.3f}, below it; the positive pairs already sit "
+            f"yet the same logits at their best sharper scale (on average {factor:.1f}x) would reach {best:.3f}, below it; "
+            "the positive pairs already sit "
             f"at cosine {margin['positive_cosine']:.2f} against {margin['negative_cosine']:.2f} for the others "
             f"({margin['margin_used']:.0%} of the margin the unit sphere allows): better embeddings can win little, "
             "the logit scale (temperature) keeps the softmax from becoming confident.", ev,
