@@ -25,6 +25,7 @@ class Observation:
     logits: Mapping[str, torch.Tensor] = field(default_factory=dict)
     batch_size: int | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    targets: torch.Tensor | None = None  # the class index each logits row is trained toward, when given
 
 
 def module_label(name: str) -> str:

@@ -24,10 +24,12 @@ from ._records import MAX_ROWS, RecordBuffer
 from ._scope import ForwardScope
 from .base import Observation, Probe
 from .collapse import Collapse
+from .contrastive import Contrastive
 from .entropy import SoftmaxEntropy
 from .gradients import GradientFlow
 from .latents import LatentStats
 from .loss_split import LossSplit
+from .optimizer import OptimizerState
 
 PROBES: dict[str, type[Probe]] = {
     "latent_stats": LatentStats,
@@ -35,11 +37,13 @@ PROBES: dict[str, type[Probe]] = {
     "softmax_entropy": SoftmaxEntropy,
     "loss_split": LossSplit,
     "collapse": Collapse,
+    "optimizer": OptimizerState,
+    "contrastive": Contrastive,
 }
 
 PRESETS: dict[str, tuple[str, ...]] = {
-    "cheap": ("gradient_flow", "loss_split"),
-    "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse"),
+    "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive"),
+    "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse", "optimizer", "contrastive"),
 }
 
 
@@ -163,6 +167,7 @@ class ProbeSession:
         logits: Mapping[str, torch.Tensor] | None = None,
         batch_size: int | None = None,
         extras: Mapping[str, Any] | None = None,
+        targets: torch.Tensor | None = None,
     ) -> None:
         """Report step `step`: call after ``loss.backward()`` and before ``optimizer.step()``."""
         step = int(step)
@@ -177,6 +182,7 @@ class ProbeSession:
             logits=logits or {},
             batch_size=batch_size,
             extras=extras or {},
+            targets=targets,
         )
         self._last_step = step
         self._hint = step

@@ -1,0 +1,113 @@
+"""The contrastive step read directly: the logits' shape, where the targets point, how spread the
+embeddings' norms are, and duplicates inside the batch, with one counterfactual on the step's own
+tensors (the loss with the duplicates of each positive taken out of its negatives).
+
+Probe ``contrastive`` (values stay on the device until the step's one transfer):
+  target ``logits`` (the first logits matrix given to `observe`), every measured step:
+      rows, cols (its shape: cols is the number of candidates each row is scored against),
+      acc_diagonal (share of rows whose argmax is their own column i; when cols >= rows),
+      loss_diagonal (symmetric cross-entropy with the positives on the diagonal; square logits only),
+      and with ``targets``: target_on_diagonal (share of targets equal to the row index),
+      targets_distinct (distinct targets / rows), acc_target (argmax == target), loss_target
+      (cross-entropy against the targets, rows only)
+  target ``image`` / ``text``, every measured step: norm_cv (std / mean of the row norms)
+  target ``image`` / ``text``, expensive steps: duplicate_share (rows with another row of the batch
+      at cosine >= `DUPLICATE_COSINE`)
+  target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
+      of a row's positive removed from its negatives), loss_diagonal_same_step (the unmasked loss
+      on the same rows, for the comparison)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .base import Observation, Probe
+
+if TYPE_CHECKING:
+    from .session import ProbeSession
+
+# Two rows are duplicates when their L2-normalised embeddings agree to cosine 0.999 (an angle under
+# 2.6 degrees): identical inputs give 1 up to float rounding (~1e-7), while distinct items in an
+# embedding that is not collapsed sit far below it. Collapse makes everything look duplicate; the rule
+# that reads this asks for spread-out embeddings first.
+DUPLICATE_COSINE = 0.999
+
+
+class Contrastive(Probe):
+    name = "contrastive"
+
+    def observe(self, session: "ProbeSession", obs: Observation) -> None:
+        if not session.due(obs.step):
+            return
+        keys: list[tuple[str, str]] = []
+        vals: list[torch.Tensor | float] = []
+        logits = next(iter(obs.logits.values()), None) if obs.logits else None
+        targets = getattr(obs, "targets", None)
+        with torch.no_grad():
+            if isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] > 0:
+                self._logits(logits.detach().float(), targets, keys, vals)
+            for name in ("image", "text"):
+                x = obs.embeddings.get(name)
+                if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] > 1:
+                    norms = x.detach().float().norm(dim=-1)
+                    keys.append((name, "norm_cv"))
+                    vals.append(norms.std() / norms.mean().clamp_min(1e-12))
+            if session.due(obs.step, expensive=True):
+                self._duplicates(obs, logits, keys, vals)
+        if keys:
+            session.buffer.extend_values(obs.step, self.name, keys, vals)
+
+    @staticmethod
+    def _logits(z: torch.Tensor, targets, keys: list, vals: list) -> None:
+        b, c = z.shape
+        keys += [("logits", "rows"), ("logits", "cols")]
+        vals += [float(b), float(c)]
+        pred = z.argmax(dim=1)
+        diag = torch.arange(b, device=z.device)
+        if c >= b:
+            keys.append(("logits", "acc_diagonal"))
+            vals.append((pred == diag).float().mean())
+        if c == b:
+            keys.append(("logits", "loss_diagonal"))
+            vals.append(0.5 * (F.cross_entropy(z, diag) + F.cross_entropy(z.t(), diag)))
+        if isinstance(targets, torch.Tensor) and targets.dim() == 1 and len(targets) == b and not targets.is_floating_point():
+            t = targets.detach().to(z.device).long()
+            valid = (t >= 0) & (t < c)
+            keys += [("logits", "target_on_diagonal"), ("logits", "targets_distinct"), ("logits", "acc_target")]
+            vals += [(t == diag).float().mean(), float(len(torch.unique(t))) / b, (pred == t).float().mean()]
+            if bool(valid.all()):
+                keys.append(("logits", "loss_target"))
+                vals.append(F.cross_entropy(z, t))
+
+    @staticmethod
+    def _duplicates(obs: Observation, logits, keys: list, vals: list) -> None:
+        dup: dict[str, torch.Tensor] = {}
+        for name in ("image", "text"):
+            x = obs.embeddings.get(name)
+            if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] < 2:
+                continue
+            u = F.normalize(x.detach().float(), dim=-1)
+            same = (u @ u.t()) >= DUPLICATE_COSINE
+            same.fill_diagonal_(False)
+            dup[name] = same
+            keys.append((name, "duplicate_share"))
+            vals.append(same.any(dim=1).float().mean())
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] == logits.shape[1]):
+            return
+        z = logits.detach().float()
+        masks = [m for m in dup.values() if m.shape[0] == z.shape[0]]
+        if not masks:
+            return
+        # a duplicate caption (or image) of pair i matches i too, in both directions: it is a false
+        # negative for image i's row and for caption i's row alike (the masks are symmetric)
+        same = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+        diag = torch.arange(z.shape[0], device=z.device)
+        masked_i2t = z.masked_fill(same, float("-inf"))
+        masked_t2i = z.t().masked_fill(same, float("-inf"))
+        keys += [("logits", "loss_duplicates_masked"), ("logits", "loss_diagonal_same_step")]
+        vals += [0.5 * (F.cross_entropy(masked_i2t, diag) + F.cross_entropy(masked_t2i, diag)),
+                 0.5 * (F.cross_entropy(z, diag) + F.cross_entropy(z.t(), diag))]

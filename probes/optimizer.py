@@ -1,0 +1,75 @@
+"""The optimizer the user handed over, read directly: the learning rate each param group has now, and
+the trainable parameters that receive gradients but belong to no param group.
+
+Probe ``optimizer`` (python numbers only: nothing reaches the device):
+  target ``group<i>`` (or the group's ``name`` key when it has one): lr (this step's), lr_initial (the
+      group's ``initial_lr``, which a scheduler sets to the lr the user asked for; else the first lr
+      seen), params (trainable tensors in the group), numel
+  target ``outside``: trainable (trainable tensors in no group), with_grad (of those, how many hold a
+      gradient at this observation: they are on the loss's path and the optimizer never moves them),
+      numel_with_grad
+  target = parameter name, metric ``outside_optimizer_numel``: the first `MAX_NAMED` such parameters
+      by name, so a finding can say which ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Observation, Probe
+
+if TYPE_CHECKING:
+    from .session import ProbeSession
+
+MAX_NAMED = 16  # parameters named per step: enough to point at the module, bounded on huge models
+
+
+class OptimizerState(Probe):
+    name = "optimizer"
+
+    def __init__(self) -> None:
+        self._layout: tuple[int, ...] | None = None
+        self._outside: list[tuple[str, object]] = []
+        self._first_lr: dict[int, float] = {}
+
+    def setup(self, session: "ProbeSession") -> None:
+        self._layout = None
+
+    def _refresh(self, session: "ProbeSession") -> None:
+        """Recompute which trainable parameters sit outside every group when the groups change
+        (``add_param_group`` after the watch started)."""
+        opt = session.optimizer
+        layout = tuple(len(g["params"]) for g in opt.param_groups)
+        if layout == self._layout:
+            return
+        self._layout = layout
+        in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
+        self._outside = [(n, p) for n, p in session.model.named_parameters()
+                         if p.requires_grad and id(p) not in in_groups]
+
+    def observe(self, session: "ProbeSession", obs: Observation) -> None:
+        opt = session.optimizer
+        if opt is None or not session.due(obs.step):
+            return
+        self._refresh(session)
+        rows: list[tuple[str, str, float]] = []
+        for i, g in enumerate(opt.param_groups):
+            target = str(g.get("name") or f"group{i}")
+            lr = _number(g.get("lr"))
+            first = self._first_lr.setdefault(i, lr)
+            trainable = [p for p in g["params"] if p.requires_grad]
+            rows += [(target, "lr", lr), (target, "lr_initial", _number(g.get("initial_lr", first))),
+                     (target, "params", float(len(trainable))), (target, "numel", float(sum(p.numel() for p in trainable)))]
+        with_grad = [(n, p) for n, p in self._outside if p.grad is not None]
+        rows += [("outside", "trainable", float(len(self._outside))), ("outside", "with_grad", float(len(with_grad))),
+                 ("outside", "numel_with_grad", float(sum(p.numel() for _, p in with_grad)))]
+        rows += [(n, "outside_optimizer_numel", float(p.numel())) for n, p in with_grad[:MAX_NAMED]]
+        session.buffer.extend(obs.step, self.name, rows)
+
+
+def _number(x: object) -> float:
+    """An lr may be a float or a 0-d tensor (capturable / compiled optimizers)."""
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,149 @@
+"""Direct readings of the state the user hands over: the optimizer (probes.optimizer) and the
+contrastive step's logits, targets and embeddings (probes.contrastive), against plain computations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probes import attach
+from probes.contrastive import Contrastive
+from probes.optimizer import MAX_NAMED, OptimizerState
+
+
+def _values(df, probe, step=0):
+    sub = df[(df.probe == probe) & (df.step == step)]
+    return {(t, m): v for t, m, v in zip(sub.target, sub.metric, sub.value)}
+
+
+def _towers():
+    return nn.ModuleDict({"img": nn.Linear(8, 4), "txt": nn.Linear(6, 4)})
+
+
+def _step(model, x, t, scale=10.0):
+    a, b = F.normalize(model["img"](x), dim=-1), F.normalize(model["txt"](t), dim=-1)
+    z = scale * a @ b.t()
+    return a, b, z, F.cross_entropy(z, torch.arange(len(z)))
+
+
+def test_optimizer_reads_lr_now_and_initial_under_a_schedule():
+    model = _towers()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        for step in range(4):
+            _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step)
+            opt.step()
+            sched.step()
+    v3 = _values(session.records, "optimizer", step=3)
+    assert v3[("group0", "lr")] == pytest.approx(1e-3 * 0.5 ** 3)
+    assert v3[("group0", "lr_initial")] == pytest.approx(1e-3)
+    assert v3[("group0", "params")] == 4 and v3[("group0", "numel")] == 8 * 4 + 4 + 6 * 4 + 4
+    assert v3[("outside", "trainable")] == 0 and v3[("outside", "with_grad")] == 0
+
+
+def test_optimizer_names_parameters_with_gradients_outside_every_group():
+    model = _towers()
+    opt = torch.optim.SGD(model["img"].parameters(), lr=0.1)  # the text tower was left out
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+        loss.backward()
+        session.observe(0)
+        opt.step()
+    v = _values(session.records, "optimizer")
+    assert v[("outside", "trainable")] == 2 and v[("outside", "with_grad")] == 2
+    assert v[("outside", "numel_with_grad")] == 6 * 4 + 4
+    assert v[("txt.weight", "outside_optimizer_numel")] == 24 and v[("txt.bias", "outside_optimizer_numel")] == 4
+
+
+def test_optimizer_near_miss_frozen_parameters_are_not_outside():
+    model = _towers()
+    for p in model["txt"].parameters():
+        p.requires_grad_(False)  # frozen on purpose: not a parameter the optimizer forgot
+    opt = torch.optim.SGD(model["img"].parameters(), lr=0.1)
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+        loss.backward()
+        session.observe(0)
+    v = _values(session.records, "optimizer")
+    assert v[("outside", "trainable")] == 0 and v[("outside", "with_grad")] == 0
+
+
+def test_optimizer_names_at_most_max_named():
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(MAX_NAMED)])
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        model(torch.randn(3, 2)).sum().backward()
+        session.observe(0)
+    v = _values(session.records, "optimizer")
+    assert v[("outside", "with_grad")] == 2 * MAX_NAMED
+    assert sum(m == "outside_optimizer_numel" for _, m in v) == MAX_NAMED
+
+
+def test_contrastive_logits_targets_and_norms_match_plain_torch():
+    torch.manual_seed(1)
+    model = _towers()
+    x, t = torch.randn(8, 8), torch.randn(8, 6)
+    targets = torch.tensor([0, 0, 0, 3, 4, 5, 6, 7])  # three rows point at column 0
+    with attach(model, None, probes=[Contrastive()], strict=True) as session:
+        a, b, z, _ = _step(model, x, t)
+        raw = model["img"](x)
+        session.observe(0, embeddings={"image": raw, "text": b}, logits={"i2t": z}, targets=targets)
+    v = _values(session.records, "contrastive")
+    diag = torch.arange(8)
+    assert v[("logits", "rows")] == 8 and v[("logits", "cols")] == 8
+    assert v[("logits", "acc_diagonal")] == pytest.approx(float((z.argmax(1) == diag).float().mean()))
+    want = 0.5 * (F.cross_entropy(z, diag) + F.cross_entropy(z.t(), diag))
+    assert v[("logits", "loss_diagonal")] == pytest.approx(float(want), rel=1e-5)
+    assert v[("logits", "target_on_diagonal")] == pytest.approx(6 / 8)
+    assert v[("logits", "targets_distinct")] == pytest.approx(6 / 8)
+    assert v[("logits", "loss_target")] == pytest.approx(float(F.cross_entropy(z, targets)), rel=1e-5)
+    norms = raw.detach().norm(dim=-1)
+    assert v[("image", "norm_cv")] == pytest.approx(float(norms.std() / norms.mean()), rel=1e-4)
+    assert v[("text", "norm_cv")] < 1e-5  # unit rows
+
+
+def test_contrastive_duplicates_and_the_masked_counterfactual():
+    torch.manual_seed(2)
+    model = _towers()
+    x, t = torch.randn(8, 8), torch.randn(8, 6)
+    t[1] = t[0]  # two pairs share a caption: each is a false negative of the other
+    t[5] = t[4]
+    with attach(model, None, probes=[Contrastive()], strict=True) as session:
+        a, b, z, _ = _step(model, x, t)
+        session.observe(0, embeddings={"image": a, "text": b}, logits={"i2t": z})
+    v = _values(session.records, "contrastive")
+    assert v[("text", "duplicate_share")] == pytest.approx(4 / 8)
+    assert v[("image", "duplicate_share")] == 0.0
+    same = torch.zeros(8, 8, dtype=torch.bool)
+    for i, j in ((0, 1), (1, 0), (4, 5), (5, 4)):
+        same[i, j] = True
+    diag = torch.arange(8)
+    want = 0.5 * (F.cross_entropy(z.masked_fill(same, -math.inf), diag)
+                  + F.cross_entropy(z.t().masked_fill(same, -math.inf), diag))
+    assert v[("logits", "loss_duplicates_masked")] == pytest.approx(float(want), rel=1e-5)
+    assert v[("logits", "loss_duplicates_masked")] < v[("logits", "loss_diagonal_same_step")]
+
+
+def test_contrastive_near_miss_distinct_rows_are_not_duplicates():
+    torch.manual_seed(3)
+    model = _towers()
+    with attach(model, None, probes=[Contrastive()], strict=True) as session:
+        a, b, z, _ = _step(model, torch.randn(16, 8), torch.randn(16, 6))
+        session.observe(0, embeddings={"image": a, "text": b}, logits={"i2t": z})
+    v = _values(session.records, "contrastive")
+    assert v[("text", "duplicate_share")] == 0.0 and v[("image", "duplicate_share")] == 0.0
+    assert v[("logits", "loss_duplicates_masked")] == pytest.approx(v[("logits", "loss_diagonal_same_step")])
+
+
+def test_contrastive_rectangular_logits_report_their_candidates():
+    with attach(_towers(), None, probes=[Contrastive()], strict=True) as session:
+        session.observe(0, logits={"i2t": torch.randn(4, 16)})
+    v = _values(session.records, "contrastive")
+    assert v[("logits", "rows")] == 4 and v[("logits", "cols")] == 16
+    assert ("logits", "loss_diagonal") not in v  # no square diagonal to score against
