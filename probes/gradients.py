@@ -10,6 +10,7 @@ Aggregates use the norm of the concatenated group (√Σ‖·‖²), summed coun
   probe ``gradient_flow.layer``  — target = enclosing indexed block (``...layers.3``), else the
   module path;
   probe ``gradient_flow.model``  — target ``model``: everything trainable.
+  Each aggregate also gets ``numel`` (its trainable elements) once, at the first measured step.
 
 Values may be nan/inf when the gradients are; `nonfinite_grad` says how many elements were.
 """
@@ -65,6 +66,7 @@ class GradientFlow(Probe):
 
     def __init__(self, track_updates: bool = True) -> None:
         self.track_updates = track_updates
+        self._sizes_sent = False  # the aggregates' numel rows go out with the first measured step
         self._snapshot: list[torch.Tensor] | None = None
         self._pending: tuple[int, list[float]] | None = None  # (step, ‖θ_before‖ per param)
 
@@ -133,9 +135,12 @@ class GradientFlow(Probe):
                 (name, "zero_grad_frac", 1.0 - nonzero[i] / self.numel[i] if self.numel[i] else 0.0),
                 (name, "nonfinite_grad", nonfinite[i]),
             ]
+        first, self._sizes_sent = not self._sizes_sent, True
         for level, groups in self.groups.items():
             agg = []
             for target, idx in groups.items():
+                if first:  # once: a layer of one scalar (a logit scale) is not a layer a step can rewrite
+                    agg.append((target, "numel", float(sum(self.numel[i] for i in idx))))
                 got = [i for i in idx if has[i]]
                 p2 = math.sqrt(sum(pn[i] * pn[i] for i in idx))
                 if not got:

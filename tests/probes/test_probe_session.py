@@ -172,13 +172,15 @@ def test_session_keeps_no_activation_alive():
 
 
 def test_presets_and_schedule():
-    assert PRESETS["cheap"] == ("gradient_flow", "loss_split")
-    assert set(PRESETS["all"]) == {"latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse"}
+    assert PRESETS["cheap"] == ("gradient_flow", "loss_split", "optimizer", "contrastive")
+    assert set(PRESETS["all"]) == {"latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse",
+                                   "optimizer", "contrastive"}
     model = TinyTower()
     with attach(model, probes="cheap", strict=True) as session:
         assert not any(m._forward_hooks for m in model.modules())  # cheap: no forward hooks at all
         _train(model, session)
-    assert set(session.records.probe) <= {"gradient_flow", "gradient_flow.module", "gradient_flow.layer", "gradient_flow.model", "loss_split"}
+    assert set(session.records.probe) <= {"gradient_flow", "gradient_flow.module", "gradient_flow.layer", "gradient_flow.model", "loss_split",
+                                            "optimizer", "contrastive"}
     model = TinyTower()
     with attach(model, probes="all", every=2, expensive_every=3, strict=True) as session:
         _train(model, session, steps=5)
