@@ -10,7 +10,9 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       and with ``targets``: target_on_diagonal (share of targets equal to the row index),
       targets_distinct (distinct targets / rows), acc_target (argmax == target), loss_target
       (cross-entropy against the targets, rows only)
-  target ``image`` / ``text``, every measured step: norm_cv (std / mean of the row norms)
+  target ``image`` / ``text``, every measured step: norm_cv (std / mean of the row norms),
+      requires_grad (1 if the embedding carries a gradient back into the model, else 0)
+  target ``model``, every measured step: frozen_numel (parameter values with requires_grad=False)
   target ``image`` / ``text``, expensive steps: duplicate_share (rows with another row of the batch
       at cosine >= `DUPLICATE_COSINE`)
   target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
@@ -40,11 +42,14 @@ DUPLICATE_COSINE = 0.999
 class Contrastive(Probe):
     name = "contrastive"
 
+    def setup(self, session: "ProbeSession") -> None:
+        self.frozen = float(sum(p.numel() for p in session.model.parameters() if not p.requires_grad))
+
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
         if not session.due(obs.step):
             return
-        keys: list[tuple[str, str]] = []
-        vals: list[torch.Tensor | float] = []
+        keys: list[tuple[str, str]] = [("model", "frozen_numel")]
+        vals: list[torch.Tensor | float] = [self.frozen]
         logits = next(iter(obs.logits.values()), None) if obs.logits else None
         targets = getattr(obs, "targets", None)
         with torch.no_grad():
@@ -54,12 +59,11 @@ class Contrastive(Probe):
                 x = obs.embeddings.get(name)
                 if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] > 1:
                     norms = x.detach().float().norm(dim=-1)
-                    keys.append((name, "norm_cv"))
-                    vals.append(norms.std() / norms.mean().clamp_min(1e-12))
+                    keys += [(name, "norm_cv"), (name, "requires_grad")]
+                    vals += [norms.std() / norms.mean().clamp_min(1e-12), float(x.requires_grad)]
             if session.due(obs.step, expensive=True):
                 self._duplicates(obs, logits, keys, vals)
-        if keys:
-            session.buffer.extend_values(obs.step, self.name, keys, vals)
+        session.buffer.extend_values(obs.step, self.name, keys, vals)
 
     @staticmethod
     def _logits(z: torch.Tensor, targets, keys: list, vals: list) -> None:
