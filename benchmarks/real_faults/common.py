@@ -91,14 +91,16 @@ class PerceiverAligner(nn.Module):
         return F.normalize(self.proj(lat.mean(1)), dim=-1), F.normalize(self.text(texts), dim=-1)
 
 
-def tiny_clip(seed: int = 0, **overrides: Any):
-    """A transformers CLIPModel from a tiny config (random weights, nothing downloaded)."""
+def tiny_clip(seed: int = 0, width: int = 32, **overrides: Any):
+    """A transformers CLIPModel from a tiny config (random weights, nothing downloaded); `width` is the hidden
+    size of both towers (even; the MLPs are twice as wide)."""
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)
-    text = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=SEQ, eos_token_id=VOCAB - 1, bos_token_id=0, pad_token_id=0)
-    vision = dict(image_size=IMG, patch_size=4, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    text = dict(vocab_size=VOCAB, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=SEQ, eos_token_id=VOCAB - 1, bos_token_id=0,
+                pad_token_id=0)
+    vision = dict(image_size=IMG, patch_size=4, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
                   num_attention_heads=2)
     cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=E, **overrides)
     cfg._attn_implementation = "eager"

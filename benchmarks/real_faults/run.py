@@ -1,6 +1,6 @@
 """Real faults in code we did not write: does `diagnose.watch` name the cause people found in public threads?
 
-Each `case_*.py` beside this file is a short training script (peer-library models: flamingo-pytorch,
+Each `case_*.py` in `dev/` or `test/` is a short training script (peer-library models: flamingo-pytorch,
 perceiver-pytorch, transformers CLIP from a tiny config, an MRL head) that reproduces a failure reported
 in a public issue thread (cited in the file) and states its ground truth: the root cause id
 (`diagnose.rules.causes`) a correct diagnosis names. `healthy.py` gives runs without a fault (different
@@ -11,17 +11,32 @@ probes) and once under `diagnose.watch` (alarm policy "off": alarms are only rec
 their wall times is the probe overhead. What is reported comes from the watched run only: the ranked root
 causes of the whole run, the step of the first *error* alarm raised online, and the verdict.
 
-Prints one JSON object: per case top-3 causes, first error alarm step, verdict, overhead ratio; totals:
-top-1 and top-3 accuracy, detection rate (an error alarm raised during the run), median optimizer steps
-to detection, error findings (and alarms) on healthy runs, wall time, machine.
+Two halves: `dev/` (the cases the rules were built beside) and `test/` (cases written blind, without the
+rules in view). `--half dev|test|both` (default dev) picks the folder(s); a case's `FAMILY`, when it has
+one, is carried into its row and counted per family. Each half is imported under its own module names
+(`benchmarks/real_faults/` stays on sys.path, so `from common import ...` works in both). `train(watch)` is
+called as before: no other keyword (a test case's `fixed=False` stays at its default). `--fast` is the CI
+subset of the dev half (`FAST` cases and `healthy.FAST`, one timing repetition instead of `REPS`).
 
-Usage: python benchmarks/real_faults/run.py [--fast] [--only NAME ...] [--no-healthy] [--out FILE]
+Healthy runs of the Lightning family are fitted by a `lightning.Trainer`: there the watch reaches the run
+through `factory.callback(**kw)`, a `diagnose.integrations.lightning.DiagnoseCallback` with the same
+`out=None`, `alarm="off"`, name and budget (the callback passes `budget` on to `diagnose.watch`).
+
+Prints one JSON object: per case its half, family, top-3 causes, first error alarm step, verdict, overhead
+ratio; totals: top-1 and top-3 accuracy, detection rate (an error alarm raised during the run), median
+optimizer steps to detection, per family, error findings (and alarms) on healthy runs, wall time,
+machine. With `--half both`, `totals` holds the two halves side by side ({"dev": ..., "test": ...}, case
+figures only) and the healthy figures once under "healthy"; with one half it is one flat object.
+
+Usage: python benchmarks/real_faults/run.py [--half dev|test|both] [--fast] [--only NAME ...] [--no-healthy]
+                                            [--out FILE]
+(--only takes case stems, or half/stem to pick one half's case where both halves have that stem)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import platform
 import statistics
@@ -33,13 +48,40 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-# a few cases, one per model family, that the CI test runs (tests/benchmarks/test_real_faults_fast.py)
 REPS = 2  # timing repetitions per script (the findings come from the last watched run; runs are seeded)
+FAST_REPS = 1  # --fast (CI): one plain and one watched run for the timing
+HALVES = ("dev", "test")
+# a few dev cases, one per model family, that the CI test runs (tests/benchmarks/test_real_faults_fast.py)
 FAST = ("case_text_tower_no_grad", "case_latents_ones", "case_mrl_sum_logged", "case_softmax_over_batch")
 
 
-def case_names() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("case_*.py"))
+def case_files(half: str) -> list[Path]:
+    """The half's `case_*.py` files (none when its folder does not exist yet)."""
+    return sorted((HERE / half).glob("case_*.py"))
+
+
+def case_names(half: str = "dev") -> list[str]:
+    return [p.stem for p in case_files(half)]
+
+
+def load_case(path: Path, half: str):
+    """Import a case file under a module name unique to its half (dev/ and test/ may share a stem); its own
+    folder is on sys.path while it imports, `benchmarks/real_faults/` always (`from common import ...`)."""
+    name = f"real_faults_{half}_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
 
 
 def _timed(train, factory, **kwargs) -> float:
@@ -48,7 +90,7 @@ def _timed(train, factory, **kwargs) -> float:
     return time.perf_counter() - t0
 
 
-def measure(train, name: str, **kwargs) -> dict:
+def measure(train, name: str, reps: int = REPS, **kwargs) -> dict:
     """Run `train(watch, **kwargs)` without and with `diagnose.watch`; what the watched run found.
 
     Timing and findings: `watch` as a user gets it (online rules within their default budget, 2% of the
@@ -60,26 +102,42 @@ def measure(train, name: str, **kwargs) -> dict:
 
     held = {}
 
-    def factory(model, optimizer, budget=DEFAULT, **kw):
-        held["w"] = diagnose.watch(model, optimizer, out=None, name=name, alarm="off",
-                                   **({} if budget is DEFAULT else {"budget": budget}), **kw)
-        return held["w"]
+    def make_factory(budget=DEFAULT):
+        extra = {} if budget is DEFAULT else {"budget": budget}
+
+        def factory(model, optimizer, **kw):
+            w = diagnose.watch(model, optimizer, out=None, name=name, alarm="off", **extra, **kw)
+            held["w"] = lambda: w
+            return w
+
+        def callback(**kw):  # the Lightning path: the watch is made by the callback at on_train_start
+            from diagnose.integrations.lightning import DiagnoseCallback
+
+            cb = DiagnoseCallback(out=None, name=name, alarm="off", **extra, **kw)
+            held["w"] = lambda: cb.last_watch
+            return cb
+
+        factory.callback = callback
+        return factory
+
+    factory = make_factory()
 
     # plain and watched alternate, the faster of two each: the first run of a process pays one-off costs
     plain, watched = float("inf"), float("inf")
-    for _ in range(REPS):
+    for _ in range(reps):
         plain = min(plain, _timed(train, no_watch, **kwargs))
         watched = min(watched, _timed(train, factory, **kwargs))
-    w = held["w"]
+    w = held["w"]()
     run = w.result().to_dict()["runs"][0]
     findings = w.result().to_dict()["findings"]
-    budgeted = _first_error(w)
-    train(lambda model, optimizer, **kw: factory(model, optimizer, budget=None, **kw), **kwargs)
-    every5 = _first_error(held["w"])
+    budgeted, budgeted_all = _first_error(w), _error_alarms(w)
+    train(make_factory(budget=None), **kwargs)
+    every5, every5_all = _first_error(held["w"]()), _error_alarms(held["w"]())
     return {
         "top3": [c["cause"] for c in run["root_causes"][:3]],
         "first_error_alarm_step": every5[0], "first_error_alarm": every5[1],
         "first_error_alarm_step_default_budget": budgeted[0], "first_error_alarm_default_budget": budgeted[1],
+        "error_alarms": every5_all, "error_alarms_default_budget": budgeted_all,
         "verdict": (run.get("verdict") or {}).get("label"),
         "error_findings": sorted({f["id"] for f in findings if f["severity"] == "error"}),
         "warning_findings": sorted({f["id"] for f in findings if f["severity"] == "warning"}),
@@ -97,11 +155,22 @@ def _first_error(w) -> tuple[int | None, str | None]:
     return (errors[0].step, errors[0].finding.id) if errors else (None, None)
 
 
-def run_case(name: str) -> dict:
-    mod = importlib.import_module(name)
-    out = measure(mod.train, name)
+def _error_alarms(w) -> list[dict]:
+    """Each error alarm id once, at the step it first fired."""
+    first: dict = {}
+    for a in w.alarms:
+        if a.finding.severity == "error" and a.finding.id not in first:
+            first[a.finding.id] = a.step
+    return [{"id": k, "step": v} for k, v in first.items()]
+
+
+def run_case(path: Path, half: str, reps: int = REPS) -> dict:
+    name = path.stem
+    mod = load_case(path, half)
+    out = measure(mod.train, name, reps)
     truth = mod.CAUSE
-    out = {"case": name, "threads": list(mod.THREADS), "ground_truth": truth, **out}
+    out = {"case": name, "half": half, "family": getattr(mod, "FAMILY", None), "threads": list(mod.THREADS),
+           "ground_truth": truth, **out}
     out["top1_correct"] = bool(out["top3"]) and out["top3"][0] == truth
     out["top3_correct"] = truth in out["top3"]
     out["detected"] = out["first_error_alarm_step"] is not None
@@ -109,16 +178,17 @@ def run_case(name: str) -> dict:
     return out
 
 
-def run_healthy(spec: dict) -> dict:
+def run_healthy(spec: dict, reps: int = REPS) -> dict:
     import healthy
 
-    out = measure(healthy.train, f"healthy-{spec['model']}-s{spec['seed']}-b{spec['batch']}", **spec)
-    keys = ("top3", "first_error_alarm_step", "first_error_alarm", "first_error_alarm_step_default_budget", "verdict",
-            "error_findings", "warning_findings", "overhead_ratio")
+    out = measure(healthy.train, f"healthy-{spec['model']}-s{spec['seed']}-b{spec['batch']}", reps, **spec)
+    keys = ("top3", "first_error_alarm_step", "first_error_alarm", "first_error_alarm_step_default_budget",
+            "first_error_alarm_default_budget", "error_alarms", "error_alarms_default_budget", "verdict",
+            "error_findings", "warning_findings", "steps", "overhead_ratio")
     return {"run": spec, **{k: out[k] for k in keys}}
 
 
-def totals(cases: list[dict], healthy_runs: list[dict]) -> dict:
+def case_totals(cases: list[dict]) -> dict:
     n = len(cases)
     steps = [c["first_error_alarm_step"] + 1 for c in cases if c["detected"]]  # optimizer steps taken so far
     budget_steps = [c["first_error_alarm_step_default_budget"] + 1 for c in cases if c["detected_default_budget"]]
@@ -132,38 +202,88 @@ def totals(cases: list[dict], healthy_runs: list[dict]) -> dict:
         "detection_rate_default_budget": round(sum(c["detected_default_budget"] for c in cases) / n, 3) if n else None,
         "median_steps_to_detection_default_budget": statistics.median(budget_steps) if budget_steps else None,
         "misses": [c["case"] for c in cases if not c["top1_correct"] or not c["detected"]],
+        "overhead_ratio_median": statistics.median(ratios) if ratios else None,
+        "overhead_ratio_max": max(ratios) if ratios else None,
+        "by_family": by_family(cases),
+    }
+
+
+def by_family(cases: list[dict]) -> dict:
+    """Per FAMILY (cases without one under null): cases, top-1 correct, detected (counts)."""
+    fams: dict = {}
+    for c in cases:
+        f = fams.setdefault(str(c.get("family")), {"cases": 0, "top1": 0, "detected": 0})
+        f["cases"] += 1
+        f["top1"] += c["top1_correct"]
+        f["detected"] += c["detected"]
+    return dict(sorted(fams.items()))
+
+
+def healthy_totals(healthy_runs: list[dict]) -> dict:
+    return {
         "healthy_runs": len(healthy_runs),
         "healthy_learned": sum(bool(h["verdict"] and h["verdict"].startswith("learned")) for h in healthy_runs),
         "healthy_error_findings": sum(len(h["error_findings"]) for h in healthy_runs),
         "healthy_runs_with_error_alarm": sum(h["first_error_alarm_step"] is not None
                                              or h["first_error_alarm_step_default_budget"] is not None for h in healthy_runs),
-        "overhead_ratio_median": statistics.median(ratios) if ratios else None,
-        "overhead_ratio_max": max(ratios) if ratios else None,
+        "healthy_families": sorted({h["run"]["model"] for h in healthy_runs}),
     }
+
+
+def totals(cases: list[dict], healthy_runs: list[dict]) -> dict:
+    """One half: case and healthy figures in one object (the shape before the split)."""
+    return {**case_totals(cases), **healthy_totals(healthy_runs)}
+
+
+def select(halves: tuple[str, ...], only: list[str] | None) -> list[tuple[str, Path]]:
+    """(half, path) of the cases to run; SystemExit(2) with one line for a name no selected half has."""
+    found = [(h, p) for h in halves for p in case_files(h)]
+    if not only:
+        return found
+    picked, unknown = [], []
+    for name in only:
+        half, _, stem = name.rpartition("/")
+        hits = [(h, p) for h, p in found if p.stem == stem and half in ("", h)]
+        picked += [hp for hp in hits if hp not in picked]
+        if not hits:
+            unknown.append(name)
+    if unknown:
+        known = ", ".join(f"{h}/{p.stem}" if len(halves) > 1 else p.stem for h, p in found) or "none"
+        print(f"--only: unknown case(s) {', '.join(unknown)} in {'+'.join(halves)}; expected one of {known}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return picked
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fast", action="store_true", help=f"only {', '.join(FAST)} and 4 healthy runs (CI)")
-    ap.add_argument("--only", nargs="*", help="case names (case_*.py stems)")
+    ap.add_argument("--half", choices=(*HALVES, "both"), default="dev", help="which half's cases (default dev)")
+    ap.add_argument("--fast", action="store_true", help=f"dev only: {', '.join(FAST)} and healthy.FAST (CI)")
+    ap.add_argument("--only", nargs="*", help="case names (case_*.py stems, or half/stem)")
     ap.add_argument("--no-healthy", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if args.fast and args.half != "dev":
+        print(f"--fast is the dev half's CI subset; not with --half {args.half}", file=sys.stderr)
+        raise SystemExit(2)
+    halves = HALVES if args.half == "both" else (args.half,)
+    selected = select(halves, args.only or (list(FAST) if args.fast else None))
     import torch
 
     torch.set_num_threads(1)
     import healthy
 
-    names = args.only or (list(FAST) if args.fast else case_names())
-    unknown = sorted(set(names) - set(case_names()))
-    if unknown:
-        print(f"--only: unknown case(s) {', '.join(unknown)}; expected one of {', '.join(case_names())}", file=sys.stderr)
-        raise SystemExit(2)
     t0 = time.perf_counter()
-    cases = [run_case(n) for n in names]
-    specs = [] if args.no_healthy else (healthy.SPECS[::5] if args.fast else healthy.SPECS)
-    healthy_runs = [run_healthy(s) for s in specs]
-    result = {"totals": totals(cases, healthy_runs), "cases": cases, "healthy": healthy_runs,
+    reps = FAST_REPS if args.fast else REPS
+    cases = [run_case(path, half, reps) for half, path in selected]
+    specs = [] if args.no_healthy else (healthy.FAST if args.fast else healthy.SPECS)
+    healthy_runs = [run_healthy(s, reps) for s in specs]
+    if args.half == "both":
+        summary = {**{h: case_totals([c for c in cases if c["half"] == h]) for h in halves},
+                   "healthy": healthy_totals(healthy_runs)}
+    else:
+        summary = totals(cases, healthy_runs)
+    result = {"half": args.half, "totals": summary, "cases": cases, "healthy": healthy_runs,
               "seconds": round(time.perf_counter() - t0, 1),
               "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": 1,
                           "processor": platform.machine()}}

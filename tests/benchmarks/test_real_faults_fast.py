@@ -1,8 +1,11 @@
-"""The CI subset of the real-fault benchmark (benchmarks/real_faults/run.py --fast): a few fault scripts
-built on peer libraries, one per failure family, and four healthy runs, through the runner itself."""
+"""The CI subset of the real-fault benchmark (benchmarks/real_faults/run.py --fast): a few fault scripts of
+the dev half (benchmarks/real_faults/dev/) built on peer libraries, one per failure family, and five
+healthy runs (healthy.FAST: one per model family but transformers' CLIP, which the fast cases cover;
+Lightning and open_clip included), through the runner."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +16,9 @@ import pytest
 pytest.importorskip("flamingo_pytorch", reason="flamingo-pytorch is in the dev extra")
 pytest.importorskip("perceiver_pytorch", reason="perceiver-pytorch is in the dev extra")
 pytest.importorskip("transformers")
+pytest.importorskip("lightning", reason="lightning is in the [lightning] extra (CI installs it)")
+if importlib.util.find_spec("open_clip") is None:  # imported by healthy.py with the tests' torchvision stand-in
+    pytest.skip("open-clip-torch: pip install --no-deps -r requirements/peers-nodeps.txt", allow_module_level=True)
 
 RUNNER = Path(__file__).resolve().parents[2] / "benchmarks" / "real_faults" / "run.py"
 
@@ -28,17 +34,20 @@ def fast(tmp_path_factory):
 
 
 def test_each_fast_case_is_detected_and_its_cause_ranked_first(fast):
-    assert len(fast["cases"]) == 4
+    assert fast["half"] == "dev" and len(fast["cases"]) == 4
     for case in fast["cases"]:
+        assert case["half"] == "dev" and case["family"], case
         assert case["threads"] and case["ground_truth"]
         assert case["top3"][:1] == [case["ground_truth"]], case
         assert case["detected"] and case["first_error_alarm_step"] < 20, case
     t = fast["totals"]
     assert t["top1"] == 1.0 and t["detection_rate"] == 1.0 and t["misses"] == []
+    assert sum(f["cases"] for f in t["by_family"].values()) == 4
 
 
 def test_healthy_runs_learn_without_error_findings(fast):
-    assert len(fast["healthy"]) == 4
+    assert len(fast["healthy"]) == 5
+    assert {r["run"]["model"] for r in fast["healthy"]} == {"resampler", "perceiver", "mrl", "open_clip", "lightning"}
     for run in fast["healthy"]:
         assert run["error_findings"] == [] and run["first_error_alarm_step"] is None, run
         assert run["verdict"].startswith("learned"), run
@@ -56,3 +65,20 @@ def test_unknown_case_is_one_line_and_exit_2():
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "case_nope" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_fast_is_dev_only():
+    proc = subprocess.run([sys.executable, str(RUNNER), "--fast", "--half", "test"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "--fast" in proc.stderr and proc.stdout == ""
+
+
+def test_both_halves_report_totals_side_by_side():
+    # one dev case and no healthy run: the shape of --half both without running the test half's cases
+    proc = subprocess.run([sys.executable, str(RUNNER), "--half", "both", "--only", "dev/case_latents_ones",
+                           "--no-healthy"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["half"] == "both" and set(out["totals"]) == {"dev", "test", "healthy"}
+    assert out["totals"]["dev"]["cases"] == 1 and out["totals"]["test"]["cases"] == 0
+    assert [(c["half"], c["case"], c["family"]) for c in out["cases"]] == [("dev", "case_latents_ones", "architecture")]

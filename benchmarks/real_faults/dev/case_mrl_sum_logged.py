@@ -18,6 +18,7 @@ from common import ResamplerAligner, clip_loss, token_pairs
 
 THREADS = ("modelscope/ms-swift#10137", "huggingface/sentence-transformers#2506")
 CAUSE = "logging_misstates_loss"
+FAMILY = "logging"
 BATCH, DIMS, W_CLIP, W_MRL = 32, (8, 16, 32), 0.25, 1.0
 
 

@@ -16,6 +16,7 @@ from common import image_caption_pairs, tiny_clip
 
 THREADS = ("huggingface/transformers#13430", "huggingface/transformers#13436")
 CAUSE = "temperature"
+FAMILY = "normalisation_temperature"
 BATCH = 64
 
 

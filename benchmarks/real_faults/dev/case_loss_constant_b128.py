@@ -16,6 +16,7 @@ from common import image_caption_pairs, tiny_clip
 
 THREADS = ("mlfoundations/open_clip#17", "mlfoundations/open_clip#41")
 CAUSE = "learning_rate_too_high"
+FAMILY = "optimizer_schedule"
 BATCH = 128
 
 

@@ -20,6 +20,7 @@ from common import PerceiverAligner, clip_loss, token_pairs
 
 THREADS = ("huggingface/diffusers#14430", "huggingface/diffusers#12124")
 CAUSE = "misaligned_pairs"
+FAMILY = "data_labels"
 BATCH = 32
 
 

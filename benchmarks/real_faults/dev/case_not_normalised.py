@@ -16,6 +16,7 @@ from common import PerceiverAligner, clip_loss, token_pairs
 
 THREADS = ("Zasder3/train-CLIP#3", "moein-shariatnia/OpenAI-CLIP#10")
 CAUSE = "not_normalised"
+FAMILY = "normalisation_temperature"
 BATCH = 32
 
 

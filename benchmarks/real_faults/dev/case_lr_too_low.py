@@ -16,6 +16,7 @@ from common import PerceiverAligner, clip_loss, token_pairs
 
 THREADS = ("mlfoundations/open_clip#41", "openai/CLIP#150")
 CAUSE = "learning_rate_too_low"
+FAMILY = "optimizer_schedule"
 BATCH = 64
 
 

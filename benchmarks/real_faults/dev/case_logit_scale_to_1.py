@@ -16,6 +16,7 @@ from common import ResamplerAligner, clip_loss, token_pairs
 
 THREADS = ("mlfoundations/open_clip#815",)
 CAUSE = "learning_rate_too_high"
+FAMILY = "optimizer_schedule"
 BATCH = 64
 
 

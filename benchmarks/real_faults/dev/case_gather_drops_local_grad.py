@@ -21,6 +21,7 @@ from common import ResamplerAligner, clip_loss, token_pairs
 
 THREADS = ("mlfoundations/open_clip#616", "pytorch/pytorch#58005")
 CAUSE = "no_gradient_path"
+FAMILY = "distributed"
 BATCH = 32
 
 

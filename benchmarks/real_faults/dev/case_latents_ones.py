@@ -16,6 +16,7 @@ from common import ResamplerAligner, clip_loss, token_pairs
 
 THREADS = ("huggingface/transformers#31151", "lucidrains/perceiver-pytorch#16")
 CAUSE = "symmetric_latents"
+FAMILY = "architecture"
 BATCH = 32
 
 

@@ -16,6 +16,7 @@ from common import image_caption_pairs, tiny_clip
 
 THREADS = ("openai/CLIP#40", "openai/CLIP#83")
 CAUSE = "nonfinite_divergence"
+FAMILY = "precision"
 BATCH = 32
 
 

@@ -17,6 +17,7 @@ from common import clip_loss, image_caption_pairs, tiny_clip
 
 THREADS = ("edreisMD/ConVIRT-pytorch#7", "openai/CLIP#83")
 CAUSE = "no_gradient_path"
+FAMILY = "frozen_parts"
 BATCH = 64
 
 

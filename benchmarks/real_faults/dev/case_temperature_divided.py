@@ -16,6 +16,7 @@ from common import PerceiverAligner, clip_loss, token_pairs
 
 THREADS = ("LAION-AI/CLAP#57", "openai/CLIP#46")
 CAUSE = "temperature"
+FAMILY = "normalisation_temperature"
 BATCH = 32
 
 

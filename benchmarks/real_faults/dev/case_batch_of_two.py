@@ -15,6 +15,7 @@ from common import image_caption_pairs, tiny_clip
 
 THREADS = ("openai/CLIP#83",)
 CAUSE = "too_few_negatives"
+FAMILY = "batch_candidates"
 BATCH = 2  # BUG: one negative per row
 
 

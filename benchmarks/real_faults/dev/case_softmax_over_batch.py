@@ -18,6 +18,7 @@ from common import ResamplerAligner, clip_loss, token_pairs
 
 THREADS = ("PetrochukM/PyTorch-NLP#2", "catalyst-team/catalyst#285")
 CAUSE = "pooling_axis"
+FAMILY = "architecture"
 BATCH = 32
 
 
