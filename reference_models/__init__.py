@@ -2,10 +2,8 @@
 
 from .config import (
     ALIASES,
-    SCALES,
     AlignmentConfig,
     ConfigError,
-    apply_scale,
     config_from_dict,
     dump_config,
     load_config,
@@ -13,6 +11,7 @@ from .config import (
 from .data import SyntheticPairs, build_data
 from .losses import AlignmentLoss, LossOutput, chance_loss, symmetric_infonce
 from .model import AlignmentModel, build_model
+from .scales import SCALES, apply_scale
 from .train import Callback, StepInfo, TrainResult, evaluate_retrieval, train
 
 __all__ = [

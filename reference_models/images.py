@@ -6,7 +6,7 @@ directory or built from a tiny `CLIPVisionConfig` with random weights (`random`)
 (the sentence-transformers convention), or a tiny random `CLIPTextModel` (`random`). Nothing is ever
 downloaded: a model that is not a local directory is a `ConfigError` saying how to provide one.
 
-This module computes; it writes nothing. Caching lives with the CLI (diagnose/data_cache.py), keyed
+This module computes; it writes nothing. Caching lives with the CLI (diagnose/lab/data_cache.py), keyed
 by `cache_key`.
 """
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LossConfig
 from .distributed import gathered_logits, symmetric_ce
+from .schema import LossConfig
 
 
 def contrastive_logits(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

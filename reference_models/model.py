@@ -40,7 +40,7 @@ class SimpleAttentionPooling(nn.Module):
 
 class MeanPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=1)  # seed encoders/vision.py:168
+        return x.mean(dim=1)  # the seed pools the perceiver latents with a plain mean over the latent axis
 
 
 class VisionHead(nn.Module):
@@ -50,7 +50,7 @@ class VisionHead(nn.Module):
         super().__init__()
         v, proj = cfg.vision_encoder, cfg.model.projection_dim
         self.use_perceiver = v.use_perceiver
-        self.projector_no_grad = v.projector_no_grad  # fault-injection switch (config.py)
+        self.projector_no_grad = v.projector_no_grad  # fault-injection switch (schema.py)
         if v.use_perceiver:
             self.projector = nn.Linear(v.hidden_dim, v.perceiver_latent_dim)
             self.perceiver = Perceiver(
@@ -93,7 +93,7 @@ class AlignmentModel(nn.Module):
             requires_grad=cfg.losses.learnable_temperature,
         )
         self.max_log_scale = math.log(cfg.losses.max_logit_scale)
-        # fault-injection switches (config.py); the defaults are the healthy model
+        # fault-injection switches (schema.py); the defaults are the healthy model
         self.l2_normalize = cfg.model.l2_normalize
         self.detach_text = cfg.text_encoder.detach_projection
 

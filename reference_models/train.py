@@ -66,7 +66,7 @@ class TrainResult:
 def param_groups(model: torch.nn.Module, cfg: AlignmentConfig) -> list[dict]:
     """open_clip: no decay on gains, biases and the temperature (anything with fewer than 2 dims).
 
-    Weight matrices (Linear weights) get `matrix_lr_multiplier` (see config.py); their decay is
+    Weight matrices (Linear weights) get `matrix_lr_multiplier` (see schema.py); their decay is
     divided by it so that AdamW's per-step shrinkage lr * wd stays what the config asks for.
     """
     opt = cfg.optimization
