@@ -1,6 +1,6 @@
 """Root causes a finding can implicate, in the order that breaks ties between equally ranked causes
 (more specific mechanisms first). Rules name these ids in their `Emit` declarations; the ranking in
-`diagnose.rules.ranking` reads those declarations and this table, nothing else.
+`diagnose.core.rules.ranking` reads those declarations and this table, nothing else.
 """
 
 from __future__ import annotations

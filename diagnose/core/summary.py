@@ -9,12 +9,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from reference_models.config import ConfigError
-
 from .definitions import LEARNED_LOSS_FRACTION, LEARNED_RECALL_FACTOR, at_chance, end_start, learned, relative_gap
-from reports.markdown import finding_counts
-
-from .findings import severity_rank
+from .errors import ConfigError
+from .findings import finding_counts, severity_rank
 from .rules.base import RunContext
 
 # open_clip clamps exp(logit_scale) at 100; used when a run does not state its own cap.

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from reference_models.config import ConfigError
-
-from .frame import MAX_DEPTH, RUN_COLUMNS, SPLIT_COLUMNS, STEP_COLUMNS, LogBuilder, ParsedLog, TableMapper, _flatten, canonical_column
+from ..errors import ConfigError
+from ..logframe import ParsedLog
+from .builder import MAX_DEPTH, LogBuilder, flatten_record
+from .names import RUN_COLUMNS, SPLIT_COLUMNS, STEP_COLUMNS, canonical_column
+from .table import TableMapper
 
 NAME = "jsonl"
 CHUNK_RECORDS = 100_000
 
 
-def _cell(v):
+def parse_cell(v):
     """A logged NaN stays a value ('nan'), not a missing cell; lists/objects are not metrics."""
     if isinstance(v, float) and math.isnan(v):
         return "nan"
@@ -42,14 +44,14 @@ def records(path: Path, keep_all: bool = False):
                 raise ConfigError(f"{path}:{lineno}: JSON nested too deeply; expected a flat or shallow object of metrics") from None
             if not isinstance(obj, dict):
                 raise ConfigError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-            flat = _flatten(obj, skipped=skipped) if any(type(v) is dict for v in obj.values()) else obj
+            flat = flatten_record(obj, skipped=skipped) if any(type(v) is dict for v in obj.values()) else obj
             out = {}
             for k, v in flat.items():
                 keep = known.get(k)
                 if keep is None:
                     keep = known[k] = keep_all or canonical_column(k)[1] is not None or k.strip().lower() in _SPECIAL
                 if keep:
-                    out[k] = v if type(v) is int or (type(v) is float and v == v) else _cell(v)
+                    out[k] = v if type(v) is int or (type(v) is float and v == v) else parse_cell(v)
             yield lineno, out, skipped
 
 

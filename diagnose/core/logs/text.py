@@ -7,19 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from reference_models.config import ConfigError
-
-from .frame import _NUM, SPLITS, LogBuilder, ParsedLog, canonical_metric
+from ..errors import ConfigError
+from ..logframe import ParsedLog
+from .builder import LogBuilder
+from .names import NUMBER, SPLITS, canonical_metric
 
 NAME = "text"
 
 _HEADER = re.compile(r"^\s*#{1,6}\s+(.+?)\s*#*\s*$")
 _EPOCH = re.compile(r"\bepoch\s*[:=]?\s*(\d+)(?:\s*/\s*(\d+))?", re.I)
 _STEP = re.compile(r"\b(?:step|iter(?:ation)?)\s*[:=]?\s*(\d+)", re.I)
-_LOSS = re.compile(rf"\b(?:(?P<split>train(?:ing)?|val(?:idation)?|valid|eval|test)\s+)?loss\s*[:=]\s*(?P<approx>~)?(?P<v>{_NUM})"
+_LOSS = re.compile(rf"\b(?:(?P<split>train(?:ing)?|val(?:idation)?|valid|eval|test)\s+)?loss\s*[:=]\s*(?P<approx>~)?(?P<v>{NUMBER})"
                    r"(?:\s*\((?P<parts>[^)]*)\))?", re.I)
-_PART = re.compile(rf"([A-Za-z][\w\-/@]*)\s*[:=]\s*(~)?({_NUM})")
-_RECALL = re.compile(rf"\bR(?:ecall)?\s*@\s*(\d+)\s*[:=]\s*(~)?({_NUM})\s*(%)?", re.I)
+_PART = re.compile(rf"([A-Za-z][\w\-/@]*)\s*[:=]\s*(~)?({NUMBER})")
+_RECALL = re.compile(rf"\bR(?:ecall)?\s*@\s*(\d+)\s*[:=]\s*(~)?({NUMBER})\s*(%)?", re.I)
 
 
 # Lines are parsed one at a time and flushed to the reducer in chunks: memory does not grow with the file.

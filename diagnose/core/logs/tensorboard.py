@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from reference_models.config import ConfigError
-
-from .frame import LogBuilder, ParsedLog, canonical_column
+from ..errors import ConfigError
+from ..logframe import ParsedLog
+from .builder import LogBuilder
+from .names import canonical_column
 
 NAME = "tensorboard"
 

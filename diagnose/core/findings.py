@@ -36,3 +36,8 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
 
 def sort_finding_dicts(findings: list[dict]) -> list[dict]:
     return sorted(findings, key=lambda f: (-severity_rank(f["severity"]), f["run"], f["id"], f.get("target", "")))
+
+
+def finding_counts(findings: list[dict]) -> dict[str, int]:
+    """{"error": n, "warning": n, "info": n} of finding dicts."""
+    return {s: sum(1 for f in findings if f["severity"] == s) for s in ("error", "warning", "info")}

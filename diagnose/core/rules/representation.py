@@ -7,7 +7,20 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, at_chance, left_chance
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, targets, window
+from .base import (
+    Emit,
+    Rule,
+    RunContext,
+    end_loss,
+    finite,
+    primary_component,
+    rnd,
+    select,
+    series,
+    span,
+    targets,
+    window,
+)
 from .gradients import SETTLED_CUMULATIVE_UPDATE, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update, settled
 from .loss import ranking_learned
 

@@ -1,4 +1,4 @@
-"""Rules for multi-rank (torchrun / DDP) misconfiguration, on the records `diagnose.distributed` and
+"""Rules for multi-rank (torchrun / DDP) misconfiguration, on the records `diagnose.engine.ranks` and
 `reference_models.distributed` add to the loss split's extras.
 
 - `GatheredGradientScale`: the gradient DDP applies against the gradient of the global contrastive
@@ -20,18 +20,7 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, relative_gap
 from ..findings import Finding
-from .base import (
-    Emit,
-    Rule,
-    RunContext,
-    end_loss,
-    finite,
-    primary_component,
-    rnd,
-    series,
-    span,
-    window,
-)
+from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span, window
 
 # A correct layout gives a scale of 1 and a cosine of 1 up to float32 rounding (measured ~1e-6); the
 # misconfigurations give 1/W (<= 0.5 at W >= 2) or W, or drop the cross-rank terms (cosine < 1). 10%

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reference_models.config import ConfigError
-
-from .frame import _components, _label, _r, _wide
+from ..errors import ConfigError
+from . import loss_components, metric_label, rounded, wide_frame
 
 # total = sum(w_i L_i) must hold to the rounding of the printed numbers: each of the (1 + n) values
 # printed with 4 decimals is off by up to 5e-5, so 5e-4 covers any weights up to ~8; float logs
@@ -19,7 +18,7 @@ WEIGHT_GRIDS = (0.25, 0.05, 0.01)
 
 
 def _rows(df: pd.DataFrame, comps: list[str]) -> pd.DataFrame:
-    wide = _wide(df)
+    wide = wide_frame(df)
     if "loss" not in wide:
         return pd.DataFrame()
     cols = [c for c in comps if c in wide]
@@ -38,14 +37,14 @@ def _snap(w: np.ndarray, A: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, floa
     return w, None
 
 
-def _fmt_w(weights: dict[str, float]) -> str:
-    return ", ".join(f"{_label(k)} {v:g}" for k, v in weights.items())
+def format_weights(weights: dict[str, float]) -> str:
+    return ", ".join(f"{metric_label(k)} {v:g}" for k, v in weights.items())
 
 
 def solve_weights(frames: dict[str, pd.DataFrame]) -> dict | None:
     """Least squares for total = sum_i w_i L_i over every logged row of every run (assuming the runs
     share their loss weights), snapped to round values when those reproduce every row."""
-    comps = sorted({c for df in frames.values() for c in _components(df)})
+    comps = sorted({c for df in frames.values() for c in loss_components(df)})
     parts = []
     for run, df in frames.items():
         rows = _rows(df, comps)
@@ -58,21 +57,21 @@ def solve_weights(frames: dict[str, pd.DataFrame]) -> dict | None:
     rank = int(np.linalg.matrix_rank(A, tol=1e-6 * max(1.0, float(np.abs(A).max()))))
     w, *_ = np.linalg.lstsq(A, y, rcond=None)
     result = {"components": comps, "rows": len(rows), "runs": sorted(rows["run"].unique()), "rank": rank,
-              "least_squares": {c: _r(float(x)) for c, x in zip(comps, w)}}
+              "least_squares": {c: rounded(float(x)) for c, x in zip(comps, w)}}
     if rank < len(comps):
         result["identified"] = False
         # with identical columns only the sum of their weights is determined
-        result["weight_sum"] = _r(float(np.sum(w)))
+        result["weight_sum"] = rounded(float(np.sum(w)))
         return result
     ws, grid = _snap(w, A, y)
     resid = A @ ws - y
-    result.update(identified=True, weights={c: _r(float(x), 6) for c, x in zip(comps, ws)}, grid=grid,
+    result.update(identified=True, weights={c: rounded(float(x), 6) for c, x in zip(comps, ws)}, grid=grid,
                   max_residual=float(np.abs(resid).max()), fits=bool(np.all(np.abs(resid) <= _tol(y))))
     return result
 
 
 def check_weights(frames: dict[str, pd.DataFrame], weights: dict[str, float]) -> dict:
-    comps_logged = sorted({c for df in frames.values() for c in _components(df)})
+    comps_logged = sorted({c for df in frames.values() for c in loss_components(df)})
     unknown = [k for k in weights if k not in comps_logged]
     if unknown:
         raise ConfigError(f"--weights: {', '.join(k.removeprefix('loss_') for k in unknown)} not among the logged "
@@ -86,11 +85,11 @@ def check_weights(frames: dict[str, pd.DataFrame], weights: dict[str, float]) ->
         A, y = rows[comps].to_numpy(float), rows["loss"].to_numpy(float)
         resid = A @ np.array([weights[c] for c in comps]) - y
         bad = np.abs(resid) > _tol(y)
-        per_run[run] = {"rows": len(rows), "max_residual": _r(float(np.abs(resid).max()), 6), "fits": not bool(bad.any()),
+        per_run[run] = {"rows": len(rows), "max_residual": rounded(float(np.abs(resid).max()), 6), "fits": not bool(bad.any()),
                         "worst": {"split": rows["split"].iloc[int(np.argmax(np.abs(resid)))],
                                   "step": int(rows["step"].iloc[int(np.argmax(np.abs(resid)))]),
                                   "total": float(y[int(np.argmax(np.abs(resid)))]),
-                                  "weighted_sum": _r(float((A @ np.array([weights[c] for c in comps]))[int(np.argmax(np.abs(resid)))]), 6)}}
+                                  "weighted_sum": rounded(float((A @ np.array([weights[c] for c in comps]))[int(np.argmax(np.abs(resid)))]), 6)}}
     return {"weights": weights, "per_run": per_run}
 
 

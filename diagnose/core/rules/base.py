@@ -27,7 +27,7 @@ class Emit:
     """One finding id a rule can emit.
 
     `cause` is the root cause the finding implicates (None: it implicates none, e.g. a bare
-    measurement), `tier` its directness (see `diagnose.rules.ranking`). Only findings whose severity is
+    measurement), `tier` its directness (see `diagnose.core.rules.ranking`). Only findings whose severity is
     in `implicates_at` count for the root cause: info never does, and some ids implicate a cause only
     in their most severe form (identical loss components are a logging bug only when not at chance).
     """
@@ -135,7 +135,7 @@ def targets(df: pd.DataFrame, probe: str, metric: str) -> list[str]:
 
 
 def window(s: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
-    """The end-of-run window (`diagnose.definitions`) of a step-indexed series or frame."""
+    """The end-of-run window (`diagnose.core.definitions`) of a step-indexed series or frame."""
     return s.iloc[end_start(list(s.index)):]
 
 

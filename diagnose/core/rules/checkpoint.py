@@ -1,18 +1,15 @@
 """Rules on a checkpoint (`diagnose checkpoint`): NaN/Inf weights, latents, the temperature, the change
 against an earlier checkpoint, the match with a reference config. They read a `CheckpointAnalysis`
-(`diagnose.offline.checkpoint`), never the weights themselves."""
+(built by `diagnose.lab.checkpoint_analysis`), never the weights themselves."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from ..findings import Finding
 from .attention import LATENT_COSINE
 from .base import Emit, Rule, RunContext
 from .loss import temperature_findings
-
-if TYPE_CHECKING:
-    from ..offline.checkpoint import CheckpointAnalysis
 
 # How many of the least-changed layers a report names (enough to see a pattern, short enough to read).
 LEAST_CHANGED_SHOWN = 3
@@ -25,11 +22,32 @@ BARELY_CHANGED_OF_MEDIAN = 1e-2
 SEED_LATENT_STD, SEED_STD_MATCH_REL = 0.02, 0.1
 
 
+# --- what the rules read: statistics of a checkpoint, no tensors -----------------------------------
+
+
+@dataclass
+class CheckpointAnalysis:
+    name: str
+    files: list[str]
+    metadata: dict[str, str]
+    tensors: list[dict]
+    layers: list[dict]
+    latents: list[dict] = field(default_factory=list)
+    logit_scale: dict | None = None
+    against: dict | None = None
+    config: dict | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> int:
+        return sum(t["numel"] for t in self.tensors)
+
+
 class CheckpointRule(Rule):
     kind = "checkpoint"
     topic = "checkpoint"
 
-    def check(self, a: "CheckpointAnalysis", ctx: RunContext) -> list[Finding]:
+    def check(self, a: CheckpointAnalysis, ctx: RunContext) -> list[Finding]:
         raise NotImplementedError
 
 

@@ -1,12 +1,12 @@
 """Training logs: one reader module per format, registered in `READERS`.
 
-Every reader turns its format into the one long frame of `frame.ParsedLog` (run, split, step, metric,
-value, line) with canonical metric names, so the log rules (`diagnose.rules.logs`) never depend on
+Every reader turns its format into the one long frame of `diagnose.core.logframe.ParsedLog` (run, split, step, metric,
+value, line) with canonical metric names, so the log rules (`diagnose.core.rules.logs`) never depend on
 the format the numbers came from. A reader module has `NAME`, `sniff(path, head) -> int` (how sure it
 is that the file is its format: 0 no, 1 by content, 2 by file name, 3 certain; `head` is the first
 non-empty line of a text file, None for a directory) and `read(path) -> ParsedLog`. A new format is
-one module added to `READERS`. Readers stream: they feed `frame.LogBuilder` in chunks (wide tables
-through `frame.TableMapper`, which picks the recognised columns), so memory is bounded by the number
+one module added to `READERS`. Readers stream: they feed `builder.LogBuilder` in chunks (wide tables
+through `table.TableMapper`, which picks the recognised columns), so memory is bounded by the number
 of series, not the size of the file.
 """
 
@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from reference_models.config import ConfigError
-
+from ..errors import ConfigError
+from ..logframe import ParsedLog
 from . import csvlog, jsonl, tensorboard, text, trainer_state
-from .frame import ParsedLog
 
 READERS = (tensorboard, trainer_state, jsonl, csvlog, text)  # ties in `sniff` go to the earlier reader
 BY_NAME = {r.NAME: r for r in READERS}

@@ -1,6 +1,6 @@
 """Rules on the data itself: do the training pairs carry a signal to learn?
 
-Reads the `data_signal` records (diagnose/datasignal.py: a closed-form linear map fitted on part of
+Reads the `data_signal` records (diagnose/engine/datasignal.py: a closed-form linear map fitted on part of
 a sample of training pairs, scored by held-out retrieval with a permutation test). They are measured
 before or beside training, so the finding separates "the captions do not match the images" from
 "the pairs carry signal that the model fails to learn", which a collapsed or at-chance loss alone
@@ -17,11 +17,14 @@ from ..definitions import at_chance, left_chance, relative_gap
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, rnd, series
 
-# the records `diagnose.datasignal` writes (defined here so the rule catalogue imports no torch: the
-# online rules may run in a separate light process, diagnose/rule_server.py)
+# the records `diagnose.engine.datasignal` writes, and the sizes of its test (defined here, torch-free, so
+# the rule catalogue imports no torch (the online rules may run in a separate light process,
+# diagnose/engine/rule_server.py) and the CLI declares its options without loading torch)
 PROBE = "data_signal"  # records: probe name; target "pairs"
 TARGET = "pairs"
 ALPHA = 0.01  # significance level of the permutation test
+PERMUTATIONS = 999  # p-values resolve down to 1/1000
+MIN_TEST = 8  # fewer held-out pairs cannot tell a map from a guess
 METRICS = ("r@1", "chance@1", "p_value", "significant", "detectable_r@1", "n_test", "hits")
 
 

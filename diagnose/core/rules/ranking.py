@@ -2,7 +2,7 @@
 
 A pure function of the findings a normal run writes; it knows nothing of any benchmark or injected
 fault. Each finding id implicates one cause with a *directness* tier, as its rule declares it
-(`diagnose.rules`, `Emit(cause=..., tier=...)`):
+(`diagnose.core.rules`, `Emit(cause=..., tier=...)`):
 
   1  the finding names a mechanism that by itself breaks or misstates training (no gradient path,
      NaN, identical latents, a softmax over the batch, embeddings that are not unit norm, ...)
@@ -13,7 +13,7 @@ fault. Each finding id implicates one cause with a *directness* tier, as its rul
   4  a symptom: something failed, not what (collapse, gradient norm falling, dead attention)
 
 Causes are ranked by their best tier, then by the worst severity among their findings, then by the
-number of findings supporting them, then by the order of `diagnose.rules.causes.CAUSES`. Info findings never implicate a cause. A run that learned has
+number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`. Info findings never implicate a cause. A run that learned has
 no failure to explain: only tier-1 causes (latent bugs, e.g. logging that misstates a loss) are kept.
 A run that did not learn with no cause-bearing finding gets `unexplained`.
 """
@@ -33,7 +33,7 @@ def _implicates(finding: dict, declared: dict) -> tuple[str, int] | None:
 
 def rank_root_causes(findings: list[dict], verdict: dict | None = None) -> list[dict]:
     """Ranked causes for one run: [{"cause", "title", "fix", "tier", "severity", "findings"}], most likely first."""
-    from . import declarations  # the catalogue (rules/__init__) imports this module
+    from . import declarations
 
     declared = declarations()
     causes: dict[str, dict] = {}

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from reference_models.config import ConfigError
+from .errors import ConfigError
 
 CHECKS = {
     "DL001": "parameter initialiser overwritten in place (dead code)",

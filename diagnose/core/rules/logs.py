@@ -1,6 +1,7 @@
 """Rules on a training log (`diagnose logs`): losses at ln(candidates), flat or rising losses, identical
-components, the loss weights behind the logged total, recall at random. They read the long log frame
-of `diagnose.offline.logs.frame`, one run at a time (the weights rule reads all runs together)."""
+components, the loss weights behind the logged total, recall at random (measured in `log_recall`),
+non-finite values. They read the long log frame of `diagnose.core.logframe`, one run at a time (the
+weights rule reads all runs together)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, end_start
 from ..findings import Finding
-from ..offline.logs.frame import _components, _final, _final_step, _label, _r, _wide
-from ..offline.logs.weights import _fmt_w, check_weights, solve_weights
+from ..logframe import final_step, final_values, loss_components, metric_label, rounded, wide_frame
+from ..logframe.weights import check_weights, format_weights, solve_weights
 from .base import Emit, Rule, RunContext
+from .log_recall import RANDOM_RECALL_MAX, RANDOM_RECALL_SPREAD, RECALL_Z, recall_findings, recall_vs_size
 from .loss_logging import IDENTICAL_ATOL
 
 # exp(x) is shown as a candidate count only below this (e^50 ~ 5e21 candidates is no batch).
 EXP_SAFE = 50.0
 
 # A contrastive (InfoNCE) loss at uniform logits is ln(N) for N candidates per row. The logged loss is
-# judged by its end-of-run mean (`diagnose.definitions.end_start`), and "at ln N" means within
+# judged by its end-of-run mean (`diagnose.core.definitions.end_start`), and "at ln N" means within
 #     tol = CHANCE_REL_TOL x ln N  +  CHANCE_Z x SE,   SE = sigma / sqrt(n),   capped at CHANCE_TOL_MAX,
 # where n is the number of logged points in the end window and sigma their point-to-point noise,
 # estimated from successive differences (sigma^2 = mean(diff^2) / 2, insensitive to a slow drift).
@@ -39,19 +41,12 @@ MIN_CANDIDATES = 8
 # World sizes tried when the configured batch B does not explain exp(loss): k x B candidates when
 # features are gathered across k ranks before the loss (open_clip's gather_with_grad).
 WORLD_SIZES = (1, 2, 4, 8, 16, 32, 64)
-# Flat loss: the mean over the end of the run (`diagnose.definitions`, at most half the logged points)
+# Flat loss: the mean over the end of the run (`diagnose.core.definitions`, at most half the logged points)
 # within 2% of the mean over as many first points. The seed's perceiver run is flat to the 4th digit
 # (6.06 over 10 epochs) while its working direct run fell ~10% (1.24 -> 1.12) over the same span; 2%
 # separates the two with margin.
 FLAT_REL_DROP = 0.02
 MIN_POINTS_FOR_TREND = 3
-# Random ranking over N candidates gives R@K = K/N, linear in K. The implied N = K/R@K agreeing
-# within 1.5x across K (the seed: 3333, 2941, 2941 from recalls printed with 2 decimals of a
-# percent) is that signature; a model that ranks at all has R@K growing sublinearly in K (a 30% R@1
-# model with 75% R@10 implies N = 3.3 vs 13.3, a 4x spread).
-RANDOM_RECALL_SPREAD = 1.5
-# ...and only while K/N is small (R@K below 50%); near saturation every model's R@K flattens out.
-RANDOM_RECALL_MAX = 0.5
 
 
 def chance_tolerance(ln_n: float, sigma: float, n: int) -> float:
@@ -110,13 +105,13 @@ def _context(df: pd.DataFrame, c: int, evidence: dict) -> str:
         # Cosine similarities lie in [-1, 1]: with the positive at +1 and every negative at -1 the loss is
         # ln(1 + (c-1) e^{-2s}), the lowest the logit scale s allows even for perfect embeddings.
         floor = math.log1p((c - 1) * math.exp(-2 * s)) if s < 350 else 0.0
-        evidence["logit_scale"] = {"last": _r(s), "loss_floor": _r(floor), "points": len(scale)}
+        evidence["logit_scale"] = {"last": rounded(s), "loss_floor": rounded(floor), "points": len(scale)}
         msg += f" The logged logit scale ends at {s:.3g}: the lowest loss it allows is ln(1 + {c - 1}·e^(-2·{s:.3g})) = {floor:.3f}"
         if floor >= math.log(c) * (1 - CHANCE_REL_TOL):
             msg += ", itself at chance: the temperature alone keeps the softmax from being confident (raise the logit scale)."
         else:
             msg += f", far below ln {c}: the temperature does not explain the loss at chance."
-    rec = [f for f in _recall_vs_size(df) if f["random"]]
+    rec = [f for f in recall_vs_size(df) if f["random"]]
     if rec:
         evidence["recall_at_chance"] = rec
         msg += " Held-out recall agrees: " + ", ".join(
@@ -125,8 +120,8 @@ def _context(df: pd.DataFrame, c: int, evidence: dict) -> str:
 
 
 def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Finding]:
-    final = _final(df)
-    comps = _components(df)
+    final = final_values(df)
+    comps = loss_components(df)
     metrics = comps or ["loss"]
     hits, misses = [], []
     for split, values in final.items():
@@ -135,12 +130,12 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
                 continue
             v, sigma, n = end_stats(df, split, m)
             match = _pool_match(v, batch_size, sigma, n)
-            entry = {"split": split, "component": m, "value": _r(v), "final": values[m], "end_points": n,
-                     "noise_sigma": _r(sigma), "exp": _r(math.exp(v), 1) if v < EXP_SAFE else None,
-                     "step": _final_step(df, split)}
+            entry = {"split": split, "component": m, "value": rounded(v), "final": values[m], "end_points": n,
+                     "noise_sigma": rounded(sigma), "exp": rounded(math.exp(v), 1) if v < EXP_SAFE else None,
+                     "step": final_step(df, split)}
             if match:
-                entry.update(candidates=match[0], ln_candidates=_r(math.log(match[0])), tolerance_nats=_r(match[2]),
-                             gap_nats=_r(v - math.log(match[0])))
+                entry.update(candidates=match[0], ln_candidates=rounded(math.log(match[0])), tolerance_nats=rounded(match[2]),
+                             gap_nats=rounded(v - math.log(match[0])))
                 if match[1] is not None:
                     entry["world_size"] = match[1]
                 hits.append(entry)
@@ -150,10 +145,10 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
         return []
     pools = sorted({h["candidates"] for h in hits})
     c = pools[-1]
-    shown = "; ".join(f"{h['split']} {_label(h['component'])} {h['value']:.4f} (mean of the last {h['end_points']} points, "
+    shown = "; ".join(f"{h['split']} {metric_label(h['component'])} {h['value']:.4f} (mean of the last {h['end_points']} points, "
                       f"{h['gap_nats']:+.3f} nats from ln {h['candidates']}, band ±{h['tolerance_nats']:.3f}) -> exp = {h['exp']}"
                       for h in hits)
-    names = sorted({_label(h['component']) for h in hits})
+    names = sorted({metric_label(h['component']) for h in hits})
     msg = (f"{run}: the {' and '.join(names)} loss{'es sit' if len(names) > 1 else ' sits'} at ln N for N ≈ {c} candidates "
            f"({shown}); ln {c} = {math.log(c):.4f}. A contrastive loss at ln N is what uniform logits give: the model "
            f"ranks the positive no better than guessing among {c} candidates.")
@@ -163,12 +158,12 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
     sum_w_hint = None
     if total is not None and comps:
         sum_w_hint = total / math.log(c)
-        evidence["total_over_ln_candidates"] = _r(sum_w_hint)
+        evidence["total_over_ln_candidates"] = rounded(sum_w_hint)
         msg += (f" The total {total:.4f} = {sum_w_hint:.4f} x ln {c}: every weighted component at chance "
                 f"(sum of the loss weights ≈ {sum_w_hint:.2f}).")
     if batch_size:
         k = max(h.get("world_size", 1) for h in hits)
-        evidence.update(batch_size=batch_size, ln_batch=_r(math.log(batch_size)))
+        evidence.update(batch_size=batch_size, ln_batch=rounded(math.log(batch_size)))
         if k == 1:
             msg += f" That is the configured batch of {batch_size}: chance is ln {batch_size} = {math.log(batch_size):.4f}."
         else:
@@ -201,8 +196,8 @@ def _flat(run: str, df: pd.DataFrame) -> list[Finding]:
                 f"{run}: the {split} loss {'rose' if rising else 'did not fall'} over {len(s)} logged points "
                 f"(steps {steps[0]}-{steps[1]}): mean of the first {n_end} points {first:.4f}, of the last {n_end} {last:.4f} "
                 f"({-drop:+.1%}).",
-                {"split": split, "points": len(s), "steps": steps, "first_points_mean": _r(first),
-                 "end_points_mean": _r(last), "points_compared": n_end, "relative_drop": _r(drop), "threshold": FLAT_REL_DROP},
+                {"split": split, "points": len(s), "steps": steps, "first_points_mean": rounded(first),
+                 "end_points_mean": rounded(last), "points_compared": n_end, "relative_drop": rounded(drop), "threshold": FLAT_REL_DROP},
                 "Compare the loss with ln(candidates): a flat loss at chance means no learning signal reaches the model.",
                 split))
             break  # one flatness finding per run, train first
@@ -210,10 +205,10 @@ def _flat(run: str, df: pd.DataFrame) -> list[Finding]:
 
 
 def _identical(run: str, df: pd.DataFrame) -> list[Finding]:
-    comps = _components(df)
+    comps = loss_components(df)
     if len(comps) < 2:
         return []
-    wide = _wide(df)
+    wide = wide_frame(df)
     out = []
     for i, a in enumerate(comps):
         for b in comps[i + 1:]:
@@ -233,7 +228,7 @@ def _identical(run: str, df: pd.DataFrame) -> list[Finding]:
                             "names, or the sampled MRL dimension being the full one).")
                 out.append(Finding(
                     "components_identical", "warning", run,
-                    f"{run}: {_label(a)} and {_label(b)} are identical in all {len(both)} logged rows "
+                    f"{run}: {metric_label(a)} and {metric_label(b)} are identical in all {len(both)} logged rows "
                     f"(max |difference| {float(diff.max()):.1e}).{note}",
                     {"components": [a, b], "rows": rows, "max_abs_diff": float(diff.max()), "tolerance": IDENTICAL_ATOL},
                     "Log every component from its own tensor, and the sampled MRL dimension with it.", f"{a}={b}"))
@@ -248,14 +243,14 @@ def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) ->
         for run, r in check["per_run"].items():
             if r["fits"]:
                 out.append(Finding("loss_weights", "info", run,
-                                   f"{run}: the logged total equals {' + '.join(f'{w:g}·{_label(c)}' for c, w in given.items())} "
+                                   f"{run}: the logged total equals {' + '.join(f'{w:g}·{metric_label(c)}' for c, w in given.items())} "
                                    f"in all {r['rows']} rows (max residual {r['max_residual']:.1e}).",
                                    {"weights": given, **r}))
             else:
                 wst = r["worst"]
                 out.append(Finding(
                     "loss_weights_mismatch", "warning", run,
-                    f"{run}: the logged total is not {' + '.join(f'{w:g}·{_label(c)}' for c, w in given.items())}: at "
+                    f"{run}: the logged total is not {' + '.join(f'{w:g}·{metric_label(c)}' for c, w in given.items())}: at "
                     f"{wst['split']} step {wst['step']} the total is {wst['total']:.4f} but the weighted sum is "
                     f"{wst['weighted_sum']:.4f}. Either the weights differ from these, or a logged component is not the "
                     "value the total was computed from.",
@@ -269,106 +264,24 @@ def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) ->
         return [Finding(
             "loss_weights", "info", run,
             f"The logged components are linearly dependent over the {solved['rows']} logged rows (identical components), "
-            f"so only the sum of their weights is determined: {' + '.join('w_' + _label(c) for c in solved['components'])} "
+            f"so only the sum of their weights is determined: {' + '.join('w_' + metric_label(c) for c in solved['components'])} "
             f"≈ {solved['weight_sum']:.4f}. Pass --weights to check specific values, or give a log of a run whose "
             "components differ.", solved)]
     w = solved["weights"]
     if solved["fits"]:
-        eq = " + ".join(f"{v:g}·{_label(c)}" for c, v in w.items() if v != 0)
+        eq = " + ".join(f"{v:g}·{metric_label(c)}" for c, v in w.items() if v != 0)
         unused = [c for c, v in w.items() if v == 0]
         msg = (f"total = {eq} reproduces every logged total ({solved['rows']} rows over {len(solved['runs'])} run(s), "
                f"assuming they share their weights; max residual {solved['max_residual']:.1e}, within the rounding of the "
-               f"printed numbers). Least-squares solution before rounding: {_fmt_w(solved['least_squares'])}.")
+               f"printed numbers). Least-squares solution before rounding: {format_weights(solved['least_squares'])}.")
         if unused:
-            msg += f" {', '.join(_label(c) for c in unused)} is logged but not part of the total."
+            msg += f" {', '.join(metric_label(c) for c in unused)} is logged but not part of the total."
         return [Finding("loss_weights", "info", run, msg, solved)]
     return [Finding(
         "loss_weights_inconsistent", "warning", run,
-        f"No single set of weights reproduces the logged totals (least squares {_fmt_w(solved['least_squares'])}, "
+        f"No single set of weights reproduces the logged totals (least squares {format_weights(solved['least_squares'])}, "
         f"max residual {solved['max_residual']:.2e}): the runs use different weights, or a logged component is not "
         "what the total was computed from. Check each run with --weights.", solved)]
-
-
-# A single recall judged against the evaluation set size N (`--eval-size`, or a logged eval_size
-# column): under random ranking each of the N queries finds its positive in the top K with probability
-# K/N, so the hit count is Binomial(N, K/N) with mean K and sd sqrt(K (1 - K/N)). A logged R@K whose
-# hit count R@K x N stays within K + RECALL_Z sd is indistinguishable from guessing (one-sided: a recall
-# below chance is no evidence of learning either). The seed's complaint: R@1 = 0.00% on 512 pairs is
-# 0 hits against an expected 1.
-RECALL_Z = 3.0
-
-
-def _eval_size(df: pd.DataFrame) -> int | None:
-    sizes = df.loc[df["metric"] == "eval_size", "value"]
-    sizes = sizes[np.isfinite(sizes) & (sizes >= 2)]
-    return int(round(float(sizes.iloc[-1]))) if len(sizes) else None
-
-
-def _recall_vs_size(df: pd.DataFrame) -> list[dict]:
-    n = _eval_size(df)
-    if n is None:
-        return []
-    out = []
-    for split, values in _final(df).items():
-        for m, v in sorted(values.items()):
-            if not m.startswith("r@") or not math.isfinite(v):
-                continue
-            k = int(m[2:])
-            if k >= n:
-                continue
-            p = k / n
-            bound = k + RECALL_Z * math.sqrt(k * (1 - p))
-            out.append({"split": split, "metric": m, "value": v, "eval_size": n, "chance": _r(p, 6), "hits": _r(v * n, 2),
-                        "expected_hits": k, "max_random_hits": _r(bound, 2), "random": v * n <= bound,
-                        "step": _final_step(df, split)})
-    return out
-
-
-def _recall(run: str, df: pd.DataFrame) -> list[Finding]:
-    sized = _recall_vs_size(df)
-    if sized:
-        return _recall_sized(run, sized)
-    final = _final(df)
-    out = []
-    for split, values in final.items():
-        recalls = sorted(((int(m[2:]), v) for m, v in values.items() if m.startswith("r@")), key=lambda kv: kv[0])
-        if len(recalls) < 2 or any(v <= 0 or v >= RANDOM_RECALL_MAX for _, v in recalls):
-            continue
-        implied = {k: k / v for k, v in recalls}
-        spread = max(implied.values()) / min(implied.values())
-        if spread > RANDOM_RECALL_SPREAD:
-            continue
-        n = float(np.exp(np.mean(np.log(list(implied.values())))))
-        shown = ", ".join(f"R@{k} {v:.2%} -> N ≈ {k / v:.0f}" for k, v in recalls)
-        out.append(Finding(
-            "recall_at_random", "error", run,
-            f"{run}: retrieval recall grows linearly in K, as random ranking does (R@K = K/N): {shown}. That is random "
-            f"ranking over a pool of about {n:.0f} candidates (presumably the evaluation set size); the embeddings carry no "
-            "retrieval signal.",
-            {"split": split, "step": _final_step(df, split), "recall": {f"r@{k}": v for k, v in recalls},
-             "implied_pool": {f"r@{k}": _r(N, 1) for k, N in implied.items()}, "pool_estimate": round(n),
-             "spread": _r(spread, 3), "max_spread": RANDOM_RECALL_SPREAD},
-            "Compare with chance K/N for your evaluation set size; diagnose the loss first.", split))
-    return out
-
-
-def _recall_sized(run: str, sized: list[dict]) -> list[Finding]:
-    out = []
-    for split in dict.fromkeys(r["split"] for r in sized):
-        rows = [r for r in sized if r["split"] == split]
-        if not all(r["random"] for r in rows):
-            continue
-        n = rows[0]["eval_size"]
-        shown = ", ".join(f"{r['metric'].upper()} {r['value']:.2%} ({r['hits']:g} hits, chance {r['expected_hits']}, "
-                          f"random ranking gives at most {r['max_random_hits']:g})" for r in rows)
-        out.append(Finding(
-            "recall_at_random", "error", run,
-            f"{run}: {split} retrieval on {n} pairs is what random ranking gives (R@K = K/N = {rows[0]['chance']:.2%} for "
-            f"K=1): {shown}. The embeddings carry no retrieval signal.",
-            {"split": split, "eval_size": n, "recall": rows, "z": RECALL_Z,
-             "test": "hits = R@K x N against Binomial(N, K/N): random while hits <= K + z sqrt(K (1 - K/N))"},
-            "Diagnose the loss first: a loss at ln(candidates) and recall at K/N are the same failure.", split))
-    return out
 
 
 # NaN or inf in a logged loss or recall: the run diverged (or the logged value is broken); any statistic
@@ -384,8 +297,8 @@ def _nonfinite(run: str, df: pd.DataFrame) -> list[Finding]:
              else f"the bucket of {int(first['n'])} logged points ending at step {int(first['step'])}")
     return [Finding(
         "loss_nonfinite", "error", run,
-        f"{run}: non-finite values in the log ({total} in {', '.join(_label(m) for m in metrics)}); the first in "
-        f"{first['split']} {_label(first['metric'])} at {where}. NaN or inf losses mean the run diverged; statistics over "
+        f"{run}: non-finite values in the log ({total} in {', '.join(metric_label(m) for m in metrics)}); the first in "
+        f"{first['split']} {metric_label(first['metric'])} at {where}. NaN or inf losses mean the run diverged; statistics over "
         "them are not scores.",
         {"metrics": metrics, "count": total, "first_step": int(first["step"]), "first_split": first["split"],
          "first_metric": first["metric"], "first_line": int(first["line"])},
@@ -435,7 +348,7 @@ class LogRecall(LogRule):
     thresholds = {"RANDOM_RECALL_SPREAD": RANDOM_RECALL_SPREAD, "RANDOM_RECALL_MAX": RANDOM_RECALL_MAX, "RECALL_Z": RECALL_Z}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
-        return _recall(ctx.name, df)
+        return recall_findings(ctx.name, df)
 
 
 class LogNonfinite(LogRule):

@@ -1,16 +1,5 @@
-"""The rule catalogue: every rule of the tool, declared in one place.
-
-A rule is a small class (`base.Rule`) that declares the finding ids it can emit (severity, the root
-cause each implicates and its directness tier), the records it reads and its thresholds, and checks
-one thing. Rules are grouped by topic in this package; `CATALOGUE` below is the one registry: add a
-rule to its topic module and to this list. Root-cause ranking (`ranking.py`) reads the
-declarations, so there is no second table to keep in step.
-
-    from diagnose.rules import run_rules, RunContext
-    findings = run_rules(records, RunContext("my-run", batch_size=64))
-
-Record rules run on the records so far (online, from `diagnose.watch`) exactly as on a saved run.
-"""
+"""The one registry of rules: one instance per rule, grouped by what `check` receives, and what the
+root-cause ranking reads from it (`declarations`). Add a rule to its topic module and to `CATALOGUE`."""
 
 from __future__ import annotations
 
@@ -18,37 +7,25 @@ from functools import lru_cache
 
 import pandas as pd
 
-from ..definitions import CHANCE_REL_TOL, END_FRAC, END_MIN_POINTS, LEARNED_RECALL_FACTOR
 from ..findings import Finding, sort_findings
-from .attention import (
-    COLLAPSED_ENTROPY, LATENT_COSINE, LATENT_MIN_STEPS, LATENT_STILL, LATENT_SYMMETRIC_STD, NORM_GAIN_REMOVES_SCALE,
-    UNIFORM_ENTROPY, AttentionEntropy, LatentScaleNormalised, LatentsNotMoving, LatentSymmetry, SoftmaxOverBatch,
-)
-from .base import Emit, Rule, RunContext, series, targets, window
-from .causes import BY_ID as CAUSES_BY_ID
-from .causes import CAUSES, Cause
-from .distributed import (
-    GRAD_COSINE_MIN, GRAD_SCALE_TOL, REPLICA_SPREAD_TOL, ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync,
-)
-from .data import NoDataSignal
+from .attention import AttentionEntropy, LatentScaleNormalised, LatentsNotMoving, LatentSymmetry, SoftmaxOverBatch
+from .base import Emit, Rule, RunContext
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
+from .data import NoDataSignal
+from .distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
 from .gradients import (
-    EXPLODING_REL, GRAD_FALL_RATIO, PARAM_SHRINK, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_REL, GradientFall,
-    GradientPresence, GradientScale, NonfiniteValues, UpdateRatioHigh, UpdateRatioLow, WeightsShrinking,
+    GradientFall,
+    GradientPresence,
+    GradientScale,
+    NonfiniteValues,
+    UpdateRatioHigh,
+    UpdateRatioLow,
+    WeightsShrinking,
 )
-from .ranking import rank_root_causes
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
-from .loss import (
-    CLAMP_REL, FEW_NEGATIVES_ERROR, FEW_NEGATIVES_WARN, LOW_LOGIT_SCALE, MARGIN_USED, TEMPERATURE_OFF_FACTOR, FewNegatives,
-    FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss,
-)
-from .loss_logging import IDENTICAL_ATOL, IDENTICAL_SHARE, LOGGING_REL_TOL, IdenticalComponents, LoggedTotal
-from .representation import (
-    COLLAPSE_COSINE, SHARED_INPUT_COSINE, SPREAD_EFFECTIVE_RANK, UNIT_NORM_TOL, ChanceNotCollapsed, EmbeddingCollapse,
-    EmbeddingsNotNormalised, InputSharedComponent,
-)
-
-WINDOW_FRAC, WINDOW_MIN = END_FRAC, END_MIN_POINTS
+from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
+from .loss_logging import IdenticalComponents, LoggedTotal
+from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNotNormalised, InputSharedComponent
 
 # --- the catalogue: one instance per rule, grouped by what `check` receives ------------------------
 loss_at_chance, few_negatives, temperature = LossAtChance(), FewNegatives(), Temperature()
@@ -100,12 +77,3 @@ def run_rules(records: pd.DataFrame, ctx: RunContext, kind: str = "records") -> 
     return sort_findings(findings)
 
 
-__all__ = [
-    "CATALOGUE", "CAUSES", "rank_root_causes", "CAUSES_BY_ID", "Cause", "Emit", "Finding", "RULES", "Rule", "RunContext", "declarations",
-    "run_rules", "series", "targets", "window", "CHANCE_REL_TOL", "WINDOW_FRAC", "WINDOW_MIN", "COLLAPSED_ENTROPY",
-    "LATENT_COSINE", "LATENT_MIN_STEPS", "LATENT_STILL", "LATENT_SYMMETRIC_STD", "NORM_GAIN_REMOVES_SCALE",
-    "UNIFORM_ENTROPY", "EXPLODING_REL", "GRAD_FALL_RATIO", "PARAM_SHRINK", "UPDATE_RATIO_HIGH", "UPDATE_RATIO_LOW",
-    "VANISHING_REL", "CLAMP_REL", "MARGIN_USED", "TEMPERATURE_OFF_FACTOR", "FEW_NEGATIVES_ERROR", "FEW_NEGATIVES_WARN", "LOW_LOGIT_SCALE", "IDENTICAL_ATOL",
-    "IDENTICAL_SHARE", "LOGGING_REL_TOL", "COLLAPSE_COSINE", "SHARED_INPUT_COSINE", "SPREAD_EFFECTIVE_RANK",
-    "UNIT_NORM_TOL", "GRAD_COSINE_MIN", "GRAD_SCALE_TOL", "REPLICA_SPREAD_TOL", "LEARNED_RECALL_FACTOR",
-]

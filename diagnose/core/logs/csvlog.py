@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from reference_models.config import ConfigError
-
-from .frame import LogBuilder, ParsedLog, TableMapper, _column_of_run
+from ..errors import ConfigError
+from ..logframe import ParsedLog
+from .builder import LogBuilder
+from .table import TableMapper, column_of_run
 
 NAME = "csv"
 # Rows per chunk: bounded memory (a chunk of the recognised columns is a few MB) with little overhead;
@@ -37,7 +38,7 @@ def parse_csv(path: Path) -> ParsedLog:
         dup = sorted({c for c in header if header.count(c) > 1})[:3]
         raise ConfigError(f"{path}: CSV header {'is empty' if not header else 'repeats column(s) ' + ', '.join(dup)}; "
                           "expected one row of distinct column names")
-    keep = [c for c in header if c in mapper.special(header) or _column_of_run(c)[1][1] is not None]
+    keep = [c for c in header if c in mapper.special(header) or column_of_run(c)[1][1] is not None]
     if not keep:
         raise ConfigError(f"{path}: no loss or recall columns found in the CSV log (columns: {', '.join(header[:12])})")
     if len(header) > len(keep) + 3:

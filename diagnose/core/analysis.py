@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .findings import sort_finding_dicts
-from .rules import rank_root_causes
-from .rules import run_rules
+from .rules import rank_root_causes, run_rules
 from .summary import RunSummary, Summary
 
 

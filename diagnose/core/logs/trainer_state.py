@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from reference_models.config import ConfigError
-
-from .frame import LogBuilder, ParsedLog, TableMapper, _flatten
-from .jsonl import _cell
+from ..errors import ConfigError
+from ..logframe import ParsedLog
+from .builder import LogBuilder, flatten_record
+from .jsonl import parse_cell
+from .table import TableMapper
 
 NAME = "trainer_state"
 _SUMMARY_KEYS = ("train_runtime", "total_flos")
@@ -33,7 +34,7 @@ def read(path: Path) -> ParsedLog:
     bad = next((i for i, e in enumerate(history) if not isinstance(e, dict)), None)
     if bad is not None:
         raise ConfigError(f"{path}: log_history[{bad}] is {type(history[bad]).__name__}; expected an object of metrics")
-    entries = [{k: _cell(v) for k, v in _flatten(e).items()} for e in history if not any(k in e for k in _SUMMARY_KEYS)]
+    entries = [{k: parse_cell(v) for k, v in flatten_record(e).items()} for e in history if not any(k in e for k in _SUMMARY_KEYS)]
     if not entries:
         raise ConfigError(f"{path}: log_history has no logged steps")
     mapper, builder = TableMapper(path.parent.name or path.stem), LogBuilder("trainer_state")

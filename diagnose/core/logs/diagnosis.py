@@ -6,22 +6,20 @@ import math
 
 import pandas as pd
 
-from reference_models.config import ConfigError
-
-from ...findings import sort_finding_dicts
-from ...rules import rank_root_causes
-from ...rules import RunContext, run_rules
-from ...summary import RunSummary
-from .frame import ParsedLog, _final, _r
+from ..errors import ConfigError
+from ..findings import sort_finding_dicts
+from ..logframe import ParsedLog, final_values, rounded
+from ..rules import RunContext, rank_root_causes, run_rules
+from ..summary import RunSummary
 
 
 def _run_summary(run: str, df, batch_size: int | None) -> RunSummary:
-    final = _final(df)
+    final = final_values(df)
     main = final.get("train") or next((v for k, v in final.items() if k != "all"), {})
     val = final.get("val", {})
     return RunSummary(
         name=run, kind="logs", steps=int(df["step"].max()) if len(df) else None, batch_size=batch_size,
-        candidates=batch_size, chance_loss=_r(math.log(batch_size)) if batch_size else None,
+        candidates=batch_size, chance_loss=rounded(math.log(batch_size)) if batch_size else None,
         final_loss={k: v for k, v in main.items() if k.startswith("loss")},
         retrieval={m: v for m, v in {**main, **val}.items() if m.startswith("r@")},
         extra={"final_val_loss": {k: v for k, v in val.items() if k.startswith("loss")},

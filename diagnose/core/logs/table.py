@@ -1,0 +1,148 @@
+"""Wide tables (CSV, JSON lines, W&B / Lightning / HF rows) into the log frame: which columns are read
+and what they mean (`TableMapper`)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from .builder import LogBuilder
+from .names import RUN_COLUMNS, SPLIT_COLUMNS, SPLITS, STEP_COLUMNS, canonical_column
+
+# --- wide tables (CSV, JSON lines, W&B / Lightning / HF rows) -----------------------------------------
+
+
+_NAN_TEXT = {"nan", "-nan", "+nan"}
+
+
+def _numeric(raw: pd.Series, column: str, builder: LogBuilder, line0: int) -> pd.Series:
+    """Numbers of a column chunk; empty cells are missing (sparse rows), 'nan'/'inf' are values,
+    other text is skipped and noted (the first one named)."""
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype(float)
+    present = raw.notna()
+    values = pd.to_numeric(raw.where(present), errors="coerce") if len(raw) else raw.astype(float)
+    text = raw.astype(str).str.strip().str.lower()
+    bad = present & values.isna() & ~text.isin(_NAN_TEXT)
+    if bad.any():
+        i = bad.idxmax()
+        builder.note(f"column '{column}': non-numeric values skipped (first at row {int(i) + line0}: "
+                     f"{str(raw[i])[:40]!r})", key=f"text:{column}")
+        values = values.mask(bad)
+    return values.astype(float)
+
+
+# W&B's chart export ("Export CSV" of a panel): a column "<run> - <metric>" per run, with
+# "<run> - <metric>__MIN"/"__MAX" envelopes of the smoothed line (not read).
+_WANDB_CHART = re.compile(r"(.+?) - (.+)")
+
+
+def column_of_run(c: str) -> tuple[str | None, tuple[str | None, str | None, int]]:
+    m = _WANDB_CHART.fullmatch(c)
+    if m:
+        name = m.group(2).strip()
+        if name.endswith(("__MIN", "__MAX")):
+            return None, (None, None, 0)
+        if canonical_column(name)[1] is not None:
+            return m.group(1).strip(), canonical_column(name)
+    return None, canonical_column(c)
+
+
+class TableMapper:
+    """Which columns of a wide table are read and what they mean; column collisions resolved once."""
+
+    def __init__(self, default_run: str):
+        self.default_run = default_run
+        self.chosen: dict[tuple, tuple[int, str]] = {}  # (run or None, split, metric) -> (rank, column)
+        self.seen: dict[str, tuple] = {}
+        self.text_only: dict[str, str] = {}  # recognised column -> first text value, while no number seen
+        self.numeric: set[str] = set()
+
+    def special(self, cols: list[str]) -> tuple[str | None, str | None, str | None]:
+        by_lower = {str(c).strip().lower(): c for c in cols}
+        pick = lambda names: next((by_lower[c] for c in names if c in by_lower), None)
+        return pick(RUN_COLUMNS), pick(SPLIT_COLUMNS), pick(STEP_COLUMNS)
+
+    def recognised(self, cols: list[str], builder: LogBuilder) -> dict[str, tuple[str | None, str, str | None]]:
+        specials = set(self.special(cols))
+        out = {}
+        for c in cols:
+            if c in specials:
+                continue
+            if c not in self.seen:
+                self.seen[c] = column_of_run(str(c))
+            run_of, (split, metric, rank) = self.seen[c]
+            if metric is None:
+                continue
+            key = (run_of, split, metric)
+            prev = self.chosen.get(key)
+            if prev is None or rank < prev[0]:
+                if prev is not None:
+                    builder.note(f"column '{prev[1]}' not used: '{c}' gives the same {metric}", key=f"dup:{prev[1]}")
+                self.chosen[key] = (rank, c)
+            elif prev[1] != c:
+                builder.note(f"column '{c}' not used: '{prev[1]}' gives the same {metric}", key=f"dup:{c}")
+                continue
+            out[c] = (split, metric, run_of)
+        return out
+
+    def add(self, df: pd.DataFrame, builder: LogBuilder, line0: int) -> None:
+        """One chunk of rows; `line0` is the file line of the chunk's first row (index 0)."""
+        cols = list(df.columns)
+        run_col, split_col, step_col = self.special(cols)
+        wanted = self.recognised(cols, builder)
+        df = df.reset_index(drop=True)
+        lines = np.arange(len(df), dtype=np.int64) + line0
+        if step_col is not None:
+            steps = pd.to_numeric(df[step_col], errors="coerce")
+            steps = steps.where(np.isfinite(steps) & (steps.abs() < 2**62))
+            steps = steps.fillna(pd.Series(lines - line0 + builder.raw_points, index=df.index)).astype(np.int64)
+        else:
+            steps = pd.Series(lines - 2, index=df.index)
+        runs = df[run_col].astype(str) if run_col is not None else self.default_run
+        row_split = None
+        if split_col is not None:
+            row_split = df[split_col].astype(str).str.strip().str.lower().map(lambda s: SPLITS.get(s, s))
+        for c, (split, metric, run_of) in wanted.items():
+            if self.chosen.get((run_of, split, metric), (0, c))[1] != c:
+                continue
+            raw = df[c]
+            values = _numeric(raw, c, builder, line0)
+            ok = values.notna()
+            if not pd.api.types.is_numeric_dtype(raw.dtype):
+                ok |= raw.notna() & raw.astype(str).str.strip().str.lower().isin(_NAN_TEXT)
+            if not ok.any():
+                if raw.notna().any() and c not in self.numeric:
+                    self.text_only.setdefault(c, str(raw[raw.notna()].iloc[0])[:40])
+                continue
+            self.numeric.add(c)
+            self.text_only.pop(c, None)
+            v = values[ok].to_numpy(float)
+            if metric == "temperature":
+                with np.errstate(divide="ignore"):
+                    v, metric = 1.0 / v, "logit_scale"
+            elif metric == "log_logit_scale":
+                with np.errstate(over="ignore"):
+                    v, metric = np.exp(v), "logit_scale"
+            if metric.startswith("r@") and np.nanmax(np.where(np.isfinite(v), v, np.nan), initial=0) > 1:
+                v = v / 100.0
+                builder.note(f"column '{c}': values above 1 read as percentages", key=f"pct:{c}")
+            sp = split or "train"
+            if metric in ("lr", "logit_scale", "eval_size"):
+                sp = split or "all"
+            if row_split is not None:
+                sp = row_split[ok].where(row_split[ok].notna() & (row_split[ok] != "nan"), sp).to_numpy(object)
+            run = run_of if run_of is not None else runs[ok].to_numpy(object) if run_col is not None else runs
+            builder.add_long(run, sp, metric,
+                             steps[ok].to_numpy(np.int64), v, lines[ok.to_numpy()])
+
+    def check(self, path, fmt: str) -> None:
+        if self.text_only:
+            c, v = next(iter(self.text_only.items()))
+            raise ConfigError(f"{path}: column '{c}' holds text ({v!r}), not numbers; expected numeric {fmt} values")
+        if not self.chosen:
+            raise ConfigError(f"{path}: no loss or recall columns found in the {fmt} log "
+                              f"(columns: {', '.join(map(str, list(self.seen)[:12]))})")

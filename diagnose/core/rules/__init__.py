@@ -1,0 +1,89 @@
+"""The rule catalogue: every rule of the tool, declared in one place.
+
+A rule is a small class (`base.Rule`) that declares the finding ids it can emit (severity, the root
+cause each implicates and its directness tier), the records it reads and its thresholds, and checks
+one thing. Rules are grouped by topic in this package; `CATALOGUE` below is the one registry: add a
+rule to its topic module and to this list. Root-cause ranking (`ranking.py`) reads the
+declarations, so there is no second table to keep in step.
+
+    from diagnose.core.rules import run_rules, RunContext
+    findings = run_rules(records, RunContext("my-run", batch_size=64))
+
+Record rules run on the records so far (online, from `diagnose.watch`) exactly as on a saved run.
+"""
+
+from __future__ import annotations
+
+from ..definitions import CHANCE_REL_TOL, END_FRAC, END_MIN_POINTS, LEARNED_RECALL_FACTOR
+from ..findings import Finding
+from .attention import (
+    COLLAPSED_ENTROPY,
+    LATENT_COSINE,
+    LATENT_MIN_STEPS,
+    LATENT_STILL,
+    LATENT_SYMMETRIC_STD,
+    NORM_GAIN_REMOVES_SCALE,
+    UNIFORM_ENTROPY,
+)
+from .base import Emit, Rule, RunContext, series, targets, window
+from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, ctx)`
+    CATALOGUE,
+    RULES,
+    attention_entropy,
+    chance_mismatch,
+    chance_not_collapsed,
+    declarations,
+    embedding_collapse,
+    embeddings_not_normalised,
+    few_negatives,
+    flat_logits,
+    gathered_gradient_scale,
+    gradient_fall,
+    gradient_presence,
+    gradient_scale,
+    identical_components,
+    input_shared_component,
+    latent_scale_normalised,
+    latent_symmetry,
+    latents_not_moving,
+    logged_total,
+    loss_at_chance,
+    no_data_signal,
+    nonfinite_values,
+    replicas_out_of_sync,
+    run_rules,
+    softmax_over_batch,
+    temperature,
+    temperature_limits_loss,
+    update_ratio,
+    update_ratio_low,
+    weights_shrinking,
+)
+from .causes import BY_ID as CAUSES_BY_ID
+from .causes import CAUSES, Cause
+from .distributed import GRAD_COSINE_MIN, GRAD_SCALE_TOL, REPLICA_SPREAD_TOL
+from .gradients import EXPLODING_REL, GRAD_FALL_RATIO, PARAM_SHRINK, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_REL
+from .loss import (
+    CLAMP_REL,
+    FEW_NEGATIVES_ERROR,
+    FEW_NEGATIVES_WARN,
+    LOW_LOGIT_SCALE,
+    MARGIN_USED,
+    TEMPERATURE_OFF_FACTOR,
+)
+from .loss_logging import IDENTICAL_ATOL, IDENTICAL_SHARE, LOGGING_REL_TOL
+from .ranking import rank_root_causes
+from .representation import COLLAPSE_COSINE, SHARED_INPUT_COSINE, SPREAD_EFFECTIVE_RANK, UNIT_NORM_TOL
+
+WINDOW_FRAC, WINDOW_MIN = END_FRAC, END_MIN_POINTS
+
+__all__ = [
+    "CATALOGUE", "CAUSES", "rank_root_causes", "CAUSES_BY_ID", "Cause", "Emit", "Finding", "RULES", "Rule", "RunContext", "declarations",
+    "run_rules", "series", "targets", "window", "CHANCE_REL_TOL", "WINDOW_FRAC", "WINDOW_MIN", "COLLAPSED_ENTROPY",
+    "LATENT_COSINE", "LATENT_MIN_STEPS", "LATENT_STILL", "LATENT_SYMMETRIC_STD", "NORM_GAIN_REMOVES_SCALE",
+    "UNIFORM_ENTROPY", "EXPLODING_REL", "GRAD_FALL_RATIO", "PARAM_SHRINK", "UPDATE_RATIO_HIGH", "UPDATE_RATIO_LOW",
+    "VANISHING_REL", "CLAMP_REL", "MARGIN_USED", "TEMPERATURE_OFF_FACTOR", "FEW_NEGATIVES_ERROR", "FEW_NEGATIVES_WARN", "LOW_LOGIT_SCALE", "IDENTICAL_ATOL",
+    "IDENTICAL_SHARE", "LOGGING_REL_TOL", "COLLAPSE_COSINE", "SHARED_INPUT_COSINE", "SPREAD_EFFECTIVE_RANK",
+    "UNIT_NORM_TOL", "GRAD_COSINE_MIN", "GRAD_SCALE_TOL", "REPLICA_SPREAD_TOL", "LEARNED_RECALL_FACTOR",
+    "loss_at_chance", "few_negatives", "temperature", "gradient_presence", "gradient_scale", "gradient_fall", "nonfinite_values", "update_ratio", "update_ratio_low", "weights_shrinking", "embedding_collapse", "input_shared_component", "embeddings_not_normalised", "chance_not_collapsed", "attention_entropy", "softmax_over_batch", "latent_symmetry", "latents_not_moving", "latent_scale_normalised", "logged_total", "identical_components", "gathered_gradient_scale", "replicas_out_of_sync", "chance_mismatch", "no_data_signal", "flat_logits", "temperature_limits_loss",
+]
