@@ -14,11 +14,11 @@ __all__ = ["Alarm", "DiagnoseAlarm", "Watch", "watch"]
 
 def __getattr__(name: str) -> Any:
     if name in ("watch", "Watch", "DiagnoseAlarm"):
-        from . import watcher as _watch
+        from .engine import watcher as _watch
 
         return getattr(_watch, name)
     if name == "Alarm":
-        from .monitor import Alarm
+        from .engine.monitor import Alarm
 
         return Alarm
     raise AttributeError(f"module 'diagnose' has no attribute {name!r}")

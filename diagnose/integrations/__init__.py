@@ -9,13 +9,6 @@ imported only when asked for; importing `diagnose` imports none of them.
 
 from __future__ import annotations
 
+from ..core.errors import require  # the one-line error naming the extra to install
 
-def require(module: str, extra: str, what: str):
-    """Import an optional dependency or raise one clear line naming the extra that provides it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(f"{what} needs `{module}`, which is not installed: pip install "
-                          f"'alignment-diagnose[{extra}]'") from exc
+__all__ = ["require"]

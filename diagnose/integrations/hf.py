@@ -23,7 +23,10 @@ from typing import Any, Callable
 
 import torch
 
-from . import require
+from ..core.errors import require
+from ..engine.online import alarm_line, log
+from ..engine.watcher import watch
+from .scalars import TensorBoardSink
 
 TrainerCallback = require("transformers", "hf", "DiagnoseTrainerCallback").TrainerCallback
 
@@ -66,18 +69,14 @@ class DiagnoseTrainerCallback(TrainerCallback):
 
     # -- Trainer events ------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        import diagnose
-
         if model is None:
             raise ValueError("DiagnoseTrainerCallback: the Trainer passed no model to on_train_begin")
         out = self.out if state.is_world_process_zero else None
-        self.watch = diagnose.watch(model, None, out=out, name=self.name, alarm=self._policy(), **self.watch_kwargs)
+        self.watch = watch(model, None, out=out, name=self.name, alarm=self._policy(), **self.watch_kwargs)
         self.watch.__enter__()
         self._model = model
         self._handle = model.register_forward_hook(self._keep_outputs)
         if self.tensorboard:
-            from .scalars import TensorBoardSink
-
             TensorBoardSink(args.logging_dir if self.tensorboard is True else self.tensorboard).attach(self.watch)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
@@ -123,8 +122,6 @@ class DiagnoseTrainerCallback(TrainerCallback):
         w.__exit__(type(exception) if exception is not None else None, exception, None)
 
     def _policy(self):
-        from ..watcher import alarm_line, log
-
         def policy(alarm) -> None:
             if self.alarm == "warn":
                 log.warning(alarm_line(alarm))

@@ -28,7 +28,10 @@ from typing import Any, Mapping
 
 import torch
 
-from . import require
+from ..core.errors import require
+from ..engine.online import alarm_line, log
+from ..engine.watcher import watch
+from .scalars import TensorBoardSink
 
 
 def _callback_base():
@@ -82,12 +85,10 @@ class DiagnoseCallback(_callback_base()):  # type: ignore[misc]
 
     # -- fit lifecycle ----------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
-        import diagnose
-
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         policy = self._on_alarm(trainer)
         out = self.out if trainer.is_global_zero else None  # only rank 0 writes the run directory
-        self.watch = diagnose.watch(pl_module, optimizer, out=out, name=self.name, alarm=policy, **self.watch_kwargs)
+        self.watch = watch(pl_module, optimizer, out=out, name=self.name, alarm=policy, **self.watch_kwargs)
         self.watch.__enter__()
         self._attach_tensorboard(trainer)
         original = pl_module.training_step
@@ -146,8 +147,6 @@ class DiagnoseCallback(_callback_base()):  # type: ignore[misc]
             w.__exit__(None, None, None)
 
     def _on_alarm(self, trainer):
-        from ..watcher import alarm_line, log
-
         def policy(alarm) -> None:
             if self.alarm == "warn":
                 log.warning(alarm_line(alarm))
@@ -159,8 +158,6 @@ class DiagnoseCallback(_callback_base()):  # type: ignore[misc]
     def _attach_tensorboard(self, trainer) -> None:
         if not self.tensorboard:
             return
-        from .scalars import TensorBoardSink
-
         target = self.tensorboard
         if target is True:  # the trainer's own TensorBoard logger
             target = getattr(trainer.logger, "experiment", None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from . import require
+from ..core.errors import require
 
 # probes in the order their rows are kept when a step has more than max_scalars rows
 PRIORITY = ("loss_split", "gradient_flow.model", "collapse", "softmax_entropy", "gradient_flow.layer",

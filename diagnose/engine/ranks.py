@@ -10,7 +10,7 @@ What each rank records and who decides:
 - Per step, one ``all_gather_object`` gives every rank every rank's loss values, recorded under
   ``<component>@rank<r>`` (never averaged: ranks may log different keys), the world size, and every
   `REPLICA_EVERY` steps a float64 checksum of the parameters, whose spread across ranks is recorded
-  as ``replica_param_spread`` (replicas out of sync: `diagnose.rules.distributed`).
+  as ``replica_param_spread`` (replicas out of sync: `diagnose.core.rules.distributed`).
 - Rank 0 alone evaluates the rules and broadcasts its new alarms; every rank raises the same alarm at
   the same step, so an alarm that stops training stops every rank.
 - Rank 0 alone writes the run directory.
@@ -26,14 +26,18 @@ import gc
 import math
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ..core.staging import staged
 
 REPLICA_EVERY = 10  # steps between parameter checksums (one float64 reduction over the parameters)
 TIMEOUT_S = float(os.environ.get("DIAGNOSE_DIST_TIMEOUT", "120"))  # a collective waits at most this long
@@ -111,16 +115,11 @@ def _collective_text(msg: str) -> bool:
 
 @contextmanager
 def output_dir(out) -> Iterator:
-    """`rundir.staged(out)` on rank 0; elsewhere a scratch directory that is removed (rank 0 alone writes)."""
-    from .rundir import staged
-
+    """`diagnose.core.staging.staged(out)` on rank 0; elsewhere a scratch directory that is removed (rank 0 alone writes)."""
     if is_writer():
         with staged(out) as tmp:
             yield tmp
         return
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory(prefix="diagnose-rank") as tmp:
         yield Path(tmp)
 

@@ -7,10 +7,10 @@ took back almost none of their 2% of the step time (`watch_cheap` 1.042 vs 1.048
 process has its own interpreter on another core; the training thread pays for pickling the rows that
 arrived since the last evaluation and writing them to a pipe.
 
-The child (``python -m diagnose.rule_server``) imports the rule catalogue and pandas, not torch, keeps
+The child (``python -m diagnose.engine.rule_server``) imports the rule catalogue and pandas, not torch, keeps
 its own copy of the records (the new rows appended, or the whole buffer again after the parent thinned
 it) and answers each request with the evaluation: every finding and whether its rule deems it worth
-an alarm (`diagnose.monitor.evaluate_rules`), plus the CPU time it took. Protocol: length-prefixed
+an alarm (`diagnose.engine.monitor.evaluate_rules`), plus the CPU time it took. Protocol: length-prefixed
 pickles on the child's stdin/stdout, both ends this package (the child is started by the parent,
 with pipes no one else holds); the child's own prints go to stderr.
 """
@@ -25,10 +25,14 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from ..core.records import COLUMNS, frame_of
+from .monitor import evaluate_rules
 
 HEADER = struct.Struct("<Q")
 CLOSE_TIMEOUT_S = 10.0
@@ -72,10 +76,10 @@ class RuleProcess:
     Futures. Each watch talks to it through its own `RuleClient`."""
 
     def __init__(self) -> None:
-        root = str(Path(__file__).resolve().parents[1])  # the checkout or site-packages holding `diagnose`
+        root = str(Path(__file__).resolve().parents[2])  # the checkout or site-packages holding `diagnose`
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
         self.pid = os.getpid()
-        self.proc = subprocess.Popen([sys.executable, "-m", "diagnose.rule_server"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "diagnose.engine.rule_server"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env)
         self._futures: deque[Future] = deque()
         self._lock = threading.Lock()
@@ -96,13 +100,13 @@ class RuleProcess:
         fut: Future = Future()
         with self._lock:
             if self.proc.poll() is not None:
-                raise RuleProcessDied(f"diagnose.rule_server exited with code {self.proc.returncode}")
+                raise RuleProcessDied(f"diagnose.engine.rule_server exited with code {self.proc.returncode}")
             self._futures.append(fut)
             try:
                 _send(self.proc.stdin, ("rows", session, reset, columns, ctx))
             except (BrokenPipeError, OSError, ValueError) as exc:
                 self._futures.pop()
-                raise RuleProcessDied(f"diagnose.rule_server is gone: {exc}") from None
+                raise RuleProcessDied(f"diagnose.engine.rule_server is gone: {exc}") from None
         return fut
 
     def end_session(self, session: int) -> None:
@@ -126,11 +130,11 @@ class RuleProcess:
             if msg[0] == "ok":
                 fut.set_result((msg[1], msg[2]))
             else:
-                fut.set_exception(RuntimeError(f"rule evaluation failed in diagnose.rule_server:\n{msg[1]}"))
+                fut.set_exception(RuntimeError(f"rule evaluation failed in diagnose.engine.rule_server:\n{msg[1]}"))
         with self._lock:
             pending, self._futures = list(self._futures), deque()
         for fut in pending:
-            fut.set_exception(RuleProcessDied("diagnose.rule_server ended before answering"))
+            fut.set_exception(RuleProcessDied("diagnose.engine.rule_server ended before answering"))
 
     def close(self) -> None:
         """Ask the child to stop and wait for it (killed after CLOSE_TIMEOUT_S)."""
@@ -199,27 +203,7 @@ class RuleClient:
 # --- the child -------------------------------------------------------------------------------------
 
 
-def _light_reference_models() -> None:
-    """Make `reference_models` an empty package in this process, so its torch-free `config` module
-    (whose ConfigError the log rules import) loads without the package's training code and torch."""
-    import importlib.util
-    import types
-
-    spec = importlib.util.find_spec("reference_models")
-    if spec is None or not spec.submodule_search_locations or "reference_models" in sys.modules:
-        return
-    pkg = types.ModuleType("reference_models")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    sys.modules["reference_models"] = pkg
-
-
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    import traceback
-
-    import pandas as pd
-
-    from .monitor import COLUMNS, evaluate_rules
-
     sessions: dict[int, dict[str, list]] = {}
     while True:
         try:
@@ -240,11 +224,7 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
                 columns[c].extend(new[c])
         t0 = time.process_time()
         try:  # the frame probes._records.frame_of builds (probes imports torch, so it is not imported here)
-            frame = pd.DataFrame({"step": pd.Series(columns["step"], dtype="int64"),
-                                  "probe": pd.Series(columns["probe"]),
-                                  "target": pd.Series(columns["target"]),
-                                  "metric": pd.Series(columns["metric"]),
-                                  "value": pd.Series(columns["value"], dtype="float64")}, columns=list(COLUMNS))
+            frame = frame_of(columns)
             reply = ("ok", evaluate_rules(frame, ctx), time.process_time() - t0)
         except Exception:  # noqa: BLE001 - a rule's bug goes back to the parent, which raises it
             reply = ("error", traceback.format_exc(limit=8))
@@ -252,7 +232,6 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
 
 
 def main() -> None:
-    _light_reference_models()
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the replies
     serve(sys.stdin.buffer, replies)

@@ -2,7 +2,7 @@
 records so far, and each finding is stamped with the first step at which it held.
 
 Evaluating at step t is `run_rules(records up to t, ctx)`: exactly what the offline evaluation of the
-run truncated at t gives (tests/diagnose/test_rule_catalogue.py checks it). Whether a finding that
+run truncated at t gives (tests/engine/test_monitor.py checks it). Whether a finding that
 holds at t is worth an *alarm* is asked of the rule that emitted it (`Rule.alarm`): some states are
 normal at initialisation (a loss at ln B, inputs that already look alike) and alarm only once the run
 has shown it does not leave them.
@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .findings import Finding, sort_findings
-from .rules import CATALOGUE, RunContext
-
-COLUMNS = ["step", "probe", "target", "metric", "value"]
+from ..core.findings import Finding, sort_findings
+from ..core.records import COLUMNS, empty_records
+from ..core.rules import CATALOGUE, RunContext
 
 
 @dataclass
@@ -41,19 +40,17 @@ class RuleMonitor:
     def add(self, records: pd.DataFrame) -> None:
         """Append new records (step, probe, target, metric, value)."""
         if len(records):
-            self._chunks.append(records[COLUMNS])
+            self._chunks.append(records[list(COLUMNS)])
             self._frame = None
 
     def replace(self, records: pd.DataFrame) -> None:
         """Use these records as the whole history (e.g. a bounded, thinned view kept by the probes)."""
-        self._chunks, self._frame = [records[COLUMNS]], None
+        self._chunks, self._frame = [records[list(COLUMNS)]], None
 
     @property
     def records(self) -> pd.DataFrame:
         if self._frame is None:
-            self._frame = (pd.concat(self._chunks, ignore_index=True) if self._chunks
-                           else pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "int64" if c == "step" else object)
-                                              for c in COLUMNS}))
+            self._frame = pd.concat(self._chunks, ignore_index=True) if self._chunks else empty_records()
             self._chunks = [self._frame]
         return self._frame
 

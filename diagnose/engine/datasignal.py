@@ -16,7 +16,8 @@ part's means first, so that component cannot pass for signal. A linear probe fin
 "no signal" is a statement about what a linear map can recover, which is what the reference models
 (linear projections and a pooling) can learn from the frozen features.
 
-Pure computation on tensors: no I/O, no printing (the CLI and `diagnose.watch` own those).
+Pure computation on tensors: no I/O, no printing (the CLI and `diagnose.watch` own those). The pairs of a
+reference config's training data are drawn by `diagnose.lab.signal_inputs`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .rules.data import ALPHA, PROBE, TARGET  # the names the records and the rule share
+from ..core.rules.data import ALPHA, MIN_TEST, PERMUTATIONS, TARGET  # shared with the rule and the CLI
 
-PERMUTATIONS = 999  # p-values resolve down to 1/1000
 FIT_FRACTION = 0.5
 SAMPLE = 1024  # pairs drawn from a run's training data (cost: one pass over them, a few hundred ms)
-MIN_TEST = 8  # fewer held-out pairs cannot tell a map from a guess
 LAMBDA_GRID = tuple(10.0 ** e for e in range(-4, 4))  # x mean eigenvalue of the centred X'X
 
 
@@ -151,29 +150,3 @@ def data_signal(image: torch.Tensor, text: torch.Tensor, *, fit_fraction: float 
     need = int(sorted_null[tail]) + 1 if tail < permutations else 1
     return DataSignal(0.5 * (i2t + t2i), i2t, t2i, 1 / n_test, hits, p, p <= alpha, need / n_test, n_fit, n_test,
                       *dims, lam, alpha, permutations)
-
-
-def sample_training_pairs(cfg, seed: int | None = None, n: int = SAMPLE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to `n` pairs of the run's training data as the training loop sees them (misaligned when
-    `dataset.shuffle_captions` injects that fault): pooled image features (n, D), text (n, Dt)."""
-    from reference_models.data import build_data
-    from reference_models.train import ShuffledCaptions
-
-    seed = cfg.seed if seed is None else seed
-    train_src, _ = build_data(cfg, seed)
-    if cfg.dataset.shuffle_captions:
-        train_src = ShuffledCaptions(train_src, seed)
-    m = min(n, train_src.num_samples)
-    index = torch.randperm(train_src.num_samples, generator=torch.Generator().manual_seed(seed + 11))[:m]
-    images, texts = [], []
-    for chunk in index.split(256):  # only a chunk of patch tokens in memory at a time
-        tokens, text = train_src.batch(chunk)
-        images.append(pool(tokens))
-        texts.append(text.float())
-    return torch.cat(images), torch.cat(texts)
-
-
-def run_signal(cfg, seed: int | None = None, n: int = SAMPLE) -> DataSignal:
-    """The check on a config's training data (synthetic, features or encoded images source)."""
-    img, txt = sample_training_pairs(cfg, seed, n)
-    return data_signal(img, txt, seed=cfg.seed if seed is None else seed)

@@ -16,7 +16,7 @@ error finding raises an alarm the first time it holds (and is news: `Rule.alarm`
 `diagnose` logger (`alarm="warn"`), a `DiagnoseAlarm` raised from `observe` (`"raise"`), or your
 function called with the `Alarm` (to stop or checkpoint). The library never prints.
 
-With a budget (the default) the rules run in a child process (`diagnose.rule_server`; a worker thread
+With a budget (the default) the rules run in a child process (`diagnose.engine.rule_server`; a worker thread
 where no process can start), so the training thread pays only for shipping the new records; an alarm
 is delivered by the first `observe` after its evaluation ends, stamped with the step its records went
 up to (`Alarm.step`) and the step that delivered it (`Alarm.delivered_at`). With ``budget=None`` (every
@@ -25,46 +25,45 @@ up to (`Alarm.step`) and the step that delivered it (`Alarm.delivered_at`). With
 
 from __future__ import annotations
 
-import logging
 import math
-import statistics
+import platform
+import shlex
+import sys
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .analysis import analyse
-from .monitor import Alarm, Evaluation, RuleMonitor, evaluate_rules
-from .rules import RunContext
-from .summary import DEFAULT_MAX_LOGIT_SCALE, RunSummary, Summary, end_of_run
+from probes import ProbeSession
 
-log = logging.getLogger("diagnose")
+from ..core.analysis import analyse
+from ..core.rules import RunContext, rank_root_causes
+from ..core.rules.data import PROBE
+from ..core.summary import DEFAULT_MAX_LOGIT_SCALE, RunSummary, Summary, end_of_run
+from .datasignal import data_signal
+from .monitor import Alarm, RuleMonitor
+from .online import (
+    EVALUATE_BUDGET,
+    EVALUATE_EVERY,
+    STEP_TIME_WINDOW,
+    AlarmPolicy,
+    DiagnoseAlarm,
+    OnlineRules,
+    alarm_line,
+    log,
+)
+from .ranks import RankSync
+from .retrieval import retrieval_metrics
+from .rundir import write_run_dir
 
-AlarmPolicy = Union[str, Callable[[Alarm], Any], None]
-# Online evaluation runs at most every EVALUATE_EVERY observed steps and is spaced out further so
-# that it costs at most EVALUATE_BUDGET of the training time (measured: its own duration against
-# the median step time), which keeps watch's overhead bounded on long runs.
-EVALUATE_EVERY, EVALUATE_BUDGET = 5, 0.02
-STEP_TIME_WINDOW = 31
-
-
-class DiagnoseAlarm(RuntimeError):
-    """Raised from `Watch.observe` under ``alarm="raise"`` when an error finding first holds."""
-
-    def __init__(self, alarm: Alarm):
-        self.alarm = alarm
-        super().__init__(alarm_line(alarm))
-
-
-def alarm_line(alarm: Alarm) -> str:
-    f = alarm.finding
-    return f"diagnose alarm at step {alarm.step}: {f.id}{' (' + f.target + ')' if f.target else ''} in {f.run}: {f.message}"
+__all__ = ["EVALUATE_BUDGET", "EVALUATE_EVERY", "DiagnoseAlarm", "Watch", "alarm_line", "canonical_losses", "canonical_name",
+           "log", "watch"]
 
 
 def _scalar(x: Any) -> float | torch.Tensor:
@@ -86,7 +85,7 @@ def canonical_losses(losses: Mapping[str, Any]) -> dict[str, Any]:
     return {canonical_name(k, len(losses)): _scalar(v) for k, v in losses.items()}
 
 
-class Watch:
+class Watch(OnlineRules):
     """One watched training run. Use through `diagnose.watch`."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out: str | Path | None = None,
@@ -97,8 +96,6 @@ class Watch:
                  max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
                  outputs: Mapping[str, str] | None = None, max_records: int | None = None, spill: str | Path | None = None,
                  background: bool = True, session_kwargs: Mapping[str, Any] | None = None):
-        from probes import ProbeSession
-
         if not (alarm in ("warn", "raise", "off", None) or callable(alarm)):
             raise ValueError(f"alarm={alarm!r}: expected 'warn', 'raise', 'off' or a function taking an Alarm")
         self.model, self.optimizer, self.name = model, optimizer, name
@@ -109,7 +106,7 @@ class Watch:
         # rules outside the training thread: only with a budget (budget=None promises evaluation at fixed steps)
         self.background = bool(background) and budget is not None
         self._pool: ThreadPoolExecutor | None = None  # fallback when no rule process can run
-        self._server = None  # diagnose.rule_server.RuleClient (the process is shared by this process's watches)
+        self._server = None  # diagnose.engine.rule_server.RuleClient (the process is shared by this process's watches)
         self._server_error: str | None = None
         self._server_note_logged = False
         self._pending: tuple[Future, int, int] | None = None  # (evaluation, records' step, observed count)
@@ -120,9 +117,7 @@ class Watch:
         self.session = ProbeSession(model, optimizer, probes, every, expensive_every, latents=latents, outputs=outputs,
                                     **{**bound, **dict(session_kwargs or {})})
         self.monitor = RuleMonitor(self._context())
-        from .distributed import RankSync
-
-        self.dist = RankSync.from_env(model)  # under torchrun: rank 0 decides alarms and writes (diagnose.distributed)
+        self.dist = RankSync.from_env(model)  # under torchrun: rank 0 decides alarms and writes (diagnose.engine.ranks)
         self.retrieval: dict[str, float] = {}
         self.data_signal_result: dict | None = None  # set by data_signal()
         self.summary: Summary | None = None
@@ -155,8 +150,6 @@ class Watch:
         late = self._finish_background()
         self.session.close(error=self.interrupted is not None)
         if self.out is not None and self.summary is None and (self.dist is None or self.dist.rank == 0):
-            from .rundir import write_run_dir
-
             write_run_dir(self.out, self.result(), self.records.assign(run=self.name))
         if late and self.alarm_policy == "raise" and self.interrupted is None:
             raise DiagnoseAlarm(late[0])
@@ -223,17 +216,13 @@ class Watch:
 
     def evaluate_retrieval(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
         """Held-out R@1/5/10 (both directions) of paired embeddings; non-finite embeddings give NaN, never a score."""
-        from .retrieval import retrieval_metrics
-
         self.retrieval = retrieval_metrics(image, text)
         return self.retrieval
 
     def data_signal(self, image: torch.Tensor, text: torch.Tensor, step: int | None = None, **kwargs: Any):
         """Is there anything to learn? Paired input features (image (N, T, D) or pooled (N, D), text (N, Dt)),
         e.g. a few hundred training pairs: a closed-form linear map, held-out retrieval vs chance and a
-        permutation test (`diagnose.datasignal`); recorded, so the `no_data_signal` rule reads it. No training."""
-        from .datasignal import PROBE, data_signal
-
+        permutation test (`diagnose.engine.datasignal`); recorded, so the `no_data_signal` rule reads it. No training."""
         result = data_signal(image.detach().cpu(), text.detach().cpu(), **kwargs)
         at = step if step is not None else (self.last_step if self.last_step is not None else 0)
         self.session.buffer.extend(int(at), PROBE, result.rows())
@@ -255,8 +244,6 @@ class Watch:
 
     @property
     def root_causes(self) -> list[dict]:
-        from .rules import rank_root_causes
-
         if self.summary is not None:
             return self.summary.runs[0].root_causes
         return rank_root_causes([f.to_dict() for f in self.monitor.findings], None)
@@ -267,127 +254,9 @@ class Watch:
         out.setdefault("steps_observed", self._observed)
         return out
 
-    def evaluate(self) -> list[Alarm]:
-        """Evaluate the rules on the records so far now, in this thread (also done on a schedule by
-        `observe`); an evaluation still running in the background is waited for first."""
-        new = self._collect(wait=True)
-        t0 = time.perf_counter()
-        self.monitor.ctx = self._context()
-        self.monitor.replace(self.session.records)
-        new += self.monitor.evaluate(self.last_step)
-        self._eval_time = time.perf_counter() - t0
-        return new
-
-    # -- internals ---------------------------------------------------------------------------------
-    def _time_step(self) -> None:
-        """Training time per step: the median interval between observe calls, less our own evaluation."""
-        now = time.perf_counter()
-        if self._t_last is not None:
-            self._intervals.append(max(0.0, now - self._t_last - self._eval_in_last))
-            self._step_time = statistics.median(self._intervals)
-        self._t_last, self._eval_in_last = now, 0.0
-
-    def _maybe_evaluate(self, step: int) -> list[Alarm]:
-        new = self._collect(wait=False)
-        if not self.evaluate_every or self._observed < self._next_eval or self._pending is not None:
-            return new
-        if not self.background:
-            new = self.evaluate()
-            self._eval_in_last = self._eval_time
-            self._schedule_next(self._observed)
-            return new
-        t0 = time.perf_counter()  # shipping the records is the training thread's share of the cost
-        self.monitor.ctx = ctx = self._context()
-        self._pending = (self._submit(ctx), step, self._observed)
-        self._eval_in_last = time.perf_counter() - t0
-        return new
-
-    def _submit(self, ctx: RunContext) -> Future:
-        """An evaluation of the records so far in the rule process (diagnose/rule_server.py), or in a
-        worker thread if that process cannot run here."""
-        from .rule_server import RuleProcessDied
-
-        self._start_server()
-        if self._server is not None:
-            try:
-                return self._server.submit(self.session.buffer, ctx)
-            except RuleProcessDied as exc:
-                self._drop_server(str(exc))
-        if not self._server_note_logged:
-            self._server_note_logged = True
-            log.info("diagnose: online rules in a thread of this process (rule process: %s)", self._server_error)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnose-rules")
-        return self._pool.submit(_timed_rules, self.session.buffer.snapshot(), ctx)
-
-    def _schedule_next(self, observed: int) -> None:
-        spacing = self.evaluate_every
-        if self.budget and self._step_time > 0:  # keep evaluation under `budget` of the training time
-            spacing = max(spacing, math.ceil(self._eval_time / (self.budget * self._step_time)))
-        self._next_eval = observed + spacing
-
-    def _collect(self, wait: bool) -> list[Alarm]:
-        """Book the background evaluation once it has ended (or wait for it); its new alarms."""
-        if self._pending is None or not (wait or self._pending[0].done()):
-            return []
-        future, step, observed = self._pending
-        self._pending = None
-        from .rule_server import RuleProcessDied
-
-        try:
-            evaluation, self._eval_time = future.result()
-        except RuleProcessDied as exc:  # evaluated again at the next due step, in a thread
-            self._drop_server(str(exc))
-            return []
-        self._schedule_next(observed)
-        return self.monitor.apply(step, evaluation)
-
-    def _start_server(self) -> None:
-        from .rule_server import RuleClient
-
-        if self._server is None and self._server_error is None:
-            try:
-                self._server = RuleClient()
-            except OSError as exc:
-                self._server_error = f"could not start: {exc}"
-
-    def _drop_server(self, why: str) -> None:
-        server, self._server, self._server_error = self._server, None, why
-        if server is not None:
-            server.close()
-
-    def _finish_background(self) -> list[Alarm]:
-        """At close: the evaluation still running is booked, its alarms logged or passed to the alarm
-        function (returned: `close` raises them under ``alarm="raise"``), and the rule process ends."""
-        try:
-            late = self._collect(wait=True)
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-            if self._server is not None:
-                self._server.close()
-                self._server = None
-        for a in late:
-            a.delivered_at = self.last_step
-            if self.alarm_policy != "raise":
-                self._raise_alarm(a)
-            elif self.interrupted is not None:  # the block is ending by an exception: say it, don't mask it
-                log.warning(alarm_line(a))
-        return late
-
     def add_listener(self, fn: Callable[[Watch, int, list[Alarm]], Any]) -> None:
         """Call ``fn(watch, step, new_alarms)`` after every `observe` (see diagnose.integrations.scalars)."""
         self.listeners.append(fn)
-
-    def _raise_alarm(self, a: Alarm) -> None:
-        policy = self.alarm_policy
-        if policy == "warn":
-            log.warning(alarm_line(a))
-        elif policy == "raise":
-            raise DiagnoseAlarm(a)
-        elif callable(policy):
-            policy(a)
 
     def _context(self) -> RunContext:
         opt = {}
@@ -420,24 +289,11 @@ class Watch:
         return analyse(summary, records.assign(run=self.name))
 
 
-def _timed_rules(snapshot: Callable[[], pd.DataFrame], ctx: RunContext) -> tuple[Evaluation, float]:
-    """In the worker thread: build the snapshot's frame and run the rules on it; with the CPU time this
-    thread spent (what the evaluation costs the machine; its wall time also counts waits for the GIL
-    while the training thread runs Python)."""
-    t0 = time.thread_time()
-    return evaluate_rules(snapshot(), ctx), time.thread_time() - t0
-
-
 def _command() -> str:
-    import shlex
-    import sys
-
     return " ".join(["python", *map(shlex.quote, sys.argv)]) if sys.argv and sys.argv[0] else ""
 
 
 def _environment() -> dict[str, str]:
-    import platform
-
     return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
 
 
