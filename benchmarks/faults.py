@@ -41,7 +41,7 @@ def load_suite(path: Path = SUITE) -> list[dict]:
 
 def run_case(case: dict, steps: int, scale: str) -> dict:
     """One instrumented run and its analysis; module-level so a worker process or a Ray task can run it."""
-    from diagnose.runs import instrumented_summary, resolve_config, run_instrumented
+    from diagnose.lab.runs import instrumented_summary, resolve_config, run_instrumented
 
     start = time.perf_counter()
     cfg = resolve_config(case["config"], case["set"], scale, case["seed"])
@@ -51,7 +51,7 @@ def run_case(case: dict, steps: int, scale: str) -> dict:
 
 
 def score(case: dict, out) -> dict:
-    from diagnose.executors import Failed
+    from diagnose.lab.executors import Failed
 
     if isinstance(out, Failed):  # the run raised or its worker died: a miss, with its error line
         row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"], "set": case["set"],
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         cases = [c for c in cases if c["name"] in args.only]
     # longest first (perceiver runs) so the workers finish together
     order = sorted(cases, key=lambda c: (c["config"] != "perceiver", c["name"]))
-    from diagnose.executors import Job, make_executor
+    from diagnose.lab.executors import Job, make_executor
 
     start = time.perf_counter()
     with make_executor(args.executor, args.workers, args.ray_address, args.cpus_per_run) as ex:

@@ -1,9 +1,9 @@
 """Seed robustness of the reference verdicts: does the direct config learn, and the perceiver seed config
 fail, on every seed at a given scale?
 
-Every (config, seed) is one plain training run through the project's own path (`diagnose.runs.resolve_config`
+Every (config, seed) is one plain training run through the project's own path (`diagnose.lab.runs.resolve_config`
 -> `run_training` -> `TrainedRun.summary()`, the same verdict `diagnose train` writes; no probes), at
-`diagnose compare`'s default step count. Runs execute on `diagnose.executors` (`--workers` spawned
+`diagnose compare`'s default step count. Runs execute on `diagnose.lab.executors` (`--workers` spawned
 processes, one torch thread each on 2 cores); a run that raises is reported with its error line.
 
 Prints one JSON object: per run the config, seed, final CLIP loss (end-of-run window mean), chance ln(B),
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _steps_default() -> int:
-    from diagnose.commands.instrumented import DEFAULT_STEPS  # `diagnose compare`'s default
+    from diagnose.cli.commands.instrumented import DEFAULT_STEPS  # `diagnose compare`'s default
 
     return DEFAULT_STEPS
 
@@ -36,7 +36,7 @@ def _steps_default() -> int:
 def run_seed(config: str, seed: int, steps: int, scale: str, sets: list[str], settle: bool = False) -> dict:
     """One plain training run and its verdict; module-level so a worker process can run it. With
     `settle`: an instrumented run that stops once its verdict is settled, as a `--seeds` replica does."""
-    from diagnose.runs import resolve_config, run_instrumented, run_training
+    from diagnose.lab.runs import resolve_config, run_instrumented, run_training
 
     start = time.perf_counter()
     cfg = resolve_config(config, sets, scale, seed)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     steps = args.steps or _steps_default()
 
-    from diagnose.executors import Failed, Job, make_executor
+    from diagnose.lab.executors import Failed, Job, make_executor
 
     def note(name: str, row) -> None:
         text = (f"FAILED: {row.error}" if isinstance(row, Failed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import signal
 import sys
 import traceback
 from typing import Any, Callable
@@ -24,8 +25,8 @@ try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itse
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from reference_models.config import ConfigError
-
+from ..core.errors import BAD_INPUT
+from ..core.staging import committed_dirs
 from .commands.ablate import ablate_command
 from .commands.checkpoint import checkpoint_command
 from .commands.datasignal import datasignal_command
@@ -34,9 +35,7 @@ from .commands.lint import lint_command
 from .commands.logs import logs_command
 from .commands.train import train_command
 from .console import fail
-from .distributed import process_group
 from .options import DebugOpt, QuietOpt, check_device, check_out, check_seed, check_step_summary
-from .rundir import committed_dirs
 
 EXIT_BAD_INPUT, EXIT_UNEXPECTED, EXIT_INTERRUPTED = 2, 3, 130
 COMMON_OPTIONS = {"quiet": QuietOpt, "debug": DebugOpt}  # accepted by every command
@@ -83,6 +82,13 @@ def _check_common(kwargs: dict, publishes: bool) -> None:
         check_step_summary()
 
 
+def bad_input_types() -> tuple[type[Exception], ...]:
+    """What is bad input (one line, exit 2): the tool's own `BAD_INPUT` and, once `reference_models` is
+    loaded (a command that resolved a config), its `ConfigError` (it does not import `diagnose`)."""
+    config = sys.modules.get("reference_models.config")
+    return (*BAD_INPUT, config.ConfigError) if config is not None else BAD_INPUT
+
+
 def _interrupted_line(exc: KeyboardInterrupt, written: list[str]) -> str:
     if str(exc):  # a staged write says what it kept
         return str(exc)
@@ -106,11 +112,13 @@ def _guarded(fn: Callable, publishes: bool = True, distributed: bool = False) ->
                 _check_common(own, publishes)
                 if not distributed:
                     return fn(**own)
-                with process_group(str(own.get("device") or "cpu")):  # under torchrun: diagnose.distributed
+                from ..engine.ranks import process_group  # torch: only the commands that train under torchrun
+
+                with process_group(str(own.get("device") or "cpu")):  # under torchrun: diagnose.engine.ranks
                     return fn(**own)
             except (Exit, ClickException, Abort):
                 raise
-            except ConfigError as exc:
+            except bad_input_types() as exc:
                 fail(" ".join(str(exc).split()))
                 raise typer.Exit(EXIT_BAD_INPUT) from None
             except KeyboardInterrupt as exc:
@@ -150,7 +158,5 @@ def _terminate(signum, frame) -> None:
 
 
 def main() -> None:
-    import signal
-
     signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import platform
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,48 +11,29 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from reference_models import AlignmentConfig, Callback, TrainResult, apply_scale, load_config, train
+from reference_models import AlignmentConfig, Callback, TrainResult, apply_scale, build_model, load_config, train
 
-from .definitions import END_FRAC, END_MIN_POINTS, LEARNED_LOSS_FRACTION
-from .io import atomic_write_text, save_checkpoint, write_json
-from .summary import RunSummary, Summary, end_of_run
+from ..core.analysis import analyse
+from ..core.definitions import END_FRAC, END_MIN_POINTS, LEARNED_LOSS_FRACTION
+from ..core.files import atomic_write_text, write_json
+from ..core.provenance import command_line, environment
+from ..core.summary import RunSummary, Summary, end_of_run
+from ..engine.watcher import watch
+from .checkpoint_files import load_into, load_state_dict, save_checkpoint
+from .data_cache import Say, StartProgress, prepare_images
+from .signal_inputs import sample_training_pairs
 
 
 def resolve_config(config: str, sets: Sequence[str] | None, scale: str, seed: int | None,
-                   quiet: bool = False) -> AlignmentConfig:
+                   say: Say | None = None, progress: StartProgress | None = None) -> AlignmentConfig:
+    """The config with --set, --scale and --seed applied; an `images` source is encoded (and cached) here,
+    reporting through `say` and `progress` (silent without them)."""
     cfg = apply_scale(load_config(config, list(sets or [])), scale)
     if seed is not None:
         cfg.seed = seed
     if cfg.dataset.source == "images":
-        from .data_cache import prepare_images
-
-        prepare_images(cfg, quiet)
+        prepare_images(cfg, say, progress)
     return cfg
-
-
-def command_line() -> str:
-    """The command that reproduces this run, rebuilt from the parsed parameters (so it is exact even
-    when invoked programmatically), falling back to sys.argv outside a click context."""
-    try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover
-        from click import get_current_context
-
-    ctx = get_current_context(silent=True)
-    if ctx is None:
-        return " ".join(["diagnose", *map(shlex.quote, sys.argv[1:])])
-    parts = ["diagnose", ctx.info_name]
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if value is None or value == param.default or value == [] or value is False:
-            continue
-        if param.param_type_name == "argument":
-            parts.append(shlex.quote(str(value)))
-            continue
-        opt = max(param.opts, key=len)
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            parts += [opt] if v is True else [opt, shlex.quote(str(v))]
-    return " ".join(parts)
 
 
 class ProgressCallback(Callback):
@@ -100,7 +78,7 @@ class TrainedRun:
             run.extra.update({k: r.extra[k] for k in ("world_size", "rank")})
         if r.extra.get("settled"):  # a seed replica stopped once its verdict was settled
             run.extra["settled"] = r.extra["settled"]
-        if r.extra.get("data_signal"):  # diagnose.datasignal: is there anything to learn in the training pairs
+        if r.extra.get("data_signal"):  # diagnose.engine.datasignal: is there anything to learn in the training pairs
             run.extra["data_signal"] = r.extra["data_signal"]
         run.judge()
         return run
@@ -111,11 +89,6 @@ def run_training(cfg: AlignmentConfig, steps: int | None, epochs: int | None, de
     start = time.perf_counter()
     result = train(cfg, steps=steps, epochs=epochs, device=device, callbacks=callbacks)
     return TrainedRun(name or cfg.name, cfg, result, time.perf_counter() - start)
-
-
-def environment() -> dict[str, str]:
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "threads": str(torch.get_num_threads())}
 
 
 def save_train_run(out: Path, run: TrainedRun) -> Summary:
@@ -131,8 +104,6 @@ def save_train_run(out: Path, run: TrainedRun) -> Summary:
 def instrumented_summary(runs: Sequence[tuple[TrainedRun, pd.DataFrame]], kind: str = "instrumented"
                          ) -> tuple[Summary, pd.DataFrame]:
     """Summaries, verdicts, findings and root causes of instrumented runs, and their records in one frame."""
-    from .analysis import analyse
-
     records = pd.concat([recs.assign(run=run.name) for run, recs in runs], ignore_index=True)
     summary = Summary([run.summary(kind) for run, _ in runs], command=command_line(), environment=environment())
     return analyse(summary, records), records
@@ -207,10 +178,6 @@ class SettleCallback(Callback):
 def model_from_checkpoint(cfg: AlignmentConfig, checkpoint: str | Path):
     """The reference model of `cfg` with the weights of `checkpoint` (safetensors, or torch with
     weights_only=True); mismatched keys or shapes are a ConfigError naming them."""
-    from reference_models import build_model
-
-    from .io import load_into, load_state_dict
-
     model = build_model(cfg)
     load_into(model, load_state_dict(Path(checkpoint)), str(checkpoint))
     return model
@@ -228,12 +195,8 @@ def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callba
                      name: str | None = None, expensive_every: int = 10, model=None, alarm=None,
                      evaluate_every: int | None = None, data_signal: bool = True, settle: bool = False):
     """Train with every probe attached; returns (TrainedRun, records DataFrame). With `data_signal`, a
-    sample of the training pairs is checked for signal first (diagnose.datasignal; well under a second).
+    sample of the training pairs is checked for signal first (diagnose.engine.datasignal; well under a second).
     With `settle` the run stops once its verdict is settled (`SettleCallback`; seed replicas)."""
-    from reference_models import build_model
-
-    from .watcher import watch
-
     torch.manual_seed(cfg.seed)
     model = model if model is not None else build_model(cfg)
     start = time.perf_counter()
@@ -246,8 +209,6 @@ def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callba
                max_logit_scale=cfg.losses.max_logit_scale, outputs=watched_outputs(model), **online) as w:
         settler = [SettleCallback(w)] if settle else []
         if data_signal:
-            from .datasignal import sample_training_pairs
-
             w.data_signal(*sample_training_pairs(cfg), step=0, seed=cfg.seed)
         result = train(cfg, steps=steps, device=device, model=model,
                        callbacks=[ProbeCallback(w), *extra_callbacks, *settler])

@@ -5,7 +5,7 @@ A verdict from one seed can be a coin flip (a small proxy that collapses on some
 runs seeds s, s+1, ..., s+K-1 and the report gives, per config, every seed's loss against ln(B), its
 held-out R@1 and its verdict, and the count. The first seed's run keeps the config's name; the others
 are named `<name> (seed S)`. Replicas (every seed but the first) stop once their verdict is settled
-(`runs.SettleCallback`: learned with a 2x margin, or the live error alarms for a loss at chance and
+(`diagnose.lab.runs.SettleCallback`: learned with a 2x margin, or the live error alarms for a loss at chance and
 collapsed embeddings); the first seed always runs its full length.
 """
 
@@ -16,8 +16,12 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from ..core.analysis import analyse
+from ..core.provenance import command_line, environment
+from ..core.seed_counts import refresh_seed_section
+from ..core.summary import RunSummary, Summary
 from .executors import Failed, Job, SerialExecutor
-from .summary import RunSummary, Summary
+from .runs import model_from_checkpoint, run_instrumented
 
 
 def seed_list(first: int, k: int) -> list[int]:
@@ -38,8 +42,6 @@ def instrumented_job(cfg, steps: int, device: str, name: str, checkpoint: str | 
                      settle: bool = False) -> tuple[dict, pd.DataFrame]:
     """One instrumented run in a worker process or a Ray task: its summary and records come back. A
     replica (`settle`) stops once its verdict is settled (`runs.SettleCallback`)."""
-    from .runs import model_from_checkpoint, run_instrumented
-
     model = model_from_checkpoint(cfg, checkpoint) if checkpoint is not None else None
     run, records = run_instrumented(cfg, steps, device, name=name, model=model, settle=settle)
     return run.summary().to_dict(), records.assign(run=name)
@@ -50,9 +52,6 @@ def run_seeded(configs: Sequence[tuple[Any, str]], seeds: Sequence[int], steps: 
                checkpoint: str | None = None) -> tuple[Summary, pd.DataFrame, dict[str, str]]:
     """Every (config, name) over `seeds`; returns the summary of the runs that finished (findings and root
     causes derived), their records, and {run name: error line} of those that failed."""
-    from .analysis import analyse
-    from .runs import command_line, environment
-
     groups = {name: [seeded_name(name, s, seeds[0]) for s in seeds] for _, name in configs}
     jobs = [Job(seeded_name(name, s, seeds[0]), instrumented_job,
                 (with_seed(cfg, s), steps, device, seeded_name(name, s, seeds[0]), checkpoint, s != seeds[0]))
@@ -67,38 +66,3 @@ def run_seeded(configs: Sequence[tuple[Any, str]], seeds: Sequence[int], steps: 
         summary.sections["seeds"] = {label: {"runs": names} for label, names in groups.items()}
         refresh_seed_section(summary)
     return summary, records, failed
-
-
-def refresh_seed_section(summary: Summary) -> None:
-    """Recount the per-seed outcomes from the runs' current verdicts (also when a report is rebuilt)."""
-    groups = summary.sections.get("seeds")
-    if isinstance(groups, dict) and groups:
-        summary.sections["seeds"] = seed_section(summary.to_dict()["runs"], {k: list(v["runs"]) for k, v in groups.items()})
-
-
-def _row(run: dict) -> dict:
-    v, r = run.get("verdict") or {}, run.get("retrieval") or {}
-    return {"run": run["name"], "seed": run.get("seed"), "loss_clip": (run.get("final_loss") or {}).get("loss_clip"),
-            "ln_B": run.get("chance_loss"), "loss_over_lnB": v.get("loss_over_chance"), "r@1": r.get("r@1"),
-            "chance@1": r.get("chance@1"), "label": v.get("label"), "learned": bool(v.get("learned")),
-            "steps": run.get("steps"), "settled": (run.get("settled") or {}).get("why")}
-
-
-def seed_section(runs: list[dict], groups: dict[str, list[str]]) -> dict:
-    """{config name: {"runs": [...], "learned": n, "seeds": k, "agree": bool, "rows": [per-seed numbers]}}."""
-    by_name = {r["name"]: r for r in runs}
-    out = {}
-    for label, names in groups.items():
-        rows = [_row(by_name[n]) for n in names if n in by_name]
-        learned = sum(r["learned"] for r in rows)
-        out[label] = {"runs": names, "seeds": len(rows), "learned": learned, "agree": learned in (0, len(rows)),
-                      "rows": rows}
-    return out
-
-
-def count_line(label: str, group: dict) -> str:
-    k, n = group["seeds"], group["learned"]
-    text = f"{label}: learned on {n}/{k} seeds"
-    if not group["agree"]:
-        text += " (the seeds disagree: the verdict of one seed is not to be trusted)"
-    return text

@@ -3,7 +3,7 @@ restores learning) a greedy search for a minimal set of fixes. Every run uses th
 
 Verdicts (numbers written beside each):
   confirmed     the fix alone makes the run learn (final CLIP loss < 0.5 ln B and held-out R@1 >= 10x
-                chance, the margins of `verdict.py`); `mechanism` says whether the probes moved the
+                chance, the margins of `diagnose.core.definitions`); `mechanism` says whether the probes moved the
                 way the claim says, so a fix that helps for another reason is reported as such.
   refuted       the fix alone leaves the run not learning, and the fix is not needed by the minimal
                 set that restores learning (or, for claims decided without a run, the measurement
@@ -22,12 +22,14 @@ import pandas as pd
 
 from reference_models import AlignmentConfig, config_from_dict
 
-from .analysis import analyse_run
+from ..core.analysis import analyse_run
+from ..core.errors import ConfigError
+from ..core.seed_counts import refresh_seed_section
+from ..core.summary import RunSummary, Summary
 from .executors import Failed, Job, SerialExecutor, make_executor
-from .seeds import refresh_seed_section, seeded_name, with_seed
 from .hypotheses import KNOWN_IDS, Hypothesis, catalogue
 from .runs import run_instrumented
-from .summary import RunSummary, Summary
+from .seeds import seeded_name, with_seed
 
 
 @dataclass
@@ -84,8 +86,6 @@ def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] 
 
 
 def _check_only(only: list[str] | None, hyps: list[Hypothesis] | None = None) -> None:
-    from reference_models import ConfigError
-
     if hyps is None and only and set(only) - set(KNOWN_IDS):
         raise ConfigError(f"--fix: unknown hypothesis {', '.join(sorted(set(only) - set(KNOWN_IDS)))}; known: {', '.join(KNOWN_IDS)}")
     if hyps is not None and only and set(only) - {h.id for h in hyps}:

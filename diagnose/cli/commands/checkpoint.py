@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from reports.offline import checkpoint_figure, checkpoint_markdown
+
+from ...core.errors import ConfigError
+from ...core.provenance import command_line, environment
+from ...core.rules import rank_root_causes
+from ...core.summary import RunSummary, Summary
 from ..console import console
-from ..offline.checkpoint import analyse_checkpoint
-from ..options import FailOnOpt, OutOpt, ScaleOpt, SetOpt, check_fail_on
-from ..rules import rank_root_causes
-from ..runs import command_line, environment
-from ..summary import RunSummary, Summary
+from ..options import FailOnOpt, OutOpt, ReferenceConfigOpt, ScaleOpt, SetOpt, check_fail_on
 from .offline_report import print_findings, print_root_causes, write_report
 
 MAX_TABLE_ROWS = 40  # the console table is cut here; report.md and summary.json list every layer
@@ -78,7 +80,7 @@ def checkpoint_command(
     path: Annotated[Path, typer.Argument(help="safetensors / .pt / .pth / .bin file (read with weights_only=True), "
                                               "or a Hugging Face model directory.")],
     against: Annotated[Optional[Path], typer.Option("--against", help="An earlier checkpoint: relative change per layer.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Check keys and shapes against this reference config (alias or YAML).")] = None,
+    config: ReferenceConfigOpt = None,
     scale: ScaleOpt = "full",
     set_: SetOpt = None,
     out: OutOpt = None,
@@ -86,10 +88,10 @@ def checkpoint_command(
 ) -> None:
     """Static checkpoint analysis: per-layer stats, latents, non-finite values, change vs an earlier checkpoint."""
     check_fail_on(fail_on)
-    from reference_models.config import ConfigError
-
     if set_ and config is None:
         raise ConfigError("--set needs --config (it overrides the reference config)")
+    from ...lab.checkpoint_analysis import analyse_checkpoint  # torch and reference_models: only when it runs
+
     analysis = analyse_checkpoint(path, against, config, list(set_ or []), scale)
     summary = _summary(analysis)
     data = summary.to_dict()
@@ -97,8 +99,6 @@ def checkpoint_command(
     print_root_causes(data["runs"])
     print_findings(data["findings"])
     if out is not None:
-        from reports.offline import checkpoint_figure, checkpoint_markdown
-
         fig = checkpoint_figure(data)
         figures = [(fig[0], "Relative change per layer" if fig[0] == "layer_change" else "RMS per layer", fig[1])] if fig else []
         write_report(out, data, checkpoint_markdown, figures)

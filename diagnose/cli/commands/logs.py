@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from reports.offline import logs_figure, logs_markdown
+
+from ...core.logs import FORMATS, parse_weights, read_log
+from ...core.logs.diagnosis import analyse
+from ...core.provenance import command_line, environment
+from ...core.summary import Summary
 from ..console import console
-from ..offline.logs import FORMATS, parse_weights, read_log
-from ..offline.logs.analysis import analyse
 from ..options import FailOnOpt, OutOpt, QuietOpt, check_fail_on, check_out
-from ..runs import command_line, environment
-from ..summary import Summary
 from .offline_report import print_findings, print_root_causes, write_report
 
 
@@ -58,8 +60,6 @@ def logs_command(
     print_root_causes(data["runs"])
     print_findings(data["findings"])
     if out is not None:
-        from reports.offline import logs_figure, logs_markdown
-
         fig = logs_figure(parsed.frame, data["runs"])
         write_report(out, data, logs_markdown, [(fig[0], "Logged losses per run", fig[1])] if fig else [])
         console.print(f"report: {out / 'report.md'}", markup=False)

@@ -12,62 +12,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import pandas as pd
-import torch
 import typer
 
-from reference_models.config import ConfigError
-from reference_models.data import read_tensors
-
+from ...core.findings import severity_rank
+from ...core.rules.base import RunContext
+from ...core.rules.data import MIN_TEST, PERMUTATIONS, PROBE, NoDataSignal
 from ..console import console
-from ..datasignal import MIN_TEST, PERMUTATIONS, PROBE, DataSignal, data_signal
-from ..findings import severity_rank
 from ..options import FailOnOpt, check_fail_on
-from ..rules.base import RunContext
-from ..rules.data import NoDataSignal
 
 DEFAULT_SAMPLE = 4096  # pairs used at most (seeded subsample): the test resolves R@1 ~1% at 2048 held out
-
-
-def _pairs(data: dict, prefix: str, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    key_img, key_txt = f"{prefix}image_tokens", f"{prefix}text"
-    for key in (key_img, key_txt):
-        if key not in data:
-            raise ConfigError(f"{path}: missing tensor '{key}' (found: {', '.join(sorted(data)) or 'none'})")
-    img, txt = data[key_img], data[key_txt]
-    if not (img.is_floating_point() and txt.is_floating_point()):
-        raise ConfigError(f"{path}: '{key_img}'/'{key_txt}' must be floating point, got {img.dtype}/{txt.dtype}")
-    if img.dim() not in (2, 3):
-        raise ConfigError(f"{path}: '{key_img}' has shape {tuple(img.shape)}, expected (N, T, D) or pooled (N, D)")
-    if txt.dim() != 2 or txt.shape[0] != img.shape[0]:
-        raise ConfigError(f"{path}: '{key_txt}' has shape {tuple(txt.shape)}, expected ({img.shape[0]}, Dt): one caption "
-                          f"feature row per image")
-    if not (torch.isfinite(img).all() and torch.isfinite(txt).all()):
-        raise ConfigError(f"{path}: '{key_img}'/'{key_txt}' contain NaN or Inf")
-    return img, txt
-
-
-def _subsample(img: torch.Tensor, txt: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if img.shape[0] <= n:
-        return img, txt
-    idx = torch.randperm(img.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-    return img[idx], txt[idx]
-
-
-def check_file(path: Path, sample: int = DEFAULT_SAMPLE, seed: int = 0, permutations: int = PERMUTATIONS) -> DataSignal:
-    """The data-signal check on a features file; ConfigError (one line) for anything unusable."""
-    data = read_tensors(path)
-    img, txt = _subsample(*_pairs(data, "", path), sample, seed)
-    test = None
-    if "val_image_tokens" in data or "val_text" in data:
-        test = _subsample(*_pairs(data, "val_", path), sample, seed + 1)
-        if test[0].shape[1:] != img.shape[1:] or test[1].shape[1] != txt.shape[1]:
-            raise ConfigError(f"{path}: val_* tensors have shapes {tuple(test[0].shape)}/{tuple(test[1].shape)}, "
-                              f"not matching {tuple(img.shape)}/{tuple(txt.shape)}")
-        if test[0].shape[0] < MIN_TEST:
-            raise ConfigError(f"{path}: {test[0].shape[0]} val pairs: need at least {MIN_TEST}")
-    elif img.shape[0] < 2 * MIN_TEST:
-        raise ConfigError(f"{path}: {img.shape[0]} pairs: need at least {2 * MIN_TEST} (half fitted, half held out)")
-    return data_signal(img, txt, seed=seed, permutations=permutations, test=test)
 
 
 def datasignal_command(
@@ -81,6 +34,8 @@ def datasignal_command(
 ) -> None:
     """Is there anything to learn? Held-out retrieval of a closed-form linear map vs chance, no training."""
     check_fail_on(fail_on)
+    from ...lab.signal_inputs import check_file  # torch and reference_models: only when it runs
+
     result = check_file(file, sample, seed or 0, permutations)
     records = pd.DataFrame([{"step": 0, "probe": PROBE, "target": t, "metric": m, "value": v} for t, m, v in result.rows()])
     findings = NoDataSignal()(records, RunContext(file.name))

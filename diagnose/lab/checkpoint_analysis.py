@@ -1,7 +1,7 @@
 """Static checkpoint analysis: per-tensor and per-layer statistics, learned latents/queries,
 non-finite values, the change against an earlier checkpoint, and the match with a reference config.
 
-Weights are only ever read with `diagnose.io.load_state_dict` (safetensors, or torch with
+Weights are only ever read with `diagnose.lab.checkpoint_files.load_state_dict` (safetensors, or torch with
 `weights_only=True`): a pickle that references anything but tensors is refused, never executed.
 """
 
@@ -10,20 +10,20 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from reference_models import SCALES, apply_scale, build_model, load_config
-from reference_models.config import ConfigError
 
-from ..findings import Finding
-from ..io import load_state_dict
-from ..rules import RunContext, run_rules
-from ..summary import DEFAULT_MAX_LOGIT_SCALE
+from ..core.errors import ConfigError
+from ..core.rules import RunContext, run_rules
+from ..core.rules.checkpoint import CheckpointAnalysis
+from ..core.summary import DEFAULT_MAX_LOGIT_SCALE
+from .checkpoint_files import load_state_dict
 
-# --- limits (the rules and their thresholds are in diagnose.rules.checkpoint) --------------------
+# --- limits (the rules and their thresholds are in diagnose.core.rules.checkpoint) --------------------
 # Rows of a latent matrix are compared for exact equality; more than this many rows are sampled
 # for the pairwise cosine (O(L^2 D)); Perceiver-style models have 32-512 latents.
 MAX_LATENT_ROWS = 1024
@@ -72,8 +72,6 @@ def read_metadata(path: Path) -> dict[str, str]:
     if path.suffix != ".safetensors":
         return {}
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
     except Exception:  # metadata is optional; the weights were already read or refused
@@ -218,24 +216,6 @@ def config_match(state: dict[str, torch.Tensor], config: str, sets: list[str], s
 
 
 # --- findings ------------------------------------------------------------------------------------
-
-
-@dataclass
-class CheckpointAnalysis:
-    name: str
-    files: list[str]
-    metadata: dict[str, str]
-    tensors: list[dict]
-    layers: list[dict]
-    latents: list[dict] = field(default_factory=list)
-    logit_scale: dict | None = None
-    against: dict | None = None
-    config: dict | None = None
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def parameters(self) -> int:
-        return sum(t["numel"] for t in self.tensors)
 
 
 def analyse_checkpoint(path: Path, against: Path | None = None, config: str | None = None,

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ...core.lint import CHECKS, lint_paths
 from ..console import console, fail
-from ..offline.lint import CHECKS, lint_paths
 
 
 def lint_command(

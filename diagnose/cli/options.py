@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from ..core.errors import ConfigError
+from ..lab.executors import EXECUTORS, make_executor
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Config alias (perceiver, direct), bundled file name, or YAML path.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value: dotted.key=value (repeatable).")]
@@ -20,8 +24,6 @@ FailOnOpt = Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding
 
 
 def check_fail_on(fail_on: str) -> None:
-    from reference_models.config import ConfigError
-
     if fail_on not in ("info", "warning", "error"):
         raise ConfigError(f"--fail-on '{fail_on}': expected one of info, warning, error")
 
@@ -32,13 +34,15 @@ CpusPerRunOpt = Annotated[int, typer.Option("--cpus-per-run", min=1, help="CPUs 
 GpusPerRunOpt = Annotated[float, typer.Option("--gpus-per-run", min=0, help="GPUs each Ray task asks for (with --device cuda).")]
 SeedsOpt = Annotated[int, typer.Option("--seeds", min=1, help="Repeat every run over K seeds (--seed, +1, ...: data order and init); verdicts count the seeds.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Local processes running runs in parallel (default: 1 for one run, else up to the CPU count).")]
+AblationWorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes running ablation runs in parallel (capped at the CPU count).")]
+FixOpt = Annotated[Optional[list[str]], typer.Option("--fix", help="Test only these hypotheses (repeatable); default: all that apply.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights (safetensors, or torch with weights_only=True).")]
+ReferenceConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="Check keys and shapes against this reference config (alias or YAML).")]
 EXIT_INCOMPLETE = 4  # the report is written, but some of its runs failed (each named with its error line)
 
 
 def default_workers(workers: int | None, runs: int) -> int:
     """Explicit --workers wins; else one process per run up to the CPU count when there are several runs."""
-    import os
-
     if workers is not None:
         return workers
     return 1 if runs <= 1 else min(runs, os.cpu_count() or 1)
@@ -46,10 +50,6 @@ def default_workers(workers: int | None, runs: int) -> int:
 
 def check_not_distributed(what: str) -> None:
     """Seed replicas and executors spread whole runs; under torchrun one run is already spread over ranks."""
-    import os
-
-    from reference_models.config import ConfigError
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"{what}: not under torchrun (each rank would run every replica); run them without torchrun")
 
@@ -57,10 +57,6 @@ def check_not_distributed(what: str) -> None:
 def make_run_executor(executor: str, workers: int, device: str, ray_address: str | None, cpus_per_run: int,
                       gpus_per_run: float):
     """The executor an ablation-style command asked for; a bad choice or a missing Ray is one line, exit 2."""
-    from reference_models.config import ConfigError
-
-    from .executors import EXECUTORS, make_executor
-
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if executor != "ray" and (ray_address or gpus_per_run):
@@ -82,8 +78,6 @@ PSEUDO_FS = ("/proc", "/sys", "/dev")  # kernel interfaces, never a place for a 
 
 
 def check_seed(seed: int | None) -> None:
-    from reference_models.config import ConfigError
-
     if seed is not None and not 0 <= seed < SEED_RANGE:
         raise ConfigError(f"--seed {seed}: expected an integer in [0, 2^32)")
 
@@ -93,8 +87,6 @@ def check_device(device: str | None) -> None:
     if device is None:
         return
     import torch
-
-    from reference_models.config import ConfigError
 
     try:
         dev = torch.device(device)
@@ -120,10 +112,6 @@ def check_out(out: Path | None, option: str = "--out") -> None:
     """Fail before any work when `out` cannot become a run directory: it is a file, lies under a
     file or a kernel pseudo file system, or its nearest existing parent is not writable (access(2):
     permissions and read-only mounts; nothing is created, so a refused run changes nothing)."""
-    import os
-
-    from reference_models.config import ConfigError
-
     if out is None:
         return
     out = Path(out).expanduser()
@@ -134,7 +122,7 @@ def check_out(out: Path | None, option: str = "--out") -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option} {out}: exists and is not a directory")
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
-        # a run directory is replaced as a whole (see diagnose.rundir.staged): never the one we stand in
+        # a run directory is replaced as a whole (see diagnose.core.staging.staged): never the one we stand in
         raise ConfigError(f"{option} {out}: is the current directory or contains it; a run directory is replaced "
                           "as a whole, so give a directory of its own (e.g. runs/NAME) or run from its parent")
     ancestor = out.parent
@@ -148,10 +136,6 @@ def check_out(out: Path | None, option: str = "--out") -> None:
 
 def check_step_summary() -> None:
     """GITHUB_STEP_SUMMARY, when set, must name a file that can be appended to."""
-    import os
-
-    from reference_models.config import ConfigError
-
     value = os.environ.get("GITHUB_STEP_SUMMARY")
     if not value:
         return

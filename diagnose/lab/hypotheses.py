@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
+import torch
 
 from reference_models import AlignmentConfig
+from reference_models.perceiver import init_latents
 
-from .definitions import at_chance
-from .rules import COLLAPSE_COSINE, IDENTICAL_ATOL, IDENTICAL_SHARE, UPDATE_RATIO_HIGH, series, window
+from ..core.definitions import at_chance
+from ..core.rules import COLLAPSE_COSINE, IDENTICAL_ATOL, IDENTICAL_SHARE, UPDATE_RATIO_HIGH, series, window
 
 Check = Callable[[pd.DataFrame, pd.DataFrame, dict, dict], dict]
 
@@ -65,10 +67,6 @@ def _r(x: float, n: int = 4) -> float | None:
 def _latent_std(n: int, d: int, mode: str, std: float, seed: int) -> float:
     """Std of one latent init drawn from the run's seed (not the process's RNG state: the same number
     whichever process or machine ran the ablation's runs)."""
-    import torch
-
-    from reference_models.perceiver import init_latents
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return float(init_latents(n, d, mode, std).detach().std())

@@ -15,10 +15,14 @@ Ray is an optional extra (`pip install -e '.[ray]'`); `local` and `serial` need 
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+from ..core.errors import require
 
 EXECUTORS = ("local", "ray")
 
@@ -96,9 +100,6 @@ class LocalExecutor(SerialExecutor):
     name = "local"
 
     def __init__(self, workers: int):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         super().__init__(max(1, (os.cpu_count() or 1) // workers))
         # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
         # Workers ignore SIGINT: Ctrl-C reaches the whole process group and the driver alone reports it
@@ -106,8 +107,6 @@ class LocalExecutor(SerialExecutor):
                                         initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
 
     def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
-        from concurrent.futures import as_completed
-
         if len(jobs) == 1:  # not worth a process hop
             return super().run(jobs, on_done)
         futures = {self.pool.submit(call_with_threads, j.fn, j.args, self.threads): j.name for j in jobs}
@@ -147,8 +146,6 @@ class RayExecutor(SerialExecutor):
     name = "ray"
 
     def __init__(self, address: str | None = None, cpus_per_run: int = 1, gpus_per_run: float = 0):
-        from .integrations import require
-
         self.ray = require("ray", "ray", "--executor ray")
         super().__init__(cpus_per_run)
         self.started = False

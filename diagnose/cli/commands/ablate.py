@@ -4,24 +4,38 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-from ..ablation import BaselineFailed, run_ablation
-from ..console import console, fail
-from ..executors import Failed
-from ..options import (EXIT_INCOMPLETE, ConfigOpt, CpusPerRunOpt, DeviceOpt, ExecutorOpt, FailOnOpt, GpusPerRunOpt, OutOpt,
-                       QuietOpt, RayAddressOpt, ScaleOpt, SeedOpt, SeedsOpt, SetOpt, StepsOpt, check_fail_on, check_out, make_run_executor)
-from ..rundir import write_run_dir
-from ..seeds import seed_list
-from ..runs import command_line, environment, resolve_config
+from ...core.provenance import command_line, environment
+from ...engine.rundir import write_run_dir
+from ...lab.executors import Failed
+from ..console import console, fail, reporting
+from ..options import (
+    EXIT_INCOMPLETE,
+    AblationWorkersOpt,
+    ConfigOpt,
+    CpusPerRunOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    FailOnOpt,
+    FixOpt,
+    GpusPerRunOpt,
+    OutOpt,
+    QuietOpt,
+    RayAddressOpt,
+    ScaleOpt,
+    SeedOpt,
+    SeedsOpt,
+    SetOpt,
+    StepsOpt,
+    check_fail_on,
+    check_out,
+    make_run_executor,
+)
 
 DEFAULT_SEEDS = 3  # every run on 3 seeds, replicas settled early (~4 min at the small scale on 2 cores)
 DEFAULT_STEPS = 80  # the seed's failure shows within ~20 steps; 80 lets a healthy run clear the margin
-
-WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes running ablation runs in parallel (capped at the CPU count).")]
-FixOpt = Annotated[Optional[list[str]], typer.Option("--fix", help="Test only these hypotheses (repeatable); default: all that apply.")]
 
 
 def ablate_command(
@@ -35,7 +49,7 @@ def ablate_command(
     set_: SetOpt = None,
     fail_on: FailOnOpt = "error",
     seeds: SeedsOpt = DEFAULT_SEEDS,
-    workers: WorkersOpt = 2,
+    workers: AblationWorkersOpt = 2,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     cpus_per_run: CpusPerRunOpt = 1,
@@ -44,7 +58,12 @@ def ablate_command(
 ) -> None:
     """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them."""
     check_fail_on(fail_on)
-    cfg = resolve_config(config, set_, scale, seed, quiet)
+    # torch and reference_models: only when a command trains
+    from ...lab.ablation import BaselineFailed, run_ablation
+    from ...lab.runs import resolve_config
+    from ...lab.seeds import seed_list
+
+    cfg = resolve_config(config, set_, scale, seed, **reporting(quiet))
     steps = steps or DEFAULT_STEPS
     out = out or Path("runs") / f"ablate-{cfg.name}-{cfg.scale}"
     check_out(out)

@@ -6,31 +6,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from reference_models.config import ConfigError
-from reference_models.data import build_data
-from reference_models.train import steps_per_epoch
-
-from ..console import console, progress
-from ..options import (
-    ConfigOpt,
-    DeviceOpt,
-    EpochsOpt,
-    OutOpt,
-    QuietOpt,
-    ScaleOpt,
-    SeedOpt,
-    SetOpt,
-    StepsOpt,
-    check_out,
-)
-from ..distributed import is_writer, output_dir
-from ..runs import (
-    EpochCheckpoints,
-    ProgressCallback,
-    resolve_config,
-    run_training,
-    save_train_run,
-)
+from ...core.errors import ConfigError
+from ..console import console, progress, reporting
+from ..options import ConfigOpt, DeviceOpt, EpochsOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_out
 
 
 def train_command(
@@ -47,7 +25,14 @@ def train_command(
     """Train the reference model from a config; write losses, checkpoints and retrieval metrics."""
     if steps is not None and epochs is not None:
         raise ConfigError("--steps and --epochs: give one, not both")
-    cfg = resolve_config(config, set_, scale, seed, quiet)
+    # torch, reference_models and the lab: only when the command runs
+    from reference_models.data import build_data
+    from reference_models.train import steps_per_epoch
+
+    from ...engine.ranks import is_writer, output_dir
+    from ...lab.runs import EpochCheckpoints, ProgressCallback, resolve_config, run_training, save_train_run
+
+    cfg = resolve_config(config, set_, scale, seed, **reporting(quiet))
     out = out or Path("runs") / f"train-{cfg.name}-{cfg.scale}"
     train_src, _ = build_data(cfg, cfg.seed)
     per_epoch = steps_per_epoch(cfg, train_src)

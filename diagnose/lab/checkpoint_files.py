@@ -1,95 +1,22 @@
-"""All file writing of the tool: atomic text/JSON writes and checkpoints (safetensors + config)."""
+"""Checkpoint files: safetensors weights with the resolved config beside them, and weights read back
+without ever unpickling arbitrary objects."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
+from safetensors.torch import load_file, save
 
-from reference_models import AlignmentConfig, ConfigError, dump_config
+from reference_models import AlignmentConfig, dump_config
 
-
-class OutputError(ConfigError):
-    """An output could not be written (full disk, read-only, not a directory): one line, exit 2."""
-
-
-def umask() -> int:
-    """The process umask (read by setting and restoring it: there is no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def honour_umask(path: Path, directory: bool = False) -> None:
-    """mkstemp/mkdtemp create 0600/0700 whatever the umask; give `path` the mode open() would."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file.
-
-    Any OSError (full disk, read-only file system, a file where a directory should be) becomes an
-    `OutputError` naming the file; the temporary file is removed.
-    """
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        honour_umask(Path(tmp))
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
-
-
-def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes; the figure is closed."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def publish(out: Path, summary: dict, markdown: str) -> None:
-    """summary.json and report.md, atomically; the markdown is appended to GITHUB_STEP_SUMMARY when set."""
-    write_json(out / "summary.json", summary)
-    atomic_write_text(out / "report.md", markdown)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        try:
-            with open(step_summary, "a", encoding="utf-8") as fh:
-                fh.write(markdown + "\n")
-        except OSError as exc:
-            raise OutputError(f"GITHUB_STEP_SUMMARY={step_summary}: cannot append ({exc.strerror or exc.__class__.__name__})") from None
+from ..core.errors import ConfigError
+from ..core.files import atomic_write_bytes, atomic_write_text
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg: AlignmentConfig, metadata: dict[str, str] | None = None) -> None:
     """safetensors weights plus the resolved config beside them (`<stem>.yaml`)."""
-    from safetensors.torch import save
-
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"config_name": cfg.name, "scale": cfg.scale, **(metadata or {})}
     atomic_write_bytes(path, canonical_safetensors(save(state, metadata=meta)))
@@ -124,8 +51,6 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"{path}: checkpoint file is empty")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)

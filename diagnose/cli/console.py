@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -42,3 +42,12 @@ def fail(message: str) -> None:
     """One clear line on stderr (no traceback); the caller exits 2."""
     err_console.print(f"error: {message}", markup=False)
 
+
+
+def reporting(quiet: bool) -> dict[str, Any]:
+    """How a library call reports to this console (`diagnose.lab.runs.resolve_config(..., **reporting(quiet))`):
+    `say` one line, start a `progress` bar; neither under --quiet."""
+    if quiet:
+        return {}
+    return {"say": lambda text: console.print(text, markup=False),
+            "progress": lambda description, total: progress(description, total)}

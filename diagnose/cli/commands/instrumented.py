@@ -3,32 +3,52 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from ..console import console, fail, progress
-from ..distributed import agree_exit, is_writer
-from ..executors import Failed
-from ..options import (EXIT_INCOMPLETE, CpusPerRunOpt, DeviceOpt, ExecutorOpt, FailOnOpt, GpusPerRunOpt, OutOpt, QuietOpt,
-                       RayAddressOpt, ScaleOpt, SeedOpt, SeedsOpt, SetOpt, StepsOpt, WorkersOpt, check_fail_on, check_out,
-                       check_not_distributed, default_workers, make_run_executor)
-from ..rundir import rebuild, write_run_dir
-from ..runs import ProgressCallback, instrumented_summary, model_from_checkpoint, resolve_config, run_instrumented
-from ..seeds import count_line, run_seeded, seed_list
-from ..summary import Summary
+from reports.markdown import verdict_line
+
+from ...core.seed_counts import count_line
+from ...core.summary import Summary
+from ...engine.rundir import rebuild, write_run_dir
+from ...lab.executors import Failed
+from ..console import console, fail, progress, reporting
+from ..options import (
+    EXIT_INCOMPLETE,
+    CheckpointOpt,
+    ConfigOpt,
+    CpusPerRunOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    FailOnOpt,
+    GpusPerRunOpt,
+    OutOpt,
+    QuietOpt,
+    RayAddressOpt,
+    ScaleOpt,
+    SeedOpt,
+    SeedsOpt,
+    SetOpt,
+    StepsOpt,
+    WorkersOpt,
+    check_fail_on,
+    check_not_distributed,
+    check_out,
+    default_workers,
+    make_run_executor,
+)
 from .offline_report import print_root_causes
+
+# gradflow and compare train: they import torch, `reference_models` and `diagnose.lab` when they run, so
+# that `diagnose report` (and `diagnose --help`) load none of them
 
 DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
 DEFAULT_SEEDS = 3  # compare: every config on 3 seeds, replicas settled early (~1 min at the small scale on 2 cores)
-CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights (safetensors, or torch with weights_only=True).")]
-
 
 
 def _print_verdicts(summary: Summary, out: Path) -> None:
     """Verdict per run, then each run's ranked root causes, then the findings."""
-    from reports.markdown import verdict_line
-
     data = summary.to_dict()
     for run in data["runs"]:
         console.print(verdict_line(run).replace("**", ""), markup=False)
@@ -42,6 +62,8 @@ def _print_verdicts(summary: Summary, out: Path) -> None:
 
 
 def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
+    from ...lab.runs import ProgressCallback, model_from_checkpoint, run_instrumented
+
     model = model_from_checkpoint(cfg, checkpoint) if checkpoint is not None else None
     with progress(label, steps, quiet) as ticker:
         return run_instrumented(cfg, steps, device, [ProgressCallback(ticker)], name=label, model=model)
@@ -49,6 +71,8 @@ def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
 
 def _seeded(configs, seeds: int, steps: int, device: str, quiet: bool, ex, checkpoint=None) -> tuple[Summary, object]:
     """Every config over `seeds` seeds on the executor; a failed run leaves the comparison without an answer."""
+    from ...lab.seeds import run_seeded, seed_list
+
     def done(name, result) -> None:
         if isinstance(result, Failed):
             console.print(f"run {name}: FAILED: {result.error}", markup=False)
@@ -72,7 +96,7 @@ def _in_process(executor: str, workers: int, seeds: int, ray_address, gpus_per_r
 
 
 def gradflow_command(
-    config: Annotated[str, typer.Option("--config", "-c", help="Config alias, bundled name, or YAML path.")],
+    config: ConfigOpt,
     checkpoint: CheckpointOpt = None,
     steps: StepsOpt = None,
     scale: ScaleOpt = "small",
@@ -91,7 +115,10 @@ def gradflow_command(
 ) -> None:
     """Train with every probe attached; write findings, plots and a root-cause report."""
     check_fail_on(fail_on)
-    cfg = resolve_config(config, set_, scale, seed, quiet)
+    from ...engine.ranks import agree_exit, is_writer
+    from ...lab.runs import instrumented_summary, resolve_config
+
+    cfg = resolve_config(config, set_, scale, seed, **reporting(quiet))
     out = out or Path("runs") / f"gradflow-{cfg.name}-{cfg.scale}"
     check_out(out)
     steps = steps or DEFAULT_STEPS
@@ -129,8 +156,10 @@ def compare_command(
 ) -> None:
     """Run two configs on identical data and seed, side by side, and report both."""
     check_fail_on(fail_on)
-    cfg_a = resolve_config(a, set_, scale, seed, quiet)
-    cfg_b = resolve_config(b, set_, scale, seed if seed is not None else cfg_a.seed, quiet)
+    from ...lab.runs import instrumented_summary, resolve_config
+
+    cfg_a = resolve_config(a, set_, scale, seed, **reporting(quiet))
+    cfg_b = resolve_config(b, set_, scale, seed if seed is not None else cfg_a.seed, **reporting(quiet))
     cfg_b.seed = cfg_a.seed  # identical data and init seed
     name_a, name_b = cfg_a.name, cfg_b.name if cfg_b.name != cfg_a.name else f"{cfg_b.name}-b"
     steps = steps or DEFAULT_STEPS

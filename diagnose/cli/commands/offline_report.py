@@ -10,9 +10,9 @@ from rich.markup import escape
 
 from reports.markdown import finding_counts, root_cause_lines
 
+from ...core.files import atomic_write_bytes, figure_png, publish
+from ...core.staging import staged
 from ..console import console
-from ..io import atomic_write_bytes, figure_png, publish
-from ..rundir import staged
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
