@@ -29,7 +29,7 @@ def test_safetensors_header_is_canonical():
     """safetensors writes its metadata from a hash map (order varies even within one process)."""
     from safetensors.torch import load, save
 
-    from diagnose.io import canonical_safetensors
+    from diagnose.lab.checkpoint_files import canonical_safetensors
 
     state = {"b": torch.arange(3.0), "a": torch.ones(2, 2)}
     meta = {"config_name": "x", "scale": "tiny", "step": "3", "z": "1", "k": "2"}
@@ -65,7 +65,7 @@ def test_reference_retrieval_on_nan_embeddings_is_nan():
 
 
 def test_watch_retrieval_on_nan_embeddings_is_nan():
-    from diagnose.retrieval import retrieval_metrics
+    from diagnose.engine.retrieval import retrieval_metrics
 
     img = torch.full((10, 4), float("nan"))
     r = retrieval_metrics(img, torch.randn(10, 4))

@@ -116,7 +116,7 @@ def test_full_disk_keeps_previous(cli, tmp_path, monkeypatch):
 
 def test_failure_inside_the_run_leaves_nothing(cli, tmp_path, monkeypatch):
     """An exception after some files were staged: no run directory, no staging sibling, exit 3."""
-    from diagnose import rundir
+    from diagnose.engine import rundir
 
     def broken(*a, **k):
         raise RuntimeError("renderer broke")
@@ -128,7 +128,7 @@ def test_failure_inside_the_run_leaves_nothing(cli, tmp_path, monkeypatch):
 
 
 def test_unexpected_exception_is_exit_3_and_debug_shows_it(cli, tmp_path, monkeypatch):
-    from diagnose.commands import lint as lint_cmd
+    from diagnose.cli.commands import lint as lint_cmd
 
     def boom(*a, **k):
         raise RuntimeError("boom\nsecond line")
@@ -188,7 +188,7 @@ def test_out_through_a_symlink_stays_a_symlink(cli, tmp_path):
 def test_ctrl_c_during_the_swap_is_held_until_it_is_complete(tmp_path, monkeypatch):
     """SIGINT arriving between the two renames is delivered after them: the new directory is in
     place, the previous one is gone, and the interrupt says the run was complete."""
-    from diagnose import rundir
+    from diagnose.core import staging
 
     # Ctrl-C must be live in this process (a job started in the background by a shell ignores SIGINT)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -199,10 +199,10 @@ def test_ctrl_c_during_the_swap_is_held_until_it_is_complete(tmp_path, monkeypat
         os.kill(os.getpid(), signal.SIGINT)  # blocked here: pending until the swap is over
         real_rename(src, dst)
 
-    with pytest.raises(rundir.Interrupted, match="was completely written"):
-        with rundir.staged(prev) as tmp:
+    with pytest.raises(staging.Interrupted, match="was completely written"):
+        with staging.staged(prev) as tmp:
             (tmp / "summary.json").write_text('{"new": true}\n')
-            monkeypatch.setattr(rundir.os, "rename", rename_with_sigint)
+            monkeypatch.setattr(staging.os, "rename", rename_with_sigint)
     monkeypatch.undo()
     signal.signal(signal.SIGINT, previous)
     assert (prev / "summary.json").read_text() == '{"new": true}\n'

@@ -4,12 +4,8 @@ import math
 
 import pandas as pd
 
-from diagnose.rules import RunContext, run_rules
-from diagnose.rules.distributed import (
-    ChanceMismatch,
-    GatheredGradientScale,
-    ReplicasOutOfSync,
-)
+from diagnose.core.rules import RunContext, run_rules
+from diagnose.core.rules.distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
 
 
 def _frame(rows):

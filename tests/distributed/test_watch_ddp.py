@@ -1,6 +1,6 @@
 """diagnose.watch in a user-style DDP loop on 2 gloo ranks: one alarm decision for every rank."""
 
-from diagnose.distributed import REPLICA_EVERY
+from diagnose.engine.ranks import REPLICA_EVERY
 
 from .ranks import run_ranks
 from .workers import watched_ddp_loop

@@ -37,7 +37,7 @@ def watched_ddp_loop(rank: int, desync_at: int | None, steps: int) -> dict:
     import torch.nn.functional as F
 
     import diagnose
-    from diagnose.watcher import DiagnoseAlarm
+    from diagnose.engine.watcher import DiagnoseAlarm
 
     torch.manual_seed(rank)
     model = _Toy()

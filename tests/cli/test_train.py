@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from diagnose.cli import app
-from diagnose.io import load_into, load_state_dict
+from diagnose.lab.checkpoint_files import load_into, load_state_dict
 from reference_models import build_model, load_config
 
 runner = CliRunner()
@@ -80,9 +80,8 @@ def test_unknown_key_in_file_names_file_and_closest_key(tmp_path):
 
 
 def test_checkpoint_mismatch_lists_keys(tmp_path):
-    from reference_models import ConfigError
-
-    from diagnose.io import save_checkpoint
+    from diagnose.core.errors import ConfigError
+    from diagnose.lab.checkpoint_files import save_checkpoint
 
     direct = build_model(load_config("direct", ["model.projection_dim=64", "losses.mrl_dims=[64]"]))
     save_checkpoint(tmp_path / "d.safetensors", direct, load_config("direct"))

@@ -1,4 +1,4 @@
-"""The rule process of `diagnose.watch` (diagnose/rule_server.py): same evaluation as in-process, records
+"""The rule process of `diagnose.watch` (diagnose/engine/rule_server.py): same evaluation as in-process, records
 shipped incrementally (whole again after thinning), no torch in the child."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from diagnose.monitor import evaluate_rules
-from diagnose.rule_server import RuleClient, RuleProcess, shared
-from diagnose.rules import RunContext
+from diagnose.core.rules import RunContext
+from diagnose.engine.monitor import evaluate_rules
+from diagnose.engine.rule_server import RuleClient, RuleProcess, shared
 from probes._records import RecordBuffer
 
 B = 32
@@ -58,18 +58,18 @@ def test_a_rule_error_in_the_child_comes_back_as_an_error(server):
     bad_ctx = object()  # not a RunContext: the rules fail on it
     buf = RecordBuffer(max_rows=None)
     add_steps(buf, range(5))
-    with pytest.raises(RuntimeError, match="rule evaluation failed in diagnose.rule_server"):
+    with pytest.raises(RuntimeError, match="rule evaluation failed in diagnose.engine.rule_server"):
         server.submit(buf, bad_ctx).result(timeout=60)
     ok, _ = server.submit(buf, RunContext("run", B, B, 100.0, {}, {})).result(timeout=60)  # still serving
     assert ok
 
 
 def test_the_child_imports_the_rules_without_torch():
-    code = ("import sys; import diagnose.rule_server as r; r._light_reference_models(); "
-            "import diagnose.monitor, diagnose.rules; print('torch' in sys.modules)")
+    code = ("import sys; import diagnose.engine.rule_server, diagnose.engine.monitor, diagnose.core.rules; "
+            "print('torch' in sys.modules, 'reference_models' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_watches_of_one_process_share_one_child_with_separate_records():

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from diagnose import data_cache
 from diagnose.cli import app
+from diagnose.lab import data_cache
 
 runner = CliRunner()
 
@@ -68,7 +68,7 @@ def test_images_train_then_cache_hit(tmp_path, monkeypatch):
     text = (root / "captions.csv").read_text().replace("a picture", "a photo", 1)
     (root / "captions.csv").write_text(text)
     changed = runner.invoke(app, _args(root, tmp_path / "run3", "--set", f"dataset.images.vision_model={vision_dir}"))
-    # an unexpected exception inside a command: exit 3 and one line naming it (diagnose/cli.py)
+    # an unexpected exception inside a command: exit 3 and one line naming it (diagnose/cli/app.py)
     assert changed.exit_code == 3 and "AssertionError: re-encoded" in changed.stderr
     assert len(list((root / ".diagnose-cache").glob("*"))) == 1  # nothing half-written
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diagnose.cli import app
-from diagnose.executors import Failed, Job, LocalExecutor, SerialExecutor
+from diagnose.lab.executors import Failed, Job, LocalExecutor, SerialExecutor
 
 runner = CliRunner()
 # the tiny perceiver of test_ablation (one known cause: the 10x learning rate), two fixes
@@ -55,7 +55,7 @@ def ray_instance():
 
 
 def test_ray_job_that_raises_fails_alone(ray_instance):
-    from diagnose.executors import RayExecutor
+    from diagnose.lab.executors import RayExecutor
 
     done = []
     with RayExecutor() as ex:
@@ -111,8 +111,8 @@ class FailOne:
 
 
 def test_ray_run_that_raises_is_reported_while_the_others_complete(ray_instance, tmp_path, monkeypatch):
-    from diagnose.commands import ablate
-    from diagnose.executors import RayExecutor
+    from diagnose.cli.commands import ablate
+    from diagnose.lab.executors import RayExecutor
 
     monkeypatch.setattr(ablate, "make_run_executor", lambda *a, **k: FailOne(RayExecutor(), "fix:latent_init"))
     out = tmp_path / "ab"
@@ -130,7 +130,7 @@ def test_ray_run_that_raises_is_reported_while_the_others_complete(ray_instance,
 
 
 def test_failed_baseline_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
-    from diagnose.commands import ablate
+    from diagnose.cli.commands import ablate
 
     monkeypatch.setattr(ablate, "make_run_executor", lambda *a, **k: FailOne(SerialExecutor(), "baseline"))
     out = tmp_path / "ab"
@@ -178,7 +178,7 @@ def test_compare_on_ray_reports_both_runs_as_in_process(ray_instance, tmp_path):
 
 
 def test_compare_with_a_failed_side_writes_nothing(tmp_path, monkeypatch):
-    from diagnose.commands import instrumented
+    from diagnose.cli.commands import instrumented
 
     monkeypatch.setattr(instrumented, "make_run_executor", lambda *a, **k: FailOne(SerialExecutor(), "pixmo_alignment"))
     r = runner.invoke(app, [*COMPARE, "--out", str(tmp_path / "c"), "--workers", "2"])
@@ -201,7 +201,7 @@ def nap(seconds: float, marker: str | None = None) -> float:
 def test_ctrl_c_cancels_the_outstanding_ray_tasks(ray_instance, tmp_path):
     import time
 
-    from diagnose.executors import RayExecutor
+    from diagnose.lab.executors import RayExecutor
 
     def interrupt(name, result):
         raise KeyboardInterrupt

@@ -161,16 +161,16 @@ def test_evaluation_budget_uses_the_median_step_time_and_leaves_out_its_own_cost
     # and the time of our own evaluation is not training time
     import types
 
-    from diagnose import watcher
+    from diagnose.engine import online
 
     w = diagnose.watch(nn.Linear(2, 2), evaluate_every=0)
     clock = iter([0.1 * i for i in range(20)] + [12.0] + [12.0 + 0.1 * i for i in range(1, 10)])
-    monkeypatch.setattr(watcher, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(online, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     for _ in range(30):
         w._time_step()
     assert w._step_time == pytest.approx(0.1)
     w._eval_in_last, w._t_last = 0.05, 12.9  # an evaluation ran inside the previous observe
-    monkeypatch.setattr(watcher, "time", types.SimpleNamespace(perf_counter=lambda: 13.0))
+    monkeypatch.setattr(online, "time", types.SimpleNamespace(perf_counter=lambda: 13.0))
     w._time_step()
     assert w._intervals[-1] == pytest.approx(0.05)
 
@@ -182,7 +182,7 @@ def test_an_invalid_evaluation_budget_is_a_clear_error(budget):
 
 
 def test_budget_none_evaluates_the_rules_every_evaluate_every_steps(monkeypatch):
-    from diagnose import watcher
+    from diagnose.engine import watcher
 
     w = diagnose.watch(nn.Linear(2, 2), evaluate_every=5, budget=None)
     w._step_time, w._eval_time = 1e-6, 1.0  # evaluation costs a million steps: no budget, no spacing
@@ -233,7 +233,7 @@ def test_rules_run_in_a_child_process_and_the_alarm_comes_with_a_later_observe()
 def test_rules_fall_back_to_a_thread_when_no_process_can_start(monkeypatch):
     import threading
 
-    from diagnose import rule_server, watcher
+    from diagnose.engine import online, rule_server
 
     def refuse():
         raise OSError("no processes here")
@@ -245,7 +245,7 @@ def test_rules_fall_back_to_a_thread_when_no_process_can_start(monkeypatch):
         return [(_fake_finding(), True)]
 
     monkeypatch.setattr(rule_server, "shared", refuse)
-    monkeypatch.setattr(watcher, "evaluate_rules", rules_in_thread)
+    monkeypatch.setattr(online, "evaluate_rules", rules_in_thread)
     got = []
     model = nn.Linear(4, 4)
     with diagnose.watch(model, alarm=got.append, evaluate_every=5, probes="cheap") as w:
@@ -274,7 +274,7 @@ def test_a_rule_process_that_dies_hands_over_to_a_thread():
 
 
 def _fake_finding():
-    from diagnose.findings import Finding
+    from diagnose.core.findings import Finding
 
     return Finding("no_gradient", "error", "run", "a test finding", {"k": 1}, "fix it", "enc.weight")
 

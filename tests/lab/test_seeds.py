@@ -8,9 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from diagnose.ablation import combine_seeds
 from diagnose.cli import app
-from diagnose.seeds import seed_section
+from diagnose.core.seed_counts import seed_section
+from diagnose.lab.ablation import combine_seeds
 
 runner = CliRunner()
 TINY = ["--scale", "tiny", "--quiet", "--set", "dataset.num_train=256", "--set", "dataset.num_val=32",
@@ -130,7 +130,7 @@ def _alarm(fid: str, target: str):
 def test_a_replica_settles_as_learned_only_with_the_whole_end_window_at_half_the_bar():
     from types import SimpleNamespace
 
-    from diagnose.runs import SETTLE_MIN_STEPS, SettleCallback
+    from diagnose.lab.runs import SETTLE_MIN_STEPS, SettleCallback
 
     cb = SettleCallback(SimpleNamespace(alarms=[]))
     for _ in range(SETTLE_MIN_STEPS - 1):
@@ -146,7 +146,7 @@ def test_a_replica_settles_as_learned_only_with_the_whole_end_window_at_half_the
 def test_a_replica_settles_as_failed_only_with_both_live_alarms():
     from types import SimpleNamespace
 
-    from diagnose.runs import SETTLE_MIN_STEPS, SettleCallback
+    from diagnose.lab.runs import SETTLE_MIN_STEPS, SettleCallback
 
     w = SimpleNamespace(alarms=[_alarm("loss_at_chance", "loss_clip")])
     cb = SettleCallback(w)

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from diagnose.cli import app
-from diagnose.offline.logs.frame import LogBuilder
-from diagnose.offline.logs.weights import solve_weights
-from diagnose.rules.logs import end_stats
+from diagnose.core.logframe.weights import solve_weights
+from diagnose.core.logs.builder import LogBuilder
+from diagnose.core.rules.logs import end_stats
 
 runner = CliRunner()
 

@@ -1,0 +1,35 @@
+"""The data-signal rule (`diagnose.core.rules.data`): no signal in the pairs, told apart from a signal
+the run did not learn."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from diagnose.core.rules import rank_root_causes
+from diagnose.core.rules.base import RunContext
+from diagnose.core.rules.data import PROBE, NoDataSignal
+
+
+def _records(significant: bool, loss: float, r1: float = 0.9) -> pd.DataFrame:
+    rows = [(0, PROBE, "pairs", m, v) for m, v in {
+        "r@1": r1 if significant else 0.008, "chance@1": 1 / 128, "p_value": 0.001 if significant else 0.4,
+        "significant": float(significant), "detectable_r@1": 0.03, "n_test": 128, "hits": 100 if significant else 1}.items()]
+    rows += [(s, "loss_split", "loss_clip", m, v) for s in range(20) for m, v in (("value", loss), ("chance", math.log(64)))]
+    return pd.DataFrame(rows, columns=["step", "probe", "target", "metric", "value"])
+
+
+def test_rule_tells_no_signal_apart_from_signal_not_learned():
+    rule, ctx = NoDataSignal(), RunContext("r", batch_size=64)
+    at_chance, learned = math.log(64), 0.2
+    (f,) = rule(_records(False, at_chance), ctx)
+    assert (f.id, f.severity) == ("no_data_signal", "error")
+    causes = rank_root_causes([f.to_dict()], {"learned": False})
+    assert causes[0]["cause"] == "misaligned_pairs" and causes[0]["tier"] == 1
+    (w,) = rule(_records(False, learned), ctx)
+    assert (w.id, w.severity) == ("no_data_signal", "warning")  # the model found something a linear map did not
+    (i,) = rule(_records(True, at_chance), ctx)
+    assert (i.id, i.severity) == ("data_signal_present", "info")
+    assert rank_root_causes([i.to_dict()], {"learned": False})[0]["cause"] == "unexplained"  # info implicates nothing
+    assert rule(_records(True, learned), ctx) == []

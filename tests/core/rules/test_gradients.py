@@ -1,0 +1,124 @@
+"""Gradient and update rules (`diagnose.core.rules.gradients`): no gradient, gradient scale and fall,
+non-finite values, update/param too high or too low, weights shrinking."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnose.core import rules as R
+
+from .harness import HEALTHY_LAYERS, LN_B, WIN, N, ctx, frame, ids, layers, loss, one, rec, tail, update_rows
+
+
+def test_no_gradient_evidence():
+    df = frame(rec("gradient_flow", "b.weight", "grad_is_none", {0: 1, 1: 1}), rec("gradient_flow", "a.bias", "grad_is_none", {1: 1}),
+               rec("gradient_flow", "c.weight", "grad_norm", {0: 1.0, 1: 1.0}))
+    f = one(R.gradient_presence(df, ctx()), "no_gradient")
+    assert f.severity == "error"
+    assert f.evidence["parameters"] == ["a.bias", "b.weight"] and f.target == "a.bias"
+    assert f.evidence["steps"] == [0, 1]
+
+
+def test_gradient_layer_evidence():
+    dead, tiny, huge = "enc.layers.5", "enc.layers.6", "enc.layers.7"
+    grad = {**HEALTHY_LAYERS, "enc.layers.4": 1.0, dead: 0.0, tiny: 1e-6, huge: 1e5}
+    found = R.gradient_presence(layers(grad, zero={dead: 1.0}), ctx()) + R.gradient_scale(layers(grad, zero={dead: 1.0}), ctx())
+    assert sorted(ids(found)) == ["dead_gradients", "exploding_gradients", "vanishing_gradients"]
+    d = one(found, "dead_gradients")
+    assert d.severity == "error" and d.evidence["layers"] == [dead] and d.evidence["window_steps"] == [N - WIN, N - 1]
+    v = one(found, "vanishing_gradients")
+    assert v.severity == "warning" and v.target == tiny
+    assert v.evidence["median_layer_grad_norm"] == pytest.approx(1.0)
+    assert v.evidence["layers"] == {tiny: pytest.approx(1e-6)}
+    e = one(found, "exploding_gradients")
+    assert e.severity == "warning" and e.target == huge and e.evidence["layers"] == {huge: pytest.approx(1e5)}
+
+
+def test_gradient_fall_evidence():
+    gn = [1.0, 3.0, 10.0] + [2.0] * (N - 3 - WIN) + [0.01] * WIN
+    df = frame(rec("gradient_flow.model", "model", "grad_norm", gn), loss("loss_clip", LN_B))
+    f = one(R.gradient_fall(df, ctx()), "gradient_fall")
+    ev = f.evidence
+    assert f.severity == "warning"
+    assert ev["peak_grad_norm"] == pytest.approx(10.0) and ev["peak_step"] == 2
+    assert ev["end_grad_norm"] == pytest.approx(0.01) and ev["ratio"] == pytest.approx(1e-3)
+    assert ev["window_steps"] == [N - WIN, N - 1]
+
+
+def test_nonfinite_values_evidence():
+    df = frame(rec("gradient_flow.model", "model", "nonfinite_grad", {0: 0, 1: 0, 2: 0, 3: 12, 4: 40}),
+               rec("loss_split", "loss_mrl", "nonfinite", {0: 0, 1: 0, 2: 1, 3: 1, 4: 1}))
+    f = one(R.nonfinite_values(df, ctx()), "nonfinite_values")
+    assert f.severity == "error"
+    assert f.evidence == {"first_step": 2, "steps_affected": 3, "nonfinite_grad_elements_first": 12.0,
+                          "nonfinite_loss_components": ["loss_mrl"]}
+
+
+def test_update_ratio_evidence():
+    df = frame(rec("gradient_flow.layer", "enc.layers.0", "update_to_param", {0: 0.3, 1: 1e-3, 2: 2e-3}),
+               rec("gradient_flow.layer", "enc.layers.1", "update_to_param", {0: 0.01, 1: 0.5, 2: 0.02}),
+               rec("gradient_flow.layer", "enc.layers.2", "update_to_param", {0: 0.01, 1: 0.001, 2: 0.002}))
+    context = ctx(optimizer={"lr": 1e-3, "matrix_lr_multiplier": 4.0})
+    f = one(R.update_ratio(df, context), "update_ratio_high")
+    ev = f.evidence
+    assert f.severity == "warning" and f.target == "enc.layers.1"  # highest peak first
+    assert list(ev["layers"]) == ["enc.layers.1", "enc.layers.0"]
+    assert ev["layers"]["enc.layers.1"] == {"peak": 0.5, "at_step": 1, "median": pytest.approx(0.02)}
+    assert ev["layers"]["enc.layers.0"]["at_step"] == 0
+    assert ev["layers_above"] == 2 and ev["layers_total"] == 3
+    assert ev["threshold"] == R.UPDATE_RATIO_HIGH and ev["lr"] == 1e-3 and ev["matrix_lr_multiplier"] == 4.0
+
+
+def test_update_ratio_survives_a_layer_with_only_nan_updates():
+    # a diverged step makes update_to_param NaN; the rule must still report the other layers
+    df = frame(rec("gradient_flow.layer", "enc.layers.0", "update_to_param", {0: float("nan"), 1: float("nan")}),
+               rec("gradient_flow.layer", "enc.layers.1", "update_to_param", {0: 0.5, 1: float("nan")}))
+    f = one(R.update_ratio(df, ctx()), "update_ratio_high")
+    assert f.evidence["layers"]["enc.layers.1"]["peak"] == 0.5 and f.evidence["layers"]["enc.layers.1"]["at_step"] == 0
+
+
+
+
+def test_update_ratio_low_fires_when_even_the_peak_step_is_tiny():
+    f = one(R.update_ratio_low(frame(*update_rows(0.5 * R.UPDATE_RATIO_LOW)), ctx()), "update_ratio_low")
+    assert f.severity == "error" and f.evidence["peak_update_to_param"] < R.UPDATE_RATIO_LOW
+
+
+def test_update_ratio_low_quiet_at_threshold_and_for_a_decayed_schedule_tail():
+    assert R.update_ratio_low(frame(*update_rows(2 * R.UPDATE_RATIO_LOW)), ctx()) == []
+    # a cosine tail: the last steps are tiny, but the run's largest step was healthy
+    decayed = rec("gradient_flow.model", "model", "update_to_param", [1e-2] * 5 + [1e-9] * (N - 5))
+    assert R.update_ratio_low(frame(decayed), ctx()) == []
+
+
+def test_weights_shrinking_fires_when_the_norm_halves():
+    pn = rec("gradient_flow.model", "model", "param_norm", tail(10.0, 10.0 * R.PARAM_SHRINK * 0.8))
+    f = one(R.weights_shrinking(frame(pn), ctx(optimizer={"lr": 2e-4, "weight_decay": 1000})),
+            "weights_shrinking")
+    assert f.evidence["ratio"] < R.PARAM_SHRINK and f.evidence["weight_decay"] == 1000
+
+
+def test_weights_shrinking_quiet_when_the_norm_holds_or_grows():
+    assert R.weights_shrinking(frame(rec("gradient_flow.model", "model", "param_norm", tail(10.0, 10.0 * R.PARAM_SHRINK * 1.2))), ctx()) == []
+    assert R.weights_shrinking(frame(rec("gradient_flow.model", "model", "param_norm", tail(10.0, 30.0))), ctx()) == []
+
+
+def test_update_ratio_of_a_layer_grown_from_zero_is_not_an_lr_finding():
+    """A logit scale initialised at 0 has update/param ~1/t under Adam while it grows: no scale of its
+    own, no verdict on the learning rate; the same ratios on a layer with a norm are a finding."""
+    import pandas as pd
+
+    from diagnose.core.rules import RunContext, run_rules
+
+    rows = []
+    for step in range(10):
+        for target, norm, ratio in (("<root>", 0.0 if step == 0 else 1e-3 * step, 1.0 / (step + 1)),
+                                    ("encoder.0", 5.0, 1e-3)):
+            rows += [(step, "gradient_flow.layer", target, "param_norm", norm),
+                     (step, "gradient_flow.layer", target, "update_to_param", ratio)]
+    df = pd.DataFrame(rows, columns=["step", "probe", "target", "metric", "value"])
+    ctx = RunContext("r", 32, 32, None, {}, {"lr": 1e-3})
+    assert not [f for f in run_rules(df, ctx, "records") if f.id == "update_ratio_high"]
+    df = df.copy()  # record frames are treated as immutable (rules.base caches a per-frame index)
+    df.loc[(df["target"] == "<root>") & (df["metric"] == "param_norm"), "value"] = 1e-3
+    assert [f.target for f in run_rules(df, ctx, "records") if f.id == "update_ratio_high"] == ["<root>"]

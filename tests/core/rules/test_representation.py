@@ -1,0 +1,82 @@
+"""Representation rules (`diagnose.core.rules.representation`): embedding collapse (final and
+intermediate), a shared input component, embeddings not unit norm, a loss at chance without collapse."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnose.core import rules as R
+
+from .harness import LN_B, WIN, B, N, ctx, frame, ids, loss, one, rec, tail, update_rows
+
+
+def test_embedding_collapse_evidence():
+    cos = [0.1] * 5 + [0.97] * (N - 5)
+    df = frame(rec("collapse", "image", "cosine_mean", cos), rec("collapse", "image", "effective_rank", {0: 40.0, N - 1: 1.2}))
+    f = one(R.embedding_collapse(df, ctx()), "embedding_collapse")
+    ev = f.evidence
+    assert f.severity == "error" and f.target == "image"
+    assert ev["cosine_mean_end"] == pytest.approx(0.97) and ev["cosine_mean_first"] == pytest.approx(0.1)
+    assert ev["first_step_above_threshold"] == 5 and ev["first_step"] == 0
+    assert ev["effective_rank_first"] == pytest.approx(40.0) and ev["effective_rank_end"] == pytest.approx(1.2)
+    assert ev["window_steps"] == [N - WIN, N - 1]
+
+
+def test_intermediate_collapse_evidence():
+    f = one(R.embedding_collapse(rec("collapse", "proj", "cosine_mean", tail(0.2, 0.99)), ctx()), "intermediate_collapse")
+    assert f.severity == "warning" and f.target == "proj"
+    assert f.evidence["output"] == "proj" and f.evidence["cosine_mean_end"] == pytest.approx(0.99)
+    assert f.evidence["cosine_mean_first"] == pytest.approx(0.2)
+
+
+def test_input_shared_component_evidence():
+    df = frame(rec("collapse", "input", "cosine_mean", 0.8), rec("collapse", "input", "top_sv_share", {0: 0.7, 10: 0.9}))
+    f = one(R.input_shared_component(frame(df, loss("loss_clip", 1.0)), ctx()), "input_shared_component")
+    assert f.severity == "info" and f.target == "input"
+    assert f.evidence["input_cosine_mean"] == pytest.approx(0.8)
+    assert f.evidence["top_singular_direction_share"] == pytest.approx(0.8)
+    assert f.evidence["steps"] == [0, N - 1]
+
+
+def test_embeddings_not_normalised_fires_on_raw_norms():
+    recs = frame(rec("collapse", "image", "norm_mean", 1 + 3 * R.UNIT_NORM_TOL), rec("collapse", "text", "norm_mean", 1.0))
+    f = one(R.embeddings_not_normalised(recs, ctx()), "embeddings_not_normalised")
+    assert list(f.evidence["embeddings"]) == ["image"]
+
+
+def test_embeddings_not_normalised_quiet_on_unit_norms_within_rounding():
+    recs = frame(rec("collapse", "image", "norm_mean", 1 + 0.5 * R.UNIT_NORM_TOL), rec("collapse", "text", "norm_mean", 1.0))
+    assert R.embeddings_not_normalised(recs, ctx()) == []
+
+
+def _chance_run(rank: float, peak_update: float = 1e-2, layer_peak: float = 1e-2):
+    return frame(
+        rec("loss_split", "loss_clip", "value", LN_B), rec("loss_split", "loss_clip", "chance", LN_B),
+        rec("collapse", "image", "effective_rank", rank), rec("collapse", "text", "effective_rank", 20.0),
+        *update_rows(peak_update), rec("gradient_flow.layer", "vision.projector", "update_to_param", layer_peak))
+
+
+def test_chance_not_collapsed_fires_for_spread_embeddings_and_moving_weights():
+    f = one(R.chance_not_collapsed(_chance_run(R.SPREAD_EFFECTIVE_RANK * 2), ctx()), "chance_not_collapsed")
+    assert f.severity == "error" and f.evidence["effective_rank_end"]["image"] >= R.SPREAD_EFFECTIVE_RANK
+
+
+def test_chance_not_collapsed_quiet_for_collapse_frozen_weights_huge_steps_or_learning():
+    assert R.chance_not_collapsed(_chance_run(R.SPREAD_EFFECTIVE_RANK * 0.5), ctx()) == []  # collapsed
+    assert R.chance_not_collapsed(_chance_run(8.0, peak_update=0.1 * R.UPDATE_RATIO_LOW), ctx()) == []  # lr too low
+    assert R.chance_not_collapsed(_chance_run(8.0, layer_peak=2 * R.UPDATE_RATIO_HIGH), ctx()) == []  # lr too high
+    learning = frame(rec("loss_split", "loss_clip", "value", tail(LN_B, 0.5 * LN_B)), rec("loss_split", "loss_clip", "chance", LN_B),
+                     rec("collapse", "image", "effective_rank", 8.0), rec("collapse", "text", "effective_rank", 8.0), *update_rows(1e-2))
+    assert R.chance_not_collapsed(learning, ctx()) == []
+
+
+def test_chance_not_collapsed_yields_to_a_learned_ranking():
+    # the logits order the pairs (in-batch top-1 at the learned bar): the pairs do share signal, so the
+    # loss at chance is a flat softmax (logits_flat, temperature), not misaligned pairs
+    bar = R.LEARNED_RECALL_FACTOR / B
+    run = _chance_run(R.SPREAD_EFFECTIVE_RANK * 2)
+    below = frame(run, rec("softmax_entropy", "logits.image_to_text", "top1_acc", 0.99 * bar))
+    above = frame(run, rec("softmax_entropy", "logits.image_to_text", "top1_acc", 1.01 * bar))
+    assert ids(R.chance_not_collapsed(below, ctx())) == ["chance_not_collapsed"]
+    assert R.chance_not_collapsed(above, ctx()) == []
+    assert ids(R.flat_logits(above, ctx())) == ["logits_flat"]
