@@ -14,6 +14,11 @@ def analyse_run(run: RunSummary, records: pd.DataFrame) -> list[dict]:
     verdict = run.judge()
     found = [f.to_dict() for f in run_rules(records, run.context())]
     run.root_causes = rank_root_causes(found, verdict and {"learned": verdict.learned})
+    if verdict is not None and verdict.learned:
+        # the verdict and the causes agree: a run that learned with an error cause under it says so
+        errors = [c for c in run.root_causes if c["severity"] == "error"]
+        if errors:
+            verdict.label = f"{verdict.label}, but with an error cause: {errors[0]['cause']} ({errors[0]['title']})"
     return found
 
 

@@ -166,7 +166,7 @@ class Watch(OnlineRules):
                 embeddings: Mapping[str, torch.Tensor] | None = None,
                 logits: torch.Tensor | Mapping[str, torch.Tensor] | None = None, batch_size: int | None = None,
                 candidates: int | None = None, inputs: torch.Tensor | None = None, chance: Mapping[str, float] | None = None,
-                extras: Mapping[str, Any] | None = None) -> list[Alarm]:
+                extras: Mapping[str, Any] | None = None, targets: torch.Tensor | None = None) -> list[Alarm]:
         """Report a step after ``loss.backward()`` and before ``optimizer.step()``; returns new alarms.
 
         `losses`: components by name (``total`` is the objective); `weights`: their weights in the
@@ -174,7 +174,9 @@ class Watch(OnlineRules):
         `logits`: the image->text similarity matrix (or a dict of them); `batch_size`: rows this step;
         `candidates`: candidates each row is scored against when features are gathered across ranks
         (chance is ln(candidates)); `inputs`: the input features (B, T, D) or (B, D), for the
-        shared-component check; `chance`: override the chance value per component.
+        shared-component check; `chance`: override the chance value per component; `targets`: the
+        class index each logits row is trained toward (``torch.arange(B)`` for paired data), read
+        against the logits' diagonal.
         """
         self._time_step()
         self.batch_size = batch_size or self.batch_size
@@ -195,7 +197,7 @@ class Watch(OnlineRules):
         if self.dist is not None:
             extras.update(self.dist.step_extras(int(step), losses))
         self.session.observe(step, losses=losses, weights=dict(self.loss_weights), chance=chance, embeddings=emb,
-                             logits=dict(logits or {}), batch_size=self.batch_size, extras=extras)
+                             logits=dict(logits or {}), batch_size=self.batch_size, extras=extras, targets=targets)
         self.last_step, self._observed = int(step), self._observed + 1
         new = self._maybe_evaluate(int(step)) if self.dist is None or self.dist.rank == 0 else []
         if self.dist is not None:  # every rank raises rank 0's alarms at the same step
@@ -306,4 +308,6 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
     steps whatever it costs), background (rules in a child process when there is a budget, default True),
     batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
     """
-    return Watch(model, optimizer, out, **kwargs)
+    # open now, so that `w = diagnose.watch(...)`; ...; `w.close()` works without a `with` block
+    # (entering the block again is a no-op: the probes and the rule process start once)
+    return Watch(model, optimizer, out, **kwargs).__enter__()

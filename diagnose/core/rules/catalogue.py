@@ -11,6 +11,7 @@ from ..findings import Finding, sort_findings
 from .attention import AttentionEntropy, LatentScaleNormalised, LatentsNotMoving, LatentSymmetry, SoftmaxOverBatch
 from .base import Emit, Rule, RunContext
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
+from .contrastive import EmbeddingWithoutGradient, FalseNegatives, LogitsCandidates, TargetsOffDiagonal
 from .data import NoDataSignal
 from .distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
 from .gradients import (
@@ -18,6 +19,7 @@ from .gradients import (
     GradientPresence,
     GradientScale,
     NonfiniteValues,
+    ScaleUpdateHigh,
     UpdateRatioHigh,
     UpdateRatioLow,
     WeightsShrinking,
@@ -25,6 +27,7 @@ from .gradients import (
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
 from .loss_logging import IdenticalComponents, LoggedTotal
+from .optimizer import LearningRateGone, ParamsOutsideOptimizer
 from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNotNormalised, InputSharedComponent
 
 # --- the catalogue: one instance per rule, grouped by what `check` receives ------------------------
@@ -38,6 +41,11 @@ latent_symmetry, latents_not_moving, latent_scale_normalised = LatentSymmetry(),
 logged_total, identical_components = LoggedTotal(), IdenticalComponents()
 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch = GatheredGradientScale(), ReplicasOutOfSync(), ChanceMismatch()
 no_data_signal, flat_logits, temperature_limits_loss = NoDataSignal(), FlatLogits(), TemperatureLimitsLoss()
+# direct readings of the state the user hands over (optimizer, logits, targets, embeddings)
+params_outside_optimizer, learning_rate_gone = ParamsOutsideOptimizer(), LearningRateGone()
+logits_candidates, targets_off_diagonal = LogitsCandidates(), TargetsOffDiagonal()
+false_negatives, embedding_without_gradient = FalseNegatives(), EmbeddingWithoutGradient()
+scale_update_high = ScaleUpdateHigh()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -46,7 +54,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 identical_components, few_negatives, latent_symmetry, latents_not_moving, latent_scale_normalised,
                 update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed, softmax_over_batch,
                 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
-                temperature_limits_loss),
+                temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
+                targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

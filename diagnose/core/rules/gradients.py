@@ -4,6 +4,7 @@ update/param ratios too high or too low; weights shrinking under decay."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -209,6 +210,10 @@ class UpdateRatioHigh(Rule):
         # says nothing about the learning rate being too high for the weights
         norms = select(df, "gradient_flow.layer", "param_norm").sort_values("step").groupby("target")["value"].first()
         up = up[~up["target"].isin(norms[norms <= 0.0].index)]
+        # a layer of one scalar (a logit scale, a gate) is not a layer a step can rewrite: its relative step
+        # is a temperature question (the temperature rules read it), not evidence of an lr too high
+        sizes = select(df, "gradient_flow.layer", "numel").groupby("target")["value"].first()
+        up = up[~up["target"].isin(sizes[sizes <= 1].index)]
         if up.empty:
             return []
         by_layer = up.groupby("target")
@@ -230,6 +235,42 @@ class UpdateRatioHigh(Rule):
             f"{f' (x{mult:g} on weight matrices at this scale)' if mult != 1 else ''} single steps rewrite a "
             "visible part of these weights before the loss can steer them.", ev,
             "Ablate with a 10x lower learning rate (or warm-up) and compare the loss against ln(B).", str(high.index[0]))]
+
+
+# A scalar parameter named like a temperature (logit_scale, temperature, tau, ...)
+TEMPERATURE_NAME = re.compile(r"(^|[._])(logit_?scale|temp(erature)?|tau|scale)$", re.IGNORECASE)
+
+
+class ScaleUpdateHigh(Rule):
+    """The temperature parameter's own steps: a scalar logit scale that moves by more than a tenth of
+    itself in one step swings every logit of the batch with it (the update ratio of a scalar is its
+    relative change), faster than the embeddings can follow."""
+
+    topic = "gradients"
+    emits = (Emit("scale_update_high", ("warning",), "temperature", 2),)
+    needs = (("gradient_flow.layer", "numel"),)
+    thresholds = {"UPDATE_RATIO_HIGH": UPDATE_RATIO_HIGH}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        sizes = select(df, "gradient_flow.layer", "numel").groupby("target")["value"].first()
+        scalars = [t for t in sizes[sizes <= 1].index if TEMPERATURE_NAME.search(str(t))]
+        out = []
+        for name in scalars:
+            up = finite(series(df, "gradient_flow.layer", name, "update_to_param"))
+            norm = finite(series(df, "gradient_flow.layer", name, "param_norm"))
+            if up.empty or float(up.max()) <= UPDATE_RATIO_HIGH or (len(norm) and float(norm.iloc[0]) <= 0):
+                continue
+            ev = {"parameter": name, "peak_update_to_param": rnd(up.max(), 4), "at_step": int(up.idxmax()),
+                  "steps_above": int((up > UPDATE_RATIO_HIGH).sum()), "steps": span(up),
+                  "value_first": rnd(norm.iloc[0], 4) if len(norm) else None,
+                  "value_end": rnd(norm.iloc[-1], 4) if len(norm) else None, "lr": ctx.optimizer.get("lr")}
+            out.append(Finding(
+                "scale_update_high", "warning", ctx.name,
+                f"the temperature parameter {name} changed by {up.max():.3g} of its own value in one step (step "
+                f"{ev['at_step']}; |value| {ev['value_first']} -> {ev['value_end']}): every logit of the batch "
+                "swings with it, faster than the embeddings can follow.", ev,
+                f"Give {name} its own small lr (or freeze it), and clamp it (open_clip: exp(scale) <= 100).", name))
+        return out
 
 
 def peak_model_update(df: pd.DataFrame) -> float:

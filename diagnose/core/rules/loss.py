@@ -9,7 +9,8 @@ import pandas as pd
 from ..definitions import CHANCE_REL_TOL, LEARNED_LOSS_FRACTION, LEARNED_RECALL_FACTOR, at_chance, relative_gap
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, primary_component, rnd, series, span, targets, window
-from .gradients import SETTLED_CUMULATIVE_UPDATE, settled
+from .gradients import SETTLED_CUMULATIVE_UPDATE
+from .persistence import stuck
 
 # Contrastive negatives per row (B - 1): SimCLR (Chen et al. 2020, fig. 9) still learns at batch 256
 # and degrades steadily below it; fewer than 16 negatives gives a weak, noisy signal, and fewer than
@@ -46,10 +47,14 @@ class LossAtChance(Rule):
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         # every run starts near ln(B), and a random init with a sharp temperature can start above it:
-        # either is news only once the weights have moved (gradients.settled). A loss that rises past
+        # either is news only once the weights have moved. A loss that rises past
         # its first value in the first steps is not evidence on its own: healthy runs do it (the
-        # direct reference's MRL loss on seeds 2 and 6, above its step-0 value at step 4, then 0.012)
-        return settled(df)
+        # direct reference's MRL loss on seeds 2 and 6, above its step-0 value at step 4, then 0.012).
+        # So the loss must have stayed at or above the chance band while the weights moved by their own
+        # norm, without falling (rules.persistence)
+        comp = finding.evidence["component"]
+        values, chance = series(df, "loss_split", comp, "value"), series(df, "loss_split", comp, "chance")
+        return stuck(df, values >= chance.reindex(values.index).ffill() * (1 - CHANCE_REL_TOL))
 
     def _component(self, df: pd.DataFrame, ctx: RunContext, comp: str) -> list[Finding]:
         values, chance = series(df, "loss_split", comp, "value"), series(df, "loss_split", comp, "chance")

@@ -12,6 +12,12 @@ fault. Each finding id implicates one cause with a *directness* tier, as its rul
   3  a contributing condition (a dominant shared input direction, near-identical latents)
   4  a symptom: something failed, not what (collapse, gradient norm falling, dead attention)
 
+A contributing condition (tier 3) is one that healthy runs share (inputs with a dominant direction,
+latents that start alike): it is listed, never first. When nothing names a mechanism or a measured
+cause (tiers 1-2), the symptom (tier 4) comes first, and a failed run with only contributing conditions
+is headed `unexplained` with the conditions under it. Each cause carries its `role`: mechanism,
+measured, contributing or symptom.
+
 Causes are ranked by their best tier, then by the worst severity among their findings, then by the
 number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`. Info findings never implicate a cause. A run that learned has
 no failure to explain: only tier-1 causes (latent bugs, e.g. logging that misstates a loss) are kept.
@@ -21,6 +27,7 @@ A run that did not learn with no cause-bearing finding gets `unexplained`.
 from __future__ import annotations
 
 from ..findings import severity_rank
+from .catalogue import declarations
 from .causes import BY_ID, ORDER, UNEXPLAINED
 
 
@@ -33,8 +40,6 @@ def _implicates(finding: dict, declared: dict) -> tuple[str, int] | None:
 
 def rank_root_causes(findings: list[dict], verdict: dict | None = None) -> list[dict]:
     """Ranked causes for one run: [{"cause", "title", "fix", "tier", "severity", "findings"}], most likely first."""
-    from . import declarations
-
     declared = declarations()
     causes: dict[str, dict] = {}
     for f in findings:
@@ -50,11 +55,19 @@ def rank_root_causes(findings: list[dict], verdict: dict | None = None) -> list[
         if f["id"] not in c["findings"]:
             c["findings"].append(f["id"])
     learned = bool(verdict and verdict.get("learned"))
-    ranked = sorted(causes.values(), key=lambda c: (c["tier"], -severity_rank(c["severity"]), -len(c["findings"]),
+    for c in causes.values():
+        c["role"] = ROLES[c["tier"]]
+    # contributing conditions (tier 3) after the symptoms (tier 4): shared by healthy runs, never first
+    ranked = sorted(causes.values(), key=lambda c: (CONTRIBUTING_LAST.get(c["tier"], c["tier"]),
+                                                     -severity_rank(c["severity"]), -len(c["findings"]),
                                                      ORDER[c["cause"]]))
     if learned:
         ranked = [c for c in ranked if c["tier"] == 1]
-    elif verdict is not None and not ranked:
+    elif verdict is not None and (not ranked or ranked[0]["tier"] == 3):
         ranked = [{"cause": UNEXPLAINED.id, "title": UNEXPLAINED.title, "fix": UNEXPLAINED.fix, "tier": 5,
-                   "severity": "error", "findings": []}]
+                   "severity": "error", "findings": [], "role": "unexplained"}] + ranked
     return ranked
+
+
+ROLES = {1: "mechanism", 2: "measured", 3: "contributing", 4: "symptom"}
+CONTRIBUTING_LAST = {3: 4.5}

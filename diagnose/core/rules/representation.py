@@ -21,8 +21,9 @@ from .base import (
     targets,
     window,
 )
-from .gradients import SETTLED_CUMULATIVE_UPDATE, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update, settled
+from .gradients import SETTLED_CUMULATIVE_UPDATE, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update
 from .loss import ranking_learned
+from .persistence import falling, held_since, stuck
 
 # Mean off-diagonal cosine of L2-normalised embeddings: isotropic random vectors give ~0 (±1/sqrt(D));
 # 0.95 means every embedding lies within ~18 degrees of one direction: retrieval can't separate them.
@@ -36,11 +37,6 @@ UNIT_NORM_TOL = 1e-2
 # RankMe effective rank (Garrido et al. 2023) of a batch of embeddings: ~1 when they all point one way
 # (complete collapse); at least 4 independent directions in use means the embeddings are spread out.
 SPREAD_EFFECTIVE_RANK = 4.0
-# Online, embeddings that already looked alike at initialisation (anisotropic inputs: cosine 0.96 at
-# step 0 is common) are called collapsing only once training has removed directions: the effective
-# rank fell to under half its first value. Half is the point where most of the directions the
-# initial embeddings used are gone; it is far outside the step-to-step noise of RankMe on a batch.
-COLLAPSE_RANK_FALL = 0.5
 EMBEDDINGS = ("image", "text")
 
 
@@ -51,7 +47,7 @@ class EmbeddingCollapse(Rule):
     emits = (Emit("embedding_collapse", ("error",), "embedding_collapse", 4),
              Emit("intermediate_collapse", ("warning",), "embedding_collapse", 4))
     needs = (("collapse", "cosine_mean"),)
-    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE, "COLLAPSE_RANK_FALL": COLLAPSE_RANK_FALL}
+    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE, "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         out = [f for name in EMBEDDINGS for f in self._embedding(df, ctx, name)]
@@ -73,11 +69,16 @@ class EmbeddingCollapse(Rule):
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         if finding.id != "embedding_collapse":
             return True
-        ev = finding.evidence
-        if ev["cosine_mean_first"] < COLLAPSE_COSINE:  # crossed the threshold since the first observation
-            return True
-        first, end = ev.get("effective_rank_first"), ev.get("effective_rank_end")
-        return first is not None and end is not None and end < COLLAPSE_RANK_FALL * first
+        # contrastive training often contracts first and spreads later (a healthy run's text embeddings:
+        # cosine 0.94 -> 0.99 and rank 10.5 -> 5.6 over ten steps, then rank 25): the collapse must have
+        # held while the weights moved by their own norm, with the loss not falling and the effective
+        # rank not recovering over that span (rules.persistence)
+        cos = series(df, "collapse", finding.target, "cosine_mean")
+        holds = cos >= COLLAPSE_COSINE
+        if not stuck(df, holds):
+            return False
+        rank = finite(series(df, "collapse", finding.target, "effective_rank"))
+        return not falling(-rank[rank.index >= held_since(holds)])
 
     def _embedding(self, df: pd.DataFrame, ctx: RunContext, name: str) -> list[Finding]:
         cos = series(df, "collapse", name, "cosine_mean")
@@ -169,7 +170,10 @@ class ChanceNotCollapsed(Rule):
                   "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE}
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
-        return settled(df)  # spread-out embeddings at chance is also the initial state
+        # spread-out embeddings at chance is also the initial state: it must persist (rules.persistence)
+        comp = finding.evidence["component"]
+        values, chance = series(df, "loss_split", comp, "value"), series(df, "loss_split", comp, "chance")
+        return stuck(df, (values / chance.reindex(values.index).ffill() - 1.0).abs() < CHANCE_REL_TOL)
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         mean, ln_b = end_loss(df)

@@ -232,7 +232,10 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                # triggering and quiet cases in tests/distributed/test_rules_distributed.py
                R.gathered_gradient_scale, R.replicas_out_of_sync, R.chance_mismatch,
                # triggering (error, warning) and quiet cases in tests/engine/test_datasignal.py and tests/core/rules/test_data.py
-               R.no_data_signal}
+               R.no_data_signal,
+               # direct readings: triggering and near-miss cases in tests/core/rules/test_persistence.py
+               R.params_outside_optimizer, R.learning_rate_gone, R.logits_candidates, R.targets_off_diagonal,
+               R.false_negatives, R.embedding_without_gradient, R.scale_update_high}
 
 
 def test_every_rule_and_finding_id_is_covered():

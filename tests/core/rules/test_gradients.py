@@ -122,3 +122,22 @@ def test_update_ratio_of_a_layer_grown_from_zero_is_not_an_lr_finding():
     df = df.copy()  # record frames are treated as immutable (rules.base caches a per-frame index)
     df.loc[(df["target"] == "<root>") & (df["metric"] == "param_norm"), "value"] = 1e-3
     assert [f.target for f in run_rules(df, ctx, "records") if f.id == "update_ratio_high"] == ["<root>"]
+
+
+def test_scale_update_high_names_the_temperature_and_not_the_layers():
+    scale = frame(rec("gradient_flow.layer", "logit_scale", "numel", {0: 1.0}),
+                  rec("gradient_flow.layer", "logit_scale", "update_to_param", [0.01] * 10 + [2.26] + [0.01] * 9),
+                  rec("gradient_flow.layer", "logit_scale", "param_norm", 2.66),
+                  rec("gradient_flow.layer", "proj", "numel", {0: 1024.0}),
+                  rec("gradient_flow.layer", "proj", "update_to_param", 0.01),
+                  rec("gradient_flow.layer", "proj", "param_norm", 3.0))
+    f = one(R.scale_update_high(scale, ctx()), "scale_update_high")
+    assert f.target == "logit_scale" and f.evidence["peak_update_to_param"] == 2.26
+    assert R.update_ratio(scale, ctx()) == []  # a scalar is not a layer that a step rewrites
+    # near miss: a scalar gate (not a temperature) and a temperature that moves slowly
+    gate = scale.replace({"target": {"logit_scale": "blocks.0.gate"}})
+    assert R.scale_update_high(gate, ctx()) == []
+    slow = frame(rec("gradient_flow.layer", "logit_scale", "numel", {0: 1.0}),
+                 rec("gradient_flow.layer", "logit_scale", "update_to_param", 0.01),
+                 rec("gradient_flow.layer", "logit_scale", "param_norm", 2.66))
+    assert R.scale_update_high(slow, ctx()) == []

@@ -1,0 +1,189 @@
+"""Rules on the contrastive step read directly (probe ``contrastive``): logits scored against a
+different number of candidates than declared, targets that do not point at the pairs, duplicates in
+the batch that the loss treats as negatives, and an embedding with no gradient behind it."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..definitions import CHANCE_REL_TOL, learned, left_chance
+from ..findings import Finding
+from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
+from .persistence import stuck
+
+# Targets are the pairs when target i = i for a square logit matrix. Under half of them on the
+# diagonal, most rows are trained toward a caption that is not their own.
+TARGETS_ON_DIAGONAL_MIN = 0.5
+# A false negative is a duplicate of the positive scored as a negative: the best the loss can do for a
+# row with k duplicates is ln(1 + k). The counterfactual (the same logits with those duplicates taken
+# out of the negatives) measures what they cost at this step; a gap of a tenth of the loss or more is
+# a share of the objective the model can never win, not rounding.
+FALSE_NEGATIVE_GAP = 0.1
+# Shares of rows with a duplicate in the batch below this are the occasional repeated caption of a
+# web dataset; above it, a visible part of every batch competes against copies of its own positive.
+DUPLICATE_SHARE_MIN = 0.05
+COLLAPSE_COSINE = 0.95  # as in representation.py: beyond it every row looks like every other
+
+
+class LogitsCandidates(Rule):
+    """The logits' columns against the candidates declared (batch_size, or candidates when gathered)."""
+
+    topic = "contrastive"
+    emits = (Emit("logits_candidates_mismatch", ("warning",), "chance_miscounted", 1),)
+    needs = (("contrastive", "cols"),)
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        cols = series(df, "contrastive", "logits", "cols")
+        if cols.empty or not ctx.pool:
+            return []
+        c = int(cols.iloc[-1])
+        if c == int(ctx.pool):
+            return []
+        rows = series(df, "contrastive", "logits", "rows")
+        ev = {"logits_cols": c, "logits_rows": int(rows.iloc[-1]) if len(rows) else None,
+              "declared_candidates": int(ctx.pool), "batch_size": ctx.batch_size, "steps": span(cols)}
+        return [Finding(
+            "logits_candidates_mismatch", "warning", ctx.name,
+            f"each logits row is scored against {c} candidates, but {ctx.pool} were declared "
+            f"(batch_size/candidates): chance is ln({c}), not ln({ctx.pool}), so every at-chance judgement of "
+            "this run is made against the wrong value.", ev,
+            f"Pass candidates={c} to watch/observe (features gathered across ranks), or check how the logits are "
+            "built (a batch split or concatenated).", "logits")]
+
+
+class TargetsOffDiagonal(Rule):
+    """Where the targets point (when given), or the loss of the same logits scored on their diagonal."""
+
+    topic = "contrastive"
+    emits = (Emit("targets_off_diagonal", ("error",), "wrong_targets", 1),
+             Emit("loss_not_about_pairs", ("error",), "wrong_targets", 2))
+    needs = (("contrastive", "rows"),)
+    thresholds = {"TARGETS_ON_DIAGONAL_MIN": TARGETS_ON_DIAGONAL_MIN, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        on = finite(series(df, "contrastive", "logits", "target_on_diagonal"))
+        rows, cols = series(df, "contrastive", "logits", "rows"), series(df, "contrastive", "logits", "cols")
+        square = len(rows) and len(cols) and int(rows.iloc[-1]) == int(cols.iloc[-1])
+        if len(on) and square:
+            return self._targets(df, ctx, on)
+        return self._diagonal(df, ctx) if square else []
+
+    def _targets(self, df: pd.DataFrame, ctx: RunContext, on: pd.Series) -> list[Finding]:
+        w = window(on)
+        if float(w.mean()) >= TARGETS_ON_DIAGONAL_MIN:
+            return []
+        distinct = series(df, "contrastive", "logits", "targets_distinct")
+        acc_t = series(df, "contrastive", "logits", "acc_target")
+        acc_d = series(df, "contrastive", "logits", "acc_diagonal")
+        ev = {"target_on_diagonal": rnd(w.mean()),
+              "targets_distinct_share": rnd(window(distinct).mean()) if len(distinct) else None,
+              "acc_target_end": rnd(window(acc_t).mean()) if len(acc_t) else None,
+              "acc_diagonal_end": rnd(window(acc_d).mean()) if len(acc_d) else None, "window_steps": span(w)}
+        return [Finding(
+            "targets_off_diagonal", "error", ctx.name,
+            f"only {w.mean():.0%} of the targets point at their own pair (target i = i) in a square logit matrix"
+            + (f"; {ev['targets_distinct_share']:.0%} of them are distinct"
+               if ev["targets_distinct_share"] is not None else "")
+            + ": the loss trains most rows toward a caption that is not theirs.", ev,
+            "Build the targets as torch.arange(B) in the order of the logits' rows (offset by rank x B when "
+            "features are gathered).", "logits")]
+
+    def _diagonal(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        diag = finite(series(df, "contrastive", "logits", "loss_diagonal"))
+        mean, ln_b = end_loss(df)
+        if diag.empty or not left_chance(mean, ln_b):
+            return []
+        d = float(window(diag).mean())
+        if left_chance(d, ln_b):
+            return []  # the logits do score the pairs
+        comp = primary_component(df)
+        ev = {"component": comp, "loss_end": rnd(mean), "loss_on_diagonal_end": rnd(d), "chance_ln_B": rnd(ln_b),
+              "window_steps": span(window(diag))}
+        return [Finding(
+            "loss_not_about_pairs", "error", ctx.name,
+            f"{comp} fell to {mean:.4f} (ln(B) = {ln_b:.4f}), but the same logits scored with each row's own pair "
+            f"as its target give {d:.4f}, no better than chance: the objective being minimised is not matching the "
+            "pairs (targets that point elsewhere, or a loss computed on other logits than the ones observed).", ev,
+            "Pass targets=... to observe, and check that the loss's targets are arange(B) over these logits.",
+            "logits")]
+
+
+class FalseNegatives(Rule):
+    """Duplicates inside a batch scored as negatives, with what they cost measured on the step's logits."""
+
+    topic = "contrastive"
+    emits = (Emit("false_negatives", ("info", "warning", "error"), "false_negatives", 1),)
+    needs = (("contrastive", "duplicate_share"),)
+    thresholds = {"FALSE_NEGATIVE_GAP": FALSE_NEGATIVE_GAP, "DUPLICATE_SHARE_MIN": DUPLICATE_SHARE_MIN}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        shares = {n: finite(series(df, "contrastive", n, "duplicate_share")) for n in ("image", "text")}
+        shares = {n: float(window(s).mean()) for n, s in shares.items() if len(s)}
+        if not shares or max(shares.values()) < DUPLICATE_SHARE_MIN:
+            return []
+        side = max(shares, key=shares.get)
+        cos = series(df, "collapse", side, "cosine_mean")
+        if len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE:
+            return []  # collapsed: every row looks like a duplicate (embedding_collapse says so)
+        masked = finite(series(df, "contrastive", "logits", "loss_duplicates_masked"))
+        full = finite(series(df, "contrastive", "logits", "loss_diagonal_same_step"))
+        if masked.empty or full.empty:
+            return []
+        gap = float(window(full).mean()) - float(window(masked).mean())
+        rel = gap / float(window(full).mean()) if float(window(full).mean()) > 0 else 0.0
+        mean, ln_b = end_loss(df)
+        # the counterfactual decides whether they matter here: below the gap they are a measurement (info,
+        # e.g. the same item sampled twice into a batch), above it a cause (an error while not learned)
+        severity = "info" if rel < FALSE_NEGATIVE_GAP else "warning" if learned(mean, ln_b) else "error"
+        ev = {"duplicate_share": {k: rnd(v) for k, v in shares.items()},
+              "loss_end_same_steps": rnd(window(full).mean()),
+              "loss_duplicates_masked": rnd(window(masked).mean()), "gap": rnd(gap), "gap_share_of_loss": rnd(rel),
+              "window_steps": span(window(full)), "chance_ln_B": rnd(ln_b)}
+        return [Finding(
+            "false_negatives", severity, ctx.name,
+            f"{shares[side]:.0%} of the rows have a duplicate {side} in their batch, and the loss scores it as a "
+            f"negative: taking the duplicates out of the negatives lowers the loss on the same logits from "
+            f"{window(full).mean():.4f} to {window(masked).mean():.4f} ({rel:.0%} of it), a share the model can never "
+            "win by learning.", ev,
+            "Deduplicate captions within a batch (sample one pair per caption/class), or mask duplicates of the "
+            "positive out of the negatives.", side)]
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        share = series(df, "contrastive", finding.target, "duplicate_share")
+        return stuck(df, share >= DUPLICATE_SHARE_MIN)
+
+
+class EmbeddingWithoutGradient(Rule):
+    """An embedding that enters the loss with no gradient behind it (no_grad, detach, a frozen tower)."""
+
+    topic = "contrastive"
+    emits = (Emit("embedding_without_gradient", ("warning", "error"), "no_gradient_path", 1),)
+    needs = (("contrastive", "requires_grad"),)
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        out = []
+        frozen = series(df, "contrastive", "model", "frozen_numel")
+        none = select(df, "gradient_flow", "grad_is_none")
+        # the mechanism must be in the model: frozen parameters, or trainable ones that got no gradient;
+        # an embedding detached only on its way to observe() is not one
+        no_grad_params = sorted(set(none["target"])) if len(none) else []
+        if not ((len(frozen) and float(frozen.iloc[-1]) > 0) or no_grad_params):
+            return []
+        for name in ("image", "text"):
+            rg = series(df, "contrastive", name, "requires_grad")
+            if rg.empty or float(window(rg).max()) > 0:
+                continue
+            mean, ln_b = end_loss(df)
+            severity = "warning" if learned(mean, ln_b) else "error"
+            ev = {"embedding": name, "steps": span(rg), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b),
+                  "frozen_numel": int(frozen.iloc[-1]) if len(frozen) else None,
+                  "trainable_without_gradient": no_grad_params[:8],
+                  "trainable_without_gradient_count": len(no_grad_params)}
+            out.append(Finding(
+                "embedding_without_gradient", severity, ctx.name,
+                f"the {name} embedding enters the loss without a gradient at every observed step: no parameter "
+                f"before it is trained (a torch.no_grad() block, a .detach(), or every {name} parameter frozen). "
+                "Only the other tower can learn to match it.", ev,
+                f"Find the no_grad/detach/requires_grad=False on the {name} path; if the tower is locked on purpose "
+                "(LiT), the other tower must carry the alignment alone.", name))
+        return out

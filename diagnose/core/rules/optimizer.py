@@ -1,0 +1,123 @@
+"""Rules on the optimizer the user handed over, read directly (probe ``optimizer``): trainable
+parameters that get gradients but sit in no param group, and a learning rate that the schedule has
+taken away."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..definitions import learned
+from ..findings import Finding
+from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, targets, window
+from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, stuck
+
+# A parameter the optimizer never steps keeps its value exactly (no update, no weight decay); a
+# relative change of its norm under 1e-6 over the run is float rounding of a norm, not training.
+UNMOVED_REL = 1e-6
+# The lr a group has now against the highest it had in this run: at 1% of it, Adam's steps (~lr per
+# element) are 100x smaller than the ones the run was set up with; what is left of the run cannot
+# move the weights as intended.
+LR_GONE = 1e-2
+
+
+class ParamsOutsideOptimizer(Rule):
+    """Trainable parameters on the loss's path (they hold gradients) that no param group contains."""
+
+    topic = "optimizer"
+    emits = (Emit("params_outside_optimizer", ("warning", "error"), "param_not_in_optimizer", 1),)
+    needs = (("optimizer", "with_grad"),)
+    thresholds = {"UNMOVED_REL": UNMOVED_REL}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        n = series(df, "optimizer", "outside", "with_grad")
+        if n.empty or float(n.iloc[-1]) <= 0:
+            return []
+        named = select(df, "optimizer", "outside_optimizer_numel")
+        names = list(dict.fromkeys(named[named["step"] == named["step"].max()]["target"])) if len(named) else []
+        moved = {}
+        for name in names:
+            norm = finite(series(df, "gradient_flow", name, "param_norm"))
+            if len(norm) >= 2 and float(norm.iloc[0]) > 0:
+                moved[name] = abs(float(norm.iloc[-1]) / float(norm.iloc[0]) - 1.0)
+        if moved and max(moved.values()) > UNMOVED_REL:
+            return []  # something else steps them (a second optimizer): not this fault
+        numel = series(df, "optimizer", "outside", "numel_with_grad")
+        mean, ln_b = end_loss(df)
+        severity = "warning" if learned(mean, ln_b) else "error"
+        ev = {"parameters": names, "count": int(n.iloc[-1]), "numel": int(numel.iloc[-1]) if len(numel) else None,
+              "relative_norm_change": {k: rnd(v, 9) for k, v in moved.items()}, "steps": span(n),
+              "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+        shown = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+        return [Finding(
+            "params_outside_optimizer", severity, ctx.name,
+            f"{int(n.iloc[-1])} trainable parameter tensors ({ev['numel']} values: {shown}) receive gradients but are "
+            "in no param group of the optimizer: they are on the loss's path and never change "
+            f"(relative norm change {max(moved.values()):.1g})." if moved else
+            f"{int(n.iloc[-1])} trainable parameter tensors ({shown}) receive gradients but are in no param group "
+            "of the optimizer: nothing steps them.", ev,
+            "Build the optimizer after every module exists and from model.parameters() (or add_param_group); "
+            "if they are meant to stay fixed, set requires_grad=False.", names[0] if names else "outside")]
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        n = series(df, "optimizer", "outside", "with_grad")
+        return stuck(df, n > 0)
+
+
+class LearningRateGone(Rule):
+    """The lr every param group has now against the highest it had: a schedule that reached zero."""
+
+    topic = "optimizer"
+    emits = (Emit("lr_schedule_gone", ("error",), "lr_schedule", 1),)
+    needs = (("optimizer", "lr"),)
+    thresholds = {"LR_GONE": LR_GONE}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        groups = {}
+        for g in targets(df, "optimizer", "lr"):
+            params = series(df, "optimizer", g, "params")
+            if len(params) and float(params.iloc[-1]) == 0:
+                continue  # a group with nothing trainable in it
+            lr = finite(series(df, "optimizer", g, "lr"))
+            initial = finite(series(df, "optimizer", g, "lr_initial"))
+            if lr.empty:
+                continue
+            peak = max(float(lr.max()), float(initial.max()) if len(initial) else 0.0)
+            w = window(lr)
+            if float(w.iloc[-1]) > float(w.iloc[0]):
+                return []  # rising: a warm-up on its way up, not a schedule that ended
+            groups[g] = (float(w.max()), peak, lr)
+        if not groups or any(peak <= 0 or end > LR_GONE * peak for end, peak, _ in groups.values()):
+            return []
+        mean, ln_b = end_loss(df)
+        if learned(mean, ln_b):
+            return []  # a schedule that ends at zero after the run learned is the schedule working
+        first_gone = {g: int(lr[lr <= LR_GONE * peak].index[0]) for g, (_, peak, lr) in groups.items()}
+        up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+        ev = {"groups": {g: {"lr_end": end, "lr_peak": peak, "gone_from_step": first_gone[g]}
+                         for g, (end, peak, _) in groups.items()},
+              "threshold_share_of_peak": LR_GONE, "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+        if len(up):
+            ev["update_to_param_end"] = rnd(window(up).mean(), 8)
+            ev["update_to_param_peak"] = rnd(up.max(), 8)
+        g0 = next(iter(groups))
+        return [Finding(
+            "lr_schedule_gone", "error", ctx.name,
+            f"the learning rate of every param group is at most {LR_GONE:g} of its peak over the last steps "
+            f"({g0}: {groups[g0][0]:.3g} vs {groups[g0][1]:.3g}, from step {first_gone[g0]}) while the loss is not "
+            f"learned ({mean:.4f} vs ln(B) = {ln_b:.4f}): the schedule took the lr away before the model learned"
+            + (f"; the model's update/param fell to {ev['update_to_param_end']:.2g} "
+               f"(peak {ev['update_to_param_peak']:.2g})."
+               if len(up) else "."), ev,
+            "Check the scheduler's length (total steps vs epochs, steps per epoch, gradient accumulation) and that "
+            "scheduler.step() is called once per optimizer step.", g0)]
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        # the weights cannot move without an lr, so persistence is counted in observations here
+        gone = None
+        for g, info in finding.evidence["groups"].items():
+            lr = series(df, "optimizer", g, "lr")
+            h = lr <= LR_GONE * info["lr_peak"]
+            gone = h if gone is None else (gone & h.reindex(gone.index, fill_value=False))
+        since = held_since(gone) if gone is not None else None
+        return (since is not None and int((gone.index >= since).sum()) >= PERSIST_MIN_OBS
+                and not loss_falling(df, since))

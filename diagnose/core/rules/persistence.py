@@ -1,0 +1,69 @@
+"""When a condition that is normal early in a run becomes an alarm: it has persisted and the run is not
+getting better.
+
+Contrastive training often contracts first and spreads later (embeddings that crowd together over
+the first steps, a loss that sits at ln(B) before it falls): that phase is normal. An alarm on such a
+condition therefore needs two things measured on the records so far, not a step count:
+- persistence: the condition held at every observation since some step s, and since s the optimizer
+  has moved the weights by at least their own norm (update/param summed over the steps,
+  `gradients.SETTLED_CUMULATIVE_UPDATE`): the model had every opportunity to leave the state;
+- no improvement over that span: the primary loss did not fall (its last third is not below its first
+  third by more than twice the standard error of the difference), and whatever the rule watches (an
+  effective rank, say) did not recover.
+A run whose condition comes and goes never builds the span; a run still getting better never alarms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .base import finite, primary_component, series
+from .gradients import SETTLED_CUMULATIVE_UPDATE, cumulative_update
+
+# Two standard errors: a fall that large in the mean of a noisy loss is not step-to-step noise
+# (one-sided, ~2% chance under no change).
+IMPROVEMENT_SE = 2.0
+# "Not getting better" compares the first and last thirds of the span, each of at least 2 observations
+# (a standard error needs two): a span of fewer than 6 observations cannot show it, so it cannot alarm.
+PERSIST_MIN_OBS = 6
+
+
+def held_since(holds: pd.Series) -> int | None:
+    """First step of the trailing run of True in a step-indexed boolean series; None if the last is False."""
+    if holds.empty or not bool(holds.iloc[-1]):
+        return None
+    false_steps = holds.index[~holds.values.astype(bool)]
+    after = holds.index[holds.index > false_steps[-1]] if len(false_steps) else holds.index
+    return int(after[0])
+
+
+def moved_since(df: pd.DataFrame, since: int) -> bool:
+    """The optimizer moved the weights by their own norm (summed update/param) since `since`."""
+    return cumulative_update(df[df["step"] >= since]) >= SETTLED_CUMULATIVE_UPDATE
+
+
+def falling(values: pd.Series) -> bool:
+    """The last third of `values` is below its first third by more than IMPROVEMENT_SE standard errors."""
+    v = finite(values)
+    n = len(v) // 3
+    if n < 2:
+        return False
+    first, last = v.iloc[:n], v.iloc[-n:]
+    se = math.sqrt(float(first.var()) / n + float(last.var()) / n)
+    return float(first.mean()) - float(last.mean()) > IMPROVEMENT_SE * se
+
+
+def loss_falling(df: pd.DataFrame, since: int) -> bool:
+    comp = primary_component(df)
+    values = series(df, "loss_split", comp, "value")
+    return falling(values[values.index >= since])
+
+
+def stuck(df: pd.DataFrame, holds: pd.Series) -> bool:
+    """`holds` (per observed step) persisted over at least PERSIST_MIN_OBS observations while the weights
+    moved by their norm, and the loss did not fall over them."""
+    since = held_since(holds)
+    return (since is not None and int((holds.index >= since).sum()) >= PERSIST_MIN_OBS and moved_since(df, since)
+            and not loss_falling(df, since))

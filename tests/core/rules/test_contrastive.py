@@ -1,0 +1,74 @@
+"""Rules on the contrastive step read directly (rules.contrastive): a firing and a near-miss case each."""
+
+from __future__ import annotations
+
+from diagnose.core import rules as R
+
+from .harness import LN_B, ctx, frame, loss, one, rec
+from .test_persistence import N, moving, noisy
+
+
+def _dups(share, masked, full, cos=0.3):
+    return frame(rec("contrastive", "text", "duplicate_share", share),
+                 rec("contrastive", "logits", "loss_duplicates_masked", masked),
+                 rec("contrastive", "logits", "loss_diagonal_same_step", full),
+                 rec("collapse", "text", "cosine_mean", [cos] * N))
+
+
+def test_false_negatives_fires_when_the_masked_counterfactual_shows_the_cost():
+    df = frame(_dups([0.5] * N, [1.5] * N, [2.5] * N), loss("loss_clip", noisy([2.5] * N)), moving())
+    f = one(R.false_negatives(df, ctx()), "false_negatives")
+    assert f.severity == "error" and f.evidence["gap_share_of_loss"] == 0.4
+    assert R.false_negatives.alarm(f, df) is True
+
+
+def test_false_negatives_near_misses():
+    # duplicates that cost nothing on these logits (masked = unmasked): a measurement, no cause
+    cheap = frame(_dups([0.5] * N, [2.5] * N, [2.5] * N), loss("loss_clip", [2.5] * N), moving())
+    assert one(R.false_negatives(cheap, ctx()), "false_negatives").severity == "info"
+    # few duplicates: nothing
+    rare = frame(_dups([0.01] * N, [1.5] * N, [2.5] * N), loss("loss_clip", [2.5] * N), moving())
+    assert R.false_negatives(rare, ctx()) == []
+    # collapsed embeddings make every row a duplicate: embedding_collapse's finding, not this one
+    collapsed = frame(_dups([1.0] * N, [0.1] * N, [LN_B] * N, cos=0.99), loss("loss_clip", [LN_B] * N), moving())
+    assert R.false_negatives(collapsed, ctx()) == []
+
+
+def test_targets_off_diagonal_and_its_near_miss():
+    shape = frame(rec("contrastive", "logits", "rows", 64), rec("contrastive", "logits", "cols", 64))
+    bad = frame(shape, rec("contrastive", "logits", "target_on_diagonal", 1 / 64),
+                rec("contrastive", "logits", "targets_distinct", 1 / 64), loss("loss_clip", [0.1] * N))
+    f = one(R.targets_off_diagonal(bad, ctx()), "targets_off_diagonal")
+    assert f.evidence["target_on_diagonal"] < 0.05
+    good = frame(shape, rec("contrastive", "logits", "target_on_diagonal", 1.0), loss("loss_clip", [0.1] * N))
+    assert R.targets_off_diagonal(good, ctx()) == []
+    # gathered features: rectangular logits, targets offset by rank x B are right
+    gathered = frame(rec("contrastive", "logits", "rows", 64), rec("contrastive", "logits", "cols", 128),
+                     rec("contrastive", "logits", "target_on_diagonal", 0.0), loss("loss_clip", [0.1] * N))
+    assert R.targets_off_diagonal(gathered, ctx()) == []
+
+
+def test_loss_not_about_pairs_counterfactual_and_near_miss():
+    shape = frame(rec("contrastive", "logits", "rows", 64), rec("contrastive", "logits", "cols", 64))
+    wrong = frame(shape, rec("contrastive", "logits", "loss_diagonal", 1.3 * LN_B), loss("loss_clip", [0.2 * LN_B] * N))
+    assert one(R.targets_off_diagonal(wrong, ctx()), "loss_not_about_pairs").evidence["loss_on_diagonal_end"] > LN_B
+    right = frame(shape, rec("contrastive", "logits", "loss_diagonal", 0.2 * LN_B), loss("loss_clip", [0.2 * LN_B] * N))
+    assert R.targets_off_diagonal(right, ctx()) == []
+
+
+def test_logits_candidates_mismatch_and_near_miss():
+    df = frame(rec("contrastive", "logits", "rows", 64), rec("contrastive", "logits", "cols", 256))
+    f = one(R.logits_candidates(df, ctx()), "logits_candidates_mismatch")
+    assert f.evidence["logits_cols"] == 256 and f.evidence["declared_candidates"] == 64
+    assert R.logits_candidates(df, R.RunContext("run", 64, 256)) == []
+
+
+def test_embedding_without_gradient_needs_the_mechanism_in_the_model():
+    no_grad = frame(rec("contrastive", "text", "requires_grad", 0.0), rec("contrastive", "image", "requires_grad", 1.0),
+                    rec("contrastive", "model", "frozen_numel", 1000.0), loss("loss_clip", [LN_B] * N))
+    f = one(R.embedding_without_gradient(no_grad, ctx()), "embedding_without_gradient")
+    assert f.target == "text" and f.severity == "error"
+    # detached only on its way to observe(): every parameter trainable and getting gradients
+    detached = frame(rec("contrastive", "text", "requires_grad", 0.0), rec("contrastive", "model", "frozen_numel", 0.0),
+                     loss("loss_clip", [LN_B] * N))
+    assert R.embedding_without_gradient(detached, ctx()) == []

@@ -1,0 +1,57 @@
+"""Rules on the optimizer read directly (rules.optimizer): a firing and a near-miss case each, and
+their alarm gates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from diagnose.core import rules as R
+
+from .harness import LN_B, ctx, frame, loss, one, rec
+from .test_persistence import N, moving, noisy
+
+
+def _outside(with_grad, norms):
+    return frame(rec("optimizer", "outside", "with_grad", with_grad),
+                 rec("optimizer", "outside", "numel_with_grad", [28 * w for w in with_grad]),
+                 rec("optimizer", "txt.weight", "outside_optimizer_numel", {s: 24 for s, w in enumerate(with_grad) if w}),
+                 rec("gradient_flow", "txt.weight", "param_norm", norms))
+
+
+def test_params_outside_optimizer_fires_with_names_and_alarms_once_persistent():
+    df = frame(_outside([2] * N, [3.0] * N), loss("loss_clip", noisy([LN_B] * N)), moving())
+    f = one(R.params_outside_optimizer(df, ctx()), "params_outside_optimizer")
+    assert f.severity == "error" and f.evidence["parameters"] == ["txt.weight"] and f.target == "txt.weight"
+    assert R.params_outside_optimizer.alarm(f, df) is True
+    early = frame(_outside([2] * 3, [3.0] * 3), loss("loss_clip", noisy([LN_B] * 3, n=3)), moving(3))
+    assert R.params_outside_optimizer.alarm(one(R.params_outside_optimizer(early, ctx()), "params_outside_optimizer"),
+                                            early) is False
+
+
+def test_params_outside_optimizer_near_miss_a_second_optimizer_moves_them():
+    df = frame(_outside([2] * N, list(np.linspace(3.0, 3.3, N))), loss("loss_clip", noisy([LN_B] * N)), moving())
+    assert R.params_outside_optimizer(df, ctx()) == []
+    assert R.params_outside_optimizer(frame(_outside([0] * N, [3.0] * N), moving()), ctx()) == []
+
+
+def _lr(values, initial=1e-3):
+    return frame(rec("optimizer", "group0", "lr", values), rec("optimizer", "group0", "lr_initial", [initial] * len(values)),
+                 rec("optimizer", "group0", "params", [4] * len(values)))
+
+
+def test_lr_schedule_gone_fires_after_the_lr_reached_zero_and_the_loss_stalled():
+    lr = [1e-3 * max(0.0, 1 - s / 8) for s in range(N)]  # a schedule sized for 8 steps in a 40-step run
+    df = frame(_lr(lr), loss("loss_clip", noisy([0.9 * LN_B] * N)), moving())
+    f = one(R.learning_rate_gone(df, ctx()), "lr_schedule_gone")
+    assert f.evidence["groups"]["group0"]["gone_from_step"] == 8
+    assert R.learning_rate_gone.alarm(f, df) is True
+
+
+def test_lr_schedule_near_misses_warm_up_and_a_schedule_that_ended_after_learning():
+    warm = [1e-3 * min(1.0, s / 1000) for s in range(N)]  # a long warm-up from 0: rising, not gone
+    assert R.learning_rate_gone(frame(_lr(warm), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
+    cosine = [1e-3 * 0.5 * (1 + np.cos(np.pi * s / (N - 1))) for s in range(N)]
+    learned = frame(_lr(cosine), loss("loss_clip", [0.2 * LN_B] * N), moving())
+    assert R.learning_rate_gone(learned, ctx()) == []
+    kept = [1e-3 * 0.5 ** (s / 20) for s in range(N)]  # decays, but keeps 25% of its peak
+    assert R.learning_rate_gone(frame(_lr(kept), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []

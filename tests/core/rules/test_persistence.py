@@ -1,0 +1,85 @@
+"""Alarm gates (rules.persistence): a condition that is normal early in a run alarms only once it has
+persisted while the weights moved by their own norm and the run stopped getting better. For each rule
+with a gate: a trajectory that contracts and then recovers gets no alarm, a persistent one does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from diagnose.core import rules as R
+from diagnose.core.rules.persistence import falling, held_since
+
+from .harness import LN_B, ctx, frame, loss, one, rec
+
+N = 40
+UPDATE = 0.2  # update/param per step: the weights move by their own norm every 5 steps
+
+
+def moving(n: int = N, per_step: float = UPDATE):
+    return rec("gradient_flow.model", "model", "update_to_param", [per_step] * n)
+
+
+def noisy(level, seed: int = 0, sd: float = 0.01, **_):
+    level = np.asarray(level, dtype=float)
+    return list(level + np.random.default_rng(seed).normal(0, sd, len(level)))
+
+
+def test_held_since_and_falling():
+    import pandas as pd
+
+    assert held_since(pd.Series([True, False, True, True], index=[0, 1, 2, 3])) == 2
+    assert held_since(pd.Series([True, True, False], index=[0, 5, 10])) is None
+    assert falling(pd.Series(np.linspace(4, 2, 30)))
+    assert not falling(pd.Series(noisy([3.0] * 30)))
+
+
+def _alarms(rule, df, fid):
+    f = one(rule(df, ctx()), fid)
+    return rule.alarm(f, df)
+
+
+def test_loss_at_chance_recovering_run_does_not_alarm_a_stuck_one_does():
+    # at chance for the first steps, then falling: the run leaves the state -> no alarm while at chance
+    early = frame(loss("loss_clip", noisy([LN_B] * 12, n=12)), moving(12))
+    assert _alarms(R.loss_at_chance, early, "loss_at_chance") is False
+    stuck = frame(loss("loss_clip", noisy([LN_B] * N)), moving())
+    assert _alarms(R.loss_at_chance, stuck, "loss_at_chance") is True
+    # at chance but falling steadily toward below the band: still getting better, no alarm
+    sliding = frame(loss("loss_clip", list(np.linspace(1.02 * LN_B, 0.98 * LN_B, N))), moving())
+    findings = R.loss_at_chance(sliding, ctx())
+    assert all(not R.loss_at_chance.alarm(f, sliding) for f in findings)
+
+
+def _collapse(cos, rank, n=N):
+    return frame(rec("collapse", "text", "cosine_mean", cos), rec("collapse", "text", "effective_rank", rank))
+
+
+def test_embedding_collapse_that_contracts_then_recovers_does_not_alarm():
+    # cosine 0.94 -> 0.99 over ten steps, rank 10.5 -> 5.6 while the loss falls (the healthy loop)
+    n = 12
+    cos = list(np.linspace(0.94, 0.99, n))
+    rank = list(np.linspace(10.5, 5.6, n))
+    df = frame(_collapse(cos, rank, n), loss("loss_clip", list(np.linspace(LN_B, 0.6 * LN_B, n))), moving(n))
+    assert _alarms(R.embedding_collapse, df, "embedding_collapse") is False
+
+
+def test_embedding_collapse_that_persists_without_improvement_alarms():
+    df = frame(_collapse([0.99] * N, noisy([1.5] * N, sd=0.05)), loss("loss_clip", noisy([LN_B] * N)), moving())
+    assert _alarms(R.embedding_collapse, df, "embedding_collapse") is True
+    # the same collapse with the weights barely moving: not yet persisted
+    still = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=1e-3))
+    assert _alarms(R.embedding_collapse, still, "embedding_collapse") is False
+
+
+def _spread(n: int = N):
+    return frame(rec("collapse", "image", "effective_rank", [12.0] * n),
+                 rec("collapse", "text", "effective_rank", [12.0] * n),
+                 rec("gradient_flow.layer", "proj", "update_to_param", [0.05] * n))
+
+
+def test_chance_not_collapsed_alarms_only_once_it_persisted_without_improvement():
+    stuck_run = frame(_spread(), loss("loss_clip", noisy([LN_B] * N)), moving())
+    assert _alarms(R.chance_not_collapsed, stuck_run, "chance_not_collapsed") is True
+    # the first steps of a healthy run look the same: at chance, spread out, weights moving
+    early = frame(_spread(5), loss("loss_clip", noisy([LN_B] * 5)), moving(5))
+    assert _alarms(R.chance_not_collapsed, early, "chance_not_collapsed") is False
