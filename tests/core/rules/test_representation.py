@@ -80,3 +80,11 @@ def test_chance_not_collapsed_yields_to_a_learned_ranking():
     assert ids(R.chance_not_collapsed(below, ctx())) == ["chance_not_collapsed"]
     assert R.chance_not_collapsed(above, ctx()) == []
     assert ids(R.flat_logits(above, ctx())) == ["logits_flat"]
+
+
+def test_rows_spread_around_a_mean_norm_of_one_are_not_normalised_and_unit_rows_are():
+    spread = frame(rec("collapse", "image", "norm_mean", 1.0), rec("contrastive", "image", "norm_cv", 0.3))
+    f = one(R.embeddings_not_normalised(spread, ctx()), "embeddings_not_normalised")
+    assert f.evidence["embeddings"]["image"]["norm_cv_median"] == 0.3
+    unit = frame(rec("collapse", "image", "norm_mean", 1.0), rec("contrastive", "image", "norm_cv", 1e-7))
+    assert R.embeddings_not_normalised(unit, ctx()) == []
