@@ -78,7 +78,8 @@ class Contrastive(Probe):
         if c == b:
             keys.append(("logits", "loss_diagonal"))
             vals.append(0.5 * (F.cross_entropy(z, diag) + F.cross_entropy(z.t(), diag)))
-        if isinstance(targets, torch.Tensor) and targets.dim() == 1 and len(targets) == b and not targets.is_floating_point():
+        given = isinstance(targets, torch.Tensor) and targets.dim() == 1 and len(targets) == b
+        if given and not targets.is_floating_point():
             t = targets.detach().to(z.device).long()
             valid = (t >= 0) & (t < c)
             keys += [("logits", "target_on_diagonal"), ("logits", "targets_distinct"), ("logits", "acc_target")]

@@ -36,16 +36,16 @@ class OptimizerState(Probe):
         self._layout = None
 
     def _refresh(self, session: "ProbeSession") -> None:
-        """Recompute which trainable parameters sit outside every group when the groups change
-        (``add_param_group`` after the watch started)."""
+        """Recompute which parameters sit outside every group when the groups change (``add_param_group``
+        after the watch started). Whether they are trainable is read at each observation: a part
+        unfrozen mid-run (requires_grad set later) must count from then on."""
         opt = session.optimizer
         layout = tuple(len(g["params"]) for g in opt.param_groups)
         if layout == self._layout:
             return
         self._layout = layout
         in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
-        self._outside = [(n, p) for n, p in session.model.named_parameters()
-                         if p.requires_grad and id(p) not in in_groups]
+        self._outside = [(n, p) for n, p in session.model.named_parameters() if id(p) not in in_groups]
 
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
         opt = session.optimizer
@@ -58,10 +58,12 @@ class OptimizerState(Probe):
             lr = _number(g.get("lr"))
             first = self._first_lr.setdefault(i, lr)
             trainable = [p for p in g["params"] if p.requires_grad]
+            numel = float(sum(p.numel() for p in trainable))
             rows += [(target, "lr", lr), (target, "lr_initial", _number(g.get("initial_lr", first))),
-                     (target, "params", float(len(trainable))), (target, "numel", float(sum(p.numel() for p in trainable)))]
-        with_grad = [(n, p) for n, p in self._outside if p.grad is not None]
-        rows += [("outside", "trainable", float(len(self._outside))), ("outside", "with_grad", float(len(with_grad))),
+                     (target, "params", float(len(trainable))), (target, "numel", numel)]
+        trainable = [(n, p) for n, p in self._outside if p.requires_grad]
+        with_grad = [(n, p) for n, p in trainable if p.grad is not None]
+        rows += [("outside", "trainable", float(len(trainable))), ("outside", "with_grad", float(len(with_grad))),
                  ("outside", "numel_with_grad", float(sum(p.numel() for _, p in with_grad)))]
         rows += [(n, "outside_optimizer_numel", float(p.numel())) for n, p in with_grad[:MAX_NAMED]]
         session.buffer.extend(obs.step, self.name, rows)

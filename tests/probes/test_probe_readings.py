@@ -147,3 +147,22 @@ def test_contrastive_rectangular_logits_report_their_candidates():
     v = _values(session.records, "contrastive")
     assert v[("logits", "rows")] == 4 and v[("logits", "cols")] == 16
     assert ("logits", "loss_diagonal") not in v  # no square diagonal to score against
+
+
+def test_optimizer_counts_a_part_unfrozen_after_the_watch_started():
+    model = _towers()
+    for p in model["txt"].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)  # built while frozen
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        for step in range(2):
+            if step == 1:
+                for p in model["txt"].parameters():
+                    p.requires_grad_(True)  # unfrozen, but never added to the optimizer
+            _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step)
+            opt.step()
+    assert _values(session.records, "optimizer", 0)[("outside", "with_grad")] == 0
+    assert _values(session.records, "optimizer", 1)[("outside", "with_grad")] == 2

@@ -187,3 +187,8 @@ class EmbeddingWithoutGradient(Rule):
                 f"Find the no_grad/detach/requires_grad=False on the {name} path; if the tower is locked on purpose "
                 "(LiT), the other tower must carry the alignment alone.", name))
         return out
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        # a tower frozen for the first steps and unfrozen later is a common schedule: only a state that
+        # persisted while the rest of the model moved, without the loss falling, is an alarm
+        return stuck(df, series(df, "contrastive", finding.target, "requires_grad") <= 0)

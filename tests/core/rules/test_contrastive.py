@@ -72,3 +72,17 @@ def test_embedding_without_gradient_needs_the_mechanism_in_the_model():
     detached = frame(rec("contrastive", "text", "requires_grad", 0.0), rec("contrastive", "model", "frozen_numel", 0.0),
                      loss("loss_clip", [LN_B] * N))
     assert R.embedding_without_gradient(detached, ctx()) == []
+
+
+def test_embedding_without_gradient_alarms_only_when_it_persists():
+    def run(requires_grad):
+        n = len(requires_grad)
+        return frame(rec("contrastive", "text", "requires_grad", requires_grad),
+                     rec("contrastive", "model", "frozen_numel", [1000.0] * n), loss("loss_clip", noisy([LN_B] * n)),
+                     moving(n))
+    stuck_run = run([0.0] * N)
+    assert R.embedding_without_gradient.alarm(one(R.embedding_without_gradient(stuck_run, ctx()),
+                                                  "embedding_without_gradient"), stuck_run) is True
+    warm_start = run([0.0] * 5)  # the first steps of a schedule that unfreezes the tower at step 5
+    assert R.embedding_without_gradient.alarm(one(R.embedding_without_gradient(warm_start, ctx()),
+                                                  "embedding_without_gradient"), warm_start) is False
