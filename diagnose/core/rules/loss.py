@@ -87,14 +87,17 @@ class LossAtChance(Rule):
 
 
 class FewNegatives(Rule):
-    """Candidates per row from the context: too few negatives make a weak contrastive signal."""
+    """Candidates per row: the logits' columns when they were read (probes.contrastive), else the context.
+    Too few negatives make a weak contrastive signal."""
 
     topic = "loss"
     emits = (Emit("few_negatives", ("warning", "error"), "too_few_negatives", 1),)
     thresholds = {"FEW_NEGATIVES_WARN": FEW_NEGATIVES_WARN, "FEW_NEGATIVES_ERROR": FEW_NEGATIVES_ERROR}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
-        pool = ctx.pool
+        cols = series(df, "contrastive", "logits", "cols")
+        # what each row is really scored against beats what was declared (a loss taken per micro-batch)
+        pool = int(window(cols).median()) if len(cols) else ctx.pool
         if pool is None or pool - 1 >= FEW_NEGATIVES_WARN:
             return []
         negatives = pool - 1
@@ -105,7 +108,8 @@ class FewNegatives(Rule):
             f"ln({pool}) = {math.log(pool):.3f}, so the loss can fall at most that far and "
             "its gradient carries little information about the rest of the data.",
             {"batch_size": ctx.batch_size, "negatives_per_row": negatives, "chance_ln_B": rnd(math.log(pool)),
-             **({"candidates": pool} if pool != ctx.batch_size else {})},
+             **({"candidates": pool} if pool != ctx.batch_size else {}),
+             **({"read_from": "logits columns"} if len(cols) else {})},
             "Raise the batch size (or gather features across ranks), or use a memory bank of negatives.")]
 
 

@@ -51,3 +51,11 @@ def test_few_negatives_evidence(batch, severity):
     f = one(R.few_negatives(frame(), ctx(batch_size=batch)), "few_negatives")
     assert f.severity == severity
     assert f.evidence == {"batch_size": batch, "negatives_per_row": batch - 1, "chance_ln_B": pytest.approx(math.log(batch), abs=1e-4)}
+
+
+def test_few_negatives_reads_the_logits_columns_over_the_declared_batch():
+    micro = frame(rec("contrastive", "logits", "cols", 4.0), rec("contrastive", "logits", "rows", 4.0))
+    f = one(R.few_negatives(micro, ctx(batch_size=64)), "few_negatives")
+    assert f.severity == "error" and f.evidence["negatives_per_row"] == 3
+    full = frame(rec("contrastive", "logits", "cols", 64.0), rec("contrastive", "logits", "rows", 64.0))
+    assert R.few_negatives(full, ctx(batch_size=64)) == []
