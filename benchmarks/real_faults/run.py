@@ -50,7 +50,9 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 REPS = 2  # timing repetitions per script (the findings come from the last watched run; runs are seeded)
 FAST_REPS = 1  # --fast (CI): one plain and one watched run for the timing
-HALVES = ("dev", "test")
+# test: written blind, run once with the rules frozen at 48eeefe (results-frozen-48eeefe.json); cases whose
+# output was then looked at while changing a rule moved to dev. test2: a second blind half, written after that
+HALVES = ("dev", "test", "test2")
 # a few dev cases, one per model family, that the CI test runs (tests/benchmarks/test_real_faults_fast.py)
 FAST = ("case_text_tower_no_grad", "case_latents_ones", "case_mrl_sum_logged", "case_softmax_over_batch")
 
@@ -257,7 +259,8 @@ def select(halves: tuple[str, ...], only: list[str] | None) -> list[tuple[str, P
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--half", choices=(*HALVES, "both"), default="dev", help="which half's cases (default dev)")
+    ap.add_argument("--half", choices=(*HALVES, "both", "all"), default="dev",
+                    help="which half's cases (default dev; both: dev and test; all: every half)")
     ap.add_argument("--fast", action="store_true", help=f"dev only: {', '.join(FAST)} and healthy.FAST (CI)")
     ap.add_argument("--only", nargs="*", help="case names (case_*.py stems, or half/stem)")
     ap.add_argument("--no-healthy", action="store_true")
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.fast and args.half != "dev":
         print(f"--fast is the dev half's CI subset; not with --half {args.half}", file=sys.stderr)
         raise SystemExit(2)
-    halves = HALVES if args.half == "both" else (args.half,)
+    halves = {"both": ("dev", "test"), "all": HALVES}.get(args.half, (args.half,))
     selected = select(halves, args.only or (list(FAST) if args.fast else None))
     import torch
 
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     cases = [run_case(path, half, reps) for half, path in selected]
     specs = [] if args.no_healthy else (healthy.FAST if args.fast else healthy.SPECS)
     healthy_runs = [run_healthy(s, reps) for s in specs]
-    if args.half == "both":
+    if len(halves) > 1:
         summary = {**{h: case_totals([c for c in cases if c["half"] == h]) for h in halves},
                    "healthy": healthy_totals(healthy_runs)}
     else:
