@@ -10,7 +10,7 @@ from ..definitions import CHANCE_REL_TOL, LEARNED_LOSS_FRACTION, LEARNED_RECALL_
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, primary_component, rnd, series, span, targets, window
 from .gradients import SETTLED_CUMULATIVE_UPDATE
-from .persistence import stuck
+from .persistence import gap_to_chance, stuck
 
 # Contrastive negatives per row (B - 1): SimCLR (Chen et al. 2020, fig. 9) still learns at batch 256
 # and degrades steadily below it; fewer than 16 negatives gives a weak, noisy signal, and fewer than
@@ -52,9 +52,7 @@ class LossAtChance(Rule):
         # direct reference's MRL loss on seeds 2 and 6, above its step-0 value at step 4, then 0.012).
         # So the loss must have stayed at or above the chance band while the weights moved by their own
         # norm, without falling (rules.persistence)
-        comp = finding.evidence["component"]
-        values, chance = series(df, "loss_split", comp, "value"), series(df, "loss_split", comp, "chance")
-        return stuck(df, values >= chance.reindex(values.index).ffill() * (1 - CHANCE_REL_TOL))
+        return stuck(df, gap_to_chance(df, finding.evidence["component"]) > -CHANCE_REL_TOL)
 
     def _component(self, df: pd.DataFrame, ctx: RunContext, comp: str) -> list[Finding]:
         values, chance = series(df, "loss_split", comp, "value"), series(df, "loss_split", comp, "chance")

@@ -61,6 +61,12 @@ def loss_falling(df: pd.DataFrame, since: int) -> bool:
     return falling(values[values.index >= since])
 
 
+def gap_to_chance(df: pd.DataFrame, component: str) -> pd.Series:
+    """(loss - ln B) / ln B of `component` at each observed step."""
+    values, chance = series(df, "loss_split", component, "value"), series(df, "loss_split", component, "chance")
+    return values / chance.reindex(values.index).ffill() - 1.0
+
+
 def stuck(df: pd.DataFrame, holds: pd.Series) -> bool:
     """`holds` (per observed step) persisted over at least PERSIST_MIN_OBS observations while the weights
     moved by their norm, and the loss did not fall over them."""

@@ -23,7 +23,7 @@ from .base import (
 )
 from .gradients import SETTLED_CUMULATIVE_UPDATE, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update
 from .loss import ranking_learned
-from .persistence import falling, held_since, stuck
+from .persistence import falling, gap_to_chance, held_since, stuck
 
 # Mean off-diagonal cosine of L2-normalised embeddings: isotropic random vectors give ~0 (±1/sqrt(D));
 # 0.95 means every embedding lies within ~18 degrees of one direction: retrieval can't separate them.
@@ -175,9 +175,7 @@ class ChanceNotCollapsed(Rule):
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         # spread-out embeddings at chance is also the initial state: it must persist (rules.persistence)
-        comp = finding.evidence["component"]
-        values, chance = series(df, "loss_split", comp, "value"), series(df, "loss_split", comp, "chance")
-        return stuck(df, (values / chance.reindex(values.index).ffill() - 1.0).abs() < CHANCE_REL_TOL)
+        return stuck(df, gap_to_chance(df, finding.evidence["component"]).abs() < CHANCE_REL_TOL)
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         mean, ln_b = end_loss(df)
