@@ -93,4 +93,6 @@ __all__ = [
     "IDENTICAL_SHARE", "LOGGING_REL_TOL", "COLLAPSE_COSINE", "SHARED_INPUT_COSINE", "SPREAD_EFFECTIVE_RANK",
     "UNIT_NORM_TOL", "GRAD_COSINE_MIN", "GRAD_SCALE_TOL", "REPLICA_SPREAD_TOL", "LEARNED_RECALL_FACTOR",
     "loss_at_chance", "few_negatives", "temperature", "gradient_presence", "gradient_scale", "gradient_fall", "nonfinite_values", "update_ratio", "update_ratio_low", "weights_shrinking", "embedding_collapse", "input_shared_component", "embeddings_not_normalised", "chance_not_collapsed", "attention_entropy", "softmax_over_batch", "latent_symmetry", "latents_not_moving", "latent_scale_normalised", "logged_total", "identical_components", "gathered_gradient_scale", "replicas_out_of_sync", "chance_mismatch", "no_data_signal", "flat_logits", "temperature_limits_loss",
+    "params_outside_optimizer", "learning_rate_gone", "logits_candidates", "targets_off_diagonal", "false_negatives",
+    "embedding_without_gradient", "scale_update_high",
 ]
