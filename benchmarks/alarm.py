@@ -31,8 +31,8 @@ def one(config: str, seed: int, steps: int, scale: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from diagnose.lab.runs import instrumented_summary, resolve_config, run_instrumented
     from diagnose.engine.watcher import EVALUATE_EVERY
+    from diagnose.lab.runs import instrumented_summary, resolve_config, run_instrumented
 
     alarms = []
     cfg = resolve_config(config, [], scale, seed)

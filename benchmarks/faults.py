@@ -10,7 +10,8 @@ Prints one JSON object: per case the findings raised, the ranked root causes, th
 it matches; overall recall (expected finding ids raised / expected), top-1 root-cause accuracy, error
 findings on healthy runs (false alarms), wall time and the machine.
 
-Usage: python benchmarks/faults.py [--steps 60] [--scale small] [--workers 2] [--executor local|ray] [--only NAME ...] [--out FILE]
+Usage: python benchmarks/faults.py [--steps 60] [--scale small] [--workers 2] [--executor local|ray]
+                                   [--only NAME ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -54,17 +55,20 @@ def score(case: dict, out) -> dict:
     from diagnose.lab.executors import Failed
 
     if isinstance(out, Failed):  # the run raised or its worker died: a miss, with its error line
-        row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"], "set": case["set"],
+        row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"],
+               "set": case["set"],
                "verdict": "run failed", "error": out.error, "findings": [], "root_causes": [], "seconds": None}
         if case["kind"] == "healthy":
             return dict(row, error_findings=[], ok=False)
-        return dict(row, expected_findings=case["expect_findings"], expected_found=[], expected_cause=case["expect_cause"],
+        return dict(row, expected_findings=case["expect_findings"], expected_found=[],
+                    expected_cause=case["expect_cause"],
                     top_cause=None, cause_match=False)
     findings, run = out["findings"], out["run"]
     ids = sorted({f["id"] for f in findings})
     errors = sorted({f["id"] for f in findings if f["severity"] == "error"})
     causes = [c["cause"] for c in run["root_causes"]]
-    row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"], "set": case["set"],
+    row = {"name": case["name"], "kind": case["kind"], "config": case["config"], "seed": case["seed"],
+           "set": case["set"],
            "verdict": run["verdict"]["label"], "loss_clip": finite(run["final_loss"].get("loss_clip", float("nan"))),
            "chance": round(run["chance_loss"], 4), "findings": [f"{f['id']}:{f['severity']}" for f in findings],
            "root_causes": causes, "seconds": out["seconds"]}
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
             "faults": len(faults), "healthy_runs": len(healthy),
             "recall": round(found / expected, 4) if expected else None,
             "expected_findings": expected, "expected_findings_raised": found,
-            "top1_root_cause_accuracy": round(sum(r["cause_match"] for r in faults) / len(faults), 4) if faults else None,
+            "top1_root_cause_accuracy": round(sum(r["cause_match"] for r in faults) / len(faults),
+                                              4) if faults else None,
             "top1_misses": {r["name"]: {"expected": r["expected_cause"], "top": r["top_cause"]}
                             for r in faults if not r["cause_match"]},
             "false_alarms_healthy": sum(len(r["error_findings"]) for r in healthy),

@@ -47,7 +47,8 @@ def _write(fmt: str, path: Path, target: int, rng) -> None:
             if fmt == "csv":
                 text = df.to_csv(index=False, header=start == 0, float_format="%.6g")
             elif fmt == "csv_wide":
-                extra = pd.DataFrame(rng.random((CHUNK // 50, 3000)).round(3), columns=[f"feature_{i}" for i in range(3000)])
+                extra = pd.DataFrame(rng.random((CHUNK // 50, 3000)).round(3),
+                                     columns=[f"feature_{i}" for i in range(3000)])
                 df = pd.concat([df.iloc[: CHUNK // 50].reset_index(drop=True), extra], axis=1)
                 text = df.to_csv(index=False, header=start == 0, float_format="%.6g")
                 start -= CHUNK - CHUNK // 50
@@ -55,7 +56,8 @@ def _write(fmt: str, path: Path, target: int, rng) -> None:
                 text = df.to_json(orient="records", lines=True) + "\n"
             else:
                 lines = [f"step {s} Train Loss: {t:.4f} (CLIP: {c:.4f}, MRL: {m:.4f})"
-                         for s, t, c, m in zip(df["step"], df["train/loss_step"], df["train/loss_clip"], df["train/loss_mrl"])]
+                         for s, t, c, m in zip(df["step"], df["train/loss_step"], df["train/loss_clip"],
+                                               df["train/loss_mrl"])]
                 text = "\n".join(lines) + "\n"
             fh.write(text)
             written += len(text)
@@ -83,7 +85,8 @@ def _run(path: Path, out: Path) -> dict:
                                     check=True).stdout)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     ids = sorted({f["id"] for f in summary.get("findings", [])})
-    return {"seconds": round(res["wall"], 2), "peak_rss_mb": round(res["maxrss_kb"] / 1024, 1), "exit_code": res["code"],
+    return {"seconds": round(res["wall"], 2), "peak_rss_mb": round(res["maxrss_kb"] / 1024, 1),
+            "exit_code": res["code"],
             "loss_at_chance": "loss_at_chance" in ids, "findings": ids,
             "stderr_tail": res["stderr"].strip().splitlines()[-1:] if res["code"] > 1 else []}
 

@@ -70,7 +70,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "long_run", "steps": a.steps, "probes": a.probes, "max_records": a.max_records,
         "rows_kept": len(w.records), "rows_dropped": buf.dropped, "stride": buf.stride,
-        "dense_from_step": buf.dense_from, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "dense_from_step": buf.dense_from,
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "train_seconds": round(t_train, 1), "write_run_dir_seconds": round(t_write, 2),
         "report_rebuild_seconds": round(t_report, 2), "report_exit_code": res.exit_code,
         "verdict": w.result().runs[0].verdict.label,

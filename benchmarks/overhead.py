@@ -54,6 +54,8 @@ def _sync(device: str) -> None:
 
 
 def bench_model(alias: str, scale: str, device: str, reps: int, block: int, warmup: int) -> dict:
+    # over 60 lines: one benchmark: the set-up, the timed blocks of every variant (interleaved, so drift hits
+    # them alike) and their summary share the same locals
     cfg = apply_scale(load_config(alias), scale)
     torch.manual_seed(0)
     train_src, _ = build_data(cfg, 0)
@@ -155,13 +157,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
+        "device": (torch.cuda.get_device_name() if args.device.startswith("cuda")
+                   else f"cpu ({platform.processor() or platform.machine()})"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "reps": args.reps,
         "block_steps": args.block,
         "targets": {"all": 1.10, "cheap": 1.03, "watch_all": 1.10, "watch_cheap": 1.03},
-        "models": [bench_model(m, args.scale, args.device, args.reps, args.block, warmup=1) for m in args.models.split(",")],
+        "models": [bench_model(m, args.scale, args.device, args.reps, args.block,
+                               warmup=1) for m in args.models.split(",")],
     }
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="config override passed to every run (repeatable)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--settle", action="store_true",
-                    help="stop each run once its verdict is settled, as --seeds replicas do (to compare with full runs)")
+                    help="stop each run once its verdict is settled, as --seeds replicas do "
+                         "(to compare with full runs)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     steps = args.steps or _steps_default()

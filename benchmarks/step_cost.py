@@ -25,7 +25,9 @@ def measure(config: str, scale: str, batch: int, steps: int) -> dict:
     from reference_models import AlignmentLoss, apply_scale, build_data, build_model, load_config
     from reference_models.train import make_optimizer
 
-    cfg = apply_scale(load_config(config, [f"dataset.batch_size={batch}", f"dataset.num_train={batch * 4}", "dataset.num_val=8"]), scale)
+    cfg = apply_scale(load_config(config,
+                                  [f"dataset.batch_size={batch}", f"dataset.num_train={batch * 4}",
+                                   "dataset.num_val=8"]), scale)
     torch.manual_seed(0)
     train, _ = build_data(cfg, 0)
     model = build_model(cfg)
@@ -73,7 +75,8 @@ def main() -> None:
         cases.append((config, "full", args.full_batch))
     results = []
     for config, scale, batch in cases:
-        proc = subprocess.run([sys.executable, __file__, "--one", config, scale, str(batch), "--steps", str(args.steps)],
+        proc = subprocess.run([sys.executable, __file__, "--one", config, scale, str(batch), "--steps",
+                               str(args.steps)],
                               capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     import torch

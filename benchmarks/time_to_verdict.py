@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)
     report = {"benchmark": "time_to_verdict", "results": results,
-              "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}}
+              "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(),
+                          "python": platform.python_version()}}
     print(json.dumps(report, indent=2))
     return report
 

@@ -43,7 +43,8 @@ def _first_tensor(output) -> torch.Tensor | None:
 class Collapse(Probe):
     name = "collapse"
 
-    def __init__(self, outputs: Mapping[str, str] | None = None, pairs: tuple[tuple[str, str], ...] = (("image", "text"),)) -> None:
+    def __init__(self, outputs: Mapping[str, str] | None = None,
+                 pairs: tuple[tuple[str, str], ...] = (("image", "text"),)) -> None:
         self.outputs = dict(outputs or {})
         self.pairs = pairs
 

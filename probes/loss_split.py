@@ -78,7 +78,8 @@ class LossSplit(Probe):
             rows.append(("total", "value", total))
             rows.append(("total", "nonfinite", 0.0 if math.isfinite(total) else 1.0))
             if have_weights:
-                rows += [("total", "weighted_sum", weighted_sum), ("total", "total_minus_weighted_sum", total - weighted_sum)]
+                rows += [("total", "weighted_sum", weighted_sum),
+                         ("total", "total_minus_weighted_sum", total - weighted_sum)]
         for a, b in combinations(components, 2):
             same = math.isfinite(values[a]) and abs(values[a] - values[b]) <= self.identical_atol
             rows.append((f"{a}~{b}", "components_identical", 1.0 if same else 0.0))

@@ -284,7 +284,8 @@ class ProbeSession:
         except Exception as exc:
             if self.strict:
                 raise
-            self.errors.append(f"step {self._hint} {probe}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+            self.errors.append(f"step {self._hint} {probe}: {type(exc).__name__}: "
+                               f"{exc}\n{traceback.format_exc(limit=3)}")
             if self._observing is not None:
                 self.buffer.add(self._observing, "session", probe, "errors_count", 1.0)
             else:  # inside a forward hook: stamped with the step of the next observe

@@ -125,7 +125,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
 
 def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where}: section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got "
+                          f"{type(data).__name__}")
     types_ = _field_types(cls)
     kwargs = {}
     for key, value in data.items():
@@ -176,7 +177,8 @@ def _check_ranges(cfg: AlignmentConfig, where: str) -> None:
     if not 0 <= cfg.seed < SEED_RANGE:
         raise ConfigError(f"{where}: key 'seed' = {cfg.seed}: expected an integer in [0, 2^32)")
     if not 0 < cfg.dataset.features.val_fraction < 1:
-        raise ConfigError(f"{where}: key 'dataset.features.val_fraction' = {cfg.dataset.features.val_fraction}: expected a value in (0, 1)")
+        raise ConfigError(f"{where}: key 'dataset.features.val_fraction' = {cfg.dataset.features.val_fraction}: "
+                          "expected a value in (0, 1)")
 
 
 def validate(cfg: AlignmentConfig, where: str) -> None:
@@ -214,7 +216,8 @@ def validate(cfg: AlignmentConfig, where: str) -> None:
         )
     if not loss.mrl_dims or any(d <= 0 or d > cfg.model.projection_dim for d in loss.mrl_dims):
         raise ConfigError(
-            f"{where}: key 'losses.mrl_dims' = {loss.mrl_dims}: expected dims in 1..model.projection_dim={cfg.model.projection_dim}"
+            f"{where}: key 'losses.mrl_dims' = {loss.mrl_dims}: expected dims in "
+            f"1..model.projection_dim={cfg.model.projection_dim}"
         )
     if sorted(set(loss.mrl_dims)) != loss.mrl_dims:
         raise ConfigError(f"{where}: key 'losses.mrl_dims' = {loss.mrl_dims}: expected strictly increasing dims")
@@ -225,12 +228,14 @@ def validate(cfg: AlignmentConfig, where: str) -> None:
     if not 0 <= v.attention_pool_dropout < 1:
         raise ConfigError(f"{where}: key 'vision_encoder.attention_pool_dropout': expected a value in [0, 1)")
     if v.pooling_softmax_dim not in (0, 1):
-        raise ConfigError(f"{where}: key 'vision_encoder.pooling_softmax_dim' = {v.pooling_softmax_dim}: expected 0 or 1")
+        raise ConfigError(f"{where}: key 'vision_encoder.pooling_softmax_dim' = {v.pooling_softmax_dim}: expected 0 "
+                          "or 1")
     s = ds.synthetic
     if not 0 <= s.high_norm_frac < 1 or not 0 < s.content_frac <= 1:
         raise ConfigError(f"{where}: key 'dataset.synthetic.high_norm_frac'/'content_frac': expected fractions")
     if not s.high_norm_content >= 0:
-        raise ConfigError(f"{where}: key 'dataset.synthetic.high_norm_content' = {s.high_norm_content}: expected a value >= 0")
+        raise ConfigError(f"{where}: key 'dataset.synthetic.high_norm_content' = {s.high_norm_content}: expected a "
+                          "value >= 0")
     if ds.source == "features" and not ds.features.path:
         raise ConfigError(f"{where}: key 'dataset.features.path' is empty: source 'features' needs a file")
 
@@ -297,7 +302,8 @@ def _set_dotted(tree: dict, key: str, value: Any, where: str) -> None:
     node[parts[-1]] = value
 
 
-def config_from_dict(data: dict, where: str = "<config>", overrides: list[str] | tuple[str, ...] = ()) -> AlignmentConfig:
+def config_from_dict(data: dict, where: str = "<config>",
+                     overrides: list[str] | tuple[str, ...] = ()) -> AlignmentConfig:
     tree = copy.deepcopy(data or {})
     for text in overrides:
         key, value = parse_override(text)

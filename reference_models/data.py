@@ -131,7 +131,8 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
             arrays = np.load(str(path), allow_pickle=False)
             if suffix == ".npy":
-                raise ConfigError(f"{path}: a single .npy array cannot hold image and text; use .npz with image_tokens and text")
+                raise ConfigError(f"{path}: a single .npy array cannot hold image and text; use .npz with "
+                                  "image_tokens and text")
             return {k: torch.from_numpy(arrays[k]) for k in arrays.files}
     except ConfigError:
         raise
@@ -183,7 +184,8 @@ def load_features(cfg: AlignmentConfig, seed: int) -> tuple[TensorPairs, TensorP
     n_val = max(1, int(round(n * cfg.dataset.features.val_fraction)))
     if n - n_val < cfg.dataset.batch_size:
         raise ConfigError(
-            f"{path}: {n} samples leave {n - n_val} for training, fewer than dataset.batch_size={cfg.dataset.batch_size}"
+            f"{path}: {n} samples leave {n - n_val} for training, fewer than "
+            f"dataset.batch_size={cfg.dataset.batch_size}"
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     tr, va = perm[n_val:], perm[:n_val]

@@ -32,7 +32,8 @@ RANDOM_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, 
                      image_size=32, patch_size=8)
 RANDOM_TEXT = dict(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                    num_attention_heads=2, max_position_embeddings=64)
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def load_vision(cfg: AlignmentConfig):
         try:
             model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:  # wrong architecture, corrupt weights
-            raise ConfigError(f"dataset.images.vision_model '{spec}': cannot load a CLIPVisionModel ({str(exc).splitlines()[0][:160]})") from None
+            raise ConfigError(f"dataset.images.vision_model '{spec}': cannot load a CLIPVisionModel "
+                              f"({str(exc).splitlines()[0][:160]})") from None
     return model.eval()
 
 
@@ -158,7 +160,8 @@ def load_text(cfg: AlignmentConfig):
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"dataset.images.text_model '{spec}': cannot load a text encoder ({str(exc).splitlines()[0][:160]})") from None
+        raise ConfigError(f"dataset.images.text_model '{spec}': cannot load a text encoder "
+                          f"({str(exc).splitlines()[0][:160]})") from None
     if cfg.text_encoder.pooling == "mean":
         pooling = "mean"
     return model.eval(), tokenizer, pooling
@@ -209,7 +212,8 @@ def cache_key(cfg: AlignmentConfig, pairs: list[Pair]) -> str:
     def model_id(spec: str) -> str:
         if spec == "random":
             return f"random:{cfg.seed}"
-        path = _local_dir(spec, "dataset.images.vision_model" if spec == ic.vision_model else "dataset.images.text_model")
+        path = _local_dir(spec,
+                          "dataset.images.vision_model" if spec == ic.vision_model else "dataset.images.text_model")
         files = sorted(p for p in path.iterdir() if p.is_file())
         return spec + "|" + "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
@@ -223,7 +227,8 @@ def cache_key(cfg: AlignmentConfig, pairs: list[Pair]) -> str:
 
 
 @torch.inference_mode()
-def encode(cfg: AlignmentConfig, pairs: list[Pair], progress: Callable[[int], object] | None = None) -> dict[str, torch.Tensor]:
+def encode(cfg: AlignmentConfig, pairs: list[Pair],
+           progress: Callable[[int], object] | None = None) -> dict[str, torch.Tensor]:
     """Encode in batches; only one batch of images is in memory at a time."""
     ic = cfg.dataset.images
     vision = load_vision(cfg)
@@ -240,7 +245,8 @@ def encode(cfg: AlignmentConfig, pairs: list[Pair], progress: Callable[[int], ob
         hidden = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[ic.vision_layer]  # (b, 1+P, D)
         tokens_out.append(hidden if ic.keep_cls else hidden[:, 1:])
         enc = tokenizer([p.caption for p in chunk], max_length=min(max_len, 77), **(
-            {} if isinstance(tokenizer, ByteTokenizer) else {"padding": True, "truncation": True, "return_tensors": "pt"}))
+            {} if isinstance(tokenizer, ByteTokenizer) else {"padding": True, "truncation": True,
+                                                             "return_tensors": "pt"}))
         out = text_model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")})
         if pooling == "pooler" and getattr(out, "pooler_output", None) is not None:
             text_out.append(out.pooler_output)
@@ -249,4 +255,5 @@ def encode(cfg: AlignmentConfig, pairs: list[Pair], progress: Callable[[int], ob
             text_out.append((out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1))
         if progress:
             progress(len(chunk))
-    return {"image_tokens": torch.cat(tokens_out).float().contiguous(), "text": torch.cat(text_out).float().contiguous()}
+    return {"image_tokens": torch.cat(tokens_out).float().contiguous(),
+            "text": torch.cat(text_out).float().contiguous()}

@@ -114,7 +114,8 @@ class AlignmentLoss(nn.Module):
             if len(per_dim) < len(self.mrl.dims):
                 # what the MRL objective is over every nested dim, for comparison with the log
                 with torch.no_grad():
-                    full = MRLLoss(self.mrl.dims, sample_single=False, clip=self.clip)(image.detach(), text.detach(), logit_scale.detach())
+                    full = MRLLoss(self.mrl.dims, sample_single=False,
+                                   clip=self.clip)(image.detach(), text.detach(), logit_scale.detach())
                 logged["loss_mrl_all_dims"] = float(torch.stack(list(full.values())).mean())
         return LossOutput(
             total=total, components=components, weights=weights, logged=logged, logits=logits,

@@ -172,7 +172,8 @@ def mean_offdiag_cosine(x: torch.Tensor) -> float:
     return float((s @ s - (x * x).sum()) / (n * (n - 1)))
 
 
-def evaluate_retrieval(model: AlignmentModel, val: PairSource, batch_size: int, device: str = "cpu") -> dict[str, float]:
+def evaluate_retrieval(model: AlignmentModel, val: PairSource, batch_size: int,
+                       device: str = "cpu") -> dict[str, float]:
     """R@1/5/10 both directions on the held-out split, chance K/N beside them (NaN, with the count
     of non-finite embedding rows, when the model produces NaN/Inf)."""
     img, txt = embed(model, val, batch_size, device)
@@ -210,6 +211,8 @@ def train(
     evaluate: bool = True,
 ) -> TrainResult:
     """Train the reference model for `steps` optimizer steps (or `epochs`, default: the config's)."""
+    # over 60 lines: the training loop in one place, so the order of a step (forward, loss, backward,
+    # callbacks, optimizer step, schedule) that every callback relies on reads top to bottom
     seed = cfg.seed if seed is None else seed
     rank, size = world()
     torch.manual_seed(seed + rank)  # per rank; DDP broadcasts rank 0's initial weights to every rank

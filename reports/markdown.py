@@ -28,7 +28,8 @@ def verdict_line(run: dict) -> str:
     r = run.get("retrieval", {})
     parts = [f"**{run['name']}**: {v.get('label', 'n/a')}"]
     if clip is not None:
-        parts.append(f"CLIP loss {_f(clip)} vs ln(B) = {_f(run['chance_loss'])} ({_f(clip / run['chance_loss'], 2)} x chance)")
+        parts.append(f"CLIP loss {_f(clip)} vs ln(B) = {_f(run['chance_loss'])} ({_f(clip / run['chance_loss'], 2)} "
+                     "x chance)")
     if "r@1" in r:
         ratio = r["r@1"] / r["chance@1"] if r.get("chance@1") else float("nan")
         parts.append(f"held-out R@1 {_f(r['r@1'])} vs chance {_f(r['chance@1'])} ({_f(ratio, 1)}x)")
@@ -63,7 +64,8 @@ def root_cause_lines(run: dict, findings: list[dict] | None = None, markdown: bo
     b = "**" if markdown else ""
     lines = [f"### {head}" if markdown else head, ""] if markdown else [head]
     if not causes:
-        lines.append("- no root cause implicated by any finding" + (" (the run learned)" if run.get("verdict", {}).get("learned") else ""))
+        learned = " (the run learned)" if run.get("verdict", {}).get("learned") else ""
+        lines.append("- no root cause implicated by any finding" + learned)
         return lines + ([""] if markdown else [])
     own = {f["id"]: f for f in (findings or []) if f.get("run") == run["name"]}
     for i, c in enumerate(causes, 1):
@@ -101,7 +103,8 @@ def findings_section(findings: list[dict]) -> list[str]:
         lines.append(f"| {SEVERITY_ICON[f['severity']]} | {f['run']} | `{f['id']}` | {f.get('target') or ''} |")
     lines.append("")
     for f in findings:
-        lines.append(f"### {SEVERITY_ICON[f['severity']]} `{f['id']}` — {f['run']}{' · ' + f['target'] if f.get('target') else ''}")
+        lines.append(f"### {SEVERITY_ICON[f['severity']]} `{f['id']}` — "
+                     f"{f['run']}{' · ' + f['target'] if f.get('target') else ''}")
         lines.append("")
         lines.append(f["message"])
         lines.append("")
@@ -120,15 +123,18 @@ def seeds_section(seeds: dict | None) -> list[str]:
     for label, g in seeds.items():
         agree = "" if g["agree"] else " — **the seeds disagree**: a single-seed verdict is not to be trusted here"
         lines += [f"**{label}**: learned on {g['learned']}/{g['seeds']} seeds{agree}.", "",
-                  "| seed | steps | CLIP loss | ln(B) | loss / ln(B) | R@1 | chance R@1 | verdict |", "|---|---|---|---|---|---|---|---|"]
+                  "| seed | steps | CLIP loss | ln(B) | loss / ln(B) | R@1 | chance R@1 | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in g["rows"]:
             steps = f"{r.get('steps')} (settled)" if r.get("settled") else str(r.get("steps"))
-            lines.append(f"| {r['seed']} | {steps} | {_f(r['loss_clip'])} | {_f(r['ln_B'])} | {_f(r['loss_over_lnB'], 3)} | "
+            lines.append(f"| {r['seed']} | {steps} | {_f(r['loss_clip'])} | {_f(r['ln_B'])} | "
+                         f"{_f(r['loss_over_lnB'], 3)} | "
                          f"{_f(r['r@1'])} | {_f(r['chance@1'])} | {r['label']} |")
         why = sorted({r["settled"] for r in g["rows"] if r.get("settled")})
         if why:
             lines.append("")
-            lines.append("Settled replicas stopped early (the first seed always runs its full length): " + "; ".join(why) + ".")
+            lines.append("Settled replicas stopped early (the first seed always runs its full length): "
+                         + "; ".join(why) + ".")
         lines.append("")
     return lines
 
@@ -150,12 +156,15 @@ def answer_section(summary: dict) -> list[str]:
     lines = ["## Answer", "", f"- {verdict_line(base).replace('**baseline**', '**Baseline**', 1)}."]
     confirmed = [h for h in hyps if h["verdict"] == "confirmed"]
     if ab.get("baseline_learned"):
-        lines.append("- The baseline learns at this scale and step count: there is no failure to explain here; verdicts are inconclusive.")
+        lines.append("- The baseline learns at this scale and step count: there is no failure to explain here; "
+                     "verdicts are inconclusive.")
     for h in confirmed:
         fx = h["evidence"].get("fix") or {}
-        on = f" (confirmed on {h['seeds']['counts']['confirmed']}/{len(h['seeds']['per_seed'])} seeds; numbers of the first)" if h.get("seeds") else ""
+        on = (f" (confirmed on {h['seeds']['counts']['confirmed']}/{len(h['seeds']['per_seed'])} seeds; numbers of "
+              "the first)" if h.get("seeds") else "")
         lines.append(f"- **Fixes it: `{h['id']}`**{on} — {h['fix_text']}: CLIP loss {_f(fx.get('loss_clip'))} vs ln(B) "
-                     f"{_f(fx.get('ln_B'))}, R@1 {_f(fx.get('r@1'))} vs chance {_f(fx.get('chance@1'))}; mechanism {h['mechanism']}.")
+                     f"{_f(fx.get('ln_B'))}, R@1 {_f(fx.get('r@1'))} vs chance {_f(fx.get('chance@1'))}; mechanism "
+                     f"{h['mechanism']}.")
     split = [f"`{h['id']}` ({h['seeds'].get('tally', '')})" for h in hyps if h.get("seeds") and not h["seeds"]["agree"]]
     if split:
         lines.append(f"- **Seeds disagree** on {', '.join(split)}: a verdict needs a majority of the seeds.")
@@ -171,8 +180,10 @@ def answer_section(summary: dict) -> list[str]:
         if ids:
             lines.append(f"- {label.capitalize()}: {', '.join(ids)}.")
     for name, error in (ab.get("failed_runs") or {}).items():
-        lines.append(f"- **Incomplete: run `{name}` failed** — {error}. Its verdicts are not decided; rerun the ablation.")
-    lines.append(f"- How sure: each verdict compares a run with only that change against the baseline, same data and seed, "
+        lines.append(f"- **Incomplete: run `{name}` failed** — {error}. Its verdicts are not decided; rerun the "
+                     "ablation.")
+    lines.append("- How sure: each verdict compares a run with only that change against the baseline, same data and "
+                 "seed, "
                  f"{ab['steps']} steps at scale `{ab['scale']}`; learned means final CLIP loss < "
                  f"{base['verdict']['margins']['loss_fraction_of_lnB']} x ln(B) and held-out R@1 >= "
                  f"{base['verdict']['margins']['r1_factor_over_chance']:g} x chance. "
@@ -193,7 +204,8 @@ def hypothesis_details(hyps: list[dict]) -> list[str]:
     lines = []
     for h in hyps:
         lines += [f"### `{h['id']}` — **{h['verdict']}**", "", f"Claim ({h['source']}): {h['claim']}", "",
-                  f"- test: {h['fix_text']}{' (`' + ' '.join('--set ' + s for s in h['fix']) + '`)' if h['fix'] else ''}",
+                  "- test: "
+                  f"{h['fix_text']}{' (`' + ' '.join('--set ' + s for s in h['fix']) + '`)' if h['fix'] else ''}",
                   f"- mechanism claimed: {h['mechanism_claimed']} — measured: {h['mechanism']}",
                   f"- {h['summary']}", f"- evidence: {_evidence(h['evidence'])}", ""]
     return lines
@@ -216,18 +228,25 @@ def coverage_section(coverage: dict | None) -> list[str]:
 
 
 def runs_table(runs: list[dict]) -> list[str]:
-    lines = ["## Runs", "", "| run | config | scale | steps | batch | ln(B) | final losses | R@1 / R@5 / R@10 | seconds |",
+    lines = ["## Runs", "",
+             "| run | config | scale | steps | batch | ln(B) | final losses | R@1 / R@5 / R@10 | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         losses = ", ".join(f"{k} {_f(v)}" for k, v in r.get("final_loss", {}).items())
         rr = r.get("retrieval", {})
         rec = " / ".join(_f(rr.get(f"r@{k}")) for k in (1, 5, 10))
-        lines.append(f"| {r['name']} | {r.get('config') or '-'} | {r.get('scale') or '-'} | {r['steps']} | {r['batch_size']} | "
+        lines.append(f"| {r['name']} | {r.get('config') or '-'} | {r.get('scale') or '-'} | {r['steps']} | "
+                     f"{r['batch_size']} | "
                      f"{_f(r['chance_loss'])} | {losses} | {rec} | {_f(r.get('seconds'), 1)} |")
+    window = runs[0].get("final_window_steps", ["?", "?"])
     lines += ["", "Final losses are means over the last steps "
-              f"(window {runs[0].get('final_window_steps', ['?', '?'])[0]}-{runs[0].get('final_window_steps', ['?', '?'])[1]} for the first run); "
+              f"(window {window[0]}-{window[1]} for the first run); "
               "R@K is the mean of image→text and text→image on the held-out split; chance R@K = K/N.", ""]
     return lines
+
+
+def _scale_flag(run: dict) -> str:
+    return " --scale " + run["scale"] if run.get("scale") not in (None, "small") else ""
 
 
 def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None) -> str:
@@ -250,10 +269,12 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
     failed = [r for r in runs if not r.get("verdict", {}).get("learned", True) and r.get("config")]
     if failed and not summary.get("ablation"):
         lines += ["Next: test the candidate causes one at a time with "
-                  + ", ".join(f"`diagnose ablate --config {r.get('config_source') or r['config']}{' --scale ' + r['scale'] if r.get('scale') not in (None, 'small') else ''}`" for r in failed)
+                  + ", ".join("`diagnose ablate --config "
+                              f"{r.get('config_source') or r['config']}{_scale_flag(r)}`" for r in failed)
                   + " (baseline, each fix alone, all fixes; verdicts with the numbers that decide them).", ""]
     if summary.get("ablation_report"):
-        lines += [f"Ablation verdicts for these configs: [{summary['ablation_report']}]({summary['ablation_report']})", ""]
+        report = summary["ablation_report"]
+        lines += [f"Ablation verdicts for these configs: [{report}]({report})", ""]
     lines += hypotheses_section(summary.get("hypotheses", []))
     if summary.get("ablation"):
         lines += hypothesis_details(summary.get("hypotheses", []))

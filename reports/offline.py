@@ -32,22 +32,27 @@ def checkpoint_markdown(summary: dict, plots: list[tuple[str, str]]) -> str:
     lines += root_causes_section(summary)
     lines += findings_section(summary["findings"])
     lines += _plots(plots)
-    lines += ["## Layers", "", "| layer | tensors | values | rms | norm | non-finite |" + (" change ‖θ−θ₀‖/‖θ₀‖ |" if ck.get("against") else ""),
+    lines += ["## Layers", "",
+              "| layer | tensors | values | rms | norm | non-finite |"
+              + (" change ‖θ−θ₀‖/‖θ₀‖ |" if ck.get("against") else ""),
               "|---|---|---|---|---|---|" + ("---|" if ck.get("against") else "")]
     change = {r["layer"]: r for r in (ck.get("against") or {}).get("layers", [])}
     for layer in ck["layers"]:
-        row = (f"| {layer['layer']} | {layer['tensors']} | {layer['numel']} | {_f(layer['rms'])} | {_f(layer['norm'])} | "
+        row = (f"| {layer['layer']} | {layer['tensors']} | {layer['numel']} | {_f(layer['rms'])} | "
+               f"{_f(layer['norm'])} | "
                f"{layer['nonfinite']} |")
         if ck.get("against"):
             row += f" {_f(change.get(layer['layer'], {}).get('rel_change'))} |"
         lines.append(row)
     lines.append("")
     if ck.get("latents"):
-        lines += ["## Latents / queries", "", "| tensor | shape | rms | std | pairwise cosine mean / max | identical rows | drift |",
+        lines += ["## Latents / queries", "",
+                  "| tensor | shape | rms | std | pairwise cosine mean / max | identical rows | drift |",
                   "|---|---|---|---|---|---|---|"]
         for lat in ck["latents"]:
             lines.append(f"| {lat['name']} | {tuple(lat['shape'])} | {_f(lat['rms'])} | {_f(lat['std'])} | "
-                         f"{_f(lat.get('cosine_mean'), 3)} / {_f(lat.get('cosine_max'), 3)} | {lat['identical_rows']} | {_f(lat.get('drift'))} |")
+                         f"{_f(lat.get('cosine_mean'), 3)} / {_f(lat.get('cosine_max'), 3)} | "
+                         f"{lat['identical_rows']} | {_f(lat.get('drift'))} |")
         lines.append("")
     return "\n".join(lines + _tail(summary))
 
@@ -57,9 +62,11 @@ def checkpoint_figure(summary: dict) -> tuple[str, Figure] | None:
     against = ck.get("against")
     rows = [r for r in (against or {}).get("layers", []) if r.get("rel_change")] if against else []
     if rows:
-        title, values, xlabel = "Relative change per layer ‖θ−θ₀‖/‖θ₀‖ (log scale)", [(r["layer"], r["rel_change"]) for r in rows], "relative change"
+        title, xlabel = "Relative change per layer ‖θ−θ₀‖/‖θ₀‖ (log scale)", "relative change"
+        values = [(r["layer"], r["rel_change"]) for r in rows]
     else:
-        title, values, xlabel = "RMS per layer (log scale)", [(r["layer"], r["rms"]) for r in ck["layers"] if r.get("rms")], "rms"
+        title, values, xlabel = "RMS per layer (log scale)", [(r["layer"],
+                                                               r["rms"]) for r in ck["layers"] if r.get("rms")], "rms"
     if not values:
         return None
     values = values[:40]
@@ -95,7 +102,8 @@ def logs_markdown(summary: dict, plots: list[tuple[str, str]]) -> str:
 def logs_figure(frame, runs: list[dict]) -> tuple[str, Figure] | None:
     """Loss curves per run; dashed: ln(candidates) of each at-chance finding or ln(B)."""
     names = [r["name"] for r in runs]
-    multi = [n for n in names if frame[(frame["run"] == n) & frame["metric"].str.startswith("loss")]["step"].nunique() > 1]
+    losses = frame[frame["metric"].str.startswith("loss")]
+    multi = [n for n in names if losses[losses["run"] == n]["step"].nunique() > 1]
     if not multi:
         return None
     fig, axes = plt.subplots(1, len(multi), figsize=(5.2 * len(multi), 3.2), squeeze=False)

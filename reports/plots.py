@@ -122,7 +122,8 @@ def latents(records: pd.DataFrame) -> Figure:
     return fig
 
 
-def run_losses_against_chance(runs: list[dict], curves: dict[str, pd.DataFrame], component: str = "loss_clip") -> Figure:
+def run_losses_against_chance(runs: list[dict], curves: dict[str, pd.DataFrame],
+                              component: str = "loss_clip") -> Figure:
     """One line per run (e.g. ablations): `component` vs step, each run's ln(B) dashed in its colour."""
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for i, run in enumerate(runs):
@@ -158,7 +159,8 @@ def render_all(records: pd.DataFrame, runs: list[dict]) -> dict[str, tuple[str, 
     out: dict[str, tuple[str, Figure]] = {}
     suffix = ""
     if len(runs) > 2:
-        clip = records[(records["probe"] == "loss_split") & (records["target"] == "loss_clip") & (records["metric"] == "value")]
+        clip = records[(records["probe"] == "loss_split") & (records["target"] == "loss_clip")
+                       & (records["metric"] == "value")]
         curves = {name: g.sort_values("step") for name, g in clip.groupby("run")}
         out["runs_vs_chance"] = ("CLIP loss of every run against its ln(B)", run_losses_against_chance(runs, curves))
         # per-run panels would be unreadable for many runs: keep the baseline's

@@ -11,16 +11,21 @@ import typer
 from ..core.errors import ConfigError
 from ..lab.executors import EXECUTORS, make_executor
 
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Config alias (perceiver, direct), bundled file name, or YAML path.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value: dotted.key=value (repeatable).")]
+ConfigOpt = Annotated[str,
+                      typer.Option("--config", "-c",
+                                   help="Config alias (perceiver, direct), bundled file name, or YAML path.")]
+SetOpt = Annotated[Optional[list[str]],
+                   typer.Option("--set", help="Override a config value: dotted.key=value (repeatable).")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default: the config's).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda.")]
-ScaleOpt = Annotated[str, typer.Option("--scale", help="full (the config as written), small (CPU, ~1 min), tiny (tests).")]
+ScaleOpt = Annotated[str,
+                     typer.Option("--scale", help="full (the config as written), small (CPU, ~1 min), tiny (tests).")]
 StepsOpt = Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps to run.")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs to run (instead of --steps).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to write.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; plain output.")]
-FailOnOpt = Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists: info, warning, error.")]
+FailOnOpt = Annotated[str, typer.Option("--fail-on", help="Exit 1 when a finding at or above this severity exists: "
+                                                          "info, warning, error.")]
 
 
 def check_fail_on(fail_on: str) -> None:
@@ -28,16 +33,39 @@ def check_fail_on(fail_on: str) -> None:
         raise ConfigError(f"--fail-on '{fail_on}': expected one of info, warning, error")
 
 
-ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where runs execute: local (worker processes on this machine) or ray (Ray tasks; pip install -e '.[ray]').")]
-RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray instance.")]
-CpusPerRunOpt = Annotated[int, typer.Option("--cpus-per-run", min=1, help="CPUs each Ray task asks for (torch threads per run).")]
-GpusPerRunOpt = Annotated[float, typer.Option("--gpus-per-run", min=0, help="GPUs each Ray task asks for (with --device cuda).")]
-SeedsOpt = Annotated[int, typer.Option("--seeds", min=1, help="Repeat every run over K seeds (--seed, +1, ...: data order and init); verdicts count the seeds.")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Local processes running runs in parallel (default: 1 for one run, else up to the CPU count).")]
-AblationWorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Processes running ablation runs in parallel (capped at the CPU count).")]
-FixOpt = Annotated[Optional[list[str]], typer.Option("--fix", help="Test only these hypotheses (repeatable); default: all that apply.")]
-CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help="Start from these weights (safetensors, or torch with weights_only=True).")]
-ReferenceConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="Check keys and shapes against this reference config (alias or YAML).")]
+ExecutorOpt = Annotated[str,
+                        typer.Option("--executor",
+                                     help="Where runs execute: local (worker processes on this machine) or ray (Ray "
+                                          "tasks; pip install -e '.[ray]').")]
+RayAddressOpt = Annotated[Optional[str],
+                          typer.Option("--ray-address",
+                                       help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local Ray "
+                                            "instance.")]
+CpusPerRunOpt = Annotated[int,
+                          typer.Option("--cpus-per-run", min=1,
+                                       help="CPUs each Ray task asks for (torch threads per run).")]
+GpusPerRunOpt = Annotated[float,
+                          typer.Option("--gpus-per-run", min=0,
+                                       help="GPUs each Ray task asks for (with --device cuda).")]
+SeedsOpt = Annotated[int,
+                     typer.Option("--seeds", min=1,
+                                  help="Repeat every run over K seeds (--seed, +1, ...: data order and init); "
+                                       "verdicts count the seeds.")]
+WorkersOpt = Annotated[Optional[int],
+                       typer.Option("--workers", min=1,
+                                    help="Local processes running runs in parallel (default: 1 for one run, else up "
+                                         "to the CPU count).")]
+AblationWorkersOpt = Annotated[int,
+                               typer.Option("--workers", min=1,
+                                            help="Processes running ablation runs in parallel (capped at the CPU "
+                                                 "count).")]
+FixOpt = Annotated[Optional[list[str]],
+                   typer.Option("--fix", help="Test only these hypotheses (repeatable); default: all that apply.")]
+CheckpointOpt = Annotated[Optional[Path],
+                          typer.Option("--checkpoint",
+                                       help="Start from these weights (safetensors, or torch with weights_only=True).")]
+ReferenceConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="Check keys and shapes against this "
+                                                                                 "reference config (alias or YAML).")]
 EXIT_INCOMPLETE = 4  # the report is written, but some of its runs failed (each named with its error line)
 
 

@@ -78,4 +78,5 @@ def publish(out: Path, summary: dict, markdown: str) -> None:
             with open(step_summary, "a", encoding="utf-8") as fh:
                 fh.write(markdown + "\n")
         except OSError as exc:
-            raise OutputError(f"GITHUB_STEP_SUMMARY={step_summary}: cannot append ({exc.strerror or exc.__class__.__name__})") from None
+            raise OutputError(f"GITHUB_STEP_SUMMARY={step_summary}: cannot append "
+                              f"({exc.strerror or exc.__class__.__name__})") from None

@@ -45,7 +45,8 @@ CONSTANT_INITS = {"zeros_", "ones_", "constant_"}
 # in-place tensor methods that overwrite every element
 FULL_METHODS = {"normal_", "uniform_", "zero_", "fill_", "copy_", "random_", "bernoulli_", "exponential_",
                 "geometric_", "log_normal_", "cauchy_"}
-SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "site-packages", "build", "dist", ".tox", ".mypy_cache", "node_modules"}
+SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "site-packages", "build", "dist", ".tox", ".mypy_cache",
+             "node_modules"}
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def _is_parameter(call: ast.AST) -> bool:
 
 def _factories(node: ast.AST) -> list[ast.Call]:
     """torch factory calls anywhere in an expression (`torch.randn(n, d) * 0.02` -> [randn])."""
+    names = RANDOM_FACTORIES | CONSTANT_FACTORIES | {"empty", "tensor", "eye", "arange", "linspace"}
     return [n for n in ast.walk(node) if isinstance(n, ast.Call) and _dotted(n.func).startswith(("torch.", "th."))
-            and _last(_dotted(n.func)) in RANDOM_FACTORIES | CONSTANT_FACTORIES | {"empty", "tensor", "eye", "arange", "linspace"}]
+            and _last(_dotted(n.func)) in names]
 
 
 def _target_name(node: ast.AST) -> str:
@@ -121,7 +123,7 @@ def _describe_init(call: ast.Call) -> str:
     fn = _last(_dotted(call.func))
     kw = {k.arg: ast.unparse(k.value) for k in call.keywords if k.arg}
     if fn == "normal_":
-        args = [ast.unparse(a) for a in call.args[1:]] if "init" in _dotted(call.func) else [ast.unparse(a) for a in call.args]
+        args = [ast.unparse(a) for a in (call.args[1:] if "init" in _dotted(call.func) else call.args)]
         mean = kw.get("mean", args[0] if len(args) > 0 else "0")
         std = kw.get("std", args[1] if len(args) > 1 else "1")
         return f"normal(mean={mean}, std={std})"
@@ -140,7 +142,9 @@ def _is_string_switch(test: ast.expr) -> bool:
         for p in parts:
             if isinstance(p, ast.Constant) and isinstance(p.value, str):
                 return True
-            if isinstance(p, (ast.Tuple, ast.List, ast.Set)) and p.elts and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in p.elts):
+            if isinstance(p,
+                          (ast.Tuple, ast.List, ast.Set)) and p.elts and all(
+                    isinstance(e, ast.Constant) and isinstance(e.value, str) for e in p.elts):
                 return True
     return False
 
@@ -162,7 +166,8 @@ class _FileLinter:
         self.findings: list[LintFinding] = []
         # attributes that some statement anywhere in the file re-initialises in place (an HF-style
         # `_init_weights` may do it far from the constructor)
-        self.reinitialised = {_last(t[0]) for n in ast.walk(tree) if isinstance(n, ast.stmt) and (t := _init_target(n)) and t[0]}
+        self.reinitialised = {_last(t[0]) for n in ast.walk(tree)
+                              if isinstance(n, ast.stmt) and (t := _init_target(n)) and t[0]}
 
     def add(self, line: int, id_: str, message: str) -> None:
         text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
@@ -226,8 +231,10 @@ class _FileLinter:
             if overwrite and random:
                 later, call = overwrite
                 self.add(s.lineno, "DL001",
-                         f"{target} = {ast.unparse(param)} is overwritten in place by {ast.unparse(call)} on line {later.lineno}: "
-                         f"the {ast.unparse(random[0].func)} initialiser is dead code; the effective init is {_describe_init(call)}")
+                         f"{target} = {ast.unparse(param)} is overwritten in place by {ast.unparse(call)} on line "
+                         f"{later.lineno}: "
+                         f"the {ast.unparse(random[0].func)} initialiser is dead code; the effective init is "
+                         f"{_describe_init(call)}")
             is_latent = LATENT_NAME.search(_last(target)) is not None
             const = [f for f in facs if _last(_dotted(f.func)) in CONSTANT_FACTORIES]
             if is_latent and data is not None and const and not overwrite and not random \
@@ -235,9 +242,11 @@ class _FileLinter:
                 self.add(s.lineno, "DL002", self._constant_message(target, ast.unparse(const[0]), cls))
             if is_latent and overwrite and _last(_dotted(overwrite[1].func)) in CONSTANT_INITS:
                 self.add(overwrite[0].lineno, "DL002", self._constant_message(target, ast.unparse(overwrite[1]), cls))
-            if is_latent and any(k.arg == "requires_grad" and isinstance(k.value, ast.Constant) and k.value.value is False
+            if is_latent and any(k.arg == "requires_grad" and isinstance(k.value,
+                                                                         ast.Constant) and k.value.value is False
                                  for k in param.keywords):
-                self.add(s.lineno, "DL005", f"{target} is created with requires_grad=False: the learned latents never train")
+                self.add(s.lineno, "DL005",
+                         f"{target} is created with requires_grad=False: the learned latents never train")
 
     def _constant_message(self, target: str, init: str, cls: ast.ClassDef | None) -> str:
         msg = (f"{target} is initialised to a constant ({init}): every latent is the same vector, receives the same "
@@ -246,8 +255,10 @@ class _FileLinter:
             attr = _last(target)
             for n in ast.walk(cls):
                 if isinstance(n, ast.Call) and "norm" in _last(_dotted(n.func)).lower() and any(
-                        _last(_dotted(a)) == attr or any(_last(_dotted(x)) == attr for x in ast.walk(a)) for a in n.args):
-                    msg += (f"; the normalisation {ast.unparse(n.func)} on line {n.lineno} maps a constant row to its bias, "
+                        _last(_dotted(a)) == attr or any(_last(_dotted(x)) == attr for x in ast.walk(a))
+                        for a in n.args):
+                    msg += (f"; the normalisation {ast.unparse(n.func)} on line {n.lineno} maps a constant row to "
+                            "its bias, "
                             "erasing the latents entirely")
                     break
         return msg
@@ -260,12 +271,14 @@ class _FileLinter:
             if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.value, ast.Call) \
                     and _last(_dotted(n.value.func)) == "Linear":
                 args = n.value.args
-                out = args[1] if len(args) > 1 else next((k.value for k in n.value.keywords if k.arg == "out_features"), None)
+                out = args[1] if len(args) > 1 else next(
+                    (k.value for k in n.value.keywords if k.arg == "out_features"), None)
                 if isinstance(out, ast.Constant) and out.value == 1:
                     width1.add(_dotted(n.targets[0]))
         for fn in (n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             scorer_vars: dict[str, int] = {}
-            for n in sorted((x for x in ast.walk(fn) if isinstance(x, (ast.Assign, ast.Call))), key=lambda x: (x.lineno, x.col_offset)):
+            for n in sorted((x for x in ast.walk(fn) if isinstance(x, (ast.Assign, ast.Call))),
+                            key=lambda x: (x.lineno, x.col_offset)):
                 if isinstance(n, ast.Assign):
                     if len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
                         v = n.value
@@ -280,11 +293,14 @@ class _FileLinter:
                     continue
                 if pooling and dim == 0:
                     self.add(n.lineno, "DL003",
-                             f"{ast.unparse(n)} in pooling module {cls.name} normalises over dim 0, the batch axis: each "
-                             "sample's pooling weights depend on the rest of the batch instead of summing to 1 over its tokens")
+                             f"{ast.unparse(n)} in pooling module {cls.name} normalises over dim 0, the batch axis: "
+                             "each "
+                             "sample's pooling weights depend on the rest of the batch instead of summing to 1 over "
+                             "its tokens")
                 if dim in (-1,) and isinstance(arg, ast.Name) and arg.id in scorer_vars:
                     self.add(n.lineno, "DL004",
-                             f"{ast.unparse(n)} normalises over the last axis of {arg.id}, the output of a width-1 scorer "
+                             f"{ast.unparse(n)} normalises over the last axis of {arg.id}, the output of a width-1 "
+                             "scorer "
                              f"(line {scorer_vars[arg.id]}): that axis has one element, so every weight is exactly 1; "
                              "squeeze(-1) first and softmax over the token axis")
 
@@ -296,7 +312,8 @@ class _FileLinter:
         if name not in ("softmax", "Softmax"):
             return None, None
         dim_node = next((k.value for k in call.keywords if k.arg == "dim"), None)
-        method = isinstance(call.func, ast.Attribute) and name == "softmax" and not fn.startswith(("torch.", "F.", "nn.", "functional."))
+        method = (isinstance(call.func, ast.Attribute) and name == "softmax"
+                  and not fn.startswith(("torch.", "F.", "nn.", "functional.")))
         if dim_node is None:
             if name == "Softmax":
                 dim_node = call.args[0] if call.args else None
@@ -307,7 +324,8 @@ class _FileLinter:
         value = None
         if isinstance(dim_node, ast.Constant) and isinstance(dim_node.value, int):
             value = dim_node.value
-        elif isinstance(dim_node, ast.UnaryOp) and isinstance(dim_node.op, ast.USub) and isinstance(dim_node.operand, ast.Constant):
+        elif isinstance(dim_node, ast.UnaryOp) and isinstance(dim_node.op,
+                                                              ast.USub) and isinstance(dim_node.operand, ast.Constant):
             value = -dim_node.operand.value
         if value is None:
             return None, None

@@ -10,7 +10,8 @@ def refresh_seed_section(summary: Summary) -> None:
     """Recount the per-seed outcomes from the runs' current verdicts (also when a report is rebuilt)."""
     groups = summary.sections.get("seeds")
     if isinstance(groups, dict) and groups:
-        summary.sections["seeds"] = seed_section(summary.to_dict()["runs"], {k: list(v["runs"]) for k, v in groups.items()})
+        summary.sections["seeds"] = seed_section(summary.to_dict()["runs"],
+                                                 {k: list(v["runs"]) for k, v in groups.items()})
 
 
 def _row(run: dict) -> dict:

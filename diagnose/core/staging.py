@@ -119,7 +119,8 @@ def staged(out: Path, keep_existing: bool = True) -> Iterator[Path]:
         honour_umask(tmp, directory=True)
     except OSError as exc:
         _remove_created(created)
-        raise OutputError(f"{out}: cannot create the run directory ({exc.strerror or exc.__class__.__name__})") from None
+        why = exc.strerror or exc.__class__.__name__
+        raise OutputError(f"{out}: cannot create the run directory ({why})") from None
     kept = f"{out} left as it was (previous complete run)" if had_previous else f"{out} not created"
     written = _COMMITTED.get()
     try:

@@ -44,7 +44,8 @@ class DiagnoseAlarm(RuntimeError):
 
 def alarm_line(alarm: Alarm) -> str:
     f = alarm.finding
-    return f"diagnose alarm at step {alarm.step}: {f.id}{' (' + f.target + ')' if f.target else ''} in {f.run}: {f.message}"
+    target = f" ({f.target})" if f.target else ""
+    return f"diagnose alarm at step {alarm.step}: {f.id}{target} in {f.run}: {f.message}"
 
 
 class OnlineRules:

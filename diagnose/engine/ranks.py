@@ -115,7 +115,8 @@ def _collective_text(msg: str) -> bool:
 
 @contextmanager
 def output_dir(out) -> Iterator:
-    """`diagnose.core.staging.staged(out)` on rank 0; elsewhere a scratch directory that is removed (rank 0 alone writes)."""
+    """`diagnose.core.staging.staged(out)` on rank 0; elsewhere a scratch directory that is removed (rank 0
+    alone writes)."""
     if is_writer():
         with staged(out) as tmp:
             yield tmp

@@ -27,7 +27,8 @@ RECORDS_FILE = "records.csv.gz"
 
 
 def _render_plots(records: pd.DataFrame, runs: list[dict]) -> list[tuple[str, str, bytes]]:
-    return [(f"{stem}.png", caption, figure_png(fig)) for stem, (caption, fig) in plots.render_all(records, runs).items()]
+    return [(f"{stem}.png", caption, figure_png(fig)) for stem, (caption,
+                                                                 fig) in plots.render_all(records, runs).items()]
 
 
 def write_run_dir(out: Path, summary: Summary, records: pd.DataFrame, title: str | None = None,

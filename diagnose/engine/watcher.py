@@ -62,7 +62,8 @@ from .ranks import RankSync
 from .retrieval import retrieval_metrics
 from .rundir import write_run_dir
 
-__all__ = ["EVALUATE_BUDGET", "EVALUATE_EVERY", "DiagnoseAlarm", "Watch", "alarm_line", "canonical_losses", "canonical_name",
+__all__ = ["EVALUATE_BUDGET", "EVALUATE_EVERY", "DiagnoseAlarm", "Watch", "alarm_line", "canonical_losses",
+           "canonical_name",
            "log", "watch"]
 
 
@@ -94,7 +95,8 @@ class Watch(OnlineRules):
                  budget: float | None = EVALUATE_BUDGET, batch_size: int | None = None,
                  candidates: int | None = None, loss_weights: Mapping[str, float] | None = None,
                  max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
-                 outputs: Mapping[str, str] | None = None, max_records: int | None = None, spill: str | Path | None = None,
+                 outputs: Mapping[str, str] | None = None, max_records: int | None = None,
+                 spill: str | Path | None = None,
                  background: bool = True, session_kwargs: Mapping[str, Any] | None = None):
         if not (alarm in ("warn", "raise", "off", None) or callable(alarm)):
             raise ValueError(f"alarm={alarm!r}: expected 'warn', 'raise', 'off' or a function taking an Alarm")
@@ -140,7 +142,8 @@ class Watch(OnlineRules):
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            self.interrupted = "interrupted (Ctrl-C)" if exc_type is KeyboardInterrupt else f"ended by {exc_type.__name__}: {exc}"
+            self.interrupted = ("interrupted (Ctrl-C)" if exc_type is KeyboardInterrupt
+                                else f"ended by {exc_type.__name__}: {exc}")
         self.close()
 
     def close(self) -> Summary | None:
@@ -165,7 +168,8 @@ class Watch(OnlineRules):
     def observe(self, step: int, losses: Mapping[str, Any] | None = None, weights: Mapping[str, float] | None = None,
                 embeddings: Mapping[str, torch.Tensor] | None = None,
                 logits: torch.Tensor | Mapping[str, torch.Tensor] | None = None, batch_size: int | None = None,
-                candidates: int | None = None, inputs: torch.Tensor | None = None, chance: Mapping[str, float] | None = None,
+                candidates: int | None = None, inputs: torch.Tensor | None = None,
+                chance: Mapping[str, float] | None = None,
                 extras: Mapping[str, Any] | None = None, targets: torch.Tensor | None = None) -> list[Alarm]:
         """Report a step after ``loss.backward()`` and before ``optimizer.step()``; returns new alarms.
 
@@ -224,7 +228,8 @@ class Watch(OnlineRules):
     def data_signal(self, image: torch.Tensor, text: torch.Tensor, step: int | None = None, **kwargs: Any):
         """Is there anything to learn? Paired input features (image (N, T, D) or pooled (N, D), text (N, Dt)),
         e.g. a few hundred training pairs: a closed-form linear map, held-out retrieval vs chance and a
-        permutation test (`diagnose.engine.datasignal`); recorded, so the `no_data_signal` rule reads it. No training."""
+        permutation test (`diagnose.engine.datasignal`); recorded, so the `no_data_signal` rule reads it. No
+        training."""
         result = data_signal(image.detach().cpu(), text.detach().cpu(), **kwargs)
         at = step if step is not None else (self.last_step if self.last_step is not None else 0)
         self.session.buffer.extend(int(at), PROBE, result.rows())

@@ -45,7 +45,8 @@ class ScalarSink:
         self.current_step = step
         for a in alarms:
             f = a.finding
-            self.write_text("diagnose/alarms", f"step {a.step}: {f.id} ({f.severity}) {f.target or ''}: {f.message}", a.step)
+            self.write_text("diagnose/alarms", f"step {a.step}: {f.id} ({f.severity}) {f.target or ''}: {f.message}",
+                            a.step)
         if step % self.every:
             return  # rows of skipped steps are not written (the run directory has them all)
         buf = watch.session.buffer

@@ -87,13 +87,18 @@ def run_ablation(cfg: AlignmentConfig, steps: int, device: str, only: list[str] 
 
 def _check_only(only: list[str] | None, hyps: list[Hypothesis] | None = None) -> None:
     if hyps is None and only and set(only) - set(KNOWN_IDS):
-        raise ConfigError(f"--fix: unknown hypothesis {', '.join(sorted(set(only) - set(KNOWN_IDS)))}; known: {', '.join(KNOWN_IDS)}")
+        raise ConfigError(f"--fix: unknown hypothesis {', '.join(sorted(set(only) - set(KNOWN_IDS)))}; known: "
+                          f"{', '.join(KNOWN_IDS)}")
     if hyps is not None and only and set(only) - {h.id for h in hyps}:
         unknown = sorted(set(only) - {h.id for h in hyps})
-        raise ConfigError(f"--fix: unknown or not applicable {', '.join(unknown)}; available: {', '.join(h.id for h in hyps)}")
+        raise ConfigError(f"--fix: unknown or not applicable {', '.join(unknown)}; available: "
+                          f"{', '.join(h.id for h in hyps)}")
 
 
-def _ablate(cfg, steps, device, only, progress, expensive_every, executor: SerialExecutor, seeds: list[int]) -> Ablation:
+def _ablate(cfg, steps, device, only, progress, expensive_every, executor: SerialExecutor,
+            seeds: list[int]) -> Ablation:
+    # over 60 lines: the ablation's steps in their order (baseline, each fix, all fixes, minimal-set search,
+    # verdicts), each a few lines over the same runs and records
     _check_only(only)
     first = seeds[0]
     runs: dict[str, dict] = {}  # by run name: "fix:x" for the first seed, "fix:x (seed 1)" for the others
@@ -139,7 +144,8 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, executor: Seria
     if not base["verdict"]["learned"] and not single_ok and with_run:
         search = _greedy(with_run, runs, execute_many)
     order = [n for n in submitted if n in runs]
-    records = pd.concat([frames[n] for n in order], ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
+    records = pd.concat([frames[n] for n in order],
+                        ignore_index=True)[["run", "step", "probe", "target", "metric", "value"]]
     hypotheses = _decide_over_seeds(hyps, runs, failed, records, search, seeds)
     run_list = [RunSummary.from_dict(runs[n]) for n in order]
     findings = []
@@ -151,7 +157,8 @@ def _ablate(cfg, steps, device, only, progress, expensive_every, executor: Seria
         "seeds": list(seeds), "executor": executor.name, "complete": not failed, "failed_runs": dict(failed),
         "single_fixes_that_restore_learning": single_ok, "minimal_set_search": search}})
     if len(seeds) > 1:
-        summary.sections["seeds"] = {n: {"runs": [seeded_name(n, sd, first) for sd in seeds]} for n in dict.fromkeys(replicated)}
+        summary.sections["seeds"] = {n: {"runs": [seeded_name(n, sd, first) for sd in seeds]}
+                                     for n in dict.fromkeys(replicated)}
         refresh_seed_section(summary)
     return Ablation(summary, records)
 
@@ -192,12 +199,15 @@ def combine_seeds(per_seed: list[tuple[int, dict]]) -> dict:
         verdict = "refuted"
     else:
         verdict = "failed" if counts["failed"] == k else "inconclusive"
-    agree = len({"not learned" if d["verdict"] in ("refuted", "not restored") else d["verdict"] for _, d in per_seed}) == 1
+    agree = len({"not learned" if d["verdict"] in ("refuted",
+                                                   "not restored") else d["verdict"] for _, d in per_seed}) == 1
     tally = "; ".join(f"{v} on {n}/{k} seeds" for v, n in counts.items() if n)
-    note = "" if agree else (" (the seeds disagree: no majority)" if verdict == "inconclusive" else " (the seeds disagree)")
+    note = "" if agree else (" (the seeds disagree: no majority)" if verdict == "inconclusive" else " (the seeds "
+                                                                                                    "disagree)")
     out = dict(first, verdict=verdict)
     out["seeds"] = {"counts": counts, "agree": agree, "tally": tally + note,
-                    "per_seed": [{"seed": sd, "verdict": d["verdict"], "fix": d.get("evidence", {}).get("fix")} for sd, d in per_seed]}
+                    "per_seed": [{"seed": sd, "verdict": d["verdict"],
+                                  "fix": d.get("evidence", {}).get("fix")} for sd, d in per_seed]}
     out["summary"] = f"{tally}{note}. First seed ({per_seed[0][0]}): {first.get('summary', '')}"
     return out
 
@@ -237,8 +247,10 @@ def _greedy(hyps: list[Hypothesis], runs: dict, execute_many) -> dict:
 
 def _numbers(run: dict) -> dict:
     r = run["retrieval"]
-    return {"run": run["name"], "loss_clip": round(run["final_loss"]["loss_clip"], 4), "ln_B": round(run["chance_loss"], 4),
-            "loss_over_lnB": round(run["verdict"]["loss_over_chance"], 4) if run["verdict"]["loss_over_chance"] is not None else None,
+    return {"run": run["name"], "loss_clip": round(run["final_loss"]["loss_clip"], 4),
+            "ln_B": round(run["chance_loss"], 4),
+            "loss_over_lnB": round(run["verdict"]["loss_over_chance"],
+                                   4) if run["verdict"]["loss_over_chance"] is not None else None,
             "r@1": round(r["r@1"], 4), "chance@1": round(r["chance@1"], 5), "label": run["verdict"]["label"],
             **({"steps": run["steps"], "settled": run["settled"]["why"]} if run.get("settled") else {})}
 
@@ -250,7 +262,13 @@ def _head(h: Hypothesis) -> dict:
 
 def _failed(h: Hypothesis, reason: str, base: dict | None) -> dict:
     return dict(_head(h), verdict="failed", mechanism="not measured", reason=reason,
-                evidence={"baseline": _numbers(base) if base else None, "error": reason}, summary=f"not decided: {reason}")
+                evidence={"baseline": _numbers(base) if base else None, "error": reason},
+                summary=f"not decided: {reason}")
+
+
+def _mechanism(mech: dict) -> str:
+    """Whether the probes moved the way the claim says."""
+    return "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
 
 
 def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search: dict, failed: dict[str, str]) -> dict:
@@ -261,7 +279,7 @@ def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search
         out["verdict"] = {True: "confirmed", False: "refuted", None: "inconclusive"}[mech["supports"]]
         out["evidence"] = {"mechanism": mech["numbers"], "baseline": _numbers(base)}
         out["summary"] = mech["text"]
-        out["mechanism"] = "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
+        out["mechanism"] = _mechanism(mech)
         return out
     if f"fix:{h.id}" in failed:
         return _failed(h, f"the run with the fix failed: {failed[f'fix:{h.id}']}", base)
@@ -275,7 +293,8 @@ def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search
     elif learned:
         v, why = "confirmed", "the fix alone makes the run learn"
     elif needed_jointly:
-        v, why = "inconclusive", f"the fix alone does not restore learning, but the minimal set {search['set']} needs it"
+        v, why = "inconclusive", (f"the fix alone does not restore learning, but the minimal set {search['set']} "
+                                  "needs it")
     elif fixed["verdict"]["label"].startswith("partly"):
         v, why = "inconclusive", "the fix alone moves the loss below chance but short of the learning margin"
     else:
@@ -283,13 +302,15 @@ def _decide(h: Hypothesis, base: dict, runs: dict, records: pd.DataFrame, search
         if (fixed.get("settled") or {}).get("why", "").startswith("failed"):
             # a replica stopped once at chance and collapsed: it did not learn by then, but a slow partial
             # improvement later (which would make the verdict inconclusive) is not excluded
-            v, why = "not restored", f"the fix alone did not restore learning by step {fixed['steps']}, where the replica stopped (settled)"
-    mechanism = "as claimed" if mech["supports"] else ("contradicted" if mech["supports"] is False else "not measurable")
+            v, why = "not restored", (f"the fix alone did not restore learning by step {fixed['steps']}, where the "
+                                      "replica stopped (settled)")
+    mechanism = _mechanism(mech)
     if v == "confirmed" and mech["supports"] is False:
         why += ", but not through the claimed mechanism (the probes did not move the way the claim says)"
     out.update({"verdict": v, "mechanism": mechanism, "reason": why,
                 "evidence": {"baseline": _numbers(base), "fix": _numbers(fixed), "mechanism": mech["numbers"]},
                 "summary": f"{why}: loss {fixed['final_loss']['loss_clip']:.3f} vs ln(B) {fixed['chance_loss']:.3f} "
-                           f"(baseline {base['final_loss']['loss_clip']:.3f}); R@1 {fixed['retrieval']['r@1']:.4f} vs chance "
+                           f"(baseline {base['final_loss']['loss_clip']:.3f}); R@1 {fixed['retrieval']['r@1']:.4f} "
+                           "vs chance "
                            f"{fixed['retrieval']['chance@1']:.4f}. Mechanism {mechanism}: {mech['text']}"})
     return out

@@ -51,14 +51,16 @@ def _clear_error(path: Path, exc: ConfigError) -> ConfigError:
     if "Unsupported global" in text or "GLOBAL" in text:
         m = re.search(r"GLOBAL\s+([\w.]+)", text)
         what = f" references {m.group(1)}" if m else " contains objects other than tensors"
-        return ConfigError(f"{path}: refused: the pickle{what}; loading it would run code. Read with weights_only=True, "
+        return ConfigError(f"{path}: refused: the pickle{what}; loading it would run code. Read with "
+                           "weights_only=True, "
                            "nothing was executed")
     if ctx is None:
         return exc
     m = re.search(r"(Unsupported operand \d+|invalid load key[^.\n]*|failed finding central directory|"
                   r"invalid header length|incomplete metadata[^\n]*|unexpected EOF|Invalid argument)", text)
     detail = m.group(1) if m else type(ctx).__name__
-    return ConfigError(f"{path}: not a loadable checkpoint: corrupt, truncated, or not a safetensors/PyTorch file ({detail})")
+    return ConfigError(f"{path}: not a loadable checkpoint: corrupt, truncated, or not a safetensors/PyTorch file "
+                       f"({detail})")
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
@@ -91,8 +93,10 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], list[Path], di
                     weight_map = json.loads((path / index).read_text())["weight_map"]
                 except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
                     raise ConfigError(f"{path / index}: not a valid shard index (expected a 'weight_map')") from None
-                if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
-                    raise ConfigError(f"{path / index}: 'weight_map' must be a non-empty mapping of tensor names to shard files")
+                if not isinstance(weight_map,
+                                  dict) or not weight_map or not all(isinstance(f, str) for f in weight_map.values()):
+                    raise ConfigError(f"{path / index}: 'weight_map' must be a non-empty mapping of tensor names to "
+                                      "shard files")
                 files = [path / f for f in dict.fromkeys(weight_map.values())]
                 outside = [f for f in files if path.resolve() not in f.resolve().parents]
                 if outside:
@@ -104,7 +108,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], list[Path], di
         for name in HF_WEIGHT_FILES:
             if (path / name).is_file():
                 return _load_file(path / name), [path / name], read_metadata(path / name)
-        raise ConfigError(f"{path}: directory has no model weights (expected one of {', '.join(HF_WEIGHT_FILES + HF_INDEX_FILES)})")
+        raise ConfigError(f"{path}: directory has no model weights (expected one of "
+                          f"{', '.join(HF_WEIGHT_FILES + HF_INDEX_FILES)})")
     return _load_file(path), [path], read_metadata(path)
 
 
@@ -160,10 +165,12 @@ def latent_stats(name: str, t: torch.Tensor, init: torch.Tensor | None = None) -
     uniq = torch.unique(rows, dim=0).shape[0]
     s = rows[:MAX_LATENT_ROWS]
     norms = s.norm(dim=1)
-    d = {"name": name, "shape": list(t.shape), "rows": n, "dim": int(rows.shape[1]), "rms": _f(rows.pow(2).mean().sqrt()),
+    d = {"name": name, "shape": list(t.shape), "rows": n, "dim": int(rows.shape[1]),
+         "rms": _f(rows.pow(2).mean().sqrt()),
          "std": _f(rows.std(unbiased=False)), "mean": _f(rows.mean()), "row_norm_mean": _f(norms.mean()),
          "between_latent_std": _f(rows.std(dim=0, unbiased=False).mean()) if n > 1 else None,
-         "unique_rows": int(uniq), "identical_rows": int(n - uniq), "zero_rows": int((rows.abs().sum(dim=1) == 0).sum())}
+         "unique_rows": int(uniq), "identical_rows": int(n - uniq),
+         "zero_rows": int((rows.abs().sum(dim=1) == 0).sum())}
     if s.shape[0] > 1 and bool((norms > 0).all()):
         u = s / norms[:, None]
         cos = u @ u.T
@@ -191,7 +198,8 @@ def relative_change(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor
         rows.append({"layer": layer, "numel": numel, "abs_change": _f(math.sqrt(diff)), "base_norm": _f(math.sqrt(ref)),
                      "rel_change": _f(math.sqrt(diff) / math.sqrt(ref)) if ref > 0 else None})
     rows.sort(key=lambda r: (r["rel_change"] is None, r["rel_change"] if r["rel_change"] is not None else 0.0))
-    return {"layers": rows, "missing_in_base": sorted(set(state) - set(base)), "missing_in_checkpoint": sorted(set(base) - set(state)),
+    return {"layers": rows, "missing_in_base": sorted(set(state) - set(base)),
+            "missing_in_checkpoint": sorted(set(base) - set(state)),
             "shape_differs": sorted(k for k in state if k in base and state[k].shape != base[k].shape)}
 
 

@@ -15,7 +15,8 @@ from ..core.errors import ConfigError
 from ..core.files import atomic_write_bytes, atomic_write_text
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, cfg: AlignmentConfig, metadata: dict[str, str] | None = None) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, cfg: AlignmentConfig,
+                    metadata: dict[str, str] | None = None) -> None:
     """safetensors weights plus the resolved config beside them (`<stem>.yaml`)."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"config_name": cfg.name, "scale": cfg.scale, **(metadata or {})}
@@ -71,7 +72,8 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: st
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
     problems = []
     if missing:
         problems.append(f"missing {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")

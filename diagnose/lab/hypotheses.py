@@ -92,10 +92,12 @@ def check_latent_init(base, fixed, base_run, fixed_run) -> dict:
     if math.isfinite(e0b) and math.isfinite(e0f):
         # the claim: small latents -> flat softmax; a 50x larger init should make it clearly less flat
         supports = (e0b - e0f) > MEANINGFUL_ENTROPY_DROP
+    rescaled = (f"; the LayerNorm in front of the attention rescales the latents {gain.iloc[0]:.0f}x"
+                if len(gain) else "")
     return {"numbers": nums, "supports": supports,
             "text": f"cross-attention entropy at step 0: {e0b:.3f} with the seed's init vs {e0f:.3f} with std-1 latents"
-                    f"{f'; the LayerNorm in front of the attention rescales the latents {gain.iloc[0]:.0f}x' if len(gain) else ''}; "
-                    f"the seed's fixes A/B give std {stds['normal']:.4f}, the same distribution as its bug ({stds['seed']:.4f})."}
+                    f"{rescaled}; the seed's fixes A/B give std {stds['normal']:.4f}, the same distribution as its bug "
+                    f"({stds['seed']:.4f})."}
 
 
 def check_lr(base, fixed, base_run, fixed_run) -> dict:
@@ -113,16 +115,19 @@ def check_lr(base, fixed, base_run, fixed_run) -> dict:
     return {"numbers": {"peak_update_ratio_baseline": _r(pb), "peak_update_ratio_fix": _r(pf),
                         "image_cosine_end_baseline": _r(cb), "image_cosine_end_fix": _r(cf)},
             "supports": supports,
-            "text": f"peak per-layer update/param {pb:.3g} -> {pf:.3g}; image-embedding cosine at the end {cb:.3f} -> {cf:.3f}."}
+            "text": f"peak per-layer update/param {pb:.3g} -> {pf:.3g}; image-embedding cosine at the end {cb:.3f} "
+                    f"-> {cf:.3f}."}
 
 
 def check_batch(base, fixed, base_run, fixed_run) -> dict:
-    rb, rf = base_run["final_loss"]["loss_clip"] / base_run["chance_loss"], fixed_run["final_loss"]["loss_clip"] / fixed_run["chance_loss"]
+    rb = base_run["final_loss"]["loss_clip"] / base_run["chance_loss"]
+    rf = fixed_run["final_loss"]["loss_clip"] / fixed_run["chance_loss"]
     supports = rf < rb - MEANINGFUL_LOSS_RATIO_DROP  # more negatives should move the loss away from chance
     return {"numbers": {"negatives_baseline": base_run["batch_size"] - 1, "negatives_fix": fixed_run["batch_size"] - 1,
                         "loss_over_lnB_baseline": _r(rb), "loss_over_lnB_fix": _r(rf)},
             "supports": supports,
-            "text": f"{base_run['batch_size'] - 1} -> {fixed_run['batch_size'] - 1} negatives per row; final loss / ln(B) "
+            "text": f"{base_run['batch_size'] - 1} -> {fixed_run['batch_size'] - 1} negatives per row; final loss / "
+                    "ln(B) "
                     f"{rb:.3f} -> {rf:.3f}."}
 
 
@@ -149,7 +154,8 @@ def check_logging(base, fixed, base_run, fixed_run) -> dict:
     chance = base_run["chance_loss"]
     both = pd.concat([clip, mrl, full], axis=1, join="inner").dropna()
     if both.empty:
-        return {"numbers": {}, "supports": None, "text": "no all-dims MRL values were recorded (sample_single_mrl_dim off?)."}
+        return {"numbers": {}, "supports": None,
+                "text": "no all-dims MRL values were recorded (sample_single_mrl_dim off?)."}
     w = window(both)
     same_logged = float(((w.iloc[:, 0] - w.iloc[:, 1]).abs() <= IDENTICAL_ATOL).mean())
     same_full = float(((w.iloc[:, 0] - w.iloc[:, 2]).abs() <= IDENTICAL_ATOL).mean())
@@ -162,14 +168,19 @@ def check_logging(base, fixed, base_run, fixed_run) -> dict:
         supports = None
     else:
         supports = same_full < IDENTICAL_SHARE
-    return {"numbers": {"share_steps_clip_eq_logged_mrl": _r(same_logged, 3), "share_steps_clip_eq_all_dims_mrl": _r(same_full, 3),
-                        "mean_abs_gap_logged_vs_all_dims": _r(gap), "clip_at_chance": clip_at_chance, "window_steps": [int(w.index[0]), int(w.index[-1])]},
+    at_chance_note = (" (the CLIP loss is at ln(B): at chance every contrastive loss equals ln(B))"
+                      if clip_at_chance else "")
+    reproduced_note = ("; the identical-looking values the claim explains are not reproduced here"
+                       if same_logged < IDENTICAL_SHARE else "")
+    return {"numbers": {"share_steps_clip_eq_logged_mrl": _r(same_logged, 3),
+                        "share_steps_clip_eq_all_dims_mrl": _r(same_full, 3),
+                        "mean_abs_gap_logged_vs_all_dims": _r(gap), "clip_at_chance": clip_at_chance,
+                        "window_steps": [int(w.index[0]), int(w.index[-1])]},
             "supports": supports,
-            "text": f"the logged loss_mrl (one sampled dim) differs from the all-dims MRL loss by {gap:.4f} on average, so the "
-                    f"log does misstate the MRL objective; but at the end CLIP equals the logged MRL on {same_logged:.0%} of steps "
-                    f"and the all-dims MRL on {same_full:.0%}"
-                    f"{' (the CLIP loss is at ln(B): at chance every contrastive loss equals ln(B))' if clip_at_chance else ''}"
-                    f"{'; the identical-looking values the claim explains are not reproduced here' if same_logged < IDENTICAL_SHARE else ''}."}
+            "text": f"the logged loss_mrl (one sampled dim) differs from the all-dims MRL loss by {gap:.4f} on "
+                    "average, so the log does misstate the MRL objective; but at the end CLIP equals the logged MRL on "
+                    f"{same_logged:.0%} of steps and the all-dims MRL on {same_full:.0%}"
+                    f"{at_chance_note}{reproduced_note}."}
 
 
 def check_loss_scale(base, fixed, base_run, fixed_run) -> dict:
@@ -182,9 +193,11 @@ def check_loss_scale(base, fixed, base_run, fixed_run) -> dict:
     to_range = 0.0 if 2.0 <= l0 <= 3.0 else min(abs(l0 - 2.0), abs(l0 - 3.0))
     supports = True if to_range == 0.0 else (False if abs(l0 - chance) < to_range else None)
     return {"numbers": {"step0_loss_clip": _r(l0), "chance_ln_B": _r(chance), "batch_size": b,
-                        "implied_candidates_at_step0": _r(math.exp(l0), 1), "candidates_for_loss_2_to_3": [_r(math.exp(2.0), 1), _r(math.exp(3.0), 1)]},
+                        "implied_candidates_at_step0": _r(math.exp(l0), 1),
+                        "candidates_for_loss_2_to_3": [_r(math.exp(2.0), 1), _r(math.exp(3.0), 1)]},
             "supports": supports,
-            "text": f"the untrained loss at step 0 is {l0:.4f} against ln({b}) = {chance:.4f}; 2-3 would mean {math.exp(2):.0f}-{math.exp(3):.0f} candidates per row."}
+            "text": f"the untrained loss at step 0 is {l0:.4f} against ln({b}) = {chance:.4f}; 2-3 would mean "
+                    f"{math.exp(2):.0f}-{math.exp(3):.0f} candidates per row."}
 
 
 def check_input_shared(base, fixed, base_run, fixed_run) -> dict:
@@ -193,7 +206,8 @@ def check_input_shared(base, fixed, base_run, fixed_run) -> dict:
     supports = ib > if_ and cf < cb - MEANINGFUL_COSINE_DROP
     return {"numbers": {"input_cosine_baseline": _r(ib), "input_cosine_fix": _r(if_),
                         "image_cosine_end_baseline": _r(cb), "image_cosine_end_fix": _r(cf)},
-            "supports": supports, "text": f"input cosine {ib:.3f} -> {if_:.3f}; image-embedding cosine {cb:.3f} -> {cf:.3f}."}
+            "supports": supports,
+            "text": f"input cosine {ib:.3f} -> {if_:.3f}; image-embedding cosine {cb:.3f} -> {cf:.3f}."}
 
 
 def check_high_norm(base, fixed, base_run, fixed_run) -> dict:
@@ -204,7 +218,8 @@ def check_high_norm(base, fixed, base_run, fixed_run) -> dict:
     return {"numbers": {"cross_attn_entropy_mean_baseline": _r(eb), "cross_attn_entropy_mean_fix": _r(ef),
                         "image_cosine_end_baseline": _r(cb), "image_cosine_end_fix": _r(cf)},
             "supports": supports,
-            "text": f"cross-attention entropy (run mean) {eb:.3f} -> {ef:.3f}; image-embedding cosine {cb:.3f} -> {cf:.3f}."}
+            "text": f"cross-attention entropy (run mean) {eb:.3f} -> {ef:.3f}; image-embedding cosine {cb:.3f} -> "
+                    f"{cf:.3f}."}
 
 
 def check_warmup(base, fixed, base_run, fixed_run) -> dict:
@@ -219,15 +234,19 @@ KNOWN_IDS = ("latent_init", "lr_too_high", "batch_too_small", "mean_pooling", "m
 
 def catalogue(cfg: AlignmentConfig, findings: list[dict], steps: int) -> list[Hypothesis]:
     """The hypotheses that apply to this config, given the baseline's findings."""
+    # over 60 lines: a table of hypotheses, one entry of a few lines each
     v, opt, ds = cfg.vision_encoder, cfg.optimization, cfg.dataset
     fired = {f["id"] for f in findings}
     hs: list[Hypothesis] = []
     if v.use_perceiver:
         hs.append(Hypothesis(
-            "latent_init", "The Perceiver latents, initialised at std 0.02 (randn overwritten by normal_), are too small: "
+            "latent_init", "The Perceiver latents, initialised at std 0.02 (randn overwritten by normal_), are too "
+                           "small: "
             "small latents give small attention scores, a flat softmax and weak gradients.", "seed",
-            ["vision_encoder.perceiver_latent_init=randn"], "latents ~ N(0, 1) (what the seed's randn line alone would give)",
-            "cross-attention entropy at init falls and the latents' gradient grows with the larger init", check_latent_init))
+            ["vision_encoder.perceiver_latent_init=randn"],
+                             "latents ~ N(0, 1) (what the seed's randn line alone would give)",
+            "cross-attention entropy at init falls and the latents' gradient grows with the larger init",
+                             check_latent_init))
     hs.append(Hypothesis(
         "lr_too_high", f"The learning rate ({opt.lr:g}) is too high and destabilises the attention.", "seed",
         [f"optimization.lr={opt.lr / 10:g}"], f"lr {opt.lr / 10:g} (10x lower)",
@@ -239,31 +258,39 @@ def catalogue(cfg: AlignmentConfig, findings: list[dict], steps: int) -> list[Hy
     if v.use_perceiver and v.perceiver_pooling == "mean":
         hs.append(Hypothesis(
             "mean_pooling", "Mean pooling over the Perceiver's latents throws away the information they hold.", "seed",
-            ["vision_encoder.perceiver_pooling=attention"], "learnable attention pooling after the Perceiver (seed fix 4)",
-            "the Perceiver's output still differs across images while the mean-pooled embedding does not", check_pooling))
+            ["vision_encoder.perceiver_pooling=attention"],
+                             "learnable attention pooling after the Perceiver (seed fix 4)",
+            "the Perceiver's output still differs across images while the mean-pooled embedding does not",
+                             check_pooling))
     if cfg.losses.mrl > 0 and cfg.losses.sample_single_mrl_dim:
         hs.append(Hypothesis(
-            "mrl_logging", "Logging one sampled MRL dim as the MRL loss makes CLIP and MRL look artificially similar.", "seed",
+            "mrl_logging", "Logging one sampled MRL dim as the MRL loss makes CLIP and MRL look artificially similar.",
+            "seed",
             [], "decided from the baseline: logged loss_mrl vs the all-dims MRL loss measured at the same steps",
             "CLIP equals the logged MRL but not the all-dims MRL", check_logging))
     hs.append(Hypothesis(
-        "loss_scale", "An untrained CLIP loss should be ~2-3; ~4.8 means normalisation, temperature or gradients are broken.",
+        "loss_scale", "An untrained CLIP loss should be ~2-3; ~4.8 means normalisation, temperature or gradients are "
+                      "broken.",
         "seed", [], "decided from the baseline: the step-0 loss against ln(B)",
         "the untrained loss differs from ln(B)", check_loss_scale))
     if "input_shared_component" in fired and ds.source == "synthetic" and ds.synthetic.shared_scale > 0:
         hs.append(Hypothesis(
-            "shared_input_component", "A component shared by all input tokens dominates the features, so images look alike.",
+            "shared_input_component",
+                             "A component shared by all input tokens dominates the features, so images look alike.",
             "input_shared_component", ["dataset.synthetic.shared_scale=0"], "inputs without the shared component",
             "input cosine falls and the image embeddings stop collapsing", check_input_shared))
     if ds.source == "synthetic" and ds.synthetic.high_norm_frac > 0 and v.use_perceiver and (
             "attention_entropy_collapse" in fired or "embedding_collapse" in fired):
         hs.append(Hypothesis(
-            "high_norm_tokens", "A few high-norm tokens capture the cross-attention, and they look the same in every image.",
+            "high_norm_tokens",
+                             "A few high-norm tokens capture the cross-attention, and they look the same in every "
+                             "image.",
             "embedding_collapse", ["dataset.synthetic.high_norm_frac=0"], "inputs without high-norm tokens",
             "cross-attention entropy rises and the image embeddings stop collapsing", check_high_norm))
     if "update_ratio_high" in fired and opt.warmup_steps == 0:
         hs.append(Hypothesis(
             "no_warmup", "Full-size steps from the first iteration (no warm-up) wreck the randomly initialised layers.",
-            "update_ratio_high", [f"optimization.warmup_steps={max(10, steps // 5)}"], f"linear warm-up over {max(10, steps // 5)} steps",
+            "update_ratio_high", [f"optimization.warmup_steps={max(10, steps // 5)}"],
+                             f"linear warm-up over {max(10, steps // 5)} steps",
             "early update/param ratios fall and the embeddings stop collapsing", check_warmup))
     return hs

@@ -132,7 +132,8 @@ class ProbeCallback(Callback):
         extras.update(loss.distributed)  # gradient-scale check of a gathered loss (reference_models.distributed)
         self.watcher.observe(
             info.step, losses=logged, weights=loss.weights, chance={k: loss.chance for k in logged if k != "total"},
-            embeddings={"image": info.image.detach(), "text": info.text.detach()}, inputs=info.tokens.detach().mean(dim=1),
+            embeddings={"image": info.image.detach(), "text": info.text.detach()},
+                             inputs=info.tokens.detach().mean(dim=1),
             logits={"image_to_text": loss.logits.detach()}, batch_size=info.batch_size, extras=extras,
             candidates=loss.candidates or None)
 
@@ -166,7 +167,9 @@ class SettleCallback(Callback):
             return
         window = self.losses[-max(END_MIN_POINTS, math.ceil(END_FRAC * n)):]
         if max(window) < SETTLED_LOSS_FRACTION * info.loss.chance:
-            self.stop_training, self.why = True, f"learned: every CLIP loss of the last {len(window)} steps below {SETTLED_LOSS_FRACTION:g} x ln(B)"
+            self.stop_training = True
+            self.why = (f"learned: every CLIP loss of the last {len(window)} steps below {SETTLED_LOSS_FRACTION:g} "
+                        "x ln(B)")
             return
         errors = [a.finding for a in self.watcher.alarms if a.finding.severity == "error"]
         loss = {f.id for f in errors if f.id in SETTLED_LOSS_ALARMS and f.target == "loss_clip"}

@@ -60,7 +60,8 @@ def run_seeded(configs: Sequence[tuple[Any, str]], seeds: Sequence[int], steps: 
     failed = {n: r.error for n, r in results.items() if isinstance(r, Failed)}
     names = [j.name for j in jobs if j.name not in failed]
     records = pd.concat([results[n][1] for n in names], ignore_index=True) if names else pd.DataFrame()
-    summary = Summary([RunSummary.from_dict(results[n][0]) for n in names], command=command_line(), environment=environment())
+    summary = Summary([RunSummary.from_dict(results[n][0]) for n in names], command=command_line(),
+                      environment=environment())
     summary = analyse(summary, records)
     if len(seeds) > 1:
         summary.sections["seeds"] = {label: {"runs": names} for label, names in groups.items()}

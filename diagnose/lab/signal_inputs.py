@@ -49,7 +49,8 @@ def _pairs(data: dict, prefix: str, path: Path) -> tuple[torch.Tensor, torch.Ten
     if img.dim() not in (2, 3):
         raise ConfigError(f"{path}: '{key_img}' has shape {tuple(img.shape)}, expected (N, T, D) or pooled (N, D)")
     if txt.dim() != 2 or txt.shape[0] != img.shape[0]:
-        raise ConfigError(f"{path}: '{key_txt}' has shape {tuple(txt.shape)}, expected ({img.shape[0]}, Dt): one caption "
+        raise ConfigError(f"{path}: '{key_txt}' has shape {tuple(txt.shape)}, expected ({img.shape[0]}, Dt): one "
+                          "caption "
                           f"feature row per image")
     if not (torch.isfinite(img).all() and torch.isfinite(txt).all()):
         raise ConfigError(f"{path}: '{key_img}'/'{key_txt}' contain NaN or Inf")

@@ -19,7 +19,8 @@ from .conftest import TINY
     ("losses.max_logit_scale=-5", "'losses.max_logit_scale' = -5.0: expected a positive value"),
     ("dataset.images.encode_batch_size=0", "'dataset.images.encode_batch_size' = 0"),
     ("vision_encoder.hidden_dim=1000000000", "GiB"),
-    ("dataset.num_train=100", "'dataset.batch_size' = 16: larger than the"),  # TINY sets batch 16 -> use 100 < 128 below
+    ("dataset.num_train=100",
+     "'dataset.batch_size' = 16: larger than the"),  # TINY sets batch 16 -> use 100 < 128 below
     ("seed=4294967296", "'seed' = 4294967296"),
     ("optimization.lr=fast", "'optimization.lr' = 'fast': expected float"),
     ("optimization.learning_rate=1", "unknown key 'optimization.learning_rate'"),
@@ -27,7 +28,8 @@ from .conftest import TINY
 def test_bad_config_value(cli, override, message):
     args = ["train", "--config", "direct", *TINY, "--set", override]
     if override == "dataset.num_train=100":  # the case: batch 128 over 100 pairs must fail, not hang
-        args = ["train", "--config", "direct", "--scale", "tiny", "--quiet", "--set", override, "--set", "dataset.batch_size=128"]
+        args = ["train", "--config", "direct", "--scale", "tiny", "--quiet", "--set", override, "--set",
+                "dataset.batch_size=128"]
         message = "'dataset.batch_size' = 128: larger than the 100 training pairs"
     cli.bad(args, contains=message)
 

@@ -32,7 +32,8 @@ def test_sigint_mid_write_keeps_previous(tmp_path):
     prev, before = _previous(tmp_path)
     out = tmp_path / "run"
     # Python's SIGINT handler set explicitly: a test runner started in the background passes SIGINT on ignored
-    main = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from diagnose.cli import main; main()"
+    main = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from diagnose.cli import main; main()")
     cmd = [sys.executable, "-c", main, "train", "--config", "direct", *TINY, "--steps", "100000", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -135,14 +136,16 @@ def test_unexpected_exception_is_exit_3_and_debug_shows_it(cli, tmp_path, monkey
 
     monkeypatch.setattr(lint_cmd, "lint_paths", boom)
     (tmp_path / "m.py").write_text("x = 1\n")
-    cli.bad(["lint", tmp_path / "m.py"], code=3, contains="error: RuntimeError: boom (run with --debug for the traceback)")
+    cli.bad(["lint", tmp_path / "m.py"], code=3,
+            contains="error: RuntimeError: boom (run with --debug for the traceback)")
     debug = cli(["lint", tmp_path / "m.py", "--debug"])
     assert debug.exit_code == 3 and "Traceback" in debug.stderr and "RuntimeError: boom" in debug.stderr
 
 
 def test_findings_keep_exit_1(cli, tmp_path):
     (tmp_path / "m.py").write_text("import torch\nclass M(torch.nn.Module):\n    def __init__(self):\n"
-                                   "        super().__init__()\n        self.latents = torch.nn.Parameter(torch.zeros(4, 8))\n")
+                                   "        super().__init__()\n        self.latents = "
+                                   "torch.nn.Parameter(torch.zeros(4, 8))\n")
     result = cli(["lint", tmp_path / "m.py"])
     assert result.exit_code == 1 and "DL002" in result.stdout
 

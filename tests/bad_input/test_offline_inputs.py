@@ -237,9 +237,11 @@ DATASIGNAL = {
                     "one caption feature row per image"),
     "integer": (lambda p: _features(p / "f.safetensors", image_tokens=torch.ones(64, 8, dtype=torch.int64),
                                     text=torch.randn(64, 4)), "must be floating point"),
-    "nan": (lambda p: _features(p / "f.safetensors", image_tokens=torch.full((64, 8), float("nan")), text=torch.randn(64, 4)),
+    "nan": (lambda p: _features(p / "f.safetensors", image_tokens=torch.full((64, 8), float("nan")),
+                                text=torch.randn(64, 4)),
             "contain NaN or Inf"),
-    "four_dims": (lambda p: _features(p / "f.safetensors", image_tokens=torch.randn(64, 2, 2, 8), text=torch.randn(64, 4)),
+    "four_dims": (lambda p: _features(p / "f.safetensors", image_tokens=torch.randn(64, 2, 2, 8),
+                                      text=torch.randn(64, 4)),
                   "expected (N, T, D) or pooled (N, D)"),
 }
 

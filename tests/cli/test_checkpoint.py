@@ -45,7 +45,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("kind", ["empty", "truncated_pt", "truncated_safetensors", "garbage", "missing", "no_weights_dir"])
+@pytest.mark.parametrize("kind",
+                         ["empty", "truncated_pt", "truncated_safetensors", "garbage", "missing", "no_weights_dir"])
 def test_bad_files_give_one_clear_line_and_exit_2(tmp_path, kind):
     state = {"a.weight": torch.randn(8, 8), "a.bias": torch.zeros(8)}
     if kind == "empty":
@@ -98,7 +99,7 @@ def test_formats_wrappers_and_hf_directory_agree(tmp_path):
         assert r.exit_code == 0, r.output
         s = json.loads((out / "summary.json").read_text())
         assert {"runs", "findings", "hypotheses"} <= set(s)
-        outs.append({l["layer"]: l["norm"] for l in s["checkpoint"]["layers"]})
+        outs.append({row["layer"]: row["norm"] for row in s["checkpoint"]["layers"]})
         assert (out / "report.md").is_file()
     assert all(o == outs[0] for o in outs)
     assert "vision.perceiver.layers.0.cross_attn.to_q" in outs[0]
@@ -116,7 +117,8 @@ def test_latents_characterised_and_constant_latents_are_an_error(tmp_path):
     assert lat["identical_rows"] == 0 and abs(lat["cosine_mean"]) < 0.5
 
     zeros = tmp_path / "zeros.safetensors"
-    save_file({k: v.contiguous() for k, v in _tiny_perceiver_state(**{"vision_encoder.perceiver_latent_init": "zeros"}).items()}, str(zeros))
+    state = _tiny_perceiver_state(**{"vision_encoder.perceiver_latent_init": "zeros"})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(zeros))
     r = runner.invoke(app, ["checkpoint", str(zeros), "--out", str(tmp_path / "z")])
     assert r.exit_code == 1, r.output
     f = json.loads((tmp_path / "z" / "summary.json").read_text())["findings"]
@@ -132,8 +134,10 @@ def test_nonfinite_values_are_reported(tmp_path):
     save_file(state, str(tmp_path / "nan.safetensors"))
     r = runner.invoke(app, ["checkpoint", str(tmp_path / "nan.safetensors"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1
-    f = [x for x in json.loads((tmp_path / "o" / "summary.json").read_text())["findings"] if x["id"] == "nonfinite_weights"]
-    assert f[0]["target"] == "b.weight" and f[0]["evidence"]["tensors"][0]["nan"] == 1 and f[0]["evidence"]["tensors"][0]["inf"] == 1
+    findings = json.loads((tmp_path / "o" / "summary.json").read_text())["findings"]
+    f = [x for x in findings if x["id"] == "nonfinite_weights"]
+    bad = f[0]["evidence"]["tensors"][0]
+    assert f[0]["target"] == "b.weight" and bad["nan"] == 1 and bad["inf"] == 1
 
 
 def test_against_a_real_short_run_names_the_layers_that_changed_least(tmp_path):
@@ -152,7 +156,7 @@ def test_against_a_real_short_run_names_the_layers_that_changed_least(tmp_path):
         layer = k.rsplit(".", 1)[0] if k.endswith((".weight", ".bias")) else k
         d, n = layers.get(layer, (0.0, 0.0))
         layers[layer] = (d + float((a[k] - b[k]).double().pow(2).sum()), n + float(b[k].double().pow(2).sum()))
-    expected = sorted(layers, key=lambda l: (layers[l][0] / layers[l][1]) ** 0.5)
+    expected = sorted(layers, key=lambda name: (layers[name][0] / layers[name][1]) ** 0.5)
     least = next(f for f in s["findings"] if f["id"] == "layers_changed_least")
     assert [x["layer"] for x in least["evidence"]["least"]] == expected[:3]
     assert least["target"] == expected[0]
@@ -180,7 +184,8 @@ def test_config_mismatch_names_the_matching_scale(tmp_path):
     save_file({k: v.contiguous() for k, v in _tiny_perceiver_state().items()}, str(path))
     r = runner.invoke(app, ["checkpoint", str(path), "--config", "perceiver", "--out", str(tmp_path / "o")])
     assert r.exit_code == 1
-    f = [x for x in json.loads((tmp_path / "o" / "summary.json").read_text())["findings"] if x["id"] == "config_mismatch"][0]
+    findings = json.loads((tmp_path / "o" / "summary.json").read_text())["findings"]
+    f = [x for x in findings if x["id"] == "config_mismatch"][0]
     assert f["severity"] == "error" and "--scale tiny" in f["message"]
     r = runner.invoke(app, ["checkpoint", str(path), "--config", "direct", "--scale", "tiny"])
     assert r.exit_code == 1 and "config_mismatch" in r.stdout

@@ -17,14 +17,17 @@ def test_compare_writes_a_complete_report_and_report_rebuilds_it(tmp_path, monke
     # an ablation written into the same run directory (diagnose ablate --out DIR/ablation) is linked
     (out / "ablation").mkdir(parents=True)
     (out / "ablation" / "report.md").write_text("# Ablation: perceiver_mrl_alignment\n")
-    result = runner.invoke(app, ["compare", "perceiver", "direct", "--out", str(out), *TINY, "--seeds", "1", "--fail-on", "error"])
+    result = runner.invoke(app,
+                           ["compare", "perceiver", "direct", "--out", str(out), *TINY, "--seeds", "1", "--fail-on",
+                            "error"])
     summary = json.loads((out / "summary.json").read_text())
     errors = [f for f in summary["findings"] if f["severity"] == "error"]
     assert result.exit_code == (1 if errors else 0), result.output
     assert {"runs", "findings", "hypotheses"} <= set(summary)
     assert [r["name"] for r in summary["runs"]] == ["perceiver_mrl_alignment", "pixmo_alignment"]
     for run in summary["runs"]:
-        assert {"name", "config", "scale", "steps", "batch_size", "chance_loss", "final_loss", "retrieval", "verdict"} <= set(run)
+        assert {"name", "config", "scale", "steps", "batch_size", "chance_loss", "final_loss", "retrieval",
+                "verdict"} <= set(run)
         assert {"r@1", "r@5", "r@10", "chance@1"} <= set(run["retrieval"])
         assert run["scale"] == "tiny" and run["steps"] == 12 and run["batch_size"] == 16
     for f in summary["findings"]:
@@ -55,14 +58,19 @@ def test_report_on_a_non_run_directory_is_exit_2(tmp_path):
 
 
 def test_gradflow_from_a_checkpoint_and_mismatched_checkpoint(tmp_path):
-    train = runner.invoke(app, ["train", "--config", "direct", "--out", str(tmp_path / "t"), "--scale", "tiny", "--steps", "2",
-                                "--quiet", "--set", "dataset.num_train=32", "--set", "dataset.num_val=16", "--set", "dataset.batch_size=16"])
+    train = runner.invoke(app,
+                          ["train", "--config", "direct", "--out", str(tmp_path / "t"), "--scale", "tiny", "--steps",
+                           "2",
+                                "--quiet", "--set", "dataset.num_train=32", "--set", "dataset.num_val=16", "--set",
+                                "dataset.batch_size=16"])
     assert train.exit_code == 0, train.output
-    ok = runner.invoke(app, ["gradflow", "--config", "direct", "--checkpoint", str(tmp_path / "t" / "model.safetensors"),
+    ok = runner.invoke(app,
+                       ["gradflow", "--config", "direct", "--checkpoint", str(tmp_path / "t" / "model.safetensors"),
                              "--out", str(tmp_path / "g"), *TINY, "--fail-on", "error"])
     assert ok.exit_code in (0, 1), ok.output
     assert (tmp_path / "g" / "report.md").is_file()
-    bad = runner.invoke(app, ["gradflow", "--config", "perceiver", "--checkpoint", str(tmp_path / "t" / "model.safetensors"),
+    bad = runner.invoke(app,
+                        ["gradflow", "--config", "perceiver", "--checkpoint", str(tmp_path / "t" / "model.safetensors"),
                               "--out", str(tmp_path / "b"), *TINY])
     assert bad.exit_code == 2
     assert "checkpoint does not match the model" in bad.stderr and "missing vision.final_projector" in bad.stderr

@@ -23,7 +23,7 @@ class Perceiver(nn.Module):
 
 def _lint(*paths, extra=()):
     r = runner.invoke(app, ["lint", *map(str, paths), *extra])
-    return r, [l for l in r.stdout.splitlines() if l.strip()]
+    return r, [line for line in r.stdout.splitlines() if line.strip()]
 
 
 def _write(tmp_path, name, code):
@@ -62,7 +62,7 @@ def test_config_switch_branches_are_checked_with_all_branches():
     # reference_models/perceiver.py reproduces the seed's code on purpose under `if mode == "seed":`
     r, lines = _lint(ROOT / "reference_models" / "perceiver.py", extra=["--all-branches"])
     assert r.exit_code == 1
-    assert any(": DL001 " in l and "dead code" in l for l in lines)
+    assert any(": DL001 " in line and "dead code" in line for line in lines)
 
 
 def test_each_check_fires_where_it_should(tmp_path):
@@ -97,9 +97,9 @@ def test_each_check_fires_where_it_should(tmp_path):
         """)
     r, lines = _lint(path)
     assert r.exit_code == 1
-    got = {(int(l.split(":")[1]), l.split(": ", 1)[1].split()[0]) for l in lines}
+    got = {(int(line.split(":")[1]), line.split(": ", 1)[1].split()[0]) for line in lines}
     assert got == {(9, "DL002"), (11, "DL005"), (24, "DL004"), (26, "DL003")}, lines
-    dl002 = next(l for l in lines if "DL002" in l)
+    dl002 = next(line for line in lines if "DL002" in line)
     assert "self.norm" in dl002 and "line 14" in dl002
 
 

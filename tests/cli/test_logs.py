@@ -71,7 +71,8 @@ def test_seed_numbers(tmp_path):
     # recall against random, and the pool it implies
     (rec,) = _by_id(s, "recall_at_random")
     assert rec["run"] == PERCEIVER
-    assert rec["evidence"]["implied_pool"] == {"r@1": pytest.approx(3333.3, abs=0.1), "r@5": pytest.approx(2941.2, abs=0.1),
+    assert rec["evidence"]["implied_pool"] == {"r@1": pytest.approx(3333.3, abs=0.1),
+                                               "r@5": pytest.approx(2941.2, abs=0.1),
                                                "r@10": pytest.approx(2941.2, abs=0.1)}
     assert 2800 < rec["evidence"]["pool_estimate"] < 3400
     # the working run has no error, and its approximate "~0.0" val loss is not taken as a number
@@ -122,8 +123,11 @@ def test_flat_loss_across_epochs_in_text(tmp_path):
 
 def test_csv_log_from_a_real_training_run(tmp_path):
     run = tmp_path / "run"
-    r = runner.invoke(app, ["train", "--config", "perceiver", "--scale", "tiny", "--steps", "6", "--set", "dataset.num_train=32",
-                            "--set", "dataset.num_val=16", "--set", "dataset.batch_size=16", "--quiet", "--out", str(run)])
+    r = runner.invoke(app,
+                      ["train", "--config", "perceiver", "--scale", "tiny", "--steps", "6", "--set",
+                       "dataset.num_train=32",
+                            "--set", "dataset.num_val=16", "--set", "dataset.batch_size=16", "--quiet", "--out",
+                            str(run)])
     assert r.exit_code == 0, r.output
     r, s = _logs(tmp_path, run / "metrics.csv", "--batch-size", "16")
     assert s["log"]["format"] == "CSV" and s["runs"][0]["steps"] == 5
@@ -138,7 +142,8 @@ def test_csv_multi_run_with_split_column_and_percent_recall(tmp_path):
     for e in range(1, 6):
         rows.append(f"broken,train,{e},{1.25 * 4.852:.4f},4.8520,4.8520,,,")
         rows.append(f"broken,val,{e},{1.25 * 4.85:.4f},4.8500,4.8500,0.1,0.5,1.0")
-        rows.append(f"ok,train,{e},{0.25 * (2 - 0.2 * e) + (2.1 - 0.2 * e):.4f},{2 - 0.2 * e:.4f},{2.1 - 0.2 * e:.4f},,,")
+        clip, mrl = 2 - 0.2 * e, 2.1 - 0.2 * e
+        rows.append(f"ok,train,{e},{0.25 * clip + mrl:.4f},{clip:.4f},{mrl:.4f},,,")
         rows.append(f"ok,val,{e},,,,{10 + 5 * e},{40 + 5 * e},{60 + 5 * e}")
     log = tmp_path / "metrics.csv"
     log.write_text("\n".join(rows) + "\n")
@@ -154,7 +159,8 @@ def test_csv_multi_run_with_split_column_and_percent_recall(tmp_path):
 def test_jsonl_log_nested_keys(tmp_path):
     lines = []
     for step in range(0, 50, 10):
-        lines.append(json.dumps({"step": step, "train": {"loss": 0.5 * 3.47 + 3.47, "loss_clip": 3.47, "loss_itm": 3.47}}))
+        lines.append(json.dumps({"step": step,
+                                 "train": {"loss": 0.5 * 3.47 + 3.47, "loss_clip": 3.47, "loss_itm": 3.47}}))
     lines.append("")
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(lines))
@@ -166,7 +172,8 @@ def test_jsonl_log_nested_keys(tmp_path):
 
 
 def test_tensorboard_event_file(tmp_path):
-    pytest.importorskip("tensorboard", reason="optional extra 'tb' (pip install 'alignment-diagnose[tb]') not installed")
+    pytest.importorskip("tensorboard",
+                        reason="optional extra 'tb' (pip install 'alignment-diagnose[tb]') not installed")
     from torch.utils.tensorboard import SummaryWriter
 
     logdir = tmp_path / "tb"

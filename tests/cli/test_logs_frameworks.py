@@ -189,7 +189,8 @@ def test_wandb_chart_export_one_column_per_run(tmp_path):
 
 
 def test_tensorboard_tags_of_our_writer(tmp_path):
-    pytest.importorskip("tensorboard", reason="optional extra 'tb' (pip install 'alignment-diagnose[tb]') not installed")
+    pytest.importorskip("tensorboard",
+                        reason="optional extra 'tb' (pip install 'alignment-diagnose[tb]') not installed")
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(tmp_path / "tb" / "run1")) as w:

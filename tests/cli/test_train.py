@@ -85,7 +85,9 @@ def test_checkpoint_mismatch_lists_keys(tmp_path):
 
     direct = build_model(load_config("direct", ["model.projection_dim=64", "losses.mrl_dims=[64]"]))
     save_checkpoint(tmp_path / "d.safetensors", direct, load_config("direct"))
-    perceiver = build_model(load_config("perceiver", ["model.projection_dim=64", "losses.mrl_dims=[64]", "vision_encoder.perceiver_num_layers=1"]))
+    perceiver = build_model(load_config("perceiver",
+                                        ["model.projection_dim=64", "losses.mrl_dims=[64]",
+                                         "vision_encoder.perceiver_num_layers=1"]))
     with pytest.raises(ConfigError) as err:
         load_into(perceiver, load_state_dict(tmp_path / "d.safetensors"), "d.safetensors")
     message = str(err.value)

@@ -12,7 +12,8 @@ from diagnose.cli import app
 
 from .ranks import PORT_TAKEN, PYTHON, ROOT, cli_env, free_port
 
-TINY = ["--scale", "tiny", "--set", "dataset.num_train=64", "--set", "dataset.num_val=16", "--set", "dataset.batch_size=8"]
+TINY = ["--scale", "tiny", "--set", "dataset.num_train=64", "--set", "dataset.num_val=16", "--set",
+        "dataset.batch_size=8"]
 
 
 def _launch(args, port, **env):

@@ -37,7 +37,8 @@ def test_replicas_out_of_sync_from_the_first_differing_checksum():
 
 
 def _flat_loss(value, chance, world=None):
-    rows = [(s, "loss_clip", "value", value) for s in range(40)] + [(s, "loss_clip", "chance", chance) for s in range(40)]
+    rows = [(s, "loss_clip", "value", value) for s in range(40)] + [(s, "loss_clip", "chance",
+                                                                     chance) for s in range(40)]
     rows += [(s, "extras", "world_size", world) for s in range(40)] if world else []
     return _frame(rows)
 

@@ -36,7 +36,8 @@ def test_signal_on_synthetic_pairs_and_none_when_captions_shuffled():
 def test_ridge_matches_normal_equations_and_gcv_picks_the_grid_minimum():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(60, 10, generator=g, dtype=torch.float64)
-    y = x @ torch.randn(10, 4, generator=g, dtype=torch.float64) + 0.5 * torch.randn(60, 4, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(10, 4, generator=g,
+                        dtype=torch.float64) + 0.5 * torch.randn(60, 4, generator=g, dtype=torch.float64)
     x, y = x - x.mean(0), y - y.mean(0)
     grid = (1e-2, 1e-1, 1.0, 10.0)
     w, lam = ridge_gcv(x, y, grid)
@@ -53,7 +54,8 @@ def test_ridge_matches_normal_equations_and_gcv_picks_the_grid_minimum():
 
 def test_permutation_p_value_is_not_small_under_the_null_and_nan_is_not_a_score():
     g = torch.Generator().manual_seed(1)
-    ps = [data_signal(torch.randn(200, 16, generator=g), torch.randn(200, 8, generator=g), seed=s).p_value for s in range(5)]
+    ps = [data_signal(torch.randn(200, 16, generator=g), torch.randn(200, 8, generator=g),
+                      seed=s).p_value for s in range(5)]
     assert min(ps) > 0.01  # independent image/text: no run of five should reject at 1%
     img, txt = _pairs(n=64)
     img[3, 0] = float("nan")

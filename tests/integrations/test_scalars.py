@@ -70,7 +70,8 @@ def test_wandb_offline_gets_the_scalars_and_the_alarm_text(tmp_path, monkeypatch
     run = wandb.init(project="diagnose-test", dir=str(tmp_path), mode="offline")
     logged = []
     real_log = run.log
-    monkeypatch.setattr(run, "log", lambda data, step=None, **kw: (logged.append((step, dict(data))), real_log(data, step=step, **kw)))
+    monkeypatch.setattr(run, "log", lambda data, step=None,
+                        **kw: (logged.append((step, dict(data))), real_log(data, step=step, **kw)))
     torch.manual_seed(0)
     model = nn.Linear(8, 8)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

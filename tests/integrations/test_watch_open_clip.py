@@ -143,7 +143,8 @@ def test_learning_rate_that_collapses_the_embeddings_is_named(tmp_path, tiny_con
 def test_the_torchvision_stand_in_does_not_outlive_the_import():
     tv = sys.modules.get("torchvision")
     assert tv is None or not getattr(tv, "__standin__", False)
-    assert not [m for m in sys.modules if m.startswith("torchvision.") and getattr(sys.modules[m], "__standin__", False)]
+    assert not [m for m in sys.modules
+                if m.startswith("torchvision.") and getattr(sys.modules[m], "__standin__", False)]
 
 
 def test_report_rebuilds_a_watch_run_directory(healthy):

@@ -8,7 +8,8 @@ from diagnose.cli import app
 runner = CliRunner()
 # A tiny perceiver whose only defect is the seed's 10x learning rate: the shared input component
 # (a second obstacle at this scale) is switched off, so one known cause remains.
-ONE_CAUSE = ["--scale", "tiny", "--steps", "40", "--quiet", "--seeds", "1", "--set", "dataset.num_train=1280", "--set", "dataset.num_val=64",
+ONE_CAUSE = ["--scale", "tiny", "--steps", "40", "--quiet", "--seeds", "1", "--set", "dataset.num_train=1280",
+             "--set", "dataset.num_val=64",
              "--set", "dataset.batch_size=32", "--set", "dataset.synthetic.shared_scale=0"]
 
 
@@ -16,7 +17,8 @@ ONE_CAUSE = ["--scale", "tiny", "--steps", "40", "--quiet", "--seeds", "1", "--s
 def ablation(tmp_path_factory):
     out = tmp_path_factory.mktemp("ablate")
     result = runner.invoke(app, ["ablate", "--config", "perceiver", "--out", str(out), *ONE_CAUSE,
-                                 "--fix", "lr_too_high", "--fix", "latent_init", "--fix", "mean_pooling", "--fix", "batch_too_small"])
+                                 "--fix", "lr_too_high", "--fix", "latent_init", "--fix", "mean_pooling", "--fix",
+                                 "batch_too_small"])
     assert result.exit_code in (0, 1), result.output
     return out, json.loads((out / "summary.json").read_text())
 
@@ -62,7 +64,8 @@ def test_ablation_report_answers_first(ablation):
 
 def test_unknown_fix_is_exit_2(tmp_path):
     result = runner.invoke(app, ["ablate", "--config", "direct", "--fix", "latent_init", "--out", str(tmp_path / "x"),
-                                 "--scale", "tiny", "--steps", "2", "--set", "dataset.num_train=32", "--set", "dataset.batch_size=16",
+                                 "--scale", "tiny", "--steps", "2", "--set", "dataset.num_train=32", "--set",
+                                 "dataset.batch_size=16",
                                  "--set", "dataset.num_val=16", "--quiet"])
     assert result.exit_code == 2
     assert "--fix: unknown or not applicable latent_init" in result.stderr

@@ -121,7 +121,8 @@ def test_ray_run_that_raises_is_reported_while_the_others_complete(ray_instance,
     assert "ablation incomplete: 1 run(s) failed (fix:latent_init)" in r.stderr
     summary = json.loads((out / "summary.json").read_text())
     ab = summary["ablation"]
-    assert not ab["complete"] and ab["failed_runs"] == {"fix:latent_init": "ValueError: three is not allowed second line"}
+    assert not ab["complete"] and ab["failed_runs"] == {"fix:latent_init": "ValueError: three is not allowed second "
+                                                                           "line"}
     verdicts = {h["id"]: h["verdict"] for h in summary["hypotheses"]}
     assert verdicts["latent_init"] == "failed" and verdicts["lr_too_high"] == "confirmed"
     assert {r["name"] for r in summary["runs"]} == {"baseline", "fix:lr_too_high", "all fixes"}
@@ -136,7 +137,8 @@ def test_failed_baseline_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     out = tmp_path / "ab"
     r = runner.invoke(app, [*ABLATE, "--out", str(out)])
     assert r.exit_code == 4
-    assert r.stderr.strip() == "error: the baseline run failed: ValueError: three is not allowed second line; nothing written"
+    assert r.stderr.strip() == ("error: the baseline run failed: ValueError: three is not allowed second line; "
+                                "nothing written")
     assert not out.exists()
 
 
@@ -160,7 +162,8 @@ def test_bad_executor_options_are_exit_2(tmp_path, args, message):
     assert message in r.stderr
 
 
-COMPARE = ["compare", "perceiver", "direct", "--scale", "tiny", "--steps", "12", "--quiet", "--seeds", "1", "--set", "dataset.num_train=256",
+COMPARE = ["compare", "perceiver", "direct", "--scale", "tiny", "--steps", "12", "--quiet", "--seeds", "1", "--set",
+           "dataset.num_train=256",
            "--set", "dataset.num_val=32", "--set", "dataset.batch_size=16"]
 
 
@@ -171,7 +174,8 @@ def test_compare_on_ray_reports_both_runs_as_in_process(ray_instance, tmp_path):
     r2 = runner.invoke(app, [*COMPARE, "--out", str(remote), "--executor", "ray", "--cpus-per-run", str(threads)])
     assert r1.exit_code == r2.exit_code and r1.exit_code in (0, 1), r1.output + r2.output
     a, b = (json.loads((d / "summary.json").read_text()) for d in (local, remote))
-    assert [r["name"] for r in a["runs"]] == [r["name"] for r in b["runs"]] == ["perceiver_mrl_alignment", "pixmo_alignment"]
+    assert [r["name"] for r in a["runs"]] == [r["name"] for r in b["runs"]] == ["perceiver_mrl_alignment",
+                                                                                "pixmo_alignment"]
     for ra, rb in zip(a["runs"], b["runs"]):
         assert ra["final_loss"] == rb["final_loss"] and ra["root_causes"] == rb["root_causes"]
     assert [f["id"] for f in a["findings"]] == [f["id"] for f in b["findings"]]

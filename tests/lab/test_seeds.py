@@ -18,7 +18,8 @@ TINY = ["--scale", "tiny", "--quiet", "--set", "dataset.num_train=256", "--set",
 
 
 def decided(*verdicts: str) -> list[tuple[int, dict]]:
-    return [(seed, {"id": "h", "verdict": v, "summary": f"seed {seed} says {v}", "evidence": {"fix": {"loss_clip": 1.0}}})
+    return [(seed,
+             {"id": "h", "verdict": v, "summary": f"seed {seed} says {v}", "evidence": {"fix": {"loss_clip": 1.0}}})
             for seed, v in enumerate(verdicts)]
 
 
@@ -43,7 +44,8 @@ def test_majority_over_seeds(verdicts, expected, agree):
     assert out["seeds"]["counts"]["confirmed"] == verdicts.count("confirmed")
     k = len(verdicts)
     assert out["summary"].startswith("; ".join(f"{v} on {verdicts.count(v)}/{k} seeds"
-                                               for v in ("confirmed", "refuted", "not restored", "inconclusive", "failed")
+                                               for v in ("confirmed", "refuted", "not restored", "inconclusive",
+                                                         "failed")
                                                if v in verdicts))
     assert ("disagree" in out["summary"]) is not agree
 
@@ -55,7 +57,8 @@ def test_one_seed_is_the_plain_verdict():
 
 def test_seed_section_counts_learned_runs():
     runs = [{"name": n, "seed": s, "chance_loss": 4.85, "final_loss": {"loss_clip": loss},
-             "verdict": {"learned": loss < 2, "label": "learned" if loss < 2 else "did not learn", "loss_over_chance": loss / 4.85},
+             "verdict": {"learned": loss < 2, "label": "learned" if loss < 2 else "did not learn",
+                         "loss_over_chance": loss / 4.85},
              "retrieval": {"r@1": 0.5, "chance@1": 0.001}}
             for n, s, loss in (("direct", 0, 0.1), ("direct (seed 1)", 1, 4.85), ("direct (seed 2)", 2, 0.2))]
     g = seed_section(runs, {"direct": ["direct", "direct (seed 1)", "direct (seed 2)"]})["direct"]
@@ -69,14 +72,16 @@ def test_compare_over_seeds_counts_and_rebuilds(tmp_path):
     assert r.exit_code in (0, 1), r.output
     summary = json.loads((out / "summary.json").read_text())
     names = [run["name"] for run in summary["runs"]]
-    assert names == ["perceiver_mrl_alignment", "perceiver_mrl_alignment (seed 1)", "pixmo_alignment", "pixmo_alignment (seed 1)"]
+    assert names == ["perceiver_mrl_alignment", "perceiver_mrl_alignment (seed 1)", "pixmo_alignment",
+                     "pixmo_alignment (seed 1)"]
     assert [run["seed"] for run in summary["runs"]] == [0, 1, 0, 1]
     # the two seeds differ in data and init, not just in name
     losses = [run["final_loss"]["loss_clip"] for run in summary["runs"]]
     assert losses[0] != losses[1] and losses[2] != losses[3]
     for label in ("perceiver_mrl_alignment", "pixmo_alignment"):
         g = summary["seeds"][label]
-        assert g["seeds"] == 2 and g["learned"] == sum(run["verdict"]["learned"] for run in summary["runs"] if run["name"].startswith(label))
+        learned = sum(run["verdict"]["learned"] for run in summary["runs"] if run["name"].startswith(label))
+        assert g["seeds"] == 2 and g["learned"] == learned
         assert f"{label}: learned on {g['learned']}/2 seeds" in r.output
     report = (out / "report.md").read_text()
     assert "## Across seeds" in report and "| seed | steps | CLIP loss | ln(B) |" in report
@@ -101,7 +106,8 @@ def test_ablation_over_seeds_reports_counts(tmp_path):
     assert r.exit_code in (0, 1), r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ablation"]["seeds"] == [0, 1]
-    assert {run["name"] for run in summary["runs"]} == {"baseline", "baseline (seed 1)", "fix:lr_too_high", "fix:lr_too_high (seed 1)"}
+    assert {run["name"] for run in summary["runs"]} == {"baseline", "baseline (seed 1)", "fix:lr_too_high",
+                                                        "fix:lr_too_high (seed 1)"}
     h = next(h for h in summary["hypotheses"] if h["id"] == "lr_too_high")
     assert [p["seed"] for p in h["seeds"]["per_seed"]] == [0, 1]
     counts = h["seeds"]["counts"]
@@ -109,7 +115,8 @@ def test_ablation_over_seeds_reports_counts(tmp_path):
     # each seed's fix run is the one its per-seed verdict read
     fixed = {run["name"]: run for run in summary["runs"]}
     assert h["seeds"]["per_seed"][1]["fix"]["run"] == "fix:lr_too_high (seed 1)"
-    assert h["seeds"]["per_seed"][1]["fix"]["loss_clip"] == pytest.approx(fixed["fix:lr_too_high (seed 1)"]["final_loss"]["loss_clip"], abs=1e-4)
+    replica = fixed["fix:lr_too_high (seed 1)"]["final_loss"]["loss_clip"]
+    assert h["seeds"]["per_seed"][1]["fix"]["loss_clip"] == pytest.approx(replica, abs=1e-4)
     report = (out / "report.md").read_text()
     assert "2 seeds (0, 1), every run repeated on each" in report and "**baseline**: learned on" in report
     assert summary["findings"] and all(f["run"] == "baseline" for f in summary["findings"])
@@ -161,7 +168,8 @@ def test_a_replica_settles_as_failed_only_with_both_live_alarms():
 
 def test_replicas_settle_and_the_first_seed_runs_its_length(tmp_path):
     out = tmp_path / "gf"
-    r = runner.invoke(app, ["gradflow", "--config", "perceiver", "--steps", "60", "--seeds", "2", "--out", str(out), *TINY])
+    r = runner.invoke(app,
+                      ["gradflow", "--config", "perceiver", "--steps", "60", "--seeds", "2", "--out", str(out), *TINY])
     assert r.exit_code in (0, 1), r.output
     first, replica = json.loads((out / "summary.json").read_text())["runs"]
     assert first["steps"] == 60 and "settled" not in first

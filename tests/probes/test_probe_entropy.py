@@ -106,7 +106,8 @@ class SDPABlock(nn.Module):
     def forward(self, x, mask=None, causal=False):
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal).transpose(1, 2).reshape(B, T, D)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                              is_causal=causal).transpose(1, 2).reshape(B, T, D)
 
 
 def _np_attention(q, k, mask=None, causal=False):

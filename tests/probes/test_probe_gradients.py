@@ -109,9 +109,11 @@ def test_module_layer_and_model_aggregates():
     layer = _values(session.records, "gradient_flow.layer")
     total = _values(session.records, "gradient_flow.model")
     fc = ["layers.0.fc.weight", "layers.0.fc.bias"]
-    assert mod[("layers.0.fc", "grad_norm")] == pytest.approx(math.sqrt(sum(grads[n].norm() ** 2 for n in fc)), rel=1e-5)
+    assert mod[("layers.0.fc", "grad_norm")] == pytest.approx(math.sqrt(sum(grads[n].norm() ** 2 for n in fc)),
+                                                              rel=1e-5)
     block = [n for n in grads if n.startswith("layers.0.")]
-    assert layer[("layers.0", "grad_norm")] == pytest.approx(math.sqrt(sum(grads[n].norm() ** 2 for n in block)), rel=1e-5)
+    assert layer[("layers.0", "grad_norm")] == pytest.approx(math.sqrt(sum(grads[n].norm() ** 2 for n in block)),
+                                                             rel=1e-5)
     assert mod[("<root>", "param_norm")] == pytest.approx(2.0)  # `scale`
     assert mod[("unused", "grad_is_none")] == 1.0
     assert total[("model", "grad_is_none_frac")] == pytest.approx(2 / len(before))

@@ -112,10 +112,10 @@ def test_loss_split_contributions_and_chance():
 
 
 def test_loss_split_detects_misstated_total_and_identical_components():
-    l = torch.tensor(5.5)
+    mrl = torch.tensor(5.5)
     # the seed's logging: loss_mrl reported as the full loss, so the two logged numbers coincide
     got = _loss_session(
-        {"loss_clip": 2.0, "loss_mrl": l, "loss_mrl_logged": l, "total": 4.0},
+        {"loss_clip": 2.0, "loss_mrl": mrl, "loss_mrl_logged": mrl, "total": 4.0},
         {"loss_clip": 0.25, "loss_mrl": 1.0},
         chance={"loss_clip": 4.0},
     )

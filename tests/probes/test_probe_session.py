@@ -153,13 +153,15 @@ def test_session_keeps_no_activation_alive():
     grab = lambda m, a, out: refs.append(weakref.ref(out[0] if isinstance(out, tuple) else out))  # noqa: E731
     handles = [model.blocks[0].qkv.register_forward_hook(grab), model.pool.register_forward_hook(grab)]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with attach(model, optimizer=opt, probes="all", expensive_every=1, outputs={"stem": "stem"}, strict=True) as session:
+    with attach(model, optimizer=opt, probes="all", expensive_every=1, outputs={"stem": "stem"},
+                strict=True) as session:
         tokens, text = torch.randn(6, 10, 8), torch.randn(6, 12)
         img, txt = model(tokens, text)
         refs += [weakref.ref(img), weakref.ref(txt)]
         loss = (img @ txt.T).logsumexp(1).mean()
         loss.backward()
-        session.observe(0, losses={"loss_clip": loss}, embeddings={"image": img, "text": txt}, logits={"image_to_text": img @ txt.T})
+        session.observe(0, losses={"loss_clip": loss}, embeddings={"image": img, "text": txt},
+                        logits={"image_to_text": img @ txt.T})
         opt.step()
         del img, txt, loss
         gc.collect()
@@ -179,7 +181,8 @@ def test_presets_and_schedule():
     with attach(model, probes="cheap", strict=True) as session:
         assert not any(m._forward_hooks for m in model.modules())  # cheap: no forward hooks at all
         _train(model, session)
-    assert set(session.records.probe) <= {"gradient_flow", "gradient_flow.module", "gradient_flow.layer", "gradient_flow.model", "loss_split",
+    assert set(session.records.probe) <= {"gradient_flow", "gradient_flow.module", "gradient_flow.layer",
+                                          "gradient_flow.model", "loss_split",
                                             "optimizer", "contrastive"}
     model = TinyTower()
     with attach(model, probes="all", every=2, expensive_every=3, strict=True) as session:

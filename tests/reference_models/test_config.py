@@ -9,7 +9,8 @@ def test_bundled_configs_carry_the_seeds_values():
     assert p.optimization.lr == 0.002 and d.optimization.lr == 0.0002
     assert p.dataset.batch_size == 64 and d.dataset.batch_size == 128
     v = p.vision_encoder
-    assert (v.use_perceiver, v.perceiver_num_latents, v.perceiver_latent_dim, v.perceiver_num_layers) == (True, 64, 1024, 4)
+    assert (v.use_perceiver, v.perceiver_num_latents, v.perceiver_latent_dim,
+            v.perceiver_num_layers) == (True, 64, 1024, 4)
     assert v.use_attention_pooling is False and v.perceiver_pooling == "mean" and v.perceiver_latent_init == "seed"
     assert d.vision_encoder.use_perceiver is False and d.vision_encoder.use_attention_pooling is True
     assert d.vision_encoder.pooling_type == "simple"

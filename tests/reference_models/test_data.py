@@ -118,11 +118,14 @@ def test_features_file_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
     with pytest.raises(ConfigError, match="bad.pt: cannot read tensors"):
-        build_data(apply_scale(load_config("direct", ["dataset.source=features", f"dataset.features.path={bad}"]), "tiny"), 0)
+        build_data(apply_scale(load_config("direct", ["dataset.source=features", f"dataset.features.path={bad}"]),
+                               "tiny"), 0)
     with pytest.raises(ConfigError, match="file not found"):
-        build_data(apply_scale(load_config("direct", ["dataset.source=features", "dataset.features.path=/nope.pt"]), "tiny"), 0)
+        build_data(apply_scale(load_config("direct", ["dataset.source=features", "dataset.features.path=/nope.pt"]),
+                               "tiny"), 0)
     missing = tmp_path / "m.pt"
     torch.save({"image_tokens": torch.randn(4, 37, 32)}, missing)
     with pytest.raises(ConfigError, match="missing tensor 'text'"):
-        build_data(apply_scale(load_config("direct", ["dataset.source=features", f"dataset.features.path={missing}"]), "tiny"), 0)
+        build_data(apply_scale(load_config("direct", ["dataset.source=features", f"dataset.features.path={missing}"]),
+                               "tiny"), 0)
     assert cfg.dataset.source == "synthetic"

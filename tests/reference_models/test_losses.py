@@ -73,7 +73,8 @@ def test_components_weights_and_logging_modes():
     assert out.weights == {"loss_clip": 0.25, "loss_mrl": 1.0}
     # seed logging: the sum over evaluated dims, three times the objective's mean here
     assert out.logged["loss_mrl"] == pytest.approx(3 * comp["loss_mrl"], rel=1e-5)
-    honest = AlignmentLoss(LossConfig(mrl_dims=[4, 8, 32], sample_single_mrl_dim=False, mrl_log_mode="mean"))(img, txt, scale)
+    honest = AlignmentLoss(LossConfig(mrl_dims=[4, 8, 32], sample_single_mrl_dim=False,
+                                      mrl_log_mode="mean"))(img, txt, scale)
     assert honest.logged["loss_mrl"] == pytest.approx(comp["loss_mrl"], rel=1e-5)
     assert {"loss_mrl@4", "loss_mrl@8", "loss_mrl@32"} <= set(honest.logged)
     # with one sampled dim the two modes log the same number (the seed's case)

@@ -57,6 +57,7 @@ def ablate_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them."""
+    # over 60 lines: the typer signature (one line per option) is a quarter of it; the body is one sequence
     check_fail_on(fail_on)
     # torch and reference_models: only when a command trains
     from ...lab.ablation import BaselineFailed, run_ablation
@@ -73,14 +74,17 @@ def ablate_command(
             console.print(f"run {name}: FAILED: {result.error}", markup=False)
         elif not quiet:
             v = result["verdict"]
-            console.print(f"run {name}: {v['label']} (CLIP loss {result['final_loss'].get('loss_clip', float('nan')):.3f} vs "
+            console.print(f"run {name}: {v['label']} (CLIP loss "
+                          f"{result['final_loss'].get('loss_clip', float('nan')):.3f} vs "
                           f"ln(B) {result['chance_loss']:.3f}; {steps} steps, scale {cfg.scale})", markup=False)
 
     if not quiet:
         console.print(f"ablation of {cfg.name}: runs on executor {executor}", markup=False)
-    with make_run_executor(executor, min(workers, os.cpu_count() or 1), device, ray_address, cpus_per_run, gpus_per_run) as ex:
+    with make_run_executor(executor, min(workers, os.cpu_count() or 1), device, ray_address, cpus_per_run,
+                           gpus_per_run) as ex:
         try:
-            ab = run_ablation(cfg, steps, device, only=fix, progress=note, executor=ex, seeds=seed_list(cfg.seed, seeds))
+            ab = run_ablation(cfg, steps, device, only=fix, progress=note, executor=ex,
+                              seeds=seed_list(cfg.seed, seeds))
         except BaselineFailed as exc:
             fail(f"{exc}; nothing written")
             raise typer.Exit(EXIT_INCOMPLETE) from None
@@ -91,7 +95,8 @@ def ablate_command(
         console.print(f"{h['verdict']:>12}  {h['id']}: {h['summary'][:160]}", markup=False)
     search = summary.sections["ablation"]["minimal_set_search"]
     if search.get("needed"):
-        console.print(f"minimal fix set (greedy): {search['set']} learned={search['learned']} ({search['runs']} extra runs)")
+        console.print(f"minimal fix set (greedy): {search['set']} learned={search['learned']} ({search['runs']} "
+                      "extra runs)")
     console.print(f"report: {out / 'report.md'}", markup=False)
     failed = summary.sections["ablation"]["failed_runs"]
     if failed:  # the report is written and says which runs failed; the exit code says it is incomplete

@@ -47,14 +47,15 @@ def _print_table(summary: dict) -> None:
     if ck.get("against"):
         title += f" · against {Path(ck['against']['path']).name}"
     table = Table(title=title)
-    for col, just in (("layer", "left"), ("values", "right"), ("rms", "right"), ("norm", "right"), ("non-finite", "right")):
+    for col, just in (("layer", "left"), ("values", "right"), ("rms", "right"), ("norm", "right"),
+                      ("non-finite", "right")):
         table.add_column(col, justify=just)
     if ck.get("against"):
         table.add_column("‖θ−θ₀‖/‖θ₀‖", justify="right")
     layers = ck["layers"]
     if ck.get("against"):  # least changed first: the layers that never learned are the question
         order = {r["layer"]: i for i, r in enumerate(ck["against"]["layers"])}
-        layers = sorted(layers, key=lambda l: order.get(l["layer"], len(order)))
+        layers = sorted(layers, key=lambda row: order.get(row["layer"], len(order)))
     for layer in layers[:MAX_TABLE_ROWS]:
         row = [layer["layer"], f"{layer['numel']:,}", _num(layer["rms"]), _num(layer["norm"]), str(layer["nonfinite"])]
         if ck.get("against"):
@@ -68,7 +69,8 @@ def _print_table(summary: dict) -> None:
         for col in ("tensor", "shape", "rms", "std", "cos mean", "cos max", "identical rows", "drift"):
             lt.add_column(col, justify="left" if col == "tensor" else "right")
         for lat in ck["latents"]:
-            lt.add_row(lat["name"], str(tuple(lat["shape"])), _num(lat["rms"]), _num(lat["std"]), _num(lat.get("cosine_mean"), 3),
+            lt.add_row(lat["name"], str(tuple(lat["shape"])), _num(lat["rms"]), _num(lat["std"]),
+                       _num(lat.get("cosine_mean"), 3),
                        _num(lat.get("cosine_max"), 3), str(lat["identical_rows"]), _num(lat.get("drift"), 3))
         console.print(lt)
     if ck.get("logit_scale"):
@@ -79,7 +81,8 @@ def _print_table(summary: dict) -> None:
 def checkpoint_command(
     path: Annotated[Path, typer.Argument(help="safetensors / .pt / .pth / .bin file (read with weights_only=True), "
                                               "or a Hugging Face model directory.")],
-    against: Annotated[Optional[Path], typer.Option("--against", help="An earlier checkpoint: relative change per layer.")] = None,
+    against: Annotated[Optional[Path],
+                       typer.Option("--against", help="An earlier checkpoint: relative change per layer.")] = None,
     config: ReferenceConfigOpt = None,
     scale: ScaleOpt = "full",
     set_: SetOpt = None,
@@ -100,7 +103,8 @@ def checkpoint_command(
     print_findings(data["findings"])
     if out is not None:
         fig = checkpoint_figure(data)
-        figures = [(fig[0], "Relative change per layer" if fig[0] == "layer_change" else "RMS per layer", fig[1])] if fig else []
+        figures = [(fig[0], "Relative change per layer" if fig[0] == "layer_change" else "RMS per layer",
+                    fig[1])] if fig else []
         write_report(out, data, checkpoint_markdown, figures)
         console.print(f"report: {out / 'report.md'}", markup=False)
     raise typer.Exit(summary.exit_code(fail_on))

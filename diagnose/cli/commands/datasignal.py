@@ -26,9 +26,14 @@ DEFAULT_SAMPLE = 4096  # pairs used at most (seeded subsample): the test resolve
 def datasignal_command(
     file: Annotated[Path, typer.Argument(help="Features file: image_tokens (N,T,D) or (N,D) and text (N,Dt) "
                                               "[+ val_image_tokens, val_text]; .safetensors, .pt or .npz.")],
-    sample: Annotated[int, typer.Option("--sample", min=2 * MIN_TEST, help="Use at most this many pairs (seeded subsample).")] = DEFAULT_SAMPLE,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the split, subsample and permutations.")] = None,
-    permutations: Annotated[int, typer.Option("--permutations", min=99, help="Random re-pairings in the permutation test.")] = PERMUTATIONS,
+    sample: Annotated[int,
+                      typer.Option("--sample", min=2 * MIN_TEST,
+                                   help="Use at most this many pairs (seeded subsample).")] = DEFAULT_SAMPLE,
+    seed: Annotated[Optional[int],
+                    typer.Option("--seed", help="Seed of the split, subsample and permutations.")] = None,
+    permutations: Annotated[int,
+                            typer.Option("--permutations", min=99,
+                                         help="Random re-pairings in the permutation test.")] = PERMUTATIONS,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     fail_on: FailOnOpt = "error",
 ) -> None:
@@ -37,7 +42,8 @@ def datasignal_command(
     from ...lab.signal_inputs import check_file  # torch and reference_models: only when it runs
 
     result = check_file(file, sample, seed or 0, permutations)
-    records = pd.DataFrame([{"step": 0, "probe": PROBE, "target": t, "metric": m, "value": v} for t, m, v in result.rows()])
+    records = pd.DataFrame([{"step": 0, "probe": PROBE, "target": t, "metric": m,
+                             "value": v} for t, m, v in result.rows()])
     findings = NoDataSignal()(records, RunContext(file.name))
     if as_json:
         print(json.dumps({"file": str(file), "data_signal": result.to_dict(),

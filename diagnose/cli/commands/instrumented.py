@@ -57,7 +57,8 @@ def _print_verdicts(summary: Summary, out: Path) -> None:
     console.print(f"findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info")
     for f in data["findings"]:
         if f["severity"] != "info":
-            console.print(f"  [{f['severity']}] {f['run']}: {f['id']}{' (' + f['target'] + ')' if f.get('target') else ''}", markup=False)
+            console.print(f"  [{f['severity']}] {f['run']}: "
+                          f"{f['id']}{' (' + f['target'] + ')' if f.get('target') else ''}", markup=False)
     console.print(f"report: {out / 'report.md'}", markup=False)
 
 

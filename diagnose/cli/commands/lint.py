@@ -14,7 +14,8 @@ from ..console import console, fail
 def lint_command(
     paths: Annotated[list[Path], typer.Argument(help="Python files or directories (searched for *.py).")],
     all_branches: Annotated[bool, typer.Option("--all-branches", help="Also check branches selected by a string switch "
-                                                                       "(`if mode == \"seed\":`), skipped by default as deliberate alternatives.")] = False,
+                                                                       "(`if mode == \"seed\":`), skipped by default "
+                                                                       "as deliberate alternatives.")] = False,
 ) -> None:
     """Static checks of model source: `path:line: ID message`; exit 1 when any finding, 0 when none.
 
@@ -27,4 +28,5 @@ def lint_command(
     raise typer.Exit(2 if errors else 1 if findings else 0)
 
 
-lint_command.__doc__ = (lint_command.__doc__ or "") + "; ".join(f"{k} {v}" for k, v in CHECKS.items()) + ". Suppress with `# noqa: ID`."
+lint_command.__doc__ = ((lint_command.__doc__ or "") + "; ".join(f"{k} {v}" for k, v in CHECKS.items())
+                        + ". Suppress with `# noqa: ID`.")

@@ -32,14 +32,18 @@ def _print_runs(runs: list[dict], fmt: str) -> None:
 
 
 def logs_command(
-    file: Annotated[Path, typer.Argument(help="Training log: plain text (the seed's format), CSV (Lightning metrics.csv, "
-                                              "W&B export), JSON lines, HF trainer_state.json, or a TensorBoard "
-                                              "event file / log directory.")],
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Configured batch size: chance is ln(B) per rank.")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", help="Loss weights to check, e.g. clip=0.25,mrl=1.0 "
-                                                                     "(solved for by least squares when not given).")] = None,
-    eval_size: Annotated[Optional[int], typer.Option("--eval-size", help="Evaluation pairs behind the logged recall: "
-                                                                         "a single R@K is judged against chance K/N.")] = None,
+    file: Annotated[Path,
+                    typer.Argument(help="Training log: plain text (the seed's format), CSV (Lightning metrics.csv, "
+                                        "W&B export), JSON lines, HF trainer_state.json, or a TensorBoard "
+                                        "event file / log directory.")],
+    batch_size: Annotated[Optional[int],
+                          typer.Option("--batch-size", help="Configured batch size: chance is ln(B) per rank.")] = None,
+    weights: Annotated[Optional[str],
+                       typer.Option("--weights", help="Loss weights to check, e.g. clip=0.25,mrl=1.0 "
+                                                      "(solved for by least squares when not given).")] = None,
+    eval_size: Annotated[Optional[int],
+                         typer.Option("--eval-size", help="Evaluation pairs behind the logged recall: "
+                                                          "a single R@K is judged against chance K/N.")] = None,
     fmt: Annotated[str, typer.Option("--format", help=f"Log format: {', '.join(FORMATS)}.")] = "auto",
     out: OutOpt = None,
     fail_on: FailOnOpt = "error",

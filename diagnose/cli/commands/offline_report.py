@@ -41,5 +41,6 @@ def print_findings(findings: list[dict]) -> None:
     console.print(f"findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info")
     for f in findings:
         target = f" ({f['target']})" if f.get("target") else ""
-        console.print(f"[{SEVERITY_STYLE[f['severity']]}]{f['severity']:>7}[/] {escape(f['id'] + target)}", highlight=False)
+        console.print(f"[{SEVERITY_STYLE[f['severity']]}]{f['severity']:>7}[/] {escape(f['id'] + target)}",
+                      highlight=False)
         console.print(f"        {f['message']}", markup=False, highlight=False)

@@ -60,6 +60,7 @@ def train_command(
     table.add_row("image embedding mean cosine", f"{r['image_mean_cosine']:.3f}", "")
     console.print(table)
     console.print(
-        f"{cfg.name}: {summary['verdict']['label']} (CLIP loss {summary['final_loss']['loss_clip']:.3f} vs ln(B) {summary['chance_loss']:.3f}; "
+        f"{cfg.name}: {summary['verdict']['label']} (CLIP loss {summary['final_loss']['loss_clip']:.3f} vs ln(B) "
+        f"{summary['chance_loss']:.3f}; "
         f"R@1 {r['r@1']:.4f} vs chance {r['chance@1']:.4f}) in {summary['seconds']:.0f}s -> {out}"
     )

@@ -36,7 +36,9 @@ def rounded(x: float, digits: int = 4) -> float:
 
 
 def metric_label(metric: str) -> str:
-    return "total" if metric == "loss" else metric.removeprefix("loss_").upper() if metric.startswith("loss_") else metric.upper()
+    if metric == "loss":
+        return "total"
+    return metric.removeprefix("loss_").upper() if metric.startswith("loss_") else metric.upper()
 
 
 def loss_components(df: pd.DataFrame) -> list[str]:

@@ -85,11 +85,12 @@ def check_weights(frames: dict[str, pd.DataFrame], weights: dict[str, float]) ->
         A, y = rows[comps].to_numpy(float), rows["loss"].to_numpy(float)
         resid = A @ np.array([weights[c] for c in comps]) - y
         bad = np.abs(resid) > _tol(y)
-        per_run[run] = {"rows": len(rows), "max_residual": rounded(float(np.abs(resid).max()), 6), "fits": not bool(bad.any()),
-                        "worst": {"split": rows["split"].iloc[int(np.argmax(np.abs(resid)))],
-                                  "step": int(rows["step"].iloc[int(np.argmax(np.abs(resid)))]),
-                                  "total": float(y[int(np.argmax(np.abs(resid)))]),
-                                  "weighted_sum": rounded(float((A @ np.array([weights[c] for c in comps]))[int(np.argmax(np.abs(resid)))]), 6)}}
+        worst = int(np.argmax(np.abs(resid)))
+        weighted = A @ np.array([weights[c] for c in comps])
+        per_run[run] = {"rows": len(rows), "max_residual": rounded(float(np.abs(resid).max()), 6),
+                        "fits": not bool(bad.any()),
+                        "worst": {"split": rows["split"].iloc[worst], "step": int(rows["step"].iloc[worst]),
+                                  "total": float(y[worst]), "weighted_sum": rounded(float(weighted[worst]), 6)}}
     return {"weights": weights, "per_run": per_run}
 
 

@@ -38,7 +38,8 @@ def detect_format(path: Path) -> str:
     head = _head(path)
     score, reader = max(((r.sniff(path, head), -i, r) for i, r in enumerate(READERS)), key=lambda t: t[:2])[0::2]
     if score == 0:
-        raise ConfigError(f"{path}: binary file of unknown format; expected a text, CSV, JSON-lines, trainer_state.json or TensorBoard log")
+        raise ConfigError(f"{path}: binary file of unknown format; expected a text, CSV, JSON-lines, "
+                          "trainer_state.json or TensorBoard log")
     return reader.NAME
 
 

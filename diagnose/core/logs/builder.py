@@ -66,7 +66,8 @@ class LogBuilder:
         if not any(np.ndim(x) for x in labels):
             self._merge(self._series_chunk(*labels, step, value, line))
             return
-        ids = pd.DataFrame({k: (x if np.ndim(x) else np.full(n, x, dtype=object)) for k, x in zip(("r", "s", "m"), labels)})
+        ids = pd.DataFrame({k: (x if np.ndim(x) else np.full(n, x,
+                                                             dtype=object)) for k, x in zip(("r", "s", "m"), labels)})
         parts = [self._series_chunk(r, sp, m, step[idx], value[idx], line[idx])
                  for (r, sp, m), idx in ids.groupby(["r", "s", "m"], sort=False).indices.items()]
         self._merge(pd.concat(parts, ignore_index=True))
@@ -108,10 +109,13 @@ class LogBuilder:
             mean = a["fsum"] / a["fcount"].where(a["fcount"] > 0)
         nonfinite = a["nfinf"].where(a["nfinf"].notna(), np.nan)
         value = mean.where(a["fcount"] > 0, nonfinite)
-        frame = pd.DataFrame({"run": a["run"].astype(str), "split": a["split"].astype(str), "step": a["step"].astype(int),
-                              "metric": a["metric"].astype(str), "value": value.astype(float), "line": a["line"].astype(int),
+        frame = pd.DataFrame({"run": a["run"].astype(str), "split": a["split"].astype(str),
+                              "step": a["step"].astype(int),
+                              "metric": a["metric"].astype(str), "value": value.astype(float),
+                              "line": a["line"].astype(int),
                               "n": (a["fcount"] + a["nf"]).astype(int), "nonfinite": a["nf"].astype(int)})
-        frame = (frame.assign(_o=frame["run"].map(self.run_order)).sort_values(["_o", "split", "metric", "step"], kind="stable")
+        frame = (frame.assign(_o=frame["run"].map(self.run_order)).sort_values(["_o", "split", "metric", "step"],
+                                                                               kind="stable")
                  .drop(columns="_o").reset_index(drop=True))
         if self.width > 1:
             self.note(f"long series reduced to at most {self.max_points} points each: steps averaged in buckets of "

@@ -46,7 +46,9 @@ def parse_csv(path: Path) -> ParsedLog:
     sep = "\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ","
     line0 = 2
     try:
-        for chunk in pd.read_csv(path, sep=sep, usecols=keep, chunksize=max(1000, min(CHUNK_ROWS, CHUNK_BYTES // (8 * len(header)))), keep_default_na=False,
+        for chunk in pd.read_csv(path, sep=sep, usecols=keep,
+                                 chunksize=max(1000, min(CHUNK_ROWS, CHUNK_BYTES // (8 * len(header)))),
+                                 keep_default_na=False,
                                  na_values=[""], low_memory=True, encoding_errors="replace"):
             mapper.add(chunk, builder, line0)
             line0 += len(chunk)
@@ -61,7 +63,8 @@ def sniff(path: Path, head: str | None) -> int:
     """2 by file name; 1 when the first line looks like a header of column names."""
     if path.name.lower().endswith((".csv", ".csv.gz", ".tsv")):
         return 2
-    if head and head.count(",") >= 1 and not re.search(r"loss\s*:", head, re.I) and re.fullmatch(r"[\w/@.\- ,\"]+", head.strip()):
+    if head and head.count(",") >= 1 and not re.search(r"loss\s*:", head,
+                                                       re.I) and re.fullmatch(r"[\w/@.\- ,\"]+", head.strip()):
         return 1
     return 0
 

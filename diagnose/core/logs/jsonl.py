@@ -41,7 +41,8 @@ def records(path: Path, keep_all: bool = False):
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}:{lineno}: not a JSON object ({exc.msg})") from None
             except RecursionError:
-                raise ConfigError(f"{path}:{lineno}: JSON nested too deeply; expected a flat or shallow object of metrics") from None
+                raise ConfigError(f"{path}:{lineno}: JSON nested too deeply; expected a flat or shallow object of "
+                                  "metrics") from None
             if not isinstance(obj, dict):
                 raise ConfigError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
             flat = flatten_record(obj, skipped=skipped) if any(type(v) is dict for v in obj.values()) else obj
@@ -81,8 +82,9 @@ def parse_jsonl(path: Path) -> ParsedLog:
 
 def sniff(path: Path, head: str | None) -> int:
     """2 by file name; 1 when the first line opens a JSON object (scored above CSV's header guess)."""
-    if path.name.lower().endswith((".jsonl", ".ndjson")) or (path.name.lower().endswith(".json") and head
-                                                            and head.lstrip().startswith("{") and '"log_history"' not in head):
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".ndjson")) or (name.endswith(".json") and head and head.lstrip().startswith("{")
+                                                and '"log_history"' not in head):
         return 2
     return 1 if head and head.lstrip().startswith("{") else 0
 

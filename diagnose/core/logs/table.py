@@ -63,7 +63,10 @@ class TableMapper:
 
     def special(self, cols: list[str]) -> tuple[str | None, str | None, str | None]:
         by_lower = {str(c).strip().lower(): c for c in cols}
-        pick = lambda names: next((by_lower[c] for c in names if c in by_lower), None)
+
+        def pick(names):
+            return next((by_lower[c] for c in names if c in by_lower), None)
+
         return pick(RUN_COLUMNS), pick(SPLIT_COLUMNS), pick(STEP_COLUMNS)
 
     def recognised(self, cols: list[str], builder: LogBuilder) -> dict[str, tuple[str | None, str, str | None]]:

@@ -17,7 +17,8 @@ NAME = "text"
 _HEADER = re.compile(r"^\s*#{1,6}\s+(.+?)\s*#*\s*$")
 _EPOCH = re.compile(r"\bepoch\s*[:=]?\s*(\d+)(?:\s*/\s*(\d+))?", re.I)
 _STEP = re.compile(r"\b(?:step|iter(?:ation)?)\s*[:=]?\s*(\d+)", re.I)
-_LOSS = re.compile(rf"\b(?:(?P<split>train(?:ing)?|val(?:idation)?|valid|eval|test)\s+)?loss\s*[:=]\s*(?P<approx>~)?(?P<v>{NUMBER})"
+_LOSS = re.compile(rf"\b(?:(?P<split>train(?:ing)?|val(?:idation)?|valid|eval|test)\s+)?loss\s*[:=]\s*"
+                   rf"(?P<approx>~)?(?P<v>{NUMBER})"
                    r"(?:\s*\((?P<parts>[^)]*)\))?", re.I)
 _PART = re.compile(rf"([A-Za-z][\w\-/@]*)\s*[:=]\s*(~)?({NUMBER})")
 _RECALL = re.compile(rf"\bR(?:ecall)?\s*@\s*(\d+)\s*[:=]\s*(~)?({NUMBER})\s*(%)?", re.I)
@@ -33,13 +34,16 @@ def parse_lines(lines, default_run: str) -> ParsedLog:
     Values printed as approximate (`~0.0`) are not numbers to compute with: they are skipped and
     noted. One pass, cheap substring tests before each regular expression (a 200 MB log is millions
     of lines)."""
+    # over 60 lines: one pass whose per-run state (run, epoch, counters, column buffers) lives in locals;
+    # split into functions it would be passed back and forth on every one of millions of lines
     builder = LogBuilder("text")
     runs, splits, steps, metrics, values, linenos = [], [], [], [], [], []
     run, epoch, counters, part_names = default_run, None, {}, {}
 
     def flush() -> None:
         if values:
-            builder.add_long(np.array(runs, dtype=object), np.array(splits, dtype=object), np.array(metrics, dtype=object),
+            builder.add_long(np.array(runs, dtype=object), np.array(splits, dtype=object),
+                             np.array(metrics, dtype=object),
                              np.array(steps), np.array(values), np.array(linenos))
             for col in (runs, splits, steps, metrics, values, linenos):
                 col.clear()
@@ -80,7 +84,8 @@ def parse_lines(lines, default_run: str) -> ParsedLog:
                 for name, approx, value in _PART.findall(parts):
                     metric = part_names.get(name)
                     if metric is None:
-                        metric = part_names[name] = canonical_metric(name if name.lower().startswith("loss") else f"loss_{name}")[1] or ""
+                        key = name if name.lower().startswith("loss") else f"loss_{name}"
+                        metric = part_names[name] = canonical_metric(key)[1] or ""
                     if metric and not approx:
                         add(split, metric, float(value), lineno)
         if "@" in line:

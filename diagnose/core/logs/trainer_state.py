@@ -34,7 +34,8 @@ def read(path: Path) -> ParsedLog:
     bad = next((i for i, e in enumerate(history) if not isinstance(e, dict)), None)
     if bad is not None:
         raise ConfigError(f"{path}: log_history[{bad}] is {type(history[bad]).__name__}; expected an object of metrics")
-    entries = [{k: parse_cell(v) for k, v in flatten_record(e).items()} for e in history if not any(k in e for k in _SUMMARY_KEYS)]
+    entries = [{k: parse_cell(v) for k, v in flatten_record(e).items()} for e in history
+               if not any(k in e for k in _SUMMARY_KEYS)]
     if not entries:
         raise ConfigError(f"{path}: log_history has no logged steps")
     mapper, builder = TableMapper(path.parent.name or path.stem), LogBuilder("trainer_state")

@@ -41,7 +41,8 @@ class AttentionEntropy(Rule):
         out = []
         for fid, chosen, text, nxt in (
             ("attention_uniform", {t: v for t, v in end.items() if v >= UNIFORM_ENTROPY},
-             f"are uniform (H/ln K >= {UNIFORM_ENTROPY}) at the end of the run", "They average their inputs instead of selecting.",),
+             f"are uniform (H/ln K >= {UNIFORM_ENTROPY}) at the end of the run",
+             "They average their inputs instead of selecting.",),
             ("attention_entropy_collapse", {t: v for t, v in end.items() if v <= COLLAPSED_ENTROPY},
              f"put nearly all weight on one key (H/ln K <= {COLLAPSED_ENTROPY})", ""),
         ):
@@ -73,7 +74,8 @@ class SoftmaxOverBatch(Rule):
             if axis == 0 and ndim >= 2 and size == ctx.batch_size:
                 out.append(Finding(
                     "softmax_over_batch", "error", ctx.name,
-                    f"the softmax '{target}' normalises over axis 0 of a {int(ndim)}-d tensor, whose size equals the batch "
+                    f"the softmax '{target}' normalises over axis 0 of a {int(ndim)}-d tensor, whose size equals the "
+                    "batch "
                     f"size ({ctx.batch_size}): its weights are shared out across the samples of the batch instead of "
                     "within each sample, so every output depends on the other samples in the batch and changes with "
                     "batch size (a sample alone in a batch gets weight 1 everywhere).",
@@ -90,7 +92,8 @@ class LatentSymmetry(Rule):
     topic = "attention"
     emits = (Emit("latents_symmetric", ("error",), "symmetric_latents", 1),
              Emit("latents_similar", ("warning",), "symmetric_latents", 3))
-    needs = (("latent_stats", "identical_rows"), ("latent_stats", "between_latent_std"), ("latent_stats", "cosine_mean"))
+    needs = (("latent_stats", "identical_rows"), ("latent_stats", "between_latent_std"),
+             ("latent_stats", "cosine_mean"))
     thresholds = {"LATENT_COSINE": LATENT_COSINE, "LATENT_SYMMETRIC_STD": LATENT_SYMMETRIC_STD}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
@@ -99,11 +102,14 @@ class LatentSymmetry(Rule):
             ident = series(df, "latent_stats", name, "identical_rows")
             between = series(df, "latent_stats", name, "between_latent_std")
             cos = series(df, "latent_stats", name, "cosine_mean")
-            if (len(ident) and float(ident.iloc[-1]) > 0) or (len(between) and float(between.iloc[-1]) < LATENT_SYMMETRIC_STD):
+            if ((len(ident) and float(ident.iloc[-1]) > 0)
+                    or (len(between) and float(between.iloc[-1]) < LATENT_SYMMETRIC_STD)):
                 out.append(Finding(
                     "latents_symmetric", "error", ctx.name,
-                    f"the latents of {name} are copies of each other (identical rows {float(ident.iloc[-1]) if len(ident) else 'n/a'}, "
-                    f"between-latent std {float(between.iloc[-1]) if len(between) else float('nan'):.3g}): every latent "
+                    f"the latents of {name} are copies of each other (identical rows "
+                    f"{float(ident.iloc[-1]) if len(ident) else 'n/a'}, "
+                    f"between-latent std {float(between.iloc[-1]) if len(between) else float('nan'):.3g}): every "
+                    "latent "
                     "computes the same thing and gets the same gradient, so the symmetry never breaks.",
                     {"identical_rows_end": rnd(ident.iloc[-1]) if len(ident) else None,
                      "between_latent_std_end": rnd(between.iloc[-1], 8) if len(between) else None,
@@ -133,7 +139,8 @@ class LatentsNotMoving(Rule):
             if len(drift) and int(drift.index[-1]) >= LATENT_MIN_STEPS and float(drift.iloc[-1]) < LATENT_STILL:
                 out.append(Finding(
                     "latents_not_moving", "warning", ctx.name,
-                    f"the latents of {name} moved {float(drift.iloc[-1]):.2e} of their initial norm in {int(drift.index[-1])} steps.",
+                    f"the latents of {name} moved {float(drift.iloc[-1]):.2e} of their initial norm in "
+                    f"{int(drift.index[-1])} steps.",
                     {"drift_end": rnd(drift.iloc[-1], 8), "steps": span(drift)},
                     "Check that they receive gradients and are in the optimizer.", name))
         return out
@@ -158,10 +165,12 @@ class LatentScaleNormalised(Rule):
             p0 = float(post.iloc[0]) if len(post) else float("nan")
             out.append(Finding(
                 "latent_scale_normalised", "info", ctx.name,
-                f"the latents of {name} enter a normalisation that rescales them {g0:.0f}x (rms {float(rms.iloc[0]):.4f} -> "
+                f"the latents of {name} enter a normalisation that rescales them {g0:.0f}x (rms "
+                f"{float(rms.iloc[0]):.4f} -> "
                 f"{p0:.3f}): their init scale does not reach the attention scores, so a small init cannot by itself "
                 "flatten the softmax.",
                 {"latent_rms_first": rnd(rms.iloc[0], 6), "norm_gain_first": rnd(g0, 2),
                  "post_norm_rms_first": rnd(p0, 4) if len(post) else None, "step": int(gain.index[0])},
-                "Rule out 'latent init too small' as a cause unless the latents also feed an un-normalised path.", name))
+                "Rule out 'latent init too small' as a cause unless the latents also feed an un-normalised path.",
+                               name))
         return out

@@ -170,5 +170,6 @@ def end_loss(df: pd.DataFrame, component: str | None = None) -> tuple[float, flo
     return float(window(values).mean()), float(chance.iloc[-1])
 
 
-__all__ = ["END_FRAC", "END_MIN_POINTS", "PRIMARY_LOSS", "primary_component", "Emit", "Rule", "RunContext", "end_loss", "finite", "rnd", "select",
+__all__ = ["END_FRAC", "END_MIN_POINTS", "PRIMARY_LOSS", "primary_component", "Emit", "Rule", "RunContext",
+           "end_loss", "finite", "rnd", "select",
            "series", "span", "targets", "window"]

@@ -33,13 +33,16 @@ from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNot
 # --- the catalogue: one instance per rule, grouped by what `check` receives ------------------------
 loss_at_chance, few_negatives, temperature = LossAtChance(), FewNegatives(), Temperature()
 gradient_presence, gradient_scale, gradient_fall = GradientPresence(), GradientScale(), GradientFall()
-nonfinite_values, update_ratio, update_ratio_low, weights_shrinking = NonfiniteValues(), UpdateRatioHigh(), UpdateRatioLow(), WeightsShrinking()
+nonfinite_values, update_ratio = NonfiniteValues(), UpdateRatioHigh()
+update_ratio_low, weights_shrinking = UpdateRatioLow(), WeightsShrinking()
 embedding_collapse, input_shared_component = EmbeddingCollapse(), InputSharedComponent()
 embeddings_not_normalised, chance_not_collapsed = EmbeddingsNotNormalised(), ChanceNotCollapsed()
 attention_entropy, softmax_over_batch = AttentionEntropy(), SoftmaxOverBatch()
-latent_symmetry, latents_not_moving, latent_scale_normalised = LatentSymmetry(), LatentsNotMoving(), LatentScaleNormalised()
+latent_symmetry, latents_not_moving = LatentSymmetry(), LatentsNotMoving()
+latent_scale_normalised = LatentScaleNormalised()
 logged_total, identical_components = LoggedTotal(), IdenticalComponents()
-gathered_gradient_scale, replicas_out_of_sync, chance_mismatch = GatheredGradientScale(), ReplicasOutOfSync(), ChanceMismatch()
+gathered_gradient_scale, replicas_out_of_sync = GatheredGradientScale(), ReplicasOutOfSync()
+chance_mismatch = ChanceMismatch()
 no_data_signal, flat_logits, temperature_limits_loss = NoDataSignal(), FlatLogits(), TemperatureLimitsLoss()
 # direct readings of the state the user hands over (optimizer, logits, targets, embeddings)
 params_outside_optimizer, learning_rate_gone = ParamsOutsideOptimizer(), LearningRateGone()
@@ -52,7 +55,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
     "records": (loss_at_chance, embedding_collapse, input_shared_component, gradient_presence, gradient_scale,
                 gradient_fall, nonfinite_values, update_ratio, attention_entropy, temperature, logged_total,
                 identical_components, few_negatives, latent_symmetry, latents_not_moving, latent_scale_normalised,
-                update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed, softmax_over_batch,
+                update_ratio_low, embeddings_not_normalised, weights_shrinking, chance_not_collapsed,
+                softmax_over_batch,
                 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high),

@@ -63,7 +63,8 @@ class NonfiniteWeights(CheckpointRule):
             f"{len(bad)} tensor(s) hold NaN or Inf values: {', '.join(t['name'] for t in bad[:5])}"
             f"{' ...' if len(bad) > 5 else ''}. Any forward pass through them produces NaN.",
             {"tensors": [{k: t[k] for k in ("name", "shape", "nan", "inf", "numel")} for t in bad[:20]]},
-            "Find the step where they appeared (lower the lr, enable grad clipping, check for log(0) or division by 0).",
+            "Find the step where they appeared (lower the lr, enable grad clipping, check for log(0) or "
+            "division by 0).",
             bad[0]["name"])]
 
 
@@ -80,8 +81,10 @@ def _describe(lat: dict) -> str:
     if lat.get("drift") is not None:
         desc += f"; moved {lat['drift']:.3g} of their norm since the --against checkpoint"
     if lat["std"] and abs(lat["std"] / SEED_LATENT_STD - 1) < SEED_STD_MATCH_REL and lat.get("drift") in (None, 0.0):
-        desc += (f". The scale matches normal(std={SEED_LATENT_STD}), the effective init of the seed's randn-then-normal_ "
-                 "code; whether it matters depends on a normalisation before the attention (a pre-norm rescales it away)")
+        desc += (f". The scale matches normal(std={SEED_LATENT_STD}), the effective init of the seed's "
+                 "randn-then-normal_ "
+                 "code; whether it matters depends on a normalisation before the attention (a pre-norm rescales it "
+                 "away)")
     return desc + "."
 
 
@@ -90,7 +93,8 @@ class CheckpointLatents(CheckpointRule):
              Emit("latents_duplicate_rows", ("warning",), "symmetric_latents", 2),
              Emit("latents_similar", ("warning",), "symmetric_latents", 3),
              Emit("latents", ("info",)))
-    thresholds = {"LATENT_COSINE": LATENT_COSINE, "SEED_LATENT_STD": SEED_LATENT_STD, "SEED_STD_MATCH_REL": SEED_STD_MATCH_REL}
+    thresholds = {"LATENT_COSINE": LATENT_COSINE, "SEED_LATENT_STD": SEED_LATENT_STD,
+                  "SEED_STD_MATCH_REL": SEED_STD_MATCH_REL}
 
     def check(self, a, ctx):
         out = []
@@ -103,7 +107,8 @@ class CheckpointLatents(CheckpointRule):
         if lat["rows"] > 1 and lat["unique_rows"] == 1:
             return [Finding(
                 "latents_symmetric", "error", ctx.name,
-                f"all {lat['rows']} rows of {lat['name']} are identical{' (all zero)' if lat['zero_rows'] == lat['rows'] else ''}: every "
+                f"all {lat['rows']} rows of {lat['name']} are "
+                f"identical{' (all zero)' if lat['zero_rows'] == lat['rows'] else ''}: every "
                 "latent computes the same thing and gets the same gradient, so the symmetry never breaks.",
                 {k: lat[k] for k in ("shape", "rms", "unique_rows", "identical_rows", "zero_rows")},
                 "Initialise the latents with random values (e.g. normal std 0.02), not a constant.", lat["name"])]
@@ -152,16 +157,20 @@ class CheckpointChange(CheckpointRule):
         layers = [r for r in a.against["layers"] if r["rel_change"] is not None]
         if layers and all(r["abs_change"] == 0 for r in a.against["layers"]):
             out = [Finding("checkpoints_identical", "warning", ctx.name,
-                           "the two checkpoints hold identical values in every shared tensor: nothing was trained between them.",
-                           {"layers": len(a.against["layers"])}, "Check that the optimizer steps and that the right files were saved.")]
+                           "the two checkpoints hold identical values in every shared tensor: nothing was trained "
+                           "between them.",
+                           {"layers": len(a.against["layers"])},
+                           "Check that the optimizer steps and that the right files were saved.")]
         else:
             out = self._layers(layers, ctx) if layers else []
         differ = a.against["missing_in_base"] + a.against["missing_in_checkpoint"] + a.against["shape_differs"]
         if differ:
             out.append(Finding("against_keys_differ", "warning", ctx.name,
-                               f"{len(differ)} tensor(s) are not comparable with the --against checkpoint (missing on one side "
+                               f"{len(differ)} tensor(s) are not comparable with the --against checkpoint (missing "
+                               "on one side "
                                f"or another shape): {', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}.",
-                               {k: a.against[k][:20] for k in ("missing_in_base", "missing_in_checkpoint", "shape_differs")}))
+                               {k: a.against[k][:20] for k in ("missing_in_base", "missing_in_checkpoint",
+                                                               "shape_differs")}))
         return out
 
     def _layers(self, layers: list[dict], ctx: RunContext) -> list[Finding]:
@@ -169,7 +178,8 @@ class CheckpointChange(CheckpointRule):
         least = layers[:LEAST_CHANGED_SHOWN]
         out = [Finding(
             "layers_changed_least", "info", ctx.name,
-            "layers that changed least (‖θ−θ₀‖/‖θ₀‖): " + ", ".join(f"{r['layer']} {r['rel_change']:.3g}" for r in least)
+            "layers that changed least (‖θ−θ₀‖/‖θ₀‖): "
+            + ", ".join(f"{r['layer']} {r['rel_change']:.3g}" for r in least)
             + f"; median layer {med:.3g}, largest {layers[-1]['layer']} {layers[-1]['rel_change']:.3g}.",
             {"least": least, "median_rel_change": med, "most": layers[-1]}, "", least[0]["layer"])]
         frozen = [r for r in layers if r["abs_change"] == 0]
@@ -186,7 +196,8 @@ class CheckpointChange(CheckpointRule):
         if barely:
             out.append(Finding(
                 "layers_barely_changed", "warning", ctx.name,
-                f"{len(barely)} layer(s) moved less than {BARELY_CHANGED_OF_MEDIAN:g} x the median layer's relative change "
+                f"{len(barely)} layer(s) moved less than {BARELY_CHANGED_OF_MEDIAN:g} x the median layer's relative "
+                "change "
                 f"({med:.3g}): " + ", ".join(f"{r['layer']} {r['rel_change']:.3g}" for r in barely[:8]) + ".",
                 {"layers": barely[:20], "median_rel_change": med, "threshold_of_median": BARELY_CHANGED_OF_MEDIAN},
                 "Check their gradient norms with `diagnose gradflow`.", barely[0]["layer"]))
@@ -204,7 +215,8 @@ class ConfigMatch(CheckpointRule):
             return []
         if c["matches"]:
             return [Finding("config_match", "info", ctx.name,
-                            f"all {c['expected']} tensors match the reference model of {c['config']} at scale {c['scale']} "
+                            f"all {c['expected']} tensors match the reference model of {c['config']} at scale "
+                            f"{c['scale']} "
                             "(names and shapes).", {k: c[k] for k in ("config", "scale", "expected", "found")})]
         parts = []
         for key, label in (("missing", "missing"), ("unexpected", "unexpected")):
@@ -212,8 +224,10 @@ class ConfigMatch(CheckpointRule):
                 parts.append(f"{len(c[key])} {label} ({', '.join(c[key][:4])}{' ...' if len(c[key]) > 4 else ''})")
         if c["shape_mismatch"]:
             s0 = c["shape_mismatch"][0]
-            parts.append(f"{len(c['shape_mismatch'])} with another shape (e.g. {s0['name']} {tuple(s0['checkpoint'])} vs {tuple(s0['config'])})")
-        hint = f" It matches scale {', '.join(c['matching_scales'])}: pass --scale {c['matching_scales'][0]}." if c.get("matching_scales") else ""
+            parts.append(f"{len(c['shape_mismatch'])} with another shape (e.g. {s0['name']} "
+                         f"{tuple(s0['checkpoint'])} vs {tuple(s0['config'])})")
+        scales = c.get("matching_scales")
+        hint = f" It matches scale {', '.join(scales)}: pass --scale {scales[0]}." if scales else ""
         return [Finding("config_mismatch", "error", ctx.name,
                         f"the checkpoint does not match the reference model of {c['config']} at scale {c['scale']}: "
                         + "; ".join(parts) + "." + hint,

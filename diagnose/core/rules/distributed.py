@@ -91,7 +91,8 @@ class ReplicasOutOfSync(Rule):
             return []
         first = int(bad.index[0])
         ev = {"first_step": first, "spread_at_first": rnd(bad.iloc[0], 12), "spread_max": rnd(finite(bad).max(), 12)
-              if not finite(bad).empty else float("nan"), "checked_steps": span(spread), "tolerance": REPLICA_SPREAD_TOL}
+              if not finite(bad).empty else float("nan"), "checked_steps": span(spread),
+              "tolerance": REPLICA_SPREAD_TOL}
         return [Finding(
             "replicas_out_of_sync", "error", ctx.name,
             f"at step {first} the parameter checksums of the ranks differ by {bad.iloc[0]:.3g} (relative): the "

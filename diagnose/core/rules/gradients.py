@@ -79,7 +79,8 @@ class GradientPresence(Rule):
                 "(detached branch, unused module) and keep their initial values.",
                 {"parameters": params[:20], "steps": span(none.groupby('step')['value'].sum())},
                 "Find the detach()/no_grad/unused path between these parameters and the loss.", params[0]))
-        zero = select(df, "gradient_flow.layer", "zero_grad_frac").pivot_table(index="step", columns="target", values="value")
+        zero = select(df, "gradient_flow.layer", "zero_grad_frac").pivot_table(index="step", columns="target",
+                                                                               values="value")
         dead = dead_layers(zero)
         if dead:
             out.append(Finding(
@@ -131,7 +132,8 @@ class GradientScale(Rule):
                 "exploding_gradients", "warning", ctx.name,
                 f"{len(explode)} layer(s) get gradients over {EXPLODING_REL:g}x the median layer's: "
                 f"{', '.join(list(explode)[:4])}.",
-                {"median_layer_grad_norm": rnd(ref, 8), "layers": {k: rnd(v, 4) for k, v in list(explode.items())[:10]}},
+                {"median_layer_grad_norm": rnd(ref, 8),
+                 "layers": {k: rnd(v, 4) for k, v in list(explode.items())[:10]}},
                 "Lower the learning rate or clip gradients for these layers.", next(iter(explode))))
         return out
 
@@ -174,7 +176,8 @@ class NonfiniteValues(Rule):
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         bad = {key: sel[sel["value"] > 0] for key, sel in (
-            ("grad", select(df, "gradient_flow.model", "nonfinite_grad")), ("loss", select(df, "loss_split", "nonfinite")),
+            ("grad", select(df, "gradient_flow.model", "nonfinite_grad")),
+                                                           ("loss", select(df, "loss_split", "nonfinite")),
             ("embedding", select(df, "collapse", "nonfinite_rows")))}
         if all(b.empty for b in bad.values()):
             return []
@@ -234,7 +237,8 @@ class UpdateRatioHigh(Rule):
             f"{high.iloc[0]:.3g} at step {int(peak_step[high.index[0]])}. At lr {lr}"
             f"{f' (x{mult:g} on weight matrices at this scale)' if mult != 1 else ''} single steps rewrite a "
             "visible part of these weights before the loss can steer them.", ev,
-            "Ablate with a 10x lower learning rate (or warm-up) and compare the loss against ln(B).", str(high.index[0]))]
+            "Ablate with a 10x lower learning rate (or warm-up) and compare the loss against ln(B).",
+                        str(high.index[0]))]
 
 
 # A scalar parameter named like a temperature (logit_scale, temperature, tau, ...)
@@ -291,7 +295,8 @@ class UpdateRatioLow(Rule):
         if len(up) < END_MIN_POINTS or float(up.max()) >= UPDATE_RATIO_LOW:
             return []
         peak = float(up.max())
-        ev = {"peak_update_to_param": rnd(peak, 10), "at_step": int(up.idxmax()), "median_update_to_param": rnd(up.median(), 10),
+        ev = {"peak_update_to_param": rnd(peak, 10), "at_step": int(up.idxmax()),
+              "median_update_to_param": rnd(up.median(), 10),
               "threshold": UPDATE_RATIO_LOW, "steps": span(up), "lr": ctx.optimizer.get("lr"),
               "matrix_lr_multiplier": ctx.optimizer.get("matrix_lr_multiplier", 1.0)}
         return [Finding(
@@ -299,7 +304,8 @@ class UpdateRatioLow(Rule):
             f"no optimizer step changed the model by more than {peak:.2g} of its weight norm (largest at step "
             f"{ev['at_step']}; rule of thumb ~1e-3, threshold {UPDATE_RATIO_LOW:g}): at lr {ev['lr']} the weights "
             "barely move, so the loss cannot leave its initial value in any reasonable number of steps.", ev,
-            "Raise the learning rate (check its units, the schedule and any lr multiplier) and compare the loss against ln(B).")]
+            "Raise the learning rate (check its units, the schedule and any lr multiplier) and compare the loss "
+            "against ln(B).")]
 
 
 class WeightsShrinking(Rule):
@@ -323,7 +329,8 @@ class WeightsShrinking(Rule):
             if len(g) and float(g.iloc[0]) > 0:
                 ratios[t] = float(g.iloc[-1]) / float(g.iloc[0])
         shrunk = dict(sorted(((t, r) for t, r in ratios.items() if r < PARAM_SHRINK), key=lambda kv: kv[1])[:8])
-        ev = {"param_norm_first": rnd(first), "param_norm_end": rnd(end), "ratio": rnd(end / first), "threshold": PARAM_SHRINK,
+        ev = {"param_norm_first": rnd(first), "param_norm_end": rnd(end), "ratio": rnd(end / first),
+              "threshold": PARAM_SHRINK,
               "layers_shrunk": {k: rnd(v) for k, v in shrunk.items()}, "lr": ctx.optimizer.get("lr"),
               "weight_decay": ctx.optimizer.get("weight_decay"), "window_steps": span(window(pn))}
         return [Finding(

@@ -48,7 +48,8 @@ def recall_vs_size(df: pd.DataFrame) -> list[dict]:
                 continue
             p = k / n
             bound = k + RECALL_Z * math.sqrt(k * (1 - p))
-            out.append({"split": split, "metric": m, "value": v, "eval_size": n, "chance": rounded(p, 6), "hits": rounded(v * n, 2),
+            out.append({"split": split, "metric": m, "value": v, "eval_size": n, "chance": rounded(p, 6),
+                        "hits": rounded(v * n, 2),
                         "expected_hits": k, "max_random_hits": rounded(bound, 2), "random": v * n <= bound,
                         "step": final_step(df, split)})
     return out
@@ -73,7 +74,8 @@ def recall_findings(run: str, df: pd.DataFrame) -> list[Finding]:
         out.append(Finding(
             "recall_at_random", "error", run,
             f"{run}: retrieval recall grows linearly in K, as random ranking does (R@K = K/N): {shown}. That is random "
-            f"ranking over a pool of about {n:.0f} candidates (presumably the evaluation set size); the embeddings carry no "
+            f"ranking over a pool of about {n:.0f} candidates (presumably the evaluation set size); the embeddings "
+            "carry no "
             "retrieval signal.",
             {"split": split, "step": final_step(df, split), "recall": {f"r@{k}": v for k, v in recalls},
              "implied_pool": {f"r@{k}": rounded(N, 1) for k, N in implied.items()}, "pool_estimate": round(n),
@@ -93,7 +95,8 @@ def _recall_sized(run: str, sized: list[dict]) -> list[Finding]:
                           f"random ranking gives at most {r['max_random_hits']:g})" for r in rows)
         out.append(Finding(
             "recall_at_random", "error", run,
-            f"{run}: {split} retrieval on {n} pairs is what random ranking gives (R@K = K/N = {rows[0]['chance']:.2%} for "
+            f"{run}: {split} retrieval on {n} pairs is what random ranking gives (R@K = K/N = "
+            f"{rows[0]['chance']:.2%} for "
             f"K=1): {shown}. The embeddings carry no retrieval signal.",
             {"split": split, "eval_size": n, "recall": rows, "z": RECALL_Z,
              "test": "hits = R@K x N against Binomial(N, K/N): random while hits <= K + z sqrt(K (1 - K/N))"},

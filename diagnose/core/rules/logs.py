@@ -97,7 +97,8 @@ def _context(df: pd.DataFrame, c: int, evidence: dict) -> str:
         if len(fin) and float(fin.abs().max()) == 0.0:
             msg += " The logged learning rate is 0 throughout: no update could move the loss."
         elif len(fin):
-            msg += (f" The logged learning rate went up to {float(fin.max()):.3g} (last {float(lr.iloc[-1]):.3g}), so the "
+            msg += (f" The logged learning rate went up to {float(fin.max()):.3g} (last {float(lr.iloc[-1]):.3g}), "
+                    "so the "
                     "optimizer was stepping: the updates did not reach, or could not change, the ranking.")
     scale = _series(df, "logit_scale")
     if len(scale) and math.isfinite(float(scale.iloc[-1])):
@@ -106,20 +107,25 @@ def _context(df: pd.DataFrame, c: int, evidence: dict) -> str:
         # ln(1 + (c-1) e^{-2s}), the lowest the logit scale s allows even for perfect embeddings.
         floor = math.log1p((c - 1) * math.exp(-2 * s)) if s < 350 else 0.0
         evidence["logit_scale"] = {"last": rounded(s), "loss_floor": rounded(floor), "points": len(scale)}
-        msg += f" The logged logit scale ends at {s:.3g}: the lowest loss it allows is ln(1 + {c - 1}·e^(-2·{s:.3g})) = {floor:.3f}"
+        msg += (f" The logged logit scale ends at {s:.3g}: the lowest loss it allows is "
+                f"ln(1 + {c - 1}·e^(-2·{s:.3g})) = {floor:.3f}")
         if floor >= math.log(c) * (1 - CHANCE_REL_TOL):
-            msg += ", itself at chance: the temperature alone keeps the softmax from being confident (raise the logit scale)."
+            msg += (", itself at chance: the temperature alone keeps the softmax from being confident "
+                    "(raise the logit scale).")
         else:
             msg += f", far below ln {c}: the temperature does not explain the loss at chance."
     rec = [f for f in recall_vs_size(df) if f["random"]]
     if rec:
         evidence["recall_at_chance"] = rec
         msg += " Held-out recall agrees: " + ", ".join(
-            f"{r['metric'].upper()} {r['value']:.2%} vs chance {r['chance']:.2%} on {r['eval_size']} pairs" for r in rec) + "."
+            f"{r['metric'].upper()} {r['value']:.2%} vs chance {r['chance']:.2%} on {r['eval_size']} pairs"
+            for r in rec) + "."
     return msg
 
 
 def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Finding]:
+    # over 60 lines: one finding whose message is built up from what the log holds (each matched pool, the
+    # total, the batch, the logit scale), in the order a reader needs it
     final = final_values(df)
     comps = loss_components(df)
     metrics = comps or ["loss"]
@@ -134,7 +140,8 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
                      "noise_sigma": rounded(sigma), "exp": rounded(math.exp(v), 1) if v < EXP_SAFE else None,
                      "step": final_step(df, split)}
             if match:
-                entry.update(candidates=match[0], ln_candidates=rounded(math.log(match[0])), tolerance_nats=rounded(match[2]),
+                entry.update(candidates=match[0], ln_candidates=rounded(math.log(match[0])),
+                             tolerance_nats=rounded(match[2]),
                              gap_nats=rounded(v - math.log(match[0])))
                 if match[1] is not None:
                     entry["world_size"] = match[1]
@@ -145,15 +152,19 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
         return []
     pools = sorted({h["candidates"] for h in hits})
     c = pools[-1]
-    shown = "; ".join(f"{h['split']} {metric_label(h['component'])} {h['value']:.4f} (mean of the last {h['end_points']} points, "
-                      f"{h['gap_nats']:+.3f} nats from ln {h['candidates']}, band ±{h['tolerance_nats']:.3f}) -> exp = {h['exp']}"
+    shown = "; ".join(f"{h['split']} {metric_label(h['component'])} {h['value']:.4f} (mean of the last "
+                      f"{h['end_points']} points, "
+                      f"{h['gap_nats']:+.3f} nats from ln {h['candidates']}, band ±{h['tolerance_nats']:.3f}) -> exp "
+                      f"= {h['exp']}"
                       for h in hits)
     names = sorted({metric_label(h['component']) for h in hits})
-    msg = (f"{run}: the {' and '.join(names)} loss{'es sit' if len(names) > 1 else ' sits'} at ln N for N ≈ {c} candidates "
+    msg = (f"{run}: the {' and '.join(names)} loss{'es sit' if len(names) > 1 else ' sits'} at ln N for N ≈ {c} "
+           "candidates "
            f"({shown}); ln {c} = {math.log(c):.4f}. A contrastive loss at ln N is what uniform logits give: the model "
            f"ranks the positive no better than guessing among {c} candidates.")
     evidence = {"at_chance": hits, "not_at_chance": misses,
-                "tolerance": f"{CHANCE_REL_TOL} x ln N + {CHANCE_Z:g} x sigma/sqrt(n); none when above {CHANCE_TOL_MAX:.3f} nats"}
+                "tolerance": f"{CHANCE_REL_TOL} x ln N + {CHANCE_Z:g} x sigma/sqrt(n); none when above "
+                             f"{CHANCE_TOL_MAX:.3f} nats"}
     total = final.get("train", next(iter(final.values()))).get("loss")
     sum_w_hint = None
     if total is not None and comps:
@@ -165,12 +176,14 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
         k = max(h.get("world_size", 1) for h in hits)
         evidence.update(batch_size=batch_size, ln_batch=rounded(math.log(batch_size)))
         if k == 1:
-            msg += f" That is the configured batch of {batch_size}: chance is ln {batch_size} = {math.log(batch_size):.4f}."
+            msg += (f" That is the configured batch of {batch_size}: chance is ln {batch_size} = "
+                    f"{math.log(batch_size):.4f}.")
         else:
             msg += (f" The configured batch is {batch_size}, so each row is scored against {k} x {batch_size} = {c} "
                     f"candidates: features gathered across {k} ranks before the loss (all_gather), or an effective "
                     f"batch of {c} (e.g. a different batch size than configured, or accumulation that concatenates "
-                    f"features). Either way chance is ln {c} = {math.log(c):.4f}, not ln {batch_size} = {math.log(batch_size):.4f}.")
+                    f"features). Either way chance is ln {c} = {math.log(c):.4f}, not ln {batch_size} = "
+                    f"{math.log(batch_size):.4f}.")
     else:
         msg += f" {c} is a power of two, like a batch size: pass --batch-size to check it against the configured batch."
     msg += _context(df, c, evidence)
@@ -182,7 +195,8 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
 def _flat(run: str, df: pd.DataFrame) -> list[Finding]:
     out = []
     for split in ("train", "val"):
-        s = df[(df["split"] == split) & (df["metric"] == "loss")].sort_values("step").drop_duplicates("step", keep="last")
+        s = (df[(df["split"] == split) & (df["metric"] == "loss")].sort_values("step")
+             .drop_duplicates("step", keep="last"))
         if len(s) < MIN_POINTS_FOR_TREND:
             continue
         n_end = min(len(s) - end_start(list(s["step"])), len(s) // 2)
@@ -194,11 +208,14 @@ def _flat(run: str, df: pd.DataFrame) -> list[Finding]:
             out.append(Finding(
                 "loss_rising" if rising else "loss_flat", "warning", run,
                 f"{run}: the {split} loss {'rose' if rising else 'did not fall'} over {len(s)} logged points "
-                f"(steps {steps[0]}-{steps[1]}): mean of the first {n_end} points {first:.4f}, of the last {n_end} {last:.4f} "
+                f"(steps {steps[0]}-{steps[1]}): mean of the first {n_end} points {first:.4f}, of the last {n_end} "
+                f"{last:.4f} "
                 f"({-drop:+.1%}).",
                 {"split": split, "points": len(s), "steps": steps, "first_points_mean": rounded(first),
-                 "end_points_mean": rounded(last), "points_compared": n_end, "relative_drop": rounded(drop), "threshold": FLAT_REL_DROP},
-                "Compare the loss with ln(candidates): a flat loss at chance means no learning signal reaches the model.",
+                 "end_points_mean": rounded(last), "points_compared": n_end, "relative_drop": rounded(drop),
+                 "threshold": FLAT_REL_DROP},
+                "Compare the loss with ln(candidates): a flat loss at chance means no learning signal reaches the "
+                "model.",
                 split))
             break  # one flatness finding per run, train first
     return out
@@ -230,7 +247,8 @@ def _identical(run: str, df: pd.DataFrame) -> list[Finding]:
                     "components_identical", "warning", run,
                     f"{run}: {metric_label(a)} and {metric_label(b)} are identical in all {len(both)} logged rows "
                     f"(max |difference| {float(diff.max()):.1e}).{note}",
-                    {"components": [a, b], "rows": rows, "max_abs_diff": float(diff.max()), "tolerance": IDENTICAL_ATOL},
+                    {"components": [a, b], "rows": rows, "max_abs_diff": float(diff.max()),
+                     "tolerance": IDENTICAL_ATOL},
                     "Log every component from its own tensor, and the sampled MRL dimension with it.", f"{a}={b}"))
     return out
 
@@ -243,16 +261,19 @@ def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) ->
         for run, r in check["per_run"].items():
             if r["fits"]:
                 out.append(Finding("loss_weights", "info", run,
-                                   f"{run}: the logged total equals {' + '.join(f'{w:g}·{metric_label(c)}' for c, w in given.items())} "
+                                   f"{run}: the logged total equals "
+                                   f"{' + '.join(f'{w:g}·{metric_label(c)}' for c, w in given.items())} "
                                    f"in all {r['rows']} rows (max residual {r['max_residual']:.1e}).",
                                    {"weights": given, **r}))
             else:
                 wst = r["worst"]
                 out.append(Finding(
                     "loss_weights_mismatch", "warning", run,
-                    f"{run}: the logged total is not {' + '.join(f'{w:g}·{metric_label(c)}' for c, w in given.items())}: at "
+                    f"{run}: the logged total is not "
+                    f"{' + '.join(f'{w:g}·{metric_label(c)}' for c, w in given.items())}: at "
                     f"{wst['split']} step {wst['step']} the total is {wst['total']:.4f} but the weighted sum is "
-                    f"{wst['weighted_sum']:.4f}. Either the weights differ from these, or a logged component is not the "
+                    f"{wst['weighted_sum']:.4f}. Either the weights differ from these, or a logged component is not "
+                    "the "
                     "value the total was computed from.",
                     {"weights": given, **r}, "Log each component from the tensor that enters the total."))
         return out
@@ -263,8 +284,10 @@ def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) ->
     if not solved["identified"]:
         return [Finding(
             "loss_weights", "info", run,
-            f"The logged components are linearly dependent over the {solved['rows']} logged rows (identical components), "
-            f"so only the sum of their weights is determined: {' + '.join('w_' + metric_label(c) for c in solved['components'])} "
+            f"The logged components are linearly dependent over the {solved['rows']} logged rows (identical "
+            "components), "
+            "so only the sum of their weights is determined: "
+            f"{' + '.join('w_' + metric_label(c) for c in solved['components'])} "
             f"≈ {solved['weight_sum']:.4f}. Pass --weights to check specific values, or give a log of a run whose "
             "components differ.", solved)]
     w = solved["weights"]
@@ -272,14 +295,16 @@ def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) ->
         eq = " + ".join(f"{v:g}·{metric_label(c)}" for c, v in w.items() if v != 0)
         unused = [c for c, v in w.items() if v == 0]
         msg = (f"total = {eq} reproduces every logged total ({solved['rows']} rows over {len(solved['runs'])} run(s), "
-               f"assuming they share their weights; max residual {solved['max_residual']:.1e}, within the rounding of the "
+               f"assuming they share their weights; max residual {solved['max_residual']:.1e}, within the rounding "
+               "of the "
                f"printed numbers). Least-squares solution before rounding: {format_weights(solved['least_squares'])}.")
         if unused:
             msg += f" {', '.join(metric_label(c) for c in unused)} is logged but not part of the total."
         return [Finding("loss_weights", "info", run, msg, solved)]
     return [Finding(
         "loss_weights_inconsistent", "warning", run,
-        f"No single set of weights reproduces the logged totals (least squares {format_weights(solved['least_squares'])}, "
+        "No single set of weights reproduces the logged totals (least squares "
+        f"{format_weights(solved['least_squares'])}, "
         f"max residual {solved['max_residual']:.2e}): the runs use different weights, or a logged component is not "
         "what the total was computed from. Check each run with --weights.", solved)]
 
@@ -298,7 +323,8 @@ def _nonfinite(run: str, df: pd.DataFrame) -> list[Finding]:
     return [Finding(
         "loss_nonfinite", "error", run,
         f"{run}: non-finite values in the log ({total} in {', '.join(metric_label(m) for m in metrics)}); the first in "
-        f"{first['split']} {metric_label(first['metric'])} at {where}. NaN or inf losses mean the run diverged; statistics over "
+        f"{first['split']} {metric_label(first['metric'])} at {where}. NaN or inf losses mean the run diverged; "
+        "statistics over "
         "them are not scores.",
         {"metrics": metrics, "count": total, "first_step": int(first["step"]), "first_split": first["split"],
          "first_metric": first["metric"], "first_line": int(first["line"])},
@@ -345,7 +371,8 @@ class LogRecall(LogRule):
     """Recall at random: R@K = K/N against the evaluation set size when known, else R@K linear in K."""
 
     emits = (Emit("recall_at_random", ("error",)),)
-    thresholds = {"RANDOM_RECALL_SPREAD": RANDOM_RECALL_SPREAD, "RANDOM_RECALL_MAX": RANDOM_RECALL_MAX, "RECALL_Z": RECALL_Z}
+    thresholds = {"RANDOM_RECALL_SPREAD": RANDOM_RECALL_SPREAD, "RANDOM_RECALL_MAX": RANDOM_RECALL_MAX,
+                  "RECALL_Z": RECALL_Z}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         return recall_findings(ctx.name, df)

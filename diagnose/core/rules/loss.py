@@ -136,8 +136,10 @@ def temperature_findings(run: str, scale: float, cap: float | None, evidence: di
         return []
     if cap is not None and scale >= (1 - CLAMP_REL) * cap:
         return [Finding("temperature_at_clamp", "warning", run,
-                        f"{what} reached the clamp ({scale:.2f} of max {cap:g}): the temperature is no longer learned.", ev,
-                        "Usually harmless late in training; early on it hints at a loss the model can only lower by sharpening.",
+                        f"{what} reached the clamp ({scale:.2f} of max {cap:g}): the temperature is no longer "
+                        "learned.", ev,
+                        "Usually harmless late in training; early on it hints at a loss the model can only lower by "
+                        "sharpening.",
                         target)]
     if scale < LOW_LOGIT_SCALE:
         first = evidence.get("logit_scale_first")
@@ -145,7 +147,8 @@ def temperature_findings(run: str, scale: float, cap: float | None, evidence: di
         return [Finding("temperature_toward_1", "warning", run,
                         f"{what} is {scale:.2f}{since}: logits of unit vectors then span at most ±{scale:.2f}, so even "
                         "a perfect ranking costs most of ln(B).", ev,
-                        "Check the temperature init (open_clip: ln(1/0.07)) and its lr; a model that lowers the loss by "
+                        "Check the temperature init (open_clip: ln(1/0.07)) and its lr; a model that lowers the loss "
+                        "by "
                         "flattening the softmax points at collapse or misaligned pairs.", target)]
     return []
 
@@ -201,7 +204,8 @@ class FlatLogits(Rule):
             ev["logit_scale_logged"] = rnd(scale.iloc[-1], 3)
         return [Finding(
             "logits_flat", "error", ctx.name,
-            f"the logits rank the matching caption first in {top1:.0%} of rows (chance {1 / candidates:.1%}), yet {comp} "
+            f"the logits rank the matching caption first in {top1:.0%} of rows (chance {1 / candidates:.1%}), yet "
+            f"{comp} "
             f"sits at ln(B) ({mean:.4f} vs {ln_b:.4f}): the softmax gives the positive {p_pos:.4f} = "
             f"{p_pos * candidates:.2f}/B, almost uniform. The ranking is learned but the logits barely differ: their "
             "scale (the temperature) is far too small for the softmax to become confident.", ev,
@@ -262,7 +266,8 @@ class TemperatureLimitsLoss(Rule):
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         _, ln_b = end_loss(df)
-        ce, best, factor = (_logits_mean(df, m) for m in ("cross_entropy", "cross_entropy_best_scale", "best_scale_factor"))
+        ce, best, factor = (_logits_mean(df, m) for m in ("cross_entropy", "cross_entropy_best_scale",
+                                                          "best_scale_factor"))
         if not all(math.isfinite(x) for x in (ln_b, ce, best, factor)):
             return []
         bar = LEARNED_LOSS_FRACTION * ln_b
@@ -277,7 +282,8 @@ class TemperatureLimitsLoss(Rule):
             # the scale started sharp enough and training drove it down (an lr that also rewrites the
             # temperature, open_clip#815): the soft temperature is a symptom; the update rules name why
             return []
-        ev = {"cross_entropy_end": rnd(ce), "cross_entropy_best_scale_end": rnd(best), "best_scale_factor": rnd(factor, 2),
+        ev = {"cross_entropy_end": rnd(ce), "cross_entropy_best_scale_end": rnd(best),
+              "best_scale_factor": rnd(factor, 2),
               "learned_bar": rnd(bar), "chance_ln_B": rnd(ln_b),
               **{k: (rnd(v) if isinstance(v, float) else v) for k, v in margin.items()},
               "window_steps": span(window(series(df, "softmax_entropy", LOGITS, "cross_entropy")))}
@@ -285,8 +291,10 @@ class TemperatureLimitsLoss(Rule):
             ev["logit_scale_first"], ev["logit_scale_end"] = rnd(scale.iloc[0], 3), rnd(scale.iloc[-1], 3)
         return [Finding(
             "temperature_limits_loss", "error", ctx.name,
-            f"the logits' cross-entropy averages {ce:.3f}, above the learned bar {bar:.3f} (half of ln B = {ln_b:.3f}), "
-            f"yet the same logits at their best sharper scale (on average {factor:.1f}x) would reach {best:.3f}, below it; "
+            f"the logits' cross-entropy averages {ce:.3f}, above the learned bar {bar:.3f} (half of ln B = "
+            f"{ln_b:.3f}), "
+            f"yet the same logits at their best sharper scale (on average {factor:.1f}x) would reach {best:.3f}, "
+            "below it; "
             "the positive pairs already sit "
             f"at cosine {margin['positive_cosine']:.2f} against {margin['negative_cosine']:.2f} for the others "
             f"({margin['margin_used']:.0%} of the margin the unit sphere allows): better embeddings can win little, "

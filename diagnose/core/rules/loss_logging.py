@@ -35,7 +35,8 @@ class LoggedTotal(Rule):
         bad = rel[rel > LOGGING_REL_TOL]
         if not len(bad):
             return []
-        weights = {t: rnd(series(df, "loss_split", t, "weight").iloc[-1], 4) for t in targets(df, "loss_split", "weight")}
+        weights = {t: rnd(series(df, "loss_split", t, "weight").iloc[-1],
+                          4) for t in targets(df, "loss_split", "weight")}
         return [Finding(
             "loss_logging_inconsistent", "error", ctx.name,
             f"the logged total differs from the sum of weight x logged component on {len(bad)} of {len(rel)} "
@@ -77,7 +78,8 @@ class IdenticalComponents(Rule):
                "they are not at chance, so identical values point at one value logged under two names")
         return [Finding(
             "components_identical", "warning" if chance_level else "error", ctx.name,
-            f"{a} and {b} agree to {IDENTICAL_ATOL:g} on {float(same.mean()):.0%} of the last {len(both)} steps; {why}.",
+            f"{a} and {b} agree to {IDENTICAL_ATOL:g} on {float(same.mean()):.0%} of the last {len(both)} steps; "
+            f"{why}.",
             {"components": [a, b], "share_identical": rnd(same.mean(), 3), "window_steps": span(both.iloc[:, 0]),
              "mean_value": rnd(both.iloc[:, 0].mean()), "chance_ln_B": rnd(ln_b)},
             "Log each component from its own computation; check the loss-at-chance finding first." if chance_level

@@ -19,9 +19,10 @@ is headed `unexplained` with the conditions under it. Each cause carries its `ro
 measured, contributing or symptom.
 
 Causes are ranked by their best tier, then by the worst severity among their findings, then by the
-number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`. Info findings never implicate a cause. A run that learned has
-no failure to explain: only tier-1 causes (latent bugs, e.g. logging that misstates a loss) are kept.
-A run that did not learn with no cause-bearing finding gets `unexplained`.
+number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`. Info
+findings never implicate a cause. A run that learned has no failure to explain: only tier-1 causes (latent
+bugs, e.g. logging that misstates a loss) are kept. A run that did not learn with no cause-bearing finding gets
+`unexplained`.
 """
 
 from __future__ import annotations

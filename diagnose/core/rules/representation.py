@@ -190,19 +190,22 @@ class ChanceNotCollapsed(Rule):
         peak = peak_model_update(df)
         layer_up = finite(select(df, "gradient_flow.layer", "update_to_param")["value"])
         layer_peak = float(layer_up.max()) if len(layer_up) else float("nan")
-        if min(ranks.values()) < SPREAD_EFFECTIVE_RANK or not (UPDATE_RATIO_LOW <= peak) or layer_peak > UPDATE_RATIO_HIGH:
+        if (min(ranks.values()) < SPREAD_EFFECTIVE_RANK or not (UPDATE_RATIO_LOW <= peak)
+                or layer_peak > UPDATE_RATIO_HIGH):
             return []
         if ranking_learned(df, ln_b):  # the logits order the pairs well: they do share signal (see logits_flat)
             return []
         comp = primary_component(df)
         values = series(df, "loss_split", comp, "value")
-        ev = {"component": comp, "loss_clip_mean": rnd(mean), "chance_ln_B": rnd(ln_b), "window_steps": span(window(values)),
+        ev = {"component": comp, "loss_clip_mean": rnd(mean), "chance_ln_B": rnd(ln_b),
+              "window_steps": span(window(values)),
               "effective_rank_end": {k: rnd(v, 2) for k, v in ranks.items()}, "rank_threshold": SPREAD_EFFECTIVE_RANK,
               "peak_update_to_param": rnd(peak, 6), "peak_layer_update_to_param": rnd(layer_peak, 6)}
         return [Finding(
             "chance_not_collapsed", "error", ctx.name,
             f"{comp} is at chance ({mean:.4f} vs ln(B) = {ln_b:.4f}) although both embeddings stay spread out "
-            f"(effective rank image {ranks['image']:.1f}, text {ranks['text']:.1f}) and the optimizer moves the weights at "
+            f"(effective rank image {ranks['image']:.1f}, text {ranks['text']:.1f}) and the optimizer moves the "
+            "weights at "
             f"a normal rate (peak update/param {peak:.2g}): the model tells images apart and captions apart but cannot "
             "match them. The pairs carry no shared signal: misaligned image/caption pairs (shuffled or off-by-one "
             "indices) or features that do not describe the same item.", ev,

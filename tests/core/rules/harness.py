@@ -70,7 +70,8 @@ def one(findings, fid: str):
 def loss(comp: str, values, chance: float = LN_B) -> pd.DataFrame:
     values = values if isinstance(values, (list, dict)) else [values] * N
     steps = list(values) if isinstance(values, dict) else range(len(values))
-    return frame(rec("loss_split", comp, "value", values), rec("loss_split", comp, "chance", {s: chance for s in steps}))
+    return frame(rec("loss_split", comp, "value", values),
+                 rec("loss_split", comp, "chance", {s: chance for s in steps}))
 
 
 def layers(grad: dict[str, float], zero: dict[str, float] | None = None, n: int = N) -> pd.DataFrame:

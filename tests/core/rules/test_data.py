@@ -15,8 +15,10 @@ from diagnose.core.rules.data import PROBE, NoDataSignal
 def _records(significant: bool, loss: float, r1: float = 0.9) -> pd.DataFrame:
     rows = [(0, PROBE, "pairs", m, v) for m, v in {
         "r@1": r1 if significant else 0.008, "chance@1": 1 / 128, "p_value": 0.001 if significant else 0.4,
-        "significant": float(significant), "detectable_r@1": 0.03, "n_test": 128, "hits": 100 if significant else 1}.items()]
-    rows += [(s, "loss_split", "loss_clip", m, v) for s in range(20) for m, v in (("value", loss), ("chance", math.log(64)))]
+        "significant": float(significant), "detectable_r@1": 0.03, "n_test": 128,
+                                                   "hits": 100 if significant else 1}.items()]
+    rows += [(s, "loss_split", "loss_clip", m,
+              v) for s in range(20) for m, v in (("value", loss), ("chance", math.log(64)))]
     return pd.DataFrame(rows, columns=["step", "probe", "target", "metric", "value"])
 
 

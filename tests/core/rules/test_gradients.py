@@ -11,7 +11,8 @@ from .harness import HEALTHY_LAYERS, LN_B, WIN, N, ctx, frame, ids, layers, loss
 
 
 def test_no_gradient_evidence():
-    df = frame(rec("gradient_flow", "b.weight", "grad_is_none", {0: 1, 1: 1}), rec("gradient_flow", "a.bias", "grad_is_none", {1: 1}),
+    df = frame(rec("gradient_flow", "b.weight", "grad_is_none", {0: 1, 1: 1}),
+               rec("gradient_flow", "a.bias", "grad_is_none", {1: 1}),
                rec("gradient_flow", "c.weight", "grad_norm", {0: 1.0, 1: 1.0}))
     f = one(R.gradient_presence(df, ctx()), "no_gradient")
     assert f.severity == "error"
@@ -22,7 +23,8 @@ def test_no_gradient_evidence():
 def test_gradient_layer_evidence():
     dead, tiny, huge = "enc.layers.5", "enc.layers.6", "enc.layers.7"
     grad = {**HEALTHY_LAYERS, "enc.layers.4": 1.0, dead: 0.0, tiny: 1e-6, huge: 1e5}
-    found = R.gradient_presence(layers(grad, zero={dead: 1.0}), ctx()) + R.gradient_scale(layers(grad, zero={dead: 1.0}), ctx())
+    found = R.gradient_presence(layers(grad, zero={dead: 1.0}),
+                                ctx()) + R.gradient_scale(layers(grad, zero={dead: 1.0}), ctx())
     assert sorted(ids(found)) == ["dead_gradients", "exploding_gradients", "vanishing_gradients"]
     d = one(found, "dead_gradients")
     assert d.severity == "error" and d.evidence["layers"] == [dead] and d.evidence["window_steps"] == [N - WIN, N - 1]
@@ -99,7 +101,8 @@ def test_weights_shrinking_fires_when_the_norm_halves():
 
 
 def test_weights_shrinking_quiet_when_the_norm_holds_or_grows():
-    assert R.weights_shrinking(frame(rec("gradient_flow.model", "model", "param_norm", tail(10.0, 10.0 * R.PARAM_SHRINK * 1.2))), ctx()) == []
+    assert R.weights_shrinking(frame(rec("gradient_flow.model", "model", "param_norm",
+                                         tail(10.0, 10.0 * R.PARAM_SHRINK * 1.2))), ctx()) == []
     assert R.weights_shrinking(frame(rec("gradient_flow.model", "model", "param_norm", tail(10.0, 30.0))), ctx()) == []
 
 

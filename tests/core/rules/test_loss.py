@@ -39,18 +39,22 @@ def test_loss_at_chance_per_component():
 
 
 def test_temperature_evidence():
-    f = one(R.temperature(rec("loss_split", "extras", "logit_scale", {0: 14.2857, 10: 100.0}), ctx()), "temperature_at_clamp")
+    f = one(R.temperature(rec("loss_split", "extras", "logit_scale", {0: 14.2857, 10: 100.0}), ctx()),
+            "temperature_at_clamp")
     assert f.severity == "warning"
     assert f.evidence == {"logit_scale_first": 14.286, "logit_scale_end": 100.0, "clamp": 100.0, "steps": [0, 10]}
-    f = one(R.temperature(rec("loss_split", "extras", "logit_scale", {0: 14.2857, 10: 1.05}), ctx()), "temperature_toward_1")
+    f = one(R.temperature(rec("loss_split", "extras", "logit_scale", {0: 14.2857, 10: 1.05}), ctx()),
+            "temperature_toward_1")
     assert f.severity == "warning" and f.evidence["logit_scale_end"] == pytest.approx(1.05)
 
 
-@pytest.mark.parametrize("batch, severity", [(R.FEW_NEGATIVES_WARN, "warning"), (R.FEW_NEGATIVES_ERROR, "error"), (2, "error")])
+@pytest.mark.parametrize("batch, severity",
+                         [(R.FEW_NEGATIVES_WARN, "warning"), (R.FEW_NEGATIVES_ERROR, "error"), (2, "error")])
 def test_few_negatives_evidence(batch, severity):
     f = one(R.few_negatives(frame(), ctx(batch_size=batch)), "few_negatives")
     assert f.severity == severity
-    assert f.evidence == {"batch_size": batch, "negatives_per_row": batch - 1, "chance_ln_B": pytest.approx(math.log(batch), abs=1e-4)}
+    assert f.evidence == {"batch_size": batch, "negatives_per_row": batch - 1,
+                          "chance_ln_B": pytest.approx(math.log(batch), abs=1e-4)}
 
 
 def test_few_negatives_reads_the_logits_columns_over_the_declared_batch():

@@ -14,7 +14,8 @@ from .test_persistence import N, moving, noisy
 def _outside(with_grad, norms):
     return frame(rec("optimizer", "outside", "with_grad", with_grad),
                  rec("optimizer", "outside", "numel_with_grad", [28 * w for w in with_grad]),
-                 rec("optimizer", "txt.weight", "outside_optimizer_numel", {s: 24 for s, w in enumerate(with_grad) if w}),
+                 rec("optimizer", "txt.weight", "outside_optimizer_numel",
+                     {s: 24 for s, w in enumerate(with_grad) if w}),
                  rec("gradient_flow", "txt.weight", "param_norm", norms))
 
 
@@ -35,7 +36,8 @@ def test_params_outside_optimizer_near_miss_a_second_optimizer_moves_them():
 
 
 def _lr(values, initial=1e-3):
-    return frame(rec("optimizer", "group0", "lr", values), rec("optimizer", "group0", "lr_initial", [initial] * len(values)),
+    return frame(rec("optimizer", "group0", "lr", values),
+                 rec("optimizer", "group0", "lr_initial", [initial] * len(values)),
                  rec("optimizer", "group0", "params", [4] * len(values)))
 
 

@@ -12,7 +12,8 @@ from .harness import LN_B, WIN, B, N, ctx, frame, ids, loss, one, rec, tail, upd
 
 def test_embedding_collapse_evidence():
     cos = [0.1] * 5 + [0.97] * (N - 5)
-    df = frame(rec("collapse", "image", "cosine_mean", cos), rec("collapse", "image", "effective_rank", {0: 40.0, N - 1: 1.2}))
+    df = frame(rec("collapse", "image", "cosine_mean", cos),
+               rec("collapse", "image", "effective_rank", {0: 40.0, N - 1: 1.2}))
     f = one(R.embedding_collapse(df, ctx()), "embedding_collapse")
     ev = f.evidence
     assert f.severity == "error" and f.target == "image"
@@ -23,14 +24,16 @@ def test_embedding_collapse_evidence():
 
 
 def test_intermediate_collapse_evidence():
-    f = one(R.embedding_collapse(rec("collapse", "proj", "cosine_mean", tail(0.2, 0.99)), ctx()), "intermediate_collapse")
+    f = one(R.embedding_collapse(rec("collapse", "proj", "cosine_mean", tail(0.2, 0.99)), ctx()),
+            "intermediate_collapse")
     assert f.severity == "warning" and f.target == "proj"
     assert f.evidence["output"] == "proj" and f.evidence["cosine_mean_end"] == pytest.approx(0.99)
     assert f.evidence["cosine_mean_first"] == pytest.approx(0.2)
 
 
 def test_input_shared_component_evidence():
-    df = frame(rec("collapse", "input", "cosine_mean", 0.8), rec("collapse", "input", "top_sv_share", {0: 0.7, 10: 0.9}))
+    df = frame(rec("collapse", "input", "cosine_mean", 0.8),
+               rec("collapse", "input", "top_sv_share", {0: 0.7, 10: 0.9}))
     f = one(R.input_shared_component(frame(df, loss("loss_clip", 1.0)), ctx()), "input_shared_component")
     assert f.severity == "info" and f.target == "input"
     assert f.evidence["input_cosine_mean"] == pytest.approx(0.8)
@@ -39,13 +42,15 @@ def test_input_shared_component_evidence():
 
 
 def test_embeddings_not_normalised_fires_on_raw_norms():
-    recs = frame(rec("collapse", "image", "norm_mean", 1 + 3 * R.UNIT_NORM_TOL), rec("collapse", "text", "norm_mean", 1.0))
+    recs = frame(rec("collapse", "image", "norm_mean", 1 + 3 * R.UNIT_NORM_TOL),
+                 rec("collapse", "text", "norm_mean", 1.0))
     f = one(R.embeddings_not_normalised(recs, ctx()), "embeddings_not_normalised")
     assert list(f.evidence["embeddings"]) == ["image"]
 
 
 def test_embeddings_not_normalised_quiet_on_unit_norms_within_rounding():
-    recs = frame(rec("collapse", "image", "norm_mean", 1 + 0.5 * R.UNIT_NORM_TOL), rec("collapse", "text", "norm_mean", 1.0))
+    recs = frame(rec("collapse", "image", "norm_mean", 1 + 0.5 * R.UNIT_NORM_TOL),
+                 rec("collapse", "text", "norm_mean", 1.0))
     assert R.embeddings_not_normalised(recs, ctx()) == []
 
 
@@ -65,8 +70,10 @@ def test_chance_not_collapsed_quiet_for_collapse_frozen_weights_huge_steps_or_le
     assert R.chance_not_collapsed(_chance_run(R.SPREAD_EFFECTIVE_RANK * 0.5), ctx()) == []  # collapsed
     assert R.chance_not_collapsed(_chance_run(8.0, peak_update=0.1 * R.UPDATE_RATIO_LOW), ctx()) == []  # lr too low
     assert R.chance_not_collapsed(_chance_run(8.0, layer_peak=2 * R.UPDATE_RATIO_HIGH), ctx()) == []  # lr too high
-    learning = frame(rec("loss_split", "loss_clip", "value", tail(LN_B, 0.5 * LN_B)), rec("loss_split", "loss_clip", "chance", LN_B),
-                     rec("collapse", "image", "effective_rank", 8.0), rec("collapse", "text", "effective_rank", 8.0), *update_rows(1e-2))
+    learning = frame(rec("loss_split", "loss_clip", "value", tail(LN_B, 0.5 * LN_B)),
+                     rec("loss_split", "loss_clip", "chance", LN_B),
+                     rec("collapse", "image", "effective_rank", 8.0), rec("collapse", "text", "effective_rank", 8.0),
+                     *update_rows(1e-2))
     assert R.chance_not_collapsed(learning, ctx()) == []
 
 
