@@ -151,3 +151,9 @@ def test_light_imports_load_no_torch(code):
 
 def test_cli_loads_no_torch_until_a_command_trains():
     assert _loaded_after("import diagnose.cli, diagnose.cli.app") == []
+    # running the commands that do not train: --help, lint (and logs, report: the same imports)
+    source = ROOT / "reference_models" / "perceiver.py"
+    run = ("from typer.testing import CliRunner; from diagnose.cli import app; r = CliRunner(); "
+           f"[r.invoke(app, a) for a in (['--help'], ['lint', {str(source)!r}], ['logs', '--help'], "
+           "['report', '--help'])]")
+    assert _loaded_after(run) == []
