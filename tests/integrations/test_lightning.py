@@ -81,10 +81,18 @@ def test_healthy_module_learns_with_no_error_finding(tmp_path):
     assert "training_step" not in cb.last_watch.model.__dict__  # the wrapper is gone
 
 
+def test_an_early_contraction_that_recovers_is_not_stopped(tmp_path):
+    # lr 0.3: the loss sits near ln(B) for a few steps, then the run learns (R@1 far above chance); the
+    # README's stop_on_alarm must not end it (it did at step 5 before alarms needed persistence)
+    cb, trainer, s = fit(tmp_path, lr=0.3, steps=60, stop_on_alarm=True, background=False, budget=None)
+    run = s["runs"][0]
+    assert run["alarms"] == [] and run["steps"] == 60 and run["verdict"]["learned"], run
+
+
 def test_learning_rate_that_collapses_embeddings_is_named_and_can_stop_training(tmp_path):
-    # rules inside observe (background=False): the stop comes at the step of the first alarm, not when
-    # the rule process answers (on these ~10 ms steps that can be after the last step)
-    cb, trainer, s = fit(tmp_path, lr=0.3, steps=60, stop_on_alarm=True, background=False)
+    # rules inside observe (background=False) every 5 steps (budget=None): the stop comes at the step of
+    # the first alarm, not when the rule process answers (on these ~10 ms steps that can be after the last step)
+    cb, trainer, s = fit(tmp_path, lr=1.0, steps=60, stop_on_alarm=True, background=False, budget=None)
     run = s["runs"][0]
     assert run["root_causes"][0]["cause"] == "learning_rate_too_high", run["root_causes"]
     assert run["alarms"], "an error alarm fired"

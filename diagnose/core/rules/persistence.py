@@ -4,9 +4,11 @@ getting better.
 Contrastive training often contracts first and spreads later (embeddings that crowd together over
 the first steps, a loss that sits at ln(B) before it falls): that phase is normal. An alarm on such a
 condition therefore needs two things measured on the records so far, not a step count:
-- persistence: the condition held at every observation since some step s, and since s the optimizer
-  has moved the weights by at least their own norm (update/param summed over the steps,
-  `gradients.SETTLED_CUMULATIVE_UPDATE`): the model had every opportunity to leave the state;
+- persistence: the condition held at every observation since some step s (at least PERSIST_MIN_OBS of
+  them), and either since s the optimizer has moved the weights by at least their own norm
+  (update/param summed over the steps, `gradients.SETTLED_CUMULATIVE_UPDATE`): the model had every
+  opportunity to leave the state; or the run as a whole has moved that much and the state has lasted
+  half of it: a collapse whose gradients vanished moves nothing any more, and that is how it stays;
 - no improvement over that span: the primary loss did not fall (its last third is not below its first
   third by more than twice the standard error of the difference), and whatever the rule watches (an
   effective rank, say) did not recover.
@@ -67,9 +69,16 @@ def gap_to_chance(df: pd.DataFrame, component: str) -> pd.Series:
     return values / chance.reindex(values.index).ffill() - 1.0
 
 
+def persisted(df: pd.DataFrame, holds: pd.Series, since: int) -> bool:
+    """The state held over >= PERSIST_MIN_OBS observations and, since it began, the weights moved by their
+    norm; or the whole run moved that much and the state covers at least half of it."""
+    if int((holds.index >= since).sum()) < PERSIST_MIN_OBS:
+        return False
+    first, last = int(holds.index[0]), int(holds.index[-1])
+    return moved_since(df, since) or (moved_since(df, first) and last - since + 1 >= 0.5 * (last - first + 1))
+
+
 def stuck(df: pd.DataFrame, holds: pd.Series) -> bool:
-    """`holds` (per observed step) persisted over at least PERSIST_MIN_OBS observations while the weights
-    moved by their norm, and the loss did not fall over them."""
+    """`holds` (per observed step) persisted (see `persisted`) and the loss did not fall over that span."""
     since = held_since(holds)
-    return (since is not None and int((holds.index >= since).sum()) >= PERSIST_MIN_OBS and moved_since(df, since)
-            and not loss_falling(df, since))
+    return since is not None and persisted(df, holds, since) and not loss_falling(df, since)

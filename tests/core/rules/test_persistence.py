@@ -83,3 +83,14 @@ def test_chance_not_collapsed_alarms_only_once_it_persisted_without_improvement(
     # the first steps of a healthy run look the same: at chance, spread out, weights moving
     early = frame(_spread(5), loss("loss_clip", noisy([LN_B] * 5)), moving(5))
     assert _alarms(R.chance_not_collapsed, early, "chance_not_collapsed") is False
+
+
+def test_a_collapse_whose_updates_vanished_alarms_once_it_covers_half_the_run():
+    # big steps first (the weights move by their norm by step 5), then the gradients vanish in the collapse
+    updates = [0.3] * 5 + [1e-4] * (N - 5)
+    df = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)),
+               rec("gradient_flow.model", "model", "update_to_param", updates))
+    assert _alarms(R.embedding_collapse, df, "embedding_collapse") is True
+    # the same vanished updates on a run that never moved its weights at all: not yet a state of the run
+    still = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=1e-4))
+    assert _alarms(R.embedding_collapse, still, "embedding_collapse") is False
