@@ -3,7 +3,7 @@
 Each `case_*.py` in `dev/` or `test/` is a short training script (peer-library models: flamingo-pytorch,
 perceiver-pytorch, transformers CLIP from a tiny config, an MRL head) that reproduces a failure reported
 in a public issue thread (cited in the file) and states its ground truth: the root cause id
-(`diagnose.rules.causes`) a correct diagnosis names. `healthy.py` gives runs without a fault (different
+(`diagnose.core.rules.causes`) a correct diagnosis names. `healthy.py` gives runs without a fault (different
 models, seeds, batch sizes) to count false alarms.
 
 Each script is run twice in this process, one torch thread: once with `no_watch` (the same loop with no
