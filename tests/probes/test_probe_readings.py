@@ -166,3 +166,11 @@ def test_optimizer_counts_a_part_unfrozen_after_the_watch_started():
             opt.step()
     assert _values(session.records, "optimizer", 0)[("outside", "with_grad")] == 0
     assert _values(session.records, "optimizer", 1)[("outside", "with_grad")] == 2
+
+
+def test_contrastive_targets_outside_the_columns_give_nan_not_a_loss():
+    with attach(_towers(), None, probes=[Contrastive()], strict=True) as session:
+        session.observe(0, logits={"i2t": torch.randn(4, 4)}, targets=torch.tensor([0, 1, 2, -100]))
+    v = _values(session.records, "contrastive")
+    assert math.isnan(v[("logits", "loss_target")])
+    assert v[("logits", "targets_distinct")] == pytest.approx(1.0)  # four distinct values, one of them invalid
