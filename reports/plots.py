@@ -1,29 +1,38 @@
 """Plots: pure functions of recorded data (records DataFrame + run summaries) -> matplotlib Figures.
 
 They never compute diagnostics and never write files; the CLI saves what they return. Records carry
-a `run` column (one run directory can hold several runs side by side).
+a `run` column (one run directory can hold several runs side by side). matplotlib is imported by the
+first figure drawn, not by importing this module (a run directory written without plots never loads it).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: plots are files, never windows
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RULE_OF_THUMB_UPDATE = 1e-3  # drawn as a reference line on update/param plots
 
 
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: plots are files, never windows
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _runs(records: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(records["run"])) if "run" in records else ["run"]
+    return list(pd.unique(records["run"])) if "run" in records else ["run"]  # first-seen order
 
 
 def _grid(n: int, title: str, height: float = 3.2) -> tuple[Figure, list]:
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, height), squeeze=False, sharey=False)
+    fig, axes = _plt().subplots(1, n, figsize=(5.2 * n, height), squeeze=False, sharey=False)
     fig.suptitle(title)
     return fig, list(axes[0])
 
@@ -125,7 +134,7 @@ def latents(records: pd.DataFrame) -> Figure:
 def run_losses_against_chance(runs: list[dict], curves: dict[str, pd.DataFrame],
                               component: str = "loss_clip") -> Figure:
     """One line per run (e.g. ablations): `component` vs step, each run's ln(B) dashed in its colour."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = _plt().subplots(figsize=(8, 4.2))
     for i, run in enumerate(runs):
         c = f"C{i % 10}"
         d = curves.get(run["name"])
@@ -151,6 +160,9 @@ PLOTS = {
     "effective_rank": ("Effective rank", lambda rec, runs: effective_rank(rec)),
     "latents": ("Latent stats", lambda rec, runs: latents(rec)),
 }
+
+
+STEMS = ("runs_vs_chance", *PLOTS)  # every file stem render_all can return
 
 
 def render_all(records: pd.DataFrame, runs: list[dict]) -> dict[str, tuple[str, Figure]]:

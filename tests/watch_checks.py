@@ -45,7 +45,9 @@ def assert_report_rebuilds(out: Path) -> None:
     from typer.testing import CliRunner
 
     from diagnose.cli import app
+    from diagnose.engine import plots_child
 
+    plots_child.wait(out)  # the watch's plots and the report that shows them, rendered after close
     before = (Path(out) / "report.md").read_text()
     r = CliRunner().invoke(app, ["report", str(out)])
     assert r.exit_code == 0, r.output

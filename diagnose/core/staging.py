@@ -156,3 +156,42 @@ def _remove_created(created: list[Path]) -> None:
             path.rmdir()
         except OSError:
             break
+
+
+class Pinned:
+    """A run directory opened once, written by name relative to that open directory: if the path is later
+    given to a newer run (a staged swap), writes still land in the directory that was opened (or fail once
+    it is removed), never in the newer run. Each write replaces a whole file (a hidden temporary name, then
+    a rename), so a reader sees the previous file or the new one. Used by the background plot renderer."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def read(self, name: str) -> bytes:
+        fd = os.open(name, os.O_RDONLY, dir_fd=self.fd)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read()
+
+    def write(self, name: str, data: bytes) -> None:
+        tmp = f".{name}{STAGING_TAG}{os.getpid()}"  # skipped by _link_tree, like a staging directory
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666, dir_fd=self.fd)  # the umask applies
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=self.fd)
+            except OSError:
+                pass
+            raise
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Pinned:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
