@@ -249,8 +249,8 @@ def _scale_flag(run: dict) -> str:
     return " --scale " + run["scale"] if run.get("scale") not in (None, "small") else ""
 
 
-def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None) -> str:
-    """`plots` is [(file name relative to the report, caption)]."""
+def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None, plots_note: str | None = None) -> str:
+    """`plots` is [(file name relative to the report, caption)]; `plots_note` says why there are none (yet)."""
     runs, findings = summary.get("runs", []), summary.get("findings", [])
     title = title or "Diagnosis: " + " vs ".join(r["name"] for r in runs)
     lines = [f"# {title}", ""]
@@ -283,6 +283,8 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
         lines += ["## Plots", ""]
         for file, caption in plots:
             lines += [f"### {caption}", "", f"![{caption}]({file})", ""]
+    elif plots_note:
+        lines += ["## Plots", "", plots_note, ""]
     lines += coverage_section(summary.get("coverage"))
     lines += runs_table(runs)
     env = summary.get("environment")

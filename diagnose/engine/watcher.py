@@ -60,7 +60,7 @@ from .online import (
 )
 from .ranks import RankSync
 from .retrieval import retrieval_metrics
-from .rundir import write_run_dir
+from .rundir import PLOT_MODES, write_run_dir
 
 __all__ = ["EVALUATE_BUDGET", "EVALUATE_EVERY", "DiagnoseAlarm", "Watch", "alarm_line", "canonical_losses",
            "canonical_name",
@@ -97,7 +97,8 @@ class Watch(OnlineRules):
                  max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
                  outputs: Mapping[str, str] | None = None, max_records: int | None = None,
                  spill: str | Path | None = None,
-                 background: bool = True, session_kwargs: Mapping[str, Any] | None = None):
+                 background: bool = True, session_kwargs: Mapping[str, Any] | None = None,
+                 plots: str = "background"):
         if not (alarm in ("warn", "raise", "off", None) or callable(alarm)):
             raise ValueError(f"alarm={alarm!r}: expected 'warn', 'raise', 'off' or a function taking an Alarm")
         self.model, self.optimizer, self.name = model, optimizer, name
@@ -107,6 +108,9 @@ class Watch(OnlineRules):
         self.alarm_policy, self.evaluate_every, self.budget = alarm, evaluate_every, budget
         # rules outside the training thread: only with a budget (budget=None promises evaluation at fixed steps)
         self.background = bool(background) and budget is not None
+        if plots not in PLOT_MODES:
+            raise ValueError(f"plots={plots!r}: expected one of {', '.join(PLOT_MODES)}")
+        self.plots = plots  # the run directory's PNGs: after close, in a child process (rundir)
         self._pool: ThreadPoolExecutor | None = None  # fallback when no rule process can run
         self._server = None  # diagnose.engine.rule_server.RuleClient (the process is shared by this process's watches)
         self._server_error: str | None = None
@@ -153,7 +157,7 @@ class Watch(OnlineRules):
         late = self._finish_background()
         self.session.close(error=self.interrupted is not None)
         if self.out is not None and self.summary is None and (self.dist is None or self.dist.rank == 0):
-            write_run_dir(self.out, self.result(), self.records.assign(run=self.name))
+            write_run_dir(self.out, self.result(), self.records.assign(run=self.name), plots=self.plots)
         if late and self.alarm_policy == "raise" and self.interrupted is None:
             raise DiagnoseAlarm(late[0])
         return self.summary
@@ -311,7 +315,10 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
     See `Watch` for the keyword arguments (name, alarm, probes, every, expensive_every, evaluate_every,
     budget (share of the step time the online rules may take, default 0.02; None: every `evaluate_every`
     steps whatever it costs), background (rules in a child process when there is a budget, default True),
-    batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill).
+    batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill, plots
+    ("background", the default: the report and summary.json are written at close and a detached child
+    process renders the PNGs into the run directory; "inline": rendered before close returns; "deferred":
+    none, `diagnose report OUT` renders them)).
     """
     # open now, so that `w = diagnose.watch(...)`; ...; `w.close()` works without a `with` block
     # (entering the block again is a no-op: the probes and the rule process start once)
