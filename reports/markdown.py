@@ -115,6 +115,47 @@ def findings_section(findings: list[dict]) -> list[str]:
     return lines
 
 
+def _range(pair: list | None, digits: int = 3, unit: str = "") -> str:
+    if not pair:
+        return "n/a"
+    lo, hi = pair
+    return f"{_f(lo, digits)}{unit}" if _f(lo, digits) == _f(hi, digits) else f"{_f(lo, digits)}-{_f(hi, digits)}{unit}"
+
+
+def _numbers(entry: dict) -> str:
+    nums = entry.get("numbers") or {}
+    return f" ({', '.join(f'{k} {_range(v)}' for k, v in nums.items())})" if nums else ""
+
+
+def seeds_answer_section(seeds: dict | None) -> list[str]:
+    """One answer per config across its seeds: verdict counts, the spread of the deciding numbers, the causes
+    and error findings that hold on a majority of the seeds (diagnose.core.seed_counts.consensus)."""
+    if not seeds or not all(g.get("consensus") for g in seeds.values()):
+        return []
+    lines = ["## Answer across seeds", ""]
+    for label, g in seeds.items():
+        c, k = g["consensus"], g["seeds"]
+        labels = ", ".join(f"{name} on {n}" for name, n in sorted(c["labels"].items(), key=lambda kv: -kv[1]))
+        labels = f" ({labels})" if g["learned"] < k else ""
+        lines.append(f"- **{label}: learned on {g['learned']}/{k} seeds**{labels}: CLIP loss "
+                     f"{_range(c['loss_over_lnB'])} x ln(B), held-out R@1 {_range(c['r1_over_chance'], 1, 'x')} "
+                     "chance" + ("" if g["agree"] else "; **the seeds disagree**: a single-seed verdict is not to be "
+                                 "trusted here") + ".")
+        if c["causes"]:
+            lines.append(f"  - root causes on the majority of seeds ({c['majority']} or more of {k}):")
+            for i, cause in enumerate(c["causes"], 1):
+                support = "; ".join(f"`{fid}` on {e['seeds']}/{k}{_numbers(e)}" for fid, e in cause["findings"].items())
+                lines.append(f"    {i}. **{cause['cause']}** ({cause['seeds']}/{k} seeds, first on "
+                             f"{cause['first_on']}): {cause['title']}" + (f" — {support}" if support else ""))
+        elif not g["learned"]:
+            lines.append(f"  - no root cause holds on the majority of seeds ({c['majority']} of {k}); see each seed "
+                         "below.")
+        if c["errors"]:
+            lines.append("  - error findings on the majority of seeds: "
+                         + "; ".join(f"`{fid}` {e['seeds']}/{k}{_numbers(e)}" for fid, e in c["errors"].items()))
+    return lines + [""]
+
+
 def seeds_section(seeds: dict | None) -> list[str]:
     """Per config: every seed's loss against ln(B), R@1 and verdict, and how many seeds learned."""
     if not seeds:
@@ -249,15 +290,46 @@ def _scale_flag(run: dict) -> str:
     return " --scale " + run["scale"] if run.get("scale") not in (None, "small") else ""
 
 
+def _next_lines(runs: list[dict]) -> list[str]:
+    """The one "Next" line: an ablation per config that did not learn on some seed, each command once."""
+    failed = [r for r in runs if not r.get("verdict", {}).get("learned", True) and r.get("config")]
+    commands = list(dict.fromkeys(f"`diagnose ablate --config {r.get('config_source') or r['config']}{_scale_flag(r)}`"
+                                  for r in failed))
+    if not commands:
+        return []
+    return ["Next: test the candidate causes one at a time with " + ", ".join(commands)
+            + " (baseline, each fix alone, all fixes; verdicts with the numbers that decide them).", ""]
+
+
+def _default_title(runs: list[dict], seeds: dict | None) -> str:
+    """The runs compared; seed replicas as one entry per config ("A vs B (3 seeds each)")."""
+    if not seeds:
+        return " vs ".join(r["name"] for r in runs)
+    grouped = {n for g in seeds.values() for n in g.get("runs", [])}
+    names = list(seeds) + [r["name"] for r in runs if r["name"] not in grouped]
+    counts = sorted({g["seeds"] for g in seeds.values()})
+    each = f"{counts[0]} seeds each" if len(counts) == 1 else "seeds: " + ", ".join(
+        f"{label} {g['seeds']}" for label, g in seeds.items())
+    return f"{' vs '.join(names)} ({each})"
+
+
 def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None, plots_note: str | None = None) -> str:
     """`plots` is [(file name relative to the report, caption)]; `plots_note` says why there are none (yet)."""
     runs, findings = summary.get("runs", []), summary.get("findings", [])
-    title = title or "Diagnosis: " + " vs ".join(r["name"] for r in runs)
+    seeds = summary.get("seeds") if not summary.get("ablation") else None
+    title = title or "Diagnosis: " + _default_title(runs, seeds)
     lines = [f"# {title}", ""]
+    if summary.get("script_ablation"):  # diagnose ablate -- python train.py
+        from .script_ablation import answer
+
+        lines += answer(summary)
     if summary.get("ablation"):
         lines += answer_section(summary)
         if plots and plots[0][0].startswith("runs_vs_chance"):
             lines += [f"![{plots[0][1]}]({plots[0][0]})", ""]
+    lines += seeds_answer_section(seeds)
+    if seeds:
+        lines += _next_lines(runs) + ["Per seed below: every run's verdict, root causes and findings.", ""]
     lines += ["## Verdict", ""]
     for r in runs:
         lines.append(f"- {verdict_line(r)}")
@@ -266,12 +338,8 @@ def render(summary: dict, plots: list[tuple[str, str]], title: str | None = None
     if not summary.get("ablation"):
         lines += root_causes_section(summary)
     lines += [counts_line(findings), ""]
-    failed = [r for r in runs if not r.get("verdict", {}).get("learned", True) and r.get("config")]
-    if failed and not summary.get("ablation"):
-        lines += ["Next: test the candidate causes one at a time with "
-                  + ", ".join("`diagnose ablate --config "
-                              f"{r.get('config_source') or r['config']}{_scale_flag(r)}`" for r in failed)
-                  + " (baseline, each fix alone, all fixes; verdicts with the numbers that decide them).", ""]
+    if not summary.get("ablation") and not seeds:
+        lines += _next_lines(runs)
     if summary.get("ablation_report"):
         report = summary["ablation_report"]
         lines += [f"Ablation verdicts for these configs: [{report}]({report})", ""]

@@ -174,3 +174,21 @@ def check_step_summary() -> None:
         raise ConfigError(f"GITHUB_STEP_SUMMARY={value}: directory {path.parent} does not exist")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"GITHUB_STEP_SUMMARY={value}: not writable")
+
+# diagnose ablate -- python train.py: the user's own script
+OptionalConfigOpt = Annotated[Optional[str],
+                              typer.Option("--config", "-c",
+                                           help="Config alias (perceiver, direct), bundled file name, or YAML path; "
+                                                "or give your own script after `--`.")]
+ScriptArg = Annotated[Optional[list[str]],
+                      typer.Argument(help="Your training script after `--` (e.g. -- python train.py --lr 1e-3): it "
+                                          "opens diagnose.watch; each run applies one fix through it.",
+                                     show_default=False)]
+VariantOpt = Annotated[Optional[list[str]],
+                       typer.Option("--variant", help="A fix that is a change of your script's arguments: "
+                                                      "NAME=ARGS appended to the command (repeatable).")]
+ListFixesOpt = Annotated[bool, typer.Option("--list-fixes", help="List the fixes and the causes they test, then exit.")]
+MaxFixesOpt = Annotated[int, typer.Option("--max-fixes", min=1, help="At most this many candidate fixes from the "
+                                                                     "baseline's causes.")]
+TimeoutOpt = Annotated[Optional[float],
+                       typer.Option("--timeout", min=1, help="Seconds one run of the script may take.")]

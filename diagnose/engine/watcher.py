@@ -46,6 +46,7 @@ from ..core.analysis import analyse
 from ..core.rules import RunContext, rank_root_causes
 from ..core.rules.data import PROBE
 from ..core.summary import DEFAULT_MAX_LOGIT_SCALE, RunSummary, Summary, end_of_run
+from .ablation_env import AblationControl
 from .datasignal import data_signal
 from .monitor import Alarm, RuleMonitor
 from .online import (
@@ -106,6 +107,9 @@ class Watch(OnlineRules):
         if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget and math.isfinite(budget)):
             raise ValueError(f"budget={budget!r}: expected a positive share of the step time (e.g. 0.02) or None")
         self.alarm_policy, self.evaluate_every, self.budget = alarm, evaluate_every, budget
+        # under `diagnose ablate -- python train.py`: out, name and alarms set by the runner, a fix applied
+        self.control = AblationControl.claim(self)
+        self._closed = False
         # rules outside the training thread: only with a budget (budget=None promises evaluation at fixed steps)
         self.background = bool(background) and budget is not None
         if plots not in PLOT_MODES:
@@ -142,6 +146,8 @@ class Watch(OnlineRules):
         self.session.open()
         if self.background and self.evaluate_every and (self.dist is None or self.dist.rank == 0):
             self._start_server()  # its start-up (imports) overlaps the first training steps
+        if self.control is not None:
+            self.control.setup(self)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -153,11 +159,16 @@ class Watch(OnlineRules):
     def close(self) -> Summary | None:
         """Remove every probe; with `out`, evaluate the whole run and write the run directory. Under
         ``alarm="raise"``, an alarm whose evaluation ended only now is raised after the directory is
-        written (unless the block is already ending by an exception)."""
+        written (unless the block is already ending by an exception). Closing again is a no-op."""
+        if self._closed:
+            return self.summary
+        self._closed = True
         late = self._finish_background()
         self.session.close(error=self.interrupted is not None)
         if self.out is not None and self.summary is None and (self.dist is None or self.dist.rank == 0):
             write_run_dir(self.out, self.result(), self.records.assign(run=self.name), plots=self.plots)
+        if self.control is not None:
+            self.control.close(self)
         if late and self.alarm_policy == "raise" and self.interrupted is None:
             raise DiagnoseAlarm(late[0])
         return self.summary
@@ -204,6 +215,8 @@ class Watch(OnlineRules):
             extras["lr"] = float(self.optimizer.param_groups[0]["lr"])
         if self.dist is not None:
             extras.update(self.dist.step_extras(int(step), losses))
+        if self.control is not None:
+            self.control.observe(self, int(step), {"logits": logits, "embeddings": emb, "extras": extras})
         self.session.observe(step, losses=losses, weights=dict(self.loss_weights), chance=chance, embeddings=emb,
                              logits=dict(logits or {}), batch_size=self.batch_size, extras=extras, targets=targets)
         self.last_step, self._observed = int(step), self._observed + 1
@@ -218,6 +231,8 @@ class Watch(OnlineRules):
             listener(self, int(step), new)
         for a in new:
             self._raise_alarm(a)
+        if self.control is not None:
+            self.control.after_observe(self)  # at the ablation's step cap: closes and ends the script
         return new
 
     def after_step(self, step: int | None = None) -> None:

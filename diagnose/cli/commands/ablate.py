@@ -7,28 +7,33 @@ from pathlib import Path
 
 import typer
 
+from ...core.errors import ConfigError
 from ...core.provenance import command_line, environment
-from ...engine.rundir import write_run_dir
 from ...lab.executors import Failed
 from ..console import console, fail, reporting
 from ..options import (
     EXIT_INCOMPLETE,
     AblationWorkersOpt,
-    ConfigOpt,
     CpusPerRunOpt,
     DeviceOpt,
     ExecutorOpt,
     FailOnOpt,
     FixOpt,
     GpusPerRunOpt,
+    ListFixesOpt,
+    MaxFixesOpt,
+    OptionalConfigOpt,
     OutOpt,
     QuietOpt,
     RayAddressOpt,
     ScaleOpt,
+    ScriptArg,
     SeedOpt,
     SeedsOpt,
     SetOpt,
     StepsOpt,
+    TimeoutOpt,
+    VariantOpt,
     check_fail_on,
     check_out,
     make_run_executor,
@@ -39,7 +44,8 @@ DEFAULT_STEPS = 80  # the seed's failure shows within ~20 steps; 80 lets a healt
 
 
 def ablate_command(
-    config: ConfigOpt,
+    script: ScriptArg = None,
+    config: OptionalConfigOpt = None,
     fix: FixOpt = None,
     steps: StepsOpt = None,
     scale: ScaleOpt = "small",
@@ -55,10 +61,32 @@ def ablate_command(
     cpus_per_run: CpusPerRunOpt = 1,
     gpus_per_run: GpusPerRunOpt = 0,
     quiet: QuietOpt = False,
+    variant: VariantOpt = None,
+    list_fixes: ListFixesOpt = False,
+    max_fixes: MaxFixesOpt = 5,
+    timeout: TimeoutOpt = None,
 ) -> None:
-    """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them."""
-    # over 60 lines: the typer signature (one line per option) is a quarter of it; the body is one sequence
+    """Baseline, each fix alone, all fixes together; verdicts with the numbers that decided them.
+
+    With `-- python train.py [args]` instead of --config: your own script (which opens diagnose.watch),
+    run once per fix and seed; the fixes act through the watch, the script does not change."""
+    # over 60 lines: the typer signature (one line per option) is a third of it; the body is one sequence
     check_fail_on(fail_on)
+    from .ablate_script import ablate_script, print_fixes
+
+    if list_fixes:
+        print_fixes()
+        raise typer.Exit(0)
+    if script:
+        if config:
+            raise ConfigError("--config and a script after `--` were both given: ablate one or the other")
+        ablate_script(script, fix, variant, steps, seeds, out, executor, workers, ray_address, cpus_per_run,
+                      max_fixes, timeout, quiet)
+    if not config:
+        raise ConfigError("diagnose ablate: expected --config NAME (a reference config) or your script after `--` "
+                          "(diagnose ablate -- python train.py)")
+    if variant:
+        raise ConfigError("--variant changes a script's arguments: it needs a script after `--`")
     # torch and reference_models: only when a command trains
     from ...lab.ablation import BaselineFailed, run_ablation
     from ...lab.runs import resolve_config
@@ -90,6 +118,8 @@ def ablate_command(
             raise typer.Exit(EXIT_INCOMPLETE) from None
     summary = ab.summary
     summary.command, summary.environment = command_line(), environment()
+    from ...engine.rundir import write_run_dir  # pandas and the report writer: not for --help
+
     write_run_dir(out, summary, ab.records, title=f"Ablation: {cfg.name}")
     for h in summary.hypotheses:
         console.print(f"{h['verdict']:>12}  {h['id']}: {h['summary'][:160]}", markup=False)

@@ -1,0 +1,111 @@
+"""`diagnose ablate -- python train.py [args]`: fixes tested in the user's own script.
+
+The runs and verdicts: `diagnose.lab.script_ablation`; the fixes: `diagnose.engine.interventions`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+import typer
+
+from ...core.errors import ConfigError
+from ...core.files import publish
+from ...core.provenance import command_line, environment
+from ...core.staging import staged
+from ..console import console, fail
+
+DEFAULT_SCRIPT_SEEDS = 3
+
+
+def parse_variants(variants: list[str] | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for v in variants or []:
+        name, sep, args = v.partition("=")
+        if not sep or not name.strip() or not args.strip():
+            raise ConfigError(f"--variant {v!r}: expected NAME=ARGS, e.g. --variant 'batch=--batch-size 128'")
+        out[name.strip()] = shlex.split(args)
+    return out
+
+
+def print_fixes() -> None:
+    from ...engine.interventions import CATALOGUE
+
+    for name, cls in CATALOGUE.items():
+        params = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
+        extra = f" ({params})" if params else ""
+        console.print(f"{name:<20} tests {', '.join(cls.tests):<40} {cls.changes}{extra}", markup=False,
+                      soft_wrap=True)
+
+
+def ablate_script(script: list[str], fix: list[str] | None, variant: list[str] | None, steps: int | None,
+                  seeds: int | None, out: Path | None, executor: str, workers: int, ray_address: str | None,
+                  cpus_per_run: int, max_fixes: int, timeout: float | None, quiet: bool) -> None:
+    from ...lab.executors import Failed, make_executor
+    from ...lab.script_ablation import ScriptFailed, discard, run_script_ablation, scratch_dir
+    from ...lab.seeds import seed_list  # noqa: F401 - same seeds vocabulary as the reference ablation
+
+    seeds = seeds or DEFAULT_SCRIPT_SEEDS
+    variants = parse_variants(variant)
+    stem = Path(next((a for a in script if a.endswith(".py")), script[0])).stem
+    out = out or Path("runs") / f"ablate-{stem}"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+
+    def note(name: str, result) -> None:
+        if isinstance(result, Failed):
+            console.print(f"run {name}: FAILED: {result.error}", markup=False)
+        elif quiet:
+            return
+        elif result["status"].get("not_applicable"):
+            console.print(f"run {name}: not applicable: {result['status']['not_applicable']}", markup=False)
+        else:
+            run = result["summary"]["runs"][0]
+            v = run.get("verdict") or {}
+            console.print(f"run {name}: {v.get('label', '?')} (loss/ln(B) {v.get('loss_over_chance')}; "
+                          f"{run.get('steps')} steps)", markup=False)
+
+    if not quiet:
+        console.print(f"ablation of `{shlex.join(script)}`: {seeds} seed(s), runs on executor {executor}",
+                      markup=False)
+    work = scratch_dir(out)
+    try:
+        with make_executor(executor, min(workers, os.cpu_count() or 1), ray_address, cpus_per_run) as ex:
+            try:
+                ab = run_script_ablation(script, steps, seeds, list(fix or []), variants, ex, work, progress=note,
+                                         max_fixes=max_fixes, timeout=timeout)
+            except ScriptFailed as exc:
+                raise ConfigError(f"{exc}; nothing written") from None
+        _write(out, ab)
+    finally:
+        discard(work)
+    for h in ab.summary.hypotheses:
+        console.print(f"{h['verdict']:>14}  {h['id']}: {h['summary'][:160]}", markup=False)
+    console.print(f"report: {out / 'report.md'}", markup=False)
+    if ab.summary.sections["script_ablation"]["failed_runs"]:
+        from ..options import EXIT_INCOMPLETE
+
+        fail(f"ablation incomplete: see {out / 'report.md'}")
+        raise typer.Exit(EXIT_INCOMPLETE)
+    raise typer.Exit(0)
+
+
+def _write(out: Path, ab) -> None:
+    from reports import markdown
+
+    from ...core.records import RUN_COLUMNS
+    from ...engine.rundir import RECORDS_FILE
+
+    summary = ab.summary
+    summary.command, summary.environment = command_line(), environment()
+    data = summary.to_dict()
+    text = markdown.render(data, [], f"Ablation in your script: {data['script_ablation']['command']}")
+    with staged(out, keep_existing=False) as tmp:
+        if ab.runs_dir.is_dir():
+            shutil.move(str(ab.runs_dir), str(tmp / "runs"))
+        if len(ab.records):
+            ab.records[list(RUN_COLUMNS)].to_csv(tmp / RECORDS_FILE, index=False, compression="gzip")
+        publish(tmp, data, text)

@@ -1,0 +1,132 @@
+"""A watch under `diagnose ablate -- python train.py`: the spec arrives through the environment.
+
+The ablation runner (`diagnose.lab.script_ablation`) starts the user's unmodified script with
+``DIAGNOSE_ABLATE`` set to a JSON object:
+
+    {"run": "fix:lr_down (seed 1)", "out": "<run directory>", "status": "<status file>",
+     "steps": 100, "seed": 1, "fix": "lr_down", "params": {}}
+
+The first watch the script opens then (1) writes its run directory to ``out`` under the name ``run``,
+with no online rule evaluation and no alarm (the whole run is judged at its end); (2) applies the intervention
+``fix`` (none for the baseline) to the model and optimizer it was given; (3) after ``steps`` observed
+steps closes itself (the run directory is written) and ends the script with exit status 0 (`StepCap`, a
+SystemExit, so the script's own ``except Exception`` does not swallow it); (4) writes ``status``: what
+the intervention did, or why it could not apply. The seed reaches the script through the bootstrap in
+`diagnose/engine/bootstrap` (a seed offset on torch / numpy / random seeding), not through the watch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..core.files import write_json
+from .interventions import Intervention, NotApplicable, make
+
+ENV = "DIAGNOSE_ABLATE"
+_claimed = False  # one watch per process is the ablation's: the first
+
+
+class StepCap(SystemExit):
+    """The ablation's step cap was reached: the run directory is written; the script ends with status 0."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+def spec_from_env() -> dict[str, Any] | None:
+    raw = os.environ.get(ENV)
+    if not raw:
+        return None
+    try:
+        spec = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return spec if isinstance(spec, dict) and spec.get("out") and spec.get("status") else None
+
+
+class AblationControl:
+    """Attached to the first watch of a process started by the ablation runner."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.steps = int(spec.get("steps") or 0)
+        self.fix: Intervention | None = make(spec["fix"], spec.get("params")) if spec.get("fix") else None
+        self.not_applicable: str | None = None
+        self.capped = False
+        self._handles: list[Any] = []
+        self._observed = 0
+        self._closed = False
+        self._set_up = False
+
+    @classmethod
+    def claim(cls, watch: Any) -> "AblationControl | None":
+        """The control for `watch` when this process runs under the ablation and no watch claimed it yet."""
+        global _claimed
+        spec = spec_from_env()
+        if spec is None or _claimed:
+            return None
+        _claimed = True
+        control = cls(spec)
+        watch.out, watch.name, watch.alarm_policy = Path(spec["out"]), str(spec.get("run") or watch.name), "off"
+        watch.evaluate_every = None  # no online rules: alarms are off, and the whole run is judged at its end
+        atexit.register(control._at_exit, watch)  # a script that neither leaves a `with` nor calls close()
+        return control
+
+    # -- called by the watch ---------------------------------------------------------------------------
+    def setup(self, watch: Any) -> None:
+        if self.fix is None or self._set_up:
+            return
+        self._set_up = True
+        try:
+            self.fix.setup(watch)
+        except NotApplicable as exc:
+            self._stop_not_applicable(watch, str(exc))
+        if self.fix.uses_step_hooks() and watch.optimizer is not None:
+            opt = watch.optimizer
+            self._handles += [opt.register_step_pre_hook(lambda o, a, k: self.fix.before_step(o)),
+                              opt.register_step_post_hook(lambda o, a, k: self.fix.after_step(o))]
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        if self.fix is not None:
+            try:
+                self.fix.observe(watch, step, seen)
+            except NotApplicable as exc:
+                self._stop_not_applicable(watch, str(exc))
+
+    def after_observe(self, watch: Any) -> None:
+        self._observed += 1
+        if self.steps and self._observed >= self.steps:
+            self.capped = True
+            watch.close()
+            raise StepCap()
+
+    def close(self, watch: Any) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for h in self._handles:
+            h.remove()
+        if self.fix is not None:
+            self.fix.close()
+        write_json(Path(self.spec["status"]), {
+            "run": watch.name, "fix": self.spec.get("fix"), "applied": list(self.fix.did) if self.fix else [],
+            "not_applicable": self.not_applicable, "observed": self._observed, "capped": self.capped,
+            "interrupted": getattr(watch, "interrupted", None)})
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _stop_not_applicable(self, watch: Any, reason: str) -> None:
+        self.not_applicable = reason
+        watch.out = None  # nothing to report on a run that did not test the fix
+        watch.close()
+        raise StepCap()
+
+    def _at_exit(self, watch: Any) -> None:
+        if not self._closed:
+            try:
+                watch.close()
+            except Exception:  # noqa: BLE001 - the interpreter is ending; the status says what happened
+                pass

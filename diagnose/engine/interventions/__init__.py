@@ -1,0 +1,32 @@
+"""Interventions `diagnose ablate -- python train.py` applies to a user's unmodified script through its
+watch (`diagnose.engine.ablation_env`): one module per kind, every class registered here, once.
+
+`CATALOGUE` maps an intervention's name to its class; `for_cause(cause_id)` lists those that test a cause.
+"""
+
+from __future__ import annotations
+
+from .base import Intervention, NotApplicable
+from .gradients import ClipGrad
+from .inputs import CentreInputs
+from .logits import MaskDuplicates
+from .lr import HoldLr, LrDown, LrUp, Warmup
+from .parameters import AddMissingParams, Reinit, Unfreeze
+from .temperature import FixTemperature
+
+CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
+    LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, CentreInputs, Reinit, MaskDuplicates,
+    ClipGrad)}
+
+
+def for_cause(cause: str) -> list[str]:
+    return [name for name, cls in CATALOGUE.items() if cause in cls.tests]
+
+
+def make(name: str, params: dict | None = None) -> Intervention:
+    if name not in CATALOGUE:
+        raise ValueError(f"--fix {name!r}: unknown fix; expected one of {', '.join(CATALOGUE)}")
+    return CATALOGUE[name](**(params or {}))
+
+
+__all__ = ["CATALOGUE", "Intervention", "NotApplicable", "for_cause", "make"]

@@ -1,0 +1,77 @@
+"""What every intervention is: a small declared class, like a rule.
+
+An intervention changes one thing in a user's run through the objects `diagnose.watch` was handed (the
+model, the optimizer, the step's logits and embeddings), so the user's script runs unmodified. Each
+declares what it changes (`changes`), which root causes it tests (`tests`, ids of
+`diagnose.core.rules.causes`), and how its outcome is judged (`judged`, shared by default: see
+`diagnose.lab.script_ablation`). Where it cannot act in this run (no temperature parameter, nothing frozen)
+it raises `NotApplicable` with the reason, instead of running as a no-op; the run then stops at once and
+the report says why.
+
+Hooks, all optional:
+  setup(watch)                when the watch opens (the model and optimizer exist; no step taken)
+  observe(watch, step, seen)  at each `observe` (after backward, before optimizer.step); `seen` holds
+                              the step's logits, embeddings and extras as the user passed them
+  before_step(optimizer)      an optimizer step pre-hook (every step, whoever calls optimizer.step)
+  after_step(optimizer)       its post-hook
+  close()                     when the watch closes: undo global patches
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class NotApplicable(Exception):
+    """The intervention cannot act on this run; the message says why (one line)."""
+
+
+class Intervention:
+    name: ClassVar[str]
+    tests: ClassVar[tuple[str, ...]]
+    changes: ClassVar[str]
+    judged: ClassVar[str] = ("learns where the baseline does not, or ends at least 0.05 ln(B) lower than the "
+                             "baseline of the same seed")
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"fix {self.name}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                             f"expected {', '.join(self.defaults) or 'none'}")
+        self.params = {**self.defaults, **params}
+        self.did: list[str] = []  # what it actually changed in this run, for the report
+
+    def setup(self, watch: Any) -> None:
+        pass
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        pass
+
+    def before_step(self, optimizer: Any) -> None:
+        pass
+
+    def after_step(self, optimizer: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def uses_step_hooks(self) -> bool:
+        cls = type(self)
+        return cls.before_step is not Intervention.before_step or cls.after_step is not Intervention.after_step
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {"name": cls.name, "tests": list(cls.tests), "changes": cls.changes, "judged": cls.judged,
+                "defaults": dict(cls.defaults)}
+
+
+def trainable_named(model: Any) -> list[tuple[str, Any]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def require_optimizer(watch: Any, name: str) -> Any:
+    if watch.optimizer is None:
+        raise NotApplicable(f"{name} needs the optimizer: pass it to diagnose.watch(model, optimizer, ...)")
+    return watch.optimizer

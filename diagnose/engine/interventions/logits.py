@@ -1,0 +1,67 @@
+"""mask_duplicates: take near-duplicate candidates out of each row's negatives (tests false_negatives).
+
+The script computes its own loss, so the mask goes where every contrastive loss ends: while the run lasts
+`torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` calls) is wrapped, and for a square
+logits matrix whose targets are the diagonal, a candidate column whose scores against every row agree with
+the positive's column to cosine 0.999 (the contrastive probe's duplicate test, applied to the logits'
+columns, i.e. to what the loss sees) is set to -inf in that row, except the positive itself. A row where
+more than half the candidates would go is left alone: that is collapse, not duplicates, and masking it
+would hand the loss a zero it did not earn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import Intervention
+
+DUPLICATE_COSINE = 0.999
+MAX_MASKED_SHARE = 0.5
+
+
+def mask_duplicate_candidates(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Logits with each row's duplicate negatives masked, and how many entries were masked."""
+    n = logits.shape[0]
+    with torch.no_grad():
+        cols = F.normalize(logits.detach().float().t(), dim=-1)  # (C, N): candidate j's scores over rows
+        same = (cols @ cols.t()) >= DUPLICATE_COSINE  # (C, C)
+        mask = same[:n, :].clone()  # row i: candidates duplicating i's positive
+        mask.fill_diagonal_(False)
+        keep = mask.sum(1, keepdim=True) <= MAX_MASKED_SHARE * logits.shape[1]
+        mask &= keep
+    count = int(mask.sum())
+    if count == 0:
+        return logits, 0
+    return logits.masked_fill(mask, float("-inf")), count
+
+
+class MaskDuplicates(Intervention):
+    name = "mask_duplicates"
+    tests = ("false_negatives",)
+    changes = "near-duplicate candidates masked out of each row's negatives in every cross-entropy over square logits"
+
+    def setup(self, watch: Any) -> None:
+        self._orig = F.cross_entropy
+        self._masked = 0
+        orig = self._orig
+
+        def cross_entropy(input, target, *args, **kwargs):
+            if (isinstance(input, torch.Tensor) and input.dim() == 2 and input.shape[0] == input.shape[1]
+                    and isinstance(target, torch.Tensor) and target.dtype in (torch.int64, torch.int32)
+                    and target.shape == (input.shape[0],)
+                    and bool((target == torch.arange(len(target), device=target.device)).all())):
+                input, k = mask_duplicate_candidates(input)
+                self._masked += k
+            return orig(input, target, *args, **kwargs)
+
+        F.cross_entropy = cross_entropy
+        torch.nn.functional.cross_entropy = cross_entropy
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        self.did[:] = [f"masked {self._masked} duplicate candidate entries so far"]
+
+    def close(self) -> None:
+        F.cross_entropy = self._orig

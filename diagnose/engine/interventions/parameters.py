@@ -1,0 +1,90 @@
+"""Interventions on which parameters train.
+
+  add_missing_params  trainable parameters that get gradients but are in no param group join the
+                      optimizer (a new group with group 0's settings) at the first step (tests
+                      param_not_in_optimizer)
+  unfreeze            parameters with requires_grad=False (matching `pattern`) are unfrozen and put into
+                      the optimizer (tests no_gradient_path)
+  reinit              parameters matching `pattern` (default: latents / queries) redrawn from N(0, std)
+                      before the first step (tests symmetric_latents)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .base import Intervention, NotApplicable, require_optimizer
+
+
+def _join(optimizer: Any, params: list) -> None:
+    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    group.pop("name", None)
+    optimizer.add_param_group({**group, "params": params})
+
+
+class AddMissingParams(Intervention):
+    name = "add_missing_params"
+    tests = ("param_not_in_optimizer",)
+    changes = "trainable parameters that get gradients but are in no param group are added to the optimizer"
+
+    def setup(self, watch: Any) -> None:
+        self._opt = require_optimizer(watch, self.name)
+        self._model = watch.model
+        self._done = False
+
+    def before_step(self, optimizer: Any) -> None:
+        if self._done:
+            return
+        self._done = True
+        inside = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        missing = [(n, p) for n, p in self._model.named_parameters()
+                   if p.requires_grad and p.grad is not None and id(p) not in inside]
+        if not missing:
+            self.did.append("nothing to add: every parameter with a gradient is in a param group")
+            return
+        _join(optimizer, [p for _, p in missing])
+        self.did.append(f"added {len(missing)} parameter tensor(s) to the optimizer ("
+                        f"{', '.join(n for n, _ in missing[:4])}{', ...' if len(missing) > 4 else ''})")
+
+
+class Unfreeze(Intervention):
+    name = "unfreeze"
+    tests = ("no_gradient_path",)
+    changes = "frozen parameters (requires_grad=False, matching `pattern`) unfrozen and added to the optimizer"
+    defaults = {"pattern": ".*"}
+
+    def setup(self, watch: Any) -> None:
+        opt = require_optimizer(watch, self.name)
+        pat = re.compile(str(self.params["pattern"]))
+        frozen = [(n, p) for n, p in watch.model.named_parameters()
+                  if not p.requires_grad and p.is_floating_point() and pat.search(n)]
+        if not frozen:
+            raise NotApplicable(f"unfreeze: no frozen parameter matches {self.params['pattern']!r} (nothing is "
+                                "frozen by requires_grad; a part run under torch.no_grad() cannot be unfrozen "
+                                "from outside the script)")
+        for _, p in frozen:
+            p.requires_grad_(True)
+        inside = {id(p) for g in opt.param_groups for p in g["params"]}
+        _join(opt, [p for _, p in frozen if id(p) not in inside])
+        self.did.append(f"unfroze {len(frozen)} tensor(s), {sum(p.numel() for _, p in frozen):,} parameters "
+                        f"({', '.join(n for n, _ in frozen[:3])}{', ...' if len(frozen) > 3 else ''})")
+
+
+class Reinit(Intervention):
+    name = "reinit"
+    tests = ("symmetric_latents",)
+    changes = "parameters matching `pattern` (latents, queries) redrawn from N(0, std) before the first step"
+    defaults = {"pattern": r"latent|quer", "std": 0.02}
+
+    def setup(self, watch: Any) -> None:
+        pat = re.compile(str(self.params["pattern"]), re.IGNORECASE)
+        hit = [(n, p) for n, p in watch.model.named_parameters() if pat.search(n) and p.dim() >= 2]
+        if not hit:
+            raise NotApplicable(f"reinit: no parameter of 2 or more dimensions matches {self.params['pattern']!r}")
+        with torch.no_grad():
+            for _, p in hit:
+                p.normal_(0.0, float(self.params["std"]))
+        self.did.append(f"redrew {', '.join(n for n, _ in hit[:4])} from N(0, {self.params['std']})")

@@ -1,0 +1,310 @@
+"""`diagnose ablate -- python train.py`: which fix works, tested in the user's own, unmodified script.
+
+The script already opens a `diagnose.watch` (or uses our Lightning / HF callback). The runner starts it once
+per run with ``DIAGNOSE_ABLATE`` in its environment (`diagnose.engine.ablation_env`): the watch writes its
+run directory where the runner says, applies the run's intervention (`diagnose.engine.interventions`) and
+stops the script cleanly after ``--steps`` observed steps. Seeds: seed k shifts every seed the script sets
+by k (`diagnose/engine/bootstrap`); seed 0 is the user's own run. A *variant* is a fix that is a change of
+the script's own command line (``--variant "batch=--batch-size 128"``): for what only the script can change
+(batch, architecture).
+
+Plan: the baseline on every seed; then, unless fixes are named, the interventions that test the baseline's
+ranked root causes (first seed's order, then the others'), at most `max_fixes`; each run on every seed.
+
+Verdict per seed, fix run against the same seed's baseline (final loss / ln(B) from the watch's own
+verdict, `diagnose.core.definitions`):
+  baseline did not learn:  confirmed if the fix run learns; inconclusive if it ends at least
+                           MEANINGFUL_DROP x ln(B) lower without learning; otherwise refuted.
+  baseline learned:        confirmed if the fix run ends at least MEANINGFUL_DROP x ln(B) lower (and its
+                           held-out R@1, when measured, is not lower); refuted if it ends no lower than
+                           CHANCE_REL_TOL x ln(B) below the baseline; otherwise inconclusive.
+  a non-finite fix run is refuted (NaN never scores). Over seeds: confirmed / refuted by a strict majority,
+  else inconclusive. A run that crashed is that run's failure (reported), not the ablation's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ..core.definitions import CHANCE_REL_TOL
+from ..core.errors import ConfigError
+from ..core.summary import RunSummary, Summary
+from ..engine.ablation_env import ENV
+from ..engine.interventions import CATALOGUE, for_cause
+from ..engine.rundir import RECORDS_FILE
+from .executors import Failed, Job, SerialExecutor
+
+BOOTSTRAP = Path(__file__).resolve().parents[1] / "engine" / "bootstrap"
+# A fix must move final loss / ln(B) by more than this to count: larger than the +-0.03 band in which the
+# rules call a loss "at chance" (CHANCE_REL_TOL), the same margin the reference ablation uses
+MEANINGFUL_DROP = 0.05
+DEFAULT_MAX_FIXES = 5
+CONTROLS = ("lr_down", "lr_up")  # the first thing users try; added when the causes suggest fewer than 2 fixes
+TAIL_LINES = 3
+
+
+class ScriptFailed(ConfigError):
+    """The baseline cannot run: the script exits with an error or never opens a watch (exit 2)."""
+
+
+@dataclass
+class Candidate:
+    name: str  # an intervention's name, or a variant's
+    tests: list[str]
+    changes: str
+    args: list[str] = field(default_factory=list)  # extra script arguments (variants)
+    params: dict = field(default_factory=dict)
+    source: str = "named"  # named | cause:<id> | control | variant
+
+
+def run_name(fix: str | None, seed: int) -> str:
+    base = "baseline" if fix is None else f"fix:{fix}"
+    return base if seed == 0 else f"{base} (seed {seed})"
+
+
+def run_script(command: list[str], spec: dict, cwd: str, threads: int | None, timeout: float | None) -> dict:
+    """One run of the user's script under the ablation's spec; module-level for worker processes and Ray.
+    Returns what the run's watch wrote, or raises with the script's own last error line."""
+    env = dict(os.environ)
+    env[ENV] = json.dumps(spec)
+    env["PYTHONPATH"] = os.pathsep.join([str(BOOTSTRAP), *filter(None, [env.get("PYTHONPATH")])])
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    try:
+        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"`{shlex.join(command)}` ran past {timeout:g} s") from None
+    except OSError as exc:
+        raise ScriptFailed(f"cannot start `{shlex.join(command)}`: {exc.strerror or exc}") from None
+    status_file, out = Path(spec["status"]), Path(spec["out"])
+    status = json.loads(status_file.read_text()) if status_file.is_file() else None
+    if status is None:
+        tail = _tail(proc.stderr)
+        if proc.returncode != 0:
+            raise ScriptFailed(f"`{shlex.join(command)}` exited {proc.returncode} before opening a diagnose.watch"
+                               f"{': ' + tail if tail else ''}")
+        raise ScriptFailed(f"`{shlex.join(command)}` ended without opening a diagnose.watch (call "
+                           "diagnose.watch(model, optimizer) in the script, or use the Lightning / HF callback)")
+    if status.get("not_applicable"):
+        return {"name": spec["run"], "status": status, "summary": None}
+    if proc.returncode != 0 and not status.get("capped"):
+        raise RuntimeError(f"the script exited {proc.returncode}: {_tail(proc.stderr) or 'no error output'}")
+    if not (out / "summary.json").is_file():
+        raise RuntimeError(f"the run wrote no summary ({out}): {_tail(proc.stderr) or 'no error output'}")
+    return {"name": spec["run"], "status": status, "summary": json.loads((out / "summary.json").read_text())}
+
+
+def _tail(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return " | ".join(lines[-TAIL_LINES:])[:400]
+
+
+# -- planning --------------------------------------------------------------------------------------------
+def candidates_from(baselines: list[dict], named: list[str], variants: dict[str, list[str]],
+                    max_fixes: int = DEFAULT_MAX_FIXES) -> list[Candidate]:
+    """Named fixes and variants first; else those testing the baselines' ranked causes (+ controls)."""
+    out: list[Candidate] = []
+    for name in named:
+        if name not in CATALOGUE:
+            raise ConfigError(f"--fix {name!r}: unknown fix; expected one of {', '.join(CATALOGUE)} "
+                              "(`diagnose ablate --list-fixes`)")
+        cls = CATALOGUE[name]
+        out.append(Candidate(name, list(cls.tests), cls.changes))
+    for name, args in variants.items():
+        out.append(Candidate(name, [], "script arguments: " + shlex.join(args), args=list(args), source="variant"))
+    if out:
+        return out
+    seen: set[str] = set()
+    for base in baselines:
+        for cause in base.get("root_causes", []):
+            for name in for_cause(cause["cause"]):
+                if name not in seen:
+                    seen.add(name)
+                    cls = CATALOGUE[name]
+                    out.append(Candidate(name, list(cls.tests), cls.changes, source=f"cause:{cause['cause']}"))
+    for name in CONTROLS:
+        if len(out) >= 2:
+            break
+        if name not in seen:
+            cls = CATALOGUE[name]
+            out.append(Candidate(name, list(cls.tests), cls.changes, source="control"))
+    return out[:max_fixes]
+
+
+# -- verdicts --------------------------------------------------------------------------------------------
+def _numbers(run: dict | None) -> dict:
+    if not run:
+        return {}
+    v, r = run.get("verdict") or {}, run.get("retrieval") or {}
+    ratio = v.get("loss_over_chance")
+    return {"run": run["name"], "loss_over_lnB": ratio if ratio is not None else math.nan,
+            "learned": bool(v.get("learned")), "label": v.get("label", ""), "r@1": r.get("r@1"),
+            "chance@1": r.get("chance@1"), "steps": run.get("steps")}
+
+
+def judge(base: dict, fixed: dict) -> tuple[str, str]:
+    """One seed's verdict for a fix, from the two runs' numbers (`_numbers`)."""
+    rb, rf = base["loss_over_lnB"], fixed["loss_over_lnB"]
+    if not math.isfinite(rf):
+        return "refuted", "the fix run's loss is non-finite"
+    drop = rb - rf if math.isfinite(rb) else math.inf
+    if not base["learned"]:
+        if fixed["learned"]:
+            return "confirmed", "the fix makes the run learn"
+        if drop >= MEANINGFUL_DROP:
+            return "inconclusive", f"the fix lowers loss/ln(B) by {drop:.3f} but the run still does not learn"
+        return "refuted", f"the run still does not learn (loss/ln(B) {rf:.3f} vs {rb:.3f})"
+    r1b, r1f = base.get("r@1"), fixed.get("r@1")
+    worse_r1 = r1b is not None and r1f is not None and r1f < r1b
+    if drop >= MEANINGFUL_DROP and not worse_r1:
+        return "confirmed", f"the fix lowers loss/ln(B) by {drop:.3f} on a run that learns"
+    if drop < CHANCE_REL_TOL:
+        return "refuted", f"the fix does not lower the loss (loss/ln(B) {rf:.3f} vs {rb:.3f})"
+    return "inconclusive", f"the fix lowers loss/ln(B) by {drop:.3f}, less than {MEANINGFUL_DROP}"
+
+
+def combine(per_seed: list[dict]) -> tuple[str, str]:
+    k = len(per_seed)
+    counts: dict[str, int] = {}
+    for d in per_seed:
+        counts[d["verdict"]] = counts.get(d["verdict"], 0) + 1
+    tally = "; ".join(f"{v} on {n}/{k} seeds" for v, n in counts.items())
+    for v in ("confirmed", "refuted"):
+        if counts.get(v, 0) * 2 > k:
+            return v, tally
+    if counts.get("not applicable", 0) == k:
+        return "not applicable", tally
+    if counts.get("failed", 0) == k:
+        return "failed", tally
+    return "inconclusive", tally
+
+
+# -- the ablation ----------------------------------------------------------------------------------------
+@dataclass
+class ScriptAblation:
+    summary: Summary
+    records: pd.DataFrame
+    runs_dir: Path  # each run's own run directory, to move under the report's directory
+
+
+class _Runner:
+    def __init__(self, command: list[str], steps: int | None, executor: SerialExecutor, work: Path,
+                 progress: Callable[[str, Any], object] | None, timeout: float | None):
+        self.command, self.steps, self.executor, self.work = command, steps, executor, work
+        self.progress, self.timeout = progress, timeout
+        self.results: dict[str, Any] = {}
+
+    def run(self, items: list[tuple[Candidate | None, int]]) -> None:
+        jobs = []
+        for cand, seed in items:
+            name = run_name(cand.name if cand else None, seed)
+            slug = _slug(name)
+            spec = {"run": name, "out": str(self.work / "runs" / slug), "status": str(self.work / "status" / slug),
+                    "steps": self.steps, "seed_offset": seed,
+                    "fix": cand.name if cand and cand.source != "variant" else None,
+                    "params": cand.params if cand else {}}
+            command = self.command + (cand.args if cand else [])
+            jobs.append(Job(name, run_script, (command, spec, os.getcwd(), self.executor.threads, self.timeout)))
+        self.results.update(self.executor.run(jobs, on_done=self.progress))
+
+
+def run_script_ablation(command: list[str], steps: int | None, seeds: int, named: list[str],
+                        variants: dict[str, list[str]], executor: SerialExecutor, work: Path,
+                        progress: Callable[[str, Any], object] | None = None, max_fixes: int = DEFAULT_MAX_FIXES,
+                        timeout: float | None = None) -> ScriptAblation:
+    """Baselines, then each candidate on every seed; raises `ScriptFailed` when the first baseline cannot run."""
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    (work / "status").mkdir(exist_ok=True)
+    runner = _Runner(command, steps, executor, work, progress, timeout)
+    runner.run([(None, 0)])  # the first baseline alone: a script that cannot run fails fast, once
+    first = runner.results["baseline"]
+    if isinstance(first, Failed):
+        raise ScriptFailed(first.error.split(": ", 1)[-1] if first.error.startswith("ScriptFailed") else
+                           f"the baseline run failed: {first.error}")
+    runner.run([(None, s) for s in range(1, seeds)])
+    baselines = [r["summary"]["runs"][0] for r in runner.results.values() if isinstance(r, dict) and r.get("summary")]
+    cands = candidates_from(baselines, named, variants, max_fixes)
+    runner.run([(c, s) for c in cands for s in range(seeds)])
+    hyps = [_decide(c, runner.results, seeds) for c in cands]
+    return _assemble(command, steps, seeds, cands, hyps, runner.results, work)
+
+
+def _decide(cand: Candidate, results: dict, seeds: int) -> dict:
+    per_seed = []
+    for s in range(seeds):
+        base, fixed = results.get(run_name(None, s)), results.get(run_name(cand.name, s))
+        d: dict[str, Any] = {"seed": s}
+        if isinstance(fixed, Failed):
+            d.update(verdict="failed", why=fixed.error)
+        elif fixed and fixed["status"].get("not_applicable"):
+            d.update(verdict="not applicable", why=fixed["status"]["not_applicable"])
+        elif isinstance(base, Failed) or not base:
+            d.update(verdict="failed", why=f"the seed's baseline failed: {getattr(base, 'error', 'missing')}")
+        else:
+            nb, nf = _numbers(base["summary"]["runs"][0]), _numbers(fixed["summary"]["runs"][0])
+            v, why = judge(nb, nf)
+            d.update(verdict=v, why=why, baseline=nb, fix=nf, applied=fixed["status"].get("applied", []))
+        per_seed.append(d)
+    verdict, tally = combine(per_seed)
+    first = next((d for d in per_seed if "fix" in d), per_seed[0])
+    return {"id": cand.name, "claim": "; ".join(cand.tests) or "(variant)", "source": cand.source,
+            "fix_text": cand.changes, "fix": cand.args, "verdict": verdict, "tally": tally, "per_seed": per_seed,
+            "mechanism": "; ".join(first.get("applied", [])) or "-", "mechanism_claimed": cand.changes,
+            "summary": f"{tally}. Seed {first['seed']}: {first.get('why', '')}"}
+
+
+def _assemble(command, steps, seeds, cands, hyps, results, work: Path) -> ScriptAblation:
+    runs, frames = [], []
+    for name, res in results.items():
+        if not isinstance(res, dict) or not res.get("summary"):
+            continue
+        data = dict(res["summary"]["runs"][0], name=name)
+        runs.append(RunSummary.from_dict(data))
+        rec_file = work / "runs" / _slug(name) / RECORDS_FILE
+        if rec_file.is_file():
+            frames.append(pd.read_csv(rec_file).assign(run=name))
+    first = results["baseline"]["summary"]
+    failed = {n: r.error for n, r in results.items() if isinstance(r, Failed)}
+    summary = Summary(runs, findings=list(first.get("findings", [])), hypotheses=hyps,
+                      sections={"script_ablation": {
+                          "command": shlex.join(command), "steps": steps, "seeds": seeds,
+                          "candidates": [c.__dict__ for c in cands], "failed_runs": failed,
+                          "baseline_learned": [bool((r["summary"]["runs"][0].get("verdict") or {}).get("learned"))
+                                               for n, r in results.items() if n.startswith("baseline")
+                                               and isinstance(r, dict)],
+                          "runs_executed": len(results)}})
+    records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return ScriptAblation(summary, records, work / "runs")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def list_fixes() -> list[dict]:
+    return [cls.describe() for cls in CATALOGUE.values()]
+
+
+def scratch_dir(out: Path) -> Path:
+    """Where the runs write while the ablation goes on: beside `out`, removed or moved under it at the end."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}-runs-", dir=out.parent))
+
+
+def discard(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["ScriptAblation", "ScriptFailed", "candidates_from", "combine", "judge", "list_fixes",
+           "run_script_ablation"]

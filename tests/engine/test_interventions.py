@@ -1,0 +1,222 @@
+"""The interventions of `diagnose ablate -- python train.py`, applied in-process through a watch opened under
+the ablation's environment (`diagnose.engine.ablation_env`): each changes what it declares, and says when it
+cannot act instead of running as a no-op."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import diagnose
+from diagnose.engine import ablation_env
+from diagnose.engine.interventions import CATALOGUE, for_cause
+from diagnose.engine.interventions.logits import mask_duplicate_candidates
+from diagnose.engine.interventions.temperature import measured_scale
+
+B, DIN, E = 16, 12, 8
+
+
+class Towers(nn.Module):
+    def __init__(self, log_scale: bool = True):
+        super().__init__()
+        self.image = nn.Linear(DIN, E)
+        self.text = nn.Linear(DIN, E)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07) if log_scale else 0.07))
+
+    def forward(self, x, t):
+        return F.normalize(self.image(x), dim=-1), F.normalize(self.text(t), dim=-1)
+
+
+@pytest.fixture
+def under_ablation(tmp_path, monkeypatch):
+    """Open watches as the ablation runner would: returns a function (fix, steps, params) -> status path."""
+    def arm(fix: str | None, steps: int = 0, **params) -> dict:
+        spec = {"run": f"fix:{fix}", "out": str(tmp_path / "run"), "status": str(tmp_path / "status.json"),
+                "steps": steps, "fix": fix, "params": params}
+        monkeypatch.setenv(ablation_env.ENV, json.dumps(spec))
+        monkeypatch.setattr(ablation_env, "_claimed", False)
+        return spec
+    return arm
+
+
+def step(model, opt, w, i, x, t, *, divided: bool = False, loss_fn=None):
+    img, txt = model(x, t)
+    scale = model.logit_scale.exp()
+    logits = img @ txt.t() / scale if divided else scale * img @ txt.t()
+    labels = torch.arange(len(x))
+    loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    opt.zero_grad()
+    loss.backward()
+    w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+    opt.step()
+    return loss
+
+
+def batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, DIN, generator=g), torch.randn(B, DIN, generator=g)
+
+
+def test_catalogue_declares_causes_that_exist():
+    from diagnose.core.rules.causes import BY_ID
+
+    for name, cls in CATALOGUE.items():
+        assert cls.tests and all(c in BY_ID for c in cls.tests), name
+        assert cls.changes
+    assert for_cause("learning_rate_too_high") == ["lr_down", "warmup", "clip_grad"]
+
+
+def test_lr_down_scales_every_step_and_gives_the_schedule_its_lr_back(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    under_ablation("lr_down")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.image.weight.detach().clone()
+        step(model, opt, w, 0, x, t)
+        grad = model.image.weight.grad.clone()
+        moved = model.image.weight.detach() - before
+        assert torch.allclose(moved, -0.05 * grad, atol=1e-6)  # 0.5 x 0.1
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5)  # the user's value, for the scheduler
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+def test_hold_lr_steps_at_the_starting_lr_when_the_schedule_decays_to_zero(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.0 if s >= 1 else 1.0)
+    under_ablation("hold_lr")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        step(model, opt, w, 0, x, t)
+        sched.step()
+        assert opt.param_groups[0]["lr"] == 0.0
+        before = model.image.weight.detach().clone()
+        step(model, opt, w, 1, x, t)
+        assert not torch.equal(before, model.image.weight.detach())  # moved at lr 0.1, not 0
+
+
+@pytest.mark.parametrize("divided", [False, True])
+def test_fix_temperature_finds_the_parameter_by_the_logits_it_scales(under_ablation, divided):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("fix_temperature")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(3):
+            step(model, opt, w, i, x, t, divided=divided)
+    # divided by exp(p): the scale is exp(-p), held at 14.29 means p = -ln(14.29)
+    expected = -math.log(1 / 0.07) if divided else math.log(1 / 0.07)
+    assert float(model.logit_scale) == pytest.approx(expected, rel=1e-5)
+    assert not model.logit_scale.requires_grad
+
+
+def test_measured_scale_reads_the_diagonal_over_the_dot_products():
+    img = F.normalize(torch.randn(8, 4), dim=-1)
+    txt = F.normalize(torch.randn(8, 4), dim=-1)
+    seen = {"logits": 7.5 * img @ txt.t(), "embeddings": {"image": img, "text": txt}}
+    assert measured_scale(seen) == pytest.approx(7.5, rel=1e-4)
+    assert measured_scale({"logits": None}) is None
+
+
+def test_add_missing_params_puts_the_left_out_tower_into_the_optimizer(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD([*model.image.parameters(), model.logit_scale], lr=0.1)
+    under_ablation("add_missing_params")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.text.weight.detach().clone()
+        step(model, opt, w, 0, x, t)
+        assert not torch.equal(before, model.text.weight.detach())
+    assert len(opt.param_groups) == 2
+
+
+def test_not_applicable_stops_at_once_and_says_why(under_ablation, tmp_path):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("unfreeze")
+    with pytest.raises(SystemExit) as exc:
+        diagnose.watch(model, opt, batch_size=B)
+    assert exc.value.code == 0
+    status = json.loads(open(spec["status"]).read())
+    assert "no frozen parameter" in status["not_applicable"]
+    assert not (tmp_path / "run").exists()  # nothing to report on a run that did not test the fix
+
+
+def test_unfreeze_trains_a_frozen_tower(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    model.text.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    under_ablation("unfreeze")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.text.weight.detach().clone()
+        step(model, opt, w, 0, x, t)
+        assert not torch.equal(before, model.text.weight.detach())
+
+
+def test_step_cap_closes_the_watch_and_ends_the_script_cleanly(under_ablation, tmp_path):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation(None, steps=3)
+    x, t = batch()
+    with pytest.raises(SystemExit) as exc:
+        with diagnose.watch(model, opt, batch_size=B, name="mine") as w:
+            for i in range(10):
+                step(model, opt, w, i, x, t)
+    assert exc.value.code == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["runs"][0]["name"] == "fix:None" and summary["runs"][0]["steps"] == 3
+    status = json.loads(open(spec["status"]).read())
+    assert status["capped"] and status["observed"] == 3
+
+
+def test_mask_duplicates_masks_duplicate_columns_not_collapse():
+    g = torch.Generator().manual_seed(0)
+    img = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    txt[3] = txt[1]  # a duplicate caption: column 3 duplicates column 1
+    masked, count = mask_duplicate_candidates(10 * img @ txt.t())
+    assert count == 2 and math.isinf(masked[1, 3]) and math.isinf(masked[3, 1]) and math.isfinite(masked[1, 1])
+    collapsed = torch.ones(6, 6) * 3.0  # every candidate alike: collapse, not duplicates
+    assert mask_duplicate_candidates(collapsed)[1] == 0
+
+
+def test_centre_inputs_removes_a_shared_component(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("centre_inputs")
+    x, t = batch()
+    seen = []
+    model.image.register_forward_pre_hook(lambda m, a: seen.append(a[0].mean(0).norm().item()))
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        step(model, opt, w, 0, x + 50.0, t)
+    assert seen[0] < 5.0  # the +50 offset on every input is gone
+
+
+def test_clip_grad_clips_before_the_step(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    under_ablation("clip_grad", max_norm=1e-3)
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        step(model, opt, w, 0, x, t)
+        moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - flat
+    assert float(moved.norm()) == pytest.approx(1e-3, rel=1e-3)
