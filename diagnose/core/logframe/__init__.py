@@ -1,5 +1,6 @@
 """The one long frame every log format is read into (run, split, step, metric, value, line), with
-canonical metric names: `loss` (the logged total), `loss_<component>`, `r@K` (a fraction), plus `lr` and
+canonical metric names: `total` (the logged total beside components), `loss_<component>` (a lone loss is
+`loss_contrastive`), `r@K` (a fraction), plus `lr` and
 `logit_scale` when logged. The log readers (`diagnose.core.logs`) produce it; the log rules
 (`diagnose.core.rules.logs`) read it through the helpers below."""
 
@@ -36,9 +37,9 @@ def rounded(x: float, digits: int = 4) -> float:
 
 
 def metric_label(metric: str) -> str:
-    if metric == "loss":
-        return "total"
-    return metric.removeprefix("loss_").upper() if metric.startswith("loss_") else metric.upper()
+    """A metric as messages show it: a loss by its one name (`total`, `loss_<name>`, as `diagnose.watch`
+    records it), a recall as R@K."""
+    return metric.upper() if metric.startswith("r@") else metric
 
 
 def loss_components(df: pd.DataFrame) -> list[str]:
@@ -46,8 +47,10 @@ def loss_components(df: pd.DataFrame) -> list[str]:
 
 
 def wide_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (split, step) with a column per metric (the last value when logged twice)."""
-    return df.pivot_table(index=["split", "step"], columns="metric", values="value", aggfunc="last").reset_index()
+    """One row per (split, step) with a column per metric (the last value when logged twice). Every metric
+    of `df` gets its column, also one that is NaN throughout (pivot_table drops those)."""
+    wide = df.pivot_table(index=["split", "step"], columns="metric", values="value", aggfunc="last")
+    return wide.reindex(columns=sorted(set(df["metric"]))).reset_index()
 
 
 def final_values(df: pd.DataFrame) -> dict[str, dict[str, float]]:

@@ -19,10 +19,15 @@ WEIGHT_GRIDS = (0.25, 0.05, 0.01)
 
 def _rows(df: pd.DataFrame, comps: list[str]) -> pd.DataFrame:
     wide = wide_frame(df)
-    if "loss" not in wide:
+    if "total" not in wide:
         return pd.DataFrame()
     cols = [c for c in comps if c in wide]
-    return wide.dropna(subset=["loss", *cols]) if cols else pd.DataFrame()
+    if not cols:
+        return pd.DataFrame()
+    # only rows where the total and every component are finite: a NaN/inf row (reported by
+    # loss_nonfinite) says nothing about the weights, and one inf or 1e400 makes the SVD of lstsq fail
+    finite = np.isfinite(wide[["total", *cols]].to_numpy(float)).all(axis=1)
+    return wide[finite]
 
 
 def _tol(y: np.ndarray) -> np.ndarray:
@@ -53,7 +58,7 @@ def solve_weights(frames: dict[str, pd.DataFrame]) -> dict | None:
     if not parts or not comps:
         return None
     rows = pd.concat(parts, ignore_index=True)
-    A, y = rows[comps].to_numpy(float), rows["loss"].to_numpy(float)
+    A, y = rows[comps].to_numpy(float), rows["total"].to_numpy(float)
     rank = int(np.linalg.matrix_rank(A, tol=1e-6 * max(1.0, float(np.abs(A).max()))))
     w, *_ = np.linalg.lstsq(A, y, rcond=None)
     result = {"components": comps, "rows": len(rows), "runs": sorted(rows["run"].unique()), "rank": rank,
@@ -82,7 +87,7 @@ def check_weights(frames: dict[str, pd.DataFrame], weights: dict[str, float]) ->
         rows = _rows(df, comps)
         if not len(rows):
             continue
-        A, y = rows[comps].to_numpy(float), rows["loss"].to_numpy(float)
+        A, y = rows[comps].to_numpy(float), rows["total"].to_numpy(float)
         resid = A @ np.array([weights[c] for c in comps]) - y
         bad = np.abs(resid) > _tol(y)
         worst = int(np.argmax(np.abs(resid)))

@@ -15,9 +15,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from ..errors import ConfigError
 from ..logframe import ParsedLog
 from . import csvlog, jsonl, tensorboard, text, trainer_state
+from .names import canonical_losses
 
 READERS = (tensorboard, trainer_state, jsonl, csvlog, text)  # ties in `sniff` go to the earlier reader
 BY_NAME = {r.NAME: r for r in READERS}
@@ -55,10 +58,11 @@ def read_log(path: Path, fmt: str = "auto") -> ParsedLog:
     if path.is_dir() and fmt != "tensorboard":
         raise ConfigError(f"{path}: is a directory; expected a log file (or a TensorBoard log directory)")
     parsed = BY_NAME[fmt].read(path)
-    metrics = parsed.frame["metric"]
-    if parsed.frame.empty or not (metrics.str.startswith("loss") | metrics.str.startswith("r@")).any():
+    metrics = pd.unique(parsed.frame["metric"])  # a few names, not one per row
+    if parsed.frame.empty or not any(str(m).startswith(("loss", "r@")) for m in metrics):
         raise ConfigError(f"{path}: no losses or recalls found in the {parsed.format} log "
                           "(expected e.g. 'Train Loss: 6.0602 (CLIP: 4.8481, MRL: 4.8481)' or loss columns)")
+    parsed.frame = canonical_losses(parsed.frame)  # the names diagnose.watch records: total, loss_<name>
     return parsed
 
 

@@ -51,6 +51,11 @@ def column_of_run(c: str) -> tuple[str | None, tuple[str | None, str | None, int
     return None, canonical_column(c)
 
 
+def _target(metric: str) -> str:
+    """The metric a column is stored as (a temperature is stored as its inverse, the logit scale)."""
+    return "logit_scale" if metric in ("temperature", "log_logit_scale") else metric
+
+
 class TableMapper:
     """Which columns of a wide table are read and what they mean; column collisions resolved once."""
 
@@ -99,31 +104,26 @@ class TableMapper:
         wanted = self.recognised(cols, builder)
         df = df.reset_index(drop=True)
         lines = np.arange(len(df), dtype=np.int64) + line0
-        if step_col is not None:
-            steps = pd.to_numeric(df[step_col], errors="coerce")
-            steps = steps.where(np.isfinite(steps) & (steps.abs() < 2**62))
-            steps = steps.fillna(pd.Series(lines - line0 + builder.raw_points, index=df.index)).astype(np.int64)
-        else:
-            steps = pd.Series(lines - 2, index=df.index)
+        steps = self._steps(df, step_col, lines - line0 + builder.raw_points, lines - 2)
         runs = df[run_col].astype(str) if run_col is not None else self.default_run
         row_split = None
         if split_col is not None:
             row_split = df[split_col].astype(str).str.strip().str.lower().map(lambda s: SPLITS.get(s, s))
+        index = builder.index(steps, lines)  # shared by the columns logged on every row
         for c, (split, metric, run_of) in wanted.items():
             if self.chosen.get((run_of, split, metric), (0, c))[1] != c:
                 continue
-            raw = df[c]
-            values = _numeric(raw, c, builder, line0)
-            ok = values.notna()
-            if not pd.api.types.is_numeric_dtype(raw.dtype):
-                ok |= raw.notna() & raw.astype(str).str.strip().str.lower().isin(_NAN_TEXT)
-            if not ok.any():
-                if raw.notna().any() and c not in self.numeric:
-                    self.text_only.setdefault(c, str(raw[raw.notna()].iloc[0])[:40])
+            sp = split or ("all" if metric in ("lr", "logit_scale", "eval_size", "temperature",
+                                               "log_logit_scale") else "train")
+            run = run_of if run_of is not None else runs if run_col is None else None
+            if run is not None and row_split is None and not builder.admit(run, sp, _target(metric)):
+                builder.raw_points += int(df[c].notna().sum())  # read, counted, not analysed
                 continue
-            self.numeric.add(c)
-            self.text_only.pop(c, None)
-            v = values[ok].to_numpy(float)
+            values, ok = self._values(df[c], c, builder, line0)
+            if values is None:
+                continue
+            dense = ok is None
+            v = values if dense else values[ok]
             if metric == "temperature":
                 with np.errstate(divide="ignore"):
                     v, metric = 1.0 / v, "logit_scale"
@@ -133,14 +133,49 @@ class TableMapper:
             if metric.startswith("r@") and np.nanmax(np.where(np.isfinite(v), v, np.nan), initial=0) > 1:
                 v = v / 100.0
                 builder.note(f"column '{c}': values above 1 read as percentages", key=f"pct:{c}")
-            sp = split or "train"
-            if metric in ("lr", "logit_scale", "eval_size"):
-                sp = split or "all"
+            if row_split is None and run is not None:
+                builder.add_series(run, sp, metric, v, index if dense else index.subset(ok))
+                continue
+            sel = slice(None) if dense else ok
             if row_split is not None:
-                sp = row_split[ok].where(row_split[ok].notna() & (row_split[ok] != "nan"), sp).to_numpy(object)
-            run = run_of if run_of is not None else runs[ok].to_numpy(object) if run_col is not None else runs
-            builder.add_long(run, sp, metric,
-                             steps[ok].to_numpy(np.int64), v, lines[ok.to_numpy()])
+                rs = row_split[sel]
+                sp = rs.where(rs.notna() & (rs != "nan"), sp).to_numpy(object)
+            run = run if run is not None else runs[sel].to_numpy(object)
+            builder.add_long(run, sp, metric, steps[sel], v, lines[sel])
+
+    @staticmethod
+    def _steps(df: pd.DataFrame, step_col: str | None, fallback: np.ndarray, no_column: np.ndarray) -> np.ndarray:
+        """The step of each row: the step column where it holds an integer that fits, else `fallback`."""
+        if step_col is None:
+            return no_column
+        raw = df[step_col]
+        if raw.dtype == np.int64 and (raw.empty or -(2**62) < raw.min() and raw.max() < 2**62):
+            return raw.to_numpy(np.int64)
+        steps = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+        good = np.isfinite(steps) & (np.abs(steps) < 2**62)
+        return np.where(good, steps, fallback).astype(np.int64)
+
+    def _values(self, raw: pd.Series, c: str, builder: LogBuilder, line0: int):
+        """(float values, mask of the logged ones or None when every row is logged), or (None, None)
+        when the chunk holds no number for the column."""
+        if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+            values = raw.to_numpy(float)  # 'nan' text keeps a column object: NaN here is an empty cell
+            ok = ~np.isnan(values)
+        else:
+            values = _numeric(raw, c, builder, line0).to_numpy(float)
+            ok = ~np.isnan(values) | (raw.notna() & raw.astype(str).str.strip().str.lower().isin(_NAN_TEXT)).to_numpy()
+        if ok.all():
+            if len(ok):
+                self.numeric.add(c)
+                self.text_only.pop(c, None)
+            return (values, None) if len(ok) else (None, None)
+        if not ok.any():
+            if raw.notna().any() and c not in self.numeric:
+                self.text_only.setdefault(c, str(raw[raw.notna()].iloc[0])[:40])
+            return None, None
+        self.numeric.add(c)
+        self.text_only.pop(c, None)
+        return values, ok
 
     def check(self, path, fmt: str) -> None:
         if self.text_only:
