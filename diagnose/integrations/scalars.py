@@ -38,6 +38,7 @@ class ScalarSink:
 
     def attach(self, watch) -> "ScalarSink":
         self._seen = watch.session.buffer.appended
+        self._watch = watch
         watch.add_listener(self)
         return self
 
@@ -48,7 +49,10 @@ class ScalarSink:
             self.write_text("diagnose/alarms", f"step {a.step}: {f.id} ({f.severity}) {f.target or ''}: {f.message}",
                             a.step)
         if step % self.every:
-            return  # rows of skipped steps are not written (the run directory has them all)
+            return  # rows of skipped steps are written with the next written step (at their own steps)
+        self._write_rows(watch)
+
+    def _write_rows(self, watch) -> None:
         buf = watch.session.buffer
         rows = buf.since(self._seen)
         self._seen = buf.appended
@@ -57,6 +61,12 @@ class ScalarSink:
         self.write_scalars((tag(p, t, m), v, s) for s, p, t, m, v in rows)
         self.written += len(rows)
         self.flush()
+
+    def drain(self) -> None:
+        """Write the rows observed since the last written step (the end of the run), once."""
+        watch = getattr(self, "_watch", None)
+        if watch is not None and watch.session.buffer.appended > self._seen:
+            self._write_rows(watch)
 
     def write_scalars(self, items: Iterable[tuple[str, float, int]]) -> None:
         raise NotImplementedError
@@ -93,6 +103,8 @@ class TensorBoardSink(ScalarSink):
         self.writer.flush()
 
     def close(self):
+        """Write the last steps' rows, then close a writer this sink made."""
+        self.drain()
         if self._own:
             self.writer.close()
 

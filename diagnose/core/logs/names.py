@@ -1,5 +1,10 @@
 """Canonical metric names of a training log: whatever a logger calls a column or a tag, the log frame
-(`diagnose.core.logframe`) gets `loss`, `loss_<component>`, `r@K`, `lr`, `logit_scale` or `eval_size`."""
+(`diagnose.core.logframe`) gets `total`, `loss_<component>`, `r@K`, `lr`, `logit_scale` or `eval_size`.
+
+Loss names are the ones `diagnose.watch` records (`diagnose.engine.watcher.canonical_name`), so a loss
+has one name in a watch report, in a TensorBoard read-back and in a CSV read-back: components are
+`loss_<name>`, the objective is `total` when there are components, and a lone loss is the contrastive
+loss, `loss_contrastive` (`canonical_losses`, applied to every reader's frame by `read_log`)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ import re
 SPLITS = {"train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val",
           "validation": "val", "eval": "val", "test": "val", "dev": "val"}
 TOTAL_NAMES = {"loss", "total", "total_loss", "loss_total", "totalloss", "objective"}
+# While a log is read, its total is `loss` (`READ_TOTAL`); `canonical_losses` names it once the run's
+# components are known: `total` beside components (`TOTAL`), else the lone loss `LONE_LOSS`.
+READ_TOTAL, TOTAL, LONE_LOSS = "loss", "total", "loss_contrastive"
 STEP_COLUMNS = ("step", "global_step", "_step", "iteration", "iter", "it", "epoch")  # _step: W&B history
 RUN_COLUMNS = ("run", "run_name", "name", "model", "experiment")
 SPLIT_COLUMNS = ("split", "phase", "mode", "stage")
@@ -87,7 +95,7 @@ def _diagnose_tag(n: str) -> tuple[str | None, str | None, int]:
         return "val", metric, 0
     if metric in ("logit_scale", "scale"):
         return None, "logit_scale", 0
-    if metric in ("lr", "learning_rate"):
+    if metric in ("lr", "learning_rate") and probe != "optimizer":  # the per-group lr stays a record
         return None, "lr", 0
     return None, None, 0
 
@@ -107,3 +115,16 @@ def canonical_metric(name: str) -> tuple[str | None, str | None]:
     if m and m.group(1) not in TOTAL_NAMES:
         return split, "loss_" + m.group(1).strip("_")
     return split, None
+
+
+def canonical_losses(frame):
+    """The read total of each run (`READ_TOTAL`) named as `diagnose.watch` names it: `total` in a run that
+    also logs components (`loss_<name>`), `loss_contrastive` in a run whose only loss it is."""
+    is_total = frame["metric"] == READ_TOTAL
+    if not is_total.any():
+        return frame
+    with_components = set(frame.loc[frame["metric"].str.startswith("loss_"), "run"])
+    renamed = frame["run"].isin(with_components).map({True: TOTAL, False: LONE_LOSS})
+    frame = frame.copy()
+    frame.loc[is_total, "metric"] = renamed[is_total]
+    return frame

@@ -24,6 +24,7 @@ from .gradients import (
     UpdateRatioLow,
     WeightsShrinking,
 )
+from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
 from .loss_logging import IdenticalComponents, LoggedTotal
@@ -63,7 +64,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once
-    "logs": (LogAtChance(), LogTrend(), LogIdentical(), LogRecall(), LogNonfinite()),
+    "logs": (LogAtChance(), LogTrend(), LogIdentical(), LogRecall(), LogNonfinite(), LogLearningRateHigh(),
+             LogLearningRateGone(), LogTemperature()),
     "log_set": (LogWeights(),),
 }
 RULES = CATALOGUE["records"]

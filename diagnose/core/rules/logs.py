@@ -14,6 +14,7 @@ from ..definitions import CHANCE_REL_TOL, end_start
 from ..findings import Finding
 from ..logframe import final_step, final_values, loss_components, metric_label, rounded, wide_frame
 from ..logframe.weights import check_weights, format_weights, solve_weights
+from ..logs.names import TOTAL
 from .base import Emit, Rule, RunContext
 from .log_recall import RANDOM_RECALL_MAX, RANDOM_RECALL_SPREAD, RECALL_Z, recall_findings, recall_vs_size
 from .loss_logging import IDENTICAL_ATOL
@@ -128,7 +129,7 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
     # total, the batch, the logit scale), in the order a reader needs it
     final = final_values(df)
     comps = loss_components(df)
-    metrics = comps or ["loss"]
+    metrics = comps or [TOTAL]
     hits, misses = [], []
     for split, values in final.items():
         for m in metrics:
@@ -165,7 +166,7 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
     evidence = {"at_chance": hits, "not_at_chance": misses,
                 "tolerance": f"{CHANCE_REL_TOL} x ln N + {CHANCE_Z:g} x sigma/sqrt(n); none when above "
                              f"{CHANCE_TOL_MAX:.3f} nats"}
-    total = final.get("train", next(iter(final.values()))).get("loss")
+    total = final.get("train", next(iter(final.values()))).get(TOTAL)
     sum_w_hint = None
     if total is not None and comps:
         sum_w_hint = total / math.log(c)
@@ -192,10 +193,17 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
                     "(temperature, collapsed embeddings); `diagnose gradflow` measures both.", "")]
 
 
+def trend_metric(df: pd.DataFrame) -> str | None:
+    """The loss whose trend is judged: the logged total, or the run's only loss."""
+    comps = loss_components(df)
+    return TOTAL if (df["metric"] == TOTAL).any() else comps[0] if len(comps) == 1 else None
+
+
 def _flat(run: str, df: pd.DataFrame) -> list[Finding]:
     out = []
+    metric = trend_metric(df)
     for split in ("train", "val"):
-        s = (df[(df["split"] == split) & (df["metric"] == "loss")].sort_values("step")
+        s = (df[(df["split"] == split) & (df["metric"] == metric)].sort_values("step")
              .drop_duplicates("step", keep="last"))
         if len(s) < MIN_POINTS_FOR_TREND:
             continue
@@ -207,12 +215,13 @@ def _flat(run: str, df: pd.DataFrame) -> list[Finding]:
             rising = drop < -FLAT_REL_DROP
             out.append(Finding(
                 "loss_rising" if rising else "loss_flat", "warning", run,
-                f"{run}: the {split} loss {'rose' if rising else 'did not fall'} over {len(s)} logged points "
+                f"{run}: the {split} {metric} {'rose' if rising else 'did not fall'} over {len(s)} logged points "
                 f"(steps {steps[0]}-{steps[1]}): mean of the first {n_end} points {first:.4f}, of the last {n_end} "
                 f"{last:.4f} "
                 f"({-drop:+.1%}).",
-                {"split": split, "points": len(s), "steps": steps, "first_points_mean": rounded(first),
-                 "end_points_mean": rounded(last), "points_compared": n_end, "relative_drop": rounded(drop),
+                {"split": split, "metric": metric, "points": len(s), "steps": steps,
+                 "first_points_mean": rounded(first), "end_points_mean": rounded(last), "points_compared": n_end,
+                 "relative_drop": rounded(drop),
                  "threshold": FLAT_REL_DROP},
                 "Compare the loss with ln(candidates): a flat loss at chance means no learning signal reaches the "
                 "model.",
@@ -312,7 +321,7 @@ def _weights(frames: dict[str, pd.DataFrame], given: dict[str, float] | None) ->
 # NaN or inf in a logged loss or recall: the run diverged (or the logged value is broken); any statistic
 # over it is not a score. Reported once per run with the first step where it appeared.
 def _nonfinite(run: str, df: pd.DataFrame) -> list[Finding]:
-    bad = df[(df["nonfinite"] > 0) & (df["metric"].str.startswith("loss") | df["metric"].str.startswith("r@"))]
+    bad = df[(df["nonfinite"] > 0) & (df["metric"].str.startswith(("loss", "r@")) | (df["metric"] == TOTAL))]
     if bad.empty:
         return []
     first = bad.sort_values(["step", "line"]).iloc[0]

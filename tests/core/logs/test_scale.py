@@ -46,7 +46,7 @@ def _build(max_points, n=20_000):
     b = LogBuilder("test", max_points=max_points)
     for lo in range(0, n, 3000):  # in chunks, as the readers feed it
         sl = slice(lo, lo + 3000)
-        for metric, v in (("loss_clip", clip[sl]), ("loss_mrl", mrl[sl]), ("loss", 0.25 * clip[sl] + mrl[sl])):
+        for metric, v in (("loss_clip", clip[sl]), ("loss_mrl", mrl[sl]), ("total", 0.25 * clip[sl] + mrl[sl])):
             b.add_long("run", "train", metric, steps[sl], v, steps[sl] + 2)
     return b.result()
 
@@ -86,7 +86,7 @@ def test_nan_and_huge_values_are_reported_not_scored(tmp_path):
     r, s = _logs(tmp_path, log, "--batch-size", "64")
     (nf,) = [f for f in s["findings"] if f["id"] == "loss_nonfinite"]
     assert nf["severity"] == "error" and nf["evidence"]["first_step"] == 30 and nf["evidence"]["count"] == 3
-    assert math.isnan(s["runs"][0]["final_loss"]["loss"])  # NaN stays NaN, never a good score
+    assert math.isnan(s["runs"][0]["final_loss"]["loss_contrastive"])  # NaN stays NaN, never a good score
     assert not [f for f in s["findings"] if f["id"] == "loss_at_chance"]
 
 
@@ -109,7 +109,7 @@ def test_huge_finite_values_do_not_crash(tmp_path):
     log = tmp_path / "h.jsonl"
     log.write_text("".join(json.dumps({"step": i, "loss": 1e300 * (i + 1)}) + "\n" for i in range(10)))
     r, s = _logs(tmp_path, log)
-    assert s["runs"][0]["final_loss"]["loss"] == pytest.approx(1e301)
+    assert s["runs"][0]["final_loss"]["loss_contrastive"] == pytest.approx(1e301)
 
 
 @pytest.mark.parametrize("name, content, needle", [
