@@ -133,8 +133,8 @@ def test_probes_reports_and_reference_models_never_import_diagnose():
     assert not bad, "\n".join(bad)
 
 
-def _loaded_after(code: str) -> list[str]:
-    probe = f"import sys; {code}; print(' '.join(m for m in ('torch', 'reference_models') if m in sys.modules))"
+def _loaded_after(code: str, modules: tuple[str, ...] = ("torch", "reference_models")) -> list[str]:
+    probe = f"import sys; {code}; print(' '.join(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     return out.stdout.split()
 
@@ -157,3 +157,45 @@ def test_cli_loads_no_torch_until_a_command_trains():
            f"[r.invoke(app, a) for a in (['--help'], ['lint', {str(source)!r}], ['logs', '--help'], "
            "['report', '--help'])]")
     assert _loaded_after(run) == []
+
+
+def _run_dir(out: Path) -> None:
+    """A small run directory (records + summary), written the way a watch writes one, plots deferred."""
+    import math
+
+    import pandas as pd
+
+    from diagnose.core.summary import RunSummary, Summary
+    from diagnose.engine.rundir import write_run_dir
+
+    rows = [{"run": "r", "step": s, "probe": "loss_split", "target": "loss_clip", "metric": "value",
+             "value": math.log(16) * (1 - s / 40)} for s in range(20)]
+    run = RunSummary(name="r", kind="watch", steps=20, batch_size=16, candidates=16, chance_loss=math.log(16),
+                     final_loss={"loss_clip": rows[-1]["value"]}, final_window_steps=[16, 19])
+    write_run_dir(out, Summary([run]), pd.DataFrame(rows), plots="deferred")
+
+
+def test_commands_that_do_not_train_run_without_torch(tmp_path):
+    """`--help` loads neither torch nor pandas nor matplotlib; `logs`, `report` and `lint`, run to their
+    end on real inputs (exit 0 or 1: findings), load no torch."""
+    assert _loaded_after("from typer.testing import CliRunner; from diagnose.cli import app; "
+                         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output",
+                         ("torch", "reference_models", "pandas", "matplotlib")) == []
+    log = tmp_path / "metrics.csv"
+    log.write_text("step,train_loss\n" + "".join(f"{s},{2.77 - 0.01 * s}\n" for s in range(30)))
+    _run_dir(tmp_path / "run")
+    source = ROOT / "reference_models" / "perceiver.py"
+    commands = [["logs", str(log), "--batch-size", "16", "--out", str(tmp_path / "logs")],
+                ["report", str(tmp_path / "run")], ["lint", str(source)]]
+    run = ("from typer.testing import CliRunner; from diagnose.cli import app; "
+           f"rs = [CliRunner().invoke(app, a) for a in {commands!r}]; "
+           "assert all(r.exit_code in (0, 1) for r in rs), [r.output for r in rs]")
+    assert _loaded_after(run) == []
+    assert (tmp_path / "logs" / "report.md").is_file() and (tmp_path / "run" / "losses.png").is_file()
+
+
+def test_cli_declares_the_log_formats_of_the_readers():
+    from diagnose.cli.commands import logs as logs_cmd
+    from diagnose.core.logs import FORMATS
+
+    assert logs_cmd.FORMATS == FORMATS  # the CLI's copy (declared without importing the readers)

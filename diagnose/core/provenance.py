@@ -10,7 +10,6 @@ from __future__ import annotations
 import platform
 import shlex
 import sys
-from importlib import metadata
 
 CLICK_GLOBALS = ("typer._click.globals", "click.globals")  # typer >= 0.2x vendors click as typer._click
 
@@ -45,6 +44,8 @@ def command_line() -> str:
 
 
 def _installed(package: str) -> str:
+    from importlib import metadata  # when a report is written, not when the CLI starts
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.table import Table
-
-from reports.offline import checkpoint_figure, checkpoint_markdown
 
 from ...core.errors import ConfigError
 from ...core.provenance import command_line, environment
-from ...core.rules import rank_root_causes
-from ...core.summary import RunSummary, Summary
 from ..console import console
 from ..options import FailOnOpt, OutOpt, ReferenceConfigOpt, ScaleOpt, SetOpt, check_fail_on
 from .offline_report import print_findings, print_root_causes, write_report
+
+if TYPE_CHECKING:
+    from ...core.summary import Summary
 
 MAX_TABLE_ROWS = 40  # the console table is cut here; report.md and summary.json list every layer
 
 
 def _summary(a) -> Summary:
+    from ...core.rules import rank_root_causes  # pandas: only when a checkpoint is analysed
+    from ...core.summary import RunSummary, Summary
+
     meta = a.metadata
     findings = [f.to_dict() for f in a.findings]
     run = RunSummary(name=a.name, kind="checkpoint", config=(a.config or {}).get("config") or meta.get("config_name"),
@@ -41,6 +42,8 @@ def _num(x, digits: int = 4) -> str:
 
 
 def _print_table(summary: dict) -> None:
+    from rich.table import Table
+
     ck = summary["checkpoint"]
     change = {r["layer"]: r for r in (ck.get("against") or {}).get("layers", [])}
     title = f"{ck['name']} · {ck['tensors']} tensors · {ck['parameters']:,} values"
@@ -102,6 +105,8 @@ def checkpoint_command(
     print_root_causes(data["runs"])
     print_findings(data["findings"])
     if out is not None:
+        from reports.offline import checkpoint_figure, checkpoint_markdown  # matplotlib: only for a report
+
         fig = checkpoint_figure(data)
         figures = [(fig[0], "Relative change per layer" if fig[0] == "layer_change" else "RMS per layer",
                     fig[1])] if fig else []

@@ -11,12 +11,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 
 from ...core.findings import severity_rank
-from ...core.rules.base import RunContext
-from ...core.rules.data import MIN_TEST, PERMUTATIONS, PROBE, NoDataSignal
+from ...core.signal_check import MIN_TEST, PERMUTATIONS, PROBE
 from ..console import console
 from ..options import FailOnOpt, check_fail_on
 
@@ -39,6 +37,10 @@ def datasignal_command(
 ) -> None:
     """Is there anything to learn? Held-out retrieval of a closed-form linear map vs chance, no training."""
     check_fail_on(fail_on)
+    import pandas as pd
+
+    from ...core.rules.base import RunContext  # the rule catalogue (pandas): only when it runs
+    from ...core.rules.data import NoDataSignal
     from ...lab.signal_inputs import check_file  # torch and reference_models: only when it runs
 
     result = check_file(file, sample, seed or 0, permutations)

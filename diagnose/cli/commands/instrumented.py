@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from reports.markdown import verdict_line
-
-from ...core.seed_counts import count_line
-from ...core.summary import Summary
-from ...engine.rundir import rebuild, write_run_dir
 from ...lab.executors import Failed
 from ..console import console, fail, progress, reporting
 from ..options import (
@@ -40,8 +35,12 @@ from ..options import (
 )
 from .offline_report import print_root_causes
 
+if TYPE_CHECKING:
+    from ...core.summary import Summary
+
 # gradflow and compare train: they import torch, `reference_models` and `diagnose.lab` when they run, so
-# that `diagnose report` (and `diagnose --help`) load none of them
+# that `diagnose report` (and `diagnose --help`) load none of them; pandas and the run directory's writer
+# (`diagnose.engine.rundir`) are imported by the commands that write one, so `--help` loads neither
 
 DEFAULT_STEPS = 150  # enough for the direct model to leave ln(B) far behind at the small scale
 DEFAULT_SEEDS = 3  # compare: every config on 3 seeds, replicas settled early (~1 min at the small scale on 2 cores)
@@ -49,6 +48,8 @@ DEFAULT_SEEDS = 3  # compare: every config on 3 seeds, replicas settled early (~
 
 def _print_verdicts(summary: Summary, out: Path) -> None:
     """Verdict per run, then each run's ranked root causes, then the findings."""
+    from reports.markdown import verdict_line
+
     data = summary.to_dict()
     for run in data["runs"]:
         console.print(verdict_line(run).replace("**", ""), markup=False)
@@ -86,6 +87,8 @@ def _seeded(configs, seeds: int, steps: int, device: str, quiet: bool, ex, check
     if failed:
         fail("; ".join(f"run {n} failed: {e}" for n, e in failed.items()) + "; nothing written")
         raise typer.Exit(EXIT_INCOMPLETE)
+    from ...core.seed_counts import count_line
+
     for label, group in summary.sections.get("seeds", {}).items():
         console.print(count_line(label, group), markup=False)
     return summary, records
@@ -132,6 +135,8 @@ def gradflow_command(
         with make_run_executor(executor, workers, device, ray_address, cpus_per_run, gpus_per_run) as ex:
             summary, records = _seeded([(cfg, cfg.name)], seeds, steps, device, quiet, ex, checkpoint)
     if is_writer():  # under torchrun rank 0 alone writes and prints; every rank exits with its code
+        from ...engine.rundir import write_run_dir
+
         write_run_dir(out, summary, records)
         _print_verdicts(summary, out)
     raise typer.Exit(agree_exit(summary.exit_code(fail_on)))
@@ -175,6 +180,8 @@ def compare_command(
             summary, records = _seeded([(cfg_a, name_a), (cfg_b, name_b)], seeds, steps, device, quiet, ex)
     if (out / "ablation" / "report.md").is_file():
         summary.sections["ablation_report"] = "ablation/report.md"
+    from ...engine.rundir import write_run_dir
+
     write_run_dir(out, summary, records)
     _print_verdicts(summary, out)
     raise typer.Exit(summary.exit_code(fail_on))
@@ -187,6 +194,8 @@ def report_command(
     """Re-render a saved run directory (findings, plots, report.md) from its records, without re-running."""
     check_fail_on(fail_on)
     check_out(run_dir, "run directory")
+    from ...engine.rundir import rebuild
+
     summary, _ = rebuild(run_dir)
     _print_verdicts(summary, run_dir)
     raise typer.Exit(summary.exit_code(fail_on))

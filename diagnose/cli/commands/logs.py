@@ -6,20 +6,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from reports.offline import logs_figure, logs_markdown
-
-from ...core.logs import FORMATS, parse_weights, read_log
-from ...core.logs.diagnosis import analyse
 from ...core.provenance import command_line, environment
-from ...core.summary import Summary
 from ..console import console
 from ..options import FailOnOpt, OutOpt, QuietOpt, check_fail_on, check_out
 from .offline_report import print_findings, print_root_causes, write_report
 
+# the readers' names (diagnose.core.logs.FORMATS, checked equal by tests/test_layers.py): the readers and
+# pandas are imported when the command runs, not when `diagnose --help` declares its options
+FORMATS = ("auto", "tensorboard", "trainer_state", "jsonl", "csv", "text")
+
 
 def _print_runs(runs: list[dict], fmt: str) -> None:
+    from rich.table import Table
+
     table = Table(title=f"runs in the log ({fmt})")
     for col in ("run", "last step", "train losses", "val losses", "recall"):
         table.add_column(col)
@@ -52,6 +52,10 @@ def logs_command(
     """Diagnose from a training log: flat or at-chance losses, identical components, loss weights, random recall."""
     check_fail_on(fail_on)
     check_out(out)
+    from ...core.logs import parse_weights, read_log
+    from ...core.logs.diagnosis import analyse
+    from ...core.summary import Summary
+
     given = parse_weights(weights)
     parsed = read_log(file, fmt)
     runs, findings = analyse(parsed, batch_size, given, eval_size)
@@ -64,6 +68,8 @@ def logs_command(
     print_root_causes(data["runs"])
     print_findings(data["findings"])
     if out is not None:
+        from reports.offline import logs_figure, logs_markdown  # matplotlib: only for a report
+
         fig = logs_figure(parsed.frame, data["runs"])
         write_report(out, data, logs_markdown, [(fig[0], "Logged losses per run", fig[1])] if fig else [])
         console.print(f"report: {out / 'report.md'}", markup=False)

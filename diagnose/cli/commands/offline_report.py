@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from matplotlib.figure import Figure
 from rich.markup import escape
-
-from reports.markdown import finding_counts, root_cause_lines
 
 from ...core.files import atomic_write_bytes, figure_png, publish
 from ...core.staging import staged
 from ..console import console
+
+if TYPE_CHECKING:  # matplotlib: imported by the commands that draw, when they draw
+    from matplotlib.figure import Figure
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
@@ -31,12 +31,16 @@ def write_report(out: Path, summary: dict, render: Callable[[dict, list[tuple[st
 
 def print_root_causes(runs: list[dict]) -> None:
     """Each run's ranked root causes, before any finding: the first thing a reader sees is why."""
+    from reports.markdown import root_cause_lines  # the report module: when a command reports, not for --help
+
     for run in runs:
         for line in root_cause_lines(run, markdown=False):
             console.print(line, markup=False, highlight=False)
 
 
 def print_findings(findings: list[dict]) -> None:
+    from reports.markdown import finding_counts
+
     counts = finding_counts(findings)
     console.print(f"findings: {counts['error']} error, {counts['warning']} warning, {counts['info']} info")
     for f in findings:

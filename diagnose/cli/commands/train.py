@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.table import Table
-
 from ...core.errors import ConfigError
 from ..console import console, progress, reporting
 from ..options import ConfigOpt, DeviceOpt, EpochsOpt, OutOpt, QuietOpt, ScaleOpt, SeedOpt, SetOpt, StepsOpt, check_out
@@ -47,6 +45,8 @@ def train_command(
         summary = save_train_run(tmp, run).to_dict()["runs"][0]
     if not writer:
         return
+    from rich.table import Table
+
     table = Table(title=f"{cfg.name} · scale {cfg.scale} · {summary['steps']} steps · batch {summary['batch_size']}")
     table.add_column("metric")
     table.add_column("value", justify="right")

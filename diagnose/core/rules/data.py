@@ -15,17 +15,11 @@ import pandas as pd
 
 from ..definitions import at_chance, left_chance, relative_gap
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, rnd, series
 
-# the records `diagnose.engine.datasignal` writes, and the sizes of its test (defined here, torch-free, so
-# the rule catalogue imports no torch (the online rules may run in a separate light process,
-# diagnose/engine/rule_server.py) and the CLI declares its options without loading torch)
-PROBE = "data_signal"  # records: probe name; target "pairs"
-TARGET = "pairs"
-ALPHA = 0.01  # significance level of the permutation test
-PERMUTATIONS = 999  # p-values resolve down to 1/1000
-MIN_TEST = 8  # fewer held-out pairs cannot tell a map from a guess
-METRICS = ("r@1", "chance@1", "p_value", "significant", "detectable_r@1", "n_test", "hits")
+# the records `diagnose.engine.datasignal` writes, and the sizes of its test (diagnose/core/signal_check.py:
+# torch- and pandas-free, so the CLI declares its options without loading either)
+from ..signal_check import ALPHA, METRICS, MIN_TEST, PERMUTATIONS, PROBE, TARGET  # noqa: F401
+from .base import Emit, Rule, RunContext, end_loss, rnd, series
 
 
 def _latest(df: pd.DataFrame) -> dict[str, float]:
