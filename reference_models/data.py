@@ -161,6 +161,9 @@ def load_features(cfg: AlignmentConfig, seed: int) -> tuple[TensorPairs, TensorP
     T, D, Dt = cfg.vision_encoder.num_tokens, cfg.vision_encoder.hidden_dim, cfg.text_encoder.hidden_dim
 
     def check(prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+        for key in (f"{prefix}image_tokens", f"{prefix}text"):  # val_* come as a pair
+            if key not in data:
+                raise ConfigError(f"{path}: missing tensor '{key}' (found: {', '.join(sorted(data))})")
         tok, txt = data[f"{prefix}image_tokens"], data[f"{prefix}text"]
         if tok.dim() != 3 or tuple(tok.shape[1:]) != (T, D):
             raise ConfigError(
@@ -177,7 +180,7 @@ def load_features(cfg: AlignmentConfig, seed: int) -> tuple[TensorPairs, TensorP
         return tok, txt
 
     tok, txt = check("")
-    if "val_image_tokens" in data:
+    if "val_image_tokens" in data or "val_text" in data:
         vtok, vtxt = check("val_")
         return TensorPairs(tok, txt), TensorPairs(vtok, vtxt)
     n = tok.shape[0]

@@ -251,3 +251,19 @@ def test_datasignal_bad_input(cli, tmp_path, case):
     make, message = DATASIGNAL[case]
     path = make(tmp_path)
     cli.bad(["datasignal", path], contains=message)
+
+
+@pytest.mark.parametrize("present", ["val_image_tokens", "val_text"])
+def test_features_source_with_half_a_val_pair(cli, tmp_path, present):
+    """A features file with one of val_image_tokens / val_text: exit 2 naming the file and the missing
+    key (a KeyError, exit 3, in `diagnose train` before), in training and in `diagnose datasignal`."""
+    T, D, Dt = 37, 32, 24  # the tiny direct config's token count and widths
+    val = {"val_image_tokens": torch.randn(32, T, D), "val_text": torch.randn(32, Dt)}
+    path = _features(tmp_path / "f.safetensors", image_tokens=torch.randn(64, T, D), text=torch.randn(64, Dt),
+                     **{present: val[present]})
+    missing = ({"val_image_tokens", "val_text"} - {present}).pop()
+    line = cli.bad(["train", "--config", "direct", *TINY, "--set", "dataset.source=features", "--set",
+                    f"dataset.features.path={path}", "--steps", "2", "--out", tmp_path / "run"],
+                   contains=f"missing tensor '{missing}'").stderr
+    assert "f.safetensors" in line
+    cli.bad(["datasignal", path], contains=f"f.safetensors: missing tensor '{missing}'")
