@@ -12,7 +12,10 @@ from .summary import RunSummary, Summary
 def analyse_run(run: RunSummary, records: pd.DataFrame) -> list[dict]:
     """Verdict, findings and root causes of one run from its own records; returns its finding dicts."""
     verdict = run.judge()
-    found = [f.to_dict() for f in run_rules(records, run.context())]
+    ctx = run.context()
+    found = [f.to_dict() for f in run_rules(records, ctx)]
+    if verdict is not None:  # the verdict rules read the run's end (held-out retrieval is not in the records)
+        found = sort_finding_dicts(found + [f.to_dict() for f in run_rules(run.to_dict(), ctx, kind="verdict")])
     run.root_causes = rank_root_causes(found, verdict and {"learned": verdict.learned})
     if verdict is not None and verdict.learned:
         # the verdict and the causes agree: a run that learned with an error cause under it says so

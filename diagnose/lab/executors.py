@@ -4,8 +4,11 @@ Every executor takes the same jobs (a name, a module-level function, its argumen
 for each job, either its result or a `Failed` with one error line; a job that raises, a worker that
 dies (out of memory, killed) or a lost Ray node fails that job only, and the others go on. Results
 reach the driver, which alone writes the run directory, so the report does not depend on where the
-runs executed. Each job runs with a fixed number of torch threads (the CPUs it asked for), so the same
-job gives the same numbers under every executor.
+runs executed. Each job runs with a fixed number of torch threads, `RUN_THREADS` unless it asked for
+more CPUs (Ray's `cpus_per_run`), never a count derived from this machine's cores: a matmul's summation
+order, hence its last bits, depends on how many threads split it, and a run near its own margin turns
+those bits into a different outcome. So the same job gives the same numbers under every executor and on
+every machine with the same torch build.
 
     with make_executor("ray", address="auto", gpus_per_run=1) as ex:
         results = ex.run([Job("baseline", fn, (cfg,)), ...], on_done=print)
@@ -25,6 +28,15 @@ from typing import Any, Callable, Sequence
 from ..core.errors import require
 
 EXECUTORS = ("local", "ray")
+# torch threads per run. One: what a local worker got on the 2-core machines the reference numbers come
+# from, and spreading runs over processes (`--workers`) rather than threads keeps every core busy anyway
+RUN_THREADS = 1
+_job_threads: list[int] = []  # the threads of the job running in this process (call_with_threads), if any
+
+
+def job_threads() -> int | None:
+    """The torch threads the executor gave the job running now in this process; None outside a job."""
+    return _job_threads[-1] if _job_threads else None
 
 
 @dataclass(frozen=True)
@@ -48,17 +60,18 @@ def error_line(exc: BaseException) -> str:
 
 
 def call_with_threads(fn: Callable[..., Any], args: tuple, threads: int | None) -> Any:
-    """Run one job with `threads` torch threads, then give the process its own count back (a job may run
-    in the driver); module-level so worker processes and Ray can run it."""
-    if not threads:
-        return fn(*args)
+    """Run one job with `threads` torch threads (RUN_THREADS when None), then give the process its own count
+    back (a job may run in the driver); module-level so worker processes and Ray can run it."""
     import torch
 
+    threads = threads or RUN_THREADS
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    _job_threads.append(threads)
     try:
         return fn(*args)
     finally:
+        _job_threads.pop()
         torch.set_num_threads(before)
 
 
@@ -70,7 +83,7 @@ class SerialExecutor:
 
     name = "serial"
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = RUN_THREADS):
         self.threads = threads
 
     def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
@@ -95,12 +108,13 @@ class SerialExecutor:
 
 
 class LocalExecutor(SerialExecutor):
-    """Jobs in `workers` spawned processes on this machine, `cpu_count // workers` torch threads each."""
+    """Jobs in `workers` spawned processes on this machine, RUN_THREADS torch threads each (not a share of
+    this machine's cores: the numbers would then depend on the machine)."""
 
     name = "local"
 
     def __init__(self, workers: int):
-        super().__init__(max(1, (os.cpu_count() or 1) // workers))
+        super().__init__(RUN_THREADS)
         # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
         # Workers ignore SIGINT: Ctrl-C reaches the whole process group and the driver alone reports it
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
@@ -196,3 +210,32 @@ def make_executor(kind: str = "local", workers: int = 1, address: str | None = N
         raise ValueError(f"--executor {kind!r}: expected one of {', '.join(EXECUTORS)}")
     workers = max(1, min(workers, os.cpu_count() or 1))
     return LocalExecutor(workers) if workers > 1 else SerialExecutor()
+
+
+class ThreadExecutor(SerialExecutor):
+    """Jobs on `workers` threads of this process: for jobs that only wait on a child process (a user's script
+    under `diagnose ablate --`), where a worker process would cost an interpreter start for nothing."""
+
+    name = "local"
+
+    def __init__(self, workers: int, threads: int | None = None):
+        super().__init__(threads)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+
+    def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
+        futures = {self.pool.submit(job.fn, *job.args): job.name for job in jobs}
+        results: dict[str, Any] = {}
+        for fut in as_completed(futures):
+            name = futures[fut]
+            try:
+                results[name] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - one run's failure is that run's result
+                results[name] = Failed(name, error_line(exc))
+            if on_done:
+                on_done(name, results[name])
+        return {j.name: results[j.name] for j in jobs}
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)

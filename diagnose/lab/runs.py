@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,7 @@ from ..core.summary import RunSummary, Summary, end_of_run
 from ..engine.watcher import watch
 from .checkpoint_files import load_into, load_state_dict, save_checkpoint
 from .data_cache import Say, StartProgress, prepare_images
+from .executors import RUN_THREADS, job_threads
 from .signal_inputs import sample_training_pairs
 
 
@@ -63,6 +65,7 @@ class TrainedRun:
     cfg: AlignmentConfig
     result: TrainResult
     seconds: float
+    threads: int | None = field(default=None)  # torch threads the run used, when pinned (`pinned_threads`)
 
     def summary(self, kind: str = "instrumented") -> RunSummary:
         r = self.result
@@ -80,6 +83,8 @@ class TrainedRun:
             run.extra["settled"] = r.extra["settled"]
         if r.extra.get("data_signal"):  # diagnose.engine.datasignal: is there anything to learn in the training pairs
             run.extra["data_signal"] = r.extra["data_signal"]
+        if self.threads is not None:
+            run.extra["threads"] = self.threads
         run.judge()
         return run
 
@@ -105,8 +110,34 @@ def instrumented_summary(runs: Sequence[tuple[TrainedRun, pd.DataFrame]], kind: 
                          ) -> tuple[Summary, pd.DataFrame]:
     """Summaries, verdicts, findings and root causes of instrumented runs, and their records in one frame."""
     records = pd.concat([recs.assign(run=run.name) for run, recs in runs], ignore_index=True)
-    summary = Summary([run.summary(kind) for run, _ in runs], command=command_line(), environment=environment())
+    summaries = [run.summary(kind) for run, _ in runs]
+    summary = Summary(summaries, command=command_line(), environment=run_environment([s.to_dict() for s in summaries]))
     return analyse(summary, records), records
+
+
+def run_environment(runs: Sequence[dict]) -> dict[str, str]:
+    """The environment of a report whose runs trained elsewhere (workers, Ray) or pinned their threads: the
+    torch threads are the runs' own (`pinned_threads`), not the count of the process that writes the report."""
+    env = environment()
+    used = sorted({r["threads"] for r in runs if r.get("threads") is not None})
+    if used:
+        env["threads"] = ", ".join(map(str, used)) + " per run (pinned)"
+    return env
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None = None):
+    """torch's intra-op threads for one run: `threads`, else the executor's for the job running now, else
+    RUN_THREADS; the process gets its count back after. A reference run's numbers depend on the count (a
+    matmul's summation order does, and the perceiver near its margin turns those last bits into a different
+    outcome: seed 0 partly learned on 1 thread, at chance on 2), so it never follows the machine's cores."""
+    n = threads or job_threads() or RUN_THREADS
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 class ProbeCallback(Callback):
@@ -196,10 +227,21 @@ def watched_outputs(model: torch.nn.Module) -> dict[str, str]:
 
 def run_instrumented(cfg: AlignmentConfig, steps: int, device: str, extra_callbacks: Sequence[Callback] = (),
                      name: str | None = None, expensive_every: int = 10, model=None, alarm=None,
-                     evaluate_every: int | None = None, data_signal: bool = True, settle: bool = False):
+                     evaluate_every: int | None = None, data_signal: bool = True, settle: bool = False,
+                     threads: int | None = None):
     """Train with every probe attached; returns (TrainedRun, records DataFrame). With `data_signal`, a
     sample of the training pairs is checked for signal first (diagnose.engine.datasignal; well under a second).
-    With `settle` the run stops once its verdict is settled (`SettleCallback`; seed replicas)."""
+    With `settle` the run stops once its verdict is settled (`SettleCallback`; seed replicas). The run uses
+    `pinned_threads(threads)` torch threads, recorded in its summary."""
+    with pinned_threads(threads) as n:
+        run, records = _run_instrumented(cfg, steps, device, extra_callbacks, name, expensive_every, model, alarm,
+                                         evaluate_every, data_signal, settle)
+    run.threads = n
+    return run, records
+
+
+def _run_instrumented(cfg, steps, device, extra_callbacks, name, expensive_every, model, alarm, evaluate_every,
+                      data_signal, settle):
     torch.manual_seed(cfg.seed)
     model = model if model is not None else build_model(cfg)
     start = time.perf_counter()

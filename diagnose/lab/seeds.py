@@ -17,11 +17,11 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from ..core.analysis import analyse
-from ..core.provenance import command_line, environment
+from ..core.provenance import command_line
 from ..core.seed_counts import refresh_seed_section
 from ..core.summary import RunSummary, Summary
 from .executors import Failed, Job, SerialExecutor
-from .runs import model_from_checkpoint, run_instrumented
+from .runs import model_from_checkpoint, run_environment, run_instrumented
 
 
 def seed_list(first: int, k: int) -> list[int]:
@@ -61,7 +61,7 @@ def run_seeded(configs: Sequence[tuple[Any, str]], seeds: Sequence[int], steps: 
     names = [j.name for j in jobs if j.name not in failed]
     records = pd.concat([results[n][1] for n in names], ignore_index=True) if names else pd.DataFrame()
     summary = Summary([RunSummary.from_dict(results[n][0]) for n in names], command=command_line(),
-                      environment=environment())
+                      environment=run_environment([results[n][0] for n in names]))
     summary = analyse(summary, records)
     if len(seeds) > 1:
         summary.sections["seeds"] = {label: {"runs": names} for label, names in groups.items()}

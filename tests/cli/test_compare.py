@@ -75,3 +75,51 @@ def test_gradflow_from_a_checkpoint_and_mismatched_checkpoint(tmp_path):
     assert bad.exit_code == 2
     assert "checkpoint does not match the model" in bad.stderr and "missing vision.final_projector" in bad.stderr
     assert not (tmp_path / "b").exists()
+
+
+def _seed_runs(config: str, first_causes: list[list[str]], losses: list[float]) -> tuple[list[dict], list[dict]]:
+    """Runs of one config over seeds 0.. and their findings: each seed's causes, each supported by one finding."""
+    runs, findings = [], []
+    for seed, (causes, loss) in enumerate(zip(first_causes, losses)):
+        name = config if seed == 0 else f"{config} (seed {seed})"
+        learned = loss < 2.0
+        runs.append({"name": name, "config": "perceiver" if config.startswith("perceiver") else "direct",
+                     "scale": "small", "seed": seed, "steps": 150, "batch_size": 64, "chance_loss": 4.1589,
+                     "final_loss": {"loss_clip": loss}, "retrieval": {"r@1": 0.004 if not learned else 1.0,
+                                                                     "chance@1": 0.001},
+                     "verdict": {"label": "learned" if learned else "did not learn (loss at chance)",
+                                 "learned": learned, "loss_over_chance": loss / 4.1589},
+                     "root_causes": [{"cause": c, "title": c.replace("_", " "), "tier": 2, "severity": "warning",
+                                      "findings": [f"{c}_finding"], "role": "measured"} for c in causes]})
+        findings += [{"id": f"{c}_finding", "severity": "warning", "run": name, "target": "",
+                      "evidence": {"step": 0, "ratio": 0.3 + 0.01 * seed, "flag": True}, "message": "m"}
+                     for c in causes]
+        if not learned:
+            findings.append({"id": "loss_at_chance", "severity": "error", "run": name, "target": "loss_clip",
+                             "evidence": {"loss_mean": loss, "chance_ln_B": 4.1589}, "message": "m"})
+    return runs, findings
+
+
+def test_a_seeded_compare_report_leads_with_one_answer_per_config_and_one_next_line():
+    from diagnose.core.seed_counts import seed_section
+    from reports.markdown import render
+
+    p_runs, p_found = _seed_runs("perceiver_mrl_alignment",
+                                 [["learning_rate_too_high", "embedding_collapse"], ["learning_rate_too_high"],
+                                  ["learning_rate_too_high", "shared_input_component"]], [4.17, 4.19, 4.18])
+    d_runs, d_found = _seed_runs("pixmo_alignment", [[], [], []], [0.02, 0.03, 0.016])
+    runs = p_runs + d_runs
+    groups = {"perceiver_mrl_alignment": [r["name"] for r in p_runs], "pixmo_alignment": [r["name"] for r in d_runs]}
+    summary = {"runs": runs, "findings": p_found + d_found, "seeds": seed_section(runs, groups, p_found + d_found)}
+    report = render(summary, [])
+    assert report.startswith("# Diagnosis: perceiver_mrl_alignment vs pixmo_alignment (3 seeds each)\n")
+    answer = report[report.index("## Answer across seeds"):report.index("## Verdict")]
+    assert "**perceiver_mrl_alignment: learned on 0/3 seeds** (did not learn (loss at chance) on 3)" in answer
+    assert "**pixmo_alignment: learned on 3/3 seeds**" in answer
+    # the cause on every seed, with the spread of its key number; causes of one seed only stay per seed
+    assert "**learning_rate_too_high** (3/3 seeds, first on 3)" in answer
+    assert "`learning_rate_too_high_finding` on 3/3 (ratio 0.300-0.320)" in answer
+    assert "embedding_collapse" not in answer and "shared_input_component" not in answer
+    assert "`loss_at_chance` 3/3 (loss_mean 4.170-4.190, chance_ln_B 4.159)" in answer
+    assert report.count("Next: ") == 1 and report.count("`diagnose ablate --config perceiver`") == 1
+    assert report.index("Next: ") < report.index("## Verdict")

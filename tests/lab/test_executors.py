@@ -4,14 +4,13 @@ Ray instance (`ray.init(num_cpus=2)`); a run that raises fails alone; a missing 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
 from typer.testing import CliRunner
 
 from diagnose.cli import app
-from diagnose.lab.executors import Failed, Job, LocalExecutor, SerialExecutor
+from diagnose.lab.executors import RUN_THREADS, Failed, Job, LocalExecutor, SerialExecutor
 
 runner = CliRunner()
 # the tiny perceiver of test_ablation (one known cause: the 10x learning rate), two fixes
@@ -81,7 +80,7 @@ def local_ablation(tmp_path_factory):
 
 def test_ray_executor_gives_the_local_verdicts(ray_instance, local_ablation, tmp_path):
     out = tmp_path / "ab"
-    threads = max(1, (os.cpu_count() or 1) // 2)  # what each of the 2 local workers uses
+    threads = RUN_THREADS  # what each local worker uses, whatever the machine
     r = runner.invoke(app, [*ABLATE, "--out", str(out), "--executor", "ray", "--cpus-per-run", str(threads)])
     assert r.exit_code in (0, 1), r.output
     ray_result, local_result = _hypotheses(out), _hypotheses(local_ablation)
@@ -170,7 +169,7 @@ COMPARE = ["compare", "perceiver", "direct", "--scale", "tiny", "--steps", "12",
 def test_compare_on_ray_reports_both_runs_as_in_process(ray_instance, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"
     r1 = runner.invoke(app, [*COMPARE, "--out", str(local), "--workers", "2"])
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    threads = RUN_THREADS
     r2 = runner.invoke(app, [*COMPARE, "--out", str(remote), "--executor", "ray", "--cpus-per-run", str(threads)])
     assert r1.exit_code == r2.exit_code and r1.exit_code in (0, 1), r1.output + r2.output
     a, b = (json.loads((d / "summary.json").read_text()) for d in (local, remote))

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from diagnose.cli import app
 from diagnose.core.seed_counts import seed_section
 from diagnose.lab.ablation import combine_seeds
+from diagnose.lab.executors import RUN_THREADS
 
 runner = CliRunner()
 TINY = ["--scale", "tiny", "--quiet", "--set", "dataset.num_train=256", "--set", "dataset.num_val=32",
@@ -85,6 +86,13 @@ def test_compare_over_seeds_counts_and_rebuilds(tmp_path):
         assert f"{label}: learned on {g['learned']}/2 seeds" in r.output
     report = (out / "report.md").read_text()
     assert "## Across seeds" in report and "| seed | steps | CLIP loss | ln(B) |" in report
+    # one answer per config first, then the per-seed detail; the title names each config once
+    assert report.startswith("# Diagnosis: perceiver_mrl_alignment vs pixmo_alignment (2 seeds each)\n")
+    assert report.index("## Answer across seeds") < report.index("## Verdict") < report.index("## Across seeds")
+    assert report.count("\nNext: ") <= 1 and report.count("diagnose ablate --config perceiver") <= 1
+    for run in summary["runs"]:
+        assert run["threads"] == RUN_THREADS  # pinned, whatever this machine's cores
+    assert summary["environment"]["threads"] == f"{RUN_THREADS} per run (pinned)"
     rebuilt = runner.invoke(app, ["report", str(out)])
     assert rebuilt.exit_code in (0, 1), rebuilt.output
     assert (out / "report.md").read_text() == report

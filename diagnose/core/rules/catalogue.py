@@ -28,6 +28,7 @@ from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
 from .loss_logging import IdenticalComponents, LoggedTotal
+from .margin import FarShortOfMargin
 from .optimizer import LearningRateGone, ParamsOutsideOptimizer
 from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNotNormalised, InputSharedComponent
 
@@ -50,6 +51,7 @@ params_outside_optimizer, learning_rate_gone = ParamsOutsideOptimizer(), Learnin
 logits_candidates, targets_off_diagonal = LogitsCandidates(), TargetsOffDiagonal()
 false_negatives, embedding_without_gradient = FalseNegatives(), EmbeddingWithoutGradient()
 scale_update_high = ScaleUpdateHigh()
+far_short_of_margin = FarShortOfMargin()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -67,6 +69,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
     "logs": (LogAtChance(), LogTrend(), LogIdentical(), LogRecall(), LogNonfinite(), LogLearningRateHigh(),
              LogLearningRateGone(), LogTemperature()),
     "log_set": (LogWeights(),),
+    # a run summary's end: the verdict's numbers (held-out retrieval is measured after the records)
+    "verdict": (far_short_of_margin,),
 }
 RULES = CATALOGUE["records"]
 

@@ -13,7 +13,8 @@ from .ranking import ROLES
 
 KINDS = {"records": "instrumented runs (`diagnose.watch`, the reference runs, framework callbacks)",
          "checkpoint": "`diagnose checkpoint`", "logs": "`diagnose logs` (one run of a log)",
-         "log_set": "`diagnose logs` (every run of a log at once)"}
+         "log_set": "`diagnose logs` (every run of a log at once)",
+         "verdict": "a run's verdict (end-of-run loss, held-out retrieval)"}
 
 
 def _doc(rule: Rule) -> str:
