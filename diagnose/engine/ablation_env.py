@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core.files import write_json
-from .interventions import Intervention, NotApplicable, make
 
 ENV = "DIAGNOSE_ABLATE"
 _claimed = False  # one watch per process is the ablation's: the first
@@ -52,9 +51,11 @@ class AblationControl:
     """Attached to the first watch of a process started by the ablation runner."""
 
     def __init__(self, spec: dict[str, Any]):
+        from .interventions import make  # torch: only in the script's process, not in the runner
+
         self.spec = spec
         self.steps = int(spec.get("steps") or 0)
-        self.fix: Intervention | None = make(spec["fix"], spec.get("params")) if spec.get("fix") else None
+        self.fix = make(spec["fix"], spec.get("params")) if spec.get("fix") else None
         self.not_applicable: str | None = None
         self.capped = False
         self._handles: list[Any] = []
@@ -73,6 +74,7 @@ class AblationControl:
         control = cls(spec)
         watch.out, watch.name, watch.alarm_policy = Path(spec["out"]), str(spec.get("run") or watch.name), "off"
         watch.evaluate_every = None  # no online rules: alarms are off, and the whole run is judged at its end
+        watch.plots = "deferred"  # each run's PNGs on `diagnose report DIR`: the runner reads summary.json
         atexit.register(control._at_exit, watch)  # a script that neither leaves a `with` nor calls close()
         return control
 
@@ -81,6 +83,8 @@ class AblationControl:
         if self.fix is None or self._set_up:
             return
         self._set_up = True
+        from .interventions import NotApplicable
+
         try:
             self.fix.setup(watch)
         except NotApplicable as exc:
@@ -92,6 +96,8 @@ class AblationControl:
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         if self.fix is not None:
+            from .interventions import NotApplicable
+
             try:
                 self.fix.observe(watch, step, seen)
             except NotApplicable as exc:

@@ -41,8 +41,6 @@ from ..core.definitions import CHANCE_REL_TOL
 from ..core.errors import ConfigError
 from ..core.summary import RunSummary, Summary
 from ..engine.ablation_env import ENV
-from ..engine.interventions import CATALOGUE, for_cause
-from ..engine.rundir import RECORDS_FILE
 from .executors import Failed, Job, SerialExecutor
 
 BOOTSTRAP = Path(__file__).resolve().parents[1] / "engine" / "bootstrap"
@@ -114,6 +112,7 @@ def _tail(text: str) -> str:
 def candidates_from(baselines: list[dict], named: list[str], variants: dict[str, list[str]],
                     max_fixes: int = DEFAULT_MAX_FIXES) -> list[Candidate]:
     """Named fixes and variants first; else those testing the baselines' ranked causes (+ controls)."""
+    from ..engine.interventions import CATALOGUE, for_cause  # torch: the driver only, never a runner thread
     out: list[Candidate] = []
     for name in named:
         if name not in CATALOGUE:
@@ -271,7 +270,7 @@ def _assemble(command, steps, seeds, cands, hyps, results, work: Path) -> Script
             continue
         data = dict(res["summary"]["runs"][0], name=name)
         runs.append(RunSummary.from_dict(data))
-        rec_file = work / "runs" / _slug(name) / RECORDS_FILE
+        rec_file = work / "runs" / _slug(name) / "records.csv.gz"  # diagnose.engine.rundir.RECORDS_FILE
         if rec_file.is_file():
             frames.append(pd.read_csv(rec_file).assign(run=name))
     first = results["baseline"]["summary"]
@@ -292,10 +291,6 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def list_fixes() -> list[dict]:
-    return [cls.describe() for cls in CATALOGUE.values()]
-
-
 def scratch_dir(out: Path) -> Path:
     """Where the runs write while the ablation goes on: beside `out`, removed or moved under it at the end."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -306,5 +301,5 @@ def discard(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["ScriptAblation", "ScriptFailed", "candidates_from", "combine", "judge", "list_fixes",
+__all__ = ["ScriptAblation", "ScriptFailed", "candidates_from", "combine", "judge",
            "run_script_ablation"]

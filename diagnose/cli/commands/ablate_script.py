@@ -44,9 +44,8 @@ def print_fixes() -> None:
 def ablate_script(script: list[str], fix: list[str] | None, variant: list[str] | None, steps: int | None,
                   seeds: int | None, out: Path | None, executor: str, workers: int, ray_address: str | None,
                   cpus_per_run: int, max_fixes: int, timeout: float | None, quiet: bool) -> None:
-    from ...lab.executors import Failed, make_executor
+    from ...lab.executors import Failed, ThreadExecutor, make_executor
     from ...lab.script_ablation import ScriptFailed, discard, run_script_ablation, scratch_dir
-    from ...lab.seeds import seed_list  # noqa: F401 - same seeds vocabulary as the reference ablation
 
     seeds = seeds or DEFAULT_SCRIPT_SEEDS
     variants = parse_variants(variant)
@@ -73,7 +72,11 @@ def ablate_script(script: list[str], fix: list[str] | None, variant: list[str] |
                       markup=False)
     work = scratch_dir(out)
     try:
-        with make_executor(executor, min(workers, os.cpu_count() or 1), ray_address, cpus_per_run) as ex:
+        workers = max(1, min(workers, os.cpu_count() or 1))
+        # local: threads that each wait on one script process (the script is the worker), torch threads split
+        ex = (ThreadExecutor(workers, max(1, (os.cpu_count() or 1) // workers)) if executor == "local" else
+              make_executor(executor, workers, ray_address, cpus_per_run))
+        with ex:
             try:
                 ab = run_script_ablation(script, steps, seeds, list(fix or []), variants, ex, work, progress=note,
                                          max_fixes=max_fixes, timeout=timeout)

@@ -1,0 +1,79 @@
+"""`diagnose ablate -- python train.py`: a user's own script (tests/lab/scripts/two_tower.py), unmodified,
+run once per fix and seed; the verdicts come from the runs' own watches."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from diagnose.cli.app import app
+
+SCRIPT = str(Path(__file__).resolve().parents[1] / "lab" / "scripts" / "two_tower.py")
+runner = CliRunner()
+
+
+def ablate(tmp_path, *args: str, script_args: tuple[str, ...] = ("--lr", "2e-4")):
+    out = tmp_path / "ablation"
+    result = runner.invoke(app, ["ablate", "--quiet", "--out", str(out), *args, "--", sys.executable, SCRIPT,
+                                 *script_args])
+    return result, out
+
+
+def test_the_right_fix_is_confirmed_and_the_wrong_one_refuted_over_two_seeds(tmp_path):
+    # lr 2e-4 is too low for 20 steps: x10 learns, x0.1 does not (tests/lab/scripts/two_tower.py)
+    result, out = ablate(tmp_path, "--seeds", "2", "--steps", "20", "--workers", "2", "--fix", "lr_up",
+                         "--fix", "lr_down")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    verdicts = {h["id"]: h for h in summary["hypotheses"]}
+    assert verdicts["lr_up"]["verdict"] == "confirmed", verdicts["lr_up"]["summary"]
+    assert verdicts["lr_down"]["verdict"] == "refuted", verdicts["lr_down"]["summary"]
+    for h in verdicts.values():
+        assert [d["seed"] for d in h["per_seed"]] == [0, 1]
+        for d in h["per_seed"]:  # the numbers that decided it, from the runs themselves
+            assert d["fix"]["loss_over_lnB"] > 0 and d["baseline"]["steps"] == 20
+    # seed 1 is a different run of the same script (the script seeds 0; the runner shifts it)
+    base = [h["per_seed"] for h in verdicts.values()][0]
+    assert base[0]["baseline"]["loss_over_lnB"] != base[1]["baseline"]["loss_over_lnB"]
+    assert (out / "runs" / "baseline" / "summary.json").is_file()
+    text = (out / "report.md").read_text()
+    assert "## Answer" in text and "confirmed: `lr_up`" in text
+
+
+def test_candidates_come_from_the_baselines_causes(tmp_path):
+    # the text tower is left out of the optimizer: the baseline names param_not_in_optimizer, whose fix
+    # is add_missing_params; the controls fill in to two candidates
+    result, out = ablate(tmp_path, "--seeds", "1", "--steps", "20", script_args=("--lr", "3e-3", "--drop-text"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    ids = [h["id"] for h in summary["hypotheses"]]
+    assert ids[0] == "add_missing_params", ids
+    assert summary["hypotheses"][0]["source"] == "cause:param_not_in_optimizer"
+
+
+@pytest.mark.parametrize("script_args, expected", [
+    (("--no-watch",), "without opening a diagnose.watch"),
+    (("--crash",), "exited"),
+])
+def test_a_script_that_cannot_be_ablated_is_one_line_and_exit_2(tmp_path, script_args, expected):
+    result, out = ablate(tmp_path, "--seeds", "1", "--steps", "5", "--fix", "lr_up", script_args=script_args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob(".ablation*"))  # nothing half-written
+
+
+def test_unknown_fix_and_bad_variant_are_bad_input(tmp_path):
+    result, _ = ablate(tmp_path, "--fix", "nonsense")
+    assert result.exit_code == 2 and "unknown fix" in result.output
+    result, _ = ablate(tmp_path, "--variant", "no-equals-sign")
+    assert result.exit_code == 2 and "NAME=ARGS" in result.output
+
+
+def test_list_fixes_names_each_fix_with_the_causes_it_tests():
+    result = runner.invoke(app, ["ablate", "--list-fixes"])
+    assert result.exit_code == 0
+    assert "fix_temperature" in result.output and "tests temperature" in result.output
