@@ -2,10 +2,12 @@
 
 Schedule. Cheap work runs on steps where ``step % every == 0``; expensive work (recomputed SDPA
 weights, MultiheadAttention per-head weights, embedding spectra, pairwise latent cosines, norm
-scales, watched outputs) where ``step % expensive_every == 0`` — step 0 always — and expensive steps
-also get the cheap work. Forward hooks run before `observe` reports the step, so they schedule on
-the session's prediction of the step in flight: the last observed step + 1 (or `set_step`); their
-values wait as a few reduced scalars and are stamped with the step given to the next `observe`.
+scales, watched outputs) where ``step % expensive_every == 0`` — step 0 always — or, with
+``expensive_every=None``, spaced so that it costs at most `expensive_budget` of the median step time
+(`probes.schedule`); expensive steps also get the cheap work. Forward hooks run before `observe`
+reports the step, so they schedule on the session's prediction of the step in flight: the last
+observed step + 1 (or `set_step`); their values wait as a few reduced scalars and are stamped with
+the step given to the next `observe`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .gradients import GradientFlow
 from .latents import LatentStats
 from .loss_split import LossSplit
 from .optimizer import OptimizerState
+from .schedule import PROBE_BUDGET, ExpensiveSchedule
 
 PROBES: dict[str, type[Probe]] = {
     "latent_stats": LatentStats,
@@ -40,6 +43,9 @@ PROBES: dict[str, type[Probe]] = {
     "optimizer": OptimizerState,
     "contrastive": Contrastive,
 }
+
+# the probes with work on the expensive schedule (named in the coverage line of that schedule)
+EXPENSIVE = ("softmax_entropy", "collapse", "latent_stats", "contrastive")
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive"),
@@ -55,7 +61,10 @@ class ProbeSession:
         optimizer: if given, a step post-hook computes update/param right after
             ``optimizer.step()``, which makes `after_step` optional.
         probes: ``"cheap"``, ``"all"``, or a list of probe names / `Probe` instances.
-        every, expensive_every: the schedule (see module docstring).
+        every, expensive_every: the schedule (see module docstring); ``expensive_every=None``: under
+            `expensive_budget` (default `probes.schedule.PROBE_BUDGET`).
+        readings: ``(observations, settle)`` the rules' persistence gate needs (see `probes.schedule`):
+            bounds the budget's spacing; None: the spacing never widens past the fixed default.
         latents: parameter names for the latent probe (default: names matching a latent/query
             pattern, see `probes.latents.LATENT_PATTERN`).
         outputs: ``{"label": "module.path"}`` module outputs to measure for collapse.
@@ -73,7 +82,7 @@ class ProbeSession:
         optimizer: torch.optim.Optimizer | None = None,
         probes: str | Sequence[str | Probe] = "all",
         every: int = 1,
-        expensive_every: int = 10,
+        expensive_every: int | None = 10,
         latents: Sequence[str] | None = None,
         outputs: Mapping[str, str] | None = None,
         strict: bool = False,
@@ -81,13 +90,19 @@ class ProbeSession:
         start_step: int = 0,
         max_records: int | None = MAX_ROWS,
         spill: str | None = None,
+        expensive_budget: float | None = None,
+        readings: tuple[int, float] | None = None,
     ) -> None:
-        if every < 1 or expensive_every < 1:
+        if every < 1 or (expensive_every is not None and expensive_every < 1):
             raise ValueError("every and expensive_every must be >= 1")
         self.model = model
         self.optimizer = optimizer
         self.every = int(every)
-        self.expensive_every = int(expensive_every)
+        self.schedule = ExpensiveSchedule(
+            None if expensive_every is None else int(expensive_every),
+            (PROBE_BUDGET if expensive_budget is None else expensive_budget) if expensive_every is None else None,
+            readings=readings[0] if readings else None, settle=readings[1] if readings else None,
+            updates=self._model_updates)
         self.strict = strict
         self.train_only = train_only
         self.probes: dict[str, Probe] = _build_probes(probes, latents, outputs)
@@ -187,9 +202,11 @@ class ProbeSession:
         self._last_step = step
         self._hint = step
         self._observing = step
+        expensive = self.due(step, expensive=True)
+        self.schedule.observed(step, expensive)
         self.steps["observed"] += 1
         self.steps["cheap"] += self.due(step)
-        self.steps["expensive"] += self.due(step, expensive=True)
+        self.steps["expensive"] += expensive
         try:
             with self.guard("session"):
                 self.buffer.commit_pending(step)
@@ -200,6 +217,8 @@ class ProbeSession:
                 self.buffer.flush()  # every value of this step reaches the host in one transfer
         finally:
             self._observing = None
+            if expensive:
+                self.schedule.ran_at(step)
         self._stepped = False
         self._hint = step + 1
 
@@ -247,6 +266,8 @@ class ProbeSession:
             "steps_measured": self.steps["cheap"],
             "steps_measured_expensive": self.steps["expensive"],
             "steps_skipped_by_schedule": self.steps["observed"] - self.steps["cheap"],
+            "expensive_probes_ran": self.schedule.describe(self.steps["observed"],
+                                                           [p for p in EXPENSIVE if p in self.probes]),
             "forwards_inspected": self.scope.forwards if self.scope is not None else 0,
         }
         for probe in self.probes.values():
@@ -265,8 +286,13 @@ class ProbeSession:
         return out
 
     # -- used by probes ----------------------------------------------------------------------
+    @property
+    def expensive_every(self) -> int:
+        """The spacing of the expensive probes now (fixed, or the budget's latest)."""
+        return self.schedule.spacing
+
     def due(self, step: int, expensive: bool = False) -> bool:
-        if step % self.expensive_every == 0:
+        if self.schedule.due(step):
             return True
         return (not expensive) and step % self.every == 0
 
@@ -292,6 +318,10 @@ class ProbeSession:
                 self.buffer.defer("session", probe, "errors_count", 1.0)
 
     # -- internals ---------------------------------------------------------------------------
+    def _model_updates(self) -> list[float]:
+        probe = self.probes.get("gradient_flow")
+        return list(getattr(probe, "model_update", []))
+
     def _optimizer_post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self._stepped:
             self._run_after_step()
@@ -308,7 +338,7 @@ def attach(
     optimizer: torch.optim.Optimizer | None = None,
     probes: str | Sequence[str | Probe] = "all",
     every: int = 1,
-    expensive_every: int = 10,
+    expensive_every: int | None = 10,
     **kwargs: Any,
 ) -> ProbeSession:
     """Open a `ProbeSession` on `model`; use as ``with attach(model, ...) as session:``.

@@ -41,10 +41,13 @@ import torch
 from torch import nn
 
 from probes import ProbeSession
+from probes.schedule import PROBE_BUDGET, ExpensiveSchedule
 
 from ..core.analysis import analyse
 from ..core.rules import RunContext, rank_root_causes
 from ..core.rules.data import PROBE
+from ..core.rules.gradients import SETTLED_CUMULATIVE_UPDATE
+from ..core.rules.persistence import PERSIST_MIN_OBS
 from ..core.summary import DEFAULT_MAX_LOGIT_SCALE, RunSummary, Summary, end_of_run
 from .ablation_env import AblationControl
 from .datasignal import data_signal
@@ -92,8 +95,9 @@ class Watch(OnlineRules):
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out: str | Path | None = None,
                  *, name: str = "run", alarm: AlarmPolicy = "warn", probes: str | Sequence = "all", every: int = 1,
-                 expensive_every: int = 10, evaluate_every: int | None = EVALUATE_EVERY,
-                 budget: float | None = EVALUATE_BUDGET, batch_size: int | None = None,
+                 expensive_every: int | None = None, evaluate_every: int | None = EVALUATE_EVERY,
+                 budget: float | None = EVALUATE_BUDGET, probe_budget: float = PROBE_BUDGET,
+                 batch_size: int | None = None,
                  candidates: int | None = None, loss_weights: Mapping[str, float] | None = None,
                  max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE, latents: Sequence[str] | None = None,
                  outputs: Mapping[str, str] | None = None, max_records: int | None = None,
@@ -124,10 +128,16 @@ class Watch(OnlineRules):
         self.loss_weights = dict(loss_weights or {})
         self.max_logit_scale = max_logit_scale
         bound = {k: v for k, v in (("max_records", max_records), ("spill", str(spill) if spill else None)) if v}
+        # expensive probes under `probe_budget` of the step time unless `expensive_every` fixes them, never
+        # sparser than the persistence gate needs to decide (probes.schedule)
         self.session = ProbeSession(model, optimizer, probes, every, expensive_every, latents=latents, outputs=outputs,
+                                    expensive_budget=probe_budget,
+                                    readings=(PERSIST_MIN_OBS, SETTLED_CUMULATIVE_UPDATE),
                                     **{**bound, **dict(session_kwargs or {})})
         self.monitor = RuleMonitor(self._context())
         self.dist = RankSync.from_env(model)  # under torchrun: rank 0 decides alarms and writes (diagnose.engine.ranks)
+        if self.dist is not None and expensive_every is None:  # every rank the same steps: a fixed spacing
+            self.session.schedule = ExpensiveSchedule()
         self.retrieval: dict[str, float] = {}
         self.data_signal_result: dict | None = None  # set by data_signal()
         self.summary: Summary | None = None
@@ -329,7 +339,9 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
 
     See `Watch` for the keyword arguments (name, alarm, probes, every, expensive_every, evaluate_every,
     budget (share of the step time the online rules may take, default 0.02; None: every `evaluate_every`
-    steps whatever it costs), background (rules in a child process when there is a budget, default True),
+    steps whatever it costs), probe_budget (share of the step time the expensive probes may take when
+    `expensive_every` is None, the default: 0.05, see probes.schedule),
+    background (rules in a child process when there is a budget, default True),
     batch_size, candidates, loss_weights, max_logit_scale, latents, outputs, max_records, spill, plots
     ("background", the default: the report and summary.json are written at close and a detached child
     process renders the PNGs into the run directory; "inline": rendered before close returns; "deferred":

@@ -170,3 +170,72 @@ def test_no_update_recorded_for_a_step_interrupted_before_the_optimizer():
     df = session.records
     assert (df.metric == "grad_norm").any()
     assert not (df.metric == "update_to_param").any()
+
+
+def _records_of(model_fn, monkeypatch=None, steps=2):
+    torch.manual_seed(0)
+    model = model_fn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randn(16)
+    with attach(model, optimizer=opt, probes=["gradient_flow"], strict=True) as session:
+        for step in range(steps):
+            opt.zero_grad()
+            loss = ((model(x.to(model.embed.weight.dtype)) - y) ** 2).mean()
+            loss.backward()
+            session.observe(step)
+            opt.step()
+    return session.records.sort_values(["step", "probe", "target", "metric"]).reset_index(drop=True)
+
+
+def test_mixed_dtypes_are_measured_per_group_with_the_same_records():
+    """One fused call per (device, dtype): a float64 head among float32 parameters gets its own group; the
+    records (values per parameter and per aggregate) match the all-float32 model's to float32 rounding."""
+    def mixed():
+        m = Toy()
+        m.head.double()
+        m.forward = lambda x: m.head(torch.relu(m.layers[1](m.layers[0](m.embed(x)))).double()).squeeze(-1).float() \
+            * m.scale
+        return m
+
+    def plain():
+        m = Toy()
+        m.forward = lambda x: m.head(torch.relu(m.layers[1](m.layers[0](m.embed(x))))).squeeze(-1) * m.scale
+        return m
+
+    a, b = _records_of(mixed), _records_of(plain)
+    assert list(zip(a.step, a.probe, a.target, a.metric)) == list(zip(b.step, b.probe, b.target, b.metric))
+    assert a.value.to_numpy() == pytest.approx(b.value.to_numpy(), rel=1e-4, abs=1e-7, nan_ok=True)
+
+
+def test_loop_fallback_where_foreach_is_unavailable(monkeypatch):
+    """A device without a foreach norm kernel: the per-tensor loop gives the same records."""
+    fused = _records_of(Toy)
+
+    def unavailable(*args, **kwargs):
+        raise NotImplementedError("no foreach kernel here")
+
+    monkeypatch.setattr(torch, "_foreach_norm", unavailable)
+    looped = _records_of(Toy)
+    assert looped.value.to_numpy() == pytest.approx(fused.value.to_numpy(), rel=1e-6, nan_ok=True)
+
+
+def test_norms_reach_the_host_in_a_few_tensors_whatever_the_number_of_parameters():
+    """The step's values wait as one norm vector per kind and group, not one scalar per parameter."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(30)])  # 60 parameter tensors
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with attach(model, optimizer=opt, probes=["gradient_flow"], strict=True) as session:
+        model(torch.randn(8, 4)).sum().backward()
+        session.observe(0)
+        opt.step()
+        opt.zero_grad()
+        model(torch.randn(8, 4)).sum().backward()
+        original, seen = session.buffer.flush, []
+        session.buffer.flush = lambda: (seen.extend(v for _, _, vs, _ in session.buffer._later for v in vs),
+                                        original())[1]
+        session.observe(1)
+        session.buffer.flush = original
+        opt.step()
+    # the update norms of step 0, then param norms, grad norms and non-zero counts (one group)
+    assert len(seen) == 4
+    assert all(isinstance(v, torch.Tensor) and v.numel() == 60 for v in seen)

@@ -1,0 +1,233 @@
+"""Per-step cost of `diagnose.watch` (probes "cheap" and "all") and of `wandb.watch(log="all", log_freq=1)`.
+
+In one process, on identical copies of a model (same init, same fixed batch, own optimizer each), blocks
+of `--block` training steps run in turn for every mode, in alternating order each repetition:
+
+  plain          no instrumentation
+  plain_control  a second uninstrumented copy: its figures are the noise floor
+  watch_cheap    `diagnose.watch(probes="cheap")`, one watch kept open over all blocks (online rules on)
+  watch_all      `diagnose.watch(probes="all")`, default schedule (expensive probes under the probe budget)
+  wandb          `wandb.watch(model, log="all", log_freq=1)` in offline mode plus one `wandb.log` per step
+
+A block's cost is its process CPU time per step (`time.process_time`: all threads of this process; the
+rule process of `watch` and wandb's service process are children and are not counted) and its wall time
+per step. Added ms of a mode: the median over repetitions of (mode block - plain block of the same
+repetition), and the mean over all its steps (`added_ms_mean`: it pays for every expensive step whatever
+the block length); ratio: median of mode / plain.
+
+Models: (a) "mlp_clip": MLP projector + tiny CLIP-like two-tower, ~3.1M parameters; (b) "perceiver_d64":
+`flamingo_pytorch.PerceiverResampler` at d64 under a small text tower; (c) "slow_clip": the two-tower at
+full width with a batch that makes a step >= 300 ms here. A separate file, not a mode of step_cost.py:
+that one measures each reference model in a fresh subprocess for its peak RSS, this one needs every mode
+in the same process, interleaved.
+
+    python benchmarks/watch_cost.py [--models mlp_clip,perceiver_d64,slow_clip] [--reps 7] [--block 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import diagnose  # noqa: E402
+from benchmarks._emit import emit, machine  # noqa: E402
+
+MODES = ("plain", "plain_control", "watch_cheap", "watch_all", "wandb")
+TARGETS = {"watch_cheap_added_ms": 0.5, "watch_all_added_ms_mean": 3.0, "slow_ratio": 1.05}
+
+
+class Tower(nn.Module):
+    """Transformer encoder over tokens, mean-pooled."""
+
+    def __init__(self, d: int, layers: int, ff: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(d, 4, ff, dropout=0.0, batch_first=True)
+                                    for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x.mean(1)
+
+
+class TwoTower(nn.Module):
+    """Image features -> vision tower -> MLP projector; token ids -> text tower; CLIP logit scale."""
+
+    def __init__(self, d: int = 256, ff: int = 1024, vision_layers: int = 1, text_layers: int = 2,
+                 vocab: int = 1024, seq: int = 8) -> None:
+        super().__init__()
+        self.vision = Tower(d, vision_layers, ff)
+        self.projector = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d))
+        self.embed = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(seq, d))
+        self.text = Tower(d, text_layers, ff)
+        self.text_proj = nn.Linear(d, d)
+        self.logit_scale = nn.Parameter(torch.tensor(2.659))
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.projector(self.vision(image))
+        txt = self.text_proj(self.text(self.embed(text) + self.pos))
+        return F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+
+
+class Resampled(nn.Module):
+    """PerceiverResampler (flamingo-pytorch) over image tokens, pooled latents; bag-of-words text tower."""
+
+    def __init__(self, d: int = 64, vocab: int = 512) -> None:
+        super().__init__()
+        from flamingo_pytorch import PerceiverResampler
+
+        self.resampler = PerceiverResampler(dim=d, depth=2, dim_head=32, heads=4, num_latents=16)
+        self.image_proj = nn.Linear(d, d)
+        self.embed = nn.Embedding(vocab, d)
+        self.text_proj = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.logit_scale = nn.Parameter(torch.tensor(2.659))
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.image_proj(self.resampler(image).mean(dim=(1, 2)))
+        txt = self.text_proj(self.embed(text).mean(1))
+        return F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+
+
+def build(name: str) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """A model and its fixed batch (image features, token ids)."""
+    g = torch.Generator().manual_seed(0)
+    if name == "mlp_clip":
+        model, batch, tokens, d, seq, vocab = TwoTower(seq=4), 16, 2, 256, 4, 1024
+    elif name == "perceiver_d64":
+        model, batch, tokens, d, seq, vocab = Resampled(), 32, 32, 64, 8, 512
+    elif name == "slow_clip":
+        model, batch, tokens, d, seq, vocab = TwoTower(d=384, ff=1536, vision_layers=2, seq=16), 32, 16, 384, 16, 1024
+    else:
+        raise SystemExit(f"--models: unknown model {name!r}; expected mlp_clip, perceiver_d64 or slow_clip")
+    return model, (torch.randn(batch, tokens, d, generator=g), torch.randint(0, vocab, (batch, seq), generator=g))
+
+
+def clip_loss(model: nn.Module, image: torch.Tensor, text: torch.Tensor):
+    img, txt = model(image, text)
+    logits = model.logit_scale.exp() * img @ txt.T
+    labels = torch.arange(len(img))
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    return loss, img, txt, logits
+
+
+def bench_model(name: str, reps: int, block: int, wandb_mod) -> dict:
+    # over 60 lines: one benchmark: the copies, the timed blocks of every mode (interleaved, so drift and load
+    # hit them alike) and their summary share the same locals
+    copies = {}
+    for mode in MODES:
+        torch.manual_seed(0)
+        model, batch = build(name)
+        copies[mode] = (model.train(), torch.optim.AdamW(model.parameters(), lr=1e-4), batch)
+    watches, steps = {}, {m: 0 for m in MODES}
+    for mode, probes in (("watch_cheap", "cheap"), ("watch_all", "all")):
+        model, opt, (image, _) = copies[mode]
+        watches[mode] = diagnose.watch(model, opt, alarm="off", probes=probes, batch_size=len(image))
+    if wandb_mod is not None:
+        wandb_mod.watch(copies["wandb"][0], log="all", log_freq=1)
+
+    def run_block(mode: str) -> tuple[float, float]:
+        model, opt, (image, text) = copies[mode]
+        w = watches.get(mode)
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(block):
+            loss, img, txt, logits = clip_loss(model, image, text)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if w is not None:
+                w.observe(steps[mode], losses={"total": loss}, embeddings={"image": img, "text": txt},
+                          logits=logits, batch_size=len(image))
+            elif mode == "wandb" and wandb_mod is not None:
+                wandb_mod.log({"loss": loss.item()})
+            opt.step()
+            steps[mode] += 1
+        return (time.process_time() - c0) / block, (time.perf_counter() - t0) / block
+
+    for mode in MODES:  # warm-up: allocators, kernels, probe code paths, the rule process
+        run_block(mode)
+    cpu = {m: [] for m in MODES}
+    wall = {m: [] for m in MODES}
+    for rep in range(reps):
+        for mode in (MODES if rep % 2 == 0 else MODES[::-1]):
+            c, t = run_block(mode)
+            cpu[mode].append(c)
+            wall[mode].append(t)
+    coverage = {}
+    for mode, w in watches.items():
+        cov = w.coverage()
+        coverage[mode] = {k: v for k, v in cov.items() if k.startswith("steps_") or k.startswith("expensive")}
+        w.close()
+    model = copies["plain"][0]
+    out = {"model": name, "params": sum(p.numel() for p in model.parameters()),
+           "param_tensors": sum(1 for _ in model.parameters()),
+           "plain_step_ms_cpu": round(1e3 * statistics.median(cpu["plain"]), 3),
+           "plain_step_ms_wall": round(1e3 * statistics.median(wall["plain"]), 3), "modes": {}}
+    for mode in MODES[1:]:
+        if mode == "wandb" and wandb_mod is None:
+            continue
+        d_cpu = [1e3 * (a - b) for a, b in zip(cpu[mode], cpu["plain"])]
+        d_wall = [1e3 * (a - b) for a, b in zip(wall[mode], wall["plain"])]
+        out["modes"][mode] = {
+            "added_ms_cpu": round(statistics.median(d_cpu), 3),
+            "added_ms_cpu_mean": round(statistics.fmean(d_cpu), 3),
+            "ratio_cpu": round(statistics.median(a / b for a, b in zip(cpu[mode], cpu["plain"])), 4),
+            "added_ms_wall": round(statistics.median(d_wall), 3),
+            "ratio_wall": round(statistics.median(a / b for a, b in zip(wall[mode], wall["plain"])), 4),
+        }
+    out["watch_coverage"] = coverage
+    return out
+
+
+def _wandb():
+    """wandb in offline mode, writing under a temporary directory; None (row absent) when not installed."""
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        import wandb
+    except ImportError:
+        return None
+    wandb.init(project="watch_cost", dir=tempfile.mkdtemp(prefix="watch_cost_wandb_"), mode="offline")
+    return wandb
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="mlp_clip,perceiver_d64,slow_clip")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--slow-reps", type=int, default=3, help="repetitions for slow_clip (>= 300 ms steps)")
+    ap.add_argument("--slow-block", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--no-wandb", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    wandb_mod = None if args.no_wandb else _wandb()
+    results = []
+    for name in args.models.split(","):
+        slow = name == "slow_clip"
+        results.append(bench_model(name, args.slow_reps if slow else args.reps, args.slow_block if slow else args.block,
+                                   wandb_mod))
+    if wandb_mod is not None:
+        wandb_mod.finish()
+    emit({"benchmark": "watch_cost", "machine": {**machine(), "threads": torch.get_num_threads()},
+          "load_avg_1m_before_after": [round(load[0], 2), round(os.getloadavg()[0], 2)],
+          "seconds": round(time.perf_counter() - t0, 1), "reps": args.reps, "block_steps": args.block,
+          "targets": TARGETS, "results": results}, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""When the expensive probes run: every `every` steps (fixed), or spaced under a budget of the step time.
+
+Expensive work (attention entropy capture, collapse spectra, latent statistics, the contrastive
+counterfactuals) costs a multiple of a cheap step on small models and little on large ones. Under a
+budget its spacing follows what it costs here:
+
+- cost: the time between consecutive `observe` calls. An expensive step e lengthens two intervals (the
+  forward of e, where its hooks run, and the interval after e, where `observe(e)` computes spectra);
+  its cost is the excess of both over the median interval of steps with no expensive work, and the
+  estimate is the median of the last `COST_WINDOW` such costs;
+- spacing = ceil(cost / (budget * median step)), so expensive work averages at most `budget` of the
+  step time; never below `floor` (the fixed default the rules were calibrated with) and
+- never above what the rules need to decide: a condition read on expensive steps alarms only after it
+  held over `readings` observations while the optimizer moved the weights by `settle` times their norm
+  (`diagnose.core.rules.persistence`), so at the measured update/param per step u (median of recent
+  steps) the weights settle in settle / u steps and at least `readings` expensive steps must fall in
+  them: spacing <= settle / (u * readings). Without an update measurement (no optimizer, no gradient
+  probe yet) the spacing stays at `floor`. `MAX_EVERY` bounds it in any case.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import deque
+from typing import Callable, Sequence
+
+STEP_WINDOW = 31  # intervals in the median step time (as the online rules' budget)
+COST_WINDOW = 5  # expensive steps in the cost estimate
+# The end-of-run window the rules read is the last 20% of a series' readings, at least 5: at 100 steps
+# apart, those 5 readings already span 500 steps. Wider spacing would make the end window stale.
+MAX_EVERY = 100
+DEFAULT_FLOOR = 10
+# Default share of the median step time the expensive probes may take on average (budget mode): a few
+# percent, the order of the online rules' 2% (`diagnose.engine.online`), on top of the cheap probes.
+PROBE_BUDGET = 0.05
+
+
+class ExpensiveSchedule:
+    """Which steps run the expensive probes.
+
+    Args:
+        every: fixed spacing (``step % every == 0``), or None for the budget.
+        budget: share of the median step time expensive work may take on average (budget mode).
+        floor: the smallest spacing in budget mode.
+        readings, settle: what the persistence gate needs (see module docstring); None: no cap from the rules.
+        updates: returns the recent model-level update/param values (the gradient probe's).
+    """
+
+    def __init__(self, every: int | None = DEFAULT_FLOOR, budget: float | None = None, floor: int = DEFAULT_FLOOR,
+                 readings: int | None = None, settle: float | None = None,
+                 updates: Callable[[], Sequence[float]] | None = None) -> None:
+        if every is None and not (budget is not None and 0 < budget < 1):
+            raise ValueError(f"probe budget={budget!r}: expected a share of the step time in (0, 1)")
+        self.every, self.budget, self.floor = every, budget, max(1, int(floor))
+        self.readings, self.settle, self.updates = readings, settle, updates
+        self.spacing = self.every or self.floor
+        self.next = 0  # budget mode: the next expensive step (step 0 always)
+        self.ran = 0
+        self.spacings: list[int] = []  # budget mode: the spacing chosen after each expensive step
+        self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
+        self._costs: deque[float] = deque(maxlen=COST_WINDOW)
+        self._t_last: float | None = None
+        self._last_expensive: int | None = None
+        self._open_cost: float | None = None  # excess of the interval that ended at the last expensive step
+        self._prev_expensive = False
+
+    @property
+    def fixed(self) -> bool:
+        return self.every is not None
+
+    def due(self, step: int) -> bool:
+        if self.every is not None:
+            return step % self.every == 0
+        last = self._last_expensive
+        # the step of the last expensive run asked again (its observe after its hooks), or step numbers
+        # that went back (a counter restarted per epoch): due, and the spacing counts from there
+        return step >= self.next or (last is not None and step <= last)
+
+    def observed(self, step: int, expensive: bool) -> None:
+        """Called at the start of every `observe(step)`, `expensive` = `due(step)`: times the interval."""
+        now = time.perf_counter()
+        interval = None if self._t_last is None else now - self._t_last
+        self._t_last = now
+        if self.every is not None or interval is None:
+            self._prev_expensive = expensive
+            return
+        if not expensive and not self._prev_expensive:
+            self._intervals.append(interval)
+        elif self._intervals:
+            excess = max(0.0, interval - statistics.median(self._intervals))
+            if expensive:
+                self._open_cost = excess
+            elif self._open_cost is not None:  # the interval after an expensive step closes its cost
+                self._costs.append(self._open_cost + excess)
+                self._open_cost = None
+                self._reschedule()
+        self._prev_expensive = expensive
+
+    def ran_at(self, step: int) -> None:
+        """Called at the end of `observe(step)` of an expensive step."""
+        self.ran += 1
+        self._last_expensive = step
+        if self.every is None:
+            self.next = step + self.spacing
+
+    def _reschedule(self) -> None:
+        step_time = statistics.median(self._intervals) if self._intervals else 0.0
+        cost = statistics.median(self._costs)
+        # the smallest spacing within budget (less a rounding margin: 80.000000001 is 80)
+        want = math.ceil(cost / (self.budget * step_time) - 1e-9) if step_time > 0 else self.floor
+        self.spacing = min(max(self.floor, want), self.cap())
+        self.spacings.append(self.spacing)
+        if self._last_expensive is not None:
+            self.next = self._last_expensive + self.spacing
+
+    def cap(self) -> int:
+        """The widest spacing the rules allow now (see module docstring)."""
+        if not (self.readings and self.settle and self.updates):
+            return self.floor
+        recent = [u for u in self.updates() if math.isfinite(u) and u > 0]
+        if not recent:
+            return self.floor
+        settle_steps = self.settle / statistics.median(recent)
+        return int(min(MAX_EVERY, max(self.floor, settle_steps // self.readings)))
+
+    def cost_share(self) -> float | None:
+        """Measured expensive cost per step, as a share of the median step time (budget mode)."""
+        if not self._costs or not self._intervals:
+            return None
+        return statistics.median(self._costs) / self.spacing / statistics.median(self._intervals)
+
+    def describe(self, observed: int, probes: Sequence[str]) -> str:
+        """One line for the coverage section: how often the expensive probes ran, and why that often."""
+        names = ", ".join(probes) if probes else "none in this preset"
+        head = f"{self.ran} of {observed} observed steps ({names})"
+        if self.every is not None:
+            return f"{head}: every {self.every} steps (fixed by expensive_every)"
+        lo, hi = (min(self.spacings), max(self.spacings)) if self.spacings else (self.spacing, self.spacing)
+        share = self.cost_share()
+        step_ms = 1e3 * statistics.median(self._intervals) if self._intervals else math.nan
+        measured = "cost not measured yet" if share is None else (
+            f"measured cost {100 * share:.1f}% of the median step time ({step_ms:.3g} ms)")
+        return (f"{head}: every {lo}-{hi} steps (last {self.spacing}) under a budget of {100 * self.budget:g}% of "
+                f"the step time, at least every {self.cap()} steps for the rules; {measured}")
