@@ -56,8 +56,8 @@ class _OneLineErrors(TyperGroup):
         except ClickException as exc:
             fail(" ".join(exc.format_message().split()))
             sys.exit(EXIT_BAD_INPUT)
-        except Abort:
-            fail("aborted")
+        except Abort:  # click's form of Ctrl-C while it parses, before a command (and its guard) runs
+            fail("interrupted: no output written")
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else 0)
 

@@ -210,3 +210,42 @@ def test_ctrl_c_during_the_swap_is_held_until_it_is_complete(tmp_path, monkeypat
     signal.signal(signal.SIGINT, previous)
     assert (prev / "summary.json").read_text() == '{"new": true}\n'
     assert _no_staging_left(tmp_path)
+
+
+# Ctrl-C while the CLI is still loading: SIGINT raises KeyboardInterrupt wherever the interpreter is, here
+# inside an import. A meta path finder raises it when the named module starts loading, in a fresh
+# process started the way each entry point starts (the pip console script, python -m diagnose,
+# python -m diagnose.cli).
+_CTRL_C_IN_IMPORT = """
+import sys
+class _CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, _CtrlC())
+"""
+ENTRY_POINTS = {
+    "console_script": "import sys; from diagnose.cli import main; sys.argv[0] = 'diagnose'; sys.exit(main())",
+    "python_m_diagnose": "import runpy; runpy.run_module('diagnose', run_name='__main__', alter_sys=True)",
+    "python_m_diagnose_cli": "import runpy; runpy.run_module('diagnose.cli', run_name='__main__', alter_sys=True)",
+}
+
+
+@pytest.mark.parametrize("module", ["typer", "diagnose.cli.commands.logs"])
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_ctrl_c_while_the_cli_loads_is_one_line(tmp_path, entry, module):
+    (tmp_path / "m.csv").write_text("step,loss\n0,4.1\n1,4.0\n")
+    before = snapshot(tmp_path)
+    code = _CTRL_C_IN_IMPORT.format(module=module) + ENTRY_POINTS[entry]
+    proc = subprocess.run([sys.executable, "-c", code, "logs", "m.csv", "--out", "report"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == ["error: interrupted: no output written"], proc.stderr[-2000:]
+    assert snapshot(tmp_path) == before
+    if module != "typer":
+        return
+    # the same process without the interrupt runs the command (the hook itself breaks nothing)
+    ok = subprocess.run([sys.executable, "-c", _CTRL_C_IN_IMPORT.format(module="no.such.module") + ENTRY_POINTS[entry],
+                         "logs", "m.csv", "--out", "report", "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode in (0, 1) and (tmp_path / "report" / "summary.json").is_file(), ok.stderr[-2000:]
