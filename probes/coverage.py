@@ -76,11 +76,16 @@ def no_grad_only(model: nn.Module, calls: dict[str, list[int]]) -> list[str]:
 
 
 def never_called(model: nn.Module, calls: dict[str, list[int]]) -> list[str]:
-    """Modules with trainable parameters of their own not called in any measured forward."""
+    """Modules with trainable parameters of their own not called in any measured forward.
+
+    The root module is never listed: a model driven through its own methods (`encode_image`/`encode_text`,
+    a tower called directly) never runs the root's forward, and the root's own parameters (a logit scale)
+    are then read directly by the loss, not through a call. Whether they learn is the gradient probes'
+    question (`params_outside_optimizer`, the per-parameter gradient records), not a call count's."""
     if not calls:
         return []
     out = [module_label(p) for p, m in model.named_modules()
-           if any(q.requires_grad for q in m.parameters(recurse=False)) and module_label(p) not in calls]
+           if p and any(q.requires_grad for q in m.parameters(recurse=False)) and module_label(p) not in calls]
     return _outermost(out)
 
 

@@ -3,10 +3,14 @@ axis, latents that are copies, near copies, never move, or whose init scale a no
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
+from ..definitions import LEARNED_LOSS_FRACTION
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, rnd, select, series, span, targets, window
+from .base import Emit, Rule, RunContext, end_loss, rnd, select, series, span, targets, window
+from .persistence import held_since, loss_falling
 
 # Softmax entropy H/ln(K): >= 0.98 is within 2% of a uniform distribution (attends to nothing in
 # particular); <= 0.05 puts essentially all weight on one key.
@@ -21,14 +25,36 @@ LATENT_SYMMETRIC_STD = 1e-8
 NORM_GAIN_REMOVES_SCALE = 10.0
 
 
+def uniform_matters(df: pd.DataFrame, entropy: pd.Series) -> bool:
+    """Whether a softmax that ends uniform can be part of why the run fails: not when the run learned (end
+    loss below the learned bar) or while the loss is still falling over the span the softmax has been uniform.
+
+    A uniform softmax is the init state of any attention whose scores start near zero, and stays the best
+    state when what it pools is alike: tokens that all carry the same content plus independent noise are best
+    averaged (the mean has the highest signal-to-noise ratio), and a pooling over a few such tokens has
+    nothing to select. A run that learns through such a pooling shows that averaging was enough; uniform
+    attention is worth a warning only in a run that is not learning. Without loss records that cannot be
+    told, and the softmax is reported."""
+    mean, ln_b = end_loss(df)
+    if not (math.isfinite(mean) and math.isfinite(ln_b)):
+        return True
+    if mean < LEARNED_LOSS_FRACTION * ln_b:
+        return False
+    since = held_since(entropy >= UNIFORM_ENTROPY)
+    return not loss_falling(df, since if since is not None else int(entropy.index[0]))
+
+
 class AttentionEntropy(Rule):
-    """End-of-run normalised entropy H/ln K of every softmax except the contrastive logits."""
+    """End-of-run normalised entropy H/ln K of every softmax except the contrastive logits. A uniform one is
+    reported only in a run that is not learning (`uniform_matters`): not learned at the end and the loss not
+    falling while the softmax has been uniform."""
 
     topic = "attention"
     emits = (Emit("attention_uniform", ("warning",)),
              Emit("attention_entropy_collapse", ("warning",)))
     needs = (("softmax_entropy", "entropy_mean"),)
-    thresholds = {"UNIFORM_ENTROPY": UNIFORM_ENTROPY, "COLLAPSED_ENTROPY": COLLAPSED_ENTROPY}
+    thresholds = {"UNIFORM_ENTROPY": UNIFORM_ENTROPY, "COLLAPSED_ENTROPY": COLLAPSED_ENTROPY,
+                  "LEARNED_LOSS_FRACTION": LEARNED_LOSS_FRACTION}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         ent = select(df, "softmax_entropy", "entropy_mean")
@@ -40,7 +66,8 @@ class AttentionEntropy(Rule):
         first = {t: float(s.iloc[0]) for t, s in groups.items()}
         out = []
         for fid, chosen, text, nxt in (
-            ("attention_uniform", {t: v for t, v in end.items() if v >= UNIFORM_ENTROPY},
+            ("attention_uniform", {t: v for t, v in end.items() if v >= UNIFORM_ENTROPY
+                                   and uniform_matters(df, groups[t])},
              f"are uniform (H/ln K >= {UNIFORM_ENTROPY}) at the end of the run",
              "They average their inputs instead of selecting.",),
             ("attention_entropy_collapse", {t: v for t, v in end.items() if v <= COLLAPSED_ENTROPY},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from diagnose.core import rules as R
 
-from .harness import LATENT, B, N, ctx, frame, ids, latents, one, rec, tail
+from .harness import BAR, LATENT, LN_B, B, N, ctx, frame, ids, latents, loss, one, rec, tail
 
 
 def test_attention_entropy_evidence():
@@ -18,6 +18,92 @@ def test_attention_entropy_evidence():
     assert u.severity == c.severity == "warning"
     assert u.target == "enc.attn" and u.evidence["modules"] == {"enc.attn": {"end": 0.995, "first": 0.6}}
     assert c.target == "dec.attn" and c.evidence["modules"] == {"dec.attn": {"end": 0.01, "first": 0.4}}
+
+
+UNIFORM = rec("softmax_entropy", "vision.pool", "entropy_mean", [0.995] * N)  # uniform from init to the end
+
+
+def test_uniform_attention_fires_in_a_run_that_is_not_learning():
+    stuck = loss("loss_clip", [LN_B * 1.001] * N)  # at ln(B), not falling
+    f = one(R.attention_entropy(frame(UNIFORM, stuck), ctx()), "attention_uniform")
+    assert f.target == "vision.pool" and f.evidence["modules"]["vision.pool"]["end"] == 0.995
+
+
+def test_uniform_attention_is_quiet_in_a_run_that_learned_or_is_still_learning():
+    """A pooling that averages (alike tokens, few tokens) while the run learns is not why anything fails."""
+    learned = loss("loss_clip", [LN_B * (1 - 0.9 * i / (N - 1)) for i in range(N)])  # ends at 0.1 ln B
+    assert learned[learned["metric"] == "value"]["value"].iloc[-1] < BAR
+    assert R.attention_entropy(frame(UNIFORM, learned), ctx()) == []
+    falling = loss("loss_clip", [LN_B * (1 - 0.3 * i / (N - 1)) for i in range(N)])  # 0.7 ln B and still falling
+    assert falling[falling["metric"] == "value"]["value"].iloc[-1] > BAR
+    assert R.attention_entropy(frame(UNIFORM, falling), ctx()) == []
+    # a collapsed softmax is reported whatever the loss did
+    collapsed = rec("softmax_entropy", "vision.pool", "entropy_mean", tail(0.9, 0.01))
+    assert ids(R.attention_entropy(frame(collapsed, learned), ctx())) == ["attention_entropy_collapse"]
+
+
+def test_a_healthy_two_tower_watched_run_has_no_uniform_attention_and_no_root_never_called():
+    """Two towers driven through `encode_image`/`encode_text` (the root's forward never runs; its logit scale
+    is read directly), an attention pooling over 8 tokens that all carry the pair's content plus noise, so
+    averaging them is what the loss asks for: the softmax stays uniform (H/ln K > 0.98) while the run learns."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import diagnose
+
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.score = nn.Linear(32, 1)
+
+        def forward(self, h):
+            return (self.score(h).squeeze(-1).softmax(-1).unsqueeze(-1) * h).sum(1)
+
+    class Towers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.pool, self.out = nn.Linear(16, 32), Pool(), nn.Linear(32, 16)
+            self.txt = nn.Sequential(nn.Linear(12, 32), nn.GELU(), nn.Linear(32, 16))
+            self.logit_scale = nn.Parameter(torch.tensor(2.659))
+
+        def encode_image(self, x):
+            return F.normalize(self.out(self.pool(self.proj(x))), dim=-1)
+
+        def encode_text(self, t):
+            return F.normalize(self.txt(t), dim=-1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(512, 6, generator=g)
+        x = (z @ torch.randn(6, 16, generator=g)).unsqueeze(1) + 0.5 * torch.randn(512, 8, 16, generator=g)
+        t = z @ torch.randn(6, 12, generator=g)
+        model, batch = Towers(), 32
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        with diagnose.watch(model, opt, out=None, alarm="off", budget=None) as w:
+            for step in range(60):
+                idx = torch.randint(0, len(x), (batch,))
+                img, txt = model.encode_image(x[idx]), model.encode_text(t[idx])
+                logits = model.logit_scale.exp() * img @ txt.t()
+                labels = torch.arange(batch)
+                loss_ = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+                opt.zero_grad()
+                loss_.backward()
+                w.observe(step, losses={"clip": loss_}, embeddings={"image": img, "text": txt}, logits=logits,
+                          batch_size=batch)
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    summary = w.result().to_dict()
+    assert summary["runs"][0]["verdict"]["learned"], summary["runs"][0]["verdict"]
+    r = w.records
+    pool = r[(r["target"] == "pool") & (r["metric"] == "entropy_mean")]["value"]
+    assert len(pool) >= 3 and pool.tail(3).min() > R.UNIFORM_ENTROPY  # the softmax is uniform, as it should be
+    assert "attention_uniform" not in {f["id"] for f in summary["findings"]}
+    assert "<root>" not in w.coverage()["modules_never_called"]
 
 
 def test_latent_findings_evidence():
