@@ -23,8 +23,8 @@ from .names import TOTAL
 # Shown in place of a root cause when a log shows a failure but no finding names its cause: a log holds
 # the losses (and perhaps the lr and logit scale), not the gradients, activations or pairing of the data
 # that separate the causes of a loss at ln N.
-LOG_LIMIT = ("the log shows that the run failed but cannot tell its causes apart (a cut gradient path, misaligned "
-             "pairs, a soft temperature and collapsed embeddings all leave the loss at ln N): ")
+LOG_LIMIT = ("a log cannot tell its causes apart (a cut gradient path, misaligned pairs, a soft temperature and "
+             "collapsed embeddings all leave the loss at ln N): ")
 WATCH_OR_ABLATE = ("run `diagnose.watch` on the training loop to measure them, or `diagnose ablate -- python "
                    "train.py` to test them one at a time")
 ABLATE = "run `diagnose ablate -- python train.py` to test them one at a time"
@@ -91,8 +91,8 @@ def _causes(found: list[dict], recorded: bool) -> list[dict]:
     is headed by one line saying that the log cannot tell the causes apart, and what can."""
     ranked = rank_root_causes(found)
     if any(f["severity"] == "error" for f in found) and (not ranked or ranked[0]["tier"] >= 3):
-        ranked = [{"cause": "unexplained", "title": "the log does not name a cause", "tier": 5, "severity": "error",
-                   "fix": LOG_LIMIT + (ABLATE if recorded else WATCH_OR_ABLATE), "findings": [],
+        ranked = [{"cause": "unexplained", "title": "the log shows the failure, not its cause", "tier": 5,
+                   "severity": "error", "fix": LOG_LIMIT + (ABLATE if recorded else WATCH_OR_ABLATE), "findings": [],
                    "role": "unexplained"}] + ranked
     return ranked
 

@@ -70,7 +70,7 @@ def canonical_column(name: str) -> tuple[str | None, str | None, int]:
     n = re.sub(r"\s+", "_", str(name).strip().lower())
     if n.startswith("diagnose/"):  # our own TensorBoard writer: diagnose/<probe>/<target>/<metric>
         return _diagnose_tag(n)
-    ev = _evidence(n)
+    ev = _evidence(n) or _evidence(_split_prefix(n)[1])  # 'train/logit_scale', 'lr-AdamW/pg1'
     if ev is not None:
         return None, ev, 0
     rank = 0

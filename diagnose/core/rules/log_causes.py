@@ -59,7 +59,13 @@ def _lr(df: pd.DataFrame) -> pd.Series:
 
 
 class LogLearningRateHigh(LogRule):
-    """A logged learning rate above LR_HIGH: one Adam step moves every layer by over 10% of its scale."""
+    """A logged learning rate above LR_HIGH: one Adam step moves every layer by over 10% of its scale.
+
+    Mechanism: an Adam step moves each element by ~lr while gradient signs agree, and a layer at PyTorch's
+    default init has rms 1/sqrt(3 fan_in), so one step changes it by lr sqrt(3 fan_in) of its scale;
+    LR_HIGH = UPDATE_RATIO_HIGH / sqrt(3 MIN_FAN_IN) is where that passes UPDATE_RATIO_HIGH for every layer
+    at least MIN_FAN_IN wide. A cause (warning) only when the log also shows the run failing; info when
+    the run learned anyway. Assumes an Adam-family optimizer (SGD's step depends on the gradient)."""
 
     emits = (Emit("learning_rate_high", ("info", "warning"), "learning_rate_too_high", 2),)
     thresholds = {"LR_HIGH": LR_HIGH, "MIN_FAN_IN": MIN_FAN_IN, "UPDATE_RATIO_HIGH": UPDATE_RATIO_HIGH,
@@ -92,7 +98,11 @@ class LogLearningRateHigh(LogRule):
 
 
 class LogLearningRateGone(LogRule):
-    """The logged lr at most LR_GONE of its peak over the end of the run while the loss did not learn."""
+    """The logged lr at most LR_GONE of its peak over the end of the run while the loss did not learn.
+
+    Mechanism (as `LearningRateGone` on the records): at 1% of its peak lr, Adam's steps are 100x smaller
+    than the ones the run was set up with; a loss still at ln N or flat then cannot move. A cosine or
+    linear decay that reaches 0 only at the last step keeps over 1% of its peak over the end window."""
 
     emits = (Emit("lr_schedule_gone", ("error",), "lr_schedule", 1),)
     thresholds = {"LR_GONE": LR_GONE}
@@ -125,7 +135,11 @@ class LogLearningRateGone(LogRule):
 
 
 class LogTemperature(LogRule):
-    """The logged logit scale exp(t): at its clamp, or fallen toward 1 from where it started."""
+    """The logged logit scale exp(t): at its clamp, or fallen toward 1 from where it started.
+
+    Mechanism (as `Temperature` on the records): under LOW_LOGIT_SCALE, logits of unit vectors span at most
+    ±scale and even a perfect ranking keeps most of ln N. Only a scale that fell by TEMPERATURE_OFF_FACTOR
+    counts: a constant logged value near 2.66 is also a log of the raw parameter t = ln(1/0.07)."""
 
     emits = (Emit("temperature_at_clamp", ("warning",), "temperature", 3),
              Emit("temperature_toward_1", ("warning",), "temperature", 2))

@@ -159,7 +159,7 @@ def _at_chance(run: str, df: pd.DataFrame, batch_size: int | None) -> list[Findi
                       f"= {h['exp']}"
                       for h in hits)
     names = sorted({metric_label(h['component']) for h in hits})
-    msg = (f"{run}: the {' and '.join(names)} loss{'es sit' if len(names) > 1 else ' sits'} at ln N for N ≈ {c} "
+    msg = (f"{run}: {' and '.join(names)} {'sit' if len(names) > 1 else 'sits'} at ln N for N ≈ {c} "
            "candidates "
            f"({shown}); ln {c} = {math.log(c):.4f}. A contrastive loss at ln N is what uniform logits give: the model "
            f"ranks the positive no better than guessing among {c} candidates.")
