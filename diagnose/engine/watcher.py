@@ -175,6 +175,9 @@ class Watch(OnlineRules):
         self._closed = True
         late = self._finish_background()
         self.session.close(error=self.interrupted is not None)
+        for listener in self.listeners:  # scalar sinks write the last steps' rows (diagnose.integrations)
+            if hasattr(listener, "watch_closed"):
+                listener.watch_closed(self)
         if self.out is not None and self.summary is None and (self.dist is None or self.dist.rank == 0):
             write_run_dir(self.out, self.result(), self.records.assign(run=self.name), plots=self.plots)
         if self.control is not None:

@@ -9,6 +9,9 @@ first, per-parameter rows last: a 300-tensor model has 1500 per-parameter gradie
 
     w = diagnose.watch(model, optimizer, out="runs/mine")
     TensorBoardSink("runs/mine/tb").attach(w)          # or TensorBoardSink(writer) / WandbSink(run)
+
+Closing the watch writes the rows of the steps after the last written one and closes a writer the sink
+made (`watch_closed`), so `diagnose logs runs/mine/tb` reads the run to its last step.
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ class ScalarSink:
         if watch is not None and watch.session.buffer.appended > self._seen:
             self._write_rows(watch)
 
+    def watch_closed(self, watch) -> None:
+        """Called by `Watch.close`: the run's last rows are written even when nobody closes the sink (the
+        framework callbacks attach one and never see it again); a writer this sink made is closed."""
+        self.close()
+
+    def close(self) -> None:
+        self.drain()
+
     def write_scalars(self, items: Iterable[tuple[str, float, int]]) -> None:
         raise NotImplementedError
 
@@ -103,9 +114,10 @@ class TensorBoardSink(ScalarSink):
         self.writer.flush()
 
     def close(self):
-        """Write the last steps' rows, then close a writer this sink made."""
+        """Write the last steps' rows, then close a writer this sink made (again: a no-op)."""
         self.drain()
-        if self._own:
+        if self._own and not getattr(self, "_closed", False):
+            self._closed = True
             self.writer.close()
 
 
