@@ -302,6 +302,8 @@ class Watch(OnlineRules):
         if self.optimizer is not None:
             g = self.optimizer.param_groups[0]
             opt = {k: g[k] for k in ("lr", "weight_decay") if k in g}
+            if "initial_lr" in g:  # under an lr scheduler: the configured lr, not where the schedule ended (0)
+                opt["lr"] = g["initial_lr"]
         return RunContext(self.name, self.batch_size, self.candidates or self.batch_size, self.max_logit_scale,
                           dict(self.loss_weights), opt)
 

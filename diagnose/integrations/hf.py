@@ -72,7 +72,14 @@ class DiagnoseTrainerCallback(TrainerCallback):
         if model is None:
             raise ValueError("DiagnoseTrainerCallback: the Trainer passed no model to on_train_begin")
         out = self.out if state.is_world_process_zero else None
-        self.watch = watch(model, None, out=out, name=self.name, alarm=self._policy(), **self.watch_kwargs)
+        # the Trainer's optimizer (created before on_train_begin unless its creation is delayed, e.g. under
+        # DeepSpeed): the lr each group has, parameters outside it, the update after each step. Accelerate
+        # wraps it; the wrapped optimizer is the one whose step runs and whose groups the scheduler sets
+        optimizer = kwargs.get("optimizer")
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            optimizer = None
+        self.watch = watch(model, optimizer, out=out, name=self.name, alarm=self._policy(), **self.watch_kwargs)
         self.watch.__enter__()
         self._model = model
         self._handle = model.register_forward_hook(self._keep_outputs)
@@ -84,6 +91,11 @@ class DiagnoseTrainerCallback(TrainerCallback):
             return
         outputs, self._outputs = self._outputs, None
         kw = self.outputs_fn(outputs) if self.outputs_fn is not None else clip_outputs(outputs, self._model)
+        if self.watch.optimizer is None:  # created after on_train_begin: read its lr here (the update rules quote it)
+            optimizer = kwargs.get("optimizer")
+            optimizer = getattr(optimizer, "optimizer", optimizer)
+            if isinstance(optimizer, torch.optim.Optimizer):
+                self.watch.optimizer = optimizer
         self.watch.observe(state.global_step, **kw)
         if self._stop:
             control.should_training_stop = True

@@ -76,3 +76,17 @@ def test_logit_scale_that_cannot_be_confident_is_named(tmp_path):
     ids = {f["id"] for f in s["findings"]}
     assert "temperature_toward_1" in ids, ids
     assert run["root_causes"][0]["cause"] == "temperature", run["root_causes"]
+
+
+def test_the_trainer_optimizer_reaches_the_watch_and_its_lr_the_report(tmp_path):
+    """The callback hands the Trainer's optimizer to the watch (unwrapped from accelerate's wrapper): the lr
+    the rules quote is the configured one (the scheduler's initial lr, not the 0 where linear decay ends)."""
+    cb, s = train(tmp_path, steps=10, lr=3e-3)
+    run = s["runs"][0]
+    assert run["optimizer"]["lr"] == pytest.approx(3e-3)
+    assert cb.last_watch.optimizer is not None and type(cb.last_watch.optimizer).__module__.startswith("torch.optim")
+    lrs = cb.last_watch.records
+    lrs = lrs[lrs["metric"] == "lr"]["value"]
+    assert len(lrs) and lrs.max() <= 3e-3 + 1e-12  # the scheduled lr of each step
+    for f in s["findings"]:
+        assert "At lr None" not in f["message"]
