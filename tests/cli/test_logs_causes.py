@@ -139,3 +139,20 @@ def test_a_logit_scale_at_its_clamp(tmp_path):
     _, s = _logs(tmp_path, log)
     (f,) = _by_id(s, "temperature_at_clamp")
     assert f["evidence"]["logit_scale_end"] == 100.0 and f["evidence"]["clamp"] == 100.0
+
+
+def test_lightning_metrics_csv_with_the_lr_monitor_column(tmp_path):
+    """Lightning's CSVLogger with LearningRateMonitor: `lr-AdamW` on its own rows, the loss on others."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for step in range(0, 200, 5):
+        rows.append({"lr-AdamW": 0.1, "step": step})
+        rows.append({"epoch": step // 50, "step": step, "train_loss_step": round(at_chance(0, rng), 4)})
+    log = tmp_path / "metrics.csv"
+    with open(log, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=sorted(set().union(*rows)))
+        w.writeheader()
+        w.writerows(rows)
+    _, s = _logs(tmp_path, log)
+    assert list(s["runs"][0]["final_loss"]) == ["loss_contrastive"]  # a lone loss: the watch's name for it
+    assert _causes(s)[0] == "learning_rate_too_high"
