@@ -150,7 +150,7 @@ def test_hf_trainer_state_failing_and_healthy(tmp_path):
     (chance,) = _by_id(s, "loss_at_chance")
     assert {h["split"] for h in chance["evidence"]["at_chance"]} == {"train", "val"}
     assert chance["evidence"]["lr"]["max"] == pytest.approx(5e-5 * (1 - 10 / 300))
-    assert s["runs"][0]["final_loss"]["loss_contrastive"] != 0.1  # the closing summary entry is not a point of the curve
+    assert s["runs"][0]["final_loss"]["loss_contrastive"] != 0.1  # the closing summary entry: no point
     _trainer_state(log, healthy=True)
     r, s = _logs(tmp_path, log, "--batch-size", "32")
     assert r.exit_code == 0 and "loss_at_chance" not in _ids(s)

@@ -13,6 +13,7 @@ import math
 
 import pandas as pd
 
+from ..definitions import end_start
 from ..errors import ConfigError
 from ..findings import sort_finding_dicts
 from ..logframe import ParsedLog, final_values, rounded
@@ -55,11 +56,29 @@ def _with_eval_size(df: pd.DataFrame, run: str, eval_size: int | None) -> pd.Dat
     return pd.concat([df[df["metric"] != "eval_size"], pd.DataFrame([row])], ignore_index=True)
 
 
-def _record_findings(found: list[dict], records: pd.DataFrame, ctx: RunContext) -> list[dict]:
+def current_records(records: pd.DataFrame) -> pd.DataFrame:
+    """The read-back series that reach the run's end-of-run window. The sink writes at most `max_scalars`
+    rows per written step, lowest-priority probes last, so a series can stop long before the run does; its
+    own "end of run" would then be an earlier time than the loss's, and a rule comparing the two (the loss
+    on the diagonal vs the loss, collapse vs the loss) would compare different moments of the run."""
+    steps = sorted(set(records["step"]))
+    cut = steps[end_start(steps)] if steps else 0
+    last = records.groupby(["probe", "target", "metric"], sort=False)["step"].transform("max")
+    return records[last >= cut]
+
+
+def _record_findings(found: list[dict], records: pd.DataFrame, ctx: RunContext, notes: list[str]) -> list[dict]:
     """The record rules on a watched run's records read back from the log; a log-rule finding whose id a
     record rule also emits for this run gives way to it (the same condition, measured on the records)."""
     if records.empty:
         return found
+    kept = current_records(records)
+    stale = records[["probe", "target", "metric"]].drop_duplicates().shape[0] - \
+        kept[["probe", "target", "metric"]].drop_duplicates().shape[0]
+    if stale:
+        notes.append(f"{ctx.name}: {stale} read-back series stop before the end of the run (the sink's "
+                         "max_scalars per written step): not read by the record rules")
+    records = kept
     size = records[(records["probe"] == "loss_split") & (records["target"] == "extras")
                    & (records["metric"] == "batch_size")]["value"]
     pool = ctx.batch_size or (int(size.iloc[-1]) if len(size) and size.iloc[-1] >= 2 else None)
@@ -112,7 +131,7 @@ def analyse(parsed: ParsedLog, batch_size: int | None = None, weights: dict[str,
         ctx = RunContext(run, batch_size, batch_size)
         found = [f.to_dict() for f in run_rules(df, ctx, kind="logs")]
         own = records[records["run"] == run] if records is not None and len(records) else pd.DataFrame()
-        found = _record_findings(found, own, ctx)
+        found = _record_findings(found, own, ctx, parsed.notes)
         found = _alarm_findings(found, [a for a in alarms if a["run"] == run])
         summary = _run_summary(run, df, batch_size)
         summary.root_causes = _causes(found, recorded=not own.empty)
