@@ -9,7 +9,9 @@ the script's own command line (``--variant "batch=--batch-size 128"``): for what
 (batch, architecture).
 
 Plan: the baseline on every seed; then, unless fixes are named, the interventions that test the baseline's
-ranked root causes (first seed's order, then the others'), at most `max_fixes`; each run on every seed.
+ranked root causes (first seed's order, then the others'), at most `max_fixes`, with lr x0.1 / x10 as
+controls when the causes suggest fewer than two; each run on every seed. `--fix auto` among named fixes
+adds the baseline's candidates to them.
 
 Verdict per seed, fix run against the same seed's baseline (final loss / ln(B) from the watch's own
 verdict, `diagnose.core.definitions`):
@@ -114,17 +116,24 @@ def candidates_from(baselines: list[dict], named: list[str], variants: dict[str,
     """Named fixes and variants first; else those testing the baselines' ranked causes (+ controls)."""
     from ..engine.interventions import CATALOGUE, for_cause  # torch: the driver only, never a runner thread
     out: list[Candidate] = []
-    for name in named:
+    auto = "auto" in named  # the baseline's candidates as well as the named ones
+    for spec in (n for n in named if n != "auto"):
+        name, params = parse_fix(spec)
         if name not in CATALOGUE:
-            raise ConfigError(f"--fix {name!r}: unknown fix; expected one of {', '.join(CATALOGUE)} "
+            raise ConfigError(f"--fix {name!r}: unknown fix; expected one of {', '.join(CATALOGUE)}, or auto "
                               "(`diagnose ablate --list-fixes`)")
         cls = CATALOGUE[name]
-        out.append(Candidate(name, list(cls.tests), cls.changes))
+        unknown = set(params) - set(cls.defaults)
+        if unknown:
+            raise ConfigError(f"--fix {spec!r}: unknown parameter(s) {', '.join(sorted(unknown))}; {name} takes "
+                              f"{', '.join(cls.defaults) or 'none'}")
+        out.append(Candidate(name, list(cls.tests), cls.changes, params=params))
     for name, args in variants.items():
         out.append(Candidate(name, [], "script arguments: " + shlex.join(args), args=list(args), source="variant"))
-    if out:
+    if out and not auto:
         return out
-    seen: set[str] = set()
+    named_out, out = out, []
+    seen: set[str] = {c.name for c in named_out}
     for base in baselines:
         for cause in base.get("root_causes", []):
             for name in for_cause(cause["cause"]):
@@ -133,12 +142,27 @@ def candidates_from(baselines: list[dict], named: list[str], variants: dict[str,
                     cls = CATALOGUE[name]
                     out.append(Candidate(name, list(cls.tests), cls.changes, source=f"cause:{cause['cause']}"))
     for name in CONTROLS:
-        if len(out) >= 2:
+        if len(out) + len(named_out) >= 2:
             break
         if name not in seen:
             cls = CATALOGUE[name]
             out.append(Candidate(name, list(cls.tests), cls.changes, source="control"))
-    return out[:max_fixes]
+    return named_out + out[:max_fixes]
+
+
+def parse_fix(spec: str) -> tuple[str, dict]:
+    """``name`` or ``name:key=value,key=value`` (numbers become floats): e.g. ``lr_up:factor=100``."""
+    name, _, rest = spec.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--fix {spec!r}: expected NAME or NAME:key=value[,key=value]")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            params[key.strip()] = value
+    return name.strip(), params
 
 
 # -- verdicts --------------------------------------------------------------------------------------------

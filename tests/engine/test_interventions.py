@@ -220,3 +220,19 @@ def test_clip_grad_clips_before_the_step(under_ablation):
         step(model, opt, w, 0, x, t)
         moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - flat
     assert float(moved.norm()) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_lr_up_measures_its_factor_on_the_first_step(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-7)  # 10^4 below a healthy Adam lr
+    under_ablation("lr_up")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        step(model, opt, w, 0, x, t)
+        fix = w.control.fix
+        assert fix._factor == pytest.approx(1e4)  # capped; not a x10 that leaves the lr 10^3 too low
+        before = model.image.weight.detach().clone()
+        step(model, opt, w, 1, x, t)
+        moved = (model.image.weight.detach() - before).abs().max().item()
+    assert moved == pytest.approx(1e-7 * fix._factor, rel=0.05)  # Adam: every element moves by ~lr

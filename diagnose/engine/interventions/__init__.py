@@ -13,10 +13,11 @@ from .logits import MaskDuplicates
 from .lr import HoldLr, LrDown, LrUp, Warmup
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .temperature import FixTemperature
+from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, CentreInputs, Reinit, MaskDuplicates,
-    ClipGrad)}
+    ClipGrad, NoWeightDecay)}
 
 
 def for_cause(cause: str) -> list[str]:

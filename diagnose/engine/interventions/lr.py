@@ -3,7 +3,8 @@ param group steps with; the post-hook gives the user's value back), so they comp
 scheduler the script runs: the scheduler keeps stepping the user's own lr.
 
   lr_down   every group's lr x 0.1 (tests learning_rate_too_high)
-  lr_up     every group's lr x 10 (tests learning_rate_too_low)
+  lr_up     every group's lr up by the factor that brings the first update ratio to 1e-2, at least x10 (tests
+            learning_rate_too_low)
   warmup    a linear warm-up over the first `steps` optimizer steps on top of the user's schedule
             (tests learning_rate_too_high: the early steps that rewrite the layers)
   hold_lr   each group steps at its starting lr (the scheduler's `initial_lr`, else the lr when the watch
@@ -56,11 +57,48 @@ class LrDown(_AroundStep):
         return float(self.params["factor"])
 
 
-class LrUp(LrDown):
+class LrUp(_AroundStep):
+    """x `factor`; by default ("auto") the factor is measured on the run's first optimizer step, taken at the
+    user's lr: the one that brings that step's update/weight ratio (whole model) to 1e-2, where healthy runs
+    peak (Adam's first steps are sign-like and are the run's peak; `diagnose.core.rules.gradients`, beside
+    UPDATE_RATIO_HIGH), at least x10 and at most x1e4. A learning rate 10^4 too low is tested as such, not
+    by a x10 that leaves it 10^3 too low."""
+
     name = "lr_up"
     tests = ("learning_rate_too_low",)
-    changes = "every param group's learning rate x 10 at every step (on top of the script's schedule)"
-    defaults = {"factor": 10.0}
+    changes = ("every param group's lr scaled up at every step (on top of the schedule): by the factor that brings "
+               "the first step's update/weight ratio to 1e-2 (a healthy peak), at least x10")
+    defaults = {"factor": "auto", "target_ratio": 1e-2, "min_factor": 10.0, "max_factor": 1e4}
+
+    def setup(self, watch: Any) -> None:
+        super().setup(watch)
+        self._factor: float | None = None if self.params["factor"] == "auto" else float(self.params["factor"])
+        self._before: list[Any] | None = None
+
+    def factor(self, i: int, lr: float) -> float:
+        return self._factor if self._factor is not None else 1.0  # the first step measures, at the user's lr
+
+    def before_step(self, optimizer: Any) -> None:
+        if self._factor is None:
+            self._before = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+        super().before_step(optimizer)
+
+    def after_step(self, optimizer: Any) -> None:
+        super().after_step(optimizer)
+        if self._factor is None and self._before is not None:
+            params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
+            moved = sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, self._before)) ** 0.5
+            norm = sum(float(b.float().pow(2).sum()) for b in self._before) ** 0.5
+            ratio = moved / norm if norm > 0 else 0.0
+            lo, hi = float(self.params["min_factor"]), float(self.params["max_factor"])
+            wanted = float(self.params["target_ratio"]) / ratio if ratio > 0 else hi
+            self._factor = min(hi, max(lo, wanted)) if wanted == wanted else lo
+            self._before = None
+            self.did[:] = [f"lr x {self._factor:.3g} from step 2 (step 1 at the script's lr moved the weights by "
+                           f"{ratio:.2g} of their norm; target {self.params['target_ratio']:g})"]
+
+    def text(self, optimizer: Any) -> str:
+        return "step 1 at the script's lr, to measure the update ratio"
 
 
 class Warmup(_AroundStep):

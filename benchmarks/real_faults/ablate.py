@@ -1,0 +1,121 @@
+"""`diagnose ablate --` on the real-fault cases: does the tool's own loop find the fix in a script it never saw?
+
+For every case (halves dev, test, test2) whose ground-truth cause has an intervention
+(`diagnose.engine.interventions.for_cause`), runs
+
+    diagnose ablate --seeds 3 --fix auto --fix <each fix testing the cause> --max-fixes 2 \
+        -- python benchmarks/real_faults/script.py HALF/CASE
+
+(the interventions testing the true cause, plus the baseline's own candidates: what the tool would try
+unaided) and records each fix's verdict. A case passes when a fix testing its cause is confirmed (a majority
+of the 3 seeds) and at least one other candidate is refuted. Cases whose cause has no intervention are listed.
+`--timing` instead measures the wall time of 5 interventions x 3 seeds x 100 steps on one case of a peer model.
+
+    python benchmarks/real_faults/ablate.py [--half dev|test|test2|all] [--only STEM ...] [--out FILE] [--timing]
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from diagnose.engine.interventions import for_cause  # noqa: E402
+
+HALVES = ("dev", "test", "test2")
+TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
+TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
+
+
+def cause_of(path: Path) -> str | None:
+    for line in path.read_text().splitlines():
+        if line.startswith("CAUSE"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return None
+
+
+def ablate(case: str, fixes: list[str], work: Path, seeds: int = 3, steps: int | None = None,
+           max_fixes: int = 2) -> dict:
+    out = work / case.replace("/", "__")
+    cmd = [sys.executable, "-m", "diagnose", "ablate", "--quiet", "--seeds", str(seeds), "--workers", "2",
+           "--max-fixes", str(max_fixes), "--out", str(out), *(a for f in fixes for a in ("--fix", f)),
+           *(["--steps", str(steps)] if steps else []), "--", sys.executable, str(HERE / "script.py"), case]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if not (out / "summary.json").is_file():
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"],
+                "wall_s": round(wall, 1)}
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall_s": round(wall, 1), "exit": proc.returncode,
+            "verdicts": {h["id"]: {"verdict": h["verdict"], "tally": h["tally"], "source": h["source"]}
+                         for h in summary["hypotheses"]},
+            "baseline_causes": [c["cause"] for c in summary["runs"][0].get("root_causes", [])][:3]}
+
+
+def run_cases(halves: list[str], only: list[str], work: Path) -> dict:
+    rows, without = [], []
+    for half in halves:
+        for path in sorted((HERE / half).glob("case_*.py")):
+            if only and path.stem not in only:
+                continue
+            cause, case = cause_of(path), f"{half}/{path.stem}"
+            right = for_cause(cause) if cause else []
+            if not right:
+                without.append({"case": case, "cause": cause})
+                continue
+            res = ablate(case, ["auto", *right], work)
+            verdicts = res.get("verdicts", {})
+            confirmed = [f for f in right if verdicts.get(f, {}).get("verdict") == "confirmed"]
+            refuted_wrong = [f for f, v in verdicts.items() if f not in right and v["verdict"] == "refuted"]
+            rows.append({"case": case, "cause": cause, "right_fixes": right, **res,
+                         "right_confirmed": confirmed, "wrong_refuted": refuted_wrong,
+                         "pass": bool(confirmed) and bool(refuted_wrong)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    per_half = {}
+    for half in halves:
+        hr = [r for r in rows if r["case"].startswith(half + "/")]
+        per_half[half] = {"cases_with_intervention": len(hr), "right_fix_confirmed": sum(bool(r["right_confirmed"])
+                                                                                         for r in hr),
+                          "wrong_refuted": sum(bool(r["wrong_refuted"]) for r in hr),
+                          "pass": sum(r["pass"] for r in hr)}
+    return {"cases": rows, "without_intervention": without, "totals": per_half}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--half", default="all", choices=[*HALVES, "all"])
+    ap.add_argument("--only", nargs="*", default=[])
+    ap.add_argument("--out")
+    ap.add_argument("--timing", action="store_true")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.timing:
+            res = ablate(TIMING_CASE, list(TIMING_FIXES), Path(tmp), steps=100)
+            result = {"timing": {"case": TIMING_CASE, "fixes": list(TIMING_FIXES), "seeds": 3, "steps": 100,
+                                 "runs": 3 * (1 + len(TIMING_FIXES)), **res}}
+        else:
+            result = run_cases(list(HALVES) if args.half == "all" else [args.half], args.only, Path(tmp))
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                         "load_1min": round(os.getloadavg()[0], 2)}
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
