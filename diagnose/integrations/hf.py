@@ -10,7 +10,10 @@ forwards only; the last one of the step under gradient accumulation), gradients 
 `on_optimizer_step` (right after the step). CLIP-style outputs are recognised (`loss`,
 `logits_per_image`, `image_embeds`, `text_embeds`, and the model's `logit_scale`); for other models
 pass ``outputs_fn(outputs) -> dict`` returning `diagnose.watch` observe() arguments (losses,
-embeddings, logits, ...). The run directory is written at `on_train_end`; since the Trainer has no
+embeddings, logits, ``extras={"logit_scale": ...}``, ...). Held-out R@1/5/10: pass
+``retrieval_fn(model) -> (image_embeds, text_embeds)`` (paired rows of a held-out split); it is called once
+at `on_train_end`, in eval mode under no_grad, before the run directory is written. The run directory is
+written at `on_train_end`; since the Trainer has no
 exception hook, use the callback as a context manager (``with cb: trainer.train()``) to have it written
 when training raises. An alarm logs a line and with ``stop_on_alarm=True`` sets
 ``control.should_training_stop``.
@@ -58,9 +61,12 @@ class DiagnoseTrainerCallback(TrainerCallback):
 
     def __init__(self, out: str | Path | None = "runs/diagnose", *, name: str = "hf", alarm: str = "warn",
                  stop_on_alarm: bool = False, outputs_fn: Callable[[Any], dict] | None = None,
-                 tensorboard: Any = None, **watch_kwargs: Any):
+                 tensorboard: Any = None,
+                 retrieval_fn: Callable[[torch.nn.Module], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 **watch_kwargs: Any):
         self.out, self.name, self.alarm, self.stop_on_alarm = out, name, alarm, stop_on_alarm
         self.outputs_fn, self.tensorboard, self.watch_kwargs = outputs_fn, tensorboard, watch_kwargs
+        self.retrieval_fn = retrieval_fn
         self.watch = None
         self.last_watch = None
         self._outputs: Any = None
@@ -109,6 +115,16 @@ class DiagnoseTrainerCallback(TrainerCallback):
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.watch is not None and self.retrieval_fn is not None:
+            model = self._model
+            training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    image, text = self.retrieval_fn(model)
+            finally:
+                model.train(training)
+            self.watch.evaluate_retrieval(image, text)
         self._finish(None)
 
     # -- as a context manager: the run directory also when train() raises ----------------------------

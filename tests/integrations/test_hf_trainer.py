@@ -90,3 +90,23 @@ def test_the_trainer_optimizer_reaches_the_watch_and_its_lr_the_report(tmp_path)
     assert len(lrs) and lrs.max() <= 3e-3 + 1e-12  # the scheduled lr of each step
     for f in s["findings"]:
         assert "At lr None" not in f["message"]
+
+
+def test_retrieval_fn_gives_the_report_held_out_recall(tmp_path):
+    held_out = collate(dataset(seed=1)[:128])
+
+    def embeds(model):
+        assert not model.training and not torch.is_grad_enabled()
+        out = model(pixel_values=held_out["pixel_values"], input_ids=held_out["input_ids"])
+        return out.image_embeds, out.text_embeds
+
+    cb = DiagnoseTrainerCallback(out=tmp_path / "run", alarm="off", expensive_every=5, retrieval_fn=embeds)
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=B, max_steps=10,
+                             learning_rate=1e-3, report_to=[], save_strategy="no", logging_strategy="no",
+                             remove_unused_columns=False, use_cpu=True, seed=0, disable_tqdm=True,
+                             dataloader_drop_last=True)
+    model = tiny_clip()
+    Trainer(model=model, args=args, train_dataset=dataset(), data_collator=collate, callbacks=[cb]).train()
+    retrieval = json.loads((tmp_path / "run" / "summary.json").read_text())["runs"][0]["retrieval"]
+    assert retrieval["chance@1"] == pytest.approx(1 / 128) and 0 <= retrieval["r@1"] <= 1
+    assert model.training  # handed back in the mode it was in
