@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from importlib import resources
@@ -42,6 +43,18 @@ __all__ = [
 
 class ConfigError(ValueError):
     """Bad user input (config file, key, value). The message is one line, fit for stderr."""
+
+
+# A value in a message is shown bounded (a list's first elements, a long string's start): a message
+# never grows with the value (an alias-expanded value would be gigabytes of text).
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 1, 8, 8, 4, 8
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 60, 40, 40
+
+
+def short(value: Any) -> str:
+    """`repr(value)`, bounded to about a hundred characters whatever the value's size."""
+    return _SHORT.repr(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,10 +97,22 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class _BadValue(ConfigError):
+    """The one-line error for a value of the wrong type; the value is formatted (bounded) only when the
+    error is raised, not for every value checked."""
+
+    def __init__(self, head: str, value: Any, tail: str):
+        super().__init__(head, value, tail)
+
+    def __str__(self) -> str:
+        head, value, tail = self.args
+        return f"{head}{short(value)}{tail}"
+
+
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     """Check `value` against the annotated type; ints are accepted for floats."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(f"{where}: key '{key}' = {value!r}: expected {_type_name(tp)}")
+    bad = _BadValue(f"{where}: key '{key}' = ", value, f": expected {_type_name(tp)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad
@@ -186,7 +211,7 @@ def validate(cfg: AlignmentConfig, where: str) -> None:
     v, loss, ds, opt = cfg.vision_encoder, cfg.losses, cfg.dataset, cfg.optimization
     bad = _nonfinite(cfg)
     if bad:
-        raise ConfigError(f"{where}: key '{bad[0]}' = {bad[1]}: expected a finite number")
+        raise ConfigError(f"{where}: key '{bad[0]}' = {short(bad[1])}: expected a finite number")
     _check_ranges(cfg, where)
     positive = {
         "model.projection_dim": cfg.model.projection_dim,
@@ -216,15 +241,16 @@ def validate(cfg: AlignmentConfig, where: str) -> None:
         )
     if not loss.mrl_dims or any(d <= 0 or d > cfg.model.projection_dim for d in loss.mrl_dims):
         raise ConfigError(
-            f"{where}: key 'losses.mrl_dims' = {loss.mrl_dims}: expected dims in "
+            f"{where}: key 'losses.mrl_dims' = {short(loss.mrl_dims)}: expected dims in "
             f"1..model.projection_dim={cfg.model.projection_dim}"
         )
     if sorted(set(loss.mrl_dims)) != loss.mrl_dims:
-        raise ConfigError(f"{where}: key 'losses.mrl_dims' = {loss.mrl_dims}: expected strictly increasing dims")
+        raise ConfigError(f"{where}: key 'losses.mrl_dims' = {short(loss.mrl_dims)}: expected strictly increasing "
+                          "dims")
     if ds.batch_size < 2:
         raise ConfigError(f"{where}: key 'dataset.batch_size' = {ds.batch_size}: contrastive training needs at least 2")
     if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
-        raise ConfigError(f"{where}: key 'optimization.betas' = {opt.betas}: expected two values in [0, 1)")
+        raise ConfigError(f"{where}: key 'optimization.betas' = {short(opt.betas)}: expected two values in [0, 1)")
     if not 0 <= v.attention_pool_dropout < 1:
         raise ConfigError(f"{where}: key 'vision_encoder.attention_pool_dropout': expected a value in [0, 1)")
     if v.pooling_softmax_dim not in (0, 1):
@@ -244,12 +270,58 @@ def validate(cfg: AlignmentConfig, where: str) -> None:
 # loading
 
 
+# Values a config's YAML aliases (*name) add once expanded: a config holds about a hundred values in all.
+# PyYAML shares an aliased node instead of copying it, so nine nested aliases of nine items ("billion
+# laughs") load in microseconds into a value of 9^9 elements that every later step (checking, copying,
+# printing) walks in full. Aliases stay usable for what configs use them for (a shared block, a list).
+MAX_YAML_VALUES = 10_000
+
+
+def _expanded(node: yaml.Node, memo: dict[int, int], active: set[int], added: dict, path: list[str]) -> int:
+    """The number of nodes under `node` with every alias expanded, each distinct node walked once (memo).
+    `added["n"]` sums what the aliases add (an alias inside its own anchor: unbounded); past the bound the
+    walk stops and `added["at"]` is the dotted key where it passed it."""
+    key = id(node)
+    if key in memo or key in active:  # a node met again: an alias, expanded once more
+        added["n"] += memo.get(key, MAX_YAML_VALUES + 1)
+        if added["n"] > MAX_YAML_VALUES and added["at"] is None:
+            added["at"] = ".".join(path) or "<top>"
+        return memo.get(key, MAX_YAML_VALUES + 1)
+    active.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        pairs = [(None, child) for child in node.value]
+    elif isinstance(node, yaml.MappingNode):
+        pairs = [p for k, v in node.value for p in ((None, k), (str(getattr(k, "value", "?"))[:40], v))]
+    else:
+        pairs = []
+    for name, child in pairs:
+        size += _expanded(child, memo, active, added, path if name is None else [*path, name])
+        if added["n"] > MAX_YAML_VALUES:
+            break
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last), and a
+    document whose aliases expand past MAX_YAML_VALUES values."""
+
+    def construct_document(self, node):
+        added = {"n": 0, "at": None}
+        _expanded(node, {}, set(), added, [])
+        if added["n"] > MAX_YAML_VALUES:
+            raise ConfigError(f"key '{added['at']}': YAML aliases (*name) expand to more than "
+                              f"{MAX_YAML_VALUES} values (an alias bomb?); a config holds about a hundred: write the "
+                              "values out")
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *block`: its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 repeated = key in seen

@@ -62,3 +62,45 @@ def test_bad_yaml(cli, tmp_path, text, message):
 
 def test_config_not_found(cli):
     cli.bad(["train", "--config", "missing.yaml", *TINY], contains="missing.yaml: config file not found")
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    """'Billion laughs': each anchor a list of `width` aliases of the previous one: width**levels values
+    once expanded (9**9 = 387M here; PyYAML itself shares the nodes, so loading is instant)."""
+    rows = [f"  l0: &l0 [{', '.join(['1'] * width)}]"]
+    rows += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return rows
+
+
+@pytest.mark.parametrize("where", ["losses.mrl_dims", "optimization.betas", "name"])
+def test_yaml_alias_bomb_under_a_valid_key(cli, tmp_path, where):
+    """Formatting the value in the error grew past 1.5 GB before; refused from the node graph now."""
+    section, key = where.split(".") if "." in where else (None, where)
+    # the anchors live inside the value itself (a config's mappings hold schema keys only)
+    value = "[" + ", ".join(row.split(": ", 1)[1] for row in _alias_bomb(9)) + "]"
+    lines = ["name: bomb", f"{section}:", f"  {key}: {value}"] if section else [f"{key}: {value}"]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    cli.bad(["train", "--config", tmp_path / "bomb.yaml", *TINY],
+            contains=f"bomb.yaml: key '{where}': YAML aliases (*name) expand to more than")
+
+
+def test_long_values_are_shortened_in_messages(cli, tmp_path):
+    """A wrong-typed value under the alias bound is still shown bounded (its first elements)."""
+    (tmp_path / "c.yaml").write_text("losses:\n  mrl_dims: [" + ", ".join(['"x"'] * 5000) + "]\n")
+    line = cli.bad(["train", "--config", tmp_path / "c.yaml", *TINY], contains="'losses.mrl_dims' = 'x'").stderr
+    assert len(line) < 300
+    (tmp_path / "d.yaml").write_text("losses:\n  mrl_dims: [" + ", ".join(["[1, 2]"] * 5000) + "]\n")
+    line = cli.bad(["train", "--config", tmp_path / "d.yaml", *TINY], contains="'losses.mrl_dims' = [1, 2]").stderr
+    assert len(line) < 300
+    (tmp_path / "e.yaml").write_text("name: " + "y" * 100_000 + "\nlosses:\n  mrl_dims: {a: 1}\n")
+    line = cli.bad(["train", "--config", tmp_path / "e.yaml", *TINY], contains="= {'a': 1}: expected a list").stderr
+    assert len(line) < 300
+
+
+def test_yaml_anchors_within_the_bound_still_work(tmp_path):
+    from reference_models import load_config
+
+    (tmp_path / "m.yaml").write_text("name: m\nvision_encoder: &v\n  hidden_dim: 48\ntext_encoder:\n  <<: *v\n"
+                                     "losses:\n  mrl_dims: &dims [8, 16]\n")
+    cfg = load_config(tmp_path / "m.yaml")
+    assert cfg.text_encoder.hidden_dim == 48 and cfg.losses.mrl_dims == [8, 16]
