@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..core.errors import require
+from . import live
 
 EXECUTORS = ("local", "ray")
 # torch threads per run. One: what a local worker got on the 2-core machines the reference numbers come
@@ -78,6 +79,11 @@ def call_with_threads(fn: Callable[..., Any], args: tuple, threads: int | None) 
 OnDone = Callable[[str, Any], object]
 
 
+def _init_worker(events, listening) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    live.init_worker(events, listening)
+
+
 class SerialExecutor:
     """Jobs one after another in this process (the default for one worker)."""
 
@@ -116,14 +122,22 @@ class LocalExecutor(SerialExecutor):
     def __init__(self, workers: int):
         super().__init__(RUN_THREADS)
         # spawn, not fork: forking a process that already ran torch's thread pools can deadlock.
-        # Workers ignore SIGINT: Ctrl-C reaches the whole process group and the driver alone reports it
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                        initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        # Workers ignore SIGINT: Ctrl-C reaches the whole process group and the driver alone reports it.
+        # Their runs' live events (progress, alarms) come back on a queue (diagnose.lab.live)
+        ctx = mp.get_context("spawn")
+        self.channel = live.WorkerChannel(ctx)
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(self.channel.queue, self.channel.flag))
 
     def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
         if len(jobs) == 1:  # not worth a process hop
             return super().run(jobs, on_done)
         futures = {self.pool.submit(call_with_threads, j.fn, j.args, self.threads): j.name for j in jobs}
+        with self.channel.forwarding(live.current_sink()):  # while the driver listens
+            results = self._collect(futures, on_done)
+        return {j.name: results[j.name] for j in jobs}
+
+    def _collect(self, futures: dict, on_done: OnDone | None) -> dict[str, Any]:
         results: dict[str, Any] = {}
         try:
             for fut in as_completed(futures):
@@ -139,7 +153,7 @@ class LocalExecutor(SerialExecutor):
                 fut.cancel()
             self._stop_workers()
             raise
-        return {j.name: results[j.name] for j in jobs}
+        return results
 
     def _stop_workers(self) -> None:
         for proc in list((getattr(self.pool, "_processes", None) or {}).values()):

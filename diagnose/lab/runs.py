@@ -20,6 +20,7 @@ from ..core.files import atomic_write_text, write_json
 from ..core.provenance import command_line, environment
 from ..core.summary import RunSummary, Summary, end_of_run
 from ..engine.watcher import watch
+from . import live
 from .checkpoint_files import load_into, load_state_dict, save_checkpoint
 from .data_cache import Say, StartProgress, prepare_images
 from .executors import RUN_THREADS, job_threads
@@ -246,9 +247,15 @@ def _run_instrumented(cfg, steps, device, extra_callbacks, name, expensive_every
     model = model if model is not None else build_model(cfg)
     start = time.perf_counter()
     # the same path as a user's loop; the report is written by the caller. Online evaluation (alarms)
-    # only when asked: the findings of the report are evaluated on the whole run at the end
-    online = {"evaluate_every": 5, "budget": None, "alarm": lambda a: None} if settle else \
-        {"evaluate_every": evaluate_every, "alarm": alarm or "off"}
+    # only when asked, or while someone listens (diagnose.lab.live: the CLI prints each alarm as it fires,
+    # on the watch's own schedule and budget): the report's findings are evaluated on the whole run at the end
+    listened, label = live.active(), name or cfg.name
+    if settle:
+        online = {"evaluate_every": 5, "budget": None, "alarm": live.alarm_event(label) if listened else lambda a: None}
+    elif listened and alarm is None and evaluate_every is None:
+        online = {"alarm": live.alarm_event(label)}
+    else:
+        online = {"evaluate_every": evaluate_every, "alarm": alarm or "off"}
     with watch(model, name=name or cfg.name, probes="all", every=1,
                expensive_every=expensive_every, batch_size=cfg.dataset.batch_size,
                max_logit_scale=cfg.losses.max_logit_scale, outputs=watched_outputs(model), **online) as w:
@@ -256,7 +263,8 @@ def _run_instrumented(cfg, steps, device, extra_callbacks, name, expensive_every
         if data_signal:
             w.data_signal(*sample_training_pairs(cfg), step=0, seed=cfg.seed)
         result = train(cfg, steps=steps, device=device, model=model,
-                       callbacks=[ProbeCallback(w), *extra_callbacks, *settler])
+                       callbacks=[ProbeCallback(w), *extra_callbacks, *settler,
+                                  *([live.StepEvents(label, steps)] if listened else [])])
     if settler and settler[0].stop_training:
         result.extra["settled"] = {"step": result.steps, "planned": steps, "why": settler[0].why}
     records = w.records

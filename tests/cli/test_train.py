@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from diagnose.cli import app
+from diagnose.cli.app import app
 from diagnose.lab.checkpoint_files import load_into, load_state_dict
 from reference_models import build_model, load_config
 
@@ -94,3 +94,72 @@ def test_checkpoint_mismatch_lists_keys(tmp_path):
     assert "missing vision.final_projector.bias" in message
     assert "unexpected vision.pool.scorer.bias" in message
     assert "shape mismatch vision.projector.weight (64, 1024) vs (1024, 1024)" in message
+
+
+# --- live output: progress bars and alarms while the runs go (diagnose.lab.live, console.LiveRuns) ---------
+DIVERGING = ["gradflow", "--config", "perceiver", "--scale", "tiny", "--steps", "12", "--set", "dataset.num_train=64",
+             "--set", "dataset.num_val=32", "--set", "dataset.batch_size=16", "--set", "optimization.lr=1e30"]
+
+
+def _alarm_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("diagnose alarm at step ")]
+
+
+def test_an_alarm_is_printed_when_it_fires_not_when_the_run_ends(tmp_path):
+    # lr 1e30 turns the weights non-finite at the first update: the nonfinite_values alarm fires within
+    # the first evaluations, long before step 12; its line comes before the verdicts and the report line
+    result = runner.invoke(app, [*DIVERGING, "--out", str(tmp_path / "g")])
+    assert result.exit_code == 1, result.output  # error findings
+    lines = result.output.splitlines()
+    alarms = _alarm_lines(result.output)
+    assert alarms and "nonfinite_values" in alarms[0], result.output
+    step = int(alarms[0].split("diagnose alarm at step ")[1].split(":")[0])
+    assert step < 11  # fired during the run (its last step is 11)
+    first_verdict = next(i for i, line in enumerate(lines) if line.startswith("perceiver"))
+    report = next(i for i, line in enumerate(lines) if line.startswith("report: "))
+    assert lines.index(alarms[0]) < first_verdict < report
+
+
+def test_quiet_prints_no_alarm_and_no_progress(tmp_path, monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from diagnose.cli import console as console_mod
+
+    screen = StringIO()  # a terminal: the bar would be drawn here
+    monkeypatch.setattr(console_mod, "console", Console(file=screen, force_terminal=True, width=120))
+    result = runner.invoke(app, [*DIVERGING, "--out", str(tmp_path / "g"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert _alarm_lines(result.output) == [] and screen.getvalue() == ""
+
+
+def test_a_terminal_shows_a_bar_per_run_with_the_loss_against_ln_b(tmp_path, monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from diagnose.cli import console as console_mod
+
+    screen = StringIO()
+    monkeypatch.setattr(console_mod, "console", Console(file=screen, force_terminal=True, width=160))
+    result = runner.invoke(app, [*DIVERGING[:6], "6", *DIVERGING[7:-2], "--out", str(tmp_path / "g")])
+    assert result.exit_code in (0, 1), result.output
+    drawn = screen.getvalue()
+    assert "perceiver" in drawn and "vs ln(B) 2.773" in drawn  # ln 16
+    assert "6/6" in drawn
+
+
+def test_worker_processes_send_their_events_back_to_the_listener():
+    from diagnose.lab import live
+    from diagnose.lab.executors import Job, LocalExecutor
+
+    got = []
+    events = [{"kind": "alarm", "run": f"r{i}", "step": i, "line": f"line {i}"} for i in range(3)]
+    with LocalExecutor(2) as ex:
+        with live.listening(got.append):
+            ex.run([Job(f"r{i}", live.emit, (e,)) for i, e in enumerate(events)])
+        assert sorted(got, key=lambda e: e["step"]) == events
+        got.clear()
+        ex.run([Job(f"q{i}", live.emit, (e,)) for i, e in enumerate(events)])  # nobody listens: nothing sent
+    assert got == []

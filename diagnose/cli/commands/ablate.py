@@ -10,7 +10,7 @@ import typer
 from ...core.errors import ConfigError
 from ...core.provenance import command_line, environment
 from ...lab.executors import Failed
-from ..console import console, fail, reporting
+from ..console import console, fail, live_runs, reporting
 from ..options import (
     EXIT_INCOMPLETE,
     AblationWorkersOpt,
@@ -98,6 +98,8 @@ def ablate_command(
     check_out(out)
 
     def note(name: str, result) -> None:
+        if live is not None:
+            live.finished(name)
         if isinstance(result, Failed):
             console.print(f"run {name}: FAILED: {result.error}", markup=False)
         elif not quiet:
@@ -109,7 +111,7 @@ def ablate_command(
     if not quiet:
         console.print(f"ablation of {cfg.name}: runs on executor {executor}", markup=False)
     with make_run_executor(executor, min(workers, os.cpu_count() or 1), device, ray_address, cpus_per_run,
-                           gpus_per_run) as ex:
+                           gpus_per_run) as ex, live_runs(quiet) as live:  # bars and alarms as the runs go
         try:
             ab = run_ablation(cfg, steps, device, only=fix, progress=note, executor=ex,
                               seeds=seed_list(cfg.seed, seeds))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ...lab.executors import Failed
-from ..console import console, fail, progress, reporting
+from ..console import console, fail, live_runs, reporting
 from ..options import (
     EXIT_INCOMPLETE,
     CheckpointOpt,
@@ -64,11 +64,12 @@ def _print_verdicts(summary: Summary, out: Path) -> None:
 
 
 def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
-    from ...lab.runs import ProgressCallback, model_from_checkpoint, run_instrumented
+    """One run in this process: its progress bar and alarms live on the console (`live_runs`)."""
+    from ...lab.runs import model_from_checkpoint, run_instrumented
 
     model = model_from_checkpoint(cfg, checkpoint) if checkpoint is not None else None
-    with progress(label, steps, quiet) as ticker:
-        return run_instrumented(cfg, steps, device, [ProgressCallback(ticker)], name=label, model=model)
+    with live_runs(quiet):
+        return run_instrumented(cfg, steps, device, name=label, model=model)
 
 
 def _seeded(configs, seeds: int, steps: int, device: str, quiet: bool, ex, checkpoint=None) -> tuple[Summary, object]:
@@ -76,14 +77,17 @@ def _seeded(configs, seeds: int, steps: int, device: str, quiet: bool, ex, check
     from ...lab.seeds import run_seeded, seed_list
 
     def done(name, result) -> None:
+        if live is not None:
+            live.finished(name)
         if isinstance(result, Failed):
             console.print(f"run {name}: FAILED: {result.error}", markup=False)
         elif not quiet:
             console.print(f"run {name}: {result[0]['verdict']['label']}", markup=False)
 
     first = configs[0][0].seed
-    summary, records, failed = run_seeded(configs, seed_list(first, seeds), steps, device, ex, done,
-                                          str(checkpoint) if checkpoint else None)
+    with live_runs(quiet) as live:  # every run's bar and alarms, from the workers too (diagnose.lab.live)
+        summary, records, failed = run_seeded(configs, seed_list(first, seeds), steps, device, ex, done,
+                                              str(checkpoint) if checkpoint else None)
     if failed:
         fail("; ".join(f"run {n} failed: {e}" for n, e in failed.items()) + "; nothing written")
         raise typer.Exit(EXIT_INCOMPLETE)
