@@ -5,8 +5,14 @@ Each log is written once to a temporary directory (a run at chance: train loss ~
 and MRL components, lr, sparse val R@1 rows), then `diagnose logs FILE --batch-size 64 --out DIR` runs in
 a child process; its wall time and its own peak RSS (os.wait4's rusage of that child, read by a small
 launcher process so the generator's memory does not count) are reported,
-with whether it exited 0/1 (a diagnosis) and found `loss_at_chance`. Prints one JSON object.
-Usage: python benchmarks/logs_scale.py [--sizes 20,200] [--formats csv,jsonl,text,csv_wide]
+with whether it exited 0/1 (a diagnosis) and found `loss_at_chance`, and its CPU time.
+
+For CSV logs also the parse alone against pandas (issue 27: `diagnose logs` parsing at the speed of a
+plain pandas read): in one child process, `diagnose.core.logs.read_log(path)` and `pandas.read_csv(path)`
+(all columns, default options) alternate --reps times (ABBA order), process CPU time each; `cpu_ratio`
+is the median of the paired ratios read_log / read_csv. Their peak RSS comes from one more child each.
+Prints one JSON object.
+Usage: python benchmarks/logs_scale.py [--sizes 20,200] [--formats csv,jsonl,text,csv_wide] [--reps 7]
 """
 
 from __future__ import annotations
@@ -74,7 +80,34 @@ p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.
 err = p.stderr.read()
 _, status, usage = os.wait4(p.pid, 0)
 print(json.dumps({"wall": time.perf_counter() - t0, "code": os.waitstatus_to_exitcode(status),
+                  "cpu": usage.ru_utime + usage.ru_stime,
                   "maxrss_kb": usage.ru_maxrss, "stderr": err.decode(errors="replace")[-300:]}))
+"""
+
+# The parse alone, paired with pandas.read_csv in the same process (imports done before timing).
+_PAIRED = """
+import json, statistics, sys, time
+from pathlib import Path
+import pandas as pd
+from diagnose.core.logs import read_log
+path, reps = Path(sys.argv[1]), int(sys.argv[2])
+ours = {"read_log": lambda: read_log(path), "read_csv": lambda: pd.read_csv(path)}
+ours["read_log"](); ours["read_csv"]()  # warm: file cache, lazy imports
+times = {k: [] for k in ours}
+for i in range(reps):
+    for k in (("read_log", "read_csv") if i % 2 == 0 else ("read_csv", "read_log")):
+        t = time.process_time(); ours[k](); times[k].append(time.process_time() - t)
+ratios = [a / b for a, b in zip(times["read_log"], times["read_csv"])]
+print(json.dumps({"read_log_cpu_s": round(statistics.median(times["read_log"]), 3),
+                  "read_csv_cpu_s": round(statistics.median(times["read_csv"]), 3),
+                  "cpu_ratio": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios]}))
+"""
+_ONE = """
+import sys
+from pathlib import Path
+import pandas as pd
+from diagnose.core.logs import read_log
+read_log(Path(sys.argv[1])) if sys.argv[2] == "read_log" else pd.read_csv(sys.argv[1])
 """
 
 
@@ -85,16 +118,28 @@ def _run(path: Path, out: Path) -> dict:
                                     check=True).stdout)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     ids = sorted({f["id"] for f in summary.get("findings", [])})
-    return {"seconds": round(res["wall"], 2), "peak_rss_mb": round(res["maxrss_kb"] / 1024, 1),
-            "exit_code": res["code"],
+    return {"seconds": round(res["wall"], 2), "cpu_s": round(res["cpu"], 2),
+            "peak_rss_mb": round(res["maxrss_kb"] / 1024, 1), "exit_code": res["code"],
             "loss_at_chance": "loss_at_chance" in ids, "findings": ids,
             "stderr_tail": res["stderr"].strip().splitlines()[-1:] if res["code"] > 1 else []}
+
+
+def _parse_vs_pandas(path: Path, reps: int) -> dict:
+    """read_log vs pandas.read_csv on the same file: paired CPU times, and each one's peak RSS."""
+    out = json.loads(subprocess.run([sys.executable, "-c", _PAIRED, str(path), str(reps)], cwd=ROOT,
+                                    capture_output=True, text=True, check=True).stdout)
+    for what in ("read_log", "read_csv"):
+        res = json.loads(subprocess.run([sys.executable, "-c", _LAUNCH, sys.executable, "-c", _ONE, str(path), what],
+                                        cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+        out[f"{what}_peak_rss_mb"] = round(res["maxrss_kb"] / 1024, 1)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="20,200", help="sizes in MB")
     ap.add_argument("--formats", default="csv,jsonl,text,csv_wide")
+    ap.add_argument("--reps", type=int, default=7, help="paired read_log / read_csv repetitions (CSV logs)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     results = []
@@ -102,13 +147,20 @@ def main() -> None:
         tiny = Path(tmp) / "tiny.csv"  # the cost of starting the command (imports) on a 10-row log
         tiny.write_text("step,loss\n" + "".join(f"{i},4.16\n" for i in range(10)))
         baseline = _run(tiny, Path(tmp) / "out_tiny")
-        baseline = {k: baseline[k] for k in ("seconds", "peak_rss_mb")}
+        baseline = {k: baseline[k] for k in ("seconds", "cpu_s", "peak_rss_mb")}
         for mb in (int(x) for x in args.sizes.split(",")):
             for fmt in args.formats.split(","):
                 path = Path(tmp) / f"log_{mb}mb.{'csv' if fmt.startswith('csv') else fmt if fmt == 'jsonl' else 'log'}"
                 _write(fmt, path, mb * 1_000_000, rng)
                 res = _run(path, Path(tmp) / f"out_{fmt}_{mb}")
                 results.append({"format": fmt, "target_mb": mb, "file_mb": round(path.stat().st_size / 1e6, 1), **res})
+                if fmt == "csv" and args.reps > 0:
+                    results[-1]["parse_vs_pandas"] = _parse_vs_pandas(path, args.reps)
+                    pandas_cpu = results[-1]["parse_vs_pandas"]["read_csv_cpu_s"]
+                    results[-1]["command_cpu_over_read_csv"] = round(res["cpu_s"] / pandas_cpu, 2)
+                    # the same without the command's start-up (the imports: the 10-row log's CPU)
+                    results[-1]["command_cpu_above_startup_over_read_csv"] = round(
+                        (res["cpu_s"] - baseline["cpu_s"]) / pandas_cpu, 2)
                 print(json.dumps(results[-1]), file=sys.stderr)
                 path.unlink()
     print(json.dumps({"benchmark": "logs_scale", "python": platform.python_version(), "cpus": os.cpu_count(),
