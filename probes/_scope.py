@@ -27,8 +27,10 @@ Entry = Callable[[nn.Module], contextlib.AbstractContextManager | None]
 
 
 class ForwardScope:
-    def __init__(self, hooks, model: nn.Module, due: Callable[[], bool]) -> None:
+    def __init__(self, hooks, model: nn.Module, due: Callable[[], bool],
+                 on_start: Callable[[], None] | None = None) -> None:
         self._entries: list[Entry] = []
+        self._on_start = on_start  # called at every outermost forward (the schedule times the step from it)
         self._open: list[contextlib.AbstractContextManager] = []
         self._depth = 0
         self._due = due
@@ -46,6 +48,8 @@ class ForwardScope:
 
     def _enter(self, module, args) -> None:
         self._depth += 1
+        if self._depth == 1 and self._on_start is not None:
+            self._on_start()
         if self._depth > 1 or not self._entries or _compiling() or not self._due():
             return
         self.forwards += 1

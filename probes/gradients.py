@@ -112,6 +112,7 @@ class GradientFlow(Probe):
         self.numel = [p.numel() for p in self.params]
         self._numel = np.asarray(self.numel, dtype=np.float64)
         self._fused = _by_device_dtype(self.params)
+        self._fused_params = [[self.params[i] for i in group] for group in self._fused]
         self._order = np.asarray([i for g in self._fused for i in g], dtype=np.int64)
         prefixes = _indexed_prefixes(session.model)
         self.groups: dict[str, dict[str, list[int]]] = {"module": {}, "layer": {}}
@@ -133,8 +134,8 @@ class GradientFlow(Probe):
         values: list[torch.Tensor] = []
         have: list[list[int]] = []  # per fused group: the parameter indices holding a gradient
         with torch.no_grad():
-            for group in self._fused:
-                values.append(fused_norms([params[i] for i in group]))
+            for group_params in self._fused_params:
+                values.append(fused_norms(group_params))
             for group in self._fused:
                 got = [i for i in group if params[i].grad is not None]
                 if got:
@@ -145,8 +146,8 @@ class GradientFlow(Probe):
                 if self._snapshot is None:
                     self._snapshot = [p.detach().clone() for p in params]
                 else:
-                    for group in self._fused:
-                        torch._foreach_copy_([self._snapshot[i] for i in group], [params[i].detach() for i in group])
+                    for group, group_params in zip(self._fused, self._fused_params):
+                        torch._foreach_copy_([self._snapshot[i] for i in group], group_params)
         # the norms reach the host with every other value of the step (one transfer, `flush`)
         session.buffer.later(obs.step, self.name, values, lambda floats: self._rows(session, obs.step, have, floats))
 
@@ -243,10 +244,10 @@ class GradientFlow(Probe):
         self._pending = None
         values = []
         with torch.no_grad():
-            for group in self._fused:
+            for group, group_params in zip(self._fused, self._fused_params):
                 # snapshot := θ_before − θ_after, in place: no allocation per step
                 snap = [self._snapshot[i] for i in group]
-                torch._foreach_sub_(snap, [self.params[i].detach() for i in group])
+                torch._foreach_sub_(snap, group_params)
                 values.append(fused_norms(snap))
         session.buffer.later(step, self.name, values, lambda dn: self._update_rows(session, step, before, dn))
 

@@ -4,10 +4,11 @@ Expensive work (attention entropy capture, collapse spectra, latent statistics, 
 counterfactuals) costs a multiple of a cheap step on small models and little on large ones. Under a
 budget its spacing follows what it costs here:
 
-- cost: the time between consecutive `observe` calls. An expensive step e lengthens two intervals (the
-  forward of e, where its hooks run, and the interval after e, where `observe(e)` computes spectra);
-  its cost is the excess of both over the median interval of steps with no expensive work, and the
-  estimate is the median of the last `COST_WINDOW` such costs;
+- cost: measured on the step itself, not between steps (a pause for evaluation or checkpointing
+  falls between steps, often on round step numbers, and would be taken for probe time): the excess of
+  an expensive step's forward+backward (from its first forward with autograd on to `observe`; only
+  where a probe looks inside the forward) and of its `observe` over their medians on recent cheap
+  steps; the estimate is the median of the last `COST_WINDOW` expensive steps' costs;
 - spacing = ceil(cost / (budget * median step)), so expensive work averages at most `budget` of the
   step time; never below `floor` (the fixed default the rules were calibrated with) and
 - never above what the rules need to decide: a condition read on expensive steps alarms only after it
@@ -59,11 +60,14 @@ class ExpensiveSchedule:
         self.next = 0  # budget mode: the next expensive step (step 0 always)
         self.ran = 0
         self.spacings: list[int] = []  # budget mode: the spacing chosen after each expensive step
-        self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)
+        self._intervals: deque[float] = deque(maxlen=STEP_WINDOW)  # between observes, cheap steps
+        self._observe_s: deque[float] = deque(maxlen=STEP_WINDOW)  # inside observe, cheap steps
+        self._fb_s: deque[float] = deque(maxlen=STEP_WINDOW)  # first forward to observe, cheap steps
         self._costs: deque[float] = deque(maxlen=COST_WINDOW)
-        self._t_last: float | None = None
+        self._t_last: float | None = None  # start of the last observe
+        self._fwd: float | None = None  # start of the first forward since the last observe
+        self._fb: float | None = None  # forward+backward time of the step being observed
         self._last_expensive: int | None = None
-        self._open_cost: float | None = None  # excess of the interval that ended at the last expensive step
         self._prev_expensive = False
 
     @property
@@ -78,32 +82,40 @@ class ExpensiveSchedule:
         # that went back (a counter restarted per epoch): due, and the spacing counts from there
         return step >= self.next or (last is not None and step <= last)
 
-    def observed(self, step: int, expensive: bool) -> None:
-        """Called at the start of every `observe(step)`, `expensive` = `due(step)`: times the interval."""
-        now = time.perf_counter()
-        interval = None if self._t_last is None else now - self._t_last
-        self._t_last = now
-        if self.every is not None or interval is None:
-            self._prev_expensive = expensive
-            return
-        if not expensive and not self._prev_expensive:
-            self._intervals.append(interval)
-        elif self._intervals:
-            excess = max(0.0, interval - statistics.median(self._intervals))
-            if expensive:
-                self._open_cost = excess
-            elif self._open_cost is not None:  # the interval after an expensive step closes its cost
-                self._costs.append(self._open_cost + excess)
-                self._open_cost = None
-                self._reschedule()
-        self._prev_expensive = expensive
+    def forward_started(self) -> None:
+        """A forward with autograd on began (the forward scope's root pre-hook): the first one since the
+        last `observe` starts the step's forward+backward time."""
+        if self._fwd is None:
+            self._fwd = time.perf_counter()
 
-    def ran_at(self, step: int) -> None:
-        """Called at the end of `observe(step)` of an expensive step."""
+    def observed(self, step: int, expensive: bool) -> None:
+        """Called at the start of every `observe(step)`, `expensive` = `due(step)`."""
+        now = time.perf_counter()
+        if self._t_last is not None and not expensive and not self._prev_expensive:
+            self._intervals.append(now - self._t_last)  # the step time: intervals without expensive work
+        self._t_last, self._prev_expensive = now, expensive
+        self._fb = None if self._fwd is None else now - self._fwd
+        self._fwd = None
+
+    def finished(self, step: int, expensive: bool) -> None:
+        """Called at the end of every `observe(step)`: books the step's cost, schedules the next expensive one."""
+        spent = time.perf_counter() - (self._t_last or 0.0)
+        if not expensive:
+            self._observe_s.append(spent)
+            if self._fb is not None:
+                self._fb_s.append(self._fb)
+            return
         self.ran += 1
         self._last_expensive = step
-        if self.every is None:
-            self.next = step + self.spacing
+        if self.every is not None:
+            return
+        if self._observe_s:
+            cost = max(0.0, spent - statistics.median(self._observe_s))
+            if self._fb is not None and self._fb_s:
+                cost += max(0.0, self._fb - statistics.median(self._fb_s))
+            self._costs.append(cost)
+            self._reschedule()
+        self.next = step + self.spacing
 
     def _reschedule(self) -> None:
         step_time = statistics.median(self._intervals) if self._intervals else 0.0
@@ -112,8 +124,6 @@ class ExpensiveSchedule:
         want = math.ceil(cost / (self.budget * step_time) - 1e-9) if step_time > 0 else self.floor
         self.spacing = min(max(self.floor, want), self.cap())
         self.spacings.append(self.spacing)
-        if self._last_expensive is not None:
-            self.next = self._last_expensive + self.spacing
 
     def cap(self) -> int:
         """The widest spacing the rules allow now (see module docstring)."""

@@ -217,8 +217,7 @@ class ProbeSession:
                 self.buffer.flush()  # every value of this step reaches the host in one transfer
         finally:
             self._observing = None
-            if expensive:
-                self.schedule.ran_at(step)
+            self.schedule.finished(step, expensive)
         self._stepped = False
         self._hint = step + 1
 
@@ -247,7 +246,8 @@ class ProbeSession:
         """The scope around the model's forward on expensive steps (created by the first probe that
         asks for it; the cheap preset registers no forward hook at all)."""
         if self.scope is None:
-            self.scope = ForwardScope(self.hooks, self.model, lambda: self.due(self._hint, expensive=True))
+            self.scope = ForwardScope(self.hooks, self.model, lambda: self.due(self._hint, expensive=True),
+                                      on_start=self._forward_started)
         return self.scope
 
     @property
@@ -318,6 +318,10 @@ class ProbeSession:
                 self.buffer.defer("session", probe, "errors_count", 1.0)
 
     # -- internals ---------------------------------------------------------------------------
+    def _forward_started(self) -> None:
+        if not self.train_only or torch.is_grad_enabled():
+            self.schedule.forward_started()
+
     def _model_updates(self) -> list[float]:
         probe = self.probes.get("gradient_flow")
         return list(getattr(probe, "model_update", []))

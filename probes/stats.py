@@ -132,6 +132,7 @@ def negative_cosine(x: Tensor, y: Tensor) -> Tensor:
 # Logit scale factors tried by `best_scale_cross_entropy`: 1x to 64x in steps of sqrt(2). Cross-entropy
 # of a*z is convex in a, so the grid minimum is within one step of the true one.
 SCALE_FACTORS = tuple(2.0 ** (k / 2) for k in range(13))
+BATCHED_SCALES_MAX = 1 << 22  # elements of the (factors, B, C) tensor of the batched path: 16 MB in float32
 
 
 def best_scale_cross_entropy(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -141,7 +142,10 @@ def best_scale_cross_entropy(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     z = z.float()
     pos = z.diagonal()
     factors = torch.tensor(SCALE_FACTORS, device=z.device, dtype=z.dtype)
-    ce = torch.stack([(torch.logsumexp(a * z, dim=1) - a * pos).mean() for a in SCALE_FACTORS])
+    if z.numel() * len(SCALE_FACTORS) <= BATCHED_SCALES_MAX:  # every factor in one batched op (runs every step)
+        ce = (torch.logsumexp(factors[:, None, None] * z, dim=2) - factors[:, None] * pos).mean(1)
+    else:  # a large matrix: one factor at a time, so memory stays that of z
+        ce = torch.stack([(torch.logsumexp(a * z, dim=1) - a * pos).mean() for a in SCALE_FACTORS])
     i = torch.argmin(torch.nan_to_num(ce, nan=float("inf")))
     return ce[0], ce[i], factors[i]
 

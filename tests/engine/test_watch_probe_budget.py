@@ -9,12 +9,12 @@ from diagnose.core.rules.gradients import SETTLED_CUMULATIVE_UPDATE
 from diagnose.core.rules.persistence import PERSIST_MIN_OBS
 
 
-def _watch(steps=12, **kwargs):
+def _watch(steps=12, out=None, **kwargs):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x = torch.randn(16, 6)
-    with diagnose.watch(model, opt, alarm="off", evaluate_every=None, **kwargs) as w:
+    with diagnose.watch(model, opt, out, alarm="off", evaluate_every=None, **kwargs) as w:
         for step in range(steps):
             opt.zero_grad()
             out = model(x)
@@ -44,3 +44,10 @@ def test_explicit_expensive_every_keeps_fixed_spacing():
 def test_bad_probe_budget_is_one_clear_error():
     with pytest.raises(ValueError, match=r"probe budget=2: expected a share of the step time in \(0, 1\)"):
         diagnose.watch(nn.Linear(2, 2), probe_budget=2)
+
+
+def test_report_coverage_says_how_often_the_expensive_probes_ran(tmp_path):
+    _watch(out=tmp_path / "run", plots="deferred")
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "- expensive probes ran: 2 of 12 observed steps (softmax_entropy, collapse, latent_stats, contrastive)" \
+        in report

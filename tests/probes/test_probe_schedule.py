@@ -19,18 +19,20 @@ class Clock:
         return self.t
 
 
-def _drive(sched, clock, steps, step_s=0.010, expensive_extra_s=0.040):
-    """Observe `steps` steps; an expensive step adds half its extra time to its own interval (forward hooks)
-    and half to the next one (`observe`'s spectra), as in a training loop."""
-    carry = 0.0
+def _drive(sched, clock, steps, step_s=0.010, expensive_extra_s=0.040, pause_every=0, pause_s=5.0):
+    """Observe `steps` steps of `step_s`: 2 ms between observe and the next forward (optimizer), 6 ms of
+    forward+backward, 2 ms in observe; an expensive step adds half its extra time to its forward (hooks) and
+    half to its observe (spectra). With `pause_every`, a pause (evaluation) before every such step."""
     ran = []
     for step in range(steps):
         exp = sched.due(step)
-        clock.t += step_s + carry + (expensive_extra_s / 2 if exp else 0.0)
-        carry = expensive_extra_s / 2 if exp else 0.0
+        clock.t += 0.002 + (pause_s if pause_every and step % pause_every == 0 else 0.0)
+        sched.forward_started()
+        clock.t += 0.006 + (expensive_extra_s / 2 if exp else 0.0)
         sched.observed(step, exp)
+        clock.t += 0.002 + (expensive_extra_s / 2 if exp else 0.0)
+        sched.finished(step, exp)
         if exp:
-            sched.ran_at(step)
             ran.append(step)
     return ran
 
@@ -64,6 +66,16 @@ def test_budget_spacing_from_measured_cost_and_rules_cap(monkeypatch, update, wa
     assert "budget of 5% of the step time" in line and f"(last {want})" in line
 
 
+def test_pauses_between_steps_are_not_taken_for_probe_cost(monkeypatch):
+    """Evaluation every 10 steps falls before the expensive steps (round numbers): the cost is read on the
+    step itself, so the spacing is the same as without pauses."""
+    clock = Clock()
+    monkeypatch.setattr(schedule.time, "perf_counter", clock)
+    sched = ExpensiveSchedule(every=None, budget=0.05, readings=6, settle=1.0, updates=lambda: [1e-4])
+    _drive(sched, clock, 300, pause_every=10)
+    assert sched.spacing == 80
+
+
 def test_cap_never_exceeds_max_every(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(schedule.time, "perf_counter", clock)
@@ -74,7 +86,7 @@ def test_cap_never_exceeds_max_every(monkeypatch):
 
 def test_step_numbers_that_go_back_restart_the_spacing():
     sched = ExpensiveSchedule(every=None, budget=0.05)
-    ran = [s for s in [*range(25), *range(25)] if sched.due(s) and (sched.ran_at(s) or True)]
+    ran = [s for s in [*range(25), *range(25)] if sched.due(s) and (sched.finished(s, True) or True)]
     assert ran == [0, 10, 20, 0, 10, 20]
 
 
