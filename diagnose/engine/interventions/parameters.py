@@ -26,6 +26,10 @@ def _join(optimizer: Any, params: list) -> None:
 
 
 class AddMissingParams(Intervention):
+    """Checked before every step, not only the first: a part unfrozen mid-run (requires_grad set later, the
+    optimizer built earlier over what was trainable then) joins the optimizer at the step it first gets a
+    gradient."""
+
     name = "add_missing_params"
     tests = ("param_not_in_optimizer",)
     changes = "trainable parameters that get gradients but are in no param group are added to the optimizer"
@@ -33,21 +37,20 @@ class AddMissingParams(Intervention):
     def setup(self, watch: Any) -> None:
         self._opt = require_optimizer(watch, self.name)
         self._model = watch.model
-        self._done = False
+        self._steps, self._added = 0, 0
 
     def before_step(self, optimizer: Any) -> None:
-        if self._done:
-            return
-        self._done = True
+        self._steps += 1
         inside = {id(p) for g in optimizer.param_groups for p in g["params"]}
         missing = [(n, p) for n, p in self._model.named_parameters()
                    if p.requires_grad and p.grad is not None and id(p) not in inside]
-        if not missing:
-            self.did.append("nothing to add: every parameter with a gradient is in a param group")
-            return
-        _join(optimizer, [p for _, p in missing])
-        self.did.append(f"added {len(missing)} parameter tensor(s) to the optimizer ("
-                        f"{', '.join(n for n, _ in missing[:4])}{', ...' if len(missing) > 4 else ''})")
+        if missing:
+            _join(optimizer, [p for _, p in missing])
+            self._added += len(missing)
+            self.did.append(f"step {self._steps}: added {len(missing)} parameter tensor(s) to the optimizer ("
+                            f"{', '.join(n for n, _ in missing[:4])}{', ...' if len(missing) > 4 else ''})")
+        elif not self.did and self._steps == 1:
+            self.did.append("at step 1 every parameter with a gradient was in a param group")
 
 
 class Unfreeze(Intervention):
