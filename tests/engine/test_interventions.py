@@ -236,3 +236,12 @@ def test_lr_up_measures_its_factor_on_the_first_step(under_ablation):
         step(model, opt, w, 1, x, t)
         moved = (model.image.weight.detach() - before).abs().max().item()
     assert moved == pytest.approx(1e-7 * fix._factor, rel=0.05)  # Adam: every element moves by ~lr
+
+
+def test_docs_list_every_fix_as_the_catalogue_declares_it():
+    from pathlib import Path
+
+    from diagnose.engine.interventions import markdown_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ablate.md").read_text()
+    assert markdown_table() in doc, "docs/ablate.md: paste diagnose.engine.interventions.markdown_table()"

@@ -31,3 +31,12 @@ def make(name: str, params: dict | None = None) -> Intervention:
 
 
 __all__ = ["CATALOGUE", "Intervention", "NotApplicable", "for_cause", "make"]
+
+
+def markdown_table() -> str:
+    """The catalogue as the table in docs/ablate.md (checked by tests/engine/test_interventions.py)."""
+    rows = ["| fix | tests (root cause) | what it changes | parameters |", "|---|---|---|---|"]
+    for name, cls in CATALOGUE.items():
+        params = ", ".join(f"`{k}={v}`" for k, v in cls.defaults.items()) or "-"
+        rows.append(f"| `{name}` | {', '.join(f'`{c}`' for c in cls.tests)} | {cls.changes} | {params} |")
+    return "\n".join(rows)
