@@ -1,4 +1,5 @@
-"""`python -m diagnose.cli`: the same as the `diagnose` console script (the package guards its imports against Ctrl-C)."""
+"""`python -m diagnose.cli`: the same as the `diagnose` console script (the package guards its imports
+against Ctrl-C)."""
 
 from . import main
 
