@@ -12,6 +12,7 @@ Every import counts, at module level and inside functions; there is no list of a
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,34 @@ def test_cli_declares_the_log_formats_of_the_readers():
     from diagnose.core.logs import FORMATS
 
     assert logs_cmd.FORMATS == FORMATS  # the CLI's copy (declared without importing the readers)
+
+
+def test_checkpoint_loads_torch_only_for_a_torch_file(tmp_path):
+    """A safetensors checkpoint is read with numpy; a .pt file (and a bfloat16 safetensors file, which numpy
+    cannot hold) needs torch. The statistics agree either way."""
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
+    from safetensors.torch import save_file as save_torch
+
+    rng = np.random.default_rng(0)
+    weights = {"vision.latents": rng.standard_normal((8, 16)).astype(np.float32),
+               "proj.weight": rng.standard_normal((4, 4)).astype(np.float32)}
+    save_file(weights, str(tmp_path / "w.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, tmp_path / "w.pt")
+    save_torch({k: torch.from_numpy(v).bfloat16() for k, v in weights.items()}, str(tmp_path / "bf.safetensors"))
+    loaded = {}
+    for name in ("w.safetensors", "w.pt", "bf.safetensors"):
+        out = tmp_path / f"out-{name}"
+        run = ("from typer.testing import CliRunner; from diagnose.cli.app import app; "
+               f"r = CliRunner().invoke(app, ['checkpoint', {str(tmp_path / name)!r}, '--out', {str(out)!r}]); "
+               "assert r.exit_code == 0, r.output")
+        loaded[name] = _loaded_after(run)
+        summary = json.loads((out / "summary.json").read_text())["checkpoint"]
+        loaded[name + ":stats"] = {t["name"]: (t["dtype"], t["rms"]) for t in summary["tensor_stats"]}
+    assert loaded["w.safetensors"] == [] and "torch" in loaded["w.pt"] and "torch" in loaded["bf.safetensors"]
+    assert loaded["w.safetensors:stats"] == loaded["w.pt:stats"]
+    bf = loaded["bf.safetensors:stats"]
+    assert {k: d for k, (d, _) in bf.items()} == {"vision.latents": "bfloat16", "proj.weight": "bfloat16"}
+    for k, (_, rms) in bf.items():  # bfloat16 keeps ~3 significant digits
+        assert rms == pytest.approx(loaded["w.pt:stats"][k][1], rel=1e-2)

@@ -1,8 +1,13 @@
 """Static checkpoint analysis: per-tensor and per-layer statistics, learned latents/queries,
 non-finite values, the change against an earlier checkpoint, and the match with a reference config.
 
-Weights are only ever read with `diagnose.lab.checkpoint_files.load_state_dict` (safetensors, or torch with
+Weights are only ever read as safetensors or with `diagnose.lab.checkpoint_files.load_state_dict` (torch with
 `weights_only=True`): a pickle that references anything but tensors is refused, never executed.
+
+The statistics are numpy (float64). A safetensors file is read with `safetensors.numpy`, so `diagnose
+checkpoint model.safetensors` loads no torch; torch is imported for a torch file (.pt/.pth/.bin), for a
+safetensors file holding a dtype numpy lacks (bfloat16, float8: read by torch, then widened to float32),
+and for --config (the reference model, built on the meta device).
 """
 
 from __future__ import annotations
@@ -12,16 +17,12 @@ import math
 import re
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-
-from reference_models import SCALES, apply_scale, build_model, load_config
+import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.rules import RunContext, run_rules
 from ..core.rules.checkpoint import CheckpointAnalysis
 from ..core.summary import DEFAULT_MAX_LOGIT_SCALE
-from .checkpoint_files import load_state_dict
 
 # --- limits (the rules and their thresholds are in diagnose.core.rules.checkpoint) --------------------
 # Rows of a latent matrix are compared for exact equality; more than this many rows are sampled
@@ -63,9 +64,56 @@ def _clear_error(path: Path, exc: ConfigError) -> ConfigError:
                        f"({detail})")
 
 
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
+class State(dict):
+    """{name: numpy array} with the dtype each tensor was stored in (`dtypes`: "bfloat16" stays "bfloat16"
+    although its array is float32)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], dtypes: dict[str, str] | None = None):
+        super().__init__(arrays)
+        self.dtypes = {k: (dtypes or {}).get(k) or str(v.dtype) for k, v in arrays.items()}
+
+
+def _from_torch(state: dict) -> State:
+    arrays, dtypes = {}, {}
+    for k, t in state.items():
+        t = t.detach().cpu()
+        dtypes[k] = str(t.dtype).removeprefix("torch.")
+        if t.is_floating_point() and t.element_size() < 4 and dtypes[k] != "float16":  # bfloat16, float8
+            t = t.float()
+        arrays[k] = t.numpy()
+    return State(arrays, dtypes)
+
+
+def _numpy_safetensors(path: Path) -> State | None:
+    """The file read without torch; None when numpy cannot hold one of its dtypes (torch reads it then)."""
     try:
-        return load_state_dict(path)
+        from safetensors.numpy import load_file
+    except ImportError:  # pragma: no cover - safetensors is a core dependency
+        return None
+    if not path.exists():
+        raise ConfigError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; expected a .safetensors or .pt file")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: checkpoint file is empty")
+    try:
+        return State(load_file(str(path)))
+    except TypeError:  # "data type 'bfloat16' not understood"
+        return None
+    except Exception as exc:  # corrupt or truncated: the same line as a torch read (load_state_dict)
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise ConfigError(f"{path}: cannot load checkpoint safely ({first[:200]})") from None
+
+
+def _load_file(path: Path) -> State:
+    try:
+        if path.suffix == ".safetensors":
+            state = _numpy_safetensors(path)
+            if state is not None:
+                return state
+        from .checkpoint_files import load_state_dict  # torch: a torch file, or a dtype numpy lacks
+
+        return _from_torch(load_state_dict(path))
     except ConfigError as exc:
         raise _clear_error(path, exc) from None
 
@@ -74,13 +122,15 @@ def read_metadata(path: Path) -> dict[str, str]:
     if path.suffix != ".safetensors":
         return {}
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as fh:
             return dict(fh.metadata() or {})
     except Exception:  # metadata is optional; the weights were already read or refused
         return {}
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], list[Path], dict[str, str]]:
+def load_checkpoint(path: Path) -> tuple[State, list[Path], dict[str, str]]:
     """State dict from a file, a Hugging Face model directory (model.safetensors / pytorch_model.bin,
     sharded or not), or a training checkpoint wrapping `state_dict` / `model`."""
     path = Path(path)
@@ -101,9 +151,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], list[Path], di
                 outside = [f for f in files if path.resolve() not in f.resolve().parents]
                 if outside:
                     raise ConfigError(f"{path / index}: shard '{outside[0].name}' lies outside {path}")
-                state: dict[str, torch.Tensor] = {}
+                state = State({})
                 for f in files:
-                    state.update(_load_file(f))
+                    shard = _load_file(f)
+                    state.update(shard)
+                    state.dtypes.update(shard.dtypes)
                 return state, files, read_metadata(files[0])
         for name in HF_WEIGHT_FILES:
             if (path / name).is_file():
@@ -121,18 +173,26 @@ def _f(x: float, digits: int = 6) -> float | None:
     return float(f"{x:.{digits}g}") if math.isfinite(x) else (None if math.isnan(x) else x)
 
 
-def tensor_stats(name: str, t: torch.Tensor) -> dict:
-    row = {"name": name, "layer": layer_of(name), "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-           "numel": t.numel()}
-    if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+def _floating(t: np.ndarray) -> bool:
+    return np.issubdtype(t.dtype, np.floating) or np.issubdtype(t.dtype, np.complexfloating)
+
+
+def _f64(t: np.ndarray) -> np.ndarray:
+    return np.asarray(t.real if np.iscomplexobj(t) else t, dtype=np.float64)
+
+
+def tensor_stats(name: str, t: np.ndarray, dtype: str | None = None) -> dict:
+    row = {"name": name, "layer": layer_of(name), "shape": list(t.shape), "dtype": dtype or str(t.dtype),
+           "numel": int(t.size)}
+    if not _floating(t) or t.size == 0:
         return row
-    x = t.detach().to(torch.float64).reshape(-1)
-    finite = torch.isfinite(x)
-    nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    x = _f64(t).reshape(-1)
+    finite = np.isfinite(x)
+    nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
     xf = x[finite]
-    if xf.numel():
-        row.update(mean=_f(xf.mean()), std=_f(xf.std(unbiased=False)), rms=_f(xf.pow(2).mean().sqrt()),
-                   absmax=_f(xf.abs().max()), zero_frac=_f((xf == 0).double().mean(), 4), norm=_f(xf.norm()))
+    if xf.size:
+        row.update(mean=_f(xf.mean()), std=_f(xf.std()), rms=_f(np.sqrt(np.square(xf).mean())),
+                   absmax=_f(np.abs(xf).max()), zero_frac=_f((xf == 0).mean(), 4), norm=_f(np.linalg.norm(xf)))
     row.update(nan=nan, inf=inf)
     return row
 
@@ -156,43 +216,44 @@ def layer_stats(tensors: list[dict]) -> list[dict]:
     return out
 
 
-def latent_stats(name: str, t: torch.Tensor, init: torch.Tensor | None = None) -> dict:
-    x = t.detach().to(torch.float64)
-    while x.dim() > 2 and x.shape[0] == 1:
+def latent_stats(name: str, t: np.ndarray, init: np.ndarray | None = None) -> dict:
+    x = _f64(t)
+    while x.ndim > 2 and x.shape[0] == 1:
         x = x[0]
     rows = x.reshape(-1, x.shape[-1])
     n = rows.shape[0]
-    uniq = torch.unique(rows, dim=0).shape[0]
+    uniq = np.unique(rows, axis=0).shape[0]
     s = rows[:MAX_LATENT_ROWS]
-    norms = s.norm(dim=1)
+    norms = np.linalg.norm(s, axis=1)
     d = {"name": name, "shape": list(t.shape), "rows": n, "dim": int(rows.shape[1]),
-         "rms": _f(rows.pow(2).mean().sqrt()),
-         "std": _f(rows.std(unbiased=False)), "mean": _f(rows.mean()), "row_norm_mean": _f(norms.mean()),
-         "between_latent_std": _f(rows.std(dim=0, unbiased=False).mean()) if n > 1 else None,
+         "rms": _f(np.sqrt(np.square(rows).mean())),
+         "std": _f(rows.std()), "mean": _f(rows.mean()), "row_norm_mean": _f(norms.mean()),
+         "between_latent_std": _f(rows.std(axis=0).mean()) if n > 1 else None,
          "unique_rows": int(uniq), "identical_rows": int(n - uniq),
-         "zero_rows": int((rows.abs().sum(dim=1) == 0).sum())}
+         "zero_rows": int((np.abs(rows).sum(axis=1) == 0).sum())}
     if s.shape[0] > 1 and bool((norms > 0).all()):
         u = s / norms[:, None]
         cos = u @ u.T
-        off = cos[~torch.eye(s.shape[0], dtype=torch.bool)]
+        off = cos[~np.eye(s.shape[0], dtype=bool)]
         d.update(cosine_mean=_f(off.mean(), 4), cosine_max=_f(off.max(), 4))
     if init is not None and init.shape == t.shape:
-        x0 = init.detach().to(torch.float64)
-        d["drift"] = _f((x - x0.reshape(x.shape)).norm() / x0.norm()) if x0.norm() > 0 else None
+        x0 = _f64(init)
+        ref = np.linalg.norm(x0)
+        d["drift"] = _f(np.linalg.norm(x - x0.reshape(x.shape)) / ref) if ref > 0 else None
     return d
 
 
-def relative_change(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict:
-    common = [k for k in state if k in base and state[k].shape == base[k].shape and state[k].is_floating_point()]
+def relative_change(state: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> dict:
+    common = [k for k in state if k in base and state[k].shape == base[k].shape and _floating(state[k])]
     if not common:
         raise ConfigError("--against: the two checkpoints share no tensor of the same name and shape")
     layers: dict[str, list[float]] = {}
     for k in common:
-        a, b = state[k].detach().to(torch.float64), base[k].detach().to(torch.float64)
+        a, b = _f64(state[k]), _f64(base[k])
         acc = layers.setdefault(layer_of(k), [0.0, 0.0, 0])
-        acc[0] += float((a - b).pow(2).sum())
-        acc[1] += float(b.pow(2).sum())
-        acc[2] += a.numel()
+        acc[0] += float(np.square(a - b).sum())
+        acc[1] += float(np.square(b).sum())
+        acc[2] += a.size
     rows = []
     for layer, (diff, ref, numel) in layers.items():
         rows.append({"layer": layer, "numel": numel, "abs_change": _f(math.sqrt(diff)), "base_norm": _f(math.sqrt(ref)),
@@ -203,8 +264,12 @@ def relative_change(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor
             "shape_differs": sorted(k for k in state if k in base and state[k].shape != base[k].shape)}
 
 
-def config_match(state: dict[str, torch.Tensor], config: str, sets: list[str], scale: str) -> dict:
+def config_match(state: dict[str, np.ndarray], config: str, sets: list[str], scale: str) -> dict:
     """Keys and shapes against the reference model of `config` (built on the meta device: no memory)."""
+    import torch
+
+    from reference_models import SCALES, apply_scale, build_model, load_config
+
     def expected(sc: str) -> dict[str, tuple]:
         cfg = apply_scale(load_config(config, sets), sc)
         with torch.device("meta"):
@@ -232,15 +297,15 @@ def analyse_checkpoint(path: Path, against: Path | None = None, config: str | No
     if not state:
         raise ConfigError(f"{path}: checkpoint holds no tensors")
     base = load_checkpoint(against)[0] if against is not None else None
-    tensors = [tensor_stats(k, v) for k, v in state.items()]
+    tensors = [tensor_stats(k, v, state.dtypes.get(k)) for k, v in state.items()]
     a = CheckpointAnalysis(Path(path).name, [str(f) for f in files], meta, tensors, layer_stats(tensors))
     for k, v in state.items():
         last = k.rpartition(".")[2]
-        if (v.is_floating_point() and v.dim() >= 2 and v.numel() and last not in MODULE_PARAM_NAMES
+        if (_floating(v) and v.ndim >= 2 and v.size and last not in MODULE_PARAM_NAMES
                 and LATENT_NAME.search(last)):
             a.latents.append(latent_stats(k, v, base.get(k) if base else None))
-        if last == "logit_scale" and v.is_floating_point() and v.numel() == 1:
-            value = float(v.reshape(()))
+        if last == "logit_scale" and _floating(v) and v.size == 1:
+            value = float(_f64(v).reshape(()))
             a.logit_scale = {"name": k, "value": value, "exp": _f(math.exp(value)) if value < EXP_OVERFLOW else None}
     if base is not None:
         a.against = relative_change(state, base)
@@ -248,6 +313,8 @@ def analyse_checkpoint(path: Path, against: Path | None = None, config: str | No
     cap = DEFAULT_MAX_LOGIT_SCALE
     if config is not None:
         a.config = config_match(state, config, list(sets or []), scale)
+        from reference_models import load_config
+
         cap = load_config(config, list(sets or [])).losses.max_logit_scale
     a.findings = run_rules(a, RunContext(a.name, max_logit_scale=cap), kind="checkpoint")
     return a
