@@ -233,3 +233,34 @@ def test_ctrl_c_stops_the_local_workers(tmp_path):
     assert time.perf_counter() - start < 15  # not waiting for the long job
     time.sleep(1.0)
     assert not marker.exists()
+
+
+def _threads_of_a_run(_: int) -> tuple[int, int]:
+    import torch
+
+    from diagnose.lab.runs import pinned_threads
+
+    with pinned_threads() as n:
+        return n, torch.get_num_threads()
+
+
+def test_a_run_pins_its_torch_threads_whatever_the_process_had():
+    """The reference runs' numbers depend on the thread count, so it never follows the machine: RUN_THREADS in
+    this process and in local workers, the executor's count inside a job (Ray's --cpus-per-run), and the
+    process gets its own count back."""
+    import torch
+
+    from diagnose.lab.executors import call_with_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(RUN_THREADS + 1)
+    try:
+        assert _threads_of_a_run(0) == (RUN_THREADS, RUN_THREADS)
+        assert torch.get_num_threads() == RUN_THREADS + 1
+        assert call_with_threads(_threads_of_a_run, (0,), 2) == (2, 2)  # a job that asked for 2 CPUs
+        with LocalExecutor(2) as ex:
+            results = ex.run([Job(f"j{i}", _threads_of_a_run, (i,)) for i in range(2)])
+        assert list(results.values()) == [(RUN_THREADS, RUN_THREADS)] * 2
+        assert torch.get_num_threads() == RUN_THREADS + 1
+    finally:
+        torch.set_num_threads(before)
