@@ -22,6 +22,7 @@ temperature).
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -202,24 +203,39 @@ class SoftmaxEntropy(Probe):
             logits["text_to_image"] = logits["image_to_text"].T
         keys: list[tuple[str, str]] = []
         vals: list[torch.Tensor] = []
+        by_shape: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
+        for lname, z in logits.items():
+            if z.dim() == 2 and z.shape[1] >= 2:
+                by_shape.setdefault((tuple(z.shape), z.device), []).append((f"logits.{lname}", z.detach()))
         with torch.no_grad():
-            for lname, z in logits.items():
-                z = z.detach().float()
-                if z.dim() != 2 or z.shape[1] < 2:
-                    continue
-                p = torch.softmax(z, dim=1)
-                s = stats.entropy_summary(stats.normalised_entropy(p, 1))
-                target = f"logits.{lname}"
-                for metric in ("entropy_mean", "entropy_min", "nonfinite"):
-                    keys.append((target, metric))
-                    vals.append(s[metric])
-                if z.shape[0] == z.shape[1]:
-                    eye = torch.arange(z.shape[0], device=z.device)
-                    ce, ce_best, factor = stats.best_scale_cross_entropy(z)
-                    keys += [(target, "positive_prob_mean"), (target, "top1_acc"), (target, "cross_entropy"),
-                             (target, "cross_entropy_best_scale"), (target, "best_scale_factor")]
-                    vals += [p.diagonal().mean(), (z.argmax(1) == eye).float().mean(), ce, ce_best, factor]
+            for group in by_shape.values():  # both directions of a square matrix in one batch of ops (every step)
+                targets = [t for t, _ in group]
+                for metric, v in _logits_stats(torch.stack([z.float() for _, z in group])).items():
+                    keys += [(t, metric) for t in targets]
+                    vals.append(v)
         session.buffer.extend_values(obs.step, self.name, keys, vals)
+
+
+def _logits_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per matrix of a (L, B, C) stack of logits, one value each (1-d, L): entropy of the softmax rows
+    (mean, min over finite rows, non-finite count) and, for square matrices (positives on the diagonal), the
+    positive's mean probability, top-1 accuracy, cross-entropy and the best rescaled cross-entropy."""
+    p = torch.softmax(z, dim=2)
+    h = stats.normalised_entropy(p, 2)  # (L, B)
+    finite = torch.isfinite(h)
+    n_finite = finite.sum(1)
+    zero = torch.zeros((), dtype=h.dtype, device=h.device)
+    row_min = torch.where(finite, h, torch.full_like(zero, math.inf)).amin(1)
+    out = {"entropy_mean": torch.where(finite, h, zero).sum(1) / n_finite,  # nan if no finite row
+           "entropy_min": torch.where(n_finite > 0, row_min, torch.full_like(zero, math.nan)),
+           "nonfinite": (~finite).sum(1)}
+    b, c = z.shape[1], z.shape[2]
+    if b == c:
+        eye = torch.arange(b, device=z.device)
+        ce, ce_best, factor = stats.best_scale_cross_entropy(z)
+        out.update(positive_prob_mean=p.diagonal(dim1=1, dim2=2).mean(1), top1_acc=(z.argmax(2) == eye).float().mean(1),
+                   cross_entropy=ce, cross_entropy_best_scale=ce_best, best_scale_factor=factor)
+    return out
 
 
 def _calling_module(names: dict[int, str]) -> tuple[int | None, str | None]:

@@ -138,16 +138,19 @@ BATCHED_SCALES_MAX = 1 << 22  # elements of the (factors, B, C) tensor of the ba
 def best_scale_cross_entropy(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Row-wise cross-entropy of square logits z (positives on the diagonal) as they are, and the lowest
     cross-entropy any sharper rescaling a*z (a in SCALE_FACTORS) reaches, with that a. On the device,
-    no host read: the loss the current ranking would give under a better temperature."""
+    no host read: the loss the current ranking would give under a better temperature. A (L, B, B) stack
+    gives one value per matrix (1-d, L)."""
     z = z.float()
-    pos = z.diagonal()
+    pos = z.diagonal(dim1=-2, dim2=-1)
     factors = torch.tensor(SCALE_FACTORS, device=z.device, dtype=z.dtype)
+    scale = factors.reshape(-1, *([1] * z.dim()))
     if z.numel() * len(SCALE_FACTORS) <= BATCHED_SCALES_MAX:  # every factor in one batched op (runs every step)
-        ce = (torch.logsumexp(factors[:, None, None] * z, dim=2) - factors[:, None] * pos).mean(1)
+        ce = (torch.logsumexp(scale * z, dim=-1) - scale.squeeze(-1) * pos).mean(-1)  # (K,) or (K, L)
     else:  # a large matrix: one factor at a time, so memory stays that of z
-        ce = torch.stack([(torch.logsumexp(a * z, dim=1) - a * pos).mean() for a in SCALE_FACTORS])
-    i = torch.argmin(torch.nan_to_num(ce, nan=float("inf")))
-    return ce[0], ce[i], factors[i]
+        ce = torch.stack([(torch.logsumexp(a * z, dim=-1) - a * pos).mean(-1) for a in SCALE_FACTORS])
+    i = torch.argmin(torch.nan_to_num(ce, nan=float("inf")), dim=0)
+    best = ce.gather(0, i.unsqueeze(0)).squeeze(0)
+    return ce[0], best, factors[i]
 
 
 def _cheap_masked(x: Tensor, finite: Tensor) -> dict[str, Tensor]:

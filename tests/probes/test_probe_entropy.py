@@ -234,3 +234,21 @@ def test_huggingface_clip_eager_and_sdpa_agree():
     assert got["eager"].keys() == got["sdpa"].keys()
     for t in got["eager"]:
         assert got["sdpa"][t] == pytest.approx(got["eager"][t], rel=1e-5)
+
+
+def test_best_scale_cross_entropy_batched_equals_one_factor_at_a_time(monkeypatch):
+    """Every factor in one op (and both directions of the logits in one stack) gives the per-matrix,
+    per-factor values: argmin, the best loss and the unscaled loss."""
+    from probes import stats
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 12, 12) * 0.3 + 2.0 * torch.eye(12)
+    z[1, 3, 3] = float("nan")  # a non-finite row: that factor's loss is NaN, never the best
+    ce, best, factor = stats.best_scale_cross_entropy(z)
+    monkeypatch.setattr(stats, "BATCHED_SCALES_MAX", 0)
+    for k in range(2):
+        want = [(torch.logsumexp(a * z[k], 1) - a * z[k].diagonal()).mean() for a in stats.SCALE_FACTORS]
+        c1, b1, f1 = stats.best_scale_cross_entropy(z[k])
+        assert torch.equal(c1, ce[k]) or (c1.isnan() and ce[k].isnan())
+        assert float(ce[k]) == pytest.approx(float(want[0]), rel=1e-6, nan_ok=True)
+        assert float(b1) == pytest.approx(float(best[k]), rel=1e-6, nan_ok=True) and float(f1) == float(factor[k])
