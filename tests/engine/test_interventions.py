@@ -245,3 +245,21 @@ def test_docs_list_every_fix_as_the_catalogue_declares_it():
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "ablate.md").read_text()
     assert markdown_table() in doc, "docs/ablate.md: paste diagnose.engine.interventions.markdown_table()"
+
+
+def test_fp32_master_weights_keeps_an_fp16_adam_step_finite(under_ablation):
+    torch.manual_seed(0)
+    model = Towers().half()
+    model.text.weight.requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-8)
+    under_ablation("fp32_master_weights")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(2):
+            img, txt = model(x.half(), t.half())
+            loss = (img.float() * txt.float()).sum() * 0.0  # every gradient exactly 0: fp16 eps gives 0/0
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss})
+            opt.step()
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float16 for p in model.parameters())
