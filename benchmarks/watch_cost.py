@@ -22,6 +22,10 @@ that one measures each reference model in a fresh subprocess for its peak RSS, t
 in the same process, interleaved.
 
     python benchmarks/watch_cost.py [--models mlp_clip,perceiver_d64,slow_clip] [--reps 7] [--block 10]
+
+`--breakdown` instead prints where a watch's per-step time goes: process CPU time inside each probe's
+`observe` / `after_step` and the records' flush (expensive probes off, so these are the per-step costs),
+and the tensor passes over all parameters the gradient probe makes, each timed alone.
 """
 
 from __future__ import annotations
@@ -189,6 +193,69 @@ def bench_model(name: str, reps: int, block: int, wandb_mod) -> dict:
     return out
 
 
+def breakdown(name: str, steps: int) -> dict:
+    """Per-step CPU ms of each part of `watch` (cheap steps), and of each full-parameter tensor pass."""
+    from collections import Counter
+
+    out: dict = {"model": name}
+    for preset in ("cheap", "all"):
+        torch.manual_seed(0)
+        model, (image, text) = build(name)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        w = diagnose.watch(model, opt, alarm="off", probes=preset, batch_size=len(image), expensive_every=10 ** 9)
+        acc: Counter = Counter()
+
+        def timed(obj, attr, label):
+            f = getattr(obj, attr)
+
+            def g(*a, **k):
+                t = time.process_time()
+                try:
+                    return f(*a, **k)
+                finally:
+                    acc[label] += time.process_time() - t
+            setattr(obj, attr, g)
+
+        for pname, probe in w.session.probes.items():
+            timed(probe, "observe", pname)
+            timed(probe, "after_step", f"{pname}.after_step")
+        timed(w.session.buffer, "flush", "records flush (rows of every probe)")
+        timed(w, "observe", "watch.observe (all of the above but after_step)")
+        total = 0.0
+        for step in range(steps + 5):
+            if step == 5:  # after warm-up
+                acc.clear()
+                total = time.process_time()
+            loss, img, txt, logits = clip_loss(model, image, text)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            w.observe(step, losses={"total": loss}, embeddings={"image": img, "text": txt}, logits=logits,
+                      batch_size=len(image))
+            opt.step()
+        total = time.process_time() - total
+        w.close()
+        out[preset] = {"step_ms_cpu": round(1e3 * total / steps, 3),
+                       **{k: round(1e3 * v / steps, 3) for k, v in acc.most_common() if v / steps > 1e-5}}
+    params = [p for p in model.parameters()]
+    grads = [p.grad for p in params]
+    snap = [p.detach().clone() for p in params]
+    passes = {"grad norms (_foreach_norm)": lambda: torch._foreach_norm(grads),
+              "param norms (_foreach_norm)": lambda: torch._foreach_norm(params),
+              "non-zero counts (count_nonzero per tensor)": lambda: [torch.count_nonzero(g) for g in grads],
+              "update snapshot (_foreach_copy_)": lambda: torch._foreach_copy_(snap, params),
+              "update delta (_foreach_sub_)": lambda: torch._foreach_sub_(snap, params),
+              "update norms (_foreach_norm)": lambda: torch._foreach_norm(snap)}
+    out["tensor_passes_ms"] = {}
+    for label, fn in passes.items():
+        times = []
+        for _ in range(21):
+            t = time.process_time()
+            fn()
+            times.append(time.process_time() - t)
+        out["tensor_passes_ms"][label] = round(1e3 * statistics.median(times), 3)
+    return out
+
+
 def _wandb():
     """wandb in offline mode, writing under a temporary directory; None (row absent) when not installed."""
     os.environ["WANDB_MODE"] = "offline"
@@ -211,8 +278,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--no-wandb", action="store_true")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--breakdown", action="store_true", help="where watch's per-step time goes, per part")
+    ap.add_argument("--breakdown-steps", type=int, default=60)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.breakdown:
+        emit({"benchmark": "watch_cost --breakdown", "machine": {**machine(), "threads": torch.get_num_threads()},
+              "load_avg_1m": round(os.getloadavg()[0], 2), "steps": args.breakdown_steps,
+              "results": [breakdown(m, args.breakdown_steps) for m in args.models.split(",")]}, args.out)
+        return
     load = os.getloadavg()
     t0 = time.perf_counter()
     wandb_mod = None if args.no_wandb else _wandb()
