@@ -3,7 +3,7 @@
 For every case (halves dev, test, test2) whose ground-truth cause has an intervention
 (`diagnose.engine.interventions.for_cause`), runs
 
-    diagnose ablate --seeds 3 --fix auto --fix <each fix testing the cause> --max-fixes 2 \
+    diagnose ablate --seeds 3 --fix auto --fix <each fix testing the cause> --max-fixes 1 \
         -- python benchmarks/real_faults/script.py HALF/CASE
 
 (the interventions testing the true cause, plus the baseline's own candidates: what the tool would try
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from diagnose.engine.interventions import for_cause  # noqa: E402
 
-HALVES = ("dev", "test", "test2")
+HALVES = ("dev", "test2", "test")
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
@@ -64,7 +64,7 @@ def ablate(case: str, fixes: list[str], work: Path, seeds: int = 3, steps: int |
             "baseline_causes": [c["cause"] for c in summary["runs"][0].get("root_causes", [])][:3]}
 
 
-def run_cases(halves: list[str], only: list[str], work: Path) -> dict:
+def run_cases(halves: list[str], only: list[str], work: Path, max_fixes: int, partial: Path | None) -> dict:
     rows, without = [], []
     for half in halves:
         for path in sorted((HERE / half).glob("case_*.py")):
@@ -75,7 +75,7 @@ def run_cases(halves: list[str], only: list[str], work: Path) -> dict:
             if not right:
                 without.append({"case": case, "cause": cause})
                 continue
-            res = ablate(case, ["auto", *right], work)
+            res = ablate(case, ["auto", *right], work, max_fixes=max_fixes)
             verdicts = res.get("verdicts", {})
             confirmed = [f for f in right if verdicts.get(f, {}).get("verdict") == "confirmed"]
             refuted_wrong = [f for f, v in verdicts.items() if f not in right and v["verdict"] == "refuted"]
@@ -83,6 +83,8 @@ def run_cases(halves: list[str], only: list[str], work: Path) -> dict:
                          "right_confirmed": confirmed, "wrong_refuted": refuted_wrong,
                          "pass": bool(confirmed) and bool(refuted_wrong)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            if partial is not None:  # what is done so far survives an interrupted run
+                partial.write_text(json.dumps({"cases": rows, "without_intervention": without}, indent=1) + "\n")
     per_half = {}
     for half in halves:
         hr = [r for r in rows if r["case"].startswith(half + "/")]
@@ -99,6 +101,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=[])
     ap.add_argument("--out")
     ap.add_argument("--timing", action="store_true")
+    ap.add_argument("--max-fixes", type=int, default=1, help="the baseline's own candidates beside the right fixes")
     args = ap.parse_args()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +110,8 @@ def main() -> None:
             result = {"timing": {"case": TIMING_CASE, "fixes": list(TIMING_FIXES), "seeds": 3, "steps": 100,
                                  "runs": 3 * (1 + len(TIMING_FIXES)), **res}}
         else:
-            result = run_cases(list(HALVES) if args.half == "all" else [args.half], args.only, Path(tmp))
+            result = run_cases(list(HALVES) if args.half == "all" else [args.half], args.only, Path(tmp),
+                               args.max_fixes, Path(args.out) if args.out else None)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "load_1min": round(os.getloadavg()[0], 2)}

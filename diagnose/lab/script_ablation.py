@@ -10,8 +10,8 @@ the script's own command line (``--variant "batch=--batch-size 128"``): for what
 
 Plan: the baseline on every seed; then, unless fixes are named, the interventions that test the baseline's
 ranked root causes (first seed's order, then the others'), at most `max_fixes`, with lr x0.1 / x10 as
-controls when the causes suggest fewer than two; each run on every seed. `--fix auto` among named fixes
-adds the baseline's candidates to them.
+controls when the causes suggest fewer than two fixes or fixes of one cause only; each run on every
+seed. `--fix auto` among named fixes adds the baseline's candidates to them.
 
 Verdict per seed, fix run against the same seed's baseline (final loss / ln(B) from the watch's own
 verdict, `diagnose.core.definitions`):
@@ -141,13 +141,24 @@ def candidates_from(baselines: list[dict], named: list[str], variants: dict[str,
                     seen.add(name)
                     cls = CATALOGUE[name]
                     out.append(Candidate(name, list(cls.tests), cls.changes, source=f"cause:{cause['cause']}"))
+    out = out[:max_fixes]
     for name in CONTROLS:
-        if len(out) + len(named_out) >= 2:
+        tested = {c for cand in named_out + out for c in cand.tests}
+        # a contrast: at least two candidates, and not all of them testing the same cause (then a control
+        # that tests another one), so that a refutation can stand beside a confirmation
+        if len(out) + len(named_out) >= 2 and len(tested) > 1 and not _one_cause(named_out + out):
             break
-        if name not in seen:
+        if name not in seen and not set(CATALOGUE[name].tests) <= tested:
             cls = CATALOGUE[name]
             out.append(Candidate(name, list(cls.tests), cls.changes, source="control"))
-    return named_out + out[:max_fixes]
+            seen.add(name)
+    return named_out + out
+
+
+def _one_cause(cands: list[Candidate]) -> bool:
+    """All candidates test one cause in common (lr_down, warmup and clip_grad all test a too-high lr)."""
+    sets = [set(c.tests) for c in cands if c.tests]
+    return bool(sets) and bool(set.intersection(*sets))
 
 
 def parse_fix(spec: str) -> tuple[str, dict]:

@@ -1,0 +1,62 @@
+"""The planning and the verdicts of `diagnose ablate -- python train.py` (no run: numbers in, verdicts out)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from diagnose.core.errors import ConfigError
+from diagnose.lab.script_ablation import candidates_from, combine, judge, parse_fix
+
+
+def run(ratio, learned=False, r1=None):
+    return {"loss_over_lnB": ratio, "learned": learned, "r@1": r1}
+
+
+@pytest.mark.parametrize("base, fixed, verdict", [
+    (run(1.0), run(0.3, True), "confirmed"),  # a failed run learns
+    (run(1.0), run(0.9), "inconclusive"),  # lower by 0.1, still failed
+    (run(1.0), run(0.97), "refuted"),  # lower by 0.03 < 0.05: no real change
+    (run(1.0), run(1.2), "refuted"),
+    (run(1.0), run(math.nan), "refuted"),  # NaN never scores
+    (run(0.4, True), run(0.3, True), "confirmed"),  # a learning run, clearly better
+    (run(0.4, True, r1=0.5), run(0.3, True, r1=0.4), "inconclusive"),  # lower loss, worse retrieval
+    (run(0.4, True), run(0.39, True), "refuted"),
+    (run(0.4, True), run(0.36, True), "inconclusive"),  # between the chance band and the margin
+])
+def test_judge(base, fixed, verdict):
+    assert judge(base, fixed)[0] == verdict
+
+
+def test_majority_over_seeds():
+    assert combine([{"verdict": "confirmed"}, {"verdict": "confirmed"}, {"verdict": "refuted"}])[0] == "confirmed"
+    assert combine([{"verdict": "confirmed"}, {"verdict": "refuted"}, {"verdict": "inconclusive"}])[0] == "inconclusive"
+    assert combine([{"verdict": "not applicable"}] * 3)[0] == "not applicable"
+    assert combine([{"verdict": "failed"}, {"verdict": "refuted"}, {"verdict": "refuted"}])[0] == "refuted"
+
+
+def causes(*ids):
+    return [{"root_causes": [{"cause": c} for c in ids]}]
+
+
+def test_candidates_from_causes_with_a_contrast():
+    names = [c.name for c in candidates_from(causes("learning_rate_too_high"), [], {})]
+    assert names == ["lr_down", "warmup", "clip_grad", "lr_up"]  # all test one cause: lr_up as a contrast
+    names = [c.name for c in candidates_from(causes("param_not_in_optimizer", "temperature"), [], {})]
+    assert names == ["add_missing_params", "fix_temperature"]  # two causes: no control needed
+    names = [c.name for c in candidates_from(causes("param_not_in_optimizer"), [], {})]
+    assert names == ["add_missing_params", "lr_down"]
+    names = [c.name for c in candidates_from(causes("temperature"), ["auto", "lr_up:factor=100"], {})]
+    assert names == ["lr_up", "fix_temperature"]
+
+
+def test_named_fixes_and_variants():
+    cands = candidates_from(causes("temperature"), ["clip_grad:max_norm=0.5"], {"big": ["--batch", "256"]})
+    assert [(c.name, c.params, c.args) for c in cands] == [("clip_grad", {"max_norm": 0.5}, []),
+                                                          ("big", {}, ["--batch", "256"])]
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        candidates_from([], ["clip_grad:norm=1"], {})
+    with pytest.raises(ConfigError, match="unknown fix"):
+        candidates_from([], ["nope"], {})
+    assert parse_fix("reinit:pattern=latent,std=1") == ("reinit", {"pattern": "latent", "std": 1.0})
