@@ -11,6 +11,7 @@
 
 Leaving the block (also through an exception or Ctrl-C) writes the same run directory as the CLI
 (report.md with root causes first, plots, summary.json, records); `diagnose report DIR` rebuilds it.
+The plots come last, from a detached child process (`plots=`, diagnose.engine.rundir).
 While the run goes on, the record rules are evaluated on the records so far on a schedule, and an
 error finding raises an alarm the first time it holds (and is news: `Rule.alarm`): a log line on the
 `diagnose` logger (`alarm="warn"`), a `DiagnoseAlarm` raised from `observe` (`"raise"`), or your
