@@ -102,7 +102,25 @@ def run_script(command: list[str], spec: dict, cwd: str, threads: int | None, ti
         raise RuntimeError(f"the script exited {proc.returncode}: {_tail(proc.stderr) or 'no error output'}")
     if not (out / "summary.json").is_file():
         raise RuntimeError(f"the run wrote no summary ({out}): {_tail(proc.stderr) or 'no error output'}")
-    return {"name": spec["run"], "status": status, "summary": json.loads((out / "summary.json").read_text())}
+    return {"name": spec["run"], "status": status, "summary": json.loads((out / "summary.json").read_text()),
+            "readings": readings(out / "records.csv.gz")}
+
+
+def readings(records_file: Path) -> dict[str, float]:
+    """Two mechanism readings per run, for before/after: the end-of-run mean cosine of the most alike
+    embedding (collapse) and the largest per-layer update/weight ratio of any step (the step size)."""
+    if not records_file.is_file():
+        return {}
+    r = pd.read_csv(records_file, usecols=["step", "probe", "target", "metric", "value"])
+    out: dict[str, float] = {}
+    cos = r[(r["probe"] == "collapse") & (r["metric"] == "cosine_mean") & r["target"].isin(["image", "text"])]
+    if len(cos):
+        cut = cos["step"].max() - max(1, int(0.2 * (cos["step"].max() - cos["step"].min() + 1))) + 1
+        out["cosine_end"] = float(cos[cos["step"] >= cut].groupby("target")["value"].mean().max())
+    up = r[(r["probe"] == "gradient_flow") & (r["metric"] == "update_to_param")]["value"]
+    if len(up):
+        out["update_peak"] = float(up.max())
+    return out
 
 
 def _tail(text: str) -> str:
@@ -286,7 +304,8 @@ def _decide(cand: Candidate, results: dict, seeds: int) -> dict:
         elif isinstance(base, Failed) or not base:
             d.update(verdict="failed", why=f"the seed's baseline failed: {getattr(base, 'error', 'missing')}")
         else:
-            nb, nf = _numbers(base["summary"]["runs"][0]), _numbers(fixed["summary"]["runs"][0])
+            nb = {**_numbers(base["summary"]["runs"][0]), **base.get("readings", {})}
+            nf = {**_numbers(fixed["summary"]["runs"][0]), **fixed.get("readings", {})}
             v, why = judge(nb, nf)
             d.update(verdict=v, why=why, baseline=nb, fix=nf, applied=fixed["status"].get("applied", []))
         per_seed.append(d)

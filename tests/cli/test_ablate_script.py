@@ -36,6 +36,8 @@ def test_the_right_fix_is_confirmed_and_the_wrong_one_refuted_over_two_seeds(tmp
         assert [d["seed"] for d in h["per_seed"]] == [0, 1]
         for d in h["per_seed"]:  # the numbers that decided it, from the runs themselves
             assert d["fix"]["loss_over_lnB"] > 0 and d["baseline"]["steps"] == 20
+    for d in verdicts["lr_up"]["per_seed"]:  # the mechanism, before/after: larger steps
+        assert d["fix"]["update_peak"] > 3 * d["baseline"]["update_peak"]
     # seed 1 is a different run of the same script (the script seeds 0; the runner shifts it)
     base = [h["per_seed"] for h in verdicts.values()][0]
     assert base[0]["baseline"]["loss_over_lnB"] != base[1]["baseline"]["loss_over_lnB"]
