@@ -112,14 +112,14 @@ class Watch(OnlineRules):
         if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget and math.isfinite(budget)):
             raise ValueError(f"budget={budget!r}: expected a positive share of the step time (e.g. 0.02) or None")
         self.alarm_policy, self.evaluate_every, self.budget = alarm, evaluate_every, budget
-        # under `diagnose ablate -- python train.py`: out, name and alarms set by the runner, a fix applied
-        self.control = AblationControl.claim(self)
-        self._closed = False
         # rules outside the training thread: only with a budget (budget=None promises evaluation at fixed steps)
         self.background = bool(background) and budget is not None
         if plots not in PLOT_MODES:
             raise ValueError(f"plots={plots!r}: expected one of {', '.join(PLOT_MODES)}")
         self.plots = plots  # the run directory's PNGs: after close, in a child process (rundir)
+        # under `diagnose ablate -- python train.py`: out, name and alarms set by the runner, a fix applied
+        self.control = AblationControl.claim(self)
+        self._closed = False
         self._pool: ThreadPoolExecutor | None = None  # fallback when no rule process can run
         self._server = None  # diagnose.engine.rule_server.RuleClient (the process is shared by this process's watches)
         self._server_error: str | None = None
