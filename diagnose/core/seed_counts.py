@@ -14,8 +14,10 @@ from collections import Counter
 
 from .summary import Summary
 
-# Evidence keys that locate a finding rather than measure it: never its "key numbers"
-_LOCATORS = {"step", "steps", "first_step", "window_steps", "batch_size", "first_step_above_threshold"}
+# Evidence keys that locate a finding or restate a rule's constant rather than measure the run: never its
+# "key numbers"
+_LOCATORS = {"step", "steps", "first_step", "window_steps", "batch_size", "first_step_above_threshold", "threshold",
+             "clamp", "alpha", "learned_loss_bar", "far_short_loss", "learned_r1_factor", "far_short_r1_factor"}
 KEY_NUMBERS = 2  # per finding: the first numeric evidence values every seed's finding has
 
 
@@ -50,18 +52,46 @@ def seed_section(runs: list[dict], groups: dict[str, list[str]], findings: list[
 
 
 def _spread(values) -> list[float] | None:
-    vals = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    """[min, max] of the finite numbers (ints stay ints: counts read as counts)."""
+    vals = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     return [min(vals), max(vals)] if vals else None
+
+
+def _number(evidence: dict, key: str):
+    """evidence[key] when it is a number; for a table ({layer: {"peak": x, ...}}, layers ranked by the rule)
+    the largest value of the first numeric column, named `key.column max`."""
+    if "." in key:
+        table, column = key.split(".", 1)
+        rows = evidence.get(table)
+        vals = [r.get(column.removesuffix(" max")) for r in rows.values() if isinstance(r, dict)] \
+            if isinstance(rows, dict) else []
+        vals = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return max(vals) if vals else None
+    value = evidence.get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _number_keys(evidence: dict) -> list[str]:
+    keys = []
+    for key, value in evidence.items():
+        if key in _LOCATORS:
+            continue
+        if isinstance(value, dict) and value and all(isinstance(r, dict) for r in value.values()):
+            first = next(iter(value.values()))
+            column = next((c for c, v in first.items() if isinstance(v, float)), None)
+            if column is not None:
+                keys.append(f"{key}.{column} max")
+        elif _number(evidence, key) is not None:
+            keys.append(key)
+    return keys
 
 
 def _key_numbers(instances: list[dict]) -> dict[str, list[float]]:
     """The first KEY_NUMBERS numeric evidence keys present in every seed's instance -> [min, max]."""
     first = instances[0]["evidence"] if instances else {}
     out = {}
-    for key, value in first.items():
-        if key in _LOCATORS or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        values = [f["evidence"].get(key) for f in instances]
+    for key in _number_keys(first):
+        values = [_number(f["evidence"], key) for f in instances]
         spread = _spread(values)
         if spread is not None and len([v for v in values if v is not None]) == len(instances):
             out[key] = spread

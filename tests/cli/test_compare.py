@@ -123,3 +123,17 @@ def test_a_seeded_compare_report_leads_with_one_answer_per_config_and_one_next_l
     assert "`loss_at_chance` 3/3 (loss_mean 4.170-4.190, chance_ln_B 4.159)" in answer
     assert report.count("Next: ") == 1 and report.count("`diagnose ablate --config perceiver`") == 1
     assert report.index("Next: ") < report.index("## Verdict")
+
+
+def test_key_numbers_skip_constants_and_read_the_top_of_a_ranked_table():
+    from diagnose.core.seed_counts import consensus
+
+    runs = [{"name": f"r{s}", "root_causes": [{"cause": "learning_rate_too_high", "findings": ["update_ratio_high"]}]}
+            for s in range(3)]
+    rows = [{"label": "at chance", "loss_over_lnB": 1.0, "r@1": None, "chance@1": None} for _ in range(3)]
+    findings = [{"id": "update_ratio_high", "severity": "warning", "run": f"r{s}",
+                 "evidence": {"threshold": 0.1, "layers": {"proj": {"peak": 0.3 + s / 10, "at_step": 0},
+                                                           "mlp": {"peak": 0.2, "at_step": 3}},
+                              "layers_above": 8 + s}} for s in range(3)]
+    cause, = consensus(runs, rows, findings)["causes"]
+    assert cause["findings"]["update_ratio_high"]["numbers"] == {"layers.peak max": [0.3, 0.5], "layers_above": [8, 10]}

@@ -59,13 +59,14 @@ class FarShortOfMargin(Rule):
                  if covered is not None and covered < FAR_SHORT_SHARE]
         if not short:
             return []
-        ev = {"loss": rnd(loss), "chance_ln_B": rnd(ln_b), "loss_over_lnB": rnd(loss / ln_b),
+        ev = {"loss_over_lnB": rnd(loss / ln_b), "loss": rnd(loss), "chance_ln_B": rnd(ln_b),
               "learned_loss_bar": rnd(LEARNED_LOSS_FRACTION * ln_b),
               "far_short_loss": rnd(FAR_SHORT_LOSS_FRACTION * ln_b),
               "share_of_the_way_loss": rnd(covered_loss, 3)}
         recall = ""
         if factor is not None:
-            ev.update({"r@1": rnd(r1), "chance@1": rnd(chance1), "r1_over_chance": rnd(factor, 2),
+            ev = {"loss_over_lnB": ev.pop("loss_over_lnB"), "r1_over_chance": rnd(factor, 2), **ev}
+            ev.update({"r@1": rnd(r1), "chance@1": rnd(chance1),
                        "learned_r1_factor": LEARNED_RECALL_FACTOR, "far_short_r1_factor": FAR_SHORT_RECALL_FACTOR,
                        "share_of_the_way_r1": rnd(covered_r1, 3)})
             recall = f" and held-out R@1 {r1:.4f} = {factor:.1f}x chance (learned: >= {LEARNED_RECALL_FACTOR:g}x)"
