@@ -20,8 +20,10 @@ verdict, `diagnose.core.definitions`):
   baseline learned:        confirmed if the fix run ends at least MEANINGFUL_DROP x ln(B) lower (and its
                            held-out R@1, when measured, is not lower); refuted if it ends no lower than
                            CHANCE_REL_TOL x ln(B) below the baseline; otherwise inconclusive.
-  a non-finite fix run is refuted (NaN never scores). Over seeds: confirmed / refuted by a strict majority,
-  else inconclusive. A run that crashed is that run's failure (reported), not the ablation's.
+  a non-finite fix run is refuted (NaN never scores); against a baseline that diverged, a fix run that
+  stays finite and ends below the chance band is confirmed (the failure was the divergence). Over seeds:
+  confirmed / refuted by a strict majority, else inconclusive. A run that crashed is that run's failure
+  (reported), not the ablation's.
 """
 
 from __future__ import annotations
@@ -210,7 +212,11 @@ def judge(base: dict, fixed: dict) -> tuple[str, str]:
     rb, rf = base["loss_over_lnB"], fixed["loss_over_lnB"]
     if not math.isfinite(rf):
         return "refuted", "the fix run's loss is non-finite"
-    drop = rb - rf if math.isfinite(rb) else math.inf
+    if not math.isfinite(rb):  # the failure is the divergence: the fix must remove it and let training proceed
+        if fixed["learned"] or rf < 1 - CHANCE_REL_TOL:
+            return "confirmed", f"the baseline diverged; the fix run stays finite, loss/ln(B) {rf:.3f}"
+        return "inconclusive", f"the fix run stays finite but at chance (loss/ln(B) {rf:.3f})"
+    drop = rb - rf
     if not base["learned"]:
         if fixed["learned"]:
             return "confirmed", "the fix makes the run learn"

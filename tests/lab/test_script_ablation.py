@@ -20,6 +20,8 @@ def run(ratio, learned=False, r1=None):
     (run(1.0), run(0.97), "refuted"),  # lower by 0.03 < 0.05: no real change
     (run(1.0), run(1.2), "refuted"),
     (run(1.0), run(math.nan), "refuted"),  # NaN never scores
+    (run(math.nan), run(0.8), "confirmed"),  # the baseline diverged: finite and below chance is the fix
+    (run(math.nan), run(0.99), "inconclusive"),  # finite, but at chance
     (run(0.4, True), run(0.3, True), "confirmed"),  # a learning run, clearly better
     (run(0.4, True, r1=0.5), run(0.3, True, r1=0.4), "inconclusive"),  # lower loss, worse retrieval
     (run(0.4, True), run(0.39, True), "refuted"),
