@@ -73,6 +73,8 @@ def test_unknown_fix_and_bad_variant_are_bad_input(tmp_path):
     assert result.exit_code == 2 and "unknown fix" in result.output
     result, _ = ablate(tmp_path, "--variant", "no-equals-sign")
     assert result.exit_code == 2 and "NAME=ARGS" in result.output
+    result, _ = ablate(tmp_path, "--set", "optimization.lr=1")
+    assert result.exit_code == 2 and "--set applies to a reference config" in result.output
 
 
 def test_list_fixes_names_each_fix_with_the_causes_it_tests():

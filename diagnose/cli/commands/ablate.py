@@ -80,6 +80,11 @@ def ablate_command(
     if script:
         if config:
             raise ConfigError("--config and a script after `--` were both given: ablate one or the other")
+        given = [o for o, v in (("--set", set_), ("--seed", seed is not None), ("--scale", scale != "small"),
+                                ("--device", device != "cpu"), ("--gpus-per-run", gpus_per_run)) if v]
+        if given:
+            raise ConfigError(f"{given[0]} applies to a reference config (--config), not to your script: pass your "
+                              "script's own options after `--`")
         ablate_script(script, fix, variant, steps, seeds, out, executor, workers, ray_address, cpus_per_run,
                       max_fixes, timeout, quiet)
     if not config:
