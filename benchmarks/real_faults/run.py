@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--fast", action="store_true", help=f"dev only: {', '.join(FAST)} and healthy.FAST (CI)")
     ap.add_argument("--only", nargs="*", help="case names (case_*.py stems, or half/stem)")
     ap.add_argument("--no-healthy", action="store_true")
+    ap.add_argument("--healthy-only", action="store_true", help="only the healthy runs (no fault case)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     if args.fast and args.half != "dev":
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     reps = FAST_REPS if args.fast else REPS
-    cases = [run_case(path, half, reps) for half, path in selected]
+    cases = [] if args.healthy_only else [run_case(path, half, reps) for half, path in selected]
     specs = [] if args.no_healthy else (healthy.FAST if args.fast else healthy.SPECS)
     healthy_runs = [run_healthy(s, reps) for s in specs]
     if len(halves) > 1:
