@@ -62,12 +62,17 @@ class ScriptFailed(ConfigError):
 
 @dataclass
 class Candidate:
-    name: str  # an intervention's name, or a variant's
+    name: str  # the run's label: an intervention's name (with its parameters when given), or a variant's
     tests: list[str]
     changes: str
     args: list[str] = field(default_factory=list)  # extra script arguments (variants)
     params: dict = field(default_factory=dict)
     source: str = "named"  # named | cause:<id> | control | variant
+    fix: str | None = None  # the intervention applied (None for a variant); defaults to `name`
+
+    def __post_init__(self) -> None:
+        if self.fix is None and self.source != "variant":
+            self.fix = self.name
 
 
 def run_name(fix: str | None, seed: int) -> str:
@@ -120,6 +125,7 @@ def readings(records_file: Path) -> dict[str, float]:
         cut = cos["step"].max() - max(1, int(0.2 * (cos["step"].max() - cos["step"].min() + 1))) + 1
         out["cosine_end"] = float(cos[cos["step"] >= cut].groupby("target")["value"].mean().max())
     up = r[(r["probe"] == "gradient_flow") & (r["metric"] == "update_to_param")]["value"]
+    up = up[up.abs() != float("inf")]  # a parameter at norm 0 (a zero-initialised bias) has no ratio
     if len(up):
         out["update_peak"] = float(up.max())
     return out
@@ -147,13 +153,16 @@ def candidates_from(baselines: list[dict], named: list[str], variants: dict[str,
         if unknown:
             raise ConfigError(f"--fix {spec!r}: unknown parameter(s) {', '.join(sorted(unknown))}; {name} takes "
                               f"{', '.join(cls.defaults) or 'none'}")
-        out.append(Candidate(name, list(cls.tests), cls.changes, params=params))
+        label = spec.strip() if params else name  # lr_up and lr_up:factor=100 are two candidates
+        if any(c.name == label for c in out):
+            raise ConfigError(f"--fix {spec!r} is given twice")
+        out.append(Candidate(label, list(cls.tests), cls.changes, params=params, fix=name))
     for name, args in variants.items():
         out.append(Candidate(name, [], "script arguments: " + shlex.join(args), args=list(args), source="variant"))
     if out and not auto:
         return out
     named_out, out = out, []
-    seen: set[str] = {c.name for c in named_out}
+    seen: set[str] = {c.fix for c in named_out if c.fix}
     for base in baselines:
         for cause in base.get("root_causes", []):
             for name in for_cause(cause["cause"]):
@@ -270,7 +279,7 @@ class _Runner:
             slug = _slug(name)
             spec = {"run": name, "out": str(self.work / "runs" / slug), "status": str(self.work / "status" / slug),
                     "steps": self.steps, "seed_offset": seed,
-                    "fix": cand.name if cand and cand.source != "variant" else None,
+                    "fix": cand.fix if cand else None,
                     "params": cand.params if cand else {}}
             command = self.command + (cand.args if cand else [])
             jobs.append(Job(name, run_script, (command, spec, os.getcwd(), self.executor.threads, self.timeout)))

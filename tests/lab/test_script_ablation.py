@@ -50,13 +50,17 @@ def test_candidates_from_causes_with_a_contrast():
     names = [c.name for c in candidates_from(causes("param_not_in_optimizer"), [], {})]
     assert names == ["add_missing_params", "lr_down"]
     names = [c.name for c in candidates_from(causes("temperature"), ["auto", "lr_up:factor=100"], {})]
-    assert names == ["lr_up", "fix_temperature"]
+    assert names == ["lr_up:factor=100", "fix_temperature"]
 
 
 def test_named_fixes_and_variants():
     cands = candidates_from(causes("temperature"), ["clip_grad:max_norm=0.5"], {"big": ["--batch", "256"]})
-    assert [(c.name, c.params, c.args) for c in cands] == [("clip_grad", {"max_norm": 0.5}, []),
-                                                          ("big", {}, ["--batch", "256"])]
+    assert [(c.name, c.fix, c.params, c.args) for c in cands] == [
+        ("clip_grad:max_norm=0.5", "clip_grad", {"max_norm": 0.5}, []), ("big", None, {}, ["--batch", "256"])]
+    # the same fix with other parameters is another candidate; the same one twice is an error
+    assert len(candidates_from([], ["reinit", "reinit:std=1"], {})) == 2
+    with pytest.raises(ConfigError, match="given twice"):
+        candidates_from([], ["reinit", "reinit"], {})
     with pytest.raises(ConfigError, match="unknown parameter"):
         candidates_from([], ["clip_grad:norm=1"], {})
     with pytest.raises(ConfigError, match="unknown fix"):
