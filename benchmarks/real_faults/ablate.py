@@ -58,7 +58,10 @@ def ablate(case: str, fixes: list[str], work: Path, seeds: int = 3, steps: int |
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"],
                 "wall_s": round(wall, 1)}
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_s": round(wall, 1), "exit": proc.returncode,
+    learned = summary.get("script_ablation", {}).get("baseline_learned", [])
+    return {"wall_s": round(wall, 1), "exit": proc.returncode, "baseline_learned": f"{sum(learned)}/{len(learned)}",
+            "numbers": {h["id"]: [(d.get("baseline", {}).get("loss_over_lnB"), d.get("fix", {}).get("loss_over_lnB"))
+                                  for d in h["per_seed"]] for h in summary["hypotheses"]},
             "verdicts": {h["id"]: {"verdict": h["verdict"], "tally": h["tally"], "source": h["source"]}
                          for h in summary["hypotheses"]},
             "baseline_causes": [c["cause"] for c in summary["runs"][0].get("root_causes", [])][:3]}
