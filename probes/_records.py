@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Iterable, NamedTuple, Sequence, Union
 
 import pandas as pd
 import torch
@@ -21,6 +21,14 @@ COLUMNS = ("step", "probe", "target", "metric", "value")
 
 Value = Union[torch.Tensor, float, int]
 Rows = Iterable[tuple[str, str, float]]  # (target, metric, value)
+
+
+class Columns(NamedTuple):
+    """Rows as three equal-length lists (a probe with many rows per step builds these, not tuples)."""
+
+    targets: list[str]
+    metrics: list[str]
+    values: list[float]
 
 
 def _numel(v: Value) -> int:
@@ -141,6 +149,20 @@ class RecordBuffer:
             c["value"].append(float(value))
         self._frame = None
 
+    def extend_columns(self, step: int, probe: str, cols: Columns) -> None:
+        """Add rows given as columns (list-level extends: no Python work per row beyond the float)."""
+        n = len(cols.values)
+        if not n:
+            return
+        c = self._cols
+        self.appended += n
+        c["step"].extend([int(step)] * n)
+        c["probe"].extend([probe] * n)
+        c["target"].extend(cols.targets)
+        c["metric"].extend(cols.metrics)
+        c["value"].extend(map(float, cols.values))
+        self._frame = None
+
     def extend_values(self, step: int, probe: str, keys: list[tuple[str, str]], values: Sequence[Value]) -> None:
         """Rows (target, metric) -> scalar value, converted at the next `flush`."""
         keys = list(keys)
@@ -161,7 +183,11 @@ class RecordBuffer:
         i = 0
         for step, probe, values, finish in later:
             n = sum(_numel(v) for v in values)
-            self.extend(step, probe, finish(floats[i : i + n]))
+            rows = finish(floats[i : i + n])
+            if isinstance(rows, Columns):
+                self.extend_columns(step, probe, rows)
+            else:
+                self.extend(step, probe, rows)
             i += n
         if self.max_rows is not None and len(self) > self.max_rows:
             self._thin()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._records import Columns
 from .base import Observation, Probe
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ def _indexed_prefixes(model: nn.Module) -> list[str]:
         if isinstance(mod, nn.ModuleList):
             out.extend(f"{name}.{child}" if name else child for child, _ in mod.named_children())
     return sorted(out, key=lambda s: s.count("."))
+
+
+PARAM_METRICS = ["grad_norm", "param_norm", "grad_to_param", "zero_grad_frac", "nonfinite_grad"]
+LEVEL_METRICS = [*PARAM_METRICS, "grad_is_none_frac"]
 
 
 def _by_device_dtype(tensors: list[torch.Tensor]) -> list[list[int]]:
@@ -112,6 +117,7 @@ class GradientFlow(Probe):
         self.numel = [p.numel() for p in self.params]
         self._numel = np.asarray(self.numel, dtype=np.float64)
         self._fused = _by_device_dtype(self.params)
+        self._layouts: dict[tuple, tuple] = {}
         self._fused_params = [[self.params[i] for i in group] for group in self._fused]
         self._order = np.asarray([i for g in self._fused for i in g], dtype=np.int64)
         prefixes = _indexed_prefixes(session.model)
@@ -168,8 +174,8 @@ class GradientFlow(Probe):
             at += 2 * m
         return pn, gn, nz
 
-    def _rows(self, session: "ProbeSession", step: int, have: list[list[int]], vals: list[float]) -> list:
-        params, names = self.params, self.names
+    def _rows(self, session: "ProbeSession", step: int, have: list[list[int]], vals: list[float]) -> Columns:
+        params = self.params
         pn, gn, nz = self._unpack(vals, have)
         has = np.zeros(len(params), dtype=bool)
         has[[i for got in have for i in got]] = True
@@ -177,28 +183,42 @@ class GradientFlow(Probe):
         for i in np.flatnonzero(has & ~np.isfinite(gn)):
             # only pay for an element count (a second sync) where the norm already says something is wrong
             nonfinite[i] = float((~torch.isfinite(params[i].grad)).sum())
-        ratio = _ratios(gn, pn).tolist()
-        zero = np.where(self._numel > 0, 1.0 - nz / np.maximum(self._numel, 1.0), 0.0).tolist()
-        pl, gl, nfl = pn.tolist(), gn.tolist(), nonfinite.tolist()
-        rows = []
-        for i, name in enumerate(names):
-            if not has[i]:
-                rows += [(name, "grad_is_none", 1.0), (name, "param_norm", pl[i])]
-            else:
-                rows += [(name, "grad_norm", gl[i]), (name, "param_norm", pl[i]), (name, "grad_to_param", ratio[i]),
-                         (name, "zero_grad_frac", zero[i]), (name, "nonfinite_grad", nfl[i])]
+        zero = np.where(self._numel > 0, 1.0 - nz / np.maximum(self._numel, 1.0), 0.0)
+        # per parameter, in name order: with a gradient the 5 metrics of PARAM_METRICS, without one
+        # grad_is_none (1) and param_norm: a (n, 5) table and a mask of the cells that are rows
+        table = np.column_stack([np.where(has, gn, 1.0), pn, _ratios(gn, pn), zero, nonfinite])
         first, self._sizes_sent = not self._sizes_sent, True
         for level in self.groups:
-            rows_of_level = self._aggregate(level, pn, gn, nz, nonfinite, has, first)
-            session.buffer.extend(step, f"{self.name}.{level}", rows_of_level)
+            session.buffer.extend_columns(step, f"{self.name}.{level}",
+                                          self._aggregate(level, pn, gn, nz, nonfinite, has, first))
         if self.track_updates:
             self._pending = (step, pn)
-        return rows
+        targets, metrics, mask = self._layout(("param", has.tobytes()), self.names, has, PARAM_METRICS, False)
+        return Columns(targets, metrics, table[mask].tolist())
+
+    def _layout(self, key: tuple, targets: list[str], has: np.ndarray, got_metrics: list[str],
+                numel_first: bool) -> tuple:
+        """Targets and metrics of the rows of a (len(targets), 5 or 6 [+1]) table and the mask of its cells
+        that are rows, for one pattern of which targets have gradients (cached: the pattern rarely changes)."""
+        cached = self._layouts.get(key)
+        if cached is not None:
+            return cached
+        width = len(got_metrics) + numel_first
+        mask = np.zeros((len(targets), width), dtype=bool)
+        out_t: list[str] = []
+        out_m: list[str] = []
+        for j, target in enumerate(targets):
+            names = (["numel"] if numel_first else []) + (got_metrics if has[j] else ["grad_is_none", "param_norm"])
+            mask[j, : len(names)] = True
+            out_t += [target] * len(names)
+            out_m += names
+        self._layouts[key] = (out_t, out_m, mask)
+        return self._layouts[key]
 
     def _aggregate(self, level: str, pn: np.ndarray, gn: np.ndarray, nz: np.ndarray, nonfinite: np.ndarray,
-                   has: np.ndarray, first: bool) -> list:
+                   has: np.ndarray, first: bool) -> Columns:
         """Rows of one aggregation level: norms of the concatenated group (√Σ‖·‖²), summed counts, pooled
-        fractions; `grad_is_none` where no parameter of the group got a gradient."""
+        fractions; `grad_is_none` where no parameter of the group got a gradient; `numel` once, first."""
         seg, idx, targets = self._segments[level]
         k = len(targets)
         h = has[idx]
@@ -211,21 +231,14 @@ class GradientFlow(Probe):
         g2 = np.sqrt(total(np.where(has, gn * gn, 0.0), h))
         numel = total(self._numel, h)
         got = np.bincount(seg[h], minlength=k)
-        size = np.bincount(seg, minlength=k)
         zero = np.where(numel > 0, 1.0 - total(nz, h) / np.maximum(numel, 1.0), 0.0)
-        cols = [x.tolist() for x in (p2, g2, _ratios(g2, p2), zero, total(nonfinite, h), 1.0 - got / size,
-                                     total(self._numel))]
-        rows = []
-        for j, target in enumerate(targets):
-            if first:  # once: a layer of one scalar (a logit scale) is not a layer a step can rewrite
-                rows.append((target, "numel", cols[6][j]))
-            if not got[j]:
-                rows += [(target, "grad_is_none", 1.0), (target, "param_norm", cols[0][j])]
-                continue
-            rows += [(target, "grad_norm", cols[1][j]), (target, "param_norm", cols[0][j]),
-                     (target, "grad_to_param", cols[2][j]), (target, "zero_grad_frac", cols[3][j]),
-                     (target, "nonfinite_grad", cols[4][j]), (target, "grad_is_none_frac", cols[5][j])]
-        return rows
+        cols = [np.where(got > 0, g2, 1.0), p2, _ratios(g2, p2), zero, total(nonfinite, h),
+                1.0 - got / np.bincount(seg, minlength=k)]
+        if first:  # once: a layer of one scalar (a logit scale) is not a layer a step can rewrite
+            cols.insert(0, total(self._numel))
+        targets_, metrics, mask = self._layout((level, first, (got > 0).tobytes()), targets, got > 0, LEVEL_METRICS,
+                                               first)
+        return Columns(targets_, metrics, np.column_stack(cols)[mask].tolist())
 
     # -- after the optimizer step ------------------------------------------------------------
     def after_step(self, session: "ProbeSession") -> None:
@@ -251,7 +264,7 @@ class GradientFlow(Probe):
                 values.append(fused_norms(snap))
         session.buffer.later(step, self.name, values, lambda dn: self._update_rows(session, step, before, dn))
 
-    def _update_rows(self, session: "ProbeSession", step: int, before: np.ndarray, floats: list[float]) -> list:
+    def _update_rows(self, session: "ProbeSession", step: int, before: np.ndarray, floats: list[float]) -> Columns:
         dn = np.empty(len(self.params))
         dn[self._order] = floats
         for level, (seg, idx, targets) in self._segments.items():
@@ -261,6 +274,6 @@ class GradientFlow(Probe):
             ratio = _ratios(d2, p2).tolist()
             if level == "model":
                 self.model_update = (self.model_update + ratio)[-31:]
-            session.buffer.extend(step, f"{self.name}.{level}", [(t, "update_to_param", r)
-                                                                  for t, r in zip(targets, ratio)])
-        return list(zip(self.names, ["update_to_param"] * len(dn), _ratios(dn, before).tolist()))
+            session.buffer.extend_columns(step, f"{self.name}.{level}",
+                                          Columns(targets, ["update_to_param"] * k, ratio))
+        return Columns(self.names, ["update_to_param"] * len(dn), _ratios(dn, before).tolist())

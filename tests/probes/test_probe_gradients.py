@@ -239,3 +239,31 @@ def test_norms_reach_the_host_in_a_few_tensors_whatever_the_number_of_parameters
     # the update norms of step 0, then param norms, grad norms and non-zero counts (one group)
     assert len(seen) == 4
     assert all(isinstance(v, torch.Tensor) and v.numel() == 60 for v in seen)
+
+
+def test_rows_follow_which_parameters_have_gradients_step_by_step():
+    """The row layout is cached per pattern of gradients present: a module used only on odd steps gets
+    grad_is_none on even steps and its five metrics on odd ones, and so does its layer aggregate."""
+    torch.manual_seed(0)
+    model = Toy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 4)
+    with attach(model, optimizer=opt, probes=["gradient_flow"], strict=True) as session:
+        for step in range(4):
+            opt.zero_grad(set_to_none=True)
+            out = model(x)
+            if step % 2:
+                out = out + model.unused(model.embed(x)).sum(-1)
+            out.pow(2).mean().backward()
+            session.observe(step)
+            opt.step()
+    for step in range(4):
+        got = _values(session.records, "gradient_flow", step)
+        mod = _values(session.records, "gradient_flow.module", step)
+        if step % 2:
+            assert ("unused.weight", "grad_is_none") not in got and got[("unused.weight", "grad_norm")] > 0
+            assert ("unused", "grad_is_none") not in mod and mod[("unused", "grad_is_none_frac")] == 0.0
+        else:
+            assert got[("unused.weight", "grad_is_none")] == 1.0 and ("unused.weight", "grad_norm") not in got
+            assert mod[("unused", "grad_is_none")] == 1.0
+        assert got[("unused.weight", "param_norm")] > 0
