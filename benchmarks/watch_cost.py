@@ -17,7 +17,8 @@ the block length); ratio: median of mode / plain.
 
 Models: (a) "mlp_clip": MLP projector + tiny CLIP-like two-tower, ~3.1M parameters; (b) "perceiver_d64":
 `flamingo_pytorch.PerceiverResampler` at d64 under a small text tower; (c) "slow_clip": the two-tower at
-full width with a batch that makes a step >= 300 ms here. A separate file, not a mode of step_cost.py:
+full width with a batch that makes a step >= 300 ms here; on request (`--models deep_mlp`), 801 small
+parameter tensors (the per-tensor cost). A separate file, not a mode of step_cost.py:
 that one measures each reference model in a fresh subprocess for its peak RSS, this one needs every mode
 in the same process, interleaved.
 
@@ -104,6 +105,20 @@ class Resampled(nn.Module):
         return F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
 
 
+class Deep(nn.Module):
+    """Two towers of `depth` 16x16 linear layers each: many small parameter tensors (per-tensor costs)."""
+
+    def __init__(self, depth: int = 200, d: int = 16, vocab: int = 256) -> None:
+        super().__init__()
+        self.vision = nn.Sequential(*[nn.Linear(d, d) for _ in range(depth)])
+        self.embed = nn.Embedding(vocab, d)
+        self.text = nn.Sequential(*[nn.Linear(d, d) for _ in range(depth)])
+        self.logit_scale = nn.Parameter(torch.tensor(2.659))
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.normalize(self.vision(image.mean(1)), dim=-1), F.normalize(self.text(self.embed(text).mean(1)), dim=-1)
+
+
 def build(name: str) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     """A model and its fixed batch (image features, token ids)."""
     g = torch.Generator().manual_seed(0)
@@ -113,8 +128,10 @@ def build(name: str) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
         model, batch, tokens, d, seq, vocab = Resampled(), 32, 32, 64, 8, 512
     elif name == "slow_clip":
         model, batch, tokens, d, seq, vocab = TwoTower(d=384, ff=1536, vision_layers=2, seq=16), 32, 16, 384, 16, 1024
+    elif name == "deep_mlp":
+        model, batch, tokens, d, seq, vocab = Deep(), 16, 4, 16, 4, 256
     else:
-        raise SystemExit(f"--models: unknown model {name!r}; expected mlp_clip, perceiver_d64 or slow_clip")
+        raise SystemExit(f"--models: unknown model {name!r}; expected mlp_clip, perceiver_d64, slow_clip or deep_mlp")
     return model, (torch.randn(batch, tokens, d, generator=g), torch.randint(0, vocab, (batch, seq), generator=g))
 
 
