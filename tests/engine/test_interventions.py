@@ -263,3 +263,29 @@ def test_fp32_master_weights_keeps_an_fp16_adam_step_finite(under_ablation):
             w.observe(i, losses={"clip": loss})
             opt.step()
     assert all(torch.isfinite(p).all() and p.dtype == torch.float16 for p in model.parameters())
+
+
+def test_grad_through_no_grad_trains_a_tower_called_under_no_grad(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD([*model.image.parameters(), model.logit_scale], lr=0.1)  # text left out, as in the bug
+    under_ablation("grad_through_no_grad")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.text.weight.detach().clone()
+        for i in range(2):
+            img = F.normalize(model.image(x), dim=-1)
+            with torch.no_grad():
+                txt = F.normalize(model.text(t), dim=-1)
+            logits = model.logit_scale.exp() * img @ txt.t()
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss})
+            opt.step()
+        assert not torch.equal(before, model.text.weight.detach())
+        model.eval()
+        with torch.no_grad():
+            assert not torch.is_grad_enabled()  # evaluation keeps its no_grad
+    with torch.no_grad():  # and the patch is gone once the watch closed
+        assert not torch.is_grad_enabled()

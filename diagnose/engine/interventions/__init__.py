@@ -11,14 +11,15 @@ from .gradients import ClipGrad
 from .inputs import CentreInputs
 from .logits import MaskDuplicates
 from .lr import HoldLr, LrDown, LrUp, Warmup
+from .no_grad import GradThroughNoGrad
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
 from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
-    LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, CentreInputs, Reinit, MaskDuplicates,
-    ClipGrad, Fp32MasterWeights, NoWeightDecay)}
+    LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, GradThroughNoGrad, CentreInputs, Reinit,
+    MaskDuplicates, ClipGrad, Fp32MasterWeights, NoWeightDecay)}
 
 
 def for_cause(cause: str) -> list[str]:
