@@ -291,6 +291,7 @@ def run_script_ablation(command: list[str], steps: int | None, seeds: int, named
                         progress: Callable[[str, Any], object] | None = None, max_fixes: int = DEFAULT_MAX_FIXES,
                         timeout: float | None = None) -> ScriptAblation:
     """Baselines, then each candidate on every seed; raises `ScriptFailed` when the first baseline cannot run."""
+    candidates_from([], [n for n in named if n != "auto"], variants, max_fixes)  # bad input before any run
     (work / "runs").mkdir(parents=True, exist_ok=True)
     (work / "status").mkdir(exist_ok=True)
     runner = _Runner(command, steps, executor, work, progress, timeout)
