@@ -12,6 +12,7 @@ of the 3 seeds) and at least one other candidate is refuted. Cases whose cause h
 `--timing` instead measures the wall time of 5 interventions x 3 seeds x 100 steps on one case of a peer model.
 
     python benchmarks/real_faults/ablate.py [--half dev|test|test2|all] [--only STEM ...] [--out FILE] [--timing]
+    python benchmarks/real_faults/ablate.py --render RESULTS.json [MORE.json ...]   (markdown; later files win)
 Prints one JSON object.
 """
 
@@ -98,14 +99,49 @@ def run_cases(halves: list[str], only: list[str], work: Path, max_fixes: int, pa
     return {"cases": rows, "without_intervention": without, "totals": per_half}
 
 
+def render(files: list[str]) -> str:
+    """Markdown table of saved results (a later file's row replaces an earlier one for the same case); a case passes
+    when a fix testing its cause (the catalogue as it is now) is confirmed and another candidate is refuted."""
+    rows: dict[str, dict] = {}
+    without: dict[str, str] = {}
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        rows.update({r["case"]: r for r in data["cases"]})
+        without.update({w["case"]: w["cause"] for w in data.get("without_intervention", [])})
+    lines = ["| case | cause | verdicts (3 seeds) | right fix confirmed | a wrong one refuted |",
+             "|---|---|---|---|---|"]
+    per_half: dict[str, list[int]] = {}
+    for case, r in rows.items():
+        right = for_cause(r["cause"])
+        v = {k: x["verdict"] for k, x in r.get("verdicts", {}).items()}
+        conf = any(v.get(f) == "confirmed" for f in right)
+        wrong = any(x == "refuted" for f, x in v.items() if f not in right)
+        tally = per_half.setdefault(case.split("/")[0], [0, 0, 0, 0])
+        tally[0] += 1
+        tally[1] += conf
+        tally[2] += wrong
+        tally[3] += conf and wrong
+        shown = ", ".join(f"`{k}` {x}" for k, x in v.items()) or r.get("error", "")
+        lines.append(f"| {case} | `{r['cause']}` | {shown} | {'yes' if conf else 'no'} | {'yes' if wrong else 'no'} |")
+    lines += ["", "| half | cases with a fix | right fix confirmed | a wrong one refuted | both |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {h} | {t[0]} | {t[1]} | {t[2]} | {t[3]} |" for h, t in per_half.items()]
+    lines += ["", "Without a fix that tests the cause: " + ", ".join(f"{c} (`{k}`)" for c, k in without.items())]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--half", default="all", choices=[*HALVES, "all"])
     ap.add_argument("--only", nargs="*", default=[])
     ap.add_argument("--out")
     ap.add_argument("--timing", action="store_true")
+    ap.add_argument("--render", nargs="+", metavar="JSON", help="print saved results as a markdown table, then exit")
     ap.add_argument("--max-fixes", type=int, default=1, help="the baseline's own candidates beside the right fixes")
     args = ap.parse_args()
+    if args.render:
+        print(render(args.render))
+        return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if args.timing:
