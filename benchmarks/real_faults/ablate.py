@@ -47,11 +47,12 @@ def cause_of(path: Path) -> str | None:
 
 
 def ablate(case: str, fixes: list[str], work: Path, seeds: int = 3, steps: int | None = None,
-           max_fixes: int = 2) -> dict:
+           max_fixes: int = 2, script_steps: int | None = None) -> dict:
     out = work / case.replace("/", "__")
     cmd = [sys.executable, "-m", "diagnose", "ablate", "--quiet", "--seeds", str(seeds), "--workers", "2",
            "--max-fixes", str(max_fixes), "--out", str(out), *(a for f in fixes for a in ("--fix", f)),
-           *(["--steps", str(steps)] if steps else []), "--", sys.executable, str(HERE / "script.py"), case]
+           *(["--steps", str(steps)] if steps else []), "--", sys.executable, str(HERE / "script.py"), case,
+           *(["--steps", str(script_steps)] if script_steps else [])]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -145,7 +146,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if args.timing:
-            res = ablate(TIMING_CASE, list(TIMING_FIXES), Path(tmp), steps=100)
+            res = ablate(TIMING_CASE, list(TIMING_FIXES), Path(tmp), steps=100, script_steps=100)
             result = {"timing": {"case": TIMING_CASE, "fixes": list(TIMING_FIXES), "seeds": 3, "steps": 100,
                                  "runs": 3 * (1 + len(TIMING_FIXES)), **res}}
         else:
