@@ -289,3 +289,27 @@ def test_grad_through_no_grad_trains_a_tower_called_under_no_grad(under_ablation
             assert not torch.is_grad_enabled()  # evaluation keeps its no_grad
     with torch.no_grad():  # and the patch is gone once the watch closed
         assert not torch.is_grad_enabled()
+
+
+def test_local_grad_in_gather_puts_the_local_shard_back(under_ablation, tmp_path):
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("local_grad_in_gather")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rdv", rank=0, world_size=1)
+    try:
+        x, t = batch()
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            img, txt = model(x, t)
+            out = [torch.empty_like(img)]
+            dist.all_gather(out, img)  # without the fix: no autograd history
+            logits = model.logit_scale.exp() * out[0] @ txt.t()
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(0, losses={"clip": loss})
+            assert model.image.weight.grad is not None and float(model.image.weight.grad.abs().sum()) > 0
+    finally:
+        dist.destroy_process_group()

@@ -7,6 +7,7 @@ watch (`diagnose.engine.ablation_env`): one module per kind, every class registe
 from __future__ import annotations
 
 from .base import Intervention, NotApplicable
+from .gather import LocalGradInGather
 from .gradients import ClipGrad
 from .inputs import CentreInputs
 from .logits import MaskDuplicates
@@ -18,8 +19,8 @@ from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
-    LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, GradThroughNoGrad, CentreInputs, Reinit,
-    MaskDuplicates, ClipGrad, Fp32MasterWeights, NoWeightDecay)}
+    LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, GradThroughNoGrad, LocalGradInGather,
+    CentreInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, NoWeightDecay)}
 
 
 def for_cause(cause: str) -> list[str]:
