@@ -127,7 +127,10 @@ def rebuild(path: Path, title: str | None = None) -> tuple[Summary, str]:
     try:  # the types are checked on load; a key the report needs may still be missing or malformed
         analyse(summary, records)
         refresh_seed_section(summary)
-        if summary.sections.get("ablation"):  # an ablation's findings are its baseline's
+        script = summary.sections.get("script_ablation")  # diagnose ablate -- python train.py
+        if script and title is None:
+            title = f"Ablation in your script: {script.get('command', '')}"
+        if summary.sections.get("ablation") or script:  # an ablation's findings are its baseline's
             summary.findings = [f for f in summary.findings if f["run"] == "baseline"]
         elif (path / "ablation" / "report.md").is_file():
             summary.sections["ablation_report"] = "ablation/report.md"

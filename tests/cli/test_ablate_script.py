@@ -81,3 +81,14 @@ def test_list_fixes_names_each_fix_with_the_causes_it_tests():
     result = runner.invoke(app, ["ablate", "--list-fixes"])
     assert result.exit_code == 0
     assert "fix_temperature" in result.output and "tests temperature" in result.output
+
+
+def test_report_rebuilds_a_script_ablation(tmp_path):
+    result, out = ablate(tmp_path, "--seeds", "1", "--steps", "8", "--fix", "lr_up")
+    assert result.exit_code == 0, result.output
+    before = json.loads((out / "summary.json").read_text())["hypotheses"]
+    rebuilt = runner.invoke(app, ["report", str(out)])
+    assert rebuilt.exit_code in (0, 1), rebuilt.output
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Ablation in your script:") and "## Answer" in text
+    assert json.loads((out / "summary.json").read_text())["hypotheses"] == before
