@@ -241,15 +241,20 @@ class ThreadExecutor(SerialExecutor):
     def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
         futures = {self.pool.submit(job.fn, *job.args): job.name for job in jobs}
         results: dict[str, Any] = {}
-        for fut in as_completed(futures):
-            name = futures[fut]
-            try:
-                results[name] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - one run's failure is that run's result
-                results[name] = Failed(name, error_line(exc))
-            if on_done:
-                on_done(name, results[name])
+        try:
+            for fut in as_completed(futures):
+                name = futures[fut]
+                try:
+                    results[name] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - one run's failure is that run's result
+                    results[name] = Failed(name, error_line(exc))
+                if on_done:
+                    on_done(name, results[name])
+        except BaseException:  # Ctrl-C: queued jobs are dropped; the caller stops the running ones
+            for fut in futures:
+                fut.cancel()
+            raise
         return {j.name: results[j.name] for j in jobs}
 
     def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -35,6 +35,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -89,7 +90,7 @@ def run_script(command: list[str], spec: dict, cwd: str, threads: int | None, ti
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     try:
-        proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = _Child(command, cwd, env).run(timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"`{shlex.join(command)}` ran past {timeout:g} s") from None
     except OSError as exc:
@@ -129,6 +130,49 @@ def readings(records_file: Path) -> dict[str, float]:
     if len(up):
         out["update_peak"] = float(up.max())
     return out
+
+
+class _Child:
+    """One script process, known to `stop_all` while it runs (Ctrl-C must not wait for queued or running runs)."""
+
+    running: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+    stopping = False
+
+    def __init__(self, command: list[str], cwd: str, env: dict):
+        self.command, self.cwd, self.env = command, cwd, env
+
+    def run(self, timeout: float | None) -> subprocess.CompletedProcess:
+        with _Child.lock:
+            if _Child.stopping:
+                raise RuntimeError("the ablation was interrupted before this run started")
+            proc = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            _Child.running.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        finally:
+            with _Child.lock:
+                _Child.running.discard(proc)
+        return subprocess.CompletedProcess(self.command, proc.returncode, out, err)
+
+
+def stop_all(grace: float = 5.0) -> None:
+    """Stop every script process still running and start no new one (Ctrl-C): SIGTERM, SIGKILL after `grace` s."""
+    with _Child.lock:
+        _Child.stopping = True
+        procs = list(_Child.running)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _tail(text: str) -> str:
@@ -292,6 +336,8 @@ def run_script_ablation(command: list[str], steps: int | None, seeds: int, named
                         timeout: float | None = None) -> ScriptAblation:
     """Baselines, then each candidate on every seed; raises `ScriptFailed` when the first baseline cannot run."""
     candidates_from([], [n for n in named if n != "auto"], variants, max_fixes)  # bad input before any run
+    with _Child.lock:
+        _Child.stopping = False  # a new ablation in this process (an earlier one may have been stopped)
     (work / "runs").mkdir(parents=True, exist_ok=True)
     (work / "status").mkdir(exist_ok=True)
     runner = _Runner(command, steps, executor, work, progress, timeout)

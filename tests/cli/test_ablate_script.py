@@ -92,3 +92,32 @@ def test_report_rebuilds_a_script_ablation(tmp_path):
     text = (out / "report.md").read_text()
     assert text.startswith("# Ablation in your script:") and "## Answer" in text
     assert json.loads((out / "summary.json").read_text())["hypotheses"] == before
+
+
+@pytest.mark.parametrize("whole_group", [True, False])
+def test_ctrl_c_stops_every_run_and_leaves_nothing(tmp_path, whole_group):
+    """Ctrl-C (the terminal's whole process group, or the driver alone): exit 130 at once, no script process
+    left running, neither the report directory nor the runs' scratch directory on disk."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "ab"
+    marker = str(tmp_path / "marker")  # an argument only this test's script processes carry
+    cmd = [sys.executable, "-m", "diagnose", "ablate", "--quiet", "--seeds", "3", "--fix", "lr_up", "--out", str(out),
+           "--", sys.executable, SCRIPT, "--lr", "2e-4", "--steps", "100000", "--marker", marker]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: (os.setsid(), signal.signal(signal.SIGINT, signal.SIG_DFL)))
+    deadline = time.time() + 60
+    while time.time() < deadline and not subprocess.run(["pgrep", "-f", marker], capture_output=True).stdout:
+        time.sleep(0.2)  # until the baseline's script process runs
+    time.sleep(3)  # and has opened its watch
+    (os.killpg if whole_group else os.kill)(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    time.sleep(0.5)
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert left == [], left
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -45,7 +45,7 @@ def ablate_script(script: list[str], fix: list[str] | None, variant: list[str] |
                   seeds: int | None, out: Path | None, executor: str, workers: int, ray_address: str | None,
                   cpus_per_run: int, max_fixes: int, timeout: float | None, quiet: bool) -> None:
     from ...lab.executors import Failed, ThreadExecutor, make_executor
-    from ...lab.script_ablation import ScriptFailed, discard, run_script_ablation, scratch_dir
+    from ...lab.script_ablation import ScriptFailed, discard, run_script_ablation, scratch_dir, stop_all
 
     seeds = seeds or DEFAULT_SCRIPT_SEEDS
     variants = parse_variants(variant)
@@ -83,6 +83,9 @@ def ablate_script(script: list[str], fix: list[str] | None, variant: list[str] |
             except ScriptFailed as exc:
                 raise ConfigError(f"{exc}; nothing written") from None
         _write(out, ab)
+    except BaseException:  # Ctrl-C or an error: no run goes on, nothing of the runs is left behind
+        stop_all()
+        raise
     finally:
         discard(work)
     for h in ab.summary.hypotheses:

@@ -18,6 +18,7 @@ p.add_argument("--steps", type=int, default=40)
 p.add_argument("--no-watch", action="store_true")
 p.add_argument("--crash", action="store_true")
 p.add_argument("--drop-text", action="store_true")
+p.add_argument("--marker", default=None, help="ignored: lets a test find its own processes")
 args = p.parse_args()
 
 torch.manual_seed(0)
