@@ -79,6 +79,25 @@ def call_with_threads(fn: Callable[..., Any], args: tuple, threads: int | None) 
 OnDone = Callable[[str, Any], object]
 
 
+def collect(futures: dict, on_done: OnDone | None) -> dict[str, Any]:
+    """Each future's result (or `Failed`) by job name, as they complete; on Ctrl-C the queued ones are dropped."""
+    results: dict[str, Any] = {}
+    try:
+        for fut in as_completed(futures):
+            name = futures[fut]
+            try:
+                results[name] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - one run's failure (a raise, a dead worker) is its result
+                results[name] = Failed(name, error_line(exc))
+            if on_done:
+                on_done(name, results[name])
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+    return results
+
+
 def _init_worker(events, listening) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     live.init_worker(events, listening)
@@ -138,22 +157,11 @@ class LocalExecutor(SerialExecutor):
         return {j.name: results[j.name] for j in jobs}
 
     def _collect(self, futures: dict, on_done: OnDone | None) -> dict[str, Any]:
-        results: dict[str, Any] = {}
         try:
-            for fut in as_completed(futures):
-                name = futures[fut]
-                try:
-                    results[name] = fut.result()
-                except Exception as exc:  # noqa: BLE001 - includes BrokenProcessPool: a worker died
-                    results[name] = Failed(name, error_line(exc))
-                if on_done:
-                    on_done(name, results[name])
-        except BaseException:  # Ctrl-C: queued runs are dropped and running ones stopped, not waited for
-            for fut in futures:
-                fut.cancel()
+            return collect(futures, on_done)
+        except BaseException:  # Ctrl-C: queued runs were dropped; running ones are stopped, not waited for
             self._stop_workers()
             raise
-        return results
 
     def _stop_workers(self) -> None:
         for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
@@ -239,22 +247,8 @@ class ThreadExecutor(SerialExecutor):
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
     def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
-        futures = {self.pool.submit(job.fn, *job.args): job.name for job in jobs}
-        results: dict[str, Any] = {}
-        try:
-            for fut in as_completed(futures):
-                name = futures[fut]
-                try:
-                    results[name] = fut.result()
-                except Exception as exc:  # noqa: BLE001 - one run's failure is that run's result
-                    results[name] = Failed(name, error_line(exc))
-                if on_done:
-                    on_done(name, results[name])
-        except BaseException:  # Ctrl-C: queued jobs are dropped; the caller stops the running ones
-            for fut in futures:
-                fut.cancel()
-            raise
-        return {j.name: results[j.name] for j in jobs}
+        results = collect({self.pool.submit(job.fn, *job.args): job.name for job in jobs}, on_done)
+        return {j.name: results[j.name] for j in jobs}  # Ctrl-C: the caller stops the running jobs
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

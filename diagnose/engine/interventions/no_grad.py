@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .base import Intervention, require_optimizer
+from .parameters import add_missing
 
 
 class GradThroughNoGrad(Intervention):
@@ -41,13 +42,7 @@ class GradThroughNoGrad(Intervention):
         torch.no_grad.__enter__ = __enter__
 
     def before_step(self, optimizer: Any) -> None:
-        inside = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        missing = [p for p in self._model.parameters()
-                   if p.requires_grad and p.grad is not None and id(p) not in inside]
-        if missing:
-            group = {k: v for k, v in optimizer.param_groups[0].items() if k not in ("params", "name")}
-            optimizer.add_param_group({**group, "params": missing})
-            self._added += len(missing)
+        self._added += len(add_missing(self._model, optimizer))
         self.did[:] = [f"{self._skipped} no_grad block(s) ran with gradients in training mode; {self._added} parameter "
                        "tensor(s) added to the optimizer"]
 

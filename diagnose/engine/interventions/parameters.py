@@ -25,6 +25,16 @@ def _join(optimizer: Any, params: list) -> None:
     optimizer.add_param_group({**group, "params": params})
 
 
+def add_missing(model: Any, optimizer: Any) -> list[str]:
+    """Trainable parameters holding a gradient but in no param group join the optimizer; their names."""
+    inside = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    missing = [(n, p) for n, p in model.named_parameters()
+               if p.requires_grad and p.grad is not None and id(p) not in inside]
+    if missing:
+        _join(optimizer, [p for _, p in missing])
+    return [n for n, _ in missing]
+
+
 class AddMissingParams(Intervention):
     """Checked before every step, not only the first: a part unfrozen mid-run (requires_grad set later, the
     optimizer built earlier over what was trainable then) joins the optimizer at the step it first gets a
@@ -41,14 +51,11 @@ class AddMissingParams(Intervention):
 
     def before_step(self, optimizer: Any) -> None:
         self._steps += 1
-        inside = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        missing = [(n, p) for n, p in self._model.named_parameters()
-                   if p.requires_grad and p.grad is not None and id(p) not in inside]
+        missing = add_missing(self._model, optimizer)
         if missing:
-            _join(optimizer, [p for _, p in missing])
             self._added += len(missing)
             self.did.append(f"step {self._steps}: added {len(missing)} parameter tensor(s) to the optimizer ("
-                            f"{', '.join(n for n, _ in missing[:4])}{', ...' if len(missing) > 4 else ''})")
+                            f"{', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
         elif not self.did and self._steps == 1:
             self.did.append("at step 1 every parameter with a gradient was in a param group")
 
