@@ -55,3 +55,30 @@ def test_loss_at_ln_2b_described_with_batch_b_is_a_mismatch():
     assert "loss_at_chance" in ids and "batch_candidates_mismatch" not in ids
     # a loss that learned below chance is no mismatch
     assert ChanceMismatch()(_flat_loss(1.2, math.log(64)), RunContext("r", batch_size=64)) == []
+
+
+def _with_logits(records, cols, loss_diagonal=None):
+    rows = [(s, "logits", "cols", cols) for s in range(40)]
+    rows += [(s, "logits", "loss_diagonal", loss_diagonal) for s in range(40)] if loss_diagonal is not None else []
+    extra = _frame(rows).assign(probe="contrastive")
+    return pd.concat([records, extra], ignore_index=True)
+
+
+def test_a_loss_near_ln_kb_needs_the_mechanism():
+    ctx = RunContext("r", batch_size=64)
+    ln3b = math.log(192)
+    # no ranks, no logits: a loss that only averages ln(3B) while it moves step to step is not evidence
+    wavy = _frame([(s, "loss_clip", "value", ln3b + (0.4 if s % 2 else -0.4)) for s in range(40)]
+                  + [(s, "loss_clip", "chance", math.log(64)) for s in range(40)])
+    assert ChanceMismatch()(wavy, ctx) == []
+    # ... while a loss at ln(3B) at every step is (a uniform softmax over 3B columns)
+    [f] = ChanceMismatch()(_flat_loss(ln3b, math.log(64)), ctx)
+    assert f.evidence["mechanism"]["reading"] == "loss_constant_at_ln_kB"
+    # observed B-column logits that themselves give this loss: confidently wrong logits, not more candidates
+    assert ChanceMismatch()(_with_logits(_flat_loss(ln3b, math.log(64)), 64, loss_diagonal=ln3b), ctx) == []
+    # observed B-column logits at chance while the loss reads ln(3B): the loss saw more candidates
+    [g] = ChanceMismatch()(_with_logits(_flat_loss(ln3b, math.log(64)), 64, loss_diagonal=math.log(64)), ctx)
+    assert g.evidence["mechanism"]["reading"] == "observed_logits_at_chance"
+    # logits with 3B columns: the direct reading
+    [h] = ChanceMismatch()(_with_logits(_flat_loss(ln3b, math.log(64)), 192), ctx)
+    assert h.evidence["mechanism"] == {"reading": "logits_cols", "logits_cols": 192}

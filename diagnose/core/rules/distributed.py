@@ -9,7 +9,13 @@
 - `ReplicasOutOfSync`: the spread of a float64 parameter checksum across ranks.
 - `ChanceMismatch`: a loss that sits at ln(k x candidates) for an integer k >= 2, i.e. at the chance
   of k times the configured candidate count: features gathered across k ranks (or an effective
-  batch k times the configured one) while the run was described with the per-rank batch.
+  batch k times the configured one) while the run was described with the per-rank batch. Consecutive
+  ln(kB) lie within a few percent of each other, so almost any loss above ~ln(2.5 B) is "near" one:
+  the value alone is no evidence. The mechanism (a uniform softmax over k x B columns) must show in
+  this run: k ranks recorded; or the observed logits have k x B columns; or the observed B-column
+  logits score the pairs at chance, ln(B), while the loss reads ln(kB) (it was computed over more
+  candidates than the ones observed); or, with no logits observed, the loss sits at ln(kB) at every
+  step of the window (a uniform softmax does not vary with the batch), not only on average.
 """
 
 from __future__ import annotations
@@ -122,6 +128,9 @@ class ChanceMismatch(Rule):
             return []
         size = series(df, "loss_split", EXTRAS, "world_size")
         w = int(size.iloc[-1]) if len(size) else None
+        evidence = self._mechanism(df, comp, k, pool, w)
+        if evidence is None:
+            return []
         steps = span(window(series(df, "loss_split", comp, "value")))
         why = (f"features gathered across the {w} ranks (B x world candidates)" if w == k else
                f"features gathered across {k} ranks, or an effective batch of {k * pool}")
@@ -132,6 +141,30 @@ class ChanceMismatch(Rule):
             f"not ln({pool}) = {ln_pool:.4f}. Each row is scored against {k * pool} candidates: {why}.",
             {"component": comp, "loss_mean": rnd(mean), "configured_candidates": pool, "implied_candidates": k * pool,
              "chance_configured": rnd(ln_pool), "chance_implied": rnd(math.log(k * pool)), "world_size": w,
-             "window_steps": steps},
+             "window_steps": steps, "mechanism": evidence},
             f"Describe the run with candidates={k * pool} (diagnose.watch(..., candidates=B * world)) so chance "
             "and the at-chance verdict use the real count; then read the loss against that chance.", comp)]
+
+    @staticmethod
+    def _mechanism(df: pd.DataFrame, comp: str, k: int, pool: int, world: int | None) -> dict | None:
+        """What in this run shows a uniform softmax over k x pool candidates (None: nothing does)."""
+        if world == k:
+            return {"reading": "world_size", "world_size": world}
+        cols = series(df, "contrastive", "logits", "cols")
+        if len(cols):
+            c = int(cols.iloc[-1])
+            if c == k * pool:
+                return {"reading": "logits_cols", "logits_cols": c}
+            diag = finite(series(df, "contrastive", "logits", "loss_diagonal"))
+            if c != pool or diag.empty:
+                return None
+            d = float(window(diag).mean())
+            # the observed logits give chance over their own pool while the loss reads ln(k pool)
+            if abs(relative_gap(d, math.log(pool))) < CHANCE_REL_TOL:
+                return {"reading": "observed_logits_at_chance", "loss_on_observed_logits": rnd(d)}
+            return None
+        values = window(finite(series(df, "loss_split", comp, "value")))
+        worst = max(abs(relative_gap(float(v), math.log(k * pool))) for v in values) if len(values) else math.inf
+        if worst < CHANCE_REL_TOL:
+            return {"reading": "loss_constant_at_ln_kB", "max_step_gap": rnd(worst)}
+        return None
