@@ -7,6 +7,8 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       rows, cols (its shape: cols is the number of candidates each row is scored against),
       acc_diagonal (share of rows whose argmax is their own column i; when cols >= rows),
       loss_diagonal (symmetric cross-entropy with the positives on the diagonal; square logits only),
+      loss_i2t / loss_t2i (its two directions), loss_zero_i2t / loss_zero_t2i (each direction with every
+      target at column / row 0; square logits only),
       and with ``targets``: target_on_diagonal (share of targets equal to the row index),
       targets_distinct (distinct targets / rows), acc_target (argmax == target), loss_target
       (cross-entropy against the targets, rows only)
@@ -76,8 +78,13 @@ class Contrastive(Probe):
             keys.append(("logits", "acc_diagonal"))
             vals.append((pred == diag).float().mean())
         if c == b:
-            keys.append(("logits", "loss_diagonal"))
-            vals.append(0.5 * (F.cross_entropy(z, diag) + F.cross_entropy(z.t(), diag)))
+            # each direction against the diagonal and against column 0 (MoCo's "the positive is column 0",
+            # ported to an in-batch matrix): which of them the reported loss equals says where its targets point
+            lse_r, lse_c = z.logsumexp(dim=1), z.logsumexp(dim=0)
+            i2t, t2i = (lse_r - z.diagonal()).mean(), (lse_c - z.diagonal()).mean()
+            keys += [("logits", "loss_diagonal"), ("logits", "loss_i2t"), ("logits", "loss_t2i"),
+                     ("logits", "loss_zero_i2t"), ("logits", "loss_zero_t2i")]
+            vals += [0.5 * (i2t + t2i), i2t, t2i, (lse_r - z[:, 0]).mean(), (lse_c - z[0, :]).mean()]
         given = isinstance(targets, torch.Tensor) and targets.dim() == 1 and len(targets) == b
         if given and not targets.is_floating_point():
             t = targets.detach().to(z.device).long()

@@ -23,6 +23,12 @@ FALSE_NEGATIVE_GAP = 0.1
 # web dataset; above it, a visible part of every batch competes against copies of its own positive.
 DUPLICATE_SHARE_MIN = 0.05
 COLLAPSE_COSINE = 0.95  # as in representation.py: beyond it every row looks like every other
+# The reported loss "is" a cross-entropy of the observed logits when they agree to float32 rounding of a
+# mean over a batch (~1e-6 relative) with room for a loss computed in bf16/fp16 autocast on the same
+# logits (~1e-3 would already be a different computation): 1e-4. A reconstruction is told apart from
+# another only on steps where the two differ by 10x that; at least MATCH_MIN_STEPS such steps, all of
+# them matching, so a coincidence on one step decides nothing.
+LOSS_MATCH_REL, MATCH_MIN_STEPS = 1e-4, 3
 
 
 class LogitsCandidates(Rule):
@@ -66,7 +72,46 @@ class TargetsOffDiagonal(Rule):
         square = len(rows) and len(cols) and int(rows.iloc[-1]) == int(cols.iloc[-1])
         if len(on) and square:
             return self._targets(df, ctx, on)
-        return self._diagonal(df, ctx) if square else []
+        if not square:
+            return []
+        return self._reconstructed(df, ctx) or self._diagonal(df, ctx)
+
+    def _reconstructed(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        """Targets not given: the reported loss equals the logits' cross-entropy against column 0 (in one
+        direction or both) on every step where that differs from the loss against the diagonal."""
+        comp = primary_component(df)
+        reported = finite(series(df, "loss_split", comp, "value"))
+        parts = {m: finite(series(df, "contrastive", "logits", m))
+                 for m in ("loss_i2t", "loss_t2i", "loss_zero_i2t", "loss_zero_t2i")}
+        if reported.empty or any(v.empty for v in parts.values()):
+            return []
+        frame = pd.concat({"reported": reported, **parts}, axis=1).dropna()
+        ways = {"symmetric": lambda a, b: 0.5 * (a + b), "image->text": lambda a, b: a, "text->image": lambda a, b: b}
+        for way, f in ways.items():
+            diag = f(frame["loss_i2t"], frame["loss_t2i"])
+            zero = f(frame["loss_zero_i2t"], frame["loss_zero_t2i"])
+            apart = (diag - zero).abs() > 10 * LOSS_MATCH_REL * diag.abs()
+            if int(apart.sum()) < MATCH_MIN_STEPS:
+                continue
+            rel = ((frame["reported"] - zero).abs() / zero.abs().clip(lower=1e-12))[apart]
+            if float(rel.max()) > LOSS_MATCH_REL:
+                continue
+            steps = [int(x) for x in rel.index]
+            d = diag[apart]
+            ev = {"component": comp, "direction": way, "reading": "loss_reconstructed", "steps_compared": len(steps),
+                  "first_steps": steps[:5], "max_rel_diff_to_column0_loss": rnd(float(rel.max()), 8),
+                  "reported_first": rnd(float(frame["reported"][apart].iloc[0])),
+                  "diagonal_loss_first": rnd(float(d.iloc[0]))}
+            return [Finding(
+                "targets_off_diagonal", "error", ctx.name,
+                f"the reported {comp} is the cross-entropy of the observed logits ({way}) with every target at column "
+                f"0, to {rel.max():.1g} relative on all {len(steps)} steps compared (step {steps[0]}: "
+                f"{ev['reported_first']:.4f}; against the diagonal it would be {ev['diagonal_loss_first']:.4f}): the "
+                "loss trains every row toward the batch's first item, not its own pair (MoCo's labels = zeros "
+                "on an in-batch matrix).", ev,
+                "Use labels = torch.arange(B) for an in-batch (B, B) logit matrix (zeros only fit MoCo's "
+                "cat([l_pos, l_neg]) layout); pass targets=labels to observe.", "logits")]
+        return []
 
     def _targets(self, df: pd.DataFrame, ctx: RunContext, on: pd.Series) -> list[Finding]:
         w = window(on)

@@ -9,9 +9,16 @@ condition therefore needs two things measured on the records so far, not a step 
   (update/param summed over the steps, `gradients.SETTLED_CUMULATIVE_UPDATE`): the model had every
   opportunity to leave the state; or the run as a whole has moved that much and the state has lasted
   half of it: a collapse whose gradients vanished moves nothing any more, and that is how it stays;
+  or the optimizer has stalled in it: over the last third of the span the model's update/param is at
+  most 1/STALL_FACTOR of its peak in the run. A small model trained for a few dozen steps never moves
+  its weights by their norm, so the first two leave such a run without any alarm however stuck it is;
+  a stall is measured in the run itself: the steps shrank because the gradients stopped pointing
+  anywhere (Adam's m/sqrt(v) of zero-mean gradients) or vanished (SGD), not because a schedule is
+  still warming up (the peak is then ahead, not behind);
 - no improvement over that span: the primary loss did not fall (its last third is not below its first
-  third by more than twice the standard error of the difference), and whatever the rule watches (an
-  effective rank, say) did not recover.
+  third by more than twice the standard error of the difference; values above ln(B) count as ln(B):
+  coming down to chance is not matching pairs), and whatever the rule watches (an effective rank, say)
+  did not recover.
 A run whose condition comes and goes never builds the span; a run still getting better never alarms.
 """
 
@@ -30,6 +37,10 @@ IMPROVEMENT_SE = 2.0
 # "Not getting better" compares the first and last thirds of the span, each of at least 2 observations
 # (a standard error needs two): a span of fewer than 6 observations cannot show it, so it cannot alarm.
 PERSIST_MIN_OBS = 6
+# Adam's first step moves every element by lr (m/sqrt(v) = sign(g)); on gradients with no consistent
+# direction, m/sqrt(v) settles near sqrt((1 - beta1) / (1 + beta1)) = 0.23 (beta1 = 0.9): a quarter of
+# the peak step. Below that the optimizer is averaging noise, or the gradients are vanishing.
+STALL_FACTOR = 4.0
 
 
 def held_since(holds: pd.Series) -> int | None:
@@ -46,21 +57,39 @@ def moved_since(df: pd.DataFrame, since: int) -> bool:
     return cumulative_update(df[df["step"] >= since]) >= SETTLED_CUMULATIVE_UPDATE
 
 
-def falling(values: pd.Series) -> bool:
-    """The last third of `values` is below its first third by more than IMPROVEMENT_SE standard errors."""
+def stalled(df: pd.DataFrame, since: int) -> bool:
+    """The model's update/param over the last third of the span since `since` is at most 1/STALL_FACTOR of
+    its peak so far (the mean of at least 2 observations)."""
+    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+    span_up = up[up.index >= since]
+    n = max(len(span_up) // 3, 2)
+    if len(span_up) < n or float(up.max()) <= 0:
+        return False
+    return float(span_up.iloc[-n:].mean()) <= float(up.max()) / STALL_FACTOR
+
+
+def falling(values: pd.Series, ceiling: float | None = None) -> bool:
+    """The last third of `values` is below its first third (counted at most `ceiling`) by more than
+    IMPROVEMENT_SE standard errors. The ceiling caps the mean, not each value: clipping values would cut
+    only the upper half of a noisy level and make a flat series look like a fall."""
     v = finite(values)
     n = len(v) // 3
     if n < 2:
         return False
     first, last = v.iloc[:n], v.iloc[-n:]
     se = math.sqrt(float(first.var()) / n + float(last.var()) / n)
-    return float(first.mean()) - float(last.mean()) > IMPROVEMENT_SE * se
+    start = float(first.mean()) if ceiling is None else min(float(first.mean()), ceiling)
+    return start - float(last.mean()) > IMPROVEMENT_SE * se
 
 
 def loss_falling(df: pd.DataFrame, since: int) -> bool:
+    """The primary loss fell over the span since `since`, counted from ln(B) down: a loss that comes down
+    from above chance to chance (random init's confident wrong logits unlearned) has not got better at
+    matching pairs; the values are clipped at the chance level first when it is recorded."""
     comp = primary_component(df)
     values = series(df, "loss_split", comp, "value")
-    return falling(values[values.index >= since])
+    chance = finite(series(df, "loss_split", comp, "chance"))
+    return falling(values[values.index >= since], ceiling=float(chance.iloc[-1]) if len(chance) else None)
 
 
 def gap_to_chance(df: pd.DataFrame, component: str) -> pd.Series:
@@ -71,11 +100,13 @@ def gap_to_chance(df: pd.DataFrame, component: str) -> pd.Series:
 
 def persisted(df: pd.DataFrame, holds: pd.Series, since: int) -> bool:
     """The state held over >= PERSIST_MIN_OBS observations and, since it began, the weights moved by their
-    norm; or the whole run moved that much and the state covers at least half of it."""
+    norm; or the whole run moved that much and the state covers at least half of it; or the optimizer
+    stalled in it (`stalled`)."""
     if int((holds.index >= since).sum()) < PERSIST_MIN_OBS:
         return False
     first, last = int(holds.index[0]), int(holds.index[-1])
-    return moved_since(df, since) or (moved_since(df, first) and last - since + 1 >= 0.5 * (last - first + 1))
+    return (moved_since(df, since) or (moved_since(df, first) and last - since + 1 >= 0.5 * (last - first + 1))
+            or stalled(df, since))
 
 
 def stuck(df: pd.DataFrame, holds: pd.Series) -> bool:

@@ -86,3 +86,37 @@ def test_embedding_without_gradient_alarms_only_when_it_persists():
     warm_start = run([0.0] * 5)  # the first steps of a schedule that unfreezes the tower at step 5
     assert R.embedding_without_gradient.alarm(one(R.embedding_without_gradient(warm_start, ctx()),
                                                   "embedding_without_gradient"), warm_start) is False
+
+
+def _ce_parts(steps: int = 12, b: int = 16, seed: int = 0):
+    """Per step: the four cross-entropies the contrastive probe records for random (b, b) logits."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {k: [] for k in ("loss_i2t", "loss_t2i", "loss_zero_i2t", "loss_zero_t2i")}
+    for _ in range(steps):
+        z = 3.0 * rng.normal(size=(b, b))
+        lse_r, lse_c = np.log(np.exp(z).sum(1)), np.log(np.exp(z).sum(0))
+        d = np.diag(z)
+        for k, v in (("loss_i2t", lse_r - d), ("loss_t2i", lse_c - d), ("loss_zero_i2t", lse_r - z[:, 0]),
+                     ("loss_zero_t2i", lse_c - z[0, :])):
+            out[k].append(float(v.mean()))
+    return out
+
+
+def test_targets_at_column_zero_reconstructed_from_the_reported_loss():
+    parts = _ce_parts()
+    shape = frame(rec("contrastive", "logits", "rows", 16), rec("contrastive", "logits", "cols", 16),
+                  *[rec("contrastive", "logits", k, v) for k, v in parts.items()])
+    zeros = [0.5 * (a + b) for a, b in zip(parts["loss_zero_i2t"], parts["loss_zero_t2i"])]
+    f = one(R.targets_off_diagonal(frame(shape, loss("loss_clip", zeros)), ctx()), "targets_off_diagonal")
+    assert f.evidence["direction"] == "symmetric" and f.evidence["steps_compared"] == 12
+    # one direction only (MoCo's own loss is image->text)
+    g = one(R.targets_off_diagonal(frame(shape, loss("loss_clip", parts["loss_zero_i2t"])), ctx()),
+            "targets_off_diagonal")
+    assert g.evidence["direction"] == "image->text"
+    # near misses: the loss of the diagonal; a loss close to the column-0 one but not it (1e-3 apart)
+    diag = [0.5 * (a + b) for a, b in zip(parts["loss_i2t"], parts["loss_t2i"])]
+    assert R.targets_off_diagonal(frame(shape, loss("loss_clip", diag)), ctx()) == []
+    near = [z * 1.001 for z in zeros]
+    assert R.targets_off_diagonal(frame(shape, loss("loss_clip", near)), ctx()) == []

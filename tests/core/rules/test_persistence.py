@@ -94,3 +94,32 @@ def test_a_collapse_whose_updates_vanished_alarms_once_it_covers_half_the_run():
     # the same vanished updates on a run that never moved its weights at all: not yet a state of the run
     still = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=1e-4))
     assert _alarms(R.embedding_collapse, still, "embedding_collapse") is False
+
+
+def test_a_stall_at_chance_alarms_a_warm_up_plateau_does_not():
+    # a small model: the weights never move by their norm, but the steps shrank to a tenth of the first
+    # one while the loss sat at chance and the embeddings collapsed: the optimizer stalled in the state
+    decaying = list(0.02 * np.geomspace(1.0, 0.1, N))
+    df = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)),
+               rec("gradient_flow.model", "model", "update_to_param", decaying))
+    assert _alarms(R.embedding_collapse, df, "embedding_collapse") is True
+    # the same small steps held near their peak (a plateau the optimizer is still pushing through): no alarm
+    steady = list(0.02 * np.geomspace(1.0, 0.5, N))
+    df = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)),
+               rec("gradient_flow.model", "model", "update_to_param", steady))
+    assert _alarms(R.embedding_collapse, df, "embedding_collapse") is False
+    # a warm-up: the steps grow toward their peak while the loss waits at chance: no alarm
+    rising = list(0.02 * np.geomspace(0.01, 1.0, N))
+    df = frame(loss("loss_clip", noisy([LN_B] * N)), rec("gradient_flow.model", "model", "update_to_param", rising))
+    assert all(not R.loss_at_chance.alarm(f, df) for f in R.loss_at_chance(df, ctx()))
+
+
+def test_a_loss_coming_down_to_chance_is_not_getting_better():
+    # from 1.3 ln(B) down to ln(B) and stuck there: unlearning random init's confident wrong logits
+    values = list(np.linspace(1.3 * LN_B, LN_B, N // 2)) + noisy([LN_B] * (N - N // 2))
+    df = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", values), moving())
+    assert _alarms(R.embedding_collapse, df, "embedding_collapse") is True
+    # the same fall continued below chance is learning: no alarm
+    below = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", list(np.linspace(1.3 * LN_B, 0.7 * LN_B, N))),
+                  moving())
+    assert _alarms(R.embedding_collapse, below, "embedding_collapse") is False
