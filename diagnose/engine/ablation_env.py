@@ -4,15 +4,20 @@ The ablation runner (`diagnose.lab.script_ablation`) starts the user's unmodifie
 ``DIAGNOSE_ABLATE`` set to a JSON object:
 
     {"run": "fix:lr_down (seed 1)", "out": "<run directory>", "status": "<status file>",
-     "steps": 100, "seed": 1, "fix": "lr_down", "params": {}}
+     "steps": 100, "seed_offset": 1, "fix": "lr_down", "params": {}, "progress": "<progress file>"}
 
 The first watch the script opens then (1) writes its run directory to ``out`` under the name ``run``,
 with no online rule evaluation and no alarm (the whole run is judged at its end); (2) applies the intervention
 ``fix`` (none for the baseline) to the model and optimizer it was given; (3) after ``steps`` observed
 steps closes itself (the run directory is written) and ends the script with exit status 0 (`StepCap`, a
 SystemExit, so the script's own ``except Exception`` does not swallow it); (4) writes ``status``: what
-the intervention did, or why it could not apply. The seed reaches the script through the bootstrap in
-`diagnose/engine/bootstrap` (a seed offset on torch / numpy / random seeding), not through the watch.
+the intervention did, or why it could not apply; (5) with ``progress`` in the spec (someone listens to the
+runner), writes the observed step there as it goes (``{"step", "total"}``, at most every `PROGRESS_SECONDS`,
+and at the cap) for the runner to show live. A trainer with its own way to stop (the HF Trainer's
+``control.should_training_stop``) may take the stop over (`take_over_stop`): its loop then ends cleanly at
+the cap, its end-of-training hooks run, and it ends the script after (`end_script`). The seed reaches the
+script through the bootstrap in `diagnose/engine/bootstrap` (a seed offset on torch / numpy / random
+seeding), not through the watch.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core.files import write_json
 
 ENV = "DIAGNOSE_ABLATE"
 _claimed = False  # one watch per process is the ablation's: the first
+PROGRESS_SECONDS = 0.25  # the runner polls as often: a file written more often would only cost the run
 
 
 class StepCap(SystemExit):
@@ -62,6 +69,8 @@ class AblationControl:
         self._observed = 0
         self._closed = False
         self._set_up = False
+        self._request_stop: Callable[[], None] | None = None
+        self._progress_at = 0.0
 
     @classmethod
     def claim(cls, watch: Any) -> "AblationControl | None":
@@ -105,9 +114,26 @@ class AblationControl:
 
     def after_observe(self, watch: Any) -> None:
         self._observed += 1
-        if self.steps and self._observed >= self.steps:
-            self.capped = True
-            watch.close()
+        self._write_progress()
+        if not self.steps or self._observed < self.steps:
+            return
+        self.capped = True
+        if self._request_stop is not None and self._observed == self.steps:
+            self._request_stop()  # the trainer leaves its loop after this step (take_over_stop)
+            return
+        watch.close()  # no trainer took the stop over, or it went on past the cap: stop here
+        raise StepCap()
+
+    # -- called by an integration ----------------------------------------------------------------------
+    def take_over_stop(self, request: Callable[[], None]) -> None:
+        """At the cap, call `request` (which makes the trainer leave its loop after this step) instead of
+        closing the watch and raising `StepCap` inside the step; the integration closes the watch when
+        training ends and then calls `end_script`. A further observed step stops the run at once."""
+        self._request_stop = request
+
+    def end_script(self) -> None:
+        """After the trainer ended at the cap and the watch closed: end the script (exit status 0)."""
+        if self.capped:
             raise StepCap()
 
     def close(self, watch: Any) -> None:
@@ -129,6 +155,19 @@ class AblationControl:
         watch.out = None  # nothing to report on a run that did not test the fix
         watch.close()
         raise StepCap()
+
+    def _write_progress(self) -> None:
+        path = self.spec.get("progress")
+        now = time.monotonic()
+        if not path or (now - self._progress_at < PROGRESS_SECONDS and self._observed != self.steps):
+            return
+        self._progress_at = now
+        try:  # whole or not at all: the runner reads it while the run goes on
+            tmp = f"{path}.tmp"
+            Path(tmp).write_text(json.dumps({"step": self._observed, "total": self.steps or None}))
+            os.replace(tmp, path)
+        except OSError:  # progress is a courtesy: the run goes on
+            pass
 
     def _at_exit(self, watch: Any) -> None:
         if not self._closed:

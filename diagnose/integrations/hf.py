@@ -17,6 +17,12 @@ written at `on_train_end`; since the Trainer has no
 exception hook, use the callback as a context manager (``with cb: trainer.train()``) to have it written
 when training raises. An alarm logs a line and with ``stop_on_alarm=True`` sets
 ``control.should_training_stop``.
+
+Under `diagnose ablate -- python train.py --steps N` the Trainer stops itself at the cap: the N-th
+observed step sets ``control.should_training_stop`` (every rank at the same step), so the loop ends as at
+``max_steps`` (that step's optimizer step taken, `on_train_end` run, `retrieval_fn` measured, the run
+directory written), and the script ends there with exit status 0 (code after ``trainer.train()``, which
+would evaluate or save a model trained N steps, does not run).
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class DiagnoseTrainerCallback(TrainerCallback):
         self._outputs: Any = None
         self._handle = None
         self._stop = False
+        self._capped = False  # the ablation's step cap was reached (diagnose.engine.ablation_env)
 
     # -- Trainer events ------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -87,6 +94,9 @@ class DiagnoseTrainerCallback(TrainerCallback):
             optimizer = None
         self.watch = watch(model, optimizer, out=out, name=self.name, alarm=self._policy(), **self.watch_kwargs)
         self.watch.__enter__()
+        if self.watch.control is not None:  # under the ablation: the Trainer leaves its loop at the step cap
+            self._capped = False
+            self.watch.control.take_over_stop(self._cap_reached)
         self._model = model
         self._handle = model.register_forward_hook(self._keep_outputs)
         if self.tensorboard:
@@ -103,7 +113,7 @@ class DiagnoseTrainerCallback(TrainerCallback):
             if isinstance(optimizer, torch.optim.Optimizer):
                 self.watch.optimizer = optimizer
         self.watch.observe(state.global_step, **kw)
-        if self._stop:
+        if self._stop or self._capped:
             control.should_training_stop = True
 
     def on_optimizer_step(self, args, state, control, **kwargs):
@@ -111,10 +121,11 @@ class DiagnoseTrainerCallback(TrainerCallback):
             self.watch.after_step()  # update/param of the step just taken
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._stop:
+        if self._stop or self._capped:
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
+        ablation = self.watch.control if self.watch is not None else None
         if self.watch is not None and self.retrieval_fn is not None:
             model = self._model
             training = model.training
@@ -126,6 +137,8 @@ class DiagnoseTrainerCallback(TrainerCallback):
                 model.train(training)
             self.watch.evaluate_retrieval(image, text)
         self._finish(None)
+        if ablation is not None:
+            ablation.end_script()  # at the ablation's step cap: the script ends here, exit status 0
 
     # -- as a context manager: the run directory also when train() raises ----------------------------
     def __enter__(self) -> "DiagnoseTrainerCallback":
@@ -135,6 +148,9 @@ class DiagnoseTrainerCallback(TrainerCallback):
         self._finish(exc if exc_type is not None else None)
 
     # -- internals -----------------------------------------------------------------------------
+    def _cap_reached(self) -> None:
+        self._capped = True
+
     def _keep_outputs(self, module, args, output) -> None:
         if module.training and torch.is_grad_enabled():
             self._outputs = output  # dropped at the next pre-optimizer step

@@ -2,7 +2,10 @@
 
 Seed k of an ablation runs the user's script with every seed it sets shifted by k: ``torch.manual_seed(s)``
 becomes ``torch.manual_seed(s + k)``, likewise ``numpy.random.seed`` and ``random.seed`` (Lightning's
-``seed_everything`` calls these three). Seed 0 changes nothing, so the baseline's first seed is the user's
+``seed_everything`` calls these three) and ``torch.cuda.manual_seed[_all]`` (transformers' and accelerate's
+``set_seed`` call it after ``torch.manual_seed``: unshifted, it would set every GPU's generator back to the
+script's seed). A seeding call made inside another (``torch.manual_seed`` seeds CUDA itself) is not shifted
+twice. Seed 0 changes nothing, so the baseline's first seed is the user's
 own run. torch and numpy are patched when the script imports them (an import hook: nothing is imported
 here), so a process that never imports them pays nothing. A script that never seeds is already
 different on every run. The interpreter's own sitecustomize, if any, still runs after this one.
@@ -10,6 +13,7 @@ different on every run. The interpreter's own sitecustomize, if any, still runs 
 
 import os
 import sys
+import threading
 
 
 def _offset():
@@ -24,11 +28,19 @@ def _offset():
         return 0
 
 
+_inside = threading.local()  # a shifted seeding call is running in this thread: the calls it makes pass through
+
+
 def _shifted(fn, k):
     def seed(s=None, *args, **kwargs):
-        if isinstance(s, int) and not isinstance(s, bool):
+        depth = getattr(_inside, "depth", 0)
+        if not depth and isinstance(s, int) and not isinstance(s, bool):
             s = (s + k) % (2 ** 32) if fn.__module__.startswith("numpy") else s + k
-        return fn(s, *args, **kwargs)
+        _inside.depth = depth + 1
+        try:
+            return fn(s, *args, **kwargs)
+        finally:
+            _inside.depth = depth
 
     seed.__wrapped__ = fn
     return seed
@@ -38,6 +50,10 @@ def _patch(name, module, k):
     if name == "torch":
         module.manual_seed = _shifted(module.manual_seed, k)
         module.random.manual_seed = module.manual_seed
+        cuda = getattr(module, "cuda", None)
+        for attr in ("manual_seed", "manual_seed_all"):
+            if cuda is not None and hasattr(cuda, attr):
+                setattr(cuda, attr, _shifted(getattr(cuda, attr), k))
     elif name == "numpy":
         module.random.seed = _shifted(module.random.seed, k)
 
