@@ -31,6 +31,11 @@ UPDATE_RATIO_LOW = 1e-5
 # decay shrinks weights by lr * wd per step (1e-5 at open_clip's lr 2e-4, wd 0.05: ~0.1% in 100 steps),
 # and gradient steps usually grow the norm, so halving means decay dominates the updates.
 PARAM_SHRINK = 0.5
+# The same mechanism read per layer: decay applied to some parameters only (weight matrices, not the
+# LayerNorm gains and biases that hold much of a transformer's norm) can empty the projections while the
+# model's total stays above half. A layer is counted when it held at least this share of the model's
+# initial squared norm: a tiny bias or scale that shrinks moves nothing.
+LAYER_MIN_SHARE = 1e-3
 
 
 # Online alarms on states that are normal at initialisation (a loss at ln B, spread-out embeddings at
@@ -309,7 +314,7 @@ class UpdateRatioLow(Rule):
 
 
 class WeightsShrinking(Rule):
-    """The model's weight norm falling to under half its initial value."""
+    """The model's weight norm, or a layer's, falling to under half its initial value."""
 
     topic = "gradients"
     emits = (Emit("weights_shrinking", ("warning", "error"), "weight_decay_collapse", 1),)
@@ -321,21 +326,26 @@ class WeightsShrinking(Rule):
         if len(pn) < 2 * END_MIN_POINTS or float(pn.iloc[0]) <= 0:
             return []
         end, first = float(window(pn).mean()), float(pn.iloc[0])
-        if end >= PARAM_SHRINK * first:
-            return []
         ratios = {}
         for t, g in select(df, "gradient_flow.layer", "param_norm").groupby("target"):
             g = g.sort_values("step")["value"]
-            if len(g) and float(g.iloc[0]) > 0:
-                ratios[t] = float(g.iloc[-1]) / float(g.iloc[0])
+            if len(g) >= 2 * END_MIN_POINTS and float(g.iloc[0]) ** 2 >= LAYER_MIN_SHARE * first ** 2:
+                ratios[t] = float(g.iloc[-END_MIN_POINTS:].mean()) / float(g.iloc[0])
         shrunk = dict(sorted(((t, r) for t, r in ratios.items() if r < PARAM_SHRINK), key=lambda kv: kv[1])[:8])
+        if end >= PARAM_SHRINK * first and not shrunk:
+            return []
         ev = {"param_norm_first": rnd(first), "param_norm_end": rnd(end), "ratio": rnd(end / first),
               "threshold": PARAM_SHRINK,
               "layers_shrunk": {k: rnd(v) for k, v in shrunk.items()}, "lr": ctx.optimizer.get("lr"),
               "weight_decay": ctx.optimizer.get("weight_decay"), "window_steps": span(window(pn))}
+        whole = (f"the model's weight norm fell from {first:.3g} to {end:.3g} ({end / first:.0%}) during the run"
+                 if end < PARAM_SHRINK * first else
+                 f"{len(shrunk)} layer(s) fell under {PARAM_SHRINK:.0%} of their initial weight norm during the run ("
+                 + ", ".join(f"{k} {v:.0%}" for k, v in list(shrunk.items())[:4])
+                 + f"; the model's total {end / first:.0%})")
         return [Finding(
             "weights_shrinking", "warning" if _loss_left_chance(df) else "error", ctx.name,
-            f"the model's weight norm fell from {first:.3g} to {end:.3g} ({end / first:.0%}) during the run: something "
+            f"{whole}: something "
             "shrinks the weights faster than the gradients grow them (weight decay x lr too large, or a decay applied "
             "to parameters that should not decay); shrunk weight matrices leave biases to dominate the outputs.", ev,
             "Check weight_decay and lr * weight_decay per step (AdamW shrinks weights by that factor every step).")]

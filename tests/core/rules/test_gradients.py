@@ -144,3 +144,17 @@ def test_scale_update_high_names_the_temperature_and_not_the_layers():
                  rec("gradient_flow.layer", "logit_scale", "update_to_param", 0.01),
                  rec("gradient_flow.layer", "logit_scale", "param_norm", 2.66))
     assert R.scale_update_high(slow, ctx()) == []
+
+
+def test_weights_shrinking_per_layer_when_the_total_holds():
+    # decay on the projections only: they empty (10%) while LayerNorm-like layers keep the total at 70%
+    total = rec("gradient_flow.model", "model", "param_norm", tail(10.0, 7.0))
+    proj = rec("gradient_flow.layer", "proj", "param_norm", tail(3.0, 0.3))
+    norms = rec("gradient_flow.layer", "norm", "param_norm", tail(9.0, 9.0))
+    f = one(R.weights_shrinking(frame(total, proj, norms), ctx()), "weights_shrinking")
+    assert list(f.evidence["layers_shrunk"]) == ["proj"] and "1 layer(s)" in f.message
+    # near misses: the projection at 60% of its start; a shrunk layer too small to matter (a bias)
+    kept = rec("gradient_flow.layer", "proj", "param_norm", tail(3.0, 1.8))
+    assert R.weights_shrinking(frame(total, kept, norms), ctx()) == []
+    tiny = rec("gradient_flow.layer", "bias", "param_norm", tail(0.1, 0.01))
+    assert R.weights_shrinking(frame(total, tiny, norms), ctx()) == []
