@@ -172,11 +172,58 @@ class LocalExecutor(SerialExecutor):
         self.pool.shutdown(cancel_futures=True)
 
 
+POLL_SECONDS = 0.2  # how often the driver takes the Ray tasks' live events while someone listens
+
+
+def ray_job(fn: Callable[..., Any], args: tuple, threads: int | None, events: Any = None) -> Any:
+    """A Ray task: `call_with_threads`, its live events (`diagnose.lab.live.emit`) sent to the driver's
+    `events` actor when someone listens there (None: nobody does)."""
+    if events is not None:
+        live.init_worker(_ToActor(events), _Listening())
+    try:
+        return call_with_threads(fn, args, threads)
+    finally:
+        if events is not None:  # a Ray worker runs later tasks too: no stale channel
+            live.init_worker(None, None)
+
+
+class _ToActor:
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    def put(self, event: dict) -> None:
+        import ray
+
+        ray.get(self.actor.put.remote(event))  # held before the task returns: the driver shows it before the end
+
+
+class _Listening:
+    @staticmethod
+    def is_set() -> bool:
+        return True  # the task was submitted while the driver listened
+
+
+class _Events:
+    """The Ray actor that holds the tasks' live events until the driver takes them."""
+
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def put(self, event: dict) -> None:
+        self.items.append(event)
+
+    def take(self) -> list[dict]:
+        items, self.items = self.items, []
+        return items
+
+
 class RayExecutor(SerialExecutor):
     """Each job a Ray task asking for `cpus_per_run` CPUs and `gpus_per_run` GPUs.
 
     `address` None starts a local Ray instance (stopped again on close); "auto" or "ray://host:10001"
     joins an existing cluster. A Ray instance already initialised in this process is used as it is.
+    While a sink listens (`diagnose.lab.live`), the tasks send their live events (progress, alarms) to an
+    actor that the driver empties every `POLL_SECONDS` into the sink, a run's events before its end.
     """
 
     name = "ray"
@@ -191,16 +238,24 @@ class RayExecutor(SerialExecutor):
                 kwargs["num_cpus"] = os.cpu_count() or 1
             self.ray.init(address=address, **kwargs)
             self.started = True
-        self.remote = self.ray.remote(call_with_threads).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
-                                                                 max_retries=0)
+        self.remote = self.ray.remote(ray_job).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+        self.events: Any = None  # the _Events actor, made when a sink first listens
 
     def run(self, jobs: Sequence[Job], on_done: OnDone | None = None) -> dict[str, Any]:
         ray = self.ray
-        refs = {self.remote.remote(j.fn, j.args, self.threads): j.name for j in jobs}
+        sink = live.current_sink()
+        if sink is not None and self.events is None:
+            self.events = ray.remote(_Events).options(num_cpus=0).remote()
+        events = self.events if sink is not None else None
+        refs = {self.remote.remote(j.fn, j.args, self.threads, events): j.name for j in jobs}
         pending, results = list(refs), {}
         try:
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
+                done, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS if events else None)
+                if events is not None:
+                    self._deliver(events, sink)
+                if not done:
+                    continue
                 name = refs[done[0]]
                 try:
                     results[name] = ray.get(done[0])
@@ -217,7 +272,24 @@ class RayExecutor(SerialExecutor):
             raise
         return {j.name: results[j.name] for j in jobs}
 
+    def _deliver(self, events: Any, sink: live.Sink) -> None:
+        try:
+            taken = self.ray.get(events.take.remote())
+        except Exception:  # noqa: BLE001 - progress is a courtesy: the runs go on
+            return
+        for event in taken:
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001 - a console failure must not stop the runs
+                pass
+
     def close(self) -> None:
+        if self.events is not None and not self.started:  # an instance we joined keeps running: not our actor
+            try:
+                self.ray.kill(self.events)
+            except Exception:  # noqa: BLE001 - already gone with its cluster
+                pass
+        self.events = None
         if self.started:
             self.ray.shutdown()
             self.started = False

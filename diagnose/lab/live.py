@@ -5,7 +5,9 @@ A run emits small dicts as it goes (`emit`): ``{"kind": "step", "run", "step", "
 (an alarm of the online rules, when it fires). The listener is the CLI's console (`diagnose.cli.console.LiveRuns`):
 `listening(sink)` installs it for runs in this process (the serial executor, threads); the local executor's
 worker processes put their events on a queue that the driver drains into the same sink while jobs run
-(`WorkerChannel`). Ray tasks have no channel: their runs report when they end. Nothing listens under
+(`WorkerChannel`); Ray tasks send theirs to an actor the driver empties (`diagnose.lab.executors.RayExecutor`).
+A user's script under `diagnose ablate --` writes its step to a file that the runner polls and emits
+(`diagnose.lab.script_ablation`). Nothing listens under
 ``--quiet``: then no run evaluates its rules online just to print alarms (`active()` is False).
 
 No torch here: the CLI imports this module to listen.

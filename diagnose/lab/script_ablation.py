@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +47,7 @@ from ..core.definitions import CHANCE_REL_TOL
 from ..core.errors import ConfigError
 from ..core.summary import RunSummary, Summary
 from ..engine.ablation_env import ENV
+from . import live
 from .executors import Failed, Job, SerialExecutor
 
 BOOTSTRAP = Path(__file__).resolve().parents[1] / "engine" / "bootstrap"
@@ -55,6 +57,7 @@ MEANINGFUL_DROP = 0.05
 DEFAULT_MAX_FIXES = 5
 CONTROLS = ("lr_down", "lr_up")  # the first thing users try; added when the causes suggest fewer than 2 fixes
 TAIL_LINES = 3
+POLL_SECONDS = 0.25  # how often a run's progress file is read while someone listens (its watch writes as often)
 
 
 class ScriptFailed(ConfigError):
@@ -83,14 +86,19 @@ def run_name(fix: str | None, seed: int) -> str:
 
 def run_script(command: list[str], spec: dict, cwd: str, threads: int | None, timeout: float | None) -> dict:
     """One run of the user's script under the ablation's spec; module-level for worker processes and Ray.
-    Returns what the run's watch wrote, or raises with the script's own last error line."""
+    Returns what the run's watch wrote, or raises with the script's own last error line. While someone
+    listens (`diagnose.lab.live`: the console, here or through the executor's channel), the run's watch
+    writes its step to a progress file that is polled and emitted as the run goes."""
+    progress = _Progress(spec) if live.active() else None
+    if progress is not None:
+        spec = {**spec, "progress": str(progress.path)}
     env = dict(os.environ)
     env[ENV] = json.dumps(spec)
     env["PYTHONPATH"] = os.pathsep.join([str(BOOTSTRAP), *filter(None, [env.get("PYTHONPATH")])])
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     try:
-        proc = _Child(command, cwd, env).run(timeout)
+        proc = _Child(command, cwd, env).run(timeout, progress)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"`{shlex.join(command)}` ran past {timeout:g} s") from None
     except OSError as exc:
@@ -112,6 +120,25 @@ def run_script(command: list[str], spec: dict, cwd: str, threads: int | None, ti
         raise RuntimeError(f"the run wrote no summary ({out}): {_tail(proc.stderr) or 'no error output'}")
     return {"name": spec["run"], "status": status, "summary": json.loads((out / "summary.json").read_text()),
             "readings": readings(out / "records.csv.gz")}
+
+
+class _Progress:
+    """The run's progress file (written by its watch: `diagnose.engine.ablation_env`), emitted as a step event
+    when its step changed."""
+
+    def __init__(self, spec: dict):
+        self.run, self.path, self.step = spec["run"], Path(f"{spec['status']}.progress"), 0
+
+    def __call__(self) -> None:
+        try:
+            seen = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # not written yet (or being replaced)
+            return
+        if not isinstance(seen, dict) or not isinstance(seen.get("step"), int) or seen["step"] == self.step:
+            return
+        self.step = seen["step"]
+        live.emit({"kind": "step", "run": self.run, "step": self.step, "total": seen.get("total"), "loss": None,
+                   "chance": None})
 
 
 def readings(records_file: Path) -> dict[str, float]:
@@ -142,15 +169,26 @@ class _Child:
     def __init__(self, command: list[str], cwd: str, env: dict):
         self.command, self.cwd, self.env = command, cwd, env
 
-    def run(self, timeout: float | None) -> subprocess.CompletedProcess:
+    def run(self, timeout: float | None, tick: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+        """Wait for the script (at most `timeout` s), calling `tick` every POLL_SECONDS and once at its end."""
         with _Child.lock:
             if _Child.stopping:
                 raise RuntimeError("the ablation was interrupted before this run started")
             proc = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
             _Child.running.add(proc)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            out, err = proc.communicate(timeout=timeout)
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                wait = left if tick is None else POLL_SECONDS if left is None else min(POLL_SECONDS, left)
+                try:  # a wait cut short loses no output (subprocess's own guarantee): wait again
+                    out, err = proc.communicate(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    tick()
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
@@ -158,6 +196,8 @@ class _Child:
         finally:
             with _Child.lock:
                 _Child.running.discard(proc)
+        if tick is not None:
+            tick()  # a run shorter than one poll still shows its last step
         return subprocess.CompletedProcess(self.command, proc.returncode, out, err)
 
 

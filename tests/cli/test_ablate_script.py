@@ -16,10 +16,10 @@ SCRIPT = str(Path(__file__).resolve().parents[1] / "lab" / "scripts" / "two_towe
 runner = CliRunner()
 
 
-def ablate(tmp_path, *args: str, script_args: tuple[str, ...] = ("--lr", "2e-4")):
+def ablate(tmp_path, *args: str, script_args: tuple[str, ...] = ("--lr", "2e-4"), quiet: bool = True):
     out = tmp_path / "ablation"
-    result = runner.invoke(app, ["ablate", "--quiet", "--out", str(out), *args, "--", sys.executable, SCRIPT,
-                                 *script_args])
+    result = runner.invoke(app, ["ablate", *(["--quiet"] if quiet else []), "--out", str(out), *args, "--",
+                                 sys.executable, SCRIPT, *script_args])
     return result, out
 
 
@@ -121,3 +121,28 @@ def test_ctrl_c_stops_every_run_and_leaves_nothing(tmp_path, whole_group):
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     assert left == [], left
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_ray_runs_show_their_progress_and_quiet_shows_none(tmp_path):
+    """--executor ray on a local instance: each run's step reaches the console while it runs (its watch's
+    progress file, polled in the Ray task and sent to the driver through an actor), before the run's result
+    line; --quiet prints no progress."""
+    import re
+
+    ray = pytest.importorskip("ray", reason="ray is in the dev extra")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        result, out = ablate(tmp_path, "--seeds", "2", "--steps", "20", "--executor", "ray", "--fix", "lr_up",
+                             quiet=False)
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        for run in ("baseline", "baseline (seed 1)", "fix:lr_up", "fix:lr_up (seed 1)"):
+            steps = [i for i, ln in enumerate(lines) if re.fullmatch(rf"run {re.escape(run)}: step (\d+)/20", ln)]
+            ends = [i for i, ln in enumerate(lines) if ln.startswith(f"run {run}: ") and i not in steps]
+            assert steps and ends and steps[0] < ends[0], (run, result.output)
+            assert 1 <= int(lines[steps[0]].rsplit(" ", 1)[1].split("/")[0]) <= 20
+        quiet, _ = ablate(tmp_path / "q", "--seeds", "1", "--steps", "20", "--executor", "ray", "--fix", "lr_up")
+        assert quiet.exit_code == 0, quiet.output
+        assert ": step " not in quiet.output
+    finally:
+        ray.shutdown()

@@ -8,7 +8,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import typer
 
@@ -19,6 +23,54 @@ from ...core.staging import staged
 from ..console import console, fail
 
 DEFAULT_SCRIPT_SEEDS = 3
+LINE_SECONDS = 30.0  # off a terminal (CI logs, a pipe): a run's progress line at most this often
+
+
+class StepLines:
+    """Runs' progress off a terminal: a line when a run reports its first step, then at most every
+    LINE_SECONDS per run (a terminal gets a bar per run instead: `console.LiveRuns`)."""
+
+    def __init__(self):
+        self.last: dict[str, float] = {}
+        self.done: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> "StepLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def __call__(self, event: dict) -> None:
+        if event.get("kind") == "alarm":
+            console.print(event["line"], markup=False, highlight=False, soft_wrap=True)
+        if event.get("kind") != "step":
+            return
+        run, now = str(event["run"]), time.monotonic()
+        with self.lock:
+            if run in self.done or now - self.last.get(run, -LINE_SECONDS) < LINE_SECONDS:
+                return
+            self.last[run] = now
+        total = f"/{event['total']}" if event.get("total") else ""
+        console.print(f"run {run}: step {event['step']}{total}", markup=False, highlight=False)
+
+    def finished(self, run: str) -> None:
+        with self.lock:
+            self.done.add(run)
+
+
+@contextmanager
+def run_progress(quiet: bool) -> Iterator[object | None]:
+    """Listen to the runs (whatever executes them) while the block runs: a bar per run on a terminal, lines
+    elsewhere; nothing under --quiet (the runs then write no progress at all)."""
+    if quiet:
+        yield None
+        return
+    from ...lab.live import listening
+    from ..console import LiveRuns
+
+    with (LiveRuns() if console.is_terminal else StepLines()) as sink, listening(sink):
+        yield sink
 
 
 def parse_variants(variants: list[str] | None) -> dict[str, list[str]]:
@@ -54,7 +106,11 @@ def ablate_script(script: list[str], fix: list[str] | None, variant: list[str] |
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
 
+    progress = None
+
     def note(name: str, result) -> None:
+        if progress is not None:
+            progress.finished(name)  # its bar goes; its result line follows
         if isinstance(result, Failed):
             console.print(f"run {name}: FAILED: {result.error}", markup=False)
         elif quiet:
@@ -76,7 +132,7 @@ def ablate_script(script: list[str], fix: list[str] | None, variant: list[str] |
         # local: threads that each wait on one script process (the script is the worker), torch threads split
         ex = (ThreadExecutor(workers, max(1, (os.cpu_count() or 1) // workers)) if executor == "local" else
               make_executor(executor, workers, ray_address, cpus_per_run))
-        with ex:
+        with ex, run_progress(quiet) as progress:
             try:
                 ab = run_script_ablation(script, steps, seeds, list(fix or []), variants, ex, work, progress=note,
                                          max_fixes=max_fixes, timeout=timeout)
