@@ -15,6 +15,9 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
   target ``image`` / ``text``, every measured step: norm_cv (std / mean of the row norms),
       requires_grad (1 if the embedding carries a gradient back into the model, else 0)
   target ``model``, every measured step: frozen_numel (parameter values with requires_grad=False)
+  target ``pairs``, every measured step with both embeddings (>= 8 rows): cka (linear CKA of the image
+      and text embeddings as paired, rows L2-normalised and centred), cka_null (the same with the
+      captions re-paired by a fixed derangement: the value of unrelated pairs)
   target ``image`` / ``text``, expensive steps: duplicate_share (rows with another row of the batch
       at cosine >= `DUPLICATE_COSINE`)
   target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
@@ -39,6 +42,13 @@ if TYPE_CHECKING:
 # embedding that is not collapsed sit far below it. Collapse makes everything look duplicate; the rule
 # that reads this asks for spread-out embeddings first.
 DUPLICATE_COSINE = 0.999
+# Below 8 rows a CKA over the batch is dominated by its own small-sample bias.
+PAIRS_MIN_ROWS = 8
+
+
+def _cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Linear CKA of two column-centred matrices with the same rows (Kornblith et al. 2019)."""
+    return (x.t() @ y).pow(2).sum() / ((x.t() @ x).norm() * (y.t() @ y).norm()).clamp_min(1e-12)
 
 
 class Contrastive(Probe):
@@ -63,6 +73,7 @@ class Contrastive(Probe):
                     norms = x.detach().float().norm(dim=-1)
                     keys += [(name, "norm_cv"), (name, "requires_grad")]
                     vals += [norms.std() / norms.mean().clamp_min(1e-12), float(x.requires_grad)]
+            self._pairs(obs, keys, vals)
             if session.due(obs.step, expensive=True):
                 self._duplicates(obs, logits, keys, vals)
         session.buffer.extend_values(obs.step, self.name, keys, vals)
@@ -98,6 +109,30 @@ class Contrastive(Probe):
             loss_t = F.cross_entropy(z, t.clamp(0, c - 1))
             vals += [(t == diag).float().mean(), distinct / b, (pred == t).float().mean(),
                      torch.where(valid, loss_t, torch.full_like(loss_t, float("nan")))]
+
+    def _pairs(self, obs: Observation, keys: list, vals: list) -> None:
+        """Linear CKA of the batch's image and text embeddings as paired, and with the captions re-paired by
+        a fixed derangement: matching pairs share structure (items alike in one tower are alike in the
+        other) even through random towers; mismatched pairs share none beyond the null's."""
+        x, y = obs.embeddings.get("image"), obs.embeddings.get("text")
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 2 and y.dim() == 2
+                and len(x) == len(y) and len(x) >= PAIRS_MIN_ROWS):
+            return
+        x, y = (F.normalize(t.detach().float(), dim=-1) for t in (x, y))
+        x, y = x - x.mean(0), y - y.mean(0)
+        keys += [("pairs", "cka"), ("pairs", "cka_null")]
+        vals += [_cka(x, y), _cka(x, y[self._derangement(len(x), y.device)])]
+
+    def _derangement(self, n: int, device) -> torch.Tensor:
+        """One random n-cycle (no row keeps its own caption), drawn once per size from a private generator:
+        the user's random streams are never touched."""
+        cache = self.__dict__.setdefault("_cycles", {})
+        if (n, device) not in cache:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+            cycle = torch.empty(n, dtype=torch.long)
+            cycle[order] = order.roll(-1)
+            cache[(n, device)] = cycle.to(device)
+        return cache[(n, device)]
 
     @staticmethod
     def _duplicates(obs: Observation, logits, keys: list, vals: list) -> None:

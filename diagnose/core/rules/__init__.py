@@ -54,6 +54,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     loss_at_chance,
     no_data_signal,
     nonfinite_values,
+    pairs_unrelated,
     params_outside_optimizer,
     replicas_out_of_sync,
     run_rules,
@@ -99,5 +100,5 @@ __all__ = [
     "latents_not_moving", "latent_scale_normalised", "logged_total", "identical_components",
     "gathered_gradient_scale", "replicas_out_of_sync", "chance_mismatch", "no_data_signal", "flat_logits",
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
-    "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high",
+    "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
 ]

@@ -12,7 +12,7 @@ from .attention import AttentionEntropy, LatentScaleNormalised, LatentsNotMoving
 from .base import Emit, Rule, RunContext
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
 from .contrastive import EmbeddingWithoutGradient, FalseNegatives, LogitsCandidates, TargetsOffDiagonal
-from .data import NoDataSignal
+from .data import NoDataSignal, PairsUnrelated
 from .distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
 from .gradients import (
     GradientFall,
@@ -50,7 +50,7 @@ no_data_signal, flat_logits, temperature_limits_loss = NoDataSignal(), FlatLogit
 params_outside_optimizer, learning_rate_gone = ParamsOutsideOptimizer(), LearningRateGone()
 logits_candidates, targets_off_diagonal = LogitsCandidates(), TargetsOffDiagonal()
 false_negatives, embedding_without_gradient = FalseNegatives(), EmbeddingWithoutGradient()
-scale_update_high = ScaleUpdateHigh()
+scale_update_high, pairs_unrelated = ScaleUpdateHigh(), PairsUnrelated()
 far_short_of_margin = FarShortOfMargin()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
@@ -62,7 +62,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 softmax_over_batch,
                 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
-                targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high),
+                targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

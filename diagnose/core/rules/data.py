@@ -13,13 +13,15 @@ import math
 
 import pandas as pd
 
-from ..definitions import at_chance, left_chance, relative_gap
+from ..definitions import at_chance, learned, left_chance, relative_gap
 from ..findings import Finding
 
 # the records `diagnose.engine.datasignal` writes, and the sizes of its test (diagnose/core/signal_check.py:
 # torch- and pandas-free, so the CLI declares its options without loading either)
 from ..signal_check import ALPHA, METRICS, MIN_TEST, PERMUTATIONS, PROBE, TARGET  # noqa: F401
-from .base import Emit, Rule, RunContext, end_loss, rnd, series
+from .base import Emit, Rule, RunContext, end_loss, rnd, series, span
+from .persistence import IMPROVEMENT_SE
+from .representation import COLLAPSE_COSINE
 
 
 def _latest(df: pd.DataFrame) -> dict[str, float]:
@@ -76,3 +78,49 @@ class NoDataSignal(Rule):
             "Check the pairing in the data pipeline: print a few (image id, caption) pairs of a training batch, check "
             "that shuffling/sharding applies the same permutation to images and captions, and that the features "
             "describe the same items.", TARGET)]
+
+
+# Matching pairs give the paired CKA a margin over the re-paired one from the first step, through random
+# towers; a margin not above IMPROVEMENT_SE standard errors over at least PAIRS_MIN_OBS observations of
+# spread-out embeddings is no shared structure. Collapsed steps (cosine >= COLLAPSE_COSINE) are left out:
+# a collapsed embedding has lost the structure whatever the data.
+PAIRS_MIN_OBS = 6
+
+
+class PairsUnrelated(Rule):
+    """The image and text embeddings of each batch share no more structure than re-paired rows, while the
+    run has not learned: the captions do not belong to their images (or a tower discards its input)."""
+
+    topic = "data"
+    emits = (Emit("pairs_unrelated", ("error",), "misaligned_pairs", 2),)
+    needs = (("contrastive", "cka"),)
+    thresholds = {"PAIRS_MIN_OBS": PAIRS_MIN_OBS, "IMPROVEMENT_SE": IMPROVEMENT_SE, "COLLAPSE_COSINE": COLLAPSE_COSINE}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        paired, null = series(df, "contrastive", "pairs", "cka"), series(df, "contrastive", "pairs", "cka_null")
+        diff = (paired - null.reindex(paired.index)).dropna()
+        for side in ("image", "text"):
+            cos = series(df, "collapse", side, "cosine_mean")
+            if len(cos) and len(diff):
+                seen = cos.reindex(diff.index, method="ffill")
+                diff = diff[~(seen >= COLLAPSE_COSINE)]
+        loss, ln_b = end_loss(df)
+        if len(diff) < PAIRS_MIN_OBS or not math.isfinite(loss) or learned(loss, ln_b):
+            return []
+        mean, se = float(diff.mean()), float(diff.std()) / math.sqrt(len(diff))
+        if mean > IMPROVEMENT_SE * se:
+            return []
+        ev = {"cka_paired_mean": rnd(float(paired.reindex(diff.index).mean())),
+              "cka_repaired_mean": rnd(float(null.reindex(diff.index).mean())), "margin_mean": rnd(mean),
+              "margin_se": rnd(se), "detectable_margin": rnd(IMPROVEMENT_SE * se), "observations": len(diff),
+              "steps": span(diff), "loss_end": rnd(loss), "chance_ln_B": rnd(ln_b)}
+        return [Finding(
+            "pairs_unrelated", "error", ctx.name,
+            f"over {len(diff)} steps with spread-out embeddings, each batch's image and text embeddings share no more "
+            f"structure as paired than with the captions re-paired at random (linear CKA {ev['cka_paired_mean']:.3f} "
+            f"vs {ev['cka_repaired_mean']:.3f}; margin {mean:+.3f}, a margin of {IMPROVEMENT_SE * se:.3f} would have "
+            f"shown), and the loss ends at {loss:.4f} vs ln(B) = {ln_b:.4f}, not learned: the captions do not belong "
+            "to their images, or one tower discards its input.", ev,
+            "Print a few (image id, caption) pairs of a training batch: check that images and captions are shuffled "
+            "with one permutation (one loader, one sampler), sorted the same way, and cached in the same order.",
+            "pairs")]

@@ -35,3 +35,32 @@ def test_rule_tells_no_signal_apart_from_signal_not_learned():
     assert (i.id, i.severity) == ("data_signal_present", "info")
     assert rank_root_causes([i.to_dict()], {"learned": False})[0]["cause"] == "unexplained"  # info implicates nothing
     assert rule(_records(True, learned), ctx) == []
+
+
+def _pairs(margin: float, n: int = 12, loss: float = math.log(64), cos: float = 0.4, sd: float = 0.02):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    null = 0.1 + sd * rng.normal(size=n)
+    paired = null + margin + sd * rng.normal(size=n)
+    rows = [(s, "contrastive", "pairs", "cka", float(paired[s])) for s in range(n)]
+    rows += [(s, "contrastive", "pairs", "cka_null", float(null[s])) for s in range(n)]
+    rows += [(s, "collapse", side, "cosine_mean", cos) for s in range(n) for side in ("image", "text")]
+    rows += [(s, "loss_split", "loss_clip", m, v) for s in range(n)
+             for m, v in (("value", loss), ("chance", math.log(64)))]
+    return pd.DataFrame(rows, columns=["step", "probe", "target", "metric", "value"])
+
+
+def test_pairs_unrelated_fires_without_a_paired_margin_and_not_with_one():
+    from diagnose.core.rules.data import PairsUnrelated
+
+    ctx = RunContext("r", batch_size=64)
+    [f] = PairsUnrelated()(_pairs(0.0), ctx)
+    assert f.id == "pairs_unrelated" and f.evidence["observations"] == 12
+    assert rank_root_causes([f.to_dict()], {"learned": False})[0]["cause"] == "misaligned_pairs"
+    # near misses: a paired margin (matching pairs through random towers); a run that learned;
+    # collapsed embeddings (the structure is lost whatever the data); too few observations
+    assert PairsUnrelated()(_pairs(0.08), ctx) == []
+    assert PairsUnrelated()(_pairs(0.0, loss=0.3 * math.log(64)), ctx) == []
+    assert PairsUnrelated()(_pairs(0.0, cos=0.99), ctx) == []
+    assert PairsUnrelated()(_pairs(0.0, n=5), ctx) == []

@@ -1,0 +1,35 @@
+"""The contrastive probe's pair reading: linear CKA of the batch's embeddings as paired against the
+captions re-paired by a fixed derangement."""
+
+from __future__ import annotations
+
+import torch
+
+from probes.contrastive import Contrastive, _cka
+
+
+def _centred(t):
+    t = torch.nn.functional.normalize(t, dim=-1)
+    return t - t.mean(0)
+
+
+def test_cka_separates_matching_from_shuffled_pairs_through_random_towers():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 8, generator=g)
+    img = torch.tanh(z @ torch.randn(8, 32, generator=g)) + 0.3 * torch.randn(64, 32, generator=g)
+    txt = torch.tanh(z @ torch.randn(8, 24, generator=g)) + 0.3 * torch.randn(64, 24, generator=g)
+    cycle = Contrastive()._derangement(64, img.device)
+    assert not bool((cycle == torch.arange(64)).any()) and sorted(cycle.tolist()) == list(range(64))
+    matched = float(_cka(_centred(img), _centred(txt)))
+    repaired = float(_cka(_centred(img), _centred(txt[cycle])))
+    shuffled = float(_cka(_centred(img), _centred(txt[torch.randperm(64, generator=g)])))
+    assert matched > repaired + 0.2
+    assert abs(shuffled - repaired) < 0.1
+
+
+def test_the_derangement_leaves_the_users_random_stream_alone():
+    torch.manual_seed(3)
+    want = torch.rand(3)
+    torch.manual_seed(3)
+    Contrastive()._derangement(32, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), want)
