@@ -27,7 +27,7 @@ from .gradients import (
 from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
-from .loss_logging import IdenticalComponents, LoggedTotal
+from .loss_logging import IdenticalComponents, LoggedScaled, LoggedTotal
 from .margin import FarShortOfMargin
 from .optimizer import LearningRateGone, ParamsOutsideOptimizer
 from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNotNormalised, InputSharedComponent
@@ -50,7 +50,7 @@ no_data_signal, flat_logits, temperature_limits_loss = NoDataSignal(), FlatLogit
 params_outside_optimizer, learning_rate_gone = ParamsOutsideOptimizer(), LearningRateGone()
 logits_candidates, targets_off_diagonal = LogitsCandidates(), TargetsOffDiagonal()
 false_negatives, embedding_without_gradient = FalseNegatives(), EmbeddingWithoutGradient()
-scale_update_high, pairs_unrelated = ScaleUpdateHigh(), PairsUnrelated()
+scale_update_high, pairs_unrelated, logged_scaled = ScaleUpdateHigh(), PairsUnrelated(), LoggedScaled()
 far_short_of_margin = FarShortOfMargin()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
@@ -62,7 +62,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 softmax_over_batch,
                 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
-                targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated),
+                targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
+                logged_scaled),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

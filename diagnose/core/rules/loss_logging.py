@@ -1,5 +1,6 @@
 """Rules on what the training log says about the loss: a total that is not the weighted sum of its
-logged components, and components logged as identical."""
+logged components, components logged as identical, and a loss logged as a constant multiple of the
+cross-entropy of the logits observed with it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 
 from ..definitions import at_chance
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, rnd, series, span, targets, window
+from .base import Emit, Rule, RunContext, primary_component, rnd, series, span, targets, window
 
 # total - sum(w_i L_i) beyond float rounding of a logged value means the log misstates a component.
 LOGGING_REL_TOL = 1e-3
@@ -84,3 +85,45 @@ class IdenticalComponents(Rule):
              "mean_value": rnd(both.iloc[:, 0].mean()), "chance_ln_B": rnd(ln_b)},
             "Log each component from its own computation; check the loss-at-chance finding first." if chance_level
             else "Check the logging code: one component is reported under another's name.", f"{a}~{b}")]
+
+
+# The reported loss is a constant multiple of the observed logits' own cross-entropy when their ratio
+# agrees to float rounding of a batch mean across steps (relative spread < SCALED_SPREAD); a factor
+# that far from 1 (SCALED_MIN_OFF) is no rounding. Any other loss on these logits (label smoothing,
+# another temperature, extra terms, other logits) does not keep a constant ratio from step to step.
+SCALED_SPREAD, SCALED_MIN_OFF, SCALED_MIN_STEPS = 1e-3, 0.01, 3
+
+
+class LoggedScaled(Rule):
+    """The reported contrastive loss = c x the cross-entropy of the logits passed with it, c != 1 (a loss
+    divided for gradient accumulation and logged as divided, a sum over devices, ...)."""
+
+    topic = "logging"
+    emits = (Emit("loss_logged_scaled", ("error",), "logging_misstates_loss", 1),)
+    needs = (("contrastive", "loss_diagonal"),)
+    thresholds = {"SCALED_SPREAD": SCALED_SPREAD, "SCALED_MIN_OFF": SCALED_MIN_OFF}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        comp = primary_component(df)
+        reported = series(df, "loss_split", comp, "value")
+        own = series(df, "contrastive", "logits", "loss_diagonal")
+        both = pd.concat({"reported": reported, "own": own}, axis=1).dropna()
+        both = both[(both["own"].abs() > 1e-6) & both.abs().lt(float("inf")).all(axis=1)]
+        if len(both) < SCALED_MIN_STEPS:
+            return []
+        ratio = both["reported"] / both["own"]
+        c = float(ratio.median())
+        spread = float((ratio.max() - ratio.min()) / abs(c)) if c else float("inf")
+        if spread >= SCALED_SPREAD or abs(c - 1.0) <= SCALED_MIN_OFF:
+            return []
+        ev = {"component": comp, "factor": rnd(c, 6), "relative_spread": rnd(spread, 8), "steps_compared": len(both),
+              "reported_first": rnd(both["reported"].iloc[0]), "own_first": rnd(both["own"].iloc[0]),
+              "steps": span(both["own"])}
+        return [Finding(
+            "loss_logged_scaled", "error", ctx.name,
+            f"the reported {comp} is {c:.4g} x the symmetric cross-entropy of the logits passed with it on all "
+            f"{len(both)} steps compared (step {ev['steps'][0]}: {ev['reported_first']:.4f} vs "
+            f"{ev['own_first']:.4f}): the logged value is scaled, so every reading of it against ln(B) is off by that "
+            "factor (a loss divided for gradient accumulation and logged as divided, or summed over devices).", ev,
+            "Log the loss before dividing it for accumulation (or multiply back); pass observe the value of the "
+            "objective itself.", comp)]

@@ -29,3 +29,20 @@ def test_components_identical_evidence(value, severity):
     assert ev["mean_value"] == pytest.approx(value, abs=1e-4) and ev["chance_ln_B"] == pytest.approx(LN_B, abs=1e-4)
     assert ev["window_steps"] == [N - WIN, N - 1]
     assert ("at ln(B)" in f.message) == (severity == "warning")
+
+
+def test_loss_logged_scaled_by_a_constant_factor_and_near_misses():
+    import numpy as np
+
+    own = list(np.linspace(4.5, 0.2, N))
+    logits = rec("contrastive", "logits", "loss_diagonal", own)
+    f = one(R.logged_scaled(frame(logits, rec("loss_split", "loss_clip", "value", [v / 4 for v in own])), ctx()),
+            "loss_logged_scaled")
+    assert f.severity == "error" and f.evidence["factor"] == pytest.approx(0.25)
+    # near misses: the loss as computed; a factor within rounding of 1; another loss on the same logits
+    # (label smoothing: not a constant ratio)
+    assert R.logged_scaled(frame(logits, rec("loss_split", "loss_clip", "value", own)), ctx()) == []
+    assert R.logged_scaled(frame(logits, rec("loss_split", "loss_clip", "value", [v * 1.005 for v in own])),
+                           ctx()) == []
+    smoothed = [0.9 * v + 0.1 * LN_B for v in own]
+    assert R.logged_scaled(frame(logits, rec("loss_split", "loss_clip", "value", smoothed)), ctx()) == []
