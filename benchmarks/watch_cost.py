@@ -25,8 +25,9 @@ in the same process, interleaved.
     python benchmarks/watch_cost.py [--models mlp_clip,perceiver_d64,slow_clip] [--reps 7] [--block 10]
 
 `--breakdown` instead prints where a watch's per-step time goes: process CPU time inside each probe's
-`observe` / `after_step` and the records' flush (expensive probes off, so these are the per-step costs),
-and the tensor passes over all parameters the gradient probe makes, each timed alone.
+`observe` / `after_step` and the records' flush (expensive probes off, so these are the per-step costs), on
+the gradient probe's full steps and on its light ones apart, and the tensor passes over all parameters the
+gradient probe makes, each timed alone.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def bench_model(name: str, reps: int, block: int, wandb_mod) -> dict:
     coverage = {}
     for mode, w in watches.items():
         cov = w.coverage()
-        coverage[mode] = {k: v for k, v in cov.items() if k.startswith("steps_") or k.startswith("expensive")}
+        coverage[mode] = {k: v for k, v in cov.items() if k.startswith(("steps_", "expensive", "gradient_flow"))}
         w.close()
     model = copies["plain"][0]
     out = {"model": name, "params": sum(p.numel() for p in model.parameters()),
@@ -211,7 +212,9 @@ def bench_model(name: str, reps: int, block: int, wandb_mod) -> dict:
 
 
 def breakdown(name: str, steps: int) -> dict:
-    """Per-step CPU ms of each part of `watch` (cheap steps), and of each full-parameter tensor pass."""
+    """Per-step CPU ms of each part of `watch` (cheap steps), split by the gradient probe's step kind (full:
+    every metric and the update; light: the grad norms alone, `probes.schedule.FullSchedule`), and of each
+    full-parameter tensor pass."""
     from collections import Counter
 
     out: dict = {"model": name}
@@ -238,21 +241,27 @@ def breakdown(name: str, steps: int) -> dict:
             timed(probe, "after_step", f"{pname}.after_step")
         timed(w.session.buffer, "flush", "records flush (rows of every probe)")
         timed(w, "observe", "watch.observe (all of the above but after_step)")
-        total = 0.0
-        for step in range(steps + 5):
-            if step == 5:  # after warm-up
-                acc.clear()
-                total = time.process_time()
+        kinds = {"full": Counter(), "light": Counter()}
+        counts = Counter()
+        for step in range(steps + 15):  # the first 10 measured steps are all full: 15 of warm-up
+            acc.clear()
+            c0 = time.process_time()
             loss, img, txt, logits = clip_loss(model, image, text)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             w.observe(step, losses={"total": loss}, embeddings={"image": img, "text": txt}, logits=logits,
                       batch_size=len(image))
             opt.step()
-        total = time.process_time() - total
+            if step >= 15:
+                kind = "full" if w.session.full else "light"
+                acc["step_ms_cpu"] = time.process_time() - c0
+                kinds[kind].update(acc)
+                counts[kind] += 1
         w.close()
-        out[preset] = {"step_ms_cpu": round(1e3 * total / steps, 3),
-                       **{k: round(1e3 * v / steps, 3) for k, v in acc.most_common() if v / steps > 1e-5}}
+        out[preset] = {kind: {"steps": counts[kind], **{k: round(1e3 * v / counts[kind], 3)
+                                                        for k, v in kinds[kind].most_common()
+                                                        if v / counts[kind] > 1e-5}}
+                       for kind in kinds if counts[kind]}
     params = [p for p in model.parameters()]
     grads = [p.grad for p in params]
     snap = [p.detach().clone() for p in params]
@@ -296,7 +305,7 @@ def main() -> None:
     ap.add_argument("--no-wandb", action="store_true")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--breakdown", action="store_true", help="where watch's per-step time goes, per part")
-    ap.add_argument("--breakdown-steps", type=int, default=60)
+    ap.add_argument("--breakdown-steps", type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.breakdown:

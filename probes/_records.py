@@ -36,24 +36,26 @@ def _numel(v: Value) -> int:
 
 
 def to_floats(values: Sequence[Value]) -> list[float]:
-    """Flatten scalars and tensors into one list of floats, one host transfer per device."""
+    """Flatten scalars and tensors into one list of floats, one host transfer per device: each device's
+    tensors joined by one `torch.cat` under no_grad (a loss that requires grad needs no detach) and read
+    as float32, each tensor converted first only where their dtypes differ."""
     tensor_groups: dict[torch.device, list[tuple[int, torch.Tensor]]] = defaultdict(list)
-    sizes: list[int] = []
     for i, v in enumerate(values):
         if isinstance(v, torch.Tensor):
-            t = v.detach().reshape(-1)
-            tensor_groups[t.device].append((i, t))
-            sizes.append(t.numel())
-        else:
-            sizes.append(1)
+            tensor_groups[v.device].append((i, v))
+    if not tensor_groups:
+        return [float(v) for v in values]
     pieces: dict[int, list[float]] = {}
-    for _, items in tensor_groups.items():
-        flat = torch.cat([t.float() for _, t in items]).tolist()
-        offset = 0
-        for i, t in items:
-            n = t.numel()
-            pieces[i] = flat[offset : offset + n]
-            offset += n
+    with torch.no_grad():
+        for items in tensor_groups.values():
+            same = all(t.dtype == items[0][1].dtype for _, t in items)  # else cat could promote to float16
+            flat = torch.cat([t.reshape(-1) if same else t.reshape(-1).float() for _, t in items])
+            flat = (flat if flat.dtype == torch.float32 else flat.float()).tolist()
+            offset = 0
+            for i, t in items:
+                n = t.numel()
+                pieces[i] = flat[offset : offset + n]
+                offset += n
     out: list[float] = []
     for i, v in enumerate(values):
         if i in pieces:

@@ -13,6 +13,12 @@ Aggregates use the norm of the concatenated group (√Σ‖·‖²), summed coun
   Each aggregate also gets ``numel`` (its trainable elements) once, at the first measured step.
 
 Values may be nan/inf when the gradients are; `nonfinite_grad` says how many elements were.
+
+Sampling (`probes.schedule.FullSchedule`): all of the above on the first measured steps, then on every
+`FULL_EVERY`-th measured step and on every expensive step; on the other measured steps only the model's
+``grad_norm`` and ``nonfinite_grad`` (probe ``gradient_flow.model``) and, where a gradient is not finite,
+the parameter's ``nonfinite_grad``: one pass over the gradients instead of six over all parameters. The
+coverage line ``gradient_flow_full_steps`` says on how many steps the sampled metrics were taken.
 """
 
 from __future__ import annotations
@@ -136,18 +142,28 @@ class GradientFlow(Probe):
         self._finish_update(session)  # the user skipped after_step and gave no optimizer
         if not self.params or not session.due(obs.step):
             return
+        if session.full:
+            self._observe_full(session, obs.step)
+        else:
+            self._observe_light(session, obs.step)
+
+    def _with_grads(self) -> list[list[int]]:
+        """Per fused group: the indices of its parameters that hold a gradient now (groups without any left out)."""
+        params = self.params
+        return [got for got in ([i for i in group if params[i].grad is not None] for group in self._fused) if got]
+
+    def _observe_full(self, session: "ProbeSession", step: int) -> None:
+        """Every metric (`probes.schedule.FULL_EVERY`): param norms, grad norms, non-zero counts, and the
+        snapshot the update after the optimizer step is measured against."""
         params = self.params
         values: list[torch.Tensor] = []
-        have: list[list[int]] = []  # per fused group: the parameter indices holding a gradient
+        have = self._with_grads()
         with torch.no_grad():
             for group_params in self._fused_params:
                 values.append(fused_norms(group_params))
-            for group in self._fused:
-                got = [i for i in group if params[i].grad is not None]
-                if got:
-                    grads = [params[i].grad for i in got]
-                    values += [fused_norms(grads), nonzero_counts(grads)]
-                    have.append(got)
+            for got in have:
+                grads = [params[i].grad for i in got]
+                values += [fused_norms(grads), nonzero_counts(grads)]
             if self.track_updates:
                 if self._snapshot is None:
                     self._snapshot = [p.detach().clone() for p in params]
@@ -155,7 +171,31 @@ class GradientFlow(Probe):
                     for group, group_params in zip(self._fused, self._fused_params):
                         torch._foreach_copy_([self._snapshot[i] for i in group], group_params)
         # the norms reach the host with every other value of the step (one transfer, `flush`)
-        session.buffer.later(obs.step, self.name, values, lambda floats: self._rows(session, obs.step, have, floats))
+        session.buffer.later(step, self.name, values, lambda floats: self._rows(session, step, have, floats))
+
+    def _observe_light(self, session: "ProbeSession", step: int) -> None:
+        """The other measured steps: one fused pass over the gradients, whose norms give the model's grad
+        norm and, where one is not finite, the element counts that say which parameters hold NaN/Inf."""
+        params = self.params
+        have = self._with_grads()
+        if not have:
+            return
+        with torch.no_grad():
+            values = [fused_norms([params[i].grad for i in got]) for got in have]
+        session.buffer.later(step, self.name, values, lambda floats: self._light_rows(session, step, have, floats))
+
+    def _light_rows(self, session: "ProbeSession", step: int, have: list[list[int]], floats: list[float]) -> Columns:
+        gn = np.asarray(floats, dtype=np.float64)
+        total = float(np.sqrt(np.dot(gn, gn)))
+        bad: list[tuple[str, float]] = []
+        if not math.isfinite(total):  # only then: which parameters, and how many elements (a second read)
+            idx = [i for got in have for i in got]
+            bad = [(self.names[idx[j]], float((~torch.isfinite(self.params[idx[j]].grad)).sum()))
+                   for j in np.flatnonzero(~np.isfinite(gn))]
+        session.buffer.extend_columns(step, f"{self.name}.model",
+                                      Columns(["model", "model"], ["grad_norm", "nonfinite_grad"],
+                                              [total, sum(n for _, n in bad)]))
+        return Columns([t for t, _ in bad], ["nonfinite_grad"] * len(bad), [n for _, n in bad])
 
     def _unpack(self, floats: list[float], have: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Param norms (all), grad norms and non-zero counts (nan / 0 where no grad), by parameter index,
@@ -239,6 +279,9 @@ class GradientFlow(Probe):
         targets_, metrics, mask = self._layout((level, first, (got > 0).tobytes()), targets, got > 0, LEVEL_METRICS,
                                                first)
         return Columns(targets_, metrics, np.column_stack(cols)[mask].tolist())
+
+    def coverage(self, session: "ProbeSession", records) -> dict:
+        return {"gradient_flow_full_steps": session.full_schedule.describe()}
 
     # -- after the optimizer step ------------------------------------------------------------
     def after_step(self, session: "ProbeSession") -> None:

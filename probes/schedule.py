@@ -154,3 +154,41 @@ class ExpensiveSchedule:
             f"measured cost {100 * share:.1f}% of the median step time ({step_ms:.3g} ms)")
         return (f"{head}: every {lo}-{hi} steps (last {self.spacing}) under a budget of {100 * self.budget:g}% of "
                 f"the step time, at least every {self.cap()} steps for the rules; {measured}")
+
+
+# The gradient probe's full measurement (parameter norms, zero-gradient shares, the update snapshot and its
+# delta: five passes over every parameter) on the first FULL_FIRST measured steps, then on every
+# FULL_EVERY-th measured step and on every expensive step; the other measured steps pay one pass (the grad
+# norms, which also say whether any gradient is non-finite). The rules that read the sampled series take
+# windows of readings or their peak (Adam's largest steps are its first, all measured), and the
+# cumulative update counts unmeasured steps at the measured mean (`diagnose.core.rules.gradients`).
+FULL_FIRST = 10
+FULL_EVERY = 10
+
+
+class FullSchedule:
+    """Which measured steps get the full gradient measurement (see FULL_EVERY). `due` is asked once per
+    measured step, in order: the first `first`, every `every`-th from the first one on (steps 0, 10, 20, ...
+    when every step is measured from 0, where the default expensive steps also fall), and expensive ones."""
+
+    def __init__(self, every: int = FULL_EVERY, first: int = FULL_FIRST) -> None:
+        if int(every) < 1 or int(first) < 0:
+            raise ValueError(f"full gradient schedule every={every!r}, first={first!r}: expected every >= 1, "
+                             "first >= 0")
+        self.every, self.first = int(every), int(first)
+        self.measured = 0  # measured steps asked so far
+        self.ran = 0  # of those, full
+
+    def due(self, expensive: bool) -> bool:
+        self.measured += 1
+        full = expensive or self.measured <= self.first or (self.measured - 1) % self.every == 0
+        self.ran += full
+        return full
+
+    def describe(self) -> str:
+        """One line for the coverage section: on how many measured steps the sampled metrics were taken."""
+        how = "every measured step" if self.every == 1 else (
+            f"the first {self.first}, then every {self.every}th and every expensive step")
+        return (f"param_norm, grad_to_param, zero_grad_frac, update_to_param and the per-parameter / module / layer "
+                f"rows measured on {self.ran} of {self.measured} measured steps ({how}); the model's grad_norm and "
+                "nonfinite_grad on every measured step")

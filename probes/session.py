@@ -32,7 +32,7 @@ from .gradients import GradientFlow
 from .latents import LatentStats
 from .loss_split import LossSplit
 from .optimizer import OptimizerState
-from .schedule import PROBE_BUDGET, ExpensiveSchedule
+from .schedule import FULL_EVERY, PROBE_BUDGET, ExpensiveSchedule, FullSchedule
 
 PROBES: dict[str, type[Probe]] = {
     "latent_stats": LatentStats,
@@ -74,6 +74,9 @@ class ProbeSession:
         max_records: bound on the record rows kept in memory; older steps are thinned beyond it
             (see `probes._records.MAX_ROWS`); ``None`` keeps everything.
         spill: directory where thinned rows are written first (parquet with pyarrow, else csv.gz).
+        full_every: the gradient probe's full measurement (param norms, zero-gradient shares, update/param)
+            on the first measured steps, then every `full_every` measured steps and on expensive steps; the
+            model's grad norm on every measured step (`probes.schedule.FULL_EVERY`; 1: every step).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class ProbeSession:
         spill: str | None = None,
         expensive_budget: float | None = None,
         readings: tuple[int, float] | None = None,
+        full_every: int = FULL_EVERY,
     ) -> None:
         if every < 1 or (expensive_every is not None and expensive_every < 1):
             raise ValueError("every and expensive_every must be >= 1")
@@ -103,6 +107,8 @@ class ProbeSession:
             (PROBE_BUDGET if expensive_budget is None else expensive_budget) if expensive_every is None else None,
             readings=readings[0] if readings else None, settle=readings[1] if readings else None,
             updates=self._model_updates)
+        self.full_schedule = FullSchedule(full_every)
+        self.full = True  # the step being observed gets the full gradient measurement (set by `observe`)
         self.strict = strict
         self.train_only = train_only
         self.probes: dict[str, Probe] = _build_probes(probes, latents, outputs)
@@ -113,7 +119,7 @@ class ProbeSession:
         self.module_names: dict[int, str] = {}
         self.scope: ForwardScope | None = None
         self.module_calls = _coverage.ModuleCalls({})
-        self.steps = {"observed": 0, "cheap": 0, "expensive": 0}
+        self.steps = {"observed": 0, "cheap": 0, "expensive": 0, "full": 0}
         self._hint = int(start_step)  # step the next forward belongs to
         self._last_step: int | None = None
         self._stepped = True  # probes' after_step already ran for the last observation
@@ -204,9 +210,12 @@ class ProbeSession:
         self._observing = step
         expensive = self.due(step, expensive=True)
         self.schedule.observed(step, expensive)
+        measured = self.due(step)
+        self.full = measured and self.full_schedule.due(expensive)
         self.steps["observed"] += 1
-        self.steps["cheap"] += self.due(step)
+        self.steps["cheap"] += measured
         self.steps["expensive"] += expensive
+        self.steps["full"] += self.full
         try:
             with self.guard("session"):
                 self.buffer.commit_pending(step)

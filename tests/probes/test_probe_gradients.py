@@ -267,3 +267,86 @@ def test_rows_follow_which_parameters_have_gradients_step_by_step():
             assert got[("unused.weight", "grad_is_none")] == 1.0 and ("unused.weight", "grad_norm") not in got
             assert mod[("unused", "grad_is_none")] == 1.0
         assert got[("unused.weight", "param_norm")] > 0
+
+
+def _sampled_run(steps, full_every=None, nan_at=None):
+    """Adam on Toy under the gradient probe for `steps` steps; returns the session and, per step, the
+    gradients and the parameters before and after the optimizer step."""
+    torch.manual_seed(0)
+    model = Toy()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(16, 4), torch.randn(16)
+    kw = {} if full_every is None else {"full_every": full_every}
+    snaps = []
+    with attach(model, optimizer=opt, probes=["gradient_flow"], strict=True, **kw) as session:
+        for step in range(steps):
+            opt.zero_grad(set_to_none=True)
+            xs = x.clone()
+            if step == nan_at:
+                xs[0, 0] = float("nan")
+            ((model(xs) - y) ** 2).mean().backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            session.observe(step)
+            if step != nan_at:  # a NaN step is not applied (as a grad scaler would skip it)
+                opt.step()
+            snaps.append((grads, before, {n: p.detach().clone() for n, p in model.named_parameters()}))
+    return session, snaps
+
+
+def test_full_measurement_on_sampled_steps_grad_norm_on_every_step():
+    """The first 10 measured steps, then every 10th, get every metric; the others only the model's grad norm
+    and non-finite count, which still match autograd; the update measured on a sampled step after light
+    steps is against that step's own weights (the snapshot is refreshed, not left from the last full step)."""
+    session, snaps = _sampled_run(25)
+    df = session.records
+    full = sorted(set(df[df.metric == "update_to_param"].step))
+    assert full == [*range(10), 10, 20]
+    for step, (grads, before, after) in enumerate(snaps):
+        model_rows = _values(df, "gradient_flow.model", step)
+        want = math.sqrt(sum(g.norm().item() ** 2 for g in grads.values()))
+        assert model_rows[("model", "grad_norm")] == pytest.approx(want, rel=1e-5)
+        assert model_rows[("model", "nonfinite_grad")] == 0.0
+        if step in full:
+            got = _values(df, "gradient_flow", step)
+            for name in grads:
+                up = ((after[name] - before[name]).norm() / before[name].norm()).item()
+                assert got[(name, "update_to_param")] == pytest.approx(up, rel=1e-5, abs=1e-9), (step, name)
+                assert got[(name, "zero_grad_frac")] == pytest.approx((grads[name] == 0).float().mean().item())
+        else:
+            assert set(model_rows) == {("model", "grad_norm"), ("model", "nonfinite_grad")}
+            assert not len(df[(df.step == step) & df.probe.isin(["gradient_flow", "gradient_flow.layer",
+                                                                  "gradient_flow.module"])])
+    line = session.coverage()["gradient_flow_full_steps"]
+    assert "measured on 12 of 25 measured steps (the first 10, then every 10th" in line
+
+
+def test_every_step_full_on_request():
+    session, _ = _sampled_run(13, full_every=1)
+    df = session.records
+    assert sorted(set(df[df.metric == "update_to_param"].step)) == list(range(13))
+    assert "on 13 of 13 measured steps (every measured step)" in session.coverage()["gradient_flow_full_steps"]
+
+
+def test_nonfinite_gradient_on_a_light_step_is_counted_and_named():
+    session, snaps = _sampled_run(14, nan_at=13)
+    grads = snaps[13][0]
+    df = session.records
+    want = {n: float((~torch.isfinite(g)).sum()) for n, g in grads.items() if not torch.isfinite(g).all()}
+    assert want  # the NaN input reaches the first layer's weight gradient
+    got = _values(df, "gradient_flow", 13)
+    assert got == {(n, "nonfinite_grad"): v for n, v in want.items()}
+    model_rows = _values(df, "gradient_flow.model", 13)
+    assert model_rows[("model", "nonfinite_grad")] == sum(want.values())
+    assert math.isnan(model_rows[("model", "grad_norm")])
+
+
+def test_full_schedule_counts_measured_steps_and_takes_expensive_ones():
+    from probes.schedule import FullSchedule
+
+    sched = FullSchedule(every=4, first=3)
+    got = [i for i in range(14) if sched.due(expensive=i == 6)]
+    assert got == [0, 1, 2, 4, 6, 8, 12]  # the first 3, every 4th from the first, and the expensive one
+    assert (sched.ran, sched.measured) == (7, 14)
+    with pytest.raises(ValueError, match="every"):
+        FullSchedule(every=0)
