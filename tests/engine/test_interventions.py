@@ -313,3 +313,121 @@ def test_local_grad_in_gather_puts_the_local_shard_back(under_ablation, tmp_path
             assert model.image.weight.grad is not None and float(model.image.weight.grad.abs().sum()) > 0
     finally:
         dist.destroy_process_group()
+
+
+def _train_with_hand_decay(model, opt, w, steps: int, decay: float) -> None:
+    x, t = batch()
+    for i in range(steps):
+        step(model, opt, w, i, x, t)
+        with torch.no_grad():
+            model.image.weight.mul_(1 - decay)  # decoupled decay written by hand, outside optimizer.step()
+
+
+def test_undo_outside_updates_restores_a_hand_written_decay(under_ablation):
+    torch.manual_seed(0)
+    reference = Towers()
+    model = Towers()
+    model.load_state_dict(reference.state_dict())
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    x, t = batch()
+    for i in range(4):  # the same steps with no decay at all
+        img, txt = reference(x, t)
+        logits = reference.logit_scale.exp() * img @ txt.t()
+        labels = torch.arange(B)
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("undo_outside_updates")
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        _train_with_hand_decay(model, opt, w, 4, decay=0.5)
+        model(x, t)  # the next forward undoes the last step's decay too
+    assert torch.allclose(model.image.weight, reference.image.weight, atol=1e-6)
+    status = json.loads(open(spec["status"]).read())
+    assert status["not_applicable"] is None
+    applied = status["applied"][0]
+    assert "4 outside write(s) undone on 1 of 5" in applied and "image.weight (0.5)" in applied
+
+
+def test_undo_outside_updates_without_the_fix_the_decay_stays(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    norm0 = float(model.image.weight.detach().norm())
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    under_ablation(None)
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        _train_with_hand_decay(model, opt, w, 4, decay=0.5)
+    assert float(model.image.weight.detach().norm()) == pytest.approx(norm0 / 16, rel=0.01)  # what the fix undoes
+
+
+def test_undo_outside_updates_is_not_applicable_when_only_the_optimizer_writes(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("undo_outside_updates")
+    x, t = batch()
+    with pytest.raises(SystemExit) as exc:
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            for i in range(10):
+                step(model, opt, w, i, x, t)
+    assert exc.value.code == 0
+    status = json.loads(open(spec["status"]).read())
+    assert status["observed"] == 3  # stopped at the observe after the `after`=3rd step
+    # checked before the forwards of steps 1-3 and before the optimizer steps 1-2
+    assert "no parameter changed outside optimizer.step() in 3 steps (5 checks" in status["not_applicable"]
+
+
+class HalfOutputs(nn.Module):
+    """A half-precision model returning its embeddings in a dict, a tuple and a transformers-style ModelOutput."""
+
+    def __init__(self):
+        super().__init__()
+        self.towers = Towers().half()
+
+    def forward(self, x, t):
+        from transformers.utils import ModelOutput
+
+        img, txt = self.towers(x.half(), t.half())
+        return {"pair": (img, txt), "ids": torch.arange(len(x)), "out": ModelOutput(image_embeds=img)}
+
+
+def test_fp32_outputs_casts_half_outputs_and_keeps_an_exp_loss_finite(under_ablation):
+    torch.manual_seed(0)
+    x, t = batch()
+    t = x.clone()  # matching pairs: cosines near 1 once scaled by 1/0.07 overflow exp() in fp16
+    model = HalfOutputs()
+    model.towers.text.load_state_dict(model.towers.image.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    img, txt = model(x, t)["pair"]
+    assert torch.isinf(torch.exp((img @ txt.t()) / 0.07)).any()  # without the fix: inf in fp16
+    spec = under_ablation("fp32_outputs")
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        out = model(x, t)
+        img, txt = out["pair"]
+        assert img.dtype == txt.dtype == out["out"].image_embeds.dtype == torch.float32
+        assert out["out"]["image_embeds"].dtype == torch.float32
+        assert out["ids"].dtype == torch.int64
+        loss = -torch.log_softmax(torch.log(torch.exp((img @ txt.t()) / 0.07)), dim=1).diagonal().mean()
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        w.observe(0, losses={"infonce": loss})
+        opt.step()
+        assert model.towers.image.weight.grad.dtype == torch.float16  # the model keeps its precision
+        assert torch.isfinite(model.towers.image.weight.grad).all()
+    status = json.loads(open(spec["status"]).read())
+    assert status["applied"] == ["3 half-precision output tensor(s) cast to float32 over 1 model calls"]
+
+
+def test_fp32_outputs_is_not_applicable_to_an_fp32_model(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("fp32_outputs")
+    x, t = batch()
+    with pytest.raises(SystemExit):
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            step(model, opt, w, 0, x, t)
+    status = json.loads(open(spec["status"]).read())
+    assert "already fp32 (float32 in 1 calls)" in status["not_applicable"]

@@ -7,12 +7,14 @@ watch (`diagnose.engine.ablation_env`): one module per kind, every class registe
 from __future__ import annotations
 
 from .base import Intervention, NotApplicable
+from .fp32_outputs import Fp32Outputs
 from .gather import LocalGradInGather
 from .gradients import ClipGrad
 from .inputs import CentreInputs
 from .logits import MaskDuplicates
 from .lr import HoldLr, LrDown, LrUp, Warmup
 from .no_grad import GradThroughNoGrad
+from .outside_updates import UndoOutsideUpdates
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
 from .temperature import FixTemperature
@@ -20,7 +22,7 @@ from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, GradThroughNoGrad, LocalGradInGather,
-    CentreInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, NoWeightDecay)}
+    CentreInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates)}
 
 
 def for_cause(cause: str) -> list[str]:

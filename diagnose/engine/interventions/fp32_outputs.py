@@ -1,0 +1,96 @@
+"""fp32_outputs: the watched model's half-precision outputs are cast to float32 (tests nonfinite_divergence
+when it comes from a loss computed by hand on half-precision outputs).
+
+A model run in fp16 (``model.half()``, a checkpoint loaded in half) returns fp16 embeddings and logits; a
+loss written by hand on them (``exp(sim / T)``, a logsumexp without the max subtracted) overflows fp16
+(exp(x) is inf above x ~ 11.1, i.e. a cosine of 0.78 at CLIP's scale 14.3) and the run turns NaN as soon
+as it starts to learn. A forward hook on the model (and on its ``encode_image`` / ``encode_text`` /
+``get_image_features`` / ``get_text_features``, which scripts call instead of ``forward``) casts every fp16 /
+bf16 tensor it returns to float32, through tuples, lists, dicts and dataclass-like outputs (transformers'
+``ModelOutput``), so whatever the script computes on them runs in fp32; the model itself keeps its precision,
+and the gradient flows back through the cast. What the script casts to half itself, after the model
+returned fp32 (``img.half() @ txt.half().t()``), is out of its reach. By the first `observe`: a model whose
+entry points were never called, or whose outputs were already all fp32, is not applicable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .base import Intervention, NotApplicable
+
+HALF = (torch.float16, torch.bfloat16)
+METHODS = ("encode_image", "encode_text", "get_image_features", "get_text_features")
+
+
+class Fp32Outputs(Intervention):
+    name = "fp32_outputs"
+    tests = ("nonfinite_divergence",)
+    changes = ("the model's fp16/bf16 outputs (tensors in tuples, dicts, ModelOutput) cast to float32 by a forward "
+               "hook, so a loss computed on them runs in fp32")
+
+    def setup(self, watch: Any) -> None:
+        model = watch.model
+        self._calls, self._cast, self._kept = 0, 0, set()
+        self._handles = [model.register_forward_hook(lambda m, a, out: self._to_fp32(out))]
+        self._patched: list[str] = []
+        self._model = model
+        for name in METHODS:
+            method = getattr(model, name, None)
+            if callable(method) and name not in model.__dict__:
+                setattr(model, name, self._wrap(method))
+                self._patched.append(name)
+
+    def _wrap(self, method: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            return self._to_fp32(method(*args, **kwargs))
+        return wrapped
+
+    def _to_fp32(self, out: Any) -> Any:
+        self._calls += 1
+        return self._cast_tree(out)
+
+    def _cast_tree(self, x: Any) -> Any:
+        """`x` with every fp16/bf16 tensor inside it as float32 (containers rebuilt, ModelOutput in place)."""
+        if isinstance(x, torch.Tensor):
+            if x.dtype in HALF:
+                self._cast += 1
+                return x.float()
+            if x.is_floating_point():
+                self._kept.add(str(x.dtype).removeprefix("torch."))
+            return x
+        if isinstance(x, dict):  # ModelOutput is an OrderedDict whose __setitem__ also sets the attribute
+            if type(x) is dict:
+                return {k: self._cast_tree(v) for k, v in x.items()}
+            for k in list(x.keys()):
+                x[k] = self._cast_tree(x[k])
+            return x
+        if isinstance(x, tuple):
+            items = [self._cast_tree(v) for v in x]
+            return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
+        if isinstance(x, list):
+            return [self._cast_tree(v) for v in x]
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            for f in dataclasses.fields(x):  # object.__setattr__: a frozen dataclass too
+                object.__setattr__(x, f.name, self._cast_tree(getattr(x, f.name)))
+            return x
+        return x
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        if self._calls == 0:
+            raise NotApplicable("fp32_outputs: the model's forward (or encode_image/encode_text) was never called "
+                                "before the first observe")
+        if self._cast == 0:
+            kept = ", ".join(sorted(self._kept)) or "no floating-point tensor"
+            raise NotApplicable(f"fp32_outputs: the model's outputs are already fp32 ({kept} in {self._calls} "
+                                "calls); a cast to half after the model returned is the script's own")
+        self.did[:] = [f"{self._cast} half-precision output tensor(s) cast to float32 over {self._calls} model calls"]
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        for name in self._patched:
+            self._model.__dict__.pop(name, None)
