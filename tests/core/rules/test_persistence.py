@@ -96,22 +96,13 @@ def test_a_collapse_whose_updates_vanished_alarms_once_it_covers_half_the_run():
     assert _alarms(R.embedding_collapse, still, "embedding_collapse") is False
 
 
-def test_a_stall_at_chance_alarms_a_warm_up_plateau_does_not():
-    # a small model: the weights never move by their norm, but the steps shrank to a tenth of the first
-    # one while the loss sat at chance and the embeddings collapsed: the optimizer stalled in the state
-    decaying = list(0.02 * np.geomspace(1.0, 0.1, N))
+def test_updates_shrinking_at_chance_are_no_persistence():
+    # a healthy open_clip run: at chance for 25 steps with its updates falling to a ninth of the first step,
+    # then it learned; a shrinking step is not evidence that the state will last
+    decaying = list(0.01 * np.geomspace(1.0, 0.11, N))
     df = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)),
                rec("gradient_flow.model", "model", "update_to_param", decaying))
-    assert _alarms(R.embedding_collapse, df, "embedding_collapse") is True
-    # the same small steps held near their peak (a plateau the optimizer is still pushing through): no alarm
-    steady = list(0.02 * np.geomspace(1.0, 0.5, N))
-    df = frame(_collapse([0.99] * N, [1.5] * N), loss("loss_clip", noisy([LN_B] * N)),
-               rec("gradient_flow.model", "model", "update_to_param", steady))
     assert _alarms(R.embedding_collapse, df, "embedding_collapse") is False
-    # a warm-up: the steps grow toward their peak while the loss waits at chance: no alarm
-    rising = list(0.02 * np.geomspace(0.01, 1.0, N))
-    df = frame(loss("loss_clip", noisy([LN_B] * N)), rec("gradient_flow.model", "model", "update_to_param", rising))
-    assert all(not R.loss_at_chance.alarm(f, df) for f in R.loss_at_chance(df, ctx()))
 
 
 def test_a_loss_coming_down_to_chance_is_not_getting_better():
