@@ -34,7 +34,8 @@ PARAM_SHRINK = 0.5
 # The same mechanism read per layer: decay applied to some parameters only (weight matrices, not the
 # LayerNorm gains and biases that hold much of a transformer's norm) can empty the projections while the
 # model's total stays above half. A layer is counted when it held at least this share of the model's
-# initial squared norm: a tiny bias or scale that shrinks moves nothing.
+# initial squared norm: a tiny bias or scale that shrinks moves nothing; and only while the model's total
+# fell as well (decay pulls everything it covers down).
 LAYER_MIN_SHARE = 1e-3
 
 
@@ -332,7 +333,9 @@ class WeightsShrinking(Rule):
             if len(g) >= 2 * END_MIN_POINTS and float(g.iloc[0]) ** 2 >= LAYER_MIN_SHARE * first ** 2:
                 ratios[t] = float(g.iloc[-END_MIN_POINTS:].mean()) / float(g.iloc[0])
         shrunk = dict(sorted(((t, r) for t, r in ratios.items() if r < PARAM_SHRINK), key=lambda kv: kv[1])[:8])
-        if end >= PARAM_SHRINK * first and not shrunk:
+        # per layer only while the model's total fell too: a layer shrinking while the rest grows (a logit
+        # scale driven down by large steps, the total at 250%) is the gradients winning, not decay
+        if end >= PARAM_SHRINK * first and not (shrunk and end < first):
             return []
         ev = {"param_norm_first": rnd(first), "param_norm_end": rnd(end), "ratio": rnd(end / first),
               "threshold": PARAM_SHRINK,

@@ -158,3 +158,6 @@ def test_weights_shrinking_per_layer_when_the_total_holds():
     assert R.weights_shrinking(frame(total, kept, norms), ctx()) == []
     tiny = rec("gradient_flow.layer", "bias", "param_norm", tail(0.1, 0.01))
     assert R.weights_shrinking(frame(total, tiny, norms), ctx()) == []
+    # a layer shrinking while the model grows (a logit scale driven down by large steps): not decay
+    grown = rec("gradient_flow.model", "model", "param_norm", tail(10.0, 25.0))
+    assert R.weights_shrinking(frame(grown, proj, norms), ctx()) == []
