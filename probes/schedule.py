@@ -156,9 +156,9 @@ class ExpensiveSchedule:
                 f"the step time, at least every {self.cap()} steps for the rules; {measured}")
 
 
-# The gradient probe's full measurement (parameter norms, zero-gradient shares, the update snapshot and its
-# delta: five passes over every parameter) on the first FULL_FIRST measured steps, then on every
-# FULL_EVERY-th measured step and on every expensive step; the other measured steps pay one pass (the grad
+# The gradient probe's full measurement (grad and parameter norms, zero-gradient shares, the update snapshot,
+# its delta and norm: six passes over every parameter) on the first FULL_FIRST measured steps, then on one
+# in FULL_EVERY measured steps and on every expensive step; the other measured steps pay one pass (the grad
 # norms, which also say whether any gradient is non-finite). The rules that read the sampled series take
 # windows of readings or their peak (Adam's largest steps are its first, all measured), and the
 # cumulative update counts unmeasured steps at the measured mean (`diagnose.core.rules.gradients`).
@@ -188,7 +188,7 @@ class FullSchedule:
     def describe(self) -> str:
         """One line for the coverage section: on how many measured steps the sampled metrics were taken."""
         how = "every measured step" if self.every == 1 else (
-            f"the first {self.first}, then every {self.every}th and every expensive step")
+            f"the first {self.first}, then one in {self.every} and every expensive step")
         return (f"param_norm, grad_to_param, zero_grad_frac, update_to_param and the per-parameter / module / layer "
                 f"rows measured on {self.ran} of {self.measured} measured steps ({how}); the model's grad_norm and "
                 "nonfinite_grad on every measured step")

@@ -295,7 +295,7 @@ def _sampled_run(steps, full_every=None, nan_at=None):
 
 
 def test_full_measurement_on_sampled_steps_grad_norm_on_every_step():
-    """The first 10 measured steps, then every 10th, get every metric; the others only the model's grad norm
+    """The first 10 measured steps, then one in 10, get every metric; the others only the model's grad norm
     and non-finite count, which still match autograd; the update measured on a sampled step after light
     steps is against that step's own weights (the snapshot is refreshed, not left from the last full step)."""
     session, snaps = _sampled_run(25)
@@ -318,7 +318,7 @@ def test_full_measurement_on_sampled_steps_grad_norm_on_every_step():
             assert not len(df[(df.step == step) & df.probe.isin(["gradient_flow", "gradient_flow.layer",
                                                                   "gradient_flow.module"])])
     line = session.coverage()["gradient_flow_full_steps"]
-    assert "measured on 12 of 25 measured steps (the first 10, then every 10th" in line
+    assert "measured on 12 of 25 measured steps (the first 10, then one in 10 and every expensive step)" in line
 
 
 def test_every_step_full_on_request():
