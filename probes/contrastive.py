@@ -47,8 +47,10 @@ PAIRS_MIN_ROWS = 8
 
 
 def _cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Linear CKA of two column-centred matrices with the same rows (Kornblith et al. 2019)."""
-    return (x.t() @ y).pow(2).sum() / ((x.t() @ x).norm() * (y.t() @ y).norm()).clamp_min(1e-12)
+    """Linear CKA of two column-centred matrices with the same rows (Kornblith et al. 2019); NaN when either
+    has no spread left (all rows equal, e.g. zero embeddings): no structure can be read from it."""
+    den = (x.t() @ x).norm() * (y.t() @ y).norm()
+    return torch.where(den > 1e-12, (x.t() @ y).pow(2).sum() / den.clamp_min(1e-12), torch.full_like(den, float("nan")))
 
 
 class Contrastive(Probe):

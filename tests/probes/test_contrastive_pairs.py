@@ -33,3 +33,8 @@ def test_the_derangement_leaves_the_users_random_stream_alone():
     torch.manual_seed(3)
     Contrastive()._derangement(32, torch.device("cpu"))
     assert torch.equal(torch.rand(3), want)
+
+
+def test_no_spread_no_reading():
+    zero = torch.zeros(16, 8)
+    assert torch.isnan(_cka(_centred(zero), _centred(torch.randn(16, 8))))
