@@ -391,6 +391,9 @@ class HalfOutputs(nn.Module):
         img, txt = self.towers(x.half(), t.half())
         return {"pair": (img, txt), "ids": torch.arange(len(x)), "out": ModelOutput(image_embeds=img)}
 
+    def encode_image(self, x):
+        return self.towers.image(x.half())
+
 
 def test_fp32_outputs_casts_half_outputs_and_keeps_an_exp_loss_finite(under_ablation):
     torch.manual_seed(0)
@@ -416,6 +419,8 @@ def test_fp32_outputs_casts_half_outputs_and_keeps_an_exp_loss_finite(under_abla
         opt.step()
         assert model.towers.image.weight.grad.dtype == torch.float16  # the model keeps its precision
         assert torch.isfinite(model.towers.image.weight.grad).all()
+        assert model.encode_image(x).dtype == torch.float32  # the entry point scripts call instead of forward
+    assert model.encode_image(x).dtype == torch.float16 and "encode_image" not in model.__dict__  # undone on close
     status = json.loads(open(spec["status"]).read())
     assert status["applied"] == ["3 half-precision output tensor(s) cast to float32 over 1 model calls"]
 
