@@ -9,7 +9,7 @@ import pandas as pd
 from ..definitions import CHANCE_REL_TOL, learned, left_chance
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
-from .persistence import stuck
+from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, stuck
 
 # Targets are the pairs when target i = i for a square logit matrix. Under half of them on the
 # diagonal, most rows are trained toward a caption that is not their own.
@@ -235,5 +235,13 @@ class EmbeddingWithoutGradient(Rule):
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         # a tower frozen for the first steps and unfrozen later is a common schedule: only a state that
-        # persisted while the rest of the model moved, without the loss falling, is an alarm
-        return stuck(df, series(df, "contrastive", finding.target, "requires_grad") <= 0)
+        # persisted while the rest of the model moved, without the loss falling, is an alarm. When no
+        # embedding carries a gradient, nothing on either path can move, so the weights never move by
+        # their norm: persistence is then counted in observations (as for an lr the schedule took away)
+        holds = series(df, "contrastive", finding.target, "requires_grad") <= 0
+        others = [series(df, "contrastive", n, "requires_grad") for n in ("image", "text") if n != finding.target]
+        if others and all(len(o) and float(window(o).max()) <= 0 for o in others):
+            since = held_since(holds)
+            return (since is not None and int((holds.index >= since).sum()) >= PERSIST_MIN_OBS
+                    and not loss_falling(df, since))
+        return stuck(df, holds)

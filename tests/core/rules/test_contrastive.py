@@ -88,6 +88,29 @@ def test_embedding_without_gradient_alarms_only_when_it_persists():
                                                   "embedding_without_gradient"), warm_start) is False
 
 
+def test_no_embedding_with_a_gradient_alarms_without_the_weights_moving():
+    # both towers frozen (only a logit scale trains): nothing on either path can move the weights by their
+    # norm, so persistence is counted in observations
+    def run(n, per_step=1e-4):
+        return frame(rec("contrastive", "text", "requires_grad", [0.0] * n),
+                     rec("contrastive", "image", "requires_grad", [0.0] * n),
+                     rec("contrastive", "model", "frozen_numel", [1000.0] * n), loss("loss_clip", noisy([LN_B] * n)),
+                     moving(n, per_step=per_step))
+    both = run(N)
+    found = R.embedding_without_gradient(both, ctx())
+    assert {f.target for f in found} == {"image", "text"}
+    assert all(R.embedding_without_gradient.alarm(f, both) for f in found)
+    # near misses: too few observations yet; one tower still training (the weights must move first)
+    early = run(5)
+    assert not any(R.embedding_without_gradient.alarm(f, early) for f in R.embedding_without_gradient(early, ctx()))
+    one_side = frame(rec("contrastive", "text", "requires_grad", [0.0] * N),
+                     rec("contrastive", "image", "requires_grad", [1.0] * N),
+                     rec("contrastive", "model", "frozen_numel", [1000.0] * N), loss("loss_clip", noisy([LN_B] * N)),
+                     moving(N, per_step=1e-4))
+    g = one(R.embedding_without_gradient(one_side, ctx()), "embedding_without_gradient")
+    assert R.embedding_without_gradient.alarm(g, one_side) is False
+
+
 def _ce_parts(steps: int = 12, b: int = 16, seed: int = 0):
     """Per step: the four cross-entropies the contrastive probe records for random (b, b) logits."""
     import numpy as np
