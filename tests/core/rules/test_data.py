@@ -70,3 +70,17 @@ def test_pairs_unrelated_fires_without_a_paired_margin_and_not_with_one():
     early_then_lost.loc[early, "value"] += 0.1
     assert PairsUnrelated()(early_then_lost, ctx) == []
     assert np.isfinite(early_then_lost["value"]).all()
+
+
+def test_pairs_unrelated_alarms_only_once_the_state_persisted():
+    from diagnose.core.rules.data import PairsUnrelated
+
+    ctx = RunContext("r", batch_size=64)
+    early = _pairs(0.0, sd=0.0)  # 12 steps at chance, no update records: not persisted yet
+    [f] = PairsUnrelated()(early, ctx)
+    assert PairsUnrelated().alarm(f, early) is False
+    moved = pd.concat([_pairs(0.0, n=40, sd=0.0), pd.DataFrame(
+        [(s, "gradient_flow.model", "model", "update_to_param", 0.2) for s in range(40)],
+        columns=["step", "probe", "target", "metric", "value"])], ignore_index=True)
+    [g] = PairsUnrelated()(moved, ctx)
+    assert PairsUnrelated().alarm(g, moved) is True
