@@ -13,7 +13,9 @@ A block's cost is its process CPU time per step (`time.process_time`: all thread
 rule process of `watch` and wandb's service process are children and are not counted) and its wall time
 per step. Added ms of a mode: the median over repetitions of (mode block - plain block of the same
 repetition), and the mean over all its steps (`added_ms_mean`: it pays for every expensive step whatever
-the block length); ratio: median of mode / plain.
+the block length); ratio: median of mode / plain. Each watch first runs `--watch-warmup` steps (default 250)
+untimed: the gradient probe measures everything on every step of a run's first 50 and reaches its steady
+spacing at step 250 (`probes.schedule.FullSchedule`), so the figures are a long run's per-step cost.
 
 Models: (a) "mlp_clip": MLP projector + tiny CLIP-like two-tower, ~3.1M parameters; (b) "perceiver_d64":
 `flamingo_pytorch.PerceiverResampler` at d64 under a small text tower; (c) "slow_clip": the two-tower at
@@ -144,7 +146,7 @@ def clip_loss(model: nn.Module, image: torch.Tensor, text: torch.Tensor):
     return loss, img, txt, logits
 
 
-def bench_model(name: str, reps: int, block: int, wandb_mod) -> dict:
+def bench_model(name: str, reps: int, block: int, wandb_mod, watch_warmup: int = 0) -> dict:
     # over 60 lines: one benchmark: the copies, the timed blocks of every mode (interleaved, so drift and load
     # hit them alike) and their summary share the same locals
     copies = {}
@@ -178,6 +180,9 @@ def bench_model(name: str, reps: int, block: int, wandb_mod) -> dict:
 
     for mode in MODES:  # warm-up: allocators, kernels, probe code paths, the rule process
         run_block(mode)
+    for mode in watches:  # past the gradient probe's dense start (probes.schedule.FullSchedule): steady state
+        for _ in range(-(-max(0, watch_warmup - block) // block)):
+            run_block(mode)
     cpu = {m: [] for m in MODES}
     wall = {m: [] for m in MODES}
     for rep in range(reps):
@@ -243,7 +248,8 @@ def breakdown(name: str, steps: int) -> dict:
         timed(w, "observe", "watch.observe (all of the above but after_step)")
         kinds = {"full": Counter(), "light": Counter()}
         counts = Counter()
-        for step in range(steps + 15):  # the first 10 measured steps are all full: 15 of warm-up
+        warmup = 260  # the gradient probe's spacing is steady from step 250 (probes.schedule.FullSchedule)
+        for step in range(steps + warmup):
             acc.clear()
             c0 = time.process_time()
             loss, img, txt, logits = clip_loss(model, image, text)
@@ -252,7 +258,7 @@ def breakdown(name: str, steps: int) -> dict:
             w.observe(step, losses={"total": loss}, embeddings={"image": img, "text": txt}, logits=logits,
                       batch_size=len(image))
             opt.step()
-            if step >= 15:
+            if step >= warmup:
                 kind = "full" if w.session.full else "light"
                 acc["step_ms_cpu"] = time.process_time() - c0
                 kinds[kind].update(acc)
@@ -301,6 +307,10 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--slow-reps", type=int, default=5, help="repetitions for slow_clip (>= 300 ms steps)")
     ap.add_argument("--slow-block", type=int, default=3)
+    ap.add_argument("--watch-warmup", type=int, default=250,
+                    help="steps of each watch before timing: the gradient probe measures everything on every "
+                         "step of the first 50 and reaches its steady spacing at 250 (probes.schedule)")
+    ap.add_argument("--slow-watch-warmup", type=int, default=0, help="the same for slow_clip (0: its first steps)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--no-wandb", action="store_true")
     ap.add_argument("--out", type=Path)
@@ -320,12 +330,13 @@ def main() -> None:
     for name in args.models.split(","):
         slow = name == "slow_clip"
         results.append(bench_model(name, args.slow_reps if slow else args.reps, args.slow_block if slow else args.block,
-                                   wandb_mod))
+                                   wandb_mod, args.slow_watch_warmup if slow else args.watch_warmup))
     if wandb_mod is not None:
         wandb_mod.finish()
     emit({"benchmark": "watch_cost", "machine": {**machine(), "threads": torch.get_num_threads()},
           "load_avg_1m_before_after": [round(load[0], 2), round(os.getloadavg()[0], 2)],
           "seconds": round(time.perf_counter() - t0, 1), "reps": args.reps, "block_steps": args.block,
+          "watch_warmup_steps": {"slow_clip": args.slow_watch_warmup, "others": args.watch_warmup},
           "targets": TARGETS, "results": results}, args.out)
 
 

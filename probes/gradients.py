@@ -14,11 +14,12 @@ Aggregates use the norm of the concatenated group (√Σ‖·‖²), summed coun
 
 Values may be nan/inf when the gradients are; `nonfinite_grad` says how many elements were.
 
-Sampling (`probes.schedule.FullSchedule`): all of the above on the first measured steps, then on
-one in `FULL_EVERY` measured steps and on every expensive step; on the other measured steps only the model's
-``grad_norm`` and ``nonfinite_grad`` (probe ``gradient_flow.model``) and, where a gradient is not finite,
-the parameter's ``nonfinite_grad``: one pass over the gradients instead of six over all parameters. The
-coverage line ``gradient_flow_full_steps`` says on how many steps the sampled metrics were taken.
+Sampling (`probes.schedule.FullSchedule`): all of the above on every measured step of the first 50, then
+on fewer (one in `FULL_EVERY` from step 250: as few as leave the rules' end window its readings) and on
+every expensive step; on the other measured steps only the model's ``grad_norm`` and ``nonfinite_grad``
+(probe ``gradient_flow.model``) and, where a gradient is not finite, the parameter's ``nonfinite_grad``:
+one pass over the gradients instead of six over all parameters. The coverage line
+``gradient_flow_full_steps`` says on how many steps the sampled metrics were taken.
 """
 
 from __future__ import annotations

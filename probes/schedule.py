@@ -157,38 +157,48 @@ class ExpensiveSchedule:
 
 
 # The gradient probe's full measurement (grad and parameter norms, zero-gradient shares, the update snapshot,
-# its delta and norm: six passes over every parameter) on the first FULL_FIRST measured steps, then on one
-# in FULL_EVERY measured steps and on every expensive step; the other measured steps pay one pass (the grad
-# norms, which also say whether any gradient is non-finite). The rules that read the sampled series take
-# windows of readings or their peak (Adam's largest steps are its first, all measured), and the
-# cumulative update counts unmeasured steps at the measured mean (`diagnose.core.rules.gradients`).
-FULL_FIRST = 10
+# its delta and norm: six passes over every parameter) on one in FULL_EVERY measured steps once the run is
+# long enough, and on every expensive step; the other measured steps pay one pass (the grad norms, which
+# also say whether any gradient is non-finite). How long is long enough comes from the rules' end-of-run
+# window (`diagnose.core.definitions`): the last END_FRAC of the steps, but at least END_MIN_POINTS readings.
+# A series read one step in k holds END_MIN_POINTS readings in that window only while
+# k <= END_FRAC * steps / END_MIN_POINTS; sparser, the window would reach back before the last 20% and the
+# rules that read it (weights shrinking, dead or vanishing gradients) would decide later than on every-step
+# readings. So the spacing is 1 (every step full) over the first 50 measured steps and grows to FULL_EVERY
+# at 250. The cumulative update counts unmeasured steps at the measured mean
+# (`diagnose.core.rules.gradients`), and the update-ratio peaks are Adam's first steps, all measured.
+END_FRAC, END_MIN_POINTS = 0.2, 5  # as diagnose.core.definitions (tests/probes/test_probe_schedule.py checks)
 FULL_EVERY = 10
 
 
 class FullSchedule:
     """Which measured steps get the full gradient measurement (see FULL_EVERY). `due` is asked once per
-    measured step, in order: the first `first`, every `every`-th from the first one on (steps 0, 10, 20, ...
-    when every step is measured from 0, where the default expensive steps also fall), and expensive ones."""
+    measured step, in order: full on multiples of `spacing()` and on expensive steps."""
 
-    def __init__(self, every: int = FULL_EVERY, first: int = FULL_FIRST) -> None:
-        if int(every) < 1 or int(first) < 0:
-            raise ValueError(f"full gradient schedule every={every!r}, first={first!r}: expected every >= 1, "
-                             "first >= 0")
-        self.every, self.first = int(every), int(first)
+    def __init__(self, every: int = FULL_EVERY) -> None:
+        if int(every) < 1:
+            raise ValueError(f"full gradient schedule every={every!r}: expected every >= 1")
+        self.every = int(every)
         self.measured = 0  # measured steps asked so far
         self.ran = 0  # of those, full
 
+    def spacing(self) -> int:
+        """The widest spacing that leaves END_MIN_POINTS readings in the rules' end window now."""
+        return max(1, min(self.every, int(END_FRAC * self.measured / END_MIN_POINTS)))
+
     def due(self, expensive: bool) -> bool:
         self.measured += 1
-        full = expensive or self.measured <= self.first or (self.measured - 1) % self.every == 0
+        # counted from the first measured step: steps 0, 10, 20, ... when every step is measured from 0 (where
+        # the default expensive steps also fall)
+        full = expensive or (self.measured - 1) % self.spacing() == 0
         self.ran += full
         return full
 
     def describe(self) -> str:
         """One line for the coverage section: on how many measured steps the sampled metrics were taken."""
         how = "every measured step" if self.every == 1 else (
-            f"the first {self.first}, then one in {self.every} and every expensive step")
+            f"every step of the first {int(2 * END_MIN_POINTS / END_FRAC)}, then sparser up to one in {self.every} "
+            f"from step {int(self.every * END_MIN_POINTS / END_FRAC)} on, and every expensive step")
         return (f"param_norm, grad_to_param, zero_grad_frac, update_to_param and the per-parameter / module / layer "
                 f"rows measured on {self.ran} of {self.measured} measured steps ({how}); the model's grad_norm and "
                 "nonfinite_grad on every measured step")

@@ -75,8 +75,9 @@ class ProbeSession:
             (see `probes._records.MAX_ROWS`); ``None`` keeps everything.
         spill: directory where thinned rows are written first (parquet with pyarrow, else csv.gz).
         full_every: the gradient probe's full measurement (param norms, zero-gradient shares, update/param)
-            on the first measured steps, then every `full_every` measured steps and on expensive steps; the
-            model's grad norm on every measured step (`probes.schedule.FULL_EVERY`; 1: every step).
+            on every measured step of the first 50, then sparser up to one in `full_every` (as sparse as the
+            rules' end window allows, `probes.schedule.FullSchedule`) and on expensive steps; the model's grad
+            norm on every measured step (default `probes.schedule.FULL_EVERY`; 1: every step).
     """
 
     def __init__(

@@ -295,13 +295,14 @@ def _sampled_run(steps, full_every=None, nan_at=None):
 
 
 def test_full_measurement_on_sampled_steps_grad_norm_on_every_step():
-    """The first 10 measured steps, then one in 10, get every metric; the others only the model's grad norm
-    and non-finite count, which still match autograd; the update measured on a sampled step after light
-    steps is against that step's own weights (the snapshot is refreshed, not left from the last full step)."""
-    session, snaps = _sampled_run(25)
+    """Every metric on the first 50 measured steps, then one in 2 (the spacing grows with the run:
+    `probes.schedule.FullSchedule`); the other steps only the model's grad norm and non-finite count, which
+    still match autograd; the update measured on a sampled step after a light one is against that step's own
+    weights (the snapshot is refreshed, not left from the last full step)."""
+    session, snaps = _sampled_run(60)
     df = session.records
     full = sorted(set(df[df.metric == "update_to_param"].step))
-    assert full == [*range(10), 10, 20]
+    assert full == [*range(49), 50, 52, 54, 56, 58]
     for step, (grads, before, after) in enumerate(snaps):
         model_rows = _values(df, "gradient_flow.model", step)
         want = math.sqrt(sum(g.norm().item() ** 2 for g in grads.values()))
@@ -318,35 +319,40 @@ def test_full_measurement_on_sampled_steps_grad_norm_on_every_step():
             assert not len(df[(df.step == step) & df.probe.isin(["gradient_flow", "gradient_flow.layer",
                                                                   "gradient_flow.module"])])
     line = session.coverage()["gradient_flow_full_steps"]
-    assert "measured on 12 of 25 measured steps (the first 10, then one in 10 and every expensive step)" in line
+    assert "measured on 54 of 60 measured steps (every step of the first 50, then sparser up to one in 10" in line
 
 
 def test_every_step_full_on_request():
-    session, _ = _sampled_run(13, full_every=1)
+    session, _ = _sampled_run(53, full_every=1)
     df = session.records
-    assert sorted(set(df[df.metric == "update_to_param"].step)) == list(range(13))
-    assert "on 13 of 13 measured steps (every measured step)" in session.coverage()["gradient_flow_full_steps"]
+    assert sorted(set(df[df.metric == "update_to_param"].step)) == list(range(53))
+    assert "on 53 of 53 measured steps (every measured step)" in session.coverage()["gradient_flow_full_steps"]
 
 
 def test_nonfinite_gradient_on_a_light_step_is_counted_and_named():
-    session, snaps = _sampled_run(14, nan_at=13)
-    grads = snaps[13][0]
+    session, snaps = _sampled_run(52, nan_at=51)
+    grads = snaps[51][0]
     df = session.records
     want = {n: float((~torch.isfinite(g)).sum()) for n, g in grads.items() if not torch.isfinite(g).all()}
     assert want  # the NaN input reaches the first layer's weight gradient
-    got = _values(df, "gradient_flow", 13)
+    got = _values(df, "gradient_flow", 51)
     assert got == {(n, "nonfinite_grad"): v for n, v in want.items()}
-    model_rows = _values(df, "gradient_flow.model", 13)
+    model_rows = _values(df, "gradient_flow.model", 51)
     assert model_rows[("model", "nonfinite_grad")] == sum(want.values())
     assert math.isnan(model_rows[("model", "grad_norm")])
 
 
-def test_full_schedule_counts_measured_steps_and_takes_expensive_ones():
+def test_full_schedule_spacing_grows_with_the_run_as_the_end_window_allows():
+    """Spacing k while the last 20% of the steps hold 5 readings one in k apart (k <= steps / 25), up to
+    `every`; expensive steps are full whatever the spacing."""
     from probes.schedule import FullSchedule
 
-    sched = FullSchedule(every=4, first=3)
-    got = [i for i in range(14) if sched.due(expensive=i == 6)]
-    assert got == [0, 1, 2, 4, 6, 8, 12]  # the first 3, every 4th from the first, and the expensive one
-    assert (sched.ran, sched.measured) == (7, 14)
+    sched = FullSchedule(every=4)
+    got = [i for i in range(130) if sched.due(expensive=i == 101)]
+    assert got[:49] == list(range(49))
+    assert [s for s in got if 49 <= s < 75] == list(range(50, 74, 2))  # 50 readings: one in 2
+    assert [s for s in got if 75 <= s < 100] == list(range(75, 99, 3))
+    assert [s for s in got if s >= 100] == [100, 101, 104, 108, 112, 116, 120, 124, 128]  # `every` caps it at 4
+    assert (sched.ran, sched.measured) == (len(got), 130)
     with pytest.raises(ValueError, match="every"):
         FullSchedule(every=0)

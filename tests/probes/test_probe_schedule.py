@@ -115,3 +115,10 @@ def test_session_under_budget_counts_and_reports_expensive_steps():
     # expensive records (the collapse spectrum) exist exactly on the expensive steps
     rank = s.records[(s.records.probe == "collapse") & (s.records.metric == "effective_rank")]
     assert len(rank) == s.schedule.ran and 0 in set(rank.step)
+
+
+def test_full_schedule_reads_the_rules_end_window():
+    """probes may not import diagnose: the end window's constants are mirrored, and must stay equal."""
+    from diagnose.core import definitions
+
+    assert (schedule.END_FRAC, schedule.END_MIN_POINTS) == (definitions.END_FRAC, definitions.END_MIN_POINTS)
