@@ -21,6 +21,7 @@ from ..findings import Finding
 from ..signal_check import ALPHA, METRICS, MIN_TEST, PERMUTATIONS, PROBE, TARGET  # noqa: F401
 from .base import Emit, Rule, RunContext, end_loss, primary_component, rnd, series, span
 from .persistence import IMPROVEMENT_SE, gap_to_chance, stuck
+from .representation import COLLAPSE_COSINE
 
 
 def _latest(df: pd.DataFrame) -> dict[str, float]:
@@ -80,12 +81,13 @@ class NoDataSignal(Rule):
 
 
 # Matching pairs give the paired CKA a margin over the re-paired one from the first step, through random
-# towers; a margin not above IMPROVEMENT_SE standard errors over the run's first PAIRS_EARLY observations
-# (at least PAIRS_MIN_OBS) is no shared structure. The earliest steps are read because at initialisation
-# the structure comes from the data alone: training can destroy it later (a collapse under a too-high lr)
-# or build it. A high mean cosine does not hide it (the embeddings are centred first); an embedding with
-# no spread at all gives no reading (NaN).
-PAIRS_MIN_OBS, PAIRS_EARLY = 6, 12
+# towers; a margin not above IMPROVEMENT_SE standard errors over at least PAIRS_MIN_OBS observations of
+# spread-out embeddings is no shared structure. Collapsed steps (cosine >= COLLAPSE_COSINE) are left out:
+# a collapse under a too-high lr erases the structure whatever the data (reading the run's first steps
+# instead was tried: an open_clip run at lr 0.3 collapsed after its first step and its next eleven
+# readings showed no margin, so the data was blamed for the lr). The price: embeddings that start above
+# that cosine (a tiny transformers CLIP's image tower) give no reading.
+PAIRS_MIN_OBS = 6
 
 
 class PairsUnrelated(Rule):
@@ -95,11 +97,16 @@ class PairsUnrelated(Rule):
     topic = "data"
     emits = (Emit("pairs_unrelated", ("error",), "misaligned_pairs", 2),)
     needs = (("contrastive", "cka"),)
-    thresholds = {"PAIRS_MIN_OBS": PAIRS_MIN_OBS, "PAIRS_EARLY": PAIRS_EARLY, "IMPROVEMENT_SE": IMPROVEMENT_SE}
+    thresholds = {"PAIRS_MIN_OBS": PAIRS_MIN_OBS, "IMPROVEMENT_SE": IMPROVEMENT_SE, "COLLAPSE_COSINE": COLLAPSE_COSINE}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         paired, null = series(df, "contrastive", "pairs", "cka"), series(df, "contrastive", "pairs", "cka_null")
-        diff = (paired - null.reindex(paired.index)).dropna().iloc[:PAIRS_EARLY]
+        diff = (paired - null.reindex(paired.index)).dropna()
+        for side in ("image", "text"):
+            cos = series(df, "collapse", side, "cosine_mean")
+            if len(cos) and len(diff):
+                seen = cos.reindex(diff.index, method="ffill")
+                diff = diff[~(seen >= COLLAPSE_COSINE)]
         loss, ln_b = end_loss(df)
         if len(diff) < PAIRS_MIN_OBS or not math.isfinite(loss) or learned(loss, ln_b):
             return []
@@ -112,7 +119,7 @@ class PairsUnrelated(Rule):
               "steps": span(diff), "loss_end": rnd(loss), "chance_ln_B": rnd(ln_b)}
         return [Finding(
             "pairs_unrelated", "error", ctx.name,
-            f"over the first {len(diff)} observed steps, each batch's image and text embeddings share no more "
+            f"over {len(diff)} steps with spread-out embeddings, each batch's image and text embeddings share no more "
             f"structure as paired than with the captions re-paired at random (linear CKA {ev['cka_paired_mean']:.3f} "
             f"vs {ev['cka_repaired_mean']:.3f}; margin {mean:+.3f}, a margin of {IMPROVEMENT_SE * se:.3f} would have "
             f"shown), and the loss ends at {loss:.4f} vs ln(B) = {ln_b:.4f}, not learned: the captions do not belong "

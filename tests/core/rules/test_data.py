@@ -63,13 +63,8 @@ def test_pairs_unrelated_fires_without_a_paired_margin_and_not_with_one():
     assert PairsUnrelated()(_pairs(0.08), ctx) == []
     assert PairsUnrelated()(_pairs(0.0, loss=0.3 * math.log(64)), ctx) == []
     assert PairsUnrelated()(_pairs(0.0, n=5), ctx) == []
-    # the earliest steps decide: a margin at first that a collapse erased later is matching data
-    import numpy as np
-    early_then_lost = _pairs(0.0, n=30)
-    early = early_then_lost["metric"].eq("cka") & (early_then_lost["step"] < 12)
-    early_then_lost.loc[early, "value"] += 0.1
-    assert PairsUnrelated()(early_then_lost, ctx) == []
-    assert np.isfinite(early_then_lost["value"]).all()
+    # collapsed embeddings (a too-high lr erases the structure whatever the data): no reading
+    assert PairsUnrelated()(_pairs(0.0, cos=0.99), ctx) == []
 
 
 def test_pairs_unrelated_alarms_only_once_the_state_persisted():
