@@ -123,26 +123,24 @@ def test_ctrl_c_stops_every_run_and_leaves_nothing(tmp_path, whole_group):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_ray_runs_show_their_progress_and_quiet_shows_none(tmp_path):
+def test_ray_runs_show_their_progress(tmp_path):
     """--executor ray on a local instance: each run's step reaches the console while it runs (its watch's
     progress file, polled in the Ray task and sent to the driver through an actor), before the run's result
-    line; --quiet prints no progress."""
+    line."""
     import re
 
     ray = pytest.importorskip("ray", reason="ray is in the dev extra")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
-        result, out = ablate(tmp_path, "--seeds", "2", "--steps", "20", "--executor", "ray", "--fix", "lr_up",
+        result, out = ablate(tmp_path, "--seeds", "1", "--steps", "20", "--executor", "ray", "--fix", "lr_up",
                              quiet=False)
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
-        for run in ("baseline", "baseline (seed 1)", "fix:lr_up", "fix:lr_up (seed 1)"):
+        for run in ("baseline", "fix:lr_up"):
             steps = [i for i, ln in enumerate(lines) if re.fullmatch(rf"run {re.escape(run)}: step (\d+)/20", ln)]
             ends = [i for i, ln in enumerate(lines) if ln.startswith(f"run {run}: ") and i not in steps]
             assert steps and ends and steps[0] < ends[0], (run, result.output)
             assert 1 <= int(lines[steps[0]].rsplit(" ", 1)[1].split("/")[0]) <= 20
-        quiet, _ = ablate(tmp_path / "q", "--seeds", "1", "--steps", "20", "--executor", "ray", "--fix", "lr_up")
-        assert quiet.exit_code == 0, quiet.output
-        assert ": step " not in quiet.output
+        # --quiet on Ray prints no progress: tests/integrations/test_ablate_script.py::test_runs_as_ray_tasks
     finally:
         ray.shutdown()

@@ -28,6 +28,7 @@ def test_lightning_script_through_the_callback(tmp_path):
                                  str(SCRIPTS / "lightning_two_tower.py"), "--lr", "2e-4"])
     assert result.exit_code == 0, result.output
     assert verdicts(out) == {"lr_up": "confirmed", "lr_down": "refuted"}
+    assert ": step " not in result.output  # --quiet: no progress lines from the Ray tasks
     base = json.loads((out / "runs" / "baseline" / "summary.json").read_text())["runs"][0]
     assert base["steps"] == 20  # the watch stopped fit at the cap
 
