@@ -27,6 +27,7 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -46,11 +47,22 @@ DUPLICATE_COSINE = 0.999
 PAIRS_MIN_ROWS = 8
 
 
-def _cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _cka(x: torch.Tensor, y: torch.Tensor, den: torch.Tensor | None = None) -> torch.Tensor:
     """Linear CKA of two column-centred matrices with the same rows (Kornblith et al. 2019); NaN when either
-    has no spread left (all rows equal, e.g. zero embeddings): no structure can be read from it."""
-    den = (x.t() @ x).norm() * (y.t() @ y).norm()
+    has no spread left (all rows equal, e.g. zero embeddings): no structure can be read from it. `den` may be
+    passed when known: it does not change when the rows of y are permuted."""
+    den = (x.t() @ x).norm() * (y.t() @ y).norm() if den is None else den
     return torch.where(den > 1e-12, (x.t() @ y).pow(2).sum() / den.clamp_min(1e-12), torch.full_like(den, float("nan")))
+
+
+@lru_cache(maxsize=16)
+def _derangement(n: int, device: torch.device) -> torch.Tensor:
+    """One random n-cycle (no row keeps its own caption), drawn once per size from a private generator: the
+    user's random streams are never touched."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    cycle = torch.empty(n, dtype=torch.long)
+    cycle[order] = order.roll(-1)
+    return cycle.to(device)
 
 
 class Contrastive(Probe):
@@ -112,7 +124,8 @@ class Contrastive(Probe):
             vals += [(t == diag).float().mean(), distinct / b, (pred == t).float().mean(),
                      torch.where(valid, loss_t, torch.full_like(loss_t, float("nan")))]
 
-    def _pairs(self, obs: Observation, keys: list, vals: list) -> None:
+    @staticmethod
+    def _pairs(obs: Observation, keys: list, vals: list) -> None:
         """Linear CKA of the batch's image and text embeddings as paired, and with the captions re-paired by
         a fixed derangement: matching pairs share structure (items alike in one tower are alike in the
         other) even through random towers; mismatched pairs share none beyond the null's."""
@@ -123,18 +136,8 @@ class Contrastive(Probe):
         x, y = (F.normalize(t.detach().float(), dim=-1) for t in (x, y))
         x, y = x - x.mean(0), y - y.mean(0)
         keys += [("pairs", "cka"), ("pairs", "cka_null")]
-        vals += [_cka(x, y), _cka(x, y[self._derangement(len(x), y.device)])]
-
-    def _derangement(self, n: int, device) -> torch.Tensor:
-        """One random n-cycle (no row keeps its own caption), drawn once per size from a private generator:
-        the user's random streams are never touched."""
-        cache = self.__dict__.setdefault("_cycles", {})
-        if (n, device) not in cache:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
-            cycle = torch.empty(n, dtype=torch.long)
-            cycle[order] = order.roll(-1)
-            cache[(n, device)] = cycle.to(device)
-        return cache[(n, device)]
+        den = (x.t() @ x).norm() * (y.t() @ y).norm()  # the same for any row order of y
+        vals += [_cka(x, y, den), _cka(x, y[_derangement(len(x), y.device)], den)]
 
     @staticmethod
     def _duplicates(obs: Observation, logits, keys: list, vals: list) -> None:
