@@ -53,8 +53,9 @@ FAST_REPS = 1  # --fast (CI): one plain and one watched run for the timing
 # test: written blind, run once with the rules frozen at 48eeefe (results-frozen-48eeefe.json); cases whose
 # output was then looked at while changing a rule moved to dev. test2: a second blind half, written after that.
 # test3 (its writers' summaries read before its one run), test4, test5: blind, each run once at its freeze
-# (results-frozen-*.json); all of them have been read since, so every half is a dev half now
-HALVES = ("dev", "test", "test2", "test3", "test4", "test5")
+# (results-frozen-*.json); all of them have been read since, so they are dev halves now. test6: blind, written
+# after the rules of this session changed, run once at its freeze
+HALVES = ("dev", "test", "test2", "test3", "test4", "test5", "test6")
 # a few dev cases, one per model family, that the CI test runs (tests/benchmarks/test_real_faults_fast.py)
 FAST = ("case_text_tower_no_grad", "case_latents_ones", "case_mrl_sum_logged", "case_softmax_over_batch")
 
