@@ -25,6 +25,7 @@ from ._hooks import HookSet
 from ._records import MAX_ROWS, RecordBuffer
 from ._scope import ForwardScope
 from .base import Observation, Probe
+from .batch_mixing import BatchMixing
 from .collapse import Collapse
 from .contrastive import Contrastive
 from .entropy import SoftmaxEntropy
@@ -42,14 +43,16 @@ PROBES: dict[str, type[Probe]] = {
     "collapse": Collapse,
     "optimizer": OptimizerState,
     "contrastive": Contrastive,
+    "batch_mixing": BatchMixing,
 }
 
 # the probes with work on the expensive schedule (named in the coverage line of that schedule)
 EXPENSIVE = ("softmax_entropy", "collapse", "latent_stats", "contrastive")
 
 PRESETS: dict[str, tuple[str, ...]] = {
-    "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive"),
-    "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse", "optimizer", "contrastive"),
+    "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing"),
+    "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse", "optimizer", "contrastive",
+            "batch_mixing"),
 }
 
 

@@ -22,6 +22,7 @@ from .attention import (
     LATENT_MIN_STEPS,
     LATENT_STILL,
     LATENT_SYMMETRIC_STD,
+    MIX_REL,
     NORM_GAIN_REMOVES_SCALE,
     UNIFORM_ENTROPY,
 )
@@ -59,6 +60,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     params_outside_optimizer,
     replicas_out_of_sync,
     run_rules,
+    samples_mixed,
     scale_update_high,
     softmax_over_batch,
     targets_off_diagonal,
@@ -102,5 +104,5 @@ __all__ = [
     "gathered_gradient_scale", "replicas_out_of_sync", "chance_mismatch", "no_data_signal", "flat_logits",
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
-    "logged_scaled",
+    "logged_scaled", "samples_mixed", "MIX_REL",
 ]

@@ -1,5 +1,6 @@
 """Rules on attention and learned latents: uniform or collapsed softmaxes, a softmax over the batch
-axis, latents that are copies, near copies, never move, or whose init scale a norm removes."""
+axis, samples whose outputs depend on the rest of their batch, latents that are copies, near copies, never
+move, or whose init scale a norm removes."""
 
 from __future__ import annotations
 
@@ -111,6 +112,52 @@ class SoftmaxOverBatch(Rule):
                     "Pass the token/key axis to the softmax (dim=-1 or dim=1 for (B, T) scores); if axis 0 is really a "
                     "sequence axis that happens to equal the batch size, ignore this finding.", target))
         return out
+
+
+# Batch mixing (probes.batch_mixing): a module's outputs for the first half of a batch recomputed without the
+# second half. Samples processed independently change by ~1e-7 in float32 (a different kernel for another
+# batch size) and up to ~1e-2 in float16 / bfloat16; attention, a softmax or a normalisation over the batch
+# axis changes them by O(0.1-1). 1e-3 and 5e-2 sit orders of magnitude from both. Two readings: the mixing is a
+# property of the code, the same on every step, and one reading is one recomputation.
+MIX_REL, MIX_REL_LOW, MIX_MIN_READINGS = 1e-3, 5e-2, 2
+
+
+class SamplesMixed(Rule):
+    """A module whose output for one sample changes when the other samples of the batch are removed."""
+
+    topic = "attention"
+    emits = (Emit("samples_mixed", ("warning", "error"), "pooling_axis", 1),)
+    needs = (("batch_mixing", "mixed_rel"),)
+    thresholds = {"MIX_REL": MIX_REL, "MIX_REL_LOW": MIX_REL_LOW, "MIX_MIN_READINGS": MIX_MIN_READINGS}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        mixing: dict[str, pd.Series] = {}
+        for name in targets(df, "batch_mixing", "mixed_rel"):
+            rel = series(df, "batch_mixing", name, "mixed_rel").dropna()
+            low = series(df, "batch_mixing", name, "low_precision")
+            bar = MIX_REL_LOW if len(low) and bool((low > 0).any()) else MIX_REL
+            if len(rel) and bool((rel > bar).all()):
+                mixing[name] = rel
+        # the deepest: a module is reported, not the modules that contain it and mix through it
+        deepest = [n for n in mixing if not any(m != n and (n == "<root>" or m.startswith(n + ".")) for m in mixing)]
+        if not deepest:
+            return []
+        name = max(deepest, key=lambda n: (len(mixing[n]), float(mixing[n].median())))
+        rel = mixing[name]
+        severity = "error" if len(rel) >= MIX_MIN_READINGS else "warning"
+        where = "the model" if name == "<root>" else f"module '{name}'"
+        return [Finding(
+            "samples_mixed", severity, ctx.name,
+            f"{where} gives each sample an output that depends on the other samples of its batch: recomputed on "
+            f"the step's own inputs without the second half of the batch, its outputs for the first half change by "
+            f"{float(rel.median()):.3g} of their norm (steps {', '.join(str(int(s)) for s in rel.index)}; samples "
+            f"processed independently change by < {MIX_REL:g}). Attention, a softmax or a normalisation runs over "
+            "the batch axis: nn.MultiheadAttention without batch_first=True fed (batch, seq, dim) tensors reads the "
+            "batch as the sequence, and a softmax over dim 0 of (batch, tokens) scores pools across samples.",
+            {"module": name, "mixed_rel_median": rnd(float(rel.median()), 6), "readings": len(rel),
+             "steps": [int(s) for s in rel.index], "modules_mixing": sorted(deepest)[:10], "threshold": MIX_REL},
+            "Give the attention its layout (nn.MultiheadAttention(..., batch_first=True) for (B, T, D) tensors, or "
+            "transpose to (T, B, D)); take softmaxes and normalisations over the token / feature axis.", name)]
 
 
 class LatentSymmetry(Rule):

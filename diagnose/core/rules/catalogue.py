@@ -8,7 +8,14 @@ from functools import lru_cache
 import pandas as pd
 
 from ..findings import Finding, sort_findings
-from .attention import AttentionEntropy, LatentScaleNormalised, LatentsNotMoving, LatentSymmetry, SoftmaxOverBatch
+from .attention import (
+    AttentionEntropy,
+    LatentScaleNormalised,
+    LatentsNotMoving,
+    LatentSymmetry,
+    SamplesMixed,
+    SoftmaxOverBatch,
+)
 from .base import Emit, Rule, RunContext
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
 from .contrastive import EmbeddingWithoutGradient, FalseNegatives, LogitsCandidates, TargetsOffDiagonal
@@ -52,6 +59,8 @@ logits_candidates, targets_off_diagonal = LogitsCandidates(), TargetsOffDiagonal
 false_negatives, embedding_without_gradient = FalseNegatives(), EmbeddingWithoutGradient()
 scale_update_high, pairs_unrelated, logged_scaled = ScaleUpdateHigh(), PairsUnrelated(), LoggedScaled()
 far_short_of_margin = FarShortOfMargin()
+# a counterfactual on the step's own inputs: the batch cut in half
+samples_mixed = SamplesMixed()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -63,7 +72,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
-                logged_scaled),
+                logged_scaled, samples_mixed),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -168,3 +168,31 @@ def test_softmax_axis_is_recorded_by_the_probe():
         df = s.records
         got = {r.metric: r.value for r in df[df.target == "softmax"].itertuples()}
         assert got["axis"] == axis and got["axis_size"] == size and got["ndim"] == 2
+
+
+# --- samples mixed across the batch (probes.batch_mixing: each half of the batch recomputed alone) ----------------
+def mixed(target: str, values, low: float = 0.0):
+    steps = dict(zip((1, 3, 11), values))
+    return frame(rec("batch_mixing", target, "mixed_rel", steps), rec("batch_mixing", target, "low_precision",
+                                                                      {s: low for s in steps}))
+
+
+def test_samples_mixed_names_the_deepest_module_and_is_an_error_on_two_readings():
+    df = frame(mixed("<root>", [0.3, 0.3]), mixed("pool", [0.4, 0.5]), mixed("pool.attn", [0.6, 0.5]),
+               mixed("text", [0.0, 0.0]))
+    f = one(R.samples_mixed(df, ctx()), "samples_mixed")
+    assert f.severity == "error" and f.target == "pool.attn"
+    assert f.evidence["readings"] == 2 and f.evidence["steps"] == [1, 3]
+    assert f.evidence["mixed_rel_median"] == 0.55 and f.evidence["modules_mixing"] == ["pool.attn"]
+
+
+def test_samples_mixed_one_reading_is_a_warning():
+    assert one(R.samples_mixed(mixed("pool", [0.4]), ctx()), "samples_mixed").severity == "warning"
+
+
+def test_samples_mixed_quiet_on_rounding_and_on_a_reading_that_does_not_hold():
+    assert R.samples_mixed(mixed("pool", [2e-7, 9e-4]), ctx()) == []  # float32 recomputation on half a batch
+    assert R.samples_mixed(mixed("pool", [0.3, 1e-7]), ctx()) == []  # not on every reading: not the code's layout
+    # float16 / bfloat16 outputs: rounding alone reaches 1e-2
+    assert R.samples_mixed(mixed("pool", [0.02, 0.03], low=1.0), ctx()) == []
+    assert one(R.samples_mixed(mixed("pool", [0.2, 0.3], low=1.0), ctx()), "samples_mixed").severity == "error"

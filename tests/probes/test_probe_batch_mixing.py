@@ -1,0 +1,90 @@
+"""probes.batch_mixing: each half of the batch recomputed alone, in eval mode, on the step's own inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from probes import attach
+from probes.batch_mixing import mixing
+
+B, T, D = 8, 5, 12
+
+
+class Pooler(nn.Module):
+    """Latent attention pooling over (B, T, D) tokens, with a dropout and a batch norm that must not count."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(T, D))  # as many latents as tokens: no shape error
+        self.attn = nn.MultiheadAttention(D, 2, batch_first=batch_first, dropout=0.5)
+        self.norm = nn.BatchNorm1d(D)
+
+    def forward(self, tokens):
+        q = self.latents.unsqueeze(0).expand(len(tokens), -1, -1)
+        return self.norm(self.attn(q, tokens, tokens)[0].mean(1))
+
+
+class Model(nn.Module):
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.pool = Pooler(batch_first)
+        self.proj = nn.Linear(D, D)
+
+    def forward(self, tokens):
+        return nn.functional.normalize(self.proj(self.pool(tokens)), dim=-1)
+
+
+def run(batch_first: bool, steps: int = 4):
+    model = Model(batch_first)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with attach(model, optimizer=opt, probes=["batch_mixing"]) as session:
+        for step in range(steps):
+            x = torch.randn(B, T, D)
+            emb = model(x)
+            loss = emb.var(0).sum()
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step, embeddings={"image": emb}, batch_size=B)
+            opt.step()
+    return session
+
+
+def test_attention_over_the_batch_axis_is_measured_where_it_happens():
+    session = run(batch_first=False)
+    df = session.records
+    rel = df[(df.probe == "batch_mixing") & (df.metric == "mixed_rel")].pivot_table(index="target", columns="step",
+                                                                                  values="value")
+    assert list(rel.columns) == [1, 3]  # the forwards after observations 0 and 2
+    assert (rel.loc["pool.attn"] > 0.05).all()  # (B, T, D) read as (L=B, N=T, D): attention over the batch
+    assert (rel.loc["proj"] < 1e-5).all() and (rel.loc["pool.norm"] < 1e-5).all()  # batch norm: running stats
+    assert (rel.loc["pool"] > 0.05).all() and set(rel.index) == {"<root>", "pool", "proj", "pool.attn", "pool.norm"}
+    assert session.coverage()["batch_mixing_tests"] == 10
+
+
+def test_batch_first_attention_is_clean_and_the_descent_stops_below_the_root_children():
+    session = run(batch_first=True)
+    df = session.records
+    rel = df[(df.probe == "batch_mixing") & (df.metric == "mixed_rel")]
+    assert set(rel.target) == {"<root>", "pool", "proj", "pool.attn"}  # attention modules are always tested
+    assert (rel.value < 1e-5).all()
+
+
+def test_the_test_leaves_rng_modes_and_buffers_as_it_found_them():
+    model = Model(batch_first=False).train()
+    model.pool.norm.eval()  # a mixed state, restored module by module
+    x = torch.randn(B, T, D)
+    running = model.pool.norm.running_mean.clone()
+    state = torch.random.get_rng_state()
+    rel, low = mixing(model.pool, (x,), {}, B)
+    assert rel > 0.05 and not low
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert model.training and model.pool.attn.training and not model.pool.norm.training
+    assert torch.equal(model.pool.norm.running_mean, running)
+
+
+def test_untestable_calls_are_passed_over():
+    lin = nn.Linear(D, D)
+    assert mixing(lin, (torch.randn(B, B),), {}, B) is None  # two axes of the batch's size: which one?
+    assert mixing(lin, (torch.randn(3, D),), {}, B) is None  # no axis of the batch's size
+    assert mixing(lin, (torch.randn(2, D),), {}, 2) is None  # too small to halve
