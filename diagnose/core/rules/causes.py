@@ -18,6 +18,11 @@ class Cause:
 CAUSES: tuple[Cause, ...] = (
     Cause("nonfinite_divergence", "training diverged to NaN/Inf",
           "lower the lr, clip gradients, look for log(0) or x/0"),
+    # before no_gradient_path: a module whose output is the same for every sample (a [CLS] query attending over
+    # the batch's identical [CLS] tokens) passes no gradient to what feeds it, so mixing can produce dead
+    # gradients upstream; a missing gradient path cannot make samples depend on each other
+    Cause("pooling_axis", "a softmax or attention runs over the batch axis: samples are mixed",
+          "pass the token axis to the softmax (dim=-1); nn.MultiheadAttention(..., batch_first=True) for (B, T, D)"),
     Cause("no_gradient_path", "part of the model gets no gradient",
           "find the detach()/no_grad/frozen path between these parameters and the loss"),
     Cause("param_not_in_optimizer", "trainable parameters get gradients but are in no optimizer param group",
@@ -26,7 +31,6 @@ CAUSES: tuple[Cause, ...] = (
           "use torch.arange(B) over the logits' rows as the targets"),
     Cause("symmetric_latents", "the latents/queries are copies of each other",
           "initialise latents randomly (e.g. normal std 0.02), not a constant"),
-    Cause("pooling_axis", "a softmax normalises over the batch axis", "pass the token axis to the softmax (dim=-1)"),
     Cause("logging_misstates_loss", "the logged losses misstate the objective",
           "log each component from the tensor that enters the total"),
     Cause("replicas_out_of_sync", "the ranks' model replicas hold different parameters",
