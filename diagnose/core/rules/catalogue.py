@@ -34,7 +34,7 @@ from .gradients import (
 from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
-from .loss_logging import IdenticalComponents, LoggedScaled, LoggedTotal
+from .loss_logging import IdenticalComponents, LoggedAggregate, LoggedScaled, LoggedTotal
 from .margin import FarShortOfMargin
 from .optimizer import LearningRateGone, ParamsOutsideOptimizer
 from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNotNormalised, InputSharedComponent
@@ -61,6 +61,8 @@ scale_update_high, pairs_unrelated, logged_scaled = ScaleUpdateHigh(), PairsUnre
 far_short_of_margin = FarShortOfMargin()
 # a counterfactual on the step's own inputs: the batch cut in half
 samples_mixed = SamplesMixed()
+# the reported loss as an aggregate (running mean, moving average, micro-batch sum) of the logits' own
+logged_aggregate = LoggedAggregate()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -72,7 +74,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
-                logged_scaled, samples_mixed),
+                logged_scaled, samples_mixed, logged_aggregate),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -1,6 +1,6 @@
 """Rules on what the training log says about the loss: a total that is not the weighted sum of its
 logged components, components logged as identical, and a loss logged as a constant multiple of the
-cross-entropy of the logits observed with it."""
+cross-entropy of the logits observed with it, or as its running mean, moving average or micro-batch sum."""
 
 from __future__ import annotations
 
@@ -127,3 +127,114 @@ class LoggedScaled(Rule):
             "factor (a loss divided for gradient accumulation and logged as divided, or summed over devices).", ev,
             "Log the loss before dividing it for accumulation (or multiply back); pass observe the value of the "
             "objective itself.", comp)]
+
+
+# A reported loss that is an aggregate of the per-step cross-entropies of the logits observed with it.
+# Running mean since the first step and an exponential moving average are deterministic functions of those
+# values: they agree to float rounding (AGG_REL_TOL) or not at all. Either only matters where it differs
+# from the step's own value by more than SCALED_MIN_OFF on some step, over AGG_MIN_STEPS consecutive steps.
+AGG_REL_TOL, AGG_MIN_STEPS = 1e-3, 8
+# A sum over k micro-batches (or devices) logged instead of their mean, with the logits of one of them
+# observed: the ratio reported / own scatters around the integer k as one micro-batch's cross-entropy
+# scatters around the mean of k (a few % at batch 32-256). Its median within SUM_INT_TOL of k >= 2 and its
+# interquartile range under SUM_IQR of k; any other extra term or temperature has no reason to sit at an
+# integer. A ratio that is constant to rounding is `loss_logged_scaled`'s.
+SUM_INT_TOL, SUM_IQR = 0.03, 0.2
+
+
+def _consecutive(both: pd.DataFrame) -> pd.DataFrame:
+    """The first run of consecutive steps (a running mean needs every step from the first)."""
+    steps = both.index.to_numpy()
+    breaks = [i for i in range(1, len(steps)) if steps[i] != steps[i - 1] + 1]
+    return both.iloc[: breaks[0]] if breaks else both
+
+
+class LoggedAggregate(Rule):
+    """The reported contrastive loss is a running mean, a moving average or a micro-batch sum of the
+    cross-entropies of the logits passed with it, not the step's own value."""
+
+    topic = "logging"
+    emits = (Emit("loss_logged_running_mean", ("error",), "logging_misstates_loss", 1),
+             Emit("loss_logged_smoothed", ("warning",), "logging_misstates_loss", 1),
+             Emit("loss_logged_summed", ("error",), "logging_misstates_loss", 1))
+    needs = (("contrastive", "loss_diagonal"),)
+    thresholds = {"AGG_REL_TOL": AGG_REL_TOL, "AGG_MIN_STEPS": AGG_MIN_STEPS, "SUM_INT_TOL": SUM_INT_TOL,
+                  "SUM_IQR": SUM_IQR}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        comp = primary_component(df)
+        both = pd.concat({"reported": series(df, "loss_split", comp, "value"),
+                          "own": series(df, "contrastive", "logits", "loss_diagonal")}, axis=1).dropna()
+        both = both[(both["own"].abs() > 1e-6) & both.abs().lt(float("inf")).all(axis=1)]
+        if len(both) < AGG_MIN_STEPS:
+            return []
+        off = float(((both["reported"] - both["own"]).abs() / both["own"].abs()).max())
+        if off <= SCALED_MIN_OFF:
+            return []
+        ev = {"component": comp, "steps": span(both["own"]), "max_relative_gap": rnd(off, 4)}
+        for finding in (self._running_mean(both, comp, ev, ctx), self._smoothed(both, comp, ev, ctx),
+                        self._summed(both, comp, ev, ctx)):
+            if finding is not None:
+                return [finding]
+        return []
+
+    @staticmethod
+    def _running_mean(both: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
+        run = _consecutive(both)
+        if len(run) < AGG_MIN_STEPS:
+            return None
+        mean = run["own"].expanding().mean()
+        err = float(((run["reported"] - mean).abs() / mean.abs()).max())
+        if err >= AGG_REL_TOL:
+            return None
+        last = run.iloc[-1]
+        return Finding(
+            "loss_logged_running_mean", "error", ctx.name,
+            f"the reported {comp} is the mean of the logits' own cross-entropy over every step since step "
+            f"{int(run.index[0])} (agrees to {err:.1g} on {len(run)} consecutive steps): at step {int(run.index[-1])} "
+            f"it reads {last['reported']:.4f} while the step's own loss is {last['own']:.4f}. A mean since the start "
+            "lags further behind every step: the curve and every reading of it against ln(B) describe the past.",
+            {**ev, "relative_error": rnd(err, 8), "reported_end": rnd(last["reported"]), "own_end": rnd(last["own"])},
+            "Pass observe the step's own loss (loss.item()), not a meter's global average.", comp)
+
+    @staticmethod
+    def _smoothed(both: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
+        run = _consecutive(both)
+        if len(run) < AGG_MIN_STEPS:
+            return None
+        r, o = run["reported"].to_numpy(), run["own"].to_numpy()
+        dr, gap = r[1:] - r[:-1], o[1:] - r[:-1]
+        denom = float((gap * gap).sum())
+        if denom <= 0:
+            return None
+        alpha = float((dr * gap).sum() / denom)
+        if not 1e-3 < alpha < 0.999:
+            return None
+        err = float((abs(r[1:] - (r[:-1] + alpha * gap)) / abs(o[1:])).max())
+        if err >= AGG_REL_TOL:
+            return None
+        return Finding(
+            "loss_logged_smoothed", "warning", ctx.name,
+            f"the reported {comp} is an exponential moving average of the logits' own cross-entropy (weight "
+            f"{alpha:.3g} on each new step; agrees to {err:.1g} on {len(run)} consecutive steps): the curve lags the "
+            "run by about 1/weight steps, so a run that stopped learning or diverged shows it late.",
+            {**ev, "alpha": rnd(alpha, 6), "relative_error": rnd(err, 8)},
+            "Pass observe the step's own loss and smooth only for display.", comp)
+
+    @staticmethod
+    def _summed(both: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
+        ratio = both["reported"] / both["own"]
+        c = float(ratio.median())
+        k = round(c)
+        iqr = float(ratio.quantile(0.75) - ratio.quantile(0.25))
+        spread = float((ratio.max() - ratio.min()) / abs(c)) if c else float("inf")
+        if k < 2 or abs(c - k) > SUM_INT_TOL * k or iqr > SUM_IQR * k or spread < SCALED_SPREAD:
+            return None
+        return Finding(
+            "loss_logged_summed", "error", ctx.name,
+            f"the reported {comp} is {c:.3g} x the cross-entropy of the logits passed with it (median over "
+            f"{len(ratio)} steps, interquartile range {iqr:.2g}), scattering around the integer {k} as one batch's "
+            f"loss scatters around the mean of {k}: a sum over {k} micro-batches (or devices) is logged instead of "
+            f"their mean, so the curve reads {k}x the objective and every reading against ln(B) is off by {k}.",
+            {**ev, "factor_median": rnd(c, 4), "k": k, "ratio_iqr": rnd(iqr, 4)},
+            f"Log the mean over the {k} micro-batches (sum of loss / {k}), the value the optimizer minimises.", comp)

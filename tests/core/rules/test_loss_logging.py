@@ -46,3 +46,43 @@ def test_loss_logged_scaled_by_a_constant_factor_and_near_misses():
                            ctx()) == []
     smoothed = [0.9 * v + 0.1 * LN_B for v in own]
     assert R.logged_scaled(frame(logits, rec("loss_split", "loss_clip", "value", smoothed)), ctx()) == []
+
+
+def _aggregate_frame(own, reported):
+    return frame(rec("contrastive", "logits", "loss_diagonal", list(own)),
+                 rec("loss_split", "loss_clip", "value", list(reported)))
+
+
+def test_loss_logged_as_a_running_mean_a_moving_average_or_a_micro_batch_sum():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    own = np.linspace(LN_B, 0.5, N) * (1 + 0.05 * rng.standard_normal(N))  # a learning run, one batch's noise
+    mean = np.cumsum(own) / np.arange(1, N + 1)
+    f = one(R.logged_aggregate(_aggregate_frame(own, mean), ctx()), "loss_logged_running_mean")
+    assert f.severity == "error" and f.evidence["relative_error"] < 1e-6
+    ema = [own[0]]
+    for v in own[1:]:
+        ema.append(0.9 * ema[-1] + 0.1 * v)
+    f = one(R.logged_aggregate(_aggregate_frame(own, ema), ctx()), "loss_logged_smoothed")
+    assert f.severity == "warning" and f.evidence["alpha"] == pytest.approx(0.1)
+    # four micro-batches summed, the last one's logits observed: each micro-batch its own noise
+    micro = np.linspace(LN_B, 0.5, N)[:, None] * (1 + 0.05 * rng.standard_normal((N, 4)))
+    f = one(R.logged_aggregate(_aggregate_frame(micro[:, -1], micro.sum(1)), ctx()), "loss_logged_summed")
+    assert f.severity == "error" and f.evidence["k"] == 4
+
+
+def test_loss_logged_aggregate_near_misses():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    own = np.linspace(LN_B, 0.5, N) * (1 + 0.05 * rng.standard_normal(N))
+    for reported in (own,  # the step's own loss
+                     own * (1 + 1e-4 * rng.standard_normal(N)),  # rounded on the way
+                     np.cumsum(own) / np.arange(1, N + 1) * (1 + 0.01 * rng.standard_normal(N)),  # not the mean
+                     # the mean of four micro-batches (the objective) with one micro-batch's logits observed
+                     np.linspace(LN_B, 0.5, N) * (1 + 0.025 * rng.standard_normal(N)),
+                     own * 2.5 * (1 + 0.05 * rng.standard_normal(N)),  # a factor at no integer
+                     own * 4):  # constant to rounding: loss_logged_scaled's, not a sum of noisy parts
+        assert R.logged_aggregate(_aggregate_frame(own, reported), ctx()) == []
+    assert R.logged_aggregate(_aggregate_frame(own[:5], np.cumsum(own[:5]) / np.arange(1, 6)), ctx()) == []  # 5 steps
