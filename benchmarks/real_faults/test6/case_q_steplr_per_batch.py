@@ -3,9 +3,9 @@
 sits inside the batch loop next to `optimizer.step()`. StepLR counts calls, not epochs, so the learning rate is cut
 10x after 10 batches, 100x after 20 (the end of the first epoch) and is 1e-10 of its value by batch 100: the
 aligner gets about ten useful updates and the CLIP loss stays near ln(B). The threads: pytorch/tutorials#640
-("scheduler.step() per epoch not per batch", merged by soumith) and nodefluxio/vortex#58 ("Pytorch original scheduler have different
-application of scheduler step (some of them in each batch update, the others only called once per epoch). However
-in default trainer, it always called per batch update").
+("scheduler.step() per epoch not per batch", merged by soumith) and nodefluxio/vortex#58 ("Pytorch original
+scheduler have different application of scheduler step (some of them in each batch update, the others only called
+once per epoch). However in default trainer, it always called per batch update").
 Thread: pytorch/tutorials#640 ("scheduler.step() per epoch not per batch"); nodefluxio/vortex#58 ("it always
 called per batch update").
 Fix: call `sched.step()` after the batch loop (once per epoch), not inside it.
