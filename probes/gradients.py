@@ -5,6 +5,10 @@ Metrics (probe ``gradient_flow``, target = parameter name):
   nonfinite_grad (count of NaN/Inf grad elements), grad_is_none (1, only for trainable parameters
   that received no gradient), update_to_param = ‖θ_after − θ_before‖ / ‖θ_before‖ of the optimizer
   step that followed the observation.
+  probe ``gradient_flow.model`` also, where weights are stored in float16 / bfloat16: low_precision_share (their
+  share of the trainable elements) and low_precision_unchanged_frac (the share of those elements the optimizer
+  step left bit-identical: an update under half the spacing of neighbouring numbers rounds back to the old
+  weight; one count per step on the snapshot already taken, float32 weights pay nothing).
 Aggregates use the norm of the concatenated group (√Σ‖·‖²), summed counts and pooled fractions:
   probe ``gradient_flow.module`` — target = owning module path (``<root>`` for top-level params);
   probe ``gradient_flow.layer``  — target = enclosing indexed block (``...layers.3``), else the
@@ -62,6 +66,7 @@ def _indexed_prefixes(model: nn.Module) -> list[str]:
 
 PARAM_METRICS = ["grad_norm", "param_norm", "grad_to_param", "zero_grad_frac", "nonfinite_grad"]
 LEVEL_METRICS = [*PARAM_METRICS, "grad_is_none_frac"]
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _by_device_dtype(tensors: list[torch.Tensor]) -> list[list[int]]:
@@ -126,6 +131,8 @@ class GradientFlow(Probe):
         self._fused = _by_device_dtype(self.params)
         self._layouts: dict[tuple, tuple] = {}
         self._fused_params = [[self.params[i] for i in group] for group in self._fused]
+        self._low_numel = float(sum(self.numel[i] for group in self._fused for i in group
+                                    if self.params[i].dtype in LOW_PRECISION))
         self._order = np.asarray([i for g in self._fused for i in g], dtype=np.int64)
         prefixes = _indexed_prefixes(session.model)
         self.groups: dict[str, dict[str, list[int]]] = {"module": {}, "layer": {}}
@@ -299,18 +306,22 @@ class GradientFlow(Probe):
             return
         step, before = self._pending
         self._pending = None
-        values = []
+        values, counts = [], []
         with torch.no_grad():
             for group, group_params in zip(self._fused, self._fused_params):
                 # snapshot := θ_before − θ_after, in place: no allocation per step
                 snap = [self._snapshot[i] for i in group]
                 torch._foreach_sub_(snap, group_params)
                 values.append(fused_norms(snap))
-        session.buffer.later(step, self.name, values, lambda dn: self._update_rows(session, step, before, dn))
+                if group_params[0].dtype in LOW_PRECISION:  # which elements the step changed at all
+                    counts.append(nonzero_counts(snap).sum())
+        session.buffer.later(step, self.name, values + counts,
+                             lambda dn: self._update_rows(session, step, before, dn))
 
     def _update_rows(self, session: "ProbeSession", step: int, before: np.ndarray, floats: list[float]) -> Columns:
-        dn = np.empty(len(self.params))
-        dn[self._order] = floats
+        n = len(self.params)
+        dn = np.empty(n)
+        dn[self._order] = floats[:n]
         for level, (seg, idx, targets) in self._segments.items():
             k = len(targets)
             d2 = np.sqrt(np.bincount(seg, (dn * dn)[idx], minlength=k))
@@ -320,4 +331,8 @@ class GradientFlow(Probe):
                 self.model_update = (self.model_update + ratio)[-31:]
             session.buffer.extend_columns(step, f"{self.name}.{level}",
                                           Columns(targets, ["update_to_param"] * k, ratio))
+        if self._low_numel:  # float16 / bfloat16 weights: the share of their elements the step left as they were
+            session.buffer.extend_columns(step, f"{self.name}.model", Columns(
+                ["model", "model"], ["low_precision_unchanged_frac", "low_precision_share"],
+                [1.0 - sum(floats[n:]) / self._low_numel, self._low_numel / max(float(self._numel.sum()), 1.0)]))
         return Columns(self.names, ["update_to_param"] * len(dn), _ratios(dn, before).tolist())

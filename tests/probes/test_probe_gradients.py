@@ -356,3 +356,28 @@ def test_full_schedule_spacing_grows_with_the_run_as_the_end_window_allows():
     assert (sched.ran, sched.measured) == (len(got), 130)
     with pytest.raises(ValueError, match="every"):
         FullSchedule(every=0)
+
+
+@pytest.mark.parametrize("lr, lost", [(1e-4, True), (3e-2, False)])
+def test_bfloat16_weights_the_step_leaves_bit_identical_are_counted(lr, lost):
+    """Adam moves every element by ~lr on its first step: in bfloat16 (8 significant bits) a step of 1e-4 on
+    weights of ~0.1-1 rounds back to the old value; 3e-2 does not. float32 weights record nothing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 1)).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.empty_like(p).uniform_(0.25, 1.0))  # spacing at 0.25-1: 2^-9 - 2^-7 (2e-3 - 8e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    with attach(model, optimizer=opt, probes=["gradient_flow"]) as session:
+        for step in range(3):
+            loss = model(torch.randn(8, 16, dtype=torch.bfloat16)).float().pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step)
+            opt.step()
+    df = session.records
+    same = df[df.metric == "low_precision_unchanged_frac"].value
+    assert len(same) == 3 and (df[df.metric == "low_precision_share"].value == 1.0).all()  # the hook: every step
+    assert ((same > 0.9) if lost else (same < 0.1)).all(), same.tolist()
+    plain = _records_of(Toy)
+    assert not (plain.metric == "low_precision_unchanged_frac").any()

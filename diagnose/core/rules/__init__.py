@@ -69,6 +69,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     temperature_limits_loss,
     update_ratio,
     update_ratio_low,
+    updates_rounded_away,
     weights_shrinking,
 )
 from .causes import BY_ID as CAUSES_BY_ID
@@ -105,5 +106,5 @@ __all__ = [
     "gathered_gradient_scale", "replicas_out_of_sync", "chance_mismatch", "no_data_signal", "flat_logits",
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
-    "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate",
+    "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "updates_rounded_away",
 ]

@@ -1,6 +1,6 @@
 """Rules on the optimizer the user handed over, read directly (probe ``optimizer``): trainable
-parameters that get gradients but sit in no param group, and a learning rate that the schedule has
-taken away."""
+parameters that get gradients but sit in no param group, a learning rate that the schedule has
+taken away, and float16 / bfloat16 weights whose updates round away."""
 
 from __future__ import annotations
 
@@ -121,3 +121,44 @@ class LearningRateGone(Rule):
         since = held_since(gone) if gone is not None else None
         return (since is not None and int((gone.index >= since).sum()) >= PERSIST_MIN_OBS
                 and not loss_falling(df, since))
+
+
+# Weights stored in float16 / bfloat16 (probe gradient_flow.model, low_precision_*): an optimizer update under
+# half the spacing of neighbouring numbers rounds back to the old weight. Adam's first steps move every element
+# by ~lr (sign-like), so the share of elements those steps leave bit-identical measures lr against the weights'
+# precision directly: over half of them means most of every step is lost. The early readings are the measure
+# (later, Adam's steps shrink with noisy gradients in any run that has learned, and the share rises there too).
+ROUNDED_AWAY, ROUNDED_EARLY_READINGS, LOW_PRECISION_MAJORITY = 0.5, 5, 0.5
+
+
+class UpdatesRoundedAway(Rule):
+    """Most float16 / bfloat16 weight elements left bit-identical by the early optimizer steps."""
+
+    topic = "optimizer"
+    emits = (Emit("updates_rounded_away", ("warning", "error"), "learning_rate_too_low", 1),)
+    needs = (("gradient_flow.model", "low_precision_unchanged_frac"),)
+    thresholds = {"ROUNDED_AWAY": ROUNDED_AWAY, "ROUNDED_EARLY_READINGS": ROUNDED_EARLY_READINGS,
+                  "LOW_PRECISION_MAJORITY": LOW_PRECISION_MAJORITY}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        same = finite(series(df, "gradient_flow.model", "model", "low_precision_unchanged_frac"))
+        share = finite(series(df, "gradient_flow.model", "model", "low_precision_share"))
+        if len(same) < ROUNDED_EARLY_READINGS or share.empty or float(share.iloc[-1]) < LOW_PRECISION_MAJORITY:
+            return []
+        early = float(same.iloc[:ROUNDED_EARLY_READINGS].median())
+        if early < ROUNDED_AWAY:
+            return []
+        first = int(same.index[0])
+        not_learning = len(same) >= PERSIST_MIN_OBS and not loss_falling(df, first) and not learned(*end_loss(df))
+        lr = ctx.optimizer.get("lr")
+        ev = {"unchanged_share_early": rnd(early), "unchanged_share_end": rnd(float(same.iloc[-1])),
+              "low_precision_share": rnd(float(share.iloc[-1])), "steps": span(same), "lr": lr,
+              "threshold": ROUNDED_AWAY}
+        return [Finding(
+            "updates_rounded_away", "error" if not_learning else "warning", ctx.name,
+            f"{early:.0%} of the weight elements (stored in float16 / bfloat16: {float(share.iloc[-1]):.0%} of the "
+            f"trainable ones) came out of the first optimizer steps bit-identical: at lr {lr} each update is under "
+            "half the spacing between neighbouring numbers of that precision and rounds back to the old weight, so "
+            "most of every step is lost" + (" and the loss has not come down" if not_learning else "") + ".", ev,
+            "Keep float32 master weights (autocast for the compute, or the optimizer's own fp32 copy) or raise "
+            "the learning rate; compare the share of unchanged elements after the change.")]

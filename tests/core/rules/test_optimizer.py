@@ -57,3 +57,28 @@ def test_lr_schedule_near_misses_warm_up_and_a_schedule_that_ended_after_learnin
     assert R.learning_rate_gone(learned, ctx()) == []
     kept = [1e-3 * 0.5 ** (s / 20) for s in range(N)]  # decays, but keeps 25% of its peak
     assert R.learning_rate_gone(frame(_lr(kept), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
+
+
+def _rounded(same, loss_values, share: float = 1.0):
+    n = len(loss_values)
+    return frame(rec("gradient_flow.model", "model", "low_precision_unchanged_frac", same),
+                 rec("gradient_flow.model", "model", "low_precision_share", [share] * len(same)),
+                 loss("loss_clip", loss_values), moving(n, 1e-3))
+
+
+def test_updates_rounded_away_error_while_the_loss_stays_and_warning_once_it_falls():
+    stays = noisy([LN_B * 1.01] * N)
+    df = _rounded([0.78, 0.8, 0.8, 0.81] + [0.84] * (N - 4), stays)
+    f = one(R.updates_rounded_away(df, ctx(optimizer={"lr": 1e-4})), "updates_rounded_away")
+    assert f.severity == "error" and f.evidence["unchanged_share_early"] == 0.8 and f.evidence["lr"] == 1e-4
+    falls = noisy(np.linspace(LN_B, 0.3 * LN_B, N))
+    assert one(R.updates_rounded_away(_rounded([0.8] * N, falls), ctx()), "updates_rounded_away").severity == "warning"
+
+
+def test_updates_rounded_away_near_misses():
+    stays = noisy([LN_B * 1.01] * N)
+    # early steps move most elements; the share rises late as Adam's steps shrink (a run at a workable lr)
+    assert R.updates_rounded_away(_rounded([0.22, 0.31, 0.33, 0.35, 0.35] + [0.8] * (N - 5), stays), ctx()) == []
+    # a bfloat16 head on a float32 model: not the weights that carry the run
+    assert R.updates_rounded_away(_rounded([0.9] * N, stays, share=0.1), ctx()) == []
+    assert R.updates_rounded_away(_rounded([0.9] * 4, stays), ctx()) == []  # too few readings
