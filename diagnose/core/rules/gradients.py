@@ -11,7 +11,20 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, END_MIN_POINTS, left_chance
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
+from .base import (
+    Emit,
+    Rule,
+    RunContext,
+    end_loss,
+    finite,
+    primary_component,
+    rnd,
+    select,
+    series,
+    span,
+    targets,
+    window,
+)
 
 # A layer whose gradient norm is 1e-4 of the median layer's gets no usable signal (vanishing);
 # 1e4 times the median dominates every update (exploding).
@@ -69,7 +82,8 @@ class GradientPresence(Rule):
 
     topic = "gradients"
     emits = (Emit("no_gradient", ("error",), "no_gradient_path", 1),
-             Emit("dead_gradients", ("error",), "no_gradient_path", 1))
+             Emit("dead_gradients", ("error",), "no_gradient_path", 1),
+             Emit("scale_without_gradient", ("warning",), "temperature", 1))
     needs = (("gradient_flow", "grad_is_none"), ("gradient_flow.layer", "zero_grad_frac"))
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
@@ -88,6 +102,20 @@ class GradientPresence(Rule):
         zero = select(df, "gradient_flow.layer", "zero_grad_frac").pivot_table(index="step", columns="target",
                                                                                values="value")
         dead = dead_layers(zero)
+        scales = _dead_temperatures(df, dead)
+        dead = [t for t in dead if t not in scales]
+        for layer, name in scales.items():
+            value = finite(series(df, "gradient_flow", name, "param_norm"))
+            out.append(Finding(
+                "scale_without_gradient", "warning", ctx.name,
+                f"the temperature parameter {name} (one element) received exactly-zero gradients on every step of the "
+                f"window and stays at |{float(value.iloc[-1]) if len(value) else float('nan'):.4g}|: a clamp or "
+                "bound it sits beyond passes no gradient (clamping exp(scale) at the bound meant for scale itself, "
+                "or a min/max after the exp), so the softmax keeps the sharpness it started with.",
+                {"parameter": name, "layer": layer, "window_steps": span(window(zero[layer])),
+                 "value_end": rnd(float(value.iloc[-1])) if len(value) else None},
+                "Clamp the parameter itself in place after the step (open_clip: logit_scale.clamp_(0, ln 100)), or "
+                "clamp exp(scale) at 100, not at ln 100.", name))
         if dead:
             out.append(Finding(
                 "dead_gradients", "error", ctx.name,
@@ -96,6 +124,23 @@ class GradientPresence(Rule):
                 {"layers": dead, "window_steps": span(window(zero[dead[0]]))},
                 "Look for a ReLU/mask/softmax that saturates, or a zero multiplier in the path.", dead[0]))
         return out
+
+
+def _dead_temperatures(df: pd.DataFrame, dead: list[str]) -> dict[str, str]:
+    """{layer: parameter} for dead layers that hold a single element, a parameter named like a temperature: a
+    scalar that gets no gradient pins the temperature; it does not cut anything upstream from the loss."""
+    if not dead:
+        return {}
+    sizes = select(df, "gradient_flow.layer", "numel").groupby("target")["value"].first()
+    out = {}
+    for layer in dead:
+        if float(sizes.get(layer, 0.0)) != 1.0:
+            continue
+        names = [t for t in targets(df, "gradient_flow", "zero_grad_frac")
+                 if (t.rpartition(".")[0] or "<root>") == layer and TEMPERATURE_NAME.search(t)]
+        if len(names) == 1:
+            out[layer] = names[0]
+    return out
 
 
 def dead_layers(zero: pd.DataFrame) -> list[str]:

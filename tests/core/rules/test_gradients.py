@@ -161,3 +161,20 @@ def test_weights_shrinking_per_layer_when_the_total_holds():
     # a layer shrinking while the model grows (a logit scale driven down by large steps): not decay
     grown = rec("gradient_flow.model", "model", "param_norm", tail(10.0, 25.0))
     assert R.weights_shrinking(frame(grown, proj, norms), ctx()) == []
+
+
+def _dead_scalar(name: str, layer: str, numel: float):
+    return frame(layers({"proj": 1e-2, layer: 0.0}, zero={"proj": 0.0, layer: 1.0}),
+                 rec("gradient_flow.layer", layer, "numel", {0: numel}), rec("gradient_flow.layer", "proj", "numel",
+                                                                             {0: 64.0}),
+                 rec("gradient_flow", name, "zero_grad_frac", 1.0), rec("gradient_flow", name, "param_norm", 4.6052))
+
+
+def test_a_temperature_scalar_without_gradient_pins_the_temperature_it_cuts_nothing_upstream():
+    found = R.gradient_presence(_dead_scalar("logit_scale", "<root>", 1.0), ctx())
+    f = one(found, "scale_without_gradient")
+    assert "dead_gradients" not in ids(found)
+    assert f.severity == "warning" and f.target == "logit_scale" and f.evidence["value_end"] == 4.6052
+    # near misses: a dead layer of many elements, and a dead scalar not named like a temperature
+    assert ids(R.gradient_presence(_dead_scalar("head.logit_scale", "head", 65.0), ctx())) == ["dead_gradients"]
+    assert ids(R.gradient_presence(_dead_scalar("gate", "<root>", 1.0), ctx())) == ["dead_gradients"]
