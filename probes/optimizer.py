@@ -10,6 +10,11 @@ Probe ``optimizer`` (python numbers only: nothing reaches the device):
       numel_with_grad
   target = parameter name, metric ``outside_optimizer_numel``: the first `MAX_NAMED` such parameters
       by name, so a finding can say which ones.
+  per group also weight_decay and decoupled (1 for AdamW-style decay applied to the weights, 0 for an L2 term
+      added to the gradient: Adam, SGD, RMSprop with weight_decay); and once, at the first observation and
+      when the groups change, metric ``optimizer_group`` = the group's index for every trainable parameter
+      in a group with weight_decay > 0 (a rule then reads the decay term against the gradient with the
+      gradient_flow probe's per-parameter norms).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class OptimizerState(Probe):
         self._layout: tuple[int, ...] | None = None
         self._outside: list[tuple[str, object]] = []
         self._first_lr: dict[int, float] = {}
+        self._members_due = False  # set where the groups' layout is (re)read
 
     def setup(self, session: "ProbeSession") -> None:
         self._layout = None
@@ -44,6 +50,7 @@ class OptimizerState(Probe):
         if layout == self._layout:
             return
         self._layout = layout
+        self._members_due = True
         in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
         self._outside = [(n, p) for n, p in session.model.named_parameters() if id(p) not in in_groups]
 
@@ -60,13 +67,29 @@ class OptimizerState(Probe):
             trainable = [p for p in g["params"] if p.requires_grad]
             numel = float(sum(p.numel() for p in trainable))
             rows += [(target, "lr", lr), (target, "lr_initial", _number(g.get("initial_lr", first))),
-                     (target, "params", float(len(trainable))), (target, "numel", numel)]
+                     (target, "params", float(len(trainable))), (target, "numel", numel),
+                     (target, "weight_decay", _number(g.get("weight_decay", 0.0))),
+                     (target, "decoupled", float(_decoupled(opt, g))), (target, "index", float(i))]
+        if self._members_due:
+            self._members_due = False
+            names = {id(p): n for n, p in session.model.named_parameters()}
+            rows += [(names[id(p)], "optimizer_group", float(i)) for i, g in enumerate(opt.param_groups)
+                     if _number(g.get("weight_decay", 0.0)) > 0 for p in g["params"]
+                     if p.requires_grad and id(p) in names]
         trainable = [(n, p) for n, p in self._outside if p.requires_grad]
         with_grad = [(n, p) for n, p in trainable if p.grad is not None]
         rows += [("outside", "trainable", float(len(trainable))), ("outside", "with_grad", float(len(with_grad))),
                  ("outside", "numel_with_grad", float(sum(p.numel() for _, p in with_grad)))]
         rows += [(n, "outside_optimizer_numel", float(p.numel())) for n, p in with_grad[:MAX_NAMED]]
         session.buffer.extend(obs.step, self.name, rows)
+
+
+def _decoupled(opt: object, group: dict) -> bool:
+    """Decay applied to the weights (AdamW, Adam(decoupled_weight_decay=True), Lion, ...) rather than an L2 term
+    added to the gradient before the optimizer's normalisation."""
+    if group.get("decoupled_weight_decay"):
+        return True
+    return type(opt).__name__ in ("AdamW", "Lion", "LAMB", "Lamb", "Adafactor", "FusedAdam", "DecoupledAdamW")
 
 
 def _number(x: object) -> float:

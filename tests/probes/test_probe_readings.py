@@ -174,3 +174,23 @@ def test_contrastive_targets_outside_the_columns_give_nan_not_a_loss():
     v = _values(session.records, "contrastive")
     assert math.isnan(v[("logits", "loss_target")])
     assert v[("logits", "targets_distinct")] == pytest.approx(1.0)  # four distinct values, one of them invalid
+
+
+@pytest.mark.parametrize("cls, decoupled", [(torch.optim.Adam, 0.0), (torch.optim.AdamW, 1.0)])
+def test_optimizer_reads_each_groups_decay_its_kind_and_which_parameters_it_covers(cls, decoupled):
+    model = _towers()
+    opt = cls([{"params": [model["img"].weight, model["txt"].weight], "weight_decay": 0.3},
+               {"params": [model["img"].bias, model["txt"].bias], "weight_decay": 0.0}], lr=1e-3)
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        for step in range(2):
+            _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step)
+            opt.step()
+    v = _values(session.records, "optimizer")
+    assert v[("group0", "weight_decay")] == pytest.approx(0.3) and v[("group1", "weight_decay")] == 0.0
+    assert v[("group0", "decoupled")] == decoupled and v[("group1", "index")] == 1.0
+    members = session.records[session.records.metric == "optimizer_group"]
+    assert sorted(members.target) == ["img.weight", "txt.weight"] and set(members.value) == {0.0}
+    assert set(members.step) == {0}  # once, while the groups stay as they are

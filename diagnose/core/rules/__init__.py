@@ -33,6 +33,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     attention_entropy,
     chance_mismatch,
     chance_not_collapsed,
+    decay_dominates_gradient,
     declarations,
     embedding_collapse,
     embedding_without_gradient,
@@ -107,4 +108,5 @@ __all__ = [
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
     "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "updates_rounded_away",
+    "decay_dominates_gradient",
 ]

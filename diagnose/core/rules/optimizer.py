@@ -162,3 +162,66 @@ class UpdatesRoundedAway(Rule):
             "most of every step is lost" + (" and the loss has not come down" if not_learning else "") + ".", ev,
             "Keep float32 master weights (autocast for the compute, or the optimizer's own fp32 copy) or raise "
             "the learning rate; compare the share of unchanged elements after the change.")]
+
+
+# An L2 weight decay added to the gradient (Adam, SGD, RMSprop with weight_decay; not AdamW's decoupled decay)
+# enters the step as g + wd * w. Where ||wd * w|| is ten times ||g|| for a param group, the direction the
+# optimizer takes (Adam normalises it per element) is the decay's: the contrastive gradient is a tenth of it and
+# the weights are pulled to zero before they can follow it. Read on the early steps (DECAY_EARLY_READINGS):
+# later the shrunken weights bring the two terms level whatever the cause.
+DECAY_DOMINATES, DECAY_EARLY_READINGS = 10.0, 10
+
+
+class DecayDominatesGradient(Rule):
+    """A param group whose coupled (L2) weight-decay term is many times its gradient."""
+
+    topic = "optimizer"
+    emits = (Emit("decay_dominates_gradient", ("warning", "error"), "weight_decay_collapse", 1),)
+    needs = (("optimizer", "optimizer_group"), ("gradient_flow", "grad_norm"))
+    thresholds = {"DECAY_DOMINATES": DECAY_DOMINATES, "DECAY_EARLY_READINGS": DECAY_EARLY_READINGS}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        members = select(df, "optimizer", "optimizer_group").groupby("target")["value"].last()
+        if members.empty:
+            return []
+        out = []
+        for target in targets(df, "optimizer", "weight_decay"):
+            wd = finite(series(df, "optimizer", target, "weight_decay"))
+            coupled = finite(series(df, "optimizer", target, "decoupled"))
+            index = finite(series(df, "optimizer", target, "index"))
+            if wd.empty or index.empty or float(wd.iloc[-1]) <= 0 or coupled.empty or float(coupled.iloc[-1]) != 0:
+                continue
+            names = list(members[members == float(index.iloc[-1])].index)
+            ratio = self._ratio(df, names, float(wd.iloc[-1]))
+            if len(ratio) < PERSIST_MIN_OBS:
+                continue
+            early = float(ratio.iloc[:DECAY_EARLY_READINGS].median())
+            if not early > DECAY_DOMINATES:
+                continue
+            learning = learned(*end_loss(df)) or loss_falling(df, int(ratio.index[0]))
+            ev = {"group": target, "weight_decay": rnd(float(wd.iloc[-1]), 6), "decay_to_gradient_early": rnd(early),
+                  "decay_to_gradient_end": rnd(float(ratio.iloc[-1])), "parameters": len(names),
+                  "steps": span(ratio), "threshold": DECAY_DOMINATES}
+            out.append(Finding(
+                "decay_dominates_gradient", "warning" if learning else "error", ctx.name,
+                f"in param group {target} the weight-decay term (weight_decay {ev['weight_decay']:g}, added to the "
+                f"gradient as an L2 penalty) is {early:.3g}x the gradient itself over the first steps: the step the "
+                "optimizer takes is the decay's, which pulls these weights to zero faster than the contrastive "
+                "gradient can steer them.", ev,
+                "Use a decay sized for this optimizer (L2 with Adam: ~1e-4 or less), or AdamW's decoupled decay at "
+                "0.01-0.1; compare the weights' norm after the change.", target))
+        return out
+
+    @staticmethod
+    def _ratio(df: pd.DataFrame, names: list[str], wd: float) -> pd.Series:
+        """||wd * w|| / ||g|| of the group per measured step, from the per-parameter norms."""
+        rows = select(df, "gradient_flow")
+        rows = rows[rows["target"].isin(names) & rows["metric"].isin(("param_norm", "grad_norm"))]
+        if rows.empty:
+            return pd.Series(dtype=float)
+        sq = rows.assign(value=rows["value"] ** 2).pivot_table(index="step", columns="metric", values="value",
+                                                                aggfunc="sum")
+        if "grad_norm" not in sq or "param_norm" not in sq:
+            return pd.Series(dtype=float)
+        ratio = wd * (sq["param_norm"] ** 0.5) / (sq["grad_norm"] ** 0.5)
+        return finite(ratio[sq["grad_norm"] > 0])

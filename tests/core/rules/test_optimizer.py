@@ -4,6 +4,7 @@ their alarm gates."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from diagnose.core import rules as R
 
@@ -82,3 +83,31 @@ def test_updates_rounded_away_near_misses():
     # a bfloat16 head on a float32 model: not the weights that carry the run
     assert R.updates_rounded_away(_rounded([0.9] * N, stays, share=0.1), ctx()) == []
     assert R.updates_rounded_away(_rounded([0.9] * 4, stays), ctx()) == []  # too few readings
+
+
+def _decay(wd: float, decoupled: float, grad: float, loss_values):
+    """One decayed group of two weights (norm 3 each) whose gradient norms are `grad` each."""
+    df = frame(rec("optimizer", "group0", "weight_decay", wd), rec("optimizer", "group0", "decoupled", decoupled),
+               rec("optimizer", "group0", "index", 0.0),
+               rec("optimizer", "a.weight", "optimizer_group", {0: 0.0}),
+               rec("optimizer", "b.weight", "optimizer_group", {0: 0.0}), loss("loss_clip", loss_values), moving())
+    for name in ("a.weight", "b.weight", "a.bias"):
+        df = frame(df, rec("gradient_flow", name, "param_norm", 3.0), rec("gradient_flow", name, "grad_norm", grad))
+    return df
+
+
+def test_decay_dominates_gradient_reads_the_l2_term_against_the_gradient():
+    stays = noisy([LN_B * 1.01] * N)
+    f = one(R.decay_dominates_gradient(_decay(30.0, 0.0, 1.0, stays), ctx()), "decay_dominates_gradient")
+    assert f.severity == "error" and f.target == "group0"
+    assert f.evidence["decay_to_gradient_early"] == pytest.approx(90.0) and f.evidence["parameters"] == 2
+    falls = noisy(np.linspace(LN_B, 0.3 * LN_B, N))
+    assert one(R.decay_dominates_gradient(_decay(30.0, 0.0, 1.0, falls), ctx()),
+               "decay_dominates_gradient").severity == "warning"
+
+
+def test_decay_dominates_gradient_near_misses():
+    stays = noisy([LN_B * 1.01] * N)
+    assert R.decay_dominates_gradient(_decay(3.0, 0.0, 1.0, stays), ctx()) == []  # 9x: under the bar
+    assert R.decay_dominates_gradient(_decay(30.0, 1.0, 1.0, stays), ctx()) == []  # AdamW: decay on the weights
+    assert R.decay_dominates_gradient(_decay(0.0, 0.0, 1.0, stays), ctx()) == []
