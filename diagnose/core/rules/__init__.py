@@ -67,6 +67,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     softmax_over_batch,
     targets_off_diagonal,
     temperature,
+    temperature_decayed,
     temperature_limits_loss,
     update_ratio,
     update_ratio_low,
@@ -108,5 +109,5 @@ __all__ = [
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
     "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "updates_rounded_away",
-    "decay_dominates_gradient",
+    "decay_dominates_gradient", "temperature_decayed",
 ]

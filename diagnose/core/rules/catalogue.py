@@ -36,7 +36,13 @@ from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, 
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
 from .loss_logging import IdenticalComponents, LoggedAggregate, LoggedScaled, LoggedTotal
 from .margin import FarShortOfMargin
-from .optimizer import DecayDominatesGradient, LearningRateGone, ParamsOutsideOptimizer, UpdatesRoundedAway
+from .optimizer import (
+    DecayDominatesGradient,
+    LearningRateGone,
+    ParamsOutsideOptimizer,
+    TemperatureDecayed,
+    UpdatesRoundedAway,
+)
 from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNotNormalised, InputSharedComponent
 
 # --- the catalogue: one instance per rule, grouped by what `check` receives ------------------------
@@ -66,7 +72,7 @@ logged_aggregate = LoggedAggregate()
 # float16 / bfloat16 weights the optimizer steps leave bit-identical
 updates_rounded_away = UpdatesRoundedAway()
 # an L2 decay term against the gradient it is added to
-decay_dominates_gradient = DecayDominatesGradient()
+decay_dominates_gradient, temperature_decayed = DecayDominatesGradient(), TemperatureDecayed()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -79,7 +85,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
                 logged_scaled, samples_mixed, logged_aggregate, updates_rounded_away,
-                decay_dominates_gradient),
+                decay_dominates_gradient, temperature_decayed),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -9,6 +9,7 @@ import pandas as pd
 from ..definitions import learned
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, targets, window
+from .gradients import TEMPERATURE_NAME
 from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, stuck
 
 # A parameter the optimizer never steps keeps its value exactly (no update, no weight decay); a
@@ -225,3 +226,59 @@ class DecayDominatesGradient(Rule):
             return pd.Series(dtype=float)
         ratio = wd * (sq["param_norm"] ** 0.5) / (sq["grad_norm"] ** 0.5)
         return finite(ratio[sq["grad_norm"] > 0])
+
+
+# A temperature parameter (logit_scale, temperature, tau) in a param group with weight decay: decoupled decay
+# shrinks it by lr * wd per step towards 0 (scale exp(0) = 1: a softmax that cannot be confident), L2 decay
+# adds wd * value to its gradient. Where its magnitude ends TEMPERATURE_DECAYED below its start the decay is
+# winning over the gradient that would hold or raise it; a smaller drift is within what training moves it.
+TEMPERATURE_DECAYED = 0.9
+
+
+class TemperatureDecayed(Rule):
+    """The temperature parameter sits in a decayed param group and is shrinking."""
+
+    topic = "optimizer"
+    emits = (Emit("temperature_decayed", ("warning",), "weight_decay_collapse", 1),)
+    needs = (("optimizer", "optimizer_group"), ("gradient_flow", "param_norm"))
+    thresholds = {"TEMPERATURE_DECAYED": TEMPERATURE_DECAYED}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        members = select(df, "optimizer", "optimizer_group").groupby("target")["value"].last()
+        names = [n for n in members.index if TEMPERATURE_NAME.search(str(n))]
+        out = []
+        for name in names:
+            value = finite(series(df, "gradient_flow", name, "param_norm"))
+            if len(value) < PERSIST_MIN_OBS or float(value.iloc[0]) <= 0:
+                continue
+            end = float(value.iloc[-END_POINTS:].mean())
+            if end >= TEMPERATURE_DECAYED * float(value.iloc[0]):
+                continue
+            group = int(members[name])
+            others = int((members == group).sum()) - 1
+            wd = _group_value(df, group, "weight_decay")
+            ev = {"parameter": name, "value_first": rnd(float(value.iloc[0])), "value_end": rnd(end),
+                  "group_index": group, "weight_decay": rnd(wd, 6), "other_decayed_parameters": others,
+                  "steps": span(value), "threshold": TEMPERATURE_DECAYED}
+            out.append(Finding(
+                "temperature_decayed", "warning", ctx.name,
+                f"the temperature parameter {name} is in a param group with weight decay {wd:g} and its magnitude "
+                f"fell from {ev['value_first']:.4g} to {end:.4g}: the decay pulls it towards 0 faster than the "
+                "gradient holds it (a log logit scale towards a scale of 1, a softmax that cannot be confident; "
+                "a temperature towards ever sharper logits)"
+                + (f"; {others} other parameter(s) share that group" if others else "") + ".", ev,
+                "Put the temperature (and gains and biases: parameters with < 2 dims) in a group with "
+                "weight_decay=0, as open_clip does.", name))
+        return out
+
+
+END_POINTS = 3
+
+
+def _group_value(df: pd.DataFrame, index: int, metric: str) -> float:
+    for target in targets(df, "optimizer", "index"):
+        idx = finite(series(df, "optimizer", target, "index"))
+        if len(idx) and int(idx.iloc[-1]) == index:
+            v = finite(series(df, "optimizer", target, metric))
+            return float(v.iloc[-1]) if len(v) else float("nan")
+    return float("nan")
