@@ -2,9 +2,9 @@
 
 Metrics (probe ``gradient_flow``, target = parameter name):
   grad_norm, param_norm, grad_to_param, zero_grad_frac (share of exactly-zero grad elements),
-  nonfinite_grad (count of NaN/Inf grad elements), grad_is_none (1, only for trainable parameters
-  that received no gradient), update_to_param = ‖θ_after − θ_before‖ / ‖θ_before‖ of the optimizer
-  step that followed the observation.
+  nonfinite_grad (count of NaN/Inf grad elements), grad_is_none and numel (only for trainable parameters
+  that received no gradient: 1, and their element count), update_to_param = ‖θ_after − θ_before‖ / ‖θ_before‖
+  of the optimizer step that followed the observation.
   probe ``gradient_flow.model`` also, where weights are stored in float16 / bfloat16: low_precision_share (their
   share of the trainable elements) and low_precision_unchanged_frac (the share of those elements the optimizer
   step left bit-identical: an update under half the spacing of neighbouring numbers rounds back to the old
@@ -66,6 +66,8 @@ def _indexed_prefixes(model: nn.Module) -> list[str]:
 
 PARAM_METRICS = ["grad_norm", "param_norm", "grad_to_param", "zero_grad_frac", "nonfinite_grad"]
 LEVEL_METRICS = [*PARAM_METRICS, "grad_is_none_frac"]
+# the rows of a parameter without a gradient (its element count: parameters only)
+NO_GRAD_METRICS = ["grad_is_none", "param_norm", "numel"]
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -234,18 +236,21 @@ class GradientFlow(Probe):
         zero = np.where(self._numel > 0, 1.0 - nz / np.maximum(self._numel, 1.0), 0.0)
         # per parameter, in name order: with a gradient the 5 metrics of PARAM_METRICS, without one
         # grad_is_none (1) and param_norm: a (n, 5) table and a mask of the cells that are rows
-        table = np.column_stack([np.where(has, gn, 1.0), pn, _ratios(gn, pn), zero, nonfinite])
+        # (a parameter without a gradient has its element count in the third cell: how much of the model it is)
+        table = np.column_stack([np.where(has, gn, 1.0), pn, np.where(has, _ratios(gn, pn), self._numel), zero,
+                                 nonfinite])
         first, self._sizes_sent = not self._sizes_sent, True
         for level in self.groups:
             session.buffer.extend_columns(step, f"{self.name}.{level}",
                                           self._aggregate(level, pn, gn, nz, nonfinite, has, first))
         if self.track_updates:
             self._pending = (step, pn)
-        targets, metrics, mask = self._layout(("param", has.tobytes()), self.names, has, PARAM_METRICS, False)
+        targets, metrics, mask = self._layout(("param", has.tobytes()), self.names, has, PARAM_METRICS, False,
+                                              level=False)
         return Columns(targets, metrics, table[mask].tolist())
 
     def _layout(self, key: tuple, targets: list[str], has: np.ndarray, got_metrics: list[str],
-                numel_first: bool) -> tuple:
+                numel_first: bool, level: bool = True) -> tuple:
         """Targets and metrics of the rows of a (len(targets), 5 or 6 [+1]) table and the mask of its cells
         that are rows, for one pattern of which targets have gradients (cached: the pattern rarely changes)."""
         cached = self._layouts.get(key)
@@ -256,7 +261,7 @@ class GradientFlow(Probe):
         out_t: list[str] = []
         out_m: list[str] = []
         for j, target in enumerate(targets):
-            names = (["numel"] if numel_first else []) + (got_metrics if has[j] else ["grad_is_none", "param_norm"])
+            names = (["numel"] if numel_first else []) + (got_metrics if has[j] else NO_GRAD_METRICS[: 2 + (not level)])
             mask[j, : len(names)] = True
             out_t += [target] * len(names)
             out_m += names
