@@ -83,15 +83,28 @@ class GradientPresence(Rule):
     topic = "gradients"
     emits = (Emit("no_gradient", ("error",), "no_gradient_path", 1),
              Emit("dead_gradients", ("error",), "no_gradient_path", 1),
-             Emit("scale_without_gradient", ("warning",), "temperature", 1))
+             Emit("scale_without_gradient", ("warning",), "temperature", 1),
+             Emit("temperature_unused", ("info",)))
     needs = (("gradient_flow", "grad_is_none"), ("gradient_flow.layer", "zero_grad_frac"))
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         out = []
         none = select(df, "gradient_flow", "grad_is_none")
         none = none[none["value"] > 0]
-        if len(none):
-            params = sorted(none["target"].unique())
+        params = sorted(none["target"].unique()) if len(none) else []
+        unused = _unused_temperatures(df, params)
+        params = [p for p in params if p not in unused]
+        if unused:
+            out.append(Finding(
+                "temperature_unused", "info", ctx.name,
+                f"the temperature parameter(s) {', '.join(unused)} (one element) never received a gradient: the loss "
+                "scales its logits by something else (a fixed temperature) or by a detached copy, so they keep their "
+                "initial value. Harmless when the fixed temperature is the one intended.",
+                {"parameters": unused, "steps": span(none.groupby('step')['value'].sum())},
+                "Drop the unused parameter, or scale the logits by it (logits = scale.exp() * img @ txt.T) if it "
+                "was meant to be learned.", unused[0]))
+        if params:
+            none = none[none["target"].isin(params)]
             out.append(Finding(
                 "no_gradient", "error", ctx.name,
                 f"{len(params)} trainable parameter(s) never received a gradient (grad is None): "
@@ -124,6 +137,13 @@ class GradientPresence(Rule):
                 {"layers": dead, "window_steps": span(window(zero[dead[0]]))},
                 "Look for a ReLU/mask/softmax that saturates, or a zero multiplier in the path.", dead[0]))
         return out
+
+
+def _unused_temperatures(df: pd.DataFrame, params: list[str]) -> list[str]:
+    """Parameters without a gradient that are one element named like a temperature: a scalar has nothing upstream
+    of it, so no gradient means the loss does not use it, not that a part of the model is cut off."""
+    numel = select(df, "gradient_flow", "numel").groupby("target")["value"].last()
+    return [p for p in params if TEMPERATURE_NAME.search(p) and float(numel.get(p, 0.0)) == 1.0]
 
 
 def _dead_temperatures(df: pd.DataFrame, dead: list[str]) -> dict[str, str]:

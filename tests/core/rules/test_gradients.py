@@ -178,3 +178,16 @@ def test_a_temperature_scalar_without_gradient_pins_the_temperature_it_cuts_noth
     # near misses: a dead layer of many elements, and a dead scalar not named like a temperature
     assert ids(R.gradient_presence(_dead_scalar("head.logit_scale", "head", 65.0), ctx())) == ["dead_gradients"]
     assert ids(R.gradient_presence(_dead_scalar("gate", "<root>", 1.0), ctx())) == ["dead_gradients"]
+
+
+def test_an_unused_temperature_scalar_is_information_not_a_cut_gradient_path():
+    def none(name, numel):
+        return frame(rec("gradient_flow", name, "grad_is_none", 1.0), rec("gradient_flow", name, "numel", numel))
+
+    found = R.gradient_presence(none("logit_scale", 1.0), ctx())
+    assert ids(found) == ["temperature_unused"] and found[0].severity == "info"
+    # near misses: a parameter of a tower, and a temperature-named tensor of many elements, stay errors
+    both = R.gradient_presence(frame(none("logit_scale", 1.0), none("text.proj.weight", 1024.0)), ctx())
+    assert sorted(ids(both)) == ["no_gradient", "temperature_unused"]
+    assert one(both, "no_gradient").evidence["parameters"] == ["text.proj.weight"]
+    assert ids(R.gradient_presence(none("head.scale", 64.0), ctx())) == ["no_gradient"]
