@@ -11,7 +11,9 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       target at column / row 0; square logits only),
       and with ``targets``: target_on_diagonal (share of targets equal to the row index),
       targets_distinct (distinct targets / rows), acc_target (argmax == target), loss_target
-      (cross-entropy against the targets, rows only)
+      (cross-entropy against the targets, rows only); with soft ``targets`` (one probability per logit):
+      soft_target_entropy (mean row entropy / ln(candidates): 1 = every candidate equally likely) and
+      soft_target_on_diagonal (share of rows whose most likely candidate is their own pair)
   target ``image`` / ``text``, every measured step: norm_cv (std / mean of the row norms),
       requires_grad (1 if the embedding carries a gradient back into the model, else 0)
   target ``model``, every measured step: frozen_numel (parameter values with requires_grad=False)
@@ -27,6 +29,7 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -123,6 +126,14 @@ class Contrastive(Probe):
             loss_t = F.cross_entropy(z, t.clamp(0, c - 1))
             vals += [(t == diag).float().mean(), distinct / b, (pred == t).float().mean(),
                      torch.where(valid, loss_t, torch.full_like(loss_t, float("nan")))]
+        elif isinstance(targets, torch.Tensor) and targets.dim() == 2 and targets.shape == z.shape and c > 1:
+            # soft targets (a probability per candidate): how far each row's target is from uniform, and whether
+            # its most likely candidate is the row's own pair
+            t = targets.detach().to(z.device).float()
+            p = t / t.sum(dim=1, keepdim=True).clamp_min(1e-30)
+            entropy = -(p * p.clamp_min(1e-30).log()).sum(dim=1) / math.log(c)
+            keys += [("logits", "soft_target_entropy"), ("logits", "soft_target_on_diagonal")]
+            vals += [entropy.mean(), (p.argmax(dim=1) == diag).float().mean() if c >= b else float("nan")]
 
     @staticmethod
     def _pairs(obs: Observation, keys: list, vals: list) -> None:
