@@ -194,3 +194,20 @@ def test_optimizer_reads_each_groups_decay_its_kind_and_which_parameters_it_cove
     members = session.records[session.records.metric == "optimizer_group"]
     assert sorted(members.target) == ["img.weight", "txt.weight"] and set(members.value) == {0.0}
     assert set(members.step) == {0}  # once, while the groups stay as they are
+
+
+def test_contrastive_soft_targets_entropy_and_argmax_match_plain_torch():
+    model = _towers()
+    x, t = torch.randn(8, 8), torch.randn(8, 6)
+    a, b, z, _ = _step(model, x, t)
+    sim = (a @ a.t() + b @ b.t()) / 2
+    for sharp, targets in ((False, F.softmax(sim * 0.07, dim=-1)), (True, F.softmax(sim / 0.07, dim=-1))):
+        with attach(model, None, probes=[Contrastive()], strict=True) as session:
+            session.observe(0, embeddings={"image": a, "text": b}, logits={"image_to_text": z}, targets=targets)
+        v = _values(session.records, "contrastive")
+        p = targets.detach()
+        expected = float((-(p * p.log()).sum(1) / math.log(8)).mean())
+        assert v[("logits", "soft_target_entropy")] == pytest.approx(expected, rel=1e-5)
+        assert (v[("logits", "soft_target_entropy")] > 0.99) != sharp
+        on_diagonal = float((p.argmax(1) == torch.arange(8)).float().mean())
+        assert v[("logits", "soft_target_on_diagonal")] == pytest.approx(on_diagonal)

@@ -64,6 +64,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     run_rules,
     samples_mixed,
     scale_update_high,
+    soft_targets_flat,
     softmax_over_batch,
     targets_off_diagonal,
     temperature,
@@ -109,5 +110,5 @@ __all__ = [
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
     "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "updates_rounded_away",
-    "decay_dominates_gradient", "temperature_decayed",
+    "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat",
 ]

@@ -18,7 +18,13 @@ from .attention import (
 )
 from .base import Emit, Rule, RunContext
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
-from .contrastive import EmbeddingWithoutGradient, FalseNegatives, LogitsCandidates, TargetsOffDiagonal
+from .contrastive import (
+    EmbeddingWithoutGradient,
+    FalseNegatives,
+    LogitsCandidates,
+    SoftTargetsFlat,
+    TargetsOffDiagonal,
+)
 from .data import NoDataSignal, PairsUnrelated
 from .distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
 from .gradients import (
@@ -73,6 +79,7 @@ logged_aggregate = LoggedAggregate()
 updates_rounded_away = UpdatesRoundedAway()
 # an L2 decay term against the gradient it is added to
 decay_dominates_gradient, temperature_decayed = DecayDominatesGradient(), TemperatureDecayed()
+soft_targets_flat = SoftTargetsFlat()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -85,7 +92,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
                 logged_scaled, samples_mixed, logged_aggregate, updates_rounded_away,
-                decay_dominates_gradient, temperature_decayed),
+                decay_dominates_gradient, temperature_decayed, soft_targets_flat),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

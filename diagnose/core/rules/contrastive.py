@@ -245,3 +245,37 @@ class EmbeddingWithoutGradient(Rule):
             return (since is not None and int((holds.index >= since).sum()) >= PERSIST_MIN_OBS
                     and not loss_falling(df, since))
         return stuck(df, holds)
+
+
+# Soft targets within 2% of a uniform distribution (mean row entropy / ln(candidates), the bar of a uniform
+# attention softmax): every candidate is nearly as likely as the row's own pair, so the cross-entropy is
+# minimised by giving them all the same logit and the run is trained away from matching pairs. Label smoothing
+# (0.1 over 64 candidates: 0.18) and distillation targets sit far below.
+FLAT_TARGETS = 0.98
+
+
+class SoftTargetsFlat(Rule):
+    """Soft targets that give every candidate nearly the same probability."""
+
+    topic = "contrastive"
+    emits = (Emit("soft_targets_flat", ("error",), "wrong_targets", 1),)
+    needs = (("contrastive", "soft_target_entropy"),)
+    thresholds = {"FLAT_TARGETS": FLAT_TARGETS, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        ent = finite(series(df, "contrastive", "logits", "soft_target_entropy"))
+        if len(ent) < PERSIST_MIN_OBS or not bool((window(ent) >= FLAT_TARGETS).all()):
+            return []
+        diag = finite(series(df, "contrastive", "logits", "soft_target_on_diagonal"))
+        ev = {"entropy_frac_end": rnd(float(ent.iloc[-1]), 6), "entropy_frac_min": rnd(float(ent.min()), 6),
+              "argmax_on_diagonal_end": rnd(float(diag.iloc[-1])) if len(diag) else None, "steps": span(ent),
+              "threshold": FLAT_TARGETS}
+        return [Finding(
+            "soft_targets_flat", "error", ctx.name,
+            f"the soft targets passed with the logits are nearly uniform over the candidates (mean row entropy "
+            f"{float(ent.iloc[-1]):.4f} of ln(candidates) at the end, at least {float(ent.min()):.4f} throughout): the "
+            "row's own pair is hardly more likely than any other, so the loss is minimised by equal logits, not by "
+            "matching pairs (a temperature that multiplies the target similarities instead of dividing them, or "
+            "targets softened twice).", ev,
+            "Build the targets with the sharpness the logits have (softmax(sim / T), the same T that divides the "
+            "logits), or use the diagonal as the target.", "logits")]

@@ -268,6 +268,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.false_negatives, R.embedding_without_gradient, R.scale_update_high,
                # tests/core/rules/test_optimizer.py
                R.updates_rounded_away, R.decay_dominates_gradient, R.temperature_decayed,
+               # tests/core/rules/test_contrastive.py
+               R.soft_targets_flat,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py

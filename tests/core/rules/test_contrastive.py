@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diagnose.core import rules as R
 
-from .harness import LN_B, ctx, frame, loss, one, rec
+from .harness import LN_B, ctx, frame, loss, one, rec, tail
 from .test_persistence import N, moving, noisy
 
 
@@ -143,3 +143,14 @@ def test_targets_at_column_zero_reconstructed_from_the_reported_loss():
     assert R.targets_off_diagonal(frame(shape, loss("loss_clip", diag)), ctx()) == []
     near = [z * 1.001 for z in zeros]
     assert R.targets_off_diagonal(frame(shape, loss("loss_clip", near)), ctx()) == []
+
+
+def test_soft_targets_flat_fires_on_near_uniform_targets_and_not_on_smoothed_ones():
+    flat = frame(rec("contrastive", "logits", "soft_target_entropy", 0.9995),
+                 rec("contrastive", "logits", "soft_target_on_diagonal", 1.0))
+    f = one(R.soft_targets_flat(flat, ctx()), "soft_targets_flat")
+    assert f.severity == "error" and f.evidence["entropy_frac_end"] == 0.9995
+    # near misses: label smoothing (0.18 of ln(64)), a target that sharpens as the run goes, too few readings
+    assert R.soft_targets_flat(rec("contrastive", "logits", "soft_target_entropy", 0.18), ctx()) == []
+    assert R.soft_targets_flat(rec("contrastive", "logits", "soft_target_entropy", tail(0.999, 0.9)), ctx()) == []
+    assert R.soft_targets_flat(rec("contrastive", "logits", "soft_target_entropy", [0.999] * 5), ctx()) == []
