@@ -33,6 +33,7 @@ from .gradients import GradientFlow
 from .latents import LatentStats
 from .loss_split import LossSplit
 from .optimizer import OptimizerState
+from .pairs_first import PairsFirst
 from .schedule import FULL_EVERY, PROBE_BUDGET, ExpensiveSchedule, FullSchedule
 
 PROBES: dict[str, type[Probe]] = {
@@ -44,15 +45,16 @@ PROBES: dict[str, type[Probe]] = {
     "optimizer": OptimizerState,
     "contrastive": Contrastive,
     "batch_mixing": BatchMixing,
+    "pairs_first": PairsFirst,
 }
 
 # the probes with work on the expensive schedule (named in the coverage line of that schedule)
 EXPENSIVE = ("softmax_entropy", "collapse", "latent_stats", "contrastive")
 
 PRESETS: dict[str, tuple[str, ...]] = {
-    "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing"),
+    "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing", "pairs_first"),
     "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse", "optimizer", "contrastive",
-            "batch_mixing"),
+            "batch_mixing", "pairs_first"),
 }
 
 

@@ -211,3 +211,22 @@ def test_contrastive_soft_targets_entropy_and_argmax_match_plain_torch():
         assert (v[("logits", "soft_target_entropy")] > 0.99) != sharp
         on_diagonal = float((p.argmax(1) == torch.arange(8)).float().mean())
         assert v[("logits", "soft_target_on_diagonal")] == pytest.approx(on_diagonal)
+
+
+def test_pairs_first_permutation_test_matches_plain_torch_once():
+    from probes.pairs_first import NULL_DRAWS, PairsFirst
+
+    x = torch.randn(32, 4)
+    related, unrelated = x @ torch.randn(4, 6) + 0.1 * torch.randn(32, 6), torch.randn(32, 6)
+    for y, high in ((related, True), (unrelated, False)):
+        with attach(nn.Linear(4, 4), None, probes=[PairsFirst()], strict=True) as session:
+            for step in range(3):
+                session.observe(step, embeddings={"image": x, "text": y})
+        v = _values(session.records, "pairs_first")
+        assert set(session.records.step) == {0}  # once
+        a, b = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+        a, b = a - a.mean(0), b - b.mean(0)
+        cka = float((a.t() @ b).pow(2).sum() / ((a.t() @ a).norm() * (b.t() @ b).norm()))
+        assert v[("pairs", "cka")] == pytest.approx(cka, rel=1e-5)
+        assert v[("pairs", "z")] > 5 if high else abs(v[("pairs", "z")]) < 3
+        assert 0 < v[("pairs", "null_sd")] < 1 and NULL_DRAWS == 64

@@ -19,7 +19,7 @@ from ..findings import Finding
 # the records `diagnose.engine.datasignal` writes, and the sizes of its test (diagnose/core/signal_check.py:
 # torch- and pandas-free, so the CLI declares its options without loading either)
 from ..signal_check import ALPHA, METRICS, MIN_TEST, PERMUTATIONS, PROBE, TARGET  # noqa: F401
-from .base import Emit, Rule, RunContext, end_loss, primary_component, rnd, series, span
+from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span
 from .persistence import IMPROVEMENT_SE, gap_to_chance, stuck
 from .representation import COLLAPSE_COSINE
 
@@ -86,7 +86,8 @@ class NoDataSignal(Rule):
 # a collapse under a too-high lr erases the structure whatever the data (reading the run's first steps
 # instead was tried: an open_clip run at lr 0.3 collapsed after its first step and its next eleven
 # readings showed no margin, so the data was blamed for the lr). The price: embeddings that start above
-# that cosine (a tiny transformers CLIP's image tower) give no reading.
+# that cosine (a tiny transformers CLIP's image tower, a shared input direction) give no reading; then the first
+# observation's permutation test (probes.pairs_first) is read instead, before any lr acted.
 PAIRS_MIN_OBS = 6
 
 
@@ -108,8 +109,10 @@ class PairsUnrelated(Rule):
                 seen = cos.reindex(diff.index, method="ffill")
                 diff = diff[~(seen >= COLLAPSE_COSINE)]
         loss, ln_b = end_loss(df)
-        if len(diff) < PAIRS_MIN_OBS or not math.isfinite(loss) or learned(loss, ln_b):
+        if not math.isfinite(loss) or learned(loss, ln_b):
             return []
+        if len(diff) < PAIRS_MIN_OBS:
+            return self._first_step(df, ctx, loss, ln_b)
         mean, se = float(diff.mean()), float(diff.std()) / math.sqrt(len(diff))
         if mean > IMPROVEMENT_SE * se:
             return []
@@ -124,6 +127,30 @@ class PairsUnrelated(Rule):
             f"vs {ev['cka_repaired_mean']:.3f}; margin {mean:+.3f}, a margin of {IMPROVEMENT_SE * se:.3f} would have "
             f"shown), and the loss ends at {loss:.4f} vs ln(B) = {ln_b:.4f}, not learned: the captions do not belong "
             "to their images, or one tower discards its input.", ev,
+            "Print a few (image id, caption) pairs of a training batch: check that images and captions are shuffled "
+            "with one permutation (one loader, one sampler), sorted the same way, and cached in the same order.",
+            "pairs")]
+
+    @staticmethod
+    def _first_step(df: pd.DataFrame, ctx: RunContext, loss: float, ln_b: float) -> list[Finding]:
+        """No spread-out step to read (embeddings alike from the start, or collapsed): the first observation's
+        permutation test (probes.pairs_first), taken before any step, over a run of PAIRS_MIN_OBS observations."""
+        z = finite(series(df, "pairs_first", "pairs", "z"))
+        seen = series(df, "loss_split", primary_component(df), "value")
+        if z.empty or len(seen) < PAIRS_MIN_OBS or float(z.iloc[0]) >= IMPROVEMENT_SE:
+            return []
+        cka = series(df, "pairs_first", "pairs", "cka")
+        null = series(df, "pairs_first", "pairs", "null_mean")
+        ev = {"component": primary_component(df), "first_step": int(z.index[0]), "cka_paired": rnd(float(cka.iloc[0])),
+              "cka_repaired_mean": rnd(float(null.iloc[0])), "z": rnd(float(z.iloc[0])), "spread_observations": 0,
+              "loss_end": rnd(loss), "chance_ln_B": rnd(ln_b)}
+        return [Finding(
+            "pairs_unrelated", "error", ctx.name,
+            f"at the first step, before any update, each image and its caption share no more structure than "
+            f"re-paired rows (linear CKA {ev['cka_paired']:.3f} vs {ev['cka_repaired_mean']:.3f} over 64 re-pairings, "
+            f"z {ev['z']:.2f} < {IMPROVEMENT_SE:g}); no later step has spread-out embeddings to read, and the loss "
+            f"ends at {loss:.4f} vs ln(B) = {ln_b:.4f}, not learned: the captions do not belong to their images (a "
+            "weak reading alone: random ViT towers carry little of their inputs' structure).", ev,
             "Print a few (image id, caption) pairs of a training batch: check that images and captions are shuffled "
             "with one permutation (one loader, one sampler), sorted the same way, and cached in the same order.",
             "pairs")]

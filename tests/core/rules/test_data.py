@@ -79,3 +79,24 @@ def test_pairs_unrelated_alarms_only_once_the_state_persisted():
         columns=["step", "probe", "target", "metric", "value"])], ignore_index=True)
     [g] = PairsUnrelated()(moved, ctx)
     assert PairsUnrelated().alarm(g, moved) is True
+
+
+def _first(z: float, cos: float = 0.99, n: int = 12, loss: float = math.log(64)):
+    first = pd.DataFrame([(0, "pairs_first", "pairs", m, v) for m, v in
+                          (("cka", 0.1 + 0.02 * z), ("null_mean", 0.1), ("null_sd", 0.02), ("z", z))],
+                         columns=["step", "probe", "target", "metric", "value"])
+    return pd.concat([_pairs(0.0, n=n, cos=cos, loss=loss), first], ignore_index=True)
+
+
+def test_pairs_unrelated_reads_the_first_step_when_no_step_is_spread_out():
+    from diagnose.core.rules.data import PairsUnrelated
+
+    ctx = RunContext("r", batch_size=64)
+    [f] = PairsUnrelated()(_first(-0.4), ctx)  # alike from the start: only the first step's permutation test
+    assert f.evidence["z"] == -0.4 and f.evidence["spread_observations"] == 0 and f.severity == "error"
+    # near misses: a first-step margin (matching pairs through random towers); a run that learned; too short
+    assert PairsUnrelated()(_first(2.5), ctx) == []
+    assert PairsUnrelated()(_first(-0.4, loss=0.3 * math.log(64)), ctx) == []
+    assert PairsUnrelated()(_first(-0.4, n=5), ctx) == []
+    # spread-out steps with a margin: the per-step reading decides, not the first step
+    assert PairsUnrelated()(pd.concat([_pairs(0.08), _first(-0.4).query("probe == 'pairs_first'")]), ctx) == []
