@@ -3,7 +3,8 @@
 Probe ``collapse``, target = embedding name (``image``, ``text``, ``input``, …) or the watch name:
   every step (cheap): n, dim, norm_mean, cosine_mean (mean off-diagonal cosine; 1 = all rows point
       the same way), dim_std_mean (mean per-dimension std of L2-normalised rows; ≈1/√D spread,
-      → 0 collapsed), nonfinite_rows
+      → 0 collapsed), nonfinite_rows, column_norm_dev (embeddings passed to observe: the largest
+      |norm - 1| of a column across the batch; ~0 when normalised over the batch axis, dim=0)
   expensive: effective_rank (RankMe), effective_rank_frac (/ min(N, D)), top_sv_share (energy of
       the top singular direction: ≈1 when one direction dominates, e.g. a shared component in the
       inputs), uniformity (Wang & Isola, t=2)
@@ -95,6 +96,10 @@ class Collapse(Probe):
                 for metric, v in stats.collapse_metrics(x, expensive=expensive).items():
                     keys.append((label, metric))
                     vals.append(v)
+                if x.dim() == 2 and x.shape[0] > 1:
+                    # F.normalize(x, dim=0) leaves every column (feature) at unit norm across the batch
+                    keys.append((label, "column_norm_dev"))
+                    vals.append((torch.linalg.vector_norm(x.detach().float(), dim=0) - 1.0).abs().max())
             for a, b in self.pairs:
                 xa, xb = obs.embeddings.get(a), obs.embeddings.get(b)
                 if xa is None or xb is None or xa.shape[0] != xb.shape[0] or xa.shape[-1] != xb.shape[-1]:

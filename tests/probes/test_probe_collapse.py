@@ -125,3 +125,17 @@ def test_watch_outputs_method_and_unknown_module():
         model(torch.randn(4, 3, 8)).sum().backward()
         session.observe(0)
     assert "z" in set(session.records[session.records.probe == "collapse"].target)
+
+
+def test_column_norm_dev_reads_a_normalisation_over_the_batch_axis():
+    import torch.nn.functional as F
+
+    from probes import attach
+
+    x = torch.randn(16, 8)
+    for dim, over_batch in ((0, True), (-1, False)):
+        with attach(torch.nn.Linear(2, 2), None, probes=["collapse"], strict=True) as session:
+            session.observe(0, embeddings={"image": F.normalize(x, dim=dim)})
+        df = session.records
+        dev = float(df[df.metric == "column_norm_dev"].value.iloc[0])
+        assert (dev < 1e-5) == over_batch, dev

@@ -34,6 +34,8 @@ SHARED_INPUT_COSINE = 0.5
 # Embeddings that enter cosine-similarity logits must be unit norm; F.normalize in float32 leaves
 # |norm - 1| ~ 1e-7, bf16 ~ 4e-3 (8 mantissa bits); 1e-2 is above both roundings.
 UNIT_NORM_TOL = 1e-2
+# Unit-norm columns on this many observed steps (each its own batch) are a normalisation over the batch axis.
+OVER_BATCH_MIN_OBS = 3
 # RankMe effective rank (Garrido et al. 2023) of a batch of embeddings: ~1 when they all point one way
 # (complete collapse); at least 4 independent directions in use means the embeddings are spread out.
 SPREAD_EFFECTIVE_RANK = 4.0
@@ -133,11 +135,15 @@ class EmbeddingsNotNormalised(Rule):
     """Norms of the embeddings that enter the contrastive logits."""
 
     topic = "representation"
-    emits = (Emit("embeddings_not_normalised", ("warning",), "not_normalised", 1),)
+    emits = (Emit("embeddings_not_normalised", ("warning",), "not_normalised", 1),
+             Emit("normalised_over_batch", ("error",), "not_normalised", 1))
     needs = (("collapse", "norm_mean"),)
     thresholds = {"UNIT_NORM_TOL": UNIT_NORM_TOL}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        over = self._over_batch(df, ctx)
+        if over:
+            return over
         bad = {}
         for name in EMBEDDINGS:
             norm = finite(series(df, "collapse", name, "norm_mean"))
@@ -161,6 +167,30 @@ class EmbeddingsNotNormalised(Rule):
             f"{medians}): the logits are raw dot products, "
             "not cosines, so the temperature has no fixed meaning and the logits can saturate the softmax.", ev,
             "L2-normalise both embeddings right before the similarity (F.normalize(x, dim=-1)).", next(iter(bad)))]
+
+
+    @staticmethod
+    def _over_batch(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        """Columns at unit norm on every observed step: F.normalize(x, dim=0) (the batch axis). No embedding has
+        that by chance: each of its features is scaled by the batch it came in."""
+        hit = {}
+        for name in EMBEDDINGS:
+            cols = finite(series(df, "collapse", name, "column_norm_dev"))
+            norm = finite(series(df, "collapse", name, "norm_mean"))
+            if len(cols) >= OVER_BATCH_MIN_OBS and bool((cols < UNIT_NORM_TOL).all()):
+                hit[name] = {"column_norm_dev_max": rnd(float(cols.max()), 8), "row_norm_mean_median":
+                             rnd(float(norm.median())), "steps": span(cols)}
+        if not hit:
+            return []
+        return [Finding(
+            "normalised_over_batch", "error", ctx.name,
+            f"the {' and '.join(hit)} embeddings are L2-normalised over the batch axis: on every observed step each "
+            "feature column has unit norm across the batch (largest deviation "
+            f"{max(v['column_norm_dev_max'] for v in hit.values()):.1g}; median row norm "
+            f"{', '.join(str(v['row_norm_mean_median']) for v in hit.values())}): the logits are not cosines, every "
+            "embedding is scaled by the batch it came in, and the row norms scale with 1/sqrt(batch).",
+            {"embeddings": hit, "tolerance": UNIT_NORM_TOL},
+            "Normalise each embedding: F.normalize(x, dim=-1) (dim=0 is the batch).", next(iter(hit)))]
 
 
 class ChanceNotCollapsed(Rule):

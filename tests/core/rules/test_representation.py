@@ -54,6 +54,19 @@ def test_embeddings_not_normalised_quiet_on_unit_norms_within_rounding():
     assert R.embeddings_not_normalised(recs, ctx()) == []
 
 
+def test_normalised_over_batch_on_unit_columns_and_not_on_columns_near_one():
+    recs = frame(rec("collapse", "image", "norm_mean", 0.7), rec("collapse", "image", "column_norm_dev", 2e-7),
+                 rec("collapse", "text", "norm_mean", 1.0), rec("collapse", "text", "column_norm_dev", 0.4))
+    f = one(R.embeddings_not_normalised(recs, ctx()), "normalised_over_batch")
+    assert f.severity == "error" and list(f.evidence["embeddings"]) == ["image"]
+    # near misses: columns within rounding on two steps only; columns near 1 but not at it (rows of dim = batch)
+    short = frame(rec("collapse", "image", "norm_mean", {0: 0.7, 1: 0.7}),
+                  rec("collapse", "image", "column_norm_dev", {0: 1e-7, 1: 1e-7}))
+    assert "normalised_over_batch" not in [f.id for f in R.embeddings_not_normalised(short, ctx())]
+    near = frame(rec("collapse", "image", "norm_mean", 1.0), rec("collapse", "image", "column_norm_dev", 0.05))
+    assert R.embeddings_not_normalised(near, ctx()) == []
+
+
 def _chance_run(rank: float, peak_update: float = 1e-2, layer_peak: float = 1e-2):
     return frame(
         rec("loss_split", "loss_clip", "value", LN_B), rec("loss_split", "loss_clip", "chance", LN_B),
