@@ -58,6 +58,57 @@ def _cka(x: torch.Tensor, y: torch.Tensor, den: torch.Tensor | None = None) -> t
     return torch.where(den > 1e-12, (x.t() @ y).pow(2).sum() / den.clamp_min(1e-12), torch.full_like(den, float("nan")))
 
 
+def _cka_pair(u: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """`_cka(x, y)` and `_cka(x, y[perm])` as one (2,) tensor, for u = stack([x, y]) (2, b, d) column-centred, from
+    the rows' Gram matrices (b x b) instead of the features' (d x d): ||XᵀY||² = <XXᵀ, YYᵀ> and ||XᵀX|| = ||XXᵀ||
+    (Frobenius), the same CKA (equal up to float rounding, ~1e-6 relative) at b²d operations instead of bd², the
+    cheaper form when a batch has fewer rows than features. Re-pairing permutes the rows and columns of YYᵀ."""
+    k = u @ u.transpose(1, 2)  # XXᵀ and YYᵀ
+    den = k.norm(dim=(1, 2)).prod()  # the same for any row order of y
+    ky = k[1]
+    num = (k[0] * torch.stack([ky, ky[perm[:, None], perm]])).sum(dim=(1, 2))
+    return num / torch.where(den > 1e-12, den, float("nan"))  # NaN where either has no spread left, as `_cka`
+
+
+@lru_cache(maxsize=16)
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n, device=device)
+
+
+class _Readings:
+    """One observation's rows: (target, metric) keys with python numbers, or with tensors on the device (0-d, or
+    1-d with one value per key). `emit` joins the tensors into one per (device, dtype) with one `torch.cat`, so the
+    step's one host transfer copies one tensor, not one per reading (the numbers' rows first, then the tensors')."""
+
+    def __init__(self) -> None:
+        self.numbers: list[tuple[str, str, float]] = []
+        self.tensors: list[tuple[list[tuple[str, str]], torch.Tensor]] = []
+
+    def add(self, target: str, metric: str | tuple[str, ...], value: torch.Tensor | float,
+            targets: tuple[str, ...] | None = None) -> None:
+        """One reading, or a 1-d tensor of one per metric (or per target of `targets`, all with `metric`)."""
+        if not isinstance(value, torch.Tensor):
+            self.numbers.append((target, metric, float(value)))
+        elif targets is not None:
+            self.tensors.append(([(t, metric) for t in targets], value))
+        elif isinstance(metric, tuple):
+            self.tensors.append(([(target, m) for m in metric], value))
+        else:
+            self.tensors.append(([(target, metric)], value))
+
+    def emit(self, session: "ProbeSession", step: int, probe: str) -> None:
+        groups: dict[tuple, list[tuple[list[tuple[str, str]], torch.Tensor]]] = {}
+        for keys, t in self.tensors:
+            groups.setdefault((t.device, t.dtype), []).append((keys, t))
+        keys = [(t, m) for t, m, _ in self.numbers]
+        values: list[torch.Tensor | float] = [v for _, _, v in self.numbers]
+        for items in groups.values():
+            keys += [k for ks, _ in items for k in ks]
+            parts = [t if t.dim() == 1 else t.reshape(1) for _, t in items]
+            values.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+        session.buffer.extend_values(step, probe, keys, values)
+
+
 @lru_cache(maxsize=16)
 def _derangement(n: int, device: torch.device) -> torch.Tensor:
     """One random n-cycle (no row keeps its own caption), drawn once per size from a private generator: the
@@ -77,42 +128,36 @@ class Contrastive(Probe):
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
         if not session.due(obs.step):
             return
-        keys: list[tuple[str, str]] = [("model", "frozen_numel")]
-        vals: list[torch.Tensor | float] = [self.frozen]
+        r = _Readings()
+        r.add("model", "frozen_numel", self.frozen)
         logits = next(iter(obs.logits.values()), None) if obs.logits else None
         targets = getattr(obs, "targets", None)
-        with torch.no_grad():
+        emb = {name: x for name in ("image", "text")
+               if isinstance(x := obs.embeddings.get(name), torch.Tensor) and x.dim() == 2 and x.shape[0] > 1}
+        with torch.no_grad():  # nothing computed here records a graph: the user's tensors are read without detach
             if isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] > 0:
-                self._logits(logits.detach().float(), targets, keys, vals)
-            for name in ("image", "text"):
-                x = obs.embeddings.get(name)
-                if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] > 1:
-                    norms = x.detach().float().norm(dim=-1)
-                    keys += [(name, "norm_cv"), (name, "requires_grad")]
-                    vals += [norms.std() / norms.mean().clamp_min(1e-12), float(x.requires_grad)]
-            self._pairs(obs, keys, vals)
+                self._logits(logits.float(), targets, r)
+            self._embeddings(emb, r)
             if session.due(obs.step, expensive=True):
-                self._duplicates(obs, logits, keys, vals)
-        session.buffer.extend_values(obs.step, self.name, keys, vals)
+                self._duplicates(obs, logits, r)
+        r.emit(session, obs.step, self.name)
 
     @staticmethod
-    def _logits(z: torch.Tensor, targets, keys: list, vals: list) -> None:
+    def _logits(z: torch.Tensor, targets, r: _Readings) -> None:
         b, c = z.shape
-        keys += [("logits", "rows"), ("logits", "cols")]
-        vals += [float(b), float(c)]
+        r.add("logits", "rows", b)
+        r.add("logits", "cols", c)
         pred = z.argmax(dim=1)
-        diag = torch.arange(b, device=z.device)
-        if c >= b:
-            keys.append(("logits", "acc_diagonal"))
-            vals.append((pred == diag).float().mean())
+        diag = _arange(b, z.device)
+        if c >= b:  # share of rows whose argmax is their own column (a count of 0/1 over b: exact as the mean)
+            r.add("logits", "acc_diagonal", (pred == diag).sum(0, keepdim=True) / b)
         if c == b:
             # each direction against the diagonal and against column 0 (MoCo's "the positive is column 0",
             # ported to an in-batch matrix): which of them the reported loss equals says where its targets point
-            lse_r, lse_c = z.logsumexp(dim=1), z.logsumexp(dim=0)
-            i2t, t2i = (lse_r - z.diagonal()).mean(), (lse_c - z.diagonal()).mean()
-            keys += [("logits", "loss_diagonal"), ("logits", "loss_i2t"), ("logits", "loss_t2i"),
-                     ("logits", "loss_zero_i2t"), ("logits", "loss_zero_t2i")]
-            vals += [0.5 * (i2t + t2i), i2t, t2i, (lse_r - z[:, 0]).mean(), (lse_c - z[0, :]).mean()]
+            lse_r, lse_c, d = z.logsumexp(dim=1), z.logsumexp(dim=0), z.diagonal()
+            m = (torch.stack([lse_r, lse_c, lse_r, lse_c]) - torch.stack([d, d, z[:, 0], z[0]])).mean(dim=1)
+            r.add("logits", "loss_diagonal", m[:2].sum(0, keepdim=True) * 0.5)  # (i2t + t2i) / 2
+            r.add("logits", ("loss_i2t", "loss_t2i", "loss_zero_i2t", "loss_zero_t2i"), m)
         given = isinstance(targets, torch.Tensor) and targets.dim() == 1 and len(targets) == b
         if given and not targets.is_floating_point():
             t = targets.detach().to(z.device).long()
@@ -120,38 +165,51 @@ class Contrastive(Probe):
             # distinct targets counted on the device (sorted, then the steps between neighbours): no host sync
             st = t.sort().values
             distinct = 1.0 + (st[1:] != st[:-1]).float().sum()
-            keys += [("logits", "target_on_diagonal"), ("logits", "targets_distinct"), ("logits", "acc_target"),
-                     ("logits", "loss_target")]
             # targets outside the columns give NaN, never a loss (clamped only so cross_entropy can run)
             loss_t = F.cross_entropy(z, t.clamp(0, c - 1))
-            vals += [(t == diag).float().mean(), distinct / b, (pred == t).float().mean(),
-                     torch.where(valid, loss_t, torch.full_like(loss_t, float("nan")))]
+            r.add("logits", "target_on_diagonal", (t == diag).float().mean())
+            r.add("logits", "targets_distinct", distinct / b)
+            r.add("logits", "acc_target", (pred == t).float().mean())
+            r.add("logits", "loss_target", torch.where(valid, loss_t, torch.full_like(loss_t, float("nan"))))
         elif isinstance(targets, torch.Tensor) and targets.dim() == 2 and targets.shape == z.shape and c > 1:
             # soft targets (a probability per candidate): how far each row's target is from uniform, and whether
             # its most likely candidate is the row's own pair
             t = targets.detach().to(z.device).float()
             p = t / t.sum(dim=1, keepdim=True).clamp_min(1e-30)
             entropy = -(p * p.clamp_min(1e-30).log()).sum(dim=1) / math.log(c)
-            keys += [("logits", "soft_target_entropy"), ("logits", "soft_target_on_diagonal")]
-            vals += [entropy.mean(), (p.argmax(dim=1) == diag).float().mean() if c >= b else float("nan")]
+            r.add("logits", "soft_target_entropy", entropy.mean())
+            r.add("logits", "soft_target_on_diagonal", (p.argmax(dim=1) == diag).float().mean() if c >= b else math.nan)
 
     @staticmethod
-    def _pairs(obs: Observation, keys: list, vals: list) -> None:
-        """Linear CKA of the batch's image and text embeddings as paired, and with the captions re-paired by
-        a fixed derangement: matching pairs share structure (items alike in one tower are alike in the
-        other) even through random towers; mismatched pairs share none beyond the null's."""
-        x, y = obs.embeddings.get("image"), obs.embeddings.get("text")
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 2 and y.dim() == 2
-                and len(x) == len(y) and len(x) >= PAIRS_MIN_ROWS):
+    def _embeddings(emb: dict[str, torch.Tensor], r: _Readings) -> None:
+        """norm_cv and requires_grad of each embedding, and the pair reading: linear CKA of the batch's image and
+        text embeddings as paired, and with the captions re-paired by a fixed derangement: matching pairs share
+        structure (items alike in one tower are alike in the other) even through random towers; mismatched pairs
+        share none beyond the null's. Both towers go through each op together when their shapes agree."""
+        for name, x in emb.items():
+            r.add(name, "requires_grad", float(x.requires_grad))
+        x, y = emb.get("image"), emb.get("text")
+        paired = x is not None and y is not None and len(x) == len(y) and len(x) >= PAIRS_MIN_ROWS
+        if paired and x.shape == y.shape and x.dtype == y.dtype and x.device == y.device and len(x) <= x.shape[1]:
+            e = torch.stack([x, y]).float()
+            n = e.norm(dim=-1)
+            r.add("", "norm_cv", n.std(dim=1) / n.mean(dim=1).clamp_min(1e-12), targets=("image", "text"))
+            u = e / n.clamp_min(1e-12).unsqueeze(-1)  # rows L2-normalised as F.normalize does
+            u = u - u.mean(dim=1, keepdim=True)
+            r.add("pairs", ("cka", "cka_null"), _cka_pair(u, _derangement(len(x), x.device)))
             return
-        x, y = (F.normalize(t.detach().float(), dim=-1) for t in (x, y))
-        x, y = x - x.mean(0), y - y.mean(0)
-        keys += [("pairs", "cka"), ("pairs", "cka_null")]
-        den = (x.t() @ x).norm() * (y.t() @ y).norm()  # the same for any row order of y
-        vals += [_cka(x, y, den), _cka(x, y[_derangement(len(x), y.device)], den)]
+        for name, t in emb.items():
+            n = t.float().norm(dim=-1)
+            r.add(name, "norm_cv", n.std() / n.mean().clamp_min(1e-12))
+        if paired:  # more rows than features (or towers of different widths): the features' Gram matrices
+            x, y = (F.normalize(t.float(), dim=-1) for t in (x, y))
+            x, y = x - x.mean(0), y - y.mean(0)
+            den = (x.t() @ x).norm() * (y.t() @ y).norm()  # the same for any row order of y
+            r.add("pairs", "cka", _cka(x, y, den))
+            r.add("pairs", "cka_null", _cka(x, y[_derangement(len(x), y.device)], den))
 
     @staticmethod
-    def _duplicates(obs: Observation, logits, keys: list, vals: list) -> None:
+    def _duplicates(obs: Observation, logits, r: _Readings) -> None:
         dup: dict[str, torch.Tensor] = {}
         for name in ("image", "text"):
             x = obs.embeddings.get(name)
@@ -161,8 +219,7 @@ class Contrastive(Probe):
             same = (u @ u.t()) >= DUPLICATE_COSINE
             same.fill_diagonal_(False)
             dup[name] = same
-            keys.append((name, "duplicate_share"))
-            vals.append(same.any(dim=1).float().mean())
+            r.add(name, "duplicate_share", same.any(dim=1).float().mean())
         if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] == logits.shape[1]):
             return
         z = logits.detach().float()
@@ -175,6 +232,6 @@ class Contrastive(Probe):
         diag = torch.arange(z.shape[0], device=z.device)
         masked_i2t = z.masked_fill(same, float("-inf"))
         masked_t2i = z.t().masked_fill(same, float("-inf"))
-        keys += [("logits", "loss_duplicates_masked"), ("logits", "loss_diagonal_same_step")]
-        vals += [0.5 * (F.cross_entropy(masked_i2t, diag) + F.cross_entropy(masked_t2i, diag)),
-                 0.5 * (F.cross_entropy(z, diag) + F.cross_entropy(z.t(), diag))]
+        r.add("logits", "loss_duplicates_masked",
+              0.5 * (F.cross_entropy(masked_i2t, diag) + F.cross_entropy(masked_t2i, diag)))
+        r.add("logits", "loss_diagonal_same_step", 0.5 * (F.cross_entropy(z, diag) + F.cross_entropy(z.t(), diag)))
