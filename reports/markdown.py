@@ -27,9 +27,11 @@ def verdict_line(run: dict) -> str:
     clip = run.get("final_loss", {}).get("loss_clip")
     r = run.get("retrieval", {})
     parts = [f"**{run['name']}**: {v.get('label', 'n/a')}"]
-    if clip is not None:
-        parts.append(f"CLIP loss {_f(clip)} vs ln(B) = {_f(run['chance_loss'])} ({_f(clip / run['chance_loss'], 2)} "
-                     "x chance)")
+    chance = run.get("chance_loss")
+    if clip is not None and chance:
+        parts.append(f"CLIP loss {_f(clip)} vs ln(B) = {_f(chance)} ({_f(clip / chance, 2)} x chance)")
+    elif clip is not None:  # no batch size given: no chance level to read the loss against
+        parts.append(f"CLIP loss {_f(clip)} (no batch size given: ln(B) unknown)")
     if "r@1" in r:
         ratio = r["r@1"] / r["chance@1"] if r.get("chance@1") else float("nan")
         parts.append(f"held-out R@1 {_f(r['r@1'])} vs chance {_f(r['chance@1'])} ({_f(ratio, 1)}x)")

@@ -436,3 +436,55 @@ def test_fp32_outputs_is_not_applicable_to_an_fp32_model(under_ablation):
             step(model, opt, w, 0, x, t)
     status = json.loads(open(spec["status"]).read())
     assert "already fp32 (float32 in 1 calls)" in status["not_applicable"]
+
+
+class MhaPool(nn.Module):
+    """Latent attention pooling over (B, T, D) tokens with as many latents as tokens (no shape error)."""
+
+    def __init__(self, batch_first: bool, tokens: int = 4):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(tokens, E))
+        self.attn = nn.MultiheadAttention(E, 2, batch_first=batch_first)
+        self.text = nn.Linear(DIN, E)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, tokens, t):
+        q = self.latents.unsqueeze(0).expand(len(tokens), -1, -1)
+        img = self.attn(q, tokens, tokens)[0].mean(1)
+        return F.normalize(img, dim=-1), F.normalize(self.text(t), dim=-1)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_attention_batch_first_switches_the_module_fed_the_batch_on_dim_0(under_ablation, declared):
+    torch.manual_seed(0)
+    model = MhaPool(batch_first=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("attention_batch_first")
+    g = torch.Generator().manual_seed(0)
+    tokens, t = torch.randn(B, 4, E, generator=g), torch.randn(B, DIN, generator=g)
+    with diagnose.watch(model, opt, batch_size=B if declared else None) as w:
+        for i in range(3):
+            step(model, opt, w, i, tokens, t)
+        fix = w.control.fix
+    assert model.attn.batch_first  # the module now attends over each sample's tokens
+    assert fix.did == [f"attn: batch_first False -> True (query ({B}, 4, {E}), batch {B})"]
+    with torch.no_grad():  # and samples no longer depend on each other
+        full = model(tokens, t)[0]
+        assert torch.allclose(model(tokens[:5], t[:5])[0], full[:5], atol=1e-6)
+
+
+def test_attention_batch_first_leaves_a_sequence_first_module_alone(under_ablation, tmp_path):
+    torch.manual_seed(0)
+    model = MhaPool(batch_first=False)
+    model.forward = lambda tokens, t: (  # fed (T, B, D), as the module expects
+        F.normalize(model.attn(model.latents.unsqueeze(1).expand(-1, len(t), -1), tokens.transpose(0, 1),
+                               tokens.transpose(0, 1))[0].mean(0), dim=-1), F.normalize(model.text(t), dim=-1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("attention_batch_first")
+    x = torch.randn(B, 4, E)
+    with pytest.raises(SystemExit):
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            for i in range(3):
+                step(model, opt, w, i, x, torch.randn(B, DIN))
+    assert not model.attn.batch_first
+    assert "no nn.MultiheadAttention was fed the batch" in json.loads(open(spec["status"]).read())["not_applicable"]

@@ -6,6 +6,7 @@ watch (`diagnose.engine.ablation_env`): one module per kind, every class registe
 
 from __future__ import annotations
 
+from .attention import AttentionBatchFirst
 from .base import Intervention, NotApplicable
 from .fp32_outputs import Fp32Outputs
 from .gather import LocalGradInGather
@@ -22,7 +23,8 @@ from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, GradThroughNoGrad, LocalGradInGather,
-    CentreInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates)}
+    CentreInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates,
+    AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:

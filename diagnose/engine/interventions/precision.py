@@ -1,5 +1,6 @@
 """fp32_master_weights: the optimizer steps fp32 copies of half-precision parameters (tests
-nonfinite_divergence when it comes from the precision of the step).
+nonfinite_divergence when it comes from the precision of the step, and learning_rate_too_low when the updates
+round away in the weights' precision: `updates_rounded_away`).
 
 Adam on fp16 weights (e.g. a model loaded in half and trained as it is) divides by sqrt(v) + eps where
 eps=1e-8 is 0 in fp16: a parameter whose gradient is 0 gets 0/0 = NaN, and tiny updates vanish under
@@ -23,7 +24,7 @@ HALF = (torch.float16, torch.bfloat16)
 
 class Fp32MasterWeights(Intervention):
     name = "fp32_master_weights"
-    tests = ("nonfinite_divergence",)
+    tests = ("nonfinite_divergence", "learning_rate_too_low")
     changes = "the optimizer steps fp32 master copies of half-precision parameters (mixed precision)"
 
     def setup(self, watch: Any) -> None:

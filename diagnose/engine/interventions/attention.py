@@ -1,0 +1,62 @@
+"""attention_batch_first: an nn.MultiheadAttention built without ``batch_first=True`` and fed (batch, seq, dim)
+tensors reads the batch as its sequence and attends across samples; this gives it the layout its input has
+(tests pooling_axis).
+
+At each attention module's first training call (a forward pre-hook, removed after it), with the batch size
+the watch was given (``watch(..., batch_size=B)``, else the first observation's, from the next step on): a
+module with ``batch_first=False`` whose query has the batch size on dim 0 and not on dim 1 is switched to
+``batch_first=True`` for this run. Modules already batch-first, or fed (seq, batch, dim), are left as they
+are; if none is switched by the second observation, the intervention is not applicable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import Intervention, NotApplicable
+
+
+class AttentionBatchFirst(Intervention):
+    name = "attention_batch_first"
+    tests = ("pooling_axis",)
+    changes = "nn.MultiheadAttention modules fed (batch, seq, dim) with batch_first=False switched to batch_first"
+
+    def setup(self, watch: Any) -> None:
+        self._watch = watch
+        self._batch = watch.batch_size
+        self._observed = 0
+        names = {m: n for n, m in watch.model.named_modules()}
+        mods = [m for m in watch.model.modules() if isinstance(m, nn.MultiheadAttention) and not m.batch_first]
+        if not mods:
+            raise NotApplicable("attention_batch_first: the model has no nn.MultiheadAttention with "
+                                "batch_first=False")
+        self._handles = {m: m.register_forward_pre_hook(self._hook(names.get(m, "<root>"))) for m in mods}
+
+    def _hook(self, name: str):
+        def hook(module: nn.MultiheadAttention, args: tuple) -> None:
+            b = self._batch
+            if not b or not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
+                return
+            q = args[0]
+            self._handles.pop(module).remove()
+            if q.dim() == 3 and q.shape[0] == b and q.shape[1] != b:
+                module.batch_first = True
+                self.did.append(f"{name}: batch_first False -> True (query {tuple(q.shape)}, batch {b})")
+        return hook
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        self._observed += 1
+        if not self._batch:
+            emb = next((x for x in (seen.get("embeddings") or {}).values() if isinstance(x, torch.Tensor)), None)
+            self._batch = watch.batch_size or (len(emb) if emb is not None else None)
+        if self._observed >= 2 and not self.did:
+            raise NotApplicable("attention_batch_first: no nn.MultiheadAttention was fed the batch on dim 0 with "
+                                "batch_first=False")
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles = {}
