@@ -49,7 +49,9 @@ def to_floats(values: Sequence[Value]) -> list[float]:
     with torch.no_grad():
         for items in tensor_groups.values():
             same = all(t.dtype == items[0][1].dtype for _, t in items)  # else cat could promote to float16
-            flat = torch.cat([t.reshape(-1) if same else t.reshape(-1).float() for _, t in items])
+            # 1-d tensors join as they are, one alone needs no cat: the fewer tensor ops, the cheaper the step
+            parts = [(t if t.dim() == 1 else t.reshape(-1)) if same else t.reshape(-1).float() for _, t in items]
+            flat = parts[0] if len(parts) == 1 else torch.cat(parts)
             flat = (flat if flat.dtype == torch.float32 else flat.float()).tolist()
             offset = 0
             for i, t in items:

@@ -88,7 +88,8 @@ class LossSplit(Probe):
 
 def _scalar(v):
     if isinstance(v, torch.Tensor):
-        return v.detach().float().mean() if v.numel() != 1 else v.detach()
+        v = v.detach() if v.requires_grad else v  # a loss `watch` already detached costs no op here
+        return v.float().mean() if v.numel() != 1 else v
     return float(v)
 
 

@@ -223,13 +223,20 @@ class ProbeSession:
         self.steps["expensive"] += expensive
         self.steps["full"] += self.full
         try:
-            with self.guard("session"):
+            # `guard`'s work written out: no context manager per probe and step on the per-step path
+            try:
                 self.buffer.commit_pending(step)
+            except Exception as exc:
+                self._failed("session", exc)
             for probe in self.probes.values():
-                with self.guard(probe.name):
+                try:
                     probe.observe(self, obs)
-            with self.guard("session"):
+                except Exception as exc:
+                    self._failed(probe.name, exc)
+            try:
                 self.buffer.flush()  # every value of this step reaches the host in one transfer
+            except Exception as exc:
+                self._failed("session", exc)
         finally:
             self._observing = None
             self.schedule.finished(step, expensive)
@@ -323,14 +330,19 @@ class ProbeSession:
         try:
             yield
         except Exception as exc:
-            if self.strict:
-                raise
-            self.errors.append(f"step {self._hint} {probe}: {type(exc).__name__}: "
-                               f"{exc}\n{traceback.format_exc(limit=3)}")
-            if self._observing is not None:
-                self.buffer.add(self._observing, "session", probe, "errors_count", 1.0)
-            else:  # inside a forward hook: stamped with the step of the next observe
-                self.buffer.defer("session", probe, "errors_count", 1.0)
+            self._failed(probe, exc)
+
+    def _failed(self, probe: str, exc: Exception) -> None:
+        """A probe raised (inside `guard`, or in the loops of `observe` / `after_step`): re-raised when strict,
+        else counted and kept."""
+        if self.strict:
+            raise exc
+        self.errors.append(f"step {self._hint} {probe}: {type(exc).__name__}: "
+                           f"{exc}\n{traceback.format_exc(limit=3)}")
+        if self._observing is not None:
+            self.buffer.add(self._observing, "session", probe, "errors_count", 1.0)
+        else:  # inside a forward hook: stamped with the step of the next observe
+            self.buffer.defer("session", probe, "errors_count", 1.0)
 
     # -- internals ---------------------------------------------------------------------------
     def _forward_started(self) -> None:
@@ -348,8 +360,10 @@ class ProbeSession:
     def _run_after_step(self) -> None:
         self._stepped = True
         for probe in self.probes.values():
-            with self.guard(probe.name):
+            try:
                 probe.after_step(self)
+            except Exception as exc:
+                self._failed(probe.name, exc)
 
 
 def attach(

@@ -72,8 +72,20 @@ class OnlineRules:
         now = time.perf_counter()
         if self._t_last is not None:
             self._intervals.append(max(0.0, now - self._t_last - self._eval_in_last))
-            self._step_time = statistics.median(self._intervals)
+            self._step_time_stale = True
         self._t_last, self._eval_in_last = now, 0.0
+
+    @property
+    def _step_time(self) -> float:
+        """The median of the recent step intervals as of the last `_time_step` (or the value last set), computed
+        where it is read (when an evaluation is scheduled), not on every step."""
+        if getattr(self, "_step_time_stale", False):
+            self._step_time_value, self._step_time_stale = statistics.median(self._intervals), False
+        return getattr(self, "_step_time_value", 0.0)
+
+    @_step_time.setter
+    def _step_time(self, value: float) -> None:
+        self._step_time_value, self._step_time_stale = value, False
 
     def _maybe_evaluate(self, step: int) -> list[Alarm]:
         new = self._collect(wait=False)
