@@ -195,10 +195,11 @@ class GradientFlow(Probe):
         session.buffer.later(step, self.name, values, lambda floats: self._light_rows(session, step, have, floats))
 
     def _light_rows(self, session: "ProbeSession", step: int, have: list[list[int]], floats: list[float]) -> Columns:
-        gn = np.asarray(floats, dtype=np.float64)
-        total = float(np.sqrt(np.dot(gn, gn)))
+        # in plain Python (a few dozen floats: numpy's calls cost more than the sum), correctly rounded
+        total = math.sqrt(math.fsum([v * v for v in floats]))
         bad: list[tuple[str, float]] = []
         if not math.isfinite(total):  # only then: which parameters, and how many elements (a second read)
+            gn = np.asarray(floats, dtype=np.float64)
             idx = [i for got in have for i in got]
             bad = [(self.names[idx[j]], float((~torch.isfinite(self.params[idx[j]].grad)).sum()))
                    for j in np.flatnonzero(~np.isfinite(gn))]
