@@ -257,9 +257,12 @@ class TemperatureDecayed(Rule):
             group = int(members[name])
             others = int((members == group).sum()) - 1
             wd = _group_value(df, group, "weight_decay")
+            share = _decay_share(df, name, group, wd, value)
+            if not share > DECAY_EXPLAINS:
+                continue  # the gradient steps moved it (an lr too high drives a scale down too), not the decay
             ev = {"parameter": name, "value_first": rnd(float(value.iloc[0])), "value_end": rnd(end),
                   "group_index": group, "weight_decay": rnd(wd, 6), "other_decayed_parameters": others,
-                  "steps": span(value), "threshold": TEMPERATURE_DECAYED}
+                  "decay_to_step": rnd(share, 3), "steps": span(value), "threshold": TEMPERATURE_DECAYED}
             out.append(Finding(
                 "temperature_decayed", "warning", ctx.name,
                 f"the temperature parameter {name} is in a param group with weight decay {wd:g} and its magnitude "
@@ -273,6 +276,23 @@ class TemperatureDecayed(Rule):
 
 
 END_POINTS = 3
+# Which of the two moves the scalar: decoupled decay (AdamW) takes lr * wd * |value| per step, while Adam's own
+# step on a scalar is at most ~lr (|m / sqrt(v)| <= ~1), so the decay wins where wd * |value| > 1 whatever the
+# lr (an lr too high drives a scale down with large gradient steps under a small decay: 0.1 * 2.66 < 1); an L2
+# term wd * value added to the gradient wins where it exceeds the scalar's own gradient.
+DECAY_EXPLAINS = 1.0
+
+
+def _decay_share(df: pd.DataFrame, name: str, group: int, wd: float, value: pd.Series) -> float:
+    """How much larger the decay's pull on `name` is than what else moves it, at the start (> 1: the decay)."""
+    if not wd > 0:
+        return 0.0
+    if _group_value(df, group, "decoupled") == 1.0:
+        return wd * abs(float(value.iloc[0]))
+    grad = finite(series(df, "gradient_flow", name, "grad_norm")).reindex(value.index)
+    ratio = (wd * value / grad).dropna()
+    return float(ratio.iloc[:PERSIST_MIN_OBS].median()) if len(ratio) else float("nan")
+
 
 
 def _group_value(df: pd.DataFrame, index: int, metric: str) -> float:

@@ -111,3 +111,36 @@ def test_decay_dominates_gradient_near_misses():
     assert R.decay_dominates_gradient(_decay(3.0, 0.0, 1.0, stays), ctx()) == []  # 9x: under the bar
     assert R.decay_dominates_gradient(_decay(30.0, 1.0, 1.0, stays), ctx()) == []  # AdamW: decay on the weights
     assert R.decay_dominates_gradient(_decay(0.0, 0.0, 1.0, stays), ctx()) == []
+
+
+def _temperature_in_group(values, decayed: bool = True, lr: float = 1e-2, wd: float = 1.0):
+    """logit_scale in group0 (decoupled decay `wd` at `lr`), its magnitude per step `values`."""
+    df = frame(rec("optimizer", "group0", "weight_decay", wd), rec("optimizer", "group0", "index", 0.0),
+               rec("optimizer", "group0", "decoupled", 1.0), rec("optimizer", "group0", "lr", lr),
+               rec("gradient_flow", "logit_scale", "param_norm", values))
+    if decayed:
+        df = frame(df, rec("optimizer", "logit_scale", "optimizer_group", {0: 0.0}),
+                   rec("optimizer", "proj.weight", "optimizer_group", {0: 0.0}))
+    return df
+
+
+def test_temperature_decayed_names_the_parameter_its_group_and_the_fall():
+    # AdamW, wd 1.0: the decay takes 2.66 lr per step from a value of 2.66, more than an Adam step (~lr)
+    f = one(R.temperature_decayed(_temperature_in_group(list(np.linspace(2.659, 1.8, N))), ctx()),
+            "temperature_decayed")
+    assert f.target == "logit_scale" and f.severity == "warning"
+    assert f.evidence["weight_decay"] == 1.0 and f.evidence["other_decayed_parameters"] == 1
+    assert f.evidence["value_end"] == pytest.approx(1.8, abs=0.05)
+    assert f.evidence["decay_to_step"] == pytest.approx(2.659)
+
+
+def test_temperature_decayed_near_misses():
+    falling = list(np.linspace(2.659, 1.8, N))
+    rising = list(np.linspace(2.659, 3.0, N))  # decayed, but the gradient wins: it grows
+    assert R.temperature_decayed(_temperature_in_group(rising), ctx()) == []
+    drift = list(np.linspace(2.659, 2.5, N))  # within what training moves it
+    assert R.temperature_decayed(_temperature_in_group(drift), ctx()) == []
+    # not in a decayed group: something else drives it
+    assert R.temperature_decayed(_temperature_in_group(falling, decayed=False), ctx()) == []
+    # driven down by the gradient steps: decay 0.1 x 2.66 per lr, under an Adam step (an lr too high)
+    assert R.temperature_decayed(_temperature_in_group(falling, lr=1e-3, wd=0.1), ctx()) == []
