@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from diagnose.engine.interventions import for_cause  # noqa: E402
 
-HALVES = ("dev", "test2", "test")
+HALVES = ("dev", "test2", "test", "test3", "test4", "test5")
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
