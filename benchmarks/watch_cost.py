@@ -11,7 +11,10 @@ of `--block` training steps run in turn for every mode, in alternating order eac
 
 A block's cost is its process CPU time per step (`time.process_time`: all threads of this process; the
 rule process of `watch` and wandb's service process are children and are not counted) and its wall time
-per step. Added ms of a mode: the median over repetitions of (mode block - plain block of the same
+per step. A watch's own CPU time per step (`own_ms_cpu`: thread time inside `observe` and the optimizer hook
+that measures the update) is reported beside it: it leaves out what the watch costs the rest of the step
+(caches it evicts; the forward hooks of "all") without the plain block's noise: small changes show there first.
+Added ms of a mode: the median over repetitions of (mode block - plain block of the same
 repetition), and the mean over all its steps (`added_ms_mean`: it pays for every expensive step whatever
 the block length); ratio: median of mode / plain. Each watch first runs `--watch-warmup` steps (default 250)
 untimed: the gradient probe measures everything on every step of a run's first 50 and reaches its steady
@@ -161,6 +164,16 @@ def bench_model(name: str, reps: int, block: int, wandb_mod, watch_warmup: int =
     if wandb_mod is not None:
         wandb_mod.watch(copies["wandb"][0], log="all", log_freq=1)
 
+    own = {m: 0.0 for m in watches}  # thread CPU time inside the watch's own calls (observe, its optimizer hook)
+    for mode, w in watches.items():
+        after = w.session._run_after_step
+
+        def timed_after(after=after, mode=mode) -> None:
+            t = time.thread_time()
+            after()
+            own[mode] += time.thread_time() - t
+        w.session._run_after_step = timed_after
+
     def run_block(mode: str) -> tuple[float, float]:
         model, opt, (image, text) = copies[mode]
         w = watches.get(mode)
@@ -170,8 +183,10 @@ def bench_model(name: str, reps: int, block: int, wandb_mod, watch_warmup: int =
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if w is not None:
+                t = time.thread_time()
                 w.observe(steps[mode], losses={"total": loss}, embeddings={"image": img, "text": txt},
                           logits=logits, batch_size=len(image))
+                own[mode] += time.thread_time() - t
             elif mode == "wandb" and wandb_mod is not None:
                 wandb_mod.log({"loss": loss.item()})
             opt.step()
@@ -185,11 +200,15 @@ def bench_model(name: str, reps: int, block: int, wandb_mod, watch_warmup: int =
             run_block(mode)
     cpu = {m: [] for m in MODES}
     wall = {m: [] for m in MODES}
+    own_blocks: dict[str, list[float]] = {m: [] for m in watches}
     for rep in range(reps):
         for mode in (MODES if rep % 2 == 0 else MODES[::-1]):
+            before = own.get(mode, 0.0)
             c, t = run_block(mode)
             cpu[mode].append(c)
             wall[mode].append(t)
+            if mode in own_blocks:
+                own_blocks[mode].append((own[mode] - before) / block)
     coverage = {}
     for mode, w in watches.items():
         cov = w.coverage()
@@ -212,6 +231,9 @@ def bench_model(name: str, reps: int, block: int, wandb_mod, watch_warmup: int =
             "added_ms_wall": round(statistics.median(d_wall), 3),
             "ratio_wall": round(statistics.median(a / b for a, b in zip(wall[mode], wall["plain"])), 4),
         }
+        if mode in own_blocks:  # the watch's own code alone: no plain block subtracted, so far less noise
+            out["modes"][mode]["own_ms_cpu"] = round(1e3 * statistics.median(own_blocks[mode]), 3)
+            out["modes"][mode]["own_ms_cpu_mean"] = round(1e3 * statistics.fmean(own_blocks[mode]), 3)
     out["watch_coverage"] = coverage
     return out
 
