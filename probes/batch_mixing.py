@@ -10,6 +10,9 @@ Probe ``batch_mixing``, target = module path (``<root>`` for the model):
       A module that treats samples independently gives ~1e-7 in float32; attention or a softmax over the
       batch axis (``nn.MultiheadAttention`` fed batch-first tensors with ``batch_first=False``, a softmax
       over dim 0) or a normalisation over it gives O(0.1-1).
+  reordered_rel — the same with each recomputed row compared with its nearest row of the whole batch's outputs,
+      wherever it sits: ~0 while mixed_rel is large means the module returns the samples' own rows in an
+      order that depends on the batch (a sort by length for packing, not undone), not values mixed across them.
   low_precision — 1 when an output compared was float16 / bfloat16 (rounding alone then reaches ~1e-2).
 Modules are tested from the root down: the root and its children always (the root can look clean because its
 outputs are L2-normalised, which hides a pooling that scales with the batch size), below them only inside a
@@ -111,8 +114,9 @@ def _whole(obj: Any, depth: int = 0) -> Any:
     return obj
 
 
-def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float, bool] | None:
-    """(mixed_rel, low precision) of `module` on its captured call, or None when it cannot be tested. Both
+def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float, float, bool] | None:
+    """(mixed_rel, reordered_rel, low precision) of `module` on its captured call, or None when it cannot be
+    tested. Both
     halves are recomputed alone: a pooling over the batch that one sample wins outright changes only the
     half without it."""
     parts = ((0, b // 2), (b // 2, b - b // 2))
@@ -139,7 +143,7 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
             m.training = was
         for buf, saved in buffers:
             buf.copy_(saved)
-    num = den = 0.0
+    num = den = moved = 0.0
     low = False
     for part, half in zip(parts, halves):
         for f, g in zip(full, half):
@@ -149,12 +153,16 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
             ref = f.narrow(axis, *part)
             if ref.shape != g.shape:
                 continue
-            num += float((ref.float() - g.float()).pow(2).sum())
+            diff = float((ref.float() - g.float()).pow(2).sum())
+            num += diff
             den += float(ref.float().pow(2).sum())
             low |= f.dtype in _LOW
+            if diff > 0:  # each row of the half against its nearest row of the whole batch, wherever it sits
+                rows_f, rows_g = (t.float().movedim(axis, 0).reshape(t.shape[axis], -1) for t in (f, g))
+                moved += float(torch.cdist(rows_g, rows_f).min(dim=1).values.pow(2).sum())
     if den == 0.0:
         return None
-    return math.sqrt(num / den), low
+    return math.sqrt(num / den), math.sqrt(moved / den), low
 
 
 class BatchMixing(Probe):
@@ -196,7 +204,7 @@ class BatchMixing(Probe):
         """Root down: below the root's children, clean modules end the descent; mixing and untestable ones hand it
         to their children.
         Then the attention modules the descent did not reach."""
-        rows: list[tuple[str, float, bool]] = []
+        rows: list[tuple[str, float, float, bool]] = []
         seen: set[nn.Module] = set()
         todo = [self.model]
         while todo:
@@ -205,19 +213,19 @@ class BatchMixing(Probe):
             got = self._test_one(module, b)
             if got is not None:
                 rows.append((module_label(self.names.get(module, "")), *got))
-            clean = got is not None and got[0] < (CLEAN_REL_LOW if got[1] else CLEAN_REL)  # NaN: not clean
+            clean = got is not None and got[0] < (CLEAN_REL_LOW if got[2] else CLEAN_REL)  # NaN: not clean
             if module is self.model or not clean:
                 todo.extend(module.children())
         for module in [m for m in self._calls if m not in seen and _ATTENTION.search(type(m).__name__)]:
             got = self._test_one(module, b)
             if got is not None:
                 rows.append((module_label(self.names.get(module, "")), *got))
-        targets = [t for t, _, _ in rows for _ in (0, 1)]
-        metrics = ["mixed_rel", "low_precision"] * len(rows)
-        values = [v for _, rel, low in rows for v in (rel, float(low))]
+        targets = [t for t, _, _, _ in rows for _ in (0, 1, 2)]
+        metrics = ["mixed_rel", "reordered_rel", "low_precision"] * len(rows)
+        values = [v for _, rel, moved, low in rows for v in (rel, moved, float(low))]
         return Columns(targets, metrics, values)
 
-    def _test_one(self, module: nn.Module, b: int) -> tuple[float, bool] | None:
+    def _test_one(self, module: nn.Module, b: int) -> tuple[float, float, bool] | None:
         call = self._calls.get(module)
         if call is None or type(module).__name__ in _WRAPPERS:
             return None

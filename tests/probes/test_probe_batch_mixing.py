@@ -76,8 +76,8 @@ def test_the_test_leaves_rng_modes_and_buffers_as_it_found_them():
     x = torch.randn(B, T, D)
     running = model.pool.norm.running_mean.clone()
     state = torch.random.get_rng_state()
-    rel, low = mixing(model.pool, (x,), {}, B)
-    assert rel > 0.05 and not low
+    rel, moved, low = mixing(model.pool, (x,), {}, B)
+    assert rel > 0.05 and moved > 0.05 and not low  # values mixed, not rows moved
     assert torch.equal(torch.random.get_rng_state(), state)
     assert model.training and model.pool.attn.training and not model.pool.norm.training
     assert torch.equal(model.pool.norm.running_mean, running)
@@ -88,3 +88,21 @@ def test_untestable_calls_are_passed_over():
     assert mixing(lin, (torch.randn(B, B),), {}, B) is None  # two axes of the batch's size: which one?
     assert mixing(lin, (torch.randn(3, D),), {}, B) is None  # no axis of the batch's size
     assert mixing(lin, (torch.randn(2, D),), {}, 2) is None  # too small to halve
+
+
+class SortedTower(nn.Module):
+    """Sorts the batch by a per-sample key (as for packing by length) and never undoes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(D, D)
+
+    def forward(self, x):
+        order = x[:, 0].argsort(descending=True)
+        return self.proj(x[order])
+
+
+def test_rows_returned_in_a_batch_dependent_order_are_told_from_values_mixed():
+    torch.manual_seed(0)
+    rel, moved, low = mixing(SortedTower(), (torch.randn(B, D),), {}, B)
+    assert rel > 0.1 and moved < 1e-6 and not low  # each row is a sample's own, elsewhere

@@ -123,21 +123,28 @@ MIX_REL, MIX_REL_LOW, MIX_MIN_READINGS = 1e-3, 5e-2, 2
 
 
 class SamplesMixed(Rule):
-    """A module whose output for one sample changes when the other samples of the batch are removed."""
+    """A module whose output for one sample changes when the other samples of the batch are removed: values
+    mixed across samples (attention or a softmax over the batch axis), or the samples' own rows returned in an
+    order that depends on the batch (a sort for packing not undone: the captions no longer match their rows)."""
 
     topic = "attention"
-    emits = (Emit("samples_mixed", ("warning", "error"), "pooling_axis", 1),)
+    emits = (Emit("samples_mixed", ("warning", "error"), "pooling_axis", 1),
+             Emit("samples_reordered", ("warning", "error"), "misaligned_pairs", 1))
     needs = (("batch_mixing", "mixed_rel"),)
     thresholds = {"MIX_REL": MIX_REL, "MIX_REL_LOW": MIX_REL_LOW, "MIX_MIN_READINGS": MIX_MIN_READINGS}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         mixing: dict[str, pd.Series] = {}
+        reordered: set[str] = set()
         for name in targets(df, "batch_mixing", "mixed_rel"):
             rel = series(df, "batch_mixing", name, "mixed_rel").dropna()
             low = series(df, "batch_mixing", name, "low_precision")
             bar = MIX_REL_LOW if len(low) and bool((low > 0).any()) else MIX_REL
             if len(rel) and bool((rel > bar).all()):
                 mixing[name] = rel
+                moved = series(df, "batch_mixing", name, "reordered_rel").reindex(rel.index)
+                if len(moved) and bool((moved < bar).all()):
+                    reordered.add(name)
         # the deepest: a module is reported, not the modules that contain it and mix through it
         deepest = [n for n in mixing if not any(m != n and (n == "<root>" or m.startswith(n + ".")) for m in mixing)]
         if not deepest:
@@ -146,16 +153,27 @@ class SamplesMixed(Rule):
         rel = mixing[name]
         severity = "error" if len(rel) >= MIX_MIN_READINGS else "warning"
         where = "the model" if name == "<root>" else f"module '{name}'"
+        ev = {"module": name, "mixed_rel_median": rnd(float(rel.median()), 6), "readings": len(rel),
+              "steps": [int(s) for s in rel.index], "modules_mixing": sorted(deepest)[:10], "threshold": MIX_REL}
+        measured = (f"recomputed on the step's own inputs without the other half of the batch, its outputs for the "
+                    f"same samples change by {float(rel.median()):.3g} of their norm (steps "
+                    f"{', '.join(str(int(s)) for s in rel.index)}; samples processed independently change by < "
+                    f"{MIX_REL:g})")
+        if name in reordered:
+            return [Finding(
+                "samples_reordered", severity, ctx.name,
+                f"{where} returns each sample's output in a row that depends on the rest of the batch: {measured}, "
+                "yet every recomputed row equals some row of the whole batch's outputs. The rows are the samples' "
+                "own, in another order: a sort (by length, for packing) whose order is not undone, so the "
+                "embeddings no longer line up with the captions or images they are paired with.", ev,
+                "Undo the sort before returning (unsort with the inverse permutation, or "
+                "pack_padded_sequence(..., enforce_sorted=False)).", name)]
         return [Finding(
             "samples_mixed", severity, ctx.name,
-            f"{where} gives each sample an output that depends on the other samples of its batch: recomputed on "
-            f"the step's own inputs without the second half of the batch, its outputs for the first half change by "
-            f"{float(rel.median()):.3g} of their norm (steps {', '.join(str(int(s)) for s in rel.index)}; samples "
-            f"processed independently change by < {MIX_REL:g}). Attention, a softmax or a normalisation runs over "
-            "the batch axis: nn.MultiheadAttention without batch_first=True fed (batch, seq, dim) tensors reads the "
-            "batch as the sequence, and a softmax over dim 0 of (batch, tokens) scores pools across samples.",
-            {"module": name, "mixed_rel_median": rnd(float(rel.median()), 6), "readings": len(rel),
-             "steps": [int(s) for s in rel.index], "modules_mixing": sorted(deepest)[:10], "threshold": MIX_REL},
+            f"{where} gives each sample an output that depends on the other samples of its batch: {measured}. "
+            "Attention, a softmax or a normalisation runs over the batch axis: nn.MultiheadAttention without "
+            "batch_first=True fed (batch, seq, dim) tensors reads the batch as the sequence, and a softmax over "
+            "dim 0 of (batch, tokens) scores pools across samples.", ev,
             "Give the attention its layout (nn.MultiheadAttention(..., batch_first=True) for (B, T, D) tensors, or "
             "transpose to (T, B, D)); take softmaxes and normalisations over the token / feature axis.", name)]
 

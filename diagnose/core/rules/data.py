@@ -89,6 +89,10 @@ class NoDataSignal(Rule):
 # that cosine (a tiny transformers CLIP's image tower, a shared input direction) give no reading; then the first
 # observation's permutation test (probes.pairs_first) is read instead, before any lr acted.
 PAIRS_MIN_OBS = 6
+# Embedding rows that are copies to float rounding at the first step (a text tower that reads only a token that
+# every caption shares, a truncation that drops the one that differs): that tower discards its input, so its
+# pairs cannot be read (the collapse rules name it); distinct inputs through random towers stay far below.
+IDENTICAL_ROWS_COSINE = 0.9999
 
 
 class PairsUnrelated(Rule):
@@ -139,6 +143,10 @@ class PairsUnrelated(Rule):
         seen = series(df, "loss_split", primary_component(df), "value")
         if z.empty or len(seen) < PAIRS_MIN_OBS or float(z.iloc[0]) >= IMPROVEMENT_SE:
             return []
+        for side in ("image", "text"):  # rows that are copies from the start: a tower discards its input
+            cos = finite(series(df, "collapse", side, "cosine_mean"))
+            if len(cos) and float(cos.iloc[0]) >= IDENTICAL_ROWS_COSINE:
+                return []
         cka = series(df, "pairs_first", "pairs", "cka")
         null = series(df, "pairs_first", "pairs", "null_mean")
         ev = {"component": primary_component(df), "first_step": int(z.index[0]), "cka_paired": rnd(float(cka.iloc[0])),

@@ -196,3 +196,13 @@ def test_samples_mixed_quiet_on_rounding_and_on_a_reading_that_does_not_hold():
     # float16 / bfloat16 outputs: rounding alone reaches 1e-2
     assert R.samples_mixed(mixed("pool", [0.02, 0.03], low=1.0), ctx()) == []
     assert one(R.samples_mixed(mixed("pool", [0.2, 0.3], low=1.0), ctx()), "samples_mixed").severity == "error"
+
+
+def test_samples_reordered_when_every_recomputed_row_is_one_of_the_batch():
+    df = frame(mixed("text", [0.9, 1.1]), rec("batch_mixing", "text", "reordered_rel", {1: 1e-8, 3: 0.0}))
+    f = one(R.samples_mixed(df, ctx()), "samples_reordered")
+    assert f.severity == "error" and f.target == "text"
+    assert [c["cause"] for c in R.rank_root_causes([f.to_dict()], {"learned": False})][:1] == ["misaligned_pairs"]
+    # values moved too: mixing, not reordering
+    df = frame(mixed("text", [0.9, 1.1]), rec("batch_mixing", "text", "reordered_rel", {1: 0.5, 3: 0.4}))
+    assert R.samples_mixed(df, ctx())[0].id == "samples_mixed"

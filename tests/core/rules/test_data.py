@@ -100,3 +100,11 @@ def test_pairs_unrelated_reads_the_first_step_when_no_step_is_spread_out():
     assert PairsUnrelated()(_first(-0.4, n=5), ctx) == []
     # spread-out steps with a margin: the per-step reading decides, not the first step
     assert PairsUnrelated()(pd.concat([_pairs(0.08), _first(-0.4).query("probe == 'pairs_first'")]), ctx) == []
+
+
+def test_pairs_unrelated_first_step_not_read_when_a_tower_discards_its_input():
+    from diagnose.core.rules.data import PairsUnrelated
+
+    df = _first(-0.4)
+    df.loc[(df.probe == "collapse") & (df.target == "text") & (df.step == 0), "value"] = 1.0  # identical rows
+    assert PairsUnrelated()(df, RunContext("r", batch_size=64)) == []
