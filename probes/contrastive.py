@@ -25,6 +25,13 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
   target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
       of a row's positive removed from its negatives), loss_diagonal_same_step (the unmasked loss
       on the same rows, for the comparison)
+
+Batched over steps: on the usual step (square logits, no targets, image and text embeddings of one shape with
+8 <= rows <= features) the tensor readings of every step (acc_diagonal, the five losses, norm_cv, cka,
+cka_null) are computed for `BATCH_STEPS` steps at once, on the steps' own tensors stacked: the same values,
+each stamped with its own step, for an eighth of the per-step tensor ops (each a fixed cost on small tensors).
+They reach the records up to BATCH_STEPS - 1 steps late (the online rules see them then; `records` and `close`
+take the held steps first); the shape, frozen_numel and requires_grad rows come at once. Nothing is sampled.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from ._records import Columns
 from .base import Observation, Probe
 
 if TYPE_CHECKING:
@@ -48,6 +56,9 @@ if TYPE_CHECKING:
 DUPLICATE_COSINE = 0.999
 # Below 8 rows a CKA over the batch is dominated by its own small-sample bias.
 PAIRS_MIN_ROWS = 8
+# Steps whose every-step readings are computed together (module docstring): the per-step cost falls with it, the
+# readings' delay grows with it; the held tensors are a batch's logits and embeddings, small next to a step's.
+BATCH_STEPS = 8
 
 
 def _cka(x: torch.Tensor, y: torch.Tensor, den: torch.Tensor | None = None) -> torch.Tensor:
@@ -119,11 +130,80 @@ def _derangement(n: int, device: torch.device) -> torch.Tensor:
     return cycle.to(device)
 
 
+STEP_METRICS = (("logits", "acc_diagonal"), ("logits", "loss_diagonal"), ("logits", "loss_i2t"),
+                ("logits", "loss_t2i"), ("logits", "loss_zero_i2t"), ("logits", "loss_zero_t2i"),
+                ("image", "norm_cv"), ("text", "norm_cv"), ("pairs", "cka"), ("pairs", "cka_null"))
+
+
+def _step_readings(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """The every-step tensor readings (`STEP_METRICS`, in that order) of K steps at once: z (K, b, b) logits,
+    e (K, 2, b, d) image and text embeddings; (K, 10). Each op works on every step's slice as the single-step
+    computation (`Contrastive._logits`, `Contrastive._embeddings`) works on one step's tensors."""
+    b = z.shape[1]
+    acc = (z.argmax(dim=2) == _arange(b, z.device)).sum(1, keepdim=True) / b
+    lse_r, lse_c, d = z.logsumexp(dim=2), z.logsumexp(dim=1), z.diagonal(dim1=1, dim2=2)
+    m = (torch.stack([lse_r, lse_c, lse_r, lse_c], 1) - torch.stack([d, d, z[:, :, 0], z[:, 0]], 1)).mean(dim=2)
+    n = e.norm(dim=-1)  # (K, 2, b)
+    cv = n.std(dim=2) / n.mean(dim=2).clamp_min(1e-12)
+    u = e / n.clamp_min(1e-12).unsqueeze(-1)
+    u = u - u.mean(dim=2, keepdim=True)
+    g = u @ u.transpose(2, 3)  # (K, 2, b, b): XXᵀ and YYᵀ of every step (see `_cka_pair`)
+    den = g.norm(dim=(2, 3)).prod(1, keepdim=True)
+    perm = _derangement(b, z.device)
+    gy = g[:, 1]
+    num = (g[:, :1] * torch.stack([gy, gy[:, perm[:, None], perm]], 1)).sum(dim=(2, 3))
+    cka = num / torch.where(den > 1e-12, den, float("nan"))
+    return torch.cat([acc, m[:, :2].sum(1, keepdim=True) * 0.5, m, cv, cka], dim=1)
+
+
+def _batchable(logits, targets, emb: dict[str, torch.Tensor]) -> bool:
+    """Square float logits with no targets, and image and text embeddings of one shape with PAIRS_MIN_ROWS <= rows
+    <= features and as many rows as the logits (the readings `_step_readings` computes)."""
+    x, y = emb.get("image"), emb.get("text")
+    return (targets is None and isinstance(logits, torch.Tensor) and logits.dim() == 2
+            and logits.is_floating_point() and logits.shape[0] == logits.shape[1] and x is not None and y is not None
+            and x.shape == y.shape and x.dtype == y.dtype and x.device == y.device == logits.device
+            and x.is_floating_point() and PAIRS_MIN_ROWS <= len(x) == len(logits) <= x.shape[1])
+
+
 class Contrastive(Probe):
     name = "contrastive"
 
     def setup(self, session: "ProbeSession") -> None:
         self.frozen = float(sum(p.numel() for p in session.model.parameters() if not p.requires_grad))
+        self._held: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (step, logits, image, text)
+
+    def close(self, session: "ProbeSession") -> None:
+        self.drain(session)
+
+    def drain(self, session: "ProbeSession") -> None:
+        """The held steps' readings, computed now (their values wait for the next flush like any other)."""
+        held, self._held = getattr(self, "_held", []), []
+        if not held:
+            return
+        steps = [s for s, _, _, _ in held]
+        with torch.no_grad():
+            z = torch.stack([z for _, z, _, _ in held]).float()
+            e = torch.stack([t for _, _, x, y in held for t in (x, y)]).float()
+            values = _step_readings(z, e.reshape(len(held), 2, *e.shape[1:]))
+        targets, metrics = [t for t, _ in STEP_METRICS], [m for _, m in STEP_METRICS]
+
+        def finish(floats: list[float]) -> Columns:
+            w = len(STEP_METRICS)
+            for i, step in enumerate(steps[:-1]):  # the last step's rows are returned, stamped by `later`
+                session.buffer.extend_columns(step, self.name, Columns(targets, metrics, floats[i * w:(i + 1) * w]))
+            return Columns(targets, metrics, floats[-w:])
+
+        session.buffer.later(steps[-1], self.name, [values], finish)
+
+    def _hold(self, session: "ProbeSession", step: int, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self._held:
+            _, z0, x0, _ = self._held[0]
+            if (z.shape, z.dtype, z.device, x.shape, x.dtype) != (z0.shape, z0.dtype, z0.device, x0.shape, x0.dtype):
+                self.drain(session)
+        self._held.append((step, z.detach(), x.detach(), y.detach()))
+        if len(self._held) >= BATCH_STEPS:
+            self.drain(session)
 
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
         if not session.due(obs.step):
@@ -134,6 +214,18 @@ class Contrastive(Probe):
         targets = getattr(obs, "targets", None)
         emb = {name: x for name in ("image", "text")
                if isinstance(x := obs.embeddings.get(name), torch.Tensor) and x.dim() == 2 and x.shape[0] > 1}
+        if _batchable(logits, targets, emb):  # the usual step: its tensor readings with the next held steps'
+            b, x = logits.shape[0], emb["image"]
+            r.numbers += [("logits", "rows", float(b)), ("logits", "cols", float(b)),
+                          ("image", "requires_grad", float(x.requires_grad)),
+                          ("text", "requires_grad", float(emb["text"].requires_grad))]
+            self._hold(session, obs.step, logits, x, emb["text"])
+            if session.due(obs.step, expensive=True):
+                with torch.no_grad():
+                    self._duplicates(obs, logits, r)
+            r.emit(session, obs.step, self.name)
+            return
+        self.drain(session)  # steps held so far first, so each step's rows come in step order
         with torch.no_grad():  # nothing computed here records a graph: the user's tensors are read without detach
             if isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] > 0:
                 self._logits(logits.float(), targets, r)

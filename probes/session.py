@@ -274,7 +274,13 @@ class ProbeSession:
 
     @property
     def records(self) -> pd.DataFrame:
-        """Long DataFrame: step (int), probe, target, metric (str), value (float)."""
+        """Long DataFrame: step (int), probe, target, metric (str), value (float). Readings a probe holds to
+        compute over several steps at once (`probes.contrastive.BATCH_STEPS`) are computed first."""
+        for probe in self.probes.values():
+            drain = getattr(probe, "drain", None)
+            if callable(drain):
+                with self.guard(probe.name):
+                    drain(self)
         return self.buffer.frame()
 
     def coverage(self) -> dict:

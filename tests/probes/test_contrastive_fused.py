@@ -58,3 +58,24 @@ def test_no_spread_gives_no_pair_reading_on_the_fused_path():
     rec = s.records
     cka = rec[(rec["target"] == "pairs")]["value"]
     assert len(cka) == 2 and all(math.isnan(v) for v in cka)
+
+
+def test_readings_batched_over_steps_are_each_steps_own():
+    g = torch.Generator().manual_seed(7)
+    steps = [(torch.randn(16, 32, generator=g), torch.randn(16, 32, generator=g)) for _ in range(11)]
+    steps.insert(5, (torch.randn(12, 32, generator=g), torch.randn(12, 32, generator=g)))  # a smaller last batch
+    with attach(torch.nn.Linear(2, 2), None, probes=[Contrastive()], strict=True, expensive_every=10 ** 6) as s:
+        for i, (img, txt) in enumerate(steps):
+            z = 5 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+            s.observe(i + 1, embeddings={"image": img, "text": txt}, logits={"i2t": z})
+            if i == 2:  # read mid-run: the held steps are computed first
+                mid = s.records
+                assert set(mid[mid["metric"] == "cka"]["step"]) == {1, 2, 3}
+    rec = s.records
+    for i, (img, txt) in enumerate(steps):
+        z = 5 * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+        at = rec[rec["step"] == i + 1]
+        got = {(t, m): v for t, m, v in zip(at["target"], at["metric"], at["value"])}
+        assert len(got) == len(set(got)) and len(at) == len(got)  # each reading once per step
+        for key, value in _plain(img, txt, z).items():
+            assert got[key] == pytest.approx(value, rel=1e-5 if key[0] == "pairs" else 1e-6, abs=1e-7), (i, key)
