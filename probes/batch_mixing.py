@@ -24,7 +24,8 @@ axis of the batch's size, or raises on half a batch, is passed over and its chil
 When: the forward after observations `ARM_AT` (three early steps; the mixing is a property of the code,
 not of training). Cost: hooks exist only during that one forward; each test is about 2 forwards of the
 tested module, without gradients. Side effects are contained: the user's RNG state is forked, every
-module's train/eval flag is restored, and buffers (running statistics, a MoCo queue) are copied back.
+module's train/eval flag is restored, buffers (running statistics, a MoCo queue) are copied back, and the
+modules' forward hooks are set aside during the recomputation (module-global hooks still see it).
 Python attributes a forward changes (a queue pointer kept as an int) are not restored.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -126,6 +128,11 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
         return None
     flags = [(m, m.training) for m in module.modules()]
     buffers = [(buf, buf.detach().clone()) for buf in module.buffers()]
+    # the recomputation runs the modules' own code only: forward hooks (the user's, an ablation's, other probes')
+    # are set aside for it and put back after, so nothing that counts or edits forwards sees these extra calls
+    hooks = [(m, m._forward_pre_hooks, m._forward_hooks) for m in module.modules()]
+    for m, _, _ in hooks:
+        m._forward_pre_hooks, m._forward_hooks = OrderedDict(), OrderedDict()
     devices = sorted({t.device.index or 0 for t in module.parameters() if t.is_cuda})
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
@@ -139,6 +146,8 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
     except Exception:  # a forward that cannot take half a batch (a fixed reshape) is not testable
         return None
     finally:
+        for m, pre, post in hooks:
+            m._forward_pre_hooks, m._forward_hooks = pre, post
         for m, was in flags:
             m.training = was
         for buf, saved in buffers:

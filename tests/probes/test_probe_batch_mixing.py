@@ -106,3 +106,14 @@ def test_rows_returned_in_a_batch_dependent_order_are_told_from_values_mixed():
     torch.manual_seed(0)
     rel, moved, low = mixing(SortedTower(), (torch.randn(B, D),), {}, B)
     assert rel > 0.1 and moved < 1e-6 and not low  # each row is a sample's own, elsewhere
+
+
+def test_the_recomputation_runs_no_forward_hook_and_puts_them_back():
+    model = Model(batch_first=False)
+    calls = []
+    model.proj.register_forward_hook(lambda m, a, o: calls.append(1))
+    model.pool.register_forward_pre_hook(lambda m, a: calls.append(2))
+    rel, _, _ = mixing(model, (torch.randn(B, T, D),), {}, B)
+    assert rel >= 0 and calls == []
+    model(torch.randn(B, T, D))
+    assert sorted(calls) == [1, 2]
