@@ -54,7 +54,7 @@ FAST_REPS = 1  # --fast (CI): one plain and one watched run for the timing
 # output was then looked at while changing a rule moved to dev. test2: a second blind half, written after that.
 # test3 (its writers' summaries read before its one run), test4, test5: blind, each run once at its freeze
 # (results-frozen-*.json); all of them have been read since, so they are dev halves now. test6: blind, written
-# after the rules of this session changed, run once at its freeze
+# while the rules of its session changed, run once at their freeze (1442fc4); read since: a dev half too
 HALVES = ("dev", "test", "test2", "test3", "test4", "test5", "test6")
 # a few dev cases, one per model family, that the CI test runs (tests/benchmarks/test_real_faults_fast.py)
 FAST = ("case_text_tower_no_grad", "case_latents_ones", "case_mrl_sum_logged", "case_softmax_over_batch")
