@@ -78,16 +78,16 @@ def _batch_axis(t: torch.Tensor, b: int) -> int | None:
     return axes[0] if len(axes) == 1 else (-1 if axes else None)
 
 
-def _cut(obj: Any, b: int, part: tuple[int, int], found: list[int], depth: int = 0) -> Any:
-    """`obj` with every tensor cut to the samples part = (start, length) along its axis of size b (clones, so
-    a forward that writes into its input leaves the user's tensors alone); `found` counts the cut tensors
-    (-1 on an ambiguous one)."""
+def _cut(obj: Any, b: int, part: tuple[int, int] | None, found: list[int], depth: int = 0) -> Any:
+    """`obj` with every tensor cut to the samples part = (start, length) along its axis of size b, or whole where
+    part is None (clones either way, so a forward that writes into its input leaves the user's tensors alone);
+    `found` counts the cut tensors (-1 on an ambiguous one)."""
     if isinstance(obj, torch.Tensor):
         axis = _batch_axis(obj, b)
         if axis == -1:
             found.append(-1)
             return obj
-        if axis is None:
+        if axis is None or part is None:
             return obj.detach().clone()
         found.append(1)
         return obj.detach().narrow(axis, *part).clone()
@@ -99,20 +99,6 @@ def _cut(obj: Any, b: int, part: tuple[int, int], found: list[int], depth: int =
         return [_cut(v, b, part, found, depth + 1) for v in obj]
     if isinstance(obj, dict):
         return {k: _cut(v, b, part, found, depth + 1) for k, v in obj.items()}
-    return obj
-
-
-def _whole(obj: Any, depth: int = 0) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if depth > 3:
-        return obj
-    if isinstance(obj, tuple):
-        return tuple(_whole(v, depth + 1) for v in obj)
-    if isinstance(obj, list):
-        return [_whole(v, depth + 1) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _whole(v, depth + 1) for k, v in obj.items()}
     return obj
 
 
@@ -138,7 +124,7 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             module.eval()
             state = torch.random.get_rng_state()
-            full = _tensors(module(*_whole(args), **_whole(kwargs)))
+            full = _tensors(module(*_cut(args, b, None, []), **_cut(kwargs, b, None, [])))
             halves = []
             for cut_args, cut_kwargs in cuts:
                 torch.random.set_rng_state(state)
