@@ -9,6 +9,7 @@ import pandas as pd
 from ..definitions import CHANCE_REL_TOL, learned, left_chance
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
+from .gradients import unused_temperatures
 from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, stuck
 
 # Targets are the pairs when target i = i for a square logit matrix. Under half of them on the
@@ -209,9 +210,11 @@ class EmbeddingWithoutGradient(Rule):
         out = []
         frozen = series(df, "contrastive", "model", "frozen_numel")
         none = select(df, "gradient_flow", "grad_is_none")
-        # the mechanism must be in the model: frozen parameters, or trainable ones that got no gradient;
-        # an embedding detached only on its way to observe() is not one
+        # the mechanism must be in the model: frozen parameters, or trainable ones that got no gradient (not an
+        # unused temperature scalar, which cuts nothing); an embedding detached only on its way to observe() is not one
         no_grad_params = sorted(set(none["target"])) if len(none) else []
+        unused = set(unused_temperatures(df, no_grad_params))
+        no_grad_params = [p for p in no_grad_params if p not in unused]
         if not ((len(frozen) and float(frozen.iloc[-1]) > 0) or no_grad_params):
             return []
         for name in ("image", "text"):

@@ -92,7 +92,7 @@ class GradientPresence(Rule):
         none = select(df, "gradient_flow", "grad_is_none")
         none = none[none["value"] > 0]
         params = sorted(none["target"].unique()) if len(none) else []
-        unused = _unused_temperatures(df, params)
+        unused = unused_temperatures(df, params)
         params = [p for p in params if p not in unused]
         if unused:
             out.append(Finding(
@@ -139,7 +139,7 @@ class GradientPresence(Rule):
         return out
 
 
-def _unused_temperatures(df: pd.DataFrame, params: list[str]) -> list[str]:
+def unused_temperatures(df: pd.DataFrame, params: list[str]) -> list[str]:
     """Parameters without a gradient that are one element named like a temperature: a scalar has nothing upstream
     of it, so no gradient means the loss does not use it, not that a part of the model is cut off."""
     numel = select(df, "gradient_flow", "numel").groupby("target")["value"].last()

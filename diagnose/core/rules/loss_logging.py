@@ -172,15 +172,15 @@ class LoggedAggregate(Rule):
         if off <= SCALED_MIN_OFF:
             return []
         ev = {"component": comp, "steps": span(both["own"]), "max_relative_gap": rnd(off, 4)}
-        for finding in (self._running_mean(both, comp, ev, ctx), self._smoothed(both, comp, ev, ctx),
+        run = _consecutive(both)
+        for finding in (self._running_mean(run, comp, ev, ctx), self._smoothed(run, comp, ev, ctx),
                         self._summed(both, comp, ev, ctx)):
             if finding is not None:
                 return [finding]
         return []
 
     @staticmethod
-    def _running_mean(both: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
-        run = _consecutive(both)
+    def _running_mean(run: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
         if len(run) < AGG_MIN_STEPS:
             return None
         mean = run["own"].expanding().mean()
@@ -198,8 +198,7 @@ class LoggedAggregate(Rule):
             "Pass observe the step's own loss (loss.item()), not a meter's global average.", comp)
 
     @staticmethod
-    def _smoothed(both: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
-        run = _consecutive(both)
+    def _smoothed(run: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
         if len(run) < AGG_MIN_STEPS:
             return None
         r, o = run["reported"].to_numpy(), run["own"].to_numpy()

@@ -72,6 +72,13 @@ def test_embedding_without_gradient_needs_the_mechanism_in_the_model():
     detached = frame(rec("contrastive", "text", "requires_grad", 0.0), rec("contrastive", "model", "frozen_numel", 0.0),
                      loss("loss_clip", [LN_B] * N))
     assert R.embedding_without_gradient(detached, ctx()) == []
+    # the only parameter without a gradient is an unused temperature scalar: still no mechanism in the model
+    unused = frame(detached, rec("gradient_flow", "logit_scale", "grad_is_none", 1.0),
+                   rec("gradient_flow", "logit_scale", "numel", 1.0))
+    assert R.embedding_without_gradient(unused, ctx()) == []
+    cut = frame(detached, rec("gradient_flow", "text.weight", "grad_is_none", 1.0),
+                rec("gradient_flow", "text.weight", "numel", 64.0))
+    assert one(R.embedding_without_gradient(cut, ctx()), "embedding_without_gradient").target == "text"
 
 
 def test_embedding_without_gradient_alarms_only_when_it_persists():
