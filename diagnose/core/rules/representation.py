@@ -23,11 +23,15 @@ from .base import (
 )
 from .gradients import SETTLED_CUMULATIVE_UPDATE, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, peak_model_update
 from .loss import ranking_learned
-from .persistence import falling, gap_to_chance, held_since, stuck
+from .persistence import PERSIST_MIN_OBS, falling, gap_to_chance, held_since, loss_falling, stuck
 
 # Mean off-diagonal cosine of L2-normalised embeddings: isotropic random vectors give ~0 (±1/sqrt(D));
 # 0.95 means every embedding lies within ~18 degrees of one direction: retrieval can't separate them.
 COLLAPSE_COSINE = 0.95
+# Embedding rows that are copies to float rounding at the first step (a text tower that reads only a token that
+# every caption shares, a truncation that drops the one that differs): that tower discards its input, so its
+# pairs cannot be read (the collapse rules name it); distinct inputs through random towers stay far below.
+IDENTICAL_ROWS_COSINE = 0.9999
 # Input features whose mean-pooled vectors have mean pairwise cosine above this share one dominant
 # direction (the anisotropy of transformer hidden states, Ethayarajh 2019).
 SHARED_INPUT_COSINE = 0.5
@@ -42,6 +46,18 @@ SPREAD_EFFECTIVE_RANK = 4.0
 EMBEDDINGS = ("image", "text")
 
 
+def discards_input(df: pd.DataFrame, cos: pd.Series) -> bool:
+    """The rows were copies (IDENTICAL_ROWS_COSINE) at every observation from the first, over PERSIST_MIN_OBS of
+    them, with the loss not falling. Then every row of the logits is constant across its candidates, so the
+    symmetric loss cannot go below ln(B) (logsumexp >= mean + ln B) whatever the other tower does: this is not
+    the contraction a healthy run passes through (its rows start spread and spread again), and waiting for the
+    weights to move by their own norm proves nothing (a tower that reads a token every caption shares, or
+    drops the one that differs, stays so however its weights move)."""
+    cos = finite(cos)
+    return (len(cos) >= PERSIST_MIN_OBS and bool((cos >= IDENTICAL_ROWS_COSINE).all())
+            and not loss_falling(df, int(cos.index[0])))
+
+
 class EmbeddingCollapse(Rule):
     """Mean pairwise cosine of the image/text embeddings and of watched intermediate outputs."""
 
@@ -49,7 +65,8 @@ class EmbeddingCollapse(Rule):
     emits = (Emit("embedding_collapse", ("error",), "embedding_collapse", 4),
              Emit("intermediate_collapse", ("warning",), "embedding_collapse", 4))
     needs = (("collapse", "cosine_mean"),)
-    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE, "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE}
+    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE, "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE,
+                  "IDENTICAL_ROWS_COSINE": IDENTICAL_ROWS_COSINE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         out = [f for name in EMBEDDINGS for f in self._embedding(df, ctx, name)]
@@ -76,6 +93,8 @@ class EmbeddingCollapse(Rule):
         # held while the weights moved by their own norm, with the loss not falling and the effective
         # rank not recovering over that span (rules.persistence)
         cos = series(df, "collapse", finding.target, "cosine_mean")
+        if discards_input(df, cos):
+            return True
         holds = cos >= COLLAPSE_COSINE
         if not stuck(df, holds):
             return False

@@ -67,14 +67,33 @@ def test_pairs_unrelated_fires_without_a_paired_margin_and_not_with_one():
     assert PairsUnrelated()(_pairs(0.0, cos=0.99), ctx) == []
 
 
-def test_pairs_unrelated_alarms_only_once_the_state_persisted():
+def test_pairs_unrelated_on_spread_embeddings_alarms_without_waiting_for_the_weights():
     from diagnose.core.rules.data import PairsUnrelated
 
     ctx = RunContext("r", batch_size=64)
-    early = _pairs(0.0, sd=0.0)  # 12 steps at chance, no update records: not persisted yet
+    flat = _pairs(0.0, sd=0.0)  # 12 spread-out steps at chance without a paired margin, no update records
+    [f] = PairsUnrelated()(flat, ctx)
+    assert f.evidence["spread_observations"] == 12 and PairsUnrelated().alarm(f, flat) is True
+    # near misses: a loss that falls over those steps; a loss below the chance band at one step
+    falling = flat.copy()
+    value = (falling.probe == "loss_split") & (falling.metric == "value")
+    falling.loc[value, "value"] = [math.log(64) * (1.02 - 0.004 * s) for s in falling.loc[value, "step"]]
+    [g] = PairsUnrelated()(falling, ctx)
+    assert PairsUnrelated().alarm(g, falling) is False
+    dipped = flat.copy()
+    dipped.loc[value & (dipped.step == 8), "value"] = 0.9 * math.log(64)
+    [h] = PairsUnrelated()(dipped, ctx)
+    assert PairsUnrelated().alarm(h, dipped) is False
+
+
+def test_pairs_unrelated_first_step_reading_alarms_only_once_the_state_persisted():
+    from diagnose.core.rules.data import PairsUnrelated
+
+    ctx = RunContext("r", batch_size=64)
+    early = _first(-0.4)  # embeddings alike from the start: the weak first-step reading, weights not moved
     [f] = PairsUnrelated()(early, ctx)
-    assert PairsUnrelated().alarm(f, early) is False
-    moved = pd.concat([_pairs(0.0, n=40, sd=0.0), pd.DataFrame(
+    assert f.evidence["spread_observations"] == 0 and PairsUnrelated().alarm(f, early) is False
+    moved = pd.concat([_first(-0.4, n=40), pd.DataFrame(
         [(s, "gradient_flow.model", "model", "update_to_param", 0.2) for s in range(40)],
         columns=["step", "probe", "target", "metric", "value"])], ignore_index=True)
     [g] = PairsUnrelated()(moved, ctx)

@@ -71,6 +71,27 @@ def test_embedding_collapse_that_persists_without_improvement_alarms():
     assert _alarms(R.embedding_collapse, still, "embedding_collapse") is False
 
 
+def test_embedding_rows_that_are_copies_from_the_start_alarm_without_the_weights_moving():
+    # a tower that discards its input: rows identical to float rounding at every observation, loss at ln(B)
+    copies = frame(_collapse([0.99999] * 8, [1.0] * 8), loss("loss_clip", noisy([LN_B] * 8, n=8)),
+                   moving(8, per_step=1e-3))
+    assert _alarms(R.embedding_collapse, copies, "embedding_collapse") is True
+    # near misses: rows merely alike (0.99, the healthy contraction's range) with the weights barely moving;
+    # copies now but spread at the first observation (a collapse: it waits for the weights); too few observations;
+    # a loss that falls
+    alike = frame(_collapse([0.99] * 8, [1.5] * 8), loss("loss_clip", noisy([LN_B] * 8, n=8)), moving(8, per_step=1e-3))
+    assert _alarms(R.embedding_collapse, alike, "embedding_collapse") is False
+    late = frame(_collapse([0.5] + [0.99999] * 7, [9.0] + [1.0] * 7), loss("loss_clip", noisy([LN_B] * 8, n=8)),
+                 moving(8, per_step=1e-3))
+    assert _alarms(R.embedding_collapse, late, "embedding_collapse") is False
+    short = frame(_collapse([0.99999] * 5, [1.0] * 5), loss("loss_clip", noisy([LN_B] * 5, n=5)),
+                  moving(5, per_step=1e-3))
+    assert _alarms(R.embedding_collapse, short, "embedding_collapse") is False
+    down = frame(_collapse([0.99999] * 8, [1.0] * 8), loss("loss_clip", list(np.linspace(LN_B, 0.7 * LN_B, 8))),
+                 moving(8, per_step=1e-3))
+    assert _alarms(R.embedding_collapse, down, "embedding_collapse") is False
+
+
 def _spread(n: int = N):
     return frame(rec("collapse", "image", "effective_rank", [12.0] * n),
                  rec("collapse", "text", "effective_rank", [12.0] * n),
