@@ -10,7 +10,7 @@ from ..definitions import CHANCE_REL_TOL, learned, left_chance
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
 from .gradients import unused_temperatures
-from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, stuck
+from .persistence import PERSIST_MIN_OBS, falling, held_since, loss_falling, stuck
 
 # Targets are the pairs when target i = i for a square logit matrix. Under half of them on the
 # diagonal, most rows are trained toward a caption that is not their own.
@@ -195,8 +195,20 @@ class FalseNegatives(Rule):
             "positive out of the negatives.", side)]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        # duplicates are a property of the batches, not a phase of training, and the gap is a share of the loss
+        # that no learning can win: a run that partly learns still loses it. So the alarm does not wait for the
+        # loss to stop falling; it waits for the duplicates to be in every batch over PERSIST_MIN_OBS observations
+        # and for the counterfactual gap (its share of the loss on the same logits) not to shrink over them
         share = series(df, "contrastive", finding.target, "duplicate_share")
-        return stuck(df, share >= DUPLICATE_SHARE_MIN)
+        since = held_since(share >= DUPLICATE_SHARE_MIN)
+        if since is None or int((share.index >= since).sum()) < PERSIST_MIN_OBS:
+            return False
+        full = series(df, "contrastive", "logits", "loss_diagonal_same_step")
+        masked = series(df, "contrastive", "logits", "loss_duplicates_masked")
+        gap_share = ((full - masked.reindex(full.index)) / full.where(full > 0)).dropna()
+        gap_share = gap_share[gap_share.index >= since]
+        return (len(gap_share) >= PERSIST_MIN_OBS and float(gap_share.mean()) >= FALSE_NEGATIVE_GAP
+                and not falling(gap_share))
 
 
 class EmbeddingWithoutGradient(Rule):

@@ -10,7 +10,7 @@ from ..definitions import learned
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, targets, window
 from .gradients import TEMPERATURE_NAME
-from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, stuck
+from .persistence import PERSIST_MIN_OBS, held_since, loss_falling
 
 # A parameter the optimizer never steps keeps its value exactly (no update, no weight decay); a
 # relative change of its norm under 1e-6 over the run is float rounding of a norm, not training.
@@ -60,8 +60,13 @@ class ParamsOutsideOptimizer(Rule):
             "if they are meant to stay fixed, set requires_grad=False.", names[0] if names else "outside")]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        # a direct reading, not a phase of training: parameters on the loss's path that nothing steps stay as they
+        # were however the rest of the model learns (`check` returns nothing once they move). The alarm waits for
+        # the reading to hold over PERSIST_MIN_OBS observations, not for the loss to stop falling: a run that
+        # learns with the rest of its parameters still never trains these
         n = series(df, "optimizer", "outside", "with_grad")
-        return stuck(df, n > 0)
+        since = held_since(n > 0)
+        return since is not None and int((n.index >= since).sum()) >= PERSIST_MIN_OBS
 
 
 class LearningRateGone(Rule):

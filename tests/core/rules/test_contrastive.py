@@ -22,6 +22,27 @@ def test_false_negatives_fires_when_the_masked_counterfactual_shows_the_cost():
     assert R.false_negatives.alarm(f, df) is True
 
 
+def test_false_negatives_alarm_while_the_run_partly_learns_unless_the_gap_shrinks():
+    import numpy as np
+
+    # the loss falls (the run partly learns) while the duplicates' share of it stays: still an alarm
+    falling_loss = list(np.linspace(1.1 * LN_B, 0.8 * LN_B, N))
+    full = [0.9 * v for v in falling_loss]
+    df = frame(_dups([0.5] * N, [0.7 * v for v in full], full), loss("loss_clip", falling_loss), moving(per_step=1e-3))
+    f = one(R.false_negatives(df, ctx()), "false_negatives")
+    assert f.severity == "error" and R.false_negatives.alarm(f, df) is True
+    # near misses: the gap shrinks over the span (the model learns to tell the duplicates apart); too few
+    # observations with duplicates in the batch
+    shrinking = frame(_dups([0.5] * N, [v * (0.5 + 0.4 * i / N) for i, v in enumerate(full)], full),
+                      loss("loss_clip", falling_loss), moving(per_step=1e-3))
+    g = one(R.false_negatives(shrinking, ctx()), "false_negatives")
+    assert R.false_negatives.alarm(g, shrinking) is False
+    late = frame(_dups([0.0] * (N - 4) + [0.5] * 4, [0.7 * v for v in full], full), loss("loss_clip", falling_loss),
+                 moving(per_step=1e-3))
+    h = one(R.false_negatives(late, ctx()), "false_negatives")
+    assert R.false_negatives.alarm(h, late) is False
+
+
 def test_false_negatives_near_misses():
     # duplicates that cost nothing on these logits (masked = unmasked): a measurement, no cause
     cheap = frame(_dups([0.5] * N, [2.5] * N, [2.5] * N), loss("loss_clip", [2.5] * N), moving())
