@@ -178,6 +178,20 @@ class RecordBuffer:
         self._later.append((int(step), probe, list(values), finish))
         self._frame = None
 
+    def later_steps(self, steps: Sequence[int], probe: str, values: torch.Tensor, targets: list[str],
+                    metrics: list[str]) -> None:
+        """Rows of several steps computed together: row k of `values` (len(steps), len(targets)) holds step
+        `steps[k]`'s values of (targets[j], metrics[j]); they reach the host with the next flush (one transfer)
+        and each row is stamped with its own step."""
+        steps, w = [int(s) for s in steps], len(targets)
+
+        def finish(floats: list[float]) -> Columns:
+            for k, step in enumerate(steps[:-1]):  # the last step's rows are returned, stamped by `flush`
+                self.extend_columns(step, probe, Columns(targets, metrics, floats[k * w:(k + 1) * w]))
+            return Columns(targets, metrics, floats[-w:])
+
+        self.later(steps[-1], probe, [values], finish)
+
     def flush(self) -> None:
         """Convert every waiting value in one transfer and add the rows."""
         if not self._later:

@@ -10,6 +10,11 @@ Probe ``collapse``, target = embedding name (``image``, ``text``, ``input``, …
       inputs), uniformity (Wang & Isola, t=2)
   target ``image~text``: alignment (E‖x̂−ŷ‖² over positive pairs = 2 - 2 cos) and negative_cosine
       (mean cosine over the non-matching pairs i != j), when both are given.
+Batched over steps: on a cheap step whose embeddings are all 2-d float tensors of one shape (>= 2 rows), the
+every-step readings above are computed for `BATCH_STEPS` steps at once on the steps' own stacked embeddings
+(`contrastive.BATCH_STEPS`): the same values (up to float rounding, ~1e-7 of the terms), each stamped with its
+own step, for an eighth of the per-step tensor ops. They reach the records up to BATCH_STEPS - 1 steps late
+(`records` and `close` compute the held steps first); an expensive step computes its own at once.
 Watched outputs (``outputs={"name": "module.path"}`` or `ProbeSession.watch_outputs`) are
 reduced inside a forward hook on the expensive schedule: a tensor output (or the first tensor of
 a tuple, or ``.last_hidden_state``) of shape (B, T, D) is mean-pooled over T first.
@@ -23,6 +28,7 @@ import torch
 
 from . import stats
 from .base import Observation, Probe
+from .contrastive import BATCH_STEPS
 
 if TYPE_CHECKING:
     from .session import ProbeSession
@@ -41,6 +47,40 @@ def _first_tensor(output) -> torch.Tensor | None:
     return None
 
 
+CHEAP_METRICS = ("nonfinite_rows", "n", "dim", "norm_mean", "cosine_mean", "dim_std_mean", "column_norm_dev")
+PAIR_METRICS = ("alignment", "negative_cosine")
+
+
+def _cheap_steps(e: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """The every-step readings of K steps at once: e (K, L, b, d) float, the L embeddings of every step; for each
+    embedding `CHEAP_METRICS` (as `stats.collapse_metrics(x, expensive=False)` and column_norm_dev compute them on
+    one (b, d) tensor: non-finite rows masked to zero), then for each pair (i, j) of embeddings `PAIR_METRICS`
+    (`stats.alignment`, `stats.negative_cosine`); (K, 7 L + 2 P), in that order."""
+    k, n_emb, b, d = e.shape
+    finite = torch.isfinite(e).all(-1)  # (K, L, b)
+    count = finite.sum(-1)
+    n = count.float()
+    raw = torch.linalg.vector_norm(e, dim=-1)  # a masked row's norm is 0, the others' as they are
+    u = e / raw.clamp_min(1e-12).unsqueeze(-1)  # rows L2-normalised (the pairs' readings keep every row)
+    norms = torch.where(finite, raw, torch.zeros((), device=e.device))
+    xn = torch.where(finite.unsqueeze(-1), u, torch.zeros((), device=e.device))
+    s = xn.sum(-2)  # (K, L, d)
+    cosine = ((s.unsqueeze(-2) @ s.unsqueeze(-1)).reshape(k, n_emb) - (norms > 0).sum(-1)) / (n * (n - 1))
+    var = (xn.pow(2).sum(-2) - n.unsqueeze(-1) * (s / n.unsqueeze(-1)).pow(2)) / (n - 1).unsqueeze(-1)
+    cols = [b - count, n, torch.full_like(n, float(d)), norms.sum(-1) / n, cosine, var.clamp_min(0).sqrt().mean(-1),
+            (torch.linalg.vector_norm(e, dim=-2) - 1.0).abs().amax(-1)]
+    out = torch.stack([c.float() for c in cols], -1).reshape(k, -1)  # (K, L * 7), embedding by embedding
+    if not pairs:
+        return out
+    ia, ib = [i for i, _ in pairs], [j for _, j in pairs]
+    ua, ub = u[:, ia], u[:, ib]  # (K, P, b, d)
+    su = u.sum(-2)
+    align = (ua - ub).pow(2).sum(-1).mean(-1)
+    dots = (su[:, ia].unsqueeze(-2) @ su[:, ib].unsqueeze(-1)).reshape(k, len(pairs))
+    negative = (dots - (ua * ub).sum((-2, -1))) / (b * b - b)
+    return torch.cat([out, torch.stack([align, negative], -1).reshape(k, -1)], 1)
+
+
 class Collapse(Probe):
     name = "collapse"
 
@@ -48,9 +88,48 @@ class Collapse(Probe):
                  pairs: tuple[tuple[str, str], ...] = (("image", "text"),)) -> None:
         self.outputs = dict(outputs or {})
         self.pairs = pairs
+        self._held: list[tuple[int, list[torch.Tensor]]] = []  # (step, its embeddings), of one signature
+        self._signature: tuple | None = None  # the held steps' labels, shape, dtype, device
 
     def setup(self, session: "ProbeSession") -> None:
         self.watch(session, self.outputs)
+
+    def close(self, session: "ProbeSession") -> None:
+        self.drain(session)
+
+    def drain(self, session: "ProbeSession") -> None:
+        """The held steps' readings, computed now (their values wait for the next flush like any other)."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        labels = self._signature[0]
+        pairs = [(labels.index(a), labels.index(b)) for a, b in self.pairs if a in labels and b in labels]
+        with torch.no_grad():
+            e = torch.stack([x for _, xs in held for x in xs]).float()
+            values = _cheap_steps(e.reshape(len(held), len(labels), *e.shape[1:]), pairs)
+        targets = [t for t in labels for _ in CHEAP_METRICS] + [f"{labels[i]}~{labels[j]}" for i, j in pairs
+                                                                 for _ in PAIR_METRICS]
+        metrics = list(CHEAP_METRICS) * len(labels) + list(PAIR_METRICS) * len(pairs)
+        session.buffer.later_steps([step for step, _ in held], self.name, values, targets, metrics)
+
+    def _hold(self, session: "ProbeSession", obs: Observation) -> bool:
+        """Hold a cheap step whose embeddings are 2-d float tensors of one shape with >= 2 rows (False: not
+        such a step); the held steps are computed together once there are `BATCH_STEPS` of them."""
+        xs = list(obs.embeddings.values())
+        x0 = xs[0]
+        if not (isinstance(x0, torch.Tensor) and x0.dim() == 2 and x0.shape[0] > 1 and x0.is_floating_point()):
+            return False
+        if not all(isinstance(x, torch.Tensor) and x.shape == x0.shape and x.dtype == x0.dtype
+                   and x.device == x0.device for x in xs[1:]):
+            return False
+        signature = (tuple(obs.embeddings), x0.shape, x0.dtype, x0.device)
+        if self._held and signature != self._signature:
+            self.drain(session)
+        self._signature = signature
+        self._held.append((obs.step, [x.detach() for x in xs]))
+        if len(self._held) >= BATCH_STEPS:
+            self.drain(session)
+        return True
 
     def watch(self, session: "ProbeSession", outputs: Mapping[str, str]) -> None:
         modules = dict(session.model.named_modules())
@@ -87,6 +166,9 @@ class Collapse(Probe):
         if not obs.embeddings or not session.due(obs.step):
             return
         expensive = session.due(obs.step, expensive=True)
+        if not expensive and self._hold(session, obs):  # the usual step: computed with the next held steps'
+            return
+        self.drain(session)  # steps held so far first, so each step's rows come in step order
         keys: list[tuple[str, str]] = []
         vals: list[torch.Tensor] = []
         with torch.no_grad():

@@ -18,6 +18,10 @@ Logits additionally give, when square (positives on the diagonal): positive_prob
 cross_entropy (row-wise, as given), cross_entropy_best_scale and best_scale_factor (the lowest
 cross-entropy of a*logits over a in 1..64, and that a: what the ranking would cost at a sharper
 temperature).
+Batched over steps: the logits' readings are computed for `BATCH_STEPS` steps at once on the steps' own stacked
+logits (`contrastive.BATCH_STEPS`): the same values, each stamped with its own step, for an eighth of the
+per-step tensor ops. They reach the records up to BATCH_STEPS - 1 steps late (`records` and `close` compute the
+held steps first); the hooks' readings come with their own step.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 from . import stats
 from ._hooks import bind_call
 from .base import Observation, Probe, module_label
+from .contrastive import BATCH_STEPS
 
 if TYPE_CHECKING:
     from .session import ProbeSession
@@ -44,6 +49,10 @@ class SoftmaxEntropy(Probe):
     def __init__(self, functional: bool = True) -> None:
         self.functional = functional  # softmax / SDPA calls seen through a TorchFunctionMode
         self._calls: dict[str, int] = {}
+        # the logits of steps whose readings are computed together: (step, one stack's matrices per group), and
+        # the groups' targets, shapes, dtypes and devices, the same for every held step
+        self._held: list[tuple[int, list[list[torch.Tensor]]]] = []
+        self._signature: tuple | None = None
 
     def setup(self, session: "ProbeSession") -> None:
         model = session.model
@@ -201,19 +210,39 @@ class SoftmaxEntropy(Probe):
         logits = dict(obs.logits)
         if "image_to_text" in logits and "text_to_image" not in logits:
             logits["text_to_image"] = logits["image_to_text"].T
-        keys: list[tuple[str, str]] = []
-        vals: list[torch.Tensor] = []
         by_shape: dict[tuple, list[tuple[str, torch.Tensor]]] = {}
         for lname, z in logits.items():
             if z.dim() == 2 and z.shape[1] >= 2:
                 by_shape.setdefault((tuple(z.shape), z.device), []).append((f"logits.{lname}", z.detach()))
-        with torch.no_grad():
-            for group in by_shape.values():  # both directions of a square matrix in one batch of ops (every step)
-                targets = [t for t, _ in group]
-                for metric, v in _logits_stats(torch.stack([z.float() for _, z in group])).items():
-                    keys += [(t, metric) for t in targets]
-                    vals.append(v)
-        session.buffer.extend_values(obs.step, self.name, keys, vals)
+        if not by_shape:
+            return
+        # both directions of a square matrix in one stack, computed with the next held steps' (module docstring)
+        signature = tuple((tuple(t for t, _ in group), shape, device, tuple(z.dtype for _, z in group))
+                          for (shape, device), group in by_shape.items())
+        if self._held and signature != self._signature:
+            self.drain(session)
+        self._signature = signature
+        self._held.append((obs.step, [[z for _, z in group] for group in by_shape.values()]))
+        if len(self._held) >= BATCH_STEPS:
+            self.drain(session)
+
+    def drain(self, session: "ProbeSession") -> None:
+        """The held steps' logits readings, computed now (their values wait for the next flush like any other)."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        steps = [step for step, _ in held]
+        for g, (targets, _, _, _) in enumerate(self._signature):
+            with torch.no_grad():
+                z = torch.stack([z.float() for _, groups in held for z in groups[g]])  # (K * L, B, C)
+                stats_ = _logits_stats(z)
+                values = torch.stack([v.float().reshape(len(held), len(targets)) for v in stats_.values()], 1)
+            metrics = [m for m in stats_ for _ in targets]
+            session.buffer.later_steps(steps, self.name, values.reshape(len(held), -1), list(targets) * len(stats_),
+                                       metrics)
+
+    def close(self, session: "ProbeSession") -> None:
+        self.drain(session)
 
 
 def _logits_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:

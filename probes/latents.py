@@ -13,6 +13,10 @@ time, i.e. before that step's update):
   row target ``<latent>-><norm module>`` metric ``consumed_by_norm`` = 1.
 Every LayerNorm/RMSNorm also gets input_rms / output_rms (target = module name) on the expensive
 schedule, so a report can say "latent rms 0.02 → normalised to 1.0" even without an exact match.
+Batched over steps: on cheap steps each latent's value is copied (one op) and the every-step metrics above are
+computed for `BATCH_STEPS` steps at once on the stacked copies (`contrastive.BATCH_STEPS`): the same values, each
+stamped with its own step, for an eighth of the per-step tensor ops; they reach the records up to BATCH_STEPS - 1
+steps late (`records` and `close` compute the held steps first). An expensive step computes its own at once.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 
 from . import stats
 from .base import Observation, Probe, module_label
+from .contrastive import BATCH_STEPS
 
 if TYPE_CHECKING:
     from .session import ProbeSession
@@ -39,6 +44,22 @@ def _as_rows(p: torch.Tensor) -> torch.Tensor:
     """(…, L, D) or (D,) parameter → (L', D) float32 rows."""
     x = p.detach().float()
     return x.reshape(1, -1) if x.dim() < 2 else x.reshape(-1, x.shape[-1])
+
+
+STEP_METRICS = ("mean", "std", "norm_mean", "norm_min", "norm_max", "rms", "nonfinite", "drift")
+
+
+def _step_metrics(x: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    """`STEP_METRICS` and, with more than one row, between_latent_std of K copies of one latent at once: x (K, L, D)
+    float rows as `_as_rows` gives them, init (L, D) its rows when the session opened; (K, 8 or 9), as
+    `LatentStats.observe` computes them on one copy."""
+    norms = x.norm(dim=-1)
+    cols = [x.mean(-1).mean(-1), x.std(-1, correction=0).mean(-1), norms.mean(-1), norms.amin(-1), norms.amax(-1),
+            x.pow(2).mean((-2, -1)).sqrt(), (~torch.isfinite(x)).sum((-2, -1)).float(),
+            (x - init).norm(dim=(-2, -1)) / init.norm().clamp_min(1e-30)]
+    if x.shape[1] > 1:
+        cols.append(x.std(-2).mean(-1))
+    return torch.stack(cols, 1)
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -64,6 +85,7 @@ class LatentStats(Probe):
             names = [n for n in params if self.pattern.search(n)]
         self.latents = {n: params[n] for n in names}
         self.init = {n: p.detach().clone() for n, p in self.latents.items()}
+        self._held: list[tuple[int, list[torch.Tensor]]] = []  # (step, a copy of each latent's rows then)
         self.consumer: dict[str, str] = {}  # latent name -> norm module that receives it verbatim
         for mname, mod in session.model.named_modules():
             if isinstance(mod, _NORMS):
@@ -97,6 +119,13 @@ class LatentStats(Probe):
         if not self.latents or not session.due(obs.step):
             return
         expensive = session.due(obs.step, expensive=True)
+        if not expensive:  # the usual step: its values copied, computed with the next held steps' (module docstring)
+            with torch.no_grad():
+                self._held.append((obs.step, [_as_rows(p).clone() for p in self.latents.values()]))
+            if len(self._held) >= BATCH_STEPS:
+                self.drain(session)
+            return
+        self.drain(session)  # steps held so far first, so each step's rows come in step order
         keys: list[tuple[str, str]] = []
         vals: list[torch.Tensor] = []
         with torch.no_grad():
@@ -124,5 +153,19 @@ class LatentStats(Probe):
                     vals.append(v)
         session.buffer.extend_values(obs.step, self.name, keys, vals)
 
+    def drain(self, session: "ProbeSession") -> None:
+        """The held steps' readings, computed now (their values wait for the next flush like any other)."""
+        held, self._held = getattr(self, "_held", []), []
+        if not held:
+            return
+        steps = [step for step, _ in held]
+        for i, name in enumerate(self.latents):
+            with torch.no_grad():
+                x = torch.stack([copies[i] for _, copies in held])
+                values = _step_metrics(x, _as_rows(self.init[name]))
+            metrics = list(STEP_METRICS) + ["between_latent_std"] * (values.shape[1] > len(STEP_METRICS))
+            session.buffer.later_steps(steps, self.name, values, [name] * len(metrics), metrics)
+
     def close(self, session: "ProbeSession") -> None:
+        self.drain(session)
         self.init = {}

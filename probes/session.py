@@ -275,7 +275,8 @@ class ProbeSession:
     @property
     def records(self) -> pd.DataFrame:
         """Long DataFrame: step (int), probe, target, metric (str), value (float). Readings a probe holds to
-        compute over several steps at once (`probes.contrastive.BATCH_STEPS`) are computed first."""
+        compute over several steps at once (`probes.contrastive.BATCH_STEPS`: contrastive, collapse, softmax_entropy,
+        latent_stats) are computed first."""
         for probe in self.probes.values():
             drain = getattr(probe, "drain", None)
             if callable(drain):
