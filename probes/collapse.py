@@ -12,9 +12,10 @@ Probe ``collapse``, target = embedding name (``image``, ``text``, ``input``, …
       (mean cosine over the non-matching pairs i != j), when both are given.
 Batched over steps: on a cheap step whose embeddings are all 2-d float tensors of one shape (>= 2 rows), the
 every-step readings above are computed for `BATCH_STEPS` steps at once on the steps' own stacked embeddings
-(`contrastive.BATCH_STEPS`): the same values (up to float rounding, ~1e-7 of the terms), each stamped with its
-own step, for an eighth of the per-step tensor ops. They reach the records up to BATCH_STEPS - 1 steps late
-(`records` and `close` compute the held steps first); an expensive step computes its own at once.
+(`contrastive.BATCH_STEPS`): the same values (each op reduces in the order of the one-step computation: equal
+bits on CPU), each stamped with its own step, for an eighth of the per-step tensor ops. They reach the records
+up to BATCH_STEPS - 1 steps late (`records` and `close` compute the held steps first); an expensive step
+computes its own at once.
 Watched outputs (``outputs={"name": "module.path"}`` or `ProbeSession.watch_outputs`) are
 reduced inside a forward hook on the expensive schedule: a tensor output (or the first tensor of
 a tuple, or ``.last_hidden_state``) of shape (B, T, D) is mean-pooled over T first.
@@ -51,13 +52,21 @@ CHEAP_METRICS = ("nonfinite_rows", "n", "dim", "norm_mean", "cosine_mean", "dim_
 PAIR_METRICS = ("alignment", "negative_cosine")
 
 
+def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two (..., d) tensors, one 1-d `@` per row: the float rounding of `x @ y` on one
+    step's vectors (a batched product sums in another order, and cosine_mean subtracts two numbers of order rows)."""
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return torch.stack([x @ y for x, y in zip(a, b)])
+
+
 def _cheap_steps(e: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
     """The every-step readings of K steps at once: e (K, L, b, d) float, the L embeddings of every step; for each
     embedding `CHEAP_METRICS` (as `stats.collapse_metrics(x, expensive=False)` and column_norm_dev compute them on
     one (b, d) tensor: non-finite rows masked to zero), then for each pair (i, j) of embeddings `PAIR_METRICS`
-    (`stats.alignment`, `stats.negative_cosine`); (K, 7 L + 2 P), in that order."""
+    (`stats.alignment`, `stats.negative_cosine`); (K, 7 L + 2 P), in that order. The same numbers as the one-step
+    computations, each op reducing in the same order."""
     k, n_emb, b, d = e.shape
-    finite = torch.isfinite(e).all(-1)  # (K, L, b)
+    finite = torch.isfinite((e * 0).sum(-1))  # 0 * x is NaN exactly where x is not finite: rows without NaN / Inf
     count = finite.sum(-1)
     n = count.float()
     raw = torch.linalg.vector_norm(e, dim=-1)  # a masked row's norm is 0, the others' as they are
@@ -65,20 +74,20 @@ def _cheap_steps(e: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
     norms = torch.where(finite, raw, torch.zeros((), device=e.device))
     xn = torch.where(finite.unsqueeze(-1), u, torch.zeros((), device=e.device))
     s = xn.sum(-2)  # (K, L, d)
-    cosine = ((s.unsqueeze(-2) @ s.unsqueeze(-1)).reshape(k, n_emb) - (norms > 0).sum(-1)) / (n * (n - 1))
+    cosine = (_dots(s, s).reshape(k, n_emb) - (norms > 0).sum(-1)) / (n * (n - 1))
     var = (xn.pow(2).sum(-2) - n.unsqueeze(-1) * (s / n.unsqueeze(-1)).pow(2)) / (n - 1).unsqueeze(-1)
     cols = [b - count, n, torch.full_like(n, float(d)), norms.sum(-1) / n, cosine, var.clamp_min(0).sqrt().mean(-1),
             (torch.linalg.vector_norm(e, dim=-2) - 1.0).abs().amax(-1)]
     out = torch.stack([c.float() for c in cols], -1).reshape(k, -1)  # (K, L * 7), embedding by embedding
     if not pairs:
         return out
-    ia, ib = [i for i, _ in pairs], [j for _, j in pairs]
-    ua, ub = u[:, ia], u[:, ib]  # (K, P, b, d)
     su = u.sum(-2)
-    align = (ua - ub).pow(2).sum(-1).mean(-1)
-    dots = (su[:, ia].unsqueeze(-2) @ su[:, ib].unsqueeze(-1)).reshape(k, len(pairs))
-    negative = (dots - (ua * ub).sum((-2, -1))) / (b * b - b)
-    return torch.cat([out, torch.stack([align, negative], -1).reshape(k, -1)], 1)
+    readings = []
+    for i, j in pairs:
+        ua, ub = u[:, i], u[:, j]  # (K, b, d) views
+        readings += [(ua - ub).pow(2).sum(-1).mean(-1),
+                     (_dots(su[:, i], su[:, j]) - (ua * ub).reshape(k, -1).sum(-1)) / (b * b - b)]
+    return torch.cat([out, torch.stack(readings, -1)], 1)
 
 
 class Collapse(Probe):
