@@ -10,7 +10,7 @@ from ..definitions import learned
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, targets, window
 from .gradients import TEMPERATURE_NAME
-from .persistence import PERSIST_MIN_OBS, held_since, loss_falling
+from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, stuck
 
 # A parameter the optimizer never steps keeps its value exactly (no update, no weight decay); a
 # relative change of its norm under 1e-6 over the run is float rounding of a norm, not training.
@@ -60,13 +60,12 @@ class ParamsOutsideOptimizer(Rule):
             "if they are meant to stay fixed, set requires_grad=False.", names[0] if names else "outside")]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
-        # a direct reading, not a phase of training: parameters on the loss's path that nothing steps stay as they
-        # were however the rest of the model learns (`check` returns nothing once they move). The alarm waits for
-        # the reading to hold over PERSIST_MIN_OBS observations, not for the loss to stop falling: a run that
-        # learns with the rest of its parameters still never trains these
+        # waits for the loss to stop falling (rules.persistence), although the reading itself is direct: a
+        # backbone left trainable but kept out of the optimizer on purpose (`AdamW(projector.parameters())`,
+        # a common way to freeze) reads the same, and such a run learns; alarming from the reading alone (tried)
+        # would stop it at its sixth observation
         n = series(df, "optimizer", "outside", "with_grad")
-        since = held_since(n > 0)
-        return since is not None and int((n.index >= since).sum()) >= PERSIST_MIN_OBS
+        return stuck(df, n > 0)
 
 
 class LearningRateGone(Rule):

@@ -30,19 +30,14 @@ def test_params_outside_optimizer_fires_with_names_and_alarms_once_persistent():
                                             early) is False
 
 
-def test_params_outside_optimizer_alarms_while_the_rest_of_the_model_learns():
+def test_params_outside_optimizer_no_alarm_while_the_rest_of_the_model_learns():
     import numpy as np
 
-    # the loss falls (the other parameters learn): the ones outside the optimizer still never move
-    falling_loss = list(np.linspace(1.05 * LN_B, 0.8 * LN_B, N))
-    df = frame(_outside([2] * N, [3.0] * N), loss("loss_clip", falling_loss), moving(per_step=1e-3))
+    # a backbone kept out of the optimizer on purpose reads the same: while the loss falls, no alarm
+    falling_loss = list(np.linspace(1.05 * LN_B, 0.5 * LN_B, N))
+    df = frame(_outside([2] * N, [3.0] * N), loss("loss_clip", falling_loss), moving())
     f = one(R.params_outside_optimizer(df, ctx()), "params_outside_optimizer")
-    assert R.params_outside_optimizer.alarm(f, df) is True
-    # near miss: the reading came and went (outside at the last few observations only)
-    flicker = frame(_outside([2] * 5 + [0] * 10 + [2] * 5, [3.0] * N), loss("loss_clip", falling_loss),
-                    moving(per_step=1e-3))
-    g = one(R.params_outside_optimizer(flicker, ctx()), "params_outside_optimizer")
-    assert R.params_outside_optimizer.alarm(g, flicker) is False
+    assert R.params_outside_optimizer.alarm(f, df) is False
 
 
 def test_params_outside_optimizer_near_miss_a_second_optimizer_moves_them():
