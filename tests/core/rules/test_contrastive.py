@@ -63,6 +63,12 @@ def test_targets_off_diagonal_and_its_near_miss():
     assert f.evidence["target_on_diagonal"] < 0.05
     good = frame(shape, rec("contrastive", "logits", "target_on_diagonal", 1.0), loss("loss_clip", [0.1] * N))
     assert R.targets_off_diagonal(good, ctx()) == []
+    # two ranks' rows that both kept the single-GPU arange: half of them point at the other rank's pair
+    half = frame(shape, rec("contrastive", "logits", "target_on_diagonal", 0.5), loss("loss_clip", [0.8 * LN_B] * N))
+    assert one(R.targets_off_diagonal(half, ctx()), "targets_off_diagonal").evidence["target_on_diagonal"] == 0.5
+    # near miss: a few rows whose target is a duplicate's column (one in 32)
+    few = frame(shape, rec("contrastive", "logits", "target_on_diagonal", 31 / 32), loss("loss_clip", [0.8 * LN_B] * N))
+    assert R.targets_off_diagonal(few, ctx()) == []
     # gathered features: rectangular logits, targets offset by rank x B are right
     gathered = frame(rec("contrastive", "logits", "rows", 64), rec("contrastive", "logits", "cols", 128),
                      rec("contrastive", "logits", "target_on_diagonal", 0.0), loss("loss_clip", [0.1] * N))
