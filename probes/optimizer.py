@@ -15,6 +15,9 @@ Probe ``optimizer`` (python numbers only: nothing reaches the device):
       when the groups change, metric ``optimizer_group`` = the group's index for every trainable parameter
       in a group with weight_decay > 0 (a rule then reads the decay term against the gradient with the
       gradient_flow probe's per-parameter norms).
+  per group decay_per_step (the share of the weights the decay alone removes per step, where the settings fix it:
+      decoupled lr x wd, SGD lr x wd x (1 - dampening) / (1 - momentum); NaN for Adam-style L2), and
+      lr_schedule_peak where a schedule keeps its peak in the group (OneCycleLR, CyclicLR: ``max_lr``).
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ class OptimizerState(Probe):
             rows += [(target, "lr", lr), (target, "lr_initial", _number(g.get("initial_lr", first))),
                      (target, "params", float(len(trainable))), (target, "numel", numel),
                      (target, "weight_decay", _number(g.get("weight_decay", 0.0))),
-                     (target, "decoupled", float(_decoupled(opt, g))), (target, "index", float(i))]
+                     (target, "decoupled", float(_decoupled(opt, g))), (target, "index", float(i)),
+                     (target, "decay_per_step", _decay_per_step(opt, g, lr))]
+            if "max_lr" in g:  # OneCycleLR / CyclicLR keep the schedule's peak in the group
+                rows.append((target, "lr_schedule_peak", _number(g["max_lr"])))
         if self._members_due:
             self._members_due = False
             names = {id(p): n for n, p in session.model.named_parameters()}
@@ -90,6 +96,22 @@ def _decoupled(opt: object, group: dict) -> bool:
     if group.get("decoupled_weight_decay"):
         return True
     return type(opt).__name__ in ("AdamW", "Lion", "LAMB", "Lamb", "Adafactor", "FusedAdam", "DecoupledAdamW")
+
+
+def _decay_per_step(opt: object, group: dict, lr: float) -> float:
+    """The share of the weights the decay alone removes per optimizer step, where that is fixed by the settings:
+    decoupled decay lr * wd; SGD's L2 term lr * wd, times (1 - dampening) / (1 - momentum) once the momentum
+    buffer has built up. NaN for adaptive optimizers with an L2 term (Adam, RMSprop: the term is normalised with
+    the gradient, so its effect depends on the gradient; decay_dominates_gradient reads that)."""
+    wd = _number(group.get("weight_decay", 0.0))
+    if not wd or wd != wd:
+        return 0.0
+    if _decoupled(opt, group):
+        return lr * wd
+    if type(opt).__name__ == "SGD":
+        m, d = _number(group.get("momentum", 0.0)), _number(group.get("dampening", 0.0))
+        return lr * wd * (1.0 - d) / (1.0 - m) if 0.0 <= m < 1.0 else float("nan")
+    return float("nan")
 
 
 def _number(x: object) -> float:

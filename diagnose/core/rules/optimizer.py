@@ -306,3 +306,114 @@ def _group_value(df: pd.DataFrame, index: int, metric: str) -> float:
             v = finite(series(df, "optimizer", target, metric))
             return float(v.iloc[-1]) if len(v) else float("nan")
     return float("nan")
+
+
+# The share of the weights the decay alone removes per optimizer step where the settings fix it (probe optimizer:
+# decoupled lr x wd; SGD lr x wd / (1 - momentum) once the momentum buffer built up). Recipes that train: AdamW
+# 1e-3 x 0.1 = 1e-4, MoCo's SGD 0.03 x 1e-4 / 0.1 = 3e-5, ImageNet's SGD 0.1 x 5e-4 / 0.1 = 5e-4. At 1e-2 the
+# decay alone takes e^-1 of every weight in 100 steps, 20x the fastest of them: the gradient has to rebuild the
+# weights as fast as they vanish (an AdamW decay carried over to SGD with momentum: 0.2 x 0.1 / 0.1 = 0.2).
+DECAY_RATE_MAX = 1e-2
+
+
+class DecayShrinksWeights(Rule):
+    """A param group whose weight decay alone removes a large share of the weights at every step."""
+
+    topic = "optimizer"
+    emits = (Emit("decay_shrinks_weights", ("warning", "error"), "weight_decay_collapse", 1),)
+    needs = (("optimizer", "decay_per_step"),)
+    thresholds = {"DECAY_RATE_MAX": DECAY_RATE_MAX}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        mean, ln_b = end_loss(df)
+        pn = finite(series(df, "gradient_flow.model", "model", "param_norm"))
+        out = []
+        for target in targets(df, "optimizer", "decay_per_step"):
+            params = series(df, "optimizer", target, "params")
+            rate = finite(series(df, "optimizer", target, "decay_per_step"))
+            if len(rate) < PERSIST_MIN_OBS or (len(params) and float(params.iloc[-1]) == 0):
+                continue
+            median = float(rate.median())
+            if median < DECAY_RATE_MAX:
+                continue
+            ev = {"group": target, "decay_per_step_median": rnd(median, 6), "decay_per_step_max": rnd(rate.max(), 6),
+                  "e_fold_steps": rnd(1.0 / median, 1), "weight_decay": rnd(_last(df, target, "weight_decay"), 6),
+                  "lr": rnd(_last(df, target, "lr"), 6), "decoupled": bool(_last(df, target, "decoupled") == 1.0),
+                  "threshold": DECAY_RATE_MAX, "steps": span(rate), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+            if len(pn) >= 2:
+                ev["model_param_norm_first"], ev["model_param_norm_end"] = rnd(pn.iloc[0]), rnd(pn.iloc[-1])
+            how = ("lr x weight_decay (decoupled)" if ev["decoupled"] else
+                   "lr x weight_decay / (1 - momentum) (SGD's L2 term once its momentum built up)")
+            out.append(Finding(
+                "decay_shrinks_weights", "warning" if learned(mean, ln_b) else "error", ctx.name,
+                f"in param group {target} the weight decay alone removes {median:.2g} of every weight per step "
+                f"({how}; lr {ev['lr']:g}, weight_decay {ev['weight_decay']:g}): it erases e^-1 of the weights every "
+                f"{1.0 / median:.0f} steps, {median / DECAY_RATE_MAX:.0f}x the {DECAY_RATE_MAX:g} above which no "
+                "training recipe decays"
+                + (f" (the model's weight norm {ev['model_param_norm_first']:.3g} -> {ev['model_param_norm_end']:.3g})"
+                   if "model_param_norm_end" in ev else "") + ".", ev,
+                "Size the decay for this optimizer: AdamW 0.01-0.1 at its lr; SGD ~1e-4 to 5e-4 (a decay copied from "
+                "an AdamW recipe is 100-1000x too strong for SGD), and exclude the temperature, biases and norms.",
+                target))
+        return out
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        rate = series(df, "optimizer", finding.target, "decay_per_step")
+        return stuck(df, rate >= DECAY_RATE_MAX)
+
+
+# A schedule that keeps its peak in the param group (OneCycleLR, CyclicLR: max_lr) changes the lr at every
+# optimizer step it is stepped. An lr at most SCHEDULE_PEAK_SHARE of that peak at every observation, and unchanged
+# over the last PERSIST_MIN_OBS of them, is the schedule not being stepped per batch: the run trains at its
+# starting lr (OneCycleLR: max_lr / 25). Stepped per batch, its warm-up changes the lr between any two steps.
+SCHEDULE_PEAK_SHARE = 0.1
+
+
+class LrBelowSchedulePeak(Rule):
+    """The lr held far below the peak of a schedule that should be moving it every step."""
+
+    topic = "optimizer"
+    emits = (Emit("lr_below_schedule_peak", ("error",), "learning_rate_too_low", 1),)
+    needs = (("optimizer", "lr_schedule_peak"),)
+    thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        mean, ln_b = end_loss(df)
+        if learned(mean, ln_b):
+            return []
+        for target in targets(df, "optimizer", "lr_schedule_peak"):
+            if self._holds(df, target):
+                lr = finite(series(df, "optimizer", target, "lr"))
+                peak = float(finite(series(df, "optimizer", target, "lr_schedule_peak")).max())
+                values = sorted({float(v) for v in lr})
+                ev = {"group": target, "lr_schedule_peak": peak, "lr_max_seen": float(lr.max()),
+                      "lr_values_seen": values[:8], "share_of_peak": rnd(float(lr.max()) / peak, 4),
+                      "steps": span(lr), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+                return [Finding(
+                    "lr_below_schedule_peak", "error", ctx.name,
+                    f"param group {target}'s schedule peaks at lr {peak:g} (max_lr), but the lr stayed at most "
+                    f"{float(lr.max()):.3g} ({ev['share_of_peak']:.0%} of it) over steps {ev['steps'][0]}-"
+                    f"{ev['steps'][1]} and did not change over the last {PERSIST_MIN_OBS} observations: the schedule "
+                    "is not stepped per batch (once per epoch?), so the run trains at its starting lr.", ev,
+                    "Call scheduler.step() after every optimizer.step() for OneCycleLR / CyclicLR (they count "
+                    "batches: total_steps = epochs x steps_per_epoch).", target)]
+        return []
+
+    @staticmethod
+    def _holds(df: pd.DataFrame, target: str) -> bool:
+        lr = finite(series(df, "optimizer", target, "lr"))
+        peak = finite(series(df, "optimizer", target, "lr_schedule_peak"))
+        if len(lr) < PERSIST_MIN_OBS or peak.empty or float(peak.max()) <= 0:
+            return False
+        last = lr.iloc[-PERSIST_MIN_OBS:]
+        return float(lr.max()) <= SCHEDULE_PEAK_SHARE * float(peak.max()) and float(last.max()) == float(last.min())
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        # a direct reading that a schedule stepped per batch never shows (its lr changes at every step), not a
+        # phase of training: no wait for the loss to stop falling
+        return self._holds(df, finding.target)
+
+
+def _last(df: pd.DataFrame, target: str, metric: str) -> float:
+    s = finite(series(df, "optimizer", target, metric))
+    return float(s.iloc[-1]) if len(s) else float("nan")

@@ -154,3 +154,55 @@ def test_temperature_decayed_near_misses():
     assert R.temperature_decayed(_temperature_in_group(falling, decayed=False), ctx()) == []
     # driven down by the gradient steps: decay 0.1 x 2.66 per lr, under an Adam step (an lr too high)
     assert R.temperature_decayed(_temperature_in_group(falling, lr=1e-3, wd=0.1), ctx()) == []
+
+
+def _decay_rate(rate, n=N, norms=None):
+    parts = [rec("optimizer", "group0", "decay_per_step", [rate] * n), rec("optimizer", "group0", "params", [4] * n),
+             rec("optimizer", "group0", "lr", [0.2] * n), rec("optimizer", "group0", "weight_decay", [0.1] * n),
+             rec("optimizer", "group0", "decoupled", [0.0] * n)]
+    if norms is not None:
+        parts.append(rec("gradient_flow.model", "model", "param_norm", norms))
+    return frame(*parts)
+
+
+def test_decay_shrinks_weights_reads_the_rate_the_settings_fix():
+    # SGD momentum 0.9, lr 0.2, wd 0.1 (an AdamW recipe's decay kept): 0.2 of the weights per step
+    df = frame(_decay_rate(0.2, norms=list(np.linspace(8.5, 5.1, N))), loss("loss_clip", noisy([LN_B] * N)), moving())
+    f = one(R.decay_shrinks_weights(df, ctx()), "decay_shrinks_weights")
+    assert f.severity == "error" and f.evidence["e_fold_steps"] == 5.0 and f.target == "group0"
+    assert R.decay_shrinks_weights.alarm(f, df) is True
+    # once the run learned: a warning
+    learned_run = frame(_decay_rate(0.2), loss("loss_clip", [0.1 * LN_B] * N), moving())
+    assert one(R.decay_shrinks_weights(learned_run, ctx()), "decay_shrinks_weights").severity == "warning"
+
+
+def test_decay_shrinks_weights_near_misses():
+    # the recipes that train: AdamW 1e-3 x 0.1, SGD 0.1 x 5e-4 / 0.1; an Adam L2 term (NaN: not a fixed rate)
+    for rate in (1e-4, 5e-4, float("nan")):
+        assert R.decay_shrinks_weights(frame(_decay_rate(rate), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
+    # too few observations
+    assert R.decay_shrinks_weights(frame(_decay_rate(0.2, n=4), loss("loss_clip", [LN_B] * 4), moving(4)), ctx()) == []
+
+
+def _cycle(lr, peak=1e-3):
+    return frame(rec("optimizer", "group0", "lr", lr), rec("optimizer", "group0", "lr_schedule_peak", [peak] * len(lr)))
+
+
+def test_lr_below_schedule_peak_when_the_schedule_is_not_stepped_per_batch():
+    # OneCycleLR stepped once per epoch: max_lr / 25 for a whole epoch, then one notch
+    lr = [4.0e-5] * 12 + [4.3e-5] * 8
+    df = frame(_cycle(lr), loss("loss_clip", noisy([0.8 * LN_B] * N)))
+    f = one(R.lr_below_schedule_peak(df, ctx()), "lr_below_schedule_peak")
+    assert f.evidence["share_of_peak"] == 0.043 and R.lr_below_schedule_peak.alarm(f, df) is True
+    assert R.causes.BY_ID[R.declarations()["lr_below_schedule_peak"].cause].id == "learning_rate_too_low"
+
+
+def test_lr_below_schedule_peak_near_misses():
+    # stepped per batch: the warm-up changes the lr at every step (even while still under a tenth of the peak)
+    warm = [4e-5 * (1 + 0.003 * t) for t in range(N)]
+    assert R.lr_below_schedule_peak(frame(_cycle(warm), loss("loss_clip", [LN_B] * N)), ctx()) == []
+    # the lr reached the peak earlier (the cycle's end anneals far below it)
+    annealed = [1e-3] * 5 + [1e-8] * 15
+    assert R.lr_below_schedule_peak(frame(_cycle(annealed), loss("loss_clip", [LN_B] * N)), ctx()) == []
+    # a run that learned anyway
+    assert R.lr_below_schedule_peak(frame(_cycle([4e-5] * N), loss("loss_clip", [0.1 * LN_B] * N)), ctx()) == []
