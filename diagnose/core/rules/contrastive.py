@@ -171,8 +171,10 @@ class FalseNegatives(Rule):
             return []
         side = max(shares, key=shares.get)
         cos = series(df, "collapse", side, "cosine_mean")
-        if len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE:
-            return []  # collapsed: every row looks like a duplicate (embedding_collapse says so)
+        share = finite(series(df, "collapse", side, "top_sv_share"))
+        if (len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE) or (
+                len(share) and float(window(share).mean()) >= COLLAPSE_COSINE):
+            return []  # collapsed (to one vector, or +- one): every row looks like a duplicate (embedding_collapse)
         masked = finite(series(df, "contrastive", "logits", "loss_duplicates_masked"))
         full = finite(series(df, "contrastive", "logits", "loss_diagonal_same_step"))
         if masked.empty or full.empty:

@@ -107,7 +107,7 @@ class EmbeddingCollapse(Rule):
             return []
         w = window(cos)
         if float(w.mean()) < COLLAPSE_COSINE:
-            return []
+            return self._on_one_line(df, ctx, name)
         rank = series(df, "collapse", name, "effective_rank")
         ev = {"embedding": name, "window_steps": span(w), "cosine_mean_end": rnd(w.mean()),
               "cosine_mean_first": rnd(cos.iloc[0]), "first_step": int(cos.index[0])}
@@ -123,6 +123,33 @@ class EmbeddingCollapse(Rule):
             f"every {name} maps to nearly the same vector, so the logits are uniform.", ev,
             f"Find the layer where the {name} path stops depending on its input (collapse of watched "
             "outputs, attention entropy), and check the update/param ratios of that path.", name)]
+
+
+    @staticmethod
+    def _on_one_line(df: pd.DataFrame, ctx: RunContext, name: str) -> list[Finding]:
+        """Rows that are +-one vector (a symmetric init: every unit computes the same function, and a bias-free last
+        layer maps it onto one direction with either sign): the mean cosine stays near 0, but the top singular
+        direction holds the energy. Logits of +-one vector take two values per row, so no row can single out its
+        pair among the rows of its own sign."""
+        share = finite(series(df, "collapse", name, "top_sv_share"))
+        if share.empty or float(window(share).mean()) < COLLAPSE_COSINE:
+            return []
+        w = window(share)
+        ev = {"embedding": name, "window_steps": span(w), "top_direction_share_end": rnd(w.mean()),
+              "top_direction_share_first": rnd(share.iloc[0]), "first_step": int(share.index[0]),
+              "cosine_mean_end": rnd(window(series(df, "collapse", name, "cosine_mean")).mean()), "sign": "either"}
+        rank = finite(series(df, "collapse", name, "effective_rank"))
+        if len(rank):
+            ev["effective_rank_end"] = rnd(rank.iloc[-1], 2)
+        return [Finding(
+            "embedding_collapse", "error", ctx.name,
+            f"{name} embeddings collapsed onto one line: the top singular direction holds {w.mean():.1%} of their "
+            f"energy over steps {ev['window_steps'][0]}-{ev['window_steps'][1]} (from step {ev['first_step']}: "
+            f"{share.iloc[0]:.1%}), with either sign (mean pairwise cosine {ev['cosine_mean_end']:.3f}); every {name} "
+            "is +-the same vector, so each row of the logits takes two values.", ev,
+            f"Look for a symmetric initialisation on the {name} path (constant or zero weights: every unit computes "
+            "the same function and gets the same update) and for a layer whose output stops depending on its input.",
+            name)]
 
 
 class InputSharedComponent(Rule):

@@ -108,3 +108,21 @@ def test_rows_spread_around_a_mean_norm_of_one_are_not_normalised_and_unit_rows_
     assert f.evidence["embeddings"]["image"]["norm_cv_median"] == 0.3
     unit = frame(rec("collapse", "image", "norm_mean", 1.0), rec("contrastive", "image", "norm_cv", 1e-7))
     assert R.embeddings_not_normalised(unit, ctx()) == []
+
+
+def test_embedding_collapse_onto_one_line_with_either_sign():
+    # +-one vector (a constant init and a bias-free last layer): mean cosine ~0, one direction holds the energy
+    df = frame(rec("collapse", "text", "cosine_mean", [0.01] * N), rec("collapse", "text", "top_sv_share", [1.0] * N),
+               rec("collapse", "text", "effective_rank", [1.0] * N))
+    f = one(R.embedding_collapse(df, ctx()), "embedding_collapse")
+    assert f.target == "text" and f.evidence["sign"] == "either" and f.evidence["top_direction_share_end"] == 1.0
+    # near miss: spread-out rows (a healthy batch: the top direction holds a fraction of the energy)
+    spread = frame(rec("collapse", "text", "cosine_mean", [0.01] * N),
+                   rec("collapse", "text", "top_sv_share", [0.3] * N))
+    assert R.embedding_collapse(spread, ctx()) == []
+    # and false_negatives leaves such rows to it (every row is +- a duplicate of every other)
+    dups = frame(df, rec("contrastive", "text", "duplicate_share", [1.0] * N),
+                 rec("contrastive", "logits", "loss_duplicates_masked", [1.0] * N),
+                 rec("contrastive", "logits", "loss_diagonal_same_step", [3.0 * LN_B] * N),
+                 loss("loss_clip", [3 * LN_B] * N))
+    assert "false_negatives" not in ids(R.false_negatives(dups, ctx()))
