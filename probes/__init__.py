@@ -16,6 +16,7 @@ from .base import Observation, Probe
 from .collapse import Collapse
 from .entropy import SoftmaxEntropy
 from .gradients import GradientFlow
+from .graph_leaves import GraphLeaves
 from .latents import LATENT_PATTERN, LatentStats
 from .loss_split import LossSplit
 from .session import PRESETS, PROBES, ProbeSession, attach
@@ -26,6 +27,7 @@ __all__ = [
     "LATENT_PATTERN",
     "Collapse",
     "GradientFlow",
+    "GraphLeaves",
     "LatentStats",
     "LossSplit",
     "Observation",

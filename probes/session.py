@@ -30,6 +30,7 @@ from .collapse import Collapse
 from .contrastive import Contrastive
 from .entropy import SoftmaxEntropy
 from .gradients import GradientFlow
+from .graph_leaves import GraphLeaves
 from .latents import LatentStats
 from .loss_split import LossSplit
 from .optimizer import OptimizerState
@@ -46,15 +47,17 @@ PROBES: dict[str, type[Probe]] = {
     "contrastive": Contrastive,
     "batch_mixing": BatchMixing,
     "pairs_first": PairsFirst,
+    "graph_leaves": GraphLeaves,
 }
 
 # the probes with work on the expensive schedule (named in the coverage line of that schedule)
 EXPENSIVE = ("softmax_entropy", "collapse", "latent_stats", "contrastive")
 
 PRESETS: dict[str, tuple[str, ...]] = {
-    "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing", "pairs_first"),
+    "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing", "pairs_first",
+              "graph_leaves"),
     "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse", "optimizer", "contrastive",
-            "batch_mixing", "pairs_first"),
+            "batch_mixing", "pairs_first", "graph_leaves"),
 }
 
 

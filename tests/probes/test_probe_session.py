@@ -176,9 +176,9 @@ def test_session_keeps_no_activation_alive():
 
 def test_presets_and_schedule():
     assert PRESETS["cheap"] == ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing",
-                                "pairs_first")
+                                "pairs_first", "graph_leaves")
     assert set(PRESETS["all"]) == {"latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse",
-                                   "optimizer", "contrastive", "batch_mixing", "pairs_first"}
+                                   "optimizer", "contrastive", "batch_mixing", "pairs_first", "graph_leaves"}
     model = TinyTower()
     with attach(model, probes="cheap", strict=True) as session:
         # cheap: no forward hooks, except batch_mixing's pre-hooks during the forwards after observations 0, 2, 10
@@ -187,7 +187,8 @@ def test_presets_and_schedule():
         assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert set(session.records.probe) <= {"gradient_flow", "gradient_flow.module", "gradient_flow.layer",
                                           "gradient_flow.model", "loss_split",
-                                            "optimizer", "contrastive", "batch_mixing", "pairs_first"}
+                                            "optimizer", "contrastive", "batch_mixing", "pairs_first",
+                                            "graph_leaves"}
     model = TinyTower()
     with attach(model, probes="all", every=2, expensive_every=3, strict=True) as session:
         _train(model, session, steps=5)

@@ -60,6 +60,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     nonfinite_values,
     pairs_unrelated,
     params_outside_optimizer,
+    params_unregistered,
     replicas_out_of_sync,
     run_rules,
     samples_mixed,
@@ -110,5 +111,5 @@ __all__ = [
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
     "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "updates_rounded_away",
-    "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat",
+    "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "params_unregistered",
 ]

@@ -37,6 +37,7 @@ from .gradients import (
     UpdateRatioLow,
     WeightsShrinking,
 )
+from .graph import ParamsUnregistered
 from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
@@ -80,6 +81,8 @@ updates_rounded_away = UpdatesRoundedAway()
 # an L2 decay term against the gradient it is added to
 decay_dominates_gradient, temperature_decayed = DecayDominatesGradient(), TemperatureDecayed()
 soft_targets_flat = SoftTargetsFlat()
+# the loss's autograd graph: trainable leaves in no registered module and no param group
+params_unregistered = ParamsUnregistered()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -92,7 +95,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
                 logged_scaled, samples_mixed, logged_aggregate, updates_rounded_away,
-                decay_dominates_gradient, temperature_decayed, soft_targets_flat),
+                decay_dominates_gradient, temperature_decayed, soft_targets_flat, params_unregistered),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

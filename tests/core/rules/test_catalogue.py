@@ -13,6 +13,7 @@ import pytest
 from diagnose.core import rules as R
 from diagnose.core.findings import severity_rank
 from diagnose.core.rules.causes import BY_ID
+from diagnose.core.rules.graph import UNMOVED_REL
 
 from .harness import (
     BAR,
@@ -41,6 +42,11 @@ from .harness import (
 
 # id -> list of (severity, rule, records, ctx) that must produce exactly that finding
 TRIGGERS = {
+    "params_unregistered": [("error", R.params_unregistered,
+                             frame(rec("graph_leaves", "unregistered", "count", {0: 4}),
+                                   rec("graph_leaves", "unregistered", "norm",
+                                       [3.0] * (N - 1) + [3.0 * (1 + 0.9 * UNMOVED_REL)]),
+                                   loss("loss_clip", LN_B)), ctx())],
     "loss_at_chance": [("error", R.loss_at_chance, loss("loss_clip", tail(1.0, LN_B * (1 + 0.9 * TOL))), ctx()),
                        ("error", R.loss_at_chance, loss("loss_clip", LN_B * (1 - 0.9 * TOL)), ctx())],
     "loss_above_chance": [("error", R.loss_at_chance, loss("loss_clip", LN_B * (1 + 1.01 * TOL)), ctx())],
@@ -128,6 +134,13 @@ TRIGGERS = {
 
 # id -> list of (rule, records, ctx): just on the healthy side of the threshold, so that id must not appear
 NEAR_MISSES = {
+    "params_unregistered": [(R.params_unregistered,  # a second optimizer moves them
+                             frame(rec("graph_leaves", "unregistered", "count", {0: 4}),
+                                   rec("graph_leaves", "unregistered", "norm",
+                                       [3.0] * (N - 1) + [3.0 * (1 + 1.1 * UNMOVED_REL)]),
+                                   loss("loss_clip", LN_B)), ctx()),
+                            (R.params_unregistered, frame(rec("graph_leaves", "unregistered", "count", {0: 0}),
+                                                          loss("loss_clip", LN_B)), ctx())],
     "loss_at_chance": [(R.loss_at_chance, loss("loss_clip", LN_B * (1 - 1.01 * TOL)), ctx()),
                        # at chance early, learned by the end of the run: only the window counts
                        (R.loss_at_chance, loss("loss_clip", tail(LN_B, LN_B * (1 - 2 * TOL))), ctx()),
@@ -248,6 +261,7 @@ ALL_IDS = {
     "update_ratio_high", "attention_uniform", "attention_entropy_collapse", "temperature_at_clamp",
     "temperature_toward_1", "loss_logging_inconsistent", "components_identical", "few_negatives", "latents_symmetric",
     "latents_similar", "latents_not_moving", "latent_scale_normalised", "logits_flat", "temperature_limits_loss",
+    "params_unregistered",
 }
 
 
