@@ -15,8 +15,8 @@ Probe ``optimizer`` (python numbers only: nothing reaches the device):
       when the groups change, metric ``optimizer_group`` = the group's index for every trainable parameter
       in a group with weight_decay > 0 (a rule then reads the decay term against the gradient with the
       gradient_flow probe's per-parameter norms).
-  per group decay_per_step (the share of the weights the decay alone removes per step, where the settings fix it:
-      decoupled lr x wd, SGD lr x wd x (1 - dampening) / (1 - momentum); NaN for Adam-style L2), and
+  per group decay_per_step (the share of the weights SGD's L2 decay alone removes per step: lr x wd x
+      (1 - dampening) / (1 - momentum); 0 without decay, NaN for other optimizers), and
       lr_schedule_peak where a schedule keeps its peak in the group (OneCycleLR, CyclicLR: ``max_lr``).
 """
 
@@ -99,16 +99,16 @@ def _decoupled(opt: object, group: dict) -> bool:
 
 
 def _decay_per_step(opt: object, group: dict, lr: float) -> float:
-    """The share of the weights the decay alone removes per optimizer step, where that is fixed by the settings:
-    decoupled decay lr * wd; SGD's L2 term lr * wd, times (1 - dampening) / (1 - momentum) once the momentum
-    buffer has built up. NaN for adaptive optimizers with an L2 term (Adam, RMSprop: the term is normalised with
-    the gradient, so its effect depends on the gradient; decay_dominates_gradient reads that)."""
+    """The share of the weights the decay alone removes per optimizer step where the settings fix it and the lr
+    does not decide it: SGD's L2 term, lr * wd * (1 - dampening) / (1 - momentum) once the momentum buffer has
+    built up (an lr too high for SGD inflates it only at lr ~ 10 with a usual wd). NaN elsewhere: decoupled
+    decay's lr * wd is large whenever the lr is (against Adam's own step of ~lr the decay weighs wd * |w|, read
+    per scalar by temperature_decayed), and Adam's or RMSprop's L2 term is normalised with the gradient
+    (decay_dominates_gradient reads it against the gradient)."""
     wd = _number(group.get("weight_decay", 0.0))
     if not wd or wd != wd:
         return 0.0
-    if _decoupled(opt, group):
-        return lr * wd
-    if type(opt).__name__ == "SGD":
+    if type(opt).__name__ == "SGD" and not _decoupled(opt, group):
         m, d = _number(group.get("momentum", 0.0)), _number(group.get("dampening", 0.0))
         return lr * wd * (1.0 - d) / (1.0 - m) if 0.0 <= m < 1.0 else float("nan")
     return float("nan")

@@ -230,3 +230,19 @@ def test_pairs_first_permutation_test_matches_plain_torch_once():
         assert v[("pairs", "cka")] == pytest.approx(cka, rel=1e-5)
         assert v[("pairs", "z")] > 5 if high else abs(v[("pairs", "z")]) < 3
         assert 0 < v[("pairs", "null_sd")] < 1 and NULL_DRAWS == 64
+
+
+def test_optimizer_decay_per_step_read_for_sgd_only_and_the_schedule_peak():
+    import torch
+
+    from probes.optimizer import _decay_per_step
+
+    w = torch.nn.Parameter(torch.ones(3))
+    sgd = torch.optim.SGD([w], lr=0.2, momentum=0.9, weight_decay=0.1)
+    assert abs(_decay_per_step(sgd, sgd.param_groups[0], 0.2) - 0.2) < 1e-9  # 0.2 x 0.1 / (1 - 0.9)
+    adamw = torch.optim.AdamW([w], lr=1.0, weight_decay=0.1)  # large only because the lr is
+    assert math.isnan(_decay_per_step(adamw, adamw.param_groups[0], 1.0))
+    plain = torch.optim.SGD([w], lr=0.1)
+    assert _decay_per_step(plain, plain.param_groups[0], 0.1) == 0.0
+    onecycle = torch.optim.lr_scheduler.OneCycleLR(torch.optim.SGD([w], lr=0.1), max_lr=1e-3, total_steps=10)
+    assert onecycle.optimizer.param_groups[0]["max_lr"] == 1e-3  # what the probe records as lr_schedule_peak

@@ -308,11 +308,11 @@ def _group_value(df: pd.DataFrame, index: int, metric: str) -> float:
     return float("nan")
 
 
-# The share of the weights the decay alone removes per optimizer step where the settings fix it (probe optimizer:
-# decoupled lr x wd; SGD lr x wd / (1 - momentum) once the momentum buffer built up). Recipes that train: AdamW
-# 1e-3 x 0.1 = 1e-4, MoCo's SGD 0.03 x 1e-4 / 0.1 = 3e-5, ImageNet's SGD 0.1 x 5e-4 / 0.1 = 5e-4. At 1e-2 the
-# decay alone takes e^-1 of every weight in 100 steps, 20x the fastest of them: the gradient has to rebuild the
-# weights as fast as they vanish (an AdamW decay carried over to SGD with momentum: 0.2 x 0.1 / 0.1 = 0.2).
+# The share of the weights SGD's L2 decay alone removes per step (probe optimizer: lr x wd / (1 - momentum) once the
+# momentum buffer built up; other optimizers are not read: decoupled lr x wd is large whenever the lr is). Recipes
+# that train: MoCo's SGD 0.03 x 1e-4 / 0.1 = 3e-5, ImageNet's 0.1 x 5e-4 / 0.1 = 5e-4. At 1e-2 the decay alone
+# takes e^-1 of every weight in 100 steps, 20x the faster of them: the gradient has to rebuild the weights as fast
+# as they vanish (an AdamW decay carried over to SGD with momentum: 0.2 x 0.1 / 0.1 = 0.2).
 DECAY_RATE_MAX = 1e-2
 
 
@@ -342,8 +342,7 @@ class DecayShrinksWeights(Rule):
                   "threshold": DECAY_RATE_MAX, "steps": span(rate), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
             if len(pn) >= 2:
                 ev["model_param_norm_first"], ev["model_param_norm_end"] = rnd(pn.iloc[0]), rnd(pn.iloc[-1])
-            how = ("lr x weight_decay (decoupled)" if ev["decoupled"] else
-                   "lr x weight_decay / (1 - momentum) (SGD's L2 term once its momentum built up)")
+            how = "lr x weight_decay / (1 - momentum): SGD's L2 term once its momentum built up"
             out.append(Finding(
                 "decay_shrinks_weights", "warning" if learned(mean, ln_b) else "error", ctx.name,
                 f"in param group {target} the weight decay alone removes {median:.2g} of every weight per step "
@@ -352,8 +351,8 @@ class DecayShrinksWeights(Rule):
                 "training recipe decays"
                 + (f" (the model's weight norm {ev['model_param_norm_first']:.3g} -> {ev['model_param_norm_end']:.3g})"
                    if "model_param_norm_end" in ev else "") + ".", ev,
-                "Size the decay for this optimizer: AdamW 0.01-0.1 at its lr; SGD ~1e-4 to 5e-4 (a decay copied from "
-                "an AdamW recipe is 100-1000x too strong for SGD), and exclude the temperature, biases and norms.",
+                "Size the decay for SGD: ~1e-4 to 5e-4 (a decay copied from an AdamW recipe is 100-1000x too strong "
+                "for SGD), and exclude the temperature, biases and norms.",
                 target))
         return out
 
