@@ -41,7 +41,7 @@ from .graph import ParamsUnregistered
 from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
-from .loss_logging import IdenticalComponents, LoggedAggregate, LoggedScaled, LoggedTotal
+from .loss_logging import IdenticalComponents, LoggedAggregate, LoggedNotTracking, LoggedScaled, LoggedTotal
 from .margin import FarShortOfMargin
 from .optimizer import (
     DecayDominatesGradient,
@@ -76,6 +76,8 @@ far_short_of_margin = FarShortOfMargin()
 samples_mixed = SamplesMixed()
 # the reported loss as an aggregate (running mean, moving average, micro-batch sum) of the logits' own
 logged_aggregate = LoggedAggregate()
+# the logged loss's trend against the logits' own cross-entropy (the logits learned, the log does not fall)
+logged_not_tracking = LoggedNotTracking()
 # float16 / bfloat16 weights the optimizer steps leave bit-identical
 updates_rounded_away = UpdatesRoundedAway()
 # an L2 decay term against the gradient it is added to
@@ -94,7 +96,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 gathered_gradient_scale, replicas_out_of_sync, chance_mismatch, no_data_signal, flat_logits,
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
-                logged_scaled, samples_mixed, logged_aggregate, updates_rounded_away,
+                logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, params_unregistered),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),

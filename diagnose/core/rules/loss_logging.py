@@ -1,14 +1,18 @@
 """Rules on what the training log says about the loss: a total that is not the weighted sum of its
 logged components, components logged as identical, and a loss logged as a constant multiple of the
-cross-entropy of the logits observed with it, or as its running mean, moving average or micro-batch sum."""
+cross-entropy of the logits observed with it, or as its running mean, moving average or micro-batch sum, and a
+logged loss whose trend does not track the cross-entropy of the logits observed with it."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
-from ..definitions import at_chance
+from ..definitions import at_chance, learned
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, primary_component, rnd, series, span, targets, window
+from .base import Emit, Rule, RunContext, finite, primary_component, rnd, series, span, targets, window
+from .persistence import IMPROVEMENT_SE, PERSIST_MIN_OBS, falling
 
 # total - sum(w_i L_i) beyond float rounding of a logged value means the log misstates a component.
 LOGGING_REL_TOL = 1e-3
@@ -173,28 +177,45 @@ class LoggedAggregate(Rule):
             return []
         ev = {"component": comp, "steps": span(both["own"]), "max_relative_gap": rnd(off, 4)}
         run = _consecutive(both)
-        for finding in (self._running_mean(run, comp, ev, ctx), self._smoothed(run, comp, ev, ctx),
+        for finding in (self._running_mean(run, comp, ev, ctx, both), self._smoothed(run, comp, ev, ctx),
                         self._summed(both, comp, ev, ctx)):
             if finding is not None:
                 return [finding]
         return []
 
     @staticmethod
-    def _running_mean(run: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
-        if len(run) < AGG_MIN_STEPS:
-            return None
+    def _running_mean(run: pd.DataFrame, comp: str, ev: dict, ctx: RunContext, both: pd.DataFrame) -> Finding | None:
+        # the pattern is read on its longest prefix from the first step: a logged value that equals the mean of
+        # the step losses since step 0 to AGG_REL_TOL on AGG_MIN_STEPS noisy steps is computed as that mean (a
+        # meter), whatever it does later. A meter reset each epoch, or a sum reset apart from its count, breaks
+        # the pattern at that step; the logged value is still no step's own loss, so the finding stays, with the
+        # step it broke at. It goes when, after the break, the logged value is the step's own (the log was fixed).
         mean = run["own"].expanding().mean()
-        err = float(((run["reported"] - mean).abs() / mean.abs()).max())
-        if err >= AGG_REL_TOL:
+        rel = ((run["reported"] - mean).abs() / mean.abs()).to_numpy()
+        held = int((rel >= AGG_REL_TOL).argmax()) if (rel >= AGG_REL_TOL).any() else len(run)
+        if held < AGG_MIN_STEPS:
             return None
-        last = run.iloc[-1]
+        pre, mean = run.iloc[:held], mean.iloc[:held]
+        if float(((mean - pre["own"]).abs() / pre["own"].abs()).max()) <= SCALED_MIN_OFF:
+            return None  # the mean never differed from the step's own value here: nothing tells them apart
+        after = both[both.index > pre.index[-1]]
+        gap_after = (after["reported"] - after["own"]).abs() / after["own"].abs()
+        if len(after) and float(gap_after.median()) <= SCALED_MIN_OFF:
+            return None
+        err, last = float(rel[:held].max()), pre.iloc[-1]
+        broke = (f" From step {int(after.index[0])} on it is no longer that mean (it reads "
+                 f"{after['reported'].iloc[0]:.4f} there, the step's own loss {after['own'].iloc[0]:.4f}): the meter "
+                 "was reset, or its sum and its count went out of step; either way it is not the step's loss."
+                 if len(after) else "")
         return Finding(
             "loss_logged_running_mean", "error", ctx.name,
             f"the reported {comp} is the mean of the logits' own cross-entropy over every step since step "
-            f"{int(run.index[0])} (agrees to {err:.1g} on {len(run)} consecutive steps): at step {int(run.index[-1])} "
+            f"{int(pre.index[0])} (agrees to {err:.1g} on {held} consecutive steps): at step {int(pre.index[-1])} "
             f"it reads {last['reported']:.4f} while the step's own loss is {last['own']:.4f}. A mean since the start "
-            "lags further behind every step: the curve and every reading of it against ln(B) describe the past.",
-            {**ev, "relative_error": rnd(err, 8), "reported_end": rnd(last["reported"]), "own_end": rnd(last["own"])},
+            "lags further behind every step: the curve and every reading of it against ln(B) describe the past."
+            + broke,
+            {**ev, "relative_error": rnd(err, 8), "reported_end": rnd(last["reported"]), "own_end": rnd(last["own"]),
+             "held_steps": span(pre["own"]), "broke_at": int(after.index[0]) if len(after) else None},
             "Pass observe the step's own loss (loss.item()), not a meter's global average.", comp)
 
     @staticmethod
@@ -237,3 +258,75 @@ class LoggedAggregate(Rule):
             f"their mean, so the curve reads {k}x the objective and every reading against ln(B) is off by {k}.",
             {**ev, "factor_median": rnd(c, 4), "k": k, "ratio_iqr": rnd(iqr, 4)},
             f"Log the mean over the {k} micro-batches (sum of loss / {k}), the value the optimizer minimises.", comp)
+
+
+# The logged loss against the loss of the logits it is logged with, as trends: over the steps both are recorded,
+# the logits' own cross-entropy falls (`persistence.falling`: last third below first third by IMPROVEMENT_SE
+# standard errors, counted from ln(B) down) and ends learned (`definitions.learned`: below half of ln B), while the
+# logged loss does not fall by that test, and its relative change exceeds the logits' by TRACK_SE standard errors of
+# the difference (a noisy log of the same curve falls as far, relatively, and is not "not falling" by that much).
+# Any loss computed from these logits that the optimizer minimises falls when their cross-entropy falls that far:
+# a constant factor, label smoothing, SigLIP's sigmoid loss on the same logits, an MRL sum or a total with falling
+# extra terms all fall together with it. "Ends above ln(B) while the logits' own loss is below it" alone is not
+# the condition: an MRL sum or a total with extra terms legitimately ends above ln(B) (summed/scaled logs are the
+# rules above).
+TRACK_SE = 2.0
+
+
+def _thirds(v: pd.Series, ceiling: float | None = None) -> tuple[float, float, float, float]:
+    """(first-third mean counted at most `ceiling`, last-third mean, relative change, its standard error)."""
+    n = len(v) // 3
+    first, last = v.iloc[:n], v.iloc[-n:]
+    start = float(first.mean()) if ceiling is None else min(float(first.mean()), ceiling)
+    se = math.sqrt(float(first.var()) / n + float(last.var()) / n)
+    return start, float(last.mean()), (float(last.mean()) - start) / abs(start), se / abs(start)
+
+
+class LoggedNotTracking(Rule):
+    """The reported loss does not fall while the cross-entropy of the logits observed with it falls to learned:
+    the logged value is not the loss of these logits (a running sum never reset, a stale or accumulated value)."""
+
+    topic = "logging"
+    emits = (Emit("loss_logged_not_tracking", ("error",), "logging_misstates_loss", 1),)
+    needs = (("contrastive", "loss_diagonal"), ("loss_split", "value"))
+    thresholds = {"TRACK_SE": TRACK_SE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS, "IMPROVEMENT_SE": IMPROVEMENT_SE}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        comp = primary_component(df)
+        both = pd.concat({"reported": series(df, "loss_split", comp, "value"),
+                          "own": series(df, "contrastive", "logits", "loss_diagonal")}, axis=1).dropna()
+        both = both[both.abs().lt(float("inf")).all(axis=1) & (both["reported"].abs() > 1e-12)]
+        # alarm gate: PERSIST_MIN_OBS observations (two per third at least) with the trends disagreeing over
+        # them; a finding that holds is worth the alarm at once: the weights need not move for a log to be wrong
+        if len(both) < PERSIST_MIN_OBS:
+            return []
+        cols = finite(series(df, "contrastive", "logits", "cols"))
+        chance = finite(series(df, "loss_split", comp, "chance"))
+        ln_b = math.log(float(cols.iloc[-1])) if len(cols) and cols.iloc[-1] > 1 else (
+            float(chance.iloc[-1]) if len(chance) else float("nan"))
+        own_end = float(window(both["own"]).mean())
+        if not (math.isfinite(ln_b) and learned(own_end, ln_b) and falling(both["own"], ceiling=ln_b)):
+            return []
+        if falling(both["reported"]):
+            return []
+        o0, o1, o_rel, o_se = _thirds(both["own"], ln_b)
+        r0, r1, r_rel, r_se = _thirds(both["reported"])
+        z = (r_rel - o_rel) / max(math.hypot(r_se, o_se), 1e-12)
+        if z <= TRACK_SE:
+            return []
+        rep_end = float(window(both["reported"]).mean())
+        steps = span(both["own"])
+        ev = {"component": comp, "steps": steps, "steps_compared": len(both), "chance_ln_B": rnd(ln_b),
+              "own_first_third": rnd(o0), "own_last_third": rnd(o1), "own_relative_change": rnd(o_rel),
+              "reported_first_third": rnd(r0), "reported_last_third": rnd(r1), "reported_relative_change": rnd(r_rel),
+              "disagreement_se": rnd(z, 2), "own_end": rnd(own_end), "reported_end": rnd(rep_end)}
+        return [Finding(
+            "loss_logged_not_tracking", "error", ctx.name,
+            f"the logged {comp} does not track the loss of the logits it is logged with: over steps {steps[0]}-"
+            f"{steps[1]} ({len(both)} compared; means of the first and last thirds) the logits' own cross-entropy fell "
+            f"from {o0:.4f} to {o1:.4f} (ends "
+            f"at {own_end:.4f} = {own_end / ln_b:.2f} ln B: learned) while the logged value went from {r0:.4f} to "
+            f"{r1:.4f} ({r_rel:+.0%}; the two changes {z:.1f} standard errors apart). The model learns; every reading "
+            "of the logged loss (learned, at chance, diverging) is about a number the optimizer does not minimise.",
+            ev, "Pass observe the loss you call backward on this step (loss.item()); a running sum for display must "
+            "be reset together with its count.", comp)]

@@ -19,7 +19,10 @@ is headed `unexplained` with the conditions under it. Each cause carries its `ro
 measured, contributing or symptom.
 
 Causes are ranked by their best tier, then by the worst severity among their findings, then by the
-number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`. Info
+number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`; except that when
+the logged loss is shown not to be the loss of the logits it is logged with (`loss_logged_not_tracking`: the
+logits learned, the log says otherwise), `logging_misstates_loss` comes first, since findings whose severity
+reads "not learned" from the logged loss read it from that misstated value. Info
 findings never implicate a cause. A run that learned has no failure to explain: only tier-1 causes (latent
 bugs, e.g. logging that misstates a loss) are kept. A run that did not learn with no cause-bearing finding gets
 `unexplained`.
@@ -58,8 +61,12 @@ def rank_root_causes(findings: list[dict], verdict: dict | None = None) -> list[
     learned = bool(verdict and verdict.get("learned"))
     for c in causes.values():
         c["role"] = ROLES[c["tier"]]
+    # a finding that the logged loss contradicts the logits' own (they learned, it says otherwise) puts the
+    # logging first: the verdict and every severity read from the logged loss ("not learned") rest on that value
+    loss_void = any(f["id"] in LOSS_CONTRADICTED and f["severity"] == "error" for f in findings)
     # contributing conditions (tier 3) after the symptoms (tier 4): shared by healthy runs, never first
-    ranked = sorted(causes.values(), key=lambda c: (CONTRIBUTING_LAST.get(c["tier"], c["tier"]),
+    ranked = sorted(causes.values(), key=lambda c: (not (loss_void and c["cause"] == LOSS_CONTRADICTED_CAUSE),
+                                                     CONTRIBUTING_LAST.get(c["tier"], c["tier"]),
                                                      -severity_rank(c["severity"]), -len(c["findings"]),
                                                      ORDER[c["cause"]]))
     if learned:
@@ -71,4 +78,8 @@ def rank_root_causes(findings: list[dict], verdict: dict | None = None) -> list[
 
 
 ROLES = {1: "mechanism", 2: "measured", 3: "contributing", 4: "symptom"}
+# findings that the logged loss is not the loss of the logits it is logged with, the logits having learned
+# (`loss_logging.LoggedNotTracking`), and the cause they implicate; other logging findings (a total that is not
+# the weighted sum, a scaled or averaged log) leave the logged loss's trend readable, so they rank as declared
+LOSS_CONTRADICTED, LOSS_CONTRADICTED_CAUSE = frozenset({"loss_logged_not_tracking"}), "logging_misstates_loss"
 CONTRIBUTING_LAST = {3: 4.5}

@@ -100,6 +100,10 @@ TRIGGERS = {
                                          rec("loss_split", "total", "total_minus_weighted_sum",
                                              {s: 5.0 * 1.01 * R.LOGGING_REL_TOL * (s == 7) for s in range(N)})),
                                    ctx())],
+    # the logits' own loss fell to just under the learned bar while the logged one stayed put
+    "loss_logged_not_tracking": [("error", R.logged_not_tracking,
+                                  frame(loss("loss_clip", 5.0),
+                                        rec("contrastive", "logits", "loss_diagonal", tail(LN_B, 0.98 * BAR))), ctx())],
     "components_identical": [
         ("warning", R.identical_components, components(LN_B, LN_B + 0.9 * R.IDENTICAL_ATOL), ctx()),
         ("error", R.identical_components, components(2.0, 2.0 + 0.9 * R.IDENTICAL_ATOL), ctx()),
@@ -211,6 +215,10 @@ NEAR_MISSES = {
     "loss_logging_inconsistent": [(R.logged_total, frame(rec("loss_split", "total", "value", 5.0),
                                                          rec("loss_split", "total", "total_minus_weighted_sum",
                                                              5.0 * 0.99 * R.LOGGING_REL_TOL)), ctx())],
+    # the same fall, ending just above the learned bar: not learned, nothing says the log is the wrong one
+    "loss_logged_not_tracking": [(R.logged_not_tracking,
+                                  frame(loss("loss_clip", 5.0),
+                                        rec("contrastive", "logits", "loss_diagonal", tail(LN_B, 1.02 * BAR))), ctx())],
     "components_identical": [
         (R.identical_components, components(2.0, 2.0 + 1.1 * R.IDENTICAL_ATOL), ctx()),
         # identical on 4 of the 5 window steps: under IDENTICAL_SHARE
@@ -261,6 +269,7 @@ ALL_IDS = {
     "update_ratio_high", "attention_uniform", "attention_entropy_collapse", "temperature_at_clamp",
     "temperature_toward_1", "loss_logging_inconsistent", "components_identical", "few_negatives", "latents_symmetric",
     "latents_similar", "latents_not_moving", "latent_scale_normalised", "logits_flat", "temperature_limits_loss",
+    "loss_logged_not_tracking",
     "params_unregistered",
 }
 

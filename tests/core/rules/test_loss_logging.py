@@ -1,13 +1,17 @@
 """Loss-logging rules (`diagnose.core.rules.loss_logging`): a logged total that is not the weighted sum
-of its components, identical components."""
+of its components, identical components, a log scaled or aggregated from the logits' own loss, and a log whose
+trend does not track the logits' own loss."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from diagnose.core import rules as R
+from diagnose.core.rules.loss_logging import TRACK_SE
+from diagnose.core.rules.persistence import falling
 
-from .harness import LN_B, WIN, N, components, ctx, frame, one, rec
+from .harness import LN_B, WIN, N, components, ctx, frame, loss, one, rec
 
 
 def test_loss_logging_inconsistent_evidence():
@@ -86,3 +90,89 @@ def test_loss_logged_aggregate_near_misses():
                      own * 4):  # constant to rounding: loss_logged_scaled's, not a sum of noisy parts
         assert R.logged_aggregate(_aggregate_frame(own, reported), ctx()) == []
     assert R.logged_aggregate(_aggregate_frame(own[:5], np.cumsum(own[:5]) / np.arange(1, 6)), ctx()) == []  # 5 steps
+
+
+def test_running_mean_kept_when_the_meter_breaks_after_its_first_steps():
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    n = 40
+    own = np.linspace(LN_B, 0.5, n) * (1 + 0.05 * rng.standard_normal(n))
+    # a sum never reset while its count restarts every 10 steps (a lost `running_loss = 0`): the mean since step 0
+    # on steps 0-9, then sum / (steps since the last log)
+    broken = np.cumsum(own) / (np.arange(n) % 10 + 1)
+    f = one(R.logged_aggregate(_aggregate_frame(own, broken), ctx()), "loss_logged_running_mean")
+    assert f.evidence["held_steps"] == [0, 9] and f.evidence["broke_at"] == 10
+    assert "From step 10 on" in f.message
+    # a meter reset each "epoch" of 10 steps: a running mean within each epoch, still not the step's loss
+    epoch = np.concatenate([np.cumsum(own[i:i + 10]) / np.arange(1, 11) for i in range(0, n, 10)])
+    assert one(R.logged_aggregate(_aggregate_frame(own, epoch), ctx()), "loss_logged_running_mean").evidence[
+        "broke_at"] == 10
+    # near miss: the log was fixed after step 9 (the step's own loss from then on): the early pattern is history
+    fixed = np.concatenate([np.cumsum(own[:10]) / np.arange(1, 11), own[10:]])
+    assert "loss_logged_running_mean" not in [f.id for f in R.logged_aggregate(_aggregate_frame(own, fixed), ctx())]
+
+
+def _tracking_frame(own, reported, chance=LN_B):
+    return frame(rec("contrastive", "logits", "loss_diagonal", list(own)), loss("loss_clip", list(reported), chance))
+
+
+def _learning(n=60, seed=0, noise=0.05):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    curve = LN_B * np.exp(-np.arange(n) / 12.0) + 0.15  # ln B down to ~0.15: learned
+    return curve, curve * (1 + noise * rng.standard_normal(n))
+
+
+def test_loss_logged_not_tracking_fires_when_the_log_rises_or_stays_while_the_logits_learn():
+    import numpy as np
+
+    _, own = _learning()
+    n = len(own)
+    no_reset = np.cumsum(own) / (np.arange(n) % 10 + 1)  # the sum never reset: the log grows with the steps
+    f = one(R.logged_not_tracking(_tracking_frame(own, no_reset), ctx()), "loss_logged_not_tracking")
+    ev = f.evidence
+    assert f.severity == "error" and ev["steps"] == [0, n - 1] and ev["steps_compared"] == n
+    assert ev["own_relative_change"] < -0.8 and ev["reported_relative_change"] > 0
+    assert ev["disagreement_se"] > TRACK_SE and ev["own_end"] < 0.5 * LN_B
+    # a stale value (the first step's loss logged every step, with a little rounding noise): it does not fall
+    stale = own[0] * (1 + 1e-3 * np.random.default_rng(3).standard_normal(n))
+    assert one(R.logged_not_tracking(_tracking_frame(own, stale), ctx()), "loss_logged_not_tracking")
+    # and the ranking puts the logging above a cause whose severity read "not learned" from the misstated log
+    found = [{"id": "false_negatives", "severity": "error"}, {"id": "no_gradient", "severity": "error"},
+             {"id": "dead_gradients", "severity": "error"}, {"id": f.id, "severity": f.severity}]
+    assert R.rank_root_causes(found, {"learned": False})[0]["cause"] == "logging_misstates_loss"
+    # other logging findings leave the logged trend readable: they rank as declared (a mechanism with two
+    # findings first)
+    other = found[:3] + [{"id": "loss_logged_running_mean", "severity": "error"}]
+    assert R.rank_root_causes(other, {"learned": False})[0]["cause"] == "no_gradient_path"
+
+
+def test_loss_logged_not_tracking_near_misses():
+    import numpy as np
+
+    curve, own = _learning()
+    n, rng = len(own), np.random.default_rng(4)
+
+    def quiet(reported, own=own):
+        assert R.logged_not_tracking(_tracking_frame(own, reported), ctx()) == []
+
+    quiet(own)  # the step's own loss
+    quiet(own * 0.25)  # a constant factor (loss_logged_scaled's)
+    quiet(0.9 * own + 0.1 * LN_B)  # label smoothing: a floor above the logits' own loss, falling with it
+    quiet(0.7 * curve ** 1.2 * (1 + 0.05 * rng.standard_normal(n)))  # another loss on the logits (SigLIP's sigmoid)
+    # an MRL sum over 3 prefixes, or a total with a falling extra term: both end above ln(B) while the logits'
+    # own loss is far below it, and fall together with it
+    quiet(sum(curve * (1 + 0.05 * rng.standard_normal(n)) for _ in range(3)))
+    quiet(own + np.linspace(5.0, 3.0, n))
+    # a log of the same curve with large noise does not fall by two standard errors, but its relative change is
+    # the logits' own: the trends do not disagree
+    loud = curve + 5.0 * (-1.0) ** np.arange(n)
+    assert not falling(pd.Series(loud))
+    quiet(loud)
+    # the logits did not learn (at chance throughout): nothing says which of the two is the loss
+    quiet(np.linspace(LN_B, 2 * LN_B, n), own=LN_B * (1 + 0.01 * rng.standard_normal(n)))
+    # the logits' loss fell but not to learned (0.7 ln B): the trend alone is not the claim
+    quiet(np.full(n, LN_B), own=np.linspace(LN_B, 0.7 * LN_B, n))
+    quiet(np.cumsum(own[:5]), own=own[:5])  # too few observations
