@@ -34,6 +34,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     chance_mismatch,
     chance_not_collapsed,
     decay_dominates_gradient,
+    decay_shrinks_weights,
     declarations,
     embedding_collapse,
     embedding_without_gradient,
@@ -57,6 +58,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     logged_total,
     logits_candidates,
     loss_at_chance,
+    lr_below_schedule_peak,
     no_data_signal,
     nonfinite_values,
     pairs_unrelated,
@@ -112,5 +114,6 @@ __all__ = [
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
     "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "logged_not_tracking", "updates_rounded_away",
-    "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "params_unregistered",
+    "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
+    "lr_below_schedule_peak", "params_unregistered",
 ]

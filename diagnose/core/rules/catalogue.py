@@ -45,7 +45,9 @@ from .loss_logging import IdenticalComponents, LoggedAggregate, LoggedNotTrackin
 from .margin import FarShortOfMargin
 from .optimizer import (
     DecayDominatesGradient,
+    DecayShrinksWeights,
     LearningRateGone,
+    LrBelowSchedulePeak,
     ParamsOutsideOptimizer,
     TemperatureDecayed,
     UpdatesRoundedAway,
@@ -85,6 +87,8 @@ decay_dominates_gradient, temperature_decayed = DecayDominatesGradient(), Temper
 soft_targets_flat = SoftTargetsFlat()
 # the loss's autograd graph: trainable leaves in no registered module and no param group
 params_unregistered = ParamsUnregistered()
+# the decay's own rate where the settings fix it; a schedule's peak (max_lr) against the lr it gives
+decay_shrinks_weights, lr_below_schedule_peak = DecayShrinksWeights(), LrBelowSchedulePeak()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -97,7 +101,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 temperature_limits_loss, params_outside_optimizer, learning_rate_gone, logits_candidates,
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
-                decay_dominates_gradient, temperature_decayed, soft_targets_flat, params_unregistered),
+                decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
+                lr_below_schedule_peak, params_unregistered),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

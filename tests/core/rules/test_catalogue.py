@@ -290,7 +290,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.params_outside_optimizer, R.learning_rate_gone, R.logits_candidates, R.targets_off_diagonal,
                R.false_negatives, R.embedding_without_gradient, R.scale_update_high,
                # tests/core/rules/test_optimizer.py
-               R.updates_rounded_away, R.decay_dominates_gradient, R.temperature_decayed,
+               R.updates_rounded_away, R.decay_dominates_gradient, R.temperature_decayed, R.decay_shrinks_weights,
+               R.lr_below_schedule_peak,
                # tests/core/rules/test_contrastive.py
                R.soft_targets_flat,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
