@@ -153,12 +153,31 @@ def _consecutive(both: pd.DataFrame) -> pd.DataFrame:
     return both.iloc[: breaks[0]] if breaks else both
 
 
+def _restarts(after: pd.DataFrame) -> list[int] | None:
+    """Steps at which `after` (consecutive steps) restarts a running mean of the step losses, when every reported
+    value is the mean since the last restart to AGG_REL_TOL (a restart: the value is that step's own loss);
+    None when some value is neither (or the steps are not consecutive)."""
+    steps, rep, own = after.index.to_numpy(), after["reported"].to_numpy(), after["own"].to_numpy()
+    if len(steps) > 1 and (steps[1:] - steps[:-1] != 1).any():
+        return None
+    starts, total, count = [], 0.0, 0
+    for i in range(len(steps)):
+        mean = (total + own[i]) / (count + 1)
+        if count and abs(rep[i] - mean) < AGG_REL_TOL * abs(mean):
+            total, count = total + own[i], count + 1
+        elif abs(rep[i] - own[i]) < AGG_REL_TOL * abs(own[i]):  # a restart: the mean of this one step
+            starts, total, count = starts + [int(steps[i])], own[i], 1
+        else:
+            return None
+    return starts
+
+
 class LoggedAggregate(Rule):
     """The reported contrastive loss is a running mean, a moving average or a micro-batch sum of the
     cross-entropies of the logits passed with it, not the step's own value."""
 
     topic = "logging"
-    emits = (Emit("loss_logged_running_mean", ("error",), "logging_misstates_loss", 1),
+    emits = (Emit("loss_logged_running_mean", ("warning", "error"), "logging_misstates_loss", 1),
              Emit("loss_logged_smoothed", ("warning",), "logging_misstates_loss", 1),
              Emit("loss_logged_summed", ("error",), "logging_misstates_loss", 1))
     needs = (("contrastive", "loss_diagonal"),)
@@ -187,9 +206,10 @@ class LoggedAggregate(Rule):
     def _running_mean(run: pd.DataFrame, comp: str, ev: dict, ctx: RunContext, both: pd.DataFrame) -> Finding | None:
         # the pattern is read on its longest prefix from the first step: a logged value that equals the mean of
         # the step losses since step 0 to AGG_REL_TOL on AGG_MIN_STEPS noisy steps is computed as that mean (a
-        # meter), whatever it does later. A meter reset each epoch, or a sum reset apart from its count, breaks
-        # the pattern at that step; the logged value is still no step's own loss, so the finding stays, with the
-        # step it broke at. It goes when, after the break, the logged value is the step's own (the log was fixed).
+        # meter), whatever it does later. Where it breaks, the log either goes on as a mean restarted at that step
+        # and later ones (a meter reset per window or epoch: its lag is bounded by the window, a warning as for a
+        # moving average), or is no such mean (a sum reset apart from its count: error, with the step it broke at).
+        # The finding goes when, after the break, the logged value is the step's own (the log was fixed).
         mean = run["own"].expanding().mean()
         rel = ((run["reported"] - mean).abs() / mean.abs()).to_numpy()
         held = int((rel >= AGG_REL_TOL).argmax()) if (rel >= AGG_REL_TOL).any() else len(run)
@@ -203,20 +223,30 @@ class LoggedAggregate(Rule):
         if len(after) and float(gap_after.median()) <= SCALED_MIN_OFF:
             return None
         err, last = float(rel[:held].max()), pre.iloc[-1]
-        broke = (f" From step {int(after.index[0])} on it is no longer that mean (it reads "
-                 f"{after['reported'].iloc[0]:.4f} there, the step's own loss {after['own'].iloc[0]:.4f}): the meter "
-                 "was reset, or its sum and its count went out of step; either way it is not the step's loss."
+        restarts = _restarts(after) if len(after) else None
+        ev = {**ev, "relative_error": rnd(err, 8), "reported_end": rnd(last["reported"]), "own_end": rnd(last["own"]),
+              "held_steps": span(pre["own"]), "broke_at": int(after.index[0]) if len(after) else None}
+        said = (f"the reported {comp} is the mean of the logits' own cross-entropy over every step since step "
+                f"{int(pre.index[0])} (agrees to {err:.1g} on {held} consecutive steps): at step {int(pre.index[-1])} "
+                f"it reads {last['reported']:.4f} while the step's own loss is {last['own']:.4f}.")
+        fix = "Pass observe the step's own loss (loss.item()), not a meter's global average."
+        if restarts:
+            starts = [int(pre.index[0])] + restarts
+            window_max = max(b - a for a, b in zip(starts, starts[1:] + [int(both.index[-1]) + 1]))
+            return Finding(
+                "loss_logged_running_mean", "warning", ctx.name,
+                f"{said} From step {restarts[0]} on it is the same mean restarted (at steps "
+                f"{', '.join(map(str, restarts[:6]))}{', ...' if len(restarts) > 6 else ''}): a meter reset per window "
+                f"or epoch. The curve lags the run by up to {window_max} steps, so a run that stopped learning or "
+                "diverged shows it late.", {**ev, "restarts": restarts[:20], "window_max": window_max}, fix, comp)
+        broke = (f" From step {int(after.index[0])} on it is no longer that mean, nor one restarted there (it reads "
+                 f"{after['reported'].iloc[0]:.4f}, the step's own loss {after['own'].iloc[0]:.4f}): its sum and its "
+                 "count went out of step (a sum never reset while its count restarts), so the curve is no loss at all."
                  if len(after) else "")
         return Finding(
             "loss_logged_running_mean", "error", ctx.name,
-            f"the reported {comp} is the mean of the logits' own cross-entropy over every step since step "
-            f"{int(pre.index[0])} (agrees to {err:.1g} on {held} consecutive steps): at step {int(pre.index[-1])} "
-            f"it reads {last['reported']:.4f} while the step's own loss is {last['own']:.4f}. A mean since the start "
-            "lags further behind every step: the curve and every reading of it against ln(B) describe the past."
-            + broke,
-            {**ev, "relative_error": rnd(err, 8), "reported_end": rnd(last["reported"]), "own_end": rnd(last["own"]),
-             "held_steps": span(pre["own"]), "broke_at": int(after.index[0]) if len(after) else None},
-            "Pass observe the step's own loss (loss.item()), not a meter's global average.", comp)
+            f"{said} A mean since the start lags further behind every step: the curve and every reading of it "
+            "against ln(B) describe the past." + broke, ev, fix, comp)
 
     @staticmethod
     def _smoothed(run: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:

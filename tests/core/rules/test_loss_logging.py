@@ -102,12 +102,13 @@ def test_running_mean_kept_when_the_meter_breaks_after_its_first_steps():
     # on steps 0-9, then sum / (steps since the last log)
     broken = np.cumsum(own) / (np.arange(n) % 10 + 1)
     f = one(R.logged_aggregate(_aggregate_frame(own, broken), ctx()), "loss_logged_running_mean")
-    assert f.evidence["held_steps"] == [0, 9] and f.evidence["broke_at"] == 10
+    assert f.severity == "error" and f.evidence["held_steps"] == [0, 9] and f.evidence["broke_at"] == 10
     assert "From step 10 on" in f.message
-    # a meter reset each "epoch" of 10 steps: a running mean within each epoch, still not the step's loss
+    # a meter reset each "epoch" of 10 steps: a running mean within each epoch, still not the step's loss, but
+    # its lag is bounded by the epoch: a warning, as for a moving average
     epoch = np.concatenate([np.cumsum(own[i:i + 10]) / np.arange(1, 11) for i in range(0, n, 10)])
-    assert one(R.logged_aggregate(_aggregate_frame(own, epoch), ctx()), "loss_logged_running_mean").evidence[
-        "broke_at"] == 10
+    f = one(R.logged_aggregate(_aggregate_frame(own, epoch), ctx()), "loss_logged_running_mean")
+    assert f.severity == "warning" and f.evidence["restarts"] == [10, 20, 30] and f.evidence["window_max"] == 10
     # near miss: the log was fixed after step 9 (the step's own loss from then on): the early pattern is history
     fixed = np.concatenate([np.cumsum(own[:10]) / np.arange(1, 11), own[10:]])
     assert "loss_logged_running_mean" not in [f.id for f in R.logged_aggregate(_aggregate_frame(own, fixed), ctx())]
