@@ -121,6 +121,43 @@ def test_fix_temperature_finds_the_parameter_by_the_logits_it_scales(under_ablat
     assert not model.logit_scale.requires_grad
 
 
+@pytest.mark.parametrize("bound", [4.6052, 100.0])
+def test_fix_temperature_is_not_applicable_where_a_clamp_after_the_parameter_pins_the_scale(under_ablation, bound):
+    """`logit_scale.exp().clamp(0, 4.6052)` (ln 100 written as the bound of the scale): holding the parameter at
+    ln(14.29) leaves the logits at 4.6, a run that would change nothing; with the bound at 100 the hold reaches them."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("fix_temperature")
+    x, t = batch()
+    labels = torch.arange(B)
+    scales = []
+
+    def run():
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            for i in range(3):
+                img, txt = model(x, t)
+                scale = model.logit_scale.exp().clamp(0, bound)
+                scales.append(float(scale))
+                loss = F.cross_entropy(scale * img @ txt.t(), labels)
+                opt.zero_grad()
+                loss.backward()
+                w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt},
+                          logits=scale * img @ txt.t())
+                opt.step()
+
+    if bound == 100.0:
+        run()
+        assert scales == pytest.approx([1 / 0.07] * 3, rel=1e-5)
+        return
+    with pytest.raises(SystemExit) as exc:
+        run()
+    assert exc.value.code == 0
+    assert scales == pytest.approx([4.6052, 4.6052], rel=1e-5)  # stopped at the second step's observe
+    assert "the logits still carry scale 4.61 (4.61 before; target 14.29)" in \
+        json.loads(open(spec["status"]).read())["not_applicable"]
+
+
 def test_measured_scale_reads_the_diagonal_over_the_dot_products():
     img = F.normalize(torch.randn(8, 4), dim=-1)
     txt = F.normalize(torch.randn(8, 4), dim=-1)

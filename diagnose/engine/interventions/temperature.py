@@ -6,7 +6,10 @@ products of the paired, normalised embeddings) and matched against the candidate
 the four conventions in use (the scale itself, exp of it as in open_clip and transformers' CLIP, a
 temperature the logits are divided by, exp(-p)). Without embeddings to read it from, a scalar parameter
 named like a temperature is taken with its name's convention (``logit_scale``: log space, as open_clip;
-``temperature``/``tau``: divided by). No scalar trainable parameter: not applicable.
+``temperature``/``tau``: divided by). No scalar trainable parameter: not applicable. A held parameter the
+logits do not follow (on the next step they carry the same scale as before, not the target: a clamp or a
+constant between the parameter and the logits, which no parameter's convention reproduced on step 1) is not
+applicable either, rather than a run that changed nothing.
 """
 
 from __future__ import annotations
@@ -62,10 +65,13 @@ class FixTemperature(Intervention):
             raise NotApplicable("fix_temperature: the model has no trainable scalar parameter (no learnable "
                                 "temperature or logit scale to fix)")
         self._param: torch.nn.Parameter | None = None
+        self._before: float | None = None  # the scale measured before the hold, until the next step checked it
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         if self._param is None:
             self._choose(seen)
+        elif self._before is not None:
+            self._check_followed(seen)
         with torch.no_grad():
             self._param.fill_(self._value)
         self._param.grad = None  # this step's update would move it: the optimizer skips a param without grad
@@ -83,14 +89,29 @@ class FixTemperature(Intervention):
                         continue
                     if math.isfinite(s) and abs(s - scale) <= MATCH_REL * scale:
                         found = found or (name, p, conv)
+        # a parameter taken by its name although the logits carry a scale it does not reproduce: the next step
+        # checks that the logits follow the hold
+        unexplained = found is None and scale is not None and math.isfinite(scale) and scale > 0
         if found is None:
             found = self._by_name(scale)
         name, p, conv = found
         self._param, self._value = p, CONVENTIONS[conv][1](float(self.params["scale"]))
+        self._name, self._before = name, scale if unexplained else None
         p.requires_grad_(False)
         how = f"measured scale {scale:.3g} on step 1" if scale is not None else "by its name"
         self.did.append(f"held `{name}` ({conv}, found {how}) at {self._value:.4g}: logit scale "
                         f"{float(self.params['scale']):.4g}")
+
+    def _check_followed(self, seen: dict[str, Any]) -> None:
+        """The first step after the hold: its logits must carry the target scale, or at least another one."""
+        before, self._before = self._before, None
+        after, target = measured_scale(seen), float(self.params["scale"])
+        if after is None or not math.isfinite(after) or abs(after - target) <= MATCH_REL * target:
+            return
+        if abs(after - before) <= MATCH_REL * before:
+            raise NotApplicable(f"fix_temperature: `{self._name}` held at {self._value:.4g}, but the logits still "
+                                f"carry scale {after:.3g} ({before:.3g} before; target {target:.4g}): something "
+                                f"between the parameter and the logits (a clamp, a constant) sets the scale")
 
     def _by_name(self, scale: float | None) -> tuple[str, Any, str]:
         named = [(n, p) for n, p in self._candidates if NAME.search(n)]
