@@ -318,13 +318,16 @@ class LoggedNotTracking(Rule):
 
     topic = "logging"
     emits = (Emit("loss_logged_not_tracking", ("error",), "logging_misstates_loss", 1),)
-    needs = (("contrastive", "loss_diagonal"), ("loss_split", "value"))
+    needs = (("contrastive", "loss_diagonal"), ("contrastive", "loss_target"), ("loss_split", "value"))
     thresholds = {"TRACK_SE": TRACK_SE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS, "IMPROVEMENT_SE": IMPROVEMENT_SE}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         comp = primary_component(df)
-        both = pd.concat({"reported": series(df, "loss_split", comp, "value"),
-                          "own": series(df, "contrastive", "logits", "loss_diagonal")}, axis=1).dropna()
+        # the logits' own loss: against the diagonal (square logits), else against the targets passed with them
+        # (rows scored against more candidates than rows, e.g. features gathered from other ranks)
+        own = series(df, "contrastive", "logits", "loss_diagonal")
+        own = own if len(own) else series(df, "contrastive", "logits", "loss_target")
+        both = pd.concat({"reported": series(df, "loss_split", comp, "value"), "own": own}, axis=1).dropna()
         both = both[both.abs().lt(float("inf")).all(axis=1) & (both["reported"].abs() > 1e-12)]
         # alarm gate: PERSIST_MIN_OBS observations (two per third at least) with the trends disagreeing over
         # them; a finding that holds is worth the alarm at once: the weights need not move for a log to be wrong

@@ -4,6 +4,8 @@ trend does not track the logits' own loss."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -140,6 +142,11 @@ def test_loss_logged_not_tracking_fires_when_the_log_rises_or_stays_while_the_lo
     # a stale value (the first step's loss logged every step, with a little rounding noise): it does not fall
     stale = own[0] * (1 + 1e-3 * np.random.default_rng(3).standard_normal(n))
     assert one(R.logged_not_tracking(_tracking_frame(own, stale), ctx()), "loss_logged_not_tracking")
+    # rows scored against more candidates (features gathered from 4 ranks): the loss against the given targets
+    gathered = frame(rec("contrastive", "logits", "loss_target", list(own)), rec("contrastive", "logits", "cols", 256),
+                     loss("loss_clip", list(no_reset), chance=math.log(256)))
+    assert one(R.logged_not_tracking(gathered, ctx()), "loss_logged_not_tracking").evidence["chance_ln_B"] == \
+        pytest.approx(math.log(256), abs=1e-4)
     # and the ranking puts the logging above a cause whose severity read "not learned" from the misstated log
     found = [{"id": "false_negatives", "severity": "error"}, {"id": "no_gradient", "severity": "error"},
              {"id": "dead_gradients", "severity": "error"}, {"id": f.id, "severity": f.severity}]
