@@ -18,6 +18,8 @@ Probe ``optimizer`` (python numbers only: nothing reaches the device):
   per group decay_per_step (the share of the weights SGD's L2 decay alone removes per step: lr x wd x
       (1 - dampening) / (1 - momentum); 0 without decay, NaN for other optimizers), and
       lr_schedule_peak where a schedule keeps its peak in the group (OneCycleLR, CyclicLR: ``max_lr``).
+  target ``optimizer``: scheduler_attached (1 when a torch LR scheduler was built on this optimizer: it wraps
+      optimizer.step).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class OptimizerState(Probe):
             rows += [(names[id(p)], "optimizer_group", float(i)) for i, g in enumerate(opt.param_groups)
                      if _number(g.get("weight_decay", 0.0)) > 0 for p in g["params"]
                      if p.requires_grad and id(p) in names]
+        # torch's LR schedulers wrap optimizer.step when they are built on it: whether any schedule drives this run
+        rows.append(("optimizer", "scheduler_attached", float(hasattr(opt.step, "_wrapped_by_lr_sched"))))
         trainable = [(n, p) for n, p in self._outside if p.requires_grad]
         with_grad = [(n, p) for n, p in trainable if p.grad is not None]
         rows += [("outside", "trainable", float(len(trainable))), ("outside", "with_grad", float(len(with_grad))),

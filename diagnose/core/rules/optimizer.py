@@ -72,7 +72,8 @@ class LearningRateGone(Rule):
     """The lr every param group has now against the highest it had: a schedule that reached zero."""
 
     topic = "optimizer"
-    emits = (Emit("lr_schedule_gone", ("error",), "lr_schedule", 1),)
+    emits = (Emit("lr_schedule_gone", ("error",), "lr_schedule", 1),
+             Emit("lr_restored_low", ("error",), "learning_rate_too_low", 1))
     needs = (("optimizer", "lr"),)
     thresholds = {"LR_GONE": LR_GONE}
 
@@ -96,6 +97,8 @@ class LearningRateGone(Rule):
         mean, ln_b = end_loss(df)
         if learned(mean, ln_b):
             return []  # a schedule that ends at zero after the run learned is the schedule working
+        if self._restored(df, groups):
+            return self._restored_finding(df, ctx, groups, mean, ln_b)
         first_gone = {g: int(lr[lr <= LR_GONE * peak].index[0]) for g, (_, peak, lr) in groups.items()}
         up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
         ev = {"groups": {g: {"lr_end": end, "lr_peak": peak, "gone_from_step": first_gone[g]}
@@ -115,6 +118,34 @@ class LearningRateGone(Rule):
                if len(up) else "."), ev,
             "Check the scheduler's length (total steps vs epochs, steps per epoch, gradient accumulation) and that "
             "scheduler.step() is called once per optimizer step.", g0)]
+
+    @staticmethod
+    def _restored(df: pd.DataFrame, groups: dict) -> bool:
+        """No schedule acts in this run (no torch scheduler wraps the optimizer's step) and the lr never changed:
+        the low lr was not taken away here, it came in with the optimizer's state (load_state_dict restores the
+        param groups, lr included) or was set so; the schedule that lowered it ran before this run."""
+        attached = finite(series(df, "optimizer", "optimizer", "scheduler_attached"))
+        if attached.empty or float(attached.max()) > 0:
+            return False
+        return all(float(lr.max()) == float(lr.min()) for _, _, lr in groups.values())
+
+    @staticmethod
+    def _restored_finding(df: pd.DataFrame, ctx: RunContext, groups: dict, mean: float, ln_b: float) -> list[Finding]:
+        ev = {"groups": {g: {"lr_end": end, "lr_peak": peak, "gone_from_step": int(lr.index[0])}
+                         for g, (end, peak, lr) in groups.items()},
+              "scheduler_attached": False, "threshold_share_of_peak": LR_GONE, "loss_end": rnd(mean),
+              "chance_ln_B": rnd(ln_b)}
+        g0 = next(iter(groups))
+        end, peak, _ = groups[g0]
+        return [Finding(
+            "lr_restored_low", "error", ctx.name,
+            f"every param group runs at a constant lr of at most {LR_GONE:g} of the lr it carries as its start "
+            f"({g0}: {end:.3g} vs initial_lr {peak:.3g}) from the first observed step, no scheduler is attached to "
+            f"this optimizer and the loss is not learned ({mean:.4f} vs ln(B) = {ln_b:.4f}): the lr in effect is too "
+            "low, and it came in with the optimizer's state (load_state_dict restores the param groups, lr included: a "
+            "schedule that ended before this run) or was set that way.", ev,
+            "Set the lr again after optimizer.load_state_dict (for g in optimizer.param_groups: g['lr'] = lr), or "
+            "restore the scheduler too when the run is meant to continue its schedule.", g0)]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         # the weights cannot move without an lr, so persistence is counted in observations here

@@ -60,6 +60,25 @@ def test_lr_schedule_gone_fires_after_the_lr_reached_zero_and_the_loss_stalled()
     assert R.learning_rate_gone.alarm(f, df) is True
 
 
+def _attached(flag, n=N):
+    return rec("optimizer", "optimizer", "scheduler_attached", [float(flag)] * n)
+
+
+def test_lr_restored_low_when_no_schedule_acts_in_this_run():
+    # the optimizer's state loaded from a run whose schedule ended at 1e-6; no scheduler built in this run
+    df = frame(_lr([1e-6] * N), _attached(0), loss("loss_clip", noisy([1.2 * LN_B] * N)), moving(per_step=1e-4))
+    f = one(R.learning_rate_gone(df, ctx()), "lr_restored_low")
+    assert f.evidence["scheduler_attached"] is False and R.learning_rate_gone.alarm(f, df) is True
+    assert R.causes.BY_ID[R.declarations()["lr_restored_low"].cause].id == "learning_rate_too_low"
+    # near misses: a scheduler is attached (a resumed schedule past its end); the lr changed during this run (a
+    # schedule that took it away here); no record of schedulers (older records): the schedule finding, as before
+    for df_ in (frame(_lr([1e-6] * N), _attached(1), loss("loss_clip", noisy([1.2 * LN_B] * N)), moving()),
+                frame(_lr([1e-3 * max(0.0, 1 - s / 8) for s in range(N)]), _attached(0),
+                      loss("loss_clip", noisy([0.9 * LN_B] * N)), moving()),
+                frame(_lr([1e-6] * N), loss("loss_clip", noisy([1.2 * LN_B] * N)), moving())):
+        assert R.learning_rate_gone(df_, ctx())[0].id == "lr_schedule_gone"
+
+
 def test_lr_schedule_near_misses_warm_up_and_a_schedule_that_ended_after_learning():
     warm = [1e-3 * min(1.0, s / 1000) for s in range(N)]  # a long warm-up from 0: rising, not gone
     assert R.learning_rate_gone(frame(_lr(warm), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
