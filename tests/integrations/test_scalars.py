@@ -53,10 +53,10 @@ def test_scalars_are_rate_limited_and_read_back_at_chance(tmp_path):
         for ev in ea.Scalars(t):
             per_step[ev.step] = per_step.get(ev.step, 0) + 1
     assert max(per_step.values()) <= 40 + 40  # max_scalars per write (+ update rows of the step before)
-    # per-parameter rows lost the priority on every observed step; only the last step's update rows (recorded
-    # by the watch's close, after the last observe) are written when the sink closes
+    # per-parameter rows have the lowest priority: written only on steps where the rest left room under the cap
+    # (the probes that compute eight steps at once leave some steps light), never on most steps
     per_param = {ev.step for t in tags if t.startswith("diagnose/gradient_flow/") for ev in ea.Scalars(t)}
-    assert per_param <= {59}, per_param
+    assert len(per_param) <= 60 // 4, per_param
     out = tmp_path / "logs-report"
     r = CliRunner().invoke(app, ["logs", str(tmp_path / "tb"), "--out", str(out), "--batch-size", "32"])
     assert r.exit_code == 1, r.output  # 1: findings
