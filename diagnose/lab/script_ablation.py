@@ -21,7 +21,8 @@ verdict, `diagnose.core.definitions`):
                            held-out R@1, when measured, is not lower); refuted if it ends no lower than
                            CHANCE_REL_TOL x ln(B) below the baseline; otherwise inconclusive.
   a non-finite fix run is refuted (NaN never scores); against a baseline that diverged, a fix run that
-  stays finite and ends below the chance band is confirmed (the failure was the divergence). Over seeds:
+  stays finite and ends below the chance band is confirmed (the failure was the divergence); a fix run that
+  ends at its baseline's loss to the last bit changed nothing: not applicable on that seed. Over seeds:
   confirmed / refuted by a strict majority, else inconclusive. A run that crashed is that run's failure
   (reported), not the ablation's.
 """
@@ -303,6 +304,10 @@ def _numbers(run: dict | None) -> dict:
 def judge(base: dict, fixed: dict) -> tuple[str, str]:
     """One seed's verdict for a fix, from the two runs' numbers (`_numbers`)."""
     rb, rf = base["loss_over_lnB"], fixed["loss_over_lnB"]
+    if math.isfinite(rb) and rf == rb and base.get("steps") == fixed.get("steps"):
+        # the same seed, the same end-of-run loss to the last bit: the fix did not act on this run (an lr scaled
+        # from 0, parameters the loss never reaches); a refutation would claim a test that did not happen
+        return "not applicable", f"the fix run ends at the baseline's loss to every digit ({rf!r}): it changed nothing"
     if not math.isfinite(rf):
         return "refuted", "the fix run's loss is non-finite"
     if not math.isfinite(rb):  # the failure is the divergence: the fix must remove it and let training proceed

@@ -26,6 +26,8 @@ def run(ratio, learned=False, r1=None):
     (run(0.4, True, r1=0.5), run(0.3, True, r1=0.4), "inconclusive"),  # lower loss, worse retrieval
     (run(0.4, True), run(0.39, True), "refuted"),
     (run(0.4, True), run(0.36, True), "inconclusive"),  # between the chance band and the margin
+    (run(1.0312), run(1.0312), "not applicable"),  # the same loss to the last bit: the fix did not act
+    (run(1.0312), run(1.03120001), "refuted"),  # near-miss: it acted, and changed little
 ])
 def test_judge(base, fixed, verdict):
     assert judge(base, fixed)[0] == verdict
