@@ -369,7 +369,7 @@ class DecayShrinksWeights(Rule):
                 continue
             ev = {"group": target, "decay_per_step_median": rnd(median, 6), "decay_per_step_max": rnd(rate.max(), 6),
                   "e_fold_steps": rnd(1.0 / median, 1), "weight_decay": rnd(_last(df, target, "weight_decay"), 6),
-                  "lr": rnd(_last(df, target, "lr"), 6), "decoupled": bool(_last(df, target, "decoupled") == 1.0),
+                  "lr": rnd(_last(df, target, "lr"), 6),
                   "threshold": DECAY_RATE_MAX, "steps": span(rate), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
             if len(pn) >= 2:
                 ev["model_param_norm_first"], ev["model_param_norm_end"] = rnd(pn.iloc[0]), rnd(pn.iloc[-1])
