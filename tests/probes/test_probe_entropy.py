@@ -252,3 +252,20 @@ def test_best_scale_cross_entropy_batched_equals_one_factor_at_a_time(monkeypatc
         assert torch.equal(c1, ce[k]) or (c1.isnan() and ce[k].isnan())
         assert float(ce[k]) == pytest.approx(float(want[0]), rel=1e-6, nan_ok=True)
         assert float(b1) == pytest.approx(float(best[k]), rel=1e-6, nan_ok=True) and float(f1) == float(factor[k])
+
+
+def test_logsumexp_floor_equals_torch_to_the_bit():
+    """The shifted exponent floored at exp(-87) (no subnormal results on the CPU) gives torch.logsumexp's
+    values bit for bit on sharp logits, and its NaN / +inf / all -inf rows."""
+    from probes import stats
+
+    torch.manual_seed(0)
+    cos = torch.nn.functional.normalize(torch.randn(3, 16, 8), dim=-1)
+    sharp = torch.tensor(stats.SCALE_FACTORS).reshape(-1, 1, 1, 1) * 100.0 * (cos @ cos.transpose(1, 2))
+    assert (sharp - sharp.amax(-1, keepdim=True) < -87.0).any()  # the floor is reached
+    assert torch.equal(stats._logsumexp(sharp), torch.logsumexp(sharp, -1))
+    inf, nan = float("inf"), float("nan")
+    odd = torch.tensor([[nan, 1.0, 2.0], [inf, 1.0, -inf], [-inf, -inf, -inf], [3.0, -inf, 0.5]])
+    got, want = stats._logsumexp(odd), torch.logsumexp(odd, -1)
+    assert got.isnan().tolist() == want.isnan().tolist()
+    assert torch.equal(got[~got.isnan()], want[~want.isnan()])
