@@ -8,14 +8,34 @@ from .findings import sort_finding_dicts
 from .rules import rank_root_causes, run_rules
 from .summary import RunSummary, Summary
 
+# Findings that read the level of the logged loss (at chance, above it, far short of the margin): when the logged
+# loss is shown not to be the loss of the logits it is logged with, they describe that number, not the model.
+LOGGED_LEVEL = frozenset({"loss_at_chance", "loss_above_chance", "not_learned_far_short"})
+
+
+def _misstated(found: list[dict]) -> dict | None:
+    return next((f for f in found if f["id"] == "loss_logged_not_tracking"), None)
+
+
+def _about_the_log(found: list[dict]) -> list[dict]:
+    """LOGGED_LEVEL findings as info notes about the logged number (they implicate no cause)."""
+    return [{**f, "severity": "info", "message": "About the logged value only (loss_logged_not_tracking: it is not "
+             "the loss of the observed logits): " + f["message"]} if f["id"] in LOGGED_LEVEL else f for f in found]
+
 
 def analyse_run(run: RunSummary, records: pd.DataFrame) -> list[dict]:
     """Verdict, findings and root causes of one run from its own records; returns its finding dicts."""
     verdict = run.judge()
     ctx = run.context()
     found = [f.to_dict() for f in run_rules(records, ctx)]
+    misstated = _misstated(found)
+    if verdict is not None and misstated:  # judged on the logits' own cross-entropy, not the misstated log
+        verdict = run.judge(misstated["evidence"]["own_end"], "the logits' own cross-entropy; the logged loss "
+                            "does not track it")
     if verdict is not None:  # the verdict rules read the run's end (held-out retrieval is not in the records)
         found = sort_finding_dicts(found + [f.to_dict() for f in run_rules(run.to_dict(), ctx, kind="verdict")])
+    if misstated:
+        found = _about_the_log(found)
     run.root_causes = rank_root_causes(found, verdict and {"learned": verdict.learned})
     if verdict is not None and verdict.learned:
         # the verdict and the causes agree: a run that learned with an error cause under it says so

@@ -86,13 +86,17 @@ class RunSummary:
     root_causes: list[dict] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # producer-specific keys, flattened into the dict
 
-    def judge(self) -> Verdict | None:
+    def judge(self, loss: float | None = None, basis: str | None = None) -> Verdict | None:
+        """The verdict from the end-of-run CLIP loss, or from `loss` measured otherwise (`basis` says how; it
+        is appended to the label)."""
         if self.chance_loss is None:
             return None
         r = self.retrieval
         comps = [k for k in self.final_loss if k.startswith("loss_")]
         main = self.final_loss.get("loss_clip", self.final_loss.get(comps[0]) if comps else None)
-        self.verdict = judge(main, self.chance_loss, r.get("r@1"), r.get("chance@1"))
+        self.verdict = judge(main if loss is None else loss, self.chance_loss, r.get("r@1"), r.get("chance@1"))
+        if basis:
+            self.verdict.label += f" (from {basis})"
         return self.verdict
 
     def context(self) -> RunContext:

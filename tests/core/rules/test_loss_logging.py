@@ -157,6 +157,32 @@ def test_loss_logged_not_tracking_fires_when_the_log_rises_or_stays_while_the_lo
     assert R.rank_root_causes(other, {"learned": False})[0]["cause"] == "no_gradient_path"
 
 
+
+def test_verdict_reads_the_logits_own_loss_when_the_log_misstates_it():
+    """A stale log at ln(B) while the logits learn: the verdict is judged on the logits' own cross-entropy
+    (learned, and says so), and the findings that read the logged level become info notes about that number."""
+    import numpy as np
+
+    from diagnose.core.analysis import analyse_run
+    from diagnose.core.summary import RunSummary
+
+    _, own = _learning()
+    stale = LN_B * (1 + 1e-3 * np.random.default_rng(3).standard_normal(len(own)))
+    df = _tracking_frame(own, stale)
+    rs = RunSummary("run", chance_loss=LN_B, final_loss={"loss_clip": float(stale[-10:].mean())}, batch_size=64)
+    found = analyse_run(rs, df)
+    assert rs.verdict.learned and rs.verdict.label.startswith("learned")
+    assert "from the logits' own cross-entropy" in rs.verdict.label and "logging_misstates_loss" in rs.verdict.label
+    at_chance = [f for f in found if f["id"] == "loss_at_chance"]
+    assert at_chance and all(f["severity"] == "info" and f["message"].startswith("About the logged value only")
+                             for f in at_chance)
+    assert rs.root_causes[0]["cause"] == "logging_misstates_loss"
+    # the same log with no logits to compare (nothing shows it misstated): judged at chance, as logged
+    bare = RunSummary("run", chance_loss=LN_B, final_loss={"loss_clip": float(stale[-10:].mean())}, batch_size=64)
+    found = analyse_run(bare, frame(loss("loss_clip", list(stale), LN_B)))
+    assert bare.verdict.label.startswith("did not learn")
+    assert any(f["id"] == "loss_at_chance" and f["severity"] == "error" for f in found)
+
 def test_loss_logged_not_tracking_near_misses():
     import numpy as np
 
