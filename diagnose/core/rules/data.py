@@ -20,6 +20,7 @@ from ..findings import Finding
 # torch- and pandas-free, so the CLI declares its options without loading either)
 from ..signal_check import ALPHA, METRICS, MIN_TEST, PERMUTATIONS, PROBE, TARGET  # noqa: F401
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span
+from .gradients import SETTLED_CUMULATIVE_UPDATE
 from .persistence import IMPROVEMENT_SE, gap_to_chance, loss_falling, stuck
 from .representation import COLLAPSE_COSINE, IDENTICAL_ROWS_COSINE
 
@@ -81,14 +82,44 @@ class NoDataSignal(Rule):
 
 
 # Matching pairs give the paired CKA a margin over the re-paired one from the first step, through random
-# towers; a margin not above IMPROVEMENT_SE standard errors over at least PAIRS_MIN_OBS observations of
-# spread-out embeddings is no shared structure. Collapsed steps (cosine >= COLLAPSE_COSINE) are left out:
-# a collapse under a too-high lr erases the structure whatever the data (reading the run's first steps
-# instead was tried: an open_clip run at lr 0.3 collapsed after its first step and its next eleven
-# readings showed no margin, so the data was blamed for the lr). The price: embeddings that start above
-# that cosine (a tiny transformers CLIP's image tower, a shared input direction) give no reading; then the first
-# observation's permutation test (probes.pairs_first) is read instead, before any lr acted.
+# towers; a margin not above IMPROVEMENT_SE standard errors over at least PAIRS_MIN_OBS readable observations
+# is no shared structure. Readable: spread-out embeddings, or collapsed ones (cosine >= COLLAPSE_COSINE) while
+# the weights are still within their own norm of where they started (summed update/param below
+# SETTLED_CUMULATIVE_UPDATE). Centred CKA ignores the shared mean and the scale, so rows crowded around one
+# vector still carry their inputs' structure through towers that have barely moved (pairs that do not match
+# pull the rows together with small steps: 9% of the weights' norm in 80 steps, cosine 0.97-0.99); a
+# collapse after the weights moved by their norm is left out: a too-high lr erases the structure whatever
+# the data (an open_clip run at lr 0.3 collapsed after its first step, its next eleven readings showed no
+# margin and the data was blamed for the lr). Embeddings identical from the start give no reading (NaN);
+# with fewer readable steps, the first observation's permutation test (probes.pairs_first) is read instead.
 PAIRS_MIN_OBS = 6
+# A reading that includes collapsed steps must show the margin small, not only not above zero: the residual
+# around the shared vector is a small part of each row and its paired CKA is noisier per step (a healthy
+# open_clip run at batch 16, cosine 0.99 throughout, read a margin of 0.022 +- 0.025 over its first 10 steps
+# and 0.05-0.07 from step 15 on). Its upper bound (mean + IMPROVEMENT_SE standard errors) must lie below the
+# smallest margin the first six spread-out steps of 35 healthy runs of five families showed.
+HEALTHY_MIN_MARGIN = 0.04
+
+
+def _readable_margins(df: pd.DataFrame) -> tuple[pd.Series, int]:
+    """Per-step paired - re-paired CKA on the readable steps (see above), and how many of them were collapsed."""
+    paired, null = series(df, "contrastive", "pairs", "cka"), series(df, "contrastive", "pairs", "cka_null")
+    diff = (paired - null.reindex(paired.index)).dropna()
+    if diff.empty:
+        return diff, 0
+    collapsed = pd.Series(False, index=diff.index)
+    for side in ("image", "text"):
+        cos = series(df, "collapse", side, "cosine_mean")
+        if len(cos):
+            collapsed |= (cos.reindex(diff.index, method="ffill") >= COLLAPSE_COSINE).to_numpy()
+    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+    if up.empty:
+        moved = pd.Series(False, index=diff.index)
+    else:  # summed update/param up to each step, steps not measured at the measured mean (cumulative_update)
+        summed = up.expanding().mean() * (up.index.to_numpy() - up.index[0] + 1)
+        moved = summed.reindex(diff.index, method="ffill").fillna(0.0) >= SETTLED_CUMULATIVE_UPDATE
+    keep = ~collapsed | ~moved
+    return diff[keep], int((collapsed & keep).sum())
 
 
 class PairsUnrelated(Rule):
@@ -99,16 +130,12 @@ class PairsUnrelated(Rule):
     emits = (Emit("pairs_unrelated", ("error",), "misaligned_pairs", 2),)
     needs = (("contrastive", "cka"),)
     thresholds = {"PAIRS_MIN_OBS": PAIRS_MIN_OBS, "IMPROVEMENT_SE": IMPROVEMENT_SE, "COLLAPSE_COSINE": COLLAPSE_COSINE,
+                  "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE, "HEALTHY_MIN_MARGIN": HEALTHY_MIN_MARGIN,
                   "CHANCE_REL_TOL": CHANCE_REL_TOL}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        diff, collapsed = _readable_margins(df)
         paired, null = series(df, "contrastive", "pairs", "cka"), series(df, "contrastive", "pairs", "cka_null")
-        diff = (paired - null.reindex(paired.index)).dropna()
-        for side in ("image", "text"):
-            cos = series(df, "collapse", side, "cosine_mean")
-            if len(cos) and len(diff):
-                seen = cos.reindex(diff.index, method="ffill")
-                diff = diff[~(seen >= COLLAPSE_COSINE)]
         loss, ln_b = end_loss(df)
         if not math.isfinite(loss) or learned(loss, ln_b):
             return []
@@ -117,13 +144,19 @@ class PairsUnrelated(Rule):
         mean, se = float(diff.mean()), float(diff.std()) / math.sqrt(len(diff))
         if mean > IMPROVEMENT_SE * se:
             return []
+        if collapsed and mean + IMPROVEMENT_SE * se >= HEALTHY_MIN_MARGIN:  # not shown below a healthy margin
+            return self._first_step(df, ctx, loss, ln_b)
         ev = {"component": primary_component(df), "cka_paired_mean": rnd(float(paired.reindex(diff.index).mean())),
               "cka_repaired_mean": rnd(float(null.reindex(diff.index).mean())), "margin_mean": rnd(mean),
               "margin_se": rnd(se), "detectable_margin": rnd(IMPROVEMENT_SE * se), "observations": len(diff),
-              "spread_observations": len(diff), "steps": span(diff), "loss_end": rnd(loss), "chance_ln_B": rnd(ln_b)}
+              "margin_upper_bound": rnd(mean + IMPROVEMENT_SE * se),
+              "spread_observations": len(diff) - collapsed, "collapsed_unmoved_observations": collapsed,
+              "reading": "per_step", "steps": span(diff), "loss_end": rnd(loss), "chance_ln_B": rnd(ln_b)}
+        which = "spread-out embeddings" if not collapsed else (
+            f"embeddings spread out or collapsed ({collapsed} steps) before the weights moved by their own norm")
         return [Finding(
             "pairs_unrelated", "error", ctx.name,
-            f"over {len(diff)} steps with spread-out embeddings, each batch's image and text embeddings share no more "
+            f"over {len(diff)} steps with {which}, each batch's image and text embeddings share no more "
             f"structure as paired than with the captions re-paired at random (linear CKA {ev['cka_paired_mean']:.3f} "
             f"vs {ev['cka_repaired_mean']:.3f}; margin {mean:+.3f}, a margin of {IMPROVEMENT_SE * se:.3f} would have "
             f"shown), and the loss ends at {loss:.4f} vs ln(B) = {ln_b:.4f}, not learned: the captions do not belong "
@@ -148,6 +181,7 @@ class PairsUnrelated(Rule):
         null = series(df, "pairs_first", "pairs", "null_mean")
         ev = {"component": primary_component(df), "first_step": int(z.index[0]), "cka_paired": rnd(float(cka.iloc[0])),
               "cka_repaired_mean": rnd(float(null.iloc[0])), "z": rnd(float(z.iloc[0])), "spread_observations": 0,
+              "reading": "first_step",
               "loss_end": rnd(loss), "chance_ln_B": rnd(ln_b)}
         return [Finding(
             "pairs_unrelated", "error", ctx.name,
@@ -162,12 +196,13 @@ class PairsUnrelated(Rule):
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         at_chance_band = gap_to_chance(df, finding.evidence["component"]) > -CHANCE_REL_TOL
-        if finding.evidence.get("spread_observations") == 0:
+        if finding.evidence.get("reading") == "first_step":
             # the first step's reading alone is weak (random ViT towers: z 0.6-1.5 in healthy open_clip and
             # transformers CLIP runs, which sit at chance for 25 steps before they learn): the alarm waits, as
             # the at-chance alarm does, for the loss to stay in the chance band while the weights moved
             return stuck(df, at_chance_band)
-        # read on spread-out embeddings: matching pairs give the paired CKA its margin from the first step,
+        # read per step (spread-out, or collapsed before the weights moved by their norm): matching pairs give
+        # the paired CKA its margin from the first step,
         # through random towers, before any learning (35 healthy runs of five families: margins over their
         # first 6 steps 0.04-0.68, but for a batch-16 open_clip run whose cosine stayed at 0.99, which this reading
         # leaves out; none of them ever showed this finding), so no

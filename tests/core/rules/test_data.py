@@ -63,8 +63,37 @@ def test_pairs_unrelated_fires_without_a_paired_margin_and_not_with_one():
     assert PairsUnrelated()(_pairs(0.08), ctx) == []
     assert PairsUnrelated()(_pairs(0.0, loss=0.3 * math.log(64)), ctx) == []
     assert PairsUnrelated()(_pairs(0.0, n=5), ctx) == []
-    # collapsed embeddings (a too-high lr erases the structure whatever the data): no reading
-    assert PairsUnrelated()(_pairs(0.0, cos=0.99), ctx) == []
+    # collapsed embeddings after the weights moved by their own norm (a too-high lr erases the structure
+    # whatever the data): no reading
+    assert PairsUnrelated()(_moved(_pairs(0.0, cos=0.99), 0.5), ctx) == []
+
+
+def _moved(df: pd.DataFrame, per_step: float) -> pd.DataFrame:
+    steps = sorted(df.step.unique())
+    return pd.concat([df, pd.DataFrame([(s, "gradient_flow.model", "model", "update_to_param", per_step)
+                                        for s in steps], columns=df.columns)], ignore_index=True)
+
+
+def test_pairs_unrelated_reads_collapsed_steps_before_the_weights_moved_by_their_norm():
+    """Rows crowded around one vector (cosine 0.99) with the weights 1% per step from where they started:
+    centred CKA still reads the pairs. Once the weights moved by their norm, collapsed steps are not read."""
+    from diagnose.core.rules.data import HEALTHY_MIN_MARGIN, PairsUnrelated
+
+    ctx = RunContext("r", batch_size=64)
+    crowded = _moved(_pairs(0.0, cos=0.99), 0.01)
+    [f] = PairsUnrelated()(crowded, ctx)
+    assert f.evidence["reading"] == "per_step" and f.evidence["collapsed_unmoved_observations"] == 12
+    assert "collapsed (12 steps) before the weights moved" in f.message
+    assert PairsUnrelated().alarm(f, crowded) is True  # at chance, not falling, over 12 readable steps
+    # near misses: matching pairs give collapsed rows their margin too; steps after the weights moved are
+    # dropped (0.2 per step: moved at step 4, four readable steps left, fewer than PAIRS_MIN_OBS)
+    assert PairsUnrelated()(_moved(_pairs(0.08, cos=0.99), 0.01), ctx) == []
+    # a noisy collapsed reading (a small batch): no margin shown, but none shown below a healthy run's either
+    noisy = _moved(_pairs(0.0, cos=0.99, sd=0.15), 0.01)
+    assert PairsUnrelated()(noisy, ctx) == []
+    # ... while the same noise on spread-out rows is read as before (not shown above zero)
+    assert PairsUnrelated()(_pairs(0.0, sd=0.15), ctx)[0].evidence["margin_upper_bound"] >= HEALTHY_MIN_MARGIN
+    assert PairsUnrelated()(_moved(_pairs(0.0, cos=0.99), 0.2), ctx) == []
 
 
 def test_pairs_unrelated_on_spread_embeddings_alarms_without_waiting_for_the_weights():
@@ -101,10 +130,13 @@ def test_pairs_unrelated_first_step_reading_alarms_only_once_the_state_persisted
 
 
 def _first(z: float, cos: float = 0.99, n: int = 12, loss: float = math.log(64)):
+    """The first step's permutation test with no readable per-step CKA (collapsed rows give NaN readings)."""
     first = pd.DataFrame([(0, "pairs_first", "pairs", m, v) for m, v in
                           (("cka", 0.1 + 0.02 * z), ("null_mean", 0.1), ("null_sd", 0.02), ("z", z))],
                          columns=["step", "probe", "target", "metric", "value"])
-    return pd.concat([_pairs(0.0, n=n, cos=cos, loss=loss), first], ignore_index=True)
+    per_step = _pairs(0.0, n=n, cos=cos, loss=loss)
+    per_step.loc[per_step.metric == "cka", "value"] = float("nan")
+    return pd.concat([per_step, first], ignore_index=True)
 
 
 def test_pairs_unrelated_reads_the_first_step_when_no_step_is_spread_out():
