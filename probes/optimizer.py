@@ -10,6 +10,9 @@ Probe ``optimizer`` (python numbers only: nothing reaches the device):
       numel_with_grad
   target = parameter name, metric ``outside_optimizer_numel``: the first `MAX_NAMED` such parameters
       by name, so a finding can say which ones.
+  target ``foreign``: tensors (tensors in a param group that are not parameters of the watched model: another
+      module's, or another instance's after a model was rebuilt or reloaded under an optimizer built before),
+      with_grad (of those, how many hold a gradient now: a loss module's temperature does; a stale copy never).
   per group also weight_decay and decoupled (1 for AdamW-style decay applied to the weights, 0 for an L2 term
       added to the gradient: Adam, SGD, RMSprop with weight_decay); and once, at the first observation and
       when the groups change, metric ``optimizer_group`` = the group's index for every trainable parameter
@@ -40,6 +43,7 @@ class OptimizerState(Probe):
     def __init__(self) -> None:
         self._layout: tuple[int, ...] | None = None
         self._outside: list[tuple[str, object]] = []
+        self._foreign: list[object] = []
         self._first_lr: dict[int, float] = {}
         self._members_due = False  # set where the groups' layout is (re)read
 
@@ -58,6 +62,8 @@ class OptimizerState(Probe):
         self._members_due = True
         in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
         self._outside = [(n, p) for n, p in session.model.named_parameters() if id(p) not in in_groups]
+        own = {id(p) for p in session.model.parameters()}
+        self._foreign = [p for g in opt.param_groups for p in g["params"] if id(p) not in own]
 
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
         opt = session.optimizer
@@ -91,6 +97,8 @@ class OptimizerState(Probe):
         rows += [("outside", "trainable", float(len(trainable))), ("outside", "with_grad", float(len(with_grad))),
                  ("outside", "numel_with_grad", float(sum(p.numel() for _, p in with_grad)))]
         rows += [(n, "outside_optimizer_numel", float(p.numel())) for n, p in with_grad[:MAX_NAMED]]
+        rows += [("foreign", "tensors", float(len(self._foreign))),
+                 ("foreign", "with_grad", float(sum(p.grad is not None for p in self._foreign)))]
         session.buffer.extend(obs.step, self.name, rows)
 
 

@@ -74,6 +74,21 @@ def test_optimizer_near_miss_frozen_parameters_are_not_outside():
     assert v[("outside", "trainable")] == 0 and v[("outside", "with_grad")] == 0
 
 
+def test_optimizer_reads_tensors_that_are_not_the_models():
+    """An optimizer built on another instance (a model rebuilt after it): its tensors are foreign and get no
+    gradient, while every parameter of the watched model is outside; a loss module's temperature is foreign
+    and gets one."""
+    model, old = _towers(), _towers()
+    temperature = nn.Parameter(torch.tensor(10.0))
+    opt = torch.optim.SGD([*old.parameters(), temperature], lr=0.1)
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        a, b, _, _ = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+        F.cross_entropy(temperature * a @ b.t(), torch.arange(8)).backward()
+        session.observe(0)
+    v = _values(session.records, "optimizer")
+    assert v[("foreign", "tensors")] == 5 and v[("foreign", "with_grad")] == 1
+    assert v[("outside", "trainable")] == 4 and v[("outside", "with_grad")] == 4
+
 def test_optimizer_names_at_most_max_named():
     model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(MAX_NAMED)])
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)

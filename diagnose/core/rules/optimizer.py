@@ -45,27 +45,64 @@ class ParamsOutsideOptimizer(Rule):
         numel = series(df, "optimizer", "outside", "numel_with_grad")
         mean, ln_b = end_loss(df)
         severity = "warning" if learned(mean, ln_b) else "error"
+        intent = _intent(df, n)
         ev = {"parameters": names, "count": int(n.iloc[-1]), "numel": int(numel.iloc[-1]) if len(numel) else None,
               "relative_norm_change": {k: rnd(v, 9) for k, v in moved.items()}, "steps": span(n),
-              "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+              "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b), **intent}
         shown = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
         return [Finding(
             "params_outside_optimizer", severity, ctx.name,
-            f"{int(n.iloc[-1])} trainable parameter tensors ({ev['numel']} values: {shown}) receive gradients but are "
-            "in no param group of the optimizer: they are on the loss's path and never change "
-            f"(relative norm change {max(moved.values()):.1g})." if moved else
-            f"{int(n.iloc[-1])} trainable parameter tensors ({shown}) receive gradients but are in no param group "
-            "of the optimizer: nothing steps them.", ev,
+            (f"{int(n.iloc[-1])} trainable parameter tensors ({ev['numel']} values: {shown}) receive gradients but are "
+             "in no param group of the optimizer: they are on the loss's path and never change "
+             f"(relative norm change {max(moved.values()):.1g})." if moved else
+             f"{int(n.iloc[-1])} trainable parameter tensors ({shown}) receive gradients but are in no param group "
+             "of the optimizer: nothing steps them.") + _intent_sentence(intent), ev,
             "Build the optimizer after every module exists and from model.parameters() (or add_param_group); "
             "if they are meant to stay fixed, set requires_grad=False.", names[0] if names else "outside")]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
-        # waits for the loss to stop falling (rules.persistence), although the reading itself is direct: a
-        # backbone left trainable but kept out of the optimizer on purpose (`AdamW(projector.parameters())`,
-        # a common way to freeze) reads the same, and such a run learns; alarming from the reading alone (tried)
-        # would stop it at its sixth observation
+        # The reading alone waits for the loss to stop falling (rules.persistence): a backbone left trainable but
+        # kept out of the optimizer on purpose (`AdamW(projector.parameters())`, a common way to freeze) reads the
+        # same and learns; alarming from it (tried) stopped such a run at its sixth observation. Two readings say
+        # the parameters were meant to train, and no healthy run shows them, so they alarm once they held
+        # PERSIST_MIN_OBS observations: parameters that became trainable during the run (requires_grad set after
+        # the optimizer was built and never added to it), and an optimizer whose tensors are not this model's and
+        # get no gradient (built on another instance: a model rebuilt or reloaded afterwards).
         n = series(df, "optimizer", "outside", "with_grad")
+        ev = finding.evidence
+        if "trainable_from_step" in ev or "stale_tensors" in ev:
+            since = ev.get("trainable_from_step", int(n.index[0]))
+            return int((n[n.index >= since] > 0).sum()) >= PERSIST_MIN_OBS
         return stuck(df, n > 0)
+
+
+def _intent(df: pd.DataFrame, n: pd.Series) -> dict:
+    """Evidence that the parameters outside every group were meant to train: the step they became trainable
+    (none held a gradient at the first observation, then some did until now), and optimizer tensors that are
+    not this model's and get no gradient (a stale optimizer)."""
+    out: dict = {}
+    trainable = series(df, "optimizer", "outside", "trainable")
+    since = held_since(n > 0)
+    # nothing outside was trainable at the first observation (requires_grad False then): a gradient missing at a
+    # first observe called before backward is not this
+    if since is not None and len(trainable) and float(trainable.iloc[0]) == 0 and since > int(trainable.index[0]):
+        out["trainable_from_step"] = since
+    tensors, with_grad = (series(df, "optimizer", "foreign", m) for m in ("tensors", "with_grad"))
+    if len(tensors) and len(with_grad) and float(tensors.iloc[-1]) > 0 and float(with_grad.iloc[-1]) == 0:
+        out["stale_tensors"] = int(tensors.iloc[-1])
+    return out
+
+
+def _intent_sentence(intent: dict) -> str:
+    said = ""
+    if "trainable_from_step" in intent:
+        said += (f" They hold gradients from step {intent['trainable_from_step']} on (set trainable during the run, "
+                 "after the optimizer was built) and were never added to it.")
+    if "stale_tensors" in intent:
+        said += (f" The optimizer steps {intent['stale_tensors']} tensors that are not this model's parameters and "
+                 "never get a gradient: it was built on another instance (a model rebuilt or reloaded after the "
+                 "optimizer was created).")
+    return said
 
 
 class LearningRateGone(Rule):

@@ -40,6 +40,38 @@ def test_params_outside_optimizer_no_alarm_while_the_rest_of_the_model_learns():
     assert R.params_outside_optimizer.alarm(f, df) is False
 
 
+def test_params_outside_optimizer_meant_to_train_alarms_while_the_rest_learns():
+    """Two readings say the parameters were meant to train: they became trainable during the run (unfrozen after
+    the optimizer was built), or the optimizer's own tensors are another instance's and get no gradient. Either
+    alarms after PERSIST_MIN_OBS observations, although the loss still falls."""
+    from diagnose.core.rules.persistence import PERSIST_MIN_OBS
+
+    falling_loss = list(np.linspace(1.05 * LN_B, 0.5 * LN_B, N))
+    unfrozen = [0] * 5 + [2] * (N - 5)
+    df = frame(_outside(unfrozen, [3.0] * N), rec("optimizer", "outside", "trainable", unfrozen),
+               loss("loss_clip", falling_loss), moving())
+    f = one(R.params_outside_optimizer(df, ctx()), "params_outside_optimizer")
+    assert f.evidence["trainable_from_step"] == 5 and "set trainable during the run" in f.message
+    assert R.params_outside_optimizer.alarm(f, df) is True
+    short = df[df.step < 5 + PERSIST_MIN_OBS - 1]
+    assert R.params_outside_optimizer.alarm(one(R.params_outside_optimizer(short, ctx()), "params_outside_optimizer"),
+                                            short) is False
+    stale = frame(_outside([2] * N, [3.0] * N), rec("optimizer", "outside", "trainable", [2] * N),
+                  rec("optimizer", "foreign", "tensors", [6] * N), rec("optimizer", "foreign", "with_grad", [0] * N),
+                  loss("loss_clip", falling_loss), moving())
+    g = one(R.params_outside_optimizer(stale, ctx()), "params_outside_optimizer")
+    assert g.evidence["stale_tensors"] == 6 and "built on another instance" in g.message
+    assert R.params_outside_optimizer.alarm(g, stale) is True
+    # near misses: trainable from the first observation (kept out on purpose) with a grad missing at a first
+    # observe called before backward; foreign tensors that get gradients (a loss module's temperature)
+    late_grad = [0] + [2] * (N - 1)
+    kept = frame(_outside(late_grad, [3.0] * N), rec("optimizer", "outside", "trainable", [2] * N),
+                 rec("optimizer", "foreign", "tensors", [1] * N), rec("optimizer", "foreign", "with_grad", [1] * N),
+                 loss("loss_clip", falling_loss), moving())
+    h = one(R.params_outside_optimizer(kept, ctx()), "params_outside_optimizer")
+    assert "trainable_from_step" not in h.evidence and "stale_tensors" not in h.evidence
+    assert R.params_outside_optimizer.alarm(h, kept) is False
+
 def test_params_outside_optimizer_near_miss_a_second_optimizer_moves_them():
     df = frame(_outside([2] * N, list(np.linspace(3.0, 3.3, N))), loss("loss_clip", noisy([LN_B] * N)), moving())
     assert R.params_outside_optimizer(df, ctx()) == []
