@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from .findings import sort_finding_dicts
 from .rules import rank_root_causes, run_rules
+from .rules.base import finite, series, window
 from .summary import RunSummary, Summary
 
 # Findings that read the level of the logged loss (at chance, above it, far short of the margin): when the logged
@@ -13,14 +16,27 @@ from .summary import RunSummary, Summary
 LOGGED_LEVEL = frozenset({"loss_at_chance", "loss_above_chance", "not_learned_far_short"})
 
 
-def _misstated(found: list[dict]) -> dict | None:
-    return next((f for f in found if f["id"] == "loss_logged_not_tracking"), None)
+# Error findings that show the logged loss is not the loss of the logits observed with it (not tracking them, a
+# constant factor, a sum over micro-batches).
+LOG_MISSTATED = ("loss_logged_not_tracking", "loss_logged_scaled", "loss_logged_summed")
 
 
-def _about_the_log(found: list[dict]) -> list[dict]:
+def _misstated(found: list[dict], records: pd.DataFrame) -> tuple[dict, float] | None:
+    """The first finding that shows the log misstated, and the logits' own cross-entropy over the end window."""
+    f = next((f for i in LOG_MISSTATED for f in found if f["id"] == i and f["severity"] == "error"), None)
+    if f is None:
+        return None
+    own = f["evidence"].get("own_end")
+    if own is None:
+        values = finite(series(records, "contrastive", "logits", "loss_diagonal"))
+        own = float(window(values).mean()) if len(values) else None
+    return (f, float(own)) if own is not None and math.isfinite(own) else None
+
+
+def _about_the_log(found: list[dict], why: str) -> list[dict]:
     """LOGGED_LEVEL findings as info notes about the logged number (they implicate no cause)."""
-    return [{**f, "severity": "info", "message": "About the logged value only (loss_logged_not_tracking: it is not "
-             "the loss of the observed logits): " + f["message"]} if f["id"] in LOGGED_LEVEL else f for f in found]
+    return [{**f, "severity": "info", "message": f"About the logged value only ({why}: it is not the loss of the "
+             "observed logits): " + f["message"]} if f["id"] in LOGGED_LEVEL else f for f in found]
 
 
 def analyse_run(run: RunSummary, records: pd.DataFrame) -> list[dict]:
@@ -28,14 +44,14 @@ def analyse_run(run: RunSummary, records: pd.DataFrame) -> list[dict]:
     verdict = run.judge()
     ctx = run.context()
     found = [f.to_dict() for f in run_rules(records, ctx)]
-    misstated = _misstated(found)
+    misstated = _misstated(found, records)
     if verdict is not None and misstated:  # judged on the logits' own cross-entropy, not the misstated log
-        verdict = run.judge(misstated["evidence"]["own_end"], "the logits' own cross-entropy; the logged loss "
-                            "does not track it")
+        verdict = run.judge(misstated[1], f"the logits' own cross-entropy; the logged loss misstates it: "
+                            f"{misstated[0]['id']}")
     if verdict is not None:  # the verdict rules read the run's end (held-out retrieval is not in the records)
         found = sort_finding_dicts(found + [f.to_dict() for f in run_rules(run.to_dict(), ctx, kind="verdict")])
     if misstated:
-        found = _about_the_log(found)
+        found = _about_the_log(found, misstated[0]["id"])
     run.root_causes = rank_root_causes(found, verdict and {"learned": verdict.learned})
     if verdict is not None and verdict.learned:
         # the verdict and the causes agree: a run that learned with an error cause under it says so

@@ -78,6 +78,26 @@ def test_loss_logged_as_a_running_mean_a_moving_average_or_a_micro_batch_sum():
     assert f.severity == "error" and f.evidence["k"] == 4
 
 
+
+def test_loss_logged_summed_read_on_the_means_when_a_small_batch_scatters():
+    """Sixteen micro-batches of a small batch: one micro-batch's loss scatters by up to 60% as the loss falls, so
+    the per-step ratios spread far around 16 (their median drifts); the ratio of the two means still reads 16."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    n = 50
+    level = LN_B * np.exp(-np.arange(n) / 10.0) + 0.1
+    noise = 0.05 + 0.55 * np.arange(n) / n  # relative scatter of one micro-batch's loss, growing as it falls
+    micro = level[:, None] * np.exp(noise[:, None] * rng.standard_normal((n, 16)))
+    frame_ = _aggregate_frame(micro[:, -1], micro.sum(1))
+    ratio = micro.sum(1) / micro[:, -1]
+    assert np.quantile(ratio, 0.75) - np.quantile(ratio, 0.25) > 0.2 * 16  # the per-step reading alone fails
+    f = one(R.logged_aggregate(frame_, ctx()), "loss_logged_summed")
+    assert f.evidence["k"] == 16
+    # near miss: the same scatter around a factor at no integer (a loss with an extra term)
+    off = micro[:, :1].repeat(16, 1).sum(1) / 16 * 2.5 * np.exp(0.3 * rng.standard_normal(n))
+    assert "loss_logged_summed" not in [x.id for x in R.logged_aggregate(_aggregate_frame(micro[:, -1], off), ctx())]
+
 def test_loss_logged_aggregate_near_misses():
     import numpy as np
 
