@@ -294,9 +294,10 @@ class LoggedAggregate(Rule):
         return Finding(
             "loss_logged_summed", "error", ctx.name,
             f"the reported {comp} is {c:.3g} x the cross-entropy of the logits passed with it (over "
-            f"{len(ratio)} steps; per-step interquartile range {iqr:.2g}), scattering around the integer {k} as one batch's "
-            f"loss scatters around the mean of {k}: a sum over {k} micro-batches (or devices) is logged instead of "
-            f"their mean, so the curve reads {k}x the objective and every reading against ln(B) is off by {k}.",
+            f"{len(ratio)} steps; per-step interquartile range {iqr:.2g}), scattering around the integer {k} as one "
+            f"batch's loss scatters around the mean of {k}: a sum over {k} micro-batches (or devices) is logged "
+            f"instead of their mean, so the curve reads {k}x the objective and every reading against ln(B) is off "
+            f"by {k}.",
             {**ev, "factor_median": rnd(c, 4), "k": k, "ratio_iqr": rnd(iqr, 4)},
             f"Log the mean over the {k} micro-batches (sum of loss / {k}), the value the optimizer minimises.", comp)
 
