@@ -59,6 +59,10 @@ class GraphLeaves(Probe):
         if self._leaves and session.due(obs.step):
             self._norm(session, obs.step)
 
+    def unregistered(self) -> list[torch.Tensor]:
+        """The live leaves of the last walk that requires grad in no parameter of the model and no param group."""
+        return [v for v in (r() for r in self._leaves) if v is not None]
+
     def _walk(self, session: "ProbeSession", step: int, roots: list[torch.Tensor]) -> None:
         leaves, nodes, truncated = graph_leaves([t.grad_fn for t in roots])
         opt = session.optimizer
@@ -77,7 +81,7 @@ class GraphLeaves(Probe):
 
     def _norm(self, session: "ProbeSession", step: int) -> None:
         """Joint norm of the live leaves: one sum of squares per device, read with the step's one transfer."""
-        alive = [v for v in (r() for r in self._leaves) if v is not None]
+        alive = self.unregistered()
         if not alive:
             self._leaves = []
             return

@@ -179,6 +179,32 @@ def test_add_missing_params_puts_the_left_out_tower_into_the_optimizer(under_abl
     assert len(opt.param_groups) == 2
 
 
+
+class ListedTowers(nn.Module):
+    """The text tower kept in a plain list: model.parameters() does not hold it, the loss's graph does."""
+
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Linear(DIN, E)
+        self.towers = [nn.Linear(DIN, E)]
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, x, t):
+        return F.normalize(self.image(x), dim=-1), F.normalize(self.towers[0](t), dim=-1)
+
+
+def test_add_missing_params_also_adds_a_tower_in_no_registered_module(under_ablation):
+    torch.manual_seed(0)
+    model = ListedTowers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("add_missing_params")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.towers[0].weight.detach().clone()
+        step(model, opt, w, 0, x, t)
+        assert not torch.equal(before, model.towers[0].weight.detach())  # the ablation stepped it
+    assert len(opt.param_groups) == 2 and len(opt.param_groups[1]["params"]) == 2
+
 def test_not_applicable_stops_at_once_and_says_why(under_ablation, tmp_path):
     torch.manual_seed(0)
     model = Towers()

@@ -1,7 +1,9 @@
 """Interventions on which parameters train.
 
   add_missing_params  trainable parameters that get gradients but are in no param group join the
-                      optimizer (a new group with group 0's settings) at the first step (tests
+                      optimizer (a new group with group 0's settings) at the first step, and so do tensors
+                      with gradients on the loss's path in no registered module (a tower kept in a Python
+                      list or dict: the `graph_leaves` probe's walk of the autograd graph) (tests
                       param_not_in_optimizer)
   unfreeze            parameters with requires_grad=False (matching `pattern`) are unfrozen and put into
                       the optimizer (tests no_gradient_path)
@@ -25,11 +27,14 @@ def _join(optimizer: Any, params: list) -> None:
     optimizer.add_param_group({**group, "params": params})
 
 
-def add_missing(model: Any, optimizer: Any) -> list[str]:
-    """Trainable parameters holding a gradient but in no param group join the optimizer; their names."""
+def add_missing(model: Any, optimizer: Any, leaves: list | None = None) -> list[str]:
+    """Trainable parameters holding a gradient but in no param group join the optimizer, with the unregistered
+    `leaves` (tensors on the loss's path in no module) that hold one; their names."""
     inside = {id(p) for g in optimizer.param_groups for p in g["params"]}
     missing = [(n, p) for n, p in model.named_parameters()
                if p.requires_grad and p.grad is not None and id(p) not in inside]
+    missing += [(f"unregistered {'x'.join(map(str, v.shape)) or 'scalar'}", v) for v in leaves or []
+                if v.requires_grad and v.grad is not None and id(v) not in inside]
     if missing:
         _join(optimizer, [p for _, p in missing])
     return [n for n, _ in missing]
@@ -47,11 +52,12 @@ class AddMissingParams(Intervention):
     def setup(self, watch: Any) -> None:
         self._opt = require_optimizer(watch, self.name)
         self._model = watch.model
+        self._graph = watch.session.probes.get("graph_leaves")  # None where the user's probes leave it out
         self._steps, self._added = 0, 0
 
     def before_step(self, optimizer: Any) -> None:
         self._steps += 1
-        missing = add_missing(self._model, optimizer)
+        missing = add_missing(self._model, optimizer, self._graph.unregistered() if self._graph else None)
         if missing:
             self._added += len(missing)
             self.did.append(f"step {self._steps}: added {len(missing)} parameter tensor(s) to the optimizer ("
