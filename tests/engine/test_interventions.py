@@ -272,6 +272,32 @@ def test_centre_inputs_removes_a_shared_component(under_ablation):
     assert seen[0] < 5.0  # the +50 offset on every input is gone
 
 
+
+class PixelTowers(Towers):
+    """A Hugging Face-style image entry point: `get_image_features(pixel_values=...)` on (B, C, H, W) pixels."""
+
+    def get_image_features(self, pixel_values):
+        return F.normalize(self.image(pixel_values.mean(dim=(2, 3)).repeat(1, DIN // 3)), dim=-1)
+
+
+def test_centre_inputs_centres_pixels_per_channel_through_get_image_features(under_ablation):
+    torch.manual_seed(0)
+    model = PixelTowers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("centre_inputs")
+    px, t = 115.0 + torch.randn(B, 3, 4, 4) * torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1), batch()[1]
+    seen = []
+    model.image.register_forward_pre_hook(lambda m, a: seen.append(a[0].mean(0).abs().max().item()))
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        img, txt = model.get_image_features(pixel_values=px), F.normalize(model.text(t), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, torch.arange(B))
+        loss.backward()
+        w.observe(0, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+    assert seen[0] < 5.0  # the mean image (~115 in every channel) is gone
+    assert "get_image_features" not in model.__dict__  # the entry point is restored when the watch closes
+
 def test_clip_grad_clips_before_the_step(under_ablation):
     torch.manual_seed(0)
     model = Towers()

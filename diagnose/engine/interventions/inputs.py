@@ -1,9 +1,10 @@
 """centre_inputs: subtract a running mean from the model's input features (tests shared_input_component).
 
-A forward pre-hook on the model (and on its ``encode_image`` when the script calls that instead of
-``forward``) takes the first floating-point tensor argument (the patch tokens or pooled features; token ids
-are integers and are left alone) and subtracts a running mean over every axis but the last (momentum
-0.9, updated in training mode only). If by the first `observe` neither was called, the input never passed
+A forward pre-hook on the model (and its ``encode_image`` / Hugging Face ``get_image_features`` when the script
+calls those instead of ``forward``) takes the first floating-point tensor argument, or ``pixel_values=`` (the
+patch tokens, pooled features or pixels; token ids are integers and are left alone) and subtracts a running
+mean: per channel for (B, C, H, W) images, else over every axis but the last (momentum 0.9, updated in
+training mode only). If by the first `observe` neither was called, the input never passed
 through the model's entry points and the intervention says so instead of running as a no-op.
 """
 
@@ -16,6 +17,7 @@ import torch
 from .base import Intervention, NotApplicable
 
 MOMENTUM = 0.9
+ENTRY_POINTS = ("encode_image", "get_image_features")  # open_clip's and Hugging Face's image entry points
 
 
 class CentreInputs(Intervention):
@@ -27,39 +29,51 @@ class CentreInputs(Intervention):
         self._mean: torch.Tensor | None = None
         self._calls = 0
         model = watch.model
-        self._handles = [model.register_forward_pre_hook(self._hook)]
-        self._patched = None
-        enc = getattr(model, "encode_image", None)
-        if callable(enc):
-            def encode_image(x, *args, **kwargs):
-                return enc(self._centre(x, model.training), *args, **kwargs)
-            model.encode_image = encode_image
-            self._patched = model
+        self._handles = [model.register_forward_pre_hook(self._hook, with_kwargs=True)]
+        self._patched: list[str] = []
+        self._model = model
+        for name in ENTRY_POINTS:
+            enc = getattr(model, name, None)
+            if callable(enc):
+                setattr(model, name, self._wrap(enc, model))
+                self._patched.append(name)
+
+    def _wrap(self, enc: Any, model: Any) -> Any:
+        def entry(*args, **kwargs):
+            if args:
+                args = (self._centre(args[0], model.training), *args[1:])
+            elif "pixel_values" in kwargs:
+                kwargs = {**kwargs, "pixel_values": self._centre(kwargs["pixel_values"], model.training)}
+            return enc(*args, **kwargs)
+        return entry
 
     def _centre(self, x: Any, training: bool) -> Any:
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() >= 2):
             return x
         self._calls += 1
         with torch.no_grad():
-            batch_mean = x.detach().reshape(-1, x.shape[-1]).mean(0)
+            if x.dim() == 4:  # (B, C, H, W) pixels: one mean per channel
+                batch_mean = x.detach().mean(dim=(0, 2, 3), keepdim=True)[0]
+            else:
+                batch_mean = x.detach().reshape(-1, x.shape[-1]).mean(0)
             if self._mean is None:
                 self._mean = batch_mean
             elif training:
                 self._mean = MOMENTUM * self._mean + (1 - MOMENTUM) * batch_mean
         return x - self._mean
 
-    def _hook(self, module: Any, args: tuple) -> tuple | None:
-        if not args:
-            return None
+    def _hook(self, module: Any, args: tuple, kwargs: dict) -> tuple | None:
         i = next((k for k, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
-        if i is None:
-            return None
-        return (*args[:i], self._centre(args[i], module.training), *args[i + 1:])
+        if i is not None:
+            return (*args[:i], self._centre(args[i], module.training), *args[i + 1:]), kwargs
+        if isinstance(kwargs.get("pixel_values"), torch.Tensor):
+            return args, {**kwargs, "pixel_values": self._centre(kwargs["pixel_values"], module.training)}
+        return None
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         if self._calls == 0:
-            raise NotApplicable("centre_inputs: the model's forward (or encode_image) never received a floating-point "
-                                "input tensor before the first observe")
+            raise NotApplicable("centre_inputs: the model's forward (or encode_image / get_image_features) never "
+                                "received a floating-point input tensor before the first observe")
         if not self.did:
             self.did.append(f"centred the input features (running mean over {self._mean.numel()} channels, norm "
                             f"{float(self._mean.norm()):.3g} at step {step})")
@@ -67,5 +81,5 @@ class CentreInputs(Intervention):
     def close(self) -> None:
         for h in self._handles:
             h.remove()
-        if self._patched is not None:
-            self._patched.__dict__.pop("encode_image", None)
+        for name in self._patched:
+            self._model.__dict__.pop(name, None)
