@@ -23,7 +23,8 @@ ENTRY_POINTS = ("encode_image", "get_image_features")  # open_clip's and Hugging
 class CentreInputs(Intervention):
     name = "centre_inputs"
     tests = ("shared_input_component",)
-    changes = "the model's input features centred by a running mean (forward pre-hook)"
+    changes = ("the model's input features centred by a running mean, (B, C, H, W) pixels per channel (forward "
+               "pre-hook; encode_image, get_image_features)")
 
     def setup(self, watch: Any) -> None:
         self._mean: torch.Tensor | None = None

@@ -47,7 +47,8 @@ class AddMissingParams(Intervention):
 
     name = "add_missing_params"
     tests = ("param_not_in_optimizer",)
-    changes = "trainable parameters that get gradients but are in no param group are added to the optimizer"
+    changes = ("trainable parameters that get gradients but are in no param group are added to the optimizer, and "
+               "so are tensors with gradients on the loss's path in no registered module")
 
     def setup(self, watch: Any) -> None:
         self._opt = require_optimizer(watch, self.name)
