@@ -55,12 +55,14 @@ def replay(rule, w, name: str) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) < 4 or sys.argv[2] not in ("case", "healthy"):
-        sys.exit(__doc__)
-    torch.set_num_threads(1)
     rules = {r.name: r for r in R.RULES}
+    if len(sys.argv) < 4 or sys.argv[2] not in ("case", "healthy"):
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
     if sys.argv[1] not in rules:
-        sys.exit(f"replay.py: unknown rule {sys.argv[1]!r}; expected one of {', '.join(sorted(rules))}")
+        print(f"replay.py: unknown rule {sys.argv[1]!r}; expected one of {', '.join(sorted(rules))}", file=sys.stderr)
+        sys.exit(2)
+    torch.set_num_threads(1)
     rule = rules[sys.argv[1]]
     if sys.argv[2] == "case":
         for arg in sys.argv[3:]:
