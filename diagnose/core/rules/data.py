@@ -20,7 +20,7 @@ from ..findings import Finding
 # torch- and pandas-free, so the CLI declares its options without loading either)
 from ..signal_check import ALPHA, METRICS, MIN_TEST, PERMUTATIONS, PROBE, TARGET  # noqa: F401
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span
-from .gradients import SETTLED_CUMULATIVE_UPDATE
+from .gradients import SETTLED_CUMULATIVE_UPDATE, cumulative_updates
 from .persistence import IMPROVEMENT_SE, gap_to_chance, loss_falling, stuck
 from .representation import COLLAPSE_COSINE, IDENTICAL_ROWS_COSINE
 
@@ -112,12 +112,9 @@ def _readable_margins(df: pd.DataFrame) -> tuple[pd.Series, int]:
         cos = series(df, "collapse", side, "cosine_mean")
         if len(cos):
             collapsed |= (cos.reindex(diff.index, method="ffill") >= COLLAPSE_COSINE).to_numpy()
-    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
-    if up.empty:
-        moved = pd.Series(False, index=diff.index)
-    else:  # summed update/param up to each step, steps not measured at the measured mean (cumulative_update)
-        summed = up.expanding().mean() * (up.index.to_numpy() - up.index[0] + 1)
-        moved = summed.reindex(diff.index, method="ffill").fillna(0.0) >= SETTLED_CUMULATIVE_UPDATE
+    summed = cumulative_updates(df)
+    moved = (summed.reindex(diff.index, method="ffill").fillna(0.0) >= SETTLED_CUMULATIVE_UPDATE if len(summed)
+             else pd.Series(False, index=diff.index))
     keep = ~collapsed | ~moved
     return diff[keep], int((collapsed & keep).sum())
 

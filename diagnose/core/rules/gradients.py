@@ -60,13 +60,17 @@ LAYER_MIN_SHARE = 1e-3
 SETTLED_CUMULATIVE_UPDATE = 1.0
 
 
+def cumulative_updates(df: pd.DataFrame) -> pd.Series:
+    """At each measured step, the sum so far of the model's update/param (steps not measured count at the measured
+    mean up to that step); empty without update records."""
+    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+    return up.expanding().mean() * (up.index.to_numpy() - up.index[0] + 1) if len(up) else up
+
+
 def cumulative_update(df: pd.DataFrame) -> float:
     """Sum over the steps so far of the model's update/param (steps not measured count at the measured mean)."""
-    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
-    if up.empty:
-        return 0.0
-    elapsed = int(up.index[-1]) - int(up.index[0]) + 1
-    return float(up.mean()) * elapsed
+    summed = cumulative_updates(df)
+    return float(summed.iloc[-1]) if len(summed) else 0.0
 
 
 def settled(df: pd.DataFrame) -> bool:
