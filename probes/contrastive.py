@@ -24,7 +24,11 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       at cosine >= `DUPLICATE_COSINE`)
   target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
       of a row's positive removed from its negatives), loss_diagonal_same_step (the unmasked loss
-      on the same rows, for the comparison)
+      on the same rows, for the comparison); with image and text embeddings of the logits' rows:
+      loss_cosine_best_scale (the symmetric loss of the same embeddings as cosines, rows L2-normalised,
+      at the best of the scales 1 to 64: what the step's directions alone would give) and
+      loss_best_scale_same_step (the logits as given at their best sharper scale, the same grid of factors:
+      the two differ by what the rows' norms do to the ranking, not by the temperature)
 
 Batched over steps: on the usual step (square logits, no targets, image and text embeddings of one shape with
 8 <= rows <= features) the tensor readings of every step (acc_diagonal, the five losses, norm_cv, cka,
@@ -45,6 +49,7 @@ import torch.nn.functional as F
 
 from ._records import Columns
 from .base import Observation, Probe
+from .stats import best_scale_cross_entropy
 
 if TYPE_CHECKING:
     from .session import ProbeSession
@@ -223,6 +228,7 @@ class Contrastive(Probe):
             if session.due(obs.step, expensive=True):
                 with torch.no_grad():
                     self._duplicates(obs, logits, r)
+                    self._as_cosines(emb, logits, r)
             r.emit(session, obs.step, self.name)
             return
         self.drain(session)  # steps held so far first, so each step's rows come in step order
@@ -232,6 +238,7 @@ class Contrastive(Probe):
             self._embeddings(emb, r)
             if session.due(obs.step, expensive=True):
                 self._duplicates(obs, logits, r)
+                self._as_cosines(emb, logits, r)
         r.emit(session, obs.step, self.name)
 
     @staticmethod
@@ -299,6 +306,20 @@ class Contrastive(Probe):
             den = (x.t() @ x).norm() * (y.t() @ y).norm()  # the same for any row order of y
             r.add("pairs", "cka", _cka(x, y, den))
             r.add("pairs", "cka_null", _cka(x, y[_derangement(len(x), y.device)], den))
+
+    @staticmethod
+    def _as_cosines(emb: dict[str, torch.Tensor], logits, r: _Readings) -> None:
+        """The counterfactual of normalisation on the step's own embeddings: their cosines at the best scale (the
+        grid of `stats.best_scale_cross_entropy` from 1x), both directions; only where the logits are the
+        B x B scores of these rows (gathered or extra candidates are not in the embeddings)."""
+        x, y = emb.get("image"), emb.get("text")
+        if not (x is not None and y is not None and isinstance(logits, torch.Tensor) and logits.dim() == 2
+                and logits.shape[0] == logits.shape[1] == len(x) == len(y) and x.shape[1] == y.shape[1]):
+            return
+        cos = F.normalize(x.float(), dim=-1) @ F.normalize(y.float(), dim=-1).t()
+        z = logits.float()
+        _, best, _ = best_scale_cross_entropy(torch.stack([cos, cos.t(), z, z.t()]))
+        r.add("logits", ("loss_cosine_best_scale", "loss_best_scale_same_step"), best.view(2, 2).mean(1))
 
     @staticmethod
     def _duplicates(obs: Observation, logits, r: _Readings) -> None:

@@ -8,6 +8,9 @@ import diagnose
 from diagnose.core.rules.gradients import SETTLED_CUMULATIVE_UPDATE
 from diagnose.core.rules.persistence import PERSIST_MIN_OBS
 
+# these tests measure the timed budget itself (tests/conftest.py fixes the spacing elsewhere)
+pytestmark = pytest.mark.probe_budget
+
 
 def _watch(steps=12, out=None, **kwargs):
     torch.manual_seed(0)

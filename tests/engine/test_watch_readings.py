@@ -29,10 +29,11 @@ def _data(n=512, seed=0):
     return z @ torch.randn(6, 16, generator=g), z @ torch.randn(6, 12, generator=g)
 
 
-def _loop(w, model, opt, steps=40, text_no_grad=False):
+def _loop(w, model, opt, steps=40, text_no_grad=False, replace=False):
     x, t = _data()
     for step in range(steps):
-        idx = torch.randint(0, len(x), (B,))
+        # with replacement, B=32 of 512 items puts a duplicate pair in most batches (a real false negative)
+        idx = torch.randint(0, len(x), (B,)) if replace else torch.randperm(len(x))[:B]
         img = F.normalize(model.img(x[idx]), dim=-1)
         if text_no_grad:
             with torch.no_grad():
@@ -84,7 +85,8 @@ def test_a_tower_left_out_of_the_optimizer_is_named_with_its_parameters(tmp_path
 def test_a_healthy_loop_gets_no_direct_reading_finding_and_no_error_alarm():
     model = Towers()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    with diagnose.watch(model, opt, out=None, alarm="off", budget=None) as w:
+    # expensive probes on every step: under the default probe budget which steps are read depends on the timing
+    with diagnose.watch(model, opt, out=None, alarm="off", budget=None, expensive_every=1) as w:
         _loop(w, model, opt, steps=60)
     summary = w.result().to_dict()
     ids = {f["id"] for f in summary["findings"] if f["severity"] != "info"}
@@ -92,6 +94,20 @@ def test_a_healthy_loop_gets_no_direct_reading_finding_and_no_error_alarm():
                       "targets_off_diagonal", "loss_not_about_pairs", "false_negatives", "embedding_without_gradient"}
     assert not [a for a in w.alarms if a.finding.severity == "error"]
     assert summary["runs"][0]["verdict"]["learned"]
+
+
+def test_sampling_with_replacement_is_read_as_false_negatives_that_cost_a_share_of_a_learned_loss():
+    model = Towers()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    with diagnose.watch(model, opt, out=None, alarm="off", budget=None, expensive_every=1) as w:
+        _loop(w, model, opt, steps=60, replace=True)
+    summary = w.result().to_dict()
+    f = {f["id"]: f for f in summary["findings"]}["false_negatives"]
+    # ~1 duplicate pair per batch: ~6% of rows; as the loss falls their ln 2 floor becomes a tenth of it or more
+    assert 0.03 <= f["evidence"]["duplicate_share"]["image"] <= 0.1
+    assert f["evidence"]["gap_share_of_loss"] >= 0.1 and f["severity"] == "warning"
+    assert summary["runs"][0]["verdict"]["learned"]
+    assert not [a for a in w.alarms if a.finding.severity == "error"]
 
 
 def test_a_run_that_learned_with_an_error_cause_under_it_says_so():

@@ -145,6 +145,32 @@ def test_contrastive_duplicates_and_the_masked_counterfactual():
     assert v[("logits", "loss_duplicates_masked")] < v[("logits", "loss_diagonal_same_step")]
 
 
+def _best_scale_loss(z):
+    """Symmetric cross-entropy at the best of the factors 2^(k/2), k = 0..12, in plain torch."""
+    diag = torch.arange(len(z))
+    return min(0.5 * float(F.cross_entropy(a * z, diag) + F.cross_entropy(a * z.t(), diag))
+               for a in (2.0 ** (k / 2) for k in range(13)))
+
+
+def test_contrastive_cosine_counterfactual_matches_plain_torch():
+    torch.manual_seed(4)
+    model = _towers()
+    x, t = torch.randn(16, 8), torch.randn(16, 6)
+    with attach(model, None, probes=[Contrastive()], strict=True) as session:
+        a, b = model["img"](x), model["txt"](t)  # raw rows: norms enter the logits
+        raw = 3.0 * a @ b.t()
+        session.observe(0, embeddings={"image": a, "text": b}, logits={"i2t": raw})
+        u, w = F.normalize(a, dim=-1), F.normalize(b, dim=-1)  # unit rows at a soft temperature
+        session.observe(10, embeddings={"image": u, "text": w}, logits={"i2t": 2.0 * u @ w.t()})
+    v0, v1 = _values(session.records, "contrastive", 0), _values(session.records, "contrastive", 10)
+    cos = (u @ w.t()).detach()
+    for v, z in ((v0, raw.detach()), (v1, 2.0 * cos)):
+        assert v[("logits", "loss_cosine_best_scale")] == pytest.approx(_best_scale_loss(cos), rel=1e-4)
+        assert v[("logits", "loss_best_scale_same_step")] == pytest.approx(_best_scale_loss(z), rel=1e-4)
+    # raw rows rank by norm as well as direction: their logits' best differs from the cosines' best
+    assert v0[("logits", "loss_best_scale_same_step")] != pytest.approx(v0[("logits", "loss_cosine_best_scale")])
+
+
 def test_contrastive_near_miss_distinct_rows_are_not_duplicates():
     torch.manual_seed(3)
     model = _towers()

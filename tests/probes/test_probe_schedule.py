@@ -8,6 +8,9 @@ from torch import nn
 from probes import attach, schedule
 from probes.schedule import ExpensiveSchedule
 
+# the timed budget itself (tests/conftest.py fixes the spacing elsewhere)
+pytestmark = pytest.mark.probe_budget
+
 
 class Clock:
     """A fake perf_counter: each step advances it by the step's duration."""

@@ -38,6 +38,14 @@ SHARED_INPUT_COSINE = 0.5
 # Embeddings that enter cosine-similarity logits must be unit norm; F.normalize in float32 leaves
 # |norm - 1| ~ 1e-7, bf16 ~ 4e-3 (8 mantissa bits); 1e-2 is above both roundings.
 UNIT_NORM_TOL = 1e-2
+# Rows that are not unit norm are a warning until the step's own tensors show what the norms cost: the same
+# embeddings as cosines at their best scale against the logits as given at theirs (probes.contrastive, same
+# steps, same grid of sharper factors, so the temperature cancels out). Where the directions alone would at
+# least halve the loss, the norms decide more of the ranking than the directions: the cause, not a detail.
+NORMS_COST_SHARE = 0.5
+# The cost is read on expensive steps only (ten or more steps apart, fewer on a fast model under the probe
+# budget): two readings in a row confirm it, while the off-unit norms themselves persist on every step.
+COST_READINGS = 2
 # Unit-norm columns on this many observed steps (each its own batch) are a normalisation over the batch axis.
 OVER_BATCH_MIN_OBS = 3
 # RankMe effective rank (Garrido et al. 2023) of a batch of embeddings: ~1 when they all point one way
@@ -177,14 +185,22 @@ class InputSharedComponent(Rule):
             "as an ablation.", "input")]
 
 
+def norms_cost(df: pd.DataFrame) -> pd.Series:
+    """Per expensive step: the share of the logits' best-scale loss that the embeddings' directions alone (as
+    cosines, at their own best scale) would not pay (probes.contrastive). Empty without the two readings."""
+    given = finite(series(df, "contrastive", "logits", "loss_best_scale_same_step"))
+    cosines = series(df, "contrastive", "logits", "loss_cosine_best_scale")
+    return ((given - cosines.reindex(given.index)) / given.where(given > 0)).dropna()
+
+
 class EmbeddingsNotNormalised(Rule):
     """Norms of the embeddings that enter the contrastive logits."""
 
     topic = "representation"
-    emits = (Emit("embeddings_not_normalised", ("warning",), "not_normalised", 1),
+    emits = (Emit("embeddings_not_normalised", ("warning", "error"), "not_normalised", 1),
              Emit("normalised_over_batch", ("error",), "not_normalised", 1))
     needs = (("collapse", "norm_mean"),)
-    thresholds = {"UNIT_NORM_TOL": UNIT_NORM_TOL}
+    thresholds = {"UNIT_NORM_TOL": UNIT_NORM_TOL, "NORMS_COST_SHARE": NORMS_COST_SHARE}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         over = self._over_batch(df, ctx)
@@ -207,12 +223,42 @@ class EmbeddingsNotNormalised(Rule):
         if len(ent):
             ev["logits_entropy_first"] = rnd(ent.iloc[0])
         medians = ", ".join(f"{k} {v['norm_mean_median']:.3g}" for k, v in bad.items())
+        share = norms_cost(df)
+        cost, severity = "", "warning"
+        if len(share):
+            given = window(series(df, "contrastive", "logits", "loss_best_scale_same_step")).mean()
+            cosines = window(series(df, "contrastive", "logits", "loss_cosine_best_scale")).mean()
+            ev.update(loss_best_scale_same_steps=rnd(given), loss_as_cosines_best_scale=rnd(cosines),
+                      norms_cost_share=rnd(window(share).mean()), window_steps=span(window(share)))
+            severity = "error" if float(window(share).mean()) >= NORMS_COST_SHARE else "warning"
+            cost = (f" On the same steps, the same embeddings as cosines would reach {cosines:.4f} at their best "
+                    f"scale against {given:.4f} for the logits as given at theirs: the norms cost "
+                    f"{window(share).mean():.0%} of the loss.")
         return [Finding(
-            "embeddings_not_normalised", "warning", ctx.name,
+            "embeddings_not_normalised", severity, ctx.name,
             f"the {' and '.join(bad)} embeddings that enter the contrastive logits are not unit norm (median norm "
             f"{medians}): the logits are raw dot products, "
-            "not cosines, so the temperature has no fixed meaning and the logits can saturate the softmax.", ev,
-            "L2-normalise both embeddings right before the similarity (F.normalize(x, dim=-1)).", next(iter(bad)))]
+            "not cosines, so the temperature has no fixed meaning and the logits can saturate the softmax." + cost,
+            ev, "L2-normalise both embeddings right before the similarity (F.normalize(x, dim=-1)).", next(iter(bad)))]
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        if finding.id != "embeddings_not_normalised":
+            return True  # normalised over the batch: a fixed property of the code from the first step
+        # the rows off unit norm on PERSIST_MIN_OBS observed steps (read every step), and what the norms cost,
+        # read on the sparser expensive steps, at least NORMS_COST_SHARE on the last COST_READINGS of them without
+        # shrinking (a run whose norms settle toward a common value stops paying it)
+        name = finding.target
+        norm = finite(series(df, "collapse", name, "norm_mean"))
+        cv = finite(series(df, "contrastive", name, "norm_cv")).reindex(norm.index).fillna(0.0)
+        off = held_since(((norm - 1.0).abs() > UNIT_NORM_TOL) | (cv > UNIT_NORM_TOL))
+        if off is None or int((norm.index >= off).sum()) < PERSIST_MIN_OBS:
+            return False
+        share = norms_cost(df)
+        since = held_since(share >= NORMS_COST_SHARE)
+        if since is None:
+            return False
+        share = share[share.index >= since]
+        return len(share) >= COST_READINGS and not falling(share)
 
 
     @staticmethod

@@ -132,6 +132,9 @@ TRIGGERS = {
         ("error", R.temperature_limits_loss, frame(sharpenable(1.3 * BAR, 0.6 * BAR, 4.0, 0.9),
                                                    rec("loss_split", "extras", "logit_scale", tail(2.72, 2.87))),
          ctx()),
+        # crossed the learned bar, yet the temperature holds the loss TEMPERATURE_HOLDS x ln B above the ranking's
+        ("error", R.temperature_limits_loss,
+         sharpenable(0.95 * BAR, 0.95 * BAR - 1.01 * R.TEMPERATURE_HOLDS * LN_B, 8.0, 0.9), ctx()),
     ],
 }
 
@@ -239,8 +242,9 @@ NEAR_MISSES = {
                     (R.flat_logits, ranked(0.95, LN_B * (1 - 1.01 * TOL)), ctx()),  # the loss left chance: not flat
                     (R.flat_logits, loss("loss_clip", LN_B), ctx())],  # no logits recorded
     "temperature_limits_loss": [
-        # learned as given
-        (R.temperature_limits_loss, sharpenable(0.99 * BAR, 0.5 * BAR, 4.0, 0.9), ctx()),
+        # learned as given, the temperature holding less than TEMPERATURE_HOLDS x ln B (a learned scale's lag)
+        (R.temperature_limits_loss,
+         sharpenable(0.95 * BAR, 0.95 * BAR - 0.99 * R.TEMPERATURE_HOLDS * LN_B, 8.0, 0.9), ctx()),
         # sharper logits would not reach the learned bar either: the ranking itself is short
         (R.temperature_limits_loss, sharpenable(1.5 * BAR, 1.01 * BAR, 4.0, 0.9), ctx()),
         # the best temperature is within the lag of a learned scale (grid optimum below 2x)

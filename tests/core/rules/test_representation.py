@@ -3,9 +3,11 @@ intermediate), a shared input component, embeddings not unit norm, a loss at cha
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from diagnose.core import rules as R
+from diagnose.core.rules.persistence import PERSIST_MIN_OBS
 
 from .harness import LN_B, WIN, B, N, ctx, frame, ids, loss, one, rec, tail, update_rows
 
@@ -52,6 +54,32 @@ def test_embeddings_not_normalised_quiet_on_unit_norms_within_rounding():
     recs = frame(rec("collapse", "image", "norm_mean", 1 + 0.5 * R.UNIT_NORM_TOL),
                  rec("collapse", "text", "norm_mean", 1.0))
     assert R.embeddings_not_normalised(recs, ctx()) == []
+
+
+def _raw_norms(given: float, cosines: float, steps: int = 40, every: int = 10) -> pd.DataFrame:
+    """Rows of norm 1.6 on every step and, every `every` steps, the logits' and the cosines' loss at their best
+    scale (the expensive steps' counterfactual)."""
+    cost = range(0, steps, every)
+    return frame(rec("collapse", "image", "norm_mean", {s: 1.6 for s in range(steps)}),
+                 rec("contrastive", "logits", "loss_best_scale_same_step", {s: given for s in cost}),
+                 rec("contrastive", "logits", "loss_cosine_best_scale", {s: cosines for s in cost}))
+
+
+def test_norms_that_cost_half_the_loss_on_the_same_steps_are_an_error_that_alarms_once_persisted():
+    recs = _raw_norms(1.5, 1.5 * (1 - R.NORMS_COST_SHARE) - 0.01)
+    f = one(R.embeddings_not_normalised(recs, ctx()), "embeddings_not_normalised")
+    assert f.severity == "error" and f.evidence["norms_cost_share"] >= R.NORMS_COST_SHARE
+    assert R.embeddings_not_normalised.alarm(f, recs)
+    # near misses: off-unit norms on fewer than PERSIST_MIN_OBS steps; the cost read on one expensive step only
+    for short in (_raw_norms(1.5, 0.5, steps=PERSIST_MIN_OBS - 1, every=2), _raw_norms(1.5, 0.5, steps=20, every=20)):
+        f = one(R.embeddings_not_normalised(short, ctx()), "embeddings_not_normalised")
+        assert f.severity == "error" and not R.embeddings_not_normalised.alarm(f, short)
+
+
+def test_norms_whose_directions_would_not_halve_the_loss_stay_a_warning():
+    recs = _raw_norms(1.5, 1.5 * (1 - R.NORMS_COST_SHARE) + 0.01)
+    f = one(R.embeddings_not_normalised(recs, ctx()), "embeddings_not_normalised")
+    assert f.severity == "warning" and f.evidence["norms_cost_share"] < R.NORMS_COST_SHARE
 
 
 def test_normalised_over_batch_on_unit_columns_and_not_on_columns_near_one():
