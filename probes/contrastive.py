@@ -29,6 +29,11 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       at the best of the scales 1 to 64: what the step's directions alone would give) and
       loss_best_scale_same_step (the logits as given at their best sharper scale, the same grid of factors:
       the two differ by what the rows' norms do to the ranking, not by the temperature)
+  target ``logits``, expensive steps, logits with more columns than rows (gathered or extra candidates, which
+      the embeddings given do not cover): twin_share (rows whose positive column, the target or column i, has
+      an identical twin among the other columns: the same candidate twice, e.g. two ranks that drew the same
+      batch), loss_twins_masked (the rows' cross-entropy with those twins taken out of the negatives) and
+      loss_target_same_step (the same rows unmasked)
 
 Batched over steps: on the usual step (square logits, no targets, image and text embeddings of one shape with
 8 <= rows <= features) the tensor readings of every step (acc_diagonal, the five losses, norm_cv, cka,
@@ -59,6 +64,8 @@ if TYPE_CHECKING:
 # embedding that is not collapsed sit far below it. Collapse makes everything look duplicate; the rule
 # that reads this asks for spread-out embeddings first.
 DUPLICATE_COSINE = 0.999
+# Largest rectangular logits the twin-column reading looks at: its (2, rows, cols) comparison is 32 MB in float32.
+TWINS_MAX = 1 << 22
 # Below 8 rows a CKA over the batch is dominated by its own small-sample bias.
 PAIRS_MIN_ROWS = 8
 # Steps whose every-step readings are computed together (module docstring): the per-step cost falls with it, the
@@ -239,6 +246,7 @@ class Contrastive(Probe):
             if session.due(obs.step, expensive=True):
                 self._duplicates(obs, logits, r)
                 self._as_cosines(emb, logits, r)
+                self._twins(logits, targets, r)
         r.emit(session, obs.step, self.name)
 
     @staticmethod
@@ -320,6 +328,30 @@ class Contrastive(Probe):
         z = logits.float()
         _, best, _ = best_scale_cross_entropy(torch.stack([cos, cos.t(), z, z.t()]))
         r.add("logits", ("loss_cosine_best_scale", "loss_best_scale_same_step"), best.view(2, 2).mean(1))
+
+    @staticmethod
+    def _twins(logits, targets, r: _Readings) -> None:
+        """Columns identical to a row's positive column, found by two fixed projections of each column over the
+        rows (identical columns project identically; distinct real-valued ones coincide with probability 0), then
+        the counterfactual of masking them. Rectangular logits only: square ones are read through the embeddings
+        (`_duplicates`)."""
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[1] > logits.shape[0] > 1
+                and logits.numel() <= TWINS_MAX):
+            return
+        z = logits.detach().float()
+        b, c = z.shape
+        t = _arange(b, z.device)
+        if isinstance(targets, torch.Tensor) and targets.dim() == 1 and len(targets) == b and not \
+                targets.is_floating_point():
+            t = targets.detach().to(z.device).long().clamp(0, c - 1)
+        w = torch.stack([torch.linspace(1.0, 2.0, b, device=z.device), torch.cos(1.7 * _arange(b, z.device))])
+        sig = w @ z  # (2, c)
+        tol = 1e-5 * (z.abs().amax() * b + 1e-30)
+        twin = ((sig[:, None, :] - sig[:, t, None]).abs() <= tol).all(dim=0)  # (b, c): column j twins row i's positive
+        twin[_arange(b, z.device), t] = False
+        r.add("logits", "twin_share", twin.any(dim=1).float().mean())
+        r.add("logits", ("loss_twins_masked", "loss_target_same_step"),
+              torch.stack([F.cross_entropy(z.masked_fill(twin, float("-inf")), t), F.cross_entropy(z, t)]))
 
     @staticmethod
     def _duplicates(obs: Observation, logits, r: _Readings) -> None:

@@ -20,6 +20,12 @@ END_FRAC, END_MIN_POINTS = 0.2, 5
 # of the probability mass on average, far beyond guessing) and, when held-out retrieval was measured,
 # R@1 is at least 10x chance (K/N).
 LEARNED_LOSS_FRACTION, LEARNED_RECALL_FACTOR = 0.5, 10.0
+# "Holds the loss": a counterfactual on the step's own tensors (the duplicates masked out of the negatives,
+# the embeddings as cosines) removes at least half of the loss on the same logits. Then the cause holds most
+# of what is left, whether the run crossed the learned bar or not, and it is an error under either verdict
+# (a learned run is headed "learned, but ..."). The healthy runs of benchmarks/real_faults/healthy.py read
+# at most 0.05 on the duplicates' counterfactual.
+HOLDS_LOSS_SHARE = 0.5
 
 
 def end_start(steps: Sequence[int]) -> int:

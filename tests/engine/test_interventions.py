@@ -15,7 +15,7 @@ from torch import nn
 import diagnose
 from diagnose.engine import ablation_env
 from diagnose.engine.interventions import CATALOGUE, for_cause
-from diagnose.engine.interventions.logits import mask_duplicate_candidates
+from diagnose.engine.interventions.logits import mask_duplicate_candidates, mask_twin_candidates
 from diagnose.engine.interventions.temperature import measured_scale
 
 B, DIN, E = 16, 12, 8
@@ -257,6 +257,20 @@ def test_mask_duplicates_masks_duplicate_columns_not_collapse():
     assert count == 2 and math.isinf(masked[1, 3]) and math.isinf(masked[3, 1]) and math.isfinite(masked[1, 1])
     collapsed = torch.ones(6, 6) * 3.0  # every candidate alike: collapse, not duplicates
     assert mask_duplicate_candidates(collapsed)[1] == 0
+
+
+def test_mask_duplicates_masks_copies_of_the_positive_in_gathered_logits_only():
+    g = torch.Generator().manual_seed(1)
+    img = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    other = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    target = torch.arange(4) + 4  # this rank's block is the second of three
+    gathered = 10 * img @ torch.cat([txt, txt, other]).t()  # rank 0 drew the same batch as this rank
+    masked, count = mask_twin_candidates(gathered, target)
+    assert count == 4 and all(math.isinf(masked[i, i]) and math.isfinite(masked[i, i + 4]) for i in range(4))
+    assert torch.isfinite(masked[:, 8:]).all()  # the third rank's distinct captions stay negatives
+    # near miss: every rank its own captions
+    assert mask_twin_candidates(10 * img @ torch.cat([txt, other, -other]).t(), target)[1] == 0
 
 
 def test_centre_inputs_removes_a_shared_component(under_ablation):

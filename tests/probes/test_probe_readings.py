@@ -171,6 +171,31 @@ def test_contrastive_cosine_counterfactual_matches_plain_torch():
     assert v0[("logits", "loss_best_scale_same_step")] != pytest.approx(v0[("logits", "loss_cosine_best_scale")])
 
 
+def test_contrastive_twin_columns_of_gathered_logits_and_their_masked_counterfactual():
+    torch.manual_seed(5)
+    model = _towers()
+    x, t = torch.randn(8, 8), torch.randn(8, 6)
+    with attach(model, None, probes=[Contrastive()], strict=True) as session:
+        b = F.normalize(model["txt"](t), dim=-1)
+        a = b + 0.1 * F.normalize(model["img"](x), dim=-1)  # pairs that match: the positive is each row's largest
+        other = F.normalize(model["txt"](torch.randn(8, 6)), dim=-1)
+        twin = 10.0 * a @ torch.cat([b, b]).t()  # a second rank that drew the same batch: every column twice
+        session.observe(0, embeddings={"image": a, "text": b}, logits={"i2t": twin}, targets=torch.arange(8))
+        distinct = 10.0 * a @ torch.cat([b, other]).t()  # near miss: other captions on the second rank
+        session.observe(10, embeddings={"image": a, "text": b}, logits={"i2t": distinct})
+    v, near = _values(session.records, "contrastive", 0), _values(session.records, "contrastive", 10)
+    z, diag = twin.detach(), torch.arange(8)
+    masked = z.clone()
+    masked[diag, diag + 8] = -math.inf
+    assert v[("logits", "twin_share")] == 1.0
+    assert v[("logits", "loss_twins_masked")] == pytest.approx(float(F.cross_entropy(masked, diag)), rel=1e-5)
+    assert v[("logits", "loss_target_same_step")] == pytest.approx(float(F.cross_entropy(z, diag)), rel=1e-5)
+    # the twin took as much of the softmax as the positive: masking it takes ~ln 2 off each row
+    assert v[("logits", "loss_target_same_step")] - v[("logits", "loss_twins_masked")] > 0.5
+    assert near[("logits", "twin_share")] == 0.0
+    assert near[("logits", "loss_twins_masked")] == pytest.approx(near[("logits", "loss_target_same_step")])
+
+
 def test_contrastive_near_miss_distinct_rows_are_not_duplicates():
     torch.manual_seed(3)
     model = _towers()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..definitions import CHANCE_REL_TOL, learned, left_chance
+from ..definitions import CHANCE_REL_TOL, HOLDS_LOSS_SHARE, learned, left_chance
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
 from .gradients import unused_temperatures
@@ -156,59 +156,77 @@ class TargetsOffDiagonal(Rule):
             "logits")]
 
 
+# Where each side's duplicates are read (probes.contrastive): image / text rows within the batch, with the square
+# logits' counterfactual; or the candidates of rectangular logits (gathered from other ranks, extra negatives) whose
+# columns twin a row's positive, with the rows' counterfactual. side -> (target, share metric, masked, unmasked)
+DUPLICATE_READINGS = {
+    "image": ("image", "duplicate_share", "loss_duplicates_masked", "loss_diagonal_same_step"),
+    "text": ("text", "duplicate_share", "loss_duplicates_masked", "loss_diagonal_same_step"),
+    "candidates": ("logits", "twin_share", "loss_twins_masked", "loss_target_same_step"),
+}
+
+
 class FalseNegatives(Rule):
     """Duplicates inside a batch scored as negatives, with what they cost measured on the step's logits."""
 
     topic = "contrastive"
     emits = (Emit("false_negatives", ("info", "warning", "error"), "false_negatives", 1),)
     needs = (("contrastive", "duplicate_share"),)
-    thresholds = {"FALSE_NEGATIVE_GAP": FALSE_NEGATIVE_GAP, "DUPLICATE_SHARE_MIN": DUPLICATE_SHARE_MIN}
+    thresholds = {"FALSE_NEGATIVE_GAP": FALSE_NEGATIVE_GAP, "DUPLICATE_SHARE_MIN": DUPLICATE_SHARE_MIN,
+                  "HOLDS_LOSS_SHARE": HOLDS_LOSS_SHARE}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
-        shares = {n: finite(series(df, "contrastive", n, "duplicate_share")) for n in ("image", "text")}
+        shares = {n: finite(series(df, "contrastive", t, m)) for n, (t, m, _, _) in DUPLICATE_READINGS.items()}
         shares = {n: float(window(s).mean()) for n, s in shares.items() if len(s)}
         if not shares or max(shares.values()) < DUPLICATE_SHARE_MIN:
             return []
         side = max(shares, key=shares.get)
-        cos = series(df, "collapse", side, "cosine_mean")
-        share = finite(series(df, "collapse", side, "top_sv_share"))
-        if (len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE) or (
-                len(share) and float(window(share).mean()) >= COLLAPSE_COSINE):
-            return []  # collapsed (to one vector, or +- one): every row looks like a duplicate (embedding_collapse)
-        masked = finite(series(df, "contrastive", "logits", "loss_duplicates_masked"))
-        full = finite(series(df, "contrastive", "logits", "loss_diagonal_same_step"))
+        for name in ("image", "text") if side == "candidates" else (side,):
+            cos = series(df, "collapse", name, "cosine_mean")
+            share = finite(series(df, "collapse", name, "top_sv_share"))
+            if (len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE) or (
+                    len(share) and float(window(share).mean()) >= COLLAPSE_COSINE):
+                return []  # collapsed (to one vector, or +- one): every row looks like a duplicate (embedding_collapse)
+        _, _, masked_m, full_m = DUPLICATE_READINGS[side]
+        masked = finite(series(df, "contrastive", "logits", masked_m))
+        full = finite(series(df, "contrastive", "logits", full_m))
         if masked.empty or full.empty:
             return []
         gap = float(window(full).mean()) - float(window(masked).mean())
         rel = gap / float(window(full).mean()) if float(window(full).mean()) > 0 else 0.0
         mean, ln_b = end_loss(df)
         # the counterfactual decides whether they matter here: below the gap they are a measurement (info,
-        # e.g. the same item sampled twice into a batch), above it a cause (an error while not learned)
-        severity = "info" if rel < FALSE_NEGATIVE_GAP else "warning" if learned(mean, ln_b) else "error"
+        # e.g. the same item sampled twice into a batch), above it a cause (an error while not learned, and in a
+        # learned run once they hold most of the loss left: HOLDS_LOSS_SHARE)
+        severity = ("info" if rel < FALSE_NEGATIVE_GAP else
+                    "warning" if learned(mean, ln_b) and rel < HOLDS_LOSS_SHARE else "error")
         ev = {"duplicate_share": {k: rnd(v) for k, v in shares.items()},
               "loss_end_same_steps": rnd(window(full).mean()),
               "loss_duplicates_masked": rnd(window(masked).mean()), "gap": rnd(gap), "gap_share_of_loss": rnd(rel),
               "window_steps": span(window(full)), "chance_ln_B": rnd(ln_b)}
+        what = (f"{shares[side]:.0%} of the rows have a duplicate {side} in their batch" if side != "candidates" else
+                f"{shares[side]:.0%} of the rows' positive candidates appear again among the other candidates "
+                "(identical logit columns: the same item scored twice, e.g. ranks that drew the same batch)")
         return [Finding(
             "false_negatives", severity, ctx.name,
-            f"{shares[side]:.0%} of the rows have a duplicate {side} in their batch, and the loss scores it as a "
-            f"negative: taking the duplicates out of the negatives lowers the loss on the same logits from "
-            f"{window(full).mean():.4f} to {window(masked).mean():.4f} ({rel:.0%} of it), a share the model can never "
-            "win by learning.", ev,
+            f"{what}, and the loss scores the copies as negatives: taking them out of the negatives lowers the loss "
+            f"on the same logits from {window(full).mean():.4f} to {window(masked).mean():.4f} ({rel:.0%} of it), a "
+            "share the model can never win by learning.", ev,
             "Deduplicate captions within a batch (sample one pair per caption/class), or mask duplicates of the "
-            "positive out of the negatives.", side)]
+            "positive out of the negatives; under DDP give each rank its own shard (DistributedSampler).", side)]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         # duplicates are a property of the batches, not a phase of training, and the gap is a share of the loss
         # that no learning can win: a run that partly learns still loses it. So the alarm does not wait for the
         # loss to stop falling; it waits for the duplicates to be in every batch over PERSIST_MIN_OBS observations
         # and for the counterfactual gap (its share of the loss on the same logits) not to shrink over them
-        share = series(df, "contrastive", finding.target, "duplicate_share")
+        target, metric, masked_m, full_m = DUPLICATE_READINGS.get(finding.target, DUPLICATE_READINGS["image"])
+        share = series(df, "contrastive", target, metric)
         since = held_since(share >= DUPLICATE_SHARE_MIN)
         if since is None or int((share.index >= since).sum()) < PERSIST_MIN_OBS:
             return False
-        full = series(df, "contrastive", "logits", "loss_diagonal_same_step")
-        masked = series(df, "contrastive", "logits", "loss_duplicates_masked")
+        full = series(df, "contrastive", "logits", full_m)
+        masked = series(df, "contrastive", "logits", masked_m)
         gap_share = ((full - masked.reindex(full.index)) / full.where(full > 0)).dropna()
         gap_share = gap_share[gap_share.index >= since]
         return (len(gap_share) >= PERSIST_MIN_OBS and float(gap_share.mean()) >= FALSE_NEGATIVE_GAP

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..definitions import CHANCE_REL_TOL, at_chance, left_chance
+from ..definitions import CHANCE_REL_TOL, HOLDS_LOSS_SHARE, at_chance, left_chance
 from ..findings import Finding
 from .base import (
     Emit,
@@ -41,8 +41,8 @@ UNIT_NORM_TOL = 1e-2
 # Rows that are not unit norm are a warning until the step's own tensors show what the norms cost: the same
 # embeddings as cosines at their best scale against the logits as given at theirs (probes.contrastive, same
 # steps, same grid of sharper factors, so the temperature cancels out). Where the directions alone would at
-# least halve the loss, the norms decide more of the ranking than the directions: the cause, not a detail.
-NORMS_COST_SHARE = 0.5
+# least halve the loss (definitions.HOLDS_LOSS_SHARE), the norms decide more of the ranking than the directions.
+NORMS_COST_SHARE = HOLDS_LOSS_SHARE
 # The cost is read on expensive steps only (ten or more steps apart, fewer on a fast model under the probe
 # budget): two readings in a row confirm it, while the off-unit norms themselves persist on every step.
 COST_READINGS = 2

@@ -6,7 +6,11 @@ logits matrix whose targets are the diagonal, a candidate column whose scores ag
 the positive's column to cosine 0.999 (the contrastive probe's duplicate test, applied to the logits'
 columns, i.e. to what the loss sees) is set to -inf in that row, except the positive itself. A row where
 more than half the candidates would go is left alone: that is collapse, not duplicates, and masking it
-would hand the loss a zero it did not earn.
+would hand the loss a zero it did not earn. Logits with more candidates than rows (gathered from other
+ranks, extra negatives) take integer targets that point at each row's positive: there a candidate is a
+duplicate when its column equals the positive's column on every row (to 1e-5 of the largest score; with
+few rows a cosine over them would match distinct candidates), which is what two ranks that drew the same
+batch produce.
 """
 
 from __future__ import annotations
@@ -38,10 +42,45 @@ def mask_duplicate_candidates(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
     return logits.masked_fill(mask, float("-inf")), count
 
 
+TWIN_RTOL = 1e-5
+TWINS_MAX = 1 << 24  # rows x rows x candidates compared at once; larger gathered logits are left alone
+
+
+def mask_twin_candidates(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Rectangular logits with each row's copies of its positive column (target) masked, and how many."""
+    n, c = logits.shape
+    if n * n * c > TWINS_MAX:
+        return logits, 0
+    with torch.no_grad():
+        z = logits.detach().float()
+        t = target.long()
+        tol = TWIN_RTOL * float(z.abs().max().clamp_min(1e-30))
+        mask = ((z.t()[None, :, :] - z.t()[t][:, None, :]).abs() <= tol).all(dim=-1)  # (n, c)
+        mask[torch.arange(n, device=z.device), t] = False
+        mask &= mask.sum(1, keepdim=True) <= MAX_MASKED_SHARE * c
+    count = int(mask.sum())
+    if count == 0:
+        return logits, 0
+    return logits.masked_fill(mask, float("-inf")), count
+
+
+def _diagonal_targets(input: torch.Tensor, target: Any) -> bool:
+    return (isinstance(target, torch.Tensor) and target.dtype in (torch.int64, torch.int32)
+            and target.shape == (input.shape[0],)
+            and bool((target == torch.arange(len(target), device=target.device)).all()))
+
+
+def _gathered_targets(input: torch.Tensor, target: Any) -> bool:
+    return (isinstance(target, torch.Tensor) and target.dtype in (torch.int64, torch.int32)
+            and target.shape == (input.shape[0],) and input.shape[1] > input.shape[0]
+            and bool(((target >= 0) & (target < input.shape[1])).all()))
+
+
 class MaskDuplicates(Intervention):
     name = "mask_duplicates"
     tests = ("false_negatives",)
-    changes = "near-duplicate candidates masked out of each row's negatives in every cross-entropy over square logits"
+    changes = ("near-duplicate candidates masked out of each row's negatives in every cross-entropy over square "
+               "logits with diagonal targets, and copies of the positive in logits with more candidates than rows")
 
     def setup(self, watch: Any) -> None:
         self._orig = F.cross_entropy
@@ -49,11 +88,12 @@ class MaskDuplicates(Intervention):
         orig = self._orig
 
         def cross_entropy(input, target, *args, **kwargs):
-            if (isinstance(input, torch.Tensor) and input.dim() == 2 and input.shape[0] == input.shape[1]
-                    and isinstance(target, torch.Tensor) and target.dtype in (torch.int64, torch.int32)
-                    and target.shape == (input.shape[0],)
-                    and bool((target == torch.arange(len(target), device=target.device)).all())):
-                input, k = mask_duplicate_candidates(input)
+            if isinstance(input, torch.Tensor) and input.dim() == 2:
+                k = 0
+                if input.shape[0] == input.shape[1] and _diagonal_targets(input, target):
+                    input, k = mask_duplicate_candidates(input)
+                elif _gathered_targets(input, target):
+                    input, k = mask_twin_candidates(input, target)
                 self._masked += k
             return orig(input, target, *args, **kwargs)
 

@@ -43,6 +43,17 @@ def test_false_negatives_alarm_while_the_run_partly_learns_unless_the_gap_shrink
     assert R.false_negatives.alarm(h, late) is False
 
 
+def test_false_negatives_in_a_learned_run_are_an_error_once_they_hold_most_of_the_loss():
+    low = 0.3 * LN_B  # below the learned bar
+    holds = frame(_dups([0.5] * N, [low * (1 - R.HOLDS_LOSS_SHARE) - 0.01] * N, [low] * N),
+                  loss("loss_clip", [low] * N), moving())
+    assert one(R.false_negatives(holds, ctx()), "false_negatives").severity == "error"
+    # near miss: a tenth to half of the loss in a learned run is a warning (sampled with replacement, say)
+    part = frame(_dups([0.5] * N, [low * (1 - R.HOLDS_LOSS_SHARE) + 0.01] * N, [low] * N),
+                 loss("loss_clip", [low] * N), moving())
+    assert one(R.false_negatives(part, ctx()), "false_negatives").severity == "warning"
+
+
 def test_false_negatives_near_misses():
     # duplicates that cost nothing on these logits (masked = unmasked): a measurement, no cause
     cheap = frame(_dups([0.5] * N, [2.5] * N, [2.5] * N), loss("loss_clip", [2.5] * N), moving())
@@ -188,3 +199,23 @@ def test_soft_targets_flat_fires_on_near_uniform_targets_and_not_on_smoothed_one
     assert R.soft_targets_flat(rec("contrastive", "logits", "soft_target_entropy", 0.18), ctx()) == []
     assert R.soft_targets_flat(rec("contrastive", "logits", "soft_target_entropy", tail(0.999, 0.9)), ctx()) == []
     assert R.soft_targets_flat(rec("contrastive", "logits", "soft_target_entropy", [0.999] * 5), ctx()) == []
+
+
+def _gathered_twins(share: float, full: float, masked: float, n: int = 8):
+    """Rectangular logits whose positive columns have identical twins on `share` of the rows (every 10 steps)."""
+    steps = range(0, 10 * n, 10)
+    return frame(rec("contrastive", "logits", "twin_share", {s: share for s in steps}),
+                 rec("contrastive", "logits", "loss_target_same_step", {s: full for s in steps}),
+                 rec("contrastive", "logits", "loss_twins_masked", {s: masked for s in steps}),
+                 loss("loss_clip", {s: full for s in steps}))
+
+
+def test_twin_candidates_of_gathered_logits_are_false_negatives_that_alarm():
+    recs = _gathered_twins(1.0, 0.8 * LN_B, 0.3 * LN_B)
+    f = one(R.false_negatives(recs, ctx()), "false_negatives")
+    assert f.target == "candidates" and f.severity == "error" and f.evidence["gap_share_of_loss"] > 0.5
+    assert R.false_negatives.alarm(f, recs)
+    # near misses: no twin columns; twins whose masking barely changes the loss
+    assert R.false_negatives(_gathered_twins(0.0, 0.8 * LN_B, 0.8 * LN_B), ctx()) == []
+    small = one(R.false_negatives(_gathered_twins(1.0, 0.8 * LN_B, 0.79 * LN_B), ctx()), "false_negatives")
+    assert small.severity == "info"
