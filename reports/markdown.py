@@ -29,7 +29,8 @@ def verdict_line(run: dict) -> str:
     parts = [f"**{run['name']}**: {v.get('label', 'n/a')}"]
     chance = run.get("chance_loss")
     if clip is not None and chance:
-        parts.append(f"CLIP loss {_f(clip)} vs ln(B) = {_f(chance)} ({_f(clip / chance, 2)} x chance)")
+        parts.append(f"CLIP loss {_f(clip)} vs ln(B) = {_f(chance)} ({_f(clip / chance, 2)} x chance)"
+                     + (f", B from {run['batch_size_from']}" if run.get("batch_size_from") else ""))
     elif clip is not None:  # no batch size given: no chance level to read the loss against
         parts.append(f"CLIP loss {_f(clip)} (no batch size given: ln(B) unknown)")
     if "r@1" in r:

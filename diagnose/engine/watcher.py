@@ -126,6 +126,7 @@ class Watch(OnlineRules):
         self._server_note_logged = False
         self._pending: tuple[Future, int, int] | None = None  # (evaluation, records' step, observed count)
         self.batch_size, self.candidates = batch_size, candidates
+        self._pool_from: str | None = None  # where batch_size / candidates came from when the user gave neither
         self.loss_weights = dict(loss_weights or {})
         self.max_logit_scale = max_logit_scale
         bound = {k: v for k, v in (("max_records", max_records), ("spill", str(spill) if spill else None)) if v}
@@ -214,6 +215,8 @@ class Watch(OnlineRules):
         self._time_step()
         self.batch_size = batch_size or self.batch_size
         self.candidates = candidates or self.candidates
+        if not (self.batch_size or self.candidates):
+            self._infer_pool(logits, embeddings)
         pool = self.candidates or self.batch_size
         losses = canonical_losses(losses or {})
         self.loss_weights.update({canonical_name(k, len(losses)): w for k, w in (weights or {}).items()})
@@ -298,6 +301,19 @@ class Watch(OnlineRules):
         """Call ``fn(watch, step, new_alarms)`` after every `observe` (see diagnose.integrations.scalars)."""
         self.listeners.append(fn)
 
+    def _infer_pool(self, logits, embeddings) -> None:
+        """Neither `batch_size` nor `candidates` given: the rows and columns of the logits (else the rows of the
+        image embedding) are the batch and the candidates each row is scored against; the summary says so."""
+        z = logits if isinstance(logits, torch.Tensor) else next(iter((logits or {}).values()), None)
+        img = (embeddings or {}).get("image")
+        if isinstance(z, torch.Tensor) and z.dim() == 2 and z.shape[1] > 1:
+            self.batch_size, cols = int(z.shape[0]), int(z.shape[1])
+            self.candidates = cols if cols != self.batch_size else None
+            self._pool_from = f"the logits' shape ({self.batch_size}, {cols}): no batch_size given"
+        elif isinstance(img, torch.Tensor) and img.dim() >= 2 and img.shape[0] > 1:
+            self.batch_size = int(img.shape[0])
+            self._pool_from = f"the image embedding's {self.batch_size} rows: no batch_size given"
+
     def _context(self) -> RunContext:
         opt = {}
         if self.optimizer is not None:
@@ -325,6 +341,7 @@ class Watch(OnlineRules):
                                                                       for a in self.alarms],
                    **({"world_size": self.dist.size, "rank": self.dist.rank} if self.dist is not None else {}),
                    **({"interrupted": self.interrupted} if self.interrupted else {}),
+                   **({"batch_size_from": self._pool_from} if self._pool_from else {}),
                    **({"data_signal": self.data_signal_result} if self.data_signal_result else {})})
         summary = Summary([run], sections={"coverage": self.coverage()}, command=_command(),
                           environment=_environment())

@@ -4,6 +4,7 @@ verdict agrees with the causes, and the watch works without a `with` block."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -121,3 +122,25 @@ def test_a_run_that_learned_with_an_error_cause_under_it_says_so():
         assert ", but with an error cause: no_gradient_path" in run.verdict.label
     else:
         assert not run.verdict.label.startswith("learned")
+
+
+def test_without_a_batch_size_chance_comes_from_the_logits_shape_and_the_report_says_so():
+    model = Towers()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x, t = _data()
+    with diagnose.watch(model, opt, out=None, alarm="off", budget=None) as w:
+        for step in range(10):
+            idx = torch.randperm(len(x))[:B]
+            img, txt = F.normalize(model.img(x[idx]), dim=-1), F.normalize(model.txt(t[idx]), dim=-1)
+            other = F.normalize(model.txt(t[torch.randperm(len(x))[:B]]), dim=-1).detach()  # B extra negatives
+            logits = model.logit_scale.exp() * img @ torch.cat([txt, other]).t()
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(step, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+            opt.step()
+    run = w.result().to_dict()["runs"][0]
+    assert run["batch_size"] == B and run["candidates"] == 2 * B
+    assert run["chance_loss"] == pytest.approx(math.log(2 * B)) and run["verdict"]["label"]
+    from reports.markdown import verdict_line
+    assert f"B from the logits' shape ({B}, {2 * B})" in verdict_line(run)
