@@ -85,7 +85,7 @@ class GradientPresence(Rule):
     """Parameters that never get a gradient (None) and layers whose gradients are exactly zero."""
 
     topic = "gradients"
-    emits = (Emit("no_gradient", ("error",), "no_gradient_path", 1),
+    emits = (Emit("no_gradient", ("warning", "error"), "no_gradient_path", 1),
              Emit("dead_gradients", ("error",), "no_gradient_path", 1),
              Emit("scale_without_gradient", ("warning",), "temperature", 1),
              Emit("temperature_unused", ("info",)))
@@ -109,13 +109,21 @@ class GradientPresence(Rule):
                 "was meant to be learned.", unused[0]))
         if params:
             none = none[none["target"].isin(params)]
+            copy = _copy_on_path(df, params)
+            where = ("They are cut from the loss (detached branch, unused module) and keep their initial values."
+                     if copy is None else
+                     f"The loss's path holds {copy:.0f} trainable values outside the model and every param group (at "
+                     "least as many as these hold): it runs through another instance of them, where their gradient "
+                     "goes (params_unregistered names the mechanism; this is its symptom).")
             out.append(Finding(
-                "no_gradient", "error", ctx.name,
+                "no_gradient", "error" if copy is None else "warning", ctx.name,
                 f"{len(params)} trainable parameter(s) never received a gradient (grad is None): "
-                f"{', '.join(params[:5])}{' ...' if len(params) > 5 else ''}. They are cut from the loss "
-                "(detached branch, unused module) and keep their initial values.",
-                {"parameters": params[:20], "steps": span(none.groupby('step')['value'].sum())},
-                "Find the detach()/no_grad/unused path between these parameters and the loss.", params[0]))
+                f"{', '.join(params[:5])}{' ...' if len(params) > 5 else ''}. " + where,
+                {"parameters": params[:20], "steps": span(none.groupby('step')['value'].sum()),
+                 **({"unregistered_values_on_path": int(copy)} if copy is not None else {})},
+                "Find the detach()/no_grad/unused path between these parameters and the loss." if copy is None else
+                "Build the loss (or the module that wraps the model) around the instance the optimizer holds.",
+                params[0]))
         zero = select(df, "gradient_flow.layer", "zero_grad_frac").pivot_table(index="step", columns="target",
                                                                                values="value")
         dead = dead_layers(zero)
@@ -141,6 +149,18 @@ class GradientPresence(Rule):
                 {"layers": dead, "window_steps": span(window(zero[dead[0]]))},
                 "Look for a ReLU/mask/softmax that saturates, or a zero multiplier in the path.", dead[0]))
         return out
+
+
+def _copy_on_path(df: pd.DataFrame, params: list[str]) -> float | None:
+    """Values of the unregistered trainable leaves on the loss's path (probe graph_leaves) when they are at least
+    as many as `params` hold: the loss ran through a copy of them (a loss module or closure that kept an older
+    instance of the model). None otherwise, or without the reading."""
+    out = finite(series(df, "graph_leaves", "unregistered", "numel"))
+    numel = select(df, "gradient_flow", "numel").groupby("target")["value"].last()
+    held = float(sum(float(numel.get(p, 0.0)) for p in params))
+    if out.empty or held <= 0 or float(out.iloc[-1]) < held:
+        return None
+    return float(out.iloc[-1])
 
 
 def unused_temperatures(df: pd.DataFrame, params: list[str]) -> list[str]:

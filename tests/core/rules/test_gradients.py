@@ -191,3 +191,21 @@ def test_an_unused_temperature_scalar_is_information_not_a_cut_gradient_path():
     assert sorted(ids(both)) == ["no_gradient", "temperature_unused"]
     assert one(both, "no_gradient").evidence["parameters"] == ["text.proj.weight"]
     assert ids(R.gradient_presence(none("head.scale", 64.0), ctx())) == ["no_gradient"]
+
+
+def _no_grad_with_copy(copy_numel: float):
+    """Two parameters (768 values) without a gradient, and `copy_numel` unregistered trainable values on the
+    loss's path (probe graph_leaves)."""
+    return frame(rec("gradient_flow", "text.proj.weight", "grad_is_none", 1.0),
+                 rec("gradient_flow", "text.proj.weight", "numel", 512.0),
+                 rec("gradient_flow", "text.proj.bias", "grad_is_none", 1.0),
+                 rec("gradient_flow", "text.proj.bias", "numel", 256.0),
+                 rec("graph_leaves", "unregistered", "numel", copy_numel))
+
+
+def test_no_gradient_is_the_symptom_when_the_loss_runs_through_a_copy_of_the_parameters():
+    f = one(R.gradient_presence(_no_grad_with_copy(768.0), ctx()), "no_gradient")
+    assert f.severity == "warning" and f.evidence["unregistered_values_on_path"] == 768
+    # near miss: fewer unregistered values on the path than the parameters hold (a stray tensor, not a copy)
+    g = one(R.gradient_presence(_no_grad_with_copy(767.0), ctx()), "no_gradient")
+    assert g.severity == "error" and "unregistered_values_on_path" not in g.evidence
