@@ -33,7 +33,10 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       the embeddings given do not cover): twin_share (rows whose positive column, the target or column i, has
       an identical twin among the other columns: the same candidate twice, e.g. two ranks that drew the same
       batch), loss_twins_masked (the rows' cross-entropy with those twins taken out of the negatives) and
-      loss_target_same_step (the same rows unmasked)
+      loss_target_same_step (the same rows unmasked); with integer ``targets`` and image and text embeddings of
+      the logits' rows: pairs_located (share of the text rows whose own scores against the images, image @ text.T,
+      match a logits column to correlation >= `PAIR_COLUMN_CORR`: where each pair's caption sits among the
+      candidates) and target_at_pair (share of the located rows whose target is that column)
 
 Batched over steps: on the usual step (square logits, no targets, image and text embeddings of one shape with
 8 <= rows <= features) the tensor readings of every step (acc_diagonal, the five losses, norm_cv, cka,
@@ -64,6 +67,9 @@ if TYPE_CHECKING:
 # embedding that is not collapsed sit far below it. Collapse makes everything look duplicate; the rule
 # that reads this asks for spread-out embeddings first.
 DUPLICATE_COSINE = 0.999
+# A logits column is a pair's own caption when it correlates with that caption's scores image @ text.T to
+# float rounding of a scale and a bias (distinct captions of a spread-out batch stay far below).
+PAIR_COLUMN_CORR = 0.999
 # Largest rectangular logits the twin-column reading looks at: its (2, rows, cols) comparison is 32 MB in float32.
 TWINS_MAX = 1 << 22
 # Below 8 rows a CKA over the batch is dominated by its own small-sample bias.
@@ -247,6 +253,7 @@ class Contrastive(Probe):
                 self._duplicates(obs, logits, r)
                 self._as_cosines(emb, logits, r)
                 self._twins(logits, targets, r)
+                self._pairs_in_columns(emb, logits, targets, r)
         r.emit(session, obs.step, self.name)
 
     @staticmethod
@@ -328,6 +335,31 @@ class Contrastive(Probe):
         z = logits.float()
         _, best, _ = best_scale_cross_entropy(torch.stack([cos, cos.t(), z, z.t()]))
         r.add("logits", ("loss_cosine_best_scale", "loss_best_scale_same_step"), best.view(2, 2).mean(1))
+
+    @staticmethod
+    def _pairs_in_columns(emb: dict[str, torch.Tensor], logits, targets, r: _Readings) -> None:
+        """Where each pair's caption sits among the candidates of rectangular logits (a queue, a bank of earlier
+        captions, gathered ranks): caption k's scores against the batch's images are a column of image @ text.T,
+        and the logits column that correlates with it (a temperature or a bias changes neither) is k's column."""
+        x, y = emb.get("image"), emb.get("text")
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[1] > logits.shape[0]
+                and x is not None and y is not None and len(x) == len(y) == logits.shape[0] >= PAIRS_MIN_ROWS
+                and x.shape[1] == y.shape[1] and logits.numel() * len(x) <= TWINS_MAX
+                and isinstance(targets, torch.Tensor) and targets.shape == (len(x),)
+                and not targets.is_floating_point()):
+            return
+
+        def unit_columns(m: torch.Tensor) -> torch.Tensor:
+            m = m - m.mean(dim=0, keepdim=True)
+            return m / m.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+        own = x.float() @ y.float().t()  # (B, B): column k = caption k against every image of the batch
+        corr = unit_columns(logits.float()).t() @ unit_columns(own)  # (C, B)
+        best, col = corr.max(dim=0)
+        located = best >= PAIR_COLUMN_CORR
+        hit = (targets.to(col.device).long() == col) & located
+        r.add("logits", ("pairs_located", "target_at_pair"),
+              torch.stack([located.float().mean(), hit.float().sum() / located.float().sum().clamp_min(1.0)]))
 
     @staticmethod
     def _twins(logits, targets, r: _Readings) -> None:

@@ -196,6 +196,21 @@ def test_contrastive_twin_columns_of_gathered_logits_and_their_masked_counterfac
     assert near[("logits", "loss_twins_masked")] == pytest.approx(near[("logits", "loss_target_same_step")])
 
 
+def test_contrastive_locates_each_pairs_caption_among_rectangular_candidates():
+    torch.manual_seed(6)
+    model = _towers()
+    x, t, earlier = torch.randn(8, 8), torch.randn(8, 6), torch.randn(16, 6)
+    with attach(model, None, probes=[Contrastive()], strict=True) as session:
+        a, b = F.normalize(model["img"](x), dim=-1), F.normalize(model["txt"](t), dim=-1)
+        bank = F.normalize(model["txt"](earlier), dim=-1).detach()  # 16 earlier captions before the batch's own
+        z = 20.0 * a @ torch.cat([bank, b]).t() - 5.0  # a temperature and a bias do not hide the columns
+        session.observe(0, embeddings={"image": a, "text": b}, logits={"i2t": z}, targets=torch.arange(8))
+        session.observe(10, embeddings={"image": a, "text": b}, logits={"i2t": z}, targets=torch.arange(8) + 16)
+    wrong, right = _values(session.records, "contrastive", 0), _values(session.records, "contrastive", 10)
+    assert wrong[("logits", "pairs_located")] == 1.0 and wrong[("logits", "target_at_pair")] == 0.0
+    assert right[("logits", "pairs_located")] == 1.0 and right[("logits", "target_at_pair")] == 1.0
+
+
 def test_contrastive_near_miss_distinct_rows_are_not_duplicates():
     torch.manual_seed(3)
     model = _towers()

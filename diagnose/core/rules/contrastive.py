@@ -76,8 +76,30 @@ class TargetsOffDiagonal(Rule):
         if len(on) and square:
             return self._targets(df, ctx, on)
         if not square:
-            return []
+            return self._pairs_elsewhere(df, ctx)
         return self._reconstructed(df, ctx) or self._diagonal(df, ctx)
+
+    def _pairs_elsewhere(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        """Rectangular logits: the targets against the columns that hold each pair's own caption, located by the
+        caption's scores against the batch's images (probes.contrastive `pairs_located`, `target_at_pair`)."""
+        located = finite(series(df, "contrastive", "logits", "pairs_located"))
+        at = finite(series(df, "contrastive", "logits", "target_at_pair"))
+        if located.empty or at.empty or float(window(located).mean()) < TARGETS_ON_DIAGONAL_MIN:
+            return []  # the pairs' captions are not (all) among the columns: nothing to hold the targets against
+        w = window(at)
+        if float(w.mean()) >= TARGETS_ON_DIAGONAL_MIN:
+            return []
+        cols = series(df, "contrastive", "logits", "cols")
+        ev = {"target_at_pair": rnd(w.mean()), "pairs_located": rnd(window(located).mean()),
+              "candidates_end": int(cols.iloc[-1]) if len(cols) else None, "window_steps": span(w)}
+        return [Finding(
+            "targets_off_diagonal", "error", ctx.name,
+            f"the logits score each row against {ev['candidates_end']} candidates, and each pair's own caption "
+            f"is among them (found by its scores against the batch's images on {window(located).mean():.0%} of the "
+            f"rows), but only {w.mean():.0%} of the targets point at that column: the loss trains the other rows "
+            "toward a caption that is not theirs.", ev,
+            "Offset the targets by where the batch's own captions sit among the candidates (after a queue or bank "
+            "of earlier captions: arange(B) + len(bank); gathered: arange(B) + rank x B).", "logits")]
 
     def _reconstructed(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         """Targets not given: the reported loss equals the logits' cross-entropy against column 0 (in one

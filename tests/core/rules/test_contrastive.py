@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from diagnose.core import rules as R
+from diagnose.core.rules.contrastive import TARGETS_ON_DIAGONAL_MIN
 
 from .harness import LN_B, ctx, frame, loss, one, rec, tail
 from .test_persistence import N, moving, noisy
@@ -219,3 +220,18 @@ def test_twin_candidates_of_gathered_logits_are_false_negatives_that_alarm():
     assert R.false_negatives(_gathered_twins(0.0, 0.8 * LN_B, 0.8 * LN_B), ctx()) == []
     small = one(R.false_negatives(_gathered_twins(1.0, 0.8 * LN_B, 0.79 * LN_B), ctx()), "false_negatives")
     assert small.severity == "info"
+
+
+def _located(at: float, located: float = 1.0):
+    return frame(rec("contrastive", "logits", "rows", 32), rec("contrastive", "logits", "cols", 96),
+                 rec("contrastive", "logits", "pairs_located", located),
+                 rec("contrastive", "logits", "target_at_pair", at))
+
+
+def test_targets_that_miss_the_columns_holding_the_pairs_captions_in_rectangular_logits():
+    f = one(R.targets_off_diagonal(_located(0.0), ctx()), "targets_off_diagonal")
+    assert f.severity == "error" and f.evidence["target_at_pair"] == 0.0 and f.evidence["candidates_end"] == 96
+    # near misses: targets at the pairs' columns; the pairs' captions not among the candidates (nothing to hold
+    # the targets against)
+    assert R.targets_off_diagonal(_located(TARGETS_ON_DIAGONAL_MIN), ctx()) == []
+    assert R.targets_off_diagonal(_located(0.0, located=0.5), ctx()) == []
