@@ -32,12 +32,13 @@ MARGIN_USED = 0.5
 # steps of sqrt 2) puts the best factor at 1.41 when the optimum lies between 1x and 2x; only a grid
 # optimum of at least 2x says the logits are off by more than that lag.
 TEMPERATURE_OFF_FACTOR = 2.0
-# Below the learned bar a soft temperature is the normal lag of a learning run: at the end of the 31
+# Below the learned bar a soft temperature is the normal lag of a learning run: at the end of the 36
 # healthy runs of benchmarks/real_faults/healthy.py (every family but Lightning's, whose watch opens in a
 # callback) the logits' cross-entropy stood at most 0.17 ln B above what the same logits reach at their best
-# sharper scale (0.12 where the margin used passed MARGIN_USED). A temperature that holds at least half of the
-# learned bar (0.25 ln B) above the ranking's own loss keeps a run that crossed the bar from learning further:
-# the same mechanism as above the bar, measured as the loss it withholds.
+# sharper scale (0.12 where the margin used passed MARGIN_USED; `replay.py TemperatureLimitsLoss healthy all`).
+# A temperature that holds at least half of the learned bar (0.25 ln B) above the ranking's own loss keeps a run
+# that crossed the bar from learning further: the same mechanism as above the bar, measured as the loss it
+# withholds.
 TEMPERATURE_HOLDS = 0.25
 
 
