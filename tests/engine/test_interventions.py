@@ -312,6 +312,37 @@ def test_centre_inputs_centres_pixels_per_channel_through_get_image_features(und
     assert seen[0] < 5.0  # the mean image (~115 in every channel) is gone
     assert "get_image_features" not in model.__dict__  # the entry point is restored when the watch closes
 
+
+def test_standardise_inputs_takes_the_offset_and_the_scale_per_channel(under_ablation):
+    torch.manual_seed(0)
+    model = PixelTowers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("standardise_inputs")
+    scale = torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1)
+    px, t = 115.0 + torch.randn(B, 3, 4, 4) * scale, batch()[1]
+    seen = []
+    model.get_image_features = _spy(model.get_image_features, seen)
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        img, txt = model.get_image_features(pixel_values=px), F.normalize(model.text(t), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, torch.arange(B))
+        loss.backward()
+        w.observe(0, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+    got = seen[0]
+    assert got.mean(dim=(0, 2, 3)).abs().max() < 1e-4  # centred per channel
+    assert torch.allclose(got.transpose(0, 1).reshape(3, -1).std(dim=1), torch.ones(3), atol=1e-4)  # unit spread
+    assert "standardise_inputs" in CATALOGUE and for_cause("shared_input_component") == [
+        "centre_inputs", "standardise_inputs"]
+
+
+def _spy(fn, seen):
+    def wrapped(pixel_values):
+        seen.append(pixel_values.detach().clone())
+        return fn(pixel_values=pixel_values)
+    return wrapped
+
+
 def test_clip_grad_clips_before_the_step(under_ablation):
     torch.manual_seed(0)
     model = Towers()

@@ -18,13 +18,14 @@ from .no_grad import GradThroughNoGrad
 from .outside_updates import UndoOutsideUpdates
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
+from .standardise import StandardiseInputs
 from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, GradThroughNoGrad, LocalGradInGather,
-    CentreInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates,
-    AttentionBatchFirst)}
+    CentreInputs, StandardiseInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, Fp32Outputs, NoWeightDecay,
+    UndoOutsideUpdates, AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:
