@@ -336,6 +336,32 @@ def test_standardise_inputs_takes_the_offset_and_the_scale_per_channel(under_abl
         "centre_inputs", "standardise_inputs"]
 
 
+class ForwardCallsEntry(PixelTowers):
+    """Hugging Face's CLIPModel: forward(pixel_values=...) hands the pixels on to its own get_image_features."""
+
+    def forward(self, pixel_values, t):
+        return self.get_image_features(pixel_values=pixel_values), F.normalize(self.text(t), dim=-1)
+
+
+@pytest.mark.parametrize("fix", ["centre_inputs", "standardise_inputs"])
+def test_inputs_are_transformed_once_when_forward_calls_its_own_entry_point(under_ablation, fix):
+    torch.manual_seed(0)
+    model = ForwardCallsEntry()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation(fix)
+    px, t = 115.0 + torch.randn(B, 3, 4, 4) * 10.0, batch()[1]
+    seen = []
+    model.get_image_features = _spy(model.get_image_features, seen)
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        img, txt = model(pixel_values=px, t=t)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, torch.arange(B))
+        loss.backward()
+        w.observe(0, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+    assert seen[0].mean().abs() < 1e-4  # centred once (twice would leave -115)
+
+
 def _spy(fn, seen):
     def wrapped(pixel_values):
         seen.append(pixel_values.detach().clone())

@@ -28,6 +28,7 @@ class CentreInputs(Intervention):
 
     def setup(self, watch: Any) -> None:
         self._mean: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None  # the last tensor this fix returned
         self._calls = 0
         model = watch.model
         self._handles = [model.register_forward_pre_hook(self._hook, with_kwargs=True)]
@@ -51,7 +52,13 @@ class CentreInputs(Intervention):
     def _centre(self, x: Any, training: bool) -> Any:
         if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() >= 2):
             return x
+        if x is self._last:  # already ours: the model's forward handing it on to its own encode_image /
+            return x  # get_image_features (Hugging Face's CLIPModel.forward does), which would centre it twice
         self._calls += 1
+        self._last = self._transform(x, training)
+        return self._last
+
+    def _transform(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         with torch.no_grad():
             if x.dim() == 4:  # (B, C, H, W) pixels: one mean per channel
                 batch_mean = x.detach().mean(dim=(0, 2, 3), keepdim=True)[0]

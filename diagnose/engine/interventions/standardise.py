@@ -29,9 +29,7 @@ class StandardiseInputs(CentreInputs):
         self._std: torch.Tensor | None = None
         super().setup(watch)
 
-    def _centre(self, x: Any, training: bool) -> Any:
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() >= 2):
-            return x
+    def _transform(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         with torch.no_grad():
             flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1) if x.dim() == 4 else \
                 x.detach().reshape(-1, x.shape[-1]).t()
@@ -42,7 +40,7 @@ class StandardiseInputs(CentreInputs):
                 self._std = batch_std
             elif training:
                 self._std = MOMENTUM * self._std + (1 - MOMENTUM) * batch_std
-        return super()._centre(x, training) / self._std.clamp_min(STD_FLOOR)
+        return super()._transform(x, training) / self._std.clamp_min(STD_FLOOR)
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         super().observe(watch, step, seen)
