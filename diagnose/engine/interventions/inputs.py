@@ -80,11 +80,14 @@ class CentreInputs(Intervention):
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         if self._calls == 0:
-            raise NotApplicable("centre_inputs: the model's forward (or encode_image / get_image_features) never "
+            raise NotApplicable(f"{self.name}: the model's forward (or encode_image / get_image_features) never "
                                 "received a floating-point input tensor before the first observe")
         if not self.did:
-            self.did.append(f"centred the input features (running mean over {self._mean.numel()} channels, norm "
-                            f"{float(self._mean.norm()):.3g} at step {step})")
+            self.did.append(self._done(step))
+
+    def _done(self, step: int) -> str:
+        return (f"centred the input features (running mean over {self._mean.numel()} channels, norm "
+                f"{float(self._mean.norm()):.3g} at step {step})")
 
     def close(self) -> None:
         for h in self._handles:

@@ -42,8 +42,6 @@ class StandardiseInputs(CentreInputs):
                 self._std = MOMENTUM * self._std + (1 - MOMENTUM) * batch_std
         return super()._transform(x, training) / self._std.clamp_min(STD_FLOOR)
 
-    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
-        super().observe(watch, step, seen)
-        if self.did and self.did[0].startswith("centred"):
-            self.did[0] = (f"standardised the input features (running mean and std over {self._std.numel()} "
-                           f"channels, median std {float(self._std.median()):.3g} at step {step})")
+    def _done(self, step: int) -> str:
+        return (f"standardised the input features (running mean and std over {self._std.numel()} channels, median "
+                f"std {float(self._std.median()):.3g} at step {step})")
