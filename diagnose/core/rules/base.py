@@ -143,6 +143,14 @@ def finite(s: pd.Series) -> pd.Series:
     return s[pd.notna(s.values) & (s.abs() != math.inf).values] if len(s) else s
 
 
+def saved_share(df: pd.DataFrame, full: str, counterfactual: str) -> pd.Series:
+    """Per step that has both contrastive-logits readings: the share of the `full` loss that the `counterfactual`
+    on the same step's tensors takes away, (full - counterfactual) / full. Steps where full <= 0 are left out."""
+    f = finite(series(df, "contrastive", "logits", full))
+    c = series(df, "contrastive", "logits", counterfactual)
+    return ((f - c.reindex(f.index)) / f.where(f > 0)).dropna()
+
+
 def span(s: pd.Series) -> list[int]:
     return [int(s.index[0]), int(s.index[-1])] if len(s) else []
 

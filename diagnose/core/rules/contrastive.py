@@ -8,7 +8,20 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, HOLDS_LOSS_SHARE, learned, left_chance
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, select, series, span, window
+from .base import (
+    Emit,
+    Rule,
+    RunContext,
+    end_loss,
+    finite,
+    primary_component,
+    rnd,
+    saved_share,
+    select,
+    series,
+    span,
+    window,
+)
 from .gradients import unused_temperatures
 from .persistence import PERSIST_MIN_OBS, falling, held_since, loss_falling, stuck
 
@@ -247,9 +260,7 @@ class FalseNegatives(Rule):
         since = held_since(share >= DUPLICATE_SHARE_MIN)
         if since is None or int((share.index >= since).sum()) < PERSIST_MIN_OBS:
             return False
-        full = series(df, "contrastive", "logits", full_m)
-        masked = series(df, "contrastive", "logits", masked_m)
-        gap_share = ((full - masked.reindex(full.index)) / full.where(full > 0)).dropna()
+        gap_share = saved_share(df, full_m, masked_m)
         gap_share = gap_share[gap_share.index >= since]
         return (len(gap_share) >= PERSIST_MIN_OBS and float(gap_share.mean()) >= FALSE_NEGATIVE_GAP
                 and not falling(gap_share))

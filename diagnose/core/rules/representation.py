@@ -15,6 +15,7 @@ from .base import (
     finite,
     primary_component,
     rnd,
+    saved_share,
     select,
     series,
     span,
@@ -188,9 +189,7 @@ class InputSharedComponent(Rule):
 def norms_cost(df: pd.DataFrame) -> pd.Series:
     """Per expensive step: the share of the logits' best-scale loss that the embeddings' directions alone (as
     cosines, at their own best scale) would not pay (probes.contrastive). Empty without the two readings."""
-    given = finite(series(df, "contrastive", "logits", "loss_best_scale_same_step"))
-    cosines = series(df, "contrastive", "logits", "loss_cosine_best_scale")
-    return ((given - cosines.reindex(given.index)) / given.where(given > 0)).dropna()
+    return saved_share(df, "loss_best_scale_same_step", "loss_cosine_best_scale")
 
 
 class EmbeddingsNotNormalised(Rule):
