@@ -4,8 +4,10 @@ embeddings, logit scale ln(1/0.07) learned and clamped at 100, AdamW with weight
 trained), over different seeds, batch sizes (16..128), widths, learning rates (3e-4..3e-3) and a few
 learning-rate schedules (cosine, linear warm-up, warm-up then cosine).
 
-Families (SPECS: 43 runs, 7 per family, and one resampler run whose text tower is locked: left out of the
-optimizer with requires_grad=True, LiT's locked tower the way many scripts freeze; final 0.072 ln B):
+Families (SPECS: 47 runs, 7 per family, one resampler run whose text tower is locked: left out of the
+optimizer with requires_grad=True, LiT's locked tower the way many scripts freeze; final 0.072 ln B; and four
+resampler/perceiver runs on inputs that share one direction, a frozen backbone's anisotropic features: mean-pooled
+input cosine 0.985-0.997, embeddings collapsed at 0.99+ from step 0, learning slowly but learning):
 - resampler: flamingo-pytorch PerceiverResampler aligner (`common.ResamplerAligner`; width = latents)
 - perceiver: perceiver-pytorch Perceiver aligner (`common.PerceiverAligner`; width = latents)
 - clip: transformers CLIPModel from a tiny config (`common.tiny_clip`; width = hidden size of both towers)
@@ -26,15 +28,16 @@ last 5 steps (60 steps; 120 for clip and open_clip, see STEPS), divided by ln(ba
 below 0.5. Measured (final / ln B per family: min / median / max; the costliest run's CPU seconds, one
 thread, the family's first run paying its imports):
 
-    resampler  0.019 / 0.049 / 0.173   (1.6 s)
-    perceiver  0.055 / 0.070 / 0.289   (1.1 s)
+    resampler  0.019 / 0.059 / 0.173   (1.6 s)
+    perceiver  0.055 / 0.074 / 0.354   (1.3 s)
     clip       0.123 / 0.189 / 0.359   (3.4 s)   120 steps (at 60: 0.30-0.53)
     mrl        0.019 / 0.057 / 0.337   (1.0 s)
     open_clip  0.205 / 0.281 / 0.392   (4.9 s)   120 steps (at 60: 0.49-0.70)
     lightning  0.026 / 0.110 / 0.273   (1.1 s)
 
-All 43 runs learned; the least-learning ones are the low-lr warm-up/cosine runs (mrl s27 0.337, perceiver
-s23 0.289, lightning s46 0.273) and the batch-16/24 ViT runs (open_clip s37 0.392, clip s14 0.359).
+All 47 runs learned; the least-learning ones are the low-lr warm-up/cosine runs (mrl s27 0.337, perceiver
+s23 0.289, lightning s46 0.273), the batch-16/24 ViT runs (open_clip s37 0.392, clip s14 0.359) and the
+shared-direction perceiver runs (s51 0.354 at 60 steps, s53 0.232 at 120; the resampler's s50 0.112, s52 0.086).
 For mrl the contrastive loss is the full-width CLIP term, not the weighted total.
 """
 
@@ -72,7 +75,8 @@ def _spec(model, seed, batch, **kw):
     return {"model": model, "seed": seed, "batch": batch, **kw}
 
 
-# 43 runs, 7 per family and a resampler whose text tower is locked (left out of the optimizer); the first 20
+# 47 runs, 7 per family, a resampler whose text tower is locked (left out of the optimizer) and four runs on inputs
+# that share one direction (below); the first 20
 # are the original runs (AdamW 1e-3, 60 steps, default widths)
 SPECS = [_spec(m, s, b)
          for m, runs in (("resampler", ((1, 32), (2, 64), (3, 16), (4, 128), (5, 48))),
@@ -103,6 +107,13 @@ SPECS = [_spec(m, s, b)
     _spec("lightning", 45, 48, lr=3e-3, width=96, schedule="warmup"),
     _spec("lightning", 46, 96, lr=5e-4, width=64, schedule="warmup_cosine"),
     _spec("lightning", 47, 24, width=32),
+    # inputs that share one direction (a frozen backbone's anisotropic features): the patch tokens plus one fixed
+    # vector OFFSET times the mean norm of the content (mean-pooled input cosine 0.985 at 8, 0.996 at 16); the
+    # embeddings start collapsed (cosine 0.992-0.999 at step 0) and still learn, slowly at 16 (hence 120 steps)
+    _spec("resampler", 50, 32, offset=8.0),
+    _spec("perceiver", 51, 64, offset=8.0),
+    _spec("resampler", 52, 48, offset=16.0, steps=120),
+    _spec("perceiver", 53, 32, offset=16.0, steps=120),
 ]
 # the CI subset (run.py --fast): one run per family but transformers' CLIP (120 steps, the costliest; the fast
 # cases run it in case_text_tower_no_grad), the cheapest open_clip run
@@ -139,7 +150,8 @@ def mrl_losses(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> lis
 
 
 def train(watch, model: str = "resampler", seed: int = 0, batch: int = 32, steps: int | None = None, lr: float = 1e-3,
-          width: int | None = None, schedule: str | None = None, locked: str | None = None) -> None:
+          width: int | None = None, schedule: str | None = None, locked: str | None = None,
+          offset: float | None = None) -> None:
     torch.manual_seed(seed)
     steps = steps or STEPS.get(model, 60)
     if model == "clip":
@@ -149,6 +161,9 @@ def train(watch, model: str = "resampler", seed: int = 0, batch: int = 32, steps
     if model == "lightning":
         return _train_lightning(watch, seed, batch, steps, lr, width or 64, schedule)
     tokens, texts = token_pairs(seed=seed)
+    if offset:
+        shared = torch.randn(tokens.shape[-1], generator=torch.Generator().manual_seed(seed + 1000))
+        tokens = tokens + shared / shared.norm() * offset * tokens.mean(1).norm(dim=-1).mean()
     net = PerceiverAligner(latents=width or 8) if model == "perceiver" else ResamplerAligner(latents=width or 8)
     # `locked`: a tower kept at its initial weights by leaving it out of the optimizer (LiT's locked tower, the
     # way many scripts freeze: its parameters keep requires_grad=True and get gradients that nothing applies)

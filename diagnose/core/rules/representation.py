@@ -162,12 +162,16 @@ class EmbeddingCollapse(Rule):
 
 
 class InputSharedComponent(Rule):
-    """Mean pairwise cosine of the (mean-pooled) inputs: one direction shared by every sample."""
+    """Mean pairwise cosine of the (mean-pooled) inputs: one direction shared by every sample. A contributing
+    condition (healthy runs learn on anisotropic features) unless the run shows it carried through: see
+    `_carried`."""
 
     topic = "representation"
-    emits = (Emit("input_shared_component", ("info", "warning"), "shared_input_component", 3),)
+    emits = (Emit("input_shared_component", ("info", "warning"), "shared_input_component", 3),
+             Emit("input_collapses_embeddings", ("error",), "shared_input_component", 2))
     needs = (("collapse", "cosine_mean"),)
-    thresholds = {"SHARED_INPUT_COSINE": SHARED_INPUT_COSINE, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+    thresholds = {"SHARED_INPUT_COSINE": SHARED_INPUT_COSINE, "COLLAPSE_COSINE": COLLAPSE_COSINE,
+                  "CHANCE_REL_TOL": CHANCE_REL_TOL, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         cos = series(df, "collapse", "input", "cosine_mean")
@@ -177,6 +181,9 @@ class InputSharedComponent(Rule):
         ev = {"input_cosine_mean": rnd(cos.mean()), "steps": span(cos)}
         if not share.empty:
             ev["top_singular_direction_share"] = rnd(share.mean())
+        carried = self._carried(df, cos)
+        if carried:
+            return [self._carried_finding(ctx, ev, carried)]
         return [Finding(
             "input_shared_component", "info" if left_chance(*end_loss(df)) else "warning", ctx.name,
             f"the input features share one dominant direction: mean pairwise cosine of mean-pooled inputs "
@@ -184,6 +191,58 @@ class InputSharedComponent(Rule):
             "mean over tokens or an over-large update keeps it.", ev,
             "Compare with the input's content variance; try centring the features (subtract the dataset mean) "
             "as an ablation.", "input")]
+
+    @staticmethod
+    def _carried(df: pd.DataFrame, cos: pd.Series) -> dict:
+        """The shared direction measured where it ends up: the inputs are as collapsed as collapsed embeddings
+        (every input within ~18 degrees of one direction, COLLAPSE_COSINE) from the first observation, and an
+        embedding was collapsed at its own first observation, before any update could have contracted it, and
+        is still collapsed at the end of a run that did not leave chance. A random network maps inputs that
+        are one vector plus a small ripple to outputs that are one vector plus a small ripple; that is the
+        inputs' own collapse carried through, not the contraction a healthy run passes through (its inputs
+        are spread: the healthy runs of benchmarks/real_faults start with image cosines up to 0.99 from
+        inputs near 0). Empty when not all of that holds."""
+        cos = finite(cos)
+        if len(cos) == 0 or float(cos.iloc[0]) < COLLAPSE_COSINE or left_chance(*end_loss(df)):
+            return {}
+        out = {}
+        for name in EMBEDDINGS:
+            emb = finite(series(df, "collapse", name, "cosine_mean"))
+            if len(emb) and float(emb.iloc[0]) >= COLLAPSE_COSINE and float(window(emb).mean()) >= COLLAPSE_COSINE:
+                out[name] = {"cosine_first": rnd(emb.iloc[0]), "cosine_end": rnd(window(emb).mean()),
+                             "first_step": int(emb.index[0])}
+        return out
+
+    @staticmethod
+    def _carried_finding(ctx: RunContext, ev: dict, carried: dict) -> Finding:
+        ev = {**ev, "collapsed_from_first_step": carried}
+        names = " and ".join(carried)
+        first = ", ".join(f"{k} {v['cosine_first']:.4f} at step {v['first_step']}" for k, v in carried.items())
+        return Finding(
+            "input_collapses_embeddings", "error", ctx.name,
+            f"the inputs share one dominant direction (mean pairwise cosine {ev['input_cosine_mean']:.3f}: every "
+            f"input lies within a few degrees of the same vector) and the {names} embeddings were collapsed from "
+            f"their first observation ({first}), before any update, and stay so: the network carries the "
+            "inputs' shared direction through, and the image-to-image differences are a ripple on top of it.",
+            ev, "Centre or standardise the inputs (subtract the dataset mean per feature/channel, divide by the std; "
+            "for images, the processor's rescale-and-normalise) and rerun.", "input")
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        if finding.id != "input_collapses_embeddings":
+            return True
+        # early on, the same state is a slow healthy start: inputs that share one direction (mean-pooled cosine
+        # 0.985-0.997) give embeddings collapsed at 0.992-0.999 from step 0 that sit near chance for 20-40 steps
+        # and then learn (the four offset runs of benchmarks/real_faults/healthy.py), while the faults' loss sits at
+        # chance just the same; what separates them shows only later. So the state must persist as any state
+        # normal at init does (rules.persistence.stuck: held while the weights moved by their own norm, or over
+        # half of a run that moved that much, with the loss not falling), and the collapse must not be easing
+        for name in finding.evidence["collapsed_from_first_step"]:
+            emb = finite(series(df, "collapse", name, "cosine_mean"))
+            holds = emb >= COLLAPSE_COSINE
+            since = held_since(holds)
+            if since is not None and stuck(df, holds) and not falling(emb[emb.index >= since]):
+                return True
+        return False
 
 
 def norms_cost(df: pd.DataFrame) -> pd.Series:

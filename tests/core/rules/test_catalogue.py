@@ -63,6 +63,11 @@ TRIGGERS = {
         ("info", R.input_shared_component, frame(rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE + 0.01),
                                                  loss("loss_clip", LN_B * (1 - 1.01 * TOL))), ctx()),
     ],
+    # inputs as collapsed as collapsed embeddings, an embedding collapsed from its first observation, at chance
+    "input_collapses_embeddings": [("error", R.input_shared_component,
+                                    frame(rec("collapse", "input", "cosine_mean", CT + 1e-3),
+                                          rec("collapse", "image", "cosine_mean", CT + 1e-3), loss("loss_clip", LN_B)),
+                                    ctx())],
     "no_gradient": [("error", R.gradient_presence, rec("gradient_flow", "text.proj.weight", "grad_is_none", 1.0),
                      ctx())],
     "dead_gradients": [("error", R.gradient_presence,
@@ -163,6 +168,19 @@ NEAR_MISSES = {
                               (R.embedding_collapse, rec("collapse", "input", "cosine_mean", 0.99), ctx())],
     "input_shared_component": [(R.input_shared_component,
                                 rec("collapse", "input", "cosine_mean", R.SHARED_INPUT_COSINE - 0.01), ctx())],
+    "input_collapses_embeddings": [
+        # inputs short of the collapse bar; an embedding that was spread at its first observation (a contraction
+        # during training); the same state in a run that left chance (a slow healthy start that learned)
+        (R.input_shared_component, frame(rec("collapse", "input", "cosine_mean", CT - 1e-3),
+                                         rec("collapse", "image", "cosine_mean", CT + 1e-3), loss("loss_clip", LN_B)),
+         ctx()),
+        (R.input_shared_component, frame(rec("collapse", "input", "cosine_mean", CT + 1e-3),
+                                         rec("collapse", "image", "cosine_mean", [CT - 1e-3] + [0.999] * (N - 1)),
+                                         loss("loss_clip", LN_B)), ctx()),
+        (R.input_shared_component, frame(rec("collapse", "input", "cosine_mean", CT + 1e-3),
+                                         rec("collapse", "image", "cosine_mean", CT + 1e-3),
+                                         loss("loss_clip", LN_B * (1 - 1.01 * TOL))), ctx()),
+    ],
     "no_gradient": [(R.gradient_presence, rec("gradient_flow", "text.proj.weight", "grad_is_none", 0.0), ctx())],
     "dead_gradients": [
         # exactly zero on all but one window step
@@ -269,6 +287,7 @@ NEAR_MISSES = {
 
 ALL_IDS = {
     "loss_at_chance", "loss_above_chance", "embedding_collapse", "intermediate_collapse", "input_shared_component",
+    "input_collapses_embeddings",
     "no_gradient", "dead_gradients", "vanishing_gradients", "exploding_gradients", "gradient_fall", "nonfinite_values",
     "update_ratio_high", "attention_uniform", "attention_entropy_collapse", "temperature_at_clamp",
     "temperature_toward_1", "loss_logging_inconsistent", "components_identical", "few_negatives", "latents_symmetric",

@@ -43,6 +43,37 @@ def test_input_shared_component_evidence():
     assert f.evidence["steps"] == [0, N - 1]
 
 
+def _carried(n: int, moved: bool, emb=None) -> pd.DataFrame:
+    """Inputs at cosine 0.99, image embeddings collapsed from step 0 (0.9997, or `emb`), the loss flat at ln B,
+    the model's update/param 0.2 per step (`moved`: the weights move by their norm in 5 steps) or 1e-3."""
+    emb = [0.9997] * n if emb is None else emb
+    return frame(rec("collapse", "input", "cosine_mean", {s: 0.99 for s in range(n)}),
+                 rec("collapse", "image", "cosine_mean", dict(enumerate(emb))),
+                 rec("loss_split", "loss_clip", "value", {s: LN_B + 0.01 * (-1) ** s for s in range(n)}),
+                 rec("loss_split", "loss_clip", "chance", {s: LN_B for s in range(n)}),
+                 rec("gradient_flow.model", "model", "update_to_param", {s: 0.2 if moved else 1e-3 for s in range(n)}))
+
+
+def test_inputs_collapsed_like_their_embeddings_from_the_first_step_name_the_shared_input():
+    df = _carried(30, moved=False)
+    f = one(R.input_shared_component(df, ctx()), "input_collapses_embeddings")
+    assert f.severity == "error" and f.target == "input"
+    assert f.evidence["collapsed_from_first_step"]["image"]["cosine_first"] == pytest.approx(0.9997)
+    # the cause comes first among the run's causes (a tier-2 measurement against the collapse's symptom)
+    from diagnose.core.rules.ranking import rank_root_causes
+    found = [x.to_dict() for x in [f, *R.embedding_collapse(df, ctx())]]
+    assert rank_root_causes(found)[0]["cause"] == "shared_input_component"
+    # a slow healthy start looks the same early: no alarm until the state persisted while the weights moved by
+    # their own norm (rules.persistence), and none while the collapse eases
+    assert not R.input_shared_component.alarm(f, df)
+    moved = _carried(30, moved=True)
+    assert R.input_shared_component.alarm(one(R.input_shared_component(moved, ctx()), "input_collapses_embeddings"),
+                                          moved)
+    easing = _carried(30, moved=True, emb=[0.9999 - 0.0001 * s for s in range(30)])
+    f = one(R.input_shared_component(easing, ctx()), "input_collapses_embeddings")
+    assert not R.input_shared_component.alarm(f, easing)
+
+
 def test_embeddings_not_normalised_fires_on_raw_norms():
     recs = frame(rec("collapse", "image", "norm_mean", 1 + 3 * R.UNIT_NORM_TOL),
                  rec("collapse", "text", "norm_mean", 1.0))
