@@ -66,11 +66,12 @@ class ParamsOutsideOptimizer(Rule):
         # same and learns; alarming from it (tried) stopped such a run at its sixth observation. Two readings say
         # the parameters were meant to train, and no healthy run shows them, so they alarm once they held
         # PERSIST_MIN_OBS observations: parameters that became trainable during the run (requires_grad set after
-        # the optimizer was built and never added to it), and an optimizer whose tensors are not this model's and
-        # get no gradient (built on another instance: a model rebuilt or reloaded afterwards).
+        # the optimizer was built and never added to it), an optimizer whose tensors are not this model's and
+        # get no gradient (built on another instance: a model rebuilt or reloaded afterwards), and an optimizer that
+        # holds nothing but single values (a logit scale: built before the layers existed).
         n = series(df, "optimizer", "outside", "with_grad")
         ev = finding.evidence
-        if "trainable_from_step" in ev or "stale_tensors" in ev:
+        if "trainable_from_step" in ev or "stale_tensors" in ev or "only_scalars_inside" in ev:
             since = ev.get("trainable_from_step", int(n.index[0]))
             return int((n[n.index >= since] > 0).sum()) >= PERSIST_MIN_OBS
         return stuck(df, n > 0)
@@ -90,7 +91,24 @@ def _intent(df: pd.DataFrame, n: pd.Series) -> dict:
     tensors, with_grad = (series(df, "optimizer", "foreign", m) for m in ("tensors", "with_grad"))
     if len(tensors) and len(with_grad) and float(tensors.iloc[-1]) > 0 and float(with_grad.iloc[-1]) == 0:
         out["stale_tensors"] = int(tensors.iloc[-1])
+    scalars = _only_scalars_inside(df)
+    if scalars is not None:
+        out["only_scalars_inside"] = scalars
     return out
+
+
+def _only_scalars_inside(df: pd.DataFrame) -> int | None:
+    """The number of trainable tensors the optimizer holds when every one of them is a single value (a logit
+    scale): no weight of any layer can change, whatever is outside (an optimizer built before the layers existed).
+    A model trained through its temperature alone is not a training setup any healthy run has; a tower locked on
+    purpose leaves the other tower's weights inside. None otherwise."""
+    tensors = numel = 0.0
+    for g in targets(df, "optimizer", "params"):
+        p, n = finite(series(df, "optimizer", g, "params")), finite(series(df, "optimizer", g, "numel"))
+        if p.empty or n.empty:
+            return None
+        tensors, numel = tensors + float(p.iloc[-1]), numel + float(n.iloc[-1])
+    return int(tensors) if 0 < tensors and numel == tensors else None
 
 
 def _intent_sentence(intent: dict) -> str:
@@ -102,6 +120,9 @@ def _intent_sentence(intent: dict) -> str:
         said += (f" The optimizer steps {intent['stale_tensors']} tensors that are not this model's parameters and "
                  "never get a gradient: it was built on another instance (a model rebuilt or reloaded after the "
                  "optimizer was created).")
+    if "only_scalars_inside" in intent:
+        said += (f" The optimizer holds only {intent['only_scalars_inside']} single-value tensor(s) (a temperature): "
+                 "no weight of any layer can change (an optimizer built before the layers existed?).")
     return said
 
 

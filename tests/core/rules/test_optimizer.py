@@ -72,6 +72,30 @@ def test_params_outside_optimizer_meant_to_train_alarms_while_the_rest_learns():
     assert "trainable_from_step" not in h.evidence and "stale_tensors" not in h.evidence
     assert R.params_outside_optimizer.alarm(h, kept) is False
 
+def test_an_optimizer_holding_only_single_values_alarms_once_persistent():
+    """An optimizer built before the layers existed holds only the logit scale: no weight can change. A direct
+    reading: alarms after PERSIST_MIN_OBS observations, although the loss still falls (the scale alone moves it);
+    near miss: the same outside tensors beside a group that holds a weight matrix (a tower locked on purpose)."""
+    from diagnose.core.rules.persistence import PERSIST_MIN_OBS
+
+    falling_loss = list(np.linspace(1.05 * LN_B, 0.9 * LN_B, N))
+
+    def run(numel, n=N):
+        return frame(_outside([2] * n, [3.0] * n), rec("optimizer", "group0", "params", [1] * n),
+                     rec("optimizer", "group0", "numel", [numel] * n), loss("loss_clip", falling_loss[:n]), moving(n))
+
+    df = run(1)
+    f = one(R.params_outside_optimizer(df, ctx()), "params_outside_optimizer")
+    assert f.evidence["only_scalars_inside"] == 1 and "no weight of any layer can change" in f.message
+    assert R.params_outside_optimizer.alarm(f, df) is True
+    short = run(1, PERSIST_MIN_OBS - 1)
+    assert R.params_outside_optimizer.alarm(one(R.params_outside_optimizer(short, ctx()), "params_outside_optimizer"),
+                                            short) is False
+    locked = run(24 * 32)
+    g = one(R.params_outside_optimizer(locked, ctx()), "params_outside_optimizer")
+    assert "only_scalars_inside" not in g.evidence and R.params_outside_optimizer.alarm(g, locked) is False
+
+
 def test_params_outside_optimizer_near_miss_a_second_optimizer_moves_them():
     df = frame(_outside([2] * N, list(np.linspace(3.0, 3.3, N))), loss("loss_clip", noisy([LN_B] * N)), moving())
     assert R.params_outside_optimizer(df, ctx()) == []
