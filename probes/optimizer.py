@@ -4,7 +4,8 @@ the trainable parameters that receive gradients but belong to no param group.
 Probe ``optimizer`` (python numbers only: nothing reaches the device):
   target ``group<i>`` (or the group's ``name`` key when it has one): lr (this step's), lr_initial (the
       group's ``initial_lr``, which a scheduler sets to the lr the user asked for; else the first lr
-      seen), params (trainable tensors in the group), numel
+      seen), lr_start (the group's lr when the watch opened: what the optimizer was built with, before
+      the loop set anything by hand), params (trainable tensors in the group), numel
   target ``outside``: trainable (trainable tensors in no group), with_grad (of those, how many hold a
       gradient at this observation: they are on the loss's path and the optimizer never moves them),
       numel_with_grad
@@ -45,10 +46,15 @@ class OptimizerState(Probe):
         self._outside: list[tuple[str, object]] = []
         self._foreign: list[object] = []
         self._first_lr: dict[int, float] = {}
+        self._start_lr: dict[int, float] = {}
         self._members_due = False  # set where the groups' layout is (re)read
 
     def setup(self, session: "ProbeSession") -> None:
         self._layout = None
+        opt = session.optimizer
+        # the lr each group has when the watch opens: what the optimizer was built with (or a scheduler's first
+        # value), before the loop's first step sets anything by hand
+        self._start_lr = {} if opt is None else {i: _number(g.get("lr")) for i, g in enumerate(opt.param_groups)}
 
     def _refresh(self, session: "ProbeSession") -> None:
         """Recompute which parameters sit outside every group when the groups change (``add_param_group``
@@ -75,9 +81,11 @@ class OptimizerState(Probe):
             target = str(g.get("name") or f"group{i}")
             lr = _number(g.get("lr"))
             first = self._first_lr.setdefault(i, lr)
+            start = self._start_lr.setdefault(i, first)
             trainable = [p for p in g["params"] if p.requires_grad]
             numel = float(sum(p.numel() for p in trainable))
             rows += [(target, "lr", lr), (target, "lr_initial", _number(g.get("initial_lr", first))),
+                     (target, "lr_start", start),
                      (target, "params", float(len(trainable))), (target, "numel", numel),
                      (target, "weight_decay", _number(g.get("weight_decay", 0.0))),
                      (target, "decoupled", float(_decoupled(opt, g))), (target, "index", float(i)),

@@ -47,6 +47,22 @@ def test_optimizer_reads_lr_now_and_initial_under_a_schedule():
     assert v3[("outside", "trainable")] == 0 and v3[("outside", "with_grad")] == 0
 
 
+def test_optimizer_reads_the_lr_the_watch_opened_with_before_the_loop_sets_it():
+    model = _towers()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        for step in range(3):
+            opt.param_groups[0]["lr"] = 1e-6 * step  # set by hand every step, before observe
+            _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step)
+            opt.step()
+    v2 = _values(session.records, "optimizer", step=2)
+    assert v2[("group0", "lr")] == pytest.approx(2e-6) and v2[("group0", "lr_start")] == pytest.approx(1e-3)
+    assert v2[("group0", "lr_initial")] == pytest.approx(0.0)  # no initial_lr: the first lr seen
+
+
 def test_optimizer_names_parameters_with_gradients_outside_every_group():
     model = _towers()
     opt = torch.optim.SGD(model["img"].parameters(), lr=0.1)  # the text tower was left out

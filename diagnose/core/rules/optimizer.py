@@ -458,11 +458,13 @@ SCHEDULE_PEAK_SHARE = 0.1
 
 
 class LrBelowSchedulePeak(Rule):
-    """The lr held far below the peak of a schedule that should be moving it every step."""
+    """The lr held far below the peak of a schedule that should be moving it every step, or, whatever sets it (a
+    scheduler, a line in the loop), far below the lr the optimizer was built with for the whole run."""
 
     topic = "optimizer"
-    emits = (Emit("lr_below_schedule_peak", ("error",), "learning_rate_too_low", 1),)
-    needs = (("optimizer", "lr_schedule_peak"),)
+    emits = (Emit("lr_below_schedule_peak", ("error",), "learning_rate_too_low", 1),
+             Emit("lr_below_start", ("error",), "learning_rate_too_low", 1))
+    needs = (("optimizer", "lr"),)
     thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
@@ -485,7 +487,22 @@ class LrBelowSchedulePeak(Rule):
                     "is not stepped per batch (once per epoch?), so the run trains at its starting lr.", ev,
                     "Call scheduler.step() after every optimizer.step() for OneCycleLR / CyclicLR (they count "
                     "batches: total_steps = epochs x steps_per_epoch).", target)]
-        return []
+        below = self._below_start(df)
+        if not below:
+            return []
+        g0 = next(iter(below))
+        ev = {"groups": below, "threshold_share_of_start": SCHEDULE_PEAK_SHARE, "loss_end": rnd(mean),
+              "chance_ln_B": rnd(ln_b)}
+        return [Finding(
+            "lr_below_start", "error", ctx.name,
+            f"every param group's lr stayed at most {SCHEDULE_PEAK_SHARE:g} of the lr it had when the watch opened, "
+            f"over the whole run ({g0}: at most {below[g0]['lr_max_seen']:.3g} against {below[g0]['lr_start']:.3g}, "
+            f"steps {below[g0]['steps'][0]}-{below[g0]['steps'][1]}) while the loss is not learned ({mean:.4f} vs "
+            f"ln(B) = {ln_b:.4f}): whatever sets the lr each step (a scheduler, or a line in the loop) never brought "
+            "it near the value the optimizer was built with: a warm-up longer than the run, a progress divided by "
+            "the total twice, a factor applied twice.", ev,
+            "Print the lr each step next to the one you meant (optimizer.param_groups[0]['lr']); check the "
+            "schedule's arguments (step vs fraction of training, warm-up length, total steps).", g0)]
 
     @staticmethod
     def _holds(df: pd.DataFrame, target: str) -> bool:
@@ -496,7 +513,39 @@ class LrBelowSchedulePeak(Rule):
         last = lr.iloc[-PERSIST_MIN_OBS:]
         return float(lr.max()) <= SCHEDULE_PEAK_SHARE * float(peak.max()) and float(last.max()) == float(last.min())
 
+    @staticmethod
+    def _below_start(df: pd.DataFrame) -> dict:
+        """Per group with trainable tensors: the lr at every observation after the first at most SCHEDULE_PEAK_SHARE
+        of the larger of the lr at the watch's start and the group's initial_lr, over PERSIST_MIN_OBS observations, and
+        changing (an lr that never changed is what the run was set up with; lr_restored_low reads the one restored
+        from a state). Empty unless every such group holds it."""
+        out = {}
+        for g in targets(df, "optimizer", "lr"):
+            params = series(df, "optimizer", g, "params")
+            if len(params) and float(params.iloc[-1]) == 0:
+                continue
+            lr = finite(series(df, "optimizer", g, "lr"))
+            start = finite(series(df, "optimizer", g, "lr_start"))
+            initial = finite(series(df, "optimizer", g, "lr_initial"))
+            ref = max(float(start.max()) if len(start) else 0.0, float(initial.max()) if len(initial) else 0.0)
+            # from the second observation: a loop that sets the lr after its first observe shows the built value
+            # there, which no optimizer step used
+            used = lr.iloc[1:]
+            if (len(lr) < PERSIST_MIN_OBS or ref <= 0 or float(used.max()) > SCHEDULE_PEAK_SHARE * ref
+                    or float(lr.max()) == float(lr.min())):
+                return {}
+            out[g] = {"lr_start": ref, "lr_max_seen": float(used.max()), "lr_end": float(lr.iloc[-1]),
+                      "share_of_start": rnd(float(used.max()) / ref, 4), "steps": span(used)}
+        return out
+
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        if finding.id == "lr_below_start":
+            # early on a long warm-up (thousands of steps, open_clip's default) reads the same: the lr rising from
+            # zero, far below its target, the loss near chance. Only the standard persistence can tell them apart
+            # (rules.persistence: held while the weights moved by their own norm, the loss not falling)
+            lr = series(df, "optimizer", finding.target, "lr")
+            start = float(finding.evidence["groups"][finding.target]["lr_start"])
+            return stuck(df, (lr <= SCHEDULE_PEAK_SHARE * start) | (lr.index == lr.index[0]))
         # a direct reading that a schedule stepped per batch never shows (its lr changes at every step), not a
         # phase of training: no wait for the loss to stop falling
         return self._holds(df, finding.target)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from diagnose.core import rules as R
+from diagnose.core.rules.optimizer import SCHEDULE_PEAK_SHARE
 
 from .harness import LN_B, ctx, frame, loss, one, rec
 from .test_persistence import N, moving, noisy
@@ -281,3 +282,33 @@ def test_lr_below_schedule_peak_near_misses():
     assert R.lr_below_schedule_peak(frame(_cycle(annealed), loss("loss_clip", [LN_B] * N)), ctx()) == []
     # a run that learned anyway
     assert R.lr_below_schedule_peak(frame(_cycle([4e-5] * N), loss("loss_clip", [0.1 * LN_B] * N)), ctx()) == []
+
+
+def _by_hand(values, start=1e-3):
+    return frame(rec("optimizer", "group0", "lr", values),
+                 rec("optimizer", "group0", "lr_start", [start] * len(values)),
+                 rec("optimizer", "group0", "lr_initial", [values[0]] * len(values)),
+                 rec("optimizer", "group0", "params", [4] * len(values)))
+
+
+def test_lr_below_start_when_the_loop_never_brings_the_lr_near_the_built_one():
+    """A warm-up whose progress is divided by the total twice: the lr set by hand creeps up from 0 to under a tenth
+    of the lr the optimizer was built with over the whole run; the first observation may still show the built
+    value (set after observe)."""
+    creep = [1e-3] + [1e-3 * 0.09 * s / N for s in range(1, N)]
+    df = frame(_by_hand(creep), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=1e-4))
+    f = one(R.lr_below_schedule_peak(df, ctx()), "lr_below_start")
+    g = f.evidence["groups"]["group0"]
+    assert g["lr_start"] == pytest.approx(1e-3) and g["share_of_start"] < SCHEDULE_PEAK_SHARE
+    assert R.causes.BY_ID[R.declarations()["lr_below_start"].cause].id == "learning_rate_too_low"
+    # a long warm-up reads the same early: no alarm until the standard persistence (weights moved by their norm)
+    assert R.lr_below_schedule_peak.alarm(f, df) is False
+    moved = frame(_by_hand(creep), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=0.2))
+    assert R.lr_below_schedule_peak.alarm(one(R.lr_below_schedule_peak(moved, ctx()), "lr_below_start"), moved)
+    # near misses: the lr reaches SCHEDULE_PEAK_SHARE of the start; an lr that never changed (set so); a run
+    # that learned
+    reach = [1e-3 * (SCHEDULE_PEAK_SHARE + 0.01) * s / (N - 1) for s in range(N)]
+    for df_ in (frame(_by_hand(reach), loss("loss_clip", noisy([LN_B] * N)), moving()),
+                frame(_by_hand([1e-5] * N), loss("loss_clip", noisy([LN_B] * N)), moving()),
+                frame(_by_hand(creep), loss("loss_clip", [0.3 * LN_B] * N), moving())):
+        assert "lr_below_start" not in [x.id for x in R.lr_below_schedule_peak(df_, ctx())]
