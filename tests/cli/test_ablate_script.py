@@ -123,24 +123,25 @@ def test_ctrl_c_stops_every_run_and_leaves_nothing(tmp_path, whole_group):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_ray_runs_show_their_progress(tmp_path):
-    """--executor ray on a local instance: each run's step reaches the console while it runs (its watch's
-    progress file, polled in the Ray task and sent to the driver through an actor), before the run's result
-    line."""
+def test_ray_runs_show_their_progress_and_give_the_local_verdicts(tmp_path):
+    """--executor ray on a local instance: the verdicts of the local executor (lr_up confirmed, lr_down refuted), and
+    each run's step reaches the console while it runs (its watch's progress file, polled in the Ray task and sent to
+    the driver through an actor), before the run's result line."""
     import re
 
     ray = pytest.importorskip("ray", reason="ray is in the dev extra")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         result, out = ablate(tmp_path, "--seeds", "1", "--steps", "20", "--executor", "ray", "--fix", "lr_up",
-                             quiet=False)
+                             "--fix", "lr_down", quiet=False)
         assert result.exit_code == 0, result.output
+        verdicts = {h["id"]: h["verdict"] for h in json.loads((out / "summary.json").read_text())["hypotheses"]}
+        assert verdicts == {"lr_up": "confirmed", "lr_down": "refuted"}
         lines = result.output.splitlines()
-        for run in ("baseline", "fix:lr_up"):
+        for run in ("baseline", "fix:lr_up", "fix:lr_down"):
             steps = [i for i, ln in enumerate(lines) if re.fullmatch(rf"run {re.escape(run)}: step (\d+)/20", ln)]
             ends = [i for i, ln in enumerate(lines) if ln.startswith(f"run {run}: ") and i not in steps]
             assert steps and ends and steps[0] < ends[0], (run, result.output)
             assert 1 <= int(lines[steps[0]].rsplit(" ", 1)[1].split("/")[0]) <= 20
-        # --quiet on Ray prints no progress: tests/integrations/test_ablate_script.py::test_runs_as_ray_tasks
     finally:
         ray.shutdown()
