@@ -231,6 +231,30 @@ def test_unfreeze_trains_a_frozen_tower(under_ablation):
         assert not torch.equal(before, model.text.weight.detach())
 
 
+def test_reinit_constant_redraws_a_zero_head_with_its_module_init_and_says_when_nothing_is_constant(under_ablation,
+                                                                                                     tmp_path):
+    torch.manual_seed(0)
+    model = Towers()
+    with torch.no_grad():
+        model.image.weight.zero_()  # a zero-initialised head: no gradient reaches what feeds it, one output
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("reinit_constant")
+    x, t = batch()
+    text_before = model.text.weight.detach().clone()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        w_img = model.image.weight.detach()
+        assert w_img.std() > 0 and w_img.abs().max() <= 1 / math.sqrt(DIN) + 1e-6  # nn.Linear's own init bound
+        assert torch.equal(model.text.weight, text_before)  # untouched: it was not constant
+        step(model, opt, w, 0, x, t)
+    assert "reset 1 module(s) with their default init (image.weight)" in json.loads(open(spec["status"]).read())[
+        "applied"][0]
+    spec = under_ablation("reinit_constant")
+    with pytest.raises(SystemExit):
+        diagnose.watch(Towers(), torch.optim.SGD(Towers().parameters(), lr=0.1), batch_size=B)
+    assert "no trainable weight tensor of 2 or more dimensions is constant" in json.loads(
+        open(spec["status"]).read())["not_applicable"]
+
+
 def test_step_cap_closes_the_watch_and_ends_the_script_cleanly(under_ablation, tmp_path):
     torch.manual_seed(0)
     model = Towers()

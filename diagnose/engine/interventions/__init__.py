@@ -18,14 +18,15 @@ from .no_grad import GradThroughNoGrad
 from .outside_updates import UndoOutsideUpdates
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
+from .reinit_constant import ReinitConstant
 from .standardise import StandardiseInputs
 from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, FixTemperature, AddMissingParams, Unfreeze, GradThroughNoGrad, LocalGradInGather,
-    CentreInputs, StandardiseInputs, Reinit, MaskDuplicates, ClipGrad, Fp32MasterWeights, Fp32Outputs, NoWeightDecay,
-    UndoOutsideUpdates, AttentionBatchFirst)}
+    CentreInputs, StandardiseInputs, Reinit, ReinitConstant, MaskDuplicates, ClipGrad, Fp32MasterWeights,
+    Fp32Outputs, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:

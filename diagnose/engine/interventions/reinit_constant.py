@@ -1,0 +1,60 @@
+"""reinit_constant: weight tensors that are constant when the watch opens (every element equal: a head initialised
+with zeros or ones) redrawn with their module's own default initialisation before the first step (tests
+no_gradient_path, embedding_collapse).
+
+A layer whose weights are all zero passes no gradient to what feeds it and outputs the same vector for every input
+(a ReLU after it stays dead); weights that are all equal give every unit the same function and the same update, so
+the output stays on one line. Both are the state a fresh default init removes; nothing else in the run changes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .base import Intervention, NotApplicable
+
+
+def constant_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """Trainable floating-point tensors of 2 or more dimensions whose elements are all equal."""
+    out = []
+    for n, p in model.named_parameters():
+        if p.requires_grad and p.is_floating_point() and p.dim() >= 2 and p.numel() > 1:
+            flat = p.detach().reshape(-1)
+            if bool((flat == flat[0]).all()):
+                out.append((n, p))
+    return out
+
+
+class ReinitConstant(Intervention):
+    name = "reinit_constant"
+    tests = ("no_gradient_path", "embedding_collapse")
+    changes = ("weight tensors that are constant when the watch opens (all zeros, all ones) redrawn with their "
+               "module's default initialisation before the first step")
+
+    def setup(self, watch: Any) -> None:
+        hit = constant_weights(watch.model)
+        if not hit:
+            raise NotApplicable("reinit_constant: no trainable weight tensor of 2 or more dimensions is constant "
+                                "when the watch opens")
+        modules = dict(watch.model.named_modules())
+        reset, drawn = [], []
+        with torch.no_grad():
+            for name, p in hit:
+                owner = modules.get(name.rpartition(".")[0])
+                if owner is not None and hasattr(owner, "reset_parameters") and owner.weight is p:
+                    owner.reset_parameters()  # the module's own init (nn.Linear / Conv: kaiming uniform)
+                    reset.append(name)
+                else:
+                    torch.nn.init.kaiming_uniform_(p, a=math.sqrt(5))  # nn.Linear's default for the weight
+                    drawn.append(name)
+        said = []
+        if reset:
+            said.append(f"reset {len(reset)} module(s) with their default init ({', '.join(reset[:4])}"
+                        f"{', ...' if len(reset) > 4 else ''})")
+        if drawn:
+            said.append(f"redrew {len(drawn)} tensor(s) as nn.Linear does ({', '.join(drawn[:4])}"
+                        f"{', ...' if len(drawn) > 4 else ''})")
+        self.did.append("; ".join(said))
