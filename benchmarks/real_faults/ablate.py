@@ -11,7 +11,7 @@ unaided) and records each fix's verdict. A case passes when a fix testing its ca
 of the 3 seeds) and at least one other candidate is refuted. Cases whose cause has no intervention are listed.
 `--timing` instead measures the wall time of 5 interventions x 3 seeds x 100 steps on one case of a peer model.
 
-    python benchmarks/real_faults/ablate.py [--half dev|test|...|test13|all] [--only STEM ...]
+    python benchmarks/real_faults/ablate.py [--half dev|test|...|test14|all] [--only STEM ...]
         [--out FILE] [--timing]
     python benchmarks/real_faults/ablate.py --render RESULTS.json [MORE.json ...]   (markdown; later files win)
 Prints one JSON object.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from diagnose.engine.interventions import for_cause  # noqa: E402
 
 HALVES = ("dev", "test2", "test", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11",
-          "test12", "test13")
+          "test12", "test13", "test14")
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
