@@ -22,17 +22,19 @@ LR_GONE = 1e-2
 
 
 class ParamsOutsideOptimizer(Rule):
-    """Trainable parameters on the loss's path (they hold gradients) that no param group contains."""
+    """Trainable parameters on the loss's path (they hold gradients) that no param group contains; or, with every
+    one inside, an optimizer whose steps change none of them (it steps other tensors)."""
 
     topic = "optimizer"
-    emits = (Emit("params_outside_optimizer", ("warning", "error"), "param_not_in_optimizer", 1),)
+    emits = (Emit("params_outside_optimizer", ("warning", "error"), "param_not_in_optimizer", 1),
+             Emit("optimizer_steps_nothing", ("error",), "param_not_in_optimizer", 1))
     needs = (("optimizer", "with_grad"),)
-    thresholds = {"UNMOVED_REL": UNMOVED_REL}
+    thresholds = {"UNMOVED_REL": UNMOVED_REL, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         n = series(df, "optimizer", "outside", "with_grad")
         if n.empty or float(n.iloc[-1]) <= 0:
-            return []
+            return _steps_nothing(df, ctx)
         named = select(df, "optimizer", "outside_optimizer_numel")
         names = list(dict.fromkeys(named[named["step"] == named["step"].max()]["target"])) if len(named) else []
         moved = {}
@@ -61,6 +63,8 @@ class ParamsOutsideOptimizer(Rule):
             "if they are meant to stay fixed, set requires_grad=False.", names[0] if names else "outside")]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        if finding.id == "optimizer_steps_nothing":
+            return True  # a direct reading over PERSIST_MIN_OBS steps that no working optimizer gives (see below)
         # The reading alone waits for the loss to stop falling (rules.persistence): a backbone left trainable but
         # kept out of the optimizer on purpose (`AdamW(projector.parameters())`, a common way to freeze) reads the
         # same and learns; alarming from it (tried) stopped such a run at its sixth observation. Two readings say
@@ -75,6 +79,60 @@ class ParamsOutsideOptimizer(Rule):
             since = ev.get("trainable_from_step", int(n.index[0]))
             return int((n[n.index >= since] > 0).sum()) >= PERSIST_MIN_OBS
         return stuck(df, n > 0)
+
+
+def _steps_nothing(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+    """The model's update/param exactly 0 on every measured step (PERSIST_MIN_OBS or more) while its gradient is
+    finite and non-zero and every group's lr is positive, with float32 weights: an optimizer step with lr > 0 and
+    a gradient always changes some weight, so the optimizer steps tensors that are not these (a wrapper whose base
+    optimizer was replaced by a stale copy on resume, an optimizer built on a copy of the model). Float16/bfloat16
+    weights are left to updates_rounded_away (their updates can round away)."""
+    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+    grad = finite(series(df, "gradient_flow.model", "model", "grad_norm")).reindex(up.index)
+    low = finite(series(df, "gradient_flow.model", "model", "low_precision_share"))
+    if len(up) < PERSIST_MIN_OBS or bool((up != 0).any()) or grad.isna().any() or not bool((grad > 0).all()):
+        return []
+    if len(low) and float(low.max()) > 0:
+        return []
+    lrs = {}
+    for g in targets(df, "optimizer", "lr"):
+        params = series(df, "optimizer", g, "params")
+        if len(params) and float(params.iloc[-1]) == 0:
+            continue
+        lr = finite(series(df, "optimizer", g, "lr"))
+        if lr.empty or float(lr.min()) <= 0:
+            return []
+        lrs[g] = float(lr.iloc[-1])
+    if not lrs or not _step_representable(df, min(lrs.values()), float(grad.median())):
+        return []
+    mean, ln_b = end_loss(df)
+    ev = {"measured_steps": int(len(up)), "steps": span(up), "update_to_param_max": 0.0,
+          "grad_norm_median": rnd(float(grad.median())), "lr": lrs, "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+    return [Finding(
+        "optimizer_steps_nothing", "error", ctx.name,
+        f"on all {len(up)} measured steps ({ev['steps'][0]}-{ev['steps'][1]}) optimizer.step() left every parameter "
+        f"of the model exactly as it was (update/param 0), although the gradient is finite and non-zero (median "
+        f"norm {ev['grad_norm_median']:.3g}) and every group's lr is positive: the optimizer steps tensors that are "
+        "not this model's parameters.", ev,
+        "Check what the optimizer really updates: a wrapper optimizer (SAM-style) whose base optimizer lives in its "
+        "state is replaced by load_state_dict with a stale copy; an optimizer built on a copy of the model. Rebuild "
+        "it on model.parameters() after loading, and load the base optimizer's state separately.", "model")]
+
+
+# float32 has 23 mantissa bits: a step under ~2^-20 of a weight's size (8 units in its last place) can round back to
+# the weight; an lr that small is too low an lr (updates_rounded_away's mechanism), not an optimizer stepping elsewhere
+REPRESENTABLE_STEP = 2.0 ** -20
+
+
+def _step_representable(df: pd.DataFrame, lr: float, grad_norm: float) -> bool:
+    """The step one element would take, the larger of Adam's (~lr) and SGD's (lr x the gradient's rms), is well
+    above float32 rounding of the weights' rms."""
+    norm = finite(series(df, "gradient_flow.model", "model", "param_norm"))
+    numel = finite(series(df, "gradient_flow.model", "model", "numel"))
+    if norm.empty or numel.empty or float(numel.iloc[-1]) <= 0:
+        return False
+    root = float(numel.iloc[-1]) ** 0.5
+    return max(lr, lr * grad_norm / root) >= REPRESENTABLE_STEP * float(norm.iloc[-1]) / root
 
 
 def _intent(df: pd.DataFrame, n: pd.Series) -> dict:

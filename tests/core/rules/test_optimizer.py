@@ -312,3 +312,33 @@ def test_lr_below_start_when_the_loop_never_brings_the_lr_near_the_built_one():
                 frame(_by_hand([1e-5] * N), loss("loss_clip", noisy([LN_B] * N)), moving()),
                 frame(_by_hand(creep), loss("loss_clip", [0.3 * LN_B] * N), moving())):
         assert "lr_below_start" not in [x.id for x in R.lr_below_schedule_peak(df_, ctx())]
+
+
+def _stepped(update, lr=1e-3, grad=10.0, low=None, n=N):
+    update = update if isinstance(update, list) else [update] * n
+    parts = [rec("gradient_flow.model", "model", "update_to_param", update),
+             rec("gradient_flow.model", "model", "grad_norm", [grad] * n),
+             rec("gradient_flow.model", "model", "param_norm", [30.0] * n),
+             rec("gradient_flow.model", "model", "numel", [1e4] * n),
+             rec("optimizer", "outside", "with_grad", [0] * n), rec("optimizer", "group0", "lr", [lr] * n),
+             rec("optimizer", "group0", "params", [4] * n), loss("loss_clip", noisy([LN_B] * n))]
+    if low is not None:
+        parts.append(rec("gradient_flow.model", "model", "low_precision_share", [low] * n))
+    return frame(*parts)
+
+
+def test_an_optimizer_whose_steps_change_no_parameter_of_the_model_alarms():
+    """A wrapper optimizer whose base optimizer was replaced by a stale copy on resume: every parameter is in a
+    group, the gradients are there, the lr is positive, and no weight ever changes."""
+    from diagnose.core.rules.persistence import PERSIST_MIN_OBS
+
+    df = _stepped(0.0)
+    f = one(R.params_outside_optimizer(df, ctx()), "optimizer_steps_nothing")
+    assert f.severity == "error" and f.evidence["measured_steps"] == N and f.evidence["lr"] == {"group0": 1e-3}
+    assert R.params_outside_optimizer.alarm(f, df) is True
+    assert R.causes.BY_ID[R.declarations()["optimizer_steps_nothing"].cause].id == "param_not_in_optimizer"
+    # near misses: one step that moved something; an lr of 0 (a warm-up's first step); too few measurements; an lr
+    # whose steps round away in float32 (too low an lr); float16/bfloat16 weights (updates_rounded_away's case)
+    for df_ in (_stepped([0.0] * (N - 1) + [1e-4]), _stepped(0.0, lr=0.0), _stepped(0.0, n=PERSIST_MIN_OBS - 1),
+                _stepped(0.0, lr=1e-12, grad=1e-3), _stepped(0.0, low=1.0)):
+        assert R.params_outside_optimizer(df_, ctx()) == []
