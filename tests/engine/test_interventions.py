@@ -246,8 +246,23 @@ def test_reinit_constant_redraws_a_zero_head_with_its_module_init_and_says_when_
         assert w_img.std() > 0 and w_img.abs().max() <= 1 / math.sqrt(DIN) + 1e-6  # nn.Linear's own init bound
         assert torch.equal(model.text.weight, text_before)  # untouched: it was not constant
         step(model, opt, w, 0, x, t)
-    assert "reset 1 module(s) with their default init (image.weight)" in json.loads(open(spec["status"]).read())[
-        "applied"][0]
+    assert "reset 1 module(s) with their default init, bias included (image.weight)" in json.loads(
+        open(spec["status"]).read())["applied"][0]
+    # a constant tensor whose module has reset_parameters but no `weight` of its own: redrawn directly
+    class Kernel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = nn.Parameter(torch.zeros(E, DIN))
+
+        def reset_parameters(self):  # never the init of `kernel`: it has no `weight`
+            raise AssertionError("reset_parameters called for a tensor that is not the module's weight")
+
+    from diagnose.engine.interventions.reinit_constant import ReinitConstant
+
+    holder = nn.ModuleDict({"k": Kernel()})
+    fix = ReinitConstant()
+    fix.setup(type("W", (), {"model": holder})())
+    assert holder["k"].kernel.std() > 0 and "redrew 1 tensor(s) as nn.Linear does (k.kernel)" in fix.did[0]
     spec = under_ablation("reinit_constant")
     with pytest.raises(SystemExit):
         diagnose.watch(Towers(), torch.optim.SGD(Towers().parameters(), lr=0.1), batch_size=B)

@@ -32,7 +32,7 @@ class ReinitConstant(Intervention):
     name = "reinit_constant"
     tests = ("no_gradient_path", "embedding_collapse")
     changes = ("weight tensors that are constant when the watch opens (all zeros, all ones) redrawn with their "
-               "module's default initialisation before the first step")
+               "module's default initialisation (its bias too) before the first step")
 
     def setup(self, watch: Any) -> None:
         hit = constant_weights(watch.model)
@@ -44,15 +44,17 @@ class ReinitConstant(Intervention):
         with torch.no_grad():
             for name, p in hit:
                 owner = modules.get(name.rpartition(".")[0])
-                if owner is not None and hasattr(owner, "reset_parameters") and owner.weight is p:
-                    owner.reset_parameters()  # the module's own init (nn.Linear / Conv: kaiming uniform)
+                # a module whose `weight` this is: its own init (nn.Linear / Conv: kaiming uniform, and its bias redrawn
+                # with it); any other tensor (a module without `weight`, in_proj_weight, a bare parameter) as nn.Linear
+                if owner is not None and hasattr(owner, "reset_parameters") and getattr(owner, "weight", None) is p:
+                    owner.reset_parameters()
                     reset.append(name)
                 else:
                     torch.nn.init.kaiming_uniform_(p, a=math.sqrt(5))  # nn.Linear's default for the weight
                     drawn.append(name)
         said = []
         if reset:
-            said.append(f"reset {len(reset)} module(s) with their default init ({', '.join(reset[:4])}"
+            said.append(f"reset {len(reset)} module(s) with their default init, bias included ({', '.join(reset[:4])}"
                         f"{', ...' if len(reset) > 4 else ''})")
         if drawn:
             said.append(f"redrew {len(drawn)} tensor(s) as nn.Linear does ({', '.join(drawn[:4])}"
