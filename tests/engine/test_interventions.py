@@ -158,6 +158,62 @@ def test_fix_temperature_is_not_applicable_where_a_clamp_after_the_parameter_pin
         json.loads(open(spec["status"]).read())["not_applicable"]
 
 
+def constant_scale_steps(w, model, opt, x, t, scale: float, steps: int, hand_written: bool = False) -> list:
+    """A temperature written as a constant (`scale * img @ txt.t()`, no parameter): the losses the script saw."""
+    labels, losses = torch.arange(len(x)), []
+    for i in range(steps):
+        img, txt = model(x, t)
+        logits = scale * img @ txt.t()
+        if hand_written:
+            loss = -0.5 * (logits.log_softmax(-1).diagonal().mean() + logits.t().log_softmax(-1).diagonal().mean())
+        else:
+            loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+        losses.append((loss.item(), img.detach(), txt.detach()))
+        opt.zero_grad()
+        loss.backward()
+        w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+    return losses
+
+
+def test_rescale_logits_sets_a_constant_temperature_at_the_cross_entropy(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD([p for n, p in model.named_parameters() if n != "logit_scale"], lr=0.1)
+    orig, labels = F.cross_entropy, torch.arange(B)
+    spec = under_ablation("rescale_logits")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        seen = constant_scale_steps(w, model, opt, x, t, 0.05, 3)  # `scale=0.05` meant as a temperature
+    assert F.cross_entropy is orig  # the wrapper is gone when the watch closes
+
+    def clip(logits):
+        return float(0.5 * (orig(logits, labels) + orig(logits.t(), labels)))
+    (l0, i0, t0), (l1, i1, t1) = seen[:2]
+    assert l0 == pytest.approx(clip(0.05 * i0 @ t0.t()), rel=1e-5)  # the first step runs as written
+    assert l1 == pytest.approx(clip(1 / 0.07 * i1 @ t1.t()), rel=1e-4)  # then at CLIP's scale
+    status = json.loads(open(spec["status"]).read())
+    assert status["not_applicable"] is None and "measured at scale 0.05" in status["applied"][0]
+
+
+@pytest.mark.parametrize("case", ["hand_written", "already_at_scale"])
+def test_rescale_logits_says_when_it_cannot_act(under_ablation, case):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    orig = F.cross_entropy
+    spec = under_ablation("rescale_logits")
+    x, t = batch()
+    with pytest.raises(SystemExit) as exc:
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            constant_scale_steps(w, model, opt, x, t, 1.0 if case == "hand_written" else 1 / 0.07, 3,
+                                 hand_written=case == "hand_written")
+    assert exc.value.code == 0 and F.cross_entropy is orig
+    reason = json.loads(open(spec["status"]).read())["not_applicable"]
+    expected = "no cross_entropy call received logits" if case == "hand_written" else "already carry scale 14.29"
+    assert expected in reason
+
+
 def test_measured_scale_reads_the_diagonal_over_the_dot_products():
     img = F.normalize(torch.randn(8, 4), dim=-1)
     txt = F.normalize(torch.randn(8, 4), dim=-1)

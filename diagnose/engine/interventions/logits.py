@@ -1,7 +1,8 @@
 """mask_duplicates: take near-duplicate candidates out of each row's negatives (tests false_negatives).
 
 The script computes its own loss, so the mask goes where every contrastive loss ends: while the run lasts
-`torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` calls) is wrapped, and for a square
+`torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` calls) is wrapped for the script's calls (the
+watch's probes compute theirs unmasked), and for a square
 logits matrix whose targets are the diagonal, a candidate column whose scores against every row agree with
 the positive's column to cosine 0.999 (the contrastive probe's duplicate test, applied to the logits'
 columns, i.e. to what the loss sees) is set to -inf in that row, except the positive itself. A row where
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Intervention
+from .base import Intervention, wrap_cross_entropy
 
 DUPLICATE_COSINE = 0.999
 MAX_MASKED_SHARE = 0.5
@@ -83,25 +84,21 @@ class MaskDuplicates(Intervention):
                "logits with diagonal targets, and copies of the positive in logits with more candidates than rows")
 
     def setup(self, watch: Any) -> None:
-        self._orig = F.cross_entropy
         self._masked = 0
-        orig = self._orig
+        self._undo = wrap_cross_entropy(self._mask)
 
-        def cross_entropy(input, target, *args, **kwargs):
-            if isinstance(input, torch.Tensor) and input.dim() == 2:
-                k = 0
-                if input.shape[0] == input.shape[1] and _diagonal_targets(input, target):
-                    input, k = mask_duplicate_candidates(input)
-                elif _gathered_targets(input, target):
-                    input, k = mask_twin_candidates(input, target)
-                self._masked += k
-            return orig(input, target, *args, **kwargs)
-
-        F.cross_entropy = cross_entropy
-        torch.nn.functional.cross_entropy = cross_entropy
+    def _mask(self, input: Any, target: Any) -> Any:
+        if isinstance(input, torch.Tensor) and input.dim() == 2:
+            k = 0
+            if input.shape[0] == input.shape[1] and _diagonal_targets(input, target):
+                input, k = mask_duplicate_candidates(input)
+            elif _gathered_targets(input, target):
+                input, k = mask_twin_candidates(input, target)
+            self._masked += k
+        return input
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         self.did[:] = [f"masked {self._masked} duplicate candidate entries so far"]
 
     def close(self) -> None:
-        F.cross_entropy = self._orig
+        self._undo()

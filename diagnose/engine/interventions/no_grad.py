@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, require_optimizer
+from .base import Intervention, called_by_own_code, require_optimizer
 from .parameters import add_missing
 
 
@@ -34,7 +34,7 @@ class GradThroughNoGrad(Intervention):
 
         def __enter__(self_ng) -> None:  # noqa: N807 - the context manager's own method
             self_ng.prev = torch.is_grad_enabled()
-            if model.training:
+            if model.training and not called_by_own_code():  # the watch's probes keep their no_grad blocks
                 outer._skipped += 1
                 return
             torch.set_grad_enabled(False)
