@@ -236,6 +236,53 @@ def test_add_missing_params_puts_the_left_out_tower_into_the_optimizer(under_abl
 
 
 
+class Delegating(torch.optim.Optimizer):
+    """A wrapper whose step delegates to a base optimizer kept in its state (SAM / Bayesian wrappers do)."""
+
+    def __init__(self, params, **kw):
+        params = list(params)
+        super().__init__(params, dict(kw))
+        self.state["base"] = torch.optim.SGD(params, **kw)
+
+    def step(self, closure=None):
+        return self.state["base"].step(closure)
+
+
+@pytest.mark.parametrize("fix", [None, "relink_optimizer"])
+def test_relink_optimizer_makes_a_stale_base_optimizer_step_the_model(under_ablation, fix, tmp_path):
+    """Resumed the usual way, `load_state_dict` replaces the wrapper's base optimizer with the pickled one, whose
+    param groups hold the checkpoint's copies: the model never moves, unless the fix relinks them."""
+    torch.manual_seed(0)
+    model = Towers()
+    saved = {"model": model.state_dict(), "optimizer": Delegating(model.parameters(), lr=0.1).state_dict()}
+    torch.save(saved, tmp_path / "ckpt.pt")
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    model = Towers()
+    model.load_state_dict(ckpt["model"])
+    opt = Delegating(model.parameters(), lr=0.1)
+    opt.load_state_dict(ckpt["optimizer"])
+    assert all(p is not q for p, q in zip(opt.state["base"].param_groups[0]["params"], model.parameters()))
+    spec = under_ablation(fix)
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.image.weight.detach().clone()
+        step(model, opt, w, 0, x, t)
+    assert torch.equal(before, model.image.weight.detach()) == (fix is None)
+    if fix:
+        assert "5 tensor(s) in `optimizer.state['base']`" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
+def test_relink_optimizer_is_not_applicable_when_the_optimizer_steps_the_model(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = Delegating(model.parameters(), lr=0.1)
+    spec = under_ablation("relink_optimizer")
+    with pytest.raises(SystemExit):
+        with diagnose.watch(model, opt, batch_size=B):
+            pass
+    assert "no stale copies" in json.loads(open(spec["status"]).read())["not_applicable"]
+
+
 class ListedTowers(nn.Module):
     """The text tower kept in a plain list: model.parameters() does not hold it, the loss's graph does."""
 

@@ -1,17 +1,16 @@
 """rescale_logits: the contrastive logits the loss receives carried at CLIP's scale (tests temperature).
 
-`fix_temperature` holds a parameter; a temperature written as a constant (`img @ txt.t()` with no scale,
-`* 0.07` where `/ 0.07` was meant, a `scale=0.05` that multiplies) has none to hold. The counterfactual is
-the same either way: would this run learn if its logits carried the scale CLIP starts with? So while the
-run lasts `torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` and Hugging Face's CLIP loss
-call) is wrapped for the script's own calls (the watch's probes compute theirs on the logits as they are), and a 2-d input shaped like the logits the script hands to `observe` (or their
-transpose) whose targets point at each row's positive (the diagonal, or a gathered row's own column) is
-multiplied by target / measured, where the measured scale is read off each step's own tensors as
-`fix_temperature` reads it (the logits' diagonal over the dot products of the paired embeddings). Its
-first step runs unchanged (nothing is measured before the first `observe`). Not applicable: no logits and
-paired embeddings to measure the scale from, logits already at the target scale (within 5%), or no
-cross-entropy call that received such logits (a loss written with `log_softmax` by hand) by the second
-`observe`.
+`fix_temperature` holds a parameter; a temperature written as a constant (`img @ txt.t()` with no scale, `* 0.07`
+where `/ 0.07` was meant, a `scale=0.05` that multiplies) has none to hold. The counterfactual is the same either
+way: would this run learn if its logits carried the scale CLIP starts with? So while the run lasts
+`torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` and Hugging Face's CLIP loss call) is wrapped for
+the script's own calls (the watch's probes compute theirs on the logits as they are), and a 2-d input shaped like
+the logits the script hands to `observe` (or their transpose) whose targets point at each row's positive (the
+diagonal, or a gathered row's own column) is multiplied by target / measured, where the measured scale is read off
+each step's own tensors as `fix_temperature` reads it (the logits' diagonal over the dot products of the paired
+embeddings). Its first step runs unchanged (nothing is measured before the first `observe`). Not applicable: no
+logits and paired embeddings to measure the scale from, logits already at the target scale (within 5%), or no cross-
+entropy call that received such logits (a loss written with `log_softmax` by hand) by the second `observe`.
 """
 
 from __future__ import annotations
