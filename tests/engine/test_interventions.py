@@ -283,6 +283,48 @@ def test_relink_optimizer_is_not_applicable_when_the_optimizer_steps_the_model(u
     assert "no stale copies" in json.loads(open(spec["status"]).read())["not_applicable"]
 
 
+@pytest.mark.parametrize("proper", [False, True])
+def test_scaler_step_unscales_a_plain_optimizer_step_after_a_scaled_backward(under_ablation, proper):
+    """`scaler.scale(loss).backward(); optimizer.step()`: the fix steps with the unscaled gradient, once per step,
+    and updates the scale; a script that already calls scaler.step is left alone (not applicable)."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    spec = under_ablation("scaler_step")
+    x, t = batch()
+    labels = torch.arange(B)
+
+    def one(w, i):
+        img, txt = model(x, t)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, labels)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        scaled = model.image.weight.grad.clone()
+        before = model.image.weight.detach().clone()
+        if proper:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        return before - model.image.weight.detach(), scaled
+
+    if proper:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                for i in range(3):
+                    one(w, i)
+        assert "steps through scaler.step" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        moved, scaled = one(w, 0)
+        assert torch.allclose(moved, 0.1 * scaled / 2 ** 10, atol=1e-7)  # lr x the unscaled gradient
+        one(w, 1)
+    assert "unscaled the gradients of 2 step(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
 class ListedTowers(nn.Module):
     """The text tower kept in a plain list: model.parameters() does not hold it, the loss's graph does."""
 

@@ -20,6 +20,7 @@ from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
 from .reinit_constant import ReinitConstant
 from .rescale_logits import RescaleLogits
+from .scaler import ScalerStep
 from .stale_optimizer import RelinkOptimizer
 from .standardise import StandardiseInputs
 from .temperature import FixTemperature
@@ -28,7 +29,7 @@ from .weight_decay import NoWeightDecay
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, FixTemperature, RescaleLogits, AddMissingParams, RelinkOptimizer, Unfreeze,
     GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit, ReinitConstant, MaskDuplicates,
-    ClipGrad, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
+    ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:
