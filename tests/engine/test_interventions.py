@@ -105,6 +105,37 @@ def test_hold_lr_steps_at_the_starting_lr_when_the_schedule_decays_to_zero(under
         assert not torch.equal(before, model.image.weight.detach())  # moved at lr 0.1, not 0
 
 
+@pytest.mark.parametrize("scripted", [False, True])
+def test_step_schedule_steps_a_scheduler_the_script_never_steps(under_ablation, scripted):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=10)
+    ref = torch.optim.lr_scheduler.OneCycleLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), max_lr=1.0,
+                                              total_steps=10)
+    spec = under_ablation("step_schedule")
+    x, t = batch()
+    lrs, want = [], []
+    if scripted:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                for i in range(4):
+                    step(model, opt, w, i, x, t)
+                    sched.step()
+        assert "the script steps every scheduler" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(4):
+            step(model, opt, w, i, x, t)
+            lrs.append(sched.get_last_lr()[0])
+            want.append(ref.get_last_lr()[0])
+            ref.optimizer.step()
+            ref.step()
+    assert lrs[0] == pytest.approx(1.0 / 25) and lrs[1:] == pytest.approx(want[1:])  # the schedule runs
+    assert lrs[-1] > 0.3  # the warm-up towards max_lr happened
+    assert "stepped OneCycleLR 3 time(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
 @pytest.mark.parametrize("divided", [False, True])
 def test_fix_temperature_finds_the_parameter_by_the_logits_it_scales(under_ablation, divided):
     torch.manual_seed(0)

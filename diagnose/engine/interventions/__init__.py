@@ -21,15 +21,17 @@ from .precision import Fp32MasterWeights
 from .reinit_constant import ReinitConstant
 from .rescale_logits import RescaleLogits
 from .scaler import ScalerStep
+from .schedule import StepSchedule
 from .stale_optimizer import RelinkOptimizer
 from .standardise import StandardiseInputs
 from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
-    LrDown, LrUp, Warmup, HoldLr, FixTemperature, RescaleLogits, AddMissingParams, RelinkOptimizer, Unfreeze,
-    GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit, ReinitConstant, MaskDuplicates,
-    ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
+    LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, AddMissingParams, RelinkOptimizer,
+    Unfreeze, GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit, ReinitConstant,
+    MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates,
+    AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:
