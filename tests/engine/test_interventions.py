@@ -189,12 +189,15 @@ def test_fix_temperature_is_not_applicable_where_a_clamp_after_the_parameter_pin
         json.loads(open(spec["status"]).read())["not_applicable"]
 
 
-def constant_scale_steps(w, model, opt, x, t, scale: float, steps: int, hand_written: bool = False) -> list:
+def constant_scale_steps(w, model, opt, x, t, scale: float, steps: int, hand_written: bool = False,
+                         softmax: bool = False) -> list:
     """A temperature written as a constant (`scale * img @ txt.t()`, no parameter): the losses the script saw."""
     labels, losses = torch.arange(len(x)), []
     for i in range(steps):
         img, txt = model(x, t)
         logits = scale * img @ txt.t()
+        if softmax:  # probabilities handed to the cross-entropy (and to observe) as if they were logits
+            logits = logits.softmax(-1)
         if hand_written:
             loss = -0.5 * (logits.log_softmax(-1).diagonal().mean() + logits.t().log_softmax(-1).diagonal().mean())
         else:
@@ -227,7 +230,7 @@ def test_rescale_logits_sets_a_constant_temperature_at_the_cross_entropy(under_a
     assert status["not_applicable"] is None and "measured at scale 0.05" in status["applied"][0]
 
 
-@pytest.mark.parametrize("case", ["hand_written", "already_at_scale"])
+@pytest.mark.parametrize("case", ["hand_written", "already_at_scale", "softmax"])
 def test_rescale_logits_says_when_it_cannot_act(under_ablation, case):
     torch.manual_seed(0)
     model = Towers()
@@ -237,12 +240,27 @@ def test_rescale_logits_says_when_it_cannot_act(under_ablation, case):
     x, t = batch()
     with pytest.raises(SystemExit) as exc:
         with diagnose.watch(model, opt, batch_size=B) as w:
-            constant_scale_steps(w, model, opt, x, t, 1.0 if case == "hand_written" else 1 / 0.07, 3,
-                                 hand_written=case == "hand_written")
+            constant_scale_steps(w, model, opt, x, t, 1 / 0.07 if case == "already_at_scale" else 1.0, 3,
+                                 hand_written=case == "hand_written", softmax=case == "softmax")
     assert exc.value.code == 0 and F.cross_entropy is orig
     reason = json.loads(open(spec["status"]).read())["not_applicable"]
-    expected = "no cross_entropy call received logits" if case == "hand_written" else "already carry scale 14.29"
+    expected = {"hand_written": "no cross_entropy call received logits",
+                "already_at_scale": "already carry scale 14.29",
+                "softmax": "scale times the embeddings' dot products"}[case]
     assert expected in reason
+
+
+def test_linear_residual_tells_a_scaled_similarity_from_a_softmax_of_one():
+    from diagnose.engine.interventions.rescale_logits import LINEAR_RESIDUAL, linear_residual
+
+    g = torch.Generator().manual_seed(0)
+    img = F.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(8, 4, generator=g), dim=-1)
+    emb = {"image": img, "text": txt}
+    assert linear_residual(0.05 * img @ txt.t(), emb, 0.05) < 1e-5
+    assert linear_residual(14.0 * img @ txt.t() + 2.0, emb, 14.0) > LINEAR_RESIDUAL  # a bias in between
+    probs = (14.0 * img @ txt.t()).softmax(-1)
+    assert linear_residual(probs, emb, float((probs.diagonal() / (img * txt).sum(-1)).median())) > LINEAR_RESIDUAL
 
 
 def test_measured_scale_reads_the_diagonal_over_the_dot_products():

@@ -9,8 +9,9 @@ the logits the script hands to `observe` (or their transpose) whose targets poin
 diagonal, or a gathered row's own column) is multiplied by target / measured, where the measured scale is read off
 each step's own tensors as `fix_temperature` reads it (the logits' diagonal over the dot products of the paired
 embeddings). Its first step runs unchanged (nothing is measured before the first `observe`). Not applicable: no
-logits and paired embeddings to measure the scale from, logits already at the target scale (within 5%), or no cross-
-entropy call that received such logits (a loss written with `log_softmax` by hand) by the second `observe`.
+logits and paired embeddings to measure the scale from, logits that are not a scale times the embeddings' dot
+products (a softmax between them), logits already at the target scale (within 5%), or no cross-entropy call that
+received such logits (a loss written with `log_softmax` by hand) by the second `observe`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ import torch
 from .base import Intervention, NotApplicable, wrap_cross_entropy
 from .logits import _diagonal_targets, _gathered_targets
 from .temperature import MATCH_REL, TARGET_SCALE, measured_scale
+
+LINEAR_RESIDUAL = 0.05  # logits within 5% (relative, largest entry) of scale x dot products: a scaled similarity
+
+
+def linear_residual(logits: torch.Tensor, emb: dict[str, Any], scale: float) -> float:
+    """max |logits - scale * img @ txt.T| / max |scale * img @ txt.T| over the pairs both hold."""
+    img, txt = emb["image"], emb["text"]
+    n, m = min(logits.shape[0], img.shape[0]), min(logits.shape[1], txt.shape[0])
+    with torch.no_grad():
+        want = scale * (img[:n].float() @ txt[:m].float().t())
+        return float((logits[:n, :m].float() - want).abs().max() / want.abs().max().clamp_min(1e-12))
 
 
 class RescaleLogits(Intervention):
@@ -64,14 +76,22 @@ class RescaleLogits(Intervention):
         self.did[1:] = [f"rescaled {self._rescaled} cross-entropy inputs so far (last factor {self._factor:.4g})"]
 
     def _first(self, seen: dict[str, Any], scale: float | None, target: float) -> None:
-        if scale is None or not math.isfinite(scale) or scale <= 0:
+        if scale is None:
             raise NotApplicable(f"{self.name}: the scale the logits carry cannot be read (it needs `logits=` and "
-                                f"paired `embeddings={{'image', 'text'}}` in observe; measured {scale})")
-        if abs(scale - target) <= MATCH_REL * target:
-            raise NotApplicable(f"{self.name}: the logits already carry scale {scale:.4g} (target {target:.4g})")
+                                "paired `embeddings={'image', 'text'}` in observe)")
+        if not (math.isfinite(scale) and scale > 0):
+            raise NotApplicable(f"{self.name}: the logits are not a positive scale times the embeddings' dot "
+                                f"products (their diagonal over the dot products: {scale:.3g})")
         logits = seen["logits"]
         if isinstance(logits, dict):
             logits = next(iter(logits.values()))
+        residual = linear_residual(logits, seen["embeddings"], scale)
+        if not residual <= LINEAR_RESIDUAL:
+            raise NotApplicable(f"{self.name}: the logits are not a scale times the embeddings' dot products "
+                                f"(relative residual {residual:.3g} at scale {scale:.3g}): something between them "
+                                "(a softmax, a bias) that a scale cannot set")
+        if abs(scale - target) <= MATCH_REL * target:
+            raise NotApplicable(f"{self.name}: the logits already carry scale {scale:.4g} (target {target:.4g})")
         rows, cols = logits.shape
         self._shapes = {(rows, cols), (cols, rows)}
         self.did.append(f"logits measured at scale {scale:.4g} on step 1; every later cross-entropy over them "
