@@ -250,6 +250,28 @@ def test_rescale_logits_says_when_it_cannot_act(under_ablation, case):
     assert expected in reason
 
 
+@pytest.mark.parametrize("softmax", [True, False])
+def test_log_probabilities_gives_the_cross_entropy_the_log_of_a_softmax(under_ablation, softmax):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD([p for n, p in model.named_parameters() if n != "logit_scale"], lr=0.1)
+    orig, labels = F.cross_entropy, torch.arange(B)
+    spec = under_ablation("log_probabilities")
+    x, t = batch()
+    if not softmax:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                constant_scale_steps(w, model, opt, x, t, 1 / 0.07, 3)
+        assert "no cross-entropy call received probabilities" in \
+            json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        seen = constant_scale_steps(w, model, opt, x, t, 1 / 0.07, 2, softmax=True)
+    for loss, img, txt in seen:  # the row softmax: exactly the loss on the logits before it; its transpose (columns
+        z = 1 / 0.07 * img @ txt.t()  # sum to 1, rows do not) is left as it was
+        assert loss == pytest.approx(float(0.5 * (orig(z, labels) + orig(z.softmax(-1).t(), labels))), rel=1e-4)
+
+
 def test_linear_residual_tells_a_scaled_similarity_from_a_softmax_of_one():
     from diagnose.engine.interventions.rescale_logits import LINEAR_RESIDUAL, linear_residual
 

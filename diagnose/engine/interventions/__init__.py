@@ -18,6 +18,7 @@ from .no_grad import GradThroughNoGrad
 from .outside_updates import UndoOutsideUpdates
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
+from .probabilities import LogProbabilities
 from .reinit_constant import ReinitConstant
 from .rescale_logits import RescaleLogits
 from .scaler import ScalerStep
@@ -28,10 +29,10 @@ from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
-    LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, AddMissingParams, RelinkOptimizer,
-    Unfreeze, GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit, ReinitConstant,
-    MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs, NoWeightDecay, UndoOutsideUpdates,
-    AttentionBatchFirst)}
+    LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
+    RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit,
+    ReinitConstant, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs, NoWeightDecay,
+    UndoOutsideUpdates, AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:
