@@ -14,6 +14,7 @@ of the 3 seeds) and at least one other candidate is refuted. Cases whose cause h
     python benchmarks/real_faults/ablate.py [--half dev|test|...|test14|all] [--only STEM ...]
         [--out FILE] [--timing]
     python benchmarks/real_faults/ablate.py --render RESULTS.json [MORE.json ...]   (markdown; later files win)
+    python benchmarks/real_faults/ablate.py --render all   (every saved result, in the order measured)
 Prints one JSON object.
 """
 
@@ -37,6 +38,13 @@ from diagnose.engine.interventions import for_cause  # noqa: E402
 
 HALVES = ("dev", "test2", "test", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11",
           "test12", "test13", "test14")
+# every saved result in the order it was measured (a re-run after a fix was added comes after the half's run):
+# `--render all` prints the table the README's totals come from
+ALL_RESULTS = tuple(f"results-ablate-{n}.json" for n in (
+    "all", "dev-rerun", "gather-dev", "gather-test2", "interventions2", "test45", "test3", "test4", "test5", "test6",
+    "test4-clamp", "test10", "test10-uint8", "test9", "test9-heads", "test7", "test8", "test3-6-lrup", "test10-twins",
+    "test11", "test12", "standardise", "test13", "test14", "test14-cc", "reinit-constant", "rescale-logits",
+    "new-fixes", "log-probabilities"))
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
@@ -144,7 +152,7 @@ def main() -> None:
     ap.add_argument("--max-fixes", type=int, default=1, help="the baseline's own candidates beside the right fixes")
     args = ap.parse_args()
     if args.render:
-        print(render(args.render))
+        print(render([str(HERE / f) for f in ALL_RESULTS] if args.render == ["all"] else args.render))
         return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

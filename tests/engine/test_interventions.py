@@ -272,6 +272,45 @@ def test_log_probabilities_gives_the_cross_entropy_the_log_of_a_softmax(under_ab
         assert loss == pytest.approx(float(0.5 * (orig(z, labels) + orig(z.softmax(-1).t(), labels))), rel=1e-4)
 
 
+@pytest.mark.parametrize("targets", ["zeros", "class_ids", "soft", "pairs"])
+def test_diagonal_targets_gives_each_row_its_own_pair(under_ablation, targets):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    orig = F.cross_entropy
+    spec = under_ablation("diagonal_targets")
+    x, t = batch()
+    given = {"zeros": torch.zeros(B, dtype=torch.long), "class_ids": torch.arange(B) % 3,
+             "soft": torch.full((B, B), 1.0 / B), "pairs": torch.arange(B)}[targets]
+    losses = []
+
+    def run(w, steps):
+        for i in range(steps):
+            img, txt = model(x, t)
+            logits = model.logit_scale.exp() * img @ txt.t()
+            loss = 0.5 * (F.cross_entropy(logits, given) + F.cross_entropy(logits.t(), given))
+            losses.append((loss.item(), logits.detach()))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+            opt.step()
+
+    if targets == "pairs":
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                run(w, 3)
+        assert "already take each row's own pair" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        run(w, 2)
+    assert F.cross_entropy is orig
+    (l0, z0), (l1, z1) = losses
+    labels = torch.arange(B)
+    assert l0 == pytest.approx(float(0.5 * (orig(z0, given) + orig(z0.t(), given))), rel=1e-5)  # as written
+    assert l1 == pytest.approx(float(0.5 * (orig(z1, labels) + orig(z1.t(), labels))), rel=1e-5)  # the pairs
+    assert "replaced the targets of 2 cross-entropy call(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
 def test_linear_residual_tells_a_scaled_similarity_from_a_softmax_of_one():
     from diagnose.engine.interventions.rescale_logits import LINEAR_RESIDUAL, linear_residual
 

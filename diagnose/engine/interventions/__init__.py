@@ -25,14 +25,15 @@ from .scaler import ScalerStep
 from .schedule import StepSchedule
 from .stale_optimizer import RelinkOptimizer
 from .standardise import StandardiseInputs
+from .targets import DiagonalTargets
 from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit,
-    ReinitConstant, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs, NoWeightDecay,
-    UndoOutsideUpdates, AttentionBatchFirst)}
+    ReinitConstant, DiagonalTargets, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs,
+    NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:

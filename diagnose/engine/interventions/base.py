@@ -83,16 +83,21 @@ def called_by_own_code(depth: int = 2) -> bool:
     return frame is not None and frame.f_globals.get("__name__", "").split(".", 1)[0] in OWN_PACKAGES
 
 
-def wrap_cross_entropy(transform: Callable[[Any, Any], Any]) -> Callable[[], None]:
-    """`torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` and Hugging Face's CLIP loss call) with its
-    input passed through `transform(input, target)` on the script's calls; returns the undo."""
+def wrap_cross_entropy(transform: Callable[[Any, Any], Any] | None = None,
+                       targets: Callable[[Any, Any], Any] | None = None) -> Callable[[], None]:
+    """`torch.nn.functional.cross_entropy` (which `nn.CrossEntropyLoss` and Hugging Face's CLIP loss call) with, on
+    the script's calls, its target passed through `targets(input, target)` and then its input through
+    `transform(input, target)`; returns the undo."""
     import torch.nn.functional as F
 
     orig = F.cross_entropy
 
     def cross_entropy(input, target, *args, **kwargs):
         if not called_by_own_code():
-            input = transform(input, target)
+            if targets is not None:
+                target = targets(input, target)
+            if transform is not None:
+                input = transform(input, target)
         return orig(input, target, *args, **kwargs)
 
     F.cross_entropy = cross_entropy

@@ -1,0 +1,82 @@
+"""diagonal_targets: the contrastive cross-entropy given the targets that point at each row's own pair (tests
+wrong_targets).
+
+In an image-text batch the positive of row i is column i (with logits gathered from W ranks, column rank * B + i).
+Targets copied from elsewhere break that: MoCo's `zeros(N)` (there the positive is column 0 of [pos, negatives]),
+the dataset's class ids, targets without the rank offset after a gather, soft targets built from the model's own
+similarities. The counterfactual: would the run learn if every row's target were its own pair? While the run lasts
+the script's cross-entropy calls (the watch's probes keep theirs) over a 2-d input shaped like the logits handed to
+`observe` (or their transpose) get the pair targets in place of theirs: `arange(B)` for square logits (integer
+targets, or a float target matrix of the logits' shape), `rank * B + arange(B)` for logits with W times more
+columns than rows when torch.distributed runs with world size W. The first step runs unchanged (the logits' shape
+is known from the first `observe`). Not applicable: no logits handed to `observe`, or by the second `observe` no
+cross-entropy call over them had targets other than the pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Intervention, NotApplicable, wrap_cross_entropy
+
+
+def pair_targets(input: torch.Tensor) -> torch.Tensor | None:
+    """Each row's own pair as a class index, or None when the logits' layout does not say where it is."""
+    n, c = input.shape
+    offset = 0
+    if c != n:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or c != n * dist.get_world_size():
+            return None
+        offset = dist.get_rank() * n
+    return torch.arange(n, device=input.device) + offset
+
+
+class DiagonalTargets(Intervention):
+    name = "diagonal_targets"
+    tests = ("wrong_targets",)
+    changes = ("the targets of every cross-entropy over the contrastive logits replaced by each row's own pair "
+               "(arange(B); rank * B + arange(B) on gathered logits)")
+
+    def setup(self, watch: Any) -> None:
+        self._shapes: set[tuple[int, int]] = set()
+        self._replaced = self._calls = self._observed = 0
+        self._undo = wrap_cross_entropy(targets=self._target)
+
+    def _target(self, input: Any, target: Any) -> Any:
+        if not (isinstance(input, torch.Tensor) and input.dim() == 2 and tuple(input.shape) in self._shapes):
+            return target
+        self._calls += 1
+        want = pair_targets(input)
+        if want is None or not isinstance(target, torch.Tensor):
+            return target
+        if target.dtype in (torch.int64, torch.int32) and target.shape == want.shape:
+            if bool((target == want).all()):
+                return target
+        elif not (target.is_floating_point() and target.shape == input.shape):
+            return target
+        self._replaced += 1
+        return want
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        self._observed += 1
+        logits = seen.get("logits")
+        if isinstance(logits, dict):
+            logits = next(iter(logits.values()), None)
+        if self._observed == 1:
+            if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
+                raise NotApplicable(f"{self.name}: no 2-d logits handed to observe (logits=): nothing says which "
+                                    "cross-entropy is the contrastive one")
+            rows, cols = logits.shape
+            self._shapes = {(rows, cols), (cols, rows)}
+        elif self._observed == 2 and self._replaced == 0:
+            why = ("already take each row's own pair" if self._calls else
+                   f"none received logits of shape {sorted(self._shapes)[0]}")
+            raise NotApplicable(f"{self.name}: the script's cross-entropy calls {why}")
+        self.did[:] = [f"replaced the targets of {self._replaced} cross-entropy call(s) by each row's own pair"]
+
+    def close(self) -> None:
+        self._undo()
