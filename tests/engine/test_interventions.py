@@ -272,8 +272,10 @@ def test_log_probabilities_gives_the_cross_entropy_the_log_of_a_softmax(under_ab
         assert loss == pytest.approx(float(0.5 * (orig(z, labels) + orig(z.softmax(-1).t(), labels))), rel=1e-4)
 
 
-@pytest.mark.parametrize("targets", ["zeros", "class_ids", "soft", "pairs"])
+@pytest.mark.parametrize("targets", ["zeros", "class_ids", "soft", "pairs", "zeros_declared"])
 def test_diagonal_targets_gives_each_row_its_own_pair(under_ablation, targets):
+    """Without the batch size the logits' shape is known from the first observe (step 0 runs as written); with it,
+    from the first step."""
     torch.manual_seed(0)
     model = Towers()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -281,7 +283,9 @@ def test_diagonal_targets_gives_each_row_its_own_pair(under_ablation, targets):
     spec = under_ablation("diagonal_targets")
     x, t = batch()
     given = {"zeros": torch.zeros(B, dtype=torch.long), "class_ids": torch.arange(B) % 3,
-             "soft": torch.full((B, B), 1.0 / B), "pairs": torch.arange(B)}[targets]
+             "soft": torch.full((B, B), 1.0 / B), "pairs": torch.arange(B),
+             "zeros_declared": torch.zeros(B, dtype=torch.long)}[targets]
+    declared = {"batch_size": B} if targets == "zeros_declared" else {}
     losses = []
 
     def run(w, steps):
@@ -297,18 +301,21 @@ def test_diagonal_targets_gives_each_row_its_own_pair(under_ablation, targets):
 
     if targets == "pairs":
         with pytest.raises(SystemExit):
-            with diagnose.watch(model, opt, batch_size=B) as w:
+            with diagnose.watch(model, opt, **declared) as w:
                 run(w, 3)
         assert "already take each row's own pair" in json.loads(open(spec["status"]).read())["not_applicable"]
         return
-    with diagnose.watch(model, opt, batch_size=B) as w:
+    with diagnose.watch(model, opt, **declared) as w:
         run(w, 2)
     assert F.cross_entropy is orig
     (l0, z0), (l1, z1) = losses
     labels = torch.arange(B)
-    assert l0 == pytest.approx(float(0.5 * (orig(z0, given) + orig(z0.t(), given))), rel=1e-5)  # as written
+    first = labels if declared else given
+    assert l0 == pytest.approx(float(0.5 * (orig(z0, first) + orig(z0.t(), first))), rel=1e-5)
     assert l1 == pytest.approx(float(0.5 * (orig(z1, labels) + orig(z1.t(), labels))), rel=1e-5)  # the pairs
-    assert "replaced the targets of 2 cross-entropy call(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+    n = 4 if declared else 2
+    assert f"replaced the targets of {n} cross-entropy call(s)" in \
+        json.loads(open(spec["status"]).read())["applied"][0]
 
 
 def test_linear_residual_tells_a_scaled_similarity_from_a_softmax_of_one():

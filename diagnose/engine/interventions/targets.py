@@ -7,10 +7,10 @@ the dataset's class ids, targets without the rank offset after a gather, soft ta
 similarities. The counterfactual: would the run learn if every row's target were its own pair? While the run lasts
 the script's cross-entropy calls (the watch's probes keep theirs) over a 2-d input shaped like the logits handed to
 `observe` (or their transpose) get the pair targets in place of theirs: `arange(B)` for square logits (integer
-targets, or a float target matrix of the logits' shape), `rank * B + arange(B)` for logits with W times more
-columns than rows when torch.distributed runs with world size W. The first step runs unchanged (the logits' shape
-is known from the first `observe`). Not applicable: no logits handed to `observe`, or by the second `observe` no
-cross-entropy call over them had targets other than the pairs.
+targets, or a float target matrix of the logits' shape), `rank * B + arange(B)` for logits with W times more columns
+than rows when torch.distributed runs with world size W. The logits' shape is known from the batch size given to the
+watch (B x B), else from the first `observe` (then the first step runs unchanged). Not applicable: no logits handed
+to `observe`, or by the second `observe` no cross-entropy call over them had targets other than the pairs.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ class DiagonalTargets(Intervention):
                "(arange(B); rank * B + arange(B) on gathered logits)")
 
     def setup(self, watch: Any) -> None:
-        self._shapes: set[tuple[int, int]] = set()
+        b = getattr(watch, "batch_size", None)
+        # the batch size the watch was given says the logits' shape before the first step; else the first observe
+        self._shapes: set[tuple[int, int]] = {(int(b), int(b))} if b else set()
         self._replaced = self._calls = self._observed = 0
         self._undo = wrap_cross_entropy(targets=self._target)
 
@@ -71,7 +73,7 @@ class DiagonalTargets(Intervention):
                 raise NotApplicable(f"{self.name}: no 2-d logits handed to observe (logits=): nothing says which "
                                     "cross-entropy is the contrastive one")
             rows, cols = logits.shape
-            self._shapes = {(rows, cols), (cols, rows)}
+            self._shapes |= {(rows, cols), (cols, rows)}
         elif self._observed == 2 and self._replaced == 0:
             why = ("already take each row's own pair" if self._calls else
                    f"none received logits of shape {sorted(self._shapes)[0]}")
