@@ -57,6 +57,9 @@ BOOTSTRAP = Path(__file__).resolve().parents[1] / "engine" / "bootstrap"
 MEANINGFUL_DROP = 0.05
 DEFAULT_MAX_FIXES = 5
 CONTROLS = ("lr_down", "lr_up")  # the first thing users try; added when the causes suggest fewer than 2 fixes
+# run when nothing the baseline suggested was refuted: often because no lr change reaches weights the optimizer
+# never steps (a stale optimizer, a zero head); a control that changes the forward pass can be refuted there
+FALLBACK_CONTROLS = ("centre_inputs",)
 TAIL_LINES = 3
 POLL_SECONDS = 0.25  # how often a run's progress file is read while someone listens (its watch writes as often)
 
@@ -269,6 +272,22 @@ def candidates_from(baselines: list[dict], named: list[str], variants: dict[str,
     return named_out + out
 
 
+def fallback_controls(cands: list[Candidate], hyps: list[dict]) -> list[Candidate]:
+    """A control on the forward pass when the candidates chosen from the baseline left nothing refuted: every change
+    that acted fixed the run, or could not act (no lr change reaches weights the optimizer never steps)."""
+    from ..engine.interventions import CATALOGUE
+
+    chosen = any(c.source.startswith("cause:") or c.source == "control" for c in cands)  # not only --fix / --variant
+    if not chosen or any(h["verdict"] == "refuted" for h in hyps):
+        return []
+    have, tested = {c.fix for c in cands}, {t for c in cands for t in c.tests}
+    for name in FALLBACK_CONTROLS:
+        cls = CATALOGUE[name]
+        if name not in have and not set(cls.tests) <= tested:
+            return [Candidate(name, list(cls.tests), cls.changes, source="control")]
+    return []
+
+
 def _one_cause(cands: list[Candidate]) -> bool:
     """All candidates test one cause in common (lr_down, warmup and clip_grad all test a too-high lr)."""
     sets = [set(c.tests) for c in cands if c.tests]
@@ -396,6 +415,10 @@ def run_script_ablation(command: list[str], steps: int | None, seeds: int, named
     cands = candidates_from(baselines, named, variants, max_fixes)
     runner.run([(c, s) for c in cands for s in range(seeds)])
     hyps = [_decide(c, runner.results, seeds) for c in cands]
+    extra = fallback_controls(cands, hyps)
+    if extra:
+        runner.run([(c, s) for c in extra for s in range(seeds)])
+        cands, hyps = cands + extra, hyps + [_decide(c, runner.results, seeds) for c in extra]
     return _assemble(command, steps, seeds, cands, hyps, runner.results, work)
 
 

@@ -57,6 +57,17 @@ def test_candidates_come_from_the_baselines_causes(tmp_path):
     assert summary["hypotheses"][0]["source"] == "cause:param_not_in_optimizer"
 
 
+def test_a_control_on_the_forward_pass_follows_when_nothing_was_refuted(tmp_path):
+    # the model is built again after the optimizer: no lr change reaches it (lr_up: not applicable), so
+    # centre_inputs runs as the control; relinking the optimizer to the model's parameters is the fix
+    result, out = ablate(tmp_path, "--seeds", "1", "--steps", "20", script_args=("--lr", "1e-2", "--rebuilt"))
+    assert result.exit_code == 0, result.output
+    hyps = {h["id"]: h for h in json.loads((out / "summary.json").read_text())["hypotheses"]}
+    assert hyps["lr_up"]["verdict"] == "not applicable"
+    assert hyps["centre_inputs"]["source"] == "control" and hyps["centre_inputs"]["verdict"] == "refuted"
+    assert hyps["relink_optimizer"]["verdict"] == "confirmed", hyps["relink_optimizer"]["summary"]
+
+
 @pytest.mark.parametrize("script_args, expected", [
     (("--no-watch",), "without opening a diagnose.watch"),
     (("--crash",), "exited"),

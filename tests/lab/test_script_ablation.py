@@ -56,6 +56,22 @@ def test_candidates_from_causes_with_a_contrast():
     assert names == ["lr_up:factor=100", "fix_temperature", "rescale_logits", "log_probabilities"]
 
 
+def test_a_forward_pass_control_follows_when_nothing_was_refuted():
+    from diagnose.lab.script_ablation import fallback_controls
+
+    cands = candidates_from(causes("param_not_in_optimizer"), [], {})
+    na = [{"id": c.name, "source": c.source, "verdict": "confirmed" if c.source != "control" else "not applicable"}
+          for c in cands]
+    assert [c.name for c in fallback_controls(cands, na)] == ["centre_inputs"]
+    acted = [dict(h, verdict="refuted") if h["source"] == "control" else h for h in na]
+    assert fallback_controls(cands, acted) == []  # a refuted control needs no other
+    named = candidates_from(causes("param_not_in_optimizer"), ["add_missing_params"], {})
+    assert fallback_controls(named, [{"id": "add_missing_params", "source": "named", "verdict": "confirmed"}]) == []
+    shared = candidates_from(causes("shared_input_component"), [], {})  # centre_inputs is a candidate already
+    assert fallback_controls(shared, [dict(h, verdict="not applicable") for h in
+                                      ({"id": c.name, "source": c.source} for c in shared)]) == []
+
+
 def test_named_fixes_and_variants():
     cands = candidates_from(causes("temperature"), ["clip_grad:max_norm=0.5"], {"big": ["--batch", "256"]})
     assert [(c.name, c.fix, c.params, c.args) for c in cands] == [

@@ -1,7 +1,8 @@
 """A user's own training script, as plain as they come: a two-tower aligner on synthetic pairs under
 diagnose.watch. `--lr` sets the learning rate (2e-4 is too low for 30 steps: loss/ln(B) ~1.3, while x10
 learns, ~0.25, and x0.1 stays where it is); `--no-watch` never opens a watch; `--crash` raises at step 3;
-`--drop-text` leaves the text tower out of the optimizer."""
+`--drop-text` leaves the text tower out of the optimizer; `--rebuilt` builds the model again after the optimizer
+(which then steps the first model's tensors)."""
 
 import argparse
 import math
@@ -18,6 +19,7 @@ p.add_argument("--steps", type=int, default=40)
 p.add_argument("--no-watch", action="store_true")
 p.add_argument("--crash", action="store_true")
 p.add_argument("--drop-text", action="store_true")
+p.add_argument("--rebuilt", action="store_true")
 p.add_argument("--marker", default=None, help="ignored: lets a test find its own processes")
 args = p.parse_args()
 
@@ -42,6 +44,8 @@ class Towers(nn.Module):
 model = Towers()
 params = [p for n, p in model.named_parameters() if not (args.drop_text and n.startswith("text."))]
 opt = torch.optim.Adam(params, lr=args.lr)
+if args.rebuilt:
+    model = Towers()
 if args.no_watch:
     raise SystemExit(0)
 B = 32
