@@ -318,6 +318,40 @@ def test_diagonal_targets_gives_each_row_its_own_pair(under_ablation, targets):
         json.loads(open(spec["status"]).read())["applied"][0]
 
 
+@pytest.mark.parametrize("dim", [0, -1])
+def test_normalise_rows_normalises_each_embedding_where_the_script_normalised_features(under_ablation, dim):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    orig = F.normalize
+    spec = under_ablation("normalise_rows")
+    x, t = batch()
+    norms = []
+
+    def run(w, steps):
+        for i in range(steps):
+            img, txt = F.normalize(model.image(x), dim=dim), F.normalize(model.text(t), dim=dim)
+            norms.append(img.norm(dim=-1))
+            logits = model.logit_scale.exp() * img @ txt.t()
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+            opt.step()
+
+    if dim == -1:  # the script already normalises each embedding: nothing to do
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                run(w, 3)
+        assert "no F.normalize call along the batch axis" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        run(w, 2)
+    assert F.normalize is orig
+    assert all(torch.allclose(n, torch.ones(B), atol=1e-5) for n in norms)  # unit rows, not unit columns
+    assert "4 F.normalize call(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
 def test_linear_residual_tells_a_scaled_similarity_from_a_softmax_of_one():
     from diagnose.engine.interventions.rescale_logits import LINEAR_RESIDUAL, linear_residual
 

@@ -15,6 +15,7 @@ from .inputs import CentreInputs
 from .logits import MaskDuplicates
 from .lr import HoldLr, LrDown, LrUp, Warmup
 from .no_grad import GradThroughNoGrad
+from .normalise import NormaliseRows
 from .outside_updates import UndoOutsideUpdates
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
@@ -32,8 +33,8 @@ from .weight_decay import NoWeightDecay
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit,
-    ReinitConstant, DiagonalTargets, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights, Fp32Outputs,
-    NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
+    ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights,
+    Fp32Outputs, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:
