@@ -58,6 +58,13 @@ class Intervention:
     def close(self) -> None:
         pass
 
+    def require_acted_by_second_observe(self, acted: int, reason: str) -> None:
+        """Count this `observe`; from the second on (one whole step seen), not applicable while the fix has still
+        not acted (`acted` == 0): `reason` says what it found no call of."""
+        self._observes = getattr(self, "_observes", 0) + 1
+        if self._observes >= 2 and not acted:
+            raise NotApplicable(f"{self.name}: {reason}")
+
     def uses_step_hooks(self) -> bool:
         cls = type(self)
         return cls.before_step is not Intervention.before_step or cls.after_step is not Intervention.after_step
@@ -105,6 +112,12 @@ def wrap_cross_entropy(transform: Callable[[Any, Any], Any] | None = None,
     def undo() -> None:
         F.cross_entropy = orig
     return undo
+
+
+def seen_logits(seen: dict[str, Any]) -> Any:
+    """The step's logits as the script handed them to `observe` (the first matrix of a dict of them), or None."""
+    logits = seen.get("logits")
+    return next(iter(logits.values()), None) if isinstance(logits, dict) else logits
 
 
 def trainable_named(model: Any) -> list[tuple[str, Any]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, NotApplicable, called_by_own_code
+from .base import Intervention, called_by_own_code
 
 
 class NormaliseRows(Intervention):
@@ -25,7 +25,7 @@ class NormaliseRows(Intervention):
     def setup(self, watch: Any) -> None:
         import torch.nn.functional as F
 
-        self._F, self._orig, self._moved, self._observed = F, F.normalize, 0, 0
+        self._F, self._orig, self._moved = F, F.normalize, 0
         rows = getattr(watch, "batch_size", None)
         orig = self._orig
 
@@ -39,10 +39,8 @@ class NormaliseRows(Intervention):
         F.normalize = normalize
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
-        self._observed += 1
-        if self._observed >= 2 and self._moved == 0:
-            raise NotApplicable(f"{self.name}: the script made no F.normalize call along the batch axis of a (B, E) "
-                                "tensor in the first step")
+        self.require_acted_by_second_observe(self._moved, "the script made no F.normalize call along the batch axis "
+                                             "of a (B, E) tensor in the first step")
         self.did[:] = [f"{self._moved} F.normalize call(s) along the batch axis done along the feature axis"]
 
     def close(self) -> None:

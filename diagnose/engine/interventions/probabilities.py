@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, NotApplicable, wrap_cross_entropy
+from .base import Intervention, wrap_cross_entropy
 
 ROW_SUM_TOL = 1e-3
 
@@ -38,7 +38,6 @@ class LogProbabilities(Intervention):
 
     def setup(self, watch: Any) -> None:
         self._replaced = 0
-        self._observed = 0
         self._undo = wrap_cross_entropy(self._log)
 
     def _log(self, input: Any, target: Any) -> Any:
@@ -48,10 +47,8 @@ class LogProbabilities(Intervention):
         return input.clamp_min(torch.finfo(input.dtype).tiny).log()
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
-        self._observed += 1
-        if self._observed >= 2 and self._replaced == 0:
-            raise NotApplicable(f"{self.name}: no cross-entropy call received probabilities (rows in [0, 1] "
-                                "summing to 1) in the first step")
+        self.require_acted_by_second_observe(self._replaced, "no cross-entropy call received probabilities (rows in "
+                                             "[0, 1] summing to 1) in the first step")
         self.did[:] = [f"took the log of {self._replaced} probability input(s) to the cross-entropy"]
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, NotApplicable, wrap_cross_entropy
+from .base import Intervention, NotApplicable, seen_logits, wrap_cross_entropy
 from .logits import _diagonal_targets, _gathered_targets
 from .temperature import MATCH_REL, TARGET_SCALE, measured_scale
 
@@ -82,9 +82,7 @@ class RescaleLogits(Intervention):
         if not (math.isfinite(scale) and scale > 0):
             raise NotApplicable(f"{self.name}: the logits are not a positive scale times the embeddings' dot "
                                 f"products (their diagonal over the dot products: {scale:.3g})")
-        logits = seen["logits"]
-        if isinstance(logits, dict):
-            logits = next(iter(logits.values()))
+        logits = seen_logits(seen)
         residual = linear_residual(logits, seen["embeddings"], scale)
         if not residual <= LINEAR_RESIDUAL:
             raise NotApplicable(f"{self.name}: the logits are not a scale times the embeddings' dot products "

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, NotApplicable, wrap_cross_entropy
+from .base import Intervention, NotApplicable, seen_logits, wrap_cross_entropy
 
 
 def pair_targets(input: torch.Tensor) -> torch.Tensor | None:
@@ -65,9 +65,7 @@ class DiagonalTargets(Intervention):
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         self._observed += 1
-        logits = seen.get("logits")
-        if isinstance(logits, dict):
-            logits = next(iter(logits.values()), None)
+        logits = seen_logits(seen)
         if self._observed == 1:
             if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
                 raise NotApplicable(f"{self.name}: no 2-d logits handed to observe (logits=): nothing says which "

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from .base import Intervention, NotApplicable, trainable_named
+from .base import Intervention, NotApplicable, seen_logits, trainable_named
 
 TARGET_SCALE = 1 / 0.07  # CLIP's initial logit scale (Radford et al. 2021; open_clip's default)
 NAME = re.compile(r"(logit_?scale|temp|tau)", re.IGNORECASE)
@@ -37,9 +37,7 @@ CONVENTIONS: dict[str, tuple[Callable[[float], float], Callable[[float], float]]
 
 def measured_scale(seen: dict[str, Any]) -> float | None:
     """The scale the step's logits carry: median of logits[i, i] / <image_i, text_i> over the batch."""
-    logits, emb = seen.get("logits"), seen.get("embeddings") or {}
-    if isinstance(logits, dict):
-        logits = next(iter(logits.values()), None)
+    logits, emb = seen_logits(seen), seen.get("embeddings") or {}
     img, txt = emb.get("image"), emb.get("text")
     if not all(isinstance(t, torch.Tensor) for t in (logits, img, txt)) or logits.dim() != 2:
         return None
