@@ -282,7 +282,7 @@ def runs_table(runs: list[dict]) -> list[str]:
         lines.append(f"| {r['name']} | {r.get('config') or '-'} | {r.get('scale') or '-'} | {r['steps']} | "
                      f"{r['batch_size']} | "
                      f"{_f(r['chance_loss'])} | {losses} | {rec} | {_f(r.get('seconds'), 1)} |")
-    window = runs[0].get("final_window_steps", ["?", "?"])
+    window = runs[0].get("final_window_steps") or ["?", "?"]
     lines += ["", "Final losses are means over the last steps "
               f"(window {window[0]}-{window[1]} for the first run); "
               "R@K is the mean of image→text and text→image on the held-out split; chance R@K = K/N.", ""]

@@ -352,6 +352,75 @@ def test_normalise_rows_normalises_each_embedding_where_the_script_normalised_fe
     assert "4 F.normalize call(s)" in json.loads(open(spec["status"]).read())["applied"][0]
 
 
+@pytest.mark.parametrize("norm", ["none", "frobenius", "unit"])
+def test_normalise_rows_computes_the_logits_product_on_unit_rows(under_ablation, norm):
+    """No F.normalize to move: the script's `scale * img @ txt.t()` is computed on unit rows, the scale kept; the
+    watch's probes and the model's own products are left alone; already unit rows: not applicable."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("normalise_rows")
+    x, t = batch()
+    seen = []
+    by = {"none": lambda v: v, "frobenius": lambda v: v / v.norm(), "unit": lambda v: v / v.norm(dim=-1, keepdim=True)}
+
+    def run(w, steps):
+        for i in range(steps):
+            img, txt = by[norm](model.image(x)), by[norm](model.text(t))
+            logits = model.logit_scale.exp() * img @ txt.t()
+            seen.append((logits.detach(), img.detach(), txt.detach(), model.logit_scale.exp().item()))
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+            opt.step()
+
+    if norm == "unit":
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                run(w, 3)
+        assert "no product of rows that were not unit" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        run(w, 2)
+    for logits, img, txt, scale in seen:
+        want = scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+        assert torch.allclose(logits, want, atol=1e-4)
+        assert logits.abs().max() <= scale + 1e-3  # cosines times the scale
+    assert "2 product(s) into the logits computed on unit rows" in \
+        json.loads(open(spec["status"]).read())["applied"][1]
+    z = torch.randn(B, E) @ torch.randn(E, B)  # after close: no mode left behind
+    assert z.abs().max() > 0
+
+
+def test_diagonal_targets_moves_hand_written_soft_targets_onto_the_pairs(under_ablation):
+    """`-(targets * log_softmax(logits)).sum(1)` with targets from the model's own similarities (the OpenAI-CLIP
+    tutorial): each row's target mass goes onto its own pair, the minus sign kept."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("diagonal_targets")
+    x, t = batch()
+    losses = []
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(2):
+            img, txt = model(x, t)
+            logits = txt @ img.t() / 0.1
+            targets = F.softmax((img @ img.t() + txt @ txt.t()) / 2 * 0.1, dim=-1)
+            loss = ((-targets * F.log_softmax(logits, dim=-1)).sum(1)
+                    + (-targets.t() * F.log_softmax(logits.t(), dim=-1)).sum(1)).mean() / 2
+            losses.append((loss.item(), logits.detach()))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits.t())
+            opt.step()
+    labels = torch.arange(B)
+    for loss, z in losses:
+        assert loss == pytest.approx(float(0.5 * (F.cross_entropy(z, labels) + F.cross_entropy(z.t(), labels))),
+                                     rel=1e-5)
+    assert "replaced the targets of 4 cross-entropy call(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
 def test_linear_residual_tells_a_scaled_similarity_from_a_softmax_of_one():
     from diagnose.engine.interventions.rescale_logits import LINEAR_RESIDUAL, linear_residual
 
@@ -786,6 +855,30 @@ def test_grad_through_no_grad_trains_a_tower_called_under_no_grad(under_ablation
         assert not torch.is_grad_enabled()
 
 
+def test_grad_through_no_grad_undoes_a_detach_of_the_logits_only(under_ablation):
+    """`scale * (img @ txt.t()).detach()`: the towers get gradients again; the script's `.numpy()` of the logits
+    still works; a detach of the text features (the locked side, as meant) stays."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("grad_through_no_grad")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(2):
+            img, txt = model(x, t)
+            logits = model.logit_scale.exp() * (img @ txt.detach().t()).detach()
+            assert logits.detach().numpy().shape == (B, B)
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            assert model.image.weight.grad is not None and model.image.weight.grad.abs().sum() > 0
+            assert model.text.weight.grad is None
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+            opt.step()
+    assert not torch.randn(B, B, requires_grad=True).detach().requires_grad  # undone on close
+    assert "4 .detach() of the logits undone" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
 def test_local_grad_in_gather_puts_the_local_shard_back(under_ablation, tmp_path):
     import torch.distributed as dist
 
@@ -930,7 +1023,70 @@ def test_fp32_outputs_is_not_applicable_to_an_fp32_model(under_ablation):
         with diagnose.watch(model, opt, batch_size=B) as w:
             step(model, opt, w, 0, x, t)
     status = json.loads(open(spec["status"]).read())
-    assert "already fp32 (float32 in 1 calls)" in status["not_applicable"]
+    assert "already fp32 (float32 in 1 calls) and the script computes no half" in status["not_applicable"]
+
+
+def test_fp32_outputs_casts_logits_the_script_computes_in_half(under_ablation):
+    """An fp32 model whose logits the loss line computes in half (`scale.half() * (img.half() @ txt.half().t())`):
+    the half logits are cast to float32 where they are made; the model's own half layers are left alone."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("fp32_outputs")
+    x, t = batch()
+    dtypes = []
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(2):
+            img, txt = model(x, t)
+            sim = model.logit_scale.exp().half() * (img.half() @ txt.half().t())
+            dtypes.append(sim.dtype)
+            loss = F.cross_entropy(sim.float(), torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=sim)
+            opt.step()
+    assert dtypes == [torch.float32, torch.float32]
+    assert (torch.randn(B, E).half() @ torch.randn(E, B).half()).dtype == torch.float16  # after close: as written
+    assert json.loads(open(spec["status"]).read())["applied"] == [
+        "2 half-precision logits computed by the script cast to float32"]
+
+
+class MeanPooled(nn.Module):
+    """A masked mean pooling in the model's forward: a row with no token is 0/0."""
+
+    def __init__(self):
+        super().__init__()
+        self.towers = Towers()
+        self.logit_scale = self.towers.logit_scale
+
+    def forward(self, x, tokens, mask):
+        pooled = (tokens * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return F.normalize(self.towers.image(x), dim=-1), F.normalize(self.towers.text(pooled), dim=-1)
+
+
+def test_guard_zero_division_turns_an_empty_mean_pool_into_zeros(under_ablation):
+    torch.manual_seed(0)
+    model = MeanPooled()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, _ = batch()
+    tokens, mask = torch.randn(B, 5, DIN), torch.ones(B, 5)
+    mask[3] = 0  # an empty caption
+    img, txt = model(x, tokens, mask)
+    assert torch.isnan(txt[3]).all()  # without the fix
+    spec = under_ablation("guard_zero_division")
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(2):
+            img, txt = model(x, tokens, mask)
+            logits = model.logit_scale.exp() * img @ txt.t()
+            loss = F.cross_entropy(logits, torch.arange(B))
+            assert torch.isfinite(loss)
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+            opt.step()
+    assert torch.isnan(torch.zeros(2) / torch.zeros(2)).all()  # undone on close
+    assert json.loads(open(spec["status"]).read())["applied"] == [
+        "2 division(s) by a tensor with zeros divided by 1 at 2 entries"]
 
 
 class MhaPool(nn.Module):

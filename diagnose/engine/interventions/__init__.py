@@ -29,12 +29,13 @@ from .standardise import StandardiseInputs
 from .targets import DiagonalTargets
 from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
+from .zero_division import GuardZeroDivision
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit,
     ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights,
-    Fp32Outputs, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
+    Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
 
 
 def for_cause(cause: str) -> list[str]:

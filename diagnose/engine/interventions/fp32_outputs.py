@@ -8,9 +8,13 @@ as it starts to learn. A forward hook on the model (and on its ``encode_image`` 
 ``get_image_features`` / ``get_text_features``, which scripts call instead of ``forward``) casts every fp16 /
 bf16 tensor it returns to float32, through tuples, lists, dicts and dataclass-like outputs (transformers'
 ``ModelOutput``), so whatever the script computes on them runs in fp32; the model itself keeps its precision,
-and the gradient flows back through the cast. What the script casts to half itself, after the model
-returned fp32 (``img.half() @ txt.half().t()``), is out of its reach. By the first `observe`: a model whose
-entry points were never called, or whose outputs were already all fp32, is not applicable.
+and the gradient flows back through the cast. What the script casts to half itself in its loss lines, after the
+model returned fp32 (``scale.half() * (img.half() @ txt.half().t())``), is reached through the script's own
+operations (`ops.watch_ops`): a half-precision result shaped like the logits handed to `observe` (known from the
+batch size given to the watch, else from the first `observe`), computed outside every module's forward, is cast to
+float32 where it is made, so the loss on it runs in fp32. Not applicable: a model whose entry points were never
+called before the first `observe`, or by then (by the second when the logits' shape was not known before the first)
+no half-precision output or logits were cast.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, NotApplicable
+from .base import Intervention, NotApplicable, seen_logits
+from .ops import Call, watch_ops
 
 HALF = (torch.float16, torch.bfloat16)
 METHODS = ("encode_image", "encode_text", "get_image_features", "get_text_features")
@@ -30,7 +35,8 @@ class Fp32Outputs(Intervention):
     name = "fp32_outputs"
     tests = ("nonfinite_divergence",)
     changes = ("the model's fp16/bf16 outputs (tensors in tuples, dicts, ModelOutput) cast to float32 by a forward "
-               "hook, so a loss computed on them runs in fp32")
+               "hook, and half-precision logits the script computes itself cast where they are made, so the loss "
+               "on them runs in fp32")
 
     def setup(self, watch: Any) -> None:
         model = watch.model
@@ -43,6 +49,18 @@ class Fp32Outputs(Intervention):
             if callable(method) and name not in model.__dict__:
                 setattr(model, name, self._wrap(method))
                 self._patched.append(name)
+        b = getattr(watch, "batch_size", None)
+        self._shapes: set[tuple[int, int]] = {(int(b), int(b))} if b else set()
+        self._wait, self._observed, self._logits_cast = not b, 0, 0
+        self._undo_ops = watch_ops({"*": self._half_logits})
+
+    def _half_logits(self, call: Call) -> Any:
+        out = call.run()
+        if (isinstance(out, torch.Tensor) and out.dtype in HALF and out.dim() == 2
+                and tuple(out.shape) in self._shapes):
+            self._logits_cast += 1
+            return out.float()
+        return out
 
     def _wrap(self, method: Any) -> Any:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -80,16 +98,23 @@ class Fp32Outputs(Intervention):
         return x
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        self._observed += 1
+        logits = seen_logits(seen)
+        if isinstance(logits, torch.Tensor) and logits.dim() == 2:
+            self._shapes |= {tuple(logits.shape), tuple(logits.shape)[::-1]}
         if self._calls == 0:
             raise NotApplicable("fp32_outputs: the model's forward (or encode_image/encode_text) was never called "
                                 "before the first observe")
-        if self._cast == 0:
+        if self._cast + self._logits_cast == 0 and (self._observed >= 2 or not self._wait):
             kept = ", ".join(sorted(self._kept)) or "no floating-point tensor"
             raise NotApplicable(f"fp32_outputs: the model's outputs are already fp32 ({kept} in {self._calls} "
-                                "calls); a cast to half after the model returned is the script's own")
-        self.did[:] = [f"{self._cast} half-precision output tensor(s) cast to float32 over {self._calls} model calls"]
+                                "calls) and the script computes no half-precision logits")
+        outputs = f"{self._cast} half-precision output tensor(s) cast to float32 over {self._calls} model calls"
+        logits = f"{self._logits_cast} half-precision logits computed by the script cast to float32"
+        self.did[:] = [line for n, line in ((self._cast, outputs), (self._logits_cast, logits)) if n]
 
     def close(self) -> None:
+        self._undo_ops()
         for h in self._handles:
             h.remove()
         for name in self._patched:

@@ -6,7 +6,15 @@ gradient whatever its ``requires_grad``. For the run, `torch.no_grad`'s enter is
 model is in training mode it keeps gradients on (evaluation in ``model.eval()`` is untouched), and each step the
 parameters that now receive gradients but are in no param group join the optimizer (a script that froze the
 tower for the no_grad block usually left it out of the optimizer too). Parameters with requires_grad=False stay
-frozen: that is `unfreeze`'s question. `.detach()` cannot be undone from outside, nor `torch.inference_mode()`.
+frozen: that is `unfreeze`'s question. `torch.inference_mode()` cannot be undone from outside.
+
+A `.detach()` the script's loss lines put on the logits themselves (`scale * (img @ txt.t()).detach()`: the detach
+meant for the locked side wraps the whole similarity, and only the scale is left with a gradient) is undone: a
+detach called outside every module's forward (`ops.watch_ops`) on a tensor with a gradient and the shape of the
+logits handed to `observe` (known from the batch size given to the watch, else from the first `observe`) returns
+the tensor itself (and `.numpy()` on it detaches first). A detach of embeddings or features (the locked side's, as
+meant) stays. Not applicable: by the second `observe` no no_grad block ran in training mode and no detach of the
+logits was undone.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, called_by_own_code, require_optimizer
+from .base import Intervention, called_by_own_code, require_optimizer, seen_logits
+from .ops import Call, watch_ops
 from .parameters import add_missing
 
 
@@ -23,7 +32,7 @@ class GradThroughNoGrad(Intervention):
     name = "grad_through_no_grad"
     tests = ("no_gradient_path",)
     changes = ("torch.no_grad() blocks keep gradients on while the model is in training mode; new parameters "
-               "with gradients join the optimizer")
+               "with gradients join the optimizer; a .detach() of the logits in the loss lines undone")
 
     def setup(self, watch: Any) -> None:
         require_optimizer(watch, self.name)
@@ -40,11 +49,42 @@ class GradThroughNoGrad(Intervention):
             torch.set_grad_enabled(False)
 
         torch.no_grad.__enter__ = __enter__
+        b = getattr(watch, "batch_size", None)
+        self._shapes: set[tuple[int, int]] = {(int(b), int(b))} if b else set()
+        self._kept = 0
+        self._undo_ops = watch_ops({"detach": self._keep_graph, "numpy": self._numpy})
+
+    def _keep_graph(self, call: Call) -> Any:
+        x = call.args[0] if call.args else None
+        if (isinstance(x, torch.Tensor) and x.requires_grad and x.dim() == 2 and tuple(x.shape) in self._shapes
+                and not call.kwargs and len(call.args) == 1):
+            self._kept += 1
+            x._dg_kept_graph = True
+            return x
+        return call.run()
+
+    def _numpy(self, call: Call) -> Any:
+        x = call.args[0] if call.args else None
+        if getattr(x, "_dg_kept_graph", False) and x.requires_grad:
+            return call.run(x.detach(), *call.args[1:])
+        return call.run()
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        logits = seen_logits(seen)
+        if isinstance(logits, torch.Tensor) and logits.dim() == 2:
+            self._shapes |= {tuple(logits.shape), tuple(logits.shape)[::-1]}
+        self.require_acted_by_second_observe(self._skipped + self._kept, "no torch.no_grad block ran while the model "
+                                             "trained and no .detach() of the logits in the first step")
+        self._say()
 
     def before_step(self, optimizer: Any) -> None:
         self._added += len(add_missing(self._model, optimizer))
+        self._say()
+
+    def _say(self) -> None:
         self.did[:] = [f"{self._skipped} no_grad block(s) ran with gradients in training mode; {self._added} parameter "
-                       "tensor(s) added to the optimizer"]
+                       f"tensor(s) added to the optimizer; {self._kept} .detach() of the logits undone"]
 
     def close(self) -> None:
         torch.no_grad.__enter__ = self._enter
+        self._undo_ops()

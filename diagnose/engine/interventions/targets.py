@@ -9,8 +9,16 @@ the script's cross-entropy calls (the watch's probes keep theirs) over a 2-d inp
 `observe` (or their transpose) get the pair targets in place of theirs: `arange(B)` for square logits (integer
 targets, or a float target matrix of the logits' shape), `rank * B + arange(B)` for logits with W times more columns
 than rows when torch.distributed runs with world size W. The logits' shape is known from the batch size given to the
-watch (B x B), else from the first `observe` (then the first step runs unchanged). Not applicable: no logits handed
-to `observe`, or by the second `observe` no cross-entropy call over them had targets other than the pairs.
+watch (B x B), else from the first `observe` (then the first step runs unchanged).
+
+A cross-entropy written by hand with soft targets, `-(targets * log_softmax(logits)).sum(1)` (the OpenAI-CLIP tutorial's
+targets built from the model's own image-image and text-text similarities), calls no cross-entropy: there the script's
+product of a float matrix with the log-softmax of square logits (`log_softmax` along the rows, or `log` of their
+`softmax`), computed in the loss lines outside every module's forward (`ops.watch_ops`), gets each row's own pair as
+its target, `eye(B)` times the targets' mean row sum (so a minus sign or a weight the script put on the targets stays;
+the columns of the transposed soft targets do not sum to 1 each, their mean does).
+Not applicable: no logits handed to `observe`, or by the second `observe` no cross-entropy call over them (or product
+with their log-softmax) had targets other than the pairs.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 import torch
 
 from .base import Intervention, NotApplicable, seen_logits, wrap_cross_entropy
+from .ops import Call, watch_ops
 
 
 def pair_targets(input: torch.Tensor) -> torch.Tensor | None:
@@ -47,6 +56,42 @@ class DiagonalTargets(Intervention):
         self._shapes: set[tuple[int, int]] = {(int(b), int(b))} if b else set()
         self._replaced = self._calls = self._observed = 0
         self._undo = wrap_cross_entropy(targets=self._target)
+        self._undo_ops = watch_ops({"log_softmax": self._mark_log_probs, "softmax": self._mark_log_probs,
+                                    "log": self._mark_log_probs, "mul": self._soft_targets})
+
+    def _mark_log_probs(self, call: Call) -> Any:
+        """The row-wise log-softmax of square logits (or the log of their softmax) remembers what it is."""
+        out = call.run()
+        x = call.args[0] if call.args else None
+        if not (isinstance(out, torch.Tensor) and out.dim() == 2 and tuple(out.shape) in self._shapes
+                and out.shape[0] == out.shape[1]):
+            return out
+        name = getattr(call.func, "__name__", "")
+        if name == "log":
+            if getattr(x, "_dg_probs", False):
+                out._dg_log_probs = True
+            return out
+        dim = call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else None)
+        if dim in (-1, 1):
+            setattr(out, "_dg_log_probs" if name == "log_softmax" else "_dg_probs", True)
+        return out
+
+    def _soft_targets(self, call: Call) -> Any:
+        """targets * log_softmax(logits): each row's target its own pair, the targets' mean row sum kept."""
+        if len(call.args) != 2 or call.kwargs:
+            return call.run()
+        a, b = call.args
+        for log_probs, soft in ((a, b), (b, a)):
+            if (getattr(log_probs, "_dg_log_probs", False) and isinstance(soft, torch.Tensor)
+                    and soft.is_floating_point() and soft.shape == log_probs.shape):
+                self._calls += 1
+                n = soft.shape[0]
+                want = torch.eye(n, dtype=soft.dtype, device=soft.device) * soft.detach().sum(-1).mean()
+                if torch.equal(soft.detach(), want):
+                    break
+                self._replaced += 1
+                return call.run(*(want if x is soft else x for x in call.args))
+        return call.run()
 
     def _target(self, input: Any, target: Any) -> Any:
         if not (isinstance(input, torch.Tensor) and input.dim() == 2 and tuple(input.shape) in self._shapes):
@@ -75,8 +120,10 @@ class DiagonalTargets(Intervention):
         elif self._observed == 2 and self._replaced == 0:
             why = ("already take each row's own pair" if self._calls else
                    f"none received logits of shape {sorted(self._shapes)[0]}")
-            raise NotApplicable(f"{self.name}: the script's cross-entropy calls {why}")
+            raise NotApplicable(f"{self.name}: the script's cross-entropy calls (and products of soft targets with "
+                                f"the logits' log-softmax) {why}")
         self.did[:] = [f"replaced the targets of {self._replaced} cross-entropy call(s) by each row's own pair"]
 
     def close(self) -> None:
         self._undo()
+        self._undo_ops()

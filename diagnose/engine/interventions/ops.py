@@ -1,0 +1,94 @@
+"""The script's own tensor operations, seen one by one: a `TorchFunctionMode` for the fixes whose change sits in a
+line of the loss the script wrote by hand (`scale * img @ txt.t()` on unnormalised rows, `-(targets *
+log_softmax(logits)).sum(1)` with soft targets, `img.half() @ txt.half().t()`), where no function of ours can be
+patched and no module hook reaches.
+
+`watch_ops(handlers)` enters the mode and returns the undo. `handlers` maps an operation's name (`mul`, `matmul`,
+`log_softmax`...; `torch.mul`, `Tensor.mul` and `a * b` share one name; `*`: every other one) to `handler(call)`,
+which returns the operation's result: `call.run()` computes it as the script asked, or with arguments changed
+(`call.run(*args)`). A handler is only called for the script's operations outside every module's forward (the loss
+lines; with `inside_modules=True` the model's forwards too), never for the watch's own probes. Inside a handler the
+mode is off, so the handler's own torch calls are not seen again. While a mode is on, every torch call pays a Python
+function call: meant for ablation runs, never for a plain watch.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .base import OWN_PACKAGES
+
+# the names one operation goes by: torch.mul, Tensor.mul, a * b, 2 * a (-> mul), a @ b (-> matmul), a / b (-> div)
+ALIASES = {"__mul__": "mul", "__rmul__": "mul", "multiply": "mul", "__matmul__": "matmul", "mm": "matmul",
+           "__truediv__": "div", "true_divide": "div", "divide": "div"}
+
+
+@dataclass
+class Call:
+    func: Any
+    args: tuple
+    kwargs: dict
+
+    def run(self, *args: Any) -> Any:
+        return self.func(*(args or self.args), **self.kwargs)
+
+
+class _Depth:
+    """How many module forwards are running (global forward pre-hook / hook): 0 in the script's own loss lines."""
+
+    def __init__(self) -> None:
+        import torch.nn.modules.module as mm
+
+        self.n = 0
+        self._handles = [mm.register_module_forward_pre_hook(self._enter),
+                         mm.register_module_forward_hook(self._leave, always_call=True)]
+
+    def _enter(self, module: Any, args: Any) -> None:
+        self.n += 1
+
+    def _leave(self, module: Any, args: Any, out: Any) -> None:
+        self.n = max(0, self.n - 1)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _called_by_own_code(depth: int) -> bool:
+    """Whether the operation was called by the watch's own code, past torch's frames and other function modes'
+    handlers (the entropy probe's mode hands the model's operations on from its own `__torch_function__`)."""
+    frame = sys._getframe(depth)
+    while frame is not None and (frame.f_globals.get("__name__", "").split(".", 1)[0] == "torch"
+                                 or frame.f_code.co_name == "__torch_function__"):
+        frame = frame.f_back
+    return frame is not None and frame.f_globals.get("__name__", "").split(".", 1)[0] in OWN_PACKAGES
+
+
+def op_name(func: Any) -> str:
+    name = getattr(func, "__name__", "")
+    return ALIASES.get(name, name)
+
+
+def watch_ops(handlers: dict[str, Callable[[Call], Any]], inside_modules: bool = False) -> Callable[[], None]:
+    from torch.overrides import TorchFunctionMode
+
+    depth = _Depth()
+    every = handlers.get("*")
+
+    class ScriptOps(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            handler = handlers.get(op_name(func), every)
+            call = Call(func, tuple(args), kwargs or {})
+            if handler is None or (depth.n and not inside_modules) or _called_by_own_code(2):
+                return call.run()
+            return handler(call)
+
+    mode = ScriptOps()
+    mode.__enter__()
+
+    def undo() -> None:
+        mode.__exit__(None, None, None)
+        depth.remove()
+    return undo
