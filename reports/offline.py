@@ -3,13 +3,21 @@ summary dicts -> markdown strings and matplotlib Figures. No I/O: the CLI writes
 
 from __future__ import annotations
 
-import matplotlib
+from typing import TYPE_CHECKING
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from .markdown import _f, counts_line, findings_section, root_causes_section
 
-from .markdown import _f, counts_line, findings_section, root_causes_section  # noqa: E402
+if TYPE_CHECKING:  # matplotlib: imported by the figures, when they are drawn (`logs` writes its report first)
+    from matplotlib.figure import Figure
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _plots(plots: list[tuple[str, str]]) -> list[str]:
@@ -70,7 +78,7 @@ def checkpoint_figure(summary: dict) -> tuple[str, Figure] | None:
     if not values:
         return None
     values = values[:40]
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(values) + 1.2))
+    fig, ax = _pyplot().subplots(figsize=(7, 0.28 * len(values) + 1.2))
     ax.barh([v[0] for v in values], [v[1] for v in values])
     ax.set_xscale("log")
     ax.invert_yaxis()
@@ -81,12 +89,12 @@ def checkpoint_figure(summary: dict) -> tuple[str, Figure] | None:
     return ("layer_change" if rows else "layer_rms"), fig
 
 
-def logs_markdown(summary: dict, plots: list[tuple[str, str]]) -> str:
+def logs_markdown(summary: dict, plots: list[tuple[str, str]], plots_note: str | None = None) -> str:
     lines = [f"# Training log: {summary['log']['path']}", "", f"Format: {summary['log']['format']}; runs: "
              + ", ".join(r["name"] for r in summary["runs"]) + ".", "", counts_line(summary["findings"]), ""]
     lines += root_causes_section(summary)
     lines += findings_section(summary["findings"])
-    lines += _plots(plots)
+    lines += _plots(plots) if plots or not plots_note else ["## Plots", "", plots_note, ""]
     lines += ["## Runs", "", "| run | last step | final losses | val losses | recall |", "|---|---|---|---|---|"]
     for r in summary["runs"]:
         fl = ", ".join(f"{k} {_f(v)}" for k, v in r["final_loss"].items())
@@ -99,14 +107,23 @@ def logs_markdown(summary: dict, plots: list[tuple[str, str]]) -> str:
     return "\n".join(lines + _tail(summary))
 
 
-def logs_figure(frame, runs: list[dict]) -> tuple[str, Figure] | None:
-    """Loss curves per run; dashed: ln(candidates) of each at-chance finding or ln(B)."""
+def logs_curves(frame, runs: list[dict]):
+    """The rows `logs_figure` draws (the loss curves of the runs with more than one logged step), or None."""
     names = [r["name"] for r in runs]
     losses = frame[frame["metric"].str.startswith("loss")]
     multi = [n for n in names if losses[losses["run"] == n]["step"].nunique() > 1]
     if not multi:
         return None
-    fig, axes = plt.subplots(1, len(multi), figsize=(5.2 * len(multi), 3.2), squeeze=False)
+    return losses[losses["run"].isin(multi)][["run", "split", "metric", "step", "value"]]
+
+
+def logs_figure(frame, runs: list[dict]) -> tuple[str, Figure] | None:
+    """Loss curves per run; dashed: ln(candidates) of each at-chance finding or ln(B)."""
+    frame = logs_curves(frame, runs)
+    if frame is None:
+        return None
+    multi = list(dict.fromkeys(r["name"] for r in runs if r["name"] in set(frame["run"])))
+    fig, axes = _pyplot().subplots(1, len(multi), figsize=(5.2 * len(multi), 3.2), squeeze=False)
     meta = {r["name"]: r for r in runs}
     for ax, name in zip(axes[0], multi):
         d = frame[(frame["run"] == name) & frame["metric"].str.startswith("loss")]

@@ -8,6 +8,10 @@ the summary from it, renders the PNGs into it one whole file at a time and write
 them last: the report never names a PNG that is not there. A child that fails leaves the first report,
 which says how to rebuild the plots (`diagnose report OUT`). `wait(out)` waits for this process's
 child for `out` (tests, benchmarks, a script that wants the plots before it ends).
+
+The report of `diagnose logs` is drawn the same way: its directory holds the loss curves it plots (LOG_CURVES, the
+parsed log's loss rows, a few thousand at most) instead of records, so the command ends once its findings are
+written, without importing matplotlib (`render_logs`, also what `diagnose report` runs on such a directory).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import sys
 from pathlib import Path
 
 _CHILDREN: dict[str, subprocess.Popen] = {}  # realpath of the run directory -> its renderer
+LOG_CURVES = "log_curves.csv"  # diagnose logs: the rows of its loss plot
+LOG_FIGURE = ("log_losses.png", "Logged losses per run")
 
 
 def _key(out: Path) -> str:
@@ -80,16 +86,33 @@ def render_into(out: Path, digest: str, title: str | None = None) -> str:
         if _digest(raw) != digest:
             return "replaced"  # a newer run owns this path now
         data = json.loads(raw)
-        records = checked_records(pd.read_csv(io.BytesIO(run.read(RECORDS_FILE)), compression="gzip"),
-                                  out / RECORDS_FILE)
-        figures = render_plots(records, data["runs"])
-        text = markdown.render(data, [(name, caption) for name, caption, _ in figures], title)
+        if "log" in data:  # diagnose logs
+            figures, text = render_logs(data, run.read(LOG_CURVES))
+        else:
+            records = checked_records(pd.read_csv(io.BytesIO(run.read(RECORDS_FILE)), compression="gzip"),
+                                      out / RECORDS_FILE)
+            figures = render_plots(records, data["runs"])
+            text = markdown.render(data, [(name, caption) for name, caption, _ in figures], title)
         if _digest(run.read("summary.json")) != digest:
             return "replaced"
         for name, _, png in figures:
             run.write(name, png)
         run.write("report.md", text.encode())  # last: the report names only files already there
     return "written"
+
+
+def render_logs(data: dict, curves: bytes) -> tuple[list[tuple[str, str, bytes]], str]:
+    """The PNG of a `diagnose logs` report from its saved loss curves, and the report that shows it."""
+    import pandas as pd
+
+    from reports.offline import logs_figure, logs_markdown
+
+    from ..core.files import figure_png
+
+    frame = pd.read_csv(io.BytesIO(curves), dtype={"run": str, "split": str, "metric": str})
+    fig = logs_figure(frame, data["runs"])
+    figures = [(LOG_FIGURE[0], LOG_FIGURE[1], figure_png(fig[1]))] if fig else []
+    return figures, logs_markdown(data, [(name, caption) for name, caption, _ in figures])
 
 
 def main(argv: list[str]) -> int:

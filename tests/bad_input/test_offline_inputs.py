@@ -29,7 +29,8 @@ SUMMARIES = {
     "runs_empty": ({"runs": []}, "'runs' must be a non-empty list"),
     "run_not_object": ({"runs": [3]}, "a run must be an object"),
     "run_unknown": ({"runs": [{"name": "other"}]}, "run 'other' has no rows"),
-    "run_fields_missing": ({"runs": [{"name": "pixmo_alignment"}]}, "missing or malformed entry"),
+    "run_window_malformed": ({"runs": [{"name": "pixmo_alignment", "final_window_steps": [3]}]},
+                             "missing or malformed entry"),
     "chance_text": ({"runs": [{"name": "pixmo_alignment", "chance_loss": "x"}]}, "'chance_loss' must be a number"),
     "findings_string": ({"runs": [{"name": "pixmo_alignment"}], "findings": "none"}, "'findings' must be a list"),
 }

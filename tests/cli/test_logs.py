@@ -203,3 +203,33 @@ def test_bad_logs_one_line_exit_2(tmp_path, content, args, needle):
     r = runner.invoke(app, ["logs", str(log), *args])
     assert r.exit_code == 2, r.output
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+
+
+def test_logs_report_comes_first_and_its_plot_from_a_child_process(tmp_path):
+    """The report and summary.json are written before the loss plot, which a child process draws from the curves
+    saved beside them; `diagnose report` on the directory draws it again; the command itself imports no matplotlib."""
+    import subprocess
+    import sys
+
+    from diagnose.engine import plots_child
+
+    log = tmp_path / "metrics.csv"
+    log.write_text("step,train_loss\n" + "".join(f"{s},{math.log(16) - 0.01 * s}\n" for s in range(40)))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["logs", str(log), "--batch-size", "16", "--out", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    assert plots_child.wait(out, timeout=60) == 0
+    report = (out / "report.md").read_text()
+    assert "![Logged losses per run](log_losses.png)" in report and (out / "log_losses.png").stat().st_size > 1000
+    assert "drawing in the background" not in report
+    (out / "log_losses.png").unlink()
+    again = runner.invoke(app, ["report", str(out)])
+    assert again.exit_code == result.exit_code and (out / "log_losses.png").is_file()
+    probe = ("import sys; from typer.testing import CliRunner; from diagnose.cli import app; "
+             f"r = CliRunner().invoke(app, ['logs', {str(log)!r}, '--out', {str(tmp_path / 'o2')!r}]); "
+             "print(r.exit_code, 'matplotlib' in sys.modules, 'torch' in sys.modules)")
+    code, mpl, torch_loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                             check=True).stdout.split()
+    assert code in ("0", "1") and mpl == "False" and torch_loaded == "False"
+    first = (tmp_path / "o2" / "report.md").read_text()  # as the command left it (its child may have redrawn it)
+    assert "Logged losses per run" in first or "drawing in the background" in first

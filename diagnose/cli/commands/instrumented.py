@@ -198,8 +198,34 @@ def report_command(
     """Re-render a saved run directory (findings, plots, report.md) from its records, without re-running."""
     check_fail_on(fail_on)
     check_out(run_dir, "run directory")
+    from ...engine.plots_child import LOG_CURVES
     from ...engine.rundir import rebuild
+
+    if (run_dir / LOG_CURVES).is_file():  # written by diagnose logs: its plot drawn from the saved curves
+        _report_logs(run_dir, fail_on)
 
     summary, _ = rebuild(run_dir)
     _print_verdicts(summary, run_dir)
+    raise typer.Exit(summary.exit_code(fail_on))
+
+
+def _report_logs(run_dir: Path, fail_on: str) -> None:
+    import json
+
+    from ...core.errors import ConfigError
+    from ...core.files import atomic_write_bytes
+    from ...core.summary import Summary
+    from ...engine.plots_child import LOG_CURVES, render_logs
+
+    try:
+        data = json.loads((run_dir / "summary.json").read_text())
+        summary = Summary.from_dict(data, str(run_dir / "summary.json"))
+        figures, text = render_logs(data, (run_dir / LOG_CURVES).read_bytes())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir}: cannot redraw the report of diagnose logs ({exc.__class__.__name__}); "
+                          "expected the summary.json and log_curves.csv it wrote") from None
+    for name, _, png in figures:
+        atomic_write_bytes(run_dir / name, png)
+    atomic_write_bytes(run_dir / "report.md", text.encode())  # last: it names only files already there
+    console.print(f"report: {run_dir / 'report.md'}", markup=False)
     raise typer.Exit(summary.exit_code(fail_on))

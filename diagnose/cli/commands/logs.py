@@ -68,9 +68,25 @@ def logs_command(
     print_root_causes(data["runs"])
     print_findings(data["findings"])
     if out is not None:
-        from reports.offline import logs_figure, logs_markdown  # matplotlib: only for a report
-
-        fig = logs_figure(parsed.frame, data["runs"])
-        write_report(out, data, logs_markdown, [(fig[0], "Logged losses per run", fig[1])] if fig else [])
+        _write(out, data, parsed.frame)
         console.print(f"report: {out / 'report.md'}", markup=False)
     raise typer.Exit(summary.exit_code(fail_on))
+
+
+def _write(out: Path, data: dict, frame) -> None:
+    """The report and summary.json first; the loss plot drawn by a child process from the curves saved beside them
+    (`diagnose.engine.plots_child`: matplotlib's import and the drawing do not hold the command)."""
+    from reports.offline import logs_curves, logs_markdown
+
+    from ...engine import plots_child
+
+    curves = logs_curves(frame, data["runs"])
+    files = {plots_child.LOG_CURVES: curves.to_csv(index=False).encode()} if curves is not None else {}
+    rebuild = f"`diagnose report {out}` draws it"
+    note = (f"Plot: drawing in the background (a separate process writes {plots_child.LOG_FIGURE[0]} into this "
+            f"directory, then this report with it); if it does not appear, {rebuild}.")
+    write_report(out, data, lambda d, plots: logs_markdown(d, plots, note if curves is not None else None), [], files)
+    why = plots_child.start(out) if curves is not None else ""
+    if why:  # no child process here: the report says how to get the plot instead
+        note = f"Plot: not drawn ({why}); {rebuild}."
+        write_report(out, data, lambda d, plots: logs_markdown(d, plots, note), [], files)

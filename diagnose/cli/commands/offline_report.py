@@ -18,13 +18,16 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
 def write_report(out: Path, summary: dict, render: Callable[[dict, list[tuple[str, str]]], str],
-                 figures: list[tuple[str, str, Figure]]) -> str:
-    """report.md + summary.json + one PNG per figure, written as a whole (`staged`); returns the markdown."""
+                 figures: list[tuple[str, str, Figure]], files: dict[str, bytes] | None = None) -> str:
+    """report.md + summary.json + one PNG per figure (+ `files`), written as a whole (`staged`); returns the
+    markdown."""
     pngs = [(f"{stem}.png", caption, figure_png(fig)) for stem, caption, fig in figures]
     text = render(summary, [(name, caption) for name, caption, _ in pngs])
     with staged(out) as tmp:
         for name, _, png in pngs:
             atomic_write_bytes(tmp / name, png)
+        for name, data in (files or {}).items():
+            atomic_write_bytes(tmp / name, data)
         publish(tmp, summary, text)
     return text
 
