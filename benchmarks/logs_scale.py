@@ -11,7 +11,9 @@ reported, with whether it exited 0/1 (a diagnosis) and found `loss_at_chance`, a
 For CSV logs also the parse alone against pandas (issue 27: `diagnose logs` parsing at the speed of a
 plain pandas read): in one child process, `diagnose.core.logs.read_log(path)` and `pandas.read_csv(path)`
 (all columns, default options) alternate --reps times (ABBA order), process CPU time each; `cpu_ratio`
-is the median of the paired ratios read_log / read_csv. Their peak RSS comes from one more child each.
+is the median of the paired ratios read_log / read_csv. Their peak RSS comes from one more child each. And the
+command against a whole `python -c "import pandas; pandas.read_csv(FILE)"` process (both pay an interpreter and
+their imports): `command_cpu_over_pandas_process`.
 Prints one JSON object.
 Usage: python benchmarks/logs_scale.py [--sizes 20,200] [--formats csv,jsonl,text,csv_wide] [--reps 7]
 """
@@ -141,6 +143,12 @@ def _parse_vs_pandas(path: Path, reps: int) -> dict:
         res = json.loads(subprocess.run([sys.executable, "-c", _LAUNCH, sys.executable, "-c", _ONE, str(path), what],
                                         cwd=ROOT, capture_output=True, text=True, check=True).stdout)
         out[f"{what}_peak_rss_mb"] = round(res["maxrss_kb"] / 1024, 1)
+    # like for like with the command: a whole process that imports pandas and reads the file (its CPU, 3 runs)
+    cpus = [json.loads(subprocess.run([sys.executable, "-c", _LAUNCH, sys.executable, "-c",
+                                       "import sys, pandas; pandas.read_csv(sys.argv[1])", str(path)],
+                                      cwd=ROOT, capture_output=True, text=True, check=True).stdout)["cpu"]
+            for _ in range(3)]
+    out["pandas_process_cpu_s"] = round(sorted(cpus)[1], 3)
     return out
 
 
@@ -167,6 +175,8 @@ def main() -> None:
                     results[-1]["parse_vs_pandas"] = _parse_vs_pandas(path, args.reps)
                     pandas_cpu = results[-1]["parse_vs_pandas"]["read_csv_cpu_s"]
                     results[-1]["command_cpu_over_read_csv"] = round(res["cpu_s"] / pandas_cpu, 2)
+                    results[-1]["command_cpu_over_pandas_process"] = round(
+                        res["cpu_s"] / results[-1]["parse_vs_pandas"]["pandas_process_cpu_s"], 2)
                     # the same without the command's start-up (the imports: the 10-row log's CPU)
                     results[-1]["command_cpu_above_startup_over_read_csv"] = round(
                         (res["cpu_s"] - baseline["cpu_s"]) / pandas_cpu, 2)

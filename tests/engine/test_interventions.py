@@ -1089,6 +1089,33 @@ def test_guard_zero_division_turns_an_empty_mean_pool_into_zeros(under_ablation)
         "2 division(s) by a tensor with zeros divided by 1 at 2 entries"]
 
 
+@pytest.mark.parametrize("where", ["optimizer", "loss"])
+def test_no_weight_decay_zeroes_the_groups_decay_or_a_penalty_written_into_the_loss(under_ablation, where):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5 if where == "optimizer" else 0.0)
+    spec = under_ablation("no_weight_decay")
+    x, t = batch()
+    before = model.image.weight.detach().clone()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        img, txt = model(x, t)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, torch.arange(B))
+        if where == "loss":
+            loss = loss + 10.0 * sum(p.pow(2).sum() for n, p in model.named_parameters() if n.endswith("weight"))
+        opt.zero_grad()
+        loss.backward()
+        grad = model.image.weight.grad.clone()
+        w.observe(0, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+    assert opt.param_groups[0]["weight_decay"] == (0.5 if where == "optimizer" else 0.0)  # given back
+    assert torch.allclose(model.image.weight.detach(), before - 0.1 * grad)  # the step had no decay in it
+    applied = json.loads(open(spec["status"]).read())["applied"]
+    assert applied == (["weight decay [0.5] -> 0 in every group"] if where == "optimizer"
+                       else ["2 penalty term(s) on the weights in the loss taken as 0"])
+    assert torch.randn(3, requires_grad=True).pow(2).sum() > 0  # undone on close
+
+
 class MhaPool(nn.Module):
     """Latent attention pooling over (B, T, D) tokens with as many latents as tokens (no shape error)."""
 
