@@ -85,8 +85,10 @@ def called_by_own_code(depth: int = 2) -> bool:
     A fix that patches a torch function (the cross-entropy, `no_grad`) changes the user's run; the watch's probes
     call the same functions on the step's tensors and must see them unchanged."""
     frame = sys._getframe(depth)
-    while frame is not None and frame.f_globals.get("__name__", "").split(".", 1)[0] == "torch":
-        frame = frame.f_back  # through torch's own layers: nn.CrossEntropyLoss, the no_grad decorator
+    while frame is not None and (frame.f_globals.get("__name__", "").split(".", 1)[0] == "torch"
+                                 or frame.f_code.co_name == "__torch_function__"):
+        frame = frame.f_back  # through torch's own layers (nn.CrossEntropyLoss, the no_grad decorator) and other
+        # function modes' handlers (the entropy probe's mode hands the model's operations on from its own)
     return frame is not None and frame.f_globals.get("__name__", "").split(".", 1)[0] in OWN_PACKAGES
 
 

@@ -14,11 +14,10 @@ function call: meant for ablation runs, never for a plain watch.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .base import OWN_PACKAGES
+from .base import called_by_own_code
 
 # the names one operation goes by: torch.mul, Tensor.mul, a * b, 2 * a (-> mul), a @ b (-> matmul), a / b (-> div)
 ALIASES = {"__mul__": "mul", "__rmul__": "mul", "multiply": "mul", "__matmul__": "matmul", "mm": "matmul",
@@ -56,16 +55,6 @@ class _Depth:
             h.remove()
 
 
-def _called_by_own_code(depth: int) -> bool:
-    """Whether the operation was called by the watch's own code, past torch's frames and other function modes'
-    handlers (the entropy probe's mode hands the model's operations on from its own `__torch_function__`)."""
-    frame = sys._getframe(depth)
-    while frame is not None and (frame.f_globals.get("__name__", "").split(".", 1)[0] == "torch"
-                                 or frame.f_code.co_name == "__torch_function__"):
-        frame = frame.f_back
-    return frame is not None and frame.f_globals.get("__name__", "").split(".", 1)[0] in OWN_PACKAGES
-
-
 def op_name(func: Any) -> str:
     name = getattr(func, "__name__", "")
     return ALIASES.get(name, name)
@@ -81,7 +70,7 @@ def watch_ops(handlers: dict[str, Callable[[Call], Any]], inside_modules: bool =
         def __torch_function__(self, func, types, args=(), kwargs=None):
             handler = handlers.get(op_name(func), every)
             call = Call(func, tuple(args), kwargs or {})
-            if handler is None or (depth.n and not inside_modules) or _called_by_own_code(2):
+            if handler is None or (depth.n and not inside_modules) or called_by_own_code(2):
                 return call.run()
             return handler(call)
 
