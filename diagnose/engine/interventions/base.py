@@ -116,6 +116,19 @@ def wrap_cross_entropy(transform: Callable[[Any, Any], Any] | None = None,
     return undo
 
 
+def declared_logits_shapes(watch: Any) -> set[tuple[int, int]]:
+    """The contrastive logits' shape before the first step: B x B from the batch size given to the watch."""
+    b = getattr(watch, "batch_size", None)
+    return {(int(b), int(b))} if b else set()
+
+
+def note_logits_shape(shapes: set[tuple[int, int]], seen: dict[str, Any]) -> None:
+    """Add the shape (and its transpose) of the 2-d logits handed to this `observe` to `shapes`."""
+    logits = seen_logits(seen)
+    if getattr(logits, "dim", None) is not None and logits.dim() == 2:
+        shapes |= {tuple(logits.shape), tuple(logits.shape)[::-1]}
+
+
 def seen_logits(seen: dict[str, Any]) -> Any:
     """The step's logits as the script handed them to `observe` (the first matrix of a dict of them), or None."""
     logits = seen.get("logits")

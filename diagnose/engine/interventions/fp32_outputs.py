@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, NotApplicable, seen_logits
+from .base import Intervention, NotApplicable, declared_logits_shapes, note_logits_shape
 from .ops import Call, watch_ops
 
 HALF = (torch.float16, torch.bfloat16)
@@ -49,9 +49,8 @@ class Fp32Outputs(Intervention):
             if callable(method) and name not in model.__dict__:
                 setattr(model, name, self._wrap(method))
                 self._patched.append(name)
-        b = getattr(watch, "batch_size", None)
-        self._shapes: set[tuple[int, int]] = {(int(b), int(b))} if b else set()
-        self._wait, self._observed, self._logits_cast = not b, 0, 0
+        self._shapes = declared_logits_shapes(watch)
+        self._wait, self._observed, self._logits_cast = not self._shapes, 0, 0
         self._undo_ops = watch_ops({"*": self._half_logits})
 
     def _half_logits(self, call: Call) -> Any:
@@ -99,9 +98,7 @@ class Fp32Outputs(Intervention):
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         self._observed += 1
-        logits = seen_logits(seen)
-        if isinstance(logits, torch.Tensor) and logits.dim() == 2:
-            self._shapes |= {tuple(logits.shape), tuple(logits.shape)[::-1]}
+        note_logits_shape(self._shapes, seen)
         if self._calls == 0:
             raise NotApplicable("fp32_outputs: the model's forward (or encode_image/encode_text) was never called "
                                 "before the first observe")

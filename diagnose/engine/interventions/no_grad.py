@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, called_by_own_code, require_optimizer, seen_logits
+from .base import Intervention, called_by_own_code, declared_logits_shapes, note_logits_shape, require_optimizer
 from .ops import Call, watch_ops
 from .parameters import add_missing
 
@@ -49,8 +49,7 @@ class GradThroughNoGrad(Intervention):
             torch.set_grad_enabled(False)
 
         torch.no_grad.__enter__ = __enter__
-        b = getattr(watch, "batch_size", None)
-        self._shapes: set[tuple[int, int]] = {(int(b), int(b))} if b else set()
+        self._shapes = declared_logits_shapes(watch)
         self._kept = 0
         self._undo_ops = watch_ops({"detach": self._keep_graph, "numpy": self._numpy})
 
@@ -70,9 +69,7 @@ class GradThroughNoGrad(Intervention):
         return call.run()
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
-        logits = seen_logits(seen)
-        if isinstance(logits, torch.Tensor) and logits.dim() == 2:
-            self._shapes |= {tuple(logits.shape), tuple(logits.shape)[::-1]}
+        note_logits_shape(self._shapes, seen)
         self.require_acted_by_second_observe(self._skipped + self._kept, "no torch.no_grad block ran while the model "
                                              "trained and no .detach() of the logits in the first step")
         self._say()

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, called_by_own_code, seen_logits
+from .base import Intervention, called_by_own_code, declared_logits_shapes, note_logits_shape
 from .ops import Call, op_name, watch_ops
 
 
@@ -64,8 +64,8 @@ class NormaliseRows(Intervention):
             return orig(input, p=p, dim=dim, eps=eps, out=out)
 
         F.normalize = normalize
-        self._shapes: set[tuple[int, int]] = {(int(rows), int(rows))} if rows else set()
-        self._renormed, self._observed = 0, 0
+        self._shapes = declared_logits_shapes(watch)
+        self._renormed = 0
         self._undo_ops = watch_ops({"mul": self._scaled, "div": self._scaled, "matmul": self._matmul})
 
     def _scaled(self, call: Call) -> Any:
@@ -92,10 +92,7 @@ class NormaliseRows(Intervention):
         return call.run(a if na is None else na, b if nb is None else nb)
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
-        self._observed += 1
-        logits = seen_logits(seen)
-        if self._observed == 1 and isinstance(logits, torch.Tensor) and logits.dim() == 2:
-            self._shapes |= {tuple(logits.shape), tuple(logits.shape)[::-1]}
+        note_logits_shape(self._shapes, seen)
         self.require_acted_by_second_observe(self._moved + self._renormed, "the script made no F.normalize call "
                                              "along the batch axis of a (B, E) tensor and no product of rows that "
                                              "were not unit into the logits in the first step")

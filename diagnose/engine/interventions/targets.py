@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, NotApplicable, seen_logits, wrap_cross_entropy
+from .base import Intervention, NotApplicable, declared_logits_shapes, seen_logits, wrap_cross_entropy
 from .ops import Call, watch_ops
 
 
@@ -51,9 +51,8 @@ class DiagonalTargets(Intervention):
                "(arange(B); rank * B + arange(B) on gathered logits)")
 
     def setup(self, watch: Any) -> None:
-        b = getattr(watch, "batch_size", None)
         # the batch size the watch was given says the logits' shape before the first step; else the first observe
-        self._shapes: set[tuple[int, int]] = {(int(b), int(b))} if b else set()
+        self._shapes = declared_logits_shapes(watch)
         self._replaced = self._calls = self._observed = 0
         self._undo = wrap_cross_entropy(targets=self._target)
         self._undo_ops = watch_ops({"log_softmax": self._mark_log_probs, "softmax": self._mark_log_probs,
