@@ -13,7 +13,7 @@ plain pandas read): in one child process, `diagnose.core.logs.read_log(path)` an
 (all columns, default options) alternate --reps times (ABBA order), process CPU time each; `cpu_ratio`
 is the median of the paired ratios read_log / read_csv. Their peak RSS comes from one more child each. And the
 command against a whole `python -c "import pandas; pandas.read_csv(FILE)"` process (both pay an interpreter and
-their imports): `command_cpu_over_pandas_process`.
+their imports), run in turn --reps times: `command_vs_pandas_process` (median of the paired CPU ratios).
 Prints one JSON object.
 Usage: python benchmarks/logs_scale.py [--sizes 20,200] [--formats csv,jsonl,text,csv_wide] [--reps 7]
 """
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,11 +116,18 @@ read_log(Path(sys.argv[1])) if sys.argv[2] == "read_log" else pd.read_csv(sys.ar
 """
 
 
+def _launch(*cmd: str) -> dict:
+    return json.loads(subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], cwd=ROOT, capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+def _command(path: Path, out: Path) -> dict:
+    return _launch(sys.executable, "-c", "import sys; from diagnose.cli import main; sys.argv[0] = 'diagnose'; main()",
+                   "logs", str(path), "--batch-size", "64", "--out", str(out))
+
+
 def _run(path: Path, out: Path) -> dict:
-    cmd = [sys.executable, "-c", "import sys; from diagnose.cli import main; sys.argv[0] = 'diagnose'; main()",
-           "logs", str(path), "--batch-size", "64", "--out", str(out)]
-    res = json.loads(subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], cwd=ROOT, capture_output=True, text=True,
-                                    check=True).stdout)
+    res = _command(path, out)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     ids = sorted({f["id"] for f in summary.get("findings", [])})
     plot = {}
@@ -143,13 +151,26 @@ def _parse_vs_pandas(path: Path, reps: int) -> dict:
         res = json.loads(subprocess.run([sys.executable, "-c", _LAUNCH, sys.executable, "-c", _ONE, str(path), what],
                                         cwd=ROOT, capture_output=True, text=True, check=True).stdout)
         out[f"{what}_peak_rss_mb"] = round(res["maxrss_kb"] / 1024, 1)
-    # like for like with the command: a whole process that imports pandas and reads the file (its CPU, 3 runs)
-    cpus = [json.loads(subprocess.run([sys.executable, "-c", _LAUNCH, sys.executable, "-c",
-                                       "import sys, pandas; pandas.read_csv(sys.argv[1])", str(path)],
-                                      cwd=ROOT, capture_output=True, text=True, check=True).stdout)["cpu"]
-            for _ in range(3)]
-    out["pandas_process_cpu_s"] = round(sorted(cpus)[1], 3)
     return out
+
+
+def _command_vs_pandas_process(path: Path, out: Path, reps: int) -> dict:
+    """Like for like: the whole command against a whole `python -c "import pandas; pandas.read_csv(F)"` process
+    (both pay an interpreter and their imports), run in turn `reps` times (ABBA); the median of the paired CPU
+    ratios."""
+    pandas_cmd = (sys.executable, "-c", "import sys, pandas; pandas.read_csv(sys.argv[1])", str(path))
+    cmd, pd_, ratios = [], [], []
+    for i in range(reps):
+        first, second = (("cmd", "pd"), ("pd", "cmd"))[i % 2]
+        got = {}
+        for what in (first, second):
+            got[what] = (_command(path, out / f"rep{i}") if what == "cmd" else _launch(*pandas_cmd))["cpu"]
+        cmd.append(got["cmd"])
+        pd_.append(got["pd"])
+        ratios.append(got["cmd"] / got["pd"])
+    med = statistics.median
+    return {"command_cpu_s": round(med(cmd), 3), "pandas_process_cpu_s": round(med(pd_), 3),
+            "command_cpu_over_pandas_process": round(med(ratios), 3), "ratios": [round(r, 3) for r in ratios]}
 
 
 def main() -> None:
@@ -175,8 +196,8 @@ def main() -> None:
                     results[-1]["parse_vs_pandas"] = _parse_vs_pandas(path, args.reps)
                     pandas_cpu = results[-1]["parse_vs_pandas"]["read_csv_cpu_s"]
                     results[-1]["command_cpu_over_read_csv"] = round(res["cpu_s"] / pandas_cpu, 2)
-                    results[-1]["command_cpu_over_pandas_process"] = round(
-                        res["cpu_s"] / results[-1]["parse_vs_pandas"]["pandas_process_cpu_s"], 2)
+                    results[-1]["command_vs_pandas_process"] = _command_vs_pandas_process(
+                        path, Path(tmp) / f"paired_{fmt}_{mb}", args.reps)
                     # the same without the command's start-up (the imports: the 10-row log's CPU)
                     results[-1]["command_cpu_above_startup_over_read_csv"] = round(
                         (res["cpu_s"] - baseline["cpu_s"]) / pandas_cpu, 2)

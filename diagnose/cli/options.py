@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.errors import ConfigError
-from ..lab.executors import EXECUTORS, make_executor
 
 ConfigOpt = Annotated[str,
                       typer.Option("--config", "-c",
@@ -85,6 +84,8 @@ def check_not_distributed(what: str) -> None:
 def make_run_executor(executor: str, workers: int, device: str, ray_address: str | None, cpus_per_run: int,
                       gpus_per_run: float):
     """The executor an ablation-style command asked for; a bad choice or a missing Ray is one line, exit 2."""
+    from ..lab.executors import EXECUTORS, make_executor  # multiprocessing: only for commands that run
+
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if executor != "ray" and (ray_address or gpus_per_run):

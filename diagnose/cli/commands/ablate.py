@@ -9,7 +9,6 @@ import typer
 
 from ...core.errors import ConfigError
 from ...core.provenance import command_line, environment
-from ...lab.executors import Failed
 from ..console import console, fail, live_runs, reporting
 from ..options import (
     EXIT_INCOMPLETE,
@@ -94,6 +93,7 @@ def ablate_command(
         raise ConfigError("--variant changes a script's arguments: it needs a script after `--`")
     # torch and reference_models: only when a command trains
     from ...lab.ablation import BaselineFailed, run_ablation
+    from ...lab.executors import Failed
     from ...lab.runs import resolve_config
     from ...lab.seeds import seed_list
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ...lab.executors import Failed
 from ..console import console, fail, live_runs, reporting
 from ..options import (
     EXIT_INCOMPLETE,
@@ -74,6 +73,7 @@ def _instrumented(cfg, steps, device, quiet, label, checkpoint=None):
 
 def _seeded(configs, seeds: int, steps: int, device: str, quiet: bool, ex, checkpoint=None) -> tuple[Summary, object]:
     """Every config over `seeds` seeds on the executor; a failed run leaves the comparison without an answer."""
+    from ...lab.executors import Failed
     from ...lab.seeds import run_seeded, seed_list
 
     def done(name, result) -> None:
