@@ -146,6 +146,7 @@ class AblationControl:
             self.fix.close()
         write_json(Path(self.spec["status"]), {
             "run": watch.name, "fix": self.spec.get("fix"), "applied": list(self.fix.did) if self.fix else [],
+            "reached": list(self.fix.reached) if self.fix else [],
             "not_applicable": self.not_applicable, "observed": self._observed, "capped": self.capped,
             "interrupted": getattr(watch, "interrupted", None)})
 

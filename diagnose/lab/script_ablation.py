@@ -22,7 +22,9 @@ verdict, `diagnose.core.definitions`):
                            CHANCE_REL_TOL x ln(B) below the baseline; otherwise inconclusive.
   a non-finite fix run is refuted (NaN never scores); against a baseline that diverged, a fix run that
   stays finite and ends below the chance band is confirmed (the failure was the divergence); a fix run that
-  ends at its baseline's loss to the last bit changed nothing: not applicable on that seed. Over seeds:
+  ends at its baseline's loss to the last bit is refuted when the fix measured that it changed the run's tensors
+  (`Intervention.reached`: an input it shifted, weights its lr moved), else not applicable on that seed
+  (it may not have acted). Over seeds:
   confirmed / refuted by a strict majority, else inconclusive. A run that crashed is that run's failure
   (reported), not the ablation's.
 """
@@ -320,12 +322,18 @@ def _numbers(run: dict | None) -> dict:
             "chance@1": r.get("chance@1"), "steps": run.get("steps")}
 
 
-def judge(base: dict, fixed: dict) -> tuple[str, str]:
-    """One seed's verdict for a fix, from the two runs' numbers (`_numbers`)."""
+def judge(base: dict, fixed: dict, reached: list[str] | None = None) -> tuple[str, str]:
+    """One seed's verdict for a fix, from the two runs' numbers (`_numbers`) and what the fix measured of its own
+    reach in the run (`Intervention.reached`)."""
     rb, rf = base["loss_over_lnB"], fixed["loss_over_lnB"]
     if math.isfinite(rb) and rf == rb and base.get("steps") == fixed.get("steps"):
-        # the same seed, the same end-of-run loss to the last bit: the fix did not act on this run (an lr scaled
-        # from 0, parameters the loss never reaches); a refutation would claim a test that did not happen
+        # the same seed, the same end-of-run loss to the last bit. Measured to have changed the run's tensors, the
+        # fix was tested and the loss does not depend on what it changes (an input a zeroed head ignores);
+        # otherwise it may not have acted at all (an lr scaled from 0, weights no gradient reaches), and a
+        # refutation would claim a test that did not happen
+        if reached:
+            return "refuted", (f"the fix changed the run ({reached[0]}) and its loss still ends at the baseline's to "
+                               f"every digit ({rf!r})")
         return "not applicable", f"the fix run ends at the baseline's loss to every digit ({rf!r}): it changed nothing"
     if not math.isfinite(rf):
         return "refuted", "the fix run's loss is non-finite"
@@ -436,7 +444,7 @@ def _decide(cand: Candidate, results: dict, seeds: int) -> dict:
         else:
             nb = {**_numbers(base["summary"]["runs"][0]), **base.get("readings", {})}
             nf = {**_numbers(fixed["summary"]["runs"][0]), **fixed.get("readings", {})}
-            v, why = judge(nb, nf)
+            v, why = judge(nb, nf, fixed["status"].get("reached"))
             d.update(verdict=v, why=why, baseline=nb, fix=nf, applied=fixed["status"].get("applied", []))
         per_seed.append(d)
     verdict, tally = combine(per_seed)

@@ -89,6 +89,35 @@ def test_lr_down_scales_every_step_and_gives_the_schedule_its_lr_back(under_abla
         assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("fix", ["lr_down", "centre_inputs", "fix_temperature"])
+def test_a_fix_records_that_it_reached_the_run_only_where_it_changed_a_tensor(under_ablation, fix):
+    """`reached`: the evidence that tells a fix the loss ignores (refuted) from one that did nothing (not
+    applicable) when a run ends at its baseline's loss to the last bit. Zeroed heads: no gradient reaches any
+    weight, so a changed lr moves nothing; the centred input and the moved logit scale are still changes."""
+    def run(zero_heads: bool) -> list[str]:
+        torch.manual_seed(0)
+        model = Towers()
+        if zero_heads:
+            for head in (model.image, model.text):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+            model.logit_scale.data.fill_(0.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        spec = under_ablation(fix, steps=0)
+        x, t = batch()
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            for i in range(3):
+                step(model, opt, w, i, x + 3.0, t)
+        return json.loads(open(spec["status"]).read())["reached"]
+
+    healthy, zeroed = run(False), run(True)
+    assert healthy, f"{fix}: no reach recorded on a run it changes"
+    if fix == "lr_down":
+        assert healthy[0].startswith("optimizer step 1") and zeroed == []  # zero gradients: no weight moved
+    else:
+        assert zeroed  # the input / the logit scale changed although the loss cannot show it
+
+
 def test_hold_lr_steps_at_the_starting_lr_when_the_schedule_decays_to_zero(under_ablation):
     torch.manual_seed(0)
     model = Towers()

@@ -33,6 +33,13 @@ def test_judge(base, fixed, verdict):
     assert judge(base, fixed)[0] == verdict
 
 
+def test_the_same_loss_to_the_last_bit_refutes_a_fix_measured_to_have_changed_the_run():
+    # an input centred that a zeroed head ignores: the test happened, and the loss does not depend on it
+    v, why = judge(run(1.0312), run(1.0312), ["changed the model's input on forward call 1"])
+    assert v == "refuted" and "changed the model's input" in why
+    assert judge(run(1.0312), run(1.0312), [])[0] == "not applicable"
+
+
 def test_majority_over_seeds():
     assert combine([{"verdict": "confirmed"}, {"verdict": "confirmed"}, {"verdict": "refuted"}])[0] == "confirmed"
     assert combine([{"verdict": "confirmed"}, {"verdict": "refuted"}, {"verdict": "inconclusive"}])[0] == "inconclusive"

@@ -42,6 +42,10 @@ class Intervention:
                              f"expected {', '.join(self.defaults) or 'none'}")
         self.params = {**self.defaults, **params}
         self.did: list[str] = []  # what it actually changed in this run, for the report
+        # measured evidence that the change altered the run's tensors (an input it shifted, weights a changed lr
+        # moved, a logit scale it moved): with it, a fix run that ends at the baseline's loss to the last bit is
+        # a test that happened and failed (refuted); without it, one that may not have (not applicable)
+        self.reached: list[str] = []
 
     def setup(self, watch: Any) -> None:
         pass

@@ -56,7 +56,14 @@ class CentreInputs(Intervention):
             return x  # get_image_features (Hugging Face's CLIPModel.forward does), which would centre it twice
         self._calls += 1
         self._last = self._transform(x, training)
+        if not self.reached and self._changed():
+            self.reached.append(f"changed the model's input on forward call {self._calls} (running mean of norm "
+                                f"{float(self._mean.norm()):.3g})")
         return self._last
+
+    def _changed(self) -> bool:
+        """Whether the transform is not the identity: a running mean with a non-zero entry."""
+        return bool(self._mean.ne(0).any())
 
     def _transform(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         with torch.no_grad():

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .base import Intervention, NotApplicable, require_optimizer
+
+REACH_CHECKS = 20  # optimizer steps over which a changed lr is looked for in the weights it moved
 
 
 class _AroundStep(Intervention):
@@ -30,14 +34,27 @@ class _AroundStep(Intervention):
 
     def before_step(self, optimizer: Any) -> None:
         self._saved = [g["lr"] for g in optimizer.param_groups]
+        changed = False
         for i, g in enumerate(optimizer.param_groups):
-            g["lr"] = self.new_lr(i, g["lr"])
+            new = self.new_lr(i, g["lr"])
+            changed = changed or bool(new != g["lr"])
+            g["lr"] = new
         if not self.did:
             self.did.append(self.text(optimizer))
+        # until a step at a changed lr is seen moving a weight: the weights before it (a copy, first steps only)
+        self._probe = ([p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+                       if changed and not self.reached and self._steps < REACH_CHECKS else None)
 
     def after_step(self, optimizer: Any) -> None:
         for g, lr in zip(optimizer.param_groups, self._saved):
             g["lr"] = lr
+        probe, self._probe = getattr(self, "_probe", None), None
+        if probe is not None:
+            params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
+            moved = sum(not torch.equal(p, b) for p, b in zip(params, probe))
+            if moved:
+                self.reached.append(f"optimizer step {self._steps + 1}, at the changed lr, moved {moved} of "
+                                    f"{len(params)} weight tensors")
         self._steps += 1
 
     def new_lr(self, i: int, lr: Any) -> Any:

@@ -42,6 +42,9 @@ class StandardiseInputs(CentreInputs):
                 self._std = MOMENTUM * self._std + (1 - MOMENTUM) * batch_std
         return super()._transform(x, training) / self._std.clamp_min(STD_FLOOR)
 
+    def _changed(self) -> bool:
+        return super()._changed() or bool(self._std.clamp_min(STD_FLOOR).ne(1).any())
+
     def _done(self, step: int) -> str:
         return (f"standardised the input features (running mean and std over {self._std.numel()} channels, median "
                 f"std {float(self._std.median()):.3g} at step {step})")

@@ -96,6 +96,8 @@ class FixTemperature(Intervention):
         self._param, self._value = p, CONVENTIONS[conv][1](float(self.params["scale"]))
         self._name, self._before = name, scale if unexplained else None
         p.requires_grad_(False)
+        if float(p.detach()) != self._value:
+            self.reached.append(f"`{name}` moved from {float(p.detach()):.4g} to {self._value:.4g}")
         how = f"measured scale {scale:.3g} on step 1" if scale is not None else "by its name"
         self.did.append(f"held `{name}` ({conv}, found {how}) at {self._value:.4g}: logit scale "
                         f"{float(self.params['scale']):.4g}")
