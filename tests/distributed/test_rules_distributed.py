@@ -82,3 +82,40 @@ def test_a_loss_near_ln_kb_needs_the_mechanism():
     # logits with 3B columns: the direct reading
     [h] = ChanceMismatch()(_with_logits(_flat_loss(ln3b, math.log(64)), 192), ctx)
     assert h.evidence["mechanism"] == {"reading": "logits_cols", "logits_cols": 192}
+
+
+def _gathered_run(tower_grad: bool, candidates: int = 64, loss: float = math.log(64) * 1.3):
+    """A gathered-loss run (batch 32 per rank): the towers' parameters with or without gradient; the temperature
+    scalar with one."""
+    rows = [(s, "clip", "value", loss) for s in range(20)] + [(s, "clip", "chance", math.log(candidates))
+                                                               for s in range(20)]
+    df = _frame(rows)
+    grads = []
+    for s in range(20):
+        grads.append({"step": s, "probe": "gradient_flow", "target": "logit_scale", "metric": "grad_norm",
+                      "value": 0.1})
+        for p in ("resampler.latents", "image_proj.weight", "text_proj.weight"):
+            metric, v = ("grad_norm", 0.5) if tower_grad else ("grad_is_none", 1.0)
+            grads.append({"step": s, "probe": "gradient_flow", "target": p, "metric": metric, "value": v})
+    return pd.concat([df, pd.DataFrame(grads)], ignore_index=True)
+
+
+def test_a_gather_that_cuts_every_tower_off_the_loss_is_named_and_explains_the_cut_path():
+    from diagnose.core.rules import rank_root_causes
+    from diagnose.core.rules.distributed import GatheredWithoutGradient
+
+    ctx = RunContext("r", batch_size=32, candidates=64)
+    [f] = GatheredWithoutGradient()(_gathered_run(tower_grad=False), ctx)
+    assert f.id == "gathered_without_gradient" and f.severity == "error"
+    assert f.evidence["ranks_implied"] == 2 and f.evidence["with_gradient"] == ["logit_scale"]
+    assert f.evidence["parameters_without_gradient_count"] == 3
+    # the whole catalogue: the cut path is still reported, and ranked after the gather that explains it
+    findings = [x.to_dict() for x in run_rules(_gathered_run(tower_grad=False), ctx)]
+    assert {"gathered_without_gradient", "no_gradient"} <= {x["id"] for x in findings}
+    causes = [c["cause"] for c in rank_root_causes(findings, {"learned": False})]
+    assert causes.index("distributed_gradient_missing") < causes.index("no_gradient_path")
+    # near misses: the towers get gradients; nothing gathered (candidates = batch); a run that learned
+    assert GatheredWithoutGradient()(_gathered_run(tower_grad=True), ctx) == []
+    assert GatheredWithoutGradient()(_gathered_run(tower_grad=False, candidates=32),
+                                     RunContext("r", batch_size=32, candidates=32)) == []
+    assert GatheredWithoutGradient()(_gathered_run(tower_grad=False, loss=0.2), ctx) == []

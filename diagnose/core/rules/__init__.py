@@ -43,6 +43,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     few_negatives,
     flat_logits,
     gathered_gradient_scale,
+    gathered_without_gradient,
     gradient_fall,
     gradient_presence,
     gradient_scale,
@@ -123,5 +124,5 @@ __all__ = [
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
     "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "logged_not_tracking", "updates_rounded_away",
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
-    "lr_below_schedule_peak", "params_unregistered",
+    "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient",
 ]

@@ -26,7 +26,7 @@ from .contrastive import (
     TargetsOffDiagonal,
 )
 from .data import NoDataSignal, PairsUnrelated
-from .distributed import ChanceMismatch, GatheredGradientScale, ReplicasOutOfSync
+from .distributed import ChanceMismatch, GatheredGradientScale, GatheredWithoutGradient, ReplicasOutOfSync
 from .gradients import (
     GradientFall,
     GradientPresence,
@@ -66,6 +66,7 @@ latent_symmetry, latents_not_moving = LatentSymmetry(), LatentsNotMoving()
 latent_scale_normalised = LatentScaleNormalised()
 logged_total, identical_components = LoggedTotal(), IdenticalComponents()
 gathered_gradient_scale, replicas_out_of_sync = GatheredGradientScale(), ReplicasOutOfSync()
+gathered_without_gradient = GatheredWithoutGradient()
 chance_mismatch = ChanceMismatch()
 no_data_signal, flat_logits, temperature_limits_loss = NoDataSignal(), FlatLogits(), TemperatureLimitsLoss()
 # direct readings of the state the user hands over (optimizer, logits, targets, embeddings)
@@ -102,7 +103,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
-                lr_below_schedule_peak, params_unregistered),
+                lr_below_schedule_peak, params_unregistered, gathered_without_gradient),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -6,6 +6,11 @@
   the whole (non-local) loss leaves only the local slice differentiable, and DDP's averaging then
   divides by W: the applied gradient is 1/W of the global one (open_clip issues 616/894). A gradient
   W times too large is the mirror case (summed rather than averaged across ranks).
+- `GatheredWithoutGradient`: features gathered across ranks (candidates a multiple of the batch) while no
+  parameter of the model but a temperature scalar gets a gradient: `torch.distributed.all_gather` fills
+  buffers outside autograd, the rank's own shard included, so a loss over the gathered copies reaches no
+  tower (open_clip#1047). The DDP gradient is then zero and `GatheredGradientScale` has no direction to
+  compare; `no_gradient` / `embedding_without_gradient` read the same run as a cut path, which this explains.
 - `ReplicasOutOfSync`: the spread of a float64 parameter checksum across ranks.
 - `ChanceMismatch`: a loss that sits at ln(k x candidates) for an integer k >= 2, i.e. at the chance
   of k times the configured candidate count: features gathered across k ranks (or an effective
@@ -24,9 +29,23 @@ import math
 
 import pandas as pd
 
-from ..definitions import CHANCE_REL_TOL, relative_gap
+from ..definitions import CHANCE_REL_TOL, learned, relative_gap
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span, window
+from .base import (
+    Emit,
+    Rule,
+    RunContext,
+    end_loss,
+    finite,
+    primary_component,
+    rnd,
+    select,
+    series,
+    span,
+    targets,
+    window,
+)
+from .gradients import TEMPERATURE_NAME
 
 # A correct layout gives a scale of 1 and a cosine of 1 up to float32 rounding (measured ~1e-6); the
 # misconfigurations give 1/W (<= 0.5 at W >= 2) or W, or drop the cross-rank terms (cosine < 1). 10%
@@ -80,6 +99,40 @@ class GatheredGradientScale(Rule):
             f"{ev['steps'][0]}-{ev['steps'][1]}."
             + (" Adam-type optimizers mostly divide a uniform scale out; SGD sees it as the lr times that factor."
                if fid == "gathered_gradient_scale" else ""), ev, fix)]
+
+
+class GatheredWithoutGradient(Rule):
+    """Features gathered across ranks and no tower with a gradient: the gather cut the graph."""
+
+    topic = "distributed"
+    emits = (Emit("gathered_without_gradient", ("error",), "distributed_gradient_missing", 1,
+                  explains=("no_gradient_path",)),)
+    needs = (("gradient_flow", "grad_is_none"),)
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        b, n = ctx.batch_size, ctx.candidates
+        if not (b and n and n >= 2 * b and n % b == 0) or learned(*end_loss(df)):
+            return []
+        none = select(df, "gradient_flow", "grad_is_none")
+        cut = sorted(set(none[none["value"] > 0]["target"]))
+        got = set(targets(df, "gradient_flow", "grad_norm"))
+        # a temperature scalar multiplies the gathered logits and keeps its gradient; nothing upstream of it
+        towers = [p for p in got if not TEMPERATURE_NAME.search(p)]
+        if not cut or towers or (got & set(cut)):
+            return []
+        mean, ln_b = end_loss(df)
+        ev = {"batch_size": b, "candidates": n, "ranks_implied": n // b, "parameters_without_gradient": cut[:8],
+              "parameters_without_gradient_count": len(cut), "with_gradient": sorted(got), "loss_end": rnd(mean),
+              "chance_ln_candidates": rnd(ln_b)}
+        return [Finding(
+            "gathered_without_gradient", "error", ctx.name,
+            f"the loss scores each row against {n} candidates gathered from {n // b} x {b} (features gathered across "
+            f"ranks), and none of the model's {len(cut)} parameter tensors gets a gradient"
+            + (f" (only {', '.join(sorted(got))} does)" if got else "")
+            + ": the graph is cut where every tower's features meet, at the gather. torch.distributed.all_gather "
+            "copies into fresh buffers outside autograd, the rank's own shard included.", ev,
+            "Gather with torch.distributed.nn.all_gather (differentiable), or put the rank's own features back into "
+            "the gathered list (open_clip's gather_features with gather_with_grad or local_loss).")]
 
 
 class ReplicasOutOfSync(Rule):

@@ -25,6 +25,7 @@ def _emits(rule: Rule) -> str:
     out = []
     for e in rule.emits:
         cause = f"`{e.cause}` (tier {e.tier}, {ROLES[e.tier]})" if e.cause else "no cause"
+        cause += "".join(f", explains `{c}`" for c in e.explains)
         out.append(f"`{e.id}` ({'/'.join(e.severities)}) → {cause}")
     return "<br>".join(out)
 

@@ -3,6 +3,8 @@ shared direction, embeddings that are not unit norm, a loss at chance with sprea
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, HOLDS_LOSS_SHARE, at_chance, left_chance
@@ -256,7 +258,8 @@ class EmbeddingsNotNormalised(Rule):
 
     topic = "representation"
     emits = (Emit("embeddings_not_normalised", ("warning", "error"), "not_normalised", 1),
-             Emit("normalised_over_batch", ("error",), "not_normalised", 1))
+             Emit("normalised_over_batch", ("error",), "not_normalised", 1),
+             Emit("unnormalised_logits_overflow", ("error",), "not_normalised", 1, explains=("nonfinite_divergence",)))
     needs = (("collapse", "norm_mean"),)
     thresholds = {"UNIT_NORM_TOL": UNIT_NORM_TOL, "NORMS_COST_SHARE": NORMS_COST_SHARE}
 
@@ -297,11 +300,36 @@ class EmbeddingsNotNormalised(Rule):
             f"the {' and '.join(bad)} embeddings that enter the contrastive logits are not unit norm (median norm "
             f"{medians}): the logits are raw dot products, "
             "not cosines, so the temperature has no fixed meaning and the logits can saturate the softmax." + cost,
-            ev, "L2-normalise both embeddings right before the similarity (F.normalize(x, dim=-1)).", next(iter(bad)))]
+            ev, "L2-normalise both embeddings right before the similarity (F.normalize(x, dim=-1)).",
+            next(iter(bad)))] + self._overflow(df, ctx, bad, medians)
+
+    @staticmethod
+    def _overflow(df: pd.DataFrame, ctx: RunContext, bad: dict, medians: str) -> list[Finding]:
+        """The loss non-finite from its first step while the cross-entropy of that step's own logits, computed
+        stably (log-softmax, `loss_diagonal`), is finite: the logits are finite, the loss's own arithmetic (an exp
+        of raw dot products over a temperature) overflowed. Unnormalised embeddings are then why it diverged."""
+        comp = primary_component(df)
+        loss = series(df, "loss_split", comp, "value")
+        stable = series(df, "contrastive", "logits", "loss_diagonal")
+        if loss.empty or stable.empty:
+            return []
+        first = int(loss.index[0])
+        if math.isfinite(float(loss.iloc[0])) or first not in stable.index or not math.isfinite(float(stable[first])):
+            return []
+        ev = {"first_step": first, "loss_first": str(float(loss.iloc[0])), "stable_cross_entropy_first":
+              rnd(float(stable[first])), "embeddings": {k: v["norm_mean_first"] for k, v in bad.items()}}
+        return [Finding(
+            "unnormalised_logits_overflow", "error", ctx.name,
+            f"{comp} is {float(loss.iloc[0])} from its first step ({first}), while the cross-entropy of the same "
+            f"step's logits computed stably (log-softmax) is {float(stable[first]):.4f}: the logits are finite and "
+            "the loss's own arithmetic overflows on them (an exp of logits this large), and they are this large "
+            f"because the embeddings are not unit norm (median norm {medians}). The divergence follows from it.",
+            ev, "L2-normalise both embeddings before the similarity; compute the loss with F.cross_entropy "
+            "(log-softmax) rather than exp() and a division.", comp)]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
         if finding.id != "embeddings_not_normalised":
-            return True  # normalised over the batch: a fixed property of the code from the first step
+            return True  # normalised over the batch, an overflow from the first step: fixed from the first step
         # the rows off unit norm on PERSIST_MIN_OBS observed steps (read every step), and what the norms cost,
         # read on the sparser expensive steps, at least NORMS_COST_SHARE on the last COST_READINGS of them without
         # shrinking (a run whose norms settle toward a common value stops paying it)

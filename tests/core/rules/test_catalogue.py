@@ -305,7 +305,7 @@ def _cases(table):
 EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrinking, R.chance_not_collapsed,
                R.softmax_over_batch,
                # triggering and quiet cases in tests/distributed/test_rules_distributed.py
-               R.gathered_gradient_scale, R.replicas_out_of_sync, R.chance_mismatch,
+               R.gathered_gradient_scale, R.replicas_out_of_sync, R.chance_mismatch, R.gathered_without_gradient,
                # triggering (error, warning) and quiet cases in tests/engine/test_datasignal.py and
                # tests/core/rules/test_data.py
                R.no_data_signal,

@@ -87,6 +87,34 @@ def test_embeddings_not_normalised_quiet_on_unit_norms_within_rounding():
     assert R.embeddings_not_normalised(recs, ctx()) == []
 
 
+def test_an_exp_overflow_on_finite_unnormalised_logits_is_named_as_the_divergence_s_cause():
+    """A hand-written exp() InfoNCE over raw dot products / 0.05: the loss is inf from step 0, the same logits'
+    stable cross-entropy is finite. The divergence is explained by the norms (the finding ranks not_normalised
+    first), not named beside them."""
+    nan = float("nan")
+
+    def run(first_loss: float, stable_first: float, norm: float) -> pd.DataFrame:
+        return frame(rec("collapse", "image", "norm_mean", {0: norm}), rec("collapse", "text", "norm_mean", {0: norm}),
+                     loss("clip", [first_loss] + [nan] * (N - 1)),
+                     rec("contrastive", "logits", "loss_diagonal", {0: stable_first}))
+
+    f = one(R.embeddings_not_normalised(run(float("inf"), 3.9, 9.0), ctx()), "unnormalised_logits_overflow")
+    assert f.severity == "error" and f.evidence["first_step"] == 0 and f.evidence["embeddings"] == {"image": 9.0,
+                                                                                                   "text": 9.0}
+    findings = [x.to_dict() for x in R.embeddings_not_normalised(run(float("inf"), 3.9, 9.0), ctx())]
+    nonfinite = {"id": "nonfinite_values", "severity": "error"}  # what NonfiniteValues says of the same run
+    causes = [c["cause"] for c in R.rank_root_causes([nonfinite, *findings], {"learned": False})]
+    assert causes[:2] == ["not_normalised", "nonfinite_divergence"]
+    # without the overflow reading the two tie, and the catalogue's order puts the divergence first
+    plain = [f for f in findings if f["id"] != "unnormalised_logits_overflow"]
+    assert R.rank_root_causes([nonfinite, *plain], {"learned": False})[0]["cause"] == "nonfinite_divergence"
+    # near misses: the stable cross-entropy is not finite either (the logits themselves are); the loss starts
+    # finite (a later divergence is not this mechanism); unit-norm embeddings
+    assert "unnormalised_logits_overflow" not in ids(R.embeddings_not_normalised(run(float("inf"), nan, 9.0), ctx()))
+    assert "unnormalised_logits_overflow" not in ids(R.embeddings_not_normalised(run(4.1, 3.9, 9.0), ctx()))
+    assert R.embeddings_not_normalised(run(float("inf"), 3.9, 1.0), ctx()) == []
+
+
 def _raw_norms(given: float, cosines: float, steps: int = 40, every: int = 10) -> pd.DataFrame:
     """Rows of norm 1.6 on every step and, every `every` steps, the logits' and the cosines' loss at their best
     scale (the expensive steps' counterfactual)."""
