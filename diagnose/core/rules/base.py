@@ -37,8 +37,8 @@ class Emit:
     cause: str | None = None
     tier: int | None = None
     implicates_at: tuple[str, ...] = ("warning", "error")
-    # causes whose findings this one accounts for: the mechanism behind them (a gather that cuts the graph is why
-    # no parameter gets a gradient); when both hold, the explained cause ranks after this one
+    # causes whose findings this one accounts for: the mechanism behind them (an exp() overflowing on logits of
+    # unnormalised embeddings is why the loss is NaN); when both hold, the explained cause ranks after this one
     explains: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -20,8 +20,8 @@ measured, contributing or symptom.
 
 Causes are ranked by their best tier, then by the worst severity among their findings, then by the
 number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`; a cause that a present
-finding declares it explains (`Emit.explains`: the gather that cut the graph explains why no parameter got a
-gradient) comes after the causes of its tier that explain it; and when
+finding declares it explains (`Emit.explains`: an exp() that overflowed on unnormalised logits explains the
+divergence) comes after the causes of its tier that explain it; and when
 the logged loss is shown not to be the loss of the logits it is logged with (`loss_logged_not_tracking`: the
 logits learned, the log says otherwise), `logging_misstates_loss` comes first, since findings whose severity
 reads "not learned" from the logged loss read it from that misstated value. Info
