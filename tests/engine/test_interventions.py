@@ -118,6 +118,21 @@ def test_a_fix_records_that_it_reached_the_run_only_where_it_changed_a_tensor(un
         assert zeroed  # the input / the logit scale changed although the loss cannot show it
 
 
+def test_hold_lr_on_a_schedule_never_stepped_records_no_reach(under_ablation):
+    # OneCycleLR sets the lr it starts with; never stepped, holding its initial_lr is (up to rounding) no change
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=100)
+    opt.param_groups[0]["lr"] *= 1 + 1e-9  # a schedule's own rounding of the same lr
+    spec = under_ablation("hold_lr")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(3):
+            step(model, opt, w, i, x, t)
+    assert json.loads(open(spec["status"]).read())["reached"] == []
+
+
 def test_hold_lr_steps_at_the_starting_lr_when_the_schedule_decays_to_zero(under_ablation):
     torch.manual_seed(0)
     model = Towers()

@@ -13,6 +13,7 @@ scheduler the script runs: the scheduler keeps stepping the user's own lr.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from .base import Intervention, NotApplicable, require_optimizer
 
 REACH_CHECKS = 20  # optimizer steps over which a changed lr is looked for in the weights it moved
+LR_REL_TOL = 1e-6  # an lr within this of the script's is the same lr (float32's resolution is ~6e-8)
 
 
 class _AroundStep(Intervention):
@@ -37,7 +39,8 @@ class _AroundStep(Intervention):
         changed = False
         for i, g in enumerate(optimizer.param_groups):
             new = self.new_lr(i, g["lr"])
-            changed = changed or bool(new != g["lr"])
+            # a change float32 weights can resolve (a schedule's own rounding of the same lr is not one)
+            changed = changed or not math.isclose(float(new), float(g["lr"]), rel_tol=LR_REL_TOL)
             g["lr"] = new
         if not self.did:
             self.did.append(self.text(optimizer))
