@@ -707,6 +707,22 @@ def test_mask_duplicates_masks_duplicate_columns_not_collapse():
     assert mask_duplicate_candidates(collapsed)[1] == 0
 
 
+def test_mask_duplicates_masks_exact_copies_of_a_caption_most_of_the_batch_shares_in_both_directions():
+    # a skewed label set: 5 of 8 captions are one class prompt; image->text sees 5 identical columns, text->image
+    # (the script's logits.t()) sees 5 identical rows. Near-duplicates that many would read as collapse; exact ones
+    # are copies of one input
+    g = torch.Generator().manual_seed(2)
+    img = F.normalize(torch.randn(8, 8, generator=g), dim=-1)
+    txt = F.normalize(torch.randn(8, 8, generator=g), dim=-1)
+    txt[1:5] = txt[0]
+    logits = 10 * img @ txt.t()
+    i2t, n1 = mask_duplicate_candidates(logits)
+    t2i, n2 = mask_duplicate_candidates(logits.t())
+    assert n1 == n2 == 20  # 5 rows x 4 copies each way
+    assert math.isinf(i2t[0, 3]) and math.isinf(t2i[0, 3]) and math.isfinite(i2t[0, 0]) and math.isfinite(i2t[0, 6])
+    assert torch.isfinite(i2t[5:]).all()  # the rows of distinct captions keep every candidate
+
+
 def test_mask_duplicates_masks_copies_of_the_positive_in_gathered_logits_only():
     g = torch.Generator().manual_seed(1)
     img = F.normalize(torch.randn(4, 8, generator=g), dim=-1)

@@ -7,11 +7,12 @@ logits matrix whose targets are the diagonal, a candidate column whose scores ag
 the positive's column to cosine 0.999 (the contrastive probe's duplicate test, applied to the logits'
 columns, i.e. to what the loss sees) is set to -inf in that row, except the positive itself. A row where
 more than half the candidates would go is left alone: that is collapse, not duplicates, and masking it
-would hand the loss a zero it did not earn. Logits with more candidates than rows (gathered from other
-ranks, extra negatives) take integer targets that point at each row's positive: there a candidate is a
-duplicate when its column equals the positive's column on every row (to 1e-5 of the largest score; with
-few rows a cosine over them would match distinct candidates), which is what two ranks that drew the same
-batch produce.
+would hand the loss a zero it did not earn. Exact copies (a column or a row identical to every bit: the same
+caption, or the same query, given twice) are masked however many there are, unless they are every candidate.
+Logits with more candidates than rows (gathered from other ranks, extra negatives) take integer targets that point
+at each row's positive: there a candidate is a duplicate when its column equals the positive's column on every row
+(to 1e-5 of the largest score; with few rows a cosine over them would match distinct candidates), which is what
+two ranks that drew the same batch produce.
 """
 
 from __future__ import annotations
@@ -27,16 +28,32 @@ DUPLICATE_COSINE = 0.999
 MAX_MASKED_SHARE = 0.5
 
 
+def _identical(t: torch.Tensor) -> torch.Tensor:
+    """(K, K): rows of `t` equal to every bit (one input given twice yields the same scores)."""
+    inverse = torch.unique(t, dim=0, return_inverse=True)[1]
+    return inverse[:, None] == inverse[None, :]
+
+
 def mask_duplicate_candidates(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Logits with each row's duplicate negatives masked, and how many entries were masked."""
-    n = logits.shape[0]
+    """Logits with each row's duplicate negatives masked, and how many entries were masked.
+
+    Near-duplicates (columns to cosine 0.999) only where at most half a row would go (more is collapse). Exact
+    duplicates (identical columns: the same caption twice; or identical rows: the same query twice, whose
+    positives are then each other's) however many, as long as the row keeps one candidate besides its positive:
+    a skewed label set can put most of a batch on one caption, and every copy is a false negative in both
+    directions (the script's cross-entropy of logits.t() sees the rows as columns). Every candidate identical
+    is collapse (zeroed heads), left alone."""
+    n, c = logits.shape
     with torch.no_grad():
-        cols = F.normalize(logits.detach().float().t(), dim=-1)  # (C, N): candidate j's scores over rows
-        same = (cols @ cols.t()) >= DUPLICATE_COSINE  # (C, C)
-        mask = same[:n, :].clone()  # row i: candidates duplicating i's positive
-        mask.fill_diagonal_(False)
-        keep = mask.sum(1, keepdim=True) <= MAX_MASKED_SHARE * logits.shape[1]
-        mask &= keep
+        z = logits.detach().float()
+        cols = F.normalize(z.t(), dim=-1)  # (C, N): candidate j's scores over rows
+        near = ((cols @ cols.t()) >= DUPLICATE_COSINE)[:n, :].clone()  # row i: candidates duplicating i's positive
+        near.fill_diagonal_(False)
+        near &= near.sum(1, keepdim=True) <= MAX_MASKED_SHARE * c
+        exact = _identical(z.t())[:n, :] | _identical(z)  # identical columns, or identical rows (n == c here)
+        exact.fill_diagonal_(False)
+        exact &= exact.sum(1, keepdim=True) < c - 1
+        mask = near | exact
     count = int(mask.sum())
     if count == 0:
         return logits, 0
