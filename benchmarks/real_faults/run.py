@@ -174,7 +174,13 @@ def _error_alarms(w) -> list[dict]:
 def run_case(path: Path, half: str, reps: int = REPS) -> dict:
     name = path.stem
     mod = load_case(path, half)
-    out = measure(mod.train, name, reps)
+    try:
+        out = measure(mod.train, name, reps)
+    finally:  # a case that leaves its (one-process) group behind must not break the next case's init
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     truth = mod.CAUSE
     out = {"case": name, "half": half, "family": getattr(mod, "FAMILY", None), "threads": list(mod.THREADS),
            "ground_truth": truth, **out}
