@@ -119,3 +119,16 @@ def test_a_gather_that_cuts_every_tower_off_the_loss_is_named_beside_the_cut_pat
     assert GatheredWithoutGradient()(_gathered_run(tower_grad=False, candidates=32),
                                      RunContext("r", batch_size=32, candidates=32)) == []
     assert GatheredWithoutGradient()(_gathered_run(tower_grad=False, loss=0.2), ctx) == []
+
+
+def test_gather_with_grad_gives_a_local_loss_the_global_gradient(tmp_path):
+    """The fix for distributed_gradient_missing on 2 gloo ranks: without it the gradient DDP applies misses the
+    cross-rank terms (direction off); with it, it is the global loss's gradient."""
+    from .ranks import run_ranks
+    from .workers import gathered_local_loss_gradient
+
+    plain = run_ranks(gathered_local_loss_gradient, None, str(tmp_path))
+    fixed = run_ranks(gathered_local_loss_gradient, "gather_with_grad", str(tmp_path))
+    assert plain[0]["cosine"] < 0.99
+    for r in fixed:
+        assert r["cosine"] > 0.9999 and abs(r["scale"] - 1) < 1e-3, r

@@ -74,3 +74,51 @@ def watched_ddp_loop(rank: int, desync_at: int | None, steps: int) -> dict:
     return {"raised": raised, "alarms": [(a.step, a.finding.id) for a in w.alarms],
             "grad_norms": sorted(zip(grads["step"], grads["target"], grads["value"])),
             "local_loss": float(loss.detach())}
+
+
+def gathered_local_loss_gradient(rank: int, fix: str | None, tmp: str) -> dict:
+    """A local loss over features gathered with torch.distributed.all_gather (the rank's own shard put back), under
+    `diagnose ablate`'s environment with `fix`: the DDP-averaged gradient against the global loss's gradient."""
+    import json
+    import os
+
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    import diagnose
+    from diagnose.engine import ablation_env
+
+    world, b = dist.get_world_size(), 4
+    torch.manual_seed(0)  # the same model and data on every rank
+    x_all, t_all = torch.randn(world * b, 6), torch.randn(world * b, 6)
+    model = torch.nn.ModuleDict({"image": torch.nn.Linear(6, 5), "text": torch.nn.Linear(6, 5)})
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    if fix:
+        os.environ[ablation_env.ENV] = json.dumps({"run": f"fix:{fix}", "out": f"{tmp}/run{rank}", "steps": 0,
+                                                   "status": f"{tmp}/status{rank}.json", "fix": fix, "params": {}})
+
+    def embed(x, t):
+        return F.normalize(model["image"](x), dim=-1), F.normalize(model["text"](t), dim=-1)
+
+    with diagnose.watch(model, opt, batch_size=b, candidates=world * b) as w:
+        img, txt = embed(x_all[rank * b:(rank + 1) * b], t_all[rank * b:(rank + 1) * b])
+        imgs, txts = [torch.empty_like(img) for _ in range(world)], [torch.empty_like(txt) for _ in range(world)]
+        dist.all_gather(imgs, img)
+        dist.all_gather(txts, txt)
+        imgs[rank], txts[rank] = img, txt  # the local shard put back (open_clip's gather_features, no gather_with_grad)
+        labels = torch.arange(b) + rank * b
+        logits = 10 * img @ torch.cat(txts).t()
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(10 * txt @ torch.cat(imgs).t(), labels))
+        opt.zero_grad()
+        loss.backward()
+        grads = [p.grad.detach().clone() for p in model.parameters()]
+        for g in grads:  # what DDP applies: the ranks' gradients averaged
+            dist.all_reduce(g)
+            g /= world
+        w.observe(0, losses={"clip": loss}, logits=logits, batch_size=b, candidates=world * b)
+    opt.zero_grad()
+    img, txt = embed(x_all, t_all)  # the global loss over all rows, in one process
+    labels = torch.arange(world * b)
+    (0.5 * (F.cross_entropy(10 * img @ txt.t(), labels) + F.cross_entropy(10 * txt @ img.t(), labels))).backward()
+    ours, ref = torch.cat([g.flatten() for g in grads]), torch.cat([p.grad.flatten() for p in model.parameters()])
+    return {"cosine": float(F.cosine_similarity(ours, ref, dim=0)), "scale": float(ours.norm() / ref.norm())}

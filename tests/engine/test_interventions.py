@@ -963,6 +963,21 @@ def test_local_grad_in_gather_puts_the_local_shard_back(under_ablation, tmp_path
         dist.destroy_process_group()
 
 
+def test_gather_with_grad_is_not_applicable_without_a_process_group(under_ablation):
+    # its effect on 2 ranks: tests/distributed/test_rules_distributed.py::test_gather_with_grad_gives_a_local_loss_...
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("gather_with_grad")
+    x, t = batch()
+    with pytest.raises(SystemExit) as exc:  # the run stops at the first observe
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            for i in range(2):
+                step(model, opt, w, i, x, t)
+    assert exc.value.code == 0
+    assert "no torch.distributed process group" in json.loads(open(spec["status"]).read())["not_applicable"]
+
+
 def _train_with_hand_decay(model, opt, w, steps: int, decay: float) -> None:
     x, t = batch()
     for i in range(steps):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .attention import AttentionBatchFirst
 from .base import Intervention, NotApplicable
 from .fp32_outputs import Fp32Outputs
-from .gather import LocalGradInGather
+from .gather import GatherWithGrad, LocalGradInGather
 from .gradients import ClipGrad
 from .inputs import CentreInputs
 from .logits import MaskDuplicates
@@ -33,8 +33,8 @@ from .zero_division import GuardZeroDivision
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
-    RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, CentreInputs, StandardiseInputs, Reinit,
-    ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights,
+    RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, GatherWithGrad, CentreInputs, StandardiseInputs,
+    Reinit, ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights,
     Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst)}
 
 
