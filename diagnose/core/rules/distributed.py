@@ -113,7 +113,8 @@ class GatheredWithoutGradient(Rule):
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         b, n = ctx.batch_size, ctx.candidates
-        if not (b and n and n >= 2 * b and n % b == 0) or learned(*end_loss(df)):
+        mean, ln_b = end_loss(df)
+        if not (b and n and n >= 2 * b and n % b == 0) or learned(mean, ln_b):
             return []
         none = select(df, "gradient_flow", "grad_is_none")
         cut = sorted(set(none[none["value"] > 0]["target"]))
@@ -122,7 +123,6 @@ class GatheredWithoutGradient(Rule):
         towers = [p for p in got if not TEMPERATURE_NAME.search(p)]
         if not cut or towers or (got & set(cut)):
             return []
-        mean, ln_b = end_loss(df)
         ev = {"batch_size": b, "candidates": n, "ranks_implied": n // b, "parameters_without_gradient": cut[:8],
               "parameters_without_gradient_count": len(cut), "with_gradient": sorted(got), "loss_end": rnd(mean),
               "chance_ln_candidates": rnd(ln_b)}
