@@ -28,6 +28,7 @@ class _AroundStep(Intervention):
     def setup(self, watch: Any) -> None:
         opt = require_optimizer(watch, self.name)
         self._saved: list[Any] = []
+        self._probe: list[Any] | None = None  # the weights before a step at a changed lr, until one is seen moving
         self._steps = 0
         self._start = [g.get("initial_lr", g["lr"]) for g in opt.param_groups]
 
@@ -44,14 +45,13 @@ class _AroundStep(Intervention):
             g["lr"] = new
         if not self.did:
             self.did.append(self.text(optimizer))
-        # until a step at a changed lr is seen moving a weight: the weights before it (a copy, first steps only)
         self._probe = ([p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
                        if changed and not self.reached and self._steps < REACH_CHECKS else None)
 
     def after_step(self, optimizer: Any) -> None:
         for g, lr in zip(optimizer.param_groups, self._saved):
             g["lr"] = lr
-        probe, self._probe = getattr(self, "_probe", None), None
+        probe, self._probe = self._probe, None
         if probe is not None:
             params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
             moved = sum(not torch.equal(p, b) for p, b in zip(params, probe))
