@@ -54,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import diagnose  # noqa: E402
 from benchmarks._emit import emit, machine  # noqa: E402
 
+DEVICE = torch.device("cpu")  # --device
+AMP = False  # --amp bf16: forward under torch.autocast(bfloat16)
 MODES = ("plain", "plain_control", "watch_cheap", "watch_all", "wandb")
 TARGETS = {"watch_cheap_added_ms": 0.5, "watch_all_added_ms_mean": 3.0, "slow_ratio": 1.05}
 
@@ -136,15 +138,21 @@ def build(name: str) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
         model, batch, tokens, d, seq, vocab = TwoTower(d=384, ff=1536, vision_layers=2, seq=16), 32, 16, 384, 16, 1024
     elif name == "deep_mlp":
         model, batch, tokens, d, seq, vocab = Deep(), 16, 4, 16, 4, 256
+    elif name == "big_clip":  # full width: ~190 M parameters (12 layers of d1024, a 32k vocabulary), batch 128
+        model = TwoTower(d=1024, ff=4096, vision_layers=6, text_layers=6, vocab=32000, seq=32)
+        batch, tokens, d, seq, vocab = 128, 64, 1024, 32, 32000
     else:
-        raise SystemExit(f"--models: unknown model {name!r}; expected mlp_clip, perceiver_d64, slow_clip or deep_mlp")
-    return model, (torch.randn(batch, tokens, d, generator=g), torch.randint(0, vocab, (batch, seq), generator=g))
+        raise SystemExit(f"--models: unknown model {name!r}; expected mlp_clip, perceiver_d64, slow_clip, deep_mlp "
+                         "or big_clip")
+    inputs = (torch.randn(batch, tokens, d, generator=g), torch.randint(0, vocab, (batch, seq), generator=g))
+    return model.to(DEVICE), tuple(t.to(DEVICE) for t in inputs)
 
 
 def clip_loss(model: nn.Module, image: torch.Tensor, text: torch.Tensor):
-    img, txt = model(image, text)
-    logits = model.logit_scale.exp() * img @ txt.T
-    labels = torch.arange(len(img))
+    with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=AMP):
+        img, txt = model(image, text)
+        logits = model.logit_scale.exp() * img @ txt.T
+    labels = torch.arange(len(img), device=img.device)
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
     return loss, img, txt, logits
 
@@ -177,6 +185,7 @@ def bench_model(name: str, reps: int, block: int, wandb_mod, watch_warmup: int =
     def run_block(mode: str) -> tuple[float, float]:
         model, opt, (image, text) = copies[mode]
         w = watches.get(mode)
+        sync()
         c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(block):
             loss, img, txt, logits = clip_loss(model, image, text)
@@ -191,6 +200,7 @@ def bench_model(name: str, reps: int, block: int, wandb_mod, watch_warmup: int =
                 wandb_mod.log({"loss": loss.item()})
             opt.step()
             steps[mode] += 1
+        sync()
         return (time.process_time() - c0) / block, (time.perf_counter() - t0) / block
 
     for mode in MODES:  # warm-up: allocators, kernels, probe code paths, the rule process
@@ -310,6 +320,77 @@ def breakdown(name: str, steps: int) -> dict:
     return out
 
 
+def sync() -> None:
+    """Wait for the device (CUDA): a block's wall time then holds all of its kernels."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def host_syncs(name: str, steps: int, warmup: int = 260) -> dict:
+    """Synchronising CUDA calls per step, counted by `torch.cuda.set_sync_debug_mode("warn")` (one warning per
+    host read, stream or device synchronisation): inside a watch's own calls (observe, its optimizer hook) after
+    `warmup` steps, for each preset, by the kind of step (the gradient probe's full or light step, expensive probes
+    due or not); and, as the counter's control, in a plain step that reads `loss.item()` (must read 1)."""
+    import warnings
+    from collections import Counter
+
+    root = str(Path(__file__).resolve().parents[1]) + os.sep
+    where: dict[str, Counter] = {}  # preset -> Counter of the source lines that synchronised
+
+    def counted(fn, tally: Counter, key: str):
+        def wrapper(*a, **k):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    return fn(*a, **k)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+                    syncs = [x for x in caught if "synchroniz" in str(x.message)]
+                    tally[key] += len(syncs)
+                    tally.update(f"at {x.filename.replace(root, '')}:{x.lineno}" for x in syncs)
+        return wrapper
+
+    out: dict = {"model": name, "steps": steps, "after_warmup_steps": warmup}
+    for preset in ("cheap", "all"):
+        torch.manual_seed(0)
+        model, (image, text) = build(name)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        w = diagnose.watch(model, opt, alarm="off", probes=preset, batch_size=len(image))
+        tally: Counter = Counter()
+        w.session._run_after_step = counted(w.session._run_after_step, tally, "syncs")
+        observe = counted(w.observe, tally, "syncs")
+        kinds: dict[str, list[int]] = {}
+        for step in range(warmup + steps):
+            loss, img, txt, logits = clip_loss(model, image, text)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            tally.clear()
+            expensive_before = w.session.steps["expensive"]
+            observe(step, losses={"total": loss}, embeddings={"image": img, "text": txt}, logits=logits,
+                    batch_size=len(image))
+            opt.step()
+            if step >= warmup:
+                s = w.session
+                kind = ("expensive" if s.steps["expensive"] > expensive_before else "full" if s.full else "light")
+                kinds.setdefault(kind, []).append(tally["syncs"])
+                where.setdefault(preset, Counter()).update({f"{kind} {k}": v for k, v in tally.items()
+                                                            if k.startswith("at ")})
+        w.close()
+        out[preset] = {kind: {"steps": len(v), "syncs_per_step_max": max(v), "syncs_per_step_mean": round(
+            statistics.fmean(v), 3)} for kind, v in kinds.items()}
+        out[preset]["syncs_per_step_mean"] = round(statistics.fmean([x for v in kinds.values() for x in v]), 3)
+        out[preset]["where"] = dict(where.get(preset, Counter()).most_common(16))
+    torch.manual_seed(0)
+    model, (image, text) = build(name)
+    control: Counter = Counter()
+    read = counted(lambda t: t.item(), control, "syncs")
+    loss = clip_loss(model, image, text)[0]
+    read(loss)
+    out["control_loss_item_syncs"] = control["syncs"]
+    return out
+
+
 def _wandb():
     """wandb in offline mode, writing under a temporary directory; None (row absent) when not installed."""
     os.environ["WANDB_MODE"] = "offline"
@@ -320,6 +401,13 @@ def _wandb():
         return None
     wandb.init(project="watch_cost", dir=tempfile.mkdtemp(prefix="watch_cost_wandb_"), mode="offline")
     return wandb
+
+
+def gpu_machine() -> dict:
+    info = {**machine(), "threads": torch.get_num_threads()}
+    if DEVICE.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(DEVICE)
+    return info
 
 
 def main() -> None:
@@ -338,8 +426,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--breakdown", action="store_true", help="where watch's per-step time goes, per part")
     ap.add_argument("--breakdown-steps", type=int, default=100)
+    ap.add_argument("--device", default="cpu", help="torch device of the models and batches (cpu, cuda)")
+    ap.add_argument("--amp", choices=("none", "bf16"), default="none", help="bf16: forward under torch.autocast")
+    ap.add_argument("--syncs", type=int, default=0,
+                    help="CUDA: instead count the host synchronisations per step of each watch over this many steps")
     args = ap.parse_args()
+    global DEVICE, AMP
+    DEVICE, AMP = torch.device(args.device), args.amp == "bf16"
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.set_num_threads(args.threads)
+    if args.syncs:
+        if DEVICE.type != "cuda":
+            raise SystemExit("--syncs: counts CUDA synchronisations; pass --device cuda")
+        emit({"benchmark": "watch_cost --syncs", "machine": gpu_machine(), "amp": args.amp,
+              "results": [host_syncs(m, args.syncs) for m in args.models.split(",")]}, args.out)
+        return
     if args.breakdown:
         emit({"benchmark": "watch_cost --breakdown", "machine": {**machine(), "threads": torch.get_num_threads()},
               "load_avg_1m": round(os.getloadavg()[0], 2), "steps": args.breakdown_steps,
@@ -355,7 +457,7 @@ def main() -> None:
                                    wandb_mod, args.slow_watch_warmup if slow else args.watch_warmup))
     if wandb_mod is not None:
         wandb_mod.finish()
-    emit({"benchmark": "watch_cost", "machine": {**machine(), "threads": torch.get_num_threads()},
+    emit({"benchmark": "watch_cost", "machine": gpu_machine(), "device": str(DEVICE), "amp": args.amp,
           "load_avg_1m_before_after": [round(load[0], 2), round(os.getloadavg()[0], 2)],
           "seconds": round(time.perf_counter() - t0, 1), "reps": args.reps, "block_steps": args.block,
           "watch_warmup_steps": {"slow_clip": args.slow_watch_warmup, "others": args.watch_warmup},

@@ -4,14 +4,16 @@ One host transfer per step. Values computed inside forward hooks stay as small r
 handful of scalars per module, never activations) until the next `observe`, which stamps them with
 its step; the probes' own values of that step (`later`) wait beside them, each with the function
 that turns its floats into rows. `flush`, at the end of `observe`, turns all of them into floats
-with one device synchronisation per device (``torch.cat(...).tolist()``), never one `.item()` per
-metric. The update measured after the optimizer step waits for the next flush.
+with one transfer per device (``torch.cat(...)``), never one `.item()` per metric. On CPU the rows are
+there at once; on CUDA the copy goes into pinned memory without blocking and the rows land at a later
+flush (`Transfer`, `MAX_IN_FLIGHT`), so the training loop never waits for the device; every read of the
+rows waits. The update measured after the optimizer step waits for the next flush.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Callable, Iterable, NamedTuple, Sequence, Union
 
 import pandas as pd
@@ -39,32 +41,76 @@ def to_floats(values: Sequence[Value]) -> list[float]:
     """Flatten scalars and tensors into one list of floats, one host transfer per device: each device's
     tensors joined by one `torch.cat` under no_grad (a loss that requires grad needs no detach) and read
     as float32, each tensor converted first only where their dtypes differ."""
-    tensor_groups: dict[torch.device, list[tuple[int, torch.Tensor]]] = defaultdict(list)
-    for i, v in enumerate(values):
-        if isinstance(v, torch.Tensor):
-            tensor_groups[v.device].append((i, v))
-    if not tensor_groups:
-        return [float(v) for v in values]
-    pieces: dict[int, list[float]] = {}
-    with torch.no_grad():
-        for items in tensor_groups.values():
-            same = all(t.dtype == items[0][1].dtype for _, t in items)  # else cat could promote to float16
-            # 1-d tensors join as they are, one alone needs no cat: the fewer tensor ops, the cheaper the step
-            parts = [(t if t.dim() == 1 else t.reshape(-1)) if same else t.reshape(-1).float() for _, t in items]
-            flat = parts[0] if len(parts) == 1 else torch.cat(parts)
-            flat = (flat if flat.dtype == torch.float32 else flat.float()).tolist()
+    return Transfer(values).floats()
+
+
+class Transfer:
+    """The floats of `values` on their way to the host, one transfer per device. CPU tensors are read at
+    once. With ``wait=False`` a CUDA device's values are copied into pinned host memory without blocking
+    (``copy_(non_blocking=True)``) and an event is recorded behind the copy: the training loop does not wait
+    for the device, and `floats()` later waits only for that event (by then, a step later, usually done).
+    The transfer holds no reference to the device tensors."""
+
+    def __init__(self, values: Sequence[Value], wait: bool = True) -> None:
+        self.n = len(values)
+        self._scalars = {i: float(v) for i, v in enumerate(values) if not isinstance(v, torch.Tensor)}
+        groups: dict[torch.device, list[tuple[int, torch.Tensor]]] = defaultdict(list)
+        for i, v in enumerate(values):
+            if isinstance(v, torch.Tensor):
+                groups[v.device].append((i, v))
+        self._groups: list[tuple[list[tuple[int, int]], Union[list[float], torch.Tensor]]] = []
+        self._events: list = []
+        with torch.no_grad():
+            for device, items in groups.items():
+                flat = _joined([t for _, t in items])
+                sizes = [(i, t.numel()) for i, t in items]
+                if wait or device.type != "cuda":
+                    self._groups.append((sizes, flat.tolist()))
+                    continue
+                host = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(flat, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(torch.cuda.current_stream(device))
+                self._groups.append((sizes, host))
+                self._events.append(event)
+
+    @property
+    def pending(self) -> bool:
+        """Some values are still being copied (only with ``wait=False`` on a CUDA device)."""
+        return bool(self._events)
+
+    def ready(self) -> bool:
+        """Every copy has completed: `floats()` will not wait."""
+        return all(e.query() for e in self._events)
+
+    def floats(self) -> list[float]:
+        for e in self._events:
+            e.synchronize()
+        self._events = []
+        pieces: dict[int, list[float]] = {}
+        for sizes, flat in self._groups:
+            flat = flat.tolist() if isinstance(flat, torch.Tensor) else flat
             offset = 0
-            for i, t in items:
-                n = t.numel()
+            for i, n in sizes:
                 pieces[i] = flat[offset : offset + n]
                 offset += n
-    out: list[float] = []
-    for i, v in enumerate(values):
-        if i in pieces:
-            out.extend(pieces[i])
-        else:
-            out.append(float(v))
-    return out
+        out: list[float] = []
+        for i in range(self.n):
+            if i in pieces:
+                out.extend(pieces[i])
+            else:
+                out.append(self._scalars[i])
+        return out
+
+
+def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One float32 1-d tensor of `tensors` (same device): 1-d tensors join as they are and one alone needs no
+    cat (the fewer tensor ops, the cheaper the step); converted first only where their dtypes differ, else cat
+    could promote to float16."""
+    same = all(t.dtype == tensors[0].dtype for t in tensors)
+    parts = [(t if t.dim() == 1 else t.reshape(-1)) if same else t.reshape(-1).float() for t in tensors]
+    flat = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return flat if flat.dtype == torch.float32 else flat.float()
 
 
 def _reduce(metric: str, values: list[float]) -> float:
@@ -100,6 +146,9 @@ def _reduced_rows(keys: list[tuple[tuple[str, ...], str]]) -> Callable[[list[flo
 # is uniform in steps, so means and spans over it stay unbiased. A 100-byte row gives ~50 MB at the
 # default budget whatever the number of steps.
 MAX_ROWS = 500_000
+# Transfers a buffer lets run behind the training loop (`flush(wait=False)`, CUDA): past this many steps'
+# worth, the oldest is waited for, so a loop that never synchronises cannot queue them without bound.
+MAX_IN_FLIGHT = 2
 
 
 class RecordBuffer:
@@ -126,6 +175,8 @@ class RecordBuffer:
         self._pending: list[tuple[str, tuple[str, ...], str, Value]] = []
         # later: (step, probe, values, finish) — finish(floats of values) -> rows; converted by flush
         self._later: list[tuple[int, str, list[Value], Callable[[list[float]], Rows]]] = []
+        # in flight: ([(step, probe, number of floats, finish)], Transfer) of earlier flushes, oldest first
+        self._in_flight: deque[tuple[list[tuple[int, str, int, Callable]], Transfer]] = deque()
 
     # -- committed rows ----------------------------------------------------------------------
     def add(self, step: int, probe: str, target: str, metric: str, value: float) -> None:
@@ -192,15 +243,31 @@ class RecordBuffer:
 
         self.later(steps[-1], probe, [values], finish)
 
-    def flush(self) -> None:
-        """Convert every waiting value in one transfer and add the rows."""
+    def flush(self, wait: bool = True) -> None:
+        """Convert every waiting value in one transfer per device and add the rows. With ``wait=False`` (the end
+        of each `observe`) CUDA values are left to reach the host while training goes on: they land at a later
+        flush, the first whose transfer has completed, or any read of the rows (which waits)."""
+        while self._in_flight and (wait or len(self._in_flight) > MAX_IN_FLIGHT or self._in_flight[0][1].ready()):
+            entries, transfer = self._in_flight.popleft()
+            self._land(entries, transfer.floats())
         if not self._later:
             return
         later, self._later = self._later, []
-        floats = to_floats([v for _, _, values, _ in later for v in values])
+        transfer = Transfer([v for _, _, values, _ in later for v in values], wait=wait)
+        entries = [(step, probe, sum(_numel(v) for v in values), finish) for step, probe, values, finish in later]
+        if transfer.pending:
+            self._in_flight.append((entries, transfer))
+        else:
+            self._land(entries, transfer.floats())
+
+    @property
+    def in_flight(self) -> int:
+        """Transfers still on their way to the host (see `flush`)."""
+        return len(self._in_flight)
+
+    def _land(self, entries: list[tuple[int, str, int, Callable]], floats: list[float]) -> None:
         i = 0
-        for step, probe, values, finish in later:
-            n = sum(_numel(v) for v in values)
+        for step, probe, n, finish in entries:
             rows = finish(floats[i : i + n])
             if isinstance(rows, Columns):
                 self.extend_columns(step, probe, rows)
@@ -251,10 +318,10 @@ class RecordBuffer:
             part.to_csv(base + ".csv.gz", index=False)
             self.spilled.append(base + ".csv.gz")
 
-    def since(self, count: int) -> list[tuple[int, str, str, str, float]]:
+    def since(self, count: int, wait: bool = True) -> list[tuple[int, str, str, str, float]]:
         """Rows added after `appended` was `count` (the newest rows are never thinned away as long
-        as they are fewer than a quarter of max_rows)."""
-        self.flush()
+        as they are fewer than a quarter of max_rows); ``wait=False`` as in `columns_since`."""
+        self.flush(wait)
         n = min(self.appended - count, len(self))
         if n <= 0:
             return []
@@ -299,18 +366,20 @@ class RecordBuffer:
             self._frame = frame_of(self._cols)
         return self._frame
 
-    def columns_since(self, count: int | None) -> dict[str, list]:
+    def columns_since(self, count: int | None, wait: bool = True) -> dict[str, list]:
         """Copies of the columns of the rows added after `appended` was `count` (all rows for None).
-        Valid as a continuation only while no thinning happened in between (`dropped` unchanged)."""
-        self.flush()
+        Valid as a continuation only while no thinning happened in between (`dropped` unchanged). With
+        ``wait=False`` values still on their way to the host (`flush`) are left out: they come with a later call."""
+        self.flush(wait)
         n = len(self) if count is None else min(self.appended - count, len(self))
         return {c: (v[len(v) - n:] if n > 0 else []) for c, v in self._cols.items()}
 
-    def snapshot(self) -> Callable[[], pd.DataFrame]:
-        """The rows so far, for another thread: the values reach the host here (one transfer) and the
-        columns are copied (pointer copies), so building the frame, the costly part, can happen there
-        while this buffer keeps growing or thins."""
-        self.flush()
+    def snapshot(self, wait: bool = True) -> Callable[[], pd.DataFrame]:
+        """The rows so far, for another thread: the values reach the host here (one transfer; with ``wait=False``
+        those still on their way are left out, as in `columns_since`) and the columns are copied (pointer
+        copies), so building the frame, the costly part, can happen there while this buffer keeps growing or
+        thins."""
+        self.flush(wait)
         if self._frame is not None:
             frame = self._frame
             return lambda: frame

@@ -145,6 +145,8 @@ def _derangement(n: int, device: torch.device) -> torch.Tensor:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
     cycle = torch.empty(n, dtype=torch.long)
     cycle[order] = order.roll(-1)
+    if device.type == "cuda":  # from pinned memory without blocking: a pageable copy would wait for the device
+        return cycle.pin_memory().to(device, non_blocking=True)
     return cycle.to(device)
 
 

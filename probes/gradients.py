@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -121,7 +122,7 @@ class GradientFlow(Probe):
         self.track_updates = track_updates
         self._sizes_sent = False  # the aggregates' numel rows go out with the first measured step
         self._snapshot: list[torch.Tensor] | None = None
-        self._pending: tuple[int, np.ndarray] | None = None  # (step, ‖θ_before‖ per param)
+        self._pending: tuple[int, list[torch.Tensor]] | None = None  # (step, ‖θ_before‖ per fused group)
         self.model_update: list[float] = []  # model-level update/param of the recent steps (schedule reads it)
 
     def setup(self, session: "ProbeSession") -> None:
@@ -136,6 +137,9 @@ class GradientFlow(Probe):
         self._low_numel = float(sum(self.numel[i] for group in self._fused for i in group
                                     if self.params[i].dtype in LOW_PRECISION))
         self._order = np.asarray([i for g in self._fused for i in g], dtype=np.int64)
+        # CUDA values reach the host a step or two later (probes._records.RecordBuffer.flush): by then the
+        # gradients a count would read may be gone, so each measured step notes which gradient each norm read
+        self._late = any(p.is_cuda for p in self.params)
         prefixes = _indexed_prefixes(session.model)
         self.groups: dict[str, dict[str, list[int]]] = {"module": {}, "layer": {}}
         for i, n in enumerate(self.names):
@@ -180,8 +184,11 @@ class GradientFlow(Probe):
                 else:
                     for group, group_params in zip(self._fused, self._fused_params):
                         torch._foreach_copy_([self._snapshot[i] for i in group], group_params)
+        if self.track_updates:  # ‖θ_before‖ per group, on the device: the update's rows need no earlier transfer
+            self._pending = (step, values[:len(self._fused_params)])
+        refs = self._grad_refs(have)
         # the norms reach the host with every other value of the step (one transfer, `flush`)
-        session.buffer.later(step, self.name, values, lambda floats: self._rows(session, step, have, floats))
+        session.buffer.later(step, self.name, values, lambda floats: self._rows(session, step, have, floats, refs))
 
     def _observe_light(self, session: "ProbeSession", step: int) -> None:
         """The other measured steps: one fused pass over the gradients, whose norms give the model's grad
@@ -192,16 +199,36 @@ class GradientFlow(Probe):
             return
         with torch.no_grad():
             values = [fused_norms([params[i].grad for i in got]) for got in have]
-        session.buffer.later(step, self.name, values, lambda floats: self._light_rows(session, step, have, floats))
+        refs = self._grad_refs(have)
+        session.buffer.later(step, self.name, values,
+                             lambda floats: self._light_rows(session, step, have, floats, refs))
 
-    def _light_rows(self, session: "ProbeSession", step: int, have: list[list[int]], floats: list[float]) -> Columns:
+    def _grad_refs(self, have: list[list[int]]) -> dict | None:
+        """Where values reach the host late (CUDA): each measured gradient's weak reference and version."""
+        if not self._late:
+            return None
+        params = self.params
+        return {i: (weakref.ref(params[i].grad), params[i].grad._version) for got in have for i in got}
+
+    def _nonfinite_elements(self, i: int, refs: dict | None) -> float:
+        """NaN/Inf elements of parameter i's gradient, whose norm is not finite (a second read, only then). Where
+        that gradient is gone or changed by the time its norm reached the host (`_grad_refs`), 1: a lower bound."""
+        g = self.params[i].grad
+        if refs is not None:
+            ref, version = refs[i]
+            if g is None or g is not ref() or g._version != version:
+                return 1.0
+        return float((~torch.isfinite(g)).sum())
+
+    def _light_rows(self, session: "ProbeSession", step: int, have: list[list[int]], floats: list[float],
+                    refs: dict | None = None) -> Columns:
         # in plain Python (a few dozen floats: numpy's calls cost more than the sum), correctly rounded
         total = math.sqrt(math.fsum([v * v for v in floats]))
         bad: list[tuple[str, float]] = []
         if not math.isfinite(total):  # only then: which parameters, and how many elements (a second read)
             gn = np.asarray(floats, dtype=np.float64)
             idx = [i for got in have for i in got]
-            bad = [(self.names[idx[j]], float((~torch.isfinite(self.params[idx[j]].grad)).sum()))
+            bad = [(self.names[idx[j]], self._nonfinite_elements(idx[j], refs))
                    for j in np.flatnonzero(~np.isfinite(gn))]
         session.buffer.extend_columns(step, f"{self.name}.model",
                                       Columns(["model", "model"], ["grad_norm", "nonfinite_grad"],
@@ -225,7 +252,8 @@ class GradientFlow(Probe):
             at += 2 * m
         return pn, gn, nz
 
-    def _rows(self, session: "ProbeSession", step: int, have: list[list[int]], vals: list[float]) -> Columns:
+    def _rows(self, session: "ProbeSession", step: int, have: list[list[int]], vals: list[float],
+              refs: dict | None = None) -> Columns:
         params = self.params
         pn, gn, nz = self._unpack(vals, have)
         has = np.zeros(len(params), dtype=bool)
@@ -233,7 +261,7 @@ class GradientFlow(Probe):
         nonfinite = np.zeros(len(params))
         for i in np.flatnonzero(has & ~np.isfinite(gn)):
             # only pay for an element count (a second sync) where the norm already says something is wrong
-            nonfinite[i] = float((~torch.isfinite(params[i].grad)).sum())
+            nonfinite[i] = self._nonfinite_elements(i, refs)
         zero = np.where(self._numel > 0, 1.0 - nz / np.maximum(self._numel, 1.0), 0.0)
         # per parameter, in name order: with a gradient the 5 metrics of PARAM_METRICS, without one
         # grad_is_none (1) and param_norm: a (n, 5) table and a mask of the cells that are rows
@@ -244,8 +272,6 @@ class GradientFlow(Probe):
         for level in self.groups:
             session.buffer.extend_columns(step, f"{self.name}.{level}",
                                           self._aggregate(level, pn, gn, nz, nonfinite, has, first))
-        if self.track_updates:
-            self._pending = (step, pn)
         targets, metrics, mask = self._layout(("param", has.tobytes()), self.names, has, PARAM_METRICS, False,
                                               level=False)
         return Columns(targets, metrics, table[mask].tolist())
@@ -321,13 +347,16 @@ class GradientFlow(Probe):
                 values.append(fused_norms(snap))
                 if group_params[0].dtype in LOW_PRECISION:  # which elements the step changed at all
                     counts.append(nonzero_counts(snap).sum())
-        session.buffer.later(step, self.name, values + counts,
-                             lambda dn: self._update_rows(session, step, before, dn))
+        k = len(counts)
+        session.buffer.later(step, self.name, values + counts + list(before),
+                             lambda floats: self._update_rows(session, step, floats, k))
 
-    def _update_rows(self, session: "ProbeSession", step: int, before: np.ndarray, floats: list[float]) -> Columns:
+    def _update_rows(self, session: "ProbeSession", step: int, floats: list[float], k_counts: int) -> Columns:
+        """From the floats of: the update norms, `k_counts` unchanged-element counts, the norms before the step."""
         n = len(self.params)
-        dn = np.empty(n)
+        dn, before = np.empty(n), np.empty(n)
         dn[self._order] = floats[:n]
+        before[self._order] = floats[n + k_counts:]
         for level, (seg, idx, targets) in self._segments.items():
             k = len(targets)
             d2 = np.sqrt(np.bincount(seg, (dn * dn)[idx], minlength=k))
@@ -340,5 +369,6 @@ class GradientFlow(Probe):
         if self._low_numel:  # float16 / bfloat16 weights: the share of their elements the step left as they were
             session.buffer.extend_columns(step, f"{self.name}.model", Columns(
                 ["model", "model"], ["low_precision_unchanged_frac", "low_precision_share"],
-                [1.0 - sum(floats[n:]) / self._low_numel, self._low_numel / max(float(self._numel.sum()), 1.0)]))
+                [1.0 - sum(floats[n:n + k_counts]) / self._low_numel,
+                 self._low_numel / max(float(self._numel.sum()), 1.0)]))
         return Columns(self.names, ["update_to_param"] * len(dn), _ratios(dn, before).tolist())

@@ -237,7 +237,9 @@ class ProbeSession:
                 except Exception as exc:
                     self._failed(probe.name, exc)
             try:
-                self.buffer.flush()  # every value of this step reaches the host in one transfer
+                # every value of this step reaches the host in one transfer per device, on CUDA without
+                # waiting: the rows land at a later flush or read (probes._records.RecordBuffer.flush)
+                self.buffer.flush(wait=False)
             except Exception as exc:
                 self._failed("session", exc)
         finally:

@@ -111,7 +111,8 @@ def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
     n = xn.shape[0]
     sq = (2.0 - 2.0 * (xn @ xn.T)).clamp_min(0)
     off = ~torch.eye(n, dtype=torch.bool, device=x.device)
-    return torch.logsumexp(-t * sq[off], dim=0) - math.log(n * (n - 1))
+    # the diagonal masked to -inf, not indexed away: a boolean index is a host read (a device sync)
+    return torch.logsumexp(torch.where(off, -t * sq, -math.inf).reshape(-1), dim=0) - math.log(n * (n - 1))
 
 
 def alignment(x: Tensor, y: Tensor) -> Tensor:
@@ -152,6 +153,18 @@ def _logsumexp(x: Tensor) -> Tensor:
     return torch.where(m.squeeze(-1) == -math.inf, m.squeeze(-1), out)  # a row of -inf only: log(0)
 
 
+_FACTORS: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _scale_factors(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """SCALE_FACTORS as a tensor on `device`, made once: a tensor made from a list is a host-to-device copy, which
+    waits for the device (a sync on every step that reads the rescaled cross-entropy)."""
+    key = (device, dtype)
+    if key not in _FACTORS:
+        _FACTORS[key] = torch.tensor(SCALE_FACTORS, device=device, dtype=dtype)
+    return _FACTORS[key]
+
+
 def best_scale_cross_entropy(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Row-wise cross-entropy of square logits z (positives on the diagonal) as they are, and the lowest
     cross-entropy any sharper rescaling a*z (a in SCALE_FACTORS) reaches, with that a. On the device,
@@ -159,7 +172,7 @@ def best_scale_cross_entropy(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     gives one value per matrix (1-d, L)."""
     z = z.float()
     pos = z.diagonal(dim1=-2, dim2=-1)
-    factors = torch.tensor(SCALE_FACTORS, device=z.device, dtype=z.dtype)
+    factors = _scale_factors(z.device, z.dtype)
     scale = factors.reshape(-1, *([1] * z.dim()))
     if z.numel() * len(SCALE_FACTORS) <= BATCHED_SCALES_MAX:  # every factor in one batched op (runs every step)
         ce = (_logsumexp(scale * z) - scale.squeeze(-1) * pos).mean(-1)  # (K,) or (K, L)

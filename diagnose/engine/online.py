@@ -116,7 +116,7 @@ class OnlineRules:
             log.info("diagnose: online rules in a thread of this process (rule process: %s)", self._server_error)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diagnose-rules")
-        return self._pool.submit(_timed_rules, self.session.buffer.snapshot(), ctx)
+        return self._pool.submit(_timed_rules, self.session.buffer.snapshot(wait=False), ctx)
 
     def _schedule_next(self, observed: int) -> None:
         spacing = self.evaluate_every

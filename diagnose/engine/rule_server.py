@@ -188,10 +188,11 @@ class RuleClient:
 
     def submit(self, buffer, ctx) -> Future:
         """Future of (evaluation, CPU seconds) of the records of `buffer` (probes._records.RecordBuffer)
-        so far: the rows added since the last request, or all of them after the buffer thinned."""
-        buffer.flush()
+        so far: the rows added since the last request, or all of them after the buffer thinned; rows whose
+        values are still on their way from a CUDA device come with the next request (no wait here)."""
+        buffer.flush(wait=False)
         reset = buffer.dropped != self._dropped
-        columns = buffer.columns_since(None if reset else self._sent)
+        columns = buffer.columns_since(None if reset else self._sent, wait=False)
         fut = self.server.request(self.session, reset, columns, ctx)
         self._sent, self._dropped = buffer.appended, buffer.dropped
         return fut

@@ -55,9 +55,11 @@ class ScalarSink:
             return  # rows of skipped steps are written with the next written step (at their own steps)
         self._write_rows(watch)
 
-    def _write_rows(self, watch) -> None:
+    def _write_rows(self, watch, wait: bool = False) -> None:
+        """The rows added since the last write; per step those whose values reached the host (CUDA values
+        still on their way come with the next write), at the end all of them."""
         buf = watch.session.buffer
-        rows = buf.since(self._seen)
+        rows = buf.since(self._seen, wait)
         self._seen = buf.appended
         rank = {p: i for i, p in enumerate(PRIORITY)}
         rows = sorted(rows, key=lambda r: rank.get(r[1], len(PRIORITY)))[: self.max_scalars]
@@ -68,8 +70,10 @@ class ScalarSink:
     def drain(self) -> None:
         """Write the rows observed since the last written step (the end of the run), once."""
         watch = getattr(self, "_watch", None)
-        if watch is not None and watch.session.buffer.appended > self._seen:
-            self._write_rows(watch)
+        if watch is not None:
+            watch.session.buffer.flush()
+            if watch.session.buffer.appended > self._seen:
+                self._write_rows(watch, wait=True)
 
     def watch_closed(self, watch) -> None:
         """Called by `Watch.close`: the run's last rows are written even when nobody closes the sink (the

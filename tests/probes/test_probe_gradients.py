@@ -231,13 +231,14 @@ def test_norms_reach_the_host_in_a_few_tensors_whatever_the_number_of_parameters
         opt.zero_grad()
         model(torch.randn(8, 4)).sum().backward()
         original, seen = session.buffer.flush, []
-        session.buffer.flush = lambda: (seen.extend(v for _, _, vs, _ in session.buffer._later for v in vs),
+        session.buffer.flush = lambda wait=True: (seen.extend(v for _, _, vs, _ in session.buffer._later for v in vs),
                                         original())[1]
         session.observe(1)
         session.buffer.flush = original
         opt.step()
-    # the update norms of step 0, then param norms, grad norms and non-zero counts (one group)
-    assert len(seen) == 4
+    # the update norms of step 0 and the param norms it is measured against (kept on the device since step 0's
+    # observe), then param norms, grad norms and non-zero counts (one group)
+    assert len(seen) == 5
     assert all(isinstance(v, torch.Tensor) and v.numel() == 60 for v in seen)
 
 
