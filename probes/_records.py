@@ -64,10 +64,10 @@ class Transfer:
             for device, items in groups.items():
                 flat = _joined([t for _, t in items])
                 sizes = [(i, t.numel()) for i, t in items]
-                if wait or device.type != "cuda":
+                host = None if wait or device.type != "cuda" else _pinned(flat.shape)
+                if host is None:
                     self._groups.append((sizes, flat.tolist()))
                     continue
-                host = torch.empty(flat.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(flat, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(torch.cuda.current_stream(device))
@@ -101,6 +101,21 @@ class Transfer:
             else:
                 out.append(self._scalars[i])
         return out
+
+
+_PINNING = {"ok": True}
+
+
+def _pinned(shape: torch.Size) -> torch.Tensor | None:
+    """Page-locked host memory for a copy that does not block; None where none can be had (a container that
+    refuses to pin memory): the values are then read at once, as on CPU. Pinned blocks are cached by torch."""
+    if not _PINNING["ok"]:
+        return None
+    try:
+        return torch.empty(shape, dtype=torch.float32, pin_memory=True)
+    except RuntimeError:
+        _PINNING["ok"] = False
+        return None
 
 
 def _joined(tensors: list[torch.Tensor]) -> torch.Tensor:
