@@ -47,8 +47,13 @@ class LossSplit(Probe):
         ex_keys = [k for k, v in extras.items() if _is_scalar(v)]
         values = [_scalar(obs.losses[n]) for n in names] + [_scalar(extras[k]) for k in ex_keys]
 
+        # what the rows need of the observation, not the observation: its embeddings and logits must not outlive
+        # the step while the values are on their way from a device (probes._records.RecordBuffer.flush)
+        light = Observation(step=obs.step, weights=dict(obs.weights), chance=dict(obs.chance),
+                            batch_size=obs.batch_size)
+
         def finish(floats: list[float]) -> list[tuple[str, str, float]]:
-            rows = self._rows(dict(zip(names, floats)), obs)
+            rows = self._rows(dict(zip(names, floats)), light)
             return rows + [("extras", k, v) for k, v in zip(ex_keys, floats[len(names):])]
 
         session.buffer.later(obs.step, self.name, values, finish)
