@@ -232,6 +232,9 @@ class Watch(OnlineRules):
             extras["lr"] = float(self.optimizer.param_groups[0]["lr"])
         if self.dist is not None:
             extras.update(self.dist.step_extras(int(step), losses))
+        elif "world_size" not in extras and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # a process group of one rank (RankSync records W > 1): its all_gather copies outside autograd too
+            extras["world_size"] = float(torch.distributed.get_world_size())
         if self.control is not None:
             self.control.observe(self, int(step), {"logits": logits, "embeddings": emb, "extras": extras})
         self.session.observe(step, losses=losses, weights=dict(self.loss_weights), chance=chance, embeddings=emb,

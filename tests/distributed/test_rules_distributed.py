@@ -121,6 +121,46 @@ def test_a_gather_that_cuts_every_tower_off_the_loss_is_named_beside_the_cut_pat
     assert GatheredWithoutGradient()(_gathered_run(tower_grad=False, loss=0.2), ctx) == []
 
 
+def test_a_one_rank_process_group_says_a_gather_can_be_there():
+    """Under torchrun with one process the candidates equal the batch: the world size the watch records for a
+    process group of one rank is what says a gather can cut the graph there."""
+    from diagnose.core.rules.distributed import GatheredWithoutGradient
+
+    ctx = RunContext("r", batch_size=32, candidates=32)
+    run = _gathered_run(tower_grad=False, candidates=32)
+    one_rank = pd.concat([run, _frame([(s, "extras", "world_size", 1.0) for s in range(20)])], ignore_index=True)
+    [f] = GatheredWithoutGradient()(one_rank, ctx)
+    assert f.evidence["world_size"] == 1 and "process group of 1 rank" in f.message
+    assert GatheredWithoutGradient()(run, ctx) == []  # no process group: nothing says features were gathered
+    one_rank_learning = pd.concat([_gathered_run(tower_grad=True, candidates=32), one_rank[one_rank["target"]
+                                                                                            == "extras"]])
+    assert GatheredWithoutGradient()(one_rank_learning, ctx) == []  # the towers get gradients
+
+
+def test_the_watch_records_a_one_rank_process_group(tmp_path):
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    import diagnose
+
+    store = tmp_path / "store"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    try:
+        model = nn.Linear(4, 4)
+        w = diagnose.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), alarm="off", probes="cheap")
+        x = model(torch.randn(8, 4))
+        loss = x.pow(2).mean()
+        loss.backward()
+        w.observe(0, losses={"loss": loss})
+        rec = w.records
+        w.close()
+    finally:
+        dist.destroy_process_group()
+    got = rec[(rec["target"] == "extras") & (rec["metric"] == "world_size")]["value"].tolist()
+    assert got == [1.0], got
+
+
 def test_gather_with_grad_gives_a_local_loss_the_global_gradient(tmp_path):
     """The fix for distributed_gradient_missing on 2 gloo ranks: without it the gradient DDP applies misses the
     cross-rank terms (direction off); with it, it is the global loss's gradient."""

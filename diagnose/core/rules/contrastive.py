@@ -290,15 +290,27 @@ class EmbeddingWithoutGradient(Rule):
                 continue
             mean, ln_b = end_loss(df)
             severity = "warning" if learned(mean, ln_b) else "error"
+            # one tower locked while the other carries a gradient is a design (LiT); what decides the run is
+            # whether the other tower learns. Parameters on the loss's path that no param group holds say it
+            # cannot: that is the failure (params_outside_optimizer), this side only a warning beside it
+            other = series(df, "contrastive", "text" if name == "image" else "image", "requires_grad")
+            outside = series(df, "optimizer", "outside", "with_grad")
+            other_stalled = bool(len(other) and float(window(other).max()) > 0 and len(outside)
+                                 and float(outside.iloc[-1]) > 0)
+            if other_stalled:
+                severity = "warning"
             ev = {"embedding": name, "steps": span(rg), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b),
                   "frozen_numel": int(frozen.iloc[-1]) if len(frozen) else None,
                   "trainable_without_gradient": no_grad_params[:8],
-                  "trainable_without_gradient_count": len(no_grad_params)}
+                  "trainable_without_gradient_count": len(no_grad_params),
+                  "other_tower_outside_optimizer": other_stalled}
             out.append(Finding(
                 "embedding_without_gradient", severity, ctx.name,
                 f"the {name} embedding enters the loss without a gradient at every observed step: no parameter "
                 f"before it is trained (a torch.no_grad() block, a .detach(), or every {name} parameter frozen). "
-                "Only the other tower can learn to match it.", ev,
+                "Only the other tower can learn to match it"
+                + (", and parameters on the loss's path with gradients sit in no param group of the optimizer "
+                   "(params_outside_optimizer): the other tower cannot." if other_stalled else "."), ev,
                 f"Find the no_grad/detach/requires_grad=False on the {name} path; if the tower is locked on purpose "
                 "(LiT), the other tower must carry the alignment alone.", name))
         return out

@@ -114,7 +114,11 @@ class GatheredWithoutGradient(Rule):
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         b, n = ctx.batch_size, ctx.candidates
         mean, ln_b = end_loss(df)
-        if not (b and n and n >= 2 * b and n % b == 0) or learned(mean, ln_b):
+        # a gather shows as candidates a multiple of the batch; with one rank (a 1-process torchrun launch) the
+        # candidates equal the batch and the process group the watch recorded is what says a gather can be there
+        size = series(df, "loss_split", EXTRAS, "world_size")
+        world = int(size.iloc[-1]) if len(size) else None
+        if not (b and n and n % b == 0 and (n >= 2 * b or world)) or learned(mean, ln_b):
             return []
         none = select(df, "gradient_flow", "grad_is_none")
         cut = sorted(set(none[none["value"] > 0]["target"]))
@@ -123,13 +127,16 @@ class GatheredWithoutGradient(Rule):
         towers = [p for p in got if not TEMPERATURE_NAME.search(p)]
         if not cut or towers or (got & set(cut)):
             return []
-        ev = {"batch_size": b, "candidates": n, "ranks_implied": n // b, "parameters_without_gradient": cut[:8],
+        ev = {"batch_size": b, "candidates": n, "ranks_implied": n // b, "world_size": world,
+              "parameters_without_gradient": cut[:8],
               "parameters_without_gradient_count": len(cut), "with_gradient": sorted(got), "loss_end": rnd(mean),
               "chance_ln_candidates": rnd(ln_b)}
         return [Finding(
             "gathered_without_gradient", "error", ctx.name,
-            f"the loss scores each row against {n} candidates gathered from {n // b} x {b} (features gathered across "
-            f"ranks), and none of the model's {len(cut)} parameter tensors gets a gradient"
+            (f"the loss scores each row against {n} candidates gathered from {n // b} x {b} (features gathered across "
+             "ranks)" if n >= 2 * b else f"the run is in a torch.distributed process group of {world} rank(s), where "
+             f"features gathered for the loss are copies of the {b} rows")
+            + f", and none of the model's {len(cut)} parameter tensors gets a gradient"
             + (f" (only {', '.join(sorted(got))} does)" if got else "")
             + ": the graph is cut where every tower's features meet, at the gather. torch.distributed.all_gather "
             "copies into fresh buffers outside autograd, the rank's own shard included.", ev,

@@ -120,6 +120,26 @@ def test_embedding_without_gradient_needs_the_mechanism_in_the_model():
     assert one(R.embedding_without_gradient(cut, ctx()), "embedding_without_gradient").target == "text"
 
 
+def test_a_locked_tower_beside_one_whose_parameters_no_optimizer_holds_is_a_warning():
+    """One tower locked, the other with a gradient (LiT): what decides is whether the other learns. With parameters
+    on the loss's path outside every param group it cannot: that finding is the failure, the locked side a warning
+    (a case unfrozen after its optimizer was built); without them the locked tower stays an error."""
+    locked = frame(rec("contrastive", "text", "requires_grad", 0.0), rec("contrastive", "image", "requires_grad", 1.0),
+                   rec("contrastive", "model", "frozen_numel", 1000.0), loss("loss_clip", [LN_B] * N))
+    stalled = frame(locked, rec("optimizer", "outside", "with_grad", 4.0))
+    f = one(R.embedding_without_gradient(stalled, ctx()), "embedding_without_gradient")
+    assert f.severity == "warning" and f.evidence["other_tower_outside_optimizer"] is True
+    assert "params_outside_optimizer" in f.message
+    assert one(R.embedding_without_gradient(locked, ctx()), "embedding_without_gradient").severity == "error"
+    inside = frame(locked, rec("optimizer", "outside", "with_grad", 0.0))
+    assert one(R.embedding_without_gradient(inside, ctx()), "embedding_without_gradient").severity == "error"
+    both_locked = frame(rec("contrastive", "text", "requires_grad", 0.0),
+                        rec("contrastive", "image", "requires_grad", 0.0),
+                        rec("contrastive", "model", "frozen_numel", 1000.0), loss("loss_clip", [LN_B] * N),
+                        rec("optimizer", "outside", "with_grad", 4.0))
+    assert {f.severity for f in R.embedding_without_gradient(both_locked, ctx())} == {"error"}
+
+
 def test_embedding_without_gradient_alarms_only_when_it_persists():
     def run(requires_grad):
         n = len(requires_grad)

@@ -68,6 +68,26 @@ def test_pairs_unrelated_fires_without_a_paired_margin_and_not_with_one():
     assert PairsUnrelated()(_moved(_pairs(0.0, cos=0.99), 0.5), ctx) == []
 
 
+def test_pairs_unrelated_reads_the_first_steps_where_a_margin_grows_only_later():
+    """A fixed wrong pairing is a set of arbitrary labels the towers memorise: no margin over the first steps (where
+    matching pairs show theirs through random towers), one growing later while the loss stays at chance. The first
+    PAIRS_EARLY_OBS steps decide; a margin there from the start (matching pairs) leaves no finding."""
+    from diagnose.core.rules.data import PAIRS_EARLY_OBS, PairsUnrelated
+
+    ctx = RunContext("r", batch_size=64)
+    n = 150
+    late = _pairs(0.0, n=n)
+    grown = (late["metric"] == "cka") & (late["step"] >= 40)
+    late.loc[grown, "value"] += 0.08  # memorised: a margin from step 40 on
+    [f] = PairsUnrelated()(late, ctx)
+    assert f.evidence["reading"] == "first_steps" and f.evidence["observations"] == PAIRS_EARLY_OBS
+    assert f.evidence["margin_whole_run"] > 0.04 and "memorise" in f.message
+    assert PairsUnrelated()(_pairs(0.08, n=n), ctx) == []  # matching pairs: a margin from the first step
+    early_only = _pairs(0.0, n=n)
+    early_only.loc[(early_only["metric"] == "cka") & (early_only["step"] < 10), "value"] += 0.3
+    assert PairsUnrelated()(early_only, ctx) == []  # a margin in the first steps is shared structure
+
+
 def _moved(df: pd.DataFrame, per_step: float) -> pd.DataFrame:
     steps = sorted(df.step.unique())
     return pd.concat([df, pd.DataFrame([(s, "gradient_flow.model", "model", "update_to_param", per_step)
