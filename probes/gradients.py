@@ -139,7 +139,7 @@ class GradientFlow(Probe):
         self._order = np.asarray([i for g in self._fused for i in g], dtype=np.int64)
         # CUDA values reach the host a step or two later (probes._records.RecordBuffer.flush): by then the
         # gradients a count would read may be gone, so each measured step notes which gradient each norm read
-        self._late = any(p.is_cuda for p in self.params)
+        self._late: bool | None = None  # None: read from where the parameters are at each step (a model moved later)
         prefixes = _indexed_prefixes(session.model)
         self.groups: dict[str, dict[str, list[int]]] = {"module": {}, "layer": {}}
         for i, n in enumerate(self.names):
@@ -205,9 +205,9 @@ class GradientFlow(Probe):
 
     def _grad_refs(self, have: list[list[int]]) -> dict | None:
         """Where values reach the host late (CUDA): each measured gradient's weak reference and version."""
-        if not self._late:
-            return None
         params = self.params
+        if not (self._late if self._late is not None else (params and params[0].is_cuda)):
+            return None
         return {i: (weakref.ref(params[i].grad), params[i].grad._version) for got in have for i in got}
 
     def _nonfinite_elements(self, i: int, refs: dict | None) -> float:
