@@ -8,8 +8,11 @@ similarities. The counterfactual: would the run learn if every row's target were
 the script's cross-entropy calls (the watch's probes keep theirs) over a 2-d input shaped like the logits handed to
 `observe` (or their transpose) get the pair targets in place of theirs: `arange(B)` for square logits (integer
 targets, or a float target matrix of the logits' shape), `rank * B + arange(B)` for logits with W times more columns
-than rows when torch.distributed runs with world size W. The logits' shape is known from the batch size given to the
-watch (B x B), else from the first `observe` (then the first step runs unchanged).
+than rows when torch.distributed runs with world size W. Outside torch.distributed, rectangular logits (a rank's
+rows against a gather written by hand, a micro-batch against a bank of earlier ones) with as many rows or columns as
+those get the pairs the loss lines' own operations locate (`pair_layout`: the rows a block of a batch as wide as the
+columns, or the one block of the candidates carrying the step's gradient). The logits' shape is known from the
+batch size given to the watch (B x B), else from the first `observe` (then the first step runs unchanged).
 
 A cross-entropy written by hand with soft targets, `-(targets * log_softmax(logits)).sum(1)` (the OpenAI-CLIP tutorial's
 targets built from the model's own image-image and text-text similarities), calls no cross-entropy: there the script's
@@ -18,7 +21,8 @@ product of a float matrix with the log-softmax of square logits (`log_softmax` a
 its target, `eye(B)` times the targets' mean row sum (so a minus sign or a weight the script put on the targets stays;
 the columns of the transposed soft targets do not sum to 1 each, their mean does).
 Not applicable: no logits handed to `observe`, or by the second `observe` no cross-entropy call over them (or product
-with their log-softmax) had targets other than the pairs.
+with their log-softmax) had targets other than the pairs, or rectangular logits' operations did not say where each
+row's pair is (candidates of one forward laid out by the data, such as [positive, hard negative] interleaved).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import torch
 
 from .base import Intervention, NotApplicable, declared_logits_shapes, seen_logits, wrap_cross_entropy
 from .ops import Call, watch_ops
+from .pair_layout import handlers as layout_handlers
+from .pair_layout import located_pairs
 
 
 def pair_targets(input: torch.Tensor) -> torch.Tensor | None:
@@ -48,15 +54,18 @@ class DiagonalTargets(Intervention):
     name = "diagonal_targets"
     tests = ("wrong_targets",)
     changes = ("the targets of every cross-entropy over the contrastive logits replaced by each row's own pair "
-               "(arange(B); rank * B + arange(B) on gathered logits)")
+               "(arange(B); rank * B + arange(B) on gathered logits; on rectangular logits outside torch.distributed "
+               "the block the loss lines' operations locate)")
 
     def setup(self, watch: Any) -> None:
         # the batch size the watch was given says the logits' shape before the first step; else the first observe
         self._shapes = declared_logits_shapes(watch)
-        self._replaced = self._calls = self._observed = 0
+        self._replaced = self._calls = self._observed = self._located = self._unlocated = 0
         self._undo = wrap_cross_entropy(targets=self._target)
-        self._undo_ops = watch_ops({"log_softmax": self._mark_log_probs, "softmax": self._mark_log_probs,
-                                    "log": self._mark_log_probs, "mul": self._soft_targets})
+        self._layout = layout_handlers()
+        self._undo_ops = watch_ops({**self._layout, "log_softmax": self._mark_log_probs,
+                                    "softmax": self._mark_log_probs, "log": self._mark_log_probs,
+                                    "mul": self._soft_targets})
 
     def _mark_log_probs(self, call: Call) -> Any:
         """The row-wise log-softmax of square logits (or the log of their softmax) remembers what it is."""
@@ -90,13 +99,20 @@ class DiagonalTargets(Intervention):
                     break
                 self._replaced += 1
                 return call.run(*(want if x is soft else x for x in call.args))
-        return call.run()
+        return self._layout["mul"](call)
 
     def _target(self, input: Any, target: Any) -> Any:
-        if not (isinstance(input, torch.Tensor) and input.dim() == 2 and tuple(input.shape) in self._shapes):
+        if not (isinstance(input, torch.Tensor) and input.dim() == 2):
+            return target
+        shaped = tuple(input.shape) in self._shapes
+        want = pair_targets(input) if shaped else None
+        if want is None and input.shape[0] != input.shape[1] and (shaped or self._near_shapes(input)):
+            want = located_pairs(input)  # rectangular logits outside torch.distributed: the loss lines say where
+            self._located += want is not None
+            self._unlocated += want is None
+        if not shaped and want is None:
             return target
         self._calls += 1
-        want = pair_targets(input)
         if want is None or not isinstance(target, torch.Tensor):
             return target
         if target.dtype in (torch.int64, torch.int32) and target.shape == want.shape:
@@ -106,6 +122,10 @@ class DiagonalTargets(Intervention):
             return target
         self._replaced += 1
         return want
+
+    def _near_shapes(self, input: torch.Tensor) -> bool:
+        """Rows or columns as many as the contrastive logits' (a block of them, or more candidates)."""
+        return any(d in shape for d in input.shape for shape in self._shapes)
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         self._observed += 1
@@ -117,11 +137,16 @@ class DiagonalTargets(Intervention):
             rows, cols = logits.shape
             self._shapes |= {(rows, cols), (cols, rows)}
         elif self._observed == 2 and self._replaced == 0:
-            why = ("already take each row's own pair" if self._calls else
-                   f"none received logits of shape {sorted(self._shapes)[0]}")
+            why = ("already take each row's own pair" if self._calls > self._unlocated else
+                   "have rectangular logits whose layout does not say where each row's pair is (no rank offset of "
+                   "torch.distributed, no block of the batch, no single block of candidates carrying the gradient)"
+                   if self._unlocated else f"none received logits of shape {sorted(self._shapes)[0]}")
             raise NotApplicable(f"{self.name}: the script's cross-entropy calls (and products of soft targets with "
                                 f"the logits' log-softmax) {why}")
-        self.did[:] = [f"replaced the targets of {self._replaced} cross-entropy call(s) by each row's own pair"]
+        located = (f" (on {self._located} call(s) over rectangular logits the pairs located from the loss lines)"
+                   if self._located else "")
+        self.did[:] = [f"replaced the targets of {self._replaced} cross-entropy call(s) by each row's own "
+                       f"pair{located}"]
 
     def close(self) -> None:
         self._undo()
