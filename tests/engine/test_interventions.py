@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import diagnose
-from diagnose.engine import ablation_env
 from diagnose.engine.interventions import CATALOGUE, for_cause
 from diagnose.engine.interventions.logits import mask_duplicate_candidates, mask_twin_candidates
 from diagnose.engine.interventions.temperature import measured_scale
@@ -30,18 +29,6 @@ class Towers(nn.Module):
 
     def forward(self, x, t):
         return F.normalize(self.image(x), dim=-1), F.normalize(self.text(t), dim=-1)
-
-
-@pytest.fixture
-def under_ablation(tmp_path, monkeypatch):
-    """Open watches as the ablation runner would: returns a function (fix, steps, params) -> status path."""
-    def arm(fix: str | None, steps: int = 0, **params) -> dict:
-        spec = {"run": f"fix:{fix}", "out": str(tmp_path / "run"), "status": str(tmp_path / "status.json"),
-                "steps": steps, "fix": fix, "params": params}
-        monkeypatch.setenv(ablation_env.ENV, json.dumps(spec))
-        monkeypatch.setattr(ablation_env, "_claimed", False)
-        return spec
-    return arm
 
 
 def step(model, opt, w, i, x, t, *, divided: bool = False, loss_fn=None):

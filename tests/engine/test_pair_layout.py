@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import diagnose
 from diagnose.engine.interventions.ops import watch_ops
 from diagnose.engine.interventions.pair_layout import handlers, located_pairs
-from tests.engine.test_interventions import DIN, Towers, under_ablation  # noqa: F401 (fixture)
+from tests.engine.test_interventions import DIN, Towers
 
 W, N = 4, 8  # simulated ranks x rows per rank
 
@@ -93,7 +93,7 @@ def simulated_gather_steps(w, model, opt, x, t, steps, given):
     return losses
 
 
-def test_diagonal_targets_gives_a_simulated_ranks_rows_their_offset_pairs(under_ablation):  # noqa: F811
+def test_diagonal_targets_gives_a_simulated_ranks_rows_their_offset_pairs(under_ablation):
     torch.manual_seed(0)
     model = Towers()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -112,7 +112,7 @@ def test_diagonal_targets_gives_a_simulated_ranks_rows_their_offset_pairs(under_
     assert "pairs located from the loss lines" in applied
 
 
-def test_diagonal_targets_says_when_rectangular_logits_do_not_locate_the_pairs(under_ablation):  # noqa: F811
+def test_diagonal_targets_says_when_rectangular_logits_do_not_locate_the_pairs(under_ablation):
     torch.manual_seed(0)
     model = Towers()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -14,8 +14,13 @@ gather_with_grad: every rank's shard keeps its autograd history (tests distribut
 features gathered without gradient loses the terms that reach the other ranks' towers). `all_gather` of a tensor
 with a gradient fills the caller's list with `torch.distributed.nn.functional.all_gather`'s outputs, whose backward
 sends each rank the gradient of its own shard (open_clip's `gather_with_grad`). The watch's own gathers are left as
-they are; an async call is passed through. No process group, or no such call by the second `observe`: not
-applicable.
+they are; an async call is passed through.
+
+Without a process group (ranks simulated in one process, a collective written by hand) both act on the loss lines
+instead (`hand_gather`): a concatenation of copies cut from this step's graph (`.detach()`, `copy_` under
+`no_grad`) gets the features themselves, with their gradient; copies of features that carry none (another rank's,
+received as data) stay. Not applicable: by the second `observe` no all_gather of a tensor with a gradient, and no
+concatenation of such copies, in the script.
 """
 
 from __future__ import annotations
@@ -25,18 +30,49 @@ from typing import Any
 
 import torch.distributed as dist
 
-from .base import Intervention, NotApplicable, called_by_own_code
+from .base import Intervention, called_by_own_code
+from .hand_gather import HandGather
 
 
-class LocalGradInGather(Intervention):
-    name = "local_grad_in_gather"
-    tests = ("no_gradient_path",)
-    changes = "torch.distributed.all_gather puts the caller's own tensor (with its gradient) back in its slot"
+class _GatherFix(Intervention):
+    """Shared by both fixes: the hand-written gather's concatenations (no process group), and the judgement."""
 
     def setup(self, watch: Any) -> None:
-        self._orig = dist.all_gather
         self._calls = 0
-        orig = self._orig
+        self._hand = HandGather()
+        self._wrap()
+
+    def _wrap(self) -> None:
+        raise NotImplementedError
+
+    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
+        self._hand.step_seen()
+        distributed = dist.is_available() and dist.is_initialized()
+        self.require_acted_by_second_observe(
+            self._calls + self._hand.restored,
+            "no torch.distributed.all_gather of a tensor with a gradient, and no concatenation of copies cut from "
+            "this step's features, in the script" if distributed else
+            "no torch.distributed process group, and no concatenation in the loss lines of copies cut from this "
+            "step's features (.detach(), copy_ under no_grad)")
+        self.did[:] = [f"{self._calls} all_gather call(s) {self.acted}"] if self._calls else []
+        if self._hand.restored:
+            self.did.append(f"{self._hand.restored} block(s) of hand-written gathers got their features back with "
+                            "their gradient")
+
+    def close(self) -> None:
+        self._hand.close()
+        dist.all_gather = self._orig
+
+
+class LocalGradInGather(_GatherFix):
+    name = "local_grad_in_gather"
+    tests = ("no_gradient_path",)
+    changes = ("torch.distributed.all_gather puts the caller's own tensor (with its gradient) back in its slot; "
+               "without a process group, a hand-written gather's copies of this step's features get the features back")
+    acted = "got the local shard back with its gradient"
+
+    def _wrap(self) -> None:
+        self._orig = orig = dist.all_gather
 
         def all_gather(tensor_list, tensor, *args, **kwargs):
             work = orig(tensor_list, tensor, *args, **kwargs)
@@ -49,25 +85,17 @@ class LocalGradInGather(Intervention):
 
         dist.all_gather = all_gather
 
-    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
-        if not (dist.is_available() and dist.is_initialized()):
-            raise NotApplicable("local_grad_in_gather: no torch.distributed process group is initialised")
-        self.did[:] = [f"{self._calls} all_gather call(s) got the local shard back with its gradient"]
 
-    def close(self) -> None:
-        dist.all_gather = self._orig
-
-
-class GatherWithGrad(Intervention):
+class GatherWithGrad(_GatherFix):
     name = "gather_with_grad"
     tests = ("distributed_gradient_missing",)
     changes = ("torch.distributed.all_gather gives differentiable copies (torch.distributed.nn's gather): every rank's "
-               "features carry their gradient home")
+               "features carry their gradient home; without a process group, a hand-written gather's copies of this "
+               "step's features get the features back")
+    acted = "gave differentiable copies"
 
-    def setup(self, watch: Any) -> None:
-        self._orig = dist.all_gather
-        self._calls = 0
-        orig = self._orig
+    def _wrap(self) -> None:
+        self._orig = orig = dist.all_gather
 
         def all_gather(tensor_list, tensor, group=None, async_op=False):
             if async_op or not tensor.requires_grad or called_by_own_code():
@@ -81,13 +109,3 @@ class GatherWithGrad(Intervention):
             return None
 
         dist.all_gather = all_gather
-
-    def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
-        if not (dist.is_available() and dist.is_initialized()):
-            raise NotApplicable("gather_with_grad: no torch.distributed process group is initialised")
-        self.require_acted_by_second_observe(self._calls, "no torch.distributed.all_gather of a tensor with a "
-                                                          "gradient in the script")
-        self.did[:] = [f"{self._calls} all_gather call(s) gave differentiable copies"]
-
-    def close(self) -> None:
-        dist.all_gather = self._orig
