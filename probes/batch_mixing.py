@@ -73,8 +73,12 @@ def _tensors(out: Any, depth: int = 0) -> list[torch.Tensor]:
 
 
 def _batch_axis(t: torch.Tensor, b: int) -> int | None:
-    """The one axis of size b (None: none; -1: more than one, so the batch axis cannot be told)."""
+    """The one axis of size b (None: none; -1: more than one, so the batch axis cannot be told). Where the last
+    axis also has size b, it is the features' (the axis every Linear, LayerNorm and attention projection acts
+    on): a width that equals the batch size (d_model 32 at batch 32) leaves the other one as the batch axis."""
     axes = [a for a, n in enumerate(t.shape) if n == b]
+    if len(axes) > 1 and axes[-1] == t.dim() - 1:
+        axes = axes[:-1]
     return axes[0] if len(axes) == 1 else (-1 if axes else None)
 
 

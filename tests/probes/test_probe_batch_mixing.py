@@ -117,3 +117,43 @@ def test_the_recomputation_runs_no_forward_hook_and_puts_them_back():
     assert rel >= 0 and calls == []
     model(torch.randn(B, T, D))
     assert sorted(calls) == [1, 2]
+
+
+def test_the_feature_axis_does_not_hide_the_batch_axis_when_the_width_equals_the_batch():
+    from probes.batch_mixing import _batch_axis
+
+    assert _batch_axis(torch.zeros(B, T, B), B) == 0  # (batch, tokens, width = batch)
+    assert _batch_axis(torch.zeros(T, B, B), B) == 1  # sequence first
+    assert _batch_axis(torch.zeros(B, B, B), B) == -1  # still ambiguous
+    assert _batch_axis(torch.zeros(T, B), B) == 1 and _batch_axis(torch.zeros(T, T), B) is None
+
+
+def test_a_cls_encoder_over_the_batch_axis_is_found_when_its_width_equals_the_batch():
+    """A [CLS] token prepended to (B, T, D) tokens fed to a sequence-first encoder layer with d_model = B: the CLS
+    query attends only to the batch's identical CLS copies (its output does not change with the batch, so the
+    root reads clean); the layer's attention mixes the samples' tokens."""
+    torch.manual_seed(0)
+
+    class Bridge(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cls = nn.Parameter(torch.randn(1, 1, B))
+            self.layer = nn.TransformerEncoderLayer(d_model=B, nhead=2, dim_feedforward=16, dropout=0.0)
+
+        def forward(self, tokens):
+            x = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+            return nn.functional.normalize(self.layer(x)[:, 0], dim=-1)
+
+    model = Bridge()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with attach(model, optimizer=opt, probes=["batch_mixing"]) as session:
+        for step in range(2):
+            emb = model(torch.randn(B, T, B))
+            loss = emb.var(0).sum()
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step, embeddings={"image": emb}, batch_size=B)
+            opt.step()
+    df = session.records
+    rel = df[(df.probe == "batch_mixing") & (df.metric == "mixed_rel")].groupby("target").value.max()
+    assert rel["layer.self_attn"] > 0.05

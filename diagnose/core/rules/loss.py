@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, LEARNED_LOSS_FRACTION, LEARNED_RECALL_FACTOR, at_chance, relative_gap
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, primary_component, rnd, series, span, targets, window
+from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span, targets, window
 from .gradients import SETTLED_CUMULATIVE_UPDATE
 from .persistence import gap_to_chance, stuck
 
@@ -120,20 +120,65 @@ class FewNegatives(Rule):
 
 
 class Temperature(Rule):
-    """The learned logit scale exp(t): pinned at its clamp, or so low the softmax cannot be confident."""
+    """The learned logit scale exp(t): pinned at its clamp, so low the softmax cannot be confident, or so low that
+    unit embeddings cannot take the loss out of the chance band at all.
+
+    Floor: over n candidates, unit rows at logit scale s reach at best ln(1 + (n - 1) exp(-s n / (n - 1))) (each
+    positive at cosine 1, the others at the simplex's -1/(n - 1)). When that floor is itself within CHANCE_REL_TOL of
+    ln(n) (s below ~0.1 at n = 32, ~0.17 at n = 256), a loss at chance is the scale's doing whatever the embeddings
+    do: it says nothing about the pairs or the towers, and the findings that read the pairs from it (spread-out
+    embeddings at chance) are explained by it."""
 
     topic = "loss"
     emits = (Emit("temperature_at_clamp", ("warning",), "temperature", 3),
-             Emit("temperature_toward_1", ("warning",), "temperature", 2))
+             Emit("temperature_toward_1", ("warning",), "temperature", 2),
+             Emit("scale_floors_loss", ("error",), "temperature", 1,
+                  explains=("misaligned_pairs", "embedding_collapse")))
     needs = (("loss_split", "logit_scale"),)
-    thresholds = {"CLAMP_REL": CLAMP_REL, "LOW_LOGIT_SCALE": LOW_LOGIT_SCALE}
+    thresholds = {"CLAMP_REL": CLAMP_REL, "LOW_LOGIT_SCALE": LOW_LOGIT_SCALE, "CHANCE_REL_TOL": CHANCE_REL_TOL}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         s = series(df, "loss_split", "extras", "logit_scale")
         if s.empty:
             return []
-        return temperature_findings(ctx.name, float(s.iloc[-1]), ctx.max_logit_scale,
-                                    {"logit_scale_first": rnd(s.iloc[0], 3), "steps": span(s)})
+        ev = {"logit_scale_first": rnd(s.iloc[0], 3), "steps": span(s)}
+        return self._floor(df, ctx, s) or temperature_findings(ctx.name, float(s.iloc[-1]), ctx.max_logit_scale, ev)
+
+    @staticmethod
+    def _floor(df: pd.DataFrame, ctx: RunContext, s: pd.Series) -> list[Finding]:
+        from .representation import UNIT_NORM_TOL  # representation reads this module
+
+        end = finite(window(s))
+        mean, ln_b = end_loss(df)
+        if end.empty or not math.isfinite(ln_b) or ln_b <= 0:
+            return []
+        scale, n = float(end.max()), math.exp(ln_b)
+        floor = loss_floor(scale, n)
+        norms = {t: float(finite(series(df, "collapse", t, "norm_mean")).median())
+                 for t in ("image", "text") if len(finite(series(df, "collapse", t, "norm_mean")))}
+        if (floor < (1 - CHANCE_REL_TOL) * ln_b or len(norms) < 2
+                or any(abs(v - 1.0) > UNIT_NORM_TOL for v in norms.values())):
+            return []
+        ev = {"logit_scale_first": rnd(s.iloc[0], 4), "logit_scale_end_max": rnd(scale, 4), "candidates": rnd(n, 1),
+              "loss_floor": rnd(floor), "loss_floor_share_of_ln_B": rnd(floor / ln_b), "chance_ln_B": rnd(ln_b),
+              "loss_end": rnd(mean), "norm_mean_median": {k: rnd(v) for k, v in norms.items()},
+              "window_steps": span(end)}
+        return [Finding(
+            "scale_floors_loss", "error", ctx.name,
+            f"the logit scale is at most {scale:.3g} over the last steps (from {float(s.iloc[0]):.3g}) and the "
+            f"embeddings are unit rows: over {n:.0f} candidates the lowest cross-entropy any embeddings can reach at "
+            f"that scale is {floor:.4f} = {floor / ln_b:.1%} of ln(B) = {ln_b:.4f} (each positive at cosine 1, the "
+            "others spread as far as the sphere allows), inside the band the rules call chance: the loss cannot leave "
+            "chance whatever the towers learn, so a loss at chance here says nothing about the pairs.", ev,
+            "Initialise the logit scale at ln(1/0.07) = 2.66 in log space (scale 14.3) and multiply the cosines by its "
+            "exp(); a value passed as log(0.07), or a temperature used as a multiplier, gives a scale below 1.")]
+
+
+def loss_floor(scale: float, candidates: float) -> float:
+    """The lowest cross-entropy unit rows reach at logit scale `scale` over `candidates` columns: the positive at
+    cosine 1, the others at the simplex's -1 / (n - 1)."""
+    n = candidates
+    return math.log1p((n - 1) * math.exp(-scale * n / (n - 1)))
 
 
 def temperature_findings(run: str, scale: float, cap: float | None, evidence: dict, what: str = "the logit scale",

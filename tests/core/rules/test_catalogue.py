@@ -40,7 +40,12 @@ from .harness import (
     tail,
 )
 
+
 # id -> list of (severity, rule, records, ctx) that must produce exactly that finding
+def unit_rows(norm: float):
+    return frame(rec("collapse", "image", "norm_mean", norm), rec("collapse", "text", "norm_mean", norm))
+
+
 TRIGGERS = {
     "params_unregistered": [("error", R.params_unregistered,
                              frame(rec("graph_leaves", "unregistered", "count", {0: 4}),
@@ -100,6 +105,9 @@ TRIGGERS = {
     ],
     "temperature_toward_1": [("warning", R.temperature,
                               rec("loss_split", "extras", "logit_scale", [14.29, 0.99 * R.LOW_LOGIT_SCALE]), ctx())],
+    # a scale of 0.1 over 64 unit rows: the best loss any embeddings reach is 97.6% of ln(64), inside the chance band
+    "scale_floors_loss": [("error", R.temperature, frame(rec("loss_split", "extras", "logit_scale", [0.07, 0.1]),
+                                                         loss("loss_clip", LN_B), unit_rows(1.0)), ctx())],
     "loss_logging_inconsistent": [("error", R.logged_total,
                                    frame(rec("loss_split", "total", "value", 5.0),
                                          rec("loss_split", "total", "total_minus_weighted_sum",
@@ -233,6 +241,11 @@ NEAR_MISSES = {
     "temperature_toward_1": [(R.temperature,
                               rec("loss_split", "extras", "logit_scale", [0.5, 1.01 * R.LOW_LOGIT_SCALE]),
                               ctx())],
+    # at 0.15 the floor is 96.4% of ln(64): the loss could leave the band; at 0.07 over rows of norm 1.5 it is not bound
+    "scale_floors_loss": [(R.temperature, frame(rec("loss_split", "extras", "logit_scale", [0.07, 0.15]),
+                                                loss("loss_clip", LN_B), unit_rows(1.0)), ctx()),
+                          (R.temperature, frame(rec("loss_split", "extras", "logit_scale", [0.07, 0.07]),
+                                                loss("loss_clip", LN_B), unit_rows(1.5)), ctx())],
     "loss_logging_inconsistent": [(R.logged_total, frame(rec("loss_split", "total", "value", 5.0),
                                                          rec("loss_split", "total", "total_minus_weighted_sum",
                                                              5.0 * 0.99 * R.LOGGING_REL_TOL)), ctx())],
@@ -293,7 +306,7 @@ ALL_IDS = {
     "temperature_toward_1", "loss_logging_inconsistent", "components_identical", "few_negatives", "latents_symmetric",
     "latents_similar", "latents_not_moving", "latent_scale_normalised", "logits_flat", "temperature_limits_loss",
     "loss_logged_not_tracking",
-    "params_unregistered",
+    "params_unregistered", "scale_floors_loss",
 }
 
 

@@ -63,3 +63,16 @@ def test_few_negatives_reads_the_logits_columns_over_the_declared_batch():
     assert f.severity == "error" and f.evidence["negatives_per_row"] == 3
     full = frame(rec("contrastive", "logits", "cols", 64.0), rec("contrastive", "logits", "rows", 64.0))
     assert R.few_negatives(full, ctx(batch_size=64)) == []
+
+
+def test_a_scale_that_floors_the_loss_at_chance_explains_a_loss_at_chance_with_spread_out_embeddings():
+    """log(0.07) passed as the initial logit scale: at scale ~0.07 no embeddings can leave the chance band, so the
+    pairs-carry-no-signal reading of spread-out embeddings at chance ranks after the temperature."""
+    unit = frame(rec("collapse", "image", "norm_mean", 1.0), rec("collapse", "text", "norm_mean", 1.0))
+    df = frame(rec("loss_split", "extras", "logit_scale", [0.07, 0.078]), loss("loss_clip", LN_B), unit)
+    f = one(R.temperature(df, ctx()), "scale_floors_loss")
+    assert f.evidence["loss_floor"] == pytest.approx(math.log1p((B - 1) * math.exp(-0.078 * B / (B - 1))), abs=1e-4)
+    assert f.evidence["loss_floor_share_of_ln_B"] > 1 - R.CHANCE_REL_TOL
+    spread = {"id": "chance_not_collapsed", "severity": "error", "run": "r", "message": "", "evidence": {}}
+    ranked = [c["cause"] for c in R.rank_root_causes([spread, f.to_dict()])]
+    assert ranked == ["temperature", "misaligned_pairs"]

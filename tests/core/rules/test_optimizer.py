@@ -301,6 +301,12 @@ def test_lr_below_start_when_the_loop_never_brings_the_lr_near_the_built_one():
     g = f.evidence["groups"]["group0"]
     assert g["lr_start"] == pytest.approx(1e-3) and g["share_of_start"] < SCHEDULE_PEAK_SHARE
     assert R.causes.BY_ID[R.declarations()["lr_below_start"].cause].id == "learning_rate_too_low"
+    # the schedule's side of the same reading: the lr set each step, a second cause to check
+    side = one(R.lr_below_schedule_peak(df, ctx()), "lr_schedule_holds_low")
+    assert side.severity == "warning" and side.evidence["lr_values_seen"] == N - 1
+    assert side.evidence["trend"] == "rising"
+    ranked = [c["cause"] for c in R.rank_root_causes([x.to_dict() for x in R.lr_below_schedule_peak(df, ctx())])]
+    assert ranked == ["learning_rate_too_low", "lr_schedule"]
     # a long warm-up reads the same early: no alarm until the standard persistence (weights moved by their norm)
     assert R.lr_below_schedule_peak.alarm(f, df) is False
     moved = frame(_by_hand(creep), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=0.2))
