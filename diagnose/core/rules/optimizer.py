@@ -521,9 +521,9 @@ class LrBelowSchedulePeak(Rule):
 
     topic = "optimizer"
     # lr_below_start reads an lr that changes over the run (something sets it each step) and never comes near the
-    # built one: the lr in effect is too low (the error), and what sets it, a schedule whose inputs hold it down (a
-    # warm-up longer than the run, a progress divided by the total twice), is the second place to look (the
-    # warning beside it: the same reading, the schedule's side)
+    # built one: the lr in effect is too low (the error); where it still rises at the end, a warm-up the run never
+    # finishes (its length, or a progress divided by the total twice) is the second place to look (the warning
+    # beside it: the same reading, the schedule's side, which lr_schedule_gone leaves alone while the lr rises)
     emits = (Emit("lr_below_schedule_peak", ("error",), "learning_rate_too_low", 1),
              Emit("lr_below_start", ("error",), "learning_rate_too_low", 1),
              Emit("lr_schedule_holds_low", ("warning",), "lr_schedule", 2))
@@ -566,24 +566,28 @@ class LrBelowSchedulePeak(Rule):
             "the total twice, a factor applied twice.", ev,
             "Print the lr each step next to the one you meant (optimizer.param_groups[0]['lr']); check the "
             "schedule's arguments (step vs fraction of training, warm-up length, total steps).", g0),
-            self._schedule_side(df, ctx, g0, below[g0])]
+            *self._warmup_unfinished(df, ctx, g0, below[g0])]
 
     @staticmethod
-    def _schedule_side(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> Finding:
+    def _warmup_unfinished(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> list[Finding]:
+        """The schedule's side of lr_below_start where the lr still rises over the run's last readings: a warm-up
+        the run never finishes (a schedule that fell to zero is `lr_schedule_gone`'s; an lr that rose and then held
+        low is a factor, not a length)."""
         lr = finite(series(df, "optimizer", group, "lr")).iloc[1:]
+        end = window(lr)
+        if not float(end.iloc[-1]) > float(end.iloc[0]):
+            return []
         values = int(lr.nunique())
-        trend = "rising" if float(lr.iloc[-1]) > float(lr.iloc[0]) else "falling or flat"
         ev = {"group": group, "lr_values_seen": values, "lr_first_used": float(lr.iloc[0]),
-              "lr_end": float(lr.iloc[-1]), "trend": trend, "lr_start": info["lr_start"], "steps": info["steps"]}
-        return Finding(
+              "lr_end": float(lr.iloc[-1]), "lr_start": info["lr_start"], "steps": info["steps"]}
+        return [Finding(
             "lr_schedule_holds_low", "warning", ctx.name,
-            f"the lr took {values} different values over steps {info['steps'][0]}-{info['steps'][1]} ({trend}, "
-            f"{float(lr.iloc[0]):.3g} -> {float(lr.iloc[-1]):.3g}), all under {SCHEDULE_PEAK_SHARE:g} of the "
-            f"{info['lr_start']:.3g} the optimizer was built with: a schedule sets it each step, and its inputs keep "
-            "it there (a warm-up longer than the run, a progress fraction where the step is expected, a factor "
-            "applied twice).", ev,
+            f"the lr took {values} different values over steps {info['steps'][0]}-{info['steps'][1]} and still rises "
+            f"at the end ({float(lr.iloc[0]):.3g} -> {float(lr.iloc[-1]):.3g}), all under {SCHEDULE_PEAK_SHARE:g} "
+            f"of the {info['lr_start']:.3g} the optimizer was built with: a warm-up the run never finishes (longer "
+            "than the run, or fed a progress fraction where it expects the step).", ev,
             "Compare the schedule's value at a few steps with what it should be (scheduler.get_last_lr(), or the "
-            "function the loop calls) and check its arguments.", group)
+            "function the loop calls) and check its warm-up length and arguments.", group)]
 
     @staticmethod
     def _holds(df: pd.DataFrame, target: str) -> bool:
