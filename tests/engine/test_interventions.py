@@ -1228,3 +1228,48 @@ def test_attention_batch_first_leaves_a_sequence_first_module_alone(under_ablati
                 step(model, opt, w, i, x, torch.randn(B, DIN))
     assert not model.attn.batch_first
     assert "no nn.MultiheadAttention was fed the batch" in json.loads(open(spec["status"]).read())["not_applicable"]
+
+
+class _Tower(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(DIN, E)
+
+    def forward(self, pixel_values):
+        return self.proj(pixel_values)
+
+
+class TowerCalledDirectly(nn.Module):
+    """Hugging Face's CLIPModel used tower by tower: the script calls model.vision_model(pixel_values=...) itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.vision_model, self.text = _Tower(), nn.Linear(DIN, E)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, pixel_values, t):
+        return F.normalize(self.vision_model(pixel_values=pixel_values), dim=-1), F.normalize(self.text(t), dim=-1)
+
+
+@pytest.mark.parametrize("through_forward", [False, True])
+def test_centre_inputs_reaches_an_image_tower_the_script_calls_itself(under_ablation, through_forward):
+    torch.manual_seed(0)
+    model = TowerCalledDirectly()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("centre_inputs")
+    x, t = batch()
+    x = x + 50.0
+    seen = []
+    model.vision_model.proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].mean(0).abs().max().item()))
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        if through_forward:
+            img, txt = model(x, t)
+        else:
+            img = F.normalize(model.vision_model(pixel_values=x), dim=-1)
+            txt = F.normalize(model.text(t), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, torch.arange(B))
+        loss.backward()
+        w.observe(0, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+    assert len(seen) == 1 and seen[0] < 1e-4  # centred once (by the first batch's own mean), not twice

@@ -1,7 +1,8 @@
 """centre_inputs: subtract a running mean from the model's input features (tests shared_input_component).
 
 A forward pre-hook on the model (and its ``encode_image`` / Hugging Face ``get_image_features`` when the script
-calls those instead of ``forward``) takes the first floating-point tensor argument, or ``pixel_values=`` (the
+calls those instead of ``forward``, and its image tower, Hugging Face's ``vision_model`` / open_clip's ``visual``,
+when the script calls the tower itself) takes the first floating-point tensor argument, or ``pixel_values=`` (the
 patch tokens, pooled features or pixels; token ids are integers and are left alone) and subtracts a running
 mean: per channel for (B, C, H, W) images, else over every axis but the last (momentum 0.9, updated in
 training mode only). If by the first `observe` neither was called, the input never passed
@@ -18,13 +19,14 @@ from .base import Intervention, NotApplicable
 
 MOMENTUM = 0.9
 ENTRY_POINTS = ("encode_image", "get_image_features")  # open_clip's and Hugging Face's image entry points
+IMAGE_TOWERS = ("vision_model", "visual")  # Hugging Face CLIPModel's and open_clip's image tower modules
 
 
 class CentreInputs(Intervention):
     name = "centre_inputs"
     tests = ("shared_input_component",)
     changes = ("the model's input features centred by a running mean, (B, C, H, W) pixels per channel (forward "
-               "pre-hook; encode_image, get_image_features)")
+               "pre-hook; encode_image, get_image_features, the image tower)")
 
     def setup(self, watch: Any) -> None:
         self._mean: torch.Tensor | None = None
@@ -32,6 +34,10 @@ class CentreInputs(Intervention):
         self._calls = 0
         model = watch.model
         self._handles = [model.register_forward_pre_hook(self._hook, with_kwargs=True)]
+        # a tower the script calls itself (model.vision_model(pixel_values=...)); called from the model's forward
+        # it receives the tensor this fix already returned, and `_centre` leaves it alone
+        self._handles += [tower.register_forward_pre_hook(self._hook, with_kwargs=True) for name in IMAGE_TOWERS
+                          if isinstance(tower := getattr(model, name, None), torch.nn.Module)]
         self._patched: list[str] = []
         self._model = model
         for name in ENTRY_POINTS:
@@ -87,8 +93,8 @@ class CentreInputs(Intervention):
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         if self._calls == 0:
-            raise NotApplicable(f"{self.name}: the model's forward (or encode_image / get_image_features) never "
-                                "received a floating-point input tensor before the first observe")
+            raise NotApplicable(f"{self.name}: the model's forward (or encode_image / get_image_features, or its "
+                                "image tower) never received a floating-point input tensor before the first observe")
         if not self.did:
             self.did.append(self._done(step))
 
