@@ -45,7 +45,8 @@ ALL_RESULTS = tuple(f"results-ablate-{n}.json" for n in (
     "test4-clamp", "test10", "test10-uint8", "test9", "test9-heads", "test7", "test8", "test3-6-lrup", "test10-twins",
     "test11", "test12", "standardise", "test13", "test14", "test14-cc", "reinit-constant", "rescale-logits",
     "new-fixes", "log-probabilities", "diagonal-targets", "controls", "normalise", "loss-lines", "weight-decay", "test15",
-    "reached", "test16", "duplicates", "gather-with-grad", "test17", "test17-resume", "located-pairs", "hand-gather", "test18", "test18-centre"))
+    "reached", "test16", "duplicates", "gather-with-grad", "test17", "test17-resume", "located-pairs", "hand-gather",
+    "test18", "test18-centre"))
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
