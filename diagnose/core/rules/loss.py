@@ -127,7 +127,9 @@ class Temperature(Rule):
     positive at cosine 1, the others at the simplex's -1/(n - 1)). When that floor is itself within CHANCE_REL_TOL of
     ln(n) (s below ~0.1 at n = 32, ~0.17 at n = 256), a loss at chance is the scale's doing whatever the embeddings
     do: it says nothing about the pairs or the towers, and the findings that read the pairs from it (spread-out
-    embeddings at chance) are explained by it."""
+    embeddings at chance) are explained by it. A scale that started TEMPERATURE_OFF_FACTOR or more above its end was
+    driven down by training (too high an lr rewrites it with the weights): then the floor is a symptom, and only the
+    warning below is given."""
 
     topic = "loss"
     emits = (Emit("temperature_at_clamp", ("warning",), "temperature", 3),
@@ -135,7 +137,8 @@ class Temperature(Rule):
              Emit("scale_floors_loss", ("error",), "temperature", 1,
                   explains=("misaligned_pairs", "embedding_collapse")))
     needs = (("loss_split", "logit_scale"),)
-    thresholds = {"CLAMP_REL": CLAMP_REL, "LOW_LOGIT_SCALE": LOW_LOGIT_SCALE, "CHANCE_REL_TOL": CHANCE_REL_TOL}
+    thresholds = {"CLAMP_REL": CLAMP_REL, "LOW_LOGIT_SCALE": LOW_LOGIT_SCALE, "CHANCE_REL_TOL": CHANCE_REL_TOL,
+                  "TEMPERATURE_OFF_FACTOR": TEMPERATURE_OFF_FACTOR}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         s = series(df, "loss_split", "extras", "logit_scale")
@@ -153,6 +156,10 @@ class Temperature(Rule):
         if end.empty or not math.isfinite(ln_b) or ln_b <= 0:
             return []
         scale, n = float(end.max()), math.exp(ln_b)
+        if float(s.iloc[0]) >= TEMPERATURE_OFF_FACTOR * scale:
+            # it started sharp and training drove it down (an lr that rewrites the scale as it rewrites the
+            # weights): the floor is that cause's symptom, as for temperature_limits_loss
+            return []
         floor = loss_floor(scale, n)
         norms = {t: float(finite(series(df, "collapse", t, "norm_mean")).median())
                  for t in ("image", "text") if len(finite(series(df, "collapse", t, "norm_mean")))}
