@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .ops import Call, watch_ops
+from .pair_layout import mark
 
 KEEPS = ("clone", "contiguous", "to", "float", "half", "bfloat16")  # a copy of a copy is a copy of the source
 
@@ -48,10 +49,7 @@ class HandGather:
     def _mark(self, copy: Any, source: Any) -> None:
         if (isinstance(copy, torch.Tensor) and isinstance(source, torch.Tensor) and source.requires_grad
                 and copy.shape == source.shape and not copy.requires_grad):
-            try:
-                copy._dg_cut_from = (source, self.step)
-            except (AttributeError, RuntimeError):
-                pass
+            mark(copy, "_dg_cut_from", (source, self.step))
 
     def _detach(self, call: Call) -> Any:
         out = call.run()
@@ -63,10 +61,7 @@ class HandGather:
         x = call.args[0] if call.args else None
         cut = getattr(x, "_dg_cut_from", None)
         if cut is not None and isinstance(out, torch.Tensor) and out is not x and not out.requires_grad:
-            try:
-                out._dg_cut_from = cut
-            except (AttributeError, RuntimeError):
-                pass
+            mark(out, "_dg_cut_from", cut)
         return out
 
     def _copy(self, call: Call) -> Any:
@@ -91,11 +86,9 @@ class HandGather:
                 back.append(t)
         if not any(a is not b for a, b in zip(back, tensors)):
             return call.run()
-        args = (type(tensors)(back),) + tuple(call.args[1:]) if call.args else ()
-        kwargs = dict(call.kwargs)
-        if not call.args:
-            kwargs["tensors"] = type(tensors)(back)
-        return call.func(*args, **kwargs)
+        if call.args:
+            return call.run(type(tensors)(back), *call.args[1:])
+        return call.func(**{**call.kwargs, "tensors": type(tensors)(back)})
 
     def close(self) -> None:
         self._undo()

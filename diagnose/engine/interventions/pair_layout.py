@@ -33,7 +33,8 @@ ROW_WISE = ("mul", "div", "normalize", "float", "half", "bfloat16", "to", "conti
 MARKS = ("_dg_block", "_dg_blocks", "_dg_operands")
 
 
-def _mark(t: Any, name: str, value: Any) -> None:
+def mark(t: Any, name: str, value: Any) -> None:
+    """Set a mark on a tensor (nothing where a tensor subclass takes no attributes)."""
     if isinstance(t, torch.Tensor):
         try:
             setattr(t, name, value)
@@ -64,9 +65,9 @@ def _cat(call: Call) -> Any:
             return out
         blocks.append((offset, len(t), bool(t.requires_grad)))
         if not hasattr(t, "_dg_block"):
-            _mark(t, "_dg_block", (len(out), offset))
+            mark(t, "_dg_block", (len(out), offset))
         offset += len(t)
-    _mark(out, "_dg_blocks", tuple(blocks))
+    mark(out, "_dg_blocks", tuple(blocks))
     return out
 
 
@@ -76,7 +77,7 @@ def _getitem(call: Call) -> Any:
     first = idx[0] if isinstance(idx, tuple) and idx else idx
     if isinstance(x, torch.Tensor) and x.dim() >= 1 and isinstance(first, slice) and first.step in (None, 1):
         start, _, _ = first.indices(len(x))
-        _mark(out, "_dg_block", _block_of(x, start))
+        mark(out, "_dg_block", _block_of(x, start))
     return out
 
 
@@ -84,7 +85,7 @@ def _narrow(call: Call) -> Any:
     out = call.run()
     x, dim, start = (call.args + (None, None, None))[:3]
     if isinstance(x, torch.Tensor) and dim == 0 and isinstance(start, int):
-        _mark(out, "_dg_block", _block_of(x, start))
+        mark(out, "_dg_block", _block_of(x, start))
     return out
 
 
@@ -95,7 +96,7 @@ def _pieces(call: Call) -> Any:
     if isinstance(x, torch.Tensor) and _dim(call, 2) == 0 and isinstance(out, (list, tuple)):
         offset = 0
         for piece in out:
-            _mark(piece, "_dg_block", _block_of(x, offset))
+            mark(piece, "_dg_block", _block_of(x, offset))
             offset += len(piece)
     return out
 
@@ -105,10 +106,10 @@ def _transpose(call: Call) -> Any:
     x = call.args[0] if call.args else None
     if not (isinstance(x, torch.Tensor) and x.dim() == 2):
         return out
-    _mark(out, "_dg_cols", x)
+    mark(out, "_dg_cols", x)
     ops = getattr(x, "_dg_operands", None)
     if ops is not None and ops[1] is not None:  # (rows @ cols.T).T: the columns' rows are its rows now
-        _mark(out, "_dg_operands", (ops[1], ops[0]))
+        mark(out, "_dg_operands", (ops[1], ops[0]))
     return out
 
 
@@ -123,7 +124,7 @@ def _matmul(call: Call) -> Any:
     out = call.run()
     if len(call.args) == 2 and isinstance(out, torch.Tensor) and out.dim() == 2:
         a, b = call.args
-        _mark(out, "_dg_operands", (a, getattr(b, "_dg_cols", None)))
+        mark(out, "_dg_operands", (a, getattr(b, "_dg_cols", None)))
     return out
 
 
@@ -141,7 +142,7 @@ def _row_wise(call: Call) -> Any:
             return out
     for name in MARKS:
         if hasattr(x, name):
-            _mark(out, name, getattr(x, name))
+            mark(out, name, getattr(x, name))
     return out
 
 
