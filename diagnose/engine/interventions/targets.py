@@ -109,7 +109,7 @@ class DiagonalTargets(Intervention):
         if want is None and input.shape[0] != input.shape[1] and (shaped or self._near_shapes(input)):
             want = located_pairs(input)  # rectangular logits outside torch.distributed: the loss lines say where
             self._located += want is not None
-            self._unlocated += want is None
+            self._unlocated += want is None and shaped  # the contrastive logits, their pairs not located
         if not shaped and want is None:
             return target
         self._calls += 1
