@@ -26,7 +26,7 @@ concatenation of such copies, in the script.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.distributed as dist
 
@@ -35,7 +35,10 @@ from .hand_gather import HandGather
 
 
 class _GatherFix(Intervention):
-    """Shared by both fixes: the hand-written gather's concatenations (no process group), and the judgement."""
+    """Shared by both fixes: the hand-written gather's concatenations (no process group), when the fix counts as
+    not applicable, and what the report says it did; `_wrap` wraps torch.distributed.all_gather its own way."""
+
+    acted: ClassVar[str]  # what a wrapped all_gather call did, for the report
 
     def setup(self, watch: Any) -> None:
         self._calls = 0
