@@ -32,16 +32,42 @@ PyTorch hook quirks, kept in this one place (the probes rely on each of them):
 11. A ``TorchFunctionMode`` sees tensor methods (``x.softmax``), ``torch.*`` and ``F.*`` calls,
    including functions imported by name, but not the calls made inside a function it already
    intercepted (``F.multi_head_attention_forward`` is seen whole); compiled graphs bypass it.
+12. A module's hooks are part of its pickled state: ``torch.save(model)`` of a whole model (not its
+   ``state_dict``) pickles every hook function, and a closure cannot be pickled. While a session is open,
+   ``torch.save`` is wrapped (`saving_without_own_hooks`) so the watched model is saved without the hooks of
+   this package (the file then loads where this package is not installed). Elsewhere (``pickle.dumps``,
+   ``copy.deepcopy``: an EMA twin) each of them becomes an inert `OwnHook`: the copy does not feed this session.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+
+
+class OwnHook:
+    """A hook of this package as a module holds it: calls `fn`; a copy of the module (`copy.deepcopy`, an EMA
+    twin) or its pickle gets an inert hook instead of the session behind `fn` (quirk 12)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable | None) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return None if self.fn is None else self.fn(*args, **kwargs)
+
+    def __deepcopy__(self, memo: dict) -> "OwnHook":
+        return OwnHook(None)
+
+    def __reduce__(self) -> tuple:
+        return OwnHook, (None,)
 
 
 class HookSet:
@@ -54,10 +80,11 @@ class HookSet:
 
     def forward_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False,
                      always_call: bool = False) -> None:
-        self._handles.append(module.register_forward_hook(fn, with_kwargs=with_kwargs, always_call=always_call))
+        self._handles.append(module.register_forward_hook(OwnHook(fn), with_kwargs=with_kwargs,
+                                                          always_call=always_call))
 
     def forward_pre_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False) -> None:
-        self._handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
+        self._handles.append(module.register_forward_pre_hook(OwnHook(fn), with_kwargs=with_kwargs))
 
     def optimizer_post_hook(self, optimizer: torch.optim.Optimizer, fn: Callable) -> None:
         self._handles.append(optimizer.register_step_post_hook(fn))
@@ -100,3 +127,49 @@ def bind_call(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
     arguments = dict(bound.arguments)
     arguments.pop(next(iter(sig.parameters)))  # `self`
     return arguments
+
+
+OWN_PACKAGES = ("probes", "diagnose")
+# hook tables of a module, each with the tables of flags kept under the same handle ids
+_HOOK_TABLES = {"_forward_hooks": ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"),
+                "_forward_pre_hooks": ("_forward_pre_hooks_with_kwargs",)}
+
+
+def _own(fn: Any) -> bool:
+    """A hook defined in this package (a function, closure, bound method or partial of one)."""
+    module = getattr(fn, "__module__", None) or getattr(getattr(fn, "func", None), "__module__", None) or ""
+    return module.partition(".")[0] in OWN_PACKAGES
+
+
+@contextlib.contextmanager
+def without_own_hooks(model: nn.Module) -> Iterator[None]:
+    """This package's hooks taken out of every module of `model` for the duration (quirk 12). Each table
+    keeps its identity and order (the handles stay valid and remove what they registered)."""
+    saved: list[tuple[dict, list]] = []
+    try:
+        for module in model.modules():
+            for table, flag_tables in _HOOK_TABLES.items():
+                hooks = module.__dict__.get(table)
+                ours = [k for k, fn in hooks.items() if _own(fn)] if hooks else []
+                if not ours:
+                    continue
+                for name in (table, *flag_tables):
+                    d = module.__dict__.get(name)
+                    if d is not None:
+                        saved.append((d, list(d.items())))
+                        for k in ours:
+                            d.pop(k, None)
+        yield
+    finally:
+        for d, items in saved:
+            d.clear()
+            d.update(items)
+
+
+def saving_without_own_hooks(save: Callable, model: nn.Module) -> Callable:
+    """`torch.save` that pickles `model` (alone or inside what is saved) without this package's hooks."""
+    @functools.wraps(save)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with without_own_hooks(model):
+            return save(*args, **kwargs)
+    return wrapped

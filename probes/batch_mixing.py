@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ._hooks import OwnHook
 from ._records import Columns
 from .base import Observation, Probe, module_label
 
@@ -192,7 +193,7 @@ class BatchMixing(Probe):
             if torch.is_grad_enabled() and module not in self._calls:
                 self._calls[module] = (args, kwargs)
 
-        self._handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in self.model.modules()]
+        self._handles = [m.register_forward_pre_hook(OwnHook(hook), with_kwargs=True) for m in self.model.modules()]
 
     def _disarm(self) -> None:
         for handle in self._handles:

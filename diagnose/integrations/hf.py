@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import torch
 
+from probes._hooks import OwnHook
+
 from ..core.errors import require
 from ..engine.online import alarm_line, log
 from ..engine.watcher import watch
@@ -98,7 +100,7 @@ class DiagnoseTrainerCallback(TrainerCallback):
             self._capped = False
             self.watch.control.take_over_stop(self._cap_reached)
         self._model = model
-        self._handle = model.register_forward_hook(self._keep_outputs)
+        self._handle = model.register_forward_hook(OwnHook(self._keep_outputs))
         if self.tensorboard:
             TensorBoardSink(args.logging_dir if self.tensorboard is True else self.tensorboard).attach(self.watch)
 

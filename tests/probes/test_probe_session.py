@@ -174,6 +174,61 @@ def test_session_keeps_no_activation_alive():
     assert all(isinstance(v, float) for v in session.buffer._cols["value"])
 
 
+def _user_hook(module, args, output):  # the user's own hook: pickled with the model, by reference
+    return None
+
+
+def _hook_tables(model):
+    return {name: (m._forward_hooks, list(m._forward_hooks), m._forward_pre_hooks, list(m._forward_pre_hooks),
+                   dict(m._forward_hooks_with_kwargs), dict(m._forward_pre_hooks_with_kwargs))
+            for name, m in model.named_modules()}
+
+
+def test_a_watched_model_saves_pickles_and_copies_without_the_session():
+    """`torch.save(model)` of the whole model while watched (a checkpoint routine written that way): the file
+    holds the user's hooks and none of ours (it loads without this package), and the watch's hooks are back in
+    place, same tables, ids and order; `pickle` and `copy.deepcopy` (an EMA twin) give inert hooks."""
+    import copy
+    import io
+    import pickle
+
+    from probes._hooks import OwnHook
+
+    model = TinyTower()
+    model.pool.register_forward_hook(_user_hook)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with attach(model, optimizer=opt, probes="all", expensive_every=1, outputs={"stem": "stem"},
+                strict=True) as session:
+        _train(model, session, opt=opt)
+        before = _hook_tables(model)
+        assert sum(isinstance(h, OwnHook) for m in model.modules() for h in m._forward_hooks.values()) >= 3
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        saved = buf.getvalue()
+        after = _hook_tables(model)
+        assert all(a[0] is b[0] and a[2] is b[2] for a, b in zip(before.values(), after.values()))
+        assert [(a[1], a[3], a[4], a[5]) for a in after.values()] == [(b[1], b[3], b[4], b[5])
+                                                                     for b in before.values()]
+        twin = copy.deepcopy(model)
+        pickled = pickle.loads(pickle.dumps(model))
+        tokens, text = torch.randn(3, 10, 8), torch.randn(3, 12)
+        with torch.no_grad():
+            want = model(tokens, text)
+        _train(model, session, steps=1, opt=opt)  # still watched after all that
+        assert session.errors == []
+    assert b"probes" not in saved and b"diagnose" not in saved
+    loaded = torch.load(io.BytesIO(saved), weights_only=False)
+    assert list(loaded.pool._forward_hooks.values()) == [_user_hook]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in loaded.modules() if m is not loaded.pool)
+    with torch.no_grad():
+        for other in (loaded, twin, pickled):
+            assert all(torch.equal(a, b) for a, b in zip(other(tokens, text), want))
+    for other in (twin, pickled):
+        ours = [h for m in other.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())
+                if isinstance(h, OwnHook)]
+        assert ours and all(h.fn is None for h in ours)
+
+
 def test_presets_and_schedule():
     assert PRESETS["cheap"] == ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing",
                                 "pairs_first", "graph_leaves")

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from probes._hooks import OwnHook
+
 from .base import Intervention, NotApplicable
 
 
@@ -33,7 +35,7 @@ class AttentionBatchFirst(Intervention):
         if not mods:
             raise NotApplicable("attention_batch_first: the model has no nn.MultiheadAttention with "
                                 "batch_first=False")
-        self._handles = {m: m.register_forward_pre_hook(self._hook(names.get(m, "<root>"))) for m in mods}
+        self._handles = {m: m.register_forward_pre_hook(OwnHook(self._hook(names.get(m, "<root>")))) for m in mods}
 
     def _hook(self, name: str):
         def hook(module: nn.MultiheadAttention, args: tuple) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from probes._hooks import OwnHook
+
 from .base import Intervention, NotApplicable, declared_logits_shapes, note_logits_shape
 from .ops import Call, watch_ops
 
@@ -41,7 +43,7 @@ class Fp32Outputs(Intervention):
     def setup(self, watch: Any) -> None:
         model = watch.model
         self._calls, self._cast, self._kept = 0, 0, set()
-        self._handles = [model.register_forward_hook(lambda m, a, out: self._to_fp32(out))]
+        self._handles = [model.register_forward_hook(OwnHook(lambda m, a, out: self._to_fp32(out)))]
         self._patched: list[str] = []
         self._model = model
         for name in METHODS:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from probes._hooks import OwnHook
+
 from .base import Intervention, NotApplicable
 
 MOMENTUM = 0.9
@@ -33,11 +35,11 @@ class CentreInputs(Intervention):
         self._last: torch.Tensor | None = None  # the last tensor this fix returned
         self._calls = 0
         model = watch.model
-        self._handles = [model.register_forward_pre_hook(self._hook, with_kwargs=True)]
+        self._handles = [model.register_forward_pre_hook(OwnHook(self._hook), with_kwargs=True)]
         # a tower the script calls itself (model.vision_model(pixel_values=...)); called from the model's forward
         # it receives the tensor this fix already returned, and `_centre` leaves it alone
-        self._handles += [tower.register_forward_pre_hook(self._hook, with_kwargs=True) for name in IMAGE_TOWERS
-                          if isinstance(tower := getattr(model, name, None), torch.nn.Module)]
+        self._handles += [tower.register_forward_pre_hook(OwnHook(self._hook), with_kwargs=True)
+                          for name in IMAGE_TOWERS if isinstance(tower := getattr(model, name, None), torch.nn.Module)]
         self._patched: list[str] = []
         self._model = model
         for name in ENTRY_POINTS:

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from probes._hooks import OwnHook
+
 from .base import Intervention, NotApplicable, require_optimizer, trainable_named
 
 
@@ -35,7 +37,7 @@ class UndoOutsideUpdates(Intervention):
         self._snap: list[torch.Tensor] | None = None
         self._steps = self._checks = self._restores = 0
         self._changed: dict[str, float] = {}  # name -> largest relative change undone
-        self._handle = watch.model.register_forward_pre_hook(lambda m, a: self._undo())
+        self._handle = watch.model.register_forward_pre_hook(OwnHook(lambda m, a: self._undo()))
 
     def after_step(self, optimizer: Any) -> None:
         self._steps += 1
