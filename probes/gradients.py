@@ -72,7 +72,7 @@ NO_GRAD_METRICS = ["grad_is_none", "param_norm", "numel"]
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _by_device_dtype(tensors: list[torch.Tensor]) -> list[list[int]]:
+def by_device_dtype(tensors: list[torch.Tensor]) -> list[list[int]]:
     """Indices of `tensors` grouped by (device, dtype): one fused call per group."""
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(tensors):
@@ -131,7 +131,7 @@ class GradientFlow(Probe):
         self.params = [p for _, p in named]
         self.numel = [p.numel() for p in self.params]
         self._numel = np.asarray(self.numel, dtype=np.float64)
-        self._fused = _by_device_dtype(self.params)
+        self._fused = by_device_dtype(self.params)
         self._layouts: dict[tuple, tuple] = {}
         self._fused_params = [[self.params[i] for i in group] for group in self._fused]
         self._low_numel = float(sum(self.numel[i] for group in self._fused for i in group

@@ -24,13 +24,23 @@ Probe ``optimizer`` (python numbers only: nothing reaches the device):
       lr_schedule_peak where a schedule keeps its peak in the group (OneCycleLR, CyclicLR: ``max_lr``).
   target ``optimizer``: scheduler_attached (1 when a torch LR scheduler was built on this optimizer: it wraps
       optimizer.step).
+  per group, on the steps of the full gradient measurement, for optimizers that divide by a running second
+      moment plus ``eps`` (Adam, AdamW, NAdam, RAdam: ``exp_avg_sq``, bias-corrected; RMSprop: ``square_avg``):
+      eps, and adaptive_rms = sqrt(mean over the group's elements of the second moment), the gradient scale the
+      denominator sqrt(v) + eps normalises by (one fused pass over the state, its values on the device until the
+      step's one transfer).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import TYPE_CHECKING
 
+import torch
+
 from .base import Observation, Probe
+from .gradients import by_device_dtype, fused_norms
 
 if TYPE_CHECKING:
     from .session import ProbeSession
@@ -108,6 +118,54 @@ class OptimizerState(Probe):
         rows += [("foreign", "tensors", float(len(self._foreign))),
                  ("foreign", "with_grad", float(sum(p.grad is not None for p in self._foreign)))]
         session.buffer.extend(obs.step, self.name, rows)
+        if session.full:
+            self._second_moments(session, obs.step)
+
+    def _second_moments(self, session: "ProbeSession", step: int) -> None:
+        """eps and the RMS of the bias-corrected second moment per group (see the module docstring). The per-parameter
+        sums and Adam's step counts (tensors, maybe on the device) reach the host with the step's other values."""
+        opt = session.optimizer
+        for i, g in enumerate(opt.param_groups):
+            eps = g.get("eps")
+            got = [m for m in (_moment(opt.state.get(p, {})) for p in g["params"]) if m is not None]
+            if not isinstance(eps, (int, float)) or not got:
+                continue
+            beta2 = _number((g.get("betas") or (0.0, float("nan")))[1]) if got[0][1] is not None else None
+            if beta2 is not None and not 0.0 <= beta2 < 1.0:
+                continue
+            moments, counts = [v for v, _ in got], [t for _, t in got]
+            with torch.no_grad():  # the sum of a non-negative tensor is its 1-norm
+                sums = [fused_norms([moments[k] for k in idx], 1) for idx in by_device_dtype(moments)]
+            order = [k for idx in by_device_dtype(moments) for k in idx]
+            numel = sum(v.numel() for v in moments)
+            target = str(g.get("name") or f"group{i}")
+            session.buffer.extend(step, self.name, [(target, "eps", float(eps))])
+            session.buffer.later(step, self.name, [*sums, *(c if c is not None else 0.0 for c in counts)],
+                                 functools.partial(_adaptive_rms, target, order, numel, beta2))
+
+
+def _moment(state: dict) -> tuple[torch.Tensor, object] | None:
+    """One parameter's running second moment and its step count (Adam's family, for the bias correction; None for
+    RMSprop, which has none)."""
+    v = state.get("exp_avg_sq")
+    if isinstance(v, torch.Tensor) and v.numel() and state.get("step") is not None:
+        return v, state["step"]
+    v = state.get("square_avg")
+    return (v, None) if isinstance(v, torch.Tensor) and v.numel() else None
+
+
+def _adaptive_rms(target: str, order: list[int], numel: int, beta2: float | None,
+                  floats: list[float]) -> list[tuple[str, str, float]]:
+    """sqrt(mean of v / (1 - beta2^t)) from the per-parameter sums (in `order`) and step counts."""
+    n = len(order)
+    sums, counts = floats[:n], floats[n:]
+    total = 0.0
+    for k, v in zip(order, sums):
+        corr = 1.0 if beta2 is None else 1.0 - beta2 ** counts[k]
+        if not corr > 0:
+            return []
+        total += v / corr
+    return [(target, "adaptive_rms", math.sqrt(total / numel) if total >= 0 else float("nan"))]
 
 
 def _decoupled(opt: object, group: dict) -> bool:

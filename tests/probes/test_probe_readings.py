@@ -47,6 +47,39 @@ def test_optimizer_reads_lr_now_and_initial_under_a_schedule():
     assert v3[("outside", "trainable")] == 0 and v3[("outside", "with_grad")] == 0
 
 
+@pytest.mark.parametrize("make, key", [
+    (lambda ps: torch.optim.Adam(ps, lr=1e-3, eps=0.5), "exp_avg_sq"),
+    (lambda ps: torch.optim.AdamW([{"params": ps[:2]}, {"params": ps[2:], "eps": 1e-8}], lr=1e-3), "exp_avg_sq"),
+    (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, eps=1e-2), "square_avg"),
+    (lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9), None),
+])
+def test_optimizer_reads_eps_and_the_second_moments_rms_it_divides_by(make, key):
+    """adaptive_rms = sqrt(mean of the bias-corrected second moment) per group, as torch keeps it, at the
+    observation before the step; SGD keeps none and gets no reading."""
+    model = _towers()
+    opt = make(list(model.parameters()))
+    want = {}
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        for step in range(4):
+            _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step)
+            if key and step == 3:
+                for i, g in enumerate(opt.param_groups):
+                    states = [opt.state[p] for p in g["params"]]
+                    corr = [1 - g["betas"][1] ** float(st["step"]) if "betas" in g else 1.0 for st in states]
+                    total = sum(float(st[key].double().sum()) / c for st, c in zip(states, corr))
+                    want[f"group{i}"] = (math.sqrt(total / sum(st[key].numel() for st in states)), g["eps"])
+            opt.step()
+    v3 = _values(session.records, "optimizer", step=3)
+    got = {t: (v3[(t, "adaptive_rms")], v3[(t, "eps")]) for t, m in v3 if m == "adaptive_rms"}
+    assert got.keys() == want.keys()
+    for t, (rms, eps) in want.items():
+        assert got[t][0] == pytest.approx(rms, rel=1e-5) and got[t][1] == eps
+    assert not any(m == "adaptive_rms" for (_, m) in _values(session.records, "optimizer", step=0))  # no state yet
+
+
 def test_optimizer_reads_the_lr_the_watch_opened_with_before_the_loop_sets_it():
     model = _towers()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

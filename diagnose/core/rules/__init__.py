@@ -39,6 +39,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     embedding_collapse,
     embedding_without_gradient,
     embeddings_not_normalised,
+    eps_dominates_step,
     false_negatives,
     few_negatives,
     flat_logits,
@@ -124,5 +125,5 @@ __all__ = [
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
     "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "logged_not_tracking", "updates_rounded_away",
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
-    "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient",
+    "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
 ]

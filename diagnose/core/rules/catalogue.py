@@ -46,6 +46,7 @@ from .margin import FarShortOfMargin
 from .optimizer import (
     DecayDominatesGradient,
     DecayShrinksWeights,
+    EpsDominatesStep,
     LearningRateGone,
     LrBelowSchedulePeak,
     ParamsOutsideOptimizer,
@@ -83,7 +84,8 @@ logged_aggregate = LoggedAggregate()
 logged_not_tracking = LoggedNotTracking()
 # float16 / bfloat16 weights the optimizer steps leave bit-identical
 updates_rounded_away = UpdatesRoundedAway()
-# an L2 decay term against the gradient it is added to
+# an L2 decay term against the gradient it is added to; eps against the gradient scale it divides by
+eps_dominates_step = EpsDominatesStep()
 decay_dominates_gradient, temperature_decayed = DecayDominatesGradient(), TemperatureDecayed()
 soft_targets_flat = SoftTargetsFlat()
 # the loss's autograd graph: trainable leaves in no registered module and no param group
@@ -103,7 +105,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
-                lr_below_schedule_peak, params_unregistered, gathered_without_gradient),
+                lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

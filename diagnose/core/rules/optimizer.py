@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..definitions import learned
+from ..definitions import learned, left_chance
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, rnd, select, series, span, targets, window
 from .gradients import TEMPERATURE_NAME
@@ -316,6 +316,51 @@ class UpdatesRoundedAway(Rule):
             "the learning rate; compare the share of unchanged elements after the change.")]
 
 
+# Adam's step per element is lr * m / (sqrt(v) + eps) (RMSprop's lr * g / (sqrt(v) + eps)): the denominator
+# normalises the step to ~lr whatever the gradient's scale, which is what the lr was chosen for. Where eps is
+# EPS_DOMINATES times the gradient scale sqrt(v) (its RMS over the group, which the largest gradients dominate:
+# most elements sit further below), eps is the denominator and every step is at most a tenth of that lr-sized
+# step: the optimizer runs a decade or more below its lr (Adam becomes SGD at lr / eps), one decade being the
+# granularity lr sweeps and the lr_down / lr_up ablations move by. Held over the last PERSIST_MIN_OBS readings.
+EPS_DOMINATES = 10.0
+
+
+class EpsDominatesStep(Rule):
+    """A param group whose optimizer eps is many times the gradient scale it was meant to normalise."""
+
+    topic = "optimizer"
+    emits = (Emit("eps_dominates_step", ("warning", "error"), "learning_rate_too_low", 1),)
+    needs = (("optimizer", "adaptive_rms"),)
+    thresholds = {"EPS_DOMINATES": EPS_DOMINATES}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        out = []
+        for target in targets(df, "optimizer", "adaptive_rms"):
+            rms = finite(series(df, "optimizer", target, "adaptive_rms"))
+            eps = finite(series(df, "optimizer", target, "eps")).reindex(rms.index).ffill()
+            holds = (eps >= EPS_DOMINATES * rms) & (rms > 0)
+            since = held_since(holds)
+            if since is None or int((holds.index >= since).sum()) < PERSIST_MIN_OBS:
+                continue
+            at = rms[rms.index >= since]
+            share = float((at / (at + eps[at.index])).median())  # the step's share of Adam's lr-sized step
+            at_chance = not left_chance(*end_loss(df))  # as update_ratio_low, the same cause's other reading
+            lr = series(df, "optimizer", target, "lr")
+            ev = {"eps": rnd(float(eps.iloc[-1]), 10), "adaptive_rms_median": rnd(float(at.median()), 10),
+                  "step_share": rnd(share), "since_step": since, "readings": len(at), "steps": span(at),
+                  "lr": rnd(float(lr.iloc[-1]), 10) if len(lr) else None, "threshold": EPS_DOMINATES}
+            out.append(Finding(
+                "eps_dominates_step", "error" if at_chance else "warning", ctx.name,
+                f"{target}: the optimizer's eps ({ev['eps']:g}) is {float(eps.iloc[-1]) / float(at.median()):.0f}x "
+                f"the gradient scale it divides by (RMS of sqrt(v) {float(at.median()):.2g} over steps "
+                f"{since}-{int(at.index[-1])}): the denominator sqrt(v) + eps is eps, so each step is ~{share:.1%} "
+                f"of the lr-sized step the lr was set for (an effective lr ~{1 / max(share, 1e-12):.0f}x lower)"
+                + (" and the loss is still at chance" if at_chance else "") + ".", ev,
+                "Use the optimizer's default eps (1e-8 for Adam/AdamW) or one well below the gradients' scale; "
+                "compare the update/param ratio after the change.", target))
+        return out
+
+
 # An L2 weight decay added to the gradient (Adam, SGD, RMSprop with weight_decay; not AdamW's decoupled decay)
 # enters the step as g + wd * w. Where ||wd * w|| is ten times ||g|| for a param group, the direction the
 # optimizer takes (Adam normalises it per element) is the decay's: the contrastive gradient is a tenth of it and
@@ -572,22 +617,36 @@ class LrBelowSchedulePeak(Rule):
     def _warmup_unfinished(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> list[Finding]:
         """The schedule's side of lr_below_start where the lr still rises over the run's last readings: a warm-up
         the run never finishes (a schedule that fell to zero is `lr_schedule_gone`'s; an lr that rose and then held
-        low is a factor, not a length)."""
+        low is a factor, not a length); or where an attached scheduler moves it at only a few steps: stepped per
+        epoch, not per optimizer step."""
         lr = finite(series(df, "optimizer", group, "lr")).iloc[1:]
         end = window(lr)
-        if not float(end.iloc[-1]) > float(end.iloc[0]):
-            return []
         values = int(lr.nunique())
-        ev = {"group": group, "lr_values_seen": values, "lr_first_used": float(lr.iloc[0]),
+        changes = int((lr.diff().iloc[1:] != 0).sum())
+        attached = series(df, "optimizer", "optimizer", "scheduler_attached")
+        # a torch scheduler on this optimizer that moved the lr at under one in PERSIST_MIN_OBS observations and
+        # not over the last PERSIST_MIN_OBS: it is stepped less often than the optimizer (once per epoch), so a
+        # schedule counted in optimizer steps advances one step per epoch
+        sparse = (len(attached) and float(attached.iloc[-1]) == 1.0 and changes * PERSIST_MIN_OBS < len(lr)
+                  and int(lr.iloc[-PERSIST_MIN_OBS:].nunique()) == 1)
+        rising = float(end.iloc[-1]) > float(end.iloc[0])
+        if not (rising or sparse):
+            return []
+        ev = {"group": group, "lr_values_seen": values, "lr_changes": changes, "lr_first_used": float(lr.iloc[0]),
               "lr_end": float(lr.iloc[-1]), "lr_start": info["lr_start"], "steps": info["steps"]}
+        seen = (f"the lr took {values} different values over steps {info['steps'][0]}-{info['steps'][1]} "
+                + ("and still rises at the end" if rising else
+                   f"and changed at only {changes} of {len(lr)} observed steps, with a scheduler attached")
+                + f" ({float(lr.iloc[0]):.3g} -> {float(lr.iloc[-1]):.3g}), all under {SCHEDULE_PEAK_SHARE:g} of the "
+                f"{info['lr_start']:.3g} the optimizer was built with: ")
+        why = ("a warm-up the run never finishes (longer than the run, or fed a progress fraction where it expects "
+               "the step)." if rising else "the scheduler is stepped less often than the optimizer (once per "
+               "epoch?), so a schedule counted in optimizer steps, its warm-up first, advances one step per epoch.")
         return [Finding(
-            "lr_schedule_holds_low", "warning", ctx.name,
-            f"the lr took {values} different values over steps {info['steps'][0]}-{info['steps'][1]} and still rises "
-            f"at the end ({float(lr.iloc[0]):.3g} -> {float(lr.iloc[-1]):.3g}), all under {SCHEDULE_PEAK_SHARE:g} "
-            f"of the {info['lr_start']:.3g} the optimizer was built with: a warm-up the run never finishes (longer "
-            "than the run, or fed a progress fraction where it expects the step).", ev,
+            "lr_schedule_holds_low", "warning", ctx.name, seen + why, ev,
             "Compare the schedule's value at a few steps with what it should be (scheduler.get_last_lr(), or the "
-            "function the loop calls) and check its warm-up length and arguments.", group)]
+            "function the loop calls); check its warm-up length and arguments, and that scheduler.step() follows "
+            "every optimizer.step() for a schedule sized in steps.", group)]
 
     @staticmethod
     def _holds(df: pd.DataFrame, target: str) -> bool:

@@ -210,6 +210,33 @@ def _temperature_in_group(values, decayed: bool = True, lr: float = 1e-2, wd: fl
     return df
 
 
+def _eps(eps: float, rms, loss_values):
+    """One Adam group: its eps and the RMS of sqrt(v) read on every step."""
+    rms = rms if isinstance(rms, list) else [rms] * len(loss_values)
+    return frame(rec("optimizer", "group0", "eps", [eps] * len(rms)), rec("optimizer", "group0", "adaptive_rms", rms),
+                 rec("optimizer", "group0", "lr", [1e-3] * len(rms)), loss("loss_clip", loss_values),
+                 moving(len(loss_values), 1e-3))
+
+
+def test_eps_dominates_step_reads_eps_against_the_gradient_scale():
+    stays = noisy([LN_B * 1.01] * N)
+    f = one(R.eps_dominates_step(_eps(1.0, 0.02, stays), ctx()), "eps_dominates_step")
+    assert f.severity == "error" and f.target == "group0" and f.evidence["eps"] == 1.0
+    assert f.evidence["step_share"] == pytest.approx(0.02 / 1.02, rel=1e-3) and "50x" in f.message
+    falls = noisy(np.linspace(LN_B, 0.3 * LN_B, N))
+    assert one(R.eps_dominates_step(_eps(1.0, 0.02, falls), ctx()), "eps_dominates_step").severity == "warning"
+
+
+def test_eps_dominates_step_near_misses():
+    stays = noisy([LN_B * 1.01] * N)
+    assert R.eps_dominates_step(_eps(1e-8, 0.02, stays), ctx()) == []  # Adam's default eps
+    assert R.eps_dominates_step(_eps(0.1, 0.02, stays), ctx()) == []  # 5x: under the bar
+    assert R.eps_dominates_step(_eps(1.0, 0.0, stays), ctx()) == []  # no gradient at all: another rule's case
+    # the gradients grew past eps / 10 at the end: the condition does not hold now
+    assert R.eps_dominates_step(_eps(1.0, [0.02] * (N - 3) + [0.2] * 3, stays), ctx()) == []
+    assert R.eps_dominates_step(_eps(1.0, 0.02, stays[:5]), ctx()) == []  # fewer readings than persistence needs
+
+
 def test_temperature_decayed_names_the_parameter_its_group_and_the_fall():
     # AdamW, wd 1.0: the decay takes 2.66 lr per step from a value of 2.66, more than an Adam step (~lr)
     f = one(R.temperature_decayed(_temperature_in_group(list(np.linspace(2.659, 1.8, N))), ctx()),
@@ -322,6 +349,25 @@ def test_lr_below_start_when_the_loop_never_brings_the_lr_near_the_built_one():
     found = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(held), loss("loss_clip", noisy([LN_B] * N)),
                                                           moving()), ctx())]
     assert found == ["lr_below_start"]
+
+
+def test_lr_schedule_holds_low_where_an_attached_scheduler_moves_the_lr_once_per_epoch():
+    """A warm-up sized in optimizer steps, stepped once per epoch: lr 0 for the first epoch, 1/12 of the built lr for
+    the second. With a scheduler attached the schedule's side is named beside lr_below_start; set by hand (no
+    scheduler), a factor held low reads as lr_below_start alone, as before."""
+    epochs = [1e-3] + [0.0] * (N // 2 - 1) + [1e-3 / 12] * (N - N // 2)
+    attached = rec("optimizer", "optimizer", "scheduler_attached", [1.0] * N)
+    df = frame(_by_hand(epochs), attached, loss("loss_clip", noisy([LN_B] * N)), moving())
+    side = one(R.lr_below_schedule_peak(df, ctx()), "lr_schedule_holds_low")
+    assert side.evidence["lr_changes"] == 1 and "stepped less often than the optimizer" in side.message
+    found = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(epochs), loss("loss_clip", noisy([LN_B] * N)),
+                                                          moving()), ctx())]
+    assert found == ["lr_below_start"]
+    # stepped with the optimizer, the values change every few steps: not sparse (and not rising at the end)
+    steps = [1e-3] + [1e-5 * (1 + (s // 2) % 3) for s in range(1, N)]
+    changes = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(steps), attached,
+                                                            loss("loss_clip", noisy([LN_B] * N)), moving()), ctx())]
+    assert changes == ["lr_below_start"]
 
 
 def _stepped(update, lr=1e-3, grad=10.0, low=None, n=N):
