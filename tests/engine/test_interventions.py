@@ -1273,3 +1273,26 @@ def test_centre_inputs_reaches_an_image_tower_the_script_calls_itself(under_abla
         w.observe(0, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
         opt.step()
     assert len(seen) == 1 and seen[0] < 1e-4  # centred once (by the first batch's own mean), not twice
+
+
+def test_eps_default_steps_adam_at_its_default_eps_and_gives_the_users_back(under_ablation):
+    """Adam(eps=1.0) on gradients of ~1e-2: the step is lr * m / (sqrt(v) + eps); under the fix eps is 1e-8 for the
+    step (Adam's first step is then lr * sign(g)) and the user's 1.0 is back after it. Default eps: not applicable."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1.0)
+    spec = under_ablation("eps_default")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.image.weight.detach().clone()
+        step(model, opt, w, 0, x, t)
+        grad = model.image.weight.grad.clone()
+        moved = model.image.weight.detach() - before
+        assert torch.allclose(moved, -1e-3 * grad / (grad.abs() + 1e-8), atol=1e-6)
+        assert opt.param_groups[0]["eps"] == 1.0
+    assert "eps [1.0] -> 1e-08 in 1 of 1 param group(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+    spec = under_ablation("eps_default")
+    with pytest.raises(SystemExit):
+        with diagnose.watch(model, torch.optim.Adam(model.parameters(), lr=1e-3), batch_size=B):
+            pass
+    assert "no param group has an eps above 1e-08" in json.loads(open(spec["status"]).read())["not_applicable"]
