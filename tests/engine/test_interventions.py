@@ -666,6 +666,32 @@ def test_reinit_constant_redraws_a_zero_head_with_its_module_init_and_says_when_
         open(spec["status"]).read())["not_applicable"]
 
 
+def test_reinit_constant_gives_a_zero_norm_gain_its_ones_and_leaves_zero_biases_alone():
+    """A normalisation layer's gain of zeros (its output is zero: no gradient before it) is set to ones, nn.LayerNorm's
+    through its reset_parameters, a hand-written RMSNorm without one directly; zero biases (their usual init) and a
+    gain of ones are not constant weights."""
+    from diagnose.engine.interventions.reinit_constant import ReinitConstant, constant_weights
+
+    class RMSNorm(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(d))
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+    model = nn.ModuleDict({"rms": RMSNorm(E), "ln": nn.LayerNorm(E), "lin": nn.Linear(DIN, E)})
+    with torch.no_grad():
+        model["lin"].bias.zero_()
+    assert [n for n, _ in constant_weights(model)] == ["rms.weight"]  # not the zero bias, not LayerNorm's ones
+    with torch.no_grad():
+        model["ln"].weight.zero_()
+    fix = ReinitConstant()
+    fix.setup(type("W", (), {"model": model})())
+    assert torch.equal(model["rms"].weight, torch.ones(E)) and torch.equal(model["ln"].weight, torch.ones(E))
+    assert "reset 2 module(s)" in fix.did[0] and torch.equal(model["lin"].bias, torch.zeros(E))
+
+
 def test_step_cap_closes_the_watch_and_ends_the_script_cleanly(under_ablation, tmp_path):
     torch.manual_seed(0)
     model = Towers()

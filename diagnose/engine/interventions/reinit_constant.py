@@ -1,6 +1,6 @@
 """reinit_constant: weight tensors that are constant when the watch opens (every element equal: a head initialised
-with zeros or ones) redrawn with their module's own default initialisation before the first step (tests
-no_gradient_path, embedding_collapse).
+with zeros or ones; a normalisation layer's gain of zeros) redrawn with their module's own default initialisation
+(a norm gain: ones) before the first step (tests no_gradient_path, embedding_collapse).
 
 A layer whose weights are all zero passes no gradient to what feeds it and outputs the same vector for every input
 (a ReLU after it stays dead); weights that are all equal give every unit the same function and the same update, so
@@ -18,27 +18,39 @@ from .base import Intervention, NotApplicable
 
 
 def constant_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
-    """Trainable floating-point tensors of 2 or more dimensions whose elements are all equal."""
+    """Trainable floating-point tensors of 2 or more dimensions whose elements are all equal, and the gains of
+    normalisation layers (a module named *Norm*, its 1-d `weight`) that are all zero."""
     out = []
+    modules = dict(model.named_modules())
     for n, p in model.named_parameters():
-        if p.requires_grad and p.is_floating_point() and p.dim() >= 2 and p.numel() > 1:
-            flat = p.detach().reshape(-1)
-            if bool((flat == flat[0]).all()):
-                out.append((n, p))
+        if not (p.requires_grad and p.is_floating_point() and p.numel() > 1):
+            continue
+        flat = p.detach().reshape(-1)
+        if p.dim() >= 2 and bool((flat == flat[0]).all()):
+            out.append((n, p))
+        elif p.dim() == 1 and _norm_gain(modules.get(n.rpartition(".")[0]), p) and not bool(flat.any()):
+            out.append((n, p))
     return out
+
+
+def _norm_gain(owner: Any, p: torch.Tensor) -> bool:
+    """`p` is the gain of a normalisation layer: x_hat * weight; at zero the layer outputs zeros, so nothing after it
+    sees the input and nothing before it gets a gradient."""
+    return owner is not None and "norm" in type(owner).__name__.lower() and getattr(owner, "weight", None) is p
 
 
 class ReinitConstant(Intervention):
     name = "reinit_constant"
     tests = ("no_gradient_path", "embedding_collapse")
-    changes = ("weight tensors that are constant when the watch opens (all zeros, all ones) redrawn with their "
-               "module's default initialisation (its bias too) before the first step")
+    changes = ("weight tensors that are constant when the watch opens (all zeros, all ones; a norm layer's gain of "
+               "zeros) redrawn with their module's default initialisation (its bias too; a norm gain: ones) before "
+               "the first step")
 
     def setup(self, watch: Any) -> None:
         hit = constant_weights(watch.model)
         if not hit:
-            raise NotApplicable("reinit_constant: no trainable weight tensor of 2 or more dimensions is constant "
-                                "when the watch opens")
+            raise NotApplicable("reinit_constant: no trainable weight tensor of 2 or more dimensions is constant, "
+                                "and no normalisation gain is zero, when the watch opens")
         modules = dict(watch.model.named_modules())
         reset, drawn = [], []
         with torch.no_grad():
@@ -48,6 +60,9 @@ class ReinitConstant(Intervention):
                 # with it); any other tensor (a module without `weight`, in_proj_weight, a bare parameter) as nn.Linear
                 if owner is not None and hasattr(owner, "reset_parameters") and getattr(owner, "weight", None) is p:
                     owner.reset_parameters()
+                    reset.append(name)
+                elif p.dim() == 1:  # a zero norm gain without reset_parameters: every norm layer's default, ones
+                    p.fill_(1.0)
                     reset.append(name)
                 else:
                     torch.nn.init.kaiming_uniform_(p, a=math.sqrt(5))  # nn.Linear's default for the weight
