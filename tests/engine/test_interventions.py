@@ -1322,3 +1322,53 @@ def test_eps_default_steps_adam_at_its_default_eps_and_gives_the_users_back(unde
         with diagnose.watch(model, torch.optim.Adam(model.parameters(), lr=1e-3), batch_size=B):
             pass
     assert "no param group has an eps above 1e-08" in json.loads(open(spec["status"]).read())["not_applicable"]
+
+
+@pytest.mark.parametrize("how", ["masked_fill", "where", "setitem", None])
+def test_finite_masks_keeps_an_inf_mask_out_of_the_scales_derivative(under_ablation, how):
+    """Duplicates masked with -inf before the learned scale multiplies the logits: d loss / d scale meets 0 x -inf =
+    NaN. Under the fix the fill is -sqrt(float32 max): the scale's gradient is finite, the masked entries still get
+    probability 0; with no inf fill in the run: not applicable."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("finite_masks")
+    x, t = batch()
+    dup = torch.zeros(B, B, dtype=torch.bool)
+    dup[0, 1] = dup[1, 0] = True
+
+    def masked(sim):
+        if how == "masked_fill":
+            return sim.masked_fill(dup, float("-inf"))
+        if how == "where":
+            return torch.where(dup, float("-inf"), sim)
+        if how == "setitem":
+            sim = sim.clone()
+            sim[dup] = float("-inf")
+        return sim
+
+    def run(w):
+        for i in range(2):
+            img, txt = model(x, t)
+            logits = masked(img @ txt.t()) * model.logit_scale.exp()
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            assert torch.isfinite(model.logit_scale.grad)
+            assert how is None or torch.softmax(logits, dim=1)[0, 1] == 0
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+            opt.step()
+
+    if how is None:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                run(w)
+        assert "wrote no inf as a mask" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        run(w)
+    assert "2 inf mask fill(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+    img, txt = model(x, t)  # the watch closed: the script's own -inf again, and its NaN gradient
+    logits = masked(img @ txt.t()) * model.logit_scale.exp()
+    F.cross_entropy(logits, torch.arange(B)).backward()
+    assert torch.isnan(model.logit_scale.grad)

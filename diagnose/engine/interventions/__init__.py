@@ -9,6 +9,7 @@ from __future__ import annotations
 from .attention import AttentionBatchFirst
 from .base import Intervention, NotApplicable
 from .eps import DefaultEps
+from .finite_masks import FiniteMasks
 from .fp32_outputs import Fp32Outputs
 from .gather import GatherWithGrad, LocalGradInGather
 from .gradients import ClipGrad
@@ -36,7 +37,8 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, GatherWithGrad, CentreInputs, StandardiseInputs,
     Reinit, ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights,
-    Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst, DefaultEps)}
+    Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst, DefaultEps,
+    FiniteMasks)}
 
 
 def for_cause(cause: str) -> list[str]:
