@@ -1,7 +1,7 @@
 """The optimizer the user handed over, read directly: the learning rate each param group has now, and
 the trainable parameters that receive gradients but belong to no param group.
 
-Probe ``optimizer`` (python numbers only: nothing reaches the device):
+Probe ``optimizer`` (python numbers, but for the second moments' sums on the full steps, below):
   target ``group<i>`` (or the group's ``name`` key when it has one): lr (this step's), lr_initial (the
       group's ``initial_lr``, which a scheduler sets to the lr the user asked for; else the first lr
       seen), lr_start (the group's lr when the watch opened: what the optimizer was built with, before
@@ -133,15 +133,15 @@ class OptimizerState(Probe):
             beta2 = _number((g.get("betas") or (0.0, float("nan")))[1]) if got[0][1] is not None else None
             if beta2 is not None and not 0.0 <= beta2 < 1.0:
                 continue
-            moments, counts = [v for v, _ in got], [t for _, t in got]
+            moments = [v for v, _ in got]
+            groups = by_device_dtype(moments)
             with torch.no_grad():  # the sum of a non-negative tensor is its 1-norm
-                sums = [fused_norms([moments[k] for k in idx], 1) for idx in by_device_dtype(moments)]
-            order = [k for idx in by_device_dtype(moments) for k in idx]
-            numel = sum(v.numel() for v in moments)
+                sums = [fused_norms([moments[k] for k in idx], 1) for idx in groups]
+            counts = [t for _, t in got] if beta2 is not None else []
             target = str(g.get("name") or f"group{i}")
             session.buffer.extend(step, self.name, [(target, "eps", float(eps))])
-            session.buffer.later(step, self.name, [*sums, *(c if c is not None else 0.0 for c in counts)],
-                                 functools.partial(_adaptive_rms, target, order, numel, beta2))
+            session.buffer.later(step, self.name, [*sums, *counts], functools.partial(
+                _adaptive_rms, target, [k for idx in groups for k in idx], sum(v.numel() for v in moments), beta2))
 
 
 def _moment(state: dict) -> tuple[torch.Tensor, object] | None:
@@ -158,7 +158,7 @@ def _adaptive_rms(target: str, order: list[int], numel: int, beta2: float | None
                   floats: list[float]) -> list[tuple[str, str, float]]:
     """sqrt(mean of v / (1 - beta2^t)) from the per-parameter sums (in `order`) and step counts."""
     n = len(order)
-    sums, counts = floats[:n], floats[n:]
+    sums, counts = floats[:n], floats[n:]  # no counts without a bias correction (beta2 None: RMSprop)
     total = 0.0
     for k, v in zip(order, sums):
         corr = 1.0 if beta2 is None else 1.0 - beta2 ** counts[k]
