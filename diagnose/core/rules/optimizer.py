@@ -321,7 +321,9 @@ class UpdatesRoundedAway(Rule):
 # EPS_DOMINATES times the gradient scale sqrt(v) (its RMS over the group, which the largest gradients dominate:
 # most elements sit further below), eps is the denominator and every step is at most a tenth of that lr-sized
 # step: the optimizer runs a decade or more below its lr (Adam becomes SGD at lr / eps), one decade being the
-# granularity lr sweeps and the lr_down / lr_up ablations move by. Held over the last PERSIST_MIN_OBS readings.
+# granularity lr sweeps and the lr_down / lr_up ablations move by. Held over the last PERSIST_MIN_OBS readings; no
+# state at initialisation reads like it (unlike a loss at chance), so its alarm needs no more (as update_ratio_low):
+# the standard gate waits for the weights to move by their norm, which is what an eps like this keeps them from.
 EPS_DOMINATES = 10.0
 
 
