@@ -143,11 +143,18 @@ def _own(fn: Any) -> bool:
 
 @contextlib.contextmanager
 def without_own_hooks(model: nn.Module) -> Iterator[None]:
-    """This package's hooks taken out of every module of `model` for the duration (quirk 12). Each table
-    keeps its identity and order (the handles stay valid and remove what they registered)."""
+    """This package's hooks taken out of every module of `model` for the duration (quirk 12), and the methods it
+    patched on a module instance (an ablation's wrapped `encode_image`). Each table keeps its identity and order
+    (the handles stay valid and remove what they registered)."""
     saved: list[tuple[dict, list]] = []
     try:
         for module in model.modules():
+            patched = [k for k, v in module.__dict__.items() if callable(v) and not isinstance(v, nn.Module)
+                       and _own(v)]
+            if patched:
+                saved.append((module.__dict__, list(module.__dict__.items())))
+                for k in patched:
+                    del module.__dict__[k]
             for table, flag_tables in _HOOK_TABLES.items():
                 hooks = module.__dict__.get(table)
                 ours = [k for k, fn in hooks.items() if _own(fn)] if hooks else []

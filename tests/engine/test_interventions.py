@@ -790,6 +790,30 @@ def test_centre_inputs_centres_pixels_per_channel_through_get_image_features(und
     assert "get_image_features" not in model.__dict__  # the entry point is restored when the watch closes
 
 
+def test_a_model_saved_whole_under_centre_inputs_leaves_the_wrapped_entry_point_out(under_ablation):
+    """`torch.save(model)` inside the loop (a checkpoint routine) while the fix wraps `get_image_features` on the
+    instance: saved without the wrapper (a closure), which stays in place for the run."""
+    import io
+
+    torch.manual_seed(0)
+    model = PixelTowers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("centre_inputs")
+    px, t = 115.0 + torch.randn(B, 3, 4, 4), batch()[1]
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        img, txt = model.get_image_features(pixel_values=px), F.normalize(model.text(t), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, torch.arange(B))
+        loss.backward()
+        w.observe(0, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        assert "get_image_features" in model.__dict__
+    loaded = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
+    assert "get_image_features" not in loaded.__dict__ and b"diagnose" not in buf.getvalue()
+
+
 def test_standardise_inputs_takes_the_offset_and_the_scale_per_channel(under_ablation):
     torch.manual_seed(0)
     model = PixelTowers()
