@@ -34,7 +34,7 @@ PyTorch hook quirks, kept in this one place (the probes rely on each of them):
    intercepted (``F.multi_head_attention_forward`` is seen whole); compiled graphs bypass it.
 12. A module's hooks are part of its pickled state: ``torch.save(model)`` of a whole model (not its
    ``state_dict``) pickles every hook function, and a closure cannot be pickled. While a session is open,
-   ``torch.save`` is wrapped (`saving_without_own_hooks`) so the watched model is saved without the hooks of
+   ``torch.save`` is wrapped (`SAVING`) so the watched model is saved without the hooks of
    this package (the file then loads where this package is not installed). Elsewhere (``pickle.dumps``,
    ``copy.deepcopy``: an EMA twin) each of them becomes an inert `OwnHook`: the copy does not feed this session.
 """
@@ -173,10 +173,38 @@ def without_own_hooks(model: nn.Module) -> Iterator[None]:
             d.update(items)
 
 
-def saving_without_own_hooks(save: Callable, model: nn.Module) -> Callable:
-    """`torch.save` that pickles `model` (alone or inside what is saved) without this package's hooks."""
-    @functools.wraps(save)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with without_own_hooks(model):
-            return save(*args, **kwargs)
-    return wrapped
+class _Saving:
+    """`torch.save` wrapped once for the process while any watched model is registered: each save pickles every
+    registered model (alone or inside what is saved) without this package's hooks. One wrapper and a count, so
+    watches that open and close in any order leave `torch.save` as they found it."""
+
+    def __init__(self) -> None:
+        self.models: list[nn.Module] = []
+        self.original: Callable | None = None
+
+    def register(self, model: nn.Module) -> Callable[[], None]:
+        """Register `model`; returns its unregister (the wrapper goes when the last model does)."""
+        if not self.models:
+            self.original = torch.save
+
+            @functools.wraps(self.original)
+            def save(*args: Any, **kwargs: Any) -> Any:
+                return self._save(*args, **kwargs)
+            torch.save = save
+        self.models.append(model)
+
+        def unregister() -> None:
+            if any(m is model for m in self.models):
+                self.models.remove(next(m for m in self.models if m is model))
+            if not self.models and self.original is not None:
+                torch.save, self.original = self.original, None
+        return unregister
+
+    def _save(self, *args: Any, **kwargs: Any) -> Any:
+        with contextlib.ExitStack() as stack:
+            for model in list(self.models):
+                stack.enter_context(without_own_hooks(model))
+            return self.original(*args, **kwargs)
+
+
+SAVING = _Saving()

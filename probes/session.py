@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import coverage as _coverage
-from ._hooks import HookSet, saving_without_own_hooks
+from ._hooks import SAVING, HookSet
 from ._records import MAX_ROWS, RecordBuffer
 from ._scope import ForwardScope
 from .base import Observation, Probe
@@ -144,7 +144,7 @@ class ProbeSession:
         self.scope = None
         self._open = True
         try:
-            self.hooks.patch(torch, "save", saving_without_own_hooks(torch.save, self.model))
+            self.hooks.on_remove(SAVING.register(self.model))  # torch.save(model) without the watch's hooks
             for probe in self.probes.values():
                 probe.setup(self)
             if self.scope is not None:  # some probe looks inside the forward: count module calls there too

@@ -229,6 +229,22 @@ def test_a_watched_model_saves_pickles_and_copies_without_the_session():
         assert ours and all(h.fn is None for h in ours)
 
 
+def test_torch_save_is_restored_whatever_order_the_watches_close_in():
+    import io
+
+    original = torch.save
+    a, b = TinyTower(), TinyTower()
+    sa = attach(a, probes="all", expensive_every=1, strict=True).open()
+    sb = attach(b, probes="all", expensive_every=1, strict=True).open()
+    sa.close()  # the first one closes first: b is still watched, its hooks still left out of a save
+    assert torch.save is not original
+    buf = io.BytesIO()
+    torch.save(b, buf)
+    assert b"probes" not in buf.getvalue()
+    sb.close()
+    assert torch.save is original
+
+
 def test_presets_and_schedule():
     assert PRESETS["cheap"] == ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing",
                                 "pairs_first", "graph_leaves")
