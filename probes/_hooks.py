@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import weakref
 from typing import Any, Callable, Iterator
 
 import torch
@@ -176,10 +177,11 @@ def without_own_hooks(model: nn.Module) -> Iterator[None]:
 class _Saving:
     """`torch.save` wrapped once for the process while any watched model is registered: each save pickles every
     registered model (alone or inside what is saved) without this package's hooks. One wrapper and a count, so
-    watches that open and close in any order leave `torch.save` as they found it."""
+    watches that open and close in any order leave `torch.save` as they found it; weak references, so a watch never
+    closed keeps no model alive."""
 
     def __init__(self) -> None:
-        self.models: list[nn.Module] = []
+        self.models: list[weakref.ref] = []
         self.original: Callable | None = None
 
     def register(self, model: nn.Module) -> Callable[[], None]:
@@ -191,19 +193,22 @@ class _Saving:
             def save(*args: Any, **kwargs: Any) -> Any:
                 return self._save(*args, **kwargs)
             torch.save = save
-        self.models.append(model)
+        ref = weakref.ref(model)
+        self.models.append(ref)
 
         def unregister() -> None:
-            if any(m is model for m in self.models):
-                self.models.remove(next(m for m in self.models if m is model))
+            if ref in self.models:
+                self.models.remove(ref)
             if not self.models and self.original is not None:
                 torch.save, self.original = self.original, None
         return unregister
 
     def _save(self, *args: Any, **kwargs: Any) -> Any:
         with contextlib.ExitStack() as stack:
-            for model in list(self.models):
-                stack.enter_context(without_own_hooks(model))
+            for ref in list(self.models):
+                model = ref()
+                if model is not None:
+                    stack.enter_context(without_own_hooks(model))
             return self.original(*args, **kwargs)
 
 
