@@ -36,7 +36,8 @@ PyTorch hook quirks, kept in this one place (the probes rely on each of them):
    ``state_dict``) pickles every hook function, and a closure cannot be pickled. While a session is open,
    ``torch.save`` is wrapped (`SAVING`) so the watched model is saved without the hooks of
    this package (the file then loads where this package is not installed). Elsewhere (``pickle.dumps``,
-   ``copy.deepcopy``: an EMA twin) each of them becomes an inert `OwnHook`: the copy does not feed this session.
+   ``copy.deepcopy``: an EMA twin) each hook a session keeps becomes an inert `OwnHook`: the copy does not feed
+   this session (batch_mixing's, armed for one step, stays a closure: torch.compile traces hooks).
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class _Saving:
 
     def register(self, model: nn.Module) -> Callable[[], None]:
         """Register `model`; returns its unregister (the wrapper goes when the last model does)."""
-        if not self.models:
+        if self.original is None:
             self.original = torch.save
 
             @functools.wraps(self.original)
@@ -199,6 +200,7 @@ class _Saving:
         def unregister() -> None:
             if ref in self.models:
                 self.models.remove(ref)
+            self.models = [r for r in self.models if r() is not None]  # watches never closed, models gone
             if not self.models and self.original is not None:
                 torch.save, self.original = self.original, None
         return unregister

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._hooks import OwnHook
 from ._records import Columns
 from .base import Observation, Probe, module_label
 
@@ -193,7 +192,10 @@ class BatchMixing(Probe):
             if torch.is_grad_enabled() and module not in self._calls:
                 self._calls[module] = (args, kwargs)
 
-        self._handles = [m.register_forward_pre_hook(OwnHook(hook), with_kwargs=True) for m in self.model.modules()]
+        # a plain closure, not an OwnHook: torch.compile traces a hook, and through the wrapper's cell the dict keyed by
+        # module is a second source for the same module (dynamo refuses it); armed for one step only, and a save
+        # leaves it out by its module (`probes._hooks.without_own_hooks`)
+        self._handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in self.model.modules()]
 
     def _disarm(self) -> None:
         for handle in self._handles:

@@ -230,19 +230,23 @@ def test_a_watched_model_saves_pickles_and_copies_without_the_session():
 
 
 def test_torch_save_is_restored_whatever_order_the_watches_close_in():
+    """One wrapper for the process, counted: the first watch to close leaves it for the other, the last one gives
+    torch.save back (a fresh registry here: a watch another test left open holds the process-wide one)."""
     import io
 
-    original = torch.save
-    a, b = TinyTower(), TinyTower()
-    sa = attach(a, probes="all", expensive_every=1, strict=True).open()
-    sb = attach(b, probes="all", expensive_every=1, strict=True).open()
-    sa.close()  # the first one closes first: b is still watched, its hooks still left out of a save
-    assert torch.save is not original
-    buf = io.BytesIO()
-    torch.save(b, buf)
-    assert b"probes" not in buf.getvalue()
-    sb.close()
-    assert torch.save is original
+    from probes._hooks import _Saving
+
+    saving, a, b = _Saving(), TinyTower(), TinyTower()
+    with attach(b, probes="all", expensive_every=1, strict=True):  # b holds hooks of this package
+        original = torch.save
+        drop_a, drop_b = saving.register(a), saving.register(b)
+        drop_a()  # the first one closes first: b is still watched, its hooks still left out of a save
+        assert torch.save is not original
+        buf = io.BytesIO()
+        torch.save(b, buf)
+        assert b"probes" not in buf.getvalue()
+        drop_b()
+        assert torch.save is original
 
 
 def test_presets_and_schedule():
