@@ -624,13 +624,16 @@ class LrBelowSchedulePeak(Rule):
         lr = finite(series(df, "optimizer", group, "lr")).iloc[1:]
         end = window(lr)
         values = int(lr.nunique())
-        changes = int((lr.diff().iloc[1:] != 0).sum())
+        moved = (lr.diff().iloc[1:] != 0).to_numpy()
+        changes = int(moved.sum())
+        at = [i + 1 for i in range(len(moved)) if moved[i]]  # positions in `lr` where it changed
         attached = series(df, "optimizer", "optimizer", "scheduler_attached")
-        # a torch scheduler on this optimizer that moved the lr at under one in PERSIST_MIN_OBS observations and
-        # not over the last PERSIST_MIN_OBS: it is stepped less often than the optimizer (once per epoch), so a
-        # schedule counted in optimizer steps advances one step per epoch
-        sparse = (len(attached) and float(attached.iloc[-1]) == 1.0 and changes * PERSIST_MIN_OBS < len(lr)
-                  and int(lr.iloc[-PERSIST_MIN_OBS:].nunique()) == 1)
+        # a torch scheduler on this optimizer that held the lr for PERSIST_MIN_OBS observations and then moved it
+        # again: it is stepped less often than the optimizer (once per epoch), so a schedule counted in optimizer
+        # steps advances one step per epoch (a warm-up that moves it every step and then ends holds after, not
+        # before, its moves)
+        sparse = (len(attached) and float(attached.iloc[-1]) == 1.0 and int(lr.iloc[-PERSIST_MIN_OBS:].nunique()) == 1
+                  and any(b - a >= PERSIST_MIN_OBS for a, b in zip([0, *at], at)))
         rising = float(end.iloc[-1]) > float(end.iloc[0])
         if not (rising or sparse):
             return []

@@ -363,11 +363,14 @@ def test_lr_schedule_holds_low_where_an_attached_scheduler_moves_the_lr_once_per
     found = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(epochs), loss("loss_clip", noisy([LN_B] * N)),
                                                           moving()), ctx())]
     assert found == ["lr_below_start"]
-    # stepped with the optimizer, the values change every few steps: not sparse (and not rising at the end)
+    # stepped with the optimizer: values that change every few steps, or a short warm-up stepped every step that
+    # then holds (a factor applied twice, LambdaLR returning the lr): the holds come after the moves, not before
     steps = [1e-3] + [1e-5 * (1 + (s // 2) % 3) for s in range(1, N)]
-    changes = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(steps), attached,
-                                                            loss("loss_clip", noisy([LN_B] * N)), moving()), ctx())]
-    assert changes == ["lr_below_start"]
+    warm = [1e-3] + [1e-6 * min(1.0, s / 6) for s in range(1, N)]
+    for values in (steps, warm):
+        found = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(values), attached,
+                                                              loss("loss_clip", noisy([LN_B] * N)), moving()), ctx())]
+        assert found == ["lr_below_start"]
 
 
 def _stepped(update, lr=1e-3, grad=10.0, low=None, n=N):
