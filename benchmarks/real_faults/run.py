@@ -56,8 +56,8 @@ FAST_REPS = 1  # --fast (CI): one plain and one watched run for the timing
 # (results-frozen-*.json); all of them have been read since, so they are dev halves now. test6: blind, written
 # while the rules of its session changed, run once at their freeze (1442fc4); read since: a dev half too. test7 to
 # test17 the same way (each run once at its freeze, docs/benchmarks.md; test17 at afa6556, its misses then read
-# to change three rules); test18 the same (once at ded8fe1, then read to change three rules); every one read
-# since: all halves are dev now
+# to change three rules); test18 the same (once at ded8fe1, then read to change three rules); test19 (once at 2539202,
+# then read to change two rules and fix a crash); every one read since: all halves are dev now
 HALVES = ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11",
           "test12", "test13", "test14", "test15", "test16", "test17", "test18", "test19")
 # a few dev cases, one per model family, that the CI test runs (tests/benchmarks/test_real_faults_fast.py)
