@@ -98,6 +98,14 @@ def nonzero_counts(tensors: list[torch.Tensor]) -> torch.Tensor:
     return fused_norms(tensors, 0)
 
 
+def nonnegative_sums(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Sums of non-negative tensors (their 1-norms) as one 1-d tensor. On CPU `_foreach_norm(ord=1)` has no vectorised
+    kernel (9x slower than one sum per tensor, measured on 4.2 M elements); elsewhere it is the fused call."""
+    if tensors[0].device.type == "cpu":
+        return torch.stack([t.sum() for t in tensors])
+    return fused_norms(tensors, 1)
+
+
 def _ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a / b elementwise, with x / 0 = inf (0 / 0 = 0), as `_ratio`."""
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .base import Observation, Probe
-from .gradients import by_device_dtype, fused_norms
+from .gradients import by_device_dtype, nonnegative_sums
 
 if TYPE_CHECKING:
     from .session import ProbeSession
@@ -135,8 +135,8 @@ class OptimizerState(Probe):
                 continue
             moments = [v for v, _ in got]
             groups = by_device_dtype(moments)
-            with torch.no_grad():  # the sum of a non-negative tensor is its 1-norm
-                sums = [fused_norms([moments[k] for k in idx], 1) for idx in groups]
+            with torch.no_grad():
+                sums = [nonnegative_sums([moments[k] for k in idx]) for idx in groups]
             counts = [t for _, t in got] if beta2 is not None else []
             target = str(g.get("name") or f"group{i}")
             session.buffer.extend(step, self.name, [(target, "eps", float(eps))])
