@@ -37,10 +37,11 @@ class FiniteMasks(Intervention):
 
     def setup(self, watch: Any) -> None:
         self._fills = 0
-        self._undo_ops = watch_ops({"masked_fill": self._masked_fill, "masked_fill_": self._masked_fill,
-                                    "where": self._where, "__setitem__": self._setitem}, inside_modules=True)
+        # x.masked_fill(mask, v) and x[mask] = v: the value is the third argument of both
+        self._undo_ops = watch_ops({"masked_fill": self._fill, "masked_fill_": self._fill, "__setitem__": self._fill,
+                                    "where": self._where}, inside_modules=True)
 
-    def _masked_fill(self, call: Call) -> Any:
+    def _fill(self, call: Call) -> Any:
         if len(call.args) == 3 and isinstance(call.args[0], torch.Tensor):
             value = _finite(call.args[2], call.args[0].dtype)
             if value is not None:
@@ -57,14 +58,6 @@ class FiniteMasks(Intervention):
                 if fx is not None or fy is not None:
                     self._fills += 1
                     return call.run(cond, x if fx is None else fx, y if fy is None else fy)
-        return call.run()
-
-    def _setitem(self, call: Call) -> Any:
-        if len(call.args) == 3 and isinstance(call.args[0], torch.Tensor):
-            value = _finite(call.args[2], call.args[0].dtype)
-            if value is not None:
-                self._fills += 1
-                return call.run(call.args[0], call.args[1], value)
         return call.run()
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
