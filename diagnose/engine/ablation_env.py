@@ -6,7 +6,7 @@ The ablation runner (`diagnose.lab.script_ablation`) starts the user's unmodifie
     {"run": "fix:lr_down (seed 1)", "out": "<run directory>", "status": "<status file>",
      "steps": 100, "seed_offset": 1, "fix": "lr_down", "params": {}, "progress": "<progress file>"}
 
-The first watch the script opens then (1) writes its run directory to ``out`` under the name ``run``,
+The watch the script opens then (1) writes its run directory to ``out`` under the name ``run``,
 with no online rule evaluation and no alarm (the whole run is judged at its end); (2) applies the intervention
 ``fix`` (none for the baseline) to the model and optimizer it was given; (3) after ``steps`` observed
 steps closes itself (the run directory is written) and ends the script with exit status 0 (`StepCap`, a
@@ -18,6 +18,13 @@ and at the cap) for the runner to show live. A trainer with its own way to stop 
 the cap, its end-of-training hooks run, and it ends the script after (`end_script`). The seed reaches the
 script through the bootstrap in `diagnose/engine/bootstrap` (a seed offset on torch / numpy / random
 seeding), not through the watch.
+
+Stages: a script that opens a watch, closes it and opens another (a first stage then a second, a launch and
+its resume simulated in one process) is one run of the ablation: every watch it opens in turn gets a fresh
+instance of the fix on the model and optimizer it was handed, the step cap counts the observed steps of all of
+them, the status file adds up what each stage's fix did, and the run directory is the last stage's (each
+stage's close replaces it whole: the run is judged where the script ends). A watch opened while another is
+open (a second model beside the first) is the script's own, as is any watch after the cap.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any, Callable
 from ..core.files import write_json
 
 ENV = "DIAGNOSE_ABLATE"
-_claimed = False  # one watch per process is the ablation's: the first
+_control: "AblationControl | None" = None  # the process's control: its watches are stages of one run
 PROGRESS_SECONDS = 0.25  # the runner polls as often: a file written more often would only cost the run
 
 
@@ -55,37 +62,53 @@ def spec_from_env() -> dict[str, Any] | None:
 
 
 class AblationControl:
-    """Attached to the first watch of a process started by the ablation runner."""
+    """The ablation runner's side of a process's watches: the first, and each that opens after the last closed."""
 
     def __init__(self, spec: dict[str, Any]):
-        from .interventions import make  # torch: only in the script's process, not in the runner
-
         self.spec = spec
         self.steps = int(spec.get("steps") or 0)
-        self.fix = make(spec["fix"], spec.get("params")) if spec.get("fix") else None
+        self.fix = None
+        self.stages = 0
         self.not_applicable: str | None = None
         self.capped = False
         self._handles: list[Any] = []
         self._observed = 0
-        self._closed = False
+        self._closed = True  # the current stage's: no stage yet
         self._set_up = False
         self._request_stop: Callable[[], None] | None = None
         self._progress_at = 0.0
+        self._did: list[str] = []  # what the fix did in the stages that closed
+        self._reached: list[str] = []
+        self._current: Any = None
 
     @classmethod
     def claim(cls, watch: Any) -> "AblationControl | None":
-        """The control for `watch` when this process runs under the ablation and no watch claimed it yet."""
-        global _claimed
+        """The control for `watch` when this process runs under the ablation and `watch` is its first, or opens
+        after the previous stage's watch closed and before the cap (module docstring: stages)."""
+        global _control
         spec = spec_from_env()
-        if spec is None or _claimed:
+        if spec is None:
             return None
-        _claimed = True
-        control = cls(spec)
+        if _control is None:
+            _control = cls(spec)
+            atexit.register(_control._at_exit)  # a script that neither leaves a `with` nor calls close()
+        elif not _control._closed or _control.capped or _control.not_applicable:
+            return None  # a watch beside the open one, or after the run ended: the script's own
+        _control._next_stage(watch)
+        return _control
+
+    def _next_stage(self, watch: Any) -> None:
+        from .interventions import make  # torch: only in the script's process, not in the runner
+
+        spec = self.spec
+        self.stages += 1
+        if self.stages == 2:  # the first stage's lines were written before a second was known
+            self._did = [f"stage 1: {d}" for d in self._did]
+        self.fix = make(spec["fix"], spec.get("params")) if spec.get("fix") else None
+        self._closed, self._set_up, self._request_stop, self._current = False, False, None, watch
         watch.out, watch.name, watch.alarm_policy = Path(spec["out"]), str(spec.get("run") or watch.name), "off"
         watch.evaluate_every = None  # no online rules: alarms are off, and the whole run is judged at its end
         watch.plots = "deferred"  # each run's PNGs on `diagnose report DIR`: the runner reads summary.json
-        atexit.register(control._at_exit, watch)  # a script that neither leaves a `with` nor calls close()
-        return control
 
     # -- called by the watch ---------------------------------------------------------------------------
     def setup(self, watch: Any) -> None:
@@ -139,16 +162,19 @@ class AblationControl:
     def close(self, watch: Any) -> None:
         if self._closed:
             return
-        self._closed = True
+        self._closed, self._current = True, None
         for h in self._handles:
             h.remove()
+        self._handles = []
         if self.fix is not None:
             self.fix.close()
+            tag = f"stage {self.stages}: " if self.stages > 1 else ""
+            self._did += [tag + d for d in self.fix.did]
+            self._reached += [r for r in self.fix.reached if r not in self._reached]
         write_json(Path(self.spec["status"]), {
-            "run": watch.name, "fix": self.spec.get("fix"), "applied": list(self.fix.did) if self.fix else [],
-            "reached": list(self.fix.reached) if self.fix else [],
-            "not_applicable": self.not_applicable, "observed": self._observed, "capped": self.capped,
-            "interrupted": getattr(watch, "interrupted", None)})
+            "run": watch.name, "fix": self.spec.get("fix"), "applied": list(self._did),
+            "reached": list(self._reached), "not_applicable": self.not_applicable, "observed": self._observed,
+            "capped": self.capped, "stages": self.stages, "interrupted": getattr(watch, "interrupted", None)})
 
     # -- internals -------------------------------------------------------------------------------------
     def _stop_not_applicable(self, watch: Any, reason: str) -> None:
@@ -170,8 +196,9 @@ class AblationControl:
         except OSError:  # progress is a courtesy: the run goes on
             pass
 
-    def _at_exit(self, watch: Any) -> None:
-        if not self._closed:
+    def _at_exit(self) -> None:
+        watch = self._current
+        if watch is not None and not self._closed:
             try:
                 watch.close()
             except Exception:  # noqa: BLE001 - the interpreter is ending; the status says what happened

@@ -16,6 +16,6 @@ def under_ablation(tmp_path, monkeypatch):
         spec = {"run": f"fix:{fix}", "out": str(tmp_path / "run"), "status": str(tmp_path / "status.json"),
                 "steps": steps, "fix": fix, "params": params}
         monkeypatch.setenv(ablation_env.ENV, json.dumps(spec))
-        monkeypatch.setattr(ablation_env, "_claimed", False)
+        monkeypatch.setattr(ablation_env, "_control", None)
         return spec
     return arm
