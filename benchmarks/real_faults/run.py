@@ -173,11 +173,27 @@ def _error_alarms(w) -> list[dict]:
     return [{"id": k, "step": v} for k, v in first.items()]
 
 
+def crashed(exc: Exception) -> dict:
+    """The row of a case whose script raised (under the watch or its own stand-in): no cause, no alarm, a miss."""
+    import traceback
+
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return {"top3": [], "first_error_alarm_step": None, "first_error_alarm": None,
+            "first_error_alarm_step_default_budget": None, "first_error_alarm_default_budget": None,
+            "error_alarms": [], "error_alarms_default_budget": [], "verdict": None, "error_findings": [],
+            "warning_findings": [], "steps": None, "seconds_plain": None, "seconds_watched": None,
+            "overhead_ratio": None,
+            "crashed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                       f"({Path(where.filename).name}:{where.lineno})"}
+
+
 def run_case(path: Path, half: str, reps: int = REPS) -> dict:
     name = path.stem
     mod = load_case(path, half)
     try:
         out = measure(mod.train, name, reps)
+    except Exception as exc:  # noqa: BLE001 - the script broke under the watch: that case's miss, not the run's end
+        out = crashed(exc)
     finally:  # a case that leaves its (one-process) group behind must not break the next case's init
         import torch.distributed as dist
 

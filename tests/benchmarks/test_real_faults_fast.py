@@ -82,3 +82,19 @@ def test_both_halves_report_totals_side_by_side():
     assert out["half"] == "both" and set(out["totals"]) == {"dev", "test", "healthy"}
     assert out["totals"]["dev"]["cases"] == 1 and out["totals"]["test"]["cases"] == 0
     assert [(c["half"], c["case"], c["family"]) for c in out["cases"]] == [("dev", "case_latents_ones", "architecture")]
+
+
+def test_a_case_whose_script_raises_is_a_miss_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(RUNNER.parent))
+    spec = importlib.util.spec_from_file_location("real_faults_run_for_crash", RUNNER)
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    case = tmp_path / "case_raises.py"
+    case.write_text('CAUSE = "wrong_targets"\nTHREADS = ("a/b#1",)\nFAMILY = "x"\n\n\n'
+                    "def train(watch, steps=100, seed=0, fixed=False):\n"
+                    "    raise TypeError(\"observe() got an unexpected keyword argument 'image_embed'\")\n")
+    row = run.run_case(case, "crashes", reps=1)
+    assert row["crashed"].startswith("TypeError: observe() got an unexpected keyword")
+    assert "case_raises.py:7" in row["crashed"]
+    assert not row["top1_correct"] and not row["top3_correct"] and not row["detected"]
+    assert run.case_totals([row])["misses"] == ["case_raises"]
