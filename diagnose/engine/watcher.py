@@ -91,6 +91,19 @@ def canonical_losses(losses: Mapping[str, Any]) -> dict[str, Any]:
     return {canonical_name(k, len(losses)): _scalar(v) for k, v in losses.items()}
 
 
+def with_named_embeddings(embeddings: Mapping[str, Any] | None, **named: torch.Tensor | None) -> dict[str, Any]:
+    """`embeddings` with `image_embeds=` / `text_embeds=` under their keys; a key given both ways is a
+    ValueError naming it."""
+    out = dict(embeddings or {})
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in out:
+            raise ValueError(f"observe(): {key}_embeds= and embeddings[{key!r}] both given; pass one")
+        out[key] = value
+    return out
+
+
 class Watch(OnlineRules):
     """One watched training run. Use through `diagnose.watch`."""
 
@@ -200,7 +213,8 @@ class Watch(OnlineRules):
                 logits: torch.Tensor | Mapping[str, torch.Tensor] | None = None, batch_size: int | None = None,
                 candidates: int | None = None, inputs: torch.Tensor | None = None,
                 chance: Mapping[str, float] | None = None,
-                extras: Mapping[str, Any] | None = None, targets: torch.Tensor | None = None) -> list[Alarm]:
+                extras: Mapping[str, Any] | None = None, targets: torch.Tensor | None = None,
+                image_embeds: torch.Tensor | None = None, text_embeds: torch.Tensor | None = None) -> list[Alarm]:
         """Report a step after ``loss.backward()`` and before ``optimizer.step()``; returns new alarms.
 
         `losses`: components by name (``total`` is the objective); `weights`: their weights in the
@@ -210,8 +224,11 @@ class Watch(OnlineRules):
         (chance is ln(candidates)); `inputs`: the input features (B, T, D) or (B, D), for the
         shared-component check; `chance`: override the chance value per component; `targets`: the
         class index each logits row is trained toward (``torch.arange(B)`` for paired data), read
-        against the logits' diagonal.
+        against the logits' diagonal. `image_embeds` / `text_embeds`: the names CLIP outputs give them (Hugging
+        Face's ``CLIPOutput``, our callbacks' step outputs), the same as ``embeddings={"image": ..., "text": ...}``.
         """
+        if image_embeds is not None or text_embeds is not None:
+            embeddings = with_named_embeddings(embeddings, image=image_embeds, text=text_embeds)
         self._time_step()
         self.batch_size = batch_size or self.batch_size
         self.candidates = candidates or self.candidates

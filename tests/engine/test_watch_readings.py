@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -144,3 +145,38 @@ def test_without_a_batch_size_chance_comes_from_the_logits_shape_and_the_report_
     assert run["chance_loss"] == pytest.approx(math.log(2 * B)) and run["verdict"]["label"]
     from reports.markdown import verdict_line
     assert f"B from the logits' shape ({B}, {2 * B})" in verdict_line(run)
+
+
+def _named_embeds_run(named: bool):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    enc = torch.nn.ModuleDict({"image": torch.nn.Linear(12, 8), "text": torch.nn.Linear(12, 8)})
+    opt = torch.optim.SGD(enc.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    with diagnose.watch(enc, opt, out=None, alarm="off", batch_size=16) as w:
+        for step in range(12):
+            x, t = torch.randn(16, 12, generator=g), torch.randn(16, 12, generator=g)
+            img, txt = F.normalize(enc["image"](x), dim=-1), F.normalize(enc["text"](t), dim=-1)
+            logits = 10 * img @ txt.t()
+            loss = F.cross_entropy(logits, torch.arange(16))
+            opt.zero_grad()
+            loss.backward()
+            emb = {"image_embeds": img, "text_embeds": txt} if named else {"embeddings": {"image": img, "text": txt}}
+            w.observe(step, losses={"clip": loss}, logits=logits, **emb)
+            opt.step()
+    return w.records
+
+
+def test_image_embeds_and_text_embeds_are_the_embeddings_by_their_clip_names():
+    a, b = _named_embeds_run(True), _named_embeds_run(False)
+    assert {"image", "text"} <= set(a["target"])  # readings of the embeddings were taken
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_embedding_given_both_ways_is_a_clear_error():
+    enc = torch.nn.Linear(4, 4)
+    with diagnose.watch(enc, None, out=None, alarm="off") as w:
+        x = torch.randn(4, 4)
+        with pytest.raises(ValueError, match=r"image_embeds= and embeddings\['image'\] both given"):
+            w.observe(0, embeddings={"image": x}, image_embeds=x)
