@@ -66,6 +66,10 @@ def root_cause_lines(run: dict, findings: list[dict] | None = None, markdown: bo
     head = f"{run['name']}{': ' + label if label else ''}"
     b = "**" if markdown else ""
     lines = [f"### {head}" if markdown else head, ""] if markdown else [head]
+    failed = run.get("rule_failures")
+    if failed:  # a bug of ours, said where the causes are read: their findings are missing below
+        lines.append(f"- {b}rules that failed on these records{b} (a bug in diagnose; their findings are missing): "
+                     + "; ".join(failed))
     if not causes:
         learned = " (the run learned)" if run.get("verdict", {}).get("learned") else ""
         lines.append("- no root cause implicated by any finding" + learned)

@@ -1,7 +1,12 @@
+import os
+
 import pytest
 import torch
 
 from reference_models import apply_scale, load_config
+
+# a rule that raises fails the test that met it (outside the tests it is left out and said: rules.base.note_failure)
+os.environ.setdefault("DIAGNOSE_STRICT_RULES", "1")
 
 # Tiny models: one thread avoids OpenMP spin-waits that make small ops 10-50x slower when the
 # two cores are shared with another process (CI runners, a parallel benchmark).

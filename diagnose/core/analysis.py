@@ -8,7 +8,7 @@ import pandas as pd
 
 from .findings import sort_finding_dicts
 from .rules import rank_root_causes, run_rules
-from .rules.base import finite, series, window
+from .rules.base import collect_failures, finite, series, window
 from .summary import RunSummary, Summary
 
 # Findings that read the level of the logged loss (at chance, above it, far short of the margin): when the logged
@@ -43,13 +43,19 @@ def analyse_run(run: RunSummary, records: pd.DataFrame) -> list[dict]:
     """Verdict, findings and root causes of one run from its own records; returns its finding dicts."""
     verdict = run.judge()
     ctx = run.context()
-    found = [f.to_dict() for f in run_rules(records, ctx)]
+    with collect_failures() as failed:
+        found = [f.to_dict() for f in run_rules(records, ctx)]
     misstated = _misstated(found, records)
     if verdict is not None and misstated:  # judged on the logits' own cross-entropy, not the misstated log
         verdict = run.judge(misstated[1], f"the logits' own cross-entropy; the logged loss misstates it: "
                             f"{misstated[0]['id']}")
     if verdict is not None:  # the verdict rules read the run's end (held-out retrieval is not in the records)
-        found = sort_finding_dicts(found + [f.to_dict() for f in run_rules(run.to_dict(), ctx, kind="verdict")])
+        with collect_failures() as more:
+            found = sort_finding_dicts(found + [f.to_dict() for f in run_rules(run.to_dict(), ctx, kind="verdict")])
+        failed += more
+    run.extra.pop("rule_failures", None)  # a rebuild re-derives them
+    if failed:  # the report says which rules' findings are missing (`reports.markdown.root_cause_lines`)
+        run.extra["rule_failures"] = failed
     if misstated:
         found = _about_the_log(found, misstated[0]["id"])
     run.root_causes = rank_root_causes(found, verdict and {"learned": verdict.learned})

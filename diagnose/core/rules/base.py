@@ -11,6 +11,8 @@ on the run truncated at t.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -90,13 +92,52 @@ class Rule:
         return True
 
     def __call__(self, records, ctx) -> list[Finding]:
-        out = self.check(records, ctx)
+        try:
+            out = self.check(records, ctx)
+        except Exception as exc:  # noqa: BLE001 - one rule's bug must not end the user's run nor hide the others
+            if os.environ.get(STRICT_ENV):
+                raise
+            note_failure(self.name, exc)
+            return []
         declared = {e.id: e for e in self.emits}
         for f in out:  # a rule emits only what it declares, at a declared severity
             e = declared.get(f.id)
             if e is None or f.severity not in e.severities:
                 raise AssertionError(f"{self.name} emitted undeclared {f.id}/{f.severity}")
         return out
+
+
+# --- a rule that raises ------------------------------------------------------------------------------
+
+EXP_SAFE = 50.0  # exp() of a loss read as a count of candidates only below this (e^50 ~ 5e21; exp(710) overflows)
+STRICT_ENV = "DIAGNOSE_STRICT_RULES"  # set (the test suite does): a rule's exception propagates
+_failures = threading.local()  # per thread: the failures noted while `collect_failures` is open
+_warned: set[str] = set()
+
+
+def note_failure(rule: str, exc: BaseException) -> None:
+    """A rule raised on these records: its findings are left out, the evaluation goes on; said once per rule and
+    error on stderr, and kept for the run's summary while `collect_failures` is open."""
+    text = f"{rule}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    seen = getattr(_failures, "seen", None)
+    if seen is not None and text not in seen:
+        seen.append(text)
+    if text not in _warned:
+        _warned.add(text)
+        print(f"diagnose: rule {text} (a bug in diagnose: its findings are left out; the other rules ran)",
+              file=sys.stderr)
+
+
+class collect_failures:
+    """`with collect_failures() as failed:` the rules that raised in the block, as `note_failure` wrote them."""
+
+    def __enter__(self) -> list[str]:
+        self._outer = getattr(_failures, "seen", None)
+        _failures.seen = []
+        return _failures.seen
+
+    def __exit__(self, *exc) -> None:
+        _failures.seen = self._outer
 
 
 # --- record access ---------------------------------------------------------------------------------

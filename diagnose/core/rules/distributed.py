@@ -32,6 +32,7 @@ import pandas as pd
 from ..definitions import CHANCE_REL_TOL, learned, relative_gap
 from ..findings import Finding
 from .base import (
+    EXP_SAFE,
     Emit,
     Rule,
     RunContext,
@@ -183,6 +184,8 @@ class ChanceMismatch(Rule):
         comp = primary_component(df)
         mean, ln_pool = end_loss(df, comp)
         if not (math.isfinite(mean) and math.isfinite(ln_pool)) or abs(relative_gap(mean, ln_pool)) < CHANCE_REL_TOL:
+            return []
+        if mean - ln_pool > EXP_SAFE:  # a loss that far above chance counts no candidates (and exp() overflows)
             return []
         pool = round(math.exp(ln_pool))
         k = round(math.exp(mean) / pool)

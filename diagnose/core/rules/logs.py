@@ -15,12 +15,9 @@ from ..findings import Finding
 from ..logframe import final_step, final_values, loss_components, metric_label, rounded, wide_frame
 from ..logframe.weights import check_weights, format_weights, solve_weights
 from ..logs.names import TOTAL
-from .base import Emit, Rule, RunContext
+from .base import EXP_SAFE, Emit, Rule, RunContext
 from .log_recall import RANDOM_RECALL_MAX, RANDOM_RECALL_SPREAD, RECALL_Z, recall_findings, recall_vs_size
 from .loss_logging import IDENTICAL_ATOL
-
-# exp(x) is shown as a candidate count only below this (e^50 ~ 5e21 candidates is no batch).
-EXP_SAFE = 50.0
 
 # A contrastive (InfoNCE) loss at uniform logits is ln(N) for N candidates per row. The logged loss is
 # judged by its end-of-run mean (`diagnose.core.definitions.end_start`), and "at ln N" means within

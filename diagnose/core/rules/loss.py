@@ -8,7 +8,20 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, LEARNED_LOSS_FRACTION, LEARNED_RECALL_FACTOR, at_chance, relative_gap
 from ..findings import Finding
-from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, series, span, targets, window
+from .base import (
+    EXP_SAFE,
+    Emit,
+    Rule,
+    RunContext,
+    end_loss,
+    finite,
+    primary_component,
+    rnd,
+    series,
+    span,
+    targets,
+    window,
+)
 from .gradients import SETTLED_CUMULATIVE_UPDATE
 from .persistence import gap_to_chance, stuck
 
@@ -72,7 +85,7 @@ class LossAtChance(Rule):
         if not math.isfinite(rel):
             return []
         ev = {"component": comp, "window_steps": span(w), "loss_mean": rnd(mean), "chance_ln_B": rnd(ln_b),
-              "batch_size": ctx.batch_size, "implied_candidates": rnd(math.exp(mean), 1),
+              "batch_size": ctx.batch_size, "implied_candidates": rnd(math.exp(mean), 1) if mean < EXP_SAFE else None,
               "first_step_loss": rnd(values.iloc[0]), "relative_gap": rnd(rel)}
         if abs(rel) < CHANCE_REL_TOL:
             n = round(math.exp(ln_b))
