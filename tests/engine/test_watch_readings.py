@@ -180,3 +180,28 @@ def test_an_embedding_given_both_ways_is_a_clear_error():
         x = torch.randn(4, 4)
         with pytest.raises(ValueError, match=r"image_embeds= and embeddings\['image'\] both given"):
             w.observe(0, embeddings={"image": x}, image_embeds=x)
+
+
+def test_observe_before_backward_reads_no_missing_gradient_from_the_first_step():
+    """`observe` called before `loss.backward()` (the step's gradients are the last step's): the first step holds
+    no gradient anywhere, which says nothing about the loss's path; a healthy run gets no `no_gradient`."""
+    torch.manual_seed(0)
+    enc = torch.nn.ModuleDict({"image": torch.nn.Linear(12, 8), "text": torch.nn.Linear(12, 8)})
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    x_all = torch.randn(512, 12, generator=g)
+    t_all = x_all @ torch.randn(12, 12, generator=g)
+    with diagnose.watch(enc, opt, out=None, alarm="off", batch_size=32, budget=None) as w:
+        for step in range(40):
+            idx = torch.randint(0, 512, (32,), generator=g)
+            img, txt = F.normalize(enc["image"](x_all[idx]), dim=-1), F.normalize(enc["text"](t_all[idx]), dim=-1)
+            logits = 10 * img @ txt.t()
+            loss = F.cross_entropy(logits, torch.arange(32))
+            w.observe(step, losses={"clip": loss}, image_embeds=img, text_embeds=txt, logits=logits)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    out = w.result().to_dict()
+    assert out["runs"][0]["verdict"]["learned"]
+    assert not [f for f in out["findings"] if f["severity"] == "error"], out["findings"]
+    assert w.alarms == []

@@ -169,6 +169,16 @@ def select(df: pd.DataFrame, probe: str, metric: str | None = None, target: str 
     return sel[sel["target"] == target] if target is not None else sel
 
 
+def grad_is_none(df: pd.DataFrame) -> pd.DataFrame:
+    """The gradient probe's per-parameter `grad_is_none` rows, without the steps on which no parameter held a
+    gradient when some other step had one: such a step (observe() called before the first backward) says nothing
+    about which parameters the loss reaches. Where no step ever had one, every row stays: the watched parameters
+    are not the ones the loss reaches (a copy of the model on its path), which is what the rules read."""
+    none = select(df, "gradient_flow", "grad_is_none")
+    with_grad = set(select(df, "gradient_flow", "grad_norm")["step"])
+    return none[none["step"].isin(with_grad)] if len(none) and with_grad else none
+
+
 def series(df: pd.DataFrame, probe: str, target: str, metric: str) -> pd.Series:
     """Values of one (probe, target, metric) by step (mean of repeats), sorted by step."""
     return select(df, probe, metric, target).groupby("step")["value"].mean().sort_index()

@@ -14,10 +14,10 @@ from .base import (
     RunContext,
     end_loss,
     finite,
+    grad_is_none,
     primary_component,
     rnd,
     saved_share,
-    select,
     series,
     span,
     window,
@@ -276,7 +276,7 @@ class EmbeddingWithoutGradient(Rule):
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         out = []
         frozen = series(df, "contrastive", "model", "frozen_numel")
-        none = select(df, "gradient_flow", "grad_is_none")
+        none = grad_is_none(df)
         # the mechanism must be in the model: frozen parameters, or trainable ones that got no gradient (not an
         # unused temperature scalar, which cuts nothing); an embedding detached only on its way to observe() is not one
         no_grad_params = sorted(set(none["target"])) if len(none) else []

@@ -38,9 +38,9 @@ from .base import (
     RunContext,
     end_loss,
     finite,
+    grad_is_none,
     primary_component,
     rnd,
-    select,
     series,
     span,
     targets,
@@ -121,7 +121,7 @@ class GatheredWithoutGradient(Rule):
         world = int(size.iloc[-1]) if len(size) else None
         if not (b and n and n % b == 0 and (n >= 2 * b or world)) or learned(mean, ln_b):
             return []
-        none = select(df, "gradient_flow", "grad_is_none")
+        none = grad_is_none(df)
         cut = sorted(set(none[none["value"] > 0]["target"]))
         got = set(targets(df, "gradient_flow", "grad_norm"))
         # a temperature scalar multiplies the gathered logits and keeps its gradient; nothing upstream of it

@@ -17,6 +17,7 @@ from .base import (
     RunContext,
     end_loss,
     finite,
+    grad_is_none,
     primary_component,
     rnd,
     select,
@@ -93,7 +94,7 @@ class GradientPresence(Rule):
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         out = []
-        none = select(df, "gradient_flow", "grad_is_none")
+        none = grad_is_none(df)
         none = none[none["value"] > 0]
         params = sorted(none["target"].unique()) if len(none) else []
         unused = unused_temperatures(df, params)

@@ -73,7 +73,8 @@ TRIGGERS = {
                                     frame(rec("collapse", "input", "cosine_mean", CT + 1e-3),
                                           rec("collapse", "image", "cosine_mean", CT + 1e-3), loss("loss_clip", LN_B)),
                                     ctx())],
-    "no_gradient": [("error", R.gradient_presence, rec("gradient_flow", "text.proj.weight", "grad_is_none", 1.0),
+    "no_gradient": [("error", R.gradient_presence, frame(rec("gradient_flow", "text.proj.weight", "grad_is_none", 1.0),
+                                                        rec("gradient_flow", "image.proj.weight", "grad_norm", 1.0)),
                      ctx())],
     "dead_gradients": [("error", R.gradient_presence,
                         layers({**HEALTHY_LAYERS, "enc.layers.4": 0.0}, zero={"enc.layers.4": 1.0}), ctx())],
@@ -189,7 +190,12 @@ NEAR_MISSES = {
                                          rec("collapse", "image", "cosine_mean", CT + 1e-3),
                                          loss("loss_clip", LN_B * (1 - 1.01 * TOL))), ctx()),
     ],
-    "no_gradient": [(R.gradient_presence, rec("gradient_flow", "text.proj.weight", "grad_is_none", 0.0), ctx())],
+    "no_gradient": [(R.gradient_presence, rec("gradient_flow", "text.proj.weight", "grad_is_none", 0.0), ctx()),
+                    # the one step without it is a step on which no parameter held a gradient (observe() before the
+                    # first backward), and the parameter held one on every other
+                    (R.gradient_presence, frame(rec("gradient_flow", "text.proj.weight", "grad_is_none", {0: 1.0}),
+                                                rec("gradient_flow", "text.proj.weight", "grad_norm",
+                                                    {s: 1.0 for s in range(1, N)})), ctx())],
     "dead_gradients": [
         # exactly zero on all but one window step
         (R.gradient_presence,
