@@ -18,7 +18,7 @@ LOGGED_LEVEL = frozenset({"loss_at_chance", "loss_above_chance", "not_learned_fa
 
 # Error findings that show the logged loss is not the loss of the logits observed with it (not tracking them, a
 # constant factor, a sum over micro-batches).
-LOG_MISSTATED = ("loss_logged_not_tracking", "loss_logged_scaled", "loss_logged_summed")
+LOG_MISSTATED = ("loss_logged_not_tracking", "loss_logged_scaled", "loss_logged_summed", "loss_logged_two_scales")
 
 
 def _misstated(found: list[dict], records: pd.DataFrame) -> tuple[dict, float] | None:

@@ -58,6 +58,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     logged_not_tracking,
     logged_scaled,
     logged_total,
+    logged_two_scales,
     logits_candidates,
     loss_at_chance,
     lr_below_schedule_peak,
@@ -123,7 +124,8 @@ __all__ = [
     "gathered_gradient_scale", "replicas_out_of_sync", "chance_mismatch", "no_data_signal", "flat_logits",
     "temperature_limits_loss", "params_outside_optimizer", "learning_rate_gone", "logits_candidates",
     "targets_off_diagonal", "false_negatives", "embedding_without_gradient", "scale_update_high", "pairs_unrelated",
-    "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "logged_not_tracking", "updates_rounded_away",
+    "logged_scaled", "samples_mixed", "MIX_REL", "logged_aggregate", "logged_not_tracking", "logged_two_scales",
+    "updates_rounded_away",
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
 ]

@@ -41,7 +41,14 @@ from .graph import ParamsUnregistered
 from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
-from .loss_logging import IdenticalComponents, LoggedAggregate, LoggedNotTracking, LoggedScaled, LoggedTotal
+from .loss_logging import (
+    IdenticalComponents,
+    LoggedAggregate,
+    LoggedNotTracking,
+    LoggedScaled,
+    LoggedTotal,
+    LoggedTwoScales,
+)
 from .margin import FarShortOfMargin
 from .optimizer import (
     DecayDominatesGradient,
@@ -82,6 +89,8 @@ samples_mixed = SamplesMixed()
 logged_aggregate = LoggedAggregate()
 # the logged loss's trend against the logits' own cross-entropy (the logits learned, the log does not fall)
 logged_not_tracking = LoggedNotTracking()
+# the logged loss equal to the logits' own on some steps and several times it on others
+logged_two_scales = LoggedTwoScales()
 # float16 / bfloat16 weights the optimizer steps leave bit-identical
 updates_rounded_away = UpdatesRoundedAway()
 # an L2 decay term against the gradient it is added to; eps against the gradient scale it divides by
@@ -105,7 +114,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 targets_off_diagonal, false_negatives, embedding_without_gradient, scale_update_high, pairs_unrelated,
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
-                lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step),
+                lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
+                logged_two_scales),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

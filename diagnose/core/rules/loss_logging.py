@@ -133,6 +133,51 @@ class LoggedScaled(Rule):
             "objective itself.", comp)]
 
 
+# One logged quantity in two scales: on some steps the reported loss IS the cross-entropy of the logits passed with
+# it (equal to SCALED_MIN_OFF: the same logits give the same value, so a match to 1% says what the log is), on
+# others it is off by a factor of TWO_SCALES_FACTOR or more either way. Factor 2 is what moves a reading across the
+# learned line (a loss below half of ln B, `definitions.LEARNED_LOSS_FRACTION`): an offset that large changes the
+# verdict. Each side on PERSIST_MIN_OBS steps. (A constant factor on every step is `loss_logged_scaled`'s; an
+# integer sum over micro-batches `loss_logged_summed`'s: neither has steps that match.)
+TWO_SCALES_FACTOR = 2.0
+
+
+class LoggedTwoScales(Rule):
+    """The reported loss equals the logits' own cross-entropy on some steps and is several times it on others: a
+    value left scaled (a loss scale, an accumulation divisor) on the steps where only another branch restores it."""
+
+    topic = "logging"
+    emits = (Emit("loss_logged_two_scales", ("error",), "logging_misstates_loss", 1),)
+    needs = (("contrastive", "loss_diagonal"), ("loss_split", "value"))
+    thresholds = {"TWO_SCALES_FACTOR": TWO_SCALES_FACTOR, "SCALED_MIN_OFF": SCALED_MIN_OFF,
+                  "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        comp = primary_component(df)
+        both = pd.concat({"reported": series(df, "loss_split", comp, "value"),
+                          "own": series(df, "contrastive", "logits", "loss_diagonal")}, axis=1).dropna()
+        both = both[(both["own"].abs() > 1e-6) & both.abs().lt(float("inf")).all(axis=1)]
+        ratio = both["reported"] / both["own"]
+        same = ratio[(ratio - 1.0).abs() <= SCALED_MIN_OFF]
+        off = ratio[(ratio >= TWO_SCALES_FACTOR) | (ratio <= 1.0 / TWO_SCALES_FACTOR)]
+        if len(same) < PERSIST_MIN_OBS or len(off) < PERSIST_MIN_OBS:
+            return []
+        ev = {"component": comp, "steps_compared": len(ratio), "steps_equal": len(same), "steps_off": len(off),
+              "factor_off_median": rnd(float(off.median()), 4), "factor_off_min": rnd(float(off.min()), 4),
+              "factor_off_max": rnd(float(off.max()), 4), "first_equal_step": int(same.index[0]),
+              "first_off_step": int(off.index[0]), "steps": span(ratio)}
+        return [Finding(
+            "loss_logged_two_scales", "error", ctx.name,
+            f"the reported {comp} equals the cross-entropy of the logits passed with it on {len(same)} of "
+            f"{len(ratio)} steps (to {SCALED_MIN_OFF:.0%}) and is {ev['factor_off_median']:.4g} x it (from "
+            f"{ev['factor_off_min']:.4g} to {ev['factor_off_max']:.4g}) on {len(off)} others (first at step "
+            f"{ev['first_off_step']}): one value logged in two scales, left scaled (a loss scale, an accumulation "
+            "divisor) on the steps where only another branch restores it. Readings of the logged curve against "
+            "ln(B) are off on those steps.", ev,
+            "Log the objective on every step (unscale or multiply back before logging, not only where the optimizer "
+            "steps); pass observe that value.", comp)]
+
+
 # A reported loss that is an aggregate of the per-step cross-entropies of the logits observed with it.
 # Running mean since the first step and an exponential moving average are deterministic functions of those
 # values: they agree to float rounding (AGG_REL_TOL) or not at all. Either only matters where it differs

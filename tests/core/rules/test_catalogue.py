@@ -342,7 +342,7 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py
-               R.logged_scaled, R.logged_aggregate,
+               R.logged_scaled, R.logged_aggregate, R.logged_two_scales,
                # a counterfactual on the step's inputs (half a batch): tests/core/rules/test_attention.py
                R.samples_mixed}
 

@@ -54,6 +54,31 @@ def test_loss_logged_scaled_by_a_constant_factor_and_near_misses():
     assert R.logged_scaled(frame(logits, rec("loss_split", "loss_clip", "value", smoothed)), ctx()) == []
 
 
+def test_loss_logged_in_two_scales_and_near_misses():
+    """A loss scale left on the logged value on three micro-batches of four (unscaled only where the optimizer
+    steps): equal to the logits' own loss on a quarter of the steps, 16384 x it on the rest."""
+    import numpy as np
+
+    n = 40
+    own = list(np.linspace(4.5, 0.2, n))
+
+    def reported(times):
+        return frame(rec("contrastive", "logits", "loss_diagonal", own),
+                     rec("loss_split", "loss_clip", "value", [v * times(s) for s, v in enumerate(own)]))
+
+    f = one(R.logged_two_scales(reported(lambda s: 1.0 if s % 4 == 3 else 16384.0), ctx()), "loss_logged_two_scales")
+    assert f.severity == "error" and f.evidence["factor_off_median"] == pytest.approx(16384.0)
+    assert f.evidence["steps_equal"] == n // 4 and f.evidence["steps_off"] == n - n // 4
+    # an accumulation divisor left on it (a quarter) the same way, and the other way round
+    assert R.logged_two_scales(reported(lambda s: 1.0 if s % 4 == 3 else 0.25), ctx())
+    # near misses: the loss as computed; a constant factor (loss_logged_scaled's); off by less than 2x on the
+    # other steps (an extra term); equal on too few steps
+    assert R.logged_two_scales(reported(lambda s: 1.0), ctx()) == []
+    assert R.logged_two_scales(reported(lambda s: 4.0), ctx()) == []
+    assert R.logged_two_scales(reported(lambda s: 1.0 if s % 4 == 3 else 1.9), ctx()) == []
+    assert R.logged_two_scales(reported(lambda s: 1.0 if s < 3 else 16384.0), ctx()) == []
+
+
 def _aggregate_frame(own, reported):
     return frame(rec("contrastive", "logits", "loss_diagonal", list(own)),
                  rec("loss_split", "loss_clip", "value", list(reported)))
