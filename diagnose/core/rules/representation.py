@@ -117,6 +117,8 @@ class EmbeddingCollapse(Rule):
         if cos.empty:
             return []
         w = window(cos)
+        if not math.isfinite(float(w.mean())):  # non-finite rows are nonfinite_values' finding, not a collapse
+            return []
         if float(w.mean()) < COLLAPSE_COSINE:
             return self._on_one_line(df, ctx, name)
         rank = series(df, "collapse", name, "effective_rank")
@@ -310,20 +312,30 @@ class EmbeddingsNotNormalised(Rule):
         of raw dot products over a temperature) overflowed. Unnormalised embeddings are then why it diverged."""
         comp = primary_component(df)
         loss = series(df, "loss_split", comp, "value")
-        stable = series(df, "contrastive", "logits", "loss_diagonal")
-        if loss.empty or stable.empty:
+        if loss.empty or math.isfinite(float(loss.iloc[0])):
             return []
         first = int(loss.index[0])
-        if math.isfinite(float(loss.iloc[0])) or first not in stable.index or not math.isfinite(float(stable[first])):
-            return []
-        ev = {"first_step": first, "loss_first": str(float(loss.iloc[0])), "stable_cross_entropy_first":
-              rnd(float(stable[first])), "embeddings": {k: v["norm_mean_first"] for k, v in bad.items()}}
+        stable = series(df, "contrastive", "logits", "loss_diagonal")
+        ev = {"first_step": first, "loss_first": str(float(loss.iloc[0])),
+              "embeddings": {k: v["norm_mean_first"] for k, v in bad.items()}}
+        if first in stable.index:  # the step's own logits were handed over: their cross-entropy, computed stably
+            if not math.isfinite(float(stable[first])):
+                return []
+            ev["stable_cross_entropy_first"] = rnd(float(stable[first]))
+            inputs = (f"the cross-entropy of the same step's logits computed stably (log-softmax) is "
+                      f"{float(stable[first]):.4f}: the logits are finite and the loss's own arithmetic overflows on "
+                      "them (an exp of logits this large), and they are this large")
+        else:  # no logits: the embeddings of that step, before any update, finite (their norms read)
+            norms = {k: series(df, "collapse", k, "norm_mean") for k in bad}
+            if not all(first in v.index and math.isfinite(float(v[first])) for v in norms.values()):
+                return []
+            inputs = ("the embeddings of that step, before any update, are finite: the loss's own arithmetic fails on "
+                      "their raw dot products (an exp of dot products over a temperature underflows or overflows), "
+                      "which are that large")
         return [Finding(
             "unnormalised_logits_overflow", "error", ctx.name,
-            f"{comp} is {float(loss.iloc[0])} from its first step ({first}), while the cross-entropy of the same "
-            f"step's logits computed stably (log-softmax) is {float(stable[first]):.4f}: the logits are finite and "
-            "the loss's own arithmetic overflows on them (an exp of logits this large), and they are this large "
-            f"because the embeddings are not unit norm (median norm {medians}). The divergence follows from it.",
+            f"{comp} is {float(loss.iloc[0])} from its first step ({first}), while {inputs} because the embeddings "
+            f"are not unit norm (median norm {medians}). The divergence follows from it.",
             ev, "L2-normalise both embeddings before the similarity; compute the loss with F.cross_entropy "
             "(log-softmax) rather than exp() and a division.", comp)]
 

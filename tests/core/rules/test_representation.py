@@ -115,6 +115,29 @@ def test_an_exp_overflow_on_finite_unnormalised_logits_is_named_as_the_divergenc
     assert R.embeddings_not_normalised(run(float("inf"), 3.9, 1.0), ctx()) == []
 
 
+def test_without_logits_the_first_step_s_finite_embeddings_say_the_same():
+    """Only embeddings handed over (a SupCon loss over stacked views, normalised along the views axis): the loss is
+    NaN from step 0, before any update, on finite embeddings of norm ~4."""
+    nan = float("nan")
+
+    def run(first_loss: float, norm_first: float, norm: float = 4.0) -> pd.DataFrame:
+        norms = {0: norm_first, **{s: norm for s in range(1, N)}}
+        return frame(rec("collapse", "image", "norm_mean", norms), rec("collapse", "text", "norm_mean", norms),
+                     loss("clip", [first_loss] + [nan] * (N - 1)))
+
+    f = one(R.embeddings_not_normalised(run(nan, 4.0), ctx()), "unnormalised_logits_overflow")
+    assert "stable_cross_entropy_first" not in f.evidence and "before any update, are finite" in f.message
+    # near misses: the embeddings of the first step are not finite themselves; the loss starts finite
+    assert "unnormalised_logits_overflow" not in ids(R.embeddings_not_normalised(run(nan, nan), ctx()))
+    assert "unnormalised_logits_overflow" not in ids(R.embeddings_not_normalised(run(4.1, 4.0), ctx()))
+
+
+def test_nan_embeddings_are_not_a_collapse():
+    nan = float("nan")
+    df = frame(rec("collapse", "image", "cosine_mean", [0.1] * 5 + [nan] * (N - 5)))
+    assert R.embedding_collapse(df, ctx()) == []
+
+
 def _raw_norms(given: float, cosines: float, steps: int = 40, every: int = 10) -> pd.DataFrame:
     """Rows of norm 1.6 on every step and, every `every` steps, the logits' and the cosines' loss at their best
     scale (the expensive steps' counterfactual)."""
