@@ -24,6 +24,10 @@ def gathered(shards, how: str):
     if how == "detach":  # what dist.all_gather hands back, written by hand
         return torch.cat([s.detach().clone() for s in shards])
     out = [torch.zeros_like(s) for s in shards]
+    if how == "copy_of_detached":  # into buffers, grad enabled
+        for o, s in zip(out, shards):
+            o.copy_(s.detach())
+        return torch.cat(out)
     with torch.no_grad():
         for o, s in zip(out, shards):
             o.copy_(s)
@@ -48,7 +52,7 @@ def run(model, opt, w, steps, how):
 
 
 @pytest.mark.parametrize("fix", ["gather_with_grad", "local_grad_in_gather"])
-@pytest.mark.parametrize("how", ["detach", "copy_under_no_grad"])
+@pytest.mark.parametrize("how", ["detach", "copy_under_no_grad", "copy_of_detached"])
 def test_a_hand_written_gather_gets_the_features_back_with_their_gradient(under_ablation, fix, how):
     torch.manual_seed(0)
     model = Towers()

@@ -1,6 +1,6 @@
 """A gather written by hand in the loss lines: the blocks of a concatenation that are copies, cut from the graph, of
-this step's features (`.detach()`, `.detach().clone()`, `out.copy_(t)` under `no_grad`, as `dist.all_gather` hands
-them back) get the features themselves back, with their gradient.
+this step's features (`.detach()`, `.detach().clone()`, `out.copy_(t)` under `no_grad` or `out.copy_(t.detach())`, as
+`dist.all_gather` hands them back) get the features themselves back, with their gradient.
 
 Where a script stands in for `torch.distributed.all_gather` (ranks simulated in one process, a collective wrapped
 by hand), no process group exists for `gather.py`'s fixes to wrap, yet the loss lines show the same cut: features
@@ -69,6 +69,11 @@ class HandGather:
         dst, src = (call.args + (None, None))[:2]
         if not torch.is_grad_enabled():  # a copy under no_grad: cut from the graph
             self._mark(dst, src)
+        else:  # `out.copy_(t.detach())`: a copy of a cut copy is a copy of its source
+            cut = getattr(src, "_dg_cut_from", None)
+            if (cut is not None and isinstance(dst, torch.Tensor) and not dst.requires_grad
+                    and dst.shape == src.shape):
+                mark(dst, "_dg_cut_from", cut)
         return out
 
     def _cat(self, call: Call) -> Any:
