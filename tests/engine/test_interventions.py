@@ -1396,3 +1396,26 @@ def test_finite_masks_keeps_an_inf_mask_out_of_the_scales_derivative(under_ablat
     logits = masked(img @ txt.t()) * model.logit_scale.exp()
     F.cross_entropy(logits, torch.arange(B)).backward()
     assert torch.isnan(model.logit_scale.grad)
+
+
+def test_reinit_nonfinite_redraws_what_was_left_uninitialised_and_says_when_all_is_finite(under_ablation, tmp_path):
+    torch.manual_seed(0)
+    model = Towers()
+    model.latents = nn.Parameter(torch.full((4, E), float("nan")))  # a bare parameter never initialised
+    with torch.no_grad():
+        model.image.weight.fill_(float("nan"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("reinit_nonfinite")
+    text_before = model.text.weight.detach().clone()
+    with diagnose.watch(model, opt, batch_size=B):
+        assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        assert torch.equal(model.text.weight, text_before)  # the finite ones are left as they were
+        assert float(model.latents.abs().sum()) > 0 and float(model.image.weight.std()) > 0
+    applied = json.loads(open(spec["status"]).read())["applied"][0]
+    assert "reset 1 module(s)" in applied and "image.weight" in applied and "redrew 1 tensor(s)" in applied
+    torch.manual_seed(0)
+    fine = Towers()
+    spec = under_ablation("reinit_nonfinite")
+    with pytest.raises(SystemExit):
+        diagnose.watch(fine, torch.optim.SGD(fine.parameters(), lr=0.1), batch_size=B)
+    assert "every parameter is finite" in json.loads(open(spec["status"]).read())["not_applicable"]

@@ -23,6 +23,7 @@ from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
 from .probabilities import LogProbabilities
 from .reinit_constant import ReinitConstant
+from .reinit_nonfinite import ReinitNonfinite
 from .rescale_logits import RescaleLogits
 from .scaler import ScalerStep
 from .schedule import StepSchedule
@@ -38,7 +39,7 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, GatherWithGrad, CentreInputs, StandardiseInputs,
     Reinit, ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights,
     Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst, DefaultEps,
-    FiniteMasks)}
+    FiniteMasks, ReinitNonfinite)}
 
 
 def for_cause(cause: str) -> list[str]:

@@ -51,27 +51,34 @@ class ReinitConstant(Intervention):
         if not hit:
             raise NotApplicable("reinit_constant: no trainable weight tensor of 2 or more dimensions is constant, "
                                 "and no normalisation gain is zero, when the watch opens")
-        modules = dict(watch.model.named_modules())
-        reset, drawn = [], []
-        with torch.no_grad():
-            for name, p in hit:
-                owner = modules.get(name.rpartition(".")[0])
-                # a module whose `weight` this is: its own init (nn.Linear / Conv: kaiming uniform, and its bias redrawn
-                # with it); any other tensor (a module without `weight`, in_proj_weight, a bare parameter) as nn.Linear
-                if owner is not None and hasattr(owner, "reset_parameters") and getattr(owner, "weight", None) is p:
-                    owner.reset_parameters()
-                    reset.append(name)
-                elif p.dim() == 1:  # a zero norm gain without reset_parameters: every norm layer's default, ones
-                    p.fill_(1.0)
-                    reset.append(name)
-                else:
-                    torch.nn.init.kaiming_uniform_(p, a=math.sqrt(5))  # nn.Linear's default for the weight
-                    drawn.append(name)
-        said = []
-        if reset:
-            said.append(f"reset {len(reset)} module(s) with their default init, bias included ({', '.join(reset[:4])}"
-                        f"{', ...' if len(reset) > 4 else ''})")
-        if drawn:
-            said.append(f"redrew {len(drawn)} tensor(s) as nn.Linear does ({', '.join(drawn[:4])}"
-                        f"{', ...' if len(drawn) > 4 else ''})")
-        self.did.append("; ".join(said))
+        self.did.append(redraw(watch.model, hit))
+
+
+def redraw(model: Any, hit: list[tuple[str, torch.Tensor]]) -> str:
+    """Each named tensor of `model` in `hit` redrawn as a fresh model would have it: the module whose `weight` it is
+    reset by its own `reset_parameters` (its bias with it); a norm layer's 1-d gain without one: ones; any other
+    tensor of 2 or more dimensions (a module without `weight`, in_proj_weight, a bare parameter) as nn.Linear's weight
+    (kaiming uniform); any other of fewer (a bias, a bare scalar): zeros. Returns what was done, in words."""
+    modules = dict(model.named_modules())
+    reset, drawn, zeroed = [], [], []
+    with torch.no_grad():
+        for name, p in hit:
+            owner = modules.get(name.rpartition(".")[0])
+            if owner is not None and hasattr(owner, "reset_parameters") and getattr(owner, "weight", None) is p:
+                owner.reset_parameters()
+                reset.append(name)
+            elif p.dim() == 1 and _norm_gain(owner, p):  # every norm layer's default gain
+                p.fill_(1.0)
+                reset.append(name)
+            elif p.dim() >= 2:
+                torch.nn.init.kaiming_uniform_(p, a=math.sqrt(5))  # nn.Linear's default for the weight
+                drawn.append(name)
+            else:
+                p.zero_()
+                zeroed.append(name)
+    said = []
+    for names, what in ((reset, "reset {n} module(s) with their default init, bias included"),
+                        (drawn, "redrew {n} tensor(s) as nn.Linear does"), (zeroed, "set {n} tensor(s) to zero")):
+        if names:
+            said.append(f"{what.format(n=len(names))} ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
+    return "; ".join(said)
