@@ -383,6 +383,29 @@ def test_normalise_rows_normalises_each_embedding_where_the_script_normalised_fe
     assert "4 F.normalize call(s)" in json.loads(open(spec["status"]).read())["applied"][0]
 
 
+def test_normalise_rows_reaches_a_views_gram_matrix_when_no_logits_are_handed_over(under_ablation):
+    """SupCon over stacked views normalised along the views axis (dim=1 of (B, 2, E)); only embeddings reach
+    observe. The loss's `contrast @ contrast.t()` (2B x 2B) is computed on unit rows from the first step."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("normalise_rows")
+    x, t = batch()
+    diagonals = []
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(2):
+            feats = F.normalize(torch.stack([model.image(x), model.text(t)], dim=1), dim=1)
+            contrast = torch.cat(torch.unbind(feats, dim=1))
+            logits = contrast @ contrast.t() / 0.07
+            diagonals.append(logits.diagonal().detach())
+            loss = F.cross_entropy(logits - 1e4 * torch.eye(2 * B), torch.arange(2 * B).roll(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": feats[:, 0], "text": feats[:, 1]})
+            opt.step()
+    assert all(torch.allclose(d, torch.full((2 * B,), 1 / 0.07), atol=1e-3) for d in diagonals)  # unit rows
+
+
 @pytest.mark.parametrize("norm", ["none", "frobenius", "unit"])
 def test_normalise_rows_computes_the_logits_product_on_unit_rows(under_ablation, norm):
     """No F.normalize to move: the script's `scale * img @ txt.t()` is computed on unit rows, the scale kept; the

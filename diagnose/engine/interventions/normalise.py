@@ -10,7 +10,11 @@ Embeddings not normalised at all, or by hand (`x / x.norm()`: the norm of the wh
 meet no such call: there the script's own matrix product that makes the logits (`scale * img @ txt.t()`, an
 (n, E) @ (E, m) product whose result has the shape of the logits handed to `observe`, computed in the loss lines
 outside every module's forward) gets its operands' rows scaled to unit norm (the columns of the right one), a
-scalar factor already applied to an operand (`scale * img`) kept (`ops.watch_ops`). Operands whose rows are unit
+scalar factor already applied to an operand (`scale * img`) kept (`ops.watch_ops`). A script that hands `observe`
+embeddings but no logits (a SupCon / NT-Xent loss over the stacked views): the product whose result's rows and
+columns are multiples of the batch (views, ranks) and that is a matrix times its own transpose (from the first
+step), or whose operands' rows have the embeddings' width (from the second: the first `observe` says it). Operands
+whose rows are unit
 already are left alone. Not applicable: by the second `observe` neither an F.normalize call along the batch axis
 nor a product of rows that were not unit (the script normalises correctly).
 """
@@ -21,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .base import Intervention, called_by_own_code, declared_logits_shapes, note_logits_shape
+from .base import Intervention, called_by_own_code, declared_logits_shapes, note_logits_shape, seen_logits
 from .ops import Call, op_name, watch_ops
 
 
@@ -65,6 +69,7 @@ class NormaliseRows(Intervention):
 
         F.normalize = normalize
         self._shapes = declared_logits_shapes(watch)
+        self._rows, self._width, self._logits_seen = rows, None, False  # the embeddings' width, without logits
         self._renormed = 0
         self._undo_ops = watch_ops({"mul": self._scaled, "div": self._scaled, "matmul": self._matmul})
 
@@ -83,7 +88,7 @@ class NormaliseRows(Intervention):
     def _matmul(self, call: Call) -> Any:
         a, b = (call.args + (None, None))[:2]
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() == 2 and b.dim() == 2
-                and (a.shape[0], b.shape[1]) in self._shapes and a.is_floating_point()):
+                and a.is_floating_point() and ((a.shape[0], b.shape[1]) in self._shapes or self._of_embeddings(a, b))):
             return call.run()
         na, nb = _unit_or_none(a, -1), _unit_or_none(b, 0)
         if na is None and nb is None:
@@ -91,8 +96,20 @@ class NormaliseRows(Intervention):
         self._renormed += 1
         return call.run(a if na is None else na, b if nb is None else nb)
 
+    def _of_embeddings(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        """No logits handed over: a product of rows of the embeddings' width into multiples of the batch."""
+        rows, width = self._rows or getattr(self, "_seen_rows", None), self._width
+        if self._logits_seen or not rows or a.shape[0] % rows or b.shape[1] % rows:
+            return False
+        gram = (b.shape == a.shape[::-1] and b.data_ptr() == a.data_ptr() and b.stride() == a.stride()[::-1])
+        return bool(gram or (width and a.shape[1] == width and b.shape[0] == width))
+
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         note_logits_shape(self._shapes, seen)
+        self._logits_seen = self._logits_seen or seen_logits(seen) is not None
+        image = (seen.get("embeddings") or {}).get("image")
+        if self._width is None and isinstance(image, torch.Tensor) and image.dim() == 2:
+            self._seen_rows, self._width = int(image.shape[0]), int(image.shape[1])
         self.require_acted_by_second_observe(self._moved + self._renormed, "the script made no F.normalize call "
                                              "along the batch axis of a (B, E) tensor and no product of rows that "
                                              "were not unit into the logits in the first step")
