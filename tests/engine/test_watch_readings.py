@@ -182,9 +182,11 @@ def test_an_embedding_given_both_ways_is_a_clear_error():
             w.observe(0, embeddings={"image": x}, image_embeds=x)
 
 
-def test_observe_before_backward_reads_no_missing_gradient_from_the_first_step():
-    """`observe` called before `loss.backward()` (the step's gradients are the last step's): the first step holds
-    no gradient anywhere, which says nothing about the loss's path; a healthy run gets no `no_gradient`."""
+@pytest.mark.parametrize("order", ["before_backward", "after_zero_grad"])
+def test_observe_where_no_gradient_is_held_reads_no_missing_gradient(order):
+    """`observe` called before `loss.backward()` (the step's gradients are the last step's: the first step holds
+    none anywhere), or after `optimizer.zero_grad()` (none on any step, the parameters moving between): neither says
+    anything about the loss's path; a healthy run gets no `no_gradient`."""
     torch.manual_seed(0)
     enc = torch.nn.ModuleDict({"image": torch.nn.Linear(12, 8), "text": torch.nn.Linear(12, 8)})
     opt = torch.optim.Adam(enc.parameters(), lr=1e-2)
@@ -197,10 +199,14 @@ def test_observe_before_backward_reads_no_missing_gradient_from_the_first_step()
             img, txt = F.normalize(enc["image"](x_all[idx]), dim=-1), F.normalize(enc["text"](t_all[idx]), dim=-1)
             logits = 10 * img @ txt.t()
             loss = F.cross_entropy(logits, torch.arange(32))
-            w.observe(step, losses={"clip": loss}, image_embeds=img, text_embeds=txt, logits=logits)
+            if order == "before_backward":
+                w.observe(step, losses={"clip": loss}, image_embeds=img, text_embeds=txt, logits=logits)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if order == "after_zero_grad":
+                opt.zero_grad()
+                w.observe(step, losses={"clip": loss}, image_embeds=img, text_embeds=txt, logits=logits)
     out = w.result().to_dict()
     assert out["runs"][0]["verdict"]["learned"]
     assert not [f for f in out["findings"] if f["severity"] == "error"], out["findings"]

@@ -172,11 +172,27 @@ def select(df: pd.DataFrame, probe: str, metric: str | None = None, target: str 
 def grad_is_none(df: pd.DataFrame) -> pd.DataFrame:
     """The gradient probe's per-parameter `grad_is_none` rows, without the steps on which no parameter held a
     gradient when some other step had one: such a step (observe() called before the first backward) says nothing
-    about which parameters the loss reaches. Where no step ever had one, every row stays: the watched parameters
-    are not the ones the loss reaches (a copy of the model on its path), which is what the rules read."""
+    about which parameters the loss reaches. Where no step ever had one, every row stays (the watched parameters
+    are not the ones the loss reaches: a copy of the model on its path), unless those parameters moved between the
+    steps read: then the gradients were cleared before each observe() and no row says anything."""
     none = select(df, "gradient_flow", "grad_is_none")
     with_grad = set(select(df, "gradient_flow", "grad_norm")["step"])
-    return none[none["step"].isin(with_grad)] if len(none) and with_grad else none
+    if len(none) and with_grad:
+        return none[none["step"].isin(with_grad)]
+    if len(none) and _moved(df, set(none["target"])):  # gradients came and went between observes: no reading
+        return none.iloc[0:0]
+    return none
+
+
+def _moved(df: pd.DataFrame, names: set[str]) -> bool:
+    """Whether any of these parameters' norms changed between the steps read (optimizer.zero_grad() called before
+    observe(): the parameters moved, so they had gradients the probe came too late to see)."""
+    pn = select(df, "gradient_flow", "param_norm")
+    pn = pn[pn["target"].isin(names)]
+    if pn.empty:
+        return False
+    spread = pn.groupby("target")["value"].agg(["min", "max"])
+    return bool(((spread["max"] - spread["min"]) > 1e-6 * spread["max"].abs().clip(lower=1e-12)).any())
 
 
 def series(df: pd.DataFrame, probe: str, target: str, metric: str) -> pd.Series:

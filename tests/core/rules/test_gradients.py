@@ -193,6 +193,17 @@ def test_an_unused_temperature_scalar_is_information_not_a_cut_gradient_path():
     assert ids(R.gradient_presence(none("head.scale", 64.0), ctx())) == ["no_gradient"]
 
 
+def test_no_gradient_needs_a_step_that_held_one_or_parameters_that_stood_still():
+    """No parameter held a gradient on any step read: the loss runs through a copy (the watched parameters stand
+    still: no_gradient), or the gradients were cleared before each observe (they moved: no reading)."""
+    def run(norms):
+        return frame(rec("gradient_flow", "text.proj.weight", "grad_is_none", 1.0),
+                     rec("gradient_flow", "text.proj.weight", "param_norm", norms))
+
+    assert ids(R.gradient_presence(run(2.0), ctx())) == ["no_gradient"]
+    assert R.gradient_presence(run([2.0 + 0.01 * s for s in range(N)]), ctx()) == []
+
+
 def _no_grad_with_copy(copy_numel: float):
     """Two parameters (768 values) without a gradient, and `copy_numel` unregistered trainable values on the
     loss's path (probe graph_leaves)."""
