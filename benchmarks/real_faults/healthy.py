@@ -4,7 +4,8 @@ embeddings, logit scale ln(1/0.07) learned and clamped at 100, AdamW with weight
 trained), over different seeds, batch sizes (16..128), widths, learning rates (3e-4..3e-3) and a few
 learning-rate schedules (cosine, linear warm-up, warm-up then cosine).
 
-Families (SPECS: 47 runs, 7 per family, one resampler run whose text tower is locked: left out of the
+Families (SPECS: 49 runs, 7 per family, two runs that observe before backward / after zero_grad, one
+resampler run whose text tower is locked: left out of the
 optimizer with requires_grad=True, LiT's locked tower the way many scripts freeze; final 0.072 ln B; and four
 resampler/perceiver runs on inputs that share one direction, a frozen backbone's anisotropic features: mean-pooled
 input cosine 0.985-0.997, embeddings collapsed at 0.99+ from step 0, learning slowly but learning):
@@ -35,7 +36,7 @@ thread, the family's first run paying its imports):
     open_clip  0.205 / 0.281 / 0.392   (4.9 s)   120 steps (at 60: 0.49-0.70)
     lightning  0.026 / 0.110 / 0.273   (1.1 s)
 
-All 47 runs learned; the least-learning ones are the low-lr warm-up/cosine runs (mrl s27 0.337, perceiver
+All 47 runs learned (and the two observing out of order, added later: resampler s54 0.033, perceiver s55 0.067); the least-learning ones are the low-lr warm-up/cosine runs (mrl s27 0.337, perceiver
 s23 0.289, lightning s46 0.273), the batch-16/24 ViT runs (open_clip s37 0.392, clip s14 0.359) and the
 shared-direction perceiver runs (s51 0.354 at 60 steps, s53 0.232 at 120; the resampler's s50 0.112, s52 0.086).
 For mrl the contrastive loss is the full-width CLIP term, not the weighted total.
@@ -75,7 +76,7 @@ def _spec(model, seed, batch, **kw):
     return {"model": model, "seed": seed, "batch": batch, **kw}
 
 
-# 47 runs, 7 per family, a resampler whose text tower is locked (left out of the optimizer) and four runs on inputs
+# 49 runs, 7 per family, two observing out of the README's order, a resampler whose text tower is locked (left out of the optimizer) and four runs on inputs
 # that share one direction (below); the first 20
 # are the original runs (AdamW 1e-3, 60 steps, default widths)
 SPECS = [_spec(m, s, b)
@@ -114,6 +115,10 @@ SPECS = [_spec(m, s, b)
     _spec("perceiver", 51, 64, offset=8.0),
     _spec("resampler", 52, 48, offset=16.0, steps=120),
     _spec("perceiver", 53, 32, offset=16.0, steps=120),
+    # observe() where the loop's order puts it (blind cases' scripts do both): before backward, and after the step's
+    # zero_grad (no gradient held at any observe)
+    _spec("resampler", 54, 32, order="observe_first"),
+    _spec("perceiver", 55, 48, order="zero_grad_first"),
 ]
 # the CI subset (run.py --fast): one run per family but transformers' CLIP (120 steps, the costliest; the fast
 # cases run it in case_text_tower_no_grad), the cheapest open_clip run
@@ -151,7 +156,7 @@ def mrl_losses(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> lis
 
 def train(watch, model: str = "resampler", seed: int = 0, batch: int = 32, steps: int | None = None, lr: float = 1e-3,
           width: int | None = None, schedule: str | None = None, locked: str | None = None,
-          offset: float | None = None) -> None:
+          offset: float | None = None, order: str = "backward_observe_step") -> None:
     torch.manual_seed(seed)
     steps = steps or STEPS.get(model, 60)
     if model == "clip":
@@ -188,11 +193,18 @@ def train(watch, model: str = "resampler", seed: int = 0, batch: int = 32, steps
                 logits = net.logit_scale.exp() * img @ txt.t()
                 loss = clip_loss(logits)
                 losses, weights = {"clip": loss}, None
+            seen = dict(losses=losses, weights=weights, embeddings={"image": img, "text": txt}, logits=logits,
+                        batch_size=batch, inputs=tokens[idx], extras={"logit_scale": net.logit_scale.exp()})
+            if order == "observe_first":  # the step's gradients not computed yet: the watch reads the last step's
+                w.observe(step, **seen)
             opt.zero_grad()
             loss.backward()
-            w.observe(step, losses=losses, weights=weights, embeddings={"image": img, "text": txt}, logits=logits,
-                      batch_size=batch, inputs=tokens[idx], extras={"logit_scale": net.logit_scale.exp()})
+            if order == "backward_observe_step":  # the README's order
+                w.observe(step, **seen)
             opt.step()
+            if order == "zero_grad_first":  # cleared right after the step: no gradient is held at observe
+                opt.zero_grad()
+                w.observe(step, **seen)
             if sched:
                 sched.step()
             with torch.no_grad():
