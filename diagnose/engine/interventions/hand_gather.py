@@ -56,12 +56,17 @@ class HandGather:
         self._mark(out, call.args[0] if call.args else None)
         return out
 
+    @staticmethod
+    def _inherit(copy: Any, of: Any) -> None:
+        """A copy (without gradient) of a cut copy is a copy of its source."""
+        cut = getattr(of, "_dg_cut_from", None)
+        if (cut is not None and isinstance(copy, torch.Tensor) and copy is not of and not copy.requires_grad
+                and copy.shape == of.shape):
+            mark(copy, "_dg_cut_from", cut)
+
     def _keep(self, call: Call) -> Any:
         out = call.run()
-        x = call.args[0] if call.args else None
-        cut = getattr(x, "_dg_cut_from", None)
-        if cut is not None and isinstance(out, torch.Tensor) and out is not x and not out.requires_grad:
-            mark(out, "_dg_cut_from", cut)
+        self._inherit(out, call.args[0] if call.args else None)
         return out
 
     def _copy(self, call: Call) -> Any:
@@ -69,11 +74,8 @@ class HandGather:
         dst, src = (call.args + (None, None))[:2]
         if not torch.is_grad_enabled():  # a copy under no_grad: cut from the graph
             self._mark(dst, src)
-        else:  # `out.copy_(t.detach())`: a copy of a cut copy is a copy of its source
-            cut = getattr(src, "_dg_cut_from", None)
-            if (cut is not None and isinstance(dst, torch.Tensor) and not dst.requires_grad
-                    and dst.shape == src.shape):
-                mark(dst, "_dg_cut_from", cut)
+        else:  # `out.copy_(t.detach())`
+            self._inherit(dst, src)
         return out
 
     def _cat(self, call: Call) -> Any:

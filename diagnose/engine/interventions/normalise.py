@@ -98,7 +98,7 @@ class NormaliseRows(Intervention):
 
     def _of_embeddings(self, a: torch.Tensor, b: torch.Tensor) -> bool:
         """No logits handed over: a product of rows of the embeddings' width into multiples of the batch."""
-        rows, width = self._rows or getattr(self, "_seen_rows", None), self._width
+        rows, width = self._rows, self._width
         if self._logits_seen or not rows or a.shape[0] % rows or b.shape[1] % rows:
             return False
         gram = (b.shape == a.shape[::-1] and b.data_ptr() == a.data_ptr() and b.stride() == a.stride()[::-1])
@@ -109,7 +109,7 @@ class NormaliseRows(Intervention):
         self._logits_seen = self._logits_seen or seen_logits(seen) is not None
         image = (seen.get("embeddings") or {}).get("image")
         if self._width is None and isinstance(image, torch.Tensor) and image.dim() == 2:
-            self._seen_rows, self._width = int(image.shape[0]), int(image.shape[1])
+            self._rows, self._width = self._rows or int(image.shape[0]), int(image.shape[1])
         self.require_acted_by_second_observe(self._moved + self._renormed, "the script made no F.normalize call "
                                              "along the batch axis of a (B, E) tensor and no product of rows that "
                                              "were not unit into the logits in the first step")
