@@ -21,7 +21,9 @@ Probe ``optimizer`` (python numbers, but for the second moments' sums on the ful
       gradient_flow probe's per-parameter norms).
   per group decay_per_step (the share of the weights SGD's L2 decay alone removes per step: lr x wd x
       (1 - dampening) / (1 - momentum); 0 without decay, NaN for other optimizers), and
-      lr_schedule_peak where a schedule keeps its peak in the group (OneCycleLR, CyclicLR: ``max_lr``).
+      lr_schedule_peak where a schedule keeps its peak in the group (OneCycleLR: ``max_lr``) or on itself (CyclicLR:
+      ``max_lrs``; the schedulers of the optimizer are found once, by one scan of the live objects at the first
+      observation that shows one attached).
   target ``optimizer``: scheduler_attached (1 when a torch LR scheduler was built on this optimizer: it wraps
       optimizer.step).
   per group, on the steps of the full gradient measurement, for optimizers that divide by a running second
@@ -34,7 +36,9 @@ Probe ``optimizer`` (python numbers, but for the second moments' sums on the ful
 from __future__ import annotations
 
 import functools
+import gc
 import math
+import weakref
 from typing import TYPE_CHECKING
 
 import torch
@@ -58,9 +62,11 @@ class OptimizerState(Probe):
         self._first_lr: dict[int, float] = {}
         self._start_lr: dict[int, float] = {}
         self._members_due = False  # set where the groups' layout is (re)read
+        self._schedulers: list[weakref.ref] | None = None  # found once, when a scheduler is first seen attached
 
     def setup(self, session: "ProbeSession") -> None:
         self._layout = None
+        self._schedulers = None
         opt = session.optimizer
         # the lr each group has when the watch opens: what the optimizer was built with (or a scheduler's first
         # value), before the loop's first step sets anything by hand
@@ -87,6 +93,9 @@ class OptimizerState(Probe):
             return
         self._refresh(session)
         rows: list[tuple[str, str, float]] = []
+        attached = hasattr(opt.step, "_wrapped_by_lr_sched")
+        if attached and self._schedulers is None:
+            self._schedulers = [weakref.ref(s) for s in schedulers_of(opt)]
         for i, g in enumerate(opt.param_groups):
             target = str(g.get("name") or f"group{i}")
             lr = _number(g.get("lr"))
@@ -100,8 +109,9 @@ class OptimizerState(Probe):
                      (target, "weight_decay", _number(g.get("weight_decay", 0.0))),
                      (target, "decoupled", float(_decoupled(opt, g))), (target, "index", float(i)),
                      (target, "decay_per_step", _decay_per_step(opt, g, lr))]
-            if "max_lr" in g:  # OneCycleLR / CyclicLR keep the schedule's peak in the group
-                rows.append((target, "lr_schedule_peak", _number(g["max_lr"])))
+            peak = g["max_lr"] if "max_lr" in g else self._scheduler_peak(i)  # OneCycleLR's is in the group
+            if peak is not None:
+                rows.append((target, "lr_schedule_peak", _number(peak)))
         if self._members_due:
             self._members_due = False
             names = {id(p): n for n, p in session.model.named_parameters()}
@@ -109,7 +119,7 @@ class OptimizerState(Probe):
                      if _number(g.get("weight_decay", 0.0)) > 0 for p in g["params"]
                      if p.requires_grad and id(p) in names]
         # torch's LR schedulers wrap optimizer.step when they are built on it: whether any schedule drives this run
-        rows.append(("optimizer", "scheduler_attached", float(hasattr(opt.step, "_wrapped_by_lr_sched"))))
+        rows.append(("optimizer", "scheduler_attached", float(attached)))
         trainable = [(n, p) for n, p in self._outside if p.requires_grad]
         with_grad = [(n, p) for n, p in trainable if p.grad is not None]
         rows += [("outside", "trainable", float(len(trainable))), ("outside", "with_grad", float(len(with_grad))),
@@ -120,6 +130,14 @@ class OptimizerState(Probe):
         session.buffer.extend(obs.step, self.name, rows)
         if session.full:
             self._second_moments(session, obs.step)
+
+    def _scheduler_peak(self, group: int) -> object | None:
+        """The peak lr a scheduler of the optimizer keeps for this group on itself (CyclicLR's ``max_lrs``)."""
+        for ref in self._schedulers or ():
+            peaks = getattr(ref(), "max_lrs", None)
+            if isinstance(peaks, (list, tuple)) and group < len(peaks):
+                return peaks[group]
+        return None
 
     def _second_moments(self, session: "ProbeSession", step: int) -> None:
         """eps and the RMS of the bias-corrected second moment per group (see the module docstring). The per-parameter
@@ -190,6 +208,15 @@ def _decay_per_step(opt: object, group: dict, lr: float) -> float:
         m, d = _number(group.get("momentum", 0.0)), _number(group.get("dampening", 0.0))
         return lr * wd * (1.0 - d) / (1.0 - m) if 0.0 <= m < 1.0 else float("nan")
     return float("nan")
+
+
+def schedulers_of(optimizer: object) -> list:
+    """The torch LR schedulers built on this optimizer (one scan of the live objects: call it once)."""
+    from torch.optim.lr_scheduler import LRScheduler
+
+    # type(o), not isinstance: isinstance reads `__class__`, which some lazy module objects answer with a warning
+    return [o for o in gc.get_objects()
+            if issubclass(type(o), LRScheduler) and getattr(o, "optimizer", None) is optimizer]
 
 
 def _number(x: object) -> float:

@@ -167,6 +167,25 @@ def test_step_schedule_steps_a_scheduler_the_script_never_steps(under_ablation, 
     assert "stepped OneCycleLR 3 time(s)" in json.loads(open(spec["status"]).read())["applied"][0]
 
 
+def test_step_schedule_fills_in_the_steps_of_a_scheduler_the_script_steps_per_epoch(under_ablation):
+    # a CyclicLR sized in batches, stepped by the script once per "epoch" of 3 batches: in all it advances once
+    # per optimizer step, the script's own step counting for the batch it follows
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=1e-3, max_lr=1.0, step_size_up=100, cycle_momentum=False)
+    spec = under_ablation("step_schedule")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(9):
+            step(model, opt, w, i, x, t)
+            if i % 3 == 2:
+                sched.step()
+    assert sched.last_epoch == 9  # 6 steps of ours, 3 of the script's
+    applied = json.loads(open(spec["status"]).read())["applied"][0]
+    assert "stepped CyclicLR 6 time(s)" in applied and "the script stepped it after 2" in applied
+
+
 @pytest.mark.parametrize("divided", [False, True])
 def test_fix_temperature_finds_the_parameter_by_the_logits_it_scales(under_ablation, divided):
     torch.manual_seed(0)

@@ -47,6 +47,22 @@ def test_optimizer_reads_lr_now_and_initial_under_a_schedule():
     assert v3[("outside", "trainable")] == 0 and v3[("outside", "with_grad")] == 0
 
 
+def test_optimizer_reads_the_peak_a_cyclic_schedule_keeps_on_itself():
+    model = _towers()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=1e-4, max_lr=2e-2, step_size_up=50, cycle_momentum=False)
+    assert "max_lr" not in opt.param_groups[0]  # kept as the scheduler's max_lrs, not in the group
+    with attach(model, opt, probes=[OptimizerState()], strict=True) as session:
+        for step in range(2):
+            _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+            opt.zero_grad()
+            loss.backward()
+            session.observe(step)
+            opt.step()
+            sched.step()
+    assert _values(session.records, "optimizer", step=0)[("group0", "lr_schedule_peak")] == pytest.approx(2e-2)
+
+
 @pytest.mark.parametrize("make, key", [
     (lambda ps: torch.optim.Adam(ps, lr=1e-3, eps=0.5), "exp_avg_sq"),
     (lambda ps: torch.optim.AdamW([{"params": ps[:2]}, {"params": ps[2:], "eps": 1e-8}], lr=1e-3), "exp_avg_sq"),

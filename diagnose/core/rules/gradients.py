@@ -263,20 +263,48 @@ class GradientFall(Rule):
             "Find what saturated in the first steps (collapse, attention entropy, update/param).")]
 
 
+def skipped_overflow(grads: pd.DataFrame, bad: dict) -> dict | None:
+    """Gradients non-finite on a minority of steps while every loss and embedding stayed finite, and finite
+    gradients observed after the last such step: the overflow never reached the weights (a NaN or Inf applied to
+    a weight stays in it and in every output after). A mixed-precision loss scaler skipping the steps whose
+    scaled gradients overflowed does this by design (GradScaler at its first steps, or after it grows the
+    scale); it is not a divergence. The evidence of that, or None."""
+    if grads.empty or bad["grad"].empty or not bad["loss"].empty or not bad["embedding"].empty:
+        return None
+    steps = grads.groupby("step")["value"].max()
+    overflowed, last = steps[steps > 0], int(bad["grad"]["step"].max())
+    after = steps[steps.index > last]
+    if after.empty or len(overflowed) * 2 >= len(steps):
+        return None
+    return {"steps_overflowed": int(len(overflowed)), "steps_observed": int(len(steps)),
+            "first_step": int(overflowed.index[0]), "last_step": last, "finite_steps_after": int(len(after))}
+
+
 class NonfiniteValues(Rule):
-    """NaN/Inf in gradients, losses or embeddings at any step."""
+    """NaN/Inf in gradients, losses or embeddings at any step (a gradient overflow the weights never took is a
+    skipped step, reported as such: see `skipped_overflow`)."""
 
     topic = "gradients"
-    emits = (Emit("nonfinite_values", ("error",), "nonfinite_divergence", 1),)
+    emits = (Emit("nonfinite_values", ("error",), "nonfinite_divergence", 1),
+             Emit("gradient_overflow_skipped", ("info",)))
     needs = (("gradient_flow.model", "nonfinite_grad"), ("loss_split", "nonfinite"), ("collapse", "nonfinite_rows"))
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        grads = select(df, "gradient_flow.model", "nonfinite_grad")
         bad = {key: sel[sel["value"] > 0] for key, sel in (
-            ("grad", select(df, "gradient_flow.model", "nonfinite_grad")),
-                                                           ("loss", select(df, "loss_split", "nonfinite")),
+            ("grad", grads), ("loss", select(df, "loss_split", "nonfinite")),
             ("embedding", select(df, "collapse", "nonfinite_rows")))}
         if all(b.empty for b in bad.values()):
             return []
+        skipped = skipped_overflow(grads, bad)
+        if skipped:
+            return [Finding(
+                "gradient_overflow_skipped", "info", ctx.name,
+                f"gradients held NaN/Inf on {skipped['steps_overflowed']} of {skipped['steps_observed']} observed "
+                f"steps (first {skipped['first_step']}, last {skipped['last_step']}) while every loss and embedding "
+                f"stayed finite, and were finite on the {skipped['finite_steps_after']} step(s) after: the overflow "
+                "never reached the weights (a loss scaler skipping overflowed steps does this by design).", skipped,
+                "Nothing to fix if a GradScaler steps the optimizer; otherwise check what skips those steps.")]
         steps = sorted(set().union(*(set(b["step"]) for b in bad.values())))
         ev = {"first_step": int(steps[0]), "steps_affected": len(steps),
               "nonfinite_grad_elements_first": float(bad["grad"]["value"].iloc[0]) if len(bad["grad"]) else 0.0,

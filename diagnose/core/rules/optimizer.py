@@ -571,7 +571,11 @@ class LrBelowSchedulePeak(Rule):
     # built one: the lr in effect is too low (the error); where it still rises at the end, a warm-up the run never
     # finishes (its length, or a progress divided by the total twice) is the second place to look (the warning
     # beside it: the same reading, the schedule's side, which lr_schedule_gone leaves alone while the lr rises)
-    emits = (Emit("lr_below_schedule_peak", ("error",), "learning_rate_too_low", 1),
+    # lr_below_schedule_peak: the schedule does not advance at the optimizer's pace (a OneCycleLR / CyclicLR stepped
+    # per epoch, or never): the schedule's stepping is the mechanism, the lr too low what it does (the warning
+    # beside it, which it explains: the lr in effect is a small share of the one the schedule plans)
+    emits = (Emit("lr_below_schedule_peak", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
+             Emit("lr_in_effect_below_peak", ("warning",), "learning_rate_too_low", 2),
              Emit("lr_below_start", ("error",), "learning_rate_too_low", 1),
              Emit("lr_schedule_holds_low", ("warning",), "lr_schedule", 2))
     needs = (("optimizer", "lr"),)
@@ -596,7 +600,14 @@ class LrBelowSchedulePeak(Rule):
                     f"{ev['steps'][1]} and did not change over the last {PERSIST_MIN_OBS} observations: the schedule "
                     "is not stepped per batch (once per epoch?), so the run trains at its starting lr.", ev,
                     "Call scheduler.step() after every optimizer.step() for OneCycleLR / CyclicLR (they count "
-                    "batches: total_steps = epochs x steps_per_epoch).", target)]
+                    "batches: total_steps = epochs x steps_per_epoch).", target),
+                    Finding(
+                    "lr_in_effect_below_peak", "warning", ctx.name,
+                    f"the weights step at lr {float(lr.max()):.3g} at most, {ev['share_of_peak']:.0%} of the "
+                    f"{peak:g} the schedule plans for this run, while the loss is not learned ({mean:.4f} vs ln(B) = "
+                    f"{ln_b:.4f}): the lr in effect is too low for them to move.", ev,
+                    "Step the schedule per batch (lr_below_schedule_peak); a higher lr tests the same reading.",
+                    target)]
         below = self._below_start(df)
         if not below:
             return []

@@ -56,6 +56,29 @@ def test_nonfinite_values_evidence():
                           "nonfinite_loss_components": ["loss_mrl"]}
 
 
+def test_gradient_overflow_a_scaler_skipped_is_not_a_divergence():
+    # GradScaler's first step: the scaled gradients overflow, the step is skipped, loss and embeddings stay finite
+    grads = {0: 9, **{s: 0 for s in range(1, 8)}}
+    df = frame(rec("gradient_flow.model", "model", "nonfinite_grad", grads),
+               rec("loss_split", "loss_clip", "nonfinite", {s: 0 for s in range(8)}),
+               rec("collapse", "image", "nonfinite_rows", {s: 0 for s in range(8)}))
+    f = one(R.nonfinite_values(df, ctx()), "gradient_overflow_skipped")
+    assert f.severity == "info"
+    assert f.evidence == {"steps_overflowed": 1, "steps_observed": 8, "first_step": 0, "last_step": 0,
+                          "finite_steps_after": 7}
+
+
+@pytest.mark.parametrize("grads, embedding", [
+    ({0: 0, 1: 0, 2: 0, 3: 5}, {}),  # the overflow on the last step: nothing yet says the weights escaped it
+    ({0: 0, 1: 3, 2: 3, 3: 0, 4: 3}, {}),  # overflowed on most steps: most updates are lost
+    ({0: 0, 1: 3, 2: 0, 3: 0}, {2: 4}),  # the weights took it: the next step's embeddings are NaN
+])
+def test_gradient_overflow_that_persists_or_reaches_the_weights_stays_an_error(grads, embedding):
+    df = frame(rec("gradient_flow.model", "model", "nonfinite_grad", grads),
+               rec("collapse", "image", "nonfinite_rows", {s: embedding.get(s, 0) for s in grads}))
+    assert one(R.nonfinite_values(df, ctx()), "nonfinite_values").severity == "error"
+
+
 def test_update_ratio_evidence():
     df = frame(rec("gradient_flow.layer", "enc.layers.0", "update_to_param", {0: 0.3, 1: 1e-3, 2: 2e-3}),
                rec("gradient_flow.layer", "enc.layers.1", "update_to_param", {0: 0.01, 1: 0.5, 2: 0.02}),

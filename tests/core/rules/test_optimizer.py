@@ -295,9 +295,13 @@ def test_lr_below_schedule_peak_when_the_schedule_is_not_stepped_per_batch():
     # OneCycleLR stepped once per epoch: max_lr / 25 for a whole epoch, then one notch
     lr = [4.0e-5] * 12 + [4.3e-5] * 8
     df = frame(_cycle(lr), loss("loss_clip", noisy([0.8 * LN_B] * N)))
-    f = one(R.lr_below_schedule_peak(df, ctx()), "lr_below_schedule_peak")
+    found = R.lr_below_schedule_peak(df, ctx())
+    f, low = one(found, "lr_below_schedule_peak"), one(found, "lr_in_effect_below_peak")
     assert f.evidence["share_of_peak"] == 0.043 and R.lr_below_schedule_peak.alarm(f, df) is True
-    assert R.causes.BY_ID[R.declarations()["lr_below_schedule_peak"].cause].id == "learning_rate_too_low"
+    assert low.severity == "warning" and low.evidence == f.evidence
+    # the schedule's stepping is the mechanism; the lr too low is what it does, ranked after it
+    ranked = R.rank_root_causes([f.to_dict(), low.to_dict()], {"learned": False})
+    assert [c["cause"] for c in ranked] == ["lr_schedule", "learning_rate_too_low"]
 
 
 def test_lr_below_schedule_peak_near_misses():
