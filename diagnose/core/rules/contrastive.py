@@ -23,6 +23,7 @@ from .base import (
     window,
 )
 from .gradients import unused_temperatures
+from .loss_logging import TWO_SCALES_FACTOR
 from .persistence import PERSIST_MIN_OBS, falling, held_since, loss_falling, stuck
 
 # Targets are the pairs when target i = i for a square logit matrix. A hard target off the diagonal trains its
@@ -179,6 +180,8 @@ class TargetsOffDiagonal(Rule):
         d = float(window(diag).mean())
         if left_chance(d, ln_b):
             return []  # the logits do score the pairs
+        if _scaled_from_the_start(df, diag, ln_b):
+            return []
         comp = primary_component(df)
         ev = {"component": comp, "loss_end": rnd(mean), "loss_on_diagonal_end": rnd(d), "chance_ln_B": rnd(ln_b),
               "window_steps": span(window(diag))}
@@ -189,6 +192,22 @@ class TargetsOffDiagonal(Rule):
             "pairs (targets that point elsewhere, or a loss computed on other logits than the ones observed).", ev,
             "Pass targets=... to observe, and check that the loss's targets are arange(B) over these logits.",
             "logits")]
+
+
+def _scaled_from_the_start(df: pd.DataFrame, diag: pd.Series, ln_b: float) -> bool:
+    """At the first observation the logits' own loss has not left chance (they score no pair above the others yet)
+    and the reported one is under 1/TWO_SCALES_FACTOR of it. On logits that do not yet tell the pairs apart, the
+    cross-entropy against any other targets has the diagonal's expected value (ln B at uniform logits, the same
+    excess above it at confident random ones), so a loss that far below it is no cross-entropy of these logits:
+    the log is scaled (the logging rules read it), not trained on other targets (which starts where the diagonal
+    does and only then falls away from it)."""
+    reported = finite(series(df, "loss_split", primary_component(df), "value"))
+    both = pd.concat({"reported": reported, "own": diag}, axis=1).dropna()
+    if both.empty:
+        return False
+    first = both.iloc[0]
+    return (not left_chance(float(first["own"]), ln_b)
+            and float(first["reported"]) <= float(first["own"]) / TWO_SCALES_FACTOR)
 
 
 # Where each side's duplicates are read (probes.contrastive): image / text rows within the batch, with the square
@@ -215,13 +234,14 @@ class FalseNegatives(Rule):
         shares = {n: float(window(s).mean()) for n, s in shares.items() if len(s)}
         if not shares or max(shares.values()) < DUPLICATE_SHARE_MIN:
             return []
-        side = max(shares, key=shares.get)
-        for name in ("image", "text") if side == "candidates" else (side,):
-            cos = series(df, "collapse", name, "cosine_mean")
-            share = finite(series(df, "collapse", name, "top_sv_share"))
-            if (len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE) or (
-                    len(share) and float(window(share).mean()) >= COLLAPSE_COSINE):
-                return []  # collapsed (to one vector, or +- one): every row looks like a duplicate (embedding_collapse)
+        # a side whose duplicates were seen while its rows were spread out holds real copies (the same caption or
+        # image twice), whatever the embeddings did later; read from it first
+        found = [n for n, v in shares.items() if v >= DUPLICATE_SHARE_MIN]
+        side = max(found, key=lambda n: (_seen_spread_out(df, n), shares[n]))
+        if not _seen_spread_out(df, side):
+            for name in ("image", "text") if side == "candidates" else (side,):
+                if _collapsed(df, name):
+                    return []  # collapsed (to one vector, or +- one): every row looks like a duplicate
         _, _, masked_m, full_m = DUPLICATE_READINGS[side]
         masked = finite(series(df, "contrastive", "logits", masked_m))
         full = finite(series(df, "contrastive", "logits", full_m))
@@ -264,6 +284,29 @@ class FalseNegatives(Rule):
         gap_share = gap_share[gap_share.index >= since]
         return (len(gap_share) >= PERSIST_MIN_OBS and float(gap_share.mean()) >= FALSE_NEGATIVE_GAP
                 and not falling(gap_share))
+
+
+def _collapsed(df: pd.DataFrame, name: str) -> bool:
+    """The embeddings of `name` ended collapsed (to one vector, or +- one: `embedding_collapse`'s reading)."""
+    cos = series(df, "collapse", name, "cosine_mean")
+    share = finite(series(df, "collapse", name, "top_sv_share"))
+    return bool((len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE)
+                or (len(share) and float(window(share).mean()) >= COLLAPSE_COSINE))
+
+
+def _seen_spread_out(df: pd.DataFrame, side: str) -> bool:
+    """On some observation `side` had duplicates in DUPLICATE_SHARE_MIN of its rows while its embeddings were spread
+    out (mean pairwise cosine, and the top direction's share of the energy where measured, under COLLAPSE_COSINE):
+    those rows are copies of one another (a caption or image twice in the batch), which a collapse, making every row
+    look like every other (or like +- one vector), cannot account for."""
+    if side not in ("image", "text"):
+        return False
+    both = pd.concat({"share": series(df, "contrastive", side, "duplicate_share"),
+                      "cos": series(df, "collapse", side, "cosine_mean"),
+                      "line": series(df, "collapse", side, "top_sv_share")}, axis=1)
+    both = both[both["share"].notna() & both["cos"].notna()]
+    spread = (both["cos"] < COLLAPSE_COSINE) & ~(both["line"] >= COLLAPSE_COSINE)
+    return bool(((both["share"] >= DUPLICATE_SHARE_MIN) & spread).any())
 
 
 class EmbeddingWithoutGradient(Rule):

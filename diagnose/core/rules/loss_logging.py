@@ -1,7 +1,7 @@
 """Rules on what the training log says about the loss: a total that is not the weighted sum of its
 logged components, components logged as identical, and a loss logged as a constant multiple of the
-cross-entropy of the logits observed with it, or as its running mean, moving average or micro-batch sum, and a
-logged loss whose trend does not track the cross-entropy of the logits observed with it."""
+cross-entropy of the logits observed with it, or as its running mean, moving average, micro-batch sum or a mean
+divided once more, and a logged loss whose trend does not track the cross-entropy of the logits observed with it."""
 
 from __future__ import annotations
 
@@ -228,7 +228,8 @@ class LoggedAggregate(Rule):
     topic = "logging"
     emits = (Emit("loss_logged_running_mean", ("warning", "error"), "logging_misstates_loss", 1),
              Emit("loss_logged_smoothed", ("warning",), "logging_misstates_loss", 1),
-             Emit("loss_logged_summed", ("error",), "logging_misstates_loss", 1))
+             Emit("loss_logged_summed", ("error",), "logging_misstates_loss", 1),
+             Emit("loss_logged_divided", ("error",), "logging_misstates_loss", 1))
     needs = (("contrastive", "loss_diagonal"),)
     thresholds = {"AGG_REL_TOL": AGG_REL_TOL, "AGG_MIN_STEPS": AGG_MIN_STEPS, "SUM_INT_TOL": SUM_INT_TOL,
                   "SUM_IQR": SUM_IQR}
@@ -246,7 +247,7 @@ class LoggedAggregate(Rule):
         ev = {"component": comp, "steps": span(both["own"]), "max_relative_gap": rnd(off, 4)}
         run = _consecutive(both)
         for finding in (self._running_mean(run, comp, ev, ctx, both), self._smoothed(run, comp, ev, ctx),
-                        self._summed(both, comp, ev, ctx)):
+                        self._summed(both, comp, ev, ctx), self._divided(both, comp, ev, ctx)):
             if finding is not None:
                 return [finding]
         return []
@@ -322,29 +323,61 @@ class LoggedAggregate(Rule):
 
     @staticmethod
     def _summed(both: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
-        ratio = both["reported"] / both["own"]
-        c = float(ratio.median())
-        iqr = float(ratio.quantile(0.75) - ratio.quantile(0.25))
-        spread = float((ratio.max() - ratio.min()) / abs(c)) if c else float("inf")
-        if spread < SCALED_SPREAD:
+        got = integer_factor(both["reported"], both["own"])
+        if got is None:
             return None
-        k = round(c)
-        if k < 2 or abs(c - k) > SUM_INT_TOL * k or iqr > SUM_IQR * k:  # the median of the ratios; else their means
-            own_mean = float(both["own"].mean())
-            c = float(both["reported"].mean()) / own_mean
-            se = float((both["reported"] - c * both["own"]).std()) / math.sqrt(len(both)) / abs(own_mean)
-            k = round(c)
-            if k < 2 or abs(c - k) > SUM_INT_TOL * k or not se < SUM_INT_TOL * k:
-                return None
+        c, k, iqr = got
         return Finding(
             "loss_logged_summed", "error", ctx.name,
             f"the reported {comp} is {c:.3g} x the cross-entropy of the logits passed with it (over "
-            f"{len(ratio)} steps; per-step interquartile range {iqr:.2g}), scattering around the integer {k} as one "
+            f"{len(both)} steps; per-step interquartile range {iqr:.2g}), scattering around the integer {k} as one "
             f"batch's loss scatters around the mean of {k}: a sum over {k} micro-batches (or devices) is logged "
             f"instead of their mean, so the curve reads {k}x the objective and every reading against ln(B) is off "
             f"by {k}.",
             {**ev, "factor_median": rnd(c, 4), "k": k, "ratio_iqr": rnd(iqr, 4)},
             f"Log the mean over the {k} micro-batches (sum of loss / {k}), the value the optimizer minimises.", comp)
+
+    @staticmethod
+    def _divided(both: pd.DataFrame, comp: str, ev: dict, ctx: RunContext) -> Finding | None:
+        # the mirror of a sum: the logits' own loss is k x the logged one, scattering as one micro-batch's loss
+        # around the mean of k (a mean over k micro-batches divided by k once more, or the last micro-batch's loss
+        # logged as divided for accumulation)
+        got = integer_factor(both["own"], both["reported"])
+        if got is None:
+            return None
+        c, k, iqr = got
+        return Finding(
+            "loss_logged_divided", "error", ctx.name,
+            f"the reported {comp} is 1/{c:.3g} of the cross-entropy of the logits passed with it (over {len(both)} "
+            f"steps; per-step interquartile range of the inverse ratio {iqr:.2g}), scattering around 1/{k} as the "
+            f"mean of {k} micro-batches' losses scatters around one of them: the logged value is divided by {k} once "
+            f"more than the objective (a loss divided for accumulation, logged as divided, or a mean divided again), "
+            f"so the curve reads 1/{k} of the objective and every reading against ln(B) is off by {k}.",
+            {**ev, "factor_median": rnd(1.0 / c, 4), "k": k, "inverse_ratio_iqr": rnd(iqr, 4)},
+            f"Log the mean of the micro-batch losses once (multiply back by {k} where the logged value was divided "
+            "for accumulation); pass observe the value the optimizer minimises.", comp)
+
+
+def integer_factor(num: pd.Series, den: pd.Series) -> tuple[float, int, float] | None:
+    """(c, k, interquartile range of num/den) where num / den scatters around an integer k >= 2 (see SUM_INT_TOL):
+    the median of the ratios within SUM_INT_TOL x k of k with their IQR under SUM_IQR x k, else the ratio of the
+    means with its standard error under SUM_INT_TOL x k. None otherwise, or where the ratio is constant to rounding
+    (`loss_logged_scaled`'s)."""
+    ratio = num / den
+    c = float(ratio.median())
+    iqr = float(ratio.quantile(0.75) - ratio.quantile(0.25))
+    spread = float((ratio.max() - ratio.min()) / abs(c)) if c else float("inf")
+    if spread < SCALED_SPREAD:
+        return None
+    k = round(c)
+    if k < 2 or abs(c - k) > SUM_INT_TOL * k or iqr > SUM_IQR * k:  # the median of the ratios; else their means
+        den_mean = float(den.mean())
+        c = float(num.mean()) / den_mean
+        se = float((num - c * den).std()) / math.sqrt(len(num)) / abs(den_mean)
+        k = round(c)
+        if k < 2 or abs(c - k) > SUM_INT_TOL * k or not se < SUM_INT_TOL * k:
+            return None
+    return c, k, iqr
 
 
 # The logged loss against the loss of the logits it is logged with, as trends: over the steps both are recorded,

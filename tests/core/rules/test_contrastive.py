@@ -67,6 +67,18 @@ def test_false_negatives_near_misses():
     assert R.false_negatives(collapsed, ctx()) == []
 
 
+def test_false_negatives_seen_while_the_rows_were_spread_out_hold_after_a_collapse():
+    # two captions per batch: every row has copies from step 0, while the text embeddings are still spread out
+    # (mean cosine 0.8); the embeddings collapse later, and the copies were there before it
+    cos = [0.8] * 3 + [0.99] * (N - 3)
+    df = frame(rec("contrastive", "text", "duplicate_share", [1.0] * N),
+               rec("contrastive", "logits", "loss_duplicates_masked", [0.8 * LN_B] * N),
+               rec("contrastive", "logits", "loss_diagonal_same_step", [LN_B] * N),
+               rec("collapse", "text", "cosine_mean", cos), loss("loss_clip", [LN_B] * N), moving())
+    f = one(R.false_negatives(df, ctx()), "false_negatives")
+    assert f.severity == "error" and f.target == "text"
+
+
 def test_targets_off_diagonal_and_its_near_miss():
     shape = frame(rec("contrastive", "logits", "rows", 64), rec("contrastive", "logits", "cols", 64))
     bad = frame(shape, rec("contrastive", "logits", "target_on_diagonal", 1 / 64),
@@ -89,10 +101,17 @@ def test_targets_off_diagonal_and_its_near_miss():
 
 def test_loss_not_about_pairs_counterfactual_and_near_miss():
     shape = frame(rec("contrastive", "logits", "rows", 64), rec("contrastive", "logits", "cols", 64))
-    wrong = frame(shape, rec("contrastive", "logits", "loss_diagonal", 1.3 * LN_B), loss("loss_clip", [0.2 * LN_B] * N))
+    # other targets trained from the start: at step 0 the reported loss is where the diagonal is, then falls
+    wrong = frame(shape, rec("contrastive", "logits", "loss_diagonal", 1.3 * LN_B),
+                  loss("loss_clip", [1.3 * LN_B] + [0.2 * LN_B] * (N - 1)))
     assert one(R.targets_off_diagonal(wrong, ctx()), "loss_not_about_pairs").evidence["loss_on_diagonal_end"] > LN_B
     right = frame(shape, rec("contrastive", "logits", "loss_diagonal", 0.2 * LN_B), loss("loss_clip", [0.2 * LN_B] * N))
     assert R.targets_off_diagonal(right, ctx()) == []
+    # a log scaled from the first step (a quarter of the objective): at step 0 the logits score no pair, and
+    # against any targets their loss is the diagonal's, so a reported loss 4x below it is no loss of other targets
+    scaled = frame(shape, rec("contrastive", "logits", "loss_diagonal", 1.3 * LN_B),
+                   loss("loss_clip", [1.3 * LN_B / 4] * N))
+    assert R.targets_off_diagonal(scaled, ctx()) == []
 
 
 def test_logits_candidates_mismatch_and_near_miss():

@@ -104,6 +104,22 @@ def test_loss_logged_as_a_running_mean_a_moving_average_or_a_micro_batch_sum():
 
 
 
+def test_loss_logged_divided_once_more_than_the_objective():
+    import numpy as np
+
+    # four micro-batches' losses, each divided by 4 for accumulation and summed (their mean), then divided by 4
+    # again for the log; the last micro-batch's logits observed
+    rng = np.random.default_rng(2)
+    micro = np.linspace(1.3 * LN_B, 0.5, N)[:, None] * (1 + 0.05 * rng.standard_normal((N, 4)))
+    f = one(R.logged_aggregate(_aggregate_frame(micro[:, -1], micro.mean(1) / 4), ctx()), "loss_logged_divided")
+    assert f.severity == "error" and f.evidence["k"] == 4 and f.evidence["factor_median"] == pytest.approx(0.25, 0.05)
+    # near misses: the mean logged once (the objective); a weight of 0.4 on the loss (no integer)
+    ids_of = [x.id for x in R.logged_aggregate(_aggregate_frame(micro[:, -1], micro.mean(1)), ctx())]
+    assert "loss_logged_divided" not in ids_of
+    ids_of = [x.id for x in R.logged_aggregate(_aggregate_frame(micro[:, -1], 0.4 * micro.mean(1)), ctx())]
+    assert "loss_logged_divided" not in ids_of
+
+
 def test_loss_logged_summed_read_on_the_means_when_a_small_batch_scatters():
     """Sixteen micro-batches of a small batch: one micro-batch's loss scatters by up to 60% as the loss falls, so
     the per-step ratios spread far around 16 (their median drifts); the ratio of the two means still reads 16."""
