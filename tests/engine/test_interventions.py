@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import diagnose
-from diagnose.engine.interventions import CATALOGUE, for_cause
+from diagnose.engine.interventions import CATALOGUE, NotApplicable, for_cause, make
 from diagnose.engine.interventions.logits import mask_duplicate_candidates, mask_twin_candidates
 from diagnose.engine.interventions.temperature import measured_scale
 
@@ -1319,7 +1319,44 @@ def test_attention_batch_first_leaves_a_sequence_first_module_alone(under_ablati
             for i in range(3):
                 step(model, opt, w, i, x, torch.randn(B, DIN))
     assert not model.attn.batch_first
-    assert "no nn.MultiheadAttention was fed the batch" in json.loads(open(spec["status"]).read())["not_applicable"]
+    assert "every nn.MultiheadAttention was fed the layout" in json.loads(open(spec["status"]).read())["not_applicable"]
+
+
+def test_attention_batch_first_gives_a_batch_first_module_fed_seq_first_its_layout(under_ablation):
+    # a batch-first encoder called through a leftover transpose: (T, B, D) read as T samples of length B
+    torch.manual_seed(0)
+    model = MhaPool(batch_first=True)
+    model.forward = lambda tokens, t: (
+        F.normalize(model.attn(*(x.transpose(0, 1) for x in (model.latents.unsqueeze(0).expand(len(t), -1, -1),
+                                                               tokens, tokens)))[0].mean(0), dim=-1),
+        F.normalize(model.text(t), dim=-1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("attention_batch_first")
+    g = torch.Generator().manual_seed(0)
+    tokens, t = torch.randn(B, 4, E, generator=g), torch.randn(B, DIN, generator=g)
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(3):
+            step(model, opt, w, i, tokens, t)
+        fix = w.control.fix
+    assert not model.attn.batch_first
+    assert fix.did == [f"attn: batch_first True -> False (query ({model.latents.shape[0]}, {B}, {E}), batch {B})"]
+    with torch.no_grad():  # samples no longer depend on each other
+        full = model(tokens, t)[0]
+        assert torch.allclose(model(tokens[:5], t[:5])[0], full[:5], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_every_fix_closes_cleanly_after_its_setup_found_it_not_applicable(name):
+    # a plain MLP: most fixes find nothing to change; the ablation still closes each one (and its hooks)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    fix = make(name)
+    with diagnose.watch(model, opt, out=None, batch_size=4) as w:
+        try:
+            fix.setup(w)
+        except NotApplicable:
+            pass
+        fix.close()
 
 
 class _Tower(nn.Module):

@@ -1,12 +1,15 @@
-"""attention_batch_first: an nn.MultiheadAttention built without ``batch_first=True`` and fed (batch, seq, dim)
-tensors reads the batch as its sequence and attends across samples; this gives it the layout its input has
-(tests pooling_axis).
+"""attention_batch_first: an nn.MultiheadAttention whose `batch_first` does not match the layout it is fed reads
+the batch as its sequence and attends across samples; this gives it the layout its input has (tests pooling_axis).
 
-At each attention module's first training call (a forward pre-hook, removed after it), with the batch size
-the watch was given (``watch(..., batch_size=B)``, else the first observation's, from the next step on): a
-module with ``batch_first=False`` whose query has the batch size on dim 0 and not on dim 1 is switched to
-``batch_first=True`` for this run. Modules already batch-first, or fed (seq, batch, dim), are left as they
-are; if none is switched by the second observation, the intervention is not applicable.
+Two ways to get there: a module built without ``batch_first=True`` and fed (batch, seq, dim) tensors, or a
+batch-first module (an ``nn.TransformerEncoder`` built with ``batch_first=True``) fed (seq, batch, dim) by a
+transpose left over from sequence-first code. At each attention module's first training call (a forward pre-hook,
+removed after it), with the batch size the watch was given (``watch(..., batch_size=B)``, else the first
+observation's, from the next step on): a module with ``batch_first=False`` whose query has the batch size on dim 0
+and not on dim 1 is switched to ``batch_first=True`` for this run, and one with ``batch_first=True`` whose query has
+it on dim 1 and not on dim 0 to ``batch_first=False``. Modules fed the layout they declare are left as they are (as
+is a query whose two leading sizes both equal the batch); if none is switched by the second observation, the
+intervention is not applicable.
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ from .base import Intervention, NotApplicable
 class AttentionBatchFirst(Intervention):
     name = "attention_batch_first"
     tests = ("pooling_axis",)
-    changes = "nn.MultiheadAttention modules fed (batch, seq, dim) with batch_first=False switched to batch_first"
+    changes = ("nn.MultiheadAttention modules fed the other layout than their batch_first declares switched to the "
+               "layout they are fed: (batch, seq, dim) to batch_first=True, (seq, batch, dim) to batch_first=False")
 
     def setup(self, watch: Any) -> None:
         self._watch = watch
         self._batch = watch.batch_size
         self._observed = 0
+        self._handles: dict = {}
         names = {m: n for n, m in watch.model.named_modules()}
-        mods = [m for m in watch.model.modules() if isinstance(m, nn.MultiheadAttention) and not m.batch_first]
+        mods = [m for m in watch.model.modules() if isinstance(m, nn.MultiheadAttention)]
         if not mods:
-            raise NotApplicable("attention_batch_first: the model has no nn.MultiheadAttention with "
-                                "batch_first=False")
+            raise NotApplicable("attention_batch_first: the model has no nn.MultiheadAttention")
         self._handles = {m: m.register_forward_pre_hook(OwnHook(self._hook(names.get(m, "<root>")))) for m in mods}
 
     def _hook(self, name: str):
@@ -44,9 +48,13 @@ class AttentionBatchFirst(Intervention):
                 return
             q = args[0]
             self._handles.pop(module).remove()
-            if q.dim() == 3 and q.shape[0] == b and q.shape[1] != b:
-                module.batch_first = True
-                self.did.append(f"{name}: batch_first False -> True (query {tuple(q.shape)}, batch {b})")
+            if q.dim() != 3 or (q.shape[0] == b) == (q.shape[1] == b):
+                return
+            fed_batch_first = q.shape[0] == b
+            if module.batch_first != fed_batch_first:
+                module.batch_first = fed_batch_first
+                self.did.append(f"{name}: batch_first {not fed_batch_first} -> {fed_batch_first} (query "
+                                f"{tuple(q.shape)}, batch {b})")
         return hook
 
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
@@ -55,8 +63,8 @@ class AttentionBatchFirst(Intervention):
             emb = next((x for x in (seen.get("embeddings") or {}).values() if isinstance(x, torch.Tensor)), None)
             self._batch = watch.batch_size or (len(emb) if emb is not None else None)
         if self._observed >= 2 and not self.did:
-            raise NotApplicable("attention_batch_first: no nn.MultiheadAttention was fed the batch on dim 0 with "
-                                "batch_first=False")
+            raise NotApplicable("attention_batch_first: every nn.MultiheadAttention was fed the layout its "
+                                "batch_first declares")
 
     def close(self) -> None:
         for handle in self._handles.values():
