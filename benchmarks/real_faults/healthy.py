@@ -4,7 +4,8 @@ embeddings, logit scale ln(1/0.07) learned and clamped at 100, AdamW with weight
 trained), over different seeds, batch sizes (16..128), widths, learning rates (3e-4..3e-3) and a few
 learning-rate schedules (cosine, linear warm-up, warm-up then cosine).
 
-Families (SPECS: 49 runs, 7 per family, two runs that observe before backward / after zero_grad, one
+Families (SPECS: 51 runs, 7 per family, two runs that observe before backward / after zero_grad, two in mixed
+precision (fp16 autocast and a GradScaler, whose first step overflows and is skipped), one
 resampler run whose text tower is locked: left out of the
 optimizer with requires_grad=True, LiT's locked tower the way many scripts freeze; final 0.072 ln B; and four
 resampler/perceiver runs on inputs that share one direction, a frozen backbone's anisotropic features: mean-pooled
@@ -36,7 +37,8 @@ thread, the family's first run paying its imports):
     open_clip  0.205 / 0.281 / 0.392   (4.9 s)   120 steps (at 60: 0.49-0.70)
     lightning  0.026 / 0.110 / 0.273   (1.1 s)
 
-All 47 runs learned (and the two observing out of order, added later: resampler s54 0.033, perceiver s55 0.067); the least-learning ones are the low-lr warm-up/cosine runs (mrl s27 0.337, perceiver
+All 47 runs learned (and the two observing out of order, added later: resampler s54 0.033, perceiver s55 0.067; the
+two in mixed precision, later still: resampler s56 0.030, perceiver s57 0.086, measured under the watch); the least-learning ones are the low-lr warm-up/cosine runs (mrl s27 0.337, perceiver
 s23 0.289, lightning s46 0.273), the batch-16/24 ViT runs (open_clip s37 0.392, clip s14 0.359) and the
 shared-direction perceiver runs (s51 0.354 at 60 steps, s53 0.232 at 120; the resampler's s50 0.112, s52 0.086).
 For mrl the contrastive loss is the full-width CLIP term, not the weighted total.
@@ -76,7 +78,7 @@ def _spec(model, seed, batch, **kw):
     return {"model": model, "seed": seed, "batch": batch, **kw}
 
 
-# 49 runs, 7 per family, two observing out of the README's order, a resampler whose text tower is locked (left out of the optimizer) and four runs on inputs
+# 51 runs, 7 per family, two observing out of the README's order, two in mixed precision, a resampler whose text tower is locked (left out of the optimizer) and four runs on inputs
 # that share one direction (below); the first 20
 # are the original runs (AdamW 1e-3, 60 steps, default widths)
 SPECS = [_spec(m, s, b)
@@ -119,6 +121,10 @@ SPECS = [_spec(m, s, b)
     # zero_grad (no gradient held at any observe)
     _spec("resampler", 54, 32, order="observe_first"),
     _spec("perceiver", 55, 48, order="zero_grad_first"),
+    # mixed precision: fp16 autocast and a GradScaler, observed after unscale_ and clipping, or right after the
+    # scaled backward (gradients 2^16 x the loss's)
+    _spec("resampler", 56, 32, amp="unscaled"),
+    _spec("perceiver", 57, 48, amp="scaled"),
 ]
 # the CI subset (run.py --fast): one run per family but transformers' CLIP (120 steps, the costliest; the fast
 # cases run it in case_text_tower_no_grad), the cheapest open_clip run
@@ -156,7 +162,7 @@ def mrl_losses(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> lis
 
 def train(watch, model: str = "resampler", seed: int = 0, batch: int = 32, steps: int | None = None, lr: float = 1e-3,
           width: int | None = None, schedule: str | None = None, locked: str | None = None,
-          offset: float | None = None, order: str = "backward_observe_step") -> None:
+          offset: float | None = None, order: str = "backward_observe_step", amp: str | None = None) -> None:
     torch.manual_seed(seed)
     steps = steps or STEPS.get(model, 60)
     if model == "clip":
@@ -175,6 +181,9 @@ def train(watch, model: str = "resampler", seed: int = 0, batch: int = 32, steps
     opt = torch.optim.AdamW([p for n, p in net.named_parameters() if not (locked and n.startswith(locked + "."))],
                             lr=lr, weight_decay=0.1)
     sched = _scheduler(opt, schedule, steps)
+    # `amp`: fp16 autocast and a GradScaler (its first steps overflow and are skipped by design); "unscaled":
+    # observe after scaler.unscale_ (the AMP recipe's place for clipping), "scaled": right after the backward
+    scaler = torch.amp.GradScaler("cpu") if amp else None
     with watch(net, opt, batch_size=batch) as w:
         w.data_signal(tokens[:256], texts[:256])  # the README's data check (as in case_cached_features_misaligned)
         for step in range(steps):
@@ -189,19 +198,30 @@ def train(watch, model: str = "resampler", seed: int = 0, batch: int = 32, steps
                 logits = net.logit_scale.exp() * img @ txt.t()
                 losses, weights = {"clip": loss_clip, "mrl": loss_mrl, "total": loss}, {"clip": 0.25, "mrl": 1.0}
             else:
-                img, txt = net(tokens[idx], texts[idx])
-                logits = net.logit_scale.exp() * img @ txt.t()
-                loss = clip_loss(logits)
+                with torch.autocast("cpu", dtype=torch.float16, enabled=scaler is not None):
+                    img, txt = net(tokens[idx], texts[idx])
+                    logits = net.logit_scale.exp() * img @ txt.t()
+                loss = clip_loss(logits.float())
                 losses, weights = {"clip": loss}, None
             seen = dict(losses=losses, weights=weights, embeddings={"image": img, "text": txt}, logits=logits,
                         batch_size=batch, inputs=tokens[idx], extras={"logit_scale": net.logit_scale.exp()})
             if order == "observe_first":  # the step's gradients not computed yet: the watch reads the last step's
                 w.observe(step, **seen)
             opt.zero_grad()
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if amp == "unscaled":
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            else:
+                loss.backward()
             if order == "backward_observe_step":  # the README's order
                 w.observe(step, **seen)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             if order == "zero_grad_first":  # cleared right after the step: no gradient is held at observe
                 opt.zero_grad()
                 w.observe(step, **seen)
