@@ -21,7 +21,8 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       and text embeddings as paired, rows L2-normalised and centred), cka_null (the same with the
       captions re-paired by a fixed derangement: the value of unrelated pairs)
   target ``image`` / ``text``, expensive steps: duplicate_share (rows with another row of the batch
-      at cosine >= `DUPLICATE_COSINE`)
+      at cosine >= `DUPLICATE_COSINE`), and with square logits loss_duplicates_masked (the symmetric loss with
+      only this side's duplicates removed from the negatives: what its copies alone cost)
   target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
       of a row's positive removed from its negatives), loss_diagonal_same_step (the unmasked loss
       on the same rows, for the comparison); with image and text embeddings of the logits' rows:
@@ -409,6 +410,11 @@ class Contrastive(Probe):
         # negative for image i's row and for caption i's row alike (the masks are symmetric)
         same = masks[0] if len(masks) == 1 else masks[0] | masks[1]
         diag = torch.arange(z.shape[0], device=z.device)
+        if len(masks) == 2:  # each side's copies alone (one side's rows can coincide while the other's are apart)
+            for name, m in dup.items():
+                r.add(name, "loss_duplicates_masked",
+                      0.5 * (F.cross_entropy(z.masked_fill(m, float("-inf")), diag)
+                             + F.cross_entropy(z.t().masked_fill(m, float("-inf")), diag)))
         masked_i2t = z.masked_fill(same, float("-inf"))
         masked_t2i = z.t().masked_fill(same, float("-inf"))
         r.add("logits", "loss_duplicates_masked",

@@ -208,6 +208,9 @@ def test_contrastive_duplicates_and_the_masked_counterfactual():
                   + F.cross_entropy(z.t().masked_fill(same, -math.inf), diag))
     assert v[("logits", "loss_duplicates_masked")] == pytest.approx(float(want), rel=1e-5)
     assert v[("logits", "loss_duplicates_masked")] < v[("logits", "loss_diagonal_same_step")]
+    # each side's copies alone: the text side's are all there are here, the image side has none
+    assert v[("text", "loss_duplicates_masked")] == pytest.approx(float(want), rel=1e-5)
+    assert v[("image", "loss_duplicates_masked")] == pytest.approx(v[("logits", "loss_diagonal_same_step")], rel=1e-5)
 
 
 def _best_scale_loss(z):

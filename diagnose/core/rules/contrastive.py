@@ -234,21 +234,31 @@ class FalseNegatives(Rule):
         shares = {n: float(window(s).mean()) for n, s in shares.items() if len(s)}
         if not shares or max(shares.values()) < DUPLICATE_SHARE_MIN:
             return []
-        # a side whose duplicates were seen while its rows were spread out holds real copies (the same caption or
-        # image twice), whatever the embeddings did later; read from it first
+        # a side whose duplicates were there at the first reading while its rows were spread out holds real copies
+        # (the same caption or image twice), whatever the embeddings did later; read from it first. Once that side
+        # collapsed, every row looks like a duplicate of every other (or of +- one vector), so its copies and what
+        # they cost are read on the steps before the collapse; with no such first reading there is nothing to read
         found = [n for n, v in shares.items() if v >= DUPLICATE_SHARE_MIN]
         side = max(found, key=lambda n: (_seen_spread_out(df, n), shares[n]))
-        if not _seen_spread_out(df, side):
-            for name in ("image", "text") if side == "candidates" else (side,):
-                if _collapsed(df, name):
-                    return []  # collapsed (to one vector, or +- one): every row looks like a duplicate
         _, _, masked_m, full_m = DUPLICATE_READINGS[side]
         masked = finite(series(df, "contrastive", "logits", masked_m))
         full = finite(series(df, "contrastive", "logits", full_m))
+        before = None
+        if any(_collapsed(df, n) for n in (("image", "text") if side == "candidates" else (side,))):
+            if not _seen_spread_out(df, side):
+                return []
+            before = _spread_steps(df, side)
+            own = finite(series(df, "contrastive", side, "loss_duplicates_masked"))
+            masked = own if len(own) else masked  # this side's copies alone: the other's may be a collapse's
+            masked, full = masked[masked.index.isin(before)], full[full.index.isin(before)]
+            read = finite(series(df, "contrastive", side, "duplicate_share"))
+            shares[side] = float(read[read.index.isin(before)].mean())
+        else:
+            masked, full = window(masked), window(full)
         if masked.empty or full.empty:
             return []
-        gap = float(window(full).mean()) - float(window(masked).mean())
-        rel = gap / float(window(full).mean()) if float(window(full).mean()) > 0 else 0.0
+        gap = float(full.mean()) - float(masked.mean())
+        rel = gap / float(full.mean()) if float(full.mean()) > 0 else 0.0
         mean, ln_b = end_loss(df)
         # the counterfactual decides whether they matter here: below the gap they are a measurement (info,
         # e.g. the same item sampled twice into a batch), above it a cause (an error while not learned, and in a
@@ -256,17 +266,19 @@ class FalseNegatives(Rule):
         severity = ("info" if rel < FALSE_NEGATIVE_GAP else
                     "warning" if learned(mean, ln_b) and rel < HOLDS_LOSS_SHARE else "error")
         ev = {"duplicate_share": {k: rnd(v) for k, v in shares.items()},
-              "loss_end_same_steps": rnd(window(full).mean()),
-              "loss_duplicates_masked": rnd(window(masked).mean()), "gap": rnd(gap), "gap_share_of_loss": rnd(rel),
-              "window_steps": span(window(full)), "chance_ln_B": rnd(ln_b)}
+              "loss_end_same_steps": rnd(full.mean()),
+              "loss_duplicates_masked": rnd(masked.mean()), "gap": rnd(gap), "gap_share_of_loss": rnd(rel),
+              "window_steps": span(full), "chance_ln_B": rnd(ln_b), "read_before_collapse": before is not None}
         what = (f"{shares[side]:.0%} of the rows have a duplicate {side} in their batch" if side != "candidates" else
                 f"{shares[side]:.0%} of the rows' positive candidates appear again among the other candidates "
                 "(identical logit columns: the same item scored twice, e.g. ranks that drew the same batch)")
         return [Finding(
             "false_negatives", severity, ctx.name,
             f"{what}, and the loss scores the copies as negatives: taking them out of the negatives lowers the loss "
-            f"on the same logits from {window(full).mean():.4f} to {window(masked).mean():.4f} ({rel:.0%} of it), a "
-            "share the model can never win by learning.", ev,
+            f"on the same logits from {full.mean():.4f} to {masked.mean():.4f} ({rel:.0%} of it), a share the model "
+            "can never win by learning"
+            + (f" (read on steps {ev['window_steps'][0]}-{ev['window_steps'][1]}, before the {side} embeddings "
+               "collapsed: after it every row looks like a copy)." if before is not None else "."), ev,
             "Deduplicate captions within a batch (sample one pair per caption/class), or mask duplicates of the "
             "positive out of the negatives; under DDP give each rank its own shard (DistributedSampler).", side)]
 
@@ -294,19 +306,31 @@ def _collapsed(df: pd.DataFrame, name: str) -> bool:
                 or (len(share) and float(window(share).mean()) >= COLLAPSE_COSINE))
 
 
-def _seen_spread_out(df: pd.DataFrame, side: str) -> bool:
-    """On some observation `side` had duplicates in DUPLICATE_SHARE_MIN of its rows while its embeddings were spread
-    out (mean pairwise cosine, and the top direction's share of the energy where measured, under COLLAPSE_COSINE):
-    those rows are copies of one another (a caption or image twice in the batch), which a collapse, making every row
-    look like every other (or like +- one vector), cannot account for."""
-    if side not in ("image", "text"):
-        return False
+def _spread_rows(df: pd.DataFrame, side: str) -> pd.DataFrame:
+    """Per step with a duplicate reading of `side`: its share, and whether the rows were spread out (mean pairwise
+    cosine, and the top direction's share of the energy where measured, under COLLAPSE_COSINE)."""
     both = pd.concat({"share": series(df, "contrastive", side, "duplicate_share"),
                       "cos": series(df, "collapse", side, "cosine_mean"),
                       "line": series(df, "collapse", side, "top_sv_share")}, axis=1)
     both = both[both["share"].notna() & both["cos"].notna()]
-    spread = (both["cos"] < COLLAPSE_COSINE) & ~(both["line"] >= COLLAPSE_COSINE)
-    return bool(((both["share"] >= DUPLICATE_SHARE_MIN) & spread).any())
+    return both.assign(spread=(both["cos"] < COLLAPSE_COSINE) & ~(both["line"] >= COLLAPSE_COSINE))
+
+
+def _spread_steps(df: pd.DataFrame, side: str) -> list[int]:
+    rows = _spread_rows(df, side)
+    return [int(x) for x in rows.index[rows["spread"]]]
+
+
+def _seen_spread_out(df: pd.DataFrame, side: str) -> bool:
+    """At the first observation that read duplicates (the model as the run found it: before updates could collapse
+    anything), `side` had them in DUPLICATE_SHARE_MIN of its rows while its embeddings were spread out: those rows
+    are copies of one another in the data (a caption or image twice in the batch), which a later collapse, making
+    every row look like every other (or like +- one vector), cannot account for. Rows that only turn into twins on
+    the way to a collapse show none there."""
+    if side not in ("image", "text"):
+        return False
+    rows = _spread_rows(df, side)
+    return bool(len(rows) and rows["share"].iloc[0] >= DUPLICATE_SHARE_MIN and rows["spread"].iloc[0])
 
 
 class EmbeddingWithoutGradient(Rule):

@@ -77,6 +77,14 @@ def test_false_negatives_seen_while_the_rows_were_spread_out_hold_after_a_collap
                rec("collapse", "text", "cosine_mean", cos), loss("loss_clip", [LN_B] * N), moving())
     f = one(R.false_negatives(df, ctx()), "false_negatives")
     assert f.severity == "error" and f.target == "text"
+    # near miss: rows that turn into twins on the way to a collapse (none at the first reading, spread out at the
+    # third while a few already coincide): the collapse's, not the data's
+    later = frame(rec("contrastive", "text", "duplicate_share", [0.0, 0.0, 0.2] + [1.0] * (N - 3)),
+                  rec("contrastive", "logits", "loss_duplicates_masked", [0.8 * LN_B] * N),
+                  rec("contrastive", "logits", "loss_diagonal_same_step", [LN_B] * N),
+                  rec("collapse", "text", "cosine_mean", [0.3, 0.6, 0.9] + [0.99] * (N - 3)),
+                  loss("loss_clip", [LN_B] * N), moving())
+    assert R.false_negatives(later, ctx()) == []
 
 
 def test_targets_off_diagonal_and_its_near_miss():
