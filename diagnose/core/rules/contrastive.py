@@ -247,7 +247,8 @@ class FalseNegatives(Rule):
         if any(_collapsed(df, n) for n in (("image", "text") if side == "candidates" else (side,))):
             if not _seen_spread_out(df, side):
                 return []
-            before = _spread_steps(df, side)
+            rows = _spread_rows(df, side)
+            before = rows.index[rows["spread"]]
             own = finite(series(df, "contrastive", side, "loss_duplicates_masked"))
             masked = own if len(own) else masked  # this side's copies alone: the other's may be a collapse's
             masked, full = masked[masked.index.isin(before)], full[full.index.isin(before)]
@@ -314,11 +315,6 @@ def _spread_rows(df: pd.DataFrame, side: str) -> pd.DataFrame:
                       "line": series(df, "collapse", side, "top_sv_share")}, axis=1)
     both = both[both["share"].notna() & both["cos"].notna()]
     return both.assign(spread=(both["cos"] < COLLAPSE_COSINE) & ~(both["line"] >= COLLAPSE_COSINE))
-
-
-def _spread_steps(df: pd.DataFrame, side: str) -> list[int]:
-    rows = _spread_rows(df, side)
-    return [int(x) for x in rows.index[rows["spread"]]]
 
 
 def _seen_spread_out(df: pd.DataFrame, side: str) -> bool:
