@@ -63,7 +63,7 @@ def test_lr_down_scales_every_step_and_gives_the_schedule_its_lr_back(under_abla
     model = Towers()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
-    under_ablation("lr_down", factor=0.1)
+    under_ablation("lr_down")
     x, t = batch()
     with diagnose.watch(model, opt, batch_size=B) as w:
         before = model.image.weight.detach().clone()
@@ -939,40 +939,6 @@ def test_lr_up_measures_its_factor_on_the_first_step(under_ablation):
         step(model, opt, w, 1, x, t)
         moved = (model.image.weight.detach() - before).abs().max().item()
     assert moved == pytest.approx(1e-7 * fix._factor, rel=0.05)  # Adam: every element moves by ~lr
-
-
-def test_lr_down_measures_its_factor_on_a_first_step_at_a_tenth_of_the_lr(under_ablation):
-    """Adam at an SGD learning rate: every element moves by ~lr per step, 0.1 on weights of rms ~0.1 to 0.6;
-    the fix sizes the lr so the step moves 1e-2 of the weights' norm, far below the plain x0.1."""
-    torch.manual_seed(0)
-    model = Towers()
-    opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    under_ablation("lr_down")
-    x, t = batch()
-    with diagnose.watch(model, opt, batch_size=B) as w:
-        before = model.image.weight.detach().clone()
-        step(model, opt, w, 0, x, t)
-        first = (model.image.weight.detach() - before).abs().max().item()
-        fix = w.control.fix
-        assert first == pytest.approx(1e-2, rel=0.05)  # the measuring step: the plain x0.1
-        assert 1e-4 <= fix._factor < 0.05
-        weights = [p.detach().clone() for p in model.parameters()]
-        step(model, opt, w, 1, x, t)
-        moved = sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(model.parameters(), weights)) ** 0.5
-        norm = sum(float(b.pow(2).sum()) for b in weights) ** 0.5
-    assert moved / norm == pytest.approx(1e-2, rel=0.3)  # Adam's second step is still near sign-like
-    assert "from step 2" in fix.did[0] and "0.1 x the script's lr" in fix.did[0]
-
-
-def test_lr_down_stays_x01_where_a_tenth_of_the_lr_is_already_healthy(under_ablation):
-    torch.manual_seed(0)
-    model = Towers()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    under_ablation("lr_down")
-    x, t = batch()
-    with diagnose.watch(model, opt, batch_size=B) as w:
-        step(model, opt, w, 0, x, t)
-        assert w.control.fix._factor == pytest.approx(0.1)
 
 
 def test_docs_list_every_fix_as_the_catalogue_declares_it():

@@ -2,8 +2,7 @@
 param group steps with; the post-hook gives the user's value back), so they compose with whatever
 scheduler the script runs: the scheduler keeps stepping the user's own lr.
 
-  lr_down   every group's lr down by the factor that brings the first update ratio to 1e-2, at least x0.1
-            (tests learning_rate_too_high; the measuring step runs at x0.1)
+  lr_down   every group's lr x 0.1 (tests learning_rate_too_high)
   lr_up     every group's lr up by the factor that brings the first update ratio to 1e-2, at least x10 (tests
             learning_rate_too_low)
   warmup    a linear warm-up over the first `steps` optimizer steps on top of the user's schedule
@@ -68,16 +67,28 @@ class _AroundStep(Intervention):
         return self.changes
 
 
-class _SizedFromFirstStep(_AroundStep):
-    """A factor measured on the run's first optimizer step: that step runs at `probe` x the script's lr, and
-    the factor is the one that brings its update/weight ratio (whole model) to `target_ratio`, 1e-2, where
-    healthy runs peak (Adam's first steps are sign-like and are the run's peak; `diagnose.core.rules.gradients`,
-    beside UPDATE_RATIO_HIGH), clamped to [min_factor, max_factor]. A first step is linear in the lr (SGD's
-    lr x g, with or without momentum; Adam's lr x g / sqrt(g^2)), so the ratio at `probe` x lr predicts the
-    ratio at any other factor. `factor` given as a number skips the measurement."""
+class LrDown(_AroundStep):
+    name = "lr_down"
+    tests = ("learning_rate_too_high",)
+    changes = "every param group's learning rate x 0.1 at every step (on top of the script's schedule)"
+    defaults = {"factor": 0.1}
 
-    defaults: dict[str, Any] = {}
-    probe = 1.0
+    def factor(self, i: int, lr: float) -> float:
+        return float(self.params["factor"])
+
+
+class LrUp(_AroundStep):
+    """x `factor`; by default ("auto") the factor is measured on the run's first optimizer step, taken at the
+    user's lr: the one that brings that step's update/weight ratio (whole model) to 1e-2, where healthy runs
+    peak (Adam's first steps are sign-like and are the run's peak; `diagnose.core.rules.gradients`, beside
+    UPDATE_RATIO_HIGH), at least x10 and at most x1e4. A learning rate 10^4 too low is tested as such, not
+    by a x10 that leaves it 10^3 too low."""
+
+    name = "lr_up"
+    tests = ("learning_rate_too_low",)
+    changes = ("every param group's lr scaled up at every step (on top of the schedule): by the factor that brings "
+               "the first step's update/weight ratio to 1e-2 (a healthy peak), at least x10")
+    defaults = {"factor": "auto", "target_ratio": 1e-2, "min_factor": 10.0, "max_factor": 1e4}
 
     def setup(self, watch: Any) -> None:
         super().setup(watch)
@@ -85,7 +96,7 @@ class _SizedFromFirstStep(_AroundStep):
         self._before: list[Any] | None = None
 
     def factor(self, i: int, lr: float) -> float:
-        return self._factor if self._factor is not None else self.probe
+        return self._factor if self._factor is not None else 1.0  # the first step measures, at the user's lr
 
     def before_step(self, optimizer: Any) -> None:
         if self._factor is None:
@@ -99,64 +110,15 @@ class _SizedFromFirstStep(_AroundStep):
             moved = sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, self._before)) ** 0.5
             norm = sum(float(b.float().pow(2).sum()) for b in self._before) ** 0.5
             ratio = moved / norm if norm > 0 else 0.0
-            self._factor = self.sized(ratio)
+            lo, hi = float(self.params["min_factor"]), float(self.params["max_factor"])
+            wanted = float(self.params["target_ratio"]) / ratio if ratio > 0 else hi
+            self._factor = min(hi, max(lo, wanted)) if wanted == wanted else lo
             self._before = None
-            self.did[:] = [f"lr x {self._factor:.3g} from step 2 (step 1 at {self.probe:g} x the script's lr moved "
-                           f"the weights by {ratio:.2g} of their norm; target {self.params['target_ratio']:g})"]
-
-    def sized(self, ratio: float) -> float:
-        lo, hi = float(self.params["min_factor"]), float(self.params["max_factor"])
-        if not math.isfinite(ratio):
-            return self.if_nonfinite(lo, hi)
-        wanted = self.probe * float(self.params["target_ratio"]) / ratio if ratio > 0 else math.inf
-        return min(hi, max(lo, wanted)) if ratio > 0 else self.if_still(lo, hi)
-
-    def if_nonfinite(self, lo: float, hi: float) -> float:
-        raise NotImplementedError
-
-    def if_still(self, lo: float, hi: float) -> float:
-        raise NotImplementedError
+            self.did[:] = [f"lr x {self._factor:.3g} from step 2 (step 1 at the script's lr moved the weights by "
+                           f"{ratio:.2g} of their norm; target {self.params['target_ratio']:g})"]
 
     def text(self, optimizer: Any) -> str:
-        return f"step 1 at {self.probe:g} x the script's lr, to measure the update ratio"
-
-
-class LrDown(_SizedFromFirstStep):
-    """x0.1, and lower where x0.1 is still too high: the first step runs at x0.1 (the plain fix) and measures;
-    from step 2 the lr is the one that brings that step's update ratio to 1e-2, at most x0.1 and at least
-    x1e-4. An Adam at an SGD learning rate (0.1) is ~100x too high: a fixed x0.1 leaves it 10x too high and
-    tests nothing. Where x0.1 already steps at or under 1e-2 the run is the plain x0.1, step for step."""
-
-    name = "lr_down"
-    tests = ("learning_rate_too_high",)
-    changes = ("every param group's lr scaled down at every step (on top of the schedule): by the factor that brings "
-               "the first step's update/weight ratio to 1e-2 (a healthy peak), at least x0.1")
-    defaults = {"factor": "auto", "target_ratio": 1e-2, "min_factor": 1e-4, "max_factor": 0.1}
-    probe = 0.1
-
-    def if_nonfinite(self, lo: float, hi: float) -> float:
-        return lo  # a step that overflowed even at x0.1: as low as the fix goes
-
-    def if_still(self, lo: float, hi: float) -> float:
-        return hi  # nothing moved (no gradient): the plain x0.1
-
-
-class LrUp(_SizedFromFirstStep):
-    """x `factor`; by default ("auto") the factor is measured on the run's first optimizer step, taken at the
-    user's lr, at least x10 and at most x1e4. A learning rate 10^4 too low is tested as such, not by a x10
-    that leaves it 10^3 too low."""
-
-    name = "lr_up"
-    tests = ("learning_rate_too_low",)
-    changes = ("every param group's lr scaled up at every step (on top of the schedule): by the factor that brings "
-               "the first step's update/weight ratio to 1e-2 (a healthy peak), at least x10")
-    defaults = {"factor": "auto", "target_ratio": 1e-2, "min_factor": 10.0, "max_factor": 1e4}
-
-    def if_nonfinite(self, lo: float, hi: float) -> float:
-        return lo
-
-    def if_still(self, lo: float, hi: float) -> float:
-        return hi
+        return "step 1 at the script's lr, to measure the update ratio"
 
 
 class Warmup(_AroundStep):
