@@ -11,7 +11,7 @@ unaided) and records each fix's verdict. A case passes when a fix testing its ca
 of the 3 seeds) and at least one other candidate is refuted. Cases whose cause has no intervention are listed.
 `--timing` instead measures the wall time of 5 interventions x 3 seeds x 100 steps on one case of a peer model.
 
-    python benchmarks/real_faults/ablate.py [--half dev|test|...|test14|all] [--only STEM ...]
+    python benchmarks/real_faults/ablate.py [--half dev|test|...|test14|all] [--only STEM|HALF/STEM ...]
         [--out FILE] [--timing]
     python benchmarks/real_faults/ablate.py --render RESULTS.json [MORE.json ...]   (markdown; later files win)
     python benchmarks/real_faults/ablate.py --render all [--write-doc]   (every saved result, in the order measured;
@@ -88,7 +88,7 @@ def run_cases(halves: list[str], only: list[str], work: Path, max_fixes: int, pa
     rows, without = [], []
     for half in halves:
         for path in sorted((HERE / half).glob("case_*.py")):
-            if only and path.stem not in only:
+            if only and path.stem not in only and f"{half}/{path.stem}" not in only:
                 continue
             cause, case = cause_of(path), f"{half}/{path.stem}"
             right = for_cause(cause) if cause else []
