@@ -133,12 +133,19 @@ class LoggedScaled(Rule):
             "objective itself.", comp)]
 
 
+# A reported loss that is an aggregate of the per-step cross-entropies of the logits observed with it.
+# Running mean since the first step and an exponential moving average are deterministic functions of those
+# values: they agree to float rounding (AGG_REL_TOL) or not at all. Either only matters where it differs
+# from the step's own value by more than SCALED_MIN_OFF on some step, over AGG_MIN_STEPS consecutive steps.
+AGG_REL_TOL, AGG_MIN_STEPS = 1e-3, 8
+
 # One logged quantity in two scales: on some steps the reported loss IS the cross-entropy of the logits passed with
 # it (equal to SCALED_MIN_OFF: the same logits give the same value, so a match to 1% says what the log is), on
 # others it is off by a factor of TWO_SCALES_FACTOR or more either way. Factor 2 is what moves a reading across the
 # learned line (a loss below half of ln B, `definitions.LEARNED_LOSS_FRACTION`): an offset that large changes the
 # verdict. Each side on PERSIST_MIN_OBS steps. (A constant factor on every step is `loss_logged_scaled`'s; an
-# integer sum over micro-batches `loss_logged_summed`'s: neither has steps that match.)
+# integer sum over micro-batches `loss_logged_summed`'s: neither has steps that match. A meter restarted per epoch
+# equals the step's loss at each restart and lags it after: `loss_logged_running_mean`'s, a warning, not this.)
 TWO_SCALES_FACTOR = 2.0
 
 
@@ -150,13 +157,15 @@ class LoggedTwoScales(Rule):
     emits = (Emit("loss_logged_two_scales", ("error",), "logging_misstates_loss", 1),)
     needs = (("contrastive", "loss_diagonal"), ("loss_split", "value"))
     thresholds = {"TWO_SCALES_FACTOR": TWO_SCALES_FACTOR, "SCALED_MIN_OFF": SCALED_MIN_OFF,
-                  "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
+                  "PERSIST_MIN_OBS": PERSIST_MIN_OBS, "AGG_REL_TOL": AGG_REL_TOL}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         comp = primary_component(df)
         both = pd.concat({"reported": series(df, "loss_split", comp, "value"),
                           "own": series(df, "contrastive", "logits", "loss_diagonal")}, axis=1).dropna()
         both = both[(both["own"].abs() > 1e-6) & both.abs().lt(float("inf")).all(axis=1)]
+        if len(both) >= AGG_MIN_STEPS and _restarts(both) is not None:
+            return []  # a meter restarted per window: its value equals the step's at each restart (the aggregate's)
         ratio = both["reported"] / both["own"]
         same = ratio[(ratio - 1.0).abs() <= SCALED_MIN_OFF]
         off = ratio[(ratio >= TWO_SCALES_FACTOR) | (ratio <= 1.0 / TWO_SCALES_FACTOR)]
@@ -178,11 +187,6 @@ class LoggedTwoScales(Rule):
             "steps); pass observe that value.", comp)]
 
 
-# A reported loss that is an aggregate of the per-step cross-entropies of the logits observed with it.
-# Running mean since the first step and an exponential moving average are deterministic functions of those
-# values: they agree to float rounding (AGG_REL_TOL) or not at all. Either only matters where it differs
-# from the step's own value by more than SCALED_MIN_OFF on some step, over AGG_MIN_STEPS consecutive steps.
-AGG_REL_TOL, AGG_MIN_STEPS = 1e-3, 8
 # A sum over k micro-batches (or devices) logged instead of their mean, with the logits of one of them
 # observed: the ratio reported / own scatters around the integer k as one micro-batch's cross-entropy
 # scatters around the mean of k (a few % at batch 32-256). Its median within SUM_INT_TOL of k >= 2 and its
@@ -260,13 +264,21 @@ class LoggedAggregate(Rule):
         # and later ones (a meter reset per window or epoch: its lag is bounded by the window, a warning as for a
         # moving average), or is no such mean (a sum reset apart from its count: error, with the step it broke at).
         # The finding goes when, after the break, the logged value is the step's own (the log was fixed).
+        # A meter may also carry a constant factor: a per-sample sum (loss x batch size) divided by the number of
+        # batches reads batch size x the mean. The first step's mean is that step's own loss, so the first reading
+        # gives the factor; the same tolerances then hold the pattern on every step after it or reject it.
+        scale = float(run["reported"].iloc[0] / run["own"].iloc[0])
+        scale = scale if math.isfinite(scale) and scale > 0 and abs(scale - 1.0) > SCALED_MIN_OFF else 1.0
+        if scale != 1.0:
+            run = run.assign(reported=run["reported"] / scale)
+            both = both.assign(reported=both["reported"] / scale)
         mean = run["own"].expanding().mean()
         rel = ((run["reported"] - mean).abs() / mean.abs()).to_numpy()
         held = int((rel >= AGG_REL_TOL).argmax()) if (rel >= AGG_REL_TOL).any() else len(run)
         if held < AGG_MIN_STEPS:
             return None
         pre, mean = run.iloc[:held], mean.iloc[:held]
-        if float(((mean - pre["own"]).abs() / pre["own"].abs()).max()) <= SCALED_MIN_OFF:
+        if scale == 1.0 and float(((mean - pre["own"]).abs() / pre["own"].abs()).max()) <= SCALED_MIN_OFF:
             return None  # the mean never differed from the step's own value here: nothing tells them apart
         after = both[both.index > pre.index[-1]]
         gap_after = (after["reported"] - after["own"]).abs() / after["own"].abs()
@@ -274,25 +286,32 @@ class LoggedAggregate(Rule):
             return None
         err, last = float(rel[:held].max()), pre.iloc[-1]
         restarts = _restarts(after) if len(after) else None
-        ev = {**ev, "relative_error": rnd(err, 8), "reported_end": rnd(last["reported"]), "own_end": rnd(last["own"]),
-              "held_steps": span(pre["own"]), "broke_at": int(after.index[0]) if len(after) else None}
-        said = (f"the reported {comp} is the mean of the logits' own cross-entropy over every step since step "
+        ev = {**ev, "relative_error": rnd(err, 8), "reported_end": rnd(last["reported"] * scale),
+              "own_end": rnd(last["own"]), "held_steps": span(pre["own"]),
+              "broke_at": int(after.index[0]) if len(after) else None, "factor": rnd(scale, 6)}
+        times = f"{scale:.4g} x " if scale != 1.0 else ""
+        said = (f"the reported {comp} is {times}the mean of the logits' own cross-entropy over every step since step "
                 f"{int(pre.index[0])} (agrees to {err:.1g} on {held} consecutive steps): at step {int(pre.index[-1])} "
-                f"it reads {last['reported']:.4f} while the step's own loss is {last['own']:.4f}.")
+                f"it reads {last['reported'] * scale:.4f} while the step's own loss is {last['own']:.4f}.")
         fix = "Pass observe the step's own loss (loss.item()), not a meter's global average."
+        if scale != 1.0:
+            said += (f" The factor {scale:.4g} (the first step's reading over its own loss) is no averaging: a sum "
+                     "per sample divided by a count of batches, or a count that is not the sum's, reads that many "
+                     "times the objective, so every reading of the curve against ln(B) is off by it.")
+            fix = "Divide the meter's sum by the count it sums over (samples for a per-sample sum); " + fix
         if restarts:
             starts = [int(pre.index[0])] + restarts
             window_max = max(b - a for a, b in zip(starts, starts[1:] + [int(both.index[-1]) + 1]))
             return Finding(
-                "loss_logged_running_mean", "warning", ctx.name,
+                "loss_logged_running_mean", "warning" if scale == 1.0 else "error", ctx.name,
                 f"{said} From step {restarts[0]} on it is the same mean restarted (at steps "
                 f"{', '.join(map(str, restarts[:6]))}{', ...' if len(restarts) > 6 else ''}): a meter reset per window "
                 f"or epoch. The curve lags the run by up to {window_max} steps, so a run that stopped learning or "
                 "diverged shows it late.", {**ev, "restarts": restarts[:20], "window_max": window_max}, fix, comp)
         broke = (f" From step {int(after.index[0])} on it is no longer that mean, nor one restarted there (it reads "
-                 f"{after['reported'].iloc[0]:.4f}, the step's own loss {after['own'].iloc[0]:.4f}): its sum and its "
-                 "count went out of step (a sum never reset while its count restarts), so the curve is no loss at all."
-                 if len(after) else "")
+                 f"{after['reported'].iloc[0] * scale:.4f}, the step's own loss {after['own'].iloc[0]:.4f}): its sum "
+                 "and its count went out of step (a sum never reset while its count restarts), so the curve is no "
+                 "loss at all." if len(after) else "")
         return Finding(
             "loss_logged_running_mean", "error", ctx.name,
             f"{said} A mean since the start lags further behind every step: the curve and every reading of it "

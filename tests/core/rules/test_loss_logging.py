@@ -177,6 +177,30 @@ def test_running_mean_kept_when_the_meter_breaks_after_its_first_steps():
     assert "loss_logged_running_mean" not in [f.id for f in R.logged_aggregate(_aggregate_frame(own, fixed), ctx())]
 
 
+def test_running_mean_times_a_factor_per_epoch_is_an_error_and_a_plain_epoch_meter_not_two_scales():
+    """A per-sample sum (loss x batch) divided by the number of batches, reset each epoch: 32 x an epoch's running
+    mean, read from the first step's factor; the same meter divided by the samples is the plain (warning) meter, and
+    its value equal to the step's at each restart is no loss logged in two scales."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    n = 40
+    own = np.linspace(LN_B, 0.2, n) * (1 + 0.05 * rng.standard_normal(n))
+    epoch = np.concatenate([np.cumsum(own[i:i + 10]) / np.arange(1, 11) for i in range(0, n, 10)])
+    f = one(R.logged_aggregate(_aggregate_frame(own, 32 * epoch), ctx()), "loss_logged_running_mean")
+    assert f.severity == "error" and f.evidence["factor"] == pytest.approx(32)
+    assert f.evidence["restarts"] == [10, 20, 30]
+    assert "32 x the mean" in f.message
+    f = one(R.logged_aggregate(_aggregate_frame(own, epoch), ctx()), "loss_logged_running_mean")
+    assert f.severity == "warning" and f.evidence["factor"] == 1.0
+    assert R.logged_two_scales(_aggregate_frame(own, epoch), ctx()) == []
+    # near miss: a factor on the first step only (a warm-up scale) is no meter: the pattern does not hold after it
+    first_off = epoch.copy()
+    first_off[0] *= 32
+    assert "loss_logged_running_mean" not in [x.id for x in R.logged_aggregate(_aggregate_frame(own, first_off),
+                                                                               ctx())]
+
+
 def _tracking_frame(own, reported, chance=LN_B):
     return frame(rec("contrastive", "logits", "loss_diagonal", list(own)), loss("loss_clip", list(reported), chance))
 
