@@ -25,7 +25,9 @@ Probe ``optimizer`` (python numbers, but for the second moments' sums on the ful
       ``max_lrs``; the schedulers of the optimizer are found once, by one scan of the live objects at the first
       observation that shows one attached).
   target ``optimizer``: scheduler_attached (1 when a torch LR scheduler was built on this optimizer: it wraps
-      optimizer.step).
+      optimizer.step); state_steps_at_start, at the first observation: the step count the optimizer's state held
+      when the watch opened (Adam's ``step``; 0 for a fresh optimizer, or one whose state keeps no count): N > 0 is
+      an optimizer resumed with `load_state_dict`, its param groups' lr (lr_start) the one it was stepping at.
   per group, on the steps of the full gradient measurement, for optimizers that divide by a running second
       moment plus ``eps`` (Adam, AdamW, NAdam, RAdam: ``exp_avg_sq``, bias-corrected; RMSprop: ``square_avg``):
       eps, and adaptive_rms = sqrt(mean over the group's elements of the second moment), the gradient scale the
@@ -61,6 +63,7 @@ class OptimizerState(Probe):
         self._foreign: list[object] = []
         self._first_lr: dict[int, float] = {}
         self._start_lr: dict[int, float] = {}
+        self._start_steps: float | None = None
         self._members_due = False  # set where the groups' layout is (re)read
         self._schedulers: list[weakref.ref] | None = None  # found once, when a scheduler is first seen attached
 
@@ -71,6 +74,7 @@ class OptimizerState(Probe):
         # the lr each group has when the watch opens: what the optimizer was built with (or a scheduler's first
         # value), before the loop's first step sets anything by hand
         self._start_lr = {} if opt is None else {i: _number(g.get("lr")) for i, g in enumerate(opt.param_groups)}
+        self._start_steps = None if opt is None else _state_steps(opt)
 
     def _refresh(self, session: "ProbeSession") -> None:
         """Recompute which parameters sit outside every group when the groups change (``add_param_group``
@@ -120,6 +124,9 @@ class OptimizerState(Probe):
                      if p.requires_grad and id(p) in names]
         # torch's LR schedulers wrap optimizer.step when they are built on it: whether any schedule drives this run
         rows.append(("optimizer", "scheduler_attached", float(attached)))
+        if self._start_steps is not None:
+            rows.append(("optimizer", "state_steps_at_start", self._start_steps))
+            self._start_steps = None
         trainable = [(n, p) for n, p in self._outside if p.requires_grad]
         with_grad = [(n, p) for n, p in trainable if p.grad is not None]
         rows += [("outside", "trainable", float(len(trainable))), ("outside", "with_grad", float(len(with_grad))),
@@ -160,6 +167,15 @@ class OptimizerState(Probe):
             session.buffer.extend(step, self.name, [(target, "eps", float(eps))])
             session.buffer.later(step, self.name, [*sums, *counts], functools.partial(
                 _adaptive_rms, target, [k for idx in groups for k in idx], sum(v.numel() for v in moments), beta2))
+
+
+def _state_steps(opt: object) -> float:
+    """The step count an optimizer's state holds (the first parameter's with one; 0 when none keeps a count)."""
+    for state in getattr(opt, "state", {}).values():
+        step = state.get("step") if isinstance(state, dict) else None
+        if step is not None:
+            return _number(step)
+    return 0.0
 
 
 def _moment(state: dict) -> tuple[torch.Tensor, object] | None:

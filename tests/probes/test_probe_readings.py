@@ -112,6 +112,28 @@ def test_optimizer_reads_the_lr_the_watch_opened_with_before_the_loop_sets_it():
     assert v2[("group0", "lr_initial")] == pytest.approx(0.0)  # no initial_lr: the first lr seen
 
 
+def test_optimizer_reads_the_step_count_a_resumed_state_holds_when_the_watch_opens():
+    model = _towers()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(3):  # the first launch: three steps, then its state is saved and loaded into a new optimizer
+        _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    resumed = torch.optim.Adam(model.parameters(), lr=1e-4)
+    resumed.load_state_dict(opt.state_dict())
+    for optimizer, want in ((resumed, 3.0), (torch.optim.Adam(model.parameters(), lr=1e-3), 0.0)):
+        with attach(model, optimizer, probes=[OptimizerState()], strict=True) as session:
+            for step in range(2):
+                _, _, _, loss = _step(model, torch.randn(8, 8), torch.randn(8, 6))
+                optimizer.zero_grad()
+                loss.backward()
+                session.observe(step)
+                optimizer.step()
+        assert _values(session.records, "optimizer", step=0)[("optimizer", "state_steps_at_start")] == want
+        assert ("optimizer", "state_steps_at_start") not in _values(session.records, "optimizer", step=1)
+
+
 def test_optimizer_names_parameters_with_gradients_outside_every_group():
     model = _towers()
     opt = torch.optim.SGD(model["img"].parameters(), lr=0.1)  # the text tower was left out

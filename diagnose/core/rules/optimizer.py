@@ -577,6 +577,7 @@ class LrBelowSchedulePeak(Rule):
     emits = (Emit("lr_below_schedule_peak", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
              Emit("lr_in_effect_below_peak", ("warning",), "learning_rate_too_low", 2),
              Emit("lr_below_start", ("error",), "learning_rate_too_low", 1),
+             Emit("lr_schedule_restarted", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
              Emit("lr_schedule_holds_low", ("warning",), "lr_schedule", 2))
     needs = (("optimizer", "lr"),)
     thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
@@ -608,12 +609,16 @@ class LrBelowSchedulePeak(Rule):
                     f"{ln_b:.4f}): the lr in effect is too low for them to move.", ev,
                     "Step the schedule per batch (lr_below_schedule_peak); a higher lr tests the same reading.",
                     target)]
-        below = self._below_start(df)
+        resumed = finite(series(df, "optimizer", "optimizer", "state_steps_at_start"))
+        resumed_at = int(resumed.max()) if len(resumed) and float(resumed.max()) > 0 else 0
+        below = self._below_start(df, held_ok=resumed_at > 0)
         if not below:
             return []
         g0 = next(iter(below))
         ev = {"groups": below, "threshold_share_of_start": SCHEDULE_PEAK_SHARE, "loss_end": rnd(mean),
               "chance_ln_B": rnd(ln_b)}
+        if resumed_at:
+            return [self._restarted(ctx, g0, below[g0], {**ev, "state_steps_at_start": resumed_at}, mean, ln_b)]
         return [Finding(
             "lr_below_start", "error", ctx.name,
             f"every param group's lr stayed at most {SCHEDULE_PEAK_SHARE:g} of the lr it had when the watch opened, "
@@ -625,6 +630,20 @@ class LrBelowSchedulePeak(Rule):
             "Print the lr each step next to the one you meant (optimizer.param_groups[0]['lr']); check the "
             "schedule's arguments (step vs fraction of training, warm-up length, total steps).", g0),
             *self._warmup_unfinished(df, ctx, g0, below[g0])]
+
+    @staticmethod
+    def _restarted(ctx: RunContext, group: str, info: dict, ev: dict, mean: float, ln_b: float) -> Finding:
+        return Finding(
+            "lr_schedule_restarted", "error", ctx.name,
+            f"the optimizer came in resumed (its state holds {ev['state_steps_at_start']} steps, and its param groups "
+            f"the lr it was stepping at, {group}: {info['lr_start']:.3g}; load_state_dict restores both), but from "
+            f"the first observed step the lr in effect stayed at most {info['lr_max_seen']:.3g} "
+            f"({info['share_of_start']:.0%} of it, steps {info['steps'][0]}-{info['steps'][1]}) while the loss is "
+            f"not learned ({mean:.4f} vs ln(B) = {ln_b:.4f}): what sets the lr each step started over from its "
+            "beginning (a schedule or an lr object rebuilt at launch, its position not in the checkpoint), so the "
+            "resumed run trains at the schedule's first-stage lr instead of the one it had reached.", ev,
+            "Save and restore the schedule with the model and optimizer (scheduler.state_dict()), or compute the lr "
+            "from the absolute step the run resumed at.", group)
 
     @staticmethod
     def _warmup_unfinished(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> list[Finding]:
@@ -674,11 +693,12 @@ class LrBelowSchedulePeak(Rule):
         return float(lr.max()) <= SCHEDULE_PEAK_SHARE * float(peak.max()) and float(last.max()) == float(last.min())
 
     @staticmethod
-    def _below_start(df: pd.DataFrame) -> dict:
+    def _below_start(df: pd.DataFrame, held_ok: bool = False) -> dict:
         """Per group with trainable tensors: the lr at every observation after the first at most SCHEDULE_PEAK_SHARE
         of the larger of the lr at the watch's start and the group's initial_lr, over PERSIST_MIN_OBS observations, and
         changing (an lr that never changed is what the run was set up with; lr_restored_low reads the one restored
-        from a state). Empty unless every such group holds it."""
+        from a state), or, with `held_ok` (an optimizer resumed from a state: its lr at the start is the one the
+        run had reached, not a setting), held. Empty unless every such group holds it."""
         out = {}
         for g in targets(df, "optimizer", "lr"):
             params = series(df, "optimizer", g, "params")
@@ -692,14 +712,14 @@ class LrBelowSchedulePeak(Rule):
             # there, which no optimizer step used
             used = lr.iloc[1:]
             if (len(lr) < PERSIST_MIN_OBS or ref <= 0 or float(used.max()) > SCHEDULE_PEAK_SHARE * ref
-                    or float(lr.max()) == float(lr.min())):
+                    or (float(lr.max()) == float(lr.min()) and not held_ok)):
                 return {}
             out[g] = {"lr_start": ref, "lr_max_seen": float(used.max()), "lr_end": float(lr.iloc[-1]),
                       "share_of_start": rnd(float(used.max()) / ref, 4), "steps": span(used)}
         return out
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
-        if finding.id == "lr_below_start":
+        if finding.id in ("lr_below_start", "lr_schedule_restarted"):
             # early on a long warm-up (thousands of steps, open_clip's default) reads the same: the lr rising from
             # zero, far below its target, the loss near chance. Only the standard persistence can tell them apart
             # (rules.persistence: held while the weights moved by their own norm, the loss not falling)

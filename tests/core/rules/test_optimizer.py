@@ -355,6 +355,27 @@ def test_lr_below_start_when_the_loop_never_brings_the_lr_near_the_built_one():
     assert found == ["lr_below_start"]
 
 
+def test_lr_schedule_restarted_where_a_resumed_optimizer_steps_far_below_the_lr_it_came_in_with():
+    """A step schedule rebuilt at relaunch: the optimizer's state holds 15 steps and the lr it had reached (1e-3),
+    the loop sets the first stage's 1e-4 at every step. Held (never changing) counts here: the start is no setting."""
+    held = [1e-4] * N
+    resumed = rec("optimizer", "optimizer", "state_steps_at_start", {0: 15.0})
+    df = frame(_by_hand(held), resumed, loss("loss_clip", noisy([LN_B] * N)), moving(per_step=0.2))
+    f = one(R.lr_below_schedule_peak(df, ctx()), "lr_schedule_restarted")
+    assert f.severity == "error" and f.evidence["state_steps_at_start"] == 15
+    assert f.evidence["groups"]["group0"]["lr_start"] == pytest.approx(1e-3)
+    ranked = R.rank_root_causes([f.to_dict()], {"learned": False})
+    assert [c["cause"] for c in ranked] == ["lr_schedule"]
+    assert R.lr_below_schedule_peak.alarm(f, df)
+    # near misses: a fresh optimizer set so (no state); resumed at an lr within SCHEDULE_PEAK_SHARE; resumed and
+    # learned
+    fresh = rec("optimizer", "optimizer", "state_steps_at_start", {0: 0.0})
+    for df_ in (frame(_by_hand(held), fresh, loss("loss_clip", noisy([LN_B] * N)), moving()),
+                frame(_by_hand([2e-4] * N), resumed, loss("loss_clip", noisy([LN_B] * N)), moving()),
+                frame(_by_hand(held), resumed, loss("loss_clip", [0.3 * LN_B] * N), moving())):
+        assert R.lr_below_schedule_peak(df_, ctx()) == []
+
+
 def test_lr_schedule_holds_low_where_an_attached_scheduler_moves_the_lr_once_per_epoch():
     """A warm-up sized in optimizer steps, stepped once per epoch: lr 0 for the first epoch, 1/12 of the built lr for
     the second. With a scheduler attached the schedule's side is named beside lr_below_start; set by hand (no
