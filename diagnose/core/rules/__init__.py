@@ -33,6 +33,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     attention_entropy,
     chance_mismatch,
     chance_not_collapsed,
+    collapsed_by_update,
     decay_dominates_gradient,
     decay_shrinks_weights,
     declarations,
@@ -128,4 +129,5 @@ __all__ = [
     "updates_rounded_away",
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
+    "collapsed_by_update",
 ]

@@ -60,7 +60,13 @@ from .optimizer import (
     TemperatureDecayed,
     UpdatesRoundedAway,
 )
-from .representation import ChanceNotCollapsed, EmbeddingCollapse, EmbeddingsNotNormalised, InputSharedComponent
+from .representation import (
+    ChanceNotCollapsed,
+    CollapsedByUpdate,
+    EmbeddingCollapse,
+    EmbeddingsNotNormalised,
+    InputSharedComponent,
+)
 
 # --- the catalogue: one instance per rule, grouped by what `check` receives ------------------------
 loss_at_chance, few_negatives, temperature = LossAtChance(), FewNegatives(), Temperature()
@@ -101,6 +107,8 @@ soft_targets_flat = SoftTargetsFlat()
 params_unregistered = ParamsUnregistered()
 # the decay's own rate where the settings fix it; a schedule's peak (max_lr) against the lr it gives
 decay_shrinks_weights, lr_below_schedule_peak = DecayShrinksWeights(), LrBelowSchedulePeak()
+# spread-out embeddings collapsed at the next reading, an optimizer step between that rewrote the model
+collapsed_by_update = CollapsedByUpdate()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -115,7 +123,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
-                logged_two_scales),
+                logged_two_scales, collapsed_by_update),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from ..definitions import CHANCE_REL_TOL, HOLDS_LOSS_SHARE, at_chance, left_chance
+from ..definitions import CHANCE_REL_TOL, HOLDS_LOSS_SHARE, at_chance, learned, left_chance
 from ..findings import Finding
 from .base import (
     Emit,
@@ -381,6 +381,63 @@ class EmbeddingsNotNormalised(Rule):
             "embedding is scaled by the batch it came in, and the row norms scale with 1/sqrt(batch).",
             {"embeddings": hit, "tolerance": UNIT_NORM_TOL},
             "Normalise each embedding: F.normalize(x, dim=-1) (dim=0 is the batch).", next(iter(hit)))]
+
+
+class CollapsedByUpdate(Rule):
+    """Embeddings spread out at one reading and collapsed at the next, for good, with an optimizer step between
+    the two that moved the whole model by more than UPDATE_RATIO_HIGH of its weights' norm (10-100x the peak of a
+    healthy run): that step rewrote the layers, and the collapse is what it left. A collapse that builds over many
+    steps of ordinary size (a temperature, a symmetric init, a decay) has no such step before it."""
+
+    topic = "representation"
+    emits = (Emit("collapsed_by_update", ("error",), "learning_rate_too_high", 1, explains=("embedding_collapse",)),)
+    needs = (("collapse", "cosine_mean"), ("gradient_flow.model", "update_to_param"))
+    thresholds = {"COLLAPSE_COSINE": COLLAPSE_COSINE, "UPDATE_RATIO_HIGH": UPDATE_RATIO_HIGH}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        mean, ln_b = end_loss(df)
+        up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+        if up.empty or float(up.max()) <= UPDATE_RATIO_HIGH or not math.isfinite(mean) or learned(mean, ln_b):
+            return []
+        for name in EMBEDDINGS:
+            cos = finite(series(df, "collapse", name, "cosine_mean"))
+            if len(cos) < 2 or float(window(cos).mean()) < COLLAPSE_COSINE:
+                continue
+            spread = cos < COLLAPSE_COSINE
+            if not spread.any():
+                continue  # collapsed from the first reading: no step made it so
+            last_spread = int(spread[spread].index[-1])
+            after = cos[cos.index > last_spread]
+            if after.empty:
+                continue
+            since = int(after.index[0])
+            between = up[(up.index >= last_spread) & (up.index < since)]
+            if between.empty or float(between.max()) <= UPDATE_RATIO_HIGH:
+                continue
+            at = int(between.idxmax())
+            ev = {"embedding": name, "spread_step": last_spread, "cosine_spread": rnd(float(cos[last_spread])),
+                  "collapsed_from_step": since, "cosine_collapsed": rnd(float(after.iloc[0])),
+                  "cosine_end": rnd(float(window(cos).mean())), "update_step": at,
+                  "update_to_param": rnd(float(between.max()), 4), "threshold": UPDATE_RATIO_HIGH,
+                  "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b), "lr": ctx.optimizer.get("lr")}
+            ev["readings_collapsed"] = int(len(after))
+            return [Finding(
+                "collapsed_by_update", "error", ctx.name,
+                f"the {name} embeddings were spread out at step {last_spread} (mean pairwise cosine "
+                f"{ev['cosine_spread']:.3f}) and collapsed at the next reading, step {since} "
+                f"({ev['cosine_collapsed']:.3f}), for the rest of the run ({ev['cosine_end']:.3f} at the end); between "
+                f"them the optimizer step of step "
+                f"{at} moved the whole model by {ev['update_to_param']:.3g} of its weights' norm (over "
+                f"{UPDATE_RATIO_HIGH:g}, 10-100x a healthy peak): that step rewrote the layers, and the loss stays at "
+                f"{mean:.4f} vs ln(B) = {ln_b:.4f}.", ev,
+                "Lower the learning rate (an lr tuned for another optimizer: Adam's is ~1e-3 to 1e-4, SGD's larger; "
+                "Adadelta's 1.0 is no SGD lr), or warm it up; diagnose ablate tests lr_down.", name)]
+        return []
+
+    def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        # the step is a fact once measured; the collapse it left must hold over PERSIST_MIN_OBS readings (a
+        # contraction a run spreads out of again is no collapse)
+        return finding.evidence["readings_collapsed"] >= PERSIST_MIN_OBS
 
 
 class ChanceNotCollapsed(Rule):

@@ -339,6 +339,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.lr_below_schedule_peak, R.eps_dominates_step,
                # tests/core/rules/test_contrastive.py
                R.soft_targets_flat,
+               # tests/core/rules/test_representation.py
+               R.collapsed_by_update,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py

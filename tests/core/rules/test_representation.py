@@ -236,3 +236,34 @@ def test_embedding_collapse_onto_one_line_with_either_sign():
                  rec("contrastive", "logits", "loss_diagonal_same_step", [3.0 * LN_B] * N),
                  loss("loss_clip", [3 * LN_B] * N))
     assert "false_negatives" not in ids(R.false_negatives(dups, ctx()))
+
+
+def _rewritten(cos, updates, end_loss=LN_B):
+    return frame(rec("collapse", "text", "cosine_mean", cos),
+                 rec("gradient_flow.model", "model", "update_to_param", updates), loss("loss_clip", [end_loss] * N))
+
+
+def test_collapsed_by_update_where_one_step_rewrites_the_model_and_the_rows_collapse_at_the_next_reading():
+    """SGD at Adadelta's lr 1.0: the first step moves the whole model by 2.7x its norm; the text rows, spread out at
+    step 0, are copies at step 1 and stay so. The lr is the mechanism, the collapse what it left (ranked after)."""
+    cos = [0.51] + [0.999] * (N - 1)
+    df = _rewritten(cos, [2.7, 0.4] + [1e-3] * (N - 2))
+    f = one(R.collapsed_by_update(df, ctx()), "collapsed_by_update")
+    ev = f.evidence
+    assert f.severity == "error" and ev["update_step"] == 0 and ev["update_to_param"] == pytest.approx(2.7)
+    assert ev["spread_step"] == 0 and ev["collapsed_from_step"] == 1 and ev["readings_collapsed"] == N - 1
+    assert R.collapsed_by_update.alarm(f, df)
+    collapse = one(R.embedding_collapse(df, ctx()), "embedding_collapse")
+    ranked = R.rank_root_causes([collapse.to_dict(), f.to_dict()], {"learned": False})
+    assert [c["cause"] for c in ranked] == ["learning_rate_too_high", "embedding_collapse"]
+
+
+def test_collapsed_by_update_near_misses():
+    big = [2.7, 0.4] + [1e-3] * (N - 2)
+    for cos, updates, end in (
+            ([0.5 + 0.5 * s / (N - 1) for s in range(N)], [0.02] * N, LN_B),  # a collapse built over ordinary steps
+            ([0.98] * N, big, LN_B),  # copies from the first reading: no step made them so
+            ([0.5] * 10 + [0.99] * (N - 10), big, LN_B),  # the big step long before the collapse
+            ([0.51] + [0.999] * (N - 1), big, 0.3 * LN_B),  # a run that learned
+            ([0.51] + [0.999] * 9 + [0.5] * (N - 10), big, LN_B)):  # spread out again by the end
+        assert R.collapsed_by_update(_rewritten(cos, updates, end), ctx()) == []
