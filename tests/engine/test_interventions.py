@@ -941,6 +941,32 @@ def test_lr_up_measures_its_factor_on_the_first_step(under_ablation):
     assert moved == pytest.approx(1e-7 * fix._factor, rel=0.05)  # Adam: every element moves by ~lr
 
 
+def test_lr_down_lowers_again_after_a_step_that_still_rewrites_the_model(under_ablation):
+    """Adam at lr 5: at x0.1 every element still moves by 0.5 on weights of rms ~0.3, a step over 0.1 of the model's
+    norm; the fix goes to x0.01 from the next step. At a usual lr it stays the plain x0.1."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.Adam(model.parameters(), lr=5.0)
+    under_ablation("lr_down")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = model.image.weight.detach().clone()
+        step(model, opt, w, 0, x, t)
+        assert (model.image.weight.detach() - before).abs().max().item() == pytest.approx(0.5, rel=0.05)
+        fix = w.control.fix
+        assert fix._factor == pytest.approx(0.01) and "optimizer step 1 at x0.1" in fix.did[-1]
+        before = model.image.weight.detach().clone()
+        step(model, opt, w, 1, x, t)
+        assert (model.image.weight.detach() - before).abs().max().item() < 0.06  # lr 0.05 from step 2
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(3):
+            step(model, opt, w, i, x, t)
+        assert w.control.fix._factor == pytest.approx(0.1)
+
+
 def test_docs_list_every_fix_as_the_catalogue_declares_it():
     from pathlib import Path
 

@@ -2,7 +2,8 @@
 param group steps with; the post-hook gives the user's value back), so they compose with whatever
 scheduler the script runs: the scheduler keeps stepping the user's own lr.
 
-  lr_down   every group's lr x 0.1 (tests learning_rate_too_high)
+  lr_down   every group's lr x 0.1, x0.1 again after an early step that still rewrites the model (tests
+            learning_rate_too_high)
   lr_up     every group's lr up by the factor that brings the first update ratio to 1e-2, at least x10 (tests
             learning_rate_too_low)
   warmup    a linear warm-up over the first `steps` optimizer steps on top of the user's schedule
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ...core.rules.gradients import UPDATE_RATIO_HIGH
 from .base import Intervention, NotApplicable, require_optimizer
 
 REACH_CHECKS = 20  # optimizer steps over which a changed lr is looked for in the weights it moved
@@ -68,13 +70,44 @@ class _AroundStep(Intervention):
 
 
 class LrDown(_AroundStep):
+    """x `factor` (0.1), and a further x0.1 after any of the first `guard_steps` optimizer steps that still moves
+    the whole model by more than `guard` of its weights' norm (UPDATE_RATIO_HIGH: what the rules call a step that
+    rewrites the layers), down to `min_factor`. The fix tests "single steps rewrite the layers": a run whose steps
+    at x0.1 still rewrite them (SGD at Adadelta's lr 1.0) tests nothing. Where no step at x0.1 does, the run is the
+    plain x0.1, step for step."""
+
     name = "lr_down"
     tests = ("learning_rate_too_high",)
-    changes = "every param group's learning rate x 0.1 at every step (on top of the script's schedule)"
-    defaults = {"factor": 0.1}
+    changes = ("every param group's learning rate x 0.1 at every step (on top of the script's schedule), x0.1 again "
+               "after an early step that still moves the model by more than 0.1 of its norm")
+    defaults = {"factor": 0.1, "guard": UPDATE_RATIO_HIGH, "guard_steps": 20, "min_factor": 1e-4}
+
+    def setup(self, watch: Any) -> None:
+        super().setup(watch)
+        self._factor = float(self.params["factor"])
+        self._before: list[Any] | None = None
 
     def factor(self, i: int, lr: float) -> float:
-        return float(self.params["factor"])
+        return self._factor
+
+    def before_step(self, optimizer: Any) -> None:
+        guarding = self._steps < int(self.params["guard_steps"]) and self._factor > float(self.params["min_factor"])
+        self._before = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]] if guarding else None
+        super().before_step(optimizer)
+
+    def after_step(self, optimizer: Any) -> None:
+        step, before, self._before = self._steps + 1, self._before, None
+        super().after_step(optimizer)
+        if before is None:
+            return
+        params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
+        moved = sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, before)) ** 0.5
+        norm = sum(float(b.float().pow(2).sum()) for b in before) ** 0.5
+        ratio = moved / norm if norm > 0 else 0.0
+        if math.isfinite(ratio) and ratio > float(self.params["guard"]):  # non-finite weights stay so at any lr
+            self._factor = max(float(self.params["min_factor"]), self._factor * 0.1)
+            self.did.append(f"optimizer step {step} at x{self._factor * 10:g} moved the model by {ratio:.2g} of its "
+                            f"norm (over {self.params['guard']:g}): x{self._factor:g} from step {step + 1}")
 
 
 class LrUp(_AroundStep):
