@@ -39,7 +39,7 @@ from diagnose.engine.interventions import for_cause  # noqa: E402
 
 HALVES = ("dev", "test2", "test", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11",
           "test12", "test13", "test14", "test15", "test16", "test17", "test18", "test19", "test20", "test21",
-          "test22", "test23")
+          "test22", "test23", "test24")
 # every saved result in the order it was measured (a re-run after a fix was added comes after the half's run):
 # `--render all` prints the table the README's totals come from
 ALL_RESULTS = tuple(f"results-ablate-{n}.json" for n in (
@@ -49,7 +49,7 @@ ALL_RESULTS = tuple(f"results-ablate-{n}.json" for n in (
     "new-fixes", "log-probabilities", "diagonal-targets", "controls", "normalise", "loss-lines", "weight-decay", "test15",
     "reached", "test16", "duplicates", "gather-with-grad", "test17", "test17-resume", "located-pairs", "hand-gather",
     "test18", "test18-centre", "unsettled", "test19", "test19-new-fixes", "test19-resume", "test19-stages", "test20", "test20-fixes", "test21",
-    "schedules", "test22", "test22-fixes", "zero-head"))
+    "schedules", "test22", "test22-fixes", "zero-head", "test23"))
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
