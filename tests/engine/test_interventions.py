@@ -63,7 +63,7 @@ def test_lr_down_scales_every_step_and_gives_the_schedule_its_lr_back(under_abla
     model = Towers()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
-    under_ablation("lr_down")
+    under_ablation("lr_down", guard=1e9)  # the plain x0.1 (this toy's steps at lr 0.05 are large)
     x, t = batch()
     with diagnose.watch(model, opt, batch_size=B) as w:
         before = model.image.weight.detach().clone()
@@ -943,7 +943,8 @@ def test_lr_up_measures_its_factor_on_the_first_step(under_ablation):
 
 def test_lr_down_lowers_again_after_a_step_that_still_rewrites_the_model(under_ablation):
     """Adam at lr 5: at x0.1 every element still moves by 0.5 on weights of rms ~0.3, a step over 0.1 of the model's
-    norm; the fix goes to x0.01 from the next step. At a usual lr it stays the plain x0.1."""
+    norm; the fix takes that step again lower (Adam's step is linear in the lr) and keeps the lower lr. At a usual lr
+    it stays the plain x0.1."""
     torch.manual_seed(0)
     model = Towers()
     opt = torch.optim.Adam(model.parameters(), lr=5.0)
@@ -952,12 +953,14 @@ def test_lr_down_lowers_again_after_a_step_that_still_rewrites_the_model(under_a
     with diagnose.watch(model, opt, batch_size=B) as w:
         before = model.image.weight.detach().clone()
         step(model, opt, w, 0, x, t)
-        assert (model.image.weight.detach() - before).abs().max().item() == pytest.approx(0.5, rel=0.05)
         fix = w.control.fix
-        assert fix._factor == pytest.approx(0.01) and "optimizer step 1 at x0.1" in fix.did[-1]
+        # the step taken again at the lr that moves the model by at most 0.1 of its norm: x0.01 or lower
+        assert fix._factor <= 0.01 and "optimizer step 1 at x0.1" in fix.did[-1] and "taken again" in fix.did[-1]
+        first = (model.image.weight.detach() - before).abs().max().item()
+        assert first == pytest.approx(5.0 * fix._factor, rel=0.05)  # Adam: every element moves by ~lr
         before = model.image.weight.detach().clone()
         step(model, opt, w, 1, x, t)
-        assert (model.image.weight.detach() - before).abs().max().item() < 0.06  # lr 0.05 from step 2
+        assert (model.image.weight.detach() - before).abs().max().item() < 5.0 * fix._factor * 1.2
     torch.manual_seed(0)
     model = Towers()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -2,8 +2,8 @@
 param group steps with; the post-hook gives the user's value back), so they compose with whatever
 scheduler the script runs: the scheduler keeps stepping the user's own lr.
 
-  lr_down   every group's lr x 0.1, x0.1 again after an early step that still rewrites the model (tests
-            learning_rate_too_high)
+  lr_down   every group's lr x 0.1, lower again while an early step still rewrites the model (that step taken
+            again at the lower lr; tests learning_rate_too_high)
   lr_up     every group's lr up by the factor that brings the first update ratio to 1e-2, at least x10 (tests
             learning_rate_too_low)
   warmup    a linear warm-up over the first `steps` optimizer steps on top of the user's schedule
@@ -69,23 +69,31 @@ class _AroundStep(Intervention):
         return self.changes
 
 
+# optimizers whose step changes each weight by lr x (a quantity their state and the gradient fix): the change of a
+# step taken at one lr, scaled by k, is that step at k x the lr (decoupled decay lr x wd x w included)
+LINEAR_IN_LR = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam")
+
+
 class LrDown(_AroundStep):
-    """x `factor` (0.1), and a further x0.1 after any of the first `guard_steps` optimizer steps that still moves
-    the whole model by more than `guard` of its weights' norm (UPDATE_RATIO_HIGH: what the rules call a step that
-    rewrites the layers), down to `min_factor`. The fix tests "single steps rewrite the layers": a run whose steps
-    at x0.1 still rewrite them (SGD at Adadelta's lr 1.0) tests nothing. Where no step at x0.1 does, the run is the
-    plain x0.1, step for step."""
+    """x `factor` (0.1), and x0.1 again while one of the first `guard_steps` optimizer steps still moves the whole
+    model by more than `guard` of its weights' norm (UPDATE_RATIO_HIGH: what the rules call a step that rewrites the
+    layers), down to `min_factor`: that step is taken again at the lower lr (its change scaled, which for an
+    optimizer whose step is linear in the lr, `LINEAR_IN_LR`, is the step at that lr; others keep it and step lower
+    from the next one), and every later step runs at it. The fix tests "single steps rewrite the layers": a run
+    whose steps at x0.1 still rewrite them (SGD at Adadelta's lr 1.0) tests nothing. Where no step at x0.1 does,
+    the run is the plain x0.1, step for step."""
 
     name = "lr_down"
     tests = ("learning_rate_too_high",)
-    changes = ("every param group's learning rate x 0.1 at every step (on top of the script's schedule), x0.1 again "
-               "after an early step that still moves the model by more than 0.1 of its norm")
+    changes = ("every param group's learning rate x 0.1 at every step (on top of the script's schedule), lower by "
+               "10x again while an early step still moves the model by more than 0.1 of its norm")
     defaults = {"factor": 0.1, "guard": UPDATE_RATIO_HIGH, "guard_steps": 20, "min_factor": 1e-4}
 
     def setup(self, watch: Any) -> None:
         super().setup(watch)
         self._factor = float(self.params["factor"])
         self._before: list[Any] | None = None
+        self._linear = type(require_optimizer(watch, self.name)).__name__ in LINEAR_IN_LR
 
     def factor(self, i: int, lr: float) -> float:
         return self._factor
@@ -101,13 +109,24 @@ class LrDown(_AroundStep):
         if before is None:
             return
         params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
-        moved = sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, before)) ** 0.5
         norm = sum(float(b.float().pow(2).sum()) for b in before) ** 0.5
-        ratio = moved / norm if norm > 0 else 0.0
-        if math.isfinite(ratio) and ratio > float(self.params["guard"]):  # non-finite weights stay so at any lr
-            self._factor = max(float(self.params["min_factor"]), self._factor * 0.1)
-            self.did.append(f"optimizer step {step} at x{self._factor * 10:g} moved the model by {ratio:.2g} of its "
-                            f"norm (over {self.params['guard']:g}): x{self._factor:g} from step {step + 1}")
+        ratio = (sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, before)) ** 0.5 / norm
+                 if norm > 0 else 0.0)
+        first, lo = self._factor, float(self.params["min_factor"])
+        while math.isfinite(ratio) and ratio > float(self.params["guard"]) and self._factor > lo:
+            scale = max(0.1, lo / self._factor)
+            self._factor *= scale
+            if not self._linear:
+                break
+            with torch.no_grad():
+                for p, b in zip(params, before):
+                    p.copy_(b + (p - b) * scale)
+            ratio *= scale
+        if self._factor != first:
+            redo = (f"taken again at x{self._factor:g} ({ratio:.2g} of the norm)" if self._linear
+                    else f"kept ({type(optimizer).__name__}'s step is not linear in the lr)")
+            self.did.append(f"optimizer step {step} at x{first:g} moved the model by more than "
+                            f"{self.params['guard']:g} of its norm: {redo}; x{self._factor:g} from then on")
 
 
 class LrUp(_AroundStep):
