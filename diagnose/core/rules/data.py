@@ -114,10 +114,16 @@ def _readable_margins(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     if diff.empty:
         return diff, pd.Series(False, index=diff.index)
     collapsed = pd.Series(False, index=diff.index)
+    copies = pd.Series(False, index=diff.index)
     for side in ("image", "text"):
         cos = series(df, "collapse", side, "cosine_mean")
         if len(cos):
-            collapsed |= (cos.reindex(diff.index, method="ffill") >= COLLAPSE_COSINE).to_numpy()
+            at = cos.reindex(diff.index, method="ffill")
+            collapsed |= (at >= COLLAPSE_COSINE).to_numpy()
+            copies |= (at >= IDENTICAL_ROWS_COSINE).to_numpy()
+    # rows that are copies of each other (a tower that discards its input) carry no structure to compare, paired or
+    # re-paired: their margin is 0 whatever the pairing, so those steps read nothing about the pairs
+    diff, collapsed = diff[~copies], collapsed[~copies]
     summed = cumulative_updates(df)
     moved = (summed.reindex(diff.index, method="ffill").fillna(0.0) >= SETTLED_CUMULATIVE_UPDATE if len(summed)
              else pd.Series(False, index=diff.index))

@@ -179,3 +179,16 @@ def test_pairs_unrelated_first_step_not_read_when_a_tower_discards_its_input():
     df = _first(-0.4)
     df.loc[(df.probe == "collapse") & (df.target == "text") & (df.step == 0), "value"] = 1.0  # identical rows
     assert PairsUnrelated()(df, RunContext("r", batch_size=64)) == []
+
+
+def test_pairs_unrelated_reads_no_step_where_one_side_s_rows_are_copies():
+    """A LayerNorm over one channel gives every image the same embedding from the first step: copies carry no
+    structure, paired or re-paired (margin 0 whatever the pairing); those steps read nothing, even before the weights
+    moved. Rows crowded around one vector (0.99) but not copies are still read."""
+    from diagnose.core.rules.data import PairsUnrelated
+
+    ctx = RunContext("r", batch_size=64)
+    copies = _pairs(0.0, cos=0.4)
+    copies.loc[(copies.probe == "collapse") & (copies.target == "image"), "value"] = 1.0
+    assert PairsUnrelated()(copies, ctx) == []
+    assert PairsUnrelated()(_moved(_pairs(0.0, cos=0.99), 0.01), ctx) != []
