@@ -560,6 +560,9 @@ class DecayShrinksWeights(Rule):
 # over the last PERSIST_MIN_OBS of them, is the schedule not being stepped per batch: the run trains at its
 # starting lr (OneCycleLR: max_lr / 25). Stepped per batch, its warm-up changes the lr between any two steps.
 SCHEDULE_PEAK_SHARE = 0.1
+# A warm-up that starts over: the lr falls back to its floor (within RESET_REL of the lowest lr used) at every
+# decrease, RESTARTS_MIN times or more (one fall could be a schedule's end and a new phase; two are a cycle)
+RESET_REL, RESTARTS_MIN = 0.1, 2
 
 
 class LrBelowSchedulePeak(Rule):
@@ -578,9 +581,11 @@ class LrBelowSchedulePeak(Rule):
              Emit("lr_in_effect_below_peak", ("warning",), "learning_rate_too_low", 2),
              Emit("lr_below_start", ("error",), "learning_rate_too_low", 1),
              Emit("lr_schedule_restarted", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
+             Emit("lr_warmup_restarts", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
              Emit("lr_schedule_holds_low", ("warning",), "lr_schedule", 2))
     needs = (("optimizer", "lr"),)
-    thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
+    thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS,
+                  "RESET_REL": RESET_REL, "RESTARTS_MIN": RESTARTS_MIN}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         mean, ln_b = end_loss(df)
@@ -629,7 +634,37 @@ class LrBelowSchedulePeak(Rule):
             "the total twice, a factor applied twice.", ev,
             "Print the lr each step next to the one you meant (optimizer.param_groups[0]['lr']); check the "
             "schedule's arguments (step vs fraction of training, warm-up length, total steps).", g0),
-            *self._warmup_unfinished(df, ctx, g0, below[g0])]
+            *(self._warmup_restarts(df, ctx, g0, below[g0]) or self._warmup_unfinished(df, ctx, g0, below[g0]))]
+
+    @staticmethod
+    def _warmup_restarts(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> list[Finding]:
+        """The schedule's side of lr_below_start as a saw-tooth: the lr rises and falls back at once to where it
+        started, RESTARTS_MIN times or more, never near the built lr. A warm-up that starts over (fed the step
+        within the epoch where it needs the run's step) does this; a cyclic or cosine schedule comes down over
+        several steps, or jumps up, not down to its floor."""
+        lr = finite(series(df, "optimizer", group, "lr")).iloc[1:]
+        v = lr.to_numpy()
+        floor = float(v.min())
+        if len(v) < PERSIST_MIN_OBS or floor <= 0:
+            return []
+        drops = [i for i in range(1, len(v)) if v[i] < v[i - 1]]
+        resets = [i for i in drops if v[i] <= floor * (1 + RESET_REL)]
+        if len(resets) < RESTARTS_MIN or len(resets) != len(drops):
+            return []
+        at = [int(lr.index[i]) for i in resets]
+        period = max(b - a for a, b in zip([int(lr.index[0]), *at], at))
+        ev = {"group": group, "restarts_at": at[:12], "restarts": len(at), "longest_cycle_steps": period,
+              "lr_floor": floor, "lr_max_seen": float(v.max()), "lr_start": info["lr_start"], "steps": info["steps"]}
+        return [Finding(
+            "lr_warmup_restarts", "error", ctx.name,
+            f"the lr rises from {floor:.3g} and falls straight back to it {len(at)} times (at steps "
+            f"{', '.join(map(str, at[:6]))}{', ...' if len(at) > 6 else ''}; cycles of up to {period} steps), never "
+            f"above {float(v.max()):.3g}, {float(v.max()) / info['lr_start']:.1%} of the {info['lr_start']:.3g} the "
+            "optimizer was built with: a warm-up that starts over (it is fed the step within the epoch, or a counter "
+            "reset each epoch, where it needs the run's step), so the run never gets past its first steps of "
+            "warm-up.", ev,
+            "Feed the schedule the global step (epoch x steps per epoch + step), or step a torch scheduler once per "
+            "optimizer step without re-creating it each epoch.", group)]
 
     @staticmethod
     def _restarted(ctx: RunContext, group: str, info: dict, ev: dict, mean: float, ln_b: float) -> Finding:
@@ -719,6 +754,8 @@ class LrBelowSchedulePeak(Rule):
         return out
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
+        if finding.id == "lr_warmup_restarts":
+            return True  # two falls back to the floor are a fact of the schedule, not a phase of training
         if finding.id in ("lr_below_start", "lr_schedule_restarted"):
             # early on a long warm-up (thousands of steps, open_clip's default) reads the same: the lr rising from
             # zero, far below its target, the loss near chance. Only the standard persistence can tell them apart

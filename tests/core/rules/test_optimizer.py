@@ -9,7 +9,7 @@ import pytest
 from diagnose.core import rules as R
 from diagnose.core.rules.optimizer import SCHEDULE_PEAK_SHARE
 
-from .harness import LN_B, ctx, frame, loss, one, rec
+from .harness import LN_B, ctx, frame, ids, loss, one, rec
 from .test_persistence import N, moving, noisy
 
 
@@ -376,6 +376,27 @@ def test_lr_schedule_restarted_where_a_resumed_optimizer_steps_far_below_the_lr_
         assert R.lr_below_schedule_peak(df_, ctx()) == []
 
 
+def test_lr_warmup_restarts_where_the_warm_up_is_fed_the_step_within_the_epoch():
+    """MiniGPT-4's warm-up on the in-epoch step: 1e-6 rising by 1.75e-7 per step, back to 1e-6 every 8 steps, never
+    above 3.6e-5 of the built 1e-3: a saw-tooth. The schedule is the mechanism; the lr too low what it does."""
+    saw = [1e-3] + [1e-6 + 1.75e-7 * 200 * (s % 8) / 40 for s in range(1, N)]
+    df = frame(_by_hand(saw), loss("loss_clip", noisy([LN_B] * N)), moving())
+    found = R.lr_below_schedule_peak(df, ctx())
+    f = one(found, "lr_warmup_restarts")
+    assert f.severity == "error" and f.evidence["restarts_at"] == list(range(8, N, 8))
+    assert f.evidence["longest_cycle_steps"] == 8
+    assert "lr_schedule_holds_low" not in ids(found) and R.lr_below_schedule_peak.alarm(f, df)
+    ranked = [c["cause"] for c in R.rank_root_causes([x.to_dict() for x in found], {"learned": False})]
+    assert ranked == ["lr_schedule", "learning_rate_too_low"]
+    # near misses: one fall (a phase ends); a fall that comes down over several steps (a cycle, not a restart)
+    once = [1e-3] + [1e-6 * (1 + (s if s < N // 2 else s - N // 2)) for s in range(1, N)]
+    tri = [1e-3] + [1e-6 * (1 + min(s % 8, 8 - s % 8)) for s in range(1, N)]
+    for values in (once, tri):
+        got = ids(R.lr_below_schedule_peak(frame(_by_hand(values), loss("loss_clip", noisy([LN_B] * N)), moving()),
+                                           ctx()))
+        assert "lr_warmup_restarts" not in got and "lr_below_start" in got
+
+
 def test_lr_schedule_holds_low_where_an_attached_scheduler_moves_the_lr_once_per_epoch():
     """A warm-up sized in optimizer steps, stepped once per epoch: lr 0 for the first epoch, 1/12 of the built lr for
     the second. With a scheduler attached the schedule's side is named beside lr_below_start; set by hand (no
@@ -390,7 +411,7 @@ def test_lr_schedule_holds_low_where_an_attached_scheduler_moves_the_lr_once_per
     assert found == ["lr_below_start"]
     # stepped with the optimizer: values that change every few steps, or a short warm-up stepped every step that
     # then holds (a factor applied twice, LambdaLR returning the lr): the holds come after the moves, not before
-    steps = [1e-3] + [1e-5 * (1 + (s // 2) % 3) for s in range(1, N)]
+    steps = [1e-3] + [1e-5 * (1 + abs((s // 2) % 4 - 2)) for s in range(1, N)]  # up and down by steps (no reset)
     warm = [1e-3] + [1e-6 * min(1.0, s / 6) for s in range(1, N)]
     for values in (steps, warm):
         found = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(values), attached,
