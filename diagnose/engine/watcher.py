@@ -338,9 +338,11 @@ class Watch(OnlineRules):
         opt = {}
         if self.optimizer is not None:
             g = self.optimizer.param_groups[0]
-            opt = {k: g[k] for k in ("lr", "weight_decay") if k in g}
+            # numbers for the summary's JSON: an lr may be a 0-d tensor (a capturable optimizer, or one that writes
+            # a computed step size back into its group)
+            opt = {k: _number(g[k]) for k in ("lr", "weight_decay") if k in g}
             if "initial_lr" in g:  # under an lr scheduler: the configured lr, not where the schedule ended (0)
-                opt["lr"] = g["initial_lr"]
+                opt["lr"] = _number(g["initial_lr"])
         return RunContext(self.name, self.batch_size, self.candidates or self.batch_size, self.max_logit_scale,
                           dict(self.loss_weights), opt)
 
@@ -393,3 +395,10 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
     # open now, so that `w = diagnose.watch(...)`; ...; `w.close()` works without a `with` block
     # (entering the block again is a no-op: the probes and the rule process start once)
     return Watch(model, optimizer, out, **kwargs).__enter__()
+
+
+def _number(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -114,8 +114,10 @@ def run_script(command: list[str], spec: dict, cwd: str, threads: int | None, ti
     if status is None:
         tail = _tail(proc.stderr)
         if proc.returncode != 0:
-            raise ScriptFailed(f"`{shlex.join(command)}` exited {proc.returncode} before opening a diagnose.watch"
-                               f"{': ' + tail if tail else ''}")
+            seen = progress.step if progress is not None else 0
+            where = (f"after {seen} observed step(s), before its diagnose.watch closed" if seen else
+                     "before its diagnose.watch wrote a status (none opened, or it failed before closing)")
+            raise ScriptFailed(f"`{shlex.join(command)}` exited {proc.returncode} {where}{': ' + tail if tail else ''}")
         raise ScriptFailed(f"`{shlex.join(command)}` ended without opening a diagnose.watch (call "
                            "diagnose.watch(model, optimizer) in the script, or use the Lightning / HF callback)")
     if status.get("not_applicable"):

@@ -72,6 +72,18 @@ def test_without_a_with_block_the_watch_observes_and_close_writes_the_run(tmp_pa
     assert w.coverage()["steps_observed"] == 20
 
 
+def test_an_lr_held_as_a_tensor_in_the_param_group_is_written_as_a_number(tmp_path):
+    """An optimizer that writes a computed step size back into its group (Adafactor before transformers#9751), or a
+    capturable one, leaves a 0-d tensor as the lr: the run directory's summary still writes (it failed to)."""
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=torch.tensor(1e-2))
+    w = diagnose.watch(model, opt, out=tmp_path / "run", alarm="off", budget=None)
+    _loop(w, model, opt, steps=8)
+    w.close()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["runs"][0]["optimizer"]["lr"] == pytest.approx(1e-2)
+
+
 def test_a_tower_left_out_of_the_optimizer_is_named_with_its_parameters(tmp_path):
     model = Towers()
     opt = torch.optim.AdamW(list(model.img.parameters()) + [model.logit_scale], lr=3e-3)  # the text tower is missing
