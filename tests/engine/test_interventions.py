@@ -529,6 +529,29 @@ def test_add_missing_params_puts_the_left_out_tower_into_the_optimizer(under_abl
 
 
 
+@pytest.mark.parametrize("make", [
+    lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s)),
+    lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10),
+    lambda opt: torch.optim.lr_scheduler.SequentialLR(opt, [torch.optim.lr_scheduler.LinearLR(opt, 0.1, total_iters=2),
+                                                           torch.optim.lr_scheduler.ConstantLR(opt, 1.0)],
+                                                      milestones=[2])])
+def test_add_missing_params_extends_the_schedulers_built_on_the_optimizer(under_ablation, make):
+    """torch's schedulers zip their per-group lists strictly with the param groups: the group the fix adds follows
+    group 0's schedule (before, the script's next scheduler.step() raised and the fix run failed)."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD([*model.image.parameters(), model.logit_scale], lr=0.1)
+    sched = make(opt)
+    under_ablation("add_missing_params")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(4):
+            step(model, opt, w, i, x, t)
+            sched.step()
+    assert len(opt.param_groups) == 2
+    assert opt.param_groups[1]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+
+
 class Delegating(torch.optim.Optimizer):
     """A wrapper whose step delegates to a base optimizer kept in its state (SAM / Bayesian wrappers do)."""
 

@@ -20,11 +20,30 @@ import torch
 
 from .base import Intervention, NotApplicable, require_optimizer
 
+# torch's schedulers' lists with one entry per param group (a milestone list can have as many entries by chance)
+PER_GROUP = ("base_lrs", "_last_lr", "lr_lambdas", "max_lrs", "min_lrs", "base_momentums", "max_momentums")
+
 
 def _join(optimizer: Any, params: list) -> None:
     group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
     group.pop("name", None)
+    before = len(optimizer.param_groups)
     optimizer.add_param_group({**group, "params": params})
+    _extend_schedulers(optimizer, before)
+
+
+def _extend_schedulers(optimizer: Any, groups_before: int) -> None:
+    """The new group follows group 0's schedule: every scheduler built on the optimizer keeps per-group lists
+    (base_lrs, the last lrs, LambdaLR's lambdas, CyclicLR's max_lrs, ReduceLROnPlateau's min_lrs) that torch zips
+    strictly with the param groups, so each such list gets group 0's entry appended (a scheduler left as it was
+    fails its next step: "zip() argument 2 is shorter than argument 1")."""
+    from probes.optimizer import schedulers_of
+
+    for sched in schedulers_of(optimizer):
+        for name in PER_GROUP:
+            value = getattr(sched, name, None)
+            if isinstance(value, list) and len(value) == groups_before and value:
+                value.append(value[0])
 
 
 def add_missing(model: Any, optimizer: Any, leaves: list | None = None) -> list[str]:
