@@ -616,14 +616,20 @@ class LrBelowSchedulePeak(Rule):
                     target)]
         resumed = finite(series(df, "optimizer", "optimizer", "state_steps_at_start"))
         resumed_at = int(resumed.max()) if len(resumed) and float(resumed.max()) > 0 else 0
-        below = self._below_start(df, held_ok=resumed_at > 0)
+        # resumed: far below the lr the restored state carried (not its initial_lr: an lr restored low from a schedule
+        # that ended, held as it came, is lr_restored_low's)
+        restarted = self._below_start(df, resumed=True) if resumed_at else {}
+        if restarted:
+            g0 = next(iter(restarted))
+            ev = {"groups": restarted, "threshold_share_of_start": SCHEDULE_PEAK_SHARE, "loss_end": rnd(mean),
+                  "chance_ln_B": rnd(ln_b), "state_steps_at_start": resumed_at}
+            return [self._restarted(ctx, g0, restarted[g0], ev, mean, ln_b)]
+        below = self._below_start(df)
         if not below:
             return []
         g0 = next(iter(below))
         ev = {"groups": below, "threshold_share_of_start": SCHEDULE_PEAK_SHARE, "loss_end": rnd(mean),
               "chance_ln_B": rnd(ln_b)}
-        if resumed_at:
-            return [self._restarted(ctx, g0, below[g0], {**ev, "state_steps_at_start": resumed_at}, mean, ln_b)]
         return [Finding(
             "lr_below_start", "error", ctx.name,
             f"every param group's lr stayed at most {SCHEDULE_PEAK_SHARE:g} of the lr it had when the watch opened, "
@@ -728,12 +734,12 @@ class LrBelowSchedulePeak(Rule):
         return float(lr.max()) <= SCHEDULE_PEAK_SHARE * float(peak.max()) and float(last.max()) == float(last.min())
 
     @staticmethod
-    def _below_start(df: pd.DataFrame, held_ok: bool = False) -> dict:
+    def _below_start(df: pd.DataFrame, resumed: bool = False) -> dict:
         """Per group with trainable tensors: the lr at every observation after the first at most SCHEDULE_PEAK_SHARE
         of the larger of the lr at the watch's start and the group's initial_lr, over PERSIST_MIN_OBS observations, and
         changing (an lr that never changed is what the run was set up with; lr_restored_low reads the one restored
-        from a state), or, with `held_ok` (an optimizer resumed from a state: its lr at the start is the one the
-        run had reached, not a setting), held. Empty unless every such group holds it."""
+        from a state), or, with `resumed` (an optimizer resumed from a state: its lr at the start is the one the
+        run had reached, not a setting), held, against that lr alone. Empty unless every such group holds it."""
         out = {}
         for g in targets(df, "optimizer", "lr"):
             params = series(df, "optimizer", g, "params")
@@ -742,12 +748,13 @@ class LrBelowSchedulePeak(Rule):
             lr = finite(series(df, "optimizer", g, "lr"))
             start = finite(series(df, "optimizer", g, "lr_start"))
             initial = finite(series(df, "optimizer", g, "lr_initial"))
-            ref = max(float(start.max()) if len(start) else 0.0, float(initial.max()) if len(initial) else 0.0)
+            ref = max(float(start.max()) if len(start) else 0.0,
+                      float(initial.max()) if len(initial) and not resumed else 0.0)
             # from the second observation: a loop that sets the lr after its first observe shows the built value
             # there, which no optimizer step used
             used = lr.iloc[1:]
             if (len(lr) < PERSIST_MIN_OBS or ref <= 0 or float(used.max()) > SCHEDULE_PEAK_SHARE * ref
-                    or (float(lr.max()) == float(lr.min()) and not held_ok)):
+                    or (float(lr.max()) == float(lr.min()) and not resumed)):
                 return {}
             out[g] = {"lr_start": ref, "lr_max_seen": float(used.max()), "lr_end": float(lr.iloc[-1]),
                       "share_of_start": rnd(float(used.max()) / ref, 4), "steps": span(used)}

@@ -374,6 +374,12 @@ def test_lr_schedule_restarted_where_a_resumed_optimizer_steps_far_below_the_lr_
                 frame(_by_hand([2e-4] * N), resumed, loss("loss_clip", noisy([LN_B] * N)), moving()),
                 frame(_by_hand(held), resumed, loss("loss_clip", [0.3 * LN_B] * N), moving())):
         assert R.lr_below_schedule_peak(df_, ctx()) == []
+    # an lr restored low (a schedule that ended before the resume) and held as it came: its initial_lr is high, but
+    # the lr did not fall from the one the state carried (lr_restored_low's reading, not a restart)
+    stale = frame(rec("optimizer", "group0", "lr", held), rec("optimizer", "group0", "lr_start", held),
+                  rec("optimizer", "group0", "lr_initial", [1e-3] * N), rec("optimizer", "group0", "params", [4] * N),
+                  resumed, loss("loss_clip", noisy([LN_B] * N)), moving())
+    assert "lr_schedule_restarted" not in ids(R.lr_below_schedule_peak(stale, ctx()))
 
 
 def test_lr_warmup_restarts_where_the_warm_up_is_fed_the_step_within_the_epoch():
