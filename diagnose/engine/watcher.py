@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from probes import ProbeSession
+from probes.optimizer import _number
 from probes.schedule import PROBE_BUDGET, ExpensiveSchedule
 
 from ..core.analysis import analyse
@@ -395,10 +396,3 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, out:
     # open now, so that `w = diagnose.watch(...)`; ...; `w.close()` works without a `with` block
     # (entering the block again is a no-op: the probes and the rule process start once)
     return Watch(model, optimizer, out, **kwargs).__enter__()
-
-
-def _number(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return float("nan")

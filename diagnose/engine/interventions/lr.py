@@ -26,6 +26,13 @@ REACH_CHECKS = 20  # optimizer steps over which a changed lr is looked for in th
 LR_REL_TOL = 1e-6  # an lr within this of the script's is the same lr (float32's resolution is ~6e-8)
 
 
+def update_ratio(params: list, before: list) -> float:
+    """How far one optimizer step moved the weights: |theta - theta_before| / |theta_before| over all of them."""
+    norm = sum(float(b.float().pow(2).sum()) for b in before) ** 0.5
+    moved = sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, before)) ** 0.5
+    return moved / norm if norm > 0 else 0.0
+
+
 class _AroundStep(Intervention):
     def setup(self, watch: Any) -> None:
         opt = require_optimizer(watch, self.name)
@@ -109,9 +116,7 @@ class LrDown(_AroundStep):
         if before is None:
             return
         params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
-        norm = sum(float(b.float().pow(2).sum()) for b in before) ** 0.5
-        ratio = (sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, before)) ** 0.5 / norm
-                 if norm > 0 else 0.0)
+        ratio = update_ratio(params, before)
         first, lo = self._factor, float(self.params["min_factor"])
         while math.isfinite(ratio) and ratio > float(self.params["guard"]) and self._factor > lo:
             scale = max(0.1, lo / self._factor)
@@ -158,10 +163,7 @@ class LrUp(_AroundStep):
     def after_step(self, optimizer: Any) -> None:
         super().after_step(optimizer)
         if self._factor is None and self._before is not None:
-            params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
-            moved = sum(float((p - b).float().pow(2).sum()) for p, b in zip(params, self._before)) ** 0.5
-            norm = sum(float(b.float().pow(2).sum()) for b in self._before) ** 0.5
-            ratio = moved / norm if norm > 0 else 0.0
+            ratio = update_ratio([p.detach() for g in optimizer.param_groups for p in g["params"]], self._before)
             lo, hi = float(self.params["min_factor"]), float(self.params["max_factor"])
             wanted = float(self.params["target_ratio"]) / ratio if ratio > 0 else hi
             self._factor = min(hi, max(lo, wanted)) if wanted == wanted else lo
