@@ -25,6 +25,7 @@ from ._hooks import SAVING, HookSet
 from ._records import MAX_ROWS, RecordBuffer
 from ._scope import ForwardScope
 from .base import Observation, Probe
+from .batch_drift import BatchDrift
 from .batch_mixing import BatchMixing
 from .collapse import Collapse
 from .contrastive import Contrastive
@@ -47,6 +48,7 @@ PROBES: dict[str, type[Probe]] = {
     "contrastive": Contrastive,
     "batch_mixing": BatchMixing,
     "pairs_first": PairsFirst,
+    "batch_drift": BatchDrift,
     "graph_leaves": GraphLeaves,
 }
 
@@ -55,9 +57,9 @@ EXPENSIVE = ("softmax_entropy", "collapse", "latent_stats", "contrastive")
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing", "pairs_first",
-              "graph_leaves"),
+              "graph_leaves", "batch_drift"),
     "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse", "optimizer", "contrastive",
-            "batch_mixing", "pairs_first", "graph_leaves"),
+            "batch_mixing", "pairs_first", "graph_leaves", "batch_drift"),
 }
 
 

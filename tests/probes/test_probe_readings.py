@@ -403,6 +403,31 @@ def test_pairs_first_permutation_test_matches_plain_torch_once():
         assert 0 < v[("pairs", "null_sd")] < 1 and NULL_DRAWS == 64
 
 
+def test_batch_drift_reads_copies_within_a_batch_and_their_vector_from_batch_to_batch_early_only():
+    from probes.batch_drift import EARLY, BatchDrift
+
+    g = torch.Generator().manual_seed(0)
+    protos = torch.randn(EARLY + 5, 6, generator=g)
+    spread = torch.randn(8, 6, generator=g)
+    with attach(nn.Linear(4, 4), None, probes=[BatchDrift()], strict=True) as session:
+        for step in range(EARLY + 5):
+            # text: one caption repeated per batch, a new one each batch; image: spread rows, (B, T, D) pooled
+            text = protos[step].expand(8, 6)
+            image = (spread + 0.01 * step).unsqueeze(1).expand(8, 3, 6)
+            session.observe(step, embeddings={"image": image, "text": text})
+    df = session.records
+    assert set(df.step) == set(range(EARLY))  # the first EARLY observations only
+    for step in (1, 7):
+        v = _values(df, "batch_drift", step)
+        assert v[("text", "rows_cosine")] == pytest.approx(1.0, abs=1e-6)
+        expected = float(F.normalize(protos[step], dim=0) @ F.normalize(protos[step - 1], dim=0))
+        assert v[("text", "mean_cosine_prev")] == pytest.approx(expected, abs=1e-6)
+        u = F.normalize(spread + 0.01 * step, dim=-1)
+        off = (u @ u.t()).sum() - u.pow(2).sum()
+        assert v[("image", "rows_cosine")] == pytest.approx(float(off / 56), abs=1e-6)
+    assert ("text", "mean_cosine_prev") not in _values(df, "batch_drift", 0)  # nothing before the first batch
+
+
 def test_optimizer_decay_per_step_read_for_sgd_only_and_the_schedule_peak():
     import torch
 

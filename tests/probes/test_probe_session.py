@@ -251,9 +251,10 @@ def test_torch_save_is_restored_whatever_order_the_watches_close_in():
 
 def test_presets_and_schedule():
     assert PRESETS["cheap"] == ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing",
-                                "pairs_first", "graph_leaves")
+                                "pairs_first", "graph_leaves", "batch_drift")
     assert set(PRESETS["all"]) == {"latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse",
-                                   "optimizer", "contrastive", "batch_mixing", "pairs_first", "graph_leaves"}
+                                   "optimizer", "contrastive", "batch_mixing", "pairs_first", "graph_leaves",
+                                   "batch_drift"}
     model = TinyTower()
     with attach(model, probes="cheap", strict=True) as session:
         # cheap: no forward hooks, except batch_mixing's pre-hooks during the forwards after observations 0, 2, 10
@@ -263,7 +264,7 @@ def test_presets_and_schedule():
     assert set(session.records.probe) <= {"gradient_flow", "gradient_flow.module", "gradient_flow.layer",
                                           "gradient_flow.model", "loss_split",
                                             "optimizer", "contrastive", "batch_mixing", "pairs_first",
-                                            "graph_leaves"}
+                                            "graph_leaves", "batch_drift"}
     model = TinyTower()
     with attach(model, probes="all", every=2, expensive_every=3, strict=True) as session:
         _train(model, session, steps=5)

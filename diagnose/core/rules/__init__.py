@@ -31,6 +31,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     CATALOGUE,
     RULES,
     attention_entropy,
+    batch_of_copies,
     chance_mismatch,
     chance_not_collapsed,
     collapsed_by_update,
@@ -129,5 +130,5 @@ __all__ = [
     "updates_rounded_away",
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
-    "collapsed_by_update",
+    "collapsed_by_update", "batch_of_copies",
 ]

@@ -19,6 +19,7 @@ from .attention import (
 from .base import Emit, Rule, RunContext
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
 from .contrastive import (
+    BatchOfCopies,
     EmbeddingWithoutGradient,
     FalseNegatives,
     LogitsCandidates,
@@ -109,6 +110,8 @@ params_unregistered = ParamsUnregistered()
 decay_shrinks_weights, lr_below_schedule_peak = DecayShrinksWeights(), LrBelowSchedulePeak()
 # spread-out embeddings collapsed at the next reading, an optimizer step between that rewrote the model
 collapsed_by_update = CollapsedByUpdate()
+# a batch's rows copies of one vector that changes from batch to batch: one item per batch, not a collapse
+batch_of_copies = BatchOfCopies()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -123,7 +126,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
-                logged_two_scales, collapsed_by_update),
+                logged_two_scales, collapsed_by_update, batch_of_copies),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -25,6 +25,7 @@ from .base import (
 from .gradients import unused_temperatures
 from .loss_logging import TWO_SCALES_FACTOR
 from .persistence import PERSIST_MIN_OBS, falling, held_since, loss_falling, stuck
+from .representation import IDENTICAL_ROWS_COSINE
 
 # Targets are the pairs when target i = i for a square logit matrix. A hard target off the diagonal trains its
 # row toward a caption that is not its own, and no in-batch recipe puts one there on purpose (duplicates aside,
@@ -327,6 +328,58 @@ def _seen_spread_out(df: pd.DataFrame, side: str) -> bool:
         return False
     rows = _spread_rows(df, side)
     return bool(len(rows) and rows["share"].iloc[0] >= DUPLICATE_SHARE_MIN and rows["spread"].iloc[0])
+
+
+class BatchOfCopies(Rule):
+    """Every row of a batch is one vector, and a different vector in each batch (probe ``batch_drift``): the
+    batches hold one item each (the same caption or class prompt repeated), so every candidate of a row is a
+    copy of its positive. A tower that discards its input (a zero projection, a pooled token every caption shares)
+    also gives copies, but the same vector for every batch: one optimizer step moves it little (the benchmark's
+    such towers: cosine to the previous batch's >= 0.999, against 0.27 for one class per batch). So the rows are
+    copies (IDENTICAL_ROWS_COSINE, median over the probe's early observations) while the batches' vectors are as
+    far apart as spread-out embeddings (median cosine between consecutive batches' under COLLAPSE_COSINE)."""
+
+    topic = "contrastive"
+    emits = (Emit("batch_of_copies", ("warning", "error"), "false_negatives", 1,
+                  explains=("embedding_collapse", "shared_input_component")),)
+    needs = (("batch_drift", "mean_cosine_prev"),)
+    thresholds = {"IDENTICAL_ROWS_COSINE": IDENTICAL_ROWS_COSINE, "COLLAPSE_COSINE": COLLAPSE_COSINE,
+                  "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
+
+    def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        for side in ("text", "image"):
+            rows = finite(series(df, "batch_drift", side, "rows_cosine"))
+            drift = finite(series(df, "batch_drift", side, "mean_cosine_prev"))
+            if (len(drift) < PERSIST_MIN_OBS or float(rows.median()) < IDENTICAL_ROWS_COSINE
+                    or float(drift.median()) >= COLLAPSE_COSINE):
+                continue
+            return [self._finding(df, ctx, side, rows, drift)]
+        return []
+
+    @staticmethod
+    def _finding(df: pd.DataFrame, ctx: RunContext, side: str, rows: pd.Series, drift: pd.Series) -> Finding:
+        mean, ln_b = end_loss(df)
+        ev = {"embedding": side, "rows_cosine_median": rnd(rows.median(), 6), "steps": span(rows),
+              "batch_to_batch_cosine_median": rnd(drift.median()), "batch_to_batch_cosine_max": rnd(drift.max()),
+              "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+        masked = finite(series(df, "contrastive", side, "loss_duplicates_masked"))
+        full = finite(series(df, "contrastive", "logits", "loss_diagonal_same_step"))
+        both = pd.concat({"masked": masked, "full": full}, axis=1).dropna()
+        cost = ""
+        if len(both):  # the counterfactual on the same logits: the copies taken out of the negatives
+            ev.update(loss_same_steps=rnd(both["full"].mean()), loss_duplicates_masked=rnd(both["masked"].mean()))
+            cost = (f" On the same logits, taking the copies out of the negatives lowers the loss from "
+                    f"{both['full'].mean():.4f} to {both['masked'].mean():.4f}: a share no learning can win.")
+        return Finding(
+            "batch_of_copies", "warning" if left_chance(mean, ln_b) else "error", ctx.name,
+            f"every {side} row of a batch is the same vector (mean pairwise cosine {rows.median():.6f}, median over "
+            f"steps {ev['steps'][0]}-{ev['steps'][1]}), and a different one in each batch (cosine between consecutive "
+            f"batches' {side} vectors: median {drift.median():.3f}; a tower that discards its input gives the same "
+            f"vector for every batch): each batch holds one {side} item repeated, so every candidate of a row is a "
+            "copy of its positive, scored as a negative." + cost, ev,
+            "Shuffle the data (DataLoader(shuffle=True), or a sampler that mixes classes): a dataset stored class by "
+            "class and read in order gives batches of one class; with class prompts as captions, draw at most one "
+            "pair per class into a batch or mask same-class columns out of the negatives.", side)
 
 
 class EmbeddingWithoutGradient(Rule):

@@ -282,3 +282,38 @@ def test_targets_that_miss_the_columns_holding_the_pairs_captions_in_rectangular
     # the targets against)
     assert R.targets_off_diagonal(_located(TARGETS_ON_DIAGONAL_MIN), ctx()) == []
     assert R.targets_off_diagonal(_located(0.0, located=0.5), ctx()) == []
+
+
+def _drift(rows, prev, side="text", n=20):
+    return frame(rec("batch_drift", side, "rows_cosine", [rows] * n),
+                 rec("batch_drift", side, "mean_cosine_prev", {s: prev for s in range(1, n)}))
+
+
+def test_batch_of_copies_one_item_per_batch_with_the_counterfactual_and_near_misses():
+    # every caption of a batch the same (a class-sorted set read in order), a different one in each batch
+    masked = frame(rec("contrastive", "text", "loss_duplicates_masked", {0: 0.0, 10: 0.0}),
+                   rec("contrastive", "logits", "loss_diagonal_same_step", {0: LN_B, 10: LN_B}))
+    df = frame(_drift(1.0, 0.27), masked, loss("loss_clip", [LN_B] * N), moving())
+    f = one(R.batch_of_copies(df, ctx()), "batch_of_copies")
+    assert f.severity == "error" and f.target == "text"
+    assert f.evidence["batch_to_batch_cosine_median"] == 0.27 and f.evidence["loss_duplicates_masked"] == 0.0
+    assert "shuffle" in f.next_step.lower()
+    # a run that left chance anyway: a warning
+    below = frame(_drift(1.0, 0.27), loss("loss_clip", [0.5 * LN_B] * N), moving())
+    assert one(R.batch_of_copies(below, ctx()), "batch_of_copies").severity == "warning"
+    # near misses: a tower that discards its input (copies, the same vector for every batch: 0.999); rows that are
+    # not copies (a batch of one class whose images differ: 0.9997 < 0.9999); too few batches read
+    assert R.batch_of_copies(frame(_drift(1.0, 0.999), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
+    assert R.batch_of_copies(frame(_drift(0.9997, 0.27), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
+    assert R.batch_of_copies(frame(_drift(1.0, 0.27, n=5), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
+
+
+def test_batch_of_copies_ranks_before_the_collapse_it_explains():
+    # the same records read by the collapse rule (text rows copies from the first step): both hold, and the batch of
+    # copies is why the rows coincide, so false_negatives ranks first
+    df = frame(_drift(1.0, 0.27), rec("collapse", "text", "cosine_mean", [1.0] * N), loss("loss_clip", [LN_B] * N),
+               moving())
+    found = [*R.batch_of_copies(df, ctx()), *R.embedding_collapse(df, ctx())]
+    assert {f.id for f in found} == {"batch_of_copies", "embedding_collapse"}
+    causes = R.rank_root_causes([f.to_dict() for f in found], {"learned": False})
+    assert [c["cause"] for c in causes][:2] == ["false_negatives", "embedding_collapse"]
