@@ -1550,3 +1550,44 @@ def test_reinit_nonfinite_redraws_what_was_left_uninitialised_and_says_when_all_
     with pytest.raises(SystemExit):
         diagnose.watch(fine, torch.optim.SGD(fine.parameters(), lr=0.1), batch_size=B)
     assert "every parameter is finite" in json.loads(open(spec["status"]).read())["not_applicable"]
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_shuffle_data_reads_a_loader_in_order_shuffled_and_leaves_a_shuffling_one_alone(under_ablation, shuffled):
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("shuffle_data")
+    x, t = batch()
+    data = TensorDataset(torch.arange(4 * B))
+    loader = DataLoader(data, batch_size=B, shuffle=shuffled, generator=torch.Generator().manual_seed(1))
+    order = []
+    orig = DataLoader.__iter__
+
+    def run(w):
+        i = 0
+        for _ in range(2):  # two passes: a new order each
+            for (idx,) in loader:
+                order.append(idx.tolist())
+                step(model, opt, w, i, x, t)
+                i += 1
+
+    if shuffled:  # nothing read in order: the fix says so at the second observe instead of running as a no-op
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                run(w)
+        assert "SequentialSampler" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        run(w)
+    flat = [i for b in order for i in b]
+    first, second = flat[:4 * B], flat[4 * B:]
+    assert sorted(first) == sorted(second) == list(range(4 * B))  # every sample once a pass
+    assert first != list(range(4 * B)) and first != second  # shuffled, anew each pass
+    assert isinstance(loader.batch_sampler.sampler, RandomSampler) and loader.batch_sampler.sampler.generator is \
+        loader.generator
+    assert DataLoader.__iter__ is orig  # the patch undone at close
+    status = json.loads(open(spec["status"]).read())
+    assert status["not_applicable"] is None and "read in order now reads them shuffled" in status["applied"][0]

@@ -27,6 +27,7 @@ from .reinit_nonfinite import ReinitNonfinite
 from .rescale_logits import RescaleLogits
 from .scaler import ScalerStep
 from .schedule import StepSchedule
+from .shuffle import ShuffleData
 from .stale_optimizer import RelinkOptimizer
 from .standardise import StandardiseInputs
 from .targets import DiagonalTargets
@@ -37,9 +38,9 @@ from .zero_division import GuardZeroDivision
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, GatherWithGrad, CentreInputs, StandardiseInputs,
-    Reinit, ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ClipGrad, ScalerStep, Fp32MasterWeights,
-    Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst, DefaultEps,
-    FiniteMasks, ReinitNonfinite)}
+    Reinit, ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad, ScalerStep,
+    Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst,
+    DefaultEps, FiniteMasks, ReinitNonfinite)}
 
 
 def for_cause(cause: str) -> list[str]:
