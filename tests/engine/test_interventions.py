@@ -1591,3 +1591,34 @@ def test_shuffle_data_reads_a_loader_in_order_shuffled_and_leaves_a_shuffling_on
     assert DataLoader.__iter__ is orig  # the patch undone at close
     status = json.loads(open(spec["status"]).read())
     assert status["not_applicable"] is None and "read in order now reads them shuffled" in status["applied"][0]
+
+
+def test_step_schedule_makes_a_step_with_the_epoch_advance_the_schedule_by_one(under_ablation):
+    # a per-iteration OneCycleLR stepped with the epoch after every batch sits at iteration `epoch` (the start of its
+    # warm-up) for the whole epoch; under the fix each of the script's calls advances it by one
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=20)
+    inner = torch.optim.lr_scheduler.ExponentialLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 0.5)
+    spec = under_ablation("step_schedule")
+    x, t = batch()
+    lrs = []
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(6):
+            step(model, opt, w, i, x, t)
+            sched.step(i // 3)  # epoch 0 for three batches, then epoch 1
+            lrs.append(sched.get_last_lr()[0])
+        inner.step(5)  # a scheduler of another optimizer keeps its epoch argument
+    ref = torch.optim.lr_scheduler.OneCycleLR(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), max_lr=1.0,
+                                              total_steps=20)
+    want = []
+    for _ in range(6):
+        ref.optimizer.step()
+        ref.step()
+        want.append(ref.get_last_lr()[0])
+    assert sched.last_epoch == 6 and lrs == pytest.approx(want) and max(lrs) > 0.9  # its warm-up walked, as planned
+    assert inner.last_epoch == 5
+    assert "step" not in type(sched).__dict__  # the class's own step is back at close
+    applied = json.loads(open(spec["status"]).read())["applied"][0]
+    assert "6 step(epoch) call(s) of the script advanced it by one instead" in applied
