@@ -61,3 +61,6 @@ class BatchDrift(Probe):
         self.seen += 1
         if keys:
             session.buffer.extend_values(obs.step, self.name, keys, vals)
+
+    def coverage(self, session: "ProbeSession", records) -> dict:
+        return {"batch_drift_observations": f"{self.seen} (the first {EARLY} measured observations with embeddings)"}
