@@ -19,7 +19,8 @@ outputs are L2-normalised, which hides a pooling that scales with the batch size
 module that changes, so the deepest modules that mix are recorded too; then every attention module (class
 name with "attention" / "attn") the descent did not reach. A module that is not called, is a
 (DistributedData)Parallel or compiled wrapper, has no argument with exactly one
-axis of the batch's size, or raises on half a batch, is passed over and its children are tried instead.
+axis of the batch's size (or given as a list of one tensor per sample: images of their own size, token runs the
+module packs itself; cut as a list), or raises on half a batch, is passed over and its children are tried instead.
 
 When: the forward after observations `ARM_AT` (three early steps; the mixing is a property of the code,
 not of training). Cost: hooks exist only during that one forward; each test is about 2 forwards of the
@@ -82,10 +83,19 @@ def _batch_axis(t: torch.Tensor, b: int) -> int | None:
     return axes[0] if len(axes) == 1 else (-1 if axes else None)
 
 
+def _per_sample(obj: Any, b: int) -> bool:
+    """A plain list / tuple of b tensors none of which has an axis of size b: one tensor per sample (images of
+    their own size, variable-length token runs that the module packs itself), the batch given as a list. A list
+    of batched tensors (feature-pyramid levels, per-layer states) has the batch axis in each element instead."""
+    return (type(obj) in (list, tuple) and len(obj) == b and b >= 4
+            and all(isinstance(v, torch.Tensor) and _batch_axis(v, b) is None for v in obj))
+
+
 def _cut(obj: Any, b: int, part: tuple[int, int] | None, found: list[int], depth: int = 0) -> Any:
-    """`obj` with every tensor cut to the samples part = (start, length) along its axis of size b, or whole where
-    part is None (clones either way, so a forward that writes into its input leaves the user's tensors alone);
-    `found` counts the cut tensors (-1 on an ambiguous one)."""
+    """`obj` with every tensor cut to the samples part = (start, length) along its axis of size b (a list of one
+    tensor per sample: to that part of the list, `_per_sample`), or whole where part is None (clones either way,
+    so a forward that writes into its input leaves the user's tensors alone); `found` counts the cut tensors (-1 on
+    an ambiguous one)."""
     if isinstance(obj, torch.Tensor):
         axis = _batch_axis(obj, b)
         if axis == -1:
@@ -97,6 +107,9 @@ def _cut(obj: Any, b: int, part: tuple[int, int] | None, found: list[int], depth
         return obj.detach().narrow(axis, *part).clone()
     if depth > 3:
         return obj
+    if part is not None and depth > 0 and _per_sample(obj, b):  # one tensor per sample: the list is the batch
+        found.append(1)
+        return type(obj)(v.detach().clone() for v in obj[part[0]:part[0] + part[1]])
     if isinstance(obj, tuple):
         return tuple(_cut(v, b, part, found, depth + 1) for v in obj)
     if isinstance(obj, list):

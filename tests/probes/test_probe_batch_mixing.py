@@ -157,3 +157,38 @@ def test_a_cls_encoder_over_the_batch_axis_is_found_when_its_width_equals_the_ba
     df = session.records
     rel = df[(df.probe == "batch_mixing") & (df.metric == "mixed_rel")].groupby("target").value.max()
     assert rel["layer.self_attn"] > 0.05
+
+
+class Packed(nn.Module):
+    """Samples of their own length given as a list and packed into one sequence inside: a mean over the packed
+    sequence (every sample's output is the batch's) or per sample (each its own)."""
+
+    def __init__(self, per_sample: bool):
+        super().__init__()
+        self.per_sample = per_sample
+        self.proj = nn.Linear(D, D)
+
+    def forward(self, token_list, texts):
+        packed = self.proj(torch.cat(token_list))
+        if self.per_sample:
+            pooled = torch.stack([p.mean(0) for p in packed.split([len(t) for t in token_list])])
+        else:
+            pooled = packed.mean(0).expand(len(token_list), -1)
+        return pooled, texts * 2
+
+
+def test_a_batch_given_as_a_list_of_samples_of_their_own_size_is_cut_as_a_list():
+    g = torch.Generator().manual_seed(0)
+    token_list = [torch.randn(3 + i % 4, D, generator=g) for i in range(B)]
+    texts = torch.randn(B, 6, generator=g)
+    mixed = mixing(Packed(per_sample=False), (token_list, texts), {}, B)
+    clean = mixing(Packed(per_sample=True), (token_list, texts), {}, B)
+    assert mixed is not None and mixed[0] > 0.01  # every sample's output is the whole batch's mean
+    assert clean is not None and clean[0] < 1e-5
+    # near misses: a list of batched tensors (each with the batch axis) is not a batch of samples; nor a list of
+    # another length; the positional arguments themselves are never read as one
+    from probes.batch_mixing import _per_sample
+
+    assert not _per_sample([torch.randn(B, D) for _ in range(B)], B)
+    assert not _per_sample(token_list[:-1], B)
+    assert mixing(Packed(per_sample=False), tuple(token_list), {}, B) is None
