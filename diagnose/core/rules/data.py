@@ -136,7 +136,12 @@ class PairsUnrelated(Rule):
     run has not learned: the captions do not belong to their images (or a tower discards its input)."""
 
     topic = "data"
-    emits = (Emit("pairs_unrelated", ("error",), "misaligned_pairs", 2),)
+    # explains false_negatives: copies of a caption are false negatives of a positive that belongs to its image;
+    # where the pairs share no structure (captions that are the same few strings whatever the image, e.g. LFS
+    # pointer files read as reports), masking the copies leaves a problem at chance all the same, so the copies'
+    # cost is not what holds the loss. Copies of captions that do belong to their images (class prompts, grouped
+    # captions) keep a pair margin, and this rule stays silent (no false-negatives case of the benchmark fires it)
+    emits = (Emit("pairs_unrelated", ("error",), "misaligned_pairs", 2, explains=("false_negatives",)),)
     needs = (("contrastive", "cka"),)
     thresholds = {"PAIRS_MIN_OBS": PAIRS_MIN_OBS, "IMPROVEMENT_SE": IMPROVEMENT_SE, "COLLAPSE_COSINE": COLLAPSE_COSINE,
                   "SETTLED_CUMULATIVE_UPDATE": SETTLED_CUMULATIVE_UPDATE, "HEALTHY_MIN_MARGIN": HEALTHY_MIN_MARGIN,

@@ -21,7 +21,7 @@ measured, contributing or symptom.
 Causes are ranked by their best tier, then by the worst severity among their findings, then by the
 number of findings supporting them, then by the order of `diagnose.core.rules.causes.CAUSES`; a cause that a present
 finding declares it explains (`Emit.explains`: an exp() that overflowed on unnormalised logits explains the
-divergence) comes after the causes of its tier that explain it; and when
+divergence) comes right after the cause that explains it, at that cause's tier where its own is better; and when
 the logged loss is shown not to be the loss of the logits it is logged with (`loss_logged_not_tracking`: the
 logits learned, the log says otherwise), `logging_misstates_loss` comes first, since findings whose severity
 reads "not learned" from the logged loss read it from that misstated value. Info
@@ -37,9 +37,15 @@ from .catalogue import declarations
 from .causes import BY_ID, ORDER, UNEXPLAINED
 
 
-def _explained(findings: list[dict], declared: dict) -> set[str]:
-    """Causes that a present finding declares it accounts for (`Emit.explains`)."""
-    return {c for f in findings if _implicates(f, declared) for c in declared[f["id"]].explains}
+def _explained(findings: list[dict], declared: dict) -> dict[str, int]:
+    """Causes that a present finding declares it accounts for (`Emit.explains`), each with the best tier among the
+    findings that explain it."""
+    out: dict[str, int] = {}
+    for f in findings:
+        hit = _implicates(f, declared)
+        for c in declared[f["id"]].explains if hit else ():
+            out[c] = min(out.get(c, hit[1]), hit[1])
+    return out
 
 
 def _implicates(finding: dict, declared: dict) -> tuple[str, int] | None:
@@ -72,9 +78,11 @@ def rank_root_causes(findings: list[dict], verdict: dict | None = None) -> list[
     # logging first: the verdict and every severity read from the logged loss ("not learned") rest on that value
     loss_void = any(f["id"] in LOSS_CONTRADICTED and f["severity"] == "error" for f in findings)
     # contributing conditions (tier 3) after the symptoms (tier 4): shared by healthy runs, never first
+    # an explained cause ranks right after the cause that explains it, at that cause's tier where its own is better
     explained = _explained(findings, declared)
     ranked = sorted(causes.values(), key=lambda c: (not (loss_void and c["cause"] == LOSS_CONTRADICTED_CAUSE),
-                                                     CONTRIBUTING_LAST.get(c["tier"], c["tier"]),
+                                                     max(CONTRIBUTING_LAST.get(c["tier"], c["tier"]),
+                                                         explained.get(c["cause"], 0)),
                                                      c["cause"] in explained,
                                                      -severity_rank(c["severity"]), -len(c["findings"]),
                                                      ORDER[c["cause"]]))

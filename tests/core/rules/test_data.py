@@ -192,3 +192,17 @@ def test_pairs_unrelated_reads_no_step_where_one_side_s_rows_are_copies():
     copies.loc[(copies.probe == "collapse") & (copies.target == "image"), "value"] = 1.0
     assert PairsUnrelated()(copies, ctx) == []
     assert PairsUnrelated()(_moved(_pairs(0.0, cos=0.99), 0.01), ctx) != []
+
+
+def test_pairs_unrelated_ranks_before_the_copies_among_captions_that_belong_to_no_image():
+    # captions that are the same few strings whatever the image: copies in every batch (false_negatives, tier 1)
+    # and no pair structure (pairs_unrelated, tier 2); masking the copies would leave a problem at chance, so the
+    # pairs come first
+    from diagnose.core.findings import Finding
+
+    copies = Finding("false_negatives", "error", "r", "m", {}, "", "text")
+    pairs = Finding("pairs_unrelated", "error", "r", "m", {}, "", "pairs")
+    causes = [c["cause"] for c in rank_root_causes([copies.to_dict(), pairs.to_dict()], {"learned": False})]
+    assert causes[:2] == ["misaligned_pairs", "false_negatives"]
+    # near miss: copies alone (captions tied to their images keep a pair margin: no pairs_unrelated) stay first
+    assert rank_root_causes([copies.to_dict()], {"learned": False})[0]["cause"] == "false_negatives"
