@@ -425,6 +425,50 @@ def test_normalise_rows_reaches_a_views_gram_matrix_when_no_logits_are_handed_ov
     assert all(torch.allclose(d, torch.full((2 * B,), 1 / 0.07), atol=1e-3) for d in diagonals)  # unit rows
 
 
+class _GramLoss(nn.Module):
+    """A SupCon-style loss written as a module (no parameters): the Gram matrix of the stacked views."""
+
+    def forward(self, feats):
+        contrast = torch.cat(torch.unbind(feats, dim=1))
+        logits = contrast @ contrast.t() / 0.07
+        return F.cross_entropy(logits - 1e4 * torch.eye(len(logits)), torch.arange(len(logits)).roll(B)), logits
+
+
+@pytest.mark.parametrize("in_model", [False, True])
+def test_normalise_rows_reaches_the_product_inside_a_loss_module_of_the_script_not_inside_the_model(under_ablation,
+                                                                                                   in_model):
+    torch.manual_seed(0)
+    model = Towers()
+    criterion = _GramLoss()
+    if in_model:  # the same parameter-free module registered in the model: part of its forward, left alone
+        model.add_module("criterion", criterion)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("normalise_rows")
+    x, t = batch()
+    diagonals = []
+
+    def run(w, steps):
+        for i in range(steps):
+            feats = torch.stack([model.image(x), model.text(t)], dim=1)  # not normalised at all
+            loss, logits = criterion(feats)
+            diagonals.append(logits.diagonal().detach())
+            opt.zero_grad()
+            loss.backward()
+            w.observe(i, losses={"supcon": loss}, embeddings={"image": feats[:, 0], "text": feats[:, 1]})
+            opt.step()
+
+    if in_model:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                run(w, 3)
+        assert "no product of rows that were not unit" in json.loads(open(spec["status"]).read())["not_applicable"]
+        assert not torch.allclose(diagonals[-1], torch.full((2 * B,), 1 / 0.07), atol=1e-2)
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        run(w, 2)
+    assert torch.allclose(diagonals[-1], torch.full((2 * B,), 1 / 0.07), atol=1e-3)  # unit rows in the loss module
+
+
 @pytest.mark.parametrize("norm", ["none", "frobenius", "unit"])
 def test_normalise_rows_computes_the_logits_product_on_unit_rows(under_ablation, norm):
     """No F.normalize to move: the script's `scale * img @ txt.t()` is computed on unit rows, the scale kept; the

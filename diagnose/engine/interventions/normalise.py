@@ -6,17 +6,16 @@ temperature no longer means what it says. While the run lasts the script's calls
 of `torch.nn.functional.normalize` on a 2-d tensor along dim 0 (or -2) whose rows are the batch (as many as the
 batch size given to the watch, any number when none was) are computed along the last axis instead.
 
-Embeddings not normalised at all, or by hand (`x / x.norm()`: the norm of the whole matrix; `x / x.norm(dim=0)`),
-meet no such call: there the script's own matrix product that makes the logits (`scale * img @ txt.t()`, an
-(n, E) @ (E, m) product whose result has the shape of the logits handed to `observe`, computed in the loss lines
-outside every module's forward) gets its operands' rows scaled to unit norm (the columns of the right one), a
-scalar factor already applied to an operand (`scale * img`) kept (`ops.watch_ops`). A script that hands `observe`
-embeddings but no logits (a SupCon / NT-Xent loss over the stacked views): the product whose result's rows and
-columns are multiples of the batch (views, ranks) and that is a matrix times its own transpose (from the first
-step), or whose operands' rows have the embeddings' width (from the second: the first `observe` says it). Operands
-whose rows are unit
-already are left alone. Not applicable: by the second `observe` neither an F.normalize call along the batch axis
-nor a product of rows that were not unit (the script normalises correctly).
+Embeddings not normalised at all, or by hand (`x / x.norm()`: the norm of the whole matrix; `x / x.norm(dim=0)`), meet
+no such call: there the script's own matrix product that makes the logits (`scale * img @ txt.t()`, an (n, E) @ (E, m)
+product whose result has the shape of the logits handed to `observe`, computed in the loss lines outside the model's
+forward, or in a parameter-free loss module of the script's own) gets its operands' rows scaled to unit norm (the
+columns of the right one), a scalar factor already applied to an operand (`scale * img`) kept (`ops.watch_ops`). A
+script that hands `observe` embeddings but no logits (a SupCon / NT-Xent loss over the stacked views): the product
+whose result's rows and columns are multiples of the batch (views, ranks) and that is a matrix times its own transpose
+(from the first step), or whose operands' rows have the embeddings' width (from the second: the first `observe` says
+it). Operands whose rows are unit already are left alone. Not applicable: by the second `observe` neither an
+F.normalize call along the batch axis nor a product of rows that were not unit (the script normalises correctly).
 """
 
 from __future__ import annotations
@@ -71,7 +70,8 @@ class NormaliseRows(Intervention):
         self._shapes = declared_logits_shapes(watch)
         self._rows, self._width, self._logits_seen = rows, None, False  # the embeddings' width, without logits
         self._renormed = 0
-        self._undo_ops = watch_ops({"mul": self._scaled, "div": self._scaled, "matmul": self._matmul})
+        self._undo_ops = watch_ops({"mul": self._scaled, "div": self._scaled, "matmul": self._matmul},
+                                   model=watch.model)  # a loss module of the script's own (SupConLoss) is loss lines
 
     def _scaled(self, call: Call) -> Any:
         """`scale * img`, `img / T`: the result remembers its base and factor, for a product of it to normalise."""

@@ -7,7 +7,9 @@ patched and no module hook reaches.
 `log_softmax`...; `torch.mul`, `Tensor.mul` and `a * b` share one name; `*`: every other one) to `handler(call)`,
 which returns the operation's result: `call.run()` computes it as the script asked, or with arguments changed
 (`call.run(*args)`). A handler is only called for the script's operations outside every module's forward (the loss
-lines; with `inside_modules=True` the model's forwards too), never for the watch's own probes. Inside a handler the
+lines; with `inside_modules=True` the model's forwards too; with `model=` the forward of a module that holds no
+parameter and is not part of that model counts as loss lines too: a loss written as a module, a SupConLoss), never
+for the watch's own probes. Inside a handler the
 mode is off, so the handler's own torch calls are not seen again. While a mode is on, every torch call pays a Python
 function call: meant for ablation runs, never for a plain watch.
 """
@@ -37,18 +39,24 @@ class Call:
 class _Depth:
     """How many module forwards are running (global forward pre-hook / hook): 0 in the script's own loss lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: Any = None) -> None:
         import torch.nn.modules.module as mm
 
         self.n = 0
+        # with a model: its modules, and every module that holds a parameter, are forwards; a parameter-free module
+        # of the script's own (a loss written as a module) is loss lines
+        self._model = None if model is None else {id(m) for m in model.modules()}
         self._handles = [mm.register_module_forward_pre_hook(self._enter),
                          mm.register_module_forward_hook(self._leave, always_call=True)]
 
+    def _counts(self, module: Any) -> bool:
+        return self._model is None or id(module) in self._model or next(module.parameters(), None) is not None
+
     def _enter(self, module: Any, args: Any) -> None:
-        self.n += 1
+        self.n += self._counts(module)
 
     def _leave(self, module: Any, args: Any, out: Any) -> None:
-        self.n = max(0, self.n - 1)
+        self.n = max(0, self.n - self._counts(module))
 
     def remove(self) -> None:
         for h in self._handles:
@@ -60,10 +68,11 @@ def op_name(func: Any) -> str:
     return ALIASES.get(name, name)
 
 
-def watch_ops(handlers: dict[str, Callable[[Call], Any]], inside_modules: bool = False) -> Callable[[], None]:
+def watch_ops(handlers: dict[str, Callable[[Call], Any]], inside_modules: bool = False,
+              model: Any = None) -> Callable[[], None]:
     from torch.overrides import TorchFunctionMode
 
-    depth = _Depth()
+    depth = _Depth(model)
     every = handlers.get("*")
 
     class ScriptOps(TorchFunctionMode):
