@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..definitions import CHANCE_REL_TOL, HOLDS_LOSS_SHARE, learned, left_chance
 from ..findings import Finding
+from .attention import SamplesMixed
 from .base import (
     Emit,
     Rule,
@@ -337,7 +338,8 @@ class BatchOfCopies(Rule):
     also gives copies, but the same vector for every batch: one optimizer step moves it little (the benchmark's
     such towers: cosine to the previous batch's >= 0.999, against 0.27 for one class per batch). So the rows are
     copies (IDENTICAL_ROWS_COSINE, median over the probe's early observations) while the batches' vectors are as
-    far apart as spread-out embeddings (median cosine between consecutive batches' under COLLAPSE_COSINE)."""
+    far apart as spread-out embeddings (median cosine between consecutive batches' under COLLAPSE_COSINE), unless the
+    model mixes the samples of a batch (then the one vector per batch is the model's: test15's batch-first MHA)."""
 
     topic = "contrastive"
     emits = (Emit("batch_of_copies", ("warning", "error"), "false_negatives", 1,
@@ -347,6 +349,11 @@ class BatchOfCopies(Rule):
                   "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
+        # a model whose output for a sample depends on the rest of its batch (samples_mixed: attention or pooling
+        # over the batch axis) makes every row one vector, the batch's own, different from batch to batch: copies
+        # that are the model's, not the data's
+        if any(f.id == "samples_mixed" for f in SamplesMixed().check(df, ctx)):
+            return []
         for side in ("text", "image"):
             rows = finite(series(df, "batch_drift", side, "rows_cosine"))
             drift = finite(series(df, "batch_drift", side, "mean_cosine_prev"))

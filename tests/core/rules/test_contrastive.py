@@ -317,3 +317,13 @@ def test_batch_of_copies_ranks_before_the_collapse_it_explains():
     assert {f.id for f in found} == {"batch_of_copies", "embedding_collapse"}
     causes = R.rank_root_causes([f.to_dict() for f in found], {"learned": False})
     assert [c["cause"] for c in causes][:2] == ["false_negatives", "embedding_collapse"]
+
+
+def test_batch_of_copies_stands_down_where_the_model_mixes_the_samples_of_a_batch():
+    # attention over the batch axis gives every row the batch's own vector, a new one each batch: the model's copies
+    mixed = frame(rec("batch_mixing", "<root>", "mixed_rel", {1: 0.4, 3: 0.5}))
+    df = frame(_drift(1.0, 0.27), mixed, loss("loss_clip", [LN_B] * N), moving())
+    assert R.batch_of_copies(df, ctx()) == []
+    clean = frame(rec("batch_mixing", "<root>", "mixed_rel", {1: 1e-7, 3: 1e-7}))
+    df = frame(_drift(1.0, 0.27), clean, loss("loss_clip", [LN_B] * N), moving())
+    assert one(R.batch_of_copies(df, ctx()), "batch_of_copies").severity == "error"
