@@ -122,6 +122,24 @@ class SoftmaxOverBatch(Rule):
 MIX_REL, MIX_REL_LOW, MIX_MIN_READINGS = 1e-3, 5e-2, 2
 
 
+def mixing_modules(df: pd.DataFrame) -> tuple[dict[str, pd.Series], set[str]]:
+    """The modules whose outputs changed on every reading when recomputed without the other half of the batch
+    (probe ``batch_mixing``; name -> its mixed_rel readings), and of them those that only returned the samples' own
+    rows in another order."""
+    mixing: dict[str, pd.Series] = {}
+    reordered: set[str] = set()
+    for name in targets(df, "batch_mixing", "mixed_rel"):
+        rel = series(df, "batch_mixing", name, "mixed_rel").dropna()
+        low = series(df, "batch_mixing", name, "low_precision")
+        bar = MIX_REL_LOW if len(low) and bool((low > 0).any()) else MIX_REL
+        if len(rel) and bool((rel > bar).all()):
+            mixing[name] = rel
+            moved = series(df, "batch_mixing", name, "reordered_rel").reindex(rel.index)
+            if len(moved) and bool((moved < bar).all()):
+                reordered.add(name)
+    return mixing, reordered
+
+
 class SamplesMixed(Rule):
     """A module whose output for one sample changes when the other samples of the batch are removed: values
     mixed across samples (attention or a softmax over the batch axis), or the samples' own rows returned in an
@@ -134,17 +152,7 @@ class SamplesMixed(Rule):
     thresholds = {"MIX_REL": MIX_REL, "MIX_REL_LOW": MIX_REL_LOW, "MIX_MIN_READINGS": MIX_MIN_READINGS}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
-        mixing: dict[str, pd.Series] = {}
-        reordered: set[str] = set()
-        for name in targets(df, "batch_mixing", "mixed_rel"):
-            rel = series(df, "batch_mixing", name, "mixed_rel").dropna()
-            low = series(df, "batch_mixing", name, "low_precision")
-            bar = MIX_REL_LOW if len(low) and bool((low > 0).any()) else MIX_REL
-            if len(rel) and bool((rel > bar).all()):
-                mixing[name] = rel
-                moved = series(df, "batch_mixing", name, "reordered_rel").reindex(rel.index)
-                if len(moved) and bool((moved < bar).all()):
-                    reordered.add(name)
+        mixing, reordered = mixing_modules(df)
         # the deepest: a module is reported, not the modules that contain it and mix through it
         deepest = [n for n in mixing if not any(m != n and (n == "<root>" or m.startswith(n + ".")) for m in mixing)]
         if not deepest:
