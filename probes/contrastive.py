@@ -38,6 +38,11 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       the logits' rows: pairs_located (share of the text rows whose own scores against the images, image @ text.T,
       match a logits column to correlation >= `PAIR_COLUMN_CORR`: where each pair's caption sits among the
       candidates) and target_at_pair (share of the located rows whose target is that column)
+  target ``logits``, expensive steps, logits with at least as many columns as rows: the loss split at the group
+      of candidates each row narrowed to (its columns above the uniform 1/C): group_share (mean group size / C),
+      group_mass (mean probability on the group), target_in_group (share of rows whose target is in it), and on
+      those rows loss_in_group (-log of the target's share of its group's mass) against ln_group (mean ln |group|:
+      the target no more likely than any other member)
 
 Batched over steps: on the usual step (square logits, no targets, image and text embeddings of one shape with
 8 <= rows <= features) the tensor readings of every step (acc_diagonal, the five losses, norm_cv, cka,
@@ -245,6 +250,7 @@ class Contrastive(Probe):
                 with torch.no_grad():
                     self._duplicates(obs, logits, r)
                     self._as_cosines(emb, logits, r)
+                    self._within_group(logits, None, r)
             r.emit(session, obs.step, self.name)
             return
         self.drain(session)  # steps held so far first, so each step's rows come in step order
@@ -257,6 +263,7 @@ class Contrastive(Probe):
                 self._as_cosines(emb, logits, r)
                 self._twins(logits, targets, r)
                 self._pairs_in_columns(emb, logits, targets, r)
+                self._within_group(logits, targets, r)
         r.emit(session, obs.step, self.name)
 
     @staticmethod
@@ -363,6 +370,38 @@ class Contrastive(Probe):
         hit = (targets.to(col.device).long() == col) & located
         r.add("logits", ("pairs_located", "target_at_pair"),
               torch.stack([located.float().mean(), hit.float().sum() / located.float().sum().clamp_min(1.0)]))
+
+    @staticmethod
+    def _within_group(logits, targets, r: _Readings) -> None:
+        """The loss split at the group of candidates each row narrowed to (those above 1/C, the uniform share):
+        -log p_target = -log(mass on the group) + -log(p_target / mass on the group). The first part is what the
+        model learned about which candidates are in play; the second, against ln |group|, whether the target
+        stands out inside them. Read on the rows whose target is in their group; both directions of square
+        logits (the targets: integer ones given, else the diagonal)."""
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.is_floating_point()
+                and logits.shape[1] >= logits.shape[0] > 1):
+            return
+        z = logits.detach().float()
+        b, c = z.shape
+        t = _arange(b, z.device)
+        if isinstance(targets, torch.Tensor) and targets.shape == (b,) and not targets.is_floating_point():
+            t = targets.detach().to(z.device).long().clamp(0, c - 1)
+        elif targets is not None:
+            return
+        zs, ts = [z], [t]
+        if b == c and (targets is None or bool((t == _arange(b, z.device)).all())):
+            zs, ts = [z, z.t()], [t, t]
+        logp = torch.cat([x.log_softmax(dim=1) for x in zs])
+        t = torch.cat(ts)
+        group = logp >= -math.log(c)
+        size = group.sum(dim=1).clamp_min(1)
+        mass = logp.masked_fill(~group, float("-inf")).logsumexp(dim=1)
+        lt = logp.gather(1, t[:, None]).squeeze(1)
+        inside = group.gather(1, t[:, None]).squeeze(1).float()
+        n = inside.sum().clamp_min(1.0)
+        r.add("logits", ("group_share", "group_mass", "target_in_group", "loss_in_group", "ln_group"),
+              torch.stack([(size / c).mean(), mass.exp().mean(), inside.mean(), ((mass - lt) * inside).sum() / n,
+                           (size.float().log() * inside).sum() / n]))
 
     @staticmethod
     def _twins(logits, targets, r: _Readings) -> None:

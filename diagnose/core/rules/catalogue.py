@@ -39,6 +39,7 @@ from .gradients import (
     WeightsShrinking,
 )
 from .graph import ParamsUnregistered
+from .group_targets import TargetOnlyInGroup
 from .log_causes import LogLearningRateGone, LogLearningRateHigh, LogTemperature
 from .logs import LogAtChance, LogIdentical, LogNonfinite, LogRecall, LogTrend, LogWeights
 from .loss import FewNegatives, FlatLogits, LossAtChance, Temperature, TemperatureLimitsLoss
@@ -112,6 +113,8 @@ decay_shrinks_weights, lr_below_schedule_peak = DecayShrinksWeights(), LrBelowSc
 collapsed_by_update = CollapsedByUpdate()
 # a batch's rows copies of one vector that changes from batch to batch: one item per batch, not a collapse
 batch_of_copies = BatchOfCopies()
+# the loss split at the group of candidates each row narrowed to: learned down to the group, at chance inside it
+target_only_in_group = TargetOnlyInGroup()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -126,7 +129,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
-                logged_two_scales, collapsed_by_update, batch_of_copies),
+                logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once
