@@ -39,3 +39,35 @@ def test_the_derangement_leaves_the_users_random_stream_alone():
 def test_no_spread_no_reading():
     zero = torch.zeros(16, 8)
     assert torch.isnan(_cka(_centred(zero), _centred(torch.randn(16, 8))))
+
+
+def _group_reading(z, targets=None):
+    from probes.contrastive import Contrastive, _Readings
+
+    r = _Readings()
+    Contrastive._within_group(z, targets, r)
+    (keys, values), = r.tensors
+    return dict(zip([m for _, m in keys], values.tolist()))
+
+
+def test_the_loss_split_at_each_rows_group_reads_a_target_at_chance_inside_it():
+    # rows and columns of two kinds (even / odd indices, as [image; text] blocks read as one tower): each row gives
+    # its own kind's 32 columns +8; the target (the diagonal, same kind) is any one of them
+    g = torch.Generator().manual_seed(0)
+    kind = torch.arange(64) % 2
+    z = 8.0 * (kind[:, None] == kind[None, :]).float() + 0.3 * torch.randn(64, 64, generator=g)
+    v = _group_reading(z)
+    assert v["target_in_group"] > 0.9 and v["group_mass"] > 0.99
+    assert abs(v["loss_in_group"] - v["ln_group"]) < 0.15 * v["ln_group"]
+    # the same with the target singled out inside its group: its in-group loss falls far below ln |group|
+    v = _group_reading(z + 4.0 * torch.eye(64))
+    assert v["target_in_group"] == 1.0 and v["loss_in_group"] < 0.2 * v["ln_group"]
+    # integer targets elsewhere (another kind's column): outside the group
+    v = _group_reading(z, torch.arange(64).roll(1))
+    assert v["target_in_group"] < 0.1
+    # soft targets: no reading
+    from probes.contrastive import Contrastive, _Readings
+
+    r = _Readings()
+    Contrastive._within_group(z, torch.rand(64, 64), r)
+    assert r.tensors == []

@@ -75,6 +75,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     scale_update_high,
     soft_targets_flat,
     softmax_over_batch,
+    target_only_in_group,
     targets_off_diagonal,
     temperature,
     temperature_decayed,
@@ -130,5 +131,5 @@ __all__ = [
     "updates_rounded_away",
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
-    "collapsed_by_update", "batch_of_copies",
+    "collapsed_by_update", "batch_of_copies", "target_only_in_group",
 ]

@@ -338,7 +338,7 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.updates_rounded_away, R.decay_dominates_gradient, R.temperature_decayed, R.decay_shrinks_weights,
                R.lr_below_schedule_peak, R.eps_dominates_step,
                # tests/core/rules/test_contrastive.py
-               R.soft_targets_flat, R.batch_of_copies,
+               R.soft_targets_flat, R.batch_of_copies, R.target_only_in_group,
                # tests/core/rules/test_representation.py
                R.collapsed_by_update,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from diagnose.core import rules as R
 from diagnose.core.rules.contrastive import TARGETS_ON_DIAGONAL_MIN
 
@@ -327,3 +331,46 @@ def test_batch_of_copies_stands_down_where_the_model_mixes_the_samples_of_a_batc
     clean = frame(rec("batch_mixing", "<root>", "mixed_rel", {1: 1e-7, 3: 1e-7}))
     df = frame(_drift(1.0, 0.27), clean, loss("loss_clip", [LN_B] * N), moving())
     assert one(R.batch_of_copies(df, ctx()), "batch_of_copies").severity == "error"
+
+
+def _grouped(loss_in: float, ln_g: float = math.log(32), inside: float = 0.94, n: int = N, every: int = 4):
+    steps = range(0, n, every)
+    return frame(*(rec("contrastive", "logits", m, {s: v for s in steps}) for m, v in (
+        ("group_share", 0.47), ("group_mass", 0.98), ("target_in_group", inside), ("loss_in_group", loss_in),
+        ("ln_group", ln_g))))
+
+
+def test_target_only_in_group_fires_on_a_loss_that_learned_the_groups_and_nothing_inside_them():
+    # a gather of [image; text] per rank split in halves: each row tells image-like from text-like columns (32 of
+    # 64), and its target is another sample of its own kind, at chance among them (loss ~ ln 32 of ln 64)
+    stuck_at = loss("loss_clip", noisy([math.log(32) + 0.05] * N))
+    df = frame(_grouped(math.log(32) + 0.01), stuck_at, moving())
+    f = one(R.target_only_in_group(df, ctx()), "target_only_in_group")
+    assert f.severity == "error" and f.target == "logits"
+    assert f.evidence["loss_in_group_end"] == pytest.approx(math.log(32) + 0.01, abs=1e-3)
+    assert f.evidence["group_share_end"] == 0.47 and "gather" in f.next_step
+    assert R.target_only_in_group.alarm(f, df)
+    assert R.rank_root_causes([f.to_dict()], {"learned": False})[0]["cause"] == "wrong_targets"
+
+
+def test_target_only_in_group_near_misses():
+    stuck_at = loss("loss_clip", noisy([math.log(32) + 0.05] * N))
+    # the target stands out inside its group (a model still learning its pairs): below the at-chance band
+    assert R.target_only_in_group(frame(_grouped(0.9 * math.log(32)), stuck_at, moving()), ctx()) == []
+    # the targets outside the rows' groups (nothing about the groups learned)
+    assert R.target_only_in_group(frame(_grouped(math.log(32), inside=0.5), stuck_at, moving()), ctx()) == []
+    # a learned run, and a run at chance
+    for level in (0.4 * LN_B, LN_B):
+        assert R.target_only_in_group(frame(_grouped(math.log(32)), loss("loss_clip", [level] * N), moving()),
+                                      ctx()) == []
+    # the group is the positive's own copies: masking them takes a tenth of the loss or more (false_negatives)
+    copies = frame(rec("contrastive", "logits", "loss_duplicates_masked", {s: 2.0 for s in range(0, N, 4)}),
+                   rec("contrastive", "logits", "loss_diagonal_same_step", {s: 3.5 for s in range(0, N, 4)}))
+    assert R.target_only_in_group(frame(_grouped(math.log(32)), copies, stuck_at, moving()), ctx()) == []
+
+
+def test_target_only_in_group_does_not_alarm_while_the_loss_falls():
+    falling = loss("loss_clip", [LN_B - 0.02 * s for s in range(N)])
+    df = frame(_grouped(math.log(32)), falling, moving())
+    f = one(R.target_only_in_group(df, ctx()), "target_only_in_group")
+    assert not R.target_only_in_group.alarm(f, df)
