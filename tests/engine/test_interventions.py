@@ -63,7 +63,7 @@ def test_lr_down_scales_every_step_and_gives_the_schedule_its_lr_back(under_abla
     model = Towers()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
-    under_ablation("lr_down", guard=1e9)  # the plain x0.1 (this toy's steps at lr 0.05 are large)
+    under_ablation("lr_down", guard=1e9, target_ratio=1e9)  # the plain x0.1 (this toy's steps at lr 0.05 are large)
     x, t = batch()
     with diagnose.watch(model, opt, batch_size=B) as w:
         before = model.image.weight.detach().clone()
@@ -1035,6 +1035,28 @@ def test_lr_down_lowers_again_after_a_step_that_still_rewrites_the_model(under_a
         for i in range(3):
             step(model, opt, w, i, x, t)
         assert w.control.fix._factor == pytest.approx(0.1)
+
+
+def test_lr_down_brings_a_first_step_above_a_healthy_peak_to_it(under_ablation):
+    """Adam at lr 0.2 (an SGD-sized lr): at x0.1 the first step still moves the model by several times 1e-2 of its
+    norm (where healthy runs peak) without rewriting it (< 0.1): the step is taken again at the factor that brings it
+    to 1e-2, and that factor stays."""
+    from diagnose.engine.interventions.lr import HEALTHY_PEAK_RATIO, update_ratio
+
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.Adam(model.parameters(), lr=0.2)
+    under_ablation("lr_down")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        before = [p.detach().clone() for p in model.parameters()]
+        step(model, opt, w, 0, x, t)
+        fix = w.control.fix
+        assert 1e-3 < fix._factor < 0.1 and "more than 0.01 of its norm" in fix.did[-1]
+        assert update_ratio([p.detach() for p in model.parameters()], before) == pytest.approx(HEALTHY_PEAK_RATIO,
+                                                                                              rel=1e-3)
+        step(model, opt, w, 1, x, t)
+        assert w.control.fix._factor == fix._factor
 
 
 def test_docs_list_every_fix_as_the_catalogue_declares_it():

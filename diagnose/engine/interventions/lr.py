@@ -2,8 +2,9 @@
 param group steps with; the post-hook gives the user's value back), so they compose with whatever
 scheduler the script runs: the scheduler keeps stepping the user's own lr.
 
-  lr_down   every group's lr x 0.1, lower again while an early step still rewrites the model (that step taken
-            again at the lower lr; tests learning_rate_too_high)
+  lr_down   every group's lr x 0.1, lower where the first step is still above a healthy run's largest (1e-2 of the
+            weights' norm) or an early step still rewrites the model (that step taken again at the lower lr; tests
+            learning_rate_too_high)
   lr_up     every group's lr up by the factor that brings the first update ratio to 1e-2, at least x10 (tests
             learning_rate_too_low)
   warmup    a linear warm-up over the first `steps` optimizer steps on top of the user's schedule
@@ -22,6 +23,10 @@ import torch
 from ...core.rules.gradients import UPDATE_RATIO_HIGH
 from .base import Intervention, NotApplicable, require_optimizer
 
+# A first optimizer step that moves the whole model by 1e-2 of its norm is where healthy runs peak (Adam's first
+# steps are sign-like and are the run's largest; `diagnose.core.rules.gradients`, beside UPDATE_RATIO_HIGH): the
+# size `lr_up` brings a too-small first step to and `lr_down` a too-large one.
+HEALTHY_PEAK_RATIO = 1e-2
 REACH_CHECKS = 20  # optimizer steps over which a changed lr is looked for in the weights it moved
 LR_REL_TOL = 1e-6  # an lr within this of the script's is the same lr (float32's resolution is ~6e-8)
 
@@ -82,19 +87,23 @@ LINEAR_IN_LR = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam",
 
 
 class LrDown(_AroundStep):
-    """x `factor` (0.1), and x0.1 again while one of the first `guard_steps` optimizer steps still moves the whole
-    model by more than `guard` of its weights' norm (UPDATE_RATIO_HIGH: what the rules call a step that rewrites the
-    layers), down to `min_factor`: that step is taken again at the lower lr (its change scaled, which for an
-    optimizer whose step is linear in the lr, `LINEAR_IN_LR`, is the step at that lr; others keep it and step lower
-    from the next one), and every later step runs at it. The fix tests "single steps rewrite the layers": a run
-    whose steps at x0.1 still rewrite them (SGD at Adadelta's lr 1.0) tests nothing. Where no step at x0.1 does,
-    the run is the plain x0.1, step for step."""
+    """x `factor` (0.1), lower on the first optimizer step where that step still moves the whole model by more than
+    `target_ratio` of its weights' norm (1e-2, where healthy runs peak: `HEALTHY_PEAK_RATIO`, the level `lr_up` brings
+    a first step to), to the factor that brings it there; and x0.1 again while one of the next `guard_steps` steps
+    still moves it by more than `guard` (UPDATE_RATIO_HIGH: what the rules call a step that rewrites the layers),
+    down to `min_factor`. Such a step is taken again at the lower lr (its change scaled, which for an optimizer whose
+    step is linear in the lr, `LINEAR_IN_LR`, is the step at that lr; others keep it and step lower from the next
+    one), and every later step runs at it. The fix tests "the steps are too large": a run whose steps at x0.1 are
+    still above a healthy run's largest (Adam at an SGD lr 50x its own) tests nothing. Where the first step at x0.1
+    is already within it, the run is the plain x0.1 unless a later early step rewrites the model."""
 
     name = "lr_down"
     tests = ("learning_rate_too_high",)
-    changes = ("every param group's learning rate x 0.1 at every step (on top of the script's schedule), lower by "
-               "10x again while an early step still moves the model by more than 0.1 of its norm")
-    defaults = {"factor": 0.1, "guard": UPDATE_RATIO_HIGH, "guard_steps": 20, "min_factor": 1e-4}
+    changes = ("every param group's learning rate x 0.1 at every step (on top of the script's schedule), lower where "
+               "the first step still moves the model by more than 1e-2 of its norm (to that) or an early step by more "
+               "than 0.1")
+    defaults = {"factor": 0.1, "target_ratio": HEALTHY_PEAK_RATIO, "guard": UPDATE_RATIO_HIGH, "guard_steps": 20,
+                "min_factor": 1e-4}
 
     def setup(self, watch: Any) -> None:
         super().setup(watch)
@@ -118,20 +127,25 @@ class LrDown(_AroundStep):
         params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
         ratio = update_ratio(params, before)
         first, lo = self._factor, float(self.params["min_factor"])
-        while math.isfinite(ratio) and ratio > float(self.params["guard"]) and self._factor > lo:
-            scale = max(0.1, lo / self._factor)
-            self._factor *= scale
-            if not self._linear:
-                break
-            with torch.no_grad():
-                for p, b in zip(params, before):
-                    p.copy_(b + (p - b) * scale)
-            ratio *= scale
+        limit = float(self.params["target_ratio"] if step == 1 else self.params["guard"])
+        if math.isfinite(ratio) and ratio > limit and self._factor > lo:
+            # the first step to the healthy peak; a later one by 10x at a time while it rewrites the model
+            scale = max(limit / ratio if step == 1 else 0.1, lo / self._factor)
+            while True:
+                self._factor *= scale
+                if self._linear:
+                    with torch.no_grad():
+                        for p, b in zip(params, before):
+                            p.copy_(b + (p - b) * scale)
+                    ratio *= scale
+                if not self._linear or not ratio > limit * (1 + 1e-6) or self._factor <= lo:
+                    break
+                scale = max(0.1, lo / self._factor)
         if self._factor != first:
-            redo = (f"taken again at x{self._factor:g} ({ratio:.2g} of the norm)" if self._linear
+            redo = (f"taken again at x{self._factor:.3g} ({ratio:.2g} of the norm)" if self._linear
                     else f"kept ({type(optimizer).__name__}'s step is not linear in the lr)")
-            self.did.append(f"optimizer step {step} at x{first:g} moved the model by more than "
-                            f"{self.params['guard']:g} of its norm: {redo}; x{self._factor:g} from then on")
+            self.did.append(f"optimizer step {step} at x{first:.3g} moved the model by more than {limit:g} of its "
+                            f"norm: {redo}; x{self._factor:.3g} from then on")
 
 
 class LrUp(_AroundStep):
@@ -145,7 +159,7 @@ class LrUp(_AroundStep):
     tests = ("learning_rate_too_low",)
     changes = ("every param group's lr scaled up at every step (on top of the schedule): by the factor that brings "
                "the first step's update/weight ratio to 1e-2 (a healthy peak), at least x10")
-    defaults = {"factor": "auto", "target_ratio": 1e-2, "min_factor": 10.0, "max_factor": 1e4}
+    defaults = {"factor": "auto", "target_ratio": HEALTHY_PEAK_RATIO, "min_factor": 10.0, "max_factor": 1e4}
 
     def setup(self, watch: Any) -> None:
         super().setup(watch)
