@@ -12,6 +12,7 @@ from .eps import DefaultEps
 from .finite_masks import FiniteMasks
 from .fp32_outputs import Fp32Outputs
 from .gather import GatherWithGrad, LocalGradInGather
+from .gather_layout import SplitGatherByRank
 from .gradients import ClipGrad
 from .inputs import CentreInputs
 from .logits import MaskDuplicates
@@ -38,9 +39,9 @@ from .zero_division import GuardZeroDivision
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, GatherWithGrad, CentreInputs, StandardiseInputs,
-    Reinit, ReinitConstant, DiagonalTargets, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad, ScalerStep,
-    Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates, AttentionBatchFirst,
-    DefaultEps, FiniteMasks, ReinitNonfinite)}
+    Reinit, ReinitConstant, DiagonalTargets, SplitGatherByRank, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad,
+    ScalerStep, Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates,
+    AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite)}
 
 
 def for_cause(cause: str) -> list[str]:
