@@ -34,8 +34,10 @@ class LoggedTotal(Rule):
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         gap = series(df, "loss_split", "total", "total_minus_weighted_sum")
         tot = series(df, "loss_split", "total", "value")
-        if gap.empty or tot.empty:
+        if tot.empty:
             return []
+        if gap.empty:  # no weights given: a total is at least not one of its components while the others differ
+            return self._one_component(df, ctx, tot)
         rel = (gap.abs() / tot.abs().clip(lower=1e-12)).dropna()
         bad = rel[rel > LOGGING_REL_TOL]
         if not len(bad):
@@ -50,6 +52,44 @@ class LoggedTotal(Rule):
             {"steps_inconsistent": int(len(bad)), "steps_total": int(len(rel)), "max_abs_gap": rnd(gap.abs().max(), 6),
              "at_step": int(gap.abs().idxmax()), "weights": weights},
             "Log each component exactly as it enters the total (and the MRL dims it covered).")]
+
+
+    def _one_component(self, df: pd.DataFrame, ctx: RunContext, tot: pd.Series) -> list[Finding]:
+        """Without weights: the logged total equal (to LOGGING_REL_TOL) to one of two or more logged components on
+        every step read (at least PERSIST_MIN_OBS), while it is neither their sum nor their mean (on most steps) and
+        another component differs from it: a "total" that is the last value a loop left in its variable."""
+        comps = {c: series(df, "loss_split", c, "value") for c in targets(df, "loss_split", "value") if c != "total"}
+        if len(comps) < 2:
+            return []
+        frame = pd.concat({"total": tot, **comps}, axis=1).dropna()
+        frame = frame[frame.abs().lt(float("inf")).all(axis=1)]
+        if len(frame) < PERSIST_MIN_OBS:
+            return []
+        t, parts = frame["total"], frame.drop(columns="total")
+
+        def close(x: pd.Series) -> pd.Series:
+            return (t - x).abs() <= LOGGING_REL_TOL * t.abs().clip(lower=1e-12)
+
+        same = [c for c in parts if bool(close(parts[c]).all())]
+        others = [c for c in parts if c not in same]
+        # the sum or the mean may cross the total at a step or two; a total that is them follows them on most steps
+        followed = max(close(parts.sum(axis=1)).mean(), close(parts.mean(axis=1)).mean())
+        if len(same) != 1 or not others or followed >= 0.5:
+            return []
+        c = same[0]
+        apart = (parts[others].sub(t, axis=0).abs()).max(axis=1)
+        ev = {"equals_component": c, "steps_compared": len(frame), "components": sorted(parts),
+              "total_end": rnd(t.iloc[-1]), "components_mean_end": rnd(parts.mean(axis=1).iloc[-1]),
+              "max_gap_to_other_components": rnd(apart.max()), "steps": span(t)}
+        return [Finding(
+            "loss_logging_inconsistent", "error", ctx.name,
+            f"the logged total equals the component {c} on all {len(frame)} steps read (last: {t.iloc[-1]:.4f}) and "
+            f"is neither the sum nor the mean of the {len(parts.columns)} logged components (their mean: "
+            f"{ev['components_mean_end']:.4f}), which differ from it by up to {ev['max_gap_to_other_components']:.4g}: "
+            f"the 'total' is one component (the last a loop over the components left in its variable, a key copied), "
+            "not the objective; its curve says nothing about the other terms.", ev,
+            "Log the loss that is backpropagated as the total (loss.item(), after the components are summed); pass "
+            "weights= to observe so the total is checked against the weighted sum of its components.")]
 
 
 class IdenticalComponents(Rule):

@@ -26,6 +26,30 @@ def test_loss_logging_inconsistent_evidence():
                           "weights": {"loss_clip": 1.0, "loss_mrl": 0.5}}
 
 
+def _unweighted(total, parts: dict) -> pd.DataFrame:
+    return frame(rec("loss_split", "total", "value", total),
+                 *(rec("loss_split", c, "value", v) for c, v in parts.items()))
+
+
+def test_a_total_that_is_one_of_its_components_without_weights():
+    # Matryoshka losses at 32 / 8 / 2 dims; the "total" is the last one a loop over them left in its variable
+    mrl = {"loss_mrl_32": [LN_B * (1 - 0.04 * s) for s in range(N)], "loss_mrl_8": [2.5 - 0.02 * s for s in range(N)],
+           "loss_mrl_2": [3.0 - 0.01 * s for s in range(N)]}
+    f = one(R.logged_total(_unweighted(mrl["loss_mrl_2"], mrl), ctx()), "loss_logging_inconsistent")
+    assert f.severity == "error" and f.evidence["equals_component"] == "loss_mrl_2"
+    assert f.evidence["steps_compared"] == N and "loss.item()" in f.next_step
+    # near misses: the mean, or the sum, of the components; a single component; the others 0 (the sum is the total);
+    # equal to a component on only some steps
+    mean = [sum(v[s] for v in mrl.values()) / 3 for s in range(N)]
+    assert R.logged_total(_unweighted(mean, mrl), ctx()) == []
+    assert R.logged_total(_unweighted([3 * m for m in mean], mrl), ctx()) == []
+    assert R.logged_total(_unweighted(mrl["loss_mrl_2"], {"loss_mrl_2": mrl["loss_mrl_2"]}), ctx()) == []
+    zeros = {"loss_clip": mrl["loss_mrl_2"], "loss_aux": [0.0] * N}
+    assert R.logged_total(_unweighted(mrl["loss_mrl_2"], zeros), ctx()) == []
+    partly = [v if s < N // 2 else mean[s] for s, v in enumerate(mrl["loss_mrl_2"])]
+    assert R.logged_total(_unweighted(partly, mrl), ctx()) == []
+
+
 @pytest.mark.parametrize("value, severity", [(LN_B, "warning"), (2.0, "error")])
 def test_components_identical_evidence(value, severity):
     f = one(R.identical_components(components(value, value), ctx()), "components_identical")
