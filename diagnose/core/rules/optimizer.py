@@ -640,7 +640,8 @@ class LrBelowSchedulePeak(Rule):
             "the total twice, a factor applied twice.", ev,
             "Print the lr each step next to the one you meant (optimizer.param_groups[0]['lr']); check the "
             "schedule's arguments (step vs fraction of training, warm-up length, total steps).", g0),
-            *(self._warmup_restarts(df, ctx, g0, below[g0]) or self._warmup_unfinished(df, ctx, g0, below[g0]))]
+            *(self._warmup_restarts(df, ctx, g0, below[g0]) or self._warmup_unfinished(df, ctx, g0, below[g0])
+              or self._held_at_floor(df, ctx, g0, below[g0]))]
 
     @staticmethod
     def _warmup_restarts(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> list[Finding]:
@@ -725,6 +726,38 @@ class LrBelowSchedulePeak(Rule):
             "every optimizer.step() for a schedule sized in steps.", group)]
 
     @staticmethod
+    def _held_at_floor(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> list[Finding]:
+        """The schedule's side of lr_below_start where the lr moved and then held still, far below the built lr, over
+        at least half of the run's readings (and PERSIST_MIN_OBS): what sets it each step reached a value it keeps, a
+        schedule at its end value (a decay whose progress is clamped from the start: a step offset in another unit,
+        a total too small) or a schedule whose own lr arguments are lower than the optimizer's."""
+        every = finite(series(df, "optimizer", group, "lr"))
+        lr = every.iloc[1:]
+        v = lr.to_numpy()
+        if len(v) < PERSIST_MIN_OBS or float(v.max()) == float(v.min()):
+            return []
+        initial = finite(series(df, "optimizer", group, "lr_initial"))
+        if float(v[-1]) <= LR_GONE * max(float(every.max()), float(initial.max()) if len(initial) else 0.0):
+            return []  # held at a share of its own peak that lr_schedule_gone reads: the schedule side is named there
+        held = int(len(v) - 1 - max(i for i in range(1, len(v)) if v[i] != v[i - 1]) + 1)
+        if held < max(PERSIST_MIN_OBS, len(v) // 2):
+            return []
+        since = int(lr.index[len(v) - held])
+        ev = {"group": group, "reading": "held_at_floor", "lr_held": float(v[-1]), "held_since_step": since,
+              "observations_held": held, "lr_first_used": float(v[0]), "lr_start": info["lr_start"],
+              "steps": info["steps"]}
+        return [Finding(
+            "lr_schedule_holds_low", "warning", ctx.name,
+            f"the lr moved ({float(v[0]):.3g} at the first step used) and from step {since} held at {float(v[-1]):.3g} "
+            f"for the rest of the run ({held} observations), {float(v[-1]) / info['lr_start']:.1%} of the "
+            f"{info['lr_start']:.3g} the optimizer was built with: whatever sets the lr each step reached a value it "
+            "keeps: a schedule already at its end value (a decay whose progress is clamped from the first step: a "
+            "step offset counted in another unit, a total too small), or a schedule whose own lr arguments are lower "
+            "than the optimizer's.", ev,
+            "Print the schedule's progress and lr at a few steps (the step it is fed, its total, its start and end "
+            "values) next to the optimizer's lr; after a resume, check the unit of the step offset.", group)]
+
+    @staticmethod
     def _holds(df: pd.DataFrame, target: str) -> bool:
         lr = finite(series(df, "optimizer", target, "lr"))
         peak = finite(series(df, "optimizer", target, "lr_schedule_peak"))
@@ -769,7 +802,13 @@ class LrBelowSchedulePeak(Rule):
             # (rules.persistence: held while the weights moved by their own norm, the loss not falling)
             lr = series(df, "optimizer", finding.target, "lr")
             start = float(finding.evidence["groups"][finding.target]["lr_start"])
-            return stuck(df, (lr <= SCHEDULE_PEAK_SHARE * start) | (lr.index == lr.index[0]))
+            low = (lr <= SCHEDULE_PEAK_SHARE * start) | (lr.index == lr.index[0])
+            # a warm-up still rises: an lr that held still at that level over PERSIST_MIN_OBS observations, the loss
+            # not falling over them, is not one, whether or not the weights it barely moves moved by their norm
+            last = lr.iloc[-PERSIST_MIN_OBS:]
+            flat = (len(lr) > PERSIST_MIN_OBS and bool(low.iloc[-PERSIST_MIN_OBS:].all())
+                    and float(last.max()) == float(last.min()) and not loss_falling(df, int(last.index[0])))
+            return flat or stuck(df, low)
         # a direct reading that a schedule stepped per batch never shows (its lr changes at every step), not a
         # phase of training: no wait for the loss to stop falling
         return self._holds(df, finding.target)

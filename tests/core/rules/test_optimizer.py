@@ -405,16 +405,18 @@ def test_lr_warmup_restarts_where_the_warm_up_is_fed_the_step_within_the_epoch()
 
 def test_lr_schedule_holds_low_where_an_attached_scheduler_moves_the_lr_once_per_epoch():
     """A warm-up sized in optimizer steps, stepped once per epoch: lr 0 for the first epoch, 1/12 of the built lr for
-    the second. With a scheduler attached the schedule's side is named beside lr_below_start; set by hand (no
-    scheduler), a factor held low reads as lr_below_start alone, as before."""
+    the second. With a scheduler attached the schedule's side is named beside lr_below_start as a scheduler stepped
+    per epoch; set by hand (no scheduler), as an lr held at a floor."""
     epochs = [1e-3] + [0.0] * (N // 2 - 1) + [1e-3 / 12] * (N - N // 2)
     attached = rec("optimizer", "optimizer", "scheduler_attached", [1.0] * N)
     df = frame(_by_hand(epochs), attached, loss("loss_clip", noisy([LN_B] * N)), moving())
     side = one(R.lr_below_schedule_peak(df, ctx()), "lr_schedule_holds_low")
     assert side.evidence["lr_changes"] == 1 and "stepped less often than the optimizer" in side.message
-    found = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(epochs), loss("loss_clip", noisy([LN_B] * N)),
-                                                          moving()), ctx())]
-    assert found == ["lr_below_start"]
+    # set by hand (no scheduler): the lr moved once and held at 1/12 of the built one for half the run, which the
+    # schedule-side warning reads as an lr held at a value whatever sets it keeps (a schedule at its end value)
+    found = R.lr_below_schedule_peak(frame(_by_hand(epochs), loss("loss_clip", noisy([LN_B] * N)), moving()), ctx())
+    assert ids(found) == ["lr_below_start", "lr_schedule_holds_low"]
+    assert found[1].evidence["reading"] == "held_at_floor" and found[1].evidence["held_since_step"] == N // 2
     # stepped with the optimizer: values that change every few steps, or a short warm-up stepped every step that
     # then holds (a factor applied twice, LambdaLR returning the lr): the holds come after the moves, not before
     steps = [1e-3] + [1e-5 * (1 + abs((s // 2) % 4 - 2)) for s in range(1, N)]  # up and down by steps (no reset)
@@ -423,6 +425,27 @@ def test_lr_schedule_holds_low_where_an_attached_scheduler_moves_the_lr_once_per
         found = [x.id for x in R.lr_below_schedule_peak(frame(_by_hand(values), attached,
                                                               loss("loss_clip", noisy([LN_B] * N)), moving()), ctx())]
         assert found == ["lr_below_start"]
+
+
+def test_an_lr_held_at_a_schedules_end_value_names_the_schedule_and_alarms_once_it_stays_flat():
+    """A resumed decay whose progress is clamped at its end from the first step (a step offset counted in samples):
+    after a 10-step warm-up the lr holds at lr_final, 1% of the built lr. The error stays lr_below_start; the warning
+    beside it names the schedule; the alarm does not wait for weights the lr barely moves to move by their norm."""
+    ramp = [1e-5 * (0.2 + 0.8 * min(1.0, s / 10)) for s in range(N)]  # set before the first observe
+    df = frame(_by_hand(ramp), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=1e-5))
+    found = R.lr_below_schedule_peak(df, ctx())
+    f, side = one(found, "lr_below_start"), one(found, "lr_schedule_holds_low")
+    assert side.evidence["lr_held"] == pytest.approx(1e-5) and side.evidence["held_since_step"] == 10
+    assert [c["cause"] for c in R.rank_root_causes([x.to_dict() for x in found], {"learned": False})] == \
+        ["learning_rate_too_low", "lr_schedule"]
+    assert R.lr_below_schedule_peak.alarm(f, df)
+    # near misses for the alarm: the lr still rising at the end (a long warm-up on its way), and a falling loss
+    creep = [1e-3] + [1e-3 * 0.09 * s / N for s in range(1, N)]
+    rising = frame(_by_hand(creep), loss("loss_clip", noisy([LN_B] * N)), moving(per_step=1e-5))
+    assert not R.lr_below_schedule_peak.alarm(one(R.lr_below_schedule_peak(rising, ctx()), "lr_below_start"), rising)
+    falling = frame(_by_hand(ramp), loss("loss_clip", [LN_B * (1 - 0.012 * s) for s in range(N)]),
+                    moving(per_step=1e-5))
+    assert not R.lr_below_schedule_peak.alarm(one(R.lr_below_schedule_peak(falling, ctx()), "lr_below_start"), falling)
 
 
 def _stepped(update, lr=1e-3, grad=10.0, low=None, n=N):
