@@ -264,6 +264,8 @@ class FlatLogits(Rule):
         mean, ln_b = end_loss(df)
         if not (at_chance(mean, ln_b) and ranking_learned(df, ln_b)):
             return []
+        if _rows_coincide(df):
+            return []  # the logits are flat because the rows are: embedding_collapse's reading, at any usual scale
         candidates, top1 = math.exp(ln_b), in_batch_top1(df)
         prob = series(df, "softmax_entropy", LOGITS, "positive_prob_mean")
         p_pos = float(window(prob).mean()) if len(prob) else float("nan")
@@ -285,6 +287,19 @@ class FlatLogits(Rule):
             "Multiply the cosine similarities by the logit scale, logits = exp(t) * img @ txt.T with t initialised to "
             "ln(1/0.07) (open_clip, OpenAI CLIP); a scale used as a divisor, or one near 0, keeps the loss at ln(B).",
             LOGITS)]
+
+
+def _rows_coincide(df: pd.DataFrame) -> bool:
+    """A tower whose rows ended as one vector (end-window mean pairwise cosine >= COLLAPSE_COSINE, the reading of
+    `embedding_collapse`): scores against its rows differ by the scale times a cosine spread of a few hundredths at
+    most, so the logits are flat at the usual scales (1/0.07) whatever the temperature; the flatness is the rows'."""
+    from .representation import COLLAPSE_COSINE  # representation reads this module
+
+    for name in ("image", "text"):
+        cos = finite(series(df, "collapse", name, "cosine_mean"))
+        if len(cos) and float(window(cos).mean()) >= COLLAPSE_COSINE:
+            return True
+    return False
 
 
 def _logits_mean(df: pd.DataFrame, metric: str) -> float:

@@ -280,7 +280,9 @@ NEAR_MISSES = {
                            (R.latents_not_moving, latents(drift=[0.0] * R.LATENT_MIN_STEPS), ctx())],
     "logits_flat": [(R.flat_logits, ranked(0.99 * TOP1_BAR), ctx()),  # ranking not (yet) learned
                     (R.flat_logits, ranked(0.95, LN_B * (1 - 1.01 * TOL)), ctx()),  # the loss left chance: not flat
-                    (R.flat_logits, loss("loss_clip", LN_B), ctx())],  # no logits recorded
+                    (R.flat_logits, loss("loss_clip", LN_B), ctx()),  # no logits recorded
+                    # the rows of a tower coincide (a norm whose gain starts at 0): flat because the rows are
+                    (R.flat_logits, frame(ranked(0.95), rec("collapse", "text", "cosine_mean", 0.996)), ctx())],
     "temperature_limits_loss": [
         # learned as given, the temperature holding less than TEMPERATURE_HOLDS x ln B (a learned scale's lag)
         (R.temperature_limits_loss,
