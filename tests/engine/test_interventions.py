@@ -801,6 +801,31 @@ def test_reinit_constant_gives_a_zero_norm_gain_its_ones_and_leaves_zero_biases_
     assert "reset 2 module(s)" in fix.did[0] and torch.equal(model["lin"].bias, torch.zeros(E))
 
 
+def test_reinit_constant_finds_a_norm_gain_by_the_names_ports_give_it():
+    """A GPT-2 port's Norm (x_hat * g + b) with its initialisers swapped: g = zeros, b = ones, every output the bias.
+    Its gain is found as `g` (as `gamma` in a TensorFlow port): set to ones; a zero `b` or a gain of ones is not."""
+    from diagnose.engine.interventions.reinit_constant import ReinitConstant, constant_weights
+
+    class Norm(nn.Module):
+        def __init__(self, d, gain="g"):
+            super().__init__()
+            self.gain = gain
+            self.register_parameter(gain, nn.Parameter(torch.zeros(d)))
+            self.b = nn.Parameter(torch.ones(d))
+
+        def forward(self, x):
+            x = (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True) + 1e-5).sqrt()
+            return x * getattr(self, self.gain) + self.b
+
+    model = nn.ModuleDict({"gpt2": Norm(E), "tf": Norm(E, "gamma"), "ok": Norm(E)})
+    with torch.no_grad():
+        model["ok"].g.fill_(1.0)
+    assert [n for n, _ in constant_weights(model)] == ["gpt2.g", "tf.gamma"]
+    ReinitConstant().setup(type("W", (), {"model": model})())
+    assert torch.equal(model["gpt2"].g, torch.ones(E)) and torch.equal(model["tf"].gamma, torch.ones(E))
+    assert torch.equal(model["gpt2"].b, torch.ones(E))  # the bias is left as the script set it
+
+
 def test_step_cap_closes_the_watch_and_ends_the_script_cleanly(under_ablation, tmp_path):
     torch.manual_seed(0)
     model = Towers()

@@ -34,10 +34,16 @@ def constant_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+# what a normalisation layer's gain is called: torch's `weight`; `g` in GPT-2 ports (x_hat * g + b), `gamma` in
+# TensorFlow ports, `gain`, `scale` in Flax ports
+GAIN_NAMES = ("weight", "g", "gain", "gamma", "scale")
+
+
 def _norm_gain(owner: Any, p: torch.Tensor) -> bool:
-    """`p` is the gain of a normalisation layer: x_hat * weight; at zero the layer outputs zeros, so nothing after it
-    sees the input and nothing before it gets a gradient."""
-    return owner is not None and "norm" in type(owner).__name__.lower() and getattr(owner, "weight", None) is p
+    """`p` is the gain of a normalisation layer: x_hat * gain (+ bias); at zero the layer outputs its bias (zeros, or
+    one vector) whatever the input, so nothing after it sees the input and nothing before it gets a gradient."""
+    return (owner is not None and "norm" in type(owner).__name__.lower()
+            and any(getattr(owner, name, None) is p for name in GAIN_NAMES))
 
 
 class ReinitConstant(Intervention):
