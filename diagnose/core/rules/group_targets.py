@@ -10,7 +10,7 @@ from ..definitions import CHANCE_REL_TOL, learned, left_chance
 from ..findings import Finding
 from .base import Emit, Rule, RunContext, end_loss, finite, primary_component, rnd, saved_share, series, span, window
 from .contrastive import DUPLICATE_READINGS, FALSE_NEGATIVE_GAP
-from .persistence import held_since, persisted
+from .persistence import PERSIST_MIN_OBS, held_since, loss_falling, persisted
 
 # A row "learned its group" when its target falls among the candidates it gives more than the uniform 1/C: a
 # row that has not learned it holds its target there about as often as the group is a share of the candidates
@@ -56,13 +56,14 @@ class TargetOnlyInGroup(Rule):
             "logits' rows and columns.", "logits")]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
-        # early in training a model tells coarse groups apart before it singles out pairs: only a split that persisted
-        # (PERSIST_MIN_OBS observations, the weights moving by their norm) is an alarm. The loss may still fall while
-        # it holds: the rows put more of their mass on their group, the part a model can learn here; the part inside
-        # the group stayed at chance at every one of those observations, which no learning of the pairs gives
+        # early in training a model tells coarse groups apart before it singles out pairs: only a split that held over
+        # PERSIST_MIN_OBS readings while the model kept learning is an alarm: the weights moved by their norm, or the
+        # loss fell (the rows putting more of their mass on their group, the part a model can learn here) while the
+        # part inside the group stayed at chance at every one of those readings, which no learning of the pairs gives
         holds = _holds(df)
         since = held_since(holds)
-        return since is not None and persisted(df, holds, since)
+        return since is not None and (persisted(df, holds, since) or (
+            int((holds.index >= since).sum()) >= PERSIST_MIN_OBS and loss_falling(df, since)))
 
 
 def _holds(df: pd.DataFrame) -> pd.Series:

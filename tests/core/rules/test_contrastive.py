@@ -375,8 +375,13 @@ def test_target_only_in_group_alarms_once_it_persisted_even_while_the_mass_moves
     df = frame(_grouped(math.log(32)), falling, moving())
     f = one(R.target_only_in_group(df, ctx()), "target_only_in_group")
     assert R.target_only_in_group.alarm(f, df)
-    # near misses: fewer than PERSIST_MIN_OBS readings held (the trailing run starts late), the weights not moving
+    # the weights barely moving (a short run at a small lr): the falling loss is the evidence of learning
+    slow = frame(_grouped(math.log(32)), falling, moving(per_step=1e-4))
+    assert R.target_only_in_group.alarm(one(R.target_only_in_group(slow, ctx()), "target_only_in_group"), slow)
+    # near misses: fewer than PERSIST_MIN_OBS readings held (the trailing run starts late); neither the weights nor
+    # the loss moving (nothing learned while it held)
     late = frame(_grouped(math.log(32), n=N, every=8), falling, moving())
     assert not R.target_only_in_group.alarm(one(R.target_only_in_group(late, ctx()), "target_only_in_group"), late)
-    still = frame(_grouped(math.log(32)), falling, moving(per_step=1e-4))
+    flat = loss("loss_clip", noisy([math.log(32) + 0.05] * N))
+    still = frame(_grouped(math.log(32)), flat, moving(per_step=1e-4))
     assert not R.target_only_in_group.alarm(one(R.target_only_in_group(still, ctx()), "target_only_in_group"), still)
