@@ -11,8 +11,11 @@ Probe ``batch_mixing``, target = module path (``<root>`` for the model):
       batch axis (``nn.MultiheadAttention`` fed batch-first tensors with ``batch_first=False``, a softmax
       over dim 0) or a normalisation over it gives O(0.1-1).
   reordered_rel — the same with each recomputed row compared with its nearest row of the whole batch's outputs,
-      wherever it sits: ~0 while mixed_rel is large means the module returns the samples' own rows in an
-      order that depends on the batch (a sort by length for packing, not undone), not values mixed across them.
+      wherever it sits, and likewise the rows of a third recomputation on the whole batch in reverse order (the
+      larger of the two): ~0 while mixed_rel is large means the module returns the samples' own rows in an
+      order that depends on the batch (a sort by length for packing, not undone), not values mixed across them;
+      rows built from several samples (a (layers, B, H) state viewed as (B, layers * H)) pair other samples when
+      the order changes, rows the whole batch never had.
   low_precision — 1 when an output compared was float16 / bfloat16 (rounding alone then reaches ~1e-2).
 Modules are tested from the root down: the root and its children always (the root can look clean because its
 outputs are L2-normalised, which hides a pooling that scales with the batch size), below them only inside a
@@ -23,7 +26,7 @@ axis of the batch's size (or given as a list of one tensor per sample: images of
 module packs itself; cut as a list), or raises on half a batch, is passed over and its children are tried instead.
 
 When: the forward after observations `ARM_AT` (three early steps; the mixing is a property of the code,
-not of training). Cost: hooks exist only during that one forward; each test is about 2 forwards of the
+not of training). Cost: hooks exist only during that one forward; each test is about 3 forwards of the
 tested module, without gradients. Side effects are contained: the user's RNG state is forked, every
 module's train/eval flag is restored, buffers (running statistics, a MoCo queue) are copied back, and the
 modules' forward hooks are set aside during the recomputation (module-global hooks still see it).
@@ -119,6 +122,31 @@ def _cut(obj: Any, b: int, part: tuple[int, int] | None, found: list[int], depth
     return obj
 
 
+def _reversed(obj: Any, b: int, depth: int = 0) -> Any:
+    """`obj` with every tensor's samples in reverse order along its axis of size b (a list of one tensor per sample:
+    the list reversed); other values as they are. Only called on arguments `_cut` found cuttable."""
+    if isinstance(obj, torch.Tensor):
+        axis = _batch_axis(obj, b)
+        return obj.detach().clone() if axis is None or axis == -1 else obj.detach().flip(axis)
+    if depth > 3:
+        return obj
+    if depth > 0 and _per_sample(obj, b):
+        return type(obj)(v.detach().clone() for v in reversed(obj))
+    if isinstance(obj, tuple):
+        return tuple(_reversed(v, b, depth + 1) for v in obj)
+    if isinstance(obj, list):
+        return [_reversed(v, b, depth + 1) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _reversed(v, b, depth + 1) for k, v in obj.items()}
+    return obj
+
+
+def _nearest_rows(f: torch.Tensor, g: torch.Tensor, axis: int) -> float:
+    """Sum over the rows of g (samples along `axis`) of the squared distance to the nearest row of f."""
+    rows_f, rows_g = (t.float().movedim(axis, 0).reshape(t.shape[axis], -1) for t in (f, g))
+    return float(torch.cdist(rows_g, rows_f).min(dim=1).values.pow(2).sum())
+
+
 def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float, float, bool] | None:
     """(mixed_rel, reordered_rel, low precision) of `module` on its captured call, or None when it cannot be
     tested. Both
@@ -146,6 +174,8 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
             for cut_args, cut_kwargs in cuts:
                 torch.random.set_rng_state(state)
                 halves.append(_tensors(module(*cut_args, **cut_kwargs)))
+            torch.random.set_rng_state(state)
+            flipped = _tensors(module(*_reversed(args, b), **_reversed(kwargs, b)))
     except Exception:  # a forward that cannot take half a batch (a fixed reshape) is not testable
         return None
     finally:
@@ -170,11 +200,23 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
             den += float(ref.float().pow(2).sum())
             low |= f.dtype in _LOW
             if diff > 0:  # each row of the half against its nearest row of the whole batch, wherever it sits
-                rows_f, rows_g = (t.float().movedim(axis, 0).reshape(t.shape[axis], -1) for t in (f, g))
-                moved += float(torch.cdist(rows_g, rows_f).min(dim=1).values.pow(2).sum())
+                moved += _nearest_rows(f, g, axis)
+    # the whole batch in reverse order: a module that only returns its samples' own rows in a batch-dependent order
+    # gives the same rows again; one whose rows are built from several samples (a (layers, B, H) state viewed as
+    # (B, layers * H)) pairs other samples and gives rows the whole batch never had
+    flip_moved = flip_den = 0.0
+    for f, g in zip(full, flipped):
+        axis = _batch_axis(f, b)
+        if axis is None or axis == -1 or not f.is_floating_point() or g.shape != f.shape:
+            continue
+        flip_moved += _nearest_rows(f, g, axis)
+        flip_den += float(f.float().pow(2).sum())
     if den == 0.0:
         return None
-    return math.sqrt(num / den), math.sqrt(moved / den), low
+    moved_rel = math.sqrt(moved / den)
+    if flip_den > 0:
+        moved_rel = max(moved_rel, math.sqrt(flip_moved / flip_den))
+    return math.sqrt(num / den), moved_rel, low
 
 
 class BatchMixing(Probe):

@@ -108,6 +108,26 @@ def test_rows_returned_in_a_batch_dependent_order_are_told_from_values_mixed():
     assert rel > 0.1 and moved < 1e-6 and not low  # each row is a sample's own, elsewhere
 
 
+class HiddenViewed(nn.Module):
+    """A bidirectional GRU's final state (2, B, H) flattened with .view(B, 2H): row r is built from two other
+    samples' states (Sentence-VAE's encoder), each row of which the whole batch also has, but paired differently."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(D, 4, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        _, h = self.gru(x)
+        return h.view(x.shape[0], -1)
+
+
+def test_rows_built_from_several_samples_are_mixed_not_reordered():
+    torch.manual_seed(0)
+    rel, moved, _ = mixing(HiddenViewed(), (torch.randn(B, 5, D),), {}, B)
+    # each half's rows happen to be rows of the whole batch's outputs; the batch in reverse order pairs other samples
+    assert rel > 0.1 and moved > 0.1
+
+
 def test_the_recomputation_runs_no_forward_hook_and_puts_them_back():
     model = Model(batch_first=False)
     calls = []
