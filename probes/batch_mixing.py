@@ -94,11 +94,14 @@ def _per_sample(obj: Any, b: int) -> bool:
             and all(isinstance(v, torch.Tensor) and _batch_axis(v, b) is None for v in obj))
 
 
-def _cut(obj: Any, b: int, part: tuple[int, int] | None, found: list[int], depth: int = 0) -> Any:
+REVERSED = "reversed"  # a `part` of `_cut`: every sample, in reverse order
+
+
+def _cut(obj: Any, b: int, part: tuple[int, int] | str | None, found: list[int], depth: int = 0) -> Any:
     """`obj` with every tensor cut to the samples part = (start, length) along its axis of size b (a list of one
-    tensor per sample: to that part of the list, `_per_sample`), or whole where part is None (clones either way,
-    so a forward that writes into its input leaves the user's tensors alone); `found` counts the cut tensors (-1 on
-    an ambiguous one)."""
+    tensor per sample: to that part of the list, `_per_sample`), all of them in reverse order where part is
+    REVERSED, or whole where part is None (clones either way, so a forward that writes into its input leaves the
+    user's tensors alone); `found` counts the cut tensors (-1 on an ambiguous one)."""
     if isinstance(obj, torch.Tensor):
         axis = _batch_axis(obj, b)
         if axis == -1:
@@ -107,37 +110,19 @@ def _cut(obj: Any, b: int, part: tuple[int, int] | None, found: list[int], depth
         if axis is None or part is None:
             return obj.detach().clone()
         found.append(1)
-        return obj.detach().narrow(axis, *part).clone()
+        return obj.detach().flip(axis) if part == REVERSED else obj.detach().narrow(axis, *part).clone()
     if depth > 3:
         return obj
     if part is not None and depth > 0 and _per_sample(obj, b):  # one tensor per sample: the list is the batch
         found.append(1)
-        return type(obj)(v.detach().clone() for v in obj[part[0]:part[0] + part[1]])
+        kept = obj[::-1] if part == REVERSED else obj[part[0]:part[0] + part[1]]
+        return type(obj)(v.detach().clone() for v in kept)
     if isinstance(obj, tuple):
         return tuple(_cut(v, b, part, found, depth + 1) for v in obj)
     if isinstance(obj, list):
         return [_cut(v, b, part, found, depth + 1) for v in obj]
     if isinstance(obj, dict):
         return {k: _cut(v, b, part, found, depth + 1) for k, v in obj.items()}
-    return obj
-
-
-def _reversed(obj: Any, b: int, depth: int = 0) -> Any:
-    """`obj` with every tensor's samples in reverse order along its axis of size b (a list of one tensor per sample:
-    the list reversed); other values as they are. Only called on arguments `_cut` found cuttable."""
-    if isinstance(obj, torch.Tensor):
-        axis = _batch_axis(obj, b)
-        return obj.detach().clone() if axis is None or axis == -1 else obj.detach().flip(axis)
-    if depth > 3:
-        return obj
-    if depth > 0 and _per_sample(obj, b):
-        return type(obj)(v.detach().clone() for v in reversed(obj))
-    if isinstance(obj, tuple):
-        return tuple(_reversed(v, b, depth + 1) for v in obj)
-    if isinstance(obj, list):
-        return [_reversed(v, b, depth + 1) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _reversed(v, b, depth + 1) for k, v in obj.items()}
     return obj
 
 
@@ -175,7 +160,7 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
                 torch.random.set_rng_state(state)
                 halves.append(_tensors(module(*cut_args, **cut_kwargs)))
             torch.random.set_rng_state(state)
-            flipped = _tensors(module(*_reversed(args, b), **_reversed(kwargs, b)))
+            flipped = _tensors(module(*_cut(args, b, REVERSED, []), **_cut(kwargs, b, REVERSED, [])))
     except Exception:  # a forward that cannot take half a batch (a fixed reshape) is not testable
         return None
     finally:

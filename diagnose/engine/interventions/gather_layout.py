@@ -24,11 +24,7 @@ import torch
 
 from .base import Intervention
 from .ops import Call, watch_ops
-
-
-def _rows_dim(call: Call, position: int) -> int:
-    dim = call.kwargs.get("dim", call.args[position] if len(call.args) > position else 0)
-    return dim if isinstance(dim, int) else -1
+from .pair_layout import _dim as _rows_dim  # the `dim` argument of a cat / chunk / split, 0 when not given
 
 
 class SplitGatherByRank(Intervention):
