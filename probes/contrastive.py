@@ -21,8 +21,10 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       and text embeddings as paired, rows L2-normalised and centred), cka_null (the same with the
       captions re-paired by a fixed derangement: the value of unrelated pairs)
   target ``image`` / ``text``, expensive steps: duplicate_share (rows with another row of the batch
-      at cosine >= `DUPLICATE_COSINE`), and with square logits loss_duplicates_masked (the symmetric loss with
-      only this side's duplicates removed from the negatives: what its copies alone cost)
+      at cosine >= `DUPLICATE_COSINE`), loss_floor_duplicates (mean over rows of ln(1 + k), k the row's copies:
+      the least loss the batch allows, whatever the model learns, where copies score alike), and with square
+      logits loss_duplicates_masked (the symmetric loss with only this side's duplicates removed from the
+      negatives: what its copies alone cost)
   target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
       of a row's positive removed from its negatives), loss_diagonal_same_step (the unmasked loss
       on the same rows, for the comparison); with image and text embeddings of the logits' rows:
@@ -438,7 +440,11 @@ class Contrastive(Probe):
             same = (u @ u.t()) >= DUPLICATE_COSINE
             same.fill_diagonal_(False)
             dup[name] = same
-            r.add(name, "duplicate_share", same.any(dim=1).float().mean())
+            copies = same.sum(dim=1).float()
+            # a row's positive and its k copies score alike in every row (identical columns), and k + 1 identical
+            # rows share their targets' mass: either way a row's loss is at least ln(1 + k) on average
+            r.add(name, ("duplicate_share", "loss_floor_duplicates"),
+                  torch.stack([(copies > 0).float().mean(), torch.log1p(copies).mean()]))
         if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] == logits.shape[1]):
             return
         z = logits.detach().float()

@@ -596,6 +596,26 @@ def test_add_missing_params_extends_the_schedulers_built_on_the_optimizer(under_
     assert opt.param_groups[1]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
 
 
+def test_add_missing_params_gives_the_new_group_the_optimizer_defaults_not_group_0s(under_ablation):
+    """Hand-built groups listing the backbone first at a small lr, the heads' group never appended: the heads join
+    as a group that names no settings (the constructor's lr, 1e-3), not at the first group's 1e-5; a LambdaLR built
+    on the optimizer scales the new group from its own start lr."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.AdamW([{"params": [*model.image.parameters()], "lr": 1e-5}], lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    under_ablation("add_missing_params")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(3):
+            step(model, opt, w, i, x, t)
+            sched.step()
+    assert len(opt.param_groups) == 2
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5 / 4)
+    assert opt.param_groups[1]["lr"] == pytest.approx(1e-3 / 4)
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+
+
 class Delegating(torch.optim.Optimizer):
     """A wrapper whose step delegates to a base optimizer kept in its state (SAM / Bayesian wrappers do)."""
 

@@ -233,6 +233,10 @@ def test_contrastive_duplicates_and_the_masked_counterfactual():
     # each side's copies alone: the text side's are all there are here, the image side has none
     assert v[("text", "loss_duplicates_masked")] == pytest.approx(float(want), rel=1e-5)
     assert v[("image", "loss_duplicates_masked")] == pytest.approx(v[("logits", "loss_diagonal_same_step")], rel=1e-5)
+    # the least loss the batch allows: 4 of 8 rows with one copy each, ln 2 each; the model's loss is above it
+    assert v[("text", "loss_floor_duplicates")] == pytest.approx(4 * math.log(2) / 8, rel=1e-6)
+    assert v[("image", "loss_floor_duplicates")] == 0.0
+    assert v[("logits", "loss_diagonal_same_step")] >= v[("text", "loss_floor_duplicates")]
 
 
 def _best_scale_loss(z):

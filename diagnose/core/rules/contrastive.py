@@ -260,8 +260,14 @@ class FalseNegatives(Rule):
             masked, full = window(masked), window(full)
         if masked.empty or full.empty:
             return []
+        floor = _floor(df, side, before)
         gap = float(full.mean()) - float(masked.mean())
-        rel = gap / float(full.mean()) if float(full.mean()) > 0 else 0.0
+        # what the copies cost: the counterfactual on the step's logits, or the least loss the batch allows where
+        # that is more (on logits that do not rank yet, taking k copies out of B candidates barely moves the loss,
+        # while no model can take those rows below ln(1 + k))
+        cost = max(gap, floor if floor is not None else 0.0)
+        share = (lambda x: x / float(full.mean()) if float(full.mean()) > 0 else 0.0)  # noqa: E731
+        rel = share(cost)
         mean, ln_b = end_loss(df)
         # the counterfactual decides whether they matter here: below the gap they are a measurement (info,
         # e.g. the same item sampled twice into a batch), above it a cause (an error while not learned, and in a
@@ -270,7 +276,9 @@ class FalseNegatives(Rule):
                     "warning" if learned(mean, ln_b) and rel < HOLDS_LOSS_SHARE else "error")
         ev = {"duplicate_share": {k: rnd(v) for k, v in shares.items()},
               "loss_end_same_steps": rnd(full.mean()),
-              "loss_duplicates_masked": rnd(masked.mean()), "gap": rnd(gap), "gap_share_of_loss": rnd(rel),
+              "loss_duplicates_masked": rnd(masked.mean()), "gap": rnd(gap),
+              "gap_share_of_loss": rnd(share(gap)), "loss_floor_duplicates": None if floor is None else rnd(floor),
+              "floor_share_of_loss": None if floor is None else rnd(share(floor)),
               "window_steps": span(full), "chance_ln_B": rnd(ln_b), "read_before_collapse": before is not None}
         what = (f"{shares[side]:.0%} of the rows have a duplicate {side} in their batch" if side != "candidates" else
                 f"{shares[side]:.0%} of the rows' positive candidates appear again among the other candidates "
@@ -278,8 +286,11 @@ class FalseNegatives(Rule):
         return [Finding(
             "false_negatives", severity, ctx.name,
             f"{what}, and the loss scores the copies as negatives: taking them out of the negatives lowers the loss "
-            f"on the same logits from {full.mean():.4f} to {masked.mean():.4f} ({rel:.0%} of it), a share the model "
-            "can never win by learning"
+            f"on the same logits from {full.mean():.4f} to {masked.mean():.4f} ({share(gap):.0%} of it)"
+            + ("" if floor is None or floor <= gap else
+               f", and with its copies scoring alike no model can take a row below ln(1 + copies): {floor:.4f} on "
+               f"average ({share(floor):.0%} of the loss)")
+            + ", a share the model can never win by learning"
             + (f" (read on steps {ev['window_steps'][0]}-{ev['window_steps'][1]}, before the {side} embeddings "
                "collapsed: after it every row looks like a copy)." if before is not None else "."), ev,
             "Deduplicate captions within a batch (sample one pair per caption/class), or mask duplicates of the "
@@ -296,9 +307,23 @@ class FalseNegatives(Rule):
         if since is None or int((share.index >= since).sum()) < PERSIST_MIN_OBS:
             return False
         gap_share = saved_share(df, full_m, masked_m)
+        if target in ("image", "text"):  # the least loss the batch allows, where that is more (`check`)
+            full = finite(series(df, "contrastive", "logits", full_m))
+            floor = (series(df, "contrastive", target, "loss_floor_duplicates") / full.where(full > 0)).dropna()
+            gap_share = pd.concat([gap_share, floor], axis=1).max(axis=1).dropna()
         gap_share = gap_share[gap_share.index >= since]
         return (len(gap_share) >= PERSIST_MIN_OBS and float(gap_share.mean()) >= FALSE_NEGATIVE_GAP
                 and not falling(gap_share))
+
+
+def _floor(df: pd.DataFrame, side: str, steps: pd.Index | None) -> float | None:
+    """Mean least loss `side`'s copies allow (probe reading loss_floor_duplicates) over the rules' window, or over
+    `steps` (those before a collapse); None where not read (the candidates' twins, or older records)."""
+    if side not in ("image", "text"):
+        return None
+    s = finite(series(df, "contrastive", side, "loss_floor_duplicates"))
+    s = s[s.index.isin(steps)] if steps is not None else window(s)
+    return float(s.mean()) if len(s) else None
 
 
 def _collapsed(df: pd.DataFrame, name: str) -> bool:

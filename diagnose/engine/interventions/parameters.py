@@ -1,7 +1,8 @@
 """Interventions on which parameters train.
 
   add_missing_params  trainable parameters that get gradients but are in no param group join the
-                      optimizer (a new group with group 0's settings) at the first step, and so do tensors
+                      optimizer (a new group with the optimizer's defaults, as `add_param_group` gives a
+                      group that names no settings) at the first step, and so do tensors
                       with gradients on the loss's path in no registered module (a tower kept in a Python
                       list or dict: the `graph_leaves` probe's walk of the autograd graph) (tests
                       param_not_in_optimizer)
@@ -25,25 +26,31 @@ PER_GROUP = ("base_lrs", "_last_lr", "lr_lambdas", "max_lrs", "min_lrs", "base_m
 
 
 def _join(optimizer: Any, params: list) -> None:
-    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-    group.pop("name", None)
+    """`params` join as a new group that names no settings, so torch gives it the optimizer's defaults: what the
+    user's constructor said a group without its own settings gets. Group 0's settings would be an accident of
+    order (hand-built groups often list the backbone first, at its small lr: heads left out of the list then
+    joined at the backbone's 1e-5 rather than the constructor's 1e-3)."""
     before = len(optimizer.param_groups)
-    optimizer.add_param_group({**group, "params": params})
+    optimizer.add_param_group({"params": params})
+    if "initial_lr" in optimizer.param_groups[0]:  # a scheduler's start value, as torch's schedulers set it
+        optimizer.param_groups[-1].setdefault("initial_lr", optimizer.param_groups[-1]["lr"])
     _extend_schedulers(optimizer, before)
 
 
 def _extend_schedulers(optimizer: Any, groups_before: int) -> None:
-    """The new group follows group 0's schedule: every scheduler built on the optimizer keeps per-group lists
-    (base_lrs, the last lrs, LambdaLR's lambdas, CyclicLR's max_lrs, ReduceLROnPlateau's min_lrs) that torch zips
-    strictly with the param groups, so each such list gets group 0's entry appended (a scheduler left as it was
-    fails its next step: "zip() argument 2 is shorter than argument 1")."""
+    """The new group follows group 0's schedule from its own start lr: every scheduler built on the optimizer
+    keeps per-group lists (base_lrs, the last lrs, LambdaLR's lambdas, CyclicLR's max_lrs, ReduceLROnPlateau's
+    min_lrs) that torch zips strictly with the param groups, so each such list gets an entry appended: the new
+    group's lr for the lr lists, group 0's entry for the others (a scheduler left as it was fails its next step:
+    "zip() argument 2 is shorter than argument 1")."""
     from probes.optimizer import schedulers_of
 
+    lr = optimizer.param_groups[-1]["lr"]
     for sched in schedulers_of(optimizer):
         for name in PER_GROUP:
             value = getattr(sched, name, None)
             if isinstance(value, list) and len(value) == groups_before and value:
-                value.append(value[0])
+                value.append(lr if name in ("base_lrs", "_last_lr") else value[0])
 
 
 def add_missing(model: Any, optimizer: Any, leaves: list | None = None) -> list[str]:

@@ -27,6 +27,25 @@ def test_false_negatives_fires_when_the_masked_counterfactual_shows_the_cost():
     assert R.false_negatives.alarm(f, df) is True
 
 
+def test_false_negatives_on_logits_that_do_not_rank_yet_are_read_by_the_least_loss_the_copies_allow():
+    """Copies of a caption in most rows, logits still flat: taking k copies out of B candidates barely moves the loss
+    (5%), but no model can take those rows below ln(1 + k): that floor (45% of the loss) is what the copies cost."""
+    full = [LN_B] * N
+    floored = frame(_dups([0.9] * N, [0.95 * LN_B] * N, full), rec("contrastive", "text", "loss_floor_duplicates",
+                                                                    [0.45 * LN_B] * N),
+                    loss("loss_clip", noisy(full)), moving())
+    f = one(R.false_negatives(floored, ctx()), "false_negatives")
+    assert f.severity == "error" and f.evidence["gap_share_of_loss"] == pytest.approx(0.05)
+    assert f.evidence["floor_share_of_loss"] == pytest.approx(0.45) and "ln(1 + copies)" in f.message
+    assert R.false_negatives.alarm(f, floored) is True
+    # near miss: a few rows with one copy each (the same pair sampled twice): a floor of 4% of the loss, an info
+    few = frame(_dups([0.1] * N, [0.98 * LN_B] * N, full), rec("contrastive", "text", "loss_floor_duplicates",
+                                                               [0.04 * LN_B] * N),
+                loss("loss_clip", noisy(full)), moving())
+    g = one(R.false_negatives(few, ctx()), "false_negatives")
+    assert g.severity == "info" and R.false_negatives.alarm(g, few) is False
+
+
 def test_false_negatives_alarm_while_the_run_partly_learns_unless_the_gap_shrinks():
     import numpy as np
 
