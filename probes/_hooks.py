@@ -88,6 +88,9 @@ class HookSet:
     def forward_pre_hook(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False) -> None:
         self._handles.append(module.register_forward_pre_hook(OwnHook(fn), with_kwargs=with_kwargs))
 
+    def optimizer_pre_hook(self, optimizer: torch.optim.Optimizer, fn: Callable) -> None:
+        self._handles.append(optimizer.register_step_pre_hook(fn))
+
     def optimizer_post_hook(self, optimizer: torch.optim.Optimizer, fn: Callable) -> None:
         self._handles.append(optimizer.register_step_post_hook(fn))
 

@@ -30,6 +30,7 @@ from .batch_mixing import BatchMixing
 from .collapse import Collapse
 from .contrastive import Contrastive
 from .entropy import SoftmaxEntropy
+from .forward_weights import ForwardWeights
 from .gradients import GradientFlow
 from .graph_leaves import GraphLeaves
 from .latents import LatentStats
@@ -50,16 +51,17 @@ PROBES: dict[str, type[Probe]] = {
     "pairs_first": PairsFirst,
     "batch_drift": BatchDrift,
     "graph_leaves": GraphLeaves,
+    "forward_weights": ForwardWeights,
 }
 
 # the probes with work on the expensive schedule (named in the coverage line of that schedule)
-EXPENSIVE = ("softmax_entropy", "collapse", "latent_stats", "contrastive")
+EXPENSIVE = ("softmax_entropy", "collapse", "latent_stats", "contrastive", "forward_weights")
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "cheap": ("gradient_flow", "loss_split", "optimizer", "contrastive", "batch_mixing", "pairs_first",
               "graph_leaves", "batch_drift"),
     "all": ("latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse", "optimizer", "contrastive",
-            "batch_mixing", "pairs_first", "graph_leaves", "batch_drift"),
+            "batch_mixing", "pairs_first", "graph_leaves", "batch_drift", "forward_weights"),
 }
 
 

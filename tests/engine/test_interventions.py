@@ -616,6 +616,40 @@ def test_add_missing_params_gives_the_new_group_the_optimizer_defaults_not_group
     assert opt.param_groups[1]["weight_decay"] == 0.0
 
 
+@pytest.mark.parametrize("whole_loop", [True, False])
+def test_clear_autocast_cache_lets_the_forward_see_the_updated_weights(under_ablation, whole_loop):
+    """One autocast region around the whole loop: without the fix the forward keeps the first step's bf16 casts
+    (the output does not change although the weights do); with it the next forward casts the updated weights. A
+    region around the forward and the loss only has no cache that outlives a step: not applicable."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    spec = under_ablation("clear_autocast_cache")
+    x, t = batch()
+    if not whole_loop:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                for i in range(3):
+                    with torch.autocast("cpu", dtype=torch.bfloat16):  # the forward and the loss only
+                        img, txt = model(x, t)
+                        logits = model.logit_scale.exp() * img @ txt.t()
+                        loss = F.cross_entropy(logits.float(), torch.arange(B))
+                    opt.zero_grad()
+                    loss.backward()
+                    w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+                    opt.step()
+        assert "no autocast region" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    outer = torch.autocast("cpu", dtype=torch.bfloat16)
+    with diagnose.watch(model, opt, batch_size=B) as w, outer:
+        for i in range(3):
+            step(model, opt, w, i, x, t)
+        out = model.image(x).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        now = model.image(x).float()  # a fresh region: the weights as they are
+    assert torch.equal(out, now)
+
+
 class Delegating(torch.optim.Optimizer):
     """A wrapper whose step delegates to a base optimizer kept in its state (SAM / Bayesian wrappers do)."""
 

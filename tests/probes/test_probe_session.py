@@ -254,7 +254,7 @@ def test_presets_and_schedule():
                                 "pairs_first", "graph_leaves", "batch_drift")
     assert set(PRESETS["all"]) == {"latent_stats", "gradient_flow", "softmax_entropy", "loss_split", "collapse",
                                    "optimizer", "contrastive", "batch_mixing", "pairs_first", "graph_leaves",
-                                   "batch_drift"}
+                                   "batch_drift", "forward_weights"}
     model = TinyTower()
     with attach(model, probes="cheap", strict=True) as session:
         # cheap: no forward hooks, except batch_mixing's pre-hooks during the forwards after observations 0, 2, 10

@@ -45,6 +45,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     false_negatives,
     few_negatives,
     flat_logits,
+    forward_weights_stale,
     gathered_gradient_scale,
     gathered_without_gradient,
     gradient_fall,
@@ -131,5 +132,5 @@ __all__ = [
     "updates_rounded_away",
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
-    "collapsed_by_update", "batch_of_copies", "target_only_in_group",
+    "collapsed_by_update", "batch_of_copies", "target_only_in_group", "forward_weights_stale",
 ]

@@ -28,6 +28,7 @@ from .contrastive import (
 )
 from .data import NoDataSignal, PairsUnrelated
 from .distributed import ChanceMismatch, GatheredGradientScale, GatheredWithoutGradient, ReplicasOutOfSync
+from .forward_weights import StaleForwardWeights
 from .gradients import (
     GradientFall,
     GradientPresence,
@@ -115,6 +116,8 @@ collapsed_by_update = CollapsedByUpdate()
 batch_of_copies = BatchOfCopies()
 # the loss split at the group of candidates each row narrowed to: learned down to the group, at chance inside it
 target_only_in_group = TargetOnlyInGroup()
+# a layer's output against its input through its current weight: the forward reads a copy the optimizer left behind
+forward_weights_stale = StaleForwardWeights()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -129,7 +132,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
-                logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group),
+                logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group, forward_weights_stale),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -7,6 +7,7 @@ watch (`diagnose.engine.ablation_env`): one module per kind, every class registe
 from __future__ import annotations
 
 from .attention import AttentionBatchFirst
+from .autocast_cache import ClearAutocastCache
 from .base import Intervention, NotApplicable
 from .eps import DefaultEps
 from .finite_masks import FiniteMasks
@@ -41,7 +42,7 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, GatherWithGrad, CentreInputs, StandardiseInputs,
     Reinit, ReinitConstant, DiagonalTargets, SplitGatherByRank, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad,
     ScalerStep, Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates,
-    AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite)}
+    AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache)}
 
 
 def for_cause(cause: str) -> list[str]:

@@ -343,6 +343,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.soft_targets_flat, R.batch_of_copies, R.target_only_in_group,
                # tests/core/rules/test_representation.py
                R.collapsed_by_update,
+               # tests/core/rules/test_forward_weights.py
+               R.forward_weights_stale,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py
