@@ -17,6 +17,10 @@ Probe ``graph_leaves`` (python numbers, plus one norm per step while such leaves
     target ``leaf<i>:<shape>``, metric ``unregistered_numel``: the first `MAX_LISTED` such leaves
     target ``in_groups``: numel (values of the leaves on the path that a param group holds: what the
         optimizer can step, against which the unregistered values are weighed)
+  again, up to `MAX_REWALKS` times, at an observation where every leaf the last walk found has been freed (the
+  step's graph, which held them, is gone: they were made anew in a forward), with
+    target ``unregistered``: recreated (1 if that walk found unregistered leaves again: tensors created at every
+        forward, e.g. ``nn.Linear(...)(x)`` inside ``forward``, drawn afresh each step; else 0)
   on every measured step after that, while any of them is alive:
     target ``unregistered``: norm (the leaves' joint L2 norm: constant when nothing steps them; moving
         where a second optimizer does)
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
 
 MAX_NODES = 100_000  # bound on the walk: a huge graph stops here (recorded as truncated), it cannot hang a step
 MAX_LISTED = 16  # leaves listed by shape: enough to recognise the tower, bounded on many small tensors
+# walks after the leaves were freed: three generations of fresh leaves are a creation per forward, not a model rebuilt
+# once (a resume); bounded because each walk visits the whole graph
+MAX_REWALKS = 2
 
 
 class GraphLeaves(Probe):
@@ -47,13 +54,15 @@ class GraphLeaves(Probe):
         self._layout: tuple[int, ...] | None = None  # param groups' sizes at the last walk
         self._walked = False
         self._leaves: list[weakref.ref] = []
+        self._rewalks = 0
 
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
         layout = _layout(session.optimizer)
-        if not self._walked or layout != self._layout:
+        gone = bool(self._leaves) and not self.unregistered()  # freed with the graph that held them
+        if not self._walked or layout != self._layout or (gone and self._rewalks < MAX_REWALKS):
             roots = [t for t in _tensors(obs) if t.grad_fn is not None]
             if roots:
-                self._walk(session, obs.step, roots)
+                self._walk(session, obs.step, roots, gone)
                 self._layout = layout
                 self._walked = True
         if self._leaves and session.due(obs.step):
@@ -63,7 +72,7 @@ class GraphLeaves(Probe):
         """The live leaves of the last walk that requires grad in no parameter of the model and no param group."""
         return [v for v in (r() for r in self._leaves) if v is not None]
 
-    def _walk(self, session: "ProbeSession", step: int, roots: list[torch.Tensor]) -> None:
+    def _walk(self, session: "ProbeSession", step: int, roots: list[torch.Tensor], gone: bool = False) -> None:
         leaves, nodes, truncated = graph_leaves([t.grad_fn for t in roots])
         opt = session.optimizer
         grouped = {id(p) for g in opt.param_groups for p in g["params"]} if opt is not None else set()
@@ -77,6 +86,9 @@ class GraphLeaves(Probe):
                 ("in_groups", "numel", float(sum(v.numel() for v in stepped)))]
         rows += [(f"leaf{i}:{'x'.join(map(str, v.shape)) or 'scalar'}", "unregistered_numel", float(v.numel()))
                  for i, v in enumerate(found[:MAX_LISTED])]
+        if gone:
+            self._rewalks += 1
+            rows.append(("unregistered", "recreated", float(bool(found))))
         session.buffer.extend(step, self.name, rows)
 
     def _norm(self, session: "ProbeSession", step: int) -> None:

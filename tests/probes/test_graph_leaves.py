@@ -142,3 +142,29 @@ def test_groups_changing_triggers_a_new_walk():
                 opt.add_param_group({"params": [p for m in model.towers for p in m.parameters()]})
     counts = session.records[session.records.metric == "count"].set_index("step").value.to_dict()
     assert counts == {0: 4, 1: 0}
+
+
+class LayerInForward(nn.Module):
+    """A registered tower, and a projection built inside `forward`: a fresh random layer at every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Linear(8, 4)
+
+    def forward(self, x, t):
+        a = F.normalize(self.image(x), dim=-1)
+        b = F.normalize(nn.Linear(6, 4)(t), dim=-1)
+        return a @ b.t()
+
+
+def test_a_layer_made_in_forward_is_found_again_after_its_leaves_were_freed_a_bounded_number_of_times():
+    from probes.graph_leaves import MAX_REWALKS
+
+    model = LayerInForward()
+    records = _train(model, torch.optim.Adam(model.parameters(), lr=0.1), steps=6)
+    recreated = records[records.metric == "recreated"].sort_values("step")
+    assert recreated.step.tolist() == list(range(1, MAX_REWALKS + 1)) and (recreated.value == 1.0).all()
+    assert set(records[records.metric == "count"].value) == {2.0}
+    # towers in a list live across steps: found once, never freed, never walked again
+    kept = _train(ListTowers(), torch.optim.Adam(ListTowers().parameters(), lr=0.1), steps=4)
+    assert kept[kept.metric == "recreated"].empty

@@ -16,6 +16,10 @@ PROBE = "graph_leaves"
 # trains cannot move whatever the run does, so the model's own movement (the persistence gate's usual measure of
 # "had the chance to leave the state") cannot be waited for: the optimizer moves only the minority it holds.
 UNSTEPPED_MAJORITY = 0.5
+# Walks that found fresh unregistered leaves after the last walk's had been freed (probe reading `recreated`): two
+# after the first are three generations, a creation at every forward (a layer built inside `forward`), not a part
+# rebuilt once; no healthy run has trainable tensors that live one step.
+RECREATED_MIN = 2
 
 
 class ParamsUnregistered(Rule):
@@ -24,13 +28,14 @@ class ParamsUnregistered(Rule):
     topic = "graph"
     emits = (Emit("params_unregistered", ("warning", "error"), "param_not_in_optimizer", 1),)
     needs = ((PROBE, "count"),)
-    thresholds = {"UNMOVED_REL": UNMOVED_REL, "UNSTEPPED_MAJORITY": UNSTEPPED_MAJORITY}
+    thresholds = {"UNMOVED_REL": UNMOVED_REL, "UNSTEPPED_MAJORITY": UNSTEPPED_MAJORITY, "RECREATED_MIN": RECREATED_MIN}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         n = finite(series(df, PROBE, "unregistered", "count"))
         if n.empty or float(n.iloc[-1]) <= 0:
             return []
-        change = _norm_change(df)
+        fresh = _recreated(df)
+        change = None if fresh else _norm_change(df)  # across generations the norms are of other tensors
         if change is not None and change > UNMOVED_REL:
             return []  # something else steps them (a second optimizer, an EMA): not this fault
         listed = select(df, PROBE, "unregistered_numel")
@@ -43,10 +48,14 @@ class ParamsUnregistered(Rule):
         ev = {"count": count, "numel": values, "shapes": shapes, "found_at_step": int(n.index[-1]),
               "relative_norm_change": None if change is None else rnd(change, 9),
               "norm_steps": span(finite(series(df, PROBE, "unregistered", "norm"))),
-              "share_of_path_values": rnd(_unstepped_share(df)),
+              "share_of_path_values": rnd(_unstepped_share(df)), "recreated_walks": fresh,
               "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
         shown = ", ".join(shapes[:6]) + (" ..." if count > len(shapes[:6]) else "")
         moved = "" if change is None else f"; their joint norm changed by {change:.1g} relative over the run"
+        if fresh:
+            moved = (f"; they are made anew at every forward: at {fresh} later walk(s), the tensors found before had "
+                     "been freed with their step's graph and fresh ones of the same kind were on the path, so each "
+                     "step draws them again and whatever they learn is thrown away")
         return [Finding(
             "params_unregistered", severity, ctx.name,
             f"{count} trainable tensors ({values} values; shapes {shown}) are on the loss's path but belong to no "
@@ -64,11 +73,20 @@ class ParamsUnregistered(Rule):
         # (the optimizer holds a minority: a logit scale), so persistence is counted in observations, as
         # LearningRateGone does for weights that cannot move
         holds = _holds(df)
+        if _recreated(df) >= RECREATED_MIN:  # direct; held PERSIST_MIN_OBS steps, loss not falling
+            first = int(finite(series(df, PROBE, "unregistered", "recreated")).index[0])
+            seen = series(df, "loss_split", primary_component(df), "value").index
+            return int((seen >= first).sum()) >= PERSIST_MIN_OBS and not loss_falling(df, first)
         if _unstepped_share(df) <= UNSTEPPED_MAJORITY:
             return stuck(df, holds)
         since = held_since(holds)
         return (since is not None and int((holds.index >= since).sum()) >= PERSIST_MIN_OBS
                 and not loss_falling(df, since))
+
+
+def _recreated(df: pd.DataFrame) -> int:
+    """Walks that found fresh unregistered leaves after the earlier ones had been freed."""
+    return int(finite(series(df, PROBE, "unregistered", "recreated")).sum())
 
 
 def _unstepped_share(df: pd.DataFrame) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from diagnose.core import rules as R
-from diagnose.core.rules.graph import UNMOVED_REL, UNSTEPPED_MAJORITY
+from diagnose.core.rules.graph import RECREATED_MIN, UNMOVED_REL, UNSTEPPED_MAJORITY
 
 from .harness import LN_B, ctx, frame, loss, one, rec
 from .test_persistence import N, moving, noisy
@@ -82,3 +82,31 @@ def test_no_alarm_while_the_loss_falls():
     df = frame(_leaves(), loss("loss_clip", list(np.linspace(1.05 * LN_B, 0.5 * LN_B, N))), moving(per_step=1e-4))
     f = one(R.params_unregistered(df, ctx()), "params_unregistered")
     assert R.params_unregistered.alarm(f, df) is False
+
+
+def _fresh(walks: int, n=N):
+    """Walks at steps 1..walks that found fresh leaves after the earlier ones were freed; each generation's norm."""
+    norms = {s: 3.0 + 0.1 * s for s in range(walks + 1)}
+    return frame(rec(PROBE, "unregistered", "count", {s: 4 for s in range(walks + 1)}),
+                 rec(PROBE, "unregistered", "numel", {s: 64 for s in range(walks + 1)}),
+                 rec(PROBE, "in_groups", "numel", {0: 640}), rec(PROBE, "unregistered", "norm", norms),
+                 rec(PROBE, "unregistered", "recreated", {s: 1.0 for s in range(1, walks + 1)}))
+
+
+def test_leaves_made_anew_at_every_forward_fire_although_their_norm_changes_and_alarm_without_waiting_for_moves():
+    """A layer built inside forward: each walk finds other tensors (their norms differ: not a second optimizer); a
+    tenth of the path's values, yet the alarm needs no movement of the model, only PERSIST_MIN_OBS steps of a loss
+    that does not fall."""
+    df = frame(_fresh(RECREATED_MIN), _at_chance())
+    f = one(R.params_unregistered(df, ctx()), "params_unregistered")
+    assert f.severity == "error" and f.evidence["recreated_walks"] == RECREATED_MIN and "made anew" in f.message
+    assert f.evidence["relative_norm_change"] is None
+    assert R.params_unregistered.alarm(f, df) is True
+    # near misses: one fresh generation only (a part rebuilt once) waits for the usual gate, which a model that does
+    # not move never passes; fresh leaves but a loss that falls
+    once = frame(_fresh(1), _at_chance())
+    g = one(R.params_unregistered(once, ctx()), "params_unregistered")
+    assert R.params_unregistered.alarm(g, once) is False
+    falling = frame(_fresh(RECREATED_MIN), loss("loss_clip", list(np.linspace(LN_B, 0.4 * LN_B, N))))
+    h = one(R.params_unregistered(falling, ctx()), "params_unregistered")
+    assert R.params_unregistered.alarm(h, falling) is False
