@@ -1440,6 +1440,29 @@ def test_guard_zero_division_turns_an_empty_mean_pool_into_zeros(under_ablation)
         "2 division(s) by a tensor with zeros divided by 1 at 2 entries"]
 
 
+def test_guard_zero_division_gives_a_float16_normalize_an_eps_that_exists_in_its_dtype(under_ablation):
+    """F.normalize's default eps (1e-12) is 0 in float16: an all-zero row is 0/0 = NaN (pytorch#32137); under the fix
+    it normalises to zeros, and rows that are not zero are unchanged. A float32 normalize is left alone."""
+    rows = torch.randn(4, 8).half()
+    rows[2] = 0
+    assert torch.isnan(F.normalize(rows, dim=-1)[2]).all()  # without the fix
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("guard_zero_division")
+    x, t = batch()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        out = F.normalize(rows, dim=-1)
+        same32 = F.normalize(rows.float(), dim=-1)
+        step(model, opt, w, 0, x, t)
+        step(model, opt, w, 1, x, t)
+    assert torch.equal(out[2], torch.zeros(8, dtype=torch.float16))
+    assert torch.allclose(out[[0, 1, 3]].float(), same32[[0, 1, 3]], atol=1e-3)
+    assert torch.equal(same32[2], torch.zeros(8))
+    assert "1 F.normalize call(s) with an eps that is 0 in their dtype clamped at its smallest normal" in json.loads(
+        open(spec["status"]).read())["applied"]
+
+
 @pytest.mark.parametrize("where", ["optimizer", "loss"])
 def test_no_weight_decay_zeroes_the_groups_decay_or_a_penalty_written_into_the_loss(under_ablation, where):
     torch.manual_seed(0)
