@@ -1,11 +1,14 @@
 """reinit_constant: weight tensors that are constant when the watch opens (every element equal: a head initialised
 with zeros or ones; a normalisation layer's gain of zeros) redrawn with their module's own default initialisation
-(a norm gain: ones) before the first step (tests no_gradient_path, embedding_collapse, symmetric_latents).
+(a norm gain: ones) before the first step (tests no_gradient_path, embedding_collapse, symmetric_latents,
+nonfinite_divergence).
 
 A layer whose weights are all zero passes no gradient to what feeds it and outputs the same vector for every input
 (a ReLU after it stays dead); weights that are all equal give every unit the same function and the same update, so
 the output stays on one line: the units are copies of each other, the symmetry `reinit` breaks for latents (a latent
-array of ones is one such tensor). Both are the state a fresh default init removes; nothing else in the run changes.
+array of ones is one such tensor). A zero weight whose norm the forward takes by hand (`sqrt(sum(w ** 2))`) has an
+infinite derivative there: the first backward is 0 * inf = NaN and the first step writes it into the weights. All are
+the state a fresh default init removes; nothing else in the run changes.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def _norm_gain(owner: Any, p: torch.Tensor) -> bool:
 
 class ReinitConstant(Intervention):
     name = "reinit_constant"
-    tests = ("no_gradient_path", "embedding_collapse", "symmetric_latents")
+    tests = ("no_gradient_path", "embedding_collapse", "symmetric_latents", "nonfinite_divergence")
     changes = ("weight tensors that are constant when the watch opens (all zeros, all ones; a norm layer's gain of "
                "zeros) redrawn with their module's default initialisation (its bias too; a norm gain: ones) before "
                "the first step")
