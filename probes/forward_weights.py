@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._scope import is_compiled
 from .base import Observation, Probe, module_label
 
 if TYPE_CHECKING:
@@ -51,8 +52,11 @@ class ForwardWeights(Probe):
 
     def setup(self, session: "ProbeSession") -> None:
         self._at_step: list[int] = []  # autocast_at_step of the steps since the last observe
+        # layers inside a compiled module are left alone (dynamo would trace the hook; its graphs bypass it anyway)
+        compiled = [f"{n}." if n else "" for n, m in session.model.named_modules() if is_compiled(m)]
         layers = [(n, m) for n, m in session.model.named_modules()
-                  if type(m) is nn.Linear and m.weight.requires_grad and m.weight.is_floating_point()][:MODULES]
+                  if type(m) is nn.Linear and m.weight.requires_grad and m.weight.is_floating_point()
+                  and not any(n.startswith(c) for c in compiled)][:MODULES]
         for name, layer in layers:
             session.hooks.forward_hook(layer, self._hook(session, module_label(name)))
         params = [p for p in session.model.parameters() if p.requires_grad]
