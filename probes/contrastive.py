@@ -22,7 +22,8 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       captions re-paired by a fixed derangement: the value of unrelated pairs)
   target ``image`` / ``text``, expensive steps: duplicate_share (rows with another row of the batch
       at cosine >= `DUPLICATE_COSINE`), loss_floor_duplicates (mean over rows of ln(1 + k), k the row's copies:
-      the least loss the batch allows, whatever the model learns, where copies score alike), and with square
+      the least loss the batch allows, whatever the model learns, where copies score alike), cosine_distinct (mean
+      cosine of the pairs that are not copies: under 0.95 the tower tells distinct inputs apart), and with square
       logits loss_duplicates_masked (the symmetric loss with only this side's duplicates removed from the
       negatives: what its copies alone cost)
   target ``logits``, expensive steps: loss_duplicates_masked (the symmetric loss with every duplicate
@@ -437,14 +438,19 @@ class Contrastive(Probe):
             if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] < 2:
                 continue
             u = F.normalize(x.detach().float(), dim=-1)
-            same = (u @ u.t()) >= DUPLICATE_COSINE
+            sim = u @ u.t()
+            same = sim >= DUPLICATE_COSINE
             same.fill_diagonal_(False)
             dup[name] = same
             copies = same.sum(dim=1).float()
+            apart = ~same
+            apart.fill_diagonal_(False)
             # a row's positive and its k copies score alike in every row (identical columns), and k + 1 identical
-            # rows share their targets' mass: either way a row's loss is at least ln(1 + k) on average
-            r.add(name, ("duplicate_share", "loss_floor_duplicates"),
-                  torch.stack([(copies > 0).float().mean(), torch.log1p(copies).mean()]))
+            # rows share their targets' mass: either way a row's loss is at least ln(1 + k) on average; the pairs
+            # that are not copies say whether the tower tells distinct inputs apart (then the copies are the data's)
+            r.add(name, ("duplicate_share", "loss_floor_duplicates", "cosine_distinct"),
+                  torch.stack([(copies > 0).float().mean(), torch.log1p(copies).mean(),
+                               sim[apart].mean() if bool(apart.any()) else sim.new_tensor(math.nan)]))
         if not (isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[0] == logits.shape[1]):
             return
         z = logits.detach().float()

@@ -52,5 +52,5 @@ def test_bad_probe_budget_is_one_clear_error():
 def test_report_coverage_says_how_often_the_expensive_probes_ran(tmp_path):
     _watch(out=tmp_path / "run", plots="deferred")
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "- expensive probes ran: 2 of 12 observed steps (softmax_entropy, collapse, latent_stats, contrastive)" \
-        in report
+    assert ("- expensive probes ran: 2 of 12 observed steps (softmax_entropy, collapse, latent_stats, contrastive, "
+            "forward_weights)") in report

@@ -55,10 +55,10 @@ def test_candidates_from_causes_with_a_contrast():
     names = [c.name for c in candidates_from(causes("learning_rate_too_high"), [], {})]
     assert names == ["lr_down", "warmup", "clip_grad", "lr_up"]  # all test one cause: lr_up as a contrast
     names = [c.name for c in candidates_from(causes("param_not_in_optimizer", "temperature"), [], {})]
-    assert names == ["add_missing_params", "relink_optimizer", "fix_temperature", "rescale_logits",
-                     "log_probabilities"]  # two causes:
+    assert names == ["add_missing_params", "relink_optimizer", "clear_autocast_cache", "fix_temperature",
+                     "rescale_logits"]  # two causes:
     names = [c.name for c in candidates_from(causes("param_not_in_optimizer"), [], {})]  # no control needed
-    assert names == ["add_missing_params", "relink_optimizer", "lr_down"]
+    assert names == ["add_missing_params", "relink_optimizer", "clear_autocast_cache", "lr_down"]
     names = [c.name for c in candidates_from(causes("temperature"), ["auto", "lr_up:factor=100"], {})]
     assert names == ["lr_up:factor=100", "fix_temperature", "rescale_logits", "log_probabilities"]
 

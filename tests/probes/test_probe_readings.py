@@ -237,6 +237,11 @@ def test_contrastive_duplicates_and_the_masked_counterfactual():
     assert v[("text", "loss_floor_duplicates")] == pytest.approx(4 * math.log(2) / 8, rel=1e-6)
     assert v[("image", "loss_floor_duplicates")] == 0.0
     assert v[("logits", "loss_diagonal_same_step")] >= v[("text", "loss_floor_duplicates")]
+    # the pairs that are not copies: their mean cosine, as computed from the rows
+    u = F.normalize(b.detach(), dim=-1)
+    sim = u @ u.t()
+    apart = ~torch.eye(8, dtype=torch.bool) & ~same
+    assert v[("text", "cosine_distinct")] == pytest.approx(float(sim[apart].mean()), abs=1e-6)
 
 
 def _best_scale_loss(z):

@@ -260,7 +260,7 @@ class FalseNegatives(Rule):
             masked, full = window(masked), window(full)
         if masked.empty or full.empty:
             return []
-        floor = _floor(df, side, before)
+        floor = _floor(df, side)
         gap = float(full.mean()) - float(masked.mean())
         # what the copies cost: the counterfactual on the step's logits, or the least loss the batch allows where
         # that is more (on logits that do not rank yet, taking k copies out of B candidates barely moves the loss,
@@ -307,23 +307,29 @@ class FalseNegatives(Rule):
         if since is None or int((share.index >= since).sum()) < PERSIST_MIN_OBS:
             return False
         gap_share = saved_share(df, full_m, masked_m)
-        if target in ("image", "text"):  # the least loss the batch allows, where that is more (`check`)
+        floor = _floor(df, target) if target in ("image", "text") else None  # the least loss the batch allows
+        if floor is not None:
             full = finite(series(df, "contrastive", "logits", full_m))
-            floor = (series(df, "contrastive", target, "loss_floor_duplicates") / full.where(full > 0)).dropna()
-            gap_share = pd.concat([gap_share, floor], axis=1).max(axis=1).dropna()
+            gap_share = pd.concat([gap_share, floor / full.where(full > 0)], axis=1).max(axis=1).dropna()
         gap_share = gap_share[gap_share.index >= since]
         return (len(gap_share) >= PERSIST_MIN_OBS and float(gap_share.mean()) >= FALSE_NEGATIVE_GAP
                 and not falling(gap_share))
 
 
-def _floor(df: pd.DataFrame, side: str, steps: pd.Index | None) -> float | None:
-    """Mean least loss `side`'s copies allow (probe reading loss_floor_duplicates) over the rules' window, or over
-    `steps` (those before a collapse); None where not read (the candidates' twins, or older records)."""
+def _floor(df: pd.DataFrame, side: str) -> float | None:
+    """The least loss `side`'s copies allow (probe reading loss_floor_duplicates), read at the first observation, the
+    model as the run found it, where the pairs that are not copies were spread out (cosine_distinct under
+    COLLAPSE_COSINE: the tower told distinct inputs apart, so the rows that coincide are the same input twice; a batch
+    of many copies has a high mean cosine over all pairs for that reason alone). Later, rows on their way to a
+    (partial) collapse coincide too, and those are not copies in the data; the batches come from one sampler all run.
+    None where not read that way (the candidates' twins, a crowded first reading, older records)."""
     if side not in ("image", "text"):
         return None
-    s = finite(series(df, "contrastive", side, "loss_floor_duplicates"))
-    s = s[s.index.isin(steps)] if steps is not None else window(s)
-    return float(s.mean()) if len(s) else None
+    floor = finite(series(df, "contrastive", side, "loss_floor_duplicates"))
+    apart = series(df, "contrastive", side, "cosine_distinct")
+    if floor.empty or apart.empty or int(apart.index[0]) != int(floor.index[0]):
+        return None
+    return float(floor.iloc[0]) if float(apart.iloc[0]) < COLLAPSE_COSINE else None
 
 
 def _collapsed(df: pd.DataFrame, name: str) -> bool:

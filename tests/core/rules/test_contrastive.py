@@ -31,9 +31,10 @@ def test_false_negatives_on_logits_that_do_not_rank_yet_are_read_by_the_least_lo
     """Copies of a caption in most rows, logits still flat: taking k copies out of B candidates barely moves the loss
     (5%), but no model can take those rows below ln(1 + k): that floor (45% of the loss) is what the copies cost."""
     full = [LN_B] * N
+    apart = rec("contrastive", "text", "cosine_distinct", [0.4] * N)  # distinct captions told apart: copies in the data
     floored = frame(_dups([0.9] * N, [0.95 * LN_B] * N, full), rec("contrastive", "text", "loss_floor_duplicates",
                                                                     [0.45 * LN_B] * N),
-                    loss("loss_clip", noisy(full)), moving())
+                    apart, loss("loss_clip", noisy(full)), moving())
     f = one(R.false_negatives(floored, ctx()), "false_negatives")
     assert f.severity == "error" and f.evidence["gap_share_of_loss"] == pytest.approx(0.05)
     assert f.evidence["floor_share_of_loss"] == pytest.approx(0.45) and "ln(1 + copies)" in f.message
@@ -41,9 +42,28 @@ def test_false_negatives_on_logits_that_do_not_rank_yet_are_read_by_the_least_lo
     # near miss: a few rows with one copy each (the same pair sampled twice): a floor of 4% of the loss, an info
     few = frame(_dups([0.1] * N, [0.98 * LN_B] * N, full), rec("contrastive", "text", "loss_floor_duplicates",
                                                                [0.04 * LN_B] * N),
-                loss("loss_clip", noisy(full)), moving())
+                apart, loss("loss_clip", noisy(full)), moving())
     g = one(R.false_negatives(few, ctx()), "false_negatives")
     assert g.severity == "info" and R.false_negatives.alarm(g, few) is False
+    # near miss: rows that coincide more and more as a tower partly collapses (10% of the rows with a copy at the first
+    # reading, the data's; 70% later, with a floor of 45% of the loss): the floor is the data's, read at the first
+    # observation (2% of the loss); the counterfactual decides, as before
+    collapsing = frame(rec("contrastive", "text", "duplicate_share", [0.1] + [0.7] * (N - 1)),
+                       rec("contrastive", "logits", "loss_duplicates_masked", [0.95 * LN_B] * N),
+                       rec("contrastive", "logits", "loss_diagonal_same_step", full),
+                       rec("contrastive", "text", "loss_floor_duplicates", [0.02 * LN_B] + [0.45 * LN_B] * (N - 1)),
+                       rec("collapse", "text", "cosine_mean", [0.3] * N), apart, loss("loss_clip", noisy(full)),
+                       moving())
+    h = one(R.false_negatives(collapsing, ctx()), "false_negatives")
+    assert h.severity == "info" and h.evidence["floor_share_of_loss"] == pytest.approx(0.02)
+    assert R.false_negatives.alarm(h, collapsing) is False
+    # near miss: the pairs that are not copies crowded at the first reading (cosine 0.97): coinciding rows may be a
+    # tower that barely tells inputs apart, not copies; no floor
+    crowded = frame(_dups([0.9] * N, [0.95 * LN_B] * N, full), rec("contrastive", "text", "loss_floor_duplicates",
+                                                                    [0.45 * LN_B] * N),
+                    rec("contrastive", "text", "cosine_distinct", [0.97] * N), loss("loss_clip", noisy(full)), moving())
+    k = one(R.false_negatives(crowded, ctx()), "false_negatives")
+    assert k.severity == "info" and k.evidence["loss_floor_duplicates"] is None
 
 
 def test_false_negatives_alarm_while_the_run_partly_learns_unless_the_gap_shrinks():
