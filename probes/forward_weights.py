@@ -7,8 +7,8 @@ Probe ``forward_weights``:
       autocast casts them, with autocast off. 0 up to rounding where the forward used the parameters (the same
       operation on the same tensors); where it used copies taken before the optimizer moved them, the share of
       the output those updates changed.
-  target ``model``, every optimizer step: autocast_at_step, 1 if an autocast region was open on the parameters'
-      device when the optimizer stepped (its step pre-hook), else 0.
+  target ``model``, at each observe after an optimizer step: autocast_at_step, 1 if an autocast region was open on
+      the parameters' device when the optimizer stepped since the last observe (its step pre-hook), else 0.
 
 Why: inside one autocast region, the first use of a leaf parameter that requires grad caches its low-precision
 cast and every later use in the region reuses it; the cache is cleared only when the outermost region exits.
@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 MODULES = 2
 
 
+def param_device_type(model: nn.Module) -> str:
+    """The device type of the model's first trainable parameter (cpu where it has none)."""
+    return next((p.device.type for p in model.parameters() if p.requires_grad), "cpu")
+
+
 def autocast_open(device_type: str) -> bool:
     """Whether an autocast region is open for `device_type` now (False where torch cannot say)."""
     try:
@@ -51,7 +56,7 @@ class ForwardWeights(Probe):
     name = "forward_weights"
 
     def setup(self, session: "ProbeSession") -> None:
-        self._at_step: list[int] = []  # autocast_at_step of the steps since the last observe
+        self._at_step: int | None = None  # 1 if a region was open at a step since the last observe
         # layers inside a compiled module are left alone (dynamo would trace the hook; its graphs bypass it anyway)
         compiled = [f"{n}." if n else "" for n, m in session.model.named_modules() if is_compiled(m)]
         layers = [(n, m) for n, m in session.model.named_modules()
@@ -59,13 +64,12 @@ class ForwardWeights(Probe):
                   and not any(n.startswith(c) for c in compiled)][:MODULES]
         for name, layer in layers:
             session.hooks.forward_hook(layer, self._hook(session, module_label(name)))
-        params = [p for p in session.model.parameters() if p.requires_grad]
-        self._device = params[0].device.type if params else "cpu"
+        self._device = param_device_type(session.model)
         if session.optimizer is not None and layers:
             session.hooks.optimizer_pre_hook(session.optimizer, self._pre_step)
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-        self._at_step.append(int(autocast_open(self._device)))
+        self._at_step = max(self._at_step or 0, int(autocast_open(self._device)))
 
     def _hook(self, session: "ProbeSession", target: str):
         def hook(module: nn.Linear, args: tuple, output: object) -> None:
@@ -79,9 +83,9 @@ class ForwardWeights(Probe):
         return hook
 
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
-        if self._at_step:
-            session.buffer.add(obs.step, self.name, "model", "autocast_at_step", float(max(self._at_step)))
-            self._at_step = []
+        if self._at_step is not None:
+            session.buffer.add(obs.step, self.name, "model", "autocast_at_step", float(self._at_step))
+            self._at_step = None
 
 
 def _stale(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

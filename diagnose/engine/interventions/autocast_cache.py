@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from probes.forward_weights import autocast_open
+from probes.forward_weights import autocast_open, param_device_type
 
 from .base import Intervention, require_optimizer
 
@@ -29,8 +29,7 @@ class ClearAutocastCache(Intervention):
 
     def setup(self, watch: Any) -> None:
         require_optimizer(watch, self.name)
-        params = [p for p in watch.model.parameters() if p.requires_grad]
-        self._device = params[0].device.type if params else "cpu"
+        self._device = param_device_type(watch.model)
         self._cleared = 0
 
     def after_step(self, optimizer: Any) -> None:
