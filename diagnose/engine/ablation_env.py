@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.files import write_json
+from .ranks import leave_together
 
 ENV = "DIAGNOSE_ABLATE"
 _control: "AblationControl | None" = None  # the process's control: its watches are stages of one run
@@ -145,6 +146,7 @@ class AblationControl:
             self._request_stop()  # the trainer leaves its loop after this step (take_over_stop)
             return
         watch.close()  # no trainer took the stop over, or it went on past the cap: stop here
+        leave_together()
         raise StepCap()
 
     # -- called by an integration ----------------------------------------------------------------------
@@ -157,6 +159,7 @@ class AblationControl:
     def end_script(self) -> None:
         """After the trainer ended at the cap and the watch closed: end the script (exit status 0)."""
         if self.capped:
+            leave_together()
             raise StepCap()
 
     def close(self, watch: Any) -> None:

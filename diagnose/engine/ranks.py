@@ -125,6 +125,28 @@ def output_dir(out) -> Iterator:
         yield Path(tmp)
 
 
+LEAVE_TIMEOUT_S = 60  # a rank that never reaches the cap (a script whose ranks step differently) cannot hang the rest
+
+
+def leave_together() -> None:
+    """Where every rank stops at the same point the script did not choose (the ablation's step cap): wait for the other
+    ranks, then tear the process group down, as the script's own `destroy_process_group()` after its loop would. A rank
+    that exits while a peer is still closing its watch leaves that peer's gloo group talking to a closed socket,
+    which aborts it (SIGABRT: about one run in eight of a 2-rank CPU test). Best effort: a failure here is ignored."""
+    if world()[1] == 1:
+        return
+    import datetime
+
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=LEAVE_TIMEOUT_S))
+        else:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - leaving is best effort; the run directory is already written
+        pass
+
+
 def agree_exit(code: int) -> int:
     """Rank 0's exit code on every rank (the ranks' own findings may differ: per-rank embeddings)."""
     if world()[1] == 1:
