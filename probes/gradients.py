@@ -5,6 +5,14 @@ Metrics (probe ``gradient_flow``, target = parameter name):
   nonfinite_grad (count of NaN/Inf grad elements), grad_is_none and numel (only for trainable parameters
   that received no gradient: 1, and their element count), update_to_param = ‖θ_after − θ_before‖ / ‖θ_before‖
   of the optimizer step that followed the observation.
+  probe ``gradient_flow.model`` also, at the first observation after a measured update (nothing else stepped in
+  between): outside_to_update = ‖θ_now − θ_after‖ / ‖θ_after − θ_before‖, how far something other than the
+  optimizer moved the weights between its step and this observation (an EMA copied into the live weights, a
+  hand-written decay, a renorm, a reload), against the step's own update; outside_to_param = ‖θ_now − θ_after‖ /
+  ‖θ_after‖; outside_shrink = Σ(‖θ_after‖ − ‖θ_now‖) / Σ‖θ_now − θ_after‖ over the parameter tensors (1: the
+  write only scaled tensors down, a decay, whichever tensors it touched); and per parameter the `MAX_OUTSIDE_NAMED`
+  largest non-zero writes as outside_to_param. The snapshot the update was measured with holds θ_after for it: no
+  second copy of the weights.
   probe ``gradient_flow.model`` also, where weights are stored in float16 / bfloat16: low_precision_share (their
   share of the trainable elements) and low_precision_unchanged_frac (the share of those elements the optimizer
   step left bit-identical: an update under half the spacing of neighbouring numbers rounds back to the old
@@ -43,6 +51,8 @@ from .base import Observation, Probe
 if TYPE_CHECKING:
     from .session import ProbeSession
 
+# Per parameter, the largest writes outside the optimizer named in the records (the model row has them all).
+MAX_OUTSIDE_NAMED = 5
 # Outermost "<container>.<index>" whose container name reads like a stack of blocks.
 _BLOCK = re.compile(r"^(.*?(?:^|\.)(?:layers?|blocks?|h|resblocks|layer_list)\.\d+)(?:\.|$)")
 
@@ -131,6 +141,9 @@ class GradientFlow(Probe):
         self._sizes_sent = False  # the aggregates' numel rows go out with the first measured step
         self._snapshot: list[torch.Tensor] | None = None
         self._pending: tuple[int, list[torch.Tensor]] | None = None  # (step, ‖θ_before‖ per fused group)
+        # after a measured update: the snapshot holds θ_after; (‖θ_after − θ_before‖, ‖θ_after‖) per fused group and
+        # the session's count of optimizer steps then (a later step before the next observation voids the reading)
+        self._after: tuple[list[torch.Tensor], list[torch.Tensor], int] | None = None
         self.model_update: list[float] = []  # model-level update/param of the recent steps (schedule reads it)
 
     def setup(self, session: "ProbeSession") -> None:
@@ -162,6 +175,7 @@ class GradientFlow(Probe):
     # -- observation (grads present, optimizer not yet stepped) -----------------------------
     def observe(self, session: "ProbeSession", obs: Observation) -> None:
         self._finish_update(session)  # the user skipped after_step and gave no optimizer
+        self._outside_writes(session, obs.step)
         if not self.params or not session.due(obs.step):
             return
         if session.full:
@@ -333,15 +347,17 @@ class GradientFlow(Probe):
 
     # -- after the optimizer step ------------------------------------------------------------
     def after_step(self, session: "ProbeSession") -> None:
-        self._finish_update(session)
+        self._finish_update(session, stepped=True)
 
     def close(self, session: "ProbeSession") -> None:
         if session.closing_on_error:
             self._pending = None  # the optimizer step after the last observe may not have run
         self._finish_update(session)
-        self._snapshot = None
+        self._snapshot = self._after = None
 
-    def _finish_update(self, session: "ProbeSession") -> None:
+    def _finish_update(self, session: "ProbeSession", stepped: bool = False) -> None:
+        """The update of the step after a full observation (`stepped`: called at the optimizer's step, whose
+        θ_after the next observation compares with; else at an observe or close, where nothing can be)."""
         if self._pending is None or self._snapshot is None:
             return
         step, before = self._pending
@@ -355,9 +371,49 @@ class GradientFlow(Probe):
                 values.append(fused_norms(snap))
                 if group_params[0].dtype in LOW_PRECISION:  # which elements the step changed at all
                     counts.append(nonzero_counts(snap).sum())
+                if stepped:
+                    torch._foreach_copy_(snap, group_params)  # θ_after, for the writes before the next observe
+            if stepped:
+                self._after = (values, [fused_norms(g) for g in self._fused_params], session.optimizer_steps)
         k = len(counts)
         session.buffer.later(step, self.name, values + counts + list(before),
                              lambda floats: self._update_rows(session, step, floats, k))
+
+    def _outside_writes(self, session: "ProbeSession", step: int) -> None:
+        """How far the weights moved between the optimizer's last measured step and this observation."""
+        if self._after is None or self._snapshot is None:
+            return
+        update, after, steps = self._after
+        self._after = None
+        if steps == 0 or session.optimizer_steps != steps:  # no optimizer hooked (nothing says where its steps
+            return  # end), or another of its steps came before this observation
+        writes = []
+        with torch.no_grad():
+            for group, group_params in zip(self._fused, self._fused_params):
+                snap = [self._snapshot[i] for i in group]
+                torch._foreach_sub_(snap, group_params)  # θ_after − θ_now, in place (the next full step recopies)
+                writes.append(fused_norms(snap))
+            now = [fused_norms(g) for g in self._fused_params]
+        session.buffer.later(step, self.name, writes + list(update) + list(after) + now,
+                             lambda floats: self._outside_rows(session, step, floats))
+
+    def _outside_rows(self, session: "ProbeSession", step: int, floats: list[float]) -> Columns:
+        n = len(self.params)
+        write, update, after, now = (np.empty(n) for _ in range(4))
+        for j, arr in enumerate((write, update, after, now)):
+            arr[self._order] = floats[j * n:(j + 1) * n]
+
+        def norm(x: np.ndarray) -> float:
+            return math.sqrt(math.fsum((x * x).tolist()))
+
+        w = norm(write)
+        session.buffer.extend_columns(step, f"{self.name}.model", Columns(
+            ["model"] * 3, ["outside_to_update", "outside_to_param", "outside_shrink"],
+            [_ratio(w, norm(update)), _ratio(w, norm(after)),
+             _ratio(math.fsum((after - now).tolist()), math.fsum(write.tolist()))]))
+        rel = _ratios(write, after)
+        top = [i for i in np.argsort(-rel, kind="stable")[:MAX_OUTSIDE_NAMED] if write[i] > 0.0]
+        return Columns([self.names[i] for i in top], ["outside_to_param"] * len(top), rel[top].tolist())
 
     def _update_rows(self, session: "ProbeSession", step: int, floats: list[float], k_counts: int) -> Columns:
         """From the floats of: the update norms, `k_counts` unchanged-element counts, the norms before the step."""

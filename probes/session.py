@@ -136,6 +136,7 @@ class ProbeSession:
         self._hint = int(start_step)  # step the next forward belongs to
         self._last_step: int | None = None
         self._stepped = True  # probes' after_step already ran for the last observation
+        self.optimizer_steps = 0  # every step of the attached optimizer (its post-hook), observed or not
         self._open = False
         self._observing: int | None = None  # step being observed, while `observe` runs
         self.closing_on_error = False
@@ -371,6 +372,7 @@ class ProbeSession:
         return list(getattr(probe, "model_update", []))
 
     def _optimizer_post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.optimizer_steps += 1
         if not self._stepped:
             self._run_after_step()
 

@@ -257,7 +257,7 @@ def candidates_from(baselines: list[dict], named: list[str], variants: dict[str,
     seen: set[str] = {c.fix for c in named_out if c.fix}
     for base in baselines:
         for cause in base.get("root_causes", []):
-            for name in for_cause(cause["cause"]):
+            for name in for_cause(cause["cause"], cause.get("findings", ())):
                 if name not in seen:
                     seen.add(name)
                     cls = CATALOGUE[name]

@@ -1308,13 +1308,22 @@ def test_undo_outside_updates_is_not_applicable_when_only_the_optimizer_writes(u
     x, t = batch()
     with pytest.raises(SystemExit) as exc:
         with diagnose.watch(model, opt, batch_size=B) as w:
-            for i in range(10):
+            for i in range(40):
                 step(model, opt, w, i, x, t)
     assert exc.value.code == 0
     status = json.loads(open(spec["status"]).read())
-    assert status["observed"] == 3  # stopped at the observe after the `after`=3rd step
-    # checked before the forwards of steps 1-3 and before the optimizer steps 1-2
-    assert "no parameter changed outside optimizer.step() in 3 steps (5 checks" in status["not_applicable"]
+    assert status["observed"] == 30  # stopped at the observe after the `after`=30th step
+    # checked before the forwards of steps 1-30 and before the optimizer steps 1-29
+    assert "no parameter changed outside optimizer.step() in 30 steps (59 checks" in status["not_applicable"]
+
+
+def test_a_fix_that_answers_a_finding_of_the_cause_is_tried_first():
+    from diagnose.engine.interventions import for_cause
+    plain = for_cause("learning_rate_too_low")
+    assert plain[0] != "undo_outside_updates" and "undo_outside_updates" in plain
+    ordered = for_cause("learning_rate_too_low", ["loss_at_chance", "steps_undone_outside"])
+    assert ordered[0] == "undo_outside_updates" and sorted(ordered) == sorted(plain)
+    assert for_cause("param_not_in_optimizer", ["forward_weights_stale"])[0] == "clear_autocast_cache"
 
 
 class HalfOutputs(nn.Module):

@@ -237,8 +237,9 @@ def test_norms_reach_the_host_in_a_few_tensors_whatever_the_number_of_parameters
         session.buffer.flush = original
         opt.step()
     # the update norms of step 0 and the param norms it is measured against (kept on the device since step 0's
-    # observe), then param norms, grad norms and non-zero counts (one group)
-    assert len(seen) == 5
+    # observe), the outside writes' norms (write, update, after the step, now), then param norms, grad norms and
+    # non-zero counts (one group)
+    assert len(seen) == 9
     assert all(isinstance(v, torch.Tensor) and v.numel() == 60 for v in seen)
 
 
@@ -315,10 +316,13 @@ def test_full_measurement_on_sampled_steps_grad_norm_on_every_step():
                 up = ((after[name] - before[name]).norm() / before[name].norm()).item()
                 assert got[(name, "update_to_param")] == pytest.approx(up, rel=1e-5, abs=1e-9), (step, name)
                 assert got[(name, "zero_grad_frac")] == pytest.approx((grads[name] == 0).float().mean().item())
-        else:
-            assert set(model_rows) == {("model", "grad_norm"), ("model", "nonfinite_grad")}
+        else:  # and the outside writes (none here) where the step before measured its update
+            outside = {("model", m) for m in ("outside_to_update", "outside_to_param", "outside_shrink")}
+            assert set(model_rows) == {("model", "grad_norm"), ("model", "nonfinite_grad")} | (
+                outside if step - 1 in full else set())
             assert not len(df[(df.step == step) & df.probe.isin(["gradient_flow", "gradient_flow.layer",
                                                                   "gradient_flow.module"])])
+    assert set(df[df.metric == "outside_to_update"].value) == {0.0}
     line = session.coverage()["gradient_flow_full_steps"]
     assert "measured on 54 of 60 measured steps (every step of the first 50, then sparser up to one in 10" in line
 

@@ -70,6 +70,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     pairs_unrelated,
     params_outside_optimizer,
     params_unregistered,
+    params_written_outside,
     replicas_out_of_sync,
     run_rules,
     samples_mixed,
@@ -133,4 +134,5 @@ __all__ = [
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
     "collapsed_by_update", "batch_of_copies", "target_only_in_group", "forward_weights_stale",
+    "params_written_outside",
 ]

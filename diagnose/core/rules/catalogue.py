@@ -63,6 +63,7 @@ from .optimizer import (
     TemperatureDecayed,
     UpdatesRoundedAway,
 )
+from .outside_writes import ParamsWrittenOutside
 from .representation import (
     ChanceNotCollapsed,
     CollapsedByUpdate,
@@ -118,6 +119,8 @@ batch_of_copies = BatchOfCopies()
 target_only_in_group = TargetOnlyInGroup()
 # a layer's output against its input through its current weight: the forward reads a copy the optimizer left behind
 forward_weights_stale = StaleForwardWeights()
+# the weights at an observation against those the optimizer's last step left: a decay or a copy written by the script
+params_written_outside = ParamsWrittenOutside()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -132,7 +135,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 logged_scaled, samples_mixed, logged_aggregate, logged_not_tracking, updates_rounded_away,
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
-                logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group, forward_weights_stale),
+                logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group, forward_weights_stale,
+                params_written_outside),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

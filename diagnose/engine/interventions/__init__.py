@@ -1,7 +1,8 @@
 """Interventions `diagnose ablate -- python train.py` applies to a user's unmodified script through its
 watch (`diagnose.engine.ablation_env`): one module per kind, every class registered here, once.
 
-`CATALOGUE` maps an intervention's name to its class; `for_cause(cause_id)` lists those that test a cause.
+`CATALOGUE` maps an intervention's name to its class; `for_cause(cause_id, findings)` lists those that test a cause,
+those answering one of the cause's findings first.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache)}
 
 
-def for_cause(cause: str) -> list[str]:
-    return [name for name, cls in CATALOGUE.items() if cause in cls.tests]
+def for_cause(cause: str, findings: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The fixes testing `cause`; those that answer one of `findings` (the cause's findings in a run) first."""
+    names = [name for name, cls in CATALOGUE.items() if cause in cls.tests]
+    return sorted(names, key=lambda n: not set(CATALOGUE[n].answers) & set(findings))
 
 
 def make(name: str, params: dict | None = None) -> Intervention:

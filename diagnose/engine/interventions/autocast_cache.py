@@ -24,6 +24,7 @@ from .base import Intervention, require_optimizer
 class ClearAutocastCache(Intervention):
     name = "clear_autocast_cache"
     tests = ("param_not_in_optimizer",)
+    answers = ("forward_weights_stale",)
     changes = ("the autocast cache cleared after every optimizer step taken inside an autocast region: the next "
                "forward casts the weights as the step left them")
 

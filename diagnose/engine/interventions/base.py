@@ -34,6 +34,9 @@ class Intervention:
     judged: ClassVar[str] = ("learns where the baseline does not, or ends at least 0.05 ln(B) lower than the "
                              "baseline of the same seed")
     defaults: ClassVar[dict[str, Any]] = {}
+    # finding ids whose measured mechanism this fix undoes: where a ranked cause carries one, the ablation tries this
+    # fix first among those testing the cause (`for_cause`)
+    answers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.defaults)

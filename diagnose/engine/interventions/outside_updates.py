@@ -1,5 +1,7 @@
 """undo_outside_updates: a parameter write outside `optimizer.step()` is undone (tests weight_decay_collapse
-when the decay is written by hand, and replicas_out_of_sync when a rank changes its parameters by itself).
+when the decay is written by hand, replicas_out_of_sync when a rank changes its parameters by itself, and
+learning_rate_too_low when the script copies other weights into the model, an EMA or a checkpoint never restored,
+so that the net step the weights take is a fraction of the optimizer's).
 
 A hand-written decoupled decay (``p.mul_(1 - wd)`` after the step, without the lr), a manual renorm or a
 per-rank parameter change happens where no param group's ``weight_decay`` holds it, so `no_weight_decay`
@@ -24,10 +26,13 @@ from .base import Intervention, NotApplicable, require_optimizer, trainable_name
 
 class UndoOutsideUpdates(Intervention):
     name = "undo_outside_updates"
-    tests = ("weight_decay_collapse", "replicas_out_of_sync")
+    tests = ("weight_decay_collapse", "replicas_out_of_sync", "learning_rate_too_low")
     changes = ("trainable parameters changed outside optimizer.step() (a hand-written decay, a renorm) restored "
                "to their value after the last step, before the next forward and the next step")
-    defaults = {"after": 3}
+    answers = ("steps_undone_outside", "decay_written_outside")
+    # a write every step (a decay) shows at once; a periodic one (a checkpoint save copying an EMA in, every 10-25
+    # steps) within 30; a rarer one could not show its effect in an ablation's hundred steps anyway
+    defaults = {"after": 30}
 
     def setup(self, watch: Any) -> None:
         require_optimizer(watch, self.name)

@@ -345,6 +345,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.collapsed_by_update,
                # tests/core/rules/test_forward_weights.py
                R.forward_weights_stale,
+               # tests/core/rules/test_outside_writes.py
+               R.params_written_outside,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py

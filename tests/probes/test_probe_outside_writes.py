@@ -1,0 +1,96 @@
+"""Probe gradient_flow's outside writes: the weights at an observation against those the optimizer's step left,
+by hand, for an EMA copied in, a hand-written decay, a clamp of one scalar and none."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from probes import attach
+
+
+def _run(write, steps=6):
+    """SGD on a small MLP; `write(model, step)` runs after each optimizer step. Returns the records and, per step,
+    (‖θ_now − θ_after‖, ‖θ_after − θ_before‖, Σ(‖θ_after_i‖ − ‖θ_now_i‖), Σ‖write_i‖) computed by hand."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+    model.scale = nn.Parameter(torch.tensor(2.0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(16, 6), torch.randn(16, 4)
+    hand, after, upd = {}, None, math.nan
+    with attach(model, opt, probes="cheap", strict=True) as session:
+        for step in range(steps):
+            now = [p.detach().clone() for p in model.parameters()]
+            if after is not None:
+                d = [a - n for a, n in zip(after, now)]
+                hand[step] = (math.sqrt(sum(float((t * t).sum()) for t in d)), upd,
+                              sum(float(a.norm() - n.norm()) for a, n in zip(after, now)),
+                              sum(float(t.norm()) for t in d))
+            opt.zero_grad()
+            ((model(x) * model.scale - y) ** 2).mean().backward()
+            session.observe(step, losses={"mse": ((model(x) - y) ** 2).mean()})
+            opt.step()
+            after = [p.detach().clone() for p in model.parameters()]
+            upd = math.sqrt(sum(float(((a - n) ** 2).sum()) for a, n in zip(after, now)))
+            with torch.no_grad():
+                write(model, step)
+    df = session.records
+    return df, hand
+
+
+def _model_rows(df, metric):
+    rows = df[(df.probe == "gradient_flow.model") & (df.metric == metric)]
+    return dict(zip(rows.step, rows.value))
+
+
+def _ema(state={}):  # noqa: B006 - a fresh dict per test through the fixture below
+    def write(model, step):
+        avg = state.setdefault("avg", [p.detach().clone() for p in model.parameters()])
+        for a, p in zip(avg, model.parameters()):
+            a.mul_(0.9).add_(p, alpha=0.1)
+        if step in (2, 4):  # "save a checkpoint": the average copied into the live weights, never restored
+            for a, p in zip(avg, model.parameters()):
+                p.copy_(a)
+    return write
+
+
+@pytest.mark.parametrize("kind", ["ema", "decay", "clamp", "none"])
+def test_outside_writes_match_the_hand_computation(kind):
+    write = {"ema": _ema({}), "decay": lambda m, s: [p.mul_(0.9) for p in m.parameters()],
+             "clamp": lambda m, s: m.scale.clamp_(max=float(m.scale) - 1e-3), "none": lambda m, s: None}[kind]
+    df, hand = _run(write)
+    ratio, shrink = _model_rows(df, "outside_to_update"), _model_rows(df, "outside_shrink")
+    assert sorted(ratio) == list(range(1, 6))  # from the first observation after a step, every step (all full)
+    for step, (w, upd, dn, wsum) in hand.items():
+        assert ratio[step] == pytest.approx(w / upd, rel=1e-4, abs=1e-7), step
+        if w > 0:
+            assert shrink[step] == pytest.approx(dn / wsum, rel=1e-3, abs=1e-6), step
+    named = df[(df.probe == "gradient_flow") & (df.metric == "outside_to_param")]
+    if kind == "ema":  # the copies after steps 2 and 4, observed at steps 3 and 5: longer than the step itself
+        assert [s for s, v in ratio.items() if v > 1.0] == [3, 5] and all(ratio[s] == 0.0 for s in (1, 2, 4))
+        assert shrink[3] < 0.9
+    elif kind == "decay":  # only scaled down: the shrink share is 1 whichever tensors it touched
+        assert all(v > 1.0 for v in ratio.values()) and all(v == pytest.approx(1.0, abs=1e-5) for v in shrink.values())
+        assert len(set(named.target)) == 5  # every tensor written; MAX_OUTSIDE_NAMED of them named
+    elif kind == "clamp":  # one scalar held at its bound: a fraction of the step
+        assert 0.0 < max(ratio.values()) < 1.0 and set(named.target) == {"scale"}
+    else:
+        assert set(ratio.values()) == {0.0} and named.empty
+
+
+def test_a_second_optimizer_step_before_the_observation_voids_the_reading():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    with attach(model, opt, probes="cheap", strict=True) as session:
+        for step in range(4):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            if step % 2 == 0:  # observed every other step only: the step in between is not an outside write
+                session.observe(step, losses={"l": model(x).pow(2).mean()})
+            opt.step()
+    assert _model_rows(session.records, "outside_to_update") == {}
