@@ -11,11 +11,11 @@ Probe ``batch_mixing``, target = module path (``<root>`` for the model):
       batch axis (``nn.MultiheadAttention`` fed batch-first tensors with ``batch_first=False``, a softmax
       over dim 0) or a normalisation over it gives O(0.1-1).
   reordered_rel — the same with each recomputed row compared with its nearest row of the whole batch's outputs,
-      wherever it sits, and likewise the rows of a third recomputation on the whole batch in reverse order (the
-      larger of the two): ~0 while mixed_rel is large means the module returns the samples' own rows in an
-      order that depends on the batch (a sort by length for packing, not undone), not values mixed across them;
-      rows built from several samples (a (layers, B, H) state viewed as (B, layers * H)) pair other samples when
-      the order changes, rows the whole batch never had.
+      wherever it sits, and likewise the rows of a third recomputation on the whole batch in a shuffled order
+      (`shuffled_order`; the larger of the two): ~0 while mixed_rel is large means the module returns the samples'
+      own rows in an order that depends on the batch (a sort by length for packing, not undone), not values mixed
+      across them; rows built from several samples (a (layers, B, H) state viewed as (B, layers * H), a (K, B, D)
+      output viewed as (B, K, D)) pair other samples when the order changes, rows the whole batch never had.
   low_precision — 1 when an output compared was float16 / bfloat16 (rounding alone then reaches ~1e-2).
 Modules are tested from the root down: the root and its children always (the root can look clean because its
 outputs are L2-normalised, which hides a pooling that scales with the batch size), below them only inside a
@@ -94,13 +94,26 @@ def _per_sample(obj: Any, b: int) -> bool:
             and all(isinstance(v, torch.Tensor) and _batch_axis(v, b) is None for v in obj))
 
 
-REVERSED = "reversed"  # a `part` of `_cut`: every sample, in reverse order
+SHUFFLED = "shuffled"  # a `part` of `_cut`: every sample, in the fixed shuffled order of `shuffled_order`
+
+
+def shuffled_order(b: int) -> list[int]:
+    """A fixed order of b samples with no sample in its own place nor beside its neighbour of the batch: rows a
+    module builds from a run of neighbouring samples (a (K, B, D) buffer viewed as (B, K, D) reads each row from a
+    block of B/K... neighbours) meet other samples in it, whereas reversing the batch maps such blocks onto
+    themselves. Drawn from its own generator: the user's random state is not touched."""
+    g = torch.Generator().manual_seed(b)
+    for _ in range(100):
+        order = torch.randperm(b, generator=g).tolist()
+        if all(order[i] != i and abs(order[i] - order[i - 1]) != 1 for i in range(1, b)) and order[0] != 0:
+            return order
+    return order
 
 
 def _cut(obj: Any, b: int, part: tuple[int, int] | str | None, found: list[int], depth: int = 0) -> Any:
     """`obj` with every tensor cut to the samples part = (start, length) along its axis of size b (a list of one
-    tensor per sample: to that part of the list, `_per_sample`), all of them in reverse order where part is
-    REVERSED, or whole where part is None (clones either way, so a forward that writes into its input leaves the
+    tensor per sample: to that part of the list, `_per_sample`), all of them in the order of `shuffled_order` where
+    part is SHUFFLED, or whole where part is None (clones either way, so a forward that writes into its input leaves the
     user's tensors alone); `found` counts the cut tensors (-1 on an ambiguous one)."""
     if isinstance(obj, torch.Tensor):
         axis = _batch_axis(obj, b)
@@ -110,12 +123,14 @@ def _cut(obj: Any, b: int, part: tuple[int, int] | str | None, found: list[int],
         if axis is None or part is None:
             return obj.detach().clone()
         found.append(1)
-        return obj.detach().flip(axis) if part == REVERSED else obj.detach().narrow(axis, *part).clone()
+        if part == SHUFFLED:
+            return obj.detach().index_select(axis, torch.tensor(shuffled_order(b), device=obj.device))
+        return obj.detach().narrow(axis, *part).clone()
     if depth > 3:
         return obj
     if part is not None and depth > 0 and _per_sample(obj, b):  # one tensor per sample: the list is the batch
         found.append(1)
-        kept = obj[::-1] if part == REVERSED else obj[part[0]:part[0] + part[1]]
+        kept = [obj[i] for i in shuffled_order(b)] if part == SHUFFLED else obj[part[0]:part[0] + part[1]]
         return type(obj)(v.detach().clone() for v in kept)
     if isinstance(obj, tuple):
         return tuple(_cut(v, b, part, found, depth + 1) for v in obj)
@@ -160,7 +175,7 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
                 torch.random.set_rng_state(state)
                 halves.append(_tensors(module(*cut_args, **cut_kwargs)))
             torch.random.set_rng_state(state)
-            flipped = _tensors(module(*_cut(args, b, REVERSED, []), **_cut(kwargs, b, REVERSED, [])))
+            flipped = _tensors(module(*_cut(args, b, SHUFFLED, []), **_cut(kwargs, b, SHUFFLED, [])))
     except Exception:  # a forward that cannot take half a batch (a fixed reshape) is not testable
         return None
     finally:
@@ -186,9 +201,10 @@ def mixing(module: nn.Module, args: tuple, kwargs: dict, b: int) -> tuple[float,
             low |= f.dtype in _LOW
             if diff > 0:  # each row of the half against its nearest row of the whole batch, wherever it sits
                 moved += _nearest_rows(f, g, axis)
-    # the whole batch in reverse order: a module that only returns its samples' own rows in a batch-dependent order
-    # gives the same rows again; one whose rows are built from several samples (a (layers, B, H) state viewed as
-    # (B, layers * H)) pairs other samples and gives rows the whole batch never had
+    # the whole batch shuffled: a module that only returns its samples' own rows in a batch-dependent order gives the
+    # same rows again; one whose rows are built from several samples (a (layers, B, H) state viewed as
+    # (B, layers * H), a (K, B, D) attention output viewed as (B, K, D)) pairs other samples and gives rows the whole
+    # batch never had
     flip_moved = flip_den = 0.0
     for f, g in zip(full, flipped):
         axis = _batch_axis(f, b)

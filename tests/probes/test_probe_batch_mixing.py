@@ -124,7 +124,34 @@ class HiddenViewed(nn.Module):
 def test_rows_built_from_several_samples_are_mixed_not_reordered():
     torch.manual_seed(0)
     rel, moved, _ = mixing(HiddenViewed(), (torch.randn(B, 5, D),), {}, B)
-    # each half's rows happen to be rows of the whole batch's outputs; the batch in reverse order pairs other samples
+    # each half's rows happen to be rows of the whole batch's outputs; the batch shuffled pairs other samples
+    assert rel > 0.1 and moved > 0.1
+
+
+class QueriesViewed(nn.Module):
+    """K queries attend per sample (sequence-first, correctly), the (K, B, D) output then read as (B, K, D) with .view
+    and mean-pooled (OpenPSG's DETR line): row r is the mean of one query over a block of neighbouring samples. Each
+    half's rows and the reversed batch's rows are rows of the whole batch's outputs (reversal maps blocks onto
+    themselves); a shuffled batch builds blocks the whole batch never had."""
+
+    def __init__(self, k: int = 4):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(k, 1, D))
+        self.attn = nn.MultiheadAttention(D, 2)
+
+    def forward(self, x):
+        out, _ = self.attn(self.query.expand(-1, x.shape[0], -1), x.transpose(0, 1), x.transpose(0, 1))
+        return out.view(x.shape[0], -1, D).mean(1)
+
+
+def test_rows_viewed_from_blocks_of_neighbouring_samples_are_mixed_not_reordered():
+    torch.manual_seed(0)
+    model, x = QueriesViewed().eval(), torch.randn(B, 5, D)
+    with torch.no_grad():
+        full, flipped = model(x), model(x.flip(0))
+    near = torch.cdist(flipped, full).min(dim=1).values  # what a reversed batch could not tell
+    assert float(near.max()) < 1e-5
+    rel, moved, _ = mixing(model, (x,), {}, B)
     assert rel > 0.1 and moved > 0.1
 
 

@@ -86,6 +86,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     update_ratio_low,
     updates_rounded_away,
     weights_shrinking,
+    zero_fixed_point,
 )
 from .causes import BY_ID as CAUSES_BY_ID
 from .causes import CAUSES, Cause
@@ -134,5 +135,5 @@ __all__ = [
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
     "collapsed_by_update", "batch_of_copies", "target_only_in_group", "forward_weights_stale",
-    "params_written_outside",
+    "params_written_outside", "zero_fixed_point",
 ]

@@ -71,6 +71,7 @@ from .representation import (
     EmbeddingsNotNormalised,
     InputSharedComponent,
 )
+from .zero_fixed_point import ZeroFixedPoint
 
 # --- the catalogue: one instance per rule, grouped by what `check` receives ------------------------
 loss_at_chance, few_negatives, temperature = LossAtChance(), FewNegatives(), Temperature()
@@ -121,6 +122,8 @@ target_only_in_group = TargetOnlyInGroup()
 forward_weights_stale = StaleForwardWeights()
 # the weights at an observation against those the optimizer's last step left: a decay or a copy written by the script
 params_written_outside = ParamsWrittenOutside()
+# tensors of zeros whose gradients are exactly zero: factors that all start at zero never move
+zero_fixed_point = ZeroFixedPoint()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -136,7 +139,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
                 logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group, forward_weights_stale,
-                params_written_outside),
+                params_written_outside, zero_fixed_point),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -560,9 +560,19 @@ class DecayShrinksWeights(Rule):
 # over the last PERSIST_MIN_OBS of them, is the schedule not being stepped per batch: the run trains at its
 # starting lr (OneCycleLR: max_lr / 25). Stepped per batch, its warm-up changes the lr between any two steps.
 SCHEDULE_PEAK_SHARE = 0.1
+# ... or one stepped per epoch: it changes the lr at a few of the optimizer's steps (at most SCHEDULE_PACE_SHARE of the
+# consecutive observations: the schedule runs at least 4x slower than it was laid out) and by the run's end has given
+# at most SCHEDULE_SLOW_PEAK_SHARE of its peak: a warm-up stretched 4x reaches under a quarter of it in the time it
+# was planned to take
+SCHEDULE_PACE_SHARE, SCHEDULE_SLOW_PEAK_SHARE = 0.25, 0.25
 # A warm-up that starts over: the lr falls back to its floor (within RESET_REL of the lowest lr used) at every
 # decrease, RESTARTS_MIN times or more (one fall could be a schedule's end and a new phase; two are a cycle)
 RESET_REL, RESTARTS_MIN = 0.1, 2
+
+
+def _pace(lr: pd.Series) -> float:
+    """The share of consecutive observations between which the lr changed."""
+    return float((lr.diff().iloc[1:] != 0).mean()) if len(lr) > 1 else 0.0
 
 
 class LrBelowSchedulePeak(Rule):
@@ -584,7 +594,8 @@ class LrBelowSchedulePeak(Rule):
              Emit("lr_warmup_restarts", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
              Emit("lr_schedule_holds_low", ("warning",), "lr_schedule", 2))
     needs = (("optimizer", "lr"),)
-    thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS,
+    thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "SCHEDULE_PACE_SHARE": SCHEDULE_PACE_SHARE,
+                  "SCHEDULE_SLOW_PEAK_SHARE": SCHEDULE_SLOW_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS,
                   "RESET_REL": RESET_REL, "RESTARTS_MIN": RESTARTS_MIN}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
@@ -596,15 +607,18 @@ class LrBelowSchedulePeak(Rule):
                 lr = finite(series(df, "optimizer", target, "lr"))
                 peak = float(finite(series(df, "optimizer", target, "lr_schedule_peak")).max())
                 values = sorted({float(v) for v in lr})
+                pace = _pace(lr)
                 ev = {"group": target, "lr_schedule_peak": peak, "lr_max_seen": float(lr.max()),
                       "lr_values_seen": values[:8], "share_of_peak": rnd(float(lr.max()) / peak, 4),
-                      "steps": span(lr), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+                      "lr_changed_share": rnd(pace, 4), "steps": span(lr), "loss_end": rnd(mean),
+                      "chance_ln_B": rnd(ln_b)}
                 return [Finding(
                     "lr_below_schedule_peak", "error", ctx.name,
                     f"param group {target}'s schedule peaks at lr {peak:g} (max_lr), but the lr stayed at most "
                     f"{float(lr.max()):.3g} ({ev['share_of_peak']:.0%} of it) over steps {ev['steps'][0]}-"
-                    f"{ev['steps'][1]} and did not change over the last {PERSIST_MIN_OBS} observations: the schedule "
-                    "is not stepped per batch (once per epoch?), so the run trains at its starting lr.", ev,
+                    f"{ev['steps'][1]} and changed between {pace:.0%} of consecutive observations (a schedule stepped "
+                    "per batch changes it at every step): the schedule is not stepped per batch (once per epoch?), "
+                    "so the run trains near its starting lr.", ev,
                     "Call scheduler.step() after every optimizer.step() for OneCycleLR / CyclicLR (they count "
                     "batches: total_steps = epochs x steps_per_epoch).", target),
                     Finding(
@@ -764,7 +778,10 @@ class LrBelowSchedulePeak(Rule):
         if len(lr) < PERSIST_MIN_OBS or peak.empty or float(peak.max()) <= 0:
             return False
         last = lr.iloc[-PERSIST_MIN_OBS:]
-        return float(lr.max()) <= SCHEDULE_PEAK_SHARE * float(peak.max()) and float(last.max()) == float(last.min())
+        share = float(lr.max()) / float(peak.max())
+        if share <= SCHEDULE_PEAK_SHARE and float(last.max()) == float(last.min()):
+            return True
+        return share <= SCHEDULE_SLOW_PEAK_SHARE and _pace(lr) <= SCHEDULE_PACE_SHARE
 
     @staticmethod
     def _below_start(df: pd.DataFrame, resumed: bool = False) -> dict:

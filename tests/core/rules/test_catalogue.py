@@ -347,6 +347,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.forward_weights_stale,
                # tests/core/rules/test_outside_writes.py
                R.params_written_outside,
+               # tests/core/rules/test_zero_fixed_point.py
+               R.zero_fixed_point,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py

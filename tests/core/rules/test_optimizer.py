@@ -304,6 +304,22 @@ def test_lr_below_schedule_peak_when_the_schedule_is_not_stepped_per_batch():
     assert [c["cause"] for c in ranked] == ["lr_schedule", "learning_rate_too_low"]
 
 
+def test_lr_below_schedule_peak_when_the_schedule_moves_once_per_epoch_over_the_whole_run():
+    """OneCycleLR stepped per epoch over epochs of 4 steps: the lr changes at a quarter of the steps, climbs above a
+    tenth of max_lr by the end and changes within the last observations: the schedule's pace says it."""
+    lr = [1e-3 * (0.04 + 0.016 * (s // 4)) for s in range(N)]
+    df = frame(_cycle(lr, peak=1e-3), loss("loss_clip", noisy([0.95 * LN_B] * N)))
+    f = one(R.lr_below_schedule_peak(df, ctx()), "lr_below_schedule_peak")
+    changes = (N - 1) // 4  # one per epoch of 4 steps
+    assert f.evidence["share_of_peak"] == round(lr[-1] / 1e-3, 4) <= 0.25
+    assert f.evidence["lr_changed_share"] == round(changes / (N - 1), 4)
+    assert f"changed between {changes / (N - 1):.0%} of consecutive observations" in f.message
+    # at the same pace, a schedule that by the end gives more than a quarter of its peak: not held low
+    fast = [1e-3 * (0.04 + 0.06 * (s // 4)) for s in range(N)]
+    assert "lr_below_schedule_peak" not in ids(R.lr_below_schedule_peak(
+        frame(_cycle(fast, peak=1e-3), loss("loss_clip", noisy([0.95 * LN_B] * N))), ctx()))
+
+
 def test_lr_below_schedule_peak_near_misses():
     # stepped per batch: the warm-up changes the lr at every step (even while still under a tenth of the peak)
     warm = [4e-5 * (1 + 0.003 * t) for t in range(N)]
