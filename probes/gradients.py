@@ -403,15 +403,14 @@ class GradientFlow(Probe):
         for j, arr in enumerate((write, update, after, now)):
             arr[self._order] = floats[j * n:(j + 1) * n]
 
-        def norm(x: np.ndarray) -> float:
-            return math.sqrt(math.fsum((x * x).tolist()))
-
-        w = norm(write)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights give NaN readings, not warnings
+            w, u, a = (float(np.sqrt(np.sum(x * x))) for x in (write, update, after))
+            shrink = _ratio(float(np.sum(after - now)), float(np.sum(write)))
         session.buffer.extend_columns(step, f"{self.name}.model", Columns(
             ["model"] * 3, ["outside_to_update", "outside_to_param", "outside_shrink"],
-            [_ratio(w, norm(update)), _ratio(w, norm(after)),
-             _ratio(math.fsum((after - now).tolist()), math.fsum(write.tolist()))]))
-        rel = _ratios(write, after)
+            [_ratio(w, u), _ratio(w, a), shrink]))
+        with np.errstate(invalid="ignore"):
+            rel = _ratios(write, after)
         top = [i for i in np.argsort(-rel, kind="stable")[:MAX_OUTSIDE_NAMED] if write[i] > 0.0]
         return Columns([self.names[i] for i in top], ["outside_to_param"] * len(top), rel[top].tolist())
 

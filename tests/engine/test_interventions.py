@@ -1799,3 +1799,95 @@ def test_step_schedule_makes_a_step_with_the_epoch_advance_the_schedule_by_one(u
     assert "step" not in type(sched).__dict__  # the class's own step is back at close
     applied = json.loads(open(spec["status"]).read())["applied"][0]
     assert "6 step(epoch) call(s) of the script advanced it by one instead" in applied
+
+
+def _partition_loss(img, txt, tau=0.01):
+    """-log(exp(s_ii / tau) / sum_j exp(s_ij / tau)) written from the formula, plus the image-image similarities."""
+    pos = torch.exp((img * txt).sum(-1) / tau)
+    others = 1.0 - torch.eye(len(img), dtype=img.dtype)  # an image's similarity with itself left out
+    part = torch.exp(img @ txt.t() / tau).sum(-1) + (torch.exp(img @ img.t() / tau) * others).sum(-1)
+    return -torch.log(pos / part).mean()
+
+
+def test_wide_exp_computes_an_overflowing_exp_in_float64_and_leaves_the_others(under_ablation):
+    """At tau = 0.01 a cosine above 0.887 overflows float32's exp: the loss is inf without the fix, finite with it
+    (the same value float64 gives), and the gradient reaches the weights finite; an exp that fits is left as it was."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, t = batch()
+    x[1] = x[0]  # two identical images: cosine 1, exp(100) in the partition function
+    img, txt = model(x, t)
+    assert not torch.isfinite(_partition_loss(img, txt))  # without the fix
+    want = float(_partition_loss(img.double(), txt.double()).detach())
+    spec = under_ablation("wide_exp")
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        small = torch.exp(torch.tensor([1.0, 2.0]))
+        for i in range(2):
+            img, txt = model(x, t)
+            loss = _partition_loss(img, txt)
+            if i == 0:
+                assert loss.dtype == torch.float64 and float(loss) == pytest.approx(want, rel=1e-6)
+            opt.zero_grad()
+            loss.backward()
+            assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt})
+            opt.step()
+    assert small.dtype == torch.float32
+    assert torch.isinf(torch.exp(torch.tensor([100.0])))  # undone on close
+    status = json.loads(open(spec["status"]).read())
+    said = status["applied"][0]  # the image-image partition at least, on each of the two steps
+    assert int(said.split()[0]) >= 2
+    assert "exp call(s) that overflow or underflow their dtype computed in float64" in said
+
+
+class QueriesViewed(nn.Module):
+    """K queries over (B, T, DIN) tokens through a sequence-first attention, the (K, B, DIN) output read as
+    (B, K, DIN) with .view (the DETR line) and mean-pooled; a text tower beside it."""
+
+    def __init__(self, k: int = 4):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(k, 1, DIN))
+        self.attn = nn.MultiheadAttention(DIN, 2)
+        self.text = nn.Linear(DIN, E)
+        self.proj = nn.Linear(DIN, E)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, x, t):
+        out, _ = self.attn(self.query.expand(-1, x.shape[0], -1), x.transpose(0, 1), x.transpose(0, 1))
+        return F.normalize(self.proj(out.view(x.shape[0], -1, DIN).mean(1)), dim=-1), F.normalize(self.text(t), dim=-1)
+
+
+def test_batch_first_view_reads_each_sample_s_own_rows(under_ablation):
+    torch.manual_seed(0)
+    model = QueriesViewed()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, t = torch.randn(B, 5, DIN), torch.randn(B, DIN)
+    with torch.no_grad():  # the transpose the script meant: row b from sample b's queries only
+        out, _ = model.attn(model.query.expand(-1, B, -1), x.transpose(0, 1), x.transpose(0, 1))
+        meant = F.normalize(model.proj(out.transpose(0, 1).mean(1)), dim=-1)
+        viewed = model(x, t)[0]
+    assert not torch.allclose(viewed, meant, atol=1e-4)
+    spec = under_ablation("batch_first_view")
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        with torch.no_grad():
+            assert torch.allclose(model(x, t)[0], meant, atol=1e-5)
+            kept = torch.arange(24).view(2, 12)  # no batch-sized axis: left alone
+        for i in range(2):
+            step(model, opt, w, i, x, t)
+    assert torch.equal(kept, torch.arange(24).reshape(2, 12))
+    said = json.loads(open(spec["status"]).read())["applied"][0]
+    assert f"moved the batch axis first before reading ((4, {B}, {DIN}) -> ({B}, -1, {DIN}))" in said
+
+
+def test_batch_first_view_is_not_applicable_without_such_a_view(under_ablation):
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    spec = under_ablation("batch_first_view")
+    x, t = batch()
+    with pytest.raises(SystemExit):
+        with diagnose.watch(model, opt, batch_size=B) as w:
+            for i in range(4):
+                step(model, opt, w, i, x, t)
+    assert "no view or reshape put the batch size first" in json.loads(open(spec["status"]).read())["not_applicable"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -94,3 +95,28 @@ def test_a_second_optimizer_step_before_the_observation_voids_the_reading():
                 session.observe(step, losses={"l": model(x).pow(2).mean()})
             opt.step()
     assert _model_rows(session.records, "outside_to_update") == {}
+
+
+def test_non_finite_norms_give_nan_readings_without_warnings_or_errors(recwarn):
+    """Norms that are inf on both sides of the write (inf - inf) or of opposite signs across tensors (a sum of +inf
+    and -inf, which math.fsum refuses) read as NaN."""
+    from probes.gradients import GradientFlow
+
+    class Buffer:
+        rows: list = []
+
+        def extend_columns(self, step, probe, cols):
+            self.rows.append(cols)
+
+    class Session:
+        buffer = Buffer()
+
+    probe = GradientFlow()
+    probe.names, probe.params, probe._order = ["a", "b"], [None, None], np.array([0, 1])
+    inf = math.inf
+    # write, update, after, now per tensor
+    probe._outside_rows(Session(), 3, [inf, 1.0, 1.0, 1.0, inf, 1.0, inf, inf])
+    probe._outside_rows(Session(), 4, [1.0, 1.0, 1.0, 1.0, inf, 2.0, 1.0, inf])
+    model = [c for c in Session.buffer.rows]
+    assert len(model) == 2 and all(math.isnan(v) for v in (model[0].values[2], model[1].values[2]))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .attention import AttentionBatchFirst
 from .autocast_cache import ClearAutocastCache
 from .base import Intervention, NotApplicable
+from .batch_view import BatchFirstView
 from .eps import DefaultEps
 from .finite_masks import FiniteMasks
 from .fp32_outputs import Fp32Outputs
@@ -36,6 +37,7 @@ from .standardise import StandardiseInputs
 from .targets import DiagonalTargets
 from .temperature import FixTemperature
 from .weight_decay import NoWeightDecay
+from .wide_exp import WideExp
 from .zero_division import GuardZeroDivision
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
@@ -43,7 +45,8 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     RelinkOptimizer, Unfreeze, GradThroughNoGrad, LocalGradInGather, GatherWithGrad, CentreInputs, StandardiseInputs,
     Reinit, ReinitConstant, DiagonalTargets, SplitGatherByRank, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad,
     ScalerStep, Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates,
-    AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache)}
+    AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache, WideExp,
+    BatchFirstView)}
 
 
 def for_cause(cause: str, findings: tuple[str, ...] | list[str] = ()) -> list[str]:
