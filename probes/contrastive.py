@@ -16,6 +16,10 @@ Probe ``contrastive`` (values stay on the device until the step's one transfer):
       soft_target_on_diagonal (share of rows whose most likely candidate is their own pair)
   target ``image`` / ``text``, every measured step: norm_cv (std / mean of the row norms),
       requires_grad (1 if the embedding carries a gradient back into the model, else 0)
+  target ``image`` / ``text``, every measured step where the embedding is a concatenation along rows of k >= 2
+      tensors of equal rows (features gathered from k ranks and joined with `torch.cat`): gather_shards (k) and
+      gather_shards_with_grad (how many of them carry a gradient back: `dist.all_gather` fills buffers outside
+      autograd, so only a shard put back by hand does; `torch.distributed.nn.all_gather` keeps all of them)
   target ``model``, every measured step: frozen_numel (parameter values with requires_grad=False)
   target ``pairs``, every measured step with both embeddings (>= 8 rows): cka (linear CKA of the image
       and text embeddings as paired, rows L2-normalised and centred), cka_null (the same with the
@@ -111,6 +115,23 @@ def _cka_pair(u: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=16)
 def _arange(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, device=device)
+
+
+def gathered_shards(emb: dict[str, torch.Tensor]) -> list[tuple[str, str, float]]:
+    """Per embedding made by `torch.cat` along its rows of k >= 2 inputs with equal rows (the step's own autograd
+    node, read without running it): (name, gather_shards, k) and (name, gather_shards_with_grad, the inputs with a
+    gradient path). Nothing for any other embedding."""
+    out = []
+    for name, x in emb.items():
+        fn = x.grad_fn
+        if fn is None or type(fn).__name__ != "CatBackward0" or getattr(fn, "_saved_dim", None) not in (0, -x.dim()):
+            continue
+        k = len(fn.next_functions)
+        if k < 2 or x.shape[0] % k:
+            continue
+        out += [(name, "gather_shards", float(k)),
+                (name, "gather_shards_with_grad", float(sum(f is not None for f, _ in fn.next_functions)))]
+    return out
 
 
 class _Readings:
@@ -248,6 +269,7 @@ class Contrastive(Probe):
             r.numbers += [("logits", "rows", float(b)), ("logits", "cols", float(b)),
                           ("image", "requires_grad", float(x.requires_grad)),
                           ("text", "requires_grad", float(emb["text"].requires_grad))]
+            r.numbers += gathered_shards(emb)
             self._hold(session, obs.step, logits, x, emb["text"])
             if session.due(obs.step, expensive=True):
                 with torch.no_grad():
@@ -315,6 +337,7 @@ class Contrastive(Probe):
         share none beyond the null's. Both towers go through each op together when their shapes agree."""
         for name, x in emb.items():
             r.add(name, "requires_grad", float(x.requires_grad))
+        r.numbers += gathered_shards(emb)
         x, y = emb.get("image"), emb.get("text")
         paired = x is not None and y is not None and len(x) == len(y) and len(x) >= PAIRS_MIN_ROWS
         if paired and x.shape == y.shape and x.dtype == y.dtype and x.device == y.device and len(x) <= x.shape[1]:

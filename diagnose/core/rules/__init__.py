@@ -47,6 +47,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     flat_logits,
     forward_weights_stale,
     gathered_gradient_scale,
+    gathered_own_shard_only,
     gathered_without_gradient,
     gradient_fall,
     gradient_presence,
@@ -135,5 +136,5 @@ __all__ = [
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
     "collapsed_by_update", "batch_of_copies", "target_only_in_group", "forward_weights_stale",
-    "params_written_outside", "zero_fixed_point",
+    "params_written_outside", "zero_fixed_point", "gathered_own_shard_only",
 ]

@@ -64,6 +64,7 @@ from .optimizer import (
     UpdatesRoundedAway,
 )
 from .outside_writes import ParamsWrittenOutside
+from .own_shard import OwnShardGradient
 from .representation import (
     ChanceNotCollapsed,
     CollapsedByUpdate,
@@ -124,6 +125,8 @@ forward_weights_stale = StaleForwardWeights()
 params_written_outside = ParamsWrittenOutside()
 # tensors of zeros whose gradients are exactly zero: factors that all start at zero never move
 zero_fixed_point = ZeroFixedPoint()
+# features gathered from the ranks, only this rank's shard differentiable, under SGD: the lr divided by the world size
+gathered_own_shard_only = OwnShardGradient()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -139,7 +142,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
                 logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group, forward_weights_stale,
-                params_written_outside, zero_fixed_point),
+                params_written_outside, zero_fixed_point, gathered_own_shard_only),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

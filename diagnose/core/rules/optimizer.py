@@ -560,10 +560,11 @@ class DecayShrinksWeights(Rule):
 # over the last PERSIST_MIN_OBS of them, is the schedule not being stepped per batch: the run trains at its
 # starting lr (OneCycleLR: max_lr / 25). Stepped per batch, its warm-up changes the lr between any two steps.
 SCHEDULE_PEAK_SHARE = 0.1
-# ... or one stepped per epoch: it changes the lr at a few of the optimizer's steps (at most SCHEDULE_PACE_SHARE of the
-# consecutive observations: the schedule runs at least 4x slower than it was laid out) and by the run's end has given
-# at most SCHEDULE_SLOW_PEAK_SHARE of its peak: a warm-up stretched 4x reaches under a quarter of it in the time it
-# was planned to take
+# ... or one stepped per epoch: it changes the lr only every 1 / SCHEDULE_PACE_SHARE observations or more (the
+# schedule runs at least 4x slower than it was laid out) and by the run's end has given at most
+# SCHEDULE_SLOW_PEAK_SHARE of its peak: a warm-up stretched 4x reaches under a quarter of it in the time it was
+# planned to take. The same reading, with a scheduler attached, against the lr the optimizer was built with (a
+# warm-up written in optimizer steps and stepped per epoch: lr_schedule_slow)
 SCHEDULE_PACE_SHARE, SCHEDULE_SLOW_PEAK_SHARE = 0.25, 0.25
 # A warm-up that starts over: the lr falls back to its floor (within RESET_REL of the lowest lr used) at every
 # decrease, RESTARTS_MIN times or more (one fall could be a schedule's end and a new phase; two are a cycle)
@@ -573,6 +574,15 @@ RESET_REL, RESTARTS_MIN = 0.1, 2
 def _pace(lr: pd.Series) -> float:
     """The share of consecutive observations between which the lr changed."""
     return float((lr.diff().iloc[1:] != 0).mean()) if len(lr) > 1 else 0.0
+
+
+def _stepped_slowly(lr: pd.Series) -> bool:
+    """The lr changed, and never sooner than 1 / SCHEDULE_PACE_SHARE observations after the start or after its last
+    change: a schedule stepped once per epoch (or every few steps). One stepped per optimizer step changes it at
+    consecutive observations while it moves, even if it then holds (a warm-up that ends, a factor applied twice)."""
+    changed = [i for i in range(1, len(lr)) if lr.iloc[i] != lr.iloc[i - 1]]
+    gaps = [b - a for a, b in zip([0, *changed], changed)]
+    return bool(changed) and min(gaps) >= round(1 / SCHEDULE_PACE_SHARE)
 
 
 class LrBelowSchedulePeak(Rule):
@@ -592,7 +602,8 @@ class LrBelowSchedulePeak(Rule):
              Emit("lr_below_start", ("error",), "learning_rate_too_low", 1),
              Emit("lr_schedule_restarted", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
              Emit("lr_warmup_restarts", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)),
-             Emit("lr_schedule_holds_low", ("warning",), "lr_schedule", 2))
+             Emit("lr_schedule_holds_low", ("warning",), "lr_schedule", 2),
+             Emit("lr_schedule_slow", ("error",), "lr_schedule", 1, explains=("learning_rate_too_low",)))
     needs = (("optimizer", "lr"),)
     thresholds = {"SCHEDULE_PEAK_SHARE": SCHEDULE_PEAK_SHARE, "SCHEDULE_PACE_SHARE": SCHEDULE_PACE_SHARE,
                   "SCHEDULE_SLOW_PEAK_SHARE": SCHEDULE_SLOW_PEAK_SHARE, "PERSIST_MIN_OBS": PERSIST_MIN_OBS,
@@ -638,13 +649,14 @@ class LrBelowSchedulePeak(Rule):
             ev = {"groups": restarted, "threshold_share_of_start": SCHEDULE_PEAK_SHARE, "loss_end": rnd(mean),
                   "chance_ln_B": rnd(ln_b), "state_steps_at_start": resumed_at}
             return [self._restarted(ctx, g0, restarted[g0], ev, mean, ln_b)]
+        slow = self._schedule_slow(df, ctx, mean, ln_b)
         below = self._below_start(df)
         if not below:
-            return []
+            return slow
         g0 = next(iter(below))
         ev = {"groups": below, "threshold_share_of_start": SCHEDULE_PEAK_SHARE, "loss_end": rnd(mean),
               "chance_ln_B": rnd(ln_b)}
-        return [Finding(
+        return slow + [Finding(
             "lr_below_start", "error", ctx.name,
             f"every param group's lr stayed at most {SCHEDULE_PEAK_SHARE:g} of the lr it had when the watch opened, "
             f"over the whole run ({g0}: at most {below[g0]['lr_max_seen']:.3g} against {below[g0]['lr_start']:.3g}, "
@@ -656,6 +668,43 @@ class LrBelowSchedulePeak(Rule):
             "schedule's arguments (step vs fraction of training, warm-up length, total steps).", g0),
             *(self._warmup_restarts(df, ctx, g0, below[g0]) or self._warmup_unfinished(df, ctx, g0, below[g0])
               or self._held_at_floor(df, ctx, g0, below[g0]))]
+
+    @staticmethod
+    def _schedule_slow(df: pd.DataFrame, ctx: RunContext, mean: float, ln_b: float) -> list[Finding]:
+        """A torch scheduler attached to the optimizer that changes every group's lr only every few steps
+        (`_stepped_slowly`), each lr at most SCHEDULE_SLOW_PEAK_SHARE of the one its group was built with."""
+        attached = series(df, "optimizer", "optimizer", "scheduler_attached")
+        if attached.empty or float(attached.max()) < 1:
+            return []
+        groups = {}
+        for g in targets(df, "optimizer", "lr"):
+            params = series(df, "optimizer", g, "params")
+            if len(params) and float(params.iloc[-1]) == 0:
+                continue
+            lr = finite(series(df, "optimizer", g, "lr"))
+            start, initial = (finite(series(df, "optimizer", g, m)) for m in ("lr_start", "lr_initial"))
+            ref = max([float(x.max()) for x in (start, initial) if len(x)] or [0.0])
+            if len(lr) < PERSIST_MIN_OBS or ref <= 0 or float(lr.iloc[1:].max()) > SCHEDULE_SLOW_PEAK_SHARE * ref \
+                    or not _stepped_slowly(lr):
+                return []
+            changed = [int(lr.index[i]) for i in range(1, len(lr)) if lr.iloc[i] != lr.iloc[i - 1]]
+            groups[g] = {"lr_built": ref, "lr_max_seen": float(lr.iloc[1:].max()), "changed_at_steps": changed[:8],
+                         "share_of_built": rnd(float(lr.iloc[1:].max()) / ref, 4), "steps": span(lr)}
+        if not groups:
+            return []
+        g0, info = next(iter(groups.items()))
+        at = info["changed_at_steps"]
+        return [Finding(
+            "lr_schedule_slow", "error", ctx.name,
+            f"the scheduler attached to the optimizer changed the lr only at step(s) {', '.join(map(str, at))} of "
+            f"{info['steps'][0]}-{info['steps'][1]} (no two changes, nor the first and the start, within "
+            f"{round(1 / SCHEDULE_PACE_SHARE)} steps), and {g0}'s lr stayed at most {info['lr_max_seen']:.3g}, "
+            f"{info['share_of_built']:.0%} of the {info['lr_built']:.3g} it was built with, while the loss is not "
+            f"learned ({mean:.4f} vs ln(B) = {ln_b:.4f}): a schedule written in optimizer steps (a warm-up of N "
+            "steps, a total of N steps) stepped once per epoch, so the run stays in its first steps of warm-up.",
+            {"groups": groups, "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)},
+            "Call scheduler.step() after every optimizer.step() (Lightning: return the scheduler with "
+            "'interval': 'step'), or write the schedule in epochs.", g0)]
 
     @staticmethod
     def _warmup_restarts(df: pd.DataFrame, ctx: RunContext, group: str, info: dict) -> list[Finding]:
@@ -781,7 +830,7 @@ class LrBelowSchedulePeak(Rule):
         share = float(lr.max()) / float(peak.max())
         if share <= SCHEDULE_PEAK_SHARE and float(last.max()) == float(last.min()):
             return True
-        return share <= SCHEDULE_SLOW_PEAK_SHARE and _pace(lr) <= SCHEDULE_PACE_SHARE
+        return share <= SCHEDULE_SLOW_PEAK_SHARE and _stepped_slowly(lr)
 
     @staticmethod
     def _below_start(df: pd.DataFrame, resumed: bool = False) -> dict:
@@ -826,6 +875,9 @@ class LrBelowSchedulePeak(Rule):
             flat = (len(lr) > PERSIST_MIN_OBS and bool(low.iloc[-PERSIST_MIN_OBS:].all())
                     and float(last.max()) == float(last.min()) and not loss_falling(df, int(last.index[0])))
             return flat or stuck(df, low)
+        if finding.id == "lr_schedule_slow":  # the schedule's pace is read; the loss must not be falling under it
+            since = int(finding.evidence["groups"][finding.target]["steps"][0])
+            return not loss_falling(df, since)
         # a direct reading that a schedule stepped per batch never shows (its lr changes at every step), not a
         # phase of training: no wait for the loss to stop falling
         return self._holds(df, finding.target)

@@ -4,12 +4,13 @@ that axis to the front before it (tests pooling_axis when the samples are mixed 
 `.view()` does not move axes, it reads the same memory in a new shape. A (K, B, D) attention output (sequence-first
 nn.MultiheadAttention) read as ``out.view(B, -1, D)``, or a bidirectional GRU's (2, B, H) final state read as
 ``h.view(B, 2 * H)``, gives row b values of other samples: each "sample" row is built from a block of neighbouring
-samples, and no row of the batch is a function of its own input any more. The counterfactual, through the model's and
-the script's own operations (`ops.watch_ops`, inside the forwards too): a `view` / `reshape` whose input has exactly
-one axis of the batch's size, not the first, and whose requested shape starts with the batch size, is computed as
-``x.movedim(axis, 0).reshape(shape)``: each row then holds its own sample's values, as the transpose the script meant
-would give. The batch size is the one given to the watch, else the rows of the first `observe`'s embeddings. Not
-applicable when no such call happened by the second `observe`.
+samples, and no row of the batch is a function of its own input any more. The counterfactual, through the model's
+and the script's own operations (`ops.watch_ops`, inside the forwards too): a `view` / `reshape` whose input has
+exactly one axis of the batch's size besides its last (the features' axis, which may equal it), not the first, and
+whose requested shape starts with the batch size, is computed as ``x.movedim(axis, 0).reshape(shape)``: each row
+then holds its own sample's values, as the transpose the script meant would give. The batch size is the one given to
+the watch, else the rows of the first `observe`'s embeddings. Not applicable when no such call happened by the
+second `observe`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class BatchFirstView(Intervention):
         if b is None or call.kwargs or not isinstance(x, torch.Tensor) or shape is None or shape[0] != b:
             return call.run()
         axes = [a for a, n in enumerate(x.shape) if n == b]
+        if len(axes) > 1 and axes[-1] == x.dim() - 1:  # a width equal to the batch size is the features' last axis
+            axes = axes[:-1]
         if len(axes) != 1 or axes[0] == 0:
             return call.run()
         self._moved += 1

@@ -349,6 +349,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.params_written_outside,
                # tests/core/rules/test_zero_fixed_point.py
                R.zero_fixed_point,
+               # tests/core/rules/test_own_shard.py
+               R.gathered_own_shard_only,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py

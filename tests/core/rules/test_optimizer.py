@@ -320,6 +320,29 @@ def test_lr_below_schedule_peak_when_the_schedule_moves_once_per_epoch_over_the_
         frame(_cycle(fast, peak=1e-3), loss("loss_clip", noisy([0.95 * LN_B] * N))), ctx()))
 
 
+def test_lr_schedule_slow_where_an_attached_scheduler_written_in_steps_is_stepped_per_epoch():
+    """A warm-up of 10 optimizer steps from 0 stepped once per epoch of 16 steps: lr 0, then 1/9 of the built lr,
+    then 2/9 (above a tenth: lr_below_start stays quiet): the schedule's pace names it."""
+    lr = [1e-3 / 9 * (s // 16) for s in range(N)]
+    attached = rec("optimizer", "optimizer", "scheduler_attached", [1.0] * N)
+    df = frame(_by_hand(lr), attached, loss("loss_clip", noisy([LN_B] * N)), moving())
+    found = R.lr_below_schedule_peak(df, ctx())
+    f = one(found, "lr_schedule_slow")
+    assert f.evidence["groups"]["group0"]["changed_at_steps"] == list(range(16, N, 16))
+    assert "stepped once per epoch" in f.message and "'interval': 'step'" in f.next_step
+    assert R.lr_below_schedule_peak.alarm(f, df) is True
+    assert [c["cause"] for c in R.rank_root_causes([x.to_dict() for x in found], {"learned": False})][0] == \
+        "lr_schedule"
+    # near misses: a warm-up stepped per step that then holds; set by hand (no scheduler); a run that learned; an lr
+    # that reaches more than a quarter of the built one at that pace
+    warm = [1e-3] + [1e-5 * min(1.0, s / 6) for s in range(1, N)]
+    for values, extra, lossy in ((warm, [attached], noisy([LN_B] * N)), (lr, [], noisy([LN_B] * N)),
+                                 (lr, [attached], [0.2 * LN_B] * N),
+                                 ([1e-3 / 3 * (s // 16) for s in range(N)], [attached], noisy([LN_B] * N))):
+        df = frame(_by_hand(values), *extra, loss("loss_clip", lossy), moving())
+        assert "lr_schedule_slow" not in ids(R.lr_below_schedule_peak(df, ctx()))
+
+
 def test_lr_below_schedule_peak_near_misses():
     # stepped per batch: the warm-up changes the lr at every step (even while still under a tenth of the peak)
     warm = [4e-5 * (1 + 0.003 * t) for t in range(N)]
