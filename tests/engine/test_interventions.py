@@ -1891,3 +1891,28 @@ def test_batch_first_view_is_not_applicable_without_such_a_view(under_ablation):
             for i in range(4):
                 step(model, opt, w, i, x, t)
     assert "no view or reshape put the batch size first" in json.loads(open(spec["status"]).read())["not_applicable"]
+
+
+def test_scale_gathered_grad_multiplies_the_gradients_by_candidates_over_batch(under_ablation):
+    """8 rows per rank, 32 candidates (4 ranks' shards): every gradient the optimizer applies is 4x the backward's."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, t = batch()
+    spec = under_ablation("scale_gathered_grad")
+    seen = []
+    opt.register_step_pre_hook(lambda o, a, k: seen.append(model.image.weight.grad.clone()))
+    with diagnose.watch(model, opt, batch_size=B // 2) as w:
+        for i in range(2):
+            img, txt = model(x, t)
+            logits = model.logit_scale.exp() * img @ txt.t()
+            loss = F.cross_entropy(logits, torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            before = model.image.weight.grad.clone()
+            w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits,
+                      candidates=2 * B)
+            opt.step()
+            assert torch.allclose(model.image.weight.grad, 4 * before)
+    assert json.loads(open(spec["status"]).read())["applied"] == [
+        "gradients multiplied by 4 (candidates 32 / batch 8) before 2 optimizer step(s)"]

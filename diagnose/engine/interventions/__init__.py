@@ -16,6 +16,7 @@ from .finite_masks import FiniteMasks
 from .fp32_outputs import Fp32Outputs
 from .gather import GatherWithGrad, LocalGradInGather
 from .gather_layout import SplitGatherByRank
+from .gathered_scale import ScaleGatheredGrad
 from .gradients import ClipGrad
 from .inputs import CentreInputs
 from .logits import MaskDuplicates
@@ -46,7 +47,7 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     Reinit, ReinitConstant, DiagonalTargets, SplitGatherByRank, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad,
     ScalerStep, Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates,
     AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache, WideExp,
-    BatchFirstView)}
+    BatchFirstView, ScaleGatheredGrad)}
 
 
 def for_cause(cause: str, findings: tuple[str, ...] | list[str] = ()) -> list[str]:
