@@ -576,6 +576,21 @@ def _pace(lr: pd.Series) -> float:
     return float((lr.diff().iloc[1:] != 0).mean()) if len(lr) > 1 else 0.0
 
 
+def _group_lrs(df: pd.DataFrame, resumed: bool = False):
+    """(group, its lr per observation, the lr it was built with) for each param group holding trainable tensors: the
+    larger of its lr at the watch's start and its initial_lr (with `resumed`, the lr at the start alone: a resumed
+    optimizer's initial_lr is the first run's setting, not the lr it had reached)."""
+    for g in targets(df, "optimizer", "lr"):
+        params = series(df, "optimizer", g, "params")
+        if len(params) and float(params.iloc[-1]) == 0:
+            continue
+        start = finite(series(df, "optimizer", g, "lr_start"))
+        initial = finite(series(df, "optimizer", g, "lr_initial"))
+        ref = max(float(start.max()) if len(start) else 0.0,
+                  float(initial.max()) if len(initial) and not resumed else 0.0)
+        yield g, finite(series(df, "optimizer", g, "lr")), ref
+
+
 def _stepped_slowly(lr: pd.Series) -> bool:
     """The lr changed, and never sooner than 1 / SCHEDULE_PACE_SHARE observations after the start or after its last
     change: a schedule stepped once per epoch (or every few steps). One stepped per optimizer step changes it at
@@ -677,13 +692,7 @@ class LrBelowSchedulePeak(Rule):
         if attached.empty or float(attached.max()) < 1:
             return []
         groups = {}
-        for g in targets(df, "optimizer", "lr"):
-            params = series(df, "optimizer", g, "params")
-            if len(params) and float(params.iloc[-1]) == 0:
-                continue
-            lr = finite(series(df, "optimizer", g, "lr"))
-            start, initial = (finite(series(df, "optimizer", g, m)) for m in ("lr_start", "lr_initial"))
-            ref = max([float(x.max()) for x in (start, initial) if len(x)] or [0.0])
+        for g, lr, ref in _group_lrs(df):
             if len(lr) < PERSIST_MIN_OBS or ref <= 0 or float(lr.iloc[1:].max()) > SCHEDULE_SLOW_PEAK_SHARE * ref \
                     or not _stepped_slowly(lr):
                 return []
@@ -840,15 +849,7 @@ class LrBelowSchedulePeak(Rule):
         from a state), or, with `resumed` (an optimizer resumed from a state: its lr at the start is the one the
         run had reached, not a setting), held, against that lr alone. Empty unless every such group holds it."""
         out = {}
-        for g in targets(df, "optimizer", "lr"):
-            params = series(df, "optimizer", g, "params")
-            if len(params) and float(params.iloc[-1]) == 0:
-                continue
-            lr = finite(series(df, "optimizer", g, "lr"))
-            start = finite(series(df, "optimizer", g, "lr_start"))
-            initial = finite(series(df, "optimizer", g, "lr_initial"))
-            ref = max(float(start.max()) if len(start) else 0.0,
-                      float(initial.max()) if len(initial) and not resumed else 0.0)
+        for g, lr, ref in _group_lrs(df, resumed):
             # from the second observation: a loop that sets the lr after its first observe shows the built value
             # there, which no optimizer step used
             used = lr.iloc[1:]
