@@ -53,7 +53,8 @@ ALL_RESULTS = tuple(f"results-ablate-{n}.json" for n in (
     "schedules", "test22", "test22-fixes", "zero-head", "test23", "lr-guard", "test24", "test24-fixes", "test25",
     "test25-fixes", "shuffle", "test26", "test26-fixes", "test27", "lr-peak", "gather-layout", "test27-fixes",
     "test28", "group-defaults", "test29", "autocast-cache", "test30", "test30-fixes",
-    "outside-writes", "test31", "test32", "test31-fixes"))
+    "outside-writes", "test31", "test32", "test31-fixes",
+    "gathered-scale"))
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
