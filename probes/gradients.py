@@ -11,8 +11,8 @@ Metrics (probe ``gradient_flow``, target = parameter name):
   hand-written decay, a renorm, a reload), against the step's own update; outside_to_param = ‖θ_now − θ_after‖ /
   ‖θ_after‖; outside_shrink = Σ(‖θ_after‖ − ‖θ_now‖) / Σ‖θ_now − θ_after‖ over the parameter tensors (1: the
   write only scaled tensors down, a decay, whichever tensors it touched); and per parameter the `MAX_OUTSIDE_NAMED`
-  largest non-zero writes as outside_to_param. The snapshot the update was measured with holds θ_after for it: no
-  second copy of the weights.
+  largest non-zero writes as outside_to_param. Read on a fixed strided sample of each tensor
+  (`OUTSIDE_SAMPLE` elements, norms scaled to the whole tensor): no copy of the weights.
   probe ``gradient_flow.model`` also, where weights are stored in float16 / bfloat16: low_precision_share (their
   share of the trainable elements) and low_precision_unchanged_frac (the share of those elements the optimizer
   step left bit-identical: an update under half the spacing of neighbouring numbers rounds back to the old
@@ -53,6 +53,12 @@ if TYPE_CHECKING:
 
 # Per parameter, the largest writes outside the optimizer named in the records (the model row has them all).
 MAX_OUTSIDE_NAMED = 5
+# Elements of each tensor the outside writes are read on (a fixed stride): a copy of the 3.2 M weights of
+# benchmarks/watch_cost.py's MLP after each measured step and three passes over them at the next observation cost
+# ~3 ms of CPU; a sample of about 1024 per tensor (29 k of its 45 tensors' elements) ~0.5 ms, and the writes it is for
+# (an EMA or a checkpoint copied in, a decay, a reload) touch every element alike: a norm from 1024 of them is within
+# a few percent. A write to a few elements of a large tensor can fall between the samples.
+OUTSIDE_SAMPLE = 1024
 # Outermost "<container>.<index>" whose container name reads like a stack of blocks.
 _BLOCK = re.compile(r"^(.*?(?:^|\.)(?:layers?|blocks?|h|resblocks|layer_list)\.\d+)(?:\.|$)")
 
@@ -141,8 +147,8 @@ class GradientFlow(Probe):
         self._sizes_sent = False  # the aggregates' numel rows go out with the first measured step
         self._snapshot: list[torch.Tensor] | None = None
         self._pending: tuple[int, list[torch.Tensor]] | None = None  # (step, ‖θ_before‖ per fused group)
-        # after a measured update: the snapshot holds θ_after; (‖θ_after − θ_before‖, ‖θ_after‖) per fused group and
-        # the session's count of optimizer steps then (a later step before the next observation voids the reading)
+        # after a measured update: (‖θ_after − θ_before‖ per fused group, θ_after's samples per fused group, the
+        # session's count of optimizer steps then: a later step before the next observation voids the reading)
         self._after: tuple[list[torch.Tensor], list[torch.Tensor], int] | None = None
         self.model_update: list[float] = []  # model-level update/param of the recent steps (schedule reads it)
 
@@ -158,6 +164,12 @@ class GradientFlow(Probe):
         self._low_numel = float(sum(self.numel[i] for group in self._fused for i in group
                                     if self.params[i].dtype in LOW_PRECISION))
         self._order = np.asarray([i for g in self._fused for i in g], dtype=np.int64)
+        # the outside writes are read on a fixed strided sample of each tensor: sqrt(numel / sampled) scales a sample's
+        # norm to the tensor's (exact for tensors of at most OUTSIDE_SAMPLE elements, which are read whole)
+        self._strides = [max(1, k // OUTSIDE_SAMPLE) for k in self.numel]
+        self._sampled = [-(-k // s) for k, s in zip(self.numel, self._strides)]
+        self._sample_scale = np.sqrt(self._numel / np.maximum(np.asarray(self._sampled, dtype=np.float64), 1.0))
+        self._lengths_dev: dict[tuple, torch.Tensor] = {}
         # CUDA values reach the host a step or two later (probes._records.RecordBuffer.flush): by then the
         # gradients a count would read may be gone, so each measured step notes which gradient each norm read
         self._late: bool | None = None  # None: read from where the parameters are at each step (a model moved later)
@@ -371,10 +383,8 @@ class GradientFlow(Probe):
                 values.append(fused_norms(snap))
                 if group_params[0].dtype in LOW_PRECISION:  # which elements the step changed at all
                     counts.append(nonzero_counts(snap).sum())
-                if stepped:
-                    torch._foreach_copy_(snap, group_params)  # θ_after, for the writes before the next observe
-            if stepped:
-                self._after = (values, [fused_norms(g) for g in self._fused_params], session.optimizer_steps)
+            if stepped:  # θ_after's sample, for the writes before the next observe
+                self._after = (values, [torch.cat(g) for g in self._samples()], session.optimizer_steps)
         k = len(counts)
         session.buffer.later(step, self.name, values + counts + list(before),
                              lambda floats: self._update_rows(session, step, floats, k))
@@ -387,21 +397,41 @@ class GradientFlow(Probe):
         self._after = None
         if steps == 0 or session.optimizer_steps != steps:  # no optimizer hooked (nothing says where its steps
             return  # end), or another of its steps came before this observation
-        writes = []
-        with torch.no_grad():
-            for group, group_params in zip(self._fused, self._fused_params):
-                snap = [self._snapshot[i] for i in group]
-                torch._foreach_sub_(snap, group_params)  # θ_after − θ_now, in place (the next full step recopies)
-                writes.append(fused_norms(snap))
-            now = [fused_norms(g) for g in self._fused_params]
-        session.buffer.later(step, self.name, writes + list(update) + list(after) + now,
+        sums = []
+        with torch.no_grad():  # per group one (3, tensors) table: Σ write², Σ θ_after², Σ θ_now² over each sample
+            for k, (was, group) in enumerate(zip(after, self._samples())):
+                was, now = was.float(), torch.cat(group).float()
+                sums.append(torch.segment_reduce(torch.stack([(was - now).square(), was.square(), now.square()]),
+                                                 "sum", lengths=self._lengths(k, was.device), axis=1))
+        session.buffer.later(step, self.name, list(update) + sums,
                              lambda floats: self._outside_rows(session, step, floats))
+
+    def _samples(self) -> list[list[torch.Tensor]]:
+        """Per fused group, every parameter as a strided view of at most about `OUTSIDE_SAMPLE` of its elements."""
+        params, strides = self.params, self._strides
+        return [[params[i].detach().reshape(-1)[::strides[i]] for i in group] for group in self._fused]
+
+    def _lengths(self, k: int, device: torch.device) -> torch.Tensor:
+        """Group k's samples concatenated: each tensor's sampled length, as `segment_reduce` takes them for its three
+        rows (kept per device)."""
+        key = (k, str(device))
+        if key not in self._lengths_dev:
+            counts = torch.tensor([self._sampled[i] for i in self._fused[k]], device=device)
+            self._lengths_dev[key] = counts.expand(3, -1).contiguous()
+        return self._lengths_dev[key]
 
     def _outside_rows(self, session: "ProbeSession", step: int, floats: list[float]) -> Columns:
         n = len(self.params)
-        write, update, after, now = (np.empty(n) for _ in range(4))
-        for j, arr in enumerate((write, update, after, now)):
-            arr[self._order] = floats[j * n:(j + 1) * n]
+        update, write, after, now = (np.empty(n) for _ in range(4))
+        update[self._order] = floats[:n]
+        at = n
+        for group in self._fused:  # each group's (3, len(group)) table, row by row
+            k = len(group)
+            for j, arr in enumerate((write, after, now)):
+                arr[group] = floats[at + j * k:at + (j + 1) * k]
+            at += 3 * k
+        with np.errstate(invalid="ignore"):  # sums of squares of the samples, scaled to the whole tensors' norms
+            write, after, now = (np.sqrt(x) * self._sample_scale for x in (write, after, now))
 
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite weights give NaN readings, not warnings
             w, u, a = (float(np.sqrt(np.sum(x * x))) for x in (write, update, after))

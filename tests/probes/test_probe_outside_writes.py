@@ -113,10 +113,41 @@ def test_non_finite_norms_give_nan_readings_without_warnings_or_errors(recwarn):
 
     probe = GradientFlow()
     probe.names, probe.params, probe._order = ["a", "b"], [None, None], np.array([0, 1])
+    probe._fused, probe._sample_scale = [[0, 1]], np.ones(2)
     inf = math.inf
-    # write, update, after, now per tensor
-    probe._outside_rows(Session(), 3, [inf, 1.0, 1.0, 1.0, inf, 1.0, inf, inf])
-    probe._outside_rows(Session(), 4, [1.0, 1.0, 1.0, 1.0, inf, 2.0, 1.0, inf])
+    # update norms, then the group's (3, 2) table of sums of squares: write, after the step, now
+    probe._outside_rows(Session(), 3, [1.0, 1.0, inf, 1.0, inf, 1.0, inf, inf])
+    probe._outside_rows(Session(), 4, [1.0, 1.0, 1.0, 1.0, inf, 4.0, 1.0, inf])
     model = [c for c in Session.buffer.rows]
     assert len(model) == 2 and all(math.isnan(v) for v in (model[0].values[2], model[1].values[2]))
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_large_tensors_are_read_on_a_sample_whose_norms_scale_to_the_whole():
+    """A 256 x 128 weight (32768 elements, 32x OUTSIDE_SAMPLE) decayed by hand after each step: the reading, taken on
+    every 32nd element, matches the whole tensor's within a few percent, and the decay still reads as a pure shrink."""
+    from probes.gradients import OUTSIDE_SAMPLE
+
+    torch.manual_seed(0)
+    model = nn.Linear(128, 256)
+    assert model.weight.numel() == 32 * OUTSIDE_SAMPLE
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x = torch.randn(16, 128)
+    want = {}
+    with attach(model, opt, probes="cheap", strict=True) as session:
+        for step in range(4):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            session.observe(step, losses={"l": model(x).pow(2).mean()})
+            before = [p.detach().clone() for p in model.parameters()]
+            opt.step()
+            update = math.sqrt(sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.parameters(), before)))
+            write = 0.01 * float(model.weight.detach().norm())  # what the decay below takes away
+            want[step + 1] = write / update
+            with torch.no_grad():
+                model.weight.mul_(0.99)
+    ratio, shrink = _model_rows(session.records, "outside_to_update"), _model_rows(session.records, "outside_shrink")
+    assert sorted(ratio) == [1, 2, 3]
+    for step in (1, 2, 3):
+        assert ratio[step] == pytest.approx(want[step], rel=0.05)
+        assert shrink[step] == pytest.approx(1.0, abs=1e-3)  # float32 sums of squares
