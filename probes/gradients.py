@@ -401,8 +401,7 @@ class GradientFlow(Probe):
         with torch.no_grad():  # per group one (3, tensors) table: Σ write², Σ θ_after², Σ θ_now² over each sample
             for k, (was, group) in enumerate(zip(after, self._samples())):
                 was, now = was.float(), torch.cat(group).float()
-                sums.append(torch.segment_reduce(torch.stack([(was - now).square(), was.square(), now.square()]),
-                                                 "sum", lengths=self._lengths(k, was.device), axis=1))
+                sums.append(self._segment_sums(k, torch.stack([(was - now).square(), was.square(), now.square()])))
         session.buffer.later(step, self.name, list(update) + sums,
                              lambda floats: self._outside_rows(session, step, floats))
 
@@ -410,6 +409,15 @@ class GradientFlow(Probe):
         """Per fused group, every parameter as a strided view of at most about `OUTSIDE_SAMPLE` of its elements."""
         params, strides = self.params, self._strides
         return [[params[i].detach().reshape(-1)[::strides[i]] for i in group] for group in self._fused]
+
+    def _segment_sums(self, k: int, rows: torch.Tensor) -> torch.Tensor:
+        """(3, tensors of group k): the rows' sums over each tensor's stretch of the concatenated samples; one call
+        where the device has `segment_reduce`, else one sum per tensor."""
+        try:
+            return torch.segment_reduce(rows, "sum", lengths=self._lengths(k, rows.device), axis=1)
+        except (RuntimeError, NotImplementedError):
+            sizes = [self._sampled[i] for i in self._fused[k]]
+            return torch.stack([part.sum(dim=1) for part in rows.split(sizes, dim=1)], dim=1)
 
     def _lengths(self, k: int, device: torch.device) -> torch.Tensor:
         """Group k's samples concatenated: each tensor's sampled length, as `segment_reduce` takes them for its three

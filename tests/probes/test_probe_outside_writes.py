@@ -151,3 +151,17 @@ def test_large_tensors_are_read_on_a_sample_whose_norms_scale_to_the_whole():
     for step in (1, 2, 3):
         assert ratio[step] == pytest.approx(want[step], rel=0.05)
         assert shrink[step] == pytest.approx(1.0, abs=1e-3)  # float32 sums of squares
+
+
+def test_the_per_tensor_sums_are_the_same_where_segment_reduce_is_missing(monkeypatch):
+    """A device without `segment_reduce` (the fallback sums each tensor's stretch): the same readings."""
+    write = {"decay": lambda m, s: [p.mul_(0.9) for p in m.parameters()]}["decay"]
+    df, _ = _run(write)
+    want = _model_rows(df, "outside_to_update")
+
+    def missing(*args, **kwargs):
+        raise NotImplementedError("segment_reduce")
+    monkeypatch.setattr(torch, "segment_reduce", missing)
+    df, _ = _run(write)
+    got = _model_rows(df, "outside_to_update")
+    assert sorted(got) == sorted(want) and all(got[s] == pytest.approx(want[s], rel=1e-6) for s in want)
