@@ -36,6 +36,18 @@ def test_near_misses_a_random_factor_a_zero_tensor_that_gets_gradients_and_too_f
                frame(_param("gate", 1.0, 0.0, n=PERSIST_MIN_OBS - 1), lossy),  # too few readings
                frame(_param("bias", 0.97, 0.0), lossy)):  # mostly, not exactly, zero gradients
         assert "zero_fixed_point" not in ids(R.zero_fixed_point(df, ctx()))
+    # biases of zeros whose gradient is zero (a query's and a key's under a softmax over one key): their module gets
+    # no gradient, a cut upstream; a lone tensor of zeros with no zero partner near it; a layer that gets no gradient
+    # anywhere (the loss sends it none)
+    attn = "text.layers.0.self_attn"
+    for df in (frame(_param(f"{attn}.q_proj.bias", 1.0, 0.0), _param(f"{attn}.k_proj.bias", 1.0, 0.0), lossy),
+               frame(_param("text.layers.0.adapter.weight", 1.0, 0.0), _param("image.layers.3.gate.weight", 1.0, 0.0),
+                     lossy),
+               frame(_dora(), rec("gradient_flow.layer", "image.0", "zero_grad_frac", [1.0] * N), lossy)):
+        assert "zero_fixed_point" not in ids(R.zero_fixed_point(df, ctx()))
+    # with its layer getting gradients elsewhere, the pair is read
+    layer = rec("gradient_flow.layer", "image.0", "zero_grad_frac", [0.6] * N)
+    assert "zero_fixed_point" in ids(R.zero_fixed_point(frame(_dora(), layer, lossy), ctx()))
     # zero gradients at first that then arrive (a gate that moves): not every reading, no finding
     z = [1.0] * 3 + [0.0] * (N - 3)
     moving = frame(rec("gradient_flow", "gate", "zero_grad_frac", z), rec("gradient_flow", "gate", "param_norm",
