@@ -391,7 +391,7 @@ class GradientFlow(Probe):
 
     def _outside_writes(self, session: "ProbeSession", step: int) -> None:
         """How far the weights moved between the optimizer's last measured step and this observation."""
-        if self._after is None or self._snapshot is None:
+        if self._after is None:
             return
         update, after, steps = self._after
         self._after = None
