@@ -13,6 +13,9 @@ Metrics (probe ``gradient_flow``, target = parameter name):
   write only scaled tensors down, a decay, whichever tensors it touched); and per parameter the `MAX_OUTSIDE_NAMED`
   largest non-zero writes as outside_to_param. Read on a fixed strided sample of each tensor
   (`OUTSIDE_SAMPLE` elements, norms scaled to the whole tensor): no copy of the weights.
+  probe ``gradient_flow.model`` also, with each update: update_turn_to_param = √Σ‖Δ⊥‖² / ‖θ_before‖, the update less
+  its projection on each tensor (a decay only rescales a tensor and reads ~0; a gradient's step turns it), read on
+  the same strided samples.
   probe ``gradient_flow.model`` also, where weights are stored in float16 / bfloat16: low_precision_share (their
   share of the trainable elements) and low_precision_unchanged_frac (the share of those elements the optimizer
   step left bit-identical: an update under half the spacing of neighbouring numbers rounds back to the old
@@ -385,9 +388,23 @@ class GradientFlow(Probe):
                     counts.append(nonzero_counts(snap).sum())
             if stepped:  # θ_after's sample, for the writes before the next observe
                 self._after = (values, [torch.cat(g) for g in self._samples()], session.optimizer_steps)
+            turns = self._turn_sums()
         k = len(counts)
-        session.buffer.later(step, self.name, values + counts + list(before),
+        session.buffer.later(step, self.name, values + counts + list(before) + turns,
                              lambda floats: self._update_rows(session, step, floats, k))
+
+    def _turn_sums(self) -> list[torch.Tensor]:
+        """Per fused group, each tensor's Σ‖Δ⊥‖² over its sample: the update (held in the snapshot) less its
+        projection on the weights after it, Δ² - (Δ·θ)² / θ² (all of Δ where θ is zero). Computed in float64 where the
+        device has it: a decay's step is radial to 1e-7, and the difference of two sums that close needs it."""
+        snaps = [[self._snapshot[i].reshape(-1)[::self._strides[i]] for i in group] for group in self._fused]
+        out = []
+        for k, (delta, theta) in enumerate(zip(snaps, self._samples())):
+            dtype = torch.float64 if delta[0].device.type in ("cpu", "cuda") else torch.float32
+            d, t = torch.cat(delta).to(dtype), torch.cat(theta).to(dtype)
+            dot, tt, dd = self._segment_sums(k, torch.stack([d * t, t * t, d * d]))
+            out.append(torch.where(tt > 0, dd - dot * dot / tt.clamp(min=torch.finfo(dtype).tiny), dd).clamp(min=0))
+        return out
 
     def _outside_writes(self, session: "ProbeSession", step: int) -> None:
         """How far the weights moved between the optimizer's last measured step and this observation."""
@@ -452,12 +469,24 @@ class GradientFlow(Probe):
         top = [i for i in np.argsort(-rel, kind="stable")[:MAX_OUTSIDE_NAMED] if write[i] > 0.0]
         return Columns([self.names[i] for i in top], ["outside_to_param"] * len(top), rel[top].tolist())
 
+    def _turn_rows(self, session: "ProbeSession", step: int, floats: list[float], norm_before: float) -> None:
+        """update_turn_to_param: the part of the update that is not a rescaling of each tensor (`_turn_sums`), as
+        √Σ‖Δ⊥‖² over the tensors / ‖θ_before‖ of the model. A decay's step rescales every tensor and reads ~0; a
+        gradient's step turns them. A one-element tensor (a logit scale) can only be rescaled."""
+        perp = np.empty(len(self.params))
+        perp[self._order] = floats
+        with np.errstate(invalid="ignore", over="ignore"):
+            turn = _ratio(float(np.sqrt(np.sum(perp * self._sample_scale ** 2))), norm_before)
+        session.buffer.extend_columns(step, f"{self.name}.model",
+                                      Columns(["model"], ["update_turn_to_param"], [turn]))
+
     def _update_rows(self, session: "ProbeSession", step: int, floats: list[float], k_counts: int) -> Columns:
         """From the floats of: the update norms, `k_counts` unchanged-element counts, the norms before the step."""
         n = len(self.params)
         dn, before = np.empty(n), np.empty(n)
         dn[self._order] = floats[:n]
-        before[self._order] = floats[n + k_counts:]
+        before[self._order] = floats[n + k_counts:2 * n + k_counts]
+        self._turn_rows(session, step, floats[2 * n + k_counts:], float(np.sqrt(np.sum(before * before))))
         for level, (seg, idx, targets) in self._segments.items():
             k = len(targets)
             d2 = np.sqrt(np.bincount(seg, (dn * dn)[idx], minlength=k))

@@ -247,7 +247,8 @@ class Watch(OnlineRules):
             logits = {"image_to_text": logits}
         extras = dict(extras or {})
         if self.optimizer is not None and "lr" not in extras:
-            extras["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            # None: an optimizer that sizes its own steps (Adafactor with relative_step=True) reads NaN
+            extras["lr"] = _number(self.optimizer.param_groups[0].get("lr"))
         if self.dist is not None:
             extras.update(self.dist.step_extras(int(step), losses))
         elif "world_size" not in extras and torch.distributed.is_available() and torch.distributed.is_initialized():

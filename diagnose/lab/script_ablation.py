@@ -277,12 +277,16 @@ def candidates_from(baselines: list[dict], named: list[str], variants: dict[str,
 
 
 def fallback_controls(cands: list[Candidate], hyps: list[dict]) -> list[Candidate]:
-    """A control on the forward pass when the candidates chosen from the baseline left nothing refuted: every change
-    that acted fixed the run, or could not act (no lr change reaches weights the optimizer never steps)."""
+    """A control on the forward pass when the candidates chosen from the baseline left no other cause refuted: every
+    change that acted fixed the run, could not act (no lr change reaches weights the optimizer never steps), or was
+    refuted as one fix of a cause another fix confirmed (lr x10 beside the unscale a clip needed: both test a too-low
+    lr, so nothing stands against another cause)."""
     from ..engine.interventions import CATALOGUE
 
     chosen = any(c.source.startswith("cause:") or c.source == "control" for c in cands)  # not only --fix / --variant
-    if not chosen or any(h["verdict"] == "refuted" for h in hyps):
+    confirmed = {t for c, h in zip(cands, hyps) if h["verdict"] == "confirmed" for t in c.tests}
+    contrast = any(h["verdict"] == "refuted" and not set(c.tests) <= confirmed for c, h in zip(cands, hyps))
+    if not chosen or contrast:
         return []
     have, tested = {c.fix for c in cands}, {t for c in cands for t in c.tests}
     for name in FALLBACK_CONTROLS:

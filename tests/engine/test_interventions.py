@@ -697,25 +697,32 @@ def test_relink_optimizer_is_not_applicable_when_the_optimizer_steps_the_model(u
     assert "no stale copies" in json.loads(open(spec["status"]).read())["not_applicable"]
 
 
-@pytest.mark.parametrize("proper", [False, True])
-def test_scaler_step_unscales_a_plain_optimizer_step_after_a_scaled_backward(under_ablation, proper):
-    """`scaler.scale(loss).backward(); optimizer.step()`: the fix steps with the unscaled gradient, once per step,
-    and updates the scale; a script that already calls scaler.step is left alone (not applicable)."""
+def _scaled_setup(fix: str, under_ablation):
+    """Towers under SGD with a GradScaler (init scale 2**10), the fix's spec, a batch and its labels."""
     torch.manual_seed(0)
     model = Towers()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
-    spec = under_ablation("scaler_step")
-    x, t = batch()
-    labels = torch.arange(B)
+    return model, opt, scaler, under_ablation(fix), batch(), torch.arange(B)
+
+
+def _scaled_backward(model, opt, scaler, x, t, labels):
+    img, txt = model(x, t)
+    logits = model.logit_scale.exp() * img @ txt.t()
+    loss = F.cross_entropy(logits, labels)
+    opt.zero_grad()
+    scaler.scale(loss).backward()
+    return {"losses": {"clip": loss}, "embeddings": {"image": img, "text": txt}, "logits": logits}
+
+
+@pytest.mark.parametrize("proper", [False, True])
+def test_scaler_step_unscales_a_plain_optimizer_step_after_a_scaled_backward(under_ablation, proper):
+    """`scaler.scale(loss).backward(); optimizer.step()`: the fix steps with the unscaled gradient, once per step,
+    and updates the scale; a script that already calls scaler.step is left alone (not applicable)."""
+    model, opt, scaler, spec, (x, t), labels = _scaled_setup("scaler_step", under_ablation)
 
     def one(w, i):
-        img, txt = model(x, t)
-        logits = model.logit_scale.exp() * img @ txt.t()
-        loss = F.cross_entropy(logits, labels)
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        w.observe(i, **_scaled_backward(model, opt, scaler, x, t, labels))
         scaled = model.image.weight.grad.clone()
         before = model.image.weight.detach().clone()
         if proper:
@@ -737,6 +744,59 @@ def test_scaler_step_unscales_a_plain_optimizer_step_after_a_scaled_backward(und
         assert torch.allclose(moved, 0.1 * scaled / 2 ** 10, atol=1e-7)  # lr x the unscaled gradient
         one(w, 1)
     assert "unscaled the gradients of 2 step(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+
+
+@pytest.mark.parametrize("proper", [False, True])
+def test_unscale_before_clip_clips_the_true_gradient(under_ablation, proper):
+    """`scaler.scale(loss).backward(); clip_grad_norm_(...); scaler.step(opt)`: the clip sees the scaled gradient and
+    the step applies max_norm / scale. Under the fix the clip runs on the unscaled gradient (the step then applies the
+    true one, clipped); a script that unscales first is left alone (not applicable)."""
+    model, opt, scaler, spec, (x, t), labels = _scaled_setup("unscale_before_clip", under_ablation)
+
+    def one(w, i):
+        seen = _scaled_backward(model, opt, scaler, x, t, labels)
+        if proper:
+            scaler.unscale_(opt)
+        total = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=100.0))
+        w.observe(i, **seen)
+        scaler.step(opt)
+        scaler.update()
+        return total
+
+    if proper:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                one(w, 0)
+        assert "unscales the gradients before it clips" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        assert one(w, 0) < 100.0  # the clip saw the true norm (scaled, it would be 2**10 times that)
+        one(w, 1)
+    assert "before 2 clip(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+    assert torch.nn.utils.clip_grad_norm_.__name__ == "clip_grad_norm_"  # the patch is gone after the run
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_own_step_off_gives_an_optimizer_that_sizes_its_own_steps_an_lr(under_ablation, relative):
+    from transformers.optimization import Adafactor
+
+    torch.manual_seed(0)
+    model = Towers()
+    opt = (Adafactor(model.parameters(), lr=None, relative_step=True, warmup_init=True) if relative
+           else Adafactor(model.parameters(), lr=1e-3, relative_step=False))
+    spec = under_ablation("own_step_off")
+    x, t = batch()
+    if not relative:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B):
+                pass
+        assert "relative_step is not set" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        assert opt.param_groups[0]["lr"] == 1e-3 and not opt.param_groups[0]["relative_step"]
+        step(model, opt, w, 0, x, t)
+    status = json.loads(open(spec["status"]).read())
+    assert "lr 0.001" in status["applied"][0]
 
 
 class ListedTowers(nn.Module):

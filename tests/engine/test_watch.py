@@ -112,6 +112,28 @@ def test_learning_rate_that_collapses_the_embeddings_is_named(tmp_path):
     assert run["alarms"] and run["alarms"][0]["step"] <= 20 and w.alarms[0].step == run["alarms"][0]["step"]
 
 
+def test_an_optimizer_without_an_lr_is_watched(tmp_path):
+    """transformers' Adafactor with relative_step=True has lr None (it sizes its own steps): the watch reads its lr as
+    NaN instead of failing the user's step, and the run's steps are still measured."""
+    from transformers.optimization import Adafactor
+
+    torch.manual_seed(0)
+    tokens, texts = data(0)
+    model = Aligner()
+    opt = Adafactor(model.parameters(), lr=None, relative_step=True, warmup_init=True)
+    with diagnose.watch(model, opt, out=None, alarm="off", probes="cheap") as w:
+        for step in range(12):
+            img, txt = model(tokens[:B], texts[:B])
+            loss = F.cross_entropy(model.logit_scale.exp() * img @ txt.t(), torch.arange(B))
+            opt.zero_grad()
+            loss.backward()
+            w.observe(step, losses={"clip": loss}, embeddings={"image": img, "text": txt}, batch_size=B)
+            opt.step()
+    df = w.session.records
+    up = df[(df.probe == "gradient_flow.model") & (df.metric == "update_to_param")]["value"]
+    assert len(up) == 12 and (up > 0).all() and (up < 1e-4).all()  # 1e-6 x step, times the weights' RMS
+
+
 def test_alarm_raise_stops_the_loop_and_the_directory_is_still_written(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(diagnose.DiagnoseAlarm) as info:  # rules inside observe: the alarm step is exact

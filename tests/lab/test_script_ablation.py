@@ -74,6 +74,13 @@ def test_a_forward_pass_control_follows_when_nothing_was_refuted():
     assert fallback_controls(cands, acted) == []  # a refuted control needs no other
     named = candidates_from(causes("param_not_in_optimizer"), ["add_missing_params"], {})
     assert fallback_controls(named, [{"id": "add_missing_params", "source": "named", "verdict": "confirmed"}]) == []
+    # refuted, but a fix of the very cause another fix confirmed (lr_up beside test33's unscale before a clip, here
+    # the first other fix of a too-low lr): no contrast yet
+    low = candidates_from(causes("learning_rate_too_low"), [], {})
+    same = [{"id": c.name, "source": c.source,
+             "verdict": "refuted" if c.name == "lr_up" else "confirmed" if c.name == low[1].name
+             else "not applicable"} for c in low]
+    assert "lr_up" in [c.name for c in low] and [c.name for c in fallback_controls(low, same)] == ["centre_inputs"]
     shared = candidates_from(causes("shared_input_component"), [], {})  # centre_inputs is a candidate already
     assert fallback_controls(shared, [dict(h, verdict="not applicable") for h in
                                       ({"id": c.name, "source": c.source} for c in shared)]) == []

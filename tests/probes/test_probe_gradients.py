@@ -236,10 +236,10 @@ def test_norms_reach_the_host_in_a_few_tensors_whatever_the_number_of_parameters
         session.observe(1)
         session.buffer.flush = original
         opt.step()
-    # the update norms of step 0 and the param norms it is measured against (kept on the device since step 0's
-    # observe), the outside writes' (the update norms again and one table of the samples' sums), then param norms,
-    # grad norms and non-zero counts (one group)
-    assert len(seen) == 7
+    # the update norms of step 0, the param norms it is measured against (kept on the device since step 0's
+    # observe) and the update's turning part per tensor, the outside writes' (the update norms again and one table
+    # of the samples' sums), then param norms, grad norms and non-zero counts (one group)
+    assert len(seen) == 8
     assert all(isinstance(v, torch.Tensor) and v.numel() in (60, 3 * 60) for v in seen)
 
 

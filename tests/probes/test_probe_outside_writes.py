@@ -165,3 +165,38 @@ def test_the_per_tensor_sums_are_the_same_where_segment_reduce_is_missing(monkey
     df, _ = _run(write)
     got = _model_rows(df, "outside_to_update")
     assert sorted(got) == sorted(want) and all(got[s] == pytest.approx(want[s], rel=1e-6) for s in want)
+
+
+@pytest.mark.parametrize("grad_scale", [1.0, 0.0])
+def test_update_turn_matches_the_hand_computation_and_reads_zero_for_a_decay(grad_scale):
+    """update_turn_to_param: the update less its projection on each tensor, √Σ‖Δ⊥‖² / ‖θ_before‖. A step that is only
+    weight decay (the loss times 0: SGD's coupled decay alone) rescales every tensor and reads ~0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-3)
+    x, y = torch.randn(16, 6), torch.randn(16, 4)
+    hand = {}
+    with attach(model, opt, probes="cheap", strict=True) as session:
+        for step in range(5):
+            before = [p.detach().clone() for p in model.parameters()]
+            opt.zero_grad()
+            loss = ((model(x) - y) ** 2).mean()
+            (loss * grad_scale).backward()
+            session.observe(step, losses={"mse": loss})
+            opt.step()
+            perp2, upd2 = 0.0, 0.0
+            for b, p in zip(before, model.parameters()):
+                d, t = (b - p.detach()).double().reshape(-1), p.detach().double().reshape(-1)
+                perp2 += float(d @ d - (d @ t) ** 2 / (t @ t))
+                upd2 += float(d @ d)
+            norm = math.sqrt(sum(float((b.double() ** 2).sum()) for b in before))
+            hand[step] = (math.sqrt(max(perp2, 0.0)) / norm, math.sqrt(upd2) / norm)
+    turn, update = _model_rows(session.records, "update_turn_to_param"), _model_rows(session.records, "update_to_param")
+    assert sorted(turn) == list(range(5))
+    for step, (t, u) in hand.items():
+        assert update[step] == pytest.approx(u, rel=1e-4)
+        if grad_scale:
+            assert turn[step] == pytest.approx(t, rel=1e-3) and turn[step] > 0.3 * update[step]
+        else:  # decay alone: the step moves the weights by lr x wd (x the momentum's sum) and turns them by nothing
+            # but float32's rounding of θ_before − θ_after (~1e-7 of θ, against a step of 2.5e-4 of it)
+            assert update[step] > 1e-4 and turn[step] < 1e-3 * update[step]

@@ -86,6 +86,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     update_ratio,
     update_ratio_low,
     updates_rounded_away,
+    weights_barely_moved,
     weights_shrinking,
     zero_fixed_point,
 )
@@ -136,5 +137,5 @@ __all__ = [
     "decay_dominates_gradient", "temperature_decayed", "soft_targets_flat", "decay_shrinks_weights",
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
     "collapsed_by_update", "batch_of_copies", "target_only_in_group", "forward_weights_stale",
-    "params_written_outside", "zero_fixed_point", "gathered_own_shard_only",
+    "params_written_outside", "zero_fixed_point", "gathered_own_shard_only", "weights_barely_moved",
 ]

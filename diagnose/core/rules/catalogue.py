@@ -16,6 +16,7 @@ from .attention import (
     SamplesMixed,
     SoftmaxOverBatch,
 )
+from .barely_moved import WeightsBarelyMoved
 from .base import Emit, Rule, RunContext
 from .checkpoint import CheckpointChange, CheckpointLatents, CheckpointTemperature, ConfigMatch, NonfiniteWeights
 from .contrastive import (
@@ -127,6 +128,8 @@ params_written_outside = ParamsWrittenOutside()
 zero_fixed_point = ZeroFixedPoint()
 # features gathered from the ranks, only this rank's shard differentiable, under SGD: the lr divided by the world size
 gathered_own_shard_only = OwnShardGradient()
+# the weights moved, summed over the run, by under 1% of their norm while the loss stayed: steps too small for the run
+weights_barely_moved = WeightsBarelyMoved()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -142,7 +145,7 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
                 logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group, forward_weights_stale,
-                params_written_outside, zero_fixed_point, gathered_own_shard_only),
+                params_written_outside, zero_fixed_point, gathered_own_shard_only, weights_barely_moved),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

@@ -410,14 +410,17 @@ class UpdateRatioLow(Rule):
     """Even the largest optimizer step barely moves the weights."""
 
     topic = "gradients"
-    emits = (Emit("update_ratio_low", ("warning", "error"), "learning_rate_too_low", 1),)
+    emits = (Emit("update_ratio_low", ("warning", "error"), "learning_rate_too_low", 1),
+             Emit("update_only_rescales", ("warning", "error"), "learning_rate_too_low", 1))
     needs = (("gradient_flow.model", "update_to_param"),)
     thresholds = {"UPDATE_RATIO_LOW": UPDATE_RATIO_LOW}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
-        if len(up) < END_MIN_POINTS or float(up.max()) >= UPDATE_RATIO_LOW:
+        if len(up) < END_MIN_POINTS:
             return []
+        if float(up.max()) >= UPDATE_RATIO_LOW:
+            return self._only_rescales(df, ctx, up)
         peak = float(up.max())
         ev = {"peak_update_to_param": rnd(peak, 10), "at_step": int(up.idxmax()),
               "median_update_to_param": rnd(up.median(), 10),
@@ -430,6 +433,30 @@ class UpdateRatioLow(Rule):
             "barely move, so the loss cannot leave its initial value in any reasonable number of steps.", ev,
             "Raise the learning rate (check its units, the schedule and any lr multiplier) and compare the loss "
             "against ln(B).")]
+
+    def _only_rescales(self, df: pd.DataFrame, ctx: RunContext, up: pd.Series) -> list[Finding]:
+        """The same threshold on the part of each step that turns the weights (`update_turn_to_param`: the update
+        less its projection on each tensor), where the steps are larger: a weight decay rescales every tensor by
+        lr x wd per step whatever the gradient, so it can carry the update over UPDATE_RATIO_LOW while the gradient's
+        part (a gradient divided by a loss scale after clipping, an lr far too low beside a coupled decay) moves
+        nothing. The model's gradient must be finite and non-zero (without one, the gradient rules speak)."""
+        turn = finite(series(df, "gradient_flow.model", "model", "update_turn_to_param"))
+        grad = finite(series(df, "gradient_flow.model", "model", "grad_norm"))
+        if len(turn) < END_MIN_POINTS or float(turn.max()) >= UPDATE_RATIO_LOW or grad.empty or float(grad.min()) <= 0:
+            return []
+        peak = float(turn.max())
+        ev = {"peak_update_turn_to_param": rnd(peak, 10), "at_step": int(turn.idxmax()),
+              "peak_update_to_param": rnd(up.max(), 8), "median_update_to_param": rnd(up.median(), 8),
+              "median_grad_norm": rnd(grad.median(), 6), "threshold": UPDATE_RATIO_LOW, "steps": span(turn),
+              "lr": ctx.optimizer.get("lr"), "weight_decay": ctx.optimizer.get("weight_decay")}
+        return [Finding(
+            "update_only_rescales", "warning" if _loss_left_chance(df) else "error", ctx.name,
+            f"the optimizer's steps changed the weights by up to {ev['peak_update_to_param']:.2g} of their norm, but "
+            f"only by rescaling each tensor (a weight decay): the part of a step that turns the weights, where the "
+            f"gradient acts, never exceeded {peak:.2g} of their norm (threshold {UPDATE_RATIO_LOW:g}; gradient norm "
+            f"{ev['median_grad_norm']:.3g} as observed): the gradient reaches the weights too small to move them.", ev,
+            "Check what shrinks the gradient between backward and the optimizer step (clipping before a loss scaler's "
+            "unscale_, a divided loss) and the learning rate; compare the loss against ln(B).")]
 
 
 class WeightsShrinking(Rule):

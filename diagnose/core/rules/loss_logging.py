@@ -59,13 +59,18 @@ class LoggedTotal(Rule):
         every step read (at least PERSIST_MIN_OBS), while it is neither their sum nor their mean (on most steps) and
         another component differs from it: a "total" that is the last value a loop left in its variable."""
         comps = {c: series(df, "loss_split", c, "value") for c in targets(df, "loss_split", "value") if c != "total"}
-        if len(comps) < 2:
+        if not comps:
             return []
         frame = pd.concat({"total": tot, **comps}, axis=1).dropna()
         frame = frame[frame.abs().lt(float("inf")).all(axis=1)]
         if len(frame) < PERSIST_MIN_OBS:
             return []
         t, parts = frame["total"], frame.drop(columns="total")
+        counted = _counted_over(t, parts.sum(axis=1))
+        if counted is not None:
+            return [self._counted_finding(ctx, t, parts, counted)]
+        if len(comps) < 2:
+            return []
 
         def close(x: pd.Series) -> pd.Series:
             return (t - x).abs() <= LOGGING_REL_TOL * t.abs().clip(lower=1e-12)
@@ -90,6 +95,32 @@ class LoggedTotal(Rule):
             "not the objective; its curve says nothing about the other terms.", ev,
             "Log the loss that is backpropagated as the total (loss.item(), after the components are summed); pass "
             "weights= to observe so the total is checked against the weighted sum of its components.")]
+
+
+    def _counted_finding(self, ctx: RunContext, t: pd.Series, parts: pd.DataFrame, m: int) -> Finding:
+        ev = {"total_over_sum": m, "steps_compared": len(t), "components": sorted(parts), "total_end": rnd(t.iloc[-1]),
+              "components_sum_end": rnd(parts.sum(axis=1).iloc[-1]), "steps": span(t)}
+        return Finding(
+            "loss_logging_inconsistent", "error", ctx.name,
+            f"the logged total is exactly {m}x the sum of the {len(parts.columns)} logged component(s) "
+            f"({', '.join(sorted(parts))}) on all {len(t)} steps read (last: {t.iloc[-1]:.4f} against their sum "
+            f"{ev['components_sum_end']:.4f}): every component is counted {m} times, as a total summed over a dict "
+            "that already holds it counts itself; the curve is not the objective.", ev,
+            "Sum the components into a local variable and store it afterwards (or log loss.item() of the "
+            "backpropagated loss); pass weights= to observe so the total is checked against them.")
+
+
+def _counted_over(total: pd.Series, summed: pd.Series) -> int | None:
+    """m >= 2 where the total is m x the components' sum on every step (to LOGGING_REL_TOL), else None: a total that
+    counts each component a whole number of times more than once. A mean (1/n) and a sum (1) are what totals are; a
+    weighting of its own would not give the same whole multiple on every step unless it weighs every term alike."""
+    ratio = (total / summed.where(summed.abs() > 1e-12)).dropna()
+    if len(ratio) < PERSIST_MIN_OBS:
+        return None
+    m = round(float(ratio.median()))
+    if m < 2 or not bool(((ratio - m).abs() <= LOGGING_REL_TOL * m).all()):
+        return None
+    return m
 
 
 class IdenticalComponents(Rule):

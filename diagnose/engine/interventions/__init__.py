@@ -24,6 +24,7 @@ from .lr import HoldLr, LrDown, LrUp, Warmup
 from .no_grad import GradThroughNoGrad
 from .normalise import NormaliseRows
 from .outside_updates import UndoOutsideUpdates
+from .own_step import OwnStepOff
 from .parameters import AddMissingParams, Reinit, Unfreeze
 from .precision import Fp32MasterWeights
 from .probabilities import LogProbabilities
@@ -37,6 +38,7 @@ from .stale_optimizer import RelinkOptimizer
 from .standardise import StandardiseInputs
 from .targets import DiagonalTargets
 from .temperature import FixTemperature
+from .unscale_clip import UnscaleBeforeClip
 from .weight_decay import NoWeightDecay
 from .wide_exp import WideExp
 from .zero_division import GuardZeroDivision
@@ -47,7 +49,7 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     Reinit, ReinitConstant, DiagonalTargets, SplitGatherByRank, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad,
     ScalerStep, Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates,
     AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache, WideExp,
-    BatchFirstView, ScaleGatheredGrad)}
+    BatchFirstView, ScaleGatheredGrad, OwnStepOff, UnscaleBeforeClip)}
 
 
 def for_cause(cause: str, findings: tuple[str, ...] | list[str] = ()) -> list[str]:

@@ -41,6 +41,9 @@ def update_ratio(params: list, before: list) -> float:
 class _AroundStep(Intervention):
     def setup(self, watch: Any) -> None:
         opt = require_optimizer(watch, self.name)
+        if any(g.get("lr") is None for g in opt.param_groups):
+            raise NotApplicable(f"{self.name}: the optimizer has no lr to change (lr=None: it sizes its own steps, as "
+                                "Adafactor with relative_step=True; see own_step_off)")
         self._saved: list[Any] = []
         self._probe: list[Any] | None = None  # the weights before a step at a changed lr, until one is seen moving
         self._steps = 0

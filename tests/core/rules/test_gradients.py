@@ -116,6 +116,53 @@ def test_update_ratio_low_quiet_at_threshold_and_for_a_decayed_schedule_tail():
     assert R.update_ratio_low(frame(decayed), ctx()) == []
 
 
+def _rescaling(turn: float, update: float = 2.5e-4, grad: float = 1.0, n: int = 2 * N):
+    """A run whose steps are a decay (update/param `update`) and whose turning part is `turn`, loss at its start."""
+    return frame(rec("gradient_flow.model", "model", "update_to_param", [update] * n),
+                 rec("gradient_flow.model", "model", "update_turn_to_param", [turn] * n),
+                 rec("gradient_flow.model", "model", "grad_norm", [grad] * n), loss("loss_clip", [4.4] * n))
+
+
+def test_update_only_rescales_fires_when_the_step_is_a_decay_and_its_turn_is_tiny():
+    # test33's clip before the loss scaler's unscale_: update 2.5e-4 = lr x wd / (1 - momentum), turn ~7e-7
+    f = one(R.update_ratio_low(_rescaling(7e-7), ctx(optimizer={"lr": 0.05, "weight_decay": 5e-4})),
+            "update_only_rescales")
+    assert f.severity == "error" and f.evidence["peak_update_turn_to_param"] == pytest.approx(7e-7)
+    assert f.evidence["peak_update_to_param"] == pytest.approx(2.5e-4)
+
+
+def test_update_only_rescales_quiet_where_the_steps_turn_the_weights_or_no_gradient_came():
+    assert R.update_ratio_low(_rescaling(2 * R.UPDATE_RATIO_LOW), ctx()) == []  # the gradient's part moves them
+    assert R.update_ratio_low(_rescaling(0.0, grad=0.0), ctx()) == []  # no gradient: decay alone, other rules speak
+    # a run without the reading (older records): nothing to say
+    df = frame(rec("gradient_flow.model", "model", "update_to_param", [2.5e-4] * N), loss("loss_clip", [4.4] * N))
+    assert R.update_ratio_low(df, ctx()) == []
+
+
+def _moved(per_step, losses, n: int = 100, grad: float = 10.0):
+    return frame(rec("gradient_flow.model", "model", "update_to_param", per_step),
+                 rec("gradient_flow.model", "model", "grad_norm", [grad] * n), loss("loss_clip", losses))
+
+
+def test_weights_barely_moved_fires_when_a_growing_step_sums_to_under_one_percent():
+    # Adafactor's relative step with warmup_init: 1e-6 x step, summed over 100 steps ~5e-3; the loss stays above ln B
+    n = 100
+    f = one(R.weights_barely_moved(_moved([1e-6 * (s + 1) for s in range(n)], [4.8] * n), ctx()),
+            "weights_barely_moved")
+    assert f.severity == "error" and f.evidence["cumulative_update_to_param"] == pytest.approx(5.05e-3, rel=1e-3)
+    assert not R.weights_barely_moved.alarm(f, frame())  # a whole-run reading: never a live alarm
+
+
+def test_weights_barely_moved_quiet_when_the_run_moved_learned_or_had_no_gradient():
+    n = 100
+    assert R.weights_barely_moved(_moved([2e-4] * n, [4.8] * n), ctx()) == []  # 2% in all
+    falling = [4.8 - 3.0 * s / n for s in range(n)]
+    assert R.weights_barely_moved(_moved([1e-6 * (s + 1) for s in range(n)], falling), ctx()) == []
+    assert R.weights_barely_moved(_moved([1e-6 * (s + 1) for s in range(n)], [4.8] * n, grad=0.0), ctx()) == []
+    # a peak under the per-step threshold is update_ratio_low's finding, not this one
+    assert R.weights_barely_moved(_moved([5e-6] * n, [4.8] * n), ctx()) == []
+
+
 def test_weights_shrinking_fires_when_the_norm_halves():
     pn = rec("gradient_flow.model", "model", "param_norm", tail(10.0, 10.0 * R.PARAM_SHRINK * 0.8))
     f = one(R.weights_shrinking(frame(pn), ctx(optimizer={"lr": 2e-4, "weight_decay": 1000})),

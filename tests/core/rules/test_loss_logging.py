@@ -50,6 +50,23 @@ def test_a_total_that_is_one_of_its_components_without_weights():
     assert R.logged_total(_unweighted(partly, mrl), ctx()) == []
 
 
+def test_a_total_that_counts_its_components_twice_without_weights():
+    # test33's densecap pattern: the total summed over a dict that already holds it, so it adds itself: 2 x the sum
+    parts = {"loss_itc": [3.0 - 0.1 * s for s in range(N)], "loss_mrl": [3.2 - 0.12 * s for s in range(N)]}
+    summed = [a + b for a, b in zip(*parts.values())]
+    f = one(R.logged_total(_unweighted([2 * v for v in summed], parts), ctx()), "loss_logging_inconsistent")
+    assert f.severity == "error" and f.evidence["total_over_sum"] == 2 and f.evidence["steps_compared"] == N
+    # one component counted twice is the same mechanism
+    one(R.logged_total(_unweighted([2 * v for v in parts["loss_itc"]], {"loss_itc": parts["loss_itc"]}), ctx()),
+        "loss_logging_inconsistent")
+    # near misses: the sum, the mean, a whole multiple on only some steps, a multiple that is not whole (a weighting)
+    assert R.logged_total(_unweighted(summed, parts), ctx()) == []
+    assert R.logged_total(_unweighted([v / 2 for v in summed], parts), ctx()) == []
+    partly = [2 * v if s % 2 else v for s, v in enumerate(summed)]
+    assert R.logged_total(_unweighted(partly, parts), ctx()) == []
+    assert R.logged_total(_unweighted([1.5 * v for v in summed], parts), ctx()) == []
+
+
 @pytest.mark.parametrize("value, severity", [(LN_B, "warning"), (2.0, "error")])
 def test_components_identical_evidence(value, severity):
     f = one(R.identical_components(components(value, value), ctx()), "components_identical")
