@@ -14,8 +14,9 @@ Metrics (probe ``gradient_flow``, target = parameter name):
   largest non-zero writes as outside_to_param. Read on a fixed strided sample of each tensor
   (`OUTSIDE_SAMPLE` elements, norms scaled to the whole tensor): no copy of the weights.
   probe ``gradient_flow.model`` also, with each update: update_turn_to_param = √Σ‖Δ⊥‖² / ‖θ_before‖, the update less
-  its projection on each tensor (a decay only rescales a tensor and reads ~0; a gradient's step turns it), read on
-  the same strided samples.
+  its projection on each tensor (a decay only rescales a tensor and reads ~0; a gradient's step turns it), and
+  update_rescale_to_param, that projection's part over the tensors of two or more elements; read on the same
+  strided samples.
   probe ``gradient_flow.model`` also, where weights are stored in float16 / bfloat16: low_precision_share (their
   share of the trainable elements) and low_precision_unchanged_frac (the share of those elements the optimizer
   step left bit-identical: an update under half the spacing of neighbouring numbers rounds back to the old
@@ -394,16 +395,18 @@ class GradientFlow(Probe):
                              lambda floats: self._update_rows(session, step, floats, k))
 
     def _turn_sums(self) -> list[torch.Tensor]:
-        """Per fused group, each tensor's Σ‖Δ⊥‖² over its sample: the update (held in the snapshot) less its
-        projection on the weights after it, Δ² - (Δ·θ)² / θ² (all of Δ where θ is zero). Computed in float64 where the
-        device has it: a decay's step is radial to 1e-7, and the difference of two sums that close needs it."""
+        """Per fused group, a (2, tensors) table over each tensor's sample: Σ‖Δ⊥‖², the update (held in the snapshot)
+        less its projection on the weights after it, Δ² - (Δ·θ)² / θ² (all of Δ where θ is zero), and that projection's
+        (Δ·θ)² / θ². Computed in float64 where the device has it: a decay's step is radial to 1e-7, and the difference
+        of two sums that close needs it."""
         snaps = [[self._snapshot[i].reshape(-1)[::self._strides[i]] for i in group] for group in self._fused]
         out = []
         for k, (delta, theta) in enumerate(zip(snaps, self._samples())):
             dtype = torch.float64 if delta[0].device.type in ("cpu", "cuda") else torch.float32
             d, t = torch.cat(delta).to(dtype), torch.cat(theta).to(dtype)
             dot, tt, dd = self._segment_sums(k, torch.stack([d * t, t * t, d * d]))
-            out.append(torch.where(tt > 0, dd - dot * dot / tt.clamp(min=torch.finfo(dtype).tiny), dd).clamp(min=0))
+            radial = torch.where(tt > 0, dot * dot / tt.clamp(min=torch.finfo(dtype).tiny), torch.zeros_like(dd))
+            out.append(torch.stack([(dd - radial).clamp(min=0), radial.clamp(max=dd)]))
         return out
 
     def _outside_writes(self, session: "ProbeSession", step: int) -> None:
@@ -472,13 +475,20 @@ class GradientFlow(Probe):
     def _turn_rows(self, session: "ProbeSession", step: int, floats: list[float], norm_before: float) -> None:
         """update_turn_to_param: the part of the update that is not a rescaling of each tensor (`_turn_sums`), as
         √Σ‖Δ⊥‖² over the tensors / ‖θ_before‖ of the model. A decay's step rescales every tensor and reads ~0; a
-        gradient's step turns them. A one-element tensor (a logit scale) can only be rescaled."""
-        perp = np.empty(len(self.params))
-        perp[self._order] = floats
+        gradient's step turns them. update_rescale_to_param: the rescaling part of tensors of two or more elements
+        (a one-element tensor, a logit scale, can only be rescaled, by its gradient as much as by a decay)."""
+        perp, radial = np.empty(len(self.params)), np.empty(len(self.params))
+        at = 0
+        for group in self._fused:  # each group's (2, len(group)) table, row by row
+            k = len(group)
+            perp[group], radial[group] = floats[at:at + k], floats[at + k:at + 2 * k]
+            at += 2 * k
         with np.errstate(invalid="ignore", over="ignore"):
-            turn = _ratio(float(np.sqrt(np.sum(perp * self._sample_scale ** 2))), norm_before)
-        session.buffer.extend_columns(step, f"{self.name}.model",
-                                      Columns(["model"], ["update_turn_to_param"], [turn]))
+            scale2 = self._sample_scale ** 2  # the sample's sums scaled to the tensor's
+            turn = _ratio(float(np.sqrt(np.sum(perp * scale2))), norm_before)
+            rescale = _ratio(float(np.sqrt(np.sum((radial * scale2)[self._numel > 1]))), norm_before)
+        session.buffer.extend_columns(step, f"{self.name}.model", Columns(
+            ["model", "model"], ["update_turn_to_param", "update_rescale_to_param"], [turn, rescale]))
 
     def _update_rows(self, session: "ProbeSession", step: int, floats: list[float], k_counts: int) -> Columns:
         """From the floats of: the update norms, `k_counts` unchanged-element counts, the norms before the step."""

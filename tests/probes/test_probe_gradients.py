@@ -240,7 +240,7 @@ def test_norms_reach_the_host_in_a_few_tensors_whatever_the_number_of_parameters
     # observe) and the update's turning part per tensor, the outside writes' (the update norms again and one table
     # of the samples' sums), then param norms, grad norms and non-zero counts (one group)
     assert len(seen) == 8
-    assert all(isinstance(v, torch.Tensor) and v.numel() in (60, 3 * 60) for v in seen)
+    assert all(isinstance(v, torch.Tensor) and v.numel() in (60, 2 * 60, 3 * 60) for v in seen)
 
 
 def test_rows_follow_which_parameters_have_gradients_step_by_step():

@@ -184,17 +184,19 @@ def test_update_turn_matches_the_hand_computation_and_reads_zero_for_a_decay(gra
             (loss * grad_scale).backward()
             session.observe(step, losses={"mse": loss})
             opt.step()
-            perp2, upd2 = 0.0, 0.0
+            perp2, upd2, radial2 = 0.0, 0.0, 0.0
             for b, p in zip(before, model.parameters()):
                 d, t = (b - p.detach()).double().reshape(-1), p.detach().double().reshape(-1)
                 perp2 += float(d @ d - (d @ t) ** 2 / (t @ t))
                 upd2 += float(d @ d)
+                radial2 += float((d @ t) ** 2 / (t @ t)) if t.numel() > 1 else 0.0
             norm = math.sqrt(sum(float((b.double() ** 2).sum()) for b in before))
-            hand[step] = (math.sqrt(max(perp2, 0.0)) / norm, math.sqrt(upd2) / norm)
+            hand[step] = (math.sqrt(max(perp2, 0.0)) / norm, math.sqrt(upd2) / norm, math.sqrt(radial2) / norm)
     turn, update = _model_rows(session.records, "update_turn_to_param"), _model_rows(session.records, "update_to_param")
+    rescale = _model_rows(session.records, "update_rescale_to_param")
     assert sorted(turn) == list(range(5))
-    for step, (t, u) in hand.items():
-        assert update[step] == pytest.approx(u, rel=1e-4)
+    for step, (t, u, r) in hand.items():
+        assert update[step] == pytest.approx(u, rel=1e-4) and rescale[step] == pytest.approx(r, rel=1e-3, abs=1e-9)
         if grad_scale:
             assert turn[step] == pytest.approx(t, rel=1e-3) and turn[step] > 0.3 * update[step]
         else:  # decay alone: the step moves the weights by lr x wd (x the momentum's sum) and turns them by nothing

@@ -17,6 +17,10 @@ from .persistence import loss_falling
 # warm-up of thousands of steps, Adafactor's relative step with warmup_init: 1e-6 x step) passes the per-step
 # threshold after a few dozen steps while the run as a whole still moves nothing.
 BARELY_MOVED = UPDATE_RATIO_LOW * 1000
+# The steps are the gradient's: at least half of a typical step turns the weights (update_turn_to_param over
+# update_to_param, median over the run). A gradient step in a space of many dimensions is nearly orthogonal to the
+# weights (Adafactor's case: 0.9-1.0); a logit scale moving alone or a decay alone turns nothing (~0).
+TURNING_SHARE = 0.5
 
 
 class WeightsBarelyMoved(Rule):
@@ -26,13 +30,18 @@ class WeightsBarelyMoved(Rule):
     topic = "gradients"
     emits = (Emit("weights_barely_moved", ("error",), "learning_rate_too_low", 2),)
     needs = (("gradient_flow.model", "update_to_param"), ("gradient_flow.model", "grad_norm"))
-    thresholds = {"BARELY_MOVED": BARELY_MOVED, "UPDATE_RATIO_LOW": UPDATE_RATIO_LOW}
+    thresholds = {"BARELY_MOVED": BARELY_MOVED, "UPDATE_RATIO_LOW": UPDATE_RATIO_LOW, "TURNING_SHARE": TURNING_SHARE}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
         grad = finite(series(df, "gradient_flow.model", "model", "grad_norm"))
         # fewer readings: too short a run to call; a peak under the per-step threshold is update_ratio_low's
         if len(up) < 2 * END_MIN_POINTS or float(up.max()) < UPDATE_RATIO_LOW or grad.empty or float(grad.min()) <= 0:
+            return []
+        # the steps turned the weights (a gradient's steps, too small): not a logit scale moving alone while the
+        # tensors get no gradient (the gradient rules' finding), nor a decay alone
+        turn = finite(series(df, "gradient_flow.model", "model", "update_turn_to_param")).reindex(up.index)
+        if turn.isna().all() or float((turn / up).median()) < TURNING_SHARE:
             return []
         total = float(cumulative_updates(df).iloc[-1])
         mean, ln_b = end_loss(df)
@@ -43,7 +52,8 @@ class WeightsBarelyMoved(Rule):
         ev = {"cumulative_update_to_param": rnd(total, 8), "threshold": BARELY_MOVED, "steps": span(up),
               "update_to_param_first": rnd(float(up.iloc[0]), 10), "update_to_param_end": rnd(rate, 10),
               "steps_to_move_1pct_at_end_rate": int(BARELY_MOVED / rate) if rate > 0 else None,
-              "median_grad_norm": rnd(float(grad.median()), 6), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b),
+              "median_grad_norm": rnd(float(grad.median()), 6),
+              "turning_share": rnd(float((turn / up).median()), 4), "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b),
               "lr": ctx.optimizer.get("lr")}
         return [Finding(
             "weights_barely_moved", "error", ctx.name,

@@ -107,8 +107,9 @@ class GatheredWithoutGradient(Rule):
 
     topic = "distributed"
     # not `explains=("no_gradient_path",)`: with the rank's own shard cut too, no gradient reaches either tower,
-    # which is what no_gradient_path says (8 of the benchmark's cases of this bug are labelled so, 2 blind ones
-    # distributed_gradient_missing); the finding names the gather beside the cut path, it does not replace it
+    # which is what no_gradient_path says (8 of the benchmark's cases of this bug are labelled so, 10 later blind ones
+    # distributed_gradient_missing: a label split, not a mechanism to rank by); the finding names the gather beside
+    # the cut path, it does not replace it
     emits = (Emit("gathered_without_gradient", ("error",), "distributed_gradient_missing", 1),)
     needs = (("gradient_flow", "grad_is_none"),)
 

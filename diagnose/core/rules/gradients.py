@@ -441,11 +441,17 @@ class UpdateRatioLow(Rule):
         part (a gradient divided by a loss scale after clipping, an lr far too low beside a coupled decay) moves
         nothing. The model's gradient must be finite and non-zero (without one, the gradient rules speak)."""
         turn = finite(series(df, "gradient_flow.model", "model", "update_turn_to_param"))
+        rescale = finite(series(df, "gradient_flow.model", "model", "update_rescale_to_param"))
         grad = finite(series(df, "gradient_flow.model", "model", "grad_norm"))
         if len(turn) < END_MIN_POINTS or float(turn.max()) >= UPDATE_RATIO_LOW or grad.empty or float(grad.min()) <= 0:
             return []
+        # the rescaling of tensors of two or more elements carried the steps over the threshold: a decay, not a logit
+        # scale's own step (a scalar the gradient moves while every other tensor gets none)
+        if rescale.empty or float(rescale.max()) < UPDATE_RATIO_LOW:
+            return []
         peak = float(turn.max())
         ev = {"peak_update_turn_to_param": rnd(peak, 10), "at_step": int(turn.idxmax()),
+              "peak_update_rescale_to_param": rnd(rescale.max(), 8),
               "peak_update_to_param": rnd(up.max(), 8), "median_update_to_param": rnd(up.median(), 8),
               "median_grad_norm": rnd(grad.median(), 6), "threshold": UPDATE_RATIO_LOW, "steps": span(turn),
               "lr": ctx.optimizer.get("lr"), "weight_decay": ctx.optimizer.get("weight_decay")}

@@ -116,10 +116,13 @@ def test_update_ratio_low_quiet_at_threshold_and_for_a_decayed_schedule_tail():
     assert R.update_ratio_low(frame(decayed), ctx()) == []
 
 
-def _rescaling(turn: float, update: float = 2.5e-4, grad: float = 1.0, n: int = 2 * N):
-    """A run whose steps are a decay (update/param `update`) and whose turning part is `turn`, loss at its start."""
+def _rescaling(turn: float, update: float = 2.5e-4, grad: float = 1.0, n: int = 2 * N, rescale: float | None = None):
+    """A run whose steps are a decay (update/param `update`, all of it the rescaling of tensors of two or more elements
+    unless `rescale` says otherwise) and whose turning part is `turn`, loss at its start."""
     return frame(rec("gradient_flow.model", "model", "update_to_param", [update] * n),
                  rec("gradient_flow.model", "model", "update_turn_to_param", [turn] * n),
+                 rec("gradient_flow.model", "model", "update_rescale_to_param",
+                     [update if rescale is None else rescale] * n),
                  rec("gradient_flow.model", "model", "grad_norm", [grad] * n), loss("loss_clip", [4.4] * n))
 
 
@@ -134,13 +137,16 @@ def test_update_only_rescales_fires_when_the_step_is_a_decay_and_its_turn_is_tin
 def test_update_only_rescales_quiet_where_the_steps_turn_the_weights_or_no_gradient_came():
     assert R.update_ratio_low(_rescaling(2 * R.UPDATE_RATIO_LOW), ctx()) == []  # the gradient's part moves them
     assert R.update_ratio_low(_rescaling(0.0, grad=0.0), ctx()) == []  # no gradient: decay alone, other rules speak
+    # test34's gather without autograd: only the logit scale (one element) gets a gradient and moves; no decay
+    assert R.update_ratio_low(_rescaling(4e-13, update=3.6e-5, rescale=0.0), ctx()) == []
     # a run without the reading (older records): nothing to say
     df = frame(rec("gradient_flow.model", "model", "update_to_param", [2.5e-4] * N), loss("loss_clip", [4.4] * N))
     assert R.update_ratio_low(df, ctx()) == []
 
 
-def _moved(per_step, losses, n: int = 100, grad: float = 10.0):
+def _moved(per_step, losses, n: int = 100, grad: float = 10.0, turning: float = 0.95):
     return frame(rec("gradient_flow.model", "model", "update_to_param", per_step),
+                 rec("gradient_flow.model", "model", "update_turn_to_param", [turning * u for u in per_step]),
                  rec("gradient_flow.model", "model", "grad_norm", [grad] * n), loss("loss_clip", losses))
 
 
@@ -159,6 +165,8 @@ def test_weights_barely_moved_quiet_when_the_run_moved_learned_or_had_no_gradien
     falling = [4.8 - 3.0 * s / n for s in range(n)]
     assert R.weights_barely_moved(_moved([1e-6 * (s + 1) for s in range(n)], falling), ctx()) == []
     assert R.weights_barely_moved(_moved([1e-6 * (s + 1) for s in range(n)], [4.8] * n, grad=0.0), ctx()) == []
+    # steps that turn nothing: a logit scale moving alone while the towers get no gradient (test34's gather)
+    assert R.weights_barely_moved(_moved([1e-6 * (s + 1) for s in range(n)], [4.8] * n, turning=1e-8), ctx()) == []
     # a peak under the per-step threshold is update_ratio_low's finding, not this one
     assert R.weights_barely_moved(_moved([5e-6] * n, [4.8] * n), ctx()) == []
 
