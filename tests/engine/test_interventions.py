@@ -799,6 +799,45 @@ def test_own_step_off_gives_an_optimizer_that_sizes_its_own_steps_an_lr(under_ab
     assert "lr 0.001" in status["applied"][0]
 
 
+@pytest.mark.parametrize("misordered", [True, False])
+def test_zero_grad_after_step_lets_the_step_use_the_gradients(under_ablation, misordered):
+    """`loss.backward(); optimizer.zero_grad(); optimizer.step()` never moves a weight; under the fix the zero_grad
+    waits until the step has run. The usual order (zero_grad first) is left alone: not applicable."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    spec = under_ablation("zero_grad_after_step")
+    x, t = batch()
+    labels = torch.arange(B)
+
+    def one(w, i):
+        img, txt = model(x, t)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, labels)
+        if not misordered:
+            opt.zero_grad()
+        loss.backward()
+        if misordered:
+            opt.zero_grad()
+        w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        opt.step()
+
+    if not misordered:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                one(w, 0)
+        assert "no zero_grad" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    before = model.image.weight.detach().clone()
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(3):
+            one(w, i)
+            assert all(p.grad is None for p in model.parameters())  # zeroed right after the step, as deferred
+    assert not torch.equal(before, model.image.weight.detach())
+    assert "3 zero_grad call(s)" in json.loads(open(spec["status"]).read())["applied"][0]
+    assert "zero_grad" not in opt.__dict__  # the optimizer's own method is back
+
+
 class ListedTowers(nn.Module):
     """The text tower kept in a plain list: model.parameters() does not hold it, the loss's graph does."""
 

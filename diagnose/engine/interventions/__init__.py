@@ -42,6 +42,7 @@ from .unscale_clip import UnscaleBeforeClip
 from .weight_decay import NoWeightDecay
 from .wide_exp import WideExp
 from .zero_division import GuardZeroDivision
+from .zero_grad_order import ZeroGradAfterStep
 
 CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     LrDown, LrUp, Warmup, HoldLr, StepSchedule, FixTemperature, RescaleLogits, LogProbabilities, AddMissingParams,
@@ -49,7 +50,7 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     Reinit, ReinitConstant, DiagonalTargets, SplitGatherByRank, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad,
     ScalerStep, Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates,
     AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache, WideExp,
-    BatchFirstView, ScaleGatheredGrad, OwnStepOff, UnscaleBeforeClip)}
+    BatchFirstView, ScaleGatheredGrad, OwnStepOff, UnscaleBeforeClip, ZeroGradAfterStep)}
 
 
 def for_cause(cause: str, findings: tuple[str, ...] | list[str] = ()) -> list[str]:
