@@ -387,23 +387,24 @@ class GradientFlow(Probe):
                 values.append(fused_norms(snap))
                 if group_params[0].dtype in LOW_PRECISION:  # which elements the step changed at all
                     counts.append(nonzero_counts(snap).sum())
-            if stepped:  # θ_after's sample, for the writes before the next observe
-                self._after = (values, [torch.cat(g) for g in self._samples()], session.optimizer_steps)
-            turns = self._turn_sums()
+            after = [torch.cat(g) for g in self._samples()]  # θ_after's sample per group
+            if stepped:  # kept for the writes before the next observe
+                self._after = (values, after, session.optimizer_steps)
+            turns = self._turn_sums(after)
         k = len(counts)
         session.buffer.later(step, self.name, values + counts + list(before) + turns,
                              lambda floats: self._update_rows(session, step, floats, k))
 
-    def _turn_sums(self) -> list[torch.Tensor]:
-        """Per fused group, a (2, tensors) table over each tensor's sample: Σ‖Δ⊥‖², the update (held in the snapshot)
-        less its projection on the weights after it, Δ² - (Δ·θ)² / θ² (all of Δ where θ is zero), and that projection's
-        (Δ·θ)² / θ². Computed in float64 where the device has it: a decay's step is radial to 1e-7, and the difference
-        of two sums that close needs it."""
+    def _turn_sums(self, after: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per fused group, a (2, tensors) table over each tensor's sample (`after`: the weights' samples after the
+        step, joined per group): Σ‖Δ⊥‖², the update (held in the snapshot) less its projection on the weights after
+        it, Δ² - (Δ·θ)² / θ² (all of Δ where θ is zero), and that projection's (Δ·θ)² / θ². Computed in float64 where
+        the device has it: a decay's step is radial to 1e-7, and the difference of two sums that close needs it."""
         snaps = [[self._snapshot[i].reshape(-1)[::self._strides[i]] for i in group] for group in self._fused]
         out = []
-        for k, (delta, theta) in enumerate(zip(snaps, self._samples())):
+        for k, (delta, theta) in enumerate(zip(snaps, after)):
             dtype = torch.float64 if delta[0].device.type in ("cpu", "cuda") else torch.float32
-            d, t = torch.cat(delta).to(dtype), torch.cat(theta).to(dtype)
+            d, t = torch.cat(delta).to(dtype), theta.to(dtype)
             dot, tt, dd = self._segment_sums(k, torch.stack([d * t, t * t, d * d]))
             radial = torch.where(tt > 0, dot * dot / tt.clamp(min=torch.finfo(dtype).tiny), torch.zeros_like(dd))
             out.append(torch.stack([(dd - radial).clamp(min=0), radial.clamp(max=dd)]))
