@@ -67,7 +67,7 @@ FAST_REPS = 1  # --fast (CI): one plain and one watched run for the timing
 # a rule and a fix); test30 (once at 87cbfb7, then read to change a probe and two fixes); test31 (once at b9295a3,
 # then read to add a rule and change a probe and a rule); test32 (once at 91d29b2, then read to add a rule);
 # test33 (once at 16737ee, then read to add a rule, a reading and two branches);
-# test34 (blind, written while the rules stood frozen)
+# test34 (once at b069789, then read to narrow two rule findings and add a fix)
 HALVES = ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11",
           "test12", "test13", "test14", "test15", "test16", "test17", "test18", "test19", "test20", "test21",
           "test22", "test23", "test24", "test25", "test26", "test27", "test28",
