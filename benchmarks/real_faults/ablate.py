@@ -40,7 +40,7 @@ from diagnose.engine.interventions import for_cause  # noqa: E402
 HALVES = ("dev", "test2", "test", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11",
           "test12", "test13", "test14", "test15", "test16", "test17", "test18", "test19", "test20", "test21",
           "test22", "test23", "test24", "test25", "test26", "test27",
-          "test28", "test29", "test30", "test31", "test32", "test33", "test34")
+          "test28", "test29", "test30", "test31", "test32", "test33", "test34", "test35")
 # every saved result in the order it was measured (a re-run after a fix was added comes after the half's run):
 # `--render all` prints the table the README's totals come from
 ALL_RESULTS = tuple(f"results-ablate-{n}.json" for n in (

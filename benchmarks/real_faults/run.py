@@ -68,10 +68,11 @@ FAST_REPS = 1  # --fast (CI): one plain and one watched run for the timing
 # then read to add a rule and change a probe and a rule); test32 (once at 91d29b2, then read to add a rule);
 # test33 (once at 16737ee, then read to add a rule, a reading and two branches);
 # test34 (once at b069789, then read to narrow two rule findings and add a fix)
+# test35 (blind: written by three helpers from benchmarks/real_faults/brief.py, run once at its freeze)
 HALVES = ("dev", "test", "test2", "test3", "test4", "test5", "test6", "test7", "test8", "test9", "test10", "test11",
           "test12", "test13", "test14", "test15", "test16", "test17", "test18", "test19", "test20", "test21",
           "test22", "test23", "test24", "test25", "test26", "test27", "test28",
-          "test29", "test30", "test31", "test32", "test33", "test34")
+          "test29", "test30", "test31", "test32", "test33", "test34", "test35")
 # a few dev cases, one per model family, that the CI test runs (tests/benchmarks/test_real_faults_fast.py)
 FAST = ("case_text_tower_no_grad", "case_latents_ones", "case_mrl_sum_logged", "case_softmax_over_batch")
 

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        "test9", "test10", "test11", "test12", "test13", "test14", "test15", "test16",
                                        "test17", "test18", "test19", "test20", "test21", "test22",
                                        "test23", "test24", "test25", "test26", "test27",
-                                       "test28", "test29", "test30", "test31", "test32", "test33", "test34"),
+                                       "test28", "test29", "test30", "test31", "test32", "test33", "test34", "test35"),
                         default="dev")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--only", nargs="*", help="case names (case_*.py stems) of the half")
