@@ -14,6 +14,8 @@ Probe ``optimizer`` (python numbers, but for the second moments' sums on the ful
   target ``foreign``: tensors (tensors in a param group that are not parameters of the watched model: another
       module's, or another instance's after a model was rebuilt or reloaded under an optimizer built before),
       with_grad (of those, how many hold a gradient now: a loss module's temperature does; a stale copy never).
+  per group frozen (tensors in the group with requires_grad=False: the optimizer holds them, nothing steps them)
+      and frozen_stepped (of those, how many the optimizer holds state for: it stepped them before);
   per group also weight_decay and decoupled (1 for AdamW-style decay applied to the weights, 0 for an L2 term
       added to the gradient: Adam, SGD, RMSprop with weight_decay); and once, at the first observation and
       when the groups change, metric ``optimizer_group`` = the group's index for every trainable parameter
@@ -25,9 +27,11 @@ Probe ``optimizer`` (python numbers, but for the second moments' sums on the ful
       ``max_lrs``; the schedulers of the optimizer are found once, by one scan of the live objects at the first
       observation that shows one attached).
   target ``optimizer``: scheduler_attached (1 when a torch LR scheduler was built on this optimizer: it wraps
-      optimizer.step); state_steps_at_start, at the first observation: the step count the optimizer's state held
-      when the watch opened (Adam's ``step``; 0 for a fresh optimizer, or one whose state keeps no count): N > 0 is
-      an optimizer resumed with `load_state_dict`, its param groups' lr (lr_start) the one it was stepping at.
+      optimizer.step); steps_called (how many times optimizer.step() ran since the watch opened: its post-hook's
+      count, observed steps or not); state_steps_at_start, at the first observation: the step count the
+      optimizer's state held when the watch opened (Adam's ``step``; 0 for a fresh optimizer, or one whose state
+      keeps no count): N > 0 is an optimizer resumed with `load_state_dict`, its param groups' lr (lr_start) the one
+      it was stepping at.
   per group, on the steps of the full gradient measurement, for optimizers that divide by a running second
       moment plus ``eps`` (Adam, AdamW, NAdam, RAdam: ``exp_avg_sq``, bias-corrected; RMSprop: ``square_avg``):
       eps, and adaptive_rms = sqrt(mean over the group's elements of the second moment), the gradient scale the
@@ -107,9 +111,14 @@ class OptimizerState(Probe):
             start = self._start_lr.setdefault(i, first)
             trainable = [p for p in g["params"] if p.requires_grad]
             numel = float(sum(p.numel() for p in trainable))
+            frozen = [p for p in g["params"] if not p.requires_grad]
             rows += [(target, "lr", lr), (target, "lr_initial", _number(g.get("initial_lr", first))),
                      (target, "lr_start", start),
                      (target, "params", float(len(trainable))), (target, "numel", numel),
+                     (target, "frozen", float(len(frozen))),
+                     # frozen tensors the optimizer holds state for: it stepped them once (a resumed run, a part
+                     # frozen again after training), so they were meant to train
+                     (target, "frozen_stepped", float(sum(bool(opt.state.get(p)) for p in frozen))),
                      (target, "weight_decay", _number(g.get("weight_decay", 0.0))),
                      (target, "decoupled", float(_decoupled(opt, g))), (target, "index", float(i)),
                      (target, "decay_per_step", _decay_per_step(opt, g, lr))]
@@ -124,6 +133,7 @@ class OptimizerState(Probe):
                      if p.requires_grad and id(p) in names]
         # torch's LR schedulers wrap optimizer.step when they are built on it: whether any schedule drives this run
         rows.append(("optimizer", "scheduler_attached", float(attached)))
+        rows.append(("optimizer", "steps_called", float(session.optimizer_steps)))
         if self._start_steps is not None:
             rows.append(("optimizer", "state_steps_at_start", self._start_steps))
             self._start_steps = None

@@ -46,6 +46,7 @@ from .catalogue import (  # the rule instances: `rules.loss_at_chance(records, c
     few_negatives,
     flat_logits,
     forward_weights_stale,
+    frozen_in_optimizer,
     gathered_gradient_scale,
     gathered_own_shard_only,
     gathered_without_gradient,
@@ -138,4 +139,5 @@ __all__ = [
     "lr_below_schedule_peak", "params_unregistered", "gathered_without_gradient", "eps_dominates_step",
     "collapsed_by_update", "batch_of_copies", "target_only_in_group", "forward_weights_stale",
     "params_written_outside", "zero_fixed_point", "gathered_own_shard_only", "weights_barely_moved",
+    "frozen_in_optimizer",
 ]

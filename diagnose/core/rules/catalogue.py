@@ -30,6 +30,7 @@ from .contrastive import (
 from .data import NoDataSignal, PairsUnrelated
 from .distributed import ChanceMismatch, GatheredGradientScale, GatheredWithoutGradient, ReplicasOutOfSync
 from .forward_weights import StaleForwardWeights
+from .frozen_group import FrozenInOptimizer
 from .gradients import (
     GradientFall,
     GradientPresence,
@@ -130,6 +131,8 @@ zero_fixed_point = ZeroFixedPoint()
 gathered_own_shard_only = OwnShardGradient()
 # the weights moved, summed over the run, by under 1% of their norm while the loss stayed: steps too small for the run
 weights_barely_moved = WeightsBarelyMoved()
+# tensors in the optimizer that were meant to train (their own group with an lr, or stepped before) and are frozen
+frozen_in_optimizer = FrozenInOptimizer()
 
 CATALOGUE: dict[str, tuple[Rule, ...]] = {
     # records of an instrumented run (reference runs, `diagnose.watch`, framework callbacks)
@@ -145,7 +148,8 @@ CATALOGUE: dict[str, tuple[Rule, ...]] = {
                 decay_dominates_gradient, temperature_decayed, soft_targets_flat, decay_shrinks_weights,
                 lr_below_schedule_peak, params_unregistered, gathered_without_gradient, eps_dominates_step,
                 logged_two_scales, collapsed_by_update, batch_of_copies, target_only_in_group, forward_weights_stale,
-                params_written_outside, zero_fixed_point, gathered_own_shard_only, weights_barely_moved),
+                params_written_outside, zero_fixed_point, gathered_own_shard_only, weights_barely_moved,
+                frozen_in_optimizer),
     # `diagnose checkpoint`: a CheckpointAnalysis
     "checkpoint": (NonfiniteWeights(), CheckpointLatents(), CheckpointTemperature(), CheckpointChange(), ConfigMatch()),
     # `diagnose logs`: one run's log frame; "log_set": every run of the log at once

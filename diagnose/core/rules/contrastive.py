@@ -362,23 +362,30 @@ def _seen_spread_out(df: pd.DataFrame, side: str) -> bool:
     return bool(len(rows) and rows["share"].iloc[0] >= DUPLICATE_SHARE_MIN and rows["spread"].iloc[0])
 
 
+# A tower that discards its input changes its one vector only through its weights: by one optimizer step per batch,
+# little (the nine dev cases with such rows: cosine to the previous batch's 0.9989-0.9998), and a single large step
+# can turn it once. Batches of one item each turn it whenever the item changes: DISTINCT_BATCHES_MIN turns beyond
+# COLLAPSE_COSINE among the probe's early observations are that many different items. Not the median of the turns:
+# a sampler that serves each class's items in runs of batches (64 items of a class, batches of 32: two batches per
+# class) changes the item on every other batch only, and the median pair is then two batches of one class.
+DISTINCT_BATCHES_MIN = 3
+
+
 class BatchOfCopies(Rule):
-    """Every row of a batch is one vector, and a different vector in each batch (probe ``batch_drift``): the batches
-    hold one item each (the same caption or class prompt repeated), so every candidate of a row is a copy of its
-    positive. A tower that discards its input (a zero projection, a pooled token every caption shares) also gives
-    copies, but the same vector for every batch: one optimizer step moves it little (the benchmark's nine dev
-    cases with such rows: cosine to the previous batch's 0.9989-0.9998, against 0.27 for one class per batch). So
-    the rows are copies (IDENTICAL_ROWS_COSINE, median over the probe's early observations) while the batches'
-    vectors are as far apart as spread-out embeddings (median cosine between consecutive batches' under
-    COLLAPSE_COSINE), unless the model mixes the samples of a batch (then the one vector per batch is the model's:
-    a batch-first MHA)."""
+    """Every row of a batch is one vector, and a different vector from batch to batch (probe ``batch_drift``): the
+    batches hold one item each (the same caption or class prompt repeated), so every candidate of a row is a copy of
+    its positive. A tower that discards its input (a zero projection, a pooled token every caption shares) also
+    gives copies, but the same vector for every batch (above). So the rows are copies (IDENTICAL_ROWS_COSINE, median
+    over the probe's early observations) while the batches' vector turned beyond COLLAPSE_COSINE from one batch to
+    the next at least DISTINCT_BATCHES_MIN times, unless the model mixes the samples of a batch (then the one vector
+    per batch is the model's: a batch-first MHA)."""
 
     topic = "contrastive"
     emits = (Emit("batch_of_copies", ("warning", "error"), "false_negatives", 1,
                   explains=("embedding_collapse", "shared_input_component")),)
     needs = (("batch_drift", "mean_cosine_prev"),)
     thresholds = {"IDENTICAL_ROWS_COSINE": IDENTICAL_ROWS_COSINE, "COLLAPSE_COSINE": COLLAPSE_COSINE,
-                  "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
+                  "PERSIST_MIN_OBS": PERSIST_MIN_OBS, "DISTINCT_BATCHES_MIN": DISTINCT_BATCHES_MIN}
 
     def check(self, df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
         # a model whose output for a sample depends on the rest of its batch (samples_mixed: attention or pooling
@@ -391,7 +398,7 @@ class BatchOfCopies(Rule):
             rows = finite(series(df, "batch_drift", side, "rows_cosine"))
             drift = finite(series(df, "batch_drift", side, "mean_cosine_prev"))
             if (len(drift) < PERSIST_MIN_OBS or float(rows.median()) < IDENTICAL_ROWS_COSINE
-                    or float(drift.median()) >= COLLAPSE_COSINE):
+                    or int((drift < COLLAPSE_COSINE).sum()) < DISTINCT_BATCHES_MIN):
                 continue
             return [self._finding(df, ctx, side, rows, drift)]
         return []
@@ -399,8 +406,10 @@ class BatchOfCopies(Rule):
     @staticmethod
     def _finding(df: pd.DataFrame, ctx: RunContext, side: str, rows: pd.Series, drift: pd.Series) -> Finding:
         mean, ln_b = end_loss(df)
+        turns = int((drift < COLLAPSE_COSINE).sum())
         ev = {"embedding": side, "rows_cosine_median": rnd(rows.median(), 6), "steps": span(rows),
               "batch_to_batch_cosine_median": rnd(drift.median()), "batch_to_batch_cosine_max": rnd(drift.max()),
+              "batch_to_batch_turns": turns, "batch_pairs": int(len(drift)),
               "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
         masked = finite(series(df, "contrastive", side, "loss_duplicates_masked"))
         full = finite(series(df, "contrastive", "logits", "loss_diagonal_same_step"))
@@ -413,9 +422,10 @@ class BatchOfCopies(Rule):
         return Finding(
             "batch_of_copies", "warning" if left_chance(mean, ln_b) else "error", ctx.name,
             f"every {side} row of a batch is the same vector (mean pairwise cosine {rows.median():.6f}, median over "
-            f"steps {ev['steps'][0]}-{ev['steps'][1]}), and a different one in each batch (cosine between consecutive "
-            f"batches' {side} vectors: median {drift.median():.3f}; a tower that discards its input gives the same "
-            f"vector for every batch): each batch holds one {side} item repeated, so every candidate of a row is a "
+            f"steps {ev['steps'][0]}-{ev['steps'][1]}), and the vector changes from batch to batch (cosine between "
+            f"consecutive batches' {side} vectors under {COLLAPSE_COSINE:g} on {turns} of {len(drift)} pairs, median "
+            f"{drift.median():.3f}; a tower that discards its input gives the same vector for every batch): each "
+            f"batch holds one {side} item repeated, so every candidate of a row is a "
             "copy of its positive, scored as a negative." + cost, ev,
             "Shuffle the data (DataLoader(shuffle=True), or a sampler that mixes classes): a dataset stored class by "
             "class and read in order gives batches of one class; with class prompts as captions, draw at most one "

@@ -131,6 +131,74 @@ def _readable_margins(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return diff[keep], collapsed[keep]
 
 
+def _window(margins: pd.Series) -> tuple[float, float]:
+    return float(margins.mean()), float(margins.std()) / math.sqrt(len(margins))
+
+
+def _moved(df: pd.DataFrame, start: int, stop: int) -> float:
+    """The weights' movement between the observations at steps `start` and `stop`: the update/param of the steps
+    in between, summed (steps not measured count at the mean of the measured ones there, or the last before)."""
+    up = finite(series(df, "gradient_flow.model", "model", "update_to_param"))
+    inside = up[(up.index >= start) & (up.index < stop)]
+    if inside.empty:
+        inside = up[up.index < stop].iloc[-1:]
+    return float(inside.mean()) * (stop - start) if len(inside) else math.nan
+
+
+def _pairing_broke(df: pd.DataFrame, diff: pd.Series) -> dict | None:
+    """A pairing that was right and then broke (a cache of the first epoch's batches read back under the next
+    epoch's shuffle): the last PAIRS_MIN_OBS readable margins before some observation show the pairs' margin (over
+    IMPROVEMENT_SE standard errors, at least HEALTHY_MIN_MARGIN, and not below the first PAIRS_MIN_OBS readings'
+    margin by IMPROVEMENT_SE standard errors: it held its level up to there), the first PAIRS_MIN_OBS after it and
+    every one to the end show none, the drop is over IMPROVEMENT_SE standard errors, and across it the weights moved
+    less than over the window before it, in which the margin held: the model hardly changed there, so what changed
+    is the pairs. A model that loses its structure (a too-high lr) loses it by moving; a margin that fades slowly has no
+    such step. The largest drop is the break."""
+    best = None
+    m0, s0 = _window(diff.iloc[:PAIRS_MIN_OBS])  # the margin matching pairs show from the start
+    for k in range(PAIRS_MIN_OBS, len(diff) - PAIRS_MIN_OBS + 1):
+        before, after, rest = diff.iloc[k - PAIRS_MIN_OBS:k], diff.iloc[k:k + PAIRS_MIN_OBS], diff.iloc[k:]
+        (mb, sb), (ma, sa), (mr, sr) = _window(before), _window(after), _window(rest)
+        # held its starting level up to the break (not a margin that faded step by step), none after it
+        steady = mb + IMPROVEMENT_SE * math.hypot(sb, s0) >= m0
+        if not (steady and mb > IMPROVEMENT_SE * sb and mb >= HEALTHY_MIN_MARGIN and ma <= IMPROVEMENT_SE * sa
+                and mr <= IMPROVEMENT_SE * sr):
+            continue
+        z = (mb - ma) / math.hypot(sb, sa) if (sb or sa) else math.inf
+        if z > IMPROVEMENT_SE and (best is None or z > best["z"]):
+            best = {"z": z, "k": k, "before": (mb, sb), "rest": (mr, sr), "last": int(diff.index[k - 1]),
+                    "first": int(diff.index[k]), "window": span(before)}
+    if best is None:
+        return None
+    # the break is where the margin fell most; only then is it judged by how far the model moved there
+    best["across"] = _moved(df, best["last"], best["first"])
+    best["held"] = _moved(df, best["window"][0], best["last"])
+    return best if best["across"] < best["held"] else None
+
+
+def _broke_finding(ctx: RunContext, b: dict, paired: pd.Series, null: pd.Series, loss: float, ln_b: float,
+                   component: str) -> Finding:
+    (mb, sb), (mr, sr) = b["before"], b["rest"]
+    ev = {"component": component, "reading": "broke", "steps": [b["first"], int(paired.index.max())],
+          "last_step_with_margin": b["last"], "margin_before": rnd(mb), "margin_before_se": rnd(sb),
+          "window_before": b["window"], "margin_after_mean": rnd(mr), "margin_after_se": rnd(sr), "z": rnd(b["z"]),
+          "moved_across_break": rnd(b["across"], 8), "moved_in_window_before": rnd(b["held"], 8),
+          "cka_paired_after": rnd(float(paired[paired.index >= b["first"]].mean())),
+          "cka_repaired_after": rnd(float(null[null.index >= b["first"]].mean())),
+          "loss_end": rnd(loss), "chance_ln_B": rnd(ln_b)}
+    return Finding(
+        "pairs_unrelated", "error", ctx.name,
+        f"each batch's image and text embeddings shared structure as paired (CKA margin over re-paired captions "
+        f"{mb:+.3f} +- {sb:.3f} over steps {b['window'][0]}-{b['window'][1]}) until step {b['last']}, and none from "
+        f"step {b['first']} to the end ({mr:+.3f} +- {sr:.3f}), while the weights moved by {b['across']:.2g} of their "
+        f"norm across that step, less than the {b['held']:.2g} over which the margin held: the model hardly changed, "
+        f"the pairs did. From step {b['first']} on the captions do not belong to their images, and the loss ends at "
+        f"{loss:.4f} vs ln(B) = {ln_b:.4f}, not learned.", ev,
+        "Look at what changes at that step (a new epoch, a cache or a lookup filled in the first epoch, a second "
+        "loader or sampler): images and captions must be shuffled with one permutation, and anything cached by "
+        "batch position must be cached by sample id.", "pairs")
+
+
 class PairsUnrelated(Rule):
     """The image and text embeddings of each batch share no more structure than re-paired rows, while the
     run has not learned: the captions do not belong to their images (or a tower discards its input)."""
@@ -157,12 +225,15 @@ class PairsUnrelated(Rule):
         if len(diff) < PAIRS_MIN_OBS:
             return self._first_step(df, ctx, loss, ln_b)
         mean, se = float(diff.mean()), float(diff.std()) / math.sqrt(len(diff))
+        readable = diff
         later = None  # (the whole run's margin, its SE) where only the early steps show none
         if mean > IMPROVEMENT_SE * se and len(diff) > PAIRS_EARLY_OBS:
             later, diff = (mean, se), diff.iloc[:PAIRS_EARLY_OBS]
             mean, se = float(diff.mean()), float(diff.std()) / math.sqrt(len(diff))
-        if mean > IMPROVEMENT_SE * se:
-            return []
+        if mean > IMPROVEMENT_SE * se:  # a margin: unless it vanished at one step that hardly moved the model
+            broke = _pairing_broke(df, readable)
+            return [] if broke is None else [_broke_finding(ctx, broke, paired, null, loss, ln_b,
+                                                            primary_component(df))]
         collapsed = int(collapsed_at.reindex(diff.index).sum())
         if collapsed and mean + IMPROVEMENT_SE * se >= HEALTHY_MIN_MARGIN:  # not shown below a healthy margin
             return self._first_step(df, ctx, loss, ln_b)

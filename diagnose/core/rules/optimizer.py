@@ -27,7 +27,10 @@ class ParamsOutsideOptimizer(Rule):
 
     topic = "optimizer"
     emits = (Emit("params_outside_optimizer", ("warning", "error"), "param_not_in_optimizer", 1),
-             Emit("optimizer_steps_nothing", ("error",), "param_not_in_optimizer", 1))
+             Emit("optimizer_steps_nothing", ("error",), "param_not_in_optimizer", 1),
+             # the weights do not move because no step is ever applied: of the catalogue's causes the one whose
+             # mechanism this is (the weights cannot move: the effective step is zero); its message names the call
+             Emit("optimizer_never_stepped", ("error",), "learning_rate_too_low", 1))
     needs = (("optimizer", "with_grad"),)
     thresholds = {"UNMOVED_REL": UNMOVED_REL, "PERSIST_MIN_OBS": PERSIST_MIN_OBS}
 
@@ -63,7 +66,7 @@ class ParamsOutsideOptimizer(Rule):
             "if they are meant to stay fixed, set requires_grad=False.", names[0] if names else "outside")]
 
     def alarm(self, finding: Finding, df: pd.DataFrame) -> bool:
-        if finding.id == "optimizer_steps_nothing":
+        if finding.id in ("optimizer_steps_nothing", "optimizer_never_stepped"):
             return True  # a direct reading over PERSIST_MIN_OBS steps that no working optimizer gives (see below)
         # The reading alone waits for the loss to stop falling (rules.persistence): a backbone left trainable but
         # kept out of the optimizer on purpose (`AdamW(projector.parameters())`, a common way to freeze) reads the
@@ -108,6 +111,9 @@ def _steps_nothing(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
     mean, ln_b = end_loss(df)
     ev = {"measured_steps": int(len(up)), "steps": span(up), "update_to_param_max": 0.0,
           "grad_norm_median": rnd(float(grad.median())), "lr": lrs, "loss_end": rnd(mean), "chance_ln_B": rnd(ln_b)}
+    called = finite(series(df, "optimizer", "optimizer", "steps_called"))
+    if len(called) and float(called.iloc[-1]) == 0:
+        return [_never_stepped(ctx, ev, len(called))]
     return [Finding(
         "optimizer_steps_nothing", "error", ctx.name,
         f"on all {len(up)} measured steps ({ev['steps'][0]}-{ev['steps'][1]}) optimizer.step() left every parameter "
@@ -122,6 +128,20 @@ def _steps_nothing(df: pd.DataFrame, ctx: RunContext) -> list[Finding]:
 # float32 has 23 mantissa bits: a step under ~2^-20 of a weight's size (8 units in its last place) can round back to
 # the weight; an lr that small is too low an lr (updates_rounded_away's mechanism), not an optimizer stepping elsewhere
 REPRESENTABLE_STEP = 2.0 ** -20
+
+
+def _never_stepped(ctx: RunContext, ev: dict, observations: int) -> Finding:
+    """The optimizer's step post-hook never ran: optimizer.step() was not called at all (a scheduler's step put in
+    its place, a step under a condition that never holds), so nothing can have moved the weights."""
+    ev = {**ev, "steps_called": 0, "observations": observations}
+    return Finding(
+        "optimizer_never_stepped", "error", ctx.name,
+        f"optimizer.step() never ran in the {observations} observed steps ({ev['steps'][0]}-{ev['steps'][1]}; its "
+        f"post-hook counted 0 calls): the gradients are computed (median norm {ev['grad_norm_median']:.3g}) and "
+        "every group's lr is positive, but no update is ever applied, and no weight of the model changed (update/param "
+        "0 on all measured steps).", ev,
+        "Call optimizer.step() after every backward (or scaler.step(optimizer) under a GradScaler); a scheduler's "
+        "step() only changes the lr, and belongs after the optimizer's.", "model")
 
 
 def _step_representable(df: pd.DataFrame, lr: float, grad_norm: float) -> bool:

@@ -353,6 +353,8 @@ EXTRA_RULES = {R.update_ratio_low, R.embeddings_not_normalised, R.weights_shrink
                R.gathered_own_shard_only,
                # tests/core/rules/test_gradients.py (the sum of the run's steps)
                R.weights_barely_moved,
+               # tests/core/rules/test_frozen_group.py
+               R.frozen_in_optimizer,
                # a counterfactual on the step's embeddings: firing and near misses in tests/core/rules/test_data.py
                R.pairs_unrelated,
                # the reported loss against the observed logits' own: tests/core/rules/test_loss_logging.py

@@ -351,6 +351,21 @@ def test_batch_of_copies_one_item_per_batch_with_the_counterfactual_and_near_mis
     assert R.batch_of_copies(frame(_drift(1.0, 0.27, n=5), loss("loss_clip", [LN_B] * N), moving()), ctx()) == []
 
 
+def test_batch_of_copies_reads_classes_served_in_runs_of_batches():
+    # a label-grouped sampler: two batches per class, so the vector turns on every other batch only (median ~1)
+    prev = {s: (0.9999 if s % 2 else -0.3) for s in range(1, 20)}
+    df = frame(rec("batch_drift", "text", "rows_cosine", [1.0] * 20),
+               rec("batch_drift", "text", "mean_cosine_prev", prev), loss("loss_clip", [LN_B] * N), moving())
+    f = one(R.batch_of_copies(df, ctx()), "batch_of_copies")
+    assert f.evidence["batch_to_batch_turns"] == 9 and f.evidence["batch_pairs"] == 19
+    assert f.evidence["batch_to_batch_cosine_median"] > 0.99
+    # near miss: a tower that discards its input, turned by two large steps (DISTINCT_BATCHES_MIN = 3 turns needed)
+    prev = {s: (0.2 if s in (5, 11) else 0.9995) for s in range(1, 20)}
+    df = frame(rec("batch_drift", "text", "rows_cosine", [1.0] * 20),
+               rec("batch_drift", "text", "mean_cosine_prev", prev), loss("loss_clip", [LN_B] * N), moving())
+    assert R.batch_of_copies(df, ctx()) == []
+
+
 def test_batch_of_copies_ranks_before_the_collapse_it_explains():
     # the same records read by the collapse rule (text rows copies from the first step): both hold, and the batch of
     # copies is why the rows coincide, so false_negatives ranks first

@@ -206,3 +206,43 @@ def test_pairs_unrelated_ranks_before_the_copies_among_captions_that_belong_to_n
     assert causes[:2] == ["misaligned_pairs", "false_negatives"]
     # near miss: copies alone (captions tied to their images keep a pair margin: no pairs_unrelated) stay first
     assert rank_root_causes([copies.to_dict()], {"learned": False})[0]["cause"] == "false_negatives"
+
+
+def _broken(margins, updates, loss: float = math.log(64)) -> pd.DataFrame:
+    """Pairs whose CKA margin per step is `margins`, the model's update/param per step `updates`."""
+    import numpy as np
+
+    n = len(margins)
+    rng = np.random.default_rng(1)
+    null = 0.1 + 0.02 * rng.normal(size=n)
+    paired = null + np.asarray(margins) + 0.02 * rng.normal(size=n)
+    rows = [(s, "contrastive", "pairs", "cka", float(paired[s])) for s in range(n)]
+    rows += [(s, "contrastive", "pairs", "cka_null", float(null[s])) for s in range(n)]
+    rows += [(s, "collapse", side, "cosine_mean", 0.5) for s in range(n) for side in ("image", "text")]
+    rows += [(s, "gradient_flow.model", "model", "update_to_param", float(updates[s])) for s in range(n)]
+    rows += [(s, "loss_split", "loss_clip", m, v) for s in range(n)
+             for m, v in (("value", loss), ("chance", math.log(64)))]
+    return pd.DataFrame(rows, columns=["step", "probe", "target", "metric", "value"])
+
+
+def test_pairs_unrelated_reads_a_pairing_that_broke_at_a_step_that_hardly_moved_the_model():
+    """A cache of the first epoch's batches read back under the next epoch's shuffle: a margin of 0.3 for 16 steps,
+    none from step 16 on, across a step that moved the weights as little as any other."""
+    from diagnose.core.rules.data import PairsUnrelated
+
+    rule, ctx = PairsUnrelated(), RunContext("r", batch_size=64)
+    df = _broken([0.3] * 16 + [0.0] * 64, [0.003] * 80)
+    f = [f for f in rule.check(df, ctx) if f.id == "pairs_unrelated"][0]
+    assert f.evidence["reading"] == "broke" and f.evidence["last_step_with_margin"] == 15
+    assert f.evidence["steps"][0] == 16 and abs(f.evidence["margin_before"] - 0.3) < 0.05
+    assert f.evidence["moved_across_break"] < f.evidence["moved_in_window_before"]
+    assert rule.alarm(f, df)
+    # near misses: the step at the break moved the weights more than the window before it (a model that lost its
+    # structure by moving); a margin that fades over 40 steps; a margin that comes back; a run that learned
+    jump = [0.003] * 15 + [0.5] + [0.003] * 64
+    assert rule.check(_broken([0.3] * 16 + [0.0] * 64, jump), ctx) == []
+    fade = [0.3] * 16 + [0.3 * (1 - i / 40) for i in range(40)] + [0.0] * 24
+    assert rule.check(_broken(fade, [0.003] * 80), ctx) == []
+    back = [0.3] * 16 + [0.0] * 20 + [0.3] * 44
+    assert rule.check(_broken(back, [0.003] * 80), ctx) == []
+    assert rule.check(_broken([0.3] * 16 + [0.0] * 64, [0.003] * 80, loss=0.3 * math.log(64)), ctx) == []

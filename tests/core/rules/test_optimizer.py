@@ -4,6 +4,7 @@ their alarm gates."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from diagnose.core import rules as R
@@ -515,3 +516,18 @@ def test_an_optimizer_whose_steps_change_no_parameter_of_the_model_alarms():
     for df_ in (_stepped([0.0] * (N - 1) + [1e-4]), _stepped(0.0, lr=0.0), _stepped(0.0, n=PERSIST_MIN_OBS - 1),
                 _stepped(0.0, lr=1e-12, grad=1e-3), _stepped(0.0, low=1.0)):
         assert R.params_outside_optimizer(df_, ctx()) == []
+
+
+def test_an_optimizer_whose_step_never_runs_is_named_apart_from_one_that_steps_other_tensors():
+    """`if scheduler: scheduler.step() else: optimizer.step()`: the step post-hook counts no call at all, so nothing
+    applied an update (not a step that moved other tensors); with calls counted, the earlier finding stands."""
+    never = pd.concat([_stepped(0.0), rec("optimizer", "optimizer", "steps_called", [0] * N)])
+    f = one(R.params_outside_optimizer(never, ctx()), "optimizer_never_stepped")
+    assert f.severity == "error" and f.evidence["steps_called"] == 0 and "optimizer.step() never ran" in f.message
+    assert R.params_outside_optimizer.alarm(f, never) is True
+    assert R.declarations()["optimizer_never_stepped"].cause == "learning_rate_too_low"
+    called = pd.concat([_stepped(0.0), rec("optimizer", "optimizer", "steps_called", list(range(N)))])
+    assert one(R.params_outside_optimizer(called, ctx()), "optimizer_steps_nothing")
+    # the weights moved: neither (a hook that missed a wrapper's steps says nothing by itself)
+    moved = pd.concat([_stepped(1e-4), rec("optimizer", "optimizer", "steps_called", [0] * N)])
+    assert R.params_outside_optimizer(moved, ctx()) == []
