@@ -137,6 +137,8 @@ class AblationControl:
                 self._stop_not_applicable(watch, str(exc))
 
     def after_observe(self, watch: Any) -> None:
+        if self.fix is not None:
+            self.fix.after_observe(watch)
         self._observed += 1
         self._write_progress()
         if not self.steps or self._observed < self.steps:

@@ -799,6 +799,46 @@ def test_own_step_off_gives_an_optimizer_that_sizes_its_own_steps_an_lr(under_ab
     assert "lr 0.001" in status["applied"][0]
 
 
+@pytest.mark.parametrize("steps_itself", [False, True])
+def test_step_optimizer_takes_the_step_a_script_never_reaches(under_ablation, steps_itself):
+    """`if scheduler: scheduler.step() else: optimizer.step()`: no weight ever moves; under the fix the watch steps
+    after each observe from the second on. A script that steps itself is left alone: not applicable."""
+    torch.manual_seed(0)
+    model = Towers()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100)
+    spec = under_ablation("step_optimizer")
+    x, t = batch()
+
+    def one(w, i):
+        img, txt = model(x, t)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = F.cross_entropy(logits, torch.arange(B))
+        opt.zero_grad()
+        loss.backward()
+        w.observe(i, losses={"clip": loss}, embeddings={"image": img, "text": txt}, logits=logits)
+        if steps_itself:
+            opt.step()
+        sched.step()
+
+    before = model.image.weight.detach().clone()
+    if steps_itself:
+        with pytest.raises(SystemExit):
+            with diagnose.watch(model, opt, batch_size=B) as w:
+                for i in range(3):
+                    one(w, i)
+        assert "steps the optimizer itself" in json.loads(open(spec["status"]).read())["not_applicable"]
+        return
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        one(w, 0)
+        assert torch.equal(model.image.weight, before)  # the first step only shows whether the script steps
+        for i in range(1, 4):
+            one(w, i)
+        fix = w.control.fix
+    assert not torch.equal(model.image.weight, before)
+    assert fix.did == ["optimizer.step() called after 3 observe(s) that no step of the script followed"]
+
+
 @pytest.mark.parametrize("misordered", [True, False])
 def test_zero_grad_after_step_lets_the_step_use_the_gradients(under_ablation, misordered):
     """`loss.backward(); optimizer.zero_grad(); optimizer.step()` never moves a weight; under the fix the zero_grad
@@ -1647,7 +1687,38 @@ def test_attention_batch_first_leaves_a_sequence_first_module_alone(under_ablati
             for i in range(3):
                 step(model, opt, w, i, x, torch.randn(B, DIN))
     assert not model.attn.batch_first
-    assert "every nn.MultiheadAttention was fed the layout" in json.loads(open(spec["status"]).read())["not_applicable"]
+    assert "every nn.MultiheadAttention (and recurrent layer) was fed the layout" in \
+        json.loads(open(spec["status"]).read())["not_applicable"]
+
+
+class LstmPool(nn.Module):
+    """Tokens through an nn.LSTM built without batch_first, fed (B, T, D), its state at the last position read as
+    `out[:, -1]`: each sample's "last step" is the batch's last sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(E, E)
+        self.text = nn.Linear(DIN, E)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, tokens, t):
+        return F.normalize(self.lstm(tokens)[0][:, -1], dim=-1), F.normalize(self.text(t), dim=-1)
+
+
+def test_attention_batch_first_switches_a_recurrent_layer_fed_the_batch_on_dim_0(under_ablation):
+    torch.manual_seed(0)
+    model = LstmPool()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    under_ablation("attention_batch_first")
+    g = torch.Generator().manual_seed(0)
+    tokens, t = torch.randn(B, 4, E, generator=g), torch.randn(B, DIN, generator=g)
+    with diagnose.watch(model, opt, batch_size=B) as w:
+        for i in range(3):
+            step(model, opt, w, i, tokens, t)
+        fix = w.control.fix
+    assert model.lstm.batch_first and fix.did == [f"lstm: batch_first False -> True (query ({B}, 4, {E}), batch {B})"]
+    with torch.no_grad():  # each sample's own last step now, independent of the rest of the batch
+        assert torch.allclose(model(tokens[:5], t[:5])[0], model(tokens, t)[0][:5], atol=1e-6)
 
 
 def test_attention_batch_first_gives_a_batch_first_module_fed_seq_first_its_layout(under_ablation):

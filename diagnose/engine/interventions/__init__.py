@@ -36,6 +36,7 @@ from .schedule import StepSchedule
 from .shuffle import ShuffleData
 from .stale_optimizer import RelinkOptimizer
 from .standardise import StandardiseInputs
+from .step_optimizer import StepOptimizer
 from .targets import DiagonalTargets
 from .temperature import FixTemperature
 from .unscale_clip import UnscaleBeforeClip
@@ -50,7 +51,7 @@ CATALOGUE: dict[str, type[Intervention]] = {cls.name: cls for cls in (
     Reinit, ReinitConstant, DiagonalTargets, SplitGatherByRank, NormaliseRows, MaskDuplicates, ShuffleData, ClipGrad,
     ScalerStep, Fp32MasterWeights, Fp32Outputs, GuardZeroDivision, NoWeightDecay, UndoOutsideUpdates,
     AttentionBatchFirst, DefaultEps, FiniteMasks, ReinitNonfinite, ClearAutocastCache, WideExp,
-    BatchFirstView, ScaleGatheredGrad, OwnStepOff, UnscaleBeforeClip, ZeroGradAfterStep)}
+    BatchFirstView, ScaleGatheredGrad, OwnStepOff, UnscaleBeforeClip, ZeroGradAfterStep, StepOptimizer)}
 
 
 def for_cause(cause: str, findings: tuple[str, ...] | list[str] = ()) -> list[str]:

@@ -1,5 +1,7 @@
-"""attention_batch_first: an nn.MultiheadAttention whose `batch_first` does not match the layout it is fed reads
-the batch as its sequence and attends across samples; this gives it the layout its input has (tests pooling_axis).
+"""attention_batch_first: an nn.MultiheadAttention (or a recurrent layer: nn.LSTM, nn.GRU, nn.RNN) whose
+`batch_first` does not match the layout it is fed reads the batch as its sequence and attends (or recurs) across
+samples; this gives it the layout its input has (tests pooling_axis). A recurrent layer's output follows the layout
+it declares, so `out[:, -1]` after the switch is each sample's last step, as with `batch_first=True` written in.
 
 Two ways to get there: a module built without ``batch_first=True`` and fed (batch, seq, dim) tensors, or a
 batch-first module (an ``nn.TransformerEncoder`` built with ``batch_first=True``) fed (seq, batch, dim) by a
@@ -27,8 +29,9 @@ from .base import Intervention, NotApplicable
 class AttentionBatchFirst(Intervention):
     name = "attention_batch_first"
     tests = ("pooling_axis",)
-    changes = ("nn.MultiheadAttention modules fed the other layout than their batch_first declares switched to the "
-               "layout they are fed: (batch, seq, dim) to batch_first=True, (seq, batch, dim) to batch_first=False")
+    changes = ("nn.MultiheadAttention and recurrent (LSTM, GRU, RNN) modules fed the other layout than their "
+               "batch_first declares switched to the layout they are fed: (batch, seq, dim) to batch_first=True, "
+               "(seq, batch, dim) to batch_first=False")
 
     def setup(self, watch: Any) -> None:
         self._watch = watch
@@ -36,13 +39,13 @@ class AttentionBatchFirst(Intervention):
         self._observed = 0
         self._handles: dict = {}
         names = {m: n for n, m in watch.model.named_modules()}
-        mods = [m for m in watch.model.modules() if isinstance(m, nn.MultiheadAttention)]
+        mods = [m for m in watch.model.modules() if isinstance(m, (nn.MultiheadAttention, nn.RNNBase))]
         if not mods:
-            raise NotApplicable("attention_batch_first: the model has no nn.MultiheadAttention")
+            raise NotApplicable("attention_batch_first: the model has no nn.MultiheadAttention or recurrent layer")
         self._handles = {m: m.register_forward_pre_hook(OwnHook(self._hook(names.get(m, "<root>")))) for m in mods}
 
     def _hook(self, name: str):
-        def hook(module: nn.MultiheadAttention, args: tuple) -> None:
+        def hook(module: nn.Module, args: tuple) -> None:
             b = self._batch
             if not b or not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor):
                 return
@@ -63,8 +66,8 @@ class AttentionBatchFirst(Intervention):
             emb = next((x for x in (seen.get("embeddings") or {}).values() if isinstance(x, torch.Tensor)), None)
             self._batch = watch.batch_size or (len(emb) if emb is not None else None)
         if self._observed >= 2 and not self.did:
-            raise NotApplicable("attention_batch_first: every nn.MultiheadAttention was fed the layout its "
-                                "batch_first declares")
+            raise NotApplicable("attention_batch_first: every nn.MultiheadAttention (and recurrent layer) was fed "
+                                "the layout its batch_first declares")
 
     def close(self) -> None:
         for handle in self._handles.values():

@@ -56,6 +56,9 @@ class Intervention:
     def observe(self, watch: Any, step: int, seen: dict[str, Any]) -> None:
         pass
 
+    def after_observe(self, watch: Any) -> None:
+        """After the watch's probes read the step (a fix that acts on what `observe` saw, at that step)."""
+
     def before_step(self, optimizer: Any) -> None:
         pass
 
