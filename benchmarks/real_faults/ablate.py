@@ -54,7 +54,7 @@ ALL_RESULTS = tuple(f"results-ablate-{n}.json" for n in (
     "test25-fixes", "shuffle", "test26", "test26-fixes", "test27", "lr-peak", "gather-layout", "test27-fixes",
     "test28", "group-defaults", "test29", "autocast-cache", "test30", "test30-fixes",
     "outside-writes", "test31", "test32", "test31-fixes",
-    "gathered-scale", "test33", "test33-fixes", "test34", "test34-fixes", "test35"))
+    "gathered-scale", "test33", "test33-fixes", "test34", "test34-fixes", "test35", "test35-fixes"))
 TIMING_CASE = "dev/case_lr_too_low"  # perceiver-pytorch aligner (a peer model), 100 steps
 TIMING_FIXES = ("lr_up", "lr_down", "warmup", "clip_grad", "fix_temperature")
 
