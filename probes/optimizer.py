@@ -111,7 +111,7 @@ class OptimizerState(Probe):
             start = self._start_lr.setdefault(i, first)
             trainable = [p for p in g["params"] if p.requires_grad]
             numel = float(sum(p.numel() for p in trainable))
-            frozen = [p for p in g["params"] if not p.requires_grad]
+            frozen = [p for p in g["params"] if not p.requires_grad] if len(trainable) < len(g["params"]) else []
             rows += [(target, "lr", lr), (target, "lr_initial", _number(g.get("initial_lr", first))),
                      (target, "lr_start", start),
                      (target, "params", float(len(trainable))), (target, "numel", numel),
