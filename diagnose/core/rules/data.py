@@ -166,7 +166,7 @@ def _pairing_broke(df: pd.DataFrame, diff: pd.Series) -> dict | None:
             continue
         z = (mb - ma) / math.hypot(sb, sa) if (sb or sa) else math.inf
         if z > IMPROVEMENT_SE and (best is None or z > best["z"]):
-            best = {"z": z, "k": k, "before": (mb, sb), "rest": (mr, sr), "last": int(diff.index[k - 1]),
+            best = {"z": z, "before": (mb, sb), "rest": (mr, sr), "last": int(diff.index[k - 1]),
                     "first": int(diff.index[k]), "window": span(before)}
     if best is None:
         return None
